@@ -1,0 +1,130 @@
+//! Where a node's pinned eBPF objects live.
+//!
+//! ```text
+//! <root>/v<LAYOUT_VERSION>/maps/IFACE_COUNTERS
+//! <root>/v<LAYOUT_VERSION>/links/<ifindex>/count_ingress
+//! ```
+//! The layout version is in the path because aya reuses a pinned map by name
+//! without checking its key and value sizes.
+
+use std::path::{Path, PathBuf};
+
+use shoal_agent_common::LAYOUT_VERSION;
+
+use super::DatapathError;
+
+/// `statfs` magic of a bpf filesystem.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// The default place of one node's tree; the lab gives each node its own root.
+pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/shoal";
+
+#[derive(Clone, Debug)]
+pub struct BpfRoot {
+    root: PathBuf,
+}
+
+impl BpfRoot {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn versioned(&self) -> PathBuf {
+        self.root.join(format!("v{LAYOUT_VERSION}"))
+    }
+
+    pub fn maps_dir(&self) -> PathBuf {
+        self.versioned().join("maps")
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.maps_dir().join(name)
+    }
+
+    pub fn links_dir(&self, ifindex: u32) -> PathBuf {
+        self.versioned().join("links").join(ifindex.to_string())
+    }
+
+    pub fn link(&self, ifindex: u32, program: &str) -> PathBuf {
+        self.links_dir(ifindex).join(program)
+    }
+
+    /// Checks that the root sits on a bpf filesystem (mounting one at
+    /// `/sys/fs/bpf` when nothing is there yet) and creates the directories.
+    pub fn prepare(&self) -> Result<(), DatapathError> {
+        ensure_bpffs_mounted(Path::new("/sys/fs/bpf"))?;
+        let maps = self.maps_dir();
+        std::fs::create_dir_all(&maps)
+            .map_err(|source| DatapathError::Bpffs { path: maps.clone(), source })?;
+        if !is_bpffs(&maps)? {
+            return Err(DatapathError::Bpffs {
+                path: maps,
+                source: std::io::Error::other("not on a bpf filesystem"),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn is_bpffs(path: &Path) -> Result<bool, DatapathError> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
+        DatapathError::Bpffs {
+            path: path.to_owned(),
+            source: std::io::Error::other("path holds a NUL byte"),
+        }
+    })?;
+    // SAFETY: statfs is plain old data that the kernel fills in.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c_path is NUL-terminated and stat is a valid out pointer.
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return Err(DatapathError::Bpffs {
+            path: path.to_owned(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type is i64 on x86_64, other widths elsewhere
+    Ok(stat.f_type as i64 == BPF_FS_MAGIC)
+}
+
+fn ensure_bpffs_mounted(mountpoint: &Path) -> Result<(), DatapathError> {
+    if is_bpffs(mountpoint)? {
+        return Ok(());
+    }
+    tracing::info!(path = %mountpoint.display(), "mounting bpffs");
+    let target = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
+        .expect("mount point has no NUL byte");
+    // SAFETY: every pointer is a valid NUL-terminated string; data is null.
+    let rc = unsafe {
+        libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null())
+    };
+    if rc != 0 {
+        return Err(DatapathError::Bpffs {
+            path: mountpoint.to_owned(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_carry_the_layout_version() {
+        let root = BpfRoot::new("/sys/fs/bpf/shoal/n1");
+        let v = format!("v{LAYOUT_VERSION}");
+        assert_eq!(
+            root.map("IFACE_COUNTERS"),
+            PathBuf::from(format!("/sys/fs/bpf/shoal/n1/{v}/maps/IFACE_COUNTERS"))
+        );
+        assert_eq!(
+            root.link(7, "count_ingress"),
+            PathBuf::from(format!("/sys/fs/bpf/shoal/n1/{v}/links/7/count_ingress"))
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! Loads the embedded object and attaches its programs with TCX links that
+//! are pinned, so they stay attached after this process exits.
+
+use aya::{
+    EbpfLoader,
+    programs::{
+        LinkOrder, SchedClassifier, TcAttachType,
+        links::{FdLink, PinnedLink},
+        tc::TcAttachOptions,
+    },
+};
+use shoal_agent_common::names;
+
+use super::{BpfRoot, CounterMap, DatapathError, EBPF_OBJECT, ifindex_of};
+
+/// The counter programs and the hook each one goes on.
+const COUNTER_PROGRAMS: [(&str, TcAttachType); 2] = [
+    (names::COUNT_INGRESS, TcAttachType::Ingress),
+    (names::COUNT_EGRESS, TcAttachType::Egress),
+];
+
+/// Attaches the packet and byte counters to `iface` (idempotent: hooks that
+/// are already pinned stay as they are). Returns the interface's index.
+pub fn attach_counters(root: &BpfRoot, iface: &str) -> Result<u32, DatapathError> {
+    let ifindex = ifindex_of(iface)?;
+    root.prepare()?;
+    let links_dir = root.links_dir(ifindex);
+    std::fs::create_dir_all(&links_dir)
+        .map_err(|source| DatapathError::Bpffs { path: links_dir.clone(), source })?;
+
+    let mut ebpf = EbpfLoader::new().default_map_pin_directory(root.maps_dir()).load(EBPF_OBJECT)?;
+    for (name, hook) in COUNTER_PROGRAMS {
+        let pin = root.link(ifindex, name);
+        if PinnedLink::from_pin(&pin).is_ok() {
+            tracing::debug!(iface, program = name, "already attached");
+            continue;
+        }
+        let program_error = |source| DatapathError::Program { name, source };
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::Program {
+                name,
+                source: aya::programs::ProgramError::UnexpectedProgramType,
+            })?
+            .try_into()
+            .map_err(program_error)?;
+        program.load().map_err(program_error)?;
+        // Counters go first so they see every packet, whatever later programs decide.
+        let link_id = program
+            .attach_with_options(iface, hook, TcAttachOptions::TcxOrder(LinkOrder::first()))
+            .map_err(program_error)?;
+        let link: FdLink = program.take_link(link_id).map_err(program_error)?.try_into().map_err(
+            |source| DatapathError::Link { path: pin.clone(), source },
+        )?;
+        link.pin(&pin).map_err(|source| DatapathError::Pin { path: pin.clone(), source })?;
+        tracing::info!(iface, ifindex, program = name, pin = %pin.display(), "attached");
+    }
+    Ok(ifindex)
+}
+
+/// Detaches the counters from the interface with this index and forgets its
+/// counts. Returns whether anything was attached.
+pub fn detach_counters(root: &BpfRoot, ifindex: u32) -> Result<bool, DatapathError> {
+    let mut found = false;
+    for (name, _) in COUNTER_PROGRAMS {
+        let pin = root.link(ifindex, name);
+        match PinnedLink::from_pin(&pin) {
+            // Unpinning drops the last reference: the kernel detaches the program.
+            Ok(link) => {
+                link.unpin().map_err(|source| DatapathError::Bpffs { path: pin.clone(), source })?;
+                found = true;
+            }
+            Err(error) => tracing::debug!(ifindex, program = name, %error, "not attached"),
+        }
+    }
+    let _ = std::fs::remove_dir(root.links_dir(ifindex));
+    if let Ok(mut counters) = CounterMap::open(root) {
+        counters.forget(ifindex)?;
+    }
+    Ok(found)
+}
+
+/// Removes the node's whole pinned tree: every link (the kernel detaches a
+/// link when its last pin goes) and every map. Used when a node leaves.
+pub fn remove_all(root: &BpfRoot) -> Result<(), DatapathError> {
+    match std::fs::remove_dir_all(root.root()) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(DatapathError::Bpffs { path: root.root().to_owned(), source }),
+    }
+}
