@@ -1,0 +1,170 @@
+//! The lab's state directory: what is up, which processes run where, and
+//! their logs. `lab status` prints it; `lab down` removes it.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::LabError;
+
+pub const DEFAULT_DIR: &str = "/run/shoal-lab";
+
+/// What `lab up` built, saved as `lab.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Recorded {
+    pub nodes: usize,
+}
+
+/// A process the lab started, saved as `procs/<name>.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    pub name: String,
+    pub netns: String,
+    pub pid: i32,
+    pub command: Vec<String>,
+    pub log: PathBuf,
+}
+
+impl ProcessRecord {
+    pub fn alive(&self) -> bool {
+        // A zombie still answers kill(0); check /proc for the real state.
+        match fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+            Err(_) => false,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    /// `$SHOAL_LAB_DIR`, else `/run/shoal-lab` (tmpfs: gone with a reboot,
+    /// like the namespaces it describes).
+    pub fn from_env() -> Self {
+        let dir = std::env::var_os("SHOAL_LAB_DIR").map_or_else(|| DEFAULT_DIR.into(), PathBuf::from);
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    fn procs(&self) -> PathBuf {
+        self.dir.join("procs")
+    }
+
+    pub fn create(&self) -> Result<(), LabError> {
+        for dir in [self.dir.clone(), self.logs(), self.procs()] {
+            fs::create_dir_all(&dir).map_err(|source| LabError::Io {
+                what: format!("creating {}", dir.display()),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn recorded(&self) -> Option<Recorded> {
+        let text = fs::read_to_string(self.dir.join("lab.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn record(&self, recorded: &Recorded) -> Result<(), LabError> {
+        self.write_json(&self.dir.join("lab.json"), recorded)
+    }
+
+    pub fn processes(&self) -> Vec<ProcessRecord> {
+        let Ok(entries) = fs::read_dir(self.procs()) else { return Vec::new() };
+        let mut all: Vec<ProcessRecord> = entries
+            .filter_map(|e| fs::read_to_string(e.ok()?.path()).ok())
+            .filter_map(|text| serde_json::from_str(&text).ok())
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    pub fn process(&self, name: &str) -> Option<ProcessRecord> {
+        self.processes().into_iter().find(|p| p.name == name)
+    }
+
+    /// Starts a long-running process in `netns` (its own process group, so a
+    /// terminal's Ctrl-C does not reach it), logging to `logs/<name>.log`.
+    pub fn spawn(&self, name: &str, netns: &str, command: &[String]) -> Result<ProcessRecord, LabError> {
+        self.create()?;
+        let log = self.logs().join(format!("{name}.log"));
+        let file = fs::OpenOptions::new().create(true).append(true).open(&log).map_err(|source| {
+            LabError::Io { what: format!("opening {}", log.display()), source }
+        })?;
+        let err_file = file.try_clone().map_err(|source| LabError::Io {
+            what: format!("opening {}", log.display()),
+            source,
+        })?;
+        let (program, args) = command.split_first().ok_or(LabError::EmptyCommand)?;
+        let mut child = crate::cmd::in_netns(netns, program);
+        use std::os::unix::process::CommandExt;
+        child.args(args).stdin(Stdio::null()).stdout(file).stderr(err_file).process_group(0);
+        let child = child.spawn().map_err(|source| LabError::Spawn {
+            command: command.join(" "),
+            source,
+        })?;
+        let record = ProcessRecord {
+            name: name.to_owned(),
+            netns: netns.to_owned(),
+            pid: child.id() as i32,
+            command: command.to_vec(),
+            log,
+        };
+        self.write_json(&self.procs().join(format!("{name}.json")), &record)?;
+        // The child is reaped by init once this process exits; it is ours until then.
+        std::mem::forget(child);
+        Ok(record)
+    }
+
+    /// Stops a recorded process (TERM, then KILL after `grace`) and forgets it.
+    pub fn stop(&self, record: &ProcessRecord, grace: Duration) {
+        terminate(record.pid, grace, || record.alive());
+        let _ = fs::remove_file(self.procs().join(format!("{}.json", record.name)));
+    }
+
+    pub fn remove(&self) -> Result<(), LabError> {
+        match fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(LabError::Io { what: format!("removing {}", self.dir.display()), source }),
+        }
+    }
+
+    fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), LabError> {
+        let text = serde_json::to_string_pretty(value).expect("lab state serializes");
+        fs::write(path, text)
+            .map_err(|source| LabError::Io { what: format!("writing {}", path.display()), source })
+    }
+}
+
+/// Sends TERM, waits up to `grace` for `alive` to turn false, then KILL.
+pub fn terminate(pid: i32, grace: Duration, alive: impl Fn() -> bool) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if alive() {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    // Reap it if it is our own child (ECHILD otherwise, which is fine).
+    // SAFETY: a null status pointer is allowed.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+}

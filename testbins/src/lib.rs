@@ -1,0 +1,22 @@
+//! Code shared by the test programs. They run as static binaries in images
+//! that hold nothing else, so they resolve names with their own DNS client
+//! ([`dns`]) instead of glibc's NSS, which does not work statically linked.
+
+pub mod dns;
+pub mod http;
+
+/// Makes SIGTERM and SIGINT end the process at once. Needed because a
+/// container's PID 1 ignores signals it installs no handler for, and
+/// `docker stop` would otherwise wait out the whole grace period.
+pub fn exit_on_terminate() {
+    extern "C" fn on_signal(_: libc::c_int) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(0) };
+    }
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only calls an async-signal-safe function.
+    unsafe {
+        libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGINT, handler);
+    }
+}

@@ -1,0 +1,52 @@
+//! `cargo xtask …`: everything a developer or CI does beyond plain cargo.
+
+mod build;
+mod ci;
+mod demo;
+mod images;
+mod install;
+mod lab;
+mod setup;
+mod sh;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Shoal's developer tasks", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what this machine lacks (idempotent; one line per step).
+    Setup,
+    /// Build the eBPF object, embed it in shoal-agent, and build the binaries.
+    Build(build::BuildArgs),
+    /// Install the binaries and systemd units.
+    Install(install::InstallArgs),
+    /// Build the test images (shoal/echo:1, shoal/echo:2, shoal/toolbox) into Docker.
+    Images,
+    /// Run the multi-host lab (network namespaces on this machine).
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
+    /// The main job: a lab cluster serving a demo (see README).
+    Demo(demo::DemoArgs),
+    /// What CI runs: setup, fmt, clippy, unit tests, lab end-to-end tests.
+    Ci,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Setup => setup::run(),
+        Command::Build(args) => build::run(&args).map(|_| ()),
+        Command::Install(args) => install::run(&args),
+        Command::Images => images::build_all(),
+        Command::Lab(command) => lab::run(command),
+        Command::Demo(args) => demo::run(&args),
+        Command::Ci => ci::run(),
+    }
+}

@@ -1,0 +1,160 @@
+//! `cargo xtask setup`: installs, idempotently, what a fresh Debian machine of
+//! the project's kind lacks. Each step prints one line: what it did or why it
+//! skipped. Versions and recipes: ../shared/FACTS.md and README.
+
+use std::{process::Command, thread, time::Duration};
+
+use anyhow::{Context, Result, bail};
+
+use crate::sh;
+
+/// bpf-linker built against rustc's own LLVM: needs no system LLVM.
+const BPF_LINKER_VERSION: &str = "0.10.4";
+const DOCKERD_LOG: &str = "/var/log/shoal-dockerd.log";
+
+pub fn run() -> Result<()> {
+    let mut apt = Apt::default();
+    // Binaries the lab and the agent call, and the package that provides each.
+    for (binary, package) in
+        [("ip", "iproute2"), ("nsenter", "util-linux"), ("dnsmasq", "dnsmasq-base"), ("tar", "tar")]
+    {
+        ensure_binary(&mut apt, binary, package)?;
+    }
+    ensure_docker(&mut apt)?;
+    ensure_nightly_rust_src()?;
+    ensure_stable_components()?;
+    ensure_cargo_tool("bpf-linker", &["--version"], &["install", &format!("bpf-linker@{BPF_LINKER_VERSION}")])?;
+    ensure_cargo_tool("cargo-nextest", &["nextest", "--version"], &["install", "cargo-nextest", "--locked"])?;
+    ensure_bpffs()?;
+    println!("[setup] done");
+    Ok(())
+}
+
+fn step(what: &str, outcome: &str) {
+    println!("[setup] {what}: {outcome}");
+}
+
+#[derive(Default)]
+struct Apt {
+    updated: bool,
+}
+
+impl Apt {
+    fn install(&mut self, packages: &[&str]) -> Result<()> {
+        if !self.updated {
+            sh::run(Command::new("apt-get").args(["update", "-q"]))?;
+            self.updated = true;
+        }
+        sh::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(packages)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    }
+}
+
+fn has_binary(binary: &str) -> bool {
+    sh::succeeds("sh", &["-c", &format!("command -v {binary}")])
+}
+
+fn ensure_binary(apt: &mut Apt, binary: &str, package: &str) -> Result<()> {
+    let what = format!("{binary} ({package})");
+    if has_binary(binary) {
+        step(&what, "present, skipped");
+        return Ok(());
+    }
+    apt.install(&[package])?;
+    step(&what, "installed");
+    Ok(())
+}
+
+fn docker_answers() -> bool {
+    sh::succeeds("docker", &["info", "--format", "{{.ServerVersion}}"])
+}
+
+fn ensure_docker(apt: &mut Apt) -> Result<()> {
+    if docker_answers() {
+        step("docker engine", "answers, skipped");
+        return Ok(());
+    }
+    if !has_binary("dockerd") {
+        apt.install(&["docker.io"])?;
+        step("docker engine (docker.io)", "installed");
+    }
+    // No init system to rely on in CI: start the daemon ourselves.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(DOCKERD_LOG)
+        .with_context(|| format!("opening {DOCKERD_LOG}"))?;
+    use std::os::unix::process::CommandExt;
+    Command::new("dockerd")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("starting dockerd")?;
+    for _ in 0..60 {
+        if docker_answers() {
+            step("docker engine", &format!("started dockerd (log {DOCKERD_LOG})"));
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+    bail!("dockerd did not answer within 30 s; see {DOCKERD_LOG}")
+}
+
+fn ensure_nightly_rust_src() -> Result<()> {
+    let toolchains = sh::output("rustup", &["toolchain", "list"]).context("rustup is required")?;
+    if toolchains.lines().any(|l| l.starts_with("nightly")) {
+        step("nightly toolchain", "present, skipped");
+    } else {
+        sh::run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        step("nightly toolchain", "installed");
+    }
+    let installed =
+        sh::output("rustup", &["component", "list", "--toolchain", "nightly", "--installed"]).unwrap_or_default();
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        step("nightly rust-src (for -Z build-std=core)", "present, skipped");
+    } else {
+        sh::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        step("nightly rust-src (for -Z build-std=core)", "installed");
+    }
+    Ok(())
+}
+
+fn ensure_stable_components() -> Result<()> {
+    for (component, probe) in [("rustfmt", ["fmt", "--version"]), ("clippy", ["clippy", "--version"])] {
+        if sh::succeeds("cargo", &probe) {
+            step(component, "present, skipped");
+        } else {
+            sh::run(Command::new("rustup").args(["component", "add", component]))?;
+            step(component, "installed");
+        }
+    }
+    Ok(())
+}
+
+fn ensure_cargo_tool(name: &str, probe: &[&str], install: &[&str]) -> Result<()> {
+    let probe_program = if name.starts_with("cargo-") { "cargo" } else { name };
+    if sh::succeeds(probe_program, probe) {
+        step(name, "present, skipped");
+        return Ok(());
+    }
+    sh::run(sh::cargo().args(install))?;
+    step(name, "installed");
+    Ok(())
+}
+
+fn ensure_bpffs() -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf ")) {
+        step("bpffs at /sys/fs/bpf", "mounted, skipped");
+        return Ok(());
+    }
+    sh::run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
+    step("bpffs at /sys/fs/bpf", "mounted");
+    Ok(())
+}
