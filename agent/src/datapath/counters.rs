@@ -76,9 +76,19 @@ impl CounterMap {
 
     pub(crate) fn forget(&mut self, ifindex: u32) -> Result<(), DatapathError> {
         match self.map.remove(&ifindex) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(error) if is_missing_key(&error) => Ok(()),
             Err(source) => Err(DatapathError::Map { path: self.path.clone(), source }),
         }
+    }
+}
+
+/// aya reports a missing key on delete as the raw ENOENT of the syscall.
+fn is_missing_key(error: &aya::maps::MapError) -> bool {
+    match error {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
     }
 }
 
