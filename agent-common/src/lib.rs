@@ -57,8 +57,26 @@ mod tests {
 
     #[test]
     fn add_sums_every_field() {
-        let mut a = IfaceCounters { rx_packets: 1, rx_bytes: 60, tx_packets: 2, tx_bytes: 120 };
-        a.add(&IfaceCounters { rx_packets: 3, rx_bytes: 180, tx_packets: 4, tx_bytes: 240 });
-        assert_eq!(a, IfaceCounters { rx_packets: 4, rx_bytes: 240, tx_packets: 6, tx_bytes: 360 });
+        let mut a = IfaceCounters {
+            rx_packets: 1,
+            rx_bytes: 60,
+            tx_packets: 2,
+            tx_bytes: 120,
+        };
+        a.add(&IfaceCounters {
+            rx_packets: 3,
+            rx_bytes: 180,
+            tx_packets: 4,
+            tx_bytes: 240,
+        });
+        assert_eq!(
+            a,
+            IfaceCounters {
+                rx_packets: 4,
+                rx_bytes: 240,
+                tx_packets: 6,
+                tx_bytes: 360
+            }
+        );
     }
 }

@@ -7,10 +7,13 @@ use crate::LabError;
 
 /// Runs a command to completion; a non-zero exit is an error carrying stderr.
 pub fn run(program: &str, args: &[&str]) -> Result<Output, LabError> {
-    let output = Command::new(program).args(args).output().map_err(|source| LabError::Spawn {
-        command: render(program, args),
-        source,
-    })?;
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|source| LabError::Spawn {
+            command: render(program, args),
+            source,
+        })?;
     if !output.status.success() {
         return Err(LabError::Command {
             command: render(program, args),
@@ -38,10 +41,16 @@ pub fn ip_in(netns: &str, args: &[&str]) -> Result<Output, LabError> {
 /// host's bpffs and Docker socket stay visible.
 pub fn in_netns(netns: &str, program: &str) -> Command {
     let mut command = Command::new("nsenter");
-    command.arg(format!("--net=/run/netns/{netns}")).arg("--").arg(program);
+    command
+        .arg(format!("--net=/run/netns/{netns}"))
+        .arg("--")
+        .arg(program);
     command
 }
 
 fn render(program: &str, args: &[&str]) -> String {
-    std::iter::once(program).chain(args.iter().copied()).collect::<Vec<_>>().join(" ")
+    std::iter::once(program)
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -14,10 +14,26 @@ pub struct Container {
 }
 
 /// `docker run -d --network none` with the lab label; `args` go after the image.
-pub fn run_detached(name: &str, image: &str, env: &[(&str, &str)], args: &[&str]) -> Result<Container, LabError> {
+pub fn run_detached(
+    name: &str,
+    image: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Result<Container, LabError> {
     let _ = cmd::run("docker", &["rm", "-f", name]);
     let label = format!("{CONTAINER_LABEL}=1");
-    let mut full = vec!["run", "-d", "--network", "none", "--label", &label, "--name", name, "--hostname", name];
+    let mut full = vec![
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--label",
+        &label,
+        "--name",
+        name,
+        "--hostname",
+        name,
+    ];
     let env_args: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     for e in &env_args {
         full.extend(["--env", e.as_str()]);
@@ -47,15 +63,29 @@ pub fn plug_into_node(
 ) -> Result<(), LabError> {
     let _ = cmd::ip_in(&node.netns, &["link", "del", host_if]);
     let pid = container.pid.to_string();
-    cmd::ip_in(&node.netns, &["link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", &pid])?;
-    cmd::ip_in(&node.netns, &["addr", "add", &format!("{node_side}/30"), "dev", host_if])?;
+    cmd::ip_in(
+        &node.netns,
+        &[
+            "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", &pid,
+        ],
+    )?;
+    cmd::ip_in(
+        &node.netns,
+        &["addr", "add", &format!("{node_side}/30"), "dev", host_if],
+    )?;
     cmd::ip_in(&node.netns, &["link", "set", host_if, "up"])?;
     let in_container = |args: &[&str]| {
         let mut full = vec!["-t", pid.as_str(), "-n", "ip"];
         full.extend_from_slice(args);
         cmd::run("nsenter", &full)
     };
-    in_container(&["addr", "add", &format!("{container_side}/30"), "dev", "eth0"])?;
+    in_container(&[
+        "addr",
+        "add",
+        &format!("{container_side}/30"),
+        "dev",
+        "eth0",
+    ])?;
     in_container(&["link", "set", "eth0", "up"])?;
     in_container(&["link", "set", "lo", "up"])?;
     Ok(())

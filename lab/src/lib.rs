@@ -30,11 +30,21 @@ pub const BPFFS_ROOT: &str = "/sys/fs/bpf/shoal/lab";
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
     #[error("could not run `{command}`: {source}")]
-    Spawn { command: String, source: std::io::Error },
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
     #[error("`{command}` failed (exit {status:?}): {stderr}")]
-    Command { command: String, status: Option<i32>, stderr: String },
+    Command {
+        command: String,
+        status: Option<i32>,
+        stderr: String,
+    },
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("a lab has 1 to {MAX_NODES} nodes, not {0}")]
     NodeCount(usize),
     #[error("no lab host named {0:?} (hosts are n1..nN and client)")]
@@ -62,7 +72,9 @@ impl Default for Lab {
 
 impl Lab {
     pub fn new() -> Self {
-        Self { state: StateDir::from_env() }
+        Self {
+            state: StateDir::from_env(),
+        }
     }
 
     pub fn state(&self) -> &StateDir {
@@ -103,12 +115,21 @@ impl Lab {
             cmd::ip_in(WAN_NS, &["link", "add", WAN_BRIDGE, "type", "bridge"])?;
         }
         cmd::ip_in(WAN_NS, &["link", "set", WAN_BRIDGE, "up"])?;
-        progress(&format!("{} underlay bridge {WAN_BRIDGE}", verb(bridge_missing)));
+        progress(&format!(
+            "{} underlay bridge {WAN_BRIDGE}",
+            verb(bridge_missing)
+        ));
 
         let hosts = topology::hosts(nodes);
         for host in &hosts {
             let created = plug_host(host)?;
-            progress(&format!("{} host {} ({}) at {}", verb(created), host.name, host.netns, host.addr));
+            progress(&format!(
+                "{} host {} ({}) at {}",
+                verb(created),
+                host.name,
+                host.netns,
+                host.addr
+            ));
         }
         for host in &hosts {
             for peer in hosts.iter().filter(|p| *p != host) {
@@ -156,7 +177,10 @@ impl Lab {
             Ok(()) => progress(&format!("removed pinned eBPF objects under {BPFFS_ROOT}")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
-                return Err(LabError::Io { what: format!("removing {BPFFS_ROOT}"), source });
+                return Err(LabError::Io {
+                    what: format!("removing {BPFFS_ROOT}"),
+                    source,
+                });
             }
         }
         self.state.remove()?;
@@ -171,7 +195,9 @@ impl Lab {
             out.push_str("lab: down\n");
             return out;
         };
-        out.push_str(&format!("lab: up, {nodes} nodes\n\nHOST      NAMESPACE       ADDRESS       LINK\n"));
+        out.push_str(&format!(
+            "lab: up, {nodes} nodes\n\nHOST      NAMESPACE       ADDRESS       LINK\n"
+        ));
         for host in topology::hosts(nodes) {
             let link = cmd::ip_in(&host.netns, &["-br", "link", "show", "eth0"])
                 .map(|o| {
@@ -179,7 +205,10 @@ impl Lab {
                     text.split_whitespace().nth(1).unwrap_or("?").to_owned()
                 })
                 .unwrap_or_else(|_| "missing".into());
-            out.push_str(&format!("{:<9} {:<15} {:<13} {}\n", host.name, host.netns, host.addr, link));
+            out.push_str(&format!(
+                "{:<9} {:<15} {:<13} {}\n",
+                host.name, host.netns, host.addr, link
+            ));
         }
         out.push_str("\nPROCESS          NAMESPACE       PID      STATE    LOG\n");
         for p in self.state.processes() {
@@ -199,8 +228,10 @@ impl Lab {
     /// Serialises `up` and `down` across processes (tests run in parallel).
     fn lock(&self) -> Result<File, LabError> {
         let path = "/run/shoal-lab.lock";
-        let file = File::create(path)
-            .map_err(|source| LabError::Io { what: format!("opening {path}"), source })?;
+        let file = File::create(path).map_err(|source| LabError::Io {
+            what: format!("opening {path}"),
+            source,
+        })?;
         // SAFETY: flock on an open descriptor; the lock goes with the File.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(LabError::Io {
@@ -226,11 +257,27 @@ fn plug_host(host: &Host) -> Result<bool, LabError> {
         let _ = cmd::ip_in(WAN_NS, &["link", "del", &port]);
         cmd::run(
             "ip",
-            &["link", "add", &port, "netns", WAN_NS, "type", "veth", "peer", "name", "eth0", "netns", &host.netns],
+            &[
+                "link",
+                "add",
+                &port,
+                "netns",
+                WAN_NS,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &host.netns,
+            ],
         )?;
     }
     cmd::ip_in(WAN_NS, &["link", "set", &port, "master", WAN_BRIDGE, "up"])?;
-    cmd::ip_in(&host.netns, &["link", "set", "eth0", "address", &host.mac()])?;
+    cmd::ip_in(
+        &host.netns,
+        &["link", "set", "eth0", "address", &host.mac()],
+    )?;
     let cidr = format!("{}/{PREFIX_LEN}", host.addr);
     cmd::ip_in(&host.netns, &["addr", "replace", &cidr, "dev", "eth0"])?;
     if host.name == "client" {
@@ -245,6 +292,19 @@ fn plug_host(host: &Host) -> Result<bool, LabError> {
 }
 
 fn set_neighbour(host: &Host, addr: &str, mac: &str) -> Result<(), LabError> {
-    cmd::ip_in(&host.netns, &["neigh", "replace", addr, "lladdr", mac, "dev", "eth0", "nud", "permanent"])?;
+    cmd::ip_in(
+        &host.netns,
+        &[
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            mac,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
+    )?;
     Ok(())
 }

@@ -11,7 +11,9 @@ pub fn exists(name: &str) -> bool {
 
 /// Every namespace whose name starts with `prefix`.
 pub fn list_with_prefix(prefix: &str) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir("/run/netns") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return Vec::new();
+    };
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.starts_with(prefix))
@@ -47,7 +49,11 @@ pub fn delete(name: &str) -> Result<(), LabError> {
 /// Pids of every process whose network namespace is `name`.
 pub fn pids(name: &str) -> Vec<i32> {
     cmd::stdout("ip", &["netns", "pids", name])
-        .map(|out| out.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .map(|out| {
+            out.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -76,8 +82,10 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let file = File::open(path)
-        .map_err(|source| LabError::Io { what: format!("opening {path}"), source })?;
+    let file = File::open(path).map_err(|source| LabError::Io {
+        what: format!("opening {path}"),
+        source,
+    })?;
     let path_owned = path.to_owned();
     std::thread::spawn(move || {
         // SAFETY: file is an open namespace file; setns affects this thread only.

@@ -34,7 +34,12 @@ impl ProcessRecord {
     pub fn alive(&self) -> bool {
         // A zombie still answers kill(0); check /proc for the real state.
         match fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
-            Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+            Ok(stat) => !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z'),
             Err(_) => false,
         }
     }
@@ -49,7 +54,8 @@ impl StateDir {
     /// `$SHOAL_LAB_DIR`, else `/run/shoal-lab` (tmpfs: gone with a reboot,
     /// like the namespaces it describes).
     pub fn from_env() -> Self {
-        let dir = std::env::var_os("SHOAL_LAB_DIR").map_or_else(|| DEFAULT_DIR.into(), PathBuf::from);
+        let dir =
+            std::env::var_os("SHOAL_LAB_DIR").map_or_else(|| DEFAULT_DIR.into(), PathBuf::from);
         Self { dir }
     }
 
@@ -85,7 +91,9 @@ impl StateDir {
     }
 
     pub fn processes(&self) -> Vec<ProcessRecord> {
-        let Ok(entries) = fs::read_dir(self.procs()) else { return Vec::new() };
+        let Ok(entries) = fs::read_dir(self.procs()) else {
+            return Vec::new();
+        };
         let mut all: Vec<ProcessRecord> = entries
             .filter_map(|e| fs::read_to_string(e.ok()?.path()).ok())
             .filter_map(|text| serde_json::from_str(&text).ok())
@@ -100,12 +108,22 @@ impl StateDir {
 
     /// Starts a long-running process in `netns` (its own process group, so a
     /// terminal's Ctrl-C does not reach it), logging to `logs/<name>.log`.
-    pub fn spawn(&self, name: &str, netns: &str, command: &[String]) -> Result<ProcessRecord, LabError> {
+    pub fn spawn(
+        &self,
+        name: &str,
+        netns: &str,
+        command: &[String],
+    ) -> Result<ProcessRecord, LabError> {
         self.create()?;
         let log = self.logs().join(format!("{name}.log"));
-        let file = fs::OpenOptions::new().create(true).append(true).open(&log).map_err(|source| {
-            LabError::Io { what: format!("opening {}", log.display()), source }
-        })?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|source| LabError::Io {
+                what: format!("opening {}", log.display()),
+                source,
+            })?;
         let err_file = file.try_clone().map_err(|source| LabError::Io {
             what: format!("opening {}", log.display()),
             source,
@@ -113,7 +131,12 @@ impl StateDir {
         let (program, args) = command.split_first().ok_or(LabError::EmptyCommand)?;
         let mut child = crate::cmd::in_netns(netns, program);
         use std::os::unix::process::CommandExt;
-        child.args(args).stdin(Stdio::null()).stdout(file).stderr(err_file).process_group(0);
+        child
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err_file)
+            .process_group(0);
         let child = child.spawn().map_err(|source| LabError::Spawn {
             command: command.join(" "),
             source,
@@ -141,14 +164,19 @@ impl StateDir {
         match fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(LabError::Io { what: format!("removing {}", self.dir.display()), source }),
+            Err(source) => Err(LabError::Io {
+                what: format!("removing {}", self.dir.display()),
+                source,
+            }),
         }
     }
 
     fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), LabError> {
         let text = serde_json::to_string_pretty(value).expect("lab state serializes");
-        fs::write(path, text)
-            .map_err(|source| LabError::Io { what: format!("writing {}", path.display()), source })
+        fs::write(path, text).map_err(|source| LabError::Io {
+            what: format!("writing {}", path.display()),
+            source,
+        })
     }
 }
 

@@ -33,7 +33,10 @@ pub struct Host {
 
 impl Host {
     pub fn node(index: usize) -> Host {
-        assert!((1..=MAX_NODES).contains(&index), "node index {index} out of 1..={MAX_NODES}");
+        assert!(
+            (1..=MAX_NODES).contains(&index),
+            "node index {index} out of 1..={MAX_NODES}"
+        );
         Host {
             name: format!("n{index}"),
             netns: format!("shoal-n{index}"),
@@ -42,7 +45,11 @@ impl Host {
     }
 
     pub fn client() -> Host {
-        Host { name: "client".into(), netns: CLIENT_NS.into(), addr: CLIENT_ADDR }
+        Host {
+            name: "client".into(),
+            netns: CLIENT_NS.into(),
+            addr: CLIENT_ADDR,
+        }
     }
 
     /// A fixed MAC derived from the address, so neighbour entries can be
@@ -71,7 +78,9 @@ pub fn hosts(nodes: usize) -> Vec<Host> {
 
 /// Finds a host by short name (`n2`, `client`) or namespace (`shoal-n2`).
 pub fn host_named(name: &str, nodes: usize) -> Option<Host> {
-    hosts(nodes).into_iter().find(|h| h.name == name || h.netns == name)
+    hosts(nodes)
+        .into_iter()
+        .find(|h| h.name == name || h.netns == name)
 }
 
 #[cfg(test)]

@@ -61,7 +61,10 @@ fn wait_listening(log: &Path, timeout: Duration) -> Result<(), LabError> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(LabError::Upstream(format!("dnsmasq did not start within {timeout:?}; see {}", log.display())))
+    Err(LabError::Upstream(format!(
+        "dnsmasq did not start within {timeout:?}; see {}",
+        log.display()
+    )))
 }
 
 #[cfg(test)]

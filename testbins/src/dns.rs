@@ -94,7 +94,9 @@ pub fn decode_answer(id: u16, packet: &[u8]) -> Result<Answer, DnsError> {
         let rtype = read_u16(at)?;
         let class = read_u16(at + 2)?;
         let len = read_u16(at + 8)? as usize;
-        let data = packet.get(at + 10..at + 10 + len).ok_or(DnsError::Malformed("truncated record"))?;
+        let data = packet
+            .get(at + 10..at + 10 + len)
+            .ok_or(DnsError::Malformed("truncated record"))?;
         if rtype == TYPE_A && class == CLASS_IN && len == 4 {
             addresses.push(Ipv4Addr::new(data[0], data[1], data[2], data[3]));
         }
@@ -106,7 +108,9 @@ pub fn decode_answer(id: u16, packet: &[u8]) -> Result<Answer, DnsError> {
 /// Returns the offset just past the (possibly compressed) name at `at`.
 fn skip_name(packet: &[u8], mut at: usize) -> Result<usize, DnsError> {
     loop {
-        let len = *packet.get(at).ok_or(DnsError::Malformed("truncated name"))?;
+        let len = *packet
+            .get(at)
+            .ok_or(DnsError::Malformed("truncated name"))?;
         match len {
             0 => return Ok(at + 1),
             l if l & 0xc0 == 0xc0 => return Ok(at + 2), // pointer ends the name
@@ -118,9 +122,17 @@ fn skip_name(packet: &[u8], mut at: usize) -> Result<usize, DnsError> {
 
 /// Asks `server` for the A records of `name`, retrying once on timeout.
 pub fn resolve_a(server: SocketAddr, name: &str, timeout: Duration) -> Result<Answer, DnsError> {
-    let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
+    let bind: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("literal");
     let socket = UdpSocket::bind(bind).map_err(DnsError::Io)?;
-    socket.set_read_timeout(Some(timeout / 2)).map_err(DnsError::Io)?;
+    socket
+        .set_read_timeout(Some(timeout / 2))
+        .map_err(DnsError::Io)?;
     let id = (std::process::id() as u16) ^ (nanos() as u16);
     let query = encode_query(id, name)?;
     let mut buf = [0u8; 1500];
@@ -134,7 +146,14 @@ pub fn resolve_a(server: SocketAddr, name: &str, timeout: Duration) -> Result<An
                     other => return other,
                 },
                 Ok(_) => continue,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break;
+                }
                 Err(e) => return Err(DnsError::Io(e)),
             }
         }
@@ -160,14 +179,19 @@ pub fn lookup_host(host: &str, timeout: Duration) -> Result<Ipv4Addr, String> {
     }
     let server = system_resolver().ok_or("no nameserver in /etc/resolv.conf")?;
     match resolve_a(server, host, timeout).map_err(|e| format!("resolving {host}: {e}"))? {
-        Answer::Addresses(addrs) => addrs.first().copied().ok_or_else(|| format!("{host} has no A record")),
+        Answer::Addresses(addrs) => addrs
+            .first()
+            .copied()
+            .ok_or_else(|| format!("{host} has no A record")),
         Answer::NxDomain => Err(format!("{host}: NXDOMAIN")),
         Answer::Error(rcode) => Err(format!("{host}: server answered rcode {rcode}")),
     }
 }
 
 fn nanos() -> u32 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
 }
 
 #[cfg(test)]
@@ -206,10 +230,19 @@ mod tests {
         let two = answer(7, 0, &[[192, 0, 2, 200], [192, 0, 2, 201]]);
         assert_eq!(
             decode_answer(7, &two).unwrap(),
-            Answer::Addresses(vec![Ipv4Addr::new(192, 0, 2, 200), Ipv4Addr::new(192, 0, 2, 201)])
+            Answer::Addresses(vec![
+                Ipv4Addr::new(192, 0, 2, 200),
+                Ipv4Addr::new(192, 0, 2, 201)
+            ])
         );
-        assert_eq!(decode_answer(7, &answer(7, 3, &[])).unwrap(), Answer::NxDomain);
-        assert_eq!(decode_answer(7, &answer(7, 5, &[])).unwrap(), Answer::Error(5));
+        assert_eq!(
+            decode_answer(7, &answer(7, 3, &[])).unwrap(),
+            Answer::NxDomain
+        );
+        assert_eq!(
+            decode_answer(7, &answer(7, 5, &[])).unwrap(),
+            Answer::Error(5)
+        );
     }
 
     #[test]

@@ -24,8 +24,12 @@ pub fn read_request<R: BufRead>(reader: &mut R) -> io::Result<Option<Request>> {
         return Ok(None);
     }
     let mut parts = line.split_whitespace();
-    let (Some(method), Some(path), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad request line"));
+    let (Some(method), Some(path), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad request line",
+        ));
     };
     let mut keep_alive = version == "HTTP/1.1";
     let mut content_length = 0usize;
@@ -33,11 +37,17 @@ pub fn read_request<R: BufRead>(reader: &mut R) -> io::Result<Option<Request>> {
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header)? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "headers cut short"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "headers cut short",
+            ));
         }
         head += header.len();
         if head > MAX_HEAD {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "request head too large"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request head too large",
+            ));
         }
         let header = header.trim_end();
         if header.is_empty() {
@@ -54,7 +64,11 @@ pub fn read_request<R: BufRead>(reader: &mut R) -> io::Result<Option<Request>> {
         }
     }
     io::copy(&mut reader.take(content_length as u64), &mut io::sink())?;
-    Ok(Some(Request { method: method.to_owned(), path: path.to_owned(), keep_alive }))
+    Ok(Some(Request {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        keep_alive,
+    }))
 }
 
 /// Writes a complete response with a body.
@@ -94,7 +108,10 @@ pub fn get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> io::R
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: shoal-toolbox\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: shoal-toolbox\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     BufReader::new(stream).read_to_end(&mut raw)?;
     parse_response(&raw)
@@ -102,7 +119,10 @@ pub fn get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> io::R
 
 fn parse_response(raw: &[u8]) -> io::Result<Response> {
     let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_owned());
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
     let head = std::str::from_utf8(&raw[..split]).map_err(|_| bad("head is not UTF-8"))?;
     let status_line = head.lines().next().ok_or_else(|| bad("empty response"))?;
     let status = status_line
@@ -112,7 +132,9 @@ fn parse_response(raw: &[u8]) -> io::Result<Response> {
         .ok_or_else(|| bad("bad status line"))?;
     let content_length = head.lines().skip(1).find_map(|l| {
         let (name, value) = l.split_once(':')?;
-        name.trim().eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())?
     });
     let mut body = &raw[split + 4..];
     if let Some(len) = content_length {
@@ -121,7 +143,10 @@ fn parse_response(raw: &[u8]) -> io::Result<Response> {
         }
         body = &body[..len];
     }
-    Ok(Response { status, body: String::from_utf8_lossy(body).into_owned() })
+    Ok(Response {
+        status,
+        body: String::from_utf8_lossy(body).into_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -131,10 +156,18 @@ mod tests {
     #[test]
     fn reads_keep_alive_and_close() {
         let mut input = io::Cursor::new(
-            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(),
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nConnection: close\r\n\r\n"
+                .to_vec(),
         );
         let first = read_request(&mut input).unwrap().unwrap();
-        assert_eq!(first, Request { method: "GET".into(), path: "/a".into(), keep_alive: true });
+        assert_eq!(
+            first,
+            Request {
+                method: "GET".into(),
+                path: "/a".into(),
+                keep_alive: true
+            }
+        );
         let second = read_request(&mut input).unwrap().unwrap();
         assert!(!second.keep_alive);
         assert!(read_request(&mut input).unwrap().is_none());
@@ -142,8 +175,9 @@ mod tests {
 
     #[test]
     fn skips_request_bodies() {
-        let mut input =
-            io::Cursor::new(b"POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /y HTTP/1.0\r\n\r\n".to_vec());
+        let mut input = io::Cursor::new(
+            b"POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /y HTTP/1.0\r\n\r\n".to_vec(),
+        );
         assert_eq!(read_request(&mut input).unwrap().unwrap().path, "/x");
         let next = read_request(&mut input).unwrap().unwrap();
         assert_eq!(next.path, "/y");

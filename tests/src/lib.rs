@@ -45,11 +45,18 @@ pub fn bin(name: &str) -> Result<PathBuf> {
         Some(dir) => PathBuf::from(dir),
         None => {
             let exe = std::env::current_exe()?;
-            exe.parent().and_then(|deps| deps.parent()).context("test binary has no target dir")?.to_owned()
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .context("test binary has no target dir")?
+                .to_owned()
         }
     };
     let path = dir.join(name);
-    ensure!(path.exists(), "{} not found: build it first (`cargo build --bins`)", path.display());
+    ensure!(
+        path.exists(),
+        "{} not found: build it first (`cargo build --bins`)",
+        path.display()
+    );
     Ok(path)
 }
 
@@ -89,7 +96,10 @@ impl UdpEcho {
                 }
             }
         });
-        Ok(Self { stop, thread: Some(thread) })
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -128,11 +138,17 @@ pub fn host_snapshot() -> Result<(String, String)> {
 
 /// Whether a live (not zombie) process runs `program`, by its command name.
 pub fn process_running(program: &str) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
     entries.filter_map(|e| e.ok()).any(|entry| {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { return false };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
         // "<pid> (<comm>) <state> …"; comm may hold spaces, so split at the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { return false };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            return false;
+        };
         let state = stat[close + 1..].trim_start().chars().next();
         &stat[open + 1..close] == program && state != Some('Z')
     })

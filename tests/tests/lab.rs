@@ -13,7 +13,9 @@ use shoal_tests::{NODES, container, lab, netns, require_images, topology};
 /// refusal (RST). A timeout means the packet went nowhere.
 fn answers(from: &str, to: Ipv4Addr) -> Result<bool> {
     let addr = SocketAddr::from((to, 9));
-    let outcome = netns::run_in(from, move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)))?;
+    let outcome = netns::run_in(from, move || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+    })?;
     Ok(match outcome {
         Ok(_) => true,
         Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
@@ -26,7 +28,12 @@ fn every_node_answers_the_client_and_each_other() -> Result<()> {
     let hosts = topology::hosts(NODES);
     for from in &hosts {
         for to in hosts.iter().filter(|h| *h != from) {
-            assert!(answers(&from.netns, to.addr)?, "{} does not answer {}", to.name, from.name);
+            assert!(
+                answers(&from.netns, to.addr)?,
+                "{} does not answer {}",
+                to.name,
+                from.name
+            );
         }
     }
     Ok(())
@@ -37,9 +44,17 @@ fn nothing_outside_the_lab_is_routed() -> Result<()> {
     let _lab = lab()?;
     for host in topology::hosts(NODES) {
         let routes = shoal_tests::cmd::stdout("ip", &["-n", &host.netns, "route", "show"])?;
-        assert!(!routes.contains("default"), "{} has a default route: {routes}", host.name);
+        assert!(
+            !routes.contains("default"),
+            "{} has a default route: {routes}",
+            host.name
+        );
         for route in routes.lines() {
-            assert!(route.starts_with("192.0.2.0/24"), "{}: route out of the lab: {route}", host.name);
+            assert!(
+                route.starts_with("192.0.2.0/24"),
+                "{}: route out of the lab: {route}",
+                host.name
+            );
         }
     }
     Ok(())
@@ -55,7 +70,13 @@ fn a_container_plugged_into_a_node_is_reachable_from_it() -> Result<()> {
         let echo = container::run_detached(&name, &format!("shoal/echo:{version}"), &[], &[])?;
         let host_side = Ipv4Addr::new(198, 19, 255, last_octet - 1);
         let container_side = Ipv4Addr::new(198, 19, 255, last_octet);
-        container::plug_into_node(&echo, &n1, &format!("ct-echo{version}"), host_side, container_side)?;
+        container::plug_into_node(
+            &echo,
+            &n1,
+            &format!("ct-echo{version}"),
+            host_side,
+            container_side,
+        )?;
 
         let addr = SocketAddr::from((container_side, 80));
         let response = netns::run_in(&n1.netns, move || {
@@ -67,7 +88,12 @@ fn a_container_plugged_into_a_node_is_reachable_from_it() -> Result<()> {
         let body: serde_json::Value = serde_json::from_str(&response.body)?;
         assert_eq!(body["hostname"], name.as_str());
         assert_eq!(body["version"], version, "shoal/echo:{version} must say so");
-        assert_eq!(body["client"].as_str().map(|c| c.starts_with(&format!("{host_side}:"))), Some(true));
+        assert_eq!(
+            body["client"]
+                .as_str()
+                .map(|c| c.starts_with(&format!("{host_side}:"))),
+            Some(true)
+        );
     }
     Ok(())
 }
@@ -76,14 +102,27 @@ fn a_container_plugged_into_a_node_is_reachable_from_it() -> Result<()> {
 fn up_is_idempotent() -> Result<()> {
     let lab = lab()?;
     let links = |ns: &str| shoal_tests::cmd::stdout("ip", &["-n", ns, "-br", "link"]);
-    let before: Vec<String> = topology::hosts(NODES).iter().map(|h| links(&h.netns)).collect::<Result<_, _>>()?;
+    let before: Vec<String> = topology::hosts(NODES)
+        .iter()
+        .map(|h| links(&h.netns))
+        .collect::<Result<_, _>>()?;
     let dnsmasq_before = lab.state().process("dnsmasq").map(|p| p.pid);
     let mut lines = Vec::new();
     lab.up(NODES, &mut |l| lines.push(l.to_owned()))?;
-    let after: Vec<String> = topology::hosts(NODES).iter().map(|h| links(&h.netns)).collect::<Result<_, _>>()?;
+    let after: Vec<String> = topology::hosts(NODES)
+        .iter()
+        .map(|h| links(&h.netns))
+        .collect::<Result<_, _>>()?;
     assert_eq!(before, after);
-    assert_eq!(dnsmasq_before, lab.state().process("dnsmasq").map(|p| p.pid), "dnsmasq restarted");
-    assert!(lines.iter().all(|l| !l.starts_with("created")), "a second up created something: {lines:?}");
+    assert_eq!(
+        dnsmasq_before,
+        lab.state().process("dnsmasq").map(|p| p.pid),
+        "dnsmasq restarted"
+    );
+    assert!(
+        lines.iter().all(|l| !l.starts_with("created")),
+        "a second up created something: {lines:?}"
+    );
     Ok(())
 }
 
@@ -93,16 +132,35 @@ fn down_leaves_namespaces_and_containers_as_they_were() -> Result<()> {
     require_images()?;
     lab.down(&mut |_| {})?;
     let baseline = shoal_tests::host_snapshot()?;
-    assert!(!shoal_tests::process_running("dnsmasq"), "dnsmasq outlived the lab");
+    assert!(
+        !shoal_tests::process_running("dnsmasq"),
+        "dnsmasq outlived the lab"
+    );
 
     // Build a lab with something of every kind in it: namespaces and links,
     // a process, a container, pinned eBPF objects.
     lab.up(NODES, &mut |_| {})?;
     let n2 = lab.host("n2")?;
     let echo = container::run_detached("shoal-test-down", "shoal/echo:1", &[], &[])?;
-    container::plug_into_node(&echo, &n2, "ct-down", Ipv4Addr::new(198, 19, 254, 1), Ipv4Addr::new(198, 19, 254, 2))?;
+    container::plug_into_node(
+        &echo,
+        &n2,
+        "ct-down",
+        Ipv4Addr::new(198, 19, 254, 1),
+        Ipv4Addr::new(198, 19, 254, 2),
+    )?;
     let root = shoal_lab::Lab::bpffs_root(&n2);
-    shoal_tests::run_in_host(&n2.netns, "shoal-agent", &["--bpffs", &root.display().to_string(), "datapath", "attach", "eth0"])?;
+    shoal_tests::run_in_host(
+        &n2.netns,
+        "shoal-agent",
+        &[
+            "--bpffs",
+            &root.display().to_string(),
+            "datapath",
+            "attach",
+            "eth0",
+        ],
+    )?;
     assert!(root.exists());
 
     lab.down(&mut |_| {})?;
@@ -111,7 +169,10 @@ fn down_leaves_namespaces_and_containers_as_they_were() -> Result<()> {
     assert!(!std::path::Path::new(shoal_lab::BPFFS_ROOT).exists());
     assert!(!lab.state().path().exists());
     let root_links = shoal_tests::cmd::stdout("ip", &["-br", "link"])?;
-    assert!(!root_links.contains("wan-"), "underlay ports leaked into the root namespace: {root_links}");
+    assert!(
+        !root_links.contains("wan-"),
+        "underlay ports leaked into the root namespace: {root_links}"
+    );
 
     lab.up(NODES, &mut |_| {})?; // leave the lab up for the other tests
     Ok(())

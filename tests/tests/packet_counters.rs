@@ -13,12 +13,19 @@ const PAYLOAD: usize = 100;
 const FRAME: u64 = 14 + 20 + 8 + PAYLOAD as u64;
 
 fn counters(netns: &str, bpffs: &str) -> Result<Value> {
-    let out = run_in_host(netns, "shoal-agent", &["--bpffs", bpffs, "datapath", "counters", "eth0", "--json"])?;
-    serde_json::from_str(out.lines().next().context("no counter line")?).context("counter line is not JSON")
+    let out = run_in_host(
+        netns,
+        "shoal-agent",
+        &["--bpffs", bpffs, "datapath", "counters", "eth0", "--json"],
+    )?;
+    serde_json::from_str(out.lines().next().context("no counter line")?)
+        .context("counter line is not JSON")
 }
 
 fn field(v: &Value, name: &str) -> u64 {
-    v[name].as_u64().unwrap_or_else(|| panic!("{name} missing in {v}"))
+    v[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{name} missing in {v}"))
 }
 
 #[test]
@@ -67,14 +74,24 @@ fn counters_survive_the_loader_and_stop_at_detach() -> Result<()> {
     agent(&["attach", "eth0"])?;
     let echo_addr = SocketAddr::from((n3.addr, 9999));
     let _echo = UdpEcho::start(&n3.netns, echo_addr)?;
-    assert_eq!(udp_round_trips(topology::CLIENT_NS, echo_addr, 10, PAYLOAD)?, 10);
+    assert_eq!(
+        udp_round_trips(topology::CLIENT_NS, echo_addr, 10, PAYLOAD)?,
+        10
+    );
     assert_eq!(field(&counters(&n3.netns, &bpffs)?, "rx_packets"), 10);
 
     agent(&["detach", "eth0"])?;
-    assert_eq!(udp_round_trips(topology::CLIENT_NS, echo_addr, 5, PAYLOAD)?, 5);
+    assert_eq!(
+        udp_round_trips(topology::CLIENT_NS, echo_addr, 5, PAYLOAD)?,
+        5
+    );
     agent(&["attach", "eth0"])?;
     let fresh = counters(&n3.netns, &bpffs)?;
-    assert_eq!(field(&fresh, "rx_packets"), 0, "detached programs must not count: {fresh}");
+    assert_eq!(
+        field(&fresh, "rx_packets"),
+        0,
+        "detached programs must not count: {fresh}"
+    );
     agent(&["detach", "eth0"])?;
     Ok(())
 }

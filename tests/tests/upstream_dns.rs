@@ -8,7 +8,9 @@ use shoal_tests::{NODES, lab, netns, topology};
 
 fn ask(netns_name: &str, name: &'static str) -> Result<Answer> {
     let server = SocketAddr::from((topology::UPSTREAM_DNS_ADDR, 53));
-    Ok(netns::run_in(netns_name, move || resolve_a(server, name, Duration::from_secs(2)))??)
+    Ok(netns::run_in(netns_name, move || {
+        resolve_a(server, name, Duration::from_secs(2))
+    })??)
 }
 
 #[test]
@@ -17,7 +19,12 @@ fn upstream_zone_resolves_from_every_node() -> Result<()> {
     for node in 1..=NODES {
         let host = topology::Host::node(node);
         for (name, addr) in topology::UPSTREAM_RECORDS {
-            assert_eq!(ask(&host.netns, name)?, Answer::Addresses(vec![addr]), "{name} from {}", host.name);
+            assert_eq!(
+                ask(&host.netns, name)?,
+                Answer::Addresses(vec![addr]),
+                "{name} from {}",
+                host.name
+            );
         }
         assert_eq!(ask(&host.netns, "missing.upstream.test")?, Answer::NxDomain);
     }

@@ -21,12 +21,24 @@ pub struct BuildArgs {
 /// Builds the binaries; returns the directory holding them.
 pub fn run(args: &BuildArgs) -> Result<PathBuf> {
     let mut cargo = sh::cargo();
-    cargo.args(["build", "--bins", "-p", "shoal-agent", "-p", "shoal-manager", "-p", "shoal-cli"]);
+    cargo.args([
+        "build",
+        "--bins",
+        "-p",
+        "shoal-agent",
+        "-p",
+        "shoal-manager",
+        "-p",
+        "shoal-cli",
+    ]);
     if args.release {
         cargo.arg("--release");
     }
     sh::run(&mut cargo)?;
-    let dir = sh::workspace_root().join("target").join(if args.release { "release" } else { "debug" });
+    let dir =
+        sh::workspace_root()
+            .join("target")
+            .join(if args.release { "release" } else { "debug" });
     for binary in BINARIES {
         println!("[build] {}", dir.join(binary).display());
     }

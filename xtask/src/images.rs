@@ -56,10 +56,20 @@ pub fn build_all() -> Result<()> {
     // static flag off build scripts and out of the host build's cache.
     let mut cargo = sh::cargo();
     cargo
-        .args(["build", "--release", "-p", "shoal-testbins", "--target", STATIC_TARGET])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "shoal-testbins",
+            "--target",
+            STATIC_TARGET,
+        ])
         .env("RUSTFLAGS", "-C target-feature=+crt-static");
     sh::run(&mut cargo)?;
-    let bin_dir = sh::workspace_root().join("target").join(STATIC_TARGET).join("release");
+    let bin_dir = sh::workspace_root()
+        .join("target")
+        .join(STATIC_TARGET)
+        .join("release");
     for image in &IMAGES {
         import(image, &bin_dir.join(image.binary))?;
     }
@@ -69,7 +79,16 @@ pub fn build_all() -> Result<()> {
 fn import(image: &Image, binary: &Path) -> Result<()> {
     let digest = sha256(binary)?;
     let marker = format!("SHOAL_IMAGE_DIGEST={digest}");
-    let current = sh::output("docker", &["image", "inspect", "--format", "{{json .Config.Env}}", image.tag]);
+    let current = sh::output(
+        "docker",
+        &[
+            "image",
+            "inspect",
+            "--format",
+            "{{json .Config.Env}}",
+            image.tag,
+        ],
+    );
     if current.is_some_and(|env| env.contains(&marker)) {
         println!("[images] {}: up to date, skipped", image.tag);
         return Ok(());
@@ -97,11 +116,22 @@ fn import(image: &Image, binary: &Path) -> Result<()> {
         import.args(["--change", &format!("EXPOSE {port}")]);
     }
     let tarball = rootfs.with_extension("tar");
-    sh::run(Command::new("tar").args(["--numeric-owner", "--owner=0", "--group=0", "-C"]).arg(&rootfs).args(["-cf"]).arg(&tarball).arg("."))?;
+    sh::run(
+        Command::new("tar")
+            .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
+            .arg(&rootfs)
+            .args(["-cf"])
+            .arg(&tarball)
+            .arg("."),
+    )?;
     import.arg(&tarball).arg(image.tag);
     let out = import.output().context("running docker import")?;
     if !out.status.success() {
-        bail!("docker import {}: {}", image.tag, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "docker import {}: {}",
+            image.tag,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let _ = fs::remove_dir_all(&rootfs);
     let _ = fs::remove_file(&tarball);

@@ -32,14 +32,21 @@ pub fn run(args: &InstallArgs) -> Result<()> {
         println!("[install] {}", to.display());
     }
     let templates = sh::workspace_root().join("deploy/systemd");
-    for entry in fs::read_dir(&templates).with_context(|| format!("reading {}", templates.display()))? {
+    for entry in
+        fs::read_dir(&templates).with_context(|| format!("reading {}", templates.display()))?
+    {
         let path = entry?.path();
-        let Some(name) = path.file_name() else { continue };
+        let Some(name) = path.file_name() else {
+            continue;
+        };
         let text = fs::read_to_string(&path)?.replace("@BINDIR@", &bin_dir.display().to_string());
         let to = unit_dir.join(name);
         fs::write(&to, text).with_context(|| format!("writing {}", to.display()))?;
         println!("[install] {}", to.display());
     }
-    println!("[install] enable with: systemctl link {0}/shoal-manager.service {0}/shoal-agent.service", unit_dir.display());
+    println!(
+        "[install] enable with: systemctl link {0}/shoal-manager.service {0}/shoal-agent.service",
+        unit_dir.display()
+    );
     Ok(())
 }

@@ -15,16 +15,27 @@ const DOCKERD_LOG: &str = "/var/log/shoal-dockerd.log";
 pub fn run() -> Result<()> {
     let mut apt = Apt::default();
     // Binaries the lab and the agent call, and the package that provides each.
-    for (binary, package) in
-        [("ip", "iproute2"), ("nsenter", "util-linux"), ("dnsmasq", "dnsmasq-base"), ("tar", "tar")]
-    {
+    for (binary, package) in [
+        ("ip", "iproute2"),
+        ("nsenter", "util-linux"),
+        ("dnsmasq", "dnsmasq-base"),
+        ("tar", "tar"),
+    ] {
         ensure_binary(&mut apt, binary, package)?;
     }
     ensure_docker(&mut apt)?;
     ensure_nightly_rust_src()?;
     ensure_stable_components()?;
-    ensure_cargo_tool("bpf-linker", &["--version"], &["install", &format!("bpf-linker@{BPF_LINKER_VERSION}")])?;
-    ensure_cargo_tool("cargo-nextest", &["nextest", "--version"], &["install", "cargo-nextest", "--locked"])?;
+    ensure_cargo_tool(
+        "bpf-linker",
+        &["--version"],
+        &["install", &format!("bpf-linker@{BPF_LINKER_VERSION}")],
+    )?;
+    ensure_cargo_tool(
+        "cargo-nextest",
+        &["nextest", "--version"],
+        &["install", "cargo-nextest", "--locked"],
+    )?;
     ensure_bpffs()?;
     println!("[setup] done");
     Ok(())
@@ -98,7 +109,10 @@ fn ensure_docker(apt: &mut Apt) -> Result<()> {
         .context("starting dockerd")?;
     for _ in 0..60 {
         if docker_answers() {
-            step("docker engine", &format!("started dockerd (log {DOCKERD_LOG})"));
+            step(
+                "docker engine",
+                &format!("started dockerd (log {DOCKERD_LOG})"),
+            );
             return Ok(());
         }
         thread::sleep(Duration::from_millis(500));
@@ -111,22 +125,43 @@ fn ensure_nightly_rust_src() -> Result<()> {
     if toolchains.lines().any(|l| l.starts_with("nightly")) {
         step("nightly toolchain", "present, skipped");
     } else {
-        sh::run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        sh::run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
         step("nightly toolchain", "installed");
     }
-    let installed =
-        sh::output("rustup", &["component", "list", "--toolchain", "nightly", "--installed"]).unwrap_or_default();
+    let installed = sh::output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )
+    .unwrap_or_default();
     if installed.lines().any(|l| l.starts_with("rust-src")) {
-        step("nightly rust-src (for -Z build-std=core)", "present, skipped");
+        step(
+            "nightly rust-src (for -Z build-std=core)",
+            "present, skipped",
+        );
     } else {
-        sh::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        sh::run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
         step("nightly rust-src (for -Z build-std=core)", "installed");
     }
     Ok(())
 }
 
 fn ensure_stable_components() -> Result<()> {
-    for (component, probe) in [("rustfmt", ["fmt", "--version"]), ("clippy", ["clippy", "--version"])] {
+    for (component, probe) in [
+        ("rustfmt", ["fmt", "--version"]),
+        ("clippy", ["clippy", "--version"]),
+    ] {
         if sh::succeeds("cargo", &probe) {
             step(component, "present, skipped");
         } else {
@@ -138,7 +173,11 @@ fn ensure_stable_components() -> Result<()> {
 }
 
 fn ensure_cargo_tool(name: &str, probe: &[&str], install: &[&str]) -> Result<()> {
-    let probe_program = if name.starts_with("cargo-") { "cargo" } else { name };
+    let probe_program = if name.starts_with("cargo-") {
+        "cargo"
+    } else {
+        name
+    };
     if sh::succeeds(probe_program, probe) {
         step(name, "present, skipped");
         return Ok(());
@@ -150,7 +189,10 @@ fn ensure_cargo_tool(name: &str, probe: &[&str], install: &[&str]) -> Result<()>
 
 fn ensure_bpffs() -> Result<()> {
     let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
-    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf ")) {
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "))
+    {
         step("bpffs at /sys/fs/bpf", "mounted, skipped");
         return Ok(());
     }

@@ -58,8 +58,10 @@ impl BpfRoot {
     pub fn prepare(&self) -> Result<(), DatapathError> {
         ensure_bpffs_mounted(Path::new("/sys/fs/bpf"))?;
         let maps = self.maps_dir();
-        std::fs::create_dir_all(&maps)
-            .map_err(|source| DatapathError::Bpffs { path: maps.clone(), source })?;
+        std::fs::create_dir_all(&maps).map_err(|source| DatapathError::Bpffs {
+            path: maps.clone(),
+            source,
+        })?;
         if !is_bpffs(&maps)? {
             return Err(DatapathError::Bpffs {
                 path: maps,
@@ -99,7 +101,13 @@ fn ensure_bpffs_mounted(mountpoint: &Path) -> Result<(), DatapathError> {
         .expect("mount point has no NUL byte");
     // SAFETY: every pointer is a valid NUL-terminated string; data is null.
     let rc = unsafe {
-        libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            c"bpf".as_ptr(),
+            target.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         return Err(DatapathError::Bpffs {

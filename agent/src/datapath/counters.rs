@@ -45,7 +45,10 @@ impl CounterMap {
         if !path.exists() {
             return Err(DatapathError::NotAttached(root.root().to_owned()));
         }
-        let map_error = |source| DatapathError::Map { path: path.clone(), source };
+        let map_error = |source| DatapathError::Map {
+            path: path.clone(),
+            source,
+        };
         let data = MapData::from_pin(&path).map_err(map_error)?;
         let map = Map::from_map_data(data).map_err(map_error)?;
         let map = PerCpuHashMap::try_from(map).map_err(map_error)?;
@@ -56,8 +59,10 @@ impl CounterMap {
     pub fn read_all(&self) -> Result<Vec<InterfaceCount>, DatapathError> {
         let mut all = Vec::new();
         for entry in self.map.iter() {
-            let (ifindex, per_cpu) =
-                entry.map_err(|source| DatapathError::Map { path: self.path.clone(), source })?;
+            let (ifindex, per_cpu) = entry.map_err(|source| DatapathError::Map {
+                path: self.path.clone(),
+                source,
+            })?;
             all.push(InterfaceCount::new(ifindex, sum(per_cpu.iter())));
         }
         all.sort_by_key(|count| count.ifindex);
@@ -69,7 +74,12 @@ impl CounterMap {
         let totals = match self.map.get(&ifindex, 0) {
             Ok(per_cpu) => sum(per_cpu.iter()),
             Err(aya::maps::MapError::KeyNotFound) => IfaceCounters::default(),
-            Err(source) => return Err(DatapathError::Map { path: self.path.clone(), source }),
+            Err(source) => {
+                return Err(DatapathError::Map {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
         };
         Ok(InterfaceCount::new(ifindex, totals))
     }
@@ -78,7 +88,10 @@ impl CounterMap {
         match self.map.remove(&ifindex) {
             Ok(()) => Ok(()),
             Err(error) if is_missing_key(&error) => Ok(()),
-            Err(source) => Err(DatapathError::Map { path: self.path.clone(), source }),
+            Err(source) => Err(DatapathError::Map {
+                path: self.path.clone(),
+                source,
+            }),
         }
     }
 }
@@ -106,12 +119,27 @@ mod tests {
     #[test]
     fn sums_every_cpu_slot() {
         let slots = [
-            IfaceCounters { rx_packets: 2, rx_bytes: 200, tx_packets: 0, tx_bytes: 0 },
-            IfaceCounters { rx_packets: 3, rx_bytes: 300, tx_packets: 1, tx_bytes: 98 },
+            IfaceCounters {
+                rx_packets: 2,
+                rx_bytes: 200,
+                tx_packets: 0,
+                tx_bytes: 0,
+            },
+            IfaceCounters {
+                rx_packets: 3,
+                rx_bytes: 300,
+                tx_packets: 1,
+                tx_bytes: 98,
+            },
         ];
         assert_eq!(
             sum(slots.iter()),
-            IfaceCounters { rx_packets: 5, rx_bytes: 500, tx_packets: 1, tx_bytes: 98 }
+            IfaceCounters {
+                rx_packets: 5,
+                rx_bytes: 500,
+                tx_packets: 1,
+                tx_bytes: 98
+            }
         );
     }
 }

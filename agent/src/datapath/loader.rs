@@ -25,10 +25,14 @@ pub fn attach_counters(root: &BpfRoot, iface: &str) -> Result<u32, DatapathError
     let ifindex = ifindex_of(iface)?;
     root.prepare()?;
     let links_dir = root.links_dir(ifindex);
-    std::fs::create_dir_all(&links_dir)
-        .map_err(|source| DatapathError::Bpffs { path: links_dir.clone(), source })?;
+    std::fs::create_dir_all(&links_dir).map_err(|source| DatapathError::Bpffs {
+        path: links_dir.clone(),
+        source,
+    })?;
 
-    let mut ebpf = EbpfLoader::new().default_map_pin_directory(root.maps_dir()).load(EBPF_OBJECT)?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(root.maps_dir())
+        .load(EBPF_OBJECT)?;
     for (name, hook) in COUNTER_PROGRAMS {
         let pin = root.link(ifindex, name);
         if PinnedLink::from_pin(&pin).is_ok() {
@@ -49,10 +53,18 @@ pub fn attach_counters(root: &BpfRoot, iface: &str) -> Result<u32, DatapathError
         let link_id = program
             .attach_with_options(iface, hook, TcAttachOptions::TcxOrder(LinkOrder::first()))
             .map_err(program_error)?;
-        let link: FdLink = program.take_link(link_id).map_err(program_error)?.try_into().map_err(
-            |source| DatapathError::Link { path: pin.clone(), source },
-        )?;
-        link.pin(&pin).map_err(|source| DatapathError::Pin { path: pin.clone(), source })?;
+        let link: FdLink = program
+            .take_link(link_id)
+            .map_err(program_error)?
+            .try_into()
+            .map_err(|source| DatapathError::Link {
+                path: pin.clone(),
+                source,
+            })?;
+        link.pin(&pin).map_err(|source| DatapathError::Pin {
+            path: pin.clone(),
+            source,
+        })?;
         tracing::info!(iface, ifindex, program = name, pin = %pin.display(), "attached");
     }
     Ok(ifindex)
@@ -67,7 +79,10 @@ pub fn detach_counters(root: &BpfRoot, ifindex: u32) -> Result<bool, DatapathErr
         match PinnedLink::from_pin(&pin) {
             // Unpinning drops the last reference: the kernel detaches the program.
             Ok(link) => {
-                link.unpin().map_err(|source| DatapathError::Bpffs { path: pin.clone(), source })?;
+                link.unpin().map_err(|source| DatapathError::Bpffs {
+                    path: pin.clone(),
+                    source,
+                })?;
                 found = true;
             }
             Err(error) => tracing::debug!(ifindex, program = name, %error, "not attached"),
@@ -86,6 +101,9 @@ pub fn remove_all(root: &BpfRoot) -> Result<(), DatapathError> {
     match std::fs::remove_dir_all(root.root()) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(DatapathError::Bpffs { path: root.root().to_owned(), source }),
+        Err(source) => Err(DatapathError::Bpffs {
+            path: root.root().to_owned(),
+            source,
+        }),
     }
 }

@@ -24,29 +24,47 @@ pub enum DatapathError {
     #[error("interface {name:?} not found in this network namespace")]
     NoSuchInterface { name: String },
     #[error("bpffs at {path}: {source}")]
-    Bpffs { path: PathBuf, source: std::io::Error },
+    Bpffs {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("program {name}: {source}")]
-    Program { name: &'static str, source: aya::programs::ProgramError },
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
     #[error("pinning {path}: {source}")]
-    Pin { path: PathBuf, source: aya::pin::PinError },
+    Pin {
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
     #[error("pinned link {path}: {source}")]
-    Link { path: PathBuf, source: aya::programs::links::LinkError },
+    Link {
+        path: PathBuf,
+        source: aya::programs::links::LinkError,
+    },
     #[error("map {path}: {source}")]
-    Map { path: PathBuf, source: aya::maps::MapError },
+    Map {
+        path: PathBuf,
+        source: aya::maps::MapError,
+    },
     #[error("no counters are pinned under {0} (run `shoal-agent datapath attach` first)")]
     NotAttached(PathBuf),
 }
 
 /// Resolves an interface name in the caller's network namespace.
 pub fn ifindex_of(name: &str) -> Result<u32, DatapathError> {
-    let c_name = std::ffi::CString::new(name)
-        .map_err(|_| DatapathError::NoSuchInterface { name: name.to_owned() })?;
+    let c_name = std::ffi::CString::new(name).map_err(|_| DatapathError::NoSuchInterface {
+        name: name.to_owned(),
+    })?;
     // SAFETY: c_name is a valid NUL-terminated string for the duration of the call.
     let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
     if index == 0 {
-        return Err(DatapathError::NoSuchInterface { name: name.to_owned() });
+        return Err(DatapathError::NoSuchInterface {
+            name: name.to_owned(),
+        });
     }
     Ok(index)
 }

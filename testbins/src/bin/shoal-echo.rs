@@ -57,7 +57,9 @@ impl Identity {
 
 fn port_from_env(name: &str, default: u16) -> Result<u16> {
     match std::env::var(name) {
-        Ok(value) => value.parse().with_context(|| format!("{name}={value:?} is not a port")),
+        Ok(value) => value
+            .parse()
+            .with_context(|| format!("{name}={value:?} is not a port")),
         Err(_) => Ok(default),
     }
 }
@@ -66,18 +68,23 @@ fn main() -> Result<()> {
     let port = port_from_env("ECHO_PORT", 80)?;
     if std::env::args().nth(1).as_deref() == Some("healthcheck") {
         let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
-        let healthy = http::get(addr, "localhost", "/healthz", Duration::from_secs(2)).is_ok_and(|r| r.status == 200);
+        let healthy = http::get(addr, "localhost", "/healthz", Duration::from_secs(2))
+            .is_ok_and(|r| r.status == 200);
         std::process::exit(if healthy { 0 } else { 1 });
     }
     shoal_testbins::exit_on_terminate();
     let identity = Arc::new(Identity::from_env());
-    let healthy = Arc::new(AtomicBool::new(std::env::var("ECHO_UNHEALTHY").map_or(true, |v| v != "1")));
+    let healthy = Arc::new(AtomicBool::new(
+        std::env::var("ECHO_UNHEALTHY").map_or(true, |v| v != "1"),
+    ));
     let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
-    let http_listener = TcpListener::bind((any, port)).with_context(|| format!("binding tcp/{port}"))?;
+    let http_listener =
+        TcpListener::bind((any, port)).with_context(|| format!("binding tcp/{port}"))?;
     let udp = UdpSocket::bind((any, port)).with_context(|| format!("binding udp/{port}"))?;
     let tcp_echo_port = port_from_env("ECHO_TCP_ECHO_PORT", 7)?;
-    let tcp_echo = TcpListener::bind((any, tcp_echo_port)).with_context(|| format!("binding tcp/{tcp_echo_port}"))?;
+    let tcp_echo = TcpListener::bind((any, tcp_echo_port))
+        .with_context(|| format!("binding tcp/{tcp_echo_port}"))?;
     eprintln!(
         "shoal-echo {} on {}: http and udp {port}, tcp echo {tcp_echo_port}",
         identity.version, identity.hostname
@@ -110,7 +117,8 @@ fn serve_http(stream: TcpStream, identity: &Identity, healthy: &AtomicBool) -> s
     let mut reader = BufReader::new(stream);
     while let Some(request) = http::read_request(&mut reader)? {
         let keep_alive = request.keep_alive;
-        let (status, body): (u16, Vec<u8>) = match (request.method.as_str(), request.path.as_str()) {
+        let (status, body): (u16, Vec<u8>) = match (request.method.as_str(), request.path.as_str())
+        {
             ("GET", "/") => (200, identity.line(client).into_bytes()),
             ("GET", "/healthz") if healthy.load(Ordering::Relaxed) => (200, b"ok\n".to_vec()),
             ("GET", "/healthz") => (503, b"unhealthy\n".to_vec()),
@@ -122,14 +130,23 @@ fn serve_http(stream: TcpStream, identity: &Identity, healthy: &AtomicBool) -> s
                 healthy.store(true, Ordering::Relaxed);
                 (200, b"now passing /healthz\n".to_vec())
             }
-            ("GET", path) if path.starts_with("/file/") => match std::fs::read(&path["/file".len()..]) {
-                Ok(contents) => (200, contents),
-                Err(error) => (404, format!("{}: {error}\n", &path["/file".len()..]).into_bytes()),
-            },
+            ("GET", path) if path.starts_with("/file/") => {
+                match std::fs::read(&path["/file".len()..]) {
+                    Ok(contents) => (200, contents),
+                    Err(error) => (
+                        404,
+                        format!("{}: {error}\n", &path["/file".len()..]).into_bytes(),
+                    ),
+                }
+            }
             ("GET", _) => (404, b"not found\n".to_vec()),
             _ => (405, b"method not allowed\n".to_vec()),
         };
-        let content_type = if request.path == "/" { "application/json" } else { "text/plain" };
+        let content_type = if request.path == "/" {
+            "application/json"
+        } else {
+            "text/plain"
+        };
         http::write_response(&mut out, status, content_type, &body, keep_alive)?;
         if !keep_alive {
             break;
@@ -141,7 +158,9 @@ fn serve_http(stream: TcpStream, identity: &Identity, healthy: &AtomicBool) -> s
 fn serve_udp(socket: UdpSocket, identity: &Identity) {
     let mut buf = [0u8; 65536];
     loop {
-        let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
+        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
         let reply = if buf[..n].trim_ascii() == b"whoami" {
             identity.line(from).into_bytes()
         } else {

@@ -16,7 +16,11 @@ use shoal_testbins::{
 };
 
 #[derive(Parser)]
-#[command(name = "toolbox", version, about = "Static test clients for Shoal's lab")]
+#[command(
+    name = "toolbox",
+    version,
+    about = "Static test clients for Shoal's lab"
+)]
 struct Cli {
     /// Give up on one attempt after this many milliseconds.
     #[arg(long, global = true, default_value_t = 2000)]
@@ -75,7 +79,11 @@ fn main() -> ExitCode {
 
 fn run(command: Command, timeout: Duration) -> Result<ExitCode> {
     match command {
-        Command::HttpGet { url, count, interval_ms } => http_get(&url, count, interval_ms, timeout),
+        Command::HttpGet {
+            url,
+            count,
+            interval_ms,
+        } => http_get(&url, count, interval_ms, timeout),
         Command::Dns { name, server } => {
             let server = match server {
                 Some(s) => parse_server(&s)?,
@@ -100,7 +108,8 @@ fn run(command: Command, timeout: Duration) -> Result<ExitCode> {
         }
         Command::TcpConnect { target, send } => {
             let addr = resolve_target(&target, timeout)?;
-            let mut stream = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connecting to {addr}"))?;
+            let mut stream = TcpStream::connect_timeout(&addr, timeout)
+                .with_context(|| format!("connecting to {addr}"))?;
             println!("connected {} -> {addr}", stream.local_addr()?);
             if let Some(text) = send {
                 stream.set_read_timeout(Some(timeout))?;
@@ -123,7 +132,9 @@ fn run(command: Command, timeout: Duration) -> Result<ExitCode> {
             socket.set_read_timeout(Some(timeout))?;
             socket.send_to(text.as_bytes(), addr)?;
             let mut buf = [0u8; 65536];
-            let (n, _) = socket.recv_from(&mut buf).with_context(|| format!("no reply from {addr}"))?;
+            let (n, _) = socket
+                .recv_from(&mut buf)
+                .with_context(|| format!("no reply from {addr}"))?;
             println!("{}", String::from_utf8_lossy(&buf[..n]).trim_end());
             Ok(ExitCode::SUCCESS)
         }
@@ -137,8 +148,12 @@ fn run(command: Command, timeout: Duration) -> Result<ExitCode> {
 }
 
 fn http_get(url: &str, count: u32, interval_ms: u64, timeout: Duration) -> Result<ExitCode> {
-    let rest = url.strip_prefix("http://").with_context(|| format!("{url}: only http:// URLs"))?;
-    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url}: only http:// URLs"))?;
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
     let (host, port) = split_host_port(authority, 80)?;
     let ip = dns::lookup_host(host, timeout).map_err(anyhow::Error::msg)?;
     let addr = SocketAddr::new(IpAddr::V4(ip), port);
@@ -157,12 +172,20 @@ fn http_get(url: &str, count: u32, interval_ms: u64, timeout: Duration) -> Resul
         }
     }
     eprintln!("{} ok, {failed} failed", count - failed);
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn split_host_port(authority: &str, default_port: u16) -> Result<(&str, u16)> {
     match authority.rsplit_once(':') {
-        Some((host, port)) => Ok((host, port.parse().with_context(|| format!("bad port in {authority:?}"))?)),
+        Some((host, port)) => Ok((
+            host,
+            port.parse()
+                .with_context(|| format!("bad port in {authority:?}"))?,
+        )),
         None => Ok((authority, default_port)),
     }
 }
@@ -180,6 +203,8 @@ fn parse_server(server: &str) -> Result<SocketAddr> {
     if let Ok(addr) = server.parse::<SocketAddr>() {
         return Ok(addr);
     }
-    let ip: IpAddr = server.parse().with_context(|| format!("--server {server:?}: expected IP[:PORT]"))?;
+    let ip: IpAddr = server
+        .parse()
+        .with_context(|| format!("--server {server:?}: expected IP[:PORT]"))?;
     Ok(SocketAddr::new(ip, 53))
 }
