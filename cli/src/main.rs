@@ -39,7 +39,12 @@ fn main() -> Result<()> {
     let socket = cli
         .host
         .strip_prefix("unix://")
-        .with_context(|| format!("--host {:?}: only unix:// sockets are supported until the control API lands", cli.host))?
+        .with_context(|| {
+            format!(
+                "--host {:?}: only unix:// sockets are supported until the control API lands",
+                cli.host
+            )
+        })?
         .to_owned();
     match cli.command {
         Command::Version { format } => {
@@ -53,13 +58,18 @@ fn main() -> Result<()> {
             match format {
                 Format::Json => {
                     let server = server.as_ref().ok();
-                    println!("{}", serde_json::json!({ "Client": info, "Server": server }));
+                    println!(
+                        "{}",
+                        serde_json::json!({ "Client": info, "Server": server })
+                    );
                 }
                 Format::Table => {
                     print_version("Client", &info);
                     match &server {
                         Ok(server) => print_version("Server", server),
-                        Err(error) => println!("\nServer: cannot reach a manager at {socket}: {error}"),
+                        Err(error) => {
+                            println!("\nServer: cannot reach a manager at {socket}: {error}")
+                        }
                     }
                 }
             }

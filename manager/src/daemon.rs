@@ -13,7 +13,11 @@ use shoal_api::VersionInfo;
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("{what} {path}: {source}")]
-    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("data directory {0} is in use by another shoal-manager")]
     DataDirInUse(PathBuf),
     #[error("control socket {0} is served by another process")]
@@ -29,8 +33,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(data_dir: &Path, socket: &Path) -> Result<Self, DaemonError> {
-        fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DaemonError + 'a {
-            move |source| DaemonError::Io { what, path: path.to_owned(), source }
+        fn io<'a>(
+            what: &'static str,
+            path: &'a Path,
+        ) -> impl FnOnce(std::io::Error) -> DaemonError + 'a {
+            move |source| DaemonError::Io {
+                what,
+                path: path.to_owned(),
+                source,
+            }
         }
         std::fs::create_dir_all(data_dir).map_err(io("creating", data_dir))?;
         let lock_path = data_dir.join("LOCK");
@@ -50,7 +61,11 @@ impl Daemon {
             std::fs::remove_file(socket).map_err(io("removing stale", socket))?;
         }
         let listener = UnixListener::bind(socket).map_err(io("binding", socket))?;
-        Ok(Self { _lock: lock, listener, socket: socket.to_owned() })
+        Ok(Self {
+            _lock: lock,
+            listener,
+            socket: socket.to_owned(),
+        })
     }
 
     /// Answers control-socket clients until the process is stopped.

@@ -29,37 +29,81 @@ enum DemoCommand {
 pub fn run(args: &DemoArgs) -> Result<()> {
     let lab = Lab::new();
     if let Some(DemoCommand::Down) = args.command {
-        return lab.down(&mut |line| println!("[demo] {line}")).context("lab down");
+        return lab
+            .down(&mut |line| println!("[demo] {line}"))
+            .context("lab down");
     }
     let bins = build::run(&build::BuildArgs::default())?;
     images::build_all()?;
     lab.up(NODES, &mut |line| println!("[lab] {line}"))?;
     let agent = bins.join("shoal-agent").display().to_string();
-    let toolbox = crate::sh::workspace_root().join("target/x86_64-unknown-linux-gnu/release/shoal-toolbox");
+    let toolbox =
+        crate::sh::workspace_root().join("target/x86_64-unknown-linux-gnu/release/shoal-toolbox");
     let toolbox = toolbox.display().to_string();
 
     println!("\n== One shoal/echo:1 container on every node, plugged in by hand");
     for index in 1..=NODES {
         let node = topology::Host::node(index);
         let name = format!("shoal-demo-echo-{}", node.name);
-        let echo = container::run_detached(&name, "shoal/echo:1", &[("SHOAL_TASK_NAME", &name)], &[])?;
-        let (host_side, container_side) = (Ipv4Addr::new(198, 19, 0, 1), Ipv4Addr::new(198, 19, 0, 2));
+        let echo =
+            container::run_detached(&name, "shoal/echo:1", &[("SHOAL_TASK_NAME", &name)], &[])?;
+        let (host_side, container_side) =
+            (Ipv4Addr::new(198, 19, 0, 1), Ipv4Addr::new(198, 19, 0, 2));
         container::plug_into_node(&echo, &node, "demo0", host_side, container_side)?;
         let root = Lab::bpffs_root(&node).display().to_string();
-        cmd::run("nsenter", &[&format!("--net=/run/netns/{}", node.netns), &agent, "--bpffs", &root, "datapath", "attach", "eth0"])?;
-        let answer = cmd::stdout("nsenter", &[&format!("--net=/run/netns/{}", node.netns), &toolbox, "http-get", &format!("http://{container_side}/")])?;
+        cmd::run(
+            "nsenter",
+            &[
+                &format!("--net=/run/netns/{}", node.netns),
+                &agent,
+                "--bpffs",
+                &root,
+                "datapath",
+                "attach",
+                "eth0",
+            ],
+        )?;
+        let answer = cmd::stdout(
+            "nsenter",
+            &[
+                &format!("--net=/run/netns/{}", node.netns),
+                &toolbox,
+                "http-get",
+                &format!("http://{container_side}/"),
+            ],
+        )?;
         println!("{} ({}): {}", node.name, node.addr, answer.trim());
     }
 
     println!("\n== The upstream resolver, asked from n1");
-    let answer = cmd::stdout("nsenter", &["--net=/run/netns/shoal-n1", &toolbox, "dns", "www.upstream.test", "--server", "192.0.2.53"])?;
+    let answer = cmd::stdout(
+        "nsenter",
+        &[
+            "--net=/run/netns/shoal-n1",
+            &toolbox,
+            "dns",
+            "www.upstream.test",
+            "--server",
+            "192.0.2.53",
+        ],
+    )?;
     println!("www.upstream.test -> {}", answer.trim());
 
     println!("\n== eBPF packet counters on each node's eth0 (TC ingress/egress, pinned)");
     for index in 1..=NODES {
         let node = topology::Host::node(index);
         let root = Lab::bpffs_root(&node).display().to_string();
-        let counts = cmd::stdout("nsenter", &[&format!("--net=/run/netns/{}", node.netns), &agent, "--bpffs", &root, "datapath", "counters"])?;
+        let counts = cmd::stdout(
+            "nsenter",
+            &[
+                &format!("--net=/run/netns/{}", node.netns),
+                &agent,
+                "--bpffs",
+                &root,
+                "datapath",
+                "counters",
+            ],
+        )?;
         println!("{}:\n{}", node.name, counts.trim_end());
     }
 
