@@ -22,6 +22,14 @@ fn counters(netns: &str, bpffs: &str) -> Result<Value> {
         .context("counter line is not JSON")
 }
 
+/// `shoal-agent datapath ARGS` on a lab node, with that node's bpffs tree.
+fn datapath(node: &topology::Host, args: &[&str]) -> Result<String> {
+    let bpffs = shoal_lab::Lab::bpffs_root(node).display().to_string();
+    let mut full = vec!["--bpffs", bpffs.as_str(), "datapath"];
+    full.extend_from_slice(args);
+    run_in_host(&node.netns, "shoal-agent", &full)
+}
+
 fn field(v: &Value, name: &str) -> u64 {
     v[name]
         .as_u64()
@@ -33,11 +41,7 @@ fn counters_see_every_packet_in_and_out() -> Result<()> {
     let lab = lab()?;
     let n1 = lab.host("n1")?;
     let bpffs = shoal_lab::Lab::bpffs_root(&n1).display().to_string();
-    let agent = |args: &[&str]| {
-        let mut full = vec!["--bpffs", bpffs.as_str(), "datapath"];
-        full.extend_from_slice(args);
-        run_in_host(&n1.netns, "shoal-agent", &full)
-    };
+    let agent = |args: &[&str]| datapath(&n1, args);
     agent(&["detach", "eth0"]).ok(); // start from zero
     agent(&["attach", "eth0"])?;
     agent(&["attach", "eth0"])?; // idempotent: must not double-count
@@ -64,11 +68,7 @@ fn counters_survive_the_loader_and_stop_at_detach() -> Result<()> {
     let lab = lab()?;
     let n3 = lab.host("n3")?;
     let bpffs = shoal_lab::Lab::bpffs_root(&n3).display().to_string();
-    let agent = |args: &[&str]| {
-        let mut full = vec!["--bpffs", bpffs.as_str(), "datapath"];
-        full.extend_from_slice(args);
-        run_in_host(&n3.netns, "shoal-agent", &full)
-    };
+    let agent = |args: &[&str]| datapath(&n3, args);
     agent(&["detach", "eth0"]).ok();
     // `attach` exits at once: the pinned links keep the programs attached.
     agent(&["attach", "eth0"])?;

@@ -34,7 +34,11 @@ pub fn run() -> Result<()> {
         lab.up(3, &mut |line| println!("[lab] {line}"))
             .context("lab up")
     })?;
-    println!("[ci] tests");
+    // Nothing is printed after the tests: the output ends with nextest's summary.
+    println!(
+        "[ci] tests (stages before them took {:.0?})",
+        started.elapsed()
+    );
     let tests = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(sh::workspace_root())
         .args(["nextest", "run", "--profile", "ci", "--no-fail-fast"])
@@ -43,7 +47,6 @@ pub fn run() -> Result<()> {
     if let Err(error) = lab.down(&mut |_| {}) {
         eprintln!("[ci] lab down failed: {error}");
     }
-    eprintln!("[ci] finished in {:.0?}", started.elapsed());
     if !tests.success() {
         bail!("tests failed");
     }

@@ -50,60 +50,26 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         let (host_side, container_side) =
             (Ipv4Addr::new(198, 19, 0, 1), Ipv4Addr::new(198, 19, 0, 2));
         container::plug_into_node(&echo, &node, "demo0", host_side, container_side)?;
-        let root = Lab::bpffs_root(&node).display().to_string();
-        cmd::run(
-            "nsenter",
-            &[
-                &format!("--net=/run/netns/{}", node.netns),
-                &agent,
-                "--bpffs",
-                &root,
-                "datapath",
-                "attach",
-                "eth0",
-            ],
-        )?;
-        let answer = cmd::stdout(
-            "nsenter",
-            &[
-                &format!("--net=/run/netns/{}", node.netns),
-                &toolbox,
-                "http-get",
-                &format!("http://{container_side}/"),
-            ],
-        )?;
+        datapath(&node, &agent, &["attach", "eth0"])?;
+        let url = format!("http://{container_side}/");
+        let answer = in_node(&node, &toolbox, &["http-get", &url])?;
         println!("{} ({}): {}", node.name, node.addr, answer.trim());
     }
 
     println!("\n== The upstream resolver, asked from n1");
-    let answer = cmd::stdout(
-        "nsenter",
-        &[
-            "--net=/run/netns/shoal-n1",
-            &toolbox,
-            "dns",
-            "www.upstream.test",
-            "--server",
-            "192.0.2.53",
-        ],
+    let n1 = topology::Host::node(1);
+    let dns = topology::UPSTREAM_DNS_ADDR.to_string();
+    let answer = in_node(
+        &n1,
+        &toolbox,
+        &["dns", "www.upstream.test", "--server", &dns],
     )?;
     println!("www.upstream.test -> {}", answer.trim());
 
     println!("\n== eBPF packet counters on each node's eth0 (TC ingress/egress, pinned)");
     for index in 1..=NODES {
         let node = topology::Host::node(index);
-        let root = Lab::bpffs_root(&node).display().to_string();
-        let counts = cmd::stdout(
-            "nsenter",
-            &[
-                &format!("--net=/run/netns/{}", node.netns),
-                &agent,
-                "--bpffs",
-                &root,
-                "datapath",
-                "counters",
-            ],
-        )?;
+        let counts = datapath(&node, &agent, &["counters"])?;
         println!("{}:\n{}", node.name, counts.trim_end());
     }
 
@@ -116,4 +82,20 @@ pub fn run(args: &DemoArgs) -> Result<()> {
          Stop it with `cargo xtask demo down`."
     );
     Ok(())
+}
+
+/// Runs `program ARGS` in a node's network namespace; returns its stdout.
+fn in_node(node: &topology::Host, program: &str, args: &[&str]) -> Result<String> {
+    let netns = format!("--net=/run/netns/{}", node.netns);
+    let mut full = vec![netns.as_str(), program];
+    full.extend_from_slice(args);
+    Ok(cmd::stdout("nsenter", &full)?)
+}
+
+/// `shoal-agent datapath ARGS` on a node, with the node's own bpffs tree.
+fn datapath(node: &topology::Host, agent: &str, args: &[&str]) -> Result<String> {
+    let root = Lab::bpffs_root(node).display().to_string();
+    let mut full = vec!["--bpffs", root.as_str(), "datapath"];
+    full.extend_from_slice(args);
+    in_node(node, agent, &full)
 }
