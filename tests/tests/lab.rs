@@ -177,3 +177,35 @@ fn down_leaves_namespaces_and_containers_as_they_were() -> Result<()> {
     lab.up(NODES, &mut |_| {})?; // leave the lab up for the other tests
     Ok(())
 }
+
+#[test]
+fn the_toolbox_image_talks_to_a_node() -> Result<()> {
+    let lab = lab()?;
+    require_images()?;
+    let n2 = lab.host("n2")?;
+    let node_side = Ipv4Addr::new(198, 19, 253, 1);
+    let echo_addr = SocketAddr::from((node_side, 9998));
+    let toolbox = container::run_detached("shoal-test-toolbox", "shoal/toolbox:latest", &[], &[])?;
+    container::plug_into_node(
+        &toolbox,
+        &n2,
+        "ct-toolbox",
+        node_side,
+        Ipv4Addr::new(198, 19, 253, 2),
+    )?;
+    let _echo = shoal_tests::UdpEcho::start(&n2.netns, echo_addr)?;
+    let reply = shoal_tests::cmd::stdout(
+        "docker",
+        &[
+            "exec",
+            &toolbox.id,
+            "/toolbox",
+            "udp-send",
+            &echo_addr.to_string(),
+            "ping-from-toolbox",
+        ],
+    );
+    container::remove(&toolbox)?;
+    assert_eq!(reply?.trim(), "ping-from-toolbox");
+    Ok(())
+}
