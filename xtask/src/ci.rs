@@ -39,8 +39,7 @@ pub fn run() -> Result<()> {
         "[ci] tests (stages before them took {:.0?})",
         started.elapsed()
     );
-    let tests = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(sh::workspace_root())
+    let tests = sh::cargo()
         .args(["nextest", "run", "--profile", "ci", "--no-fail-fast"])
         .status()
         .context("running cargo nextest")?;

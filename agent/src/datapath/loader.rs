@@ -30,6 +30,15 @@ pub fn attach_counters(root: &BpfRoot, iface: &str) -> Result<u32, DatapathError
         source,
     })?;
 
+    // Re-attaching is the common case (agent restarts): skip loading the
+    // object into the kernel when every hook is already pinned.
+    if COUNTER_PROGRAMS
+        .iter()
+        .all(|(name, _)| PinnedLink::from_pin(root.link(ifindex, name)).is_ok())
+    {
+        tracing::debug!(iface, "counters already attached");
+        return Ok(ifindex);
+    }
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(root.maps_dir())
         .load(EBPF_OBJECT)?;
