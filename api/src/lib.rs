@@ -1,12 +1,26 @@
-//! Types shared by Shoal's manager, agent and CLI.
+//! Types and protocols shared by Shoal's manager, agent and CLI.
 //!
-//! The control API's protobuf definitions join this crate with the manager
-//! ([2/6]); they will be compiled by a pure-Rust protobuf compiler (protox),
-//! so a fresh machine needs no `protoc`.
+//! The protobuf definitions under `proto/` are the cluster's object model, as
+//! swarmkit's `api` package is Swarm's: the manager stores these messages, the
+//! agent receives them, the CLI prints them. They are compiled by protox, so a
+//! fresh machine needs no `protoc`.
 
-pub mod socket;
+pub mod display;
+pub mod token;
 
 use serde::{Deserialize, Serialize};
+
+/// Generated protobuf messages and gRPC services (package `shoal.v1`).
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("shoal.v1");
+}
+
+/// Where the CLI and agents find a local manager when no address is given.
+pub const DEFAULT_SOCKET: &str = "/run/shoal/manager.sock";
+
+/// The manager's TCP port for the control API, the agent protocol and Raft.
+pub const DEFAULT_PORT: u16 = 2377;
 
 /// What each Shoal binary reports about itself (`shoal version`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +48,19 @@ impl VersionInfo {
     }
 }
 
+/// A new random object id: 25 lowercase base-36 characters, as Swarm's.
+pub fn new_id() -> String {
+    token::random_base36(25)
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +72,13 @@ mod tests {
         assert_eq!(json["Component"], "shoal");
         assert_eq!(json["EbpfLayout"], 1);
         assert_eq!(json["Os"], "linux");
+    }
+
+    #[test]
+    fn ids_are_25_base36_characters_and_differ() {
+        let (a, b) = (new_id(), new_id());
+        assert_eq!(a.len(), 25);
+        assert!(a.chars().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+        assert_ne!(a, b);
     }
 }

@@ -1,94 +1,393 @@
-//! `shoal-manager run`: owns a data directory (locked, so two managers never
-//! share one) and serves the local control socket.
+//! Starting a manager: its data directory (locked, one manager per
+//! directory), Raft with the on-disk log and state, the gRPC services on the
+//! TCP address and the local unix socket, and the leader-only components.
 
 use std::{
+    collections::BTreeMap,
     fs::File,
-    io::Write,
-    os::{fd::AsRawFd, unix::net::UnixListener},
+    net::SocketAddr,
+    os::fd::AsRawFd,
     path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
 };
 
-use shoal_api::VersionInfo;
+use anyhow::{Context, Result, bail};
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+use shoal_api::pb::{
+    Cluster, ClusterSpec, JoinManagerRequest, Meta, Network, NetworkSpec, NodeRole, RootCaRequest,
+    control_server::ControlServer, dispatcher_server::DispatcherServer,
+    membership_client::MembershipClient, membership_server::MembershipServer,
+};
+use tokio::{net::UnixListener, task::JoinSet};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+
+use crate::{
+    api::{control::ControlService, membership::{MembershipService, new_manager_node}},
+    ca,
+    dispatcher::Dispatcher,
+    manager::{Manager, Settings},
+    orchestrator,
+    raft::{Timing, log_store::LogStore, network::{self, Network as RaftNetwork}, state_machine::StateMachine},
+    scheduler,
+    store::{Batch, Store},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("data directory {0} is in use by another shoal-manager")]
     DataDirInUse(PathBuf),
     #[error("control socket {0} is served by another process")]
     SocketInUse(PathBuf),
 }
 
-/// A manager that holds its data directory and control socket.
-pub struct Daemon {
+/// Swarm's default address pool; the lab passes its own.
+pub const DEFAULT_ADDR_POOL: &str = "10.0.0.0/8";
+pub const DEFAULT_SUBNET_SIZE: u32 = 24;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub data_dir: PathBuf,
+    /// Where the gRPC services listen (TCP).
+    pub listen: SocketAddr,
+    /// host:port other managers and agents use; defaults to `listen`.
+    pub advertise: String,
+    /// The local control socket; None serves TCP only.
+    pub socket: Option<PathBuf>,
+    pub hostname: String,
+    pub timing: Timing,
+    pub settings: Settings,
+}
+
+/// How this start relates to the cluster.
+#[derive(Debug, Clone)]
+pub enum Bootstrap {
+    /// Create a new cluster.
+    Init { default_addr_pool: Vec<String>, subnet_size: u32 },
+    /// Join the cluster of the manager at `remote` with a manager token.
+    Join { token: String, remote: String },
+    /// Restart from the data directory.
+    Restart,
+}
+
+/// What a manager keeps about itself next to its Raft files.
+#[derive(Debug, Serialize, Deserialize)]
+struct Identity {
+    raft_id: u64,
+    advertise: String,
+}
+
+const IDENTITY: &str = "manager.json";
+
+pub struct RunningManager {
+    pub manager: Arc<Manager>,
+    pub init_tokens: Option<(String, String)>,
+    tasks: JoinSet<()>,
+    socket: Option<PathBuf>,
     _lock: File,
-    listener: UnixListener,
-    socket: PathBuf,
 }
 
-impl Daemon {
-    pub fn start(data_dir: &Path, socket: &Path) -> Result<Self, DaemonError> {
-        fn io<'a>(
-            what: &'static str,
-            path: &'a Path,
-        ) -> impl FnOnce(std::io::Error) -> DaemonError + 'a {
-            move |source| DaemonError::Io {
-                what,
-                path: path.to_owned(),
-                source,
-            }
-        }
-        std::fs::create_dir_all(data_dir).map_err(io("creating", data_dir))?;
-        let lock_path = data_dir.join("LOCK");
-        let lock = File::create(&lock_path).map_err(io("opening", &lock_path))?;
-        // SAFETY: flock on an open descriptor; released when the File closes.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(DaemonError::DataDirInUse(data_dir.to_owned()));
-        }
-        if let Some(parent) = socket.parent() {
-            std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
-        }
-        if socket.exists() {
-            // A live manager answers; a dead one left its socket file behind.
-            if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-                return Err(DaemonError::SocketInUse(socket.to_owned()));
-            }
-            std::fs::remove_file(socket).map_err(io("removing stale", socket))?;
-        }
-        let listener = UnixListener::bind(socket).map_err(io("binding", socket))?;
-        Ok(Self {
-            _lock: lock,
-            listener,
-            socket: socket.to_owned(),
-        })
+impl RunningManager {
+    pub fn addr(&self) -> &str {
+        &self.manager.addr
     }
 
-    /// Answers control-socket clients until the process is stopped.
-    pub fn serve(&self) {
-        loop {
-            if let Err(error) = self.serve_one() {
-                tracing::warn!(%error, "control socket client failed");
-            }
+    /// Stops serving and leaves the data directory as it is.
+    pub async fn shutdown(mut self) {
+        let _ = self.manager.raft.shutdown().await;
+        self.tasks.shutdown().await;
+        if let Some(socket) = self.socket.take() {
+            let _ = std::fs::remove_file(socket);
         }
-    }
-
-    /// Accepts one client and answers it.
-    pub fn serve_one(&self) -> std::io::Result<()> {
-        let (mut stream, _) = self.listener.accept()?;
-        let info = VersionInfo::of("shoal-manager", env!("CARGO_PKG_VERSION"), 0);
-        let line = serde_json::to_string(&info).map_err(std::io::Error::other)?;
-        stream.write_all(format!("{line}\n").as_bytes())
     }
 }
 
-impl Drop for Daemon {
+impl Drop for RunningManager {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.socket);
+        self.tasks.abort_all();
+        if let Some(socket) = &self.socket {
+            let _ = std::fs::remove_file(socket);
+        }
+    }
+}
+
+fn lock_data_dir(data_dir: &Path) -> Result<File> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let lock_path = data_dir.join("LOCK");
+    let lock = File::create(&lock_path).with_context(|| format!("opening {}", lock_path.display()))?;
+    // SAFETY: flock on an open descriptor; released when the File closes.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(DaemonError::DataDirInUse(data_dir.to_owned()).into());
+    }
+    Ok(lock)
+}
+
+fn bind_socket(socket: &Path) -> Result<UnixListener> {
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    if socket.exists() {
+        // A live manager answers; a dead one left its socket file behind.
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Err(DaemonError::SocketInUse(socket.to_owned()).into());
+        }
+        std::fs::remove_file(socket).with_context(|| format!("removing stale {}", socket.display()))?;
+    }
+    UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))
+}
+
+pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningManager> {
+    let lock = lock_data_dir(&options.data_dir)?;
+    let identity_path = options.data_dir.join(IDENTITY);
+    let identity: Identity = match (&bootstrap, identity_path.exists()) {
+        (Bootstrap::Restart, true) => serde_json::from_slice(&std::fs::read(&identity_path)?)
+            .with_context(|| format!("reading {}", identity_path.display()))?,
+        (Bootstrap::Restart, false) => bail!(
+            "{} holds no manager state: run `shoal-manager init` or `shoal-manager join` first",
+            options.data_dir.display()
+        ),
+        (_, true) => bail!(
+            "{} already holds a manager of a cluster: start it with `shoal-manager run`, or use an empty data directory",
+            options.data_dir.display()
+        ),
+        (_, false) => Identity {
+            raft_id: loop {
+                let mut bytes = [0u8; 8];
+                getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
+                let id = u64::from_le_bytes(bytes) >> 1;
+                if id != 0 {
+                    break id;
+                }
+            },
+            advertise: options.advertise.clone(),
+        },
+    };
+
+    // A token of the wrong cluster fails before anything is written.
+    if let Bootstrap::Join { token, remote } = &bootstrap {
+        check_remote_ca(remote, token).await?;
+    }
+
+    let store = Store::new();
+    let log = LogStore::open(&options.data_dir.join("raft-log.redb")).context("opening the Raft log")?;
+    let state_machine = StateMachine::open(&options.data_dir.join("state.redb"), store.clone())
+        .await
+        .context("opening the state machine")?;
+    let config = Arc::new(options.timing.config("shoal")?);
+    let raft = openraft::Raft::new(identity.raft_id, config, RaftNetwork, log, state_machine)
+        .await
+        .context("starting Raft")?;
+    let manager = Manager::new(
+        raft.clone(),
+        store,
+        identity.raft_id,
+        identity.advertise.clone(),
+        options.hostname.clone(),
+        options.settings.clone(),
+    );
+
+    let mut tasks = JoinSet::new();
+    let dispatcher = Dispatcher::new(manager.clone());
+    let router = || {
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(ControlServer::new(ControlService { manager: manager.clone() }))
+            .add_service(DispatcherServer::new(dispatcher.clone()))
+            .add_service(
+                MembershipServer::new(MembershipService { manager: manager.clone() })
+                    .max_decoding_message_size(256 * 1024 * 1024),
+            )
+    };
+    let tcp = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("listening on {}", options.listen))?;
+    let incoming = TcpListenerStream::new(tcp);
+    let server = router();
+    tasks.spawn(async move {
+        if let Err(error) = server.serve_with_incoming(incoming).await {
+            tracing::error!(%error, "the TCP API server stopped");
+        }
+    });
+    if let Some(socket) = &options.socket {
+        let incoming = UnixListenerStream::new(bind_socket(socket)?);
+        let server = router();
+        tasks.spawn(async move {
+            if let Err(error) = server.serve_with_incoming(incoming).await {
+                tracing::error!(%error, "the unix socket API server stopped");
+            }
+        });
+    }
+    tasks.spawn(lead_when_leader(manager.clone(), dispatcher));
+
+    let mut init_tokens = None;
+    match bootstrap {
+        Bootstrap::Init { default_addr_pool, subnet_size } => {
+            let members = BTreeMap::from([(identity.raft_id, BasicNode::new(identity.advertise.clone()))]);
+            raft.initialize(members).await.context("initialising Raft")?;
+            manager
+                .wait_for_leader(Duration::from_secs(30))
+                .await
+                .context("no leader after initialising")?;
+            init_tokens = Some(write_initial_state(&manager, default_addr_pool, subnet_size).await?);
+        }
+        Bootstrap::Join { token, remote } => {
+            join(&manager, &token, &remote).await?;
+        }
+        Bootstrap::Restart => {}
+    }
+    std::fs::write(&identity_path, serde_json::to_vec_pretty(&identity)?)
+        .with_context(|| format!("writing {}", identity_path.display()))?;
+    Ok(RunningManager {
+        manager,
+        init_tokens,
+        tasks,
+        socket: options.socket.clone(),
+        _lock: lock,
+    })
+}
+
+async fn check_remote_ca(remote: &str, token: &str) -> Result<()> {
+    let parsed = shoal_api::token::JoinToken::parse(token)?;
+    let channel = network::channel(remote)?;
+    let ca = MembershipClient::new(channel)
+        .get_root_ca(RootCaRequest {})
+        .await
+        .with_context(|| format!("asking the manager at {remote} for its root CA"))?
+        .into_inner();
+    if ca::digest_of_pem(&ca.cert_pem)? != parsed.ca_digest {
+        bail!("the join token belongs to another cluster: the manager at {remote} has a different root CA");
+    }
+    Ok(())
+}
+
+/// Asks the cluster's leader to add this manager, following redirects.
+async fn join(manager: &Manager, token: &str, remote: &str) -> Result<()> {
+    let mut target = remote.to_owned();
+    for _ in 0..10 {
+        let channel = network::channel(&target)?;
+        let reply = MembershipClient::new(channel)
+            .join_manager(JoinManagerRequest {
+                token: token.to_owned(),
+                raft_id: manager.raft_id,
+                addr: manager.addr.clone(),
+                hostname: manager.hostname.clone(),
+            })
+            .await;
+        match reply {
+            Ok(reply) => {
+                tracing::info!(cluster = %reply.get_ref().cluster_id, "joined the cluster as a manager");
+                return Ok(());
+            }
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                if let Some(leader) = status.message().rsplit("leader is at ").next().filter(|l| l.contains(':')) {
+                    target = leader.to_owned();
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                bail!("the manager at {target} refused the token: {}", status.message())
+            }
+            Err(status) => {
+                tracing::warn!(%target, error = %status.message(), "join failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    bail!("could not join the cluster through {remote}")
+}
+
+async fn write_initial_state(manager: &Manager, pools: Vec<String>, subnet_size: u32) -> Result<(String, String)> {
+    let cluster_id = shoal_api::new_id();
+    let root = ca::create_root_ca(&cluster_id)?;
+    let pools = if pools.is_empty() { vec![DEFAULT_ADDR_POOL.to_owned()] } else { pools };
+    let ingress_subnet = first_subnet(&pools[0], subnet_size)?;
+    let cluster = Cluster {
+        meta: Some(Meta { id: cluster_id, ..Default::default() }),
+        spec: Some(ClusterSpec {
+            name: "default".into(),
+            heartbeat_period_ms: manager.settings.heartbeat_period.as_millis() as i64,
+            task_history_limit: orchestrator::reconcile::DEFAULT_HISTORY_LIMIT,
+            default_addr_pool: pools,
+            subnet_size,
+        }),
+        root_ca_cert_pem: root.cert_pem,
+        root_ca_key_pem: root.key_pem,
+        worker_secret: shoal_api::token::new_secret(),
+        manager_secret: shoal_api::token::new_secret(),
+    };
+    let (subnet, gateway) = ingress_subnet;
+    let ingress = Network {
+        meta: Some(Meta { id: shoal_api::new_id(), ..Default::default() }),
+        spec: Some(NetworkSpec {
+            name: "ingress".into(),
+            driver: "overlay".into(),
+            ingress: true,
+            ..Default::default()
+        }),
+        vxlan_id: 4096,
+        subnet,
+        gateway,
+    };
+    let mut node = new_manager_node(&manager.hostname, &manager.addr);
+    node.manager_status = Some(shoal_api::pb::ManagerStatus {
+        raft_id: manager.raft_id,
+        addr: manager.addr.clone(),
+        ..Default::default()
+    });
+    let tokens = (
+        ca::join_token(&cluster, NodeRole::Worker)?.to_string(),
+        ca::join_token(&cluster, NodeRole::Manager)?.to_string(),
+    );
+    let mut batch = Batch::default();
+    batch.put_cluster(cluster);
+    batch.put_network(ingress);
+    batch.put_node(node);
+    manager.propose(batch.into_proto()).await?;
+    Ok(tokens)
+}
+
+/// The first `/size` block of a pool and its first address (the gateway).
+fn first_subnet(pool: &str, size: u32) -> Result<(String, String)> {
+    let (base, bits) = pool
+        .split_once('/')
+        .with_context(|| format!("invalid address pool {pool:?}: expected CIDR like 10.0.0.0/8"))?;
+    let base: std::net::Ipv4Addr = base.parse().with_context(|| format!("invalid address pool {pool:?}"))?;
+    let bits: u32 = bits.parse().with_context(|| format!("invalid address pool {pool:?}"))?;
+    if bits > size || size > 30 {
+        bail!("address pool {pool} cannot hold /{size} subnets");
+    }
+    let net = u32::from(base) & (u32::MAX.checked_shl(32 - bits).unwrap_or(0));
+    Ok((
+        format!("{}/{size}", std::net::Ipv4Addr::from(net)),
+        std::net::Ipv4Addr::from(net + 1).to_string(),
+    ))
+}
+
+/// Runs the leader-only components while this manager leads.
+async fn lead_when_leader(manager: Arc<Manager>, dispatcher: Dispatcher) {
+    let mut metrics = manager.raft.metrics();
+    let mut components: Option<JoinSet<()>> = None;
+    loop {
+        let leading = metrics.borrow().current_leader == Some(manager.raft_id);
+        match (leading, components.is_some()) {
+            (true, false) => {
+                tracing::info!(raft_id = manager.raft_id, "leading: starting scheduler, orchestrators, dispatcher monitor");
+                let mut set = JoinSet::new();
+                set.spawn(scheduler::run(manager.clone()));
+                set.spawn(orchestrator::run(manager.clone()));
+                set.spawn(dispatcher.clone().monitor());
+                components = Some(set);
+            }
+            (false, true) => {
+                tracing::info!(raft_id = manager.raft_id, "no longer leading: stopping leader components");
+                components = None; // dropping the set aborts its tasks
+            }
+            _ => {}
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -97,34 +396,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_manager_per_data_dir_and_socket() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("run/manager.sock");
-        let first = Daemon::start(&dir.path().join("data"), &socket).unwrap();
-        assert!(matches!(
-            Daemon::start(&dir.path().join("data"), &dir.path().join("other.sock")),
-            Err(DaemonError::DataDirInUse(_))
-        ));
-        assert!(matches!(
-            Daemon::start(&dir.path().join("data2"), &socket),
-            Err(DaemonError::SocketInUse(_))
-        ));
-        drop(first);
-        assert!(!socket.exists(), "the socket goes with the daemon");
-    }
-
-    #[test]
-    fn answers_its_version_and_replaces_a_stale_socket() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("manager.sock");
-        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap()); // stale file
-        let daemon = Daemon::start(&dir.path().join("data"), &socket).unwrap();
-        std::thread::scope(|s| {
-            let server = s.spawn(|| daemon.serve_one());
-            let info = shoal_api::socket::query_version(&socket).unwrap();
-            assert_eq!(info.component, "shoal-manager");
-            assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
-            server.join().unwrap().unwrap();
-        });
+    fn the_first_subnet_of_a_pool() {
+        assert_eq!(first_subnet("198.18.0.0/15", 24).unwrap(), ("198.18.0.0/24".into(), "198.18.0.1".into()));
+        assert!(first_subnet("10.0.0.0", 24).is_err());
+        assert!(first_subnet("10.0.0.0/25", 24).is_err());
     }
 }

@@ -1,5 +1,14 @@
-//! Shoal's manager. Today: the daemon's shell (one manager per data
-//! directory, the local control socket). The Raft store, control API,
-//! scheduler, orchestrators, allocator and dispatcher arrive in [2/6].
+//! Shoal's manager, laid out as swarmkit's: the replicated [`store`] on
+//! [`raft`], the control API and manager membership in [`api`], the
+//! [`scheduler`], the [`orchestrator`]s and the [`dispatcher`] that speaks
+//! to agents, wired together by [`daemon`].
 
+pub mod api;
+pub mod ca;
 pub mod daemon;
+pub mod dispatcher;
+pub mod manager;
+pub mod orchestrator;
+pub mod raft;
+pub mod scheduler;
+pub mod store;

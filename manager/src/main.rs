@@ -1,13 +1,15 @@
-//! `shoal-manager`: the brain of a Shoal cluster. The Raft store, control
-//! API, scheduler and orchestrators arrive in [2/6] (`init`, `join`); today
-//! `run` holds the data directory and serves the local control socket.
+//! `shoal-manager`: the brain of a Shoal cluster.
 
-use std::path::PathBuf;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
-use shoal_api::{VersionInfo, socket::DEFAULT_SOCKET};
-use shoal_manager::daemon::Daemon;
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use shoal_api::{DEFAULT_PORT, DEFAULT_SOCKET, VersionInfo};
+use shoal_manager::{
+    daemon::{self, Bootstrap, DEFAULT_SUBNET_SIZE, Options},
+    manager::Settings,
+    raft::Timing,
+};
 
 #[derive(Parser)]
 #[command(name = "shoal-manager", version, about = "Shoal cluster manager", long_about = None)]
@@ -18,36 +20,129 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the manager daemon.
+    /// Create a new cluster with this manager as its first member, print the
+    /// join tokens, and serve.
+    Init {
+        #[command(flatten)]
+        common: Common,
+        /// Address pool (CIDR) overlay subnets are taken from; repeatable.
+        #[arg(long = "default-addr-pool", default_value = daemon::DEFAULT_ADDR_POOL)]
+        default_addr_pool: Vec<String>,
+        /// Prefix length of each subnet taken from the pool.
+        #[arg(long = "default-addr-pool-mask-length", default_value_t = DEFAULT_SUBNET_SIZE)]
+        subnet_size: u32,
+        /// How often agents heartbeat; a node missing 3 periods is down.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        heartbeat_period: Duration,
+    },
+    /// Join an existing cluster as a manager (needs the manager join token)
+    /// and serve.
+    Join {
+        #[command(flatten)]
+        common: Common,
+        /// The cluster's manager join token (`shoal join-token manager`).
+        #[arg(long)]
+        token: String,
+        /// Address (host:port) of a manager of the cluster.
+        remote: String,
+    },
+    /// Restart a manager from its data directory: it rejoins with all state.
     Run {
-        /// Where the manager keeps its state (locked: one manager per directory).
-        #[arg(long, default_value = "/var/lib/shoal/manager")]
-        data_dir: PathBuf,
-        /// The local control socket the `shoal` CLI talks to.
-        #[arg(long, default_value = DEFAULT_SOCKET)]
-        socket: PathBuf,
+        #[command(flatten)]
+        common: Common,
     },
     /// Print version information as JSON.
     Version,
 }
 
-fn main() -> Result<()> {
+#[derive(Args)]
+struct Common {
+    /// Where the manager keeps its Raft log and state (one manager per directory).
+    #[arg(long, default_value = "/var/lib/shoal/manager")]
+    data_dir: PathBuf,
+    /// Address other managers and agents reach this one at (IP or IP:port).
+    #[arg(long)]
+    advertise_addr: Option<String>,
+    /// Address the API listens on.
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
+    listen_addr: SocketAddr,
+    /// The local control socket the `shoal` CLI talks to.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// The name this manager's node shows (default: the host's name).
+    #[arg(long)]
+    hostname: Option<String>,
+}
+
+impl Common {
+    fn options(&self, heartbeat_period: Duration) -> Result<Options> {
+        let advertise = match &self.advertise_addr {
+            Some(a) if a.contains(':') => a.clone(),
+            Some(a) => format!("{a}:{}", self.listen_addr.port()),
+            None if !self.listen_addr.ip().is_unspecified() => self.listen_addr.to_string(),
+            None => bail!(
+                "--advertise-addr is required when listening on {} (which address should other nodes use?)",
+                self.listen_addr
+            ),
+        };
+        let hostname = match &self.hostname {
+            Some(h) => h.clone(),
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "localhost".into()),
+        };
+        Ok(Options {
+            data_dir: self.data_dir.clone(),
+            listen: self.listen_addr,
+            advertise,
+            socket: Some(self.socket.clone()),
+            hostname,
+            timing: Timing::default(),
+            settings: Settings { heartbeat_period },
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
-        Command::Run { data_dir, socket } => {
-            let daemon = Daemon::start(&data_dir, &socket)?;
-            tracing::info!(data_dir = %data_dir.display(), socket = %socket.display(), "manager running");
-            daemon.serve();
-        }
+    let (options, bootstrap) = match Cli::parse().command {
         Command::Version => {
             let info = VersionInfo::of("shoal-manager", env!("CARGO_PKG_VERSION"), 0);
             println!("{}", serde_json::to_string(&info)?);
+            return Ok(());
         }
+        Command::Init { common, default_addr_pool, subnet_size, heartbeat_period } => (
+            common.options(heartbeat_period)?,
+            Bootstrap::Init { default_addr_pool, subnet_size },
+        ),
+        Command::Join { common, token, remote } => {
+            let remote = if remote.contains(':') { remote } else { format!("{remote}:{DEFAULT_PORT}") };
+            (common.options(Duration::from_secs(5))?, Bootstrap::Join { token, remote })
+        }
+        Command::Run { common } => (common.options(Duration::from_secs(5))?, Bootstrap::Restart),
+    };
+    let advertise = options.advertise.clone();
+    let running = daemon::start(options, bootstrap).await?;
+    if let Some((worker, manager)) = &running.init_tokens {
+        println!("Cluster initialized: this manager ({advertise}) is its leader.\n");
+        println!("To add a worker to this cluster, run on it:\n\n    shoal-agent join --token {worker} {advertise}\n");
+        println!("To add a manager, run on it:\n\n    shoal-manager join --token {manager} {advertise}\n");
     }
+    tracing::info!(addr = %advertise, raft_id = running.manager.raft_id, "manager serving");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("stopping");
+    running.shutdown().await;
     Ok(())
 }

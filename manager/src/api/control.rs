@@ -1,0 +1,615 @@
+//! The Control service behind the `shoal` CLI. Any manager answers: a
+//! follower forwards the call to the leader, which reads linearizably and
+//! writes through Raft.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use shoal_api::pb::{
+    ClusterInfo, Config, ConfigList, ConfigSpec, Empty, IdRequest, Kind, Meta, NetworkList,
+    NodeList, NodeRole, NodeState, PublishMode, RemoveNodeRequest, RotateJoinTokenRequest, Secret,
+    SecretList, SecretSpec, Service, ServiceList, ServiceMode, ServiceSpec, ServiceSummary,
+    TaskList, TaskState, UpdateNodeRequest, UpdateServiceRequest, VersionResponse,
+    control_client::ControlClient, control_server::Control,
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    ca,
+    manager::Manager,
+    orchestrator::reconcile::is_live,
+    scheduler::{constraint::Constraint, placement::accepts_tasks},
+    store::{Batch, State},
+};
+
+/// Swarm's limits.
+const MAX_SECRET_BYTES: usize = 500 * 1024;
+const MAX_CONFIG_BYTES: usize = 1000 * 1024;
+/// Published ports handed out when a service asks for none.
+pub const DYNAMIC_PORTS: std::ops::RangeInclusive<u32> = 30000..=32767;
+
+pub struct ControlService {
+    pub manager: Arc<Manager>,
+}
+
+/// On a follower, sends the call to the leader and returns its answer.
+macro_rules! forward {
+    ($self:ident, $method:ident, $request:ident) => {
+        if let Some(mut leader) = $self.leader_client()? {
+            return leader.$method($request.into_inner()).await;
+        }
+        $self.manager.linearizable().await?;
+    };
+}
+
+impl ControlService {
+    fn leader_client(&self) -> Result<Option<ControlClient<tonic::transport::Channel>>, Status> {
+        if self.manager.is_leader() {
+            return Ok(None);
+        }
+        let addr = self
+            .manager
+            .leader_addr()
+            .ok_or_else(|| Status::unavailable("no leader is elected right now; retry in a few seconds"))?;
+        let channel = crate::raft::network::channel(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Some(ControlClient::new(channel)))
+    }
+
+    fn cluster_info(&self, state: &State) -> Result<ClusterInfo, Status> {
+        let cluster = state
+            .cluster
+            .as_ref()
+            .ok_or_else(|| Status::unavailable("the cluster is not initialised"))?;
+        let spec = cluster.spec.clone().unwrap_or_default();
+        let token = |role| ca::join_token(cluster, role).map(|t| t.to_string()).map_err(|e| Status::internal(e.to_string()));
+        Ok(ClusterInfo {
+            id: cluster.meta.clone().unwrap_or_default().id,
+            name: spec.name,
+            worker_token: token(NodeRole::Worker)?,
+            manager_token: token(NodeRole::Manager)?,
+            root_ca_digest: ca::digest_of_pem(&cluster.root_ca_cert_pem).unwrap_or_default(),
+            default_addr_pool: spec.default_addr_pool,
+            heartbeat_period_ms: spec.heartbeat_period_ms,
+            task_history_limit: spec.task_history_limit,
+            raft_index: cluster.meta.clone().unwrap_or_default().version,
+        })
+    }
+}
+
+fn not_found(kind: &str, id: &str) -> Status {
+    Status::not_found(format!("{kind} {id} not found"))
+}
+
+fn meta_id(meta: &Option<Meta>) -> &str {
+    meta.as_ref().map(|m| m.id.as_str()).unwrap_or("")
+}
+
+fn validate_name(kind: &str, name: &str) -> Result<(), Status> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "invalid {kind} name {name:?}: use 1 to 63 letters, digits, '-', '_' or '.', starting with a letter or digit"
+        )))
+    }
+}
+
+/// Checks a service spec against the cluster and fills in what the
+/// manager decides (secret and config ids, dynamic published ports).
+fn complete_spec(state: &State, spec: &mut ServiceSpec, service_id: &str) -> Result<(), Status> {
+    validate_name("service", &spec.name)?;
+    if spec.mode() == ServiceMode::Global && spec.replicas != 0 {
+        return Err(Status::invalid_argument("replicas can only be used with replicated mode"));
+    }
+    let task = spec.task.get_or_insert_with(Default::default);
+    let container = task.container.get_or_insert_with(Default::default);
+    if container.image.trim().is_empty() {
+        return Err(Status::invalid_argument("a service needs an image"));
+    }
+    let placement = task.placement.clone().unwrap_or_default();
+    Constraint::parse_all(&placement.constraints).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    for pref in &placement.spread {
+        if !pref.starts_with("node.labels.") || pref.len() <= "node.labels.".len() {
+            return Err(Status::invalid_argument(format!(
+                "invalid placement preference spread={pref}: expected spread=node.labels.NAME"
+            )));
+        }
+    }
+    for mount in &container.mounts {
+        if !matches!(mount.r#type.as_str(), "bind" | "volume" | "tmpfs") {
+            return Err(Status::invalid_argument(format!(
+                "invalid mount type {:?} for {}: expected bind, volume or tmpfs",
+                mount.r#type, mount.target
+            )));
+        }
+        if mount.target.is_empty() || !mount.target.starts_with('/') {
+            return Err(Status::invalid_argument(format!(
+                "invalid mount target {:?}: an absolute path is required",
+                mount.target
+            )));
+        }
+    }
+    for secret in &mut container.secrets {
+        let found = state
+            .secrets
+            .values()
+            .find(|s| meta_id(&s.meta) == secret.secret_id || s.spec.as_ref().is_some_and(|sp| sp.name == secret.secret_name))
+            .ok_or_else(|| Status::not_found(format!("secret not found: {}", secret.secret_name)))?;
+        secret.secret_id = meta_id(&found.meta).to_owned();
+        secret.secret_name = found.spec.clone().unwrap_or_default().name;
+        let file = secret.file.get_or_insert_with(Default::default);
+        if file.name.is_empty() {
+            file.name = secret.secret_name.clone();
+        }
+    }
+    for config in &mut container.configs {
+        let found = state
+            .configs
+            .values()
+            .find(|c| meta_id(&c.meta) == config.config_id || c.spec.as_ref().is_some_and(|sp| sp.name == config.config_name))
+            .ok_or_else(|| Status::not_found(format!("config not found: {}", config.config_name)))?;
+        config.config_id = meta_id(&found.meta).to_owned();
+        config.config_name = found.spec.clone().unwrap_or_default().name;
+        let file = config.file.get_or_insert_with(Default::default);
+        if file.name.is_empty() {
+            file.name = format!("/{}", config.config_name);
+        }
+    }
+    for network in &mut task.networks {
+        let found = state
+            .networks
+            .values()
+            .find(|n| meta_id(&n.meta) == network.target || n.spec.as_ref().is_some_and(|s| s.name == network.target))
+            .ok_or_else(|| Status::not_found(format!("network {} not found", network.target)))?;
+        network.target = meta_id(&found.meta).to_owned();
+    }
+    // Published ports: valid, not taken by another service, dynamic when 0.
+    let mut taken: BTreeSet<(String, u32)> = BTreeSet::new();
+    for (id, other) in &state.services {
+        if id == service_id {
+            continue;
+        }
+        for port in other.spec.as_ref().and_then(|s| s.endpoint.as_ref()).map(|e| e.ports.as_slice()).unwrap_or_default() {
+            if port.publish_mode() == PublishMode::Ingress {
+                taken.insert((port.protocol.clone(), port.published_port));
+            }
+        }
+    }
+    let endpoint = spec.endpoint.get_or_insert_with(Default::default);
+    if endpoint.mode.is_empty() {
+        endpoint.mode = "vip".into();
+    }
+    if !matches!(endpoint.mode.as_str(), "vip" | "dnsrr") {
+        return Err(Status::invalid_argument(format!("invalid endpoint mode {:?}: expected vip or dnsrr", endpoint.mode)));
+    }
+    for port in &mut endpoint.ports {
+        if port.protocol.is_empty() {
+            port.protocol = "tcp".into();
+        }
+        if !matches!(port.protocol.as_str(), "tcp" | "udp") {
+            return Err(Status::invalid_argument(format!("invalid protocol {:?}: expected tcp or udp", port.protocol)));
+        }
+        if port.target_port == 0 || port.target_port > 65535 || port.published_port > 65535 {
+            return Err(Status::invalid_argument(format!(
+                "invalid port {}:{}: ports are 1 to 65535",
+                port.published_port, port.target_port
+            )));
+        }
+        if port.publish_mode() != PublishMode::Ingress {
+            continue;
+        }
+        if port.published_port == 0 {
+            port.published_port = DYNAMIC_PORTS
+                .clone()
+                .find(|p| !taken.contains(&(port.protocol.clone(), *p)))
+                .ok_or_else(|| Status::resource_exhausted("no dynamic published port is free"))?;
+        } else if taken.contains(&(port.protocol.clone(), port.published_port)) {
+            return Err(Status::already_exists(format!(
+                "port {}/{} is already published by another service",
+                port.published_port, port.protocol
+            )));
+        }
+        taken.insert((port.protocol.clone(), port.published_port));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    async fn get_version(&self, _: Request<Empty>) -> Result<Response<VersionResponse>, Status> {
+        Ok(Response::new(VersionResponse {
+            version: env!("CARGO_PKG_VERSION").into(),
+            os: std::env::consts::OS.into(),
+            arch: std::env::consts::ARCH.into(),
+            raft_id: self.manager.raft_id,
+            leader_raft_id: self.manager.leader_id().unwrap_or(0),
+        }))
+    }
+
+    async fn get_cluster(&self, request: Request<Empty>) -> Result<Response<ClusterInfo>, Status> {
+        forward!(self, get_cluster, request);
+        let state = self.manager.store.read().await;
+        Ok(Response::new(self.cluster_info(&state)?))
+    }
+
+    async fn rotate_join_token(&self, request: Request<RotateJoinTokenRequest>) -> Result<Response<ClusterInfo>, Status> {
+        forward!(self, rotate_join_token, request);
+        let role = request.get_ref().role();
+        self.manager
+            .update(|state| -> Result<_, Status> {
+                let mut cluster = state.cluster.clone().ok_or_else(|| Status::unavailable("the cluster is not initialised"))?;
+                match role {
+                    NodeRole::Worker => cluster.worker_secret = shoal_api::token::new_secret(),
+                    NodeRole::Manager => cluster.manager_secret = shoal_api::token::new_secret(),
+                }
+                let mut batch = Batch::default();
+                batch.put_cluster(cluster);
+                Ok(Some((batch, ())))
+            })
+            .await?;
+        let state = self.manager.store.read().await;
+        Ok(Response::new(self.cluster_info(&state)?))
+    }
+
+    async fn list_nodes(&self, request: Request<Empty>) -> Result<Response<NodeList>, Status> {
+        forward!(self, list_nodes, request);
+        let metrics = self.manager.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader;
+        let replication = metrics.replication.clone().unwrap_or_default();
+        let voters: BTreeSet<u64> = self.manager.voters().into_iter().collect();
+        let state = self.manager.store.read().await;
+        let mut nodes: Vec<_> = state.nodes.values().cloned().collect();
+        for node in &mut nodes {
+            if let Some(status) = node.manager_status.as_mut() {
+                status.leader = leader == Some(status.raft_id);
+                let reachable = status.leader
+                    || replication.get(&status.raft_id).is_some_and(|m| {
+                        m.is_some() && voters.contains(&status.raft_id)
+                    });
+                status.reachability = if reachable { "reachable" } else { "unreachable" }.into();
+            }
+        }
+        Ok(Response::new(NodeList { nodes }))
+    }
+
+    async fn update_node(&self, request: Request<UpdateNodeRequest>) -> Result<Response<shoal_api::pb::Node>, Status> {
+        forward!(self, update_node, request);
+        let request = request.into_inner();
+        let spec = request.spec.clone().unwrap_or_default();
+        let (current_role, raft_id) = {
+            let state = self.manager.store.read().await;
+            let node = state.nodes.get(&request.id).ok_or_else(|| not_found("node", &request.id))?;
+            (node.role(), node.manager_status.as_ref().map(|m| m.raft_id))
+        };
+        // Demotion leaves the Raft membership first: the node stops voting
+        // before the store says it is a worker.
+        if current_role == NodeRole::Manager && spec.desired_role() == NodeRole::Worker {
+            let voters: BTreeSet<u64> = self.manager.voters().into_iter().collect();
+            if let Some(raft_id) = raft_id.filter(|id| voters.contains(id)) {
+                if voters.len() == 1 {
+                    return Err(Status::failed_precondition(
+                        "cannot demote the last manager of the cluster",
+                    ));
+                }
+                let remaining: BTreeSet<u64> = voters.into_iter().filter(|v| *v != raft_id).collect();
+                self.manager
+                    .raft
+                    .change_membership(remaining, false)
+                    .await
+                    .map_err(|e| Status::unavailable(format!("removing the manager from Raft: {e}")))?;
+            }
+        }
+        let node = self
+            .manager
+            .update(|state| -> Result<_, Status> {
+                let mut node = state.nodes.get(&request.id).cloned().ok_or_else(|| not_found("node", &request.id))?;
+                let version = node.meta.as_ref().map(|m| m.version).unwrap_or(0);
+                if request.version != 0 && request.version != version {
+                    return Err(Status::aborted(format!(
+                        "node {} changed since it was read (version {} is now {version}); retry",
+                        request.id, request.version
+                    )));
+                }
+                if spec.desired_role() == NodeRole::Worker && node.role() == NodeRole::Manager {
+                    node.role = NodeRole::Worker as i32;
+                    node.manager_status = None;
+                }
+                node.spec = Some(spec.clone());
+                let mut batch = Batch::default();
+                batch.put_node(node.clone());
+                Ok(Some((batch, node)))
+            })
+            .await?
+            .unwrap_or_default();
+        Ok(Response::new(node))
+    }
+
+    async fn remove_node(&self, request: Request<RemoveNodeRequest>) -> Result<Response<Empty>, Status> {
+        forward!(self, remove_node, request);
+        let request = request.into_inner();
+        self.manager
+            .update(|state| -> Result<_, Status> {
+                let node = state.nodes.get(&request.id).ok_or_else(|| not_found("node", &request.id))?;
+                let name = node.description.as_ref().map(|d| d.hostname.as_str()).unwrap_or("");
+                if node.role() == NodeRole::Manager {
+                    return Err(Status::failed_precondition(format!(
+                        "node {name} is a cluster manager and is a member of the Raft cluster: demote it before removal"
+                    )));
+                }
+                let ready = node.status.as_ref().map(|s| s.state()) == Some(NodeState::Ready);
+                if ready && !request.force {
+                    return Err(Status::failed_precondition(format!(
+                        "node {name} is not down and can't be removed (use --force to remove it anyway)"
+                    )));
+                }
+                let mut batch = Batch::default();
+                batch.delete(Kind::Node, &request.id, node.meta.as_ref().map(|m| m.version).unwrap_or(0));
+                Ok(Some((batch, ())))
+            })
+            .await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn create_service(&self, request: Request<ServiceSpec>) -> Result<Response<Service>, Status> {
+        forward!(self, create_service, request);
+        let spec = request.into_inner();
+        let service = self
+            .manager
+            .update(|state| -> Result<_, Status> {
+                let mut spec = spec.clone();
+                if state.services.values().any(|s| s.spec.as_ref().is_some_and(|x| x.name == spec.name)) {
+                    return Err(Status::already_exists(format!("service {} already exists", spec.name)));
+                }
+                let id = shoal_api::new_id();
+                complete_spec(state, &mut spec, &id)?;
+                let service = Service {
+                    meta: Some(Meta { id, ..Default::default() }),
+                    spec: Some(spec),
+                    previous_spec: None,
+                };
+                let mut batch = Batch::default();
+                batch.put_service(service.clone());
+                Ok(Some((batch, service)))
+            })
+            .await?
+            .unwrap_or_default();
+        let id = meta_id(&service.meta).to_owned();
+        let stored = self.manager.store.read().await.services.get(&id).cloned().unwrap_or(service);
+        Ok(Response::new(stored))
+    }
+
+    async fn list_services(&self, request: Request<Empty>) -> Result<Response<ServiceList>, Status> {
+        forward!(self, list_services, request);
+        let state = self.manager.store.read().await;
+        let services = state
+            .services
+            .values()
+            .map(|service| {
+                let id = meta_id(&service.meta);
+                let spec = service.spec.clone().unwrap_or_default();
+                let running = state
+                    .tasks_of_service(id)
+                    .filter(|t| t.desired_state() == TaskState::Running && t.status.as_ref().map(|s| s.state()) == Some(TaskState::Running))
+                    .count() as u64;
+                let desired = match spec.mode() {
+                    ServiceMode::Replicated => spec.replicas,
+                    ServiceMode::Global => state.tasks_of_service(id).filter(|t| is_live(t)).count() as u64,
+                };
+                ServiceSummary { service: Some(service.clone()), running, desired }
+            })
+            .collect();
+        Ok(Response::new(ServiceList { services }))
+    }
+
+    async fn update_service(&self, request: Request<UpdateServiceRequest>) -> Result<Response<Service>, Status> {
+        forward!(self, update_service, request);
+        let request = request.into_inner();
+        let service = self
+            .manager
+            .update(|state| -> Result<_, Status> {
+                let mut service = state.services.get(&request.id).cloned().ok_or_else(|| not_found("service", &request.id))?;
+                let version = service.meta.as_ref().map(|m| m.version).unwrap_or(0);
+                if request.version != 0 && request.version != version {
+                    return Err(Status::aborted(format!(
+                        "service {} changed since it was read (version {} is now {version}); retry",
+                        request.id, request.version
+                    )));
+                }
+                let mut spec = request.spec.clone().unwrap_or_default();
+                let current = service.spec.clone().unwrap_or_default();
+                if spec.name != current.name {
+                    return Err(Status::invalid_argument("a service cannot be renamed"));
+                }
+                if spec.mode != current.mode {
+                    return Err(Status::invalid_argument("a service's mode cannot change"));
+                }
+                complete_spec(state, &mut spec, &request.id)?;
+                service.previous_spec = Some(current);
+                service.spec = Some(spec);
+                let mut batch = Batch::default();
+                batch.put_service(service.clone());
+                Ok(Some((batch, service)))
+            })
+            .await?
+            .unwrap_or_default();
+        let stored = self.manager.store.read().await.services.get(&request.id).cloned().unwrap_or(service);
+        Ok(Response::new(stored))
+    }
+
+    async fn remove_service(&self, request: Request<IdRequest>) -> Result<Response<Empty>, Status> {
+        forward!(self, remove_service, request);
+        let id = request.into_inner().id;
+        self.manager
+            .update(|state| -> Result<_, Status> {
+                let service = state.services.get(&id).ok_or_else(|| not_found("service", &id))?;
+                let mut batch = Batch::default();
+                batch.delete(Kind::Service, &id, service.meta.as_ref().map(|m| m.version).unwrap_or(0));
+                Ok(Some((batch, ())))
+            })
+            .await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn list_tasks(&self, request: Request<Empty>) -> Result<Response<TaskList>, Status> {
+        forward!(self, list_tasks, request);
+        let state = self.manager.store.read().await;
+        let mut tasks: Vec<_> = state.tasks.values().cloned().collect();
+        for task in &mut tasks {
+            strip_secret_data(task);
+        }
+        Ok(Response::new(TaskList { tasks }))
+    }
+
+    async fn create_secret(&self, request: Request<SecretSpec>) -> Result<Response<Secret>, Status> {
+        forward!(self, create_secret, request);
+        let spec = request.into_inner();
+        validate_name("secret", &spec.name)?;
+        if spec.data.is_empty() || spec.data.len() > MAX_SECRET_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "secret {}: data must be 1 byte to 500 KiB (got {} bytes)",
+                spec.name,
+                spec.data.len()
+            )));
+        }
+        let secret = self
+            .manager
+            .update(|state| -> Result<_, Status> {
+                if state.secrets.values().any(|s| s.spec.as_ref().is_some_and(|x| x.name == spec.name)) {
+                    return Err(Status::already_exists(format!("secret {} already exists", spec.name)));
+                }
+                let secret = Secret { meta: Some(Meta { id: shoal_api::new_id(), ..Default::default() }), spec: Some(spec.clone()) };
+                let mut batch = Batch::default();
+                batch.put_secret(secret.clone());
+                Ok(Some((batch, secret)))
+            })
+            .await?
+            .unwrap_or_default();
+        let stored = self.manager.store.read().await.secrets.get(meta_id(&secret.meta)).cloned().unwrap_or(secret);
+        Ok(Response::new(without_data(stored)))
+    }
+
+    async fn list_secrets(&self, request: Request<Empty>) -> Result<Response<SecretList>, Status> {
+        forward!(self, list_secrets, request);
+        let state = self.manager.store.read().await;
+        let secrets = state.secrets.values().cloned().map(without_data).collect();
+        Ok(Response::new(SecretList { secrets }))
+    }
+
+    async fn remove_secret(&self, request: Request<IdRequest>) -> Result<Response<Empty>, Status> {
+        forward!(self, remove_secret, request);
+        let id = request.into_inner().id;
+        self.manager
+            .update(|state| -> Result<_, Status> {
+                let secret = state.secrets.get(&id).ok_or_else(|| not_found("secret", &id))?;
+                let users: Vec<&str> = state
+                    .services
+                    .values()
+                    .filter(|s| container_of(s).is_some_and(|c| c.secrets.iter().any(|r| r.secret_id == id)))
+                    .map(|s| s.spec.as_ref().map(|x| x.name.as_str()).unwrap_or(""))
+                    .collect();
+                if !users.is_empty() {
+                    return Err(Status::failed_precondition(format!(
+                        "secret {} is in use by the following service: {}",
+                        secret.spec.as_ref().map(|s| s.name.as_str()).unwrap_or(&id),
+                        users.join(", ")
+                    )));
+                }
+                let mut batch = Batch::default();
+                batch.delete(Kind::Secret, &id, secret.meta.as_ref().map(|m| m.version).unwrap_or(0));
+                Ok(Some((batch, ())))
+            })
+            .await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn create_config(&self, request: Request<ConfigSpec>) -> Result<Response<Config>, Status> {
+        forward!(self, create_config, request);
+        let spec = request.into_inner();
+        validate_name("config", &spec.name)?;
+        if spec.data.len() > MAX_CONFIG_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "config {}: data must be at most 1000 KiB (got {} bytes)",
+                spec.name,
+                spec.data.len()
+            )));
+        }
+        let config = self
+            .manager
+            .update(|state| -> Result<_, Status> {
+                if state.configs.values().any(|c| c.spec.as_ref().is_some_and(|x| x.name == spec.name)) {
+                    return Err(Status::already_exists(format!("config {} already exists", spec.name)));
+                }
+                let config = Config { meta: Some(Meta { id: shoal_api::new_id(), ..Default::default() }), spec: Some(spec.clone()) };
+                let mut batch = Batch::default();
+                batch.put_config(config.clone());
+                Ok(Some((batch, config)))
+            })
+            .await?
+            .unwrap_or_default();
+        let stored = self.manager.store.read().await.configs.get(meta_id(&config.meta)).cloned().unwrap_or(config);
+        Ok(Response::new(stored))
+    }
+
+    async fn list_configs(&self, request: Request<Empty>) -> Result<Response<ConfigList>, Status> {
+        forward!(self, list_configs, request);
+        let state = self.manager.store.read().await;
+        Ok(Response::new(ConfigList { configs: state.configs.values().cloned().collect() }))
+    }
+
+    async fn remove_config(&self, request: Request<IdRequest>) -> Result<Response<Empty>, Status> {
+        forward!(self, remove_config, request);
+        let id = request.into_inner().id;
+        self.manager
+            .update(|state| -> Result<_, Status> {
+                let config = state.configs.get(&id).ok_or_else(|| not_found("config", &id))?;
+                let users: Vec<&str> = state
+                    .services
+                    .values()
+                    .filter(|s| container_of(s).is_some_and(|c| c.configs.iter().any(|r| r.config_id == id)))
+                    .map(|s| s.spec.as_ref().map(|x| x.name.as_str()).unwrap_or(""))
+                    .collect();
+                if !users.is_empty() {
+                    return Err(Status::failed_precondition(format!(
+                        "config {} is in use by the following service: {}",
+                        config.spec.as_ref().map(|s| s.name.as_str()).unwrap_or(&id),
+                        users.join(", ")
+                    )));
+                }
+                let mut batch = Batch::default();
+                batch.delete(Kind::Config, &id, config.meta.as_ref().map(|m| m.version).unwrap_or(0));
+                Ok(Some((batch, ())))
+            })
+            .await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn list_networks(&self, request: Request<Empty>) -> Result<Response<NetworkList>, Status> {
+        forward!(self, list_networks, request);
+        let state = self.manager.store.read().await;
+        Ok(Response::new(NetworkList { networks: state.networks.values().cloned().collect() }))
+    }
+}
+
+fn container_of(service: &Service) -> Option<&shoal_api::pb::ContainerSpec> {
+    service.spec.as_ref()?.task.as_ref()?.container.as_ref()
+}
+
+/// Secret data never leaves the managers through the control API.
+fn without_data(mut secret: Secret) -> Secret {
+    if let Some(spec) = secret.spec.as_mut() {
+        spec.data.clear();
+    }
+    secret
+}
+
+fn strip_secret_data(_task: &mut shoal_api::pb::Task) {
+    // Tasks carry secret references only, never their data.
+}
+
+/// Nodes that would run a global service's task now (for `service ls`).
+pub fn eligible_nodes(state: &State) -> usize {
+    state.nodes.values().filter(|n| accepts_tasks(n)).count()
+}

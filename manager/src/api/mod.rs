@@ -1,0 +1,4 @@
+//! The gRPC services every manager serves.
+
+pub mod control;
+pub mod membership;

@@ -1,0 +1,346 @@
+//! The dispatcher: the leader's side of the agent protocol. Agents register
+//! with a join token, heartbeat, receive their assignments as a stream the
+//! leader pushes on every relevant change, and report task status.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use shoal_api::pb::{
+    AssignmentSet, HeartbeatRequest, HeartbeatResponse, Meta, Node, NodeRole, NodeSpec, NodeState,
+    NodeStatus, RegisterRequest, RegisterResponse, SessionRef, TaskState,
+    UpdateTaskStatusRequest, UpdateTaskStatusResponse, dispatcher_server,
+};
+use tokio::time::Instant;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::{ca, manager::Manager, store::{Batch, State}};
+
+/// Heartbeats a node may miss before it is down (Swarm's 3).
+pub const MISSED_HEARTBEATS: u32 = 3;
+
+struct Session {
+    id: String,
+    last_seen: Instant,
+}
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    manager: Arc<Manager>,
+    sessions: Arc<Mutex<HashMap<String, Session>>>,
+}
+
+impl Dispatcher {
+    pub fn new(manager: Arc<Manager>) -> Self {
+        Self {
+            manager,
+            sessions: Arc::default(),
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn period(&self, state: &State) -> Duration {
+        state
+            .cluster
+            .as_ref()
+            .and_then(|c| c.spec.as_ref())
+            .map(|s| s.heartbeat_period_ms)
+            .filter(|ms| *ms > 0)
+            .map(|ms| Duration::from_millis(ms as u64))
+            .unwrap_or(self.manager.settings.heartbeat_period)
+    }
+
+    fn require_leader(&self) -> Result<(), Status> {
+        if self.manager.is_leader() {
+            return Ok(());
+        }
+        let leader = self.manager.leader_addr().unwrap_or_default();
+        let mut status = Status::failed_precondition(format!(
+            "not the leader; the leader is at {}",
+            if leader.is_empty() { "(none elected)" } else { &leader }
+        ));
+        if let Ok(value) = leader.parse() {
+            status.metadata_mut().insert("shoal-leader", value);
+        }
+        Err(status)
+    }
+
+    fn check_session(&self, session: Option<&SessionRef>) -> Result<String, Status> {
+        let session = session.ok_or_else(|| Status::invalid_argument("missing session"))?;
+        let mut sessions = self.sessions();
+        match sessions.get_mut(&session.node_id) {
+            Some(s) if s.id == session.session_id => {
+                s.last_seen = Instant::now();
+                Ok(session.node_id.clone())
+            }
+            _ => Err(Status::not_found("session expired or unknown; register again")),
+        }
+    }
+
+    /// Marks nodes down that missed their heartbeats; runs on the leader.
+    pub async fn monitor(self) {
+        let since = Instant::now();
+        loop {
+            let period = self.period(&*self.manager.store.read().await);
+            tokio::time::sleep(period / 2).await;
+            let limit = period * MISSED_HEARTBEATS;
+            let now = Instant::now();
+            let result = self
+                .manager
+                .update(|state| {
+                    let mut batch = Batch::default();
+                    let sessions = self.sessions();
+                    for node in state.nodes.values() {
+                        let id = node.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("");
+                        if node.status.as_ref().map(|s| s.state()) != Some(NodeState::Ready) {
+                            continue;
+                        }
+                        // A node this leader never heard from gets the same
+                        // grace from the moment it took over.
+                        let last = sessions.get(id).map(|s| s.last_seen).unwrap_or(since);
+                        if now.duration_since(last) > limit {
+                            tracing::warn!(node = id, "node missed {MISSED_HEARTBEATS} heartbeats: down");
+                            let mut node = node.clone();
+                            let status = node.status.get_or_insert_with(Default::default);
+                            status.state = NodeState::Down as i32;
+                            status.message = "heartbeat failure".into();
+                            batch.put_node(node);
+                        }
+                    }
+                    Ok::<_, crate::manager::WriteError>(Some((batch, ())))
+                })
+                .await;
+            if let Err(error) = result {
+                tracing::warn!(%error, "marking nodes down failed");
+            }
+        }
+    }
+}
+
+/// What a node must know now: its non-finished assigned tasks and the
+/// secrets and configs they use.
+pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
+    let mut tasks: Vec<_> = state
+        .tasks
+        .values()
+        .filter(|t| t.node_id == node_id)
+        .filter(|t| {
+            let observed = t.status.as_ref().map(|s| s.state()).unwrap_or_default();
+            observed >= TaskState::Assigned && !observed.is_terminal()
+        })
+        .cloned()
+        .collect();
+    tasks.sort_by(|a, b| a.meta.as_ref().map(|m| &m.id).cmp(&b.meta.as_ref().map(|m| &m.id)));
+    let mut secrets = BTreeMap::new();
+    let mut configs = BTreeMap::new();
+    for task in &tasks {
+        let container = task.spec.as_ref().and_then(|s| s.container.as_ref());
+        for r in container.map(|c| c.secrets.as_slice()).unwrap_or_default() {
+            if let Some(s) = state.secrets.get(&r.secret_id) {
+                secrets.insert(r.secret_id.clone(), s.clone());
+            }
+        }
+        for r in container.map(|c| c.configs.as_slice()).unwrap_or_default() {
+            if let Some(c) = state.configs.get(&r.config_id) {
+                configs.insert(r.config_id.clone(), c.clone());
+            }
+        }
+    }
+    let role = state.nodes.get(node_id).map(|n| n.role).unwrap_or_default();
+    AssignmentSet {
+        tasks,
+        secrets: secrets.into_values().collect(),
+        configs: configs.into_values().collect(),
+        role,
+    }
+}
+
+type AssignmentStream = Pin<Box<dyn Stream<Item = Result<AssignmentSet, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl dispatcher_server::Dispatcher for Dispatcher {
+    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+        self.require_leader()?;
+        let peer_ip = request.remote_addr().map(|a| a.ip().to_string());
+        let request = request.into_inner();
+        let addr = if request.advertise_addr.is_empty() {
+            peer_ip.unwrap_or_default()
+        } else {
+            request.advertise_addr.clone()
+        };
+        let hostname = request.description.as_ref().map(|d| d.hostname.clone()).unwrap_or_default();
+        let node_id = self
+            .manager
+            .update(|state| -> Result<_, Status> {
+                let cluster = state
+                    .cluster
+                    .as_ref()
+                    .ok_or_else(|| Status::unavailable("the cluster is not initialised"))?;
+                ca::check_token(cluster, &request.token, None)
+                    .map_err(|e| Status::permission_denied(e.to_string()))?;
+                // The same node again, or the node a manager on this host
+                // created before its agent came.
+                let existing = state.nodes.get(&request.node_id).cloned().or_else(|| {
+                    state
+                        .nodes
+                        .values()
+                        .find(|n| {
+                            n.role() == NodeRole::Manager
+                                && n.status.as_ref().is_some_and(|s| s.addr == addr)
+                                && n.description.as_ref().is_none_or(|d| d.engine_version.is_empty())
+                        })
+                        .cloned()
+                });
+                let first = existing.is_none();
+                let mut node = existing.unwrap_or_else(|| Node {
+                    meta: Some(Meta {
+                        id: if request.node_id.is_empty() { shoal_api::new_id() } else { request.node_id.clone() },
+                        ..Default::default()
+                    }),
+                    spec: Some(NodeSpec::default()),
+                    ..Default::default()
+                });
+                if first {
+                    node.spec.get_or_insert_with(Default::default).labels = request.labels.clone();
+                }
+                node.description = request.description.clone();
+                node.status = Some(NodeStatus {
+                    state: NodeState::Ready as i32,
+                    message: String::new(),
+                    addr: addr.clone(),
+                });
+                let id = node.meta.clone().unwrap_or_default().id;
+                let mut batch = Batch::default();
+                batch.put_node(node);
+                Ok(Some((batch, id)))
+            })
+            .await?
+            .unwrap_or_default();
+        let session_id = shoal_api::new_id();
+        self.sessions().insert(
+            node_id.clone(),
+            Session {
+                id: session_id.clone(),
+                last_seen: Instant::now(),
+            },
+        );
+        let period = self.period(&*self.manager.store.read().await);
+        let mut managers: Vec<String> = self.manager.members().into_values().collect();
+        managers.sort_by_key(|a| Some(a) != self.manager.leader_addr().as_ref());
+        tracing::info!(node = %node_id, %hostname, %addr, "agent registered");
+        Ok(Response::new(RegisterResponse {
+            node_id,
+            session_id,
+            heartbeat_period_ms: period.as_millis() as i64,
+            managers,
+        }))
+    }
+
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        self.require_leader()?;
+        let node_id = self.check_session(request.get_ref().session.as_ref())?;
+        let (down, period) = {
+            let state = self.manager.store.read().await;
+            let down = state
+                .nodes
+                .get(&node_id)
+                .is_some_and(|n| n.status.as_ref().map(|s| s.state()) != Some(NodeState::Ready));
+            (down, self.period(&state))
+        };
+        if down {
+            // A node that was marked down and heartbeats again is back.
+            self.manager
+                .update(|state| -> Result<_, Status> {
+                    let Some(mut node) = state.nodes.get(&node_id).cloned() else {
+                        return Ok(None);
+                    };
+                    let status = node.status.get_or_insert_with(Default::default);
+                    status.state = NodeState::Ready as i32;
+                    status.message.clear();
+                    let mut batch = Batch::default();
+                    batch.put_node(node);
+                    Ok(Some((batch, ())))
+                })
+                .await?;
+        }
+        Ok(Response::new(HeartbeatResponse {
+            period_ms: period.as_millis() as i64,
+        }))
+    }
+
+    type AssignmentsStream = AssignmentStream;
+
+    async fn assignments(&self, request: Request<SessionRef>) -> Result<Response<AssignmentStream>, Status> {
+        self.require_leader()?;
+        let session = request.into_inner();
+        let node_id = self.check_session(Some(&session))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut applied = this.manager.store.applied();
+            let mut last: Option<AssignmentSet> = None;
+            loop {
+                let still_current = this
+                    .sessions()
+                    .get(&node_id)
+                    .is_some_and(|s| s.id == session.session_id);
+                if !still_current || !this.manager.is_leader() {
+                    let _ = tx.send(Err(Status::not_found("session ended; register again"))).await;
+                    return;
+                }
+                let set = assignment_set(&*this.manager.store.read().await, &node_id);
+                if last.as_ref() != Some(&set) {
+                    if tx.send(Ok(set.clone())).await.is_err() {
+                        return;
+                    }
+                    last = Some(set);
+                }
+                tokio::select! {
+                    changed = applied.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                    // Notices a replaced session or lost leadership.
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn update_task_status(
+        &self,
+        request: Request<UpdateTaskStatusRequest>,
+    ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
+        self.require_leader()?;
+        let request = request.into_inner();
+        let node_id = self.check_session(request.session.as_ref())?;
+        self.manager
+            .update(|state| -> Result<_, Status> {
+                let mut batch = Batch::default();
+                for update in &request.updates {
+                    let Some(task) = state.tasks.get(&update.task_id) else { continue };
+                    if task.node_id != node_id {
+                        continue; // not this node's task (any more)
+                    }
+                    let Some(status) = update.status.clone() else { continue };
+                    let current = task.status.clone().unwrap_or_default();
+                    // States only move forward; a repeat with news is kept.
+                    if status.state() < current.state() || status == current {
+                        continue;
+                    }
+                    let mut task = task.clone();
+                    task.status = Some(status);
+                    batch.put_task(task);
+                }
+                Ok(Some((batch, ())))
+            })
+            .await?;
+        Ok(Response::new(UpdateTaskStatusResponse {}))
+    }
+}

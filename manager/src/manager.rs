@@ -1,0 +1,204 @@
+//! One manager: its Raft node, its view of the store, and the way every
+//! component writes (through the leader, guarded by versions).
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use openraft::{BasicNode, error::ClientWriteError};
+use shoal_api::pb::{StoreBatch, membership_client::MembershipClient};
+
+use crate::{
+    raft::{Raft, RaftId, network},
+    store::{Batch, State, Store},
+};
+
+/// Why a write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("no leader is elected right now; retry in a few seconds")]
+    NoLeader,
+    #[error("forwarding to the leader at {addr}: {message}")]
+    Forward { addr: String, message: String },
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+impl From<WriteError> for tonic::Status {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Conflict(m) => tonic::Status::aborted(m),
+            WriteError::NoLeader | WriteError::Forward { .. } => {
+                tonic::Status::unavailable(e.to_string())
+            }
+            WriteError::Raft(m) => tonic::Status::internal(m),
+        }
+    }
+}
+
+/// Settings every component reads.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Default for new clusters; the Cluster object's value wins once set.
+    pub heartbeat_period: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            heartbeat_period: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct Manager {
+    pub raft: Raft,
+    pub store: Store,
+    pub raft_id: RaftId,
+    /// host:port other managers and agents reach this one at.
+    pub addr: String,
+    pub hostname: String,
+    pub settings: Settings,
+    /// Serialises read-modify-write cycles on the leader, so components
+    /// rarely meet version conflicts (which stay as the safety net).
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+impl Manager {
+    pub fn new(raft: Raft, store: Store, raft_id: RaftId, addr: String, hostname: String, settings: Settings) -> Arc<Self> {
+        Arc::new(Self {
+            raft,
+            store,
+            raft_id,
+            addr,
+            hostname,
+            settings,
+            write_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn leader_id(&self) -> Option<RaftId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader_id() == Some(self.raft_id)
+    }
+
+    /// The API address of every manager in the membership, by Raft id.
+    pub fn members(&self) -> BTreeMap<RaftId, String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect()
+    }
+
+    pub fn voters(&self) -> Vec<RaftId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    /// The leader's API address, when one is known.
+    pub fn leader_addr(&self) -> Option<String> {
+        let leader = self.leader_id()?;
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n: &BasicNode| n.addr.clone())
+    }
+
+    /// Waits (up to `timeout`) until some manager leads.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<RaftId> {
+        let mut metrics = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(leader) = metrics.borrow().current_leader {
+                return Some(leader);
+            }
+            if tokio::time::timeout_at(deadline, metrics.changed()).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Proposes a batch: applied by the leader's Raft when this manager
+    /// leads, forwarded to the leader otherwise. Returns the log index.
+    pub async fn propose(&self, batch: StoreBatch) -> Result<u64, WriteError> {
+        match self.raft.client_write(batch.clone()).await {
+            Ok(response) => match response.data.conflict {
+                Some(conflict) => Err(WriteError::Conflict(conflict)),
+                None => Ok(response.data.index),
+            },
+            Err(openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let Some(node) = f.leader_node else {
+                    return Err(WriteError::NoLeader);
+                };
+                let forward = |message: String| WriteError::Forward {
+                    addr: node.addr.clone(),
+                    message,
+                };
+                let channel = network::channel(&node.addr).map_err(|e| forward(e.to_string()))?;
+                let reply = MembershipClient::new(channel)
+                    .propose(batch)
+                    .await
+                    .map_err(|status| match status.code() {
+                        tonic::Code::Aborted => WriteError::Conflict(status.message().to_owned()),
+                        _ => forward(status.message().to_owned()),
+                    })?;
+                Ok(reply.into_inner().index)
+            }
+            Err(e) => Err(WriteError::Raft(e.to_string())),
+        }
+    }
+
+    /// Reads the state, builds a batch and proposes it, retrying when a
+    /// concurrent write changed what was read. `build` returns `Ok(None)`
+    /// when there is nothing to write.
+    pub async fn update<T, E>(
+        &self,
+        mut build: impl FnMut(&State) -> Result<Option<(Batch, T)>, E>,
+    ) -> Result<Option<T>, E>
+    where
+        E: From<WriteError>,
+    {
+        let _guard = self.write_lock.lock().await;
+        let mut attempts = 0;
+        loop {
+            let built = {
+                let state = self.store.read().await;
+                build(&state)?
+            };
+            let Some((batch, value)) = built else {
+                return Ok(None);
+            };
+            if batch.is_empty() {
+                return Ok(Some(value));
+            }
+            match self.propose(batch.into_proto()).await {
+                Ok(_) => return Ok(Some(value)),
+                Err(WriteError::Conflict(_)) if attempts < 5 => attempts += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits until the state this manager serves includes every write the
+    /// leader acknowledged before the call (a linearizable read).
+    pub async fn linearizable(&self) -> Result<(), tonic::Status> {
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(|e| tonic::Status::unavailable(format!("not the leader: {e}")))
+    }
+}

@@ -1,0 +1,125 @@
+//! Raft messages between managers over the Membership gRPC service. The
+//! payloads are openraft's own request and response types as JSON.
+
+use openraft::{
+    BasicNode, RaftNetwork, RaftNetworkFactory,
+    error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable},
+    network::RPCOption,
+    raft::{
+        AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
+        InstallSnapshotResponse, VoteRequest, VoteResponse,
+    },
+};
+use shoal_api::pb::{RaftMessage, membership_client::MembershipClient};
+use tonic::transport::Channel;
+
+use super::{RaftId, TypeConfig};
+
+/// Opens a lazily connected channel to each peer.
+#[derive(Clone, Default)]
+pub struct Network;
+
+pub struct Peer {
+    addr: String,
+    client: Option<MembershipClient<Channel>>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, _target: RaftId, node: &BasicNode) -> Self::Network {
+        Peer {
+            addr: node.addr.clone(),
+            client: None,
+        }
+    }
+}
+
+/// A channel to `addr` (host:port) that connects on first use.
+pub fn channel(addr: &str) -> Result<Channel, tonic::codegen::http::uri::InvalidUri> {
+    Ok(Channel::from_shared(format!("http://{addr}"))?
+        .connect_timeout(std::time::Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+type RpcResult<T, E> = Result<T, RPCError<RaftId, BasicNode, E>>;
+
+impl Peer {
+    fn client(&mut self) -> Result<MembershipClient<Channel>, NetworkError> {
+        if self.client.is_none() {
+            let channel = channel(&self.addr).map_err(|e| NetworkError::new(&e))?;
+            self.client = Some(
+                MembershipClient::new(channel).max_decoding_message_size(256 * 1024 * 1024),
+            );
+        }
+        Ok(self.client.clone().expect("just set"))
+    }
+
+    async fn call<Req, Resp, E>(
+        &mut self,
+        method: Method,
+        request: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+        RPCError<RaftId, BasicNode, E>: From<openraft::error::RemoteError<RaftId, BasicNode, E>>,
+    {
+        let json = serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut client = self.client().map_err(RPCError::Network)?;
+        let mut message = tonic::Request::new(RaftMessage { json });
+        message.set_timeout(option.hard_ttl());
+        let reply = match method {
+            Method::Append => client.append_entries(message).await,
+            Method::Vote => client.vote(message).await,
+            Method::Snapshot => client.install_snapshot(message).await,
+        };
+        let reply = match reply {
+            Ok(reply) => reply.into_inner(),
+            Err(status) => {
+                // Drop the channel: the next call reconnects (the peer may
+                // have restarted on a new connection).
+                self.client = None;
+                return Err(RPCError::Unreachable(Unreachable::new(&status)));
+            }
+        };
+        let result: Result<Resp, E> = serde_json::from_slice(&reply.json)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(0, e)))
+    }
+}
+
+enum Method {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<RaftId>, RaftError<RaftId>> {
+        self.call(Method::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<RaftId>, RaftError<RaftId, InstallSnapshotError>> {
+        self.call(Method::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<RaftId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<RaftId>, RaftError<RaftId>> {
+        self.call(Method::Vote, &rpc, &option).await
+    }
+}

@@ -1,0 +1,295 @@
+//! The state machine: applies batches to the in-memory [`Store`] and writes
+//! the changed objects through to redb.
+//!
+//! State-machine commits are not fsynced: the fsynced log holds every
+//! committed entry, and openraft re-applies the entries after the last
+//! applied id the state file recorded. Snapshots are written durably, and a
+//! durable redb commit also makes every earlier commit durable, so the state
+//! file never falls behind the last snapshot (behind which the log is purged).
+
+use std::{io::Cursor, path::Path, sync::Arc};
+
+use openraft::{
+    Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
+    storage::RaftStateMachine,
+};
+use prost::Message;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use shoal_api::pb::{Kind, Object};
+
+use super::{ApplyResult, RaftId, TypeConfig};
+use crate::store::{Change, State, Store, StoreEvent, state::object_key};
+
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const APPLIED: &str = "applied";
+const MEMBERSHIP: &str = "membership";
+const SNAPSHOT_META: &str = "snapshot_meta";
+const SNAPSHOT_DATA: &str = "snapshot_data";
+
+type Result<T> = std::result::Result<T, StorageError<RaftId>>;
+type Membership = StoredMembership<RaftId, openraft::BasicNode>;
+
+/// What a snapshot holds besides openraft's metadata.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SnapshotBody {
+    #[prost(message, repeated, tag = "1")]
+    objects: Vec<Object>,
+}
+
+/// The last applied id and membership. Changed only while the store's write
+/// lock is held, so a reader holding the read lock sees them match the state.
+#[derive(Clone, Default)]
+struct Progress {
+    applied: Option<LogId<RaftId>>,
+    membership: Membership,
+}
+
+#[derive(Clone)]
+pub struct StateMachine {
+    db: Arc<Database>,
+    store: Store,
+    progress: Arc<std::sync::Mutex<Progress>>,
+}
+
+fn key(kind: Kind, id: &str) -> String {
+    format!("{}/{id}", kind.as_str_name())
+}
+
+fn fail(e: impl std::fmt::Display) -> openraft::AnyError {
+    openraft::AnyError::error(e.to_string())
+}
+
+impl StateMachine {
+    /// Opens the state file and loads every object into `store`.
+    pub async fn open(path: &Path, store: Store) -> anyhow::Result<Self> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(OBJECTS)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        let mut state = State::default();
+        let (applied, membership) = {
+            let txn = db.begin_read()?;
+            for item in txn.open_table(OBJECTS)?.iter()? {
+                let (_, value) = item?;
+                state.put(Object::decode(value.value())?);
+            }
+            let meta = txn.open_table(META)?;
+            let applied = match meta.get(APPLIED)? {
+                Some(v) => serde_json::from_slice(v.value())?,
+                None => None,
+            };
+            let membership = match meta.get(MEMBERSHIP)? {
+                Some(v) => serde_json::from_slice(v.value())?,
+                None => Membership::default(),
+            };
+            (applied, membership)
+        };
+        *store.write().await = state;
+        let index = applied.map(|a: LogId<RaftId>| a.index).unwrap_or(0);
+        store.publish_reset(index);
+        Ok(Self {
+            db: Arc::new(db),
+            store,
+            progress: Arc::new(std::sync::Mutex::new(Progress { applied, membership })),
+        })
+    }
+
+    fn progress(&self) -> Progress {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_progress(&self, progress: Progress) {
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = progress;
+    }
+
+    fn persist(&self, changes: &[Change], progress: &Progress) -> anyhow::Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        {
+            let mut objects = txn.open_table(OBJECTS)?;
+            for change in changes {
+                match change {
+                    Change::Put(object) => {
+                        if let Some((kind, id)) = object_key(object) {
+                            objects.insert(key(kind, &id).as_str(), object.encode_to_vec().as_slice())?;
+                        }
+                    }
+                    Change::Delete(r) => {
+                        objects.remove(key(r.kind(), &r.id).as_str())?;
+                    }
+                }
+            }
+            let mut meta = txn.open_table(META)?;
+            meta.insert(APPLIED, serde_json::to_vec(&progress.applied)?.as_slice())?;
+            meta.insert(MEMBERSHIP, serde_json::to_vec(&progress.membership)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn current_snapshot(&self) -> anyhow::Result<Option<Snapshot<TypeConfig>>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(META)?;
+        let (Some(meta), Some(data)) = (table.get(SNAPSHOT_META)?, table.get(SNAPSHOT_DATA)?) else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshot {
+            meta: serde_json::from_slice(meta.value())?,
+            snapshot: Box::new(Cursor::new(data.value().to_vec())),
+        }))
+    }
+
+    fn save_snapshot(&self, meta: &SnapshotMeta<RaftId, openraft::BasicNode>, data: &[u8]) -> anyhow::Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(META)?;
+            table.insert(SNAPSHOT_META, serde_json::to_vec(meta)?.as_slice())?;
+            table.insert(SNAPSHOT_DATA, data)?;
+        }
+        txn.commit()?; // durable: see the module comment
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
+        let (body, progress) = {
+            let state = self.store.read().await;
+            let objects = state.objects().collect();
+            (SnapshotBody { objects }, self.progress())
+        };
+        let data = body.encode_to_vec();
+        let last = progress.applied;
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: progress.membership,
+            snapshot_id: format!(
+                "{}-{}",
+                last.map(|l| l.leader_id.term).unwrap_or(0),
+                last.map(|l| l.index).unwrap_or(0)
+            ),
+        };
+        self.save_snapshot(&meta, &data)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), fail(e)))?;
+        tracing::info!(index = last.map(|l| l.index).unwrap_or(0), bytes = data.len(), "snapshot built");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<RaftId>>, Membership)> {
+        let progress = self.progress();
+        Ok((progress.applied, progress.membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut results = Vec::new();
+        let mut all_changes = Vec::new();
+        let mut events = Vec::new();
+        let mut progress = self.progress();
+        {
+            let mut state = self.store.write().await;
+            for entry in entries {
+                let index = entry.log_id.index;
+                progress.applied = Some(entry.log_id);
+                let mut result = ApplyResult { index, conflict: None };
+                match entry.payload {
+                    EntryPayload::Blank => {}
+                    EntryPayload::Normal(batch) => match state.apply(index, &batch) {
+                        Ok(changes) => {
+                            all_changes.extend(changes.iter().cloned());
+                            events.push(StoreEvent { index, changes });
+                        }
+                        Err(conflict) => result.conflict = Some(conflict.to_string()),
+                    },
+                    EntryPayload::Membership(m) => {
+                        progress.membership = StoredMembership::new(Some(entry.log_id), m);
+                    }
+                }
+                results.push(result);
+            }
+            self.set_progress(progress.clone());
+        }
+        self.persist(&all_changes, &progress)
+            .map_err(|e| StorageIOError::write_state_machine(fail(e)))?;
+        let last = progress.applied.map(|l| l.index).unwrap_or(0);
+        for event in events {
+            self.store.publish(event);
+        }
+        self.store.publish(StoreEvent { index: last, changes: Vec::new() });
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<RaftId, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<()> {
+        let data = snapshot.into_inner();
+        let body = SnapshotBody::decode(data.as_slice())
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), fail(e)))?;
+        let mut state = State::default();
+        for object in body.objects {
+            state.put(object);
+        }
+        let progress = Progress {
+            applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        let write = || -> anyhow::Result<()> {
+            let txn = self.db.begin_write()?;
+            {
+                let mut objects = txn.open_table(OBJECTS)?;
+                objects.retain(|_, _| false)?;
+                for object in state.objects() {
+                    if let Some((kind, id)) = object_key(&object) {
+                        objects.insert(key(kind, &id).as_str(), object.encode_to_vec().as_slice())?;
+                    }
+                }
+                let mut table = txn.open_table(META)?;
+                table.insert(APPLIED, serde_json::to_vec(&progress.applied)?.as_slice())?;
+                table.insert(MEMBERSHIP, serde_json::to_vec(&progress.membership)?.as_slice())?;
+                table.insert(SNAPSHOT_META, serde_json::to_vec(meta)?.as_slice())?;
+                table.insert(SNAPSHOT_DATA, data.as_slice())?;
+            }
+            txn.commit()?;
+            Ok(())
+        };
+        write().map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), fail(e)))?;
+        let index = progress.applied.map(|l| l.index).unwrap_or(0);
+        {
+            let mut guard = self.store.write().await;
+            *guard = state;
+            self.set_progress(progress);
+        }
+        self.store.publish_reset(index);
+        tracing::info!(index, "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
+        self.current_snapshot()
+            .map_err(|e| StorageIOError::read_snapshot(None, fail(e)).into())
+    }
+}

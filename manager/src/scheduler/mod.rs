@@ -1,0 +1,82 @@
+//! The scheduler: runs on the leader and assigns pending tasks to nodes
+//! whenever the store changes.
+
+pub mod constraint;
+pub mod placement;
+
+use std::sync::Arc;
+
+use shoal_api::pb::{Task, TaskState, TaskStatus};
+
+use crate::{
+    manager::{Manager, WriteError},
+    store::{Batch, State},
+};
+use placement::{Outcome, plan};
+
+/// Tasks written per Raft entry: keeps entries small when thousands of
+/// tasks are placed at once.
+const MAX_TASKS_PER_BATCH: usize = 1000;
+
+/// Turns placement decisions into task updates; writes only what changes.
+pub fn assignments(state: &State) -> Batch {
+    let mut batch = Batch::default();
+    let now = shoal_api::now_ms();
+    for decision in plan(state) {
+        if batch.len() >= MAX_TASKS_PER_BATCH {
+            break;
+        }
+        let Some(task) = state.tasks.get(&decision.task_id) else { continue };
+        let status = task.status.clone().unwrap_or_default();
+        let updated = match decision.outcome {
+            Outcome::Assign(node) => Task {
+                node_id: node,
+                status: Some(TaskStatus {
+                    timestamp: now,
+                    state: TaskState::Assigned as i32,
+                    message: "scheduler assigned task to node".into(),
+                    ..Default::default()
+                }),
+                ..task.clone()
+            },
+            Outcome::Unplaceable(reason) => {
+                if status.state() == TaskState::Pending && status.err == reason {
+                    continue;
+                }
+                Task {
+                    status: Some(TaskStatus {
+                        timestamp: now,
+                        state: TaskState::Pending as i32,
+                        message: "pending task scheduling".into(),
+                        err: reason,
+                        ..Default::default()
+                    }),
+                    ..task.clone()
+                }
+            }
+        };
+        batch.put_task(updated);
+    }
+    batch
+}
+
+/// Assigns tasks until leadership is lost (the caller aborts the task).
+pub async fn run(manager: Arc<Manager>) {
+    let mut applied = manager.store.applied();
+    loop {
+        let written = manager
+            .update(|state| Ok::<_, WriteError>(Some((assignments(state), ()))))
+            .await;
+        match written {
+            Ok(Some(())) => {}
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "scheduler write failed");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+        if applied.changed().await.is_err() {
+            return;
+        }
+    }
+}

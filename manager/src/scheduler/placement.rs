@@ -1,0 +1,303 @@
+//! Placement: which node each pending task goes to. A pure function of the
+//! state, so it is tested and benchmarked without a cluster.
+//!
+//! As Swarm's scheduler: filters first (node ready and active, constraints,
+//! resources, max replicas per node, host-mode port conflicts), then spread:
+//! placement-preference groups with fewer tasks of the service first, then
+//! nodes with fewer tasks of the service, then fewer tasks overall.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use shoal_api::pb::{Availability, Node, NodeState, PublishMode, Resources, Task, TaskState};
+
+use super::constraint::Constraint;
+use crate::store::State;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Assign(String),
+    /// Stays pending; the reason `service ps` shows.
+    Unplaceable(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub task_id: String,
+    pub outcome: Outcome,
+}
+
+/// A task waiting for a node: not yet assigned and meant to run.
+pub fn is_pending(task: &Task) -> bool {
+    task.status.as_ref().map(|s| s.state()).unwrap_or_default() <= TaskState::Pending
+        && task.desired_state() <= TaskState::Running
+}
+
+/// A task that holds a place on its node (resources, ports, spread counts).
+pub fn occupies_node(task: &Task) -> bool {
+    !task.node_id.is_empty()
+        && task.desired_state() <= TaskState::Running
+        && task.status.as_ref().map(|s| s.state()).unwrap_or_default() >= TaskState::Assigned
+        && task.status.as_ref().map(|s| s.state()).unwrap_or_default() <= TaskState::Running
+}
+
+/// Whether new tasks may go to `node` at all.
+pub fn accepts_tasks(node: &Node) -> bool {
+    node.status.as_ref().is_some_and(|s| s.state() == NodeState::Ready)
+        && node.spec.as_ref().map(|s| s.availability()).unwrap_or_default() == Availability::Active
+}
+
+struct Candidate<'a> {
+    node: &'a Node,
+    id: &'a str,
+    free: Resources,
+    /// Whether the node reported its resources (a node that did not cannot
+    /// take tasks that reserve any).
+    known_resources: bool,
+    total: u32,
+    host_ports: HashSet<(String, u32)>,
+}
+
+#[derive(Default)]
+struct Refusals(BTreeMap<&'static str, u32>);
+
+impl Refusals {
+    fn add(&mut self, why: &'static str) {
+        *self.0.entry(why).or_default() += 1;
+    }
+
+    fn set(&mut self, why: &'static str, count: u32) {
+        if count > 0 {
+            self.0.insert(why, count);
+        }
+    }
+
+    fn reason(&self) -> String {
+        if self.0.is_empty() {
+            return "no suitable node (no nodes in the cluster)".into();
+        }
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(why, n)| {
+                let nodes = if *n == 1 { "node" } else { "nodes" };
+                if *why == NOT_AVAILABLE {
+                    format!("{n} {nodes} {why}")
+                } else {
+                    format!("{why} on {n} {nodes}")
+                }
+            })
+            .collect();
+        format!("no suitable node ({})", parts.join("; "))
+    }
+}
+
+const NOT_AVAILABLE: &str = "not available for new tasks";
+const CONSTRAINTS: &str = "scheduling constraints not satisfied";
+const RESOURCES: &str = "insufficient resources";
+const MAX_REPLICAS: &str = "max replicas per node limit exceed";
+const PORTS: &str = "host-mode port already in use";
+
+fn reservations(task: &Task) -> Resources {
+    task.spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.reservations)
+        .unwrap_or_default()
+}
+
+fn host_ports(task: &Task, service_ports: &HashMap<&str, Vec<(String, u32)>>) -> Vec<(String, u32)> {
+    service_ports.get(task.service_id.as_str()).cloned().unwrap_or_default()
+}
+
+/// Decides a node for every pending task of `state`.
+pub fn plan(state: &State) -> Vec<Decision> {
+    // Host-mode published ports, per service.
+    let service_ports: HashMap<&str, Vec<(String, u32)>> = state
+        .services
+        .iter()
+        .map(|(id, s)| {
+            let ports = s
+                .spec
+                .as_ref()
+                .and_then(|s| s.endpoint.as_ref())
+                .map(|e| {
+                    e.ports
+                        .iter()
+                        .filter(|p| p.publish_mode() == PublishMode::Host && p.published_port != 0)
+                        .map(|p| (p.protocol.clone(), p.published_port))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (id.as_str(), ports)
+        })
+        .collect();
+
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut index_of: HashMap<&str, usize> = HashMap::new();
+    let mut unavailable = 0u32;
+    for (id, node) in &state.nodes {
+        if !accepts_tasks(node) {
+            unavailable += 1;
+            continue;
+        }
+        let resources = node
+            .description
+            .as_ref()
+            .and_then(|d| d.resources)
+            .unwrap_or_default();
+        index_of.insert(id.as_str(), candidates.len());
+        candidates.push(Candidate {
+            node,
+            id,
+            free: resources,
+            known_resources: resources.nano_cpus > 0 || resources.memory_bytes > 0,
+            total: 0,
+            host_ports: HashSet::new(),
+        });
+    }
+
+    // What running and assigned tasks already hold.
+    let mut per_service: HashMap<&str, HashMap<usize, u32>> = HashMap::new();
+    let mut pending: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for task in state.tasks.values() {
+        if occupies_node(task) {
+            if let Some(&i) = index_of.get(task.node_id.as_str()) {
+                let c = &mut candidates[i];
+                let r = reservations(task);
+                c.free.nano_cpus -= r.nano_cpus;
+                c.free.memory_bytes -= r.memory_bytes;
+                c.total += 1;
+                c.host_ports.extend(host_ports(task, &service_ports));
+                *per_service.entry(&task.service_id).or_default().entry(i).or_default() += 1;
+            }
+        } else if is_pending(task) {
+            pending.entry(&task.service_id).or_default().push(task);
+        }
+    }
+
+    let mut decisions = Vec::new();
+    for (service_id, mut tasks) in pending {
+        tasks.sort_by_key(|t| (t.slot, t.meta.as_ref().map(|m| m.created_at)));
+        let placement = tasks[0].spec.as_ref().and_then(|s| s.placement.clone()).unwrap_or_default();
+        let constraints = match Constraint::parse_all(&placement.constraints) {
+            Ok(c) => c,
+            Err(e) => {
+                for t in tasks {
+                    decisions.push(Decision {
+                        task_id: id_of(t),
+                        outcome: Outcome::Unplaceable(e.to_string()),
+                    });
+                }
+                continue;
+            }
+        };
+        let counts = per_service.entry(service_id).or_default();
+        // Nodes that pass the constraints, with their preference group.
+        let mut eligible: Vec<(usize, Vec<String>)> = Vec::new();
+        let mut constraint_refusals = 0u32;
+        for (i, c) in candidates.iter().enumerate() {
+            if constraints.iter().all(|k| k.matches(c.node)) {
+                let group = placement
+                    .spread
+                    .iter()
+                    .map(|descriptor| label_value(c.node, descriptor))
+                    .collect();
+                eligible.push((i, group));
+            } else {
+                constraint_refusals += 1;
+            }
+        }
+        let mut group_counts: HashMap<Vec<String>, u32> = HashMap::new();
+        for (i, group) in &eligible {
+            *group_counts.entry(group.clone()).or_default() += counts.get(i).copied().unwrap_or(0);
+        }
+        for task in tasks {
+            let need = reservations(task);
+            let ports = host_ports(task, &service_ports);
+            let mut refusals = Refusals::default();
+            let fits = |c: &Candidate, count: u32, refusals: &mut Refusals| -> bool {
+                if (need.nano_cpus > 0 || need.memory_bytes > 0)
+                    && (!c.known_resources
+                        || c.free.nano_cpus < need.nano_cpus
+                        || c.free.memory_bytes < need.memory_bytes)
+                {
+                    refusals.add(RESOURCES);
+                    return false;
+                }
+                if placement.max_replicas_per_node > 0 && count as u64 >= placement.max_replicas_per_node {
+                    refusals.add(MAX_REPLICAS);
+                    return false;
+                }
+                if ports.iter().any(|p| c.host_ports.contains(p)) {
+                    refusals.add(PORTS);
+                    return false;
+                }
+                true
+            };
+            let mut best: Option<(usize, (u32, u32, u32))> = None;
+            let preset = (!task.node_id.is_empty()).then_some(task.node_id.as_str());
+            for (i, group) in &eligible {
+                let c = &candidates[*i];
+                if preset.is_some_and(|p| p != c.id) {
+                    continue;
+                }
+                let count = counts.get(i).copied().unwrap_or(0);
+                if !fits(c, count, &mut refusals) {
+                    continue;
+                }
+                let key = (group_counts.get(group).copied().unwrap_or(0), count, c.total);
+                if best.is_none_or(|(_, b)| key < b) {
+                    best = Some((*i, key));
+                }
+            }
+            let outcome = match best {
+                Some((i, _)) => {
+                    let c = &mut candidates[i];
+                    c.free.nano_cpus -= need.nano_cpus;
+                    c.free.memory_bytes -= need.memory_bytes;
+                    c.total += 1;
+                    c.host_ports.extend(ports.iter().cloned());
+                    *counts.entry(i).or_default() += 1;
+                    let group = eligible.iter().find(|(j, _)| *j == i).map(|(_, g)| g.clone());
+                    if let Some(group) = group {
+                        *group_counts.entry(group).or_default() += 1;
+                    }
+                    Outcome::Assign(c.id.to_owned())
+                }
+                None => {
+                    match preset {
+                        None => {
+                            refusals.set(CONSTRAINTS, constraint_refusals);
+                            refusals.set(NOT_AVAILABLE, unavailable);
+                        }
+                        Some(node) if !index_of.contains_key(node) => refusals.set(NOT_AVAILABLE, 1),
+                        Some(node) if !eligible.iter().any(|(i, _)| candidates[*i].id == node) => {
+                            refusals.set(CONSTRAINTS, 1)
+                        }
+                        Some(_) => {}
+                    }
+                    Outcome::Unplaceable(refusals.reason())
+                }
+            };
+            decisions.push(Decision {
+                task_id: id_of(task),
+                outcome,
+            });
+        }
+    }
+    decisions
+}
+
+fn id_of(task: &Task) -> String {
+    task.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default()
+}
+
+/// The value of a preference descriptor (`node.labels.zone`) on a node; ""
+/// when the node lacks it, which makes its own group, as in Swarm.
+fn label_value(node: &Node, descriptor: &str) -> String {
+    let labels = node.spec.as_ref().map(|s| &s.labels);
+    descriptor
+        .strip_prefix("node.labels.")
+        .and_then(|name| labels.and_then(|l| l.get(name)).cloned())
+        .unwrap_or_default()
+}

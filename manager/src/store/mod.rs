@@ -1,0 +1,80 @@
+//! The cluster store: one versioned state machine replicated by Raft.
+//!
+//! Writes are [`Batch`]es proposed to the leader and applied by every manager
+//! in log order; readers take a consistent [`State`] under a read lock, and
+//! consumers (orchestrators, scheduler, dispatcher) follow the
+//! [`StoreEvent`] watch stream.
+
+pub mod batch;
+pub mod state;
+
+use std::sync::Arc;
+
+use tokio::sync::{RwLock, broadcast, watch};
+
+pub use batch::Batch;
+pub use state::{Change, Conflict, State};
+
+/// What one applied log entry changed.
+#[derive(Debug, Clone)]
+pub struct StoreEvent {
+    pub index: u64,
+    pub changes: Vec<Change>,
+}
+
+/// The in-memory view of the replicated state, shared by the state machine
+/// (the only writer) and every reader on this manager.
+#[derive(Clone)]
+pub struct Store {
+    state: Arc<RwLock<State>>,
+    events: broadcast::Sender<Arc<StoreEvent>>,
+    applied: watch::Sender<u64>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store {
+    pub fn new() -> Self {
+        Self {
+            state: Arc::default(),
+            events: broadcast::channel(4096).0,
+            applied: watch::channel(0).0,
+        }
+    }
+
+    pub async fn read(&self) -> tokio::sync::RwLockReadGuard<'_, State> {
+        self.state.read().await
+    }
+
+    pub(crate) async fn write(&self) -> tokio::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().await
+    }
+
+    /// Change events, in log order. A receiver that falls behind gets
+    /// `Lagged` and should re-read the state.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoreEvent>> {
+        self.events.subscribe()
+    }
+
+    /// The index of the last applied entry; changes on every apply.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    pub(crate) fn publish(&self, event: StoreEvent) {
+        let index = event.index;
+        if !event.changes.is_empty() {
+            let _ = self.events.send(Arc::new(event));
+        }
+        self.applied.send_replace(index);
+    }
+
+    /// Marks the state as replaced wholesale (snapshot install).
+    pub(crate) fn publish_reset(&self, index: u64) {
+        self.applied.send_replace(index);
+    }
+}

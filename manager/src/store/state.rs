@@ -1,0 +1,232 @@
+//! The cluster's objects in memory and the one function that changes them.
+//! `apply` is deterministic: every manager applies the same batches in the
+//! same order and ends with the same objects and versions.
+
+use std::collections::BTreeMap;
+
+use shoal_api::pb::{
+    Cluster, Config, Kind, Meta, Network, Node, Object, ObjectRef, Secret, Service, StoreBatch,
+    Task, object, store_action,
+};
+
+/// Every object of the cluster, by kind and id.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct State {
+    pub nodes: BTreeMap<String, Node>,
+    pub services: BTreeMap<String, Service>,
+    pub tasks: BTreeMap<String, Task>,
+    pub networks: BTreeMap<String, Network>,
+    pub secrets: BTreeMap<String, Secret>,
+    pub configs: BTreeMap<String, Config>,
+    pub cluster: Option<Cluster>,
+}
+
+/// A batch that was not applied because an object changed since the writer
+/// read it. Nothing of the batch is applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind:?} {id} changed since it was read (expected version {expected}, found {found})")]
+pub struct Conflict {
+    pub kind: Kind,
+    pub id: String,
+    pub expected: u64,
+    pub found: u64,
+}
+
+/// One applied change, as the watch stream reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    Put(Object),
+    Delete(ObjectRef),
+}
+
+impl State {
+    /// Applies `batch` as the write at log `index`: all of it, or (on a
+    /// version conflict) none of it.
+    pub fn apply(&mut self, index: u64, batch: &StoreBatch) -> Result<Vec<Change>, Conflict> {
+        for action in &batch.actions {
+            let (kind, id) = match &action.action {
+                Some(store_action::Action::Put(object)) => match object_key(object) {
+                    Some(key) => key,
+                    None => continue,
+                },
+                Some(store_action::Action::Delete(r)) => (r.kind(), r.id.clone()),
+                None => continue,
+            };
+            let found = self.version_of(kind, &id);
+            if found != action.expected_version {
+                return Err(Conflict {
+                    kind,
+                    id,
+                    expected: action.expected_version,
+                    found,
+                });
+            }
+        }
+        let mut changes = Vec::with_capacity(batch.actions.len());
+        for action in &batch.actions {
+            match &action.action {
+                Some(store_action::Action::Put(object)) => {
+                    let mut object = object.clone();
+                    if let Some(meta) = meta_mut(&mut object) {
+                        meta.version = index;
+                    }
+                    self.put(object.clone());
+                    changes.push(Change::Put(object));
+                }
+                Some(store_action::Action::Delete(r)) => {
+                    self.delete(r.kind(), &r.id);
+                    changes.push(Change::Delete(r.clone()));
+                }
+                None => {}
+            }
+        }
+        Ok(changes)
+    }
+
+    /// The stored version of an object; 0 when there is none.
+    pub fn version_of(&self, kind: Kind, id: &str) -> u64 {
+        fn v(meta: &Option<Meta>) -> u64 {
+            meta.as_ref().map(|m| m.version).unwrap_or(0)
+        }
+        match kind {
+            Kind::Node => self.nodes.get(id).map(|o| v(&o.meta)),
+            Kind::Service => self.services.get(id).map(|o| v(&o.meta)),
+            Kind::Task => self.tasks.get(id).map(|o| v(&o.meta)),
+            Kind::Network => self.networks.get(id).map(|o| v(&o.meta)),
+            Kind::Secret => self.secrets.get(id).map(|o| v(&o.meta)),
+            Kind::Config => self.configs.get(id).map(|o| v(&o.meta)),
+            Kind::Cluster => self
+                .cluster
+                .as_ref()
+                .filter(|c| c.meta.as_ref().is_some_and(|m| m.id == id))
+                .map(|o| v(&o.meta)),
+        }
+        .unwrap_or(0)
+    }
+
+    /// Stores `object` as it is (its version included).
+    pub fn put(&mut self, object: Object) {
+        let Some(inner) = object.object else { return };
+        match inner {
+            object::Object::Node(o) => insert(&mut self.nodes, o.meta.as_ref().map(|m| m.id.clone()), o),
+            object::Object::Service(o) => insert(&mut self.services, o.meta.as_ref().map(|m| m.id.clone()), o),
+            object::Object::Task(o) => insert(&mut self.tasks, o.meta.as_ref().map(|m| m.id.clone()), o),
+            object::Object::Network(o) => insert(&mut self.networks, o.meta.as_ref().map(|m| m.id.clone()), o),
+            object::Object::Secret(o) => insert(&mut self.secrets, o.meta.as_ref().map(|m| m.id.clone()), o),
+            object::Object::Config(o) => insert(&mut self.configs, o.meta.as_ref().map(|m| m.id.clone()), o),
+            object::Object::Cluster(o) => self.cluster = Some(o),
+        }
+    }
+
+    pub fn delete(&mut self, kind: Kind, id: &str) {
+        match kind {
+            Kind::Node => drop(self.nodes.remove(id)),
+            Kind::Service => drop(self.services.remove(id)),
+            Kind::Task => drop(self.tasks.remove(id)),
+            Kind::Network => drop(self.networks.remove(id)),
+            Kind::Secret => drop(self.secrets.remove(id)),
+            Kind::Config => drop(self.configs.remove(id)),
+            Kind::Cluster => self.cluster = None,
+        }
+    }
+
+    /// Every object, for snapshots.
+    pub fn objects(&self) -> impl Iterator<Item = Object> + '_ {
+        use object::Object as O;
+        let wrap = |o: O| Object { object: Some(o) };
+        self.nodes
+            .values()
+            .cloned()
+            .map(O::Node)
+            .chain(self.services.values().cloned().map(O::Service))
+            .chain(self.tasks.values().cloned().map(O::Task))
+            .chain(self.networks.values().cloned().map(O::Network))
+            .chain(self.secrets.values().cloned().map(O::Secret))
+            .chain(self.configs.values().cloned().map(O::Config))
+            .chain(self.cluster.iter().cloned().map(O::Cluster))
+            .map(wrap)
+    }
+
+    /// The tasks of one service.
+    pub fn tasks_of_service<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> {
+        self.tasks.values().filter(move |t| t.service_id == service_id)
+    }
+}
+
+fn insert<T>(map: &mut BTreeMap<String, T>, id: Option<String>, object: T) {
+    if let Some(id) = id {
+        map.insert(id, object);
+    }
+}
+
+/// The kind and id of an object.
+pub fn object_key(object: &Object) -> Option<(Kind, String)> {
+    use object::Object as O;
+    let (kind, meta) = match object.object.as_ref()? {
+        O::Node(o) => (Kind::Node, &o.meta),
+        O::Service(o) => (Kind::Service, &o.meta),
+        O::Task(o) => (Kind::Task, &o.meta),
+        O::Network(o) => (Kind::Network, &o.meta),
+        O::Secret(o) => (Kind::Secret, &o.meta),
+        O::Config(o) => (Kind::Config, &o.meta),
+        O::Cluster(o) => (Kind::Cluster, &o.meta),
+    };
+    Some((kind, meta.as_ref()?.id.clone()))
+}
+
+fn meta_mut(object: &mut Object) -> Option<&mut Meta> {
+    use object::Object as O;
+    match object.object.as_mut()? {
+        O::Node(o) => o.meta.as_mut(),
+        O::Service(o) => o.meta.as_mut(),
+        O::Task(o) => o.meta.as_mut(),
+        O::Network(o) => o.meta.as_mut(),
+        O::Secret(o) => o.meta.as_mut(),
+        O::Config(o) => o.meta.as_mut(),
+        O::Cluster(o) => o.meta.as_mut(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::batch::Batch;
+
+    fn node(id: &str, version: u64) -> Node {
+        Node {
+            meta: Some(Meta {
+                id: id.into(),
+                version,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn versions_become_the_log_index_and_conflicts_apply_nothing() {
+        let mut state = State::default();
+        let mut batch = Batch::default();
+        batch.put_node(node("a", 0));
+        batch.put_node(node("b", 0));
+        state.apply(7, &batch.into_proto()).unwrap();
+        assert_eq!(state.version_of(Kind::Node, "a"), 7);
+
+        // b is current, a is stale: nothing of the batch applies.
+        let mut batch = Batch::default();
+        batch.put_node(node("b", 7));
+        batch.put_node(node("a", 3));
+        let err = state.apply(8, &batch.into_proto()).unwrap_err();
+        assert_eq!((err.expected, err.found), (3, 7));
+        assert_eq!(state.version_of(Kind::Node, "b"), 7);
+
+        let mut batch = Batch::default();
+        batch.delete(Kind::Node, "a", 7);
+        state.apply(9, &batch.into_proto()).unwrap();
+        assert!(!state.nodes.contains_key("a"));
+        // Creating again what exists is a conflict too.
+        let mut batch = Batch::default();
+        batch.put_node(node("b", 0));
+        assert!(state.apply(10, &batch.into_proto()).is_err());
+    }
+}
