@@ -1,18 +1,24 @@
-//! `shoal`: the command-line client of a Shoal cluster. The cluster commands
-//! (`node`, `service`, `stack`, `network`, `secret`, `config`) arrive with
-//! the control API in [2/6]; today it reports its own version.
+//! `shoal`: the command-line client of a Shoal cluster, with the commands
+//! and output a Docker user already knows.
 
-use std::path::Path;
+mod client;
+mod commands;
+mod output;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
-use shoal_api::VersionInfo;
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use commands::{
+    cluster::JoinToken,
+    node::NodeCommand,
+    objects::{self, ObjectCommand},
+    service::ServiceCommand,
+};
 
 #[derive(Parser)]
 #[command(name = "shoal", version, about = "Shoal: a container orchestrator", long_about = None)]
 struct Cli {
-    /// The manager to talk to: a unix socket path (`unix:///run/shoal/manager.sock`).
-    #[arg(long, global = true, env = "SHOAL_HOST", default_value = concat!("unix://", "/run/shoal/manager.sock"))]
+    /// The manager to talk to: unix:///path, tcp://host:port or host:port.
+    #[arg(short = 'H', long, global = true, env = "SHOAL_HOST", default_value = concat!("unix://", "/run/shoal/manager.sock"))]
     host: String,
     #[command(subcommand)]
     command: Command,
@@ -20,72 +26,46 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Manage cluster nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Manage services.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Manage secrets.
+    #[command(subcommand)]
+    Secret(ObjectCommand),
+    /// Manage configs.
+    #[command(subcommand)]
+    Config(ObjectCommand),
+    /// Show (or rotate) the join token for workers or managers.
+    JoinToken(JoinToken),
     /// Show the Shoal version information.
     Version {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t)]
+        format: output::Format,
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Format {
-    Table,
-    Json,
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    if let Err(error) = run(Cli::parse()).await {
+        eprintln!("Error: {error:#}");
+        std::process::exit(1);
+    }
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
-    let socket = cli
-        .host
-        .strip_prefix("unix://")
-        .with_context(|| {
-            format!(
-                "--host {:?}: only unix:// sockets are supported until the control API lands",
-                cli.host
-            )
-        })?
-        .to_owned();
+async fn run(cli: Cli) -> Result<()> {
+    if let Command::Version { format } = cli.command {
+        return commands::cluster::version(&cli.host, format).await;
+    }
+    let mut client = client::connect(&cli.host).await?;
     match cli.command {
-        Command::Version { format } => {
-            let info = VersionInfo::of(
-                "shoal",
-                env!("CARGO_PKG_VERSION"),
-                shoal_agent_common::LAYOUT_VERSION,
-            );
-            // Like `docker version`: the client always, the server when it answers.
-            let server = shoal_api::socket::query_version(Path::new(&socket));
-            match format {
-                Format::Json => {
-                    let server = server.as_ref().ok();
-                    println!(
-                        "{}",
-                        serde_json::json!({ "Client": info, "Server": server })
-                    );
-                }
-                Format::Table => {
-                    print_version("Client", &info);
-                    match &server {
-                        Ok(server) => print_version("Server", server),
-                        Err(error) => {
-                            println!("\nServer: cannot reach a manager at {socket}: {error}")
-                        }
-                    }
-                }
-            }
-            if server.is_err() {
-                std::process::exit(1);
-            }
-        }
+        Command::Node(c) => commands::node::run(&mut client, c).await,
+        Command::Service(c) => commands::service::run(&mut client, c).await,
+        Command::Secret(c) => objects::run(&mut client, objects::Kind::Secret, c).await,
+        Command::Config(c) => objects::run(&mut client, objects::Kind::Config, c).await,
+        Command::JoinToken(args) => commands::cluster::join_token(&mut client, args).await,
+        Command::Version { .. } => unreachable!("answered above"),
     }
-    Ok(())
-}
-
-fn print_version(title: &str, info: &VersionInfo) {
-    println!("{title}: {}", info.component);
-    println!(" Version:       {}", info.version);
-    if info.ebpf_layout > 0 {
-        println!(" eBPF layout:   v{}", info.ebpf_layout);
-    }
-    println!(" OS/Arch:       {}/{}", info.os, info.arch);
 }

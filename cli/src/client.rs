@@ -1,0 +1,39 @@
+//! Reaching a manager: `unix:///path`, `tcp://host:port` or `host:port`.
+
+use anyhow::{Context, Result};
+use hyper_util::rt::TokioIo;
+use shoal_api::pb::control_client::ControlClient;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub type Client = ControlClient<Channel>;
+
+pub async fn connect(host: &str) -> Result<Client> {
+    let channel = if let Some(path) = host.strip_prefix("unix://") {
+        let path = path.to_owned();
+        // The URI is a placeholder: the connector below dials the socket.
+        Endpoint::try_from("http://[::1]:1")?
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+                }
+            }))
+            .await
+            .with_context(|| format!("cannot reach a manager at {host} (is shoal-manager running? set --host or SHOAL_HOST)"))?
+    } else {
+        let addr = host.strip_prefix("tcp://").unwrap_or(host);
+        let addr = if addr.contains(':') { addr.to_owned() } else { format!("{addr}:{}", shoal_api::DEFAULT_PORT) };
+        Endpoint::from_shared(format!("http://{addr}"))
+            .with_context(|| format!("invalid --host {host:?}"))?
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach a manager at {addr}"))?
+    };
+    Ok(ControlClient::new(channel))
+}
+
+/// A gRPC error as the user should read it: the manager's message.
+pub fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", status.message())
+}

@@ -1,0 +1,101 @@
+//! `shoal join-token` and `shoal version`.
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use shoal_api::{VersionInfo, pb::{Empty, NodeRole, RotateJoinTokenRequest}};
+
+use crate::{client::{self, Client, status_error}, output::Format};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Role {
+    Worker,
+    Manager,
+}
+
+#[derive(Args)]
+pub struct JoinToken {
+    role: Role,
+    /// Replace the token with a new one; nodes with the old one can no longer join.
+    #[arg(long)]
+    rotate: bool,
+    /// Print the token only.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+pub async fn join_token(client: &mut Client, args: JoinToken) -> Result<()> {
+    let role = match args.role {
+        Role::Worker => NodeRole::Worker,
+        Role::Manager => NodeRole::Manager,
+    };
+    let info = if args.rotate {
+        client.rotate_join_token(RotateJoinTokenRequest { role: role as i32 }).await.map_err(status_error)?.into_inner()
+    } else {
+        client.get_cluster(Empty {}).await.map_err(status_error)?.into_inner()
+    };
+    let token = match role {
+        NodeRole::Worker => info.worker_token,
+        NodeRole::Manager => info.manager_token,
+    };
+    if args.quiet {
+        println!("{token}");
+        return Ok(());
+    }
+    if args.rotate {
+        println!("Successfully rotated {} join token.\n", role.word());
+    }
+    let nodes = client.list_nodes(Empty {}).await.map_err(status_error)?.into_inner().nodes;
+    let leader = nodes
+        .iter()
+        .filter_map(|n| n.manager_status.as_ref())
+        .find(|m| m.leader)
+        .map(|m| m.addr.clone())
+        .unwrap_or_default();
+    let command = match role {
+        NodeRole::Worker => "shoal-agent join",
+        NodeRole::Manager => "shoal-manager join",
+    };
+    println!("To add a {} to this cluster, run the following command:\n", role.word());
+    println!("    {command} --token {token} {leader}\n");
+    Ok(())
+}
+
+pub async fn version(host: &str, format: Format) -> Result<()> {
+    let info = VersionInfo::of("shoal", env!("CARGO_PKG_VERSION"), shoal_agent_common::LAYOUT_VERSION);
+    // Like `docker version`: the client always, the server when it answers.
+    let server = match client::connect(host).await {
+        Ok(mut c) => c.get_version(Empty {}).await.map(|r| r.into_inner()).map_err(status_error),
+        Err(e) => Err(e),
+    };
+    match format {
+        Format::Json => {
+            let server = server.as_ref().ok().map(|s| {
+                serde_json::json!({
+                    "Component": "shoal-manager", "Version": s.version, "Os": s.os, "Arch": s.arch,
+                    "RaftId": s.raft_id, "LeaderRaftId": s.leader_raft_id,
+                })
+            });
+            println!("{}", serde_json::json!({ "Client": info, "Server": server }));
+        }
+        Format::Table => {
+            println!("Client: {}", info.component);
+            println!(" Version:       {}", info.version);
+            println!(" eBPF layout:   v{}", info.ebpf_layout);
+            println!(" OS/Arch:       {}/{}", info.os, info.arch);
+            match &server {
+                Ok(s) => {
+                    println!("\nServer: shoal-manager");
+                    println!(" Version:       {}", s.version);
+                    println!(" OS/Arch:       {}/{}", s.os, s.arch);
+                    println!(" Raft ID:       {:x}", s.raft_id);
+                    println!(" Leader:        {}", if s.raft_id == s.leader_raft_id { "yes" } else { "no" });
+                }
+                Err(error) => println!("\nServer: {error:#}"),
+            }
+        }
+    }
+    if server.is_err() {
+        std::process::exit(1);
+    }
+    Ok(())
+}

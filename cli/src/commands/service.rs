@@ -1,0 +1,729 @@
+//! `shoal service create|ls|ps|inspect|scale|rm`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use shoal_api::{
+    pb::{
+        ContainerSpec, Empty, EndpointSpec, HealthConfig, IdRequest, NetworkAttachmentConfig, Node,
+        Placement, ResourceRequirements, Resources, RestartCondition, RestartPolicy, Service,
+        ServiceMode, ServiceSpec, ServiceSummary, Task, TaskSpec, TaskState, UpdateServiceRequest,
+    },
+};
+
+use super::{resolve, service_flags as flags};
+use crate::{
+    client::{Client, status_error},
+    output::{Format, Listing, ago, print_inspect, rfc3339, short, title},
+};
+
+#[derive(Subcommand)]
+pub enum ServiceCommand {
+    /// Create a new service.
+    Create(Box<CreateArgs>),
+    /// List services.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List the tasks of one or more services.
+    Ps {
+        #[arg(required = true)]
+        services: Vec<String>,
+        /// Do not truncate output.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Filter output (desired-state=running|shutdown|accepted, node=N, name=N, id=ID).
+        #[arg(short, long = "filter")]
+        filter: Vec<String>,
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Display detailed information on one or more services.
+    Inspect {
+        #[arg(required = true)]
+        services: Vec<String>,
+        /// Print the information in a human friendly format.
+        #[arg(long)]
+        pretty: bool,
+    },
+    /// Scale one or more replicated services (SERVICE=REPLICAS).
+    Scale {
+        #[arg(required = true)]
+        scales: Vec<String>,
+    },
+    /// Remove one or more services.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// The image to run (must be on the nodes: no registry is assumed).
+    image: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true)]
+    command: Vec<String>,
+    /// Service name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Number of tasks (replicated mode; default 1).
+    #[arg(long)]
+    replicas: Option<u64>,
+    #[arg(long, value_parser = ["replicated", "global"], default_value = "replicated")]
+    mode: String,
+    /// Placement constraint, e.g. node.labels.zone==east; repeatable.
+    #[arg(long)]
+    constraint: Vec<String>,
+    /// Placement preference, e.g. spread=node.labels.zone; repeatable.
+    #[arg(long = "placement-pref")]
+    placement_pref: Vec<String>,
+    /// Maximum number of tasks per node (0: unlimited).
+    #[arg(long)]
+    replicas_max_per_node: Option<u64>,
+    #[arg(long)]
+    reserve_cpu: Option<String>,
+    #[arg(long)]
+    reserve_memory: Option<String>,
+    #[arg(long)]
+    limit_cpu: Option<String>,
+    #[arg(long)]
+    limit_memory: Option<String>,
+    /// Set environment variables (KEY=VALUE); repeatable.
+    #[arg(short, long)]
+    env: Vec<String>,
+    /// Service labels (key=value); repeatable.
+    #[arg(short, long)]
+    label: Vec<String>,
+    /// Container labels (key=value); repeatable.
+    #[arg(long)]
+    container_label: Vec<String>,
+    #[arg(long, value_parser = ["none", "on-failure", "any"])]
+    restart_condition: Option<String>,
+    /// Delay between restart attempts (e.g. 5s).
+    #[arg(long)]
+    restart_delay: Option<String>,
+    #[arg(long)]
+    restart_max_attempts: Option<u64>,
+    /// Window used to evaluate the restart policy (e.g. 1m).
+    #[arg(long)]
+    restart_window: Option<String>,
+    /// Publish a port: published:target[/proto][,mode=ingress|host]; repeatable.
+    #[arg(short, long)]
+    publish: Vec<String>,
+    /// Network to attach to; repeatable.
+    #[arg(long)]
+    network: Vec<String>,
+    /// Secret to expose: name or source=…,target=…,uid=…,gid=…,mode=…; repeatable.
+    #[arg(long)]
+    secret: Vec<String>,
+    /// Config to expose: name or source=…,target=…,uid=…,gid=…,mode=…; repeatable.
+    #[arg(long)]
+    config: Vec<String>,
+    /// Attach a filesystem mount (type=bind|volume|tmpfs,source=…,target=…); repeatable.
+    #[arg(long)]
+    mount: Vec<String>,
+    /// Command to run to check health.
+    #[arg(long)]
+    health_cmd: Option<String>,
+    #[arg(long)]
+    health_interval: Option<String>,
+    #[arg(long)]
+    health_timeout: Option<String>,
+    #[arg(long)]
+    health_retries: Option<u64>,
+    #[arg(long)]
+    health_start_period: Option<String>,
+    /// Disable any container-specified health check.
+    #[arg(long)]
+    no_healthcheck: bool,
+    /// Time to wait before force killing a container (e.g. 10s).
+    #[arg(long)]
+    stop_grace_period: Option<String>,
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// Container hostname (templates such as {{.Task.Slot}} allowed).
+    #[arg(long)]
+    hostname: Option<String>,
+    #[arg(short, long)]
+    user: Option<String>,
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// Endpoint mode (vip or dnsrr).
+    #[arg(long, value_parser = ["vip", "dnsrr"])]
+    endpoint_mode: Option<String>,
+    /// Exit immediately (progress display arrives with rolling updates).
+    #[arg(short, long)]
+    detach: bool,
+    /// Print only the service ID.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+impl CreateArgs {
+    fn spec(self) -> Result<ServiceSpec> {
+        let mode = ServiceMode::from_word(&self.mode).unwrap_or_default();
+        if mode == ServiceMode::Global && self.replicas.is_some() {
+            bail!("--replicas can only be used with replicated mode");
+        }
+        if mode == ServiceMode::Global && self.replicas_max_per_node.is_some() {
+            bail!("--replicas-max-per-node can only be used with replicated mode");
+        }
+        let resources = |cpu: &Option<String>, memory: &Option<String>| -> Result<Option<Resources>> {
+            if cpu.is_none() && memory.is_none() {
+                return Ok(None);
+            }
+            Ok(Some(Resources {
+                nano_cpus: cpu.as_deref().map(flags::parse_cpus).transpose()?.unwrap_or(0),
+                memory_bytes: memory.as_deref().map(flags::parse_bytes).transpose()?.unwrap_or(0),
+            }))
+        };
+        let reservations = resources(&self.reserve_cpu, &self.reserve_memory)?;
+        let limits = resources(&self.limit_cpu, &self.limit_memory)?;
+        let restart = RestartPolicy {
+            condition: self
+                .restart_condition
+                .as_deref()
+                .map(|c| RestartCondition::from_word(c).unwrap_or_default())
+                .unwrap_or_default() as i32,
+            delay_ms: self.restart_delay.as_deref().map(flags::duration_ms).transpose()?,
+            max_attempts: self.restart_max_attempts.unwrap_or(0),
+            window_ms: self.restart_window.as_deref().map(flags::duration_ms).transpose()?.unwrap_or(0),
+        };
+        let mut spread = Vec::new();
+        for pref in &self.placement_pref {
+            let Some(descriptor) = pref.strip_prefix("spread=") else {
+                bail!("invalid --placement-pref {pref:?}: expected spread=node.labels.NAME");
+            };
+            spread.push(descriptor.to_owned());
+        }
+        let healthcheck = if self.no_healthcheck {
+            Some(HealthConfig { test: vec!["NONE".into()], ..Default::default() })
+        } else if self.health_cmd.is_some()
+            || self.health_interval.is_some()
+            || self.health_timeout.is_some()
+            || self.health_retries.is_some()
+            || self.health_start_period.is_some()
+        {
+            Some(HealthConfig {
+                test: self.health_cmd.iter().flat_map(|c| ["CMD-SHELL".to_owned(), c.clone()]).collect(),
+                interval_ms: self.health_interval.as_deref().map(flags::duration_ms).transpose()?.unwrap_or(0),
+                timeout_ms: self.health_timeout.as_deref().map(flags::duration_ms).transpose()?.unwrap_or(0),
+                retries: self.health_retries.unwrap_or(0),
+                start_period_ms: self.health_start_period.as_deref().map(flags::duration_ms).transpose()?.unwrap_or(0),
+            })
+        } else {
+            None
+        };
+        let name = match self.name {
+            Some(n) => n,
+            None => bail!("--name is required (Shoal does not invent service names)"),
+        };
+        Ok(ServiceSpec {
+            name,
+            labels: self.label.iter().map(|l| flags::parse_label(l)).collect::<Result<BTreeMap<_, _>>>()?,
+            mode: mode as i32,
+            replicas: match mode {
+                ServiceMode::Replicated => self.replicas.unwrap_or(1),
+                ServiceMode::Global => 0,
+            },
+            task: Some(TaskSpec {
+                container: Some(ContainerSpec {
+                    image: self.image,
+                    args: self.command,
+                    env: self.env.iter().map(|e| flags::parse_env(e)).collect::<Result<_>>()?,
+                    labels: self.container_label.iter().map(|l| flags::parse_label(l)).collect::<Result<_>>()?,
+                    hostname: self.hostname.unwrap_or_default(),
+                    user: self.user.unwrap_or_default(),
+                    dir: self.workdir.unwrap_or_default(),
+                    mounts: self.mount.iter().map(|m| flags::parse_mount(m)).collect::<Result<_>>()?,
+                    secrets: self.secret.iter().map(|s| flags::parse_secret(s)).collect::<Result<_>>()?,
+                    configs: self.config.iter().map(|c| flags::parse_config(c)).collect::<Result<_>>()?,
+                    healthcheck,
+                    stop_grace_period_ms: self.stop_grace_period.as_deref().map(flags::duration_ms).transpose()?,
+                    stop_signal: self.stop_signal.unwrap_or_default(),
+                    ..Default::default()
+                }),
+                resources: (reservations.is_some() || limits.is_some())
+                    .then_some(ResourceRequirements { limits, reservations }),
+                restart: Some(restart),
+                placement: Some(Placement {
+                    constraints: self.constraint,
+                    spread,
+                    max_replicas_per_node: self.replicas_max_per_node.unwrap_or(0),
+                }),
+                networks: self
+                    .network
+                    .into_iter()
+                    .map(|target| NetworkAttachmentConfig { target, aliases: Vec::new() })
+                    .collect(),
+                force_update: 0,
+            }),
+            endpoint: Some(EndpointSpec {
+                mode: self.endpoint_mode.unwrap_or_else(|| "vip".into()),
+                ports: self.publish.iter().map(|p| flags::parse_publish(p)).collect::<Result<_>>()?,
+            }),
+        })
+    }
+}
+
+fn service_id(s: &Service) -> &str {
+    s.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("")
+}
+
+fn service_name(s: &Service) -> &str {
+    s.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("")
+}
+
+fn image(s: &Service) -> String {
+    s.spec
+        .as_ref()
+        .and_then(|s| s.task.as_ref())
+        .and_then(|t| t.container.as_ref())
+        .map(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+fn ports(s: &Service) -> String {
+    s.spec
+        .as_ref()
+        .and_then(|s| s.endpoint.as_ref())
+        .map(|e| {
+            e.ports
+                .iter()
+                .map(|p| format!("*:{}->{}/{}", p.published_port, p.target_port, p.protocol))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+async fn services(client: &mut Client) -> Result<Vec<ServiceSummary>> {
+    Ok(client.list_services(Empty {}).await.map_err(status_error)?.into_inner().services)
+}
+
+fn find<'a>(all: &'a [ServiceSummary], query: &str) -> Result<&'a Service> {
+    let summary = resolve(
+        "service",
+        query,
+        all,
+        |s| s.service.as_ref().map(service_id).unwrap_or(""),
+        |s| s.service.as_ref().map(service_name).unwrap_or(""),
+    )?;
+    summary.service.as_ref().context("the manager sent an empty service")
+}
+
+pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
+    match command {
+        ServiceCommand::Create(args) => {
+            let spec = args.spec()?;
+            let service = client.create_service(spec).await.map_err(status_error)?.into_inner();
+            println!("{}", service_id(&service));
+        }
+        ServiceCommand::Ls { quiet, format } => {
+            let mut all = services(client).await?;
+            all.sort_by(|a, b| {
+                let name = |s: &ServiceSummary| s.service.as_ref().map(service_name).unwrap_or("").to_owned();
+                name(a).cmp(&name(b))
+            });
+            let mut listing = Listing::new(&[
+                ("ID", "ID"),
+                ("NAME", "Name"),
+                ("MODE", "Mode"),
+                ("REPLICAS", "Replicas"),
+                ("IMAGE", "Image"),
+                ("PORTS", "Ports"),
+            ]);
+            for summary in &all {
+                let Some(s) = &summary.service else { continue };
+                let mode = s.spec.as_ref().map(|x| x.mode()).unwrap_or_default();
+                listing.row(vec![
+                    short(service_id(s), false),
+                    service_name(s).to_owned(),
+                    mode.word().to_owned(),
+                    format!("{}/{}", summary.running, summary.desired),
+                    image(s),
+                    ports(s),
+                ]);
+            }
+            listing.print(format, quiet);
+        }
+        ServiceCommand::Ps { services: queries, no_trunc, filter, quiet, format } => {
+            let all = services(client).await?;
+            let mut wanted = Vec::new();
+            for q in &queries {
+                wanted.push(find(&all, q)?.clone());
+            }
+            let tasks = client.list_tasks(Empty {}).await.map_err(status_error)?.into_inner().tasks;
+            let nodes = client.list_nodes(Empty {}).await.map_err(status_error)?.into_inner().nodes;
+            let filters = Filters::parse(&filter)?;
+            print_tasks(&wanted, &tasks, &nodes, &filters, no_trunc, quiet, format);
+        }
+        ServiceCommand::Inspect { services: queries, pretty } => {
+            let all = services(client).await?;
+            let mut out = Vec::new();
+            for q in &queries {
+                let s = find(&all, q)?;
+                if pretty {
+                    print_pretty(s);
+                } else {
+                    out.push(inspect_json(s));
+                }
+            }
+            if !pretty {
+                print_inspect(out)?;
+            }
+        }
+        ServiceCommand::Scale { scales } => {
+            let all = services(client).await?;
+            let mut failed = false;
+            for scale in &scales {
+                let result = async {
+                    let (query, replicas) = scale
+                        .split_once('=')
+                        .with_context(|| format!("invalid scale specifier {scale:?}: expected SERVICE=REPLICAS"))?;
+                    let replicas: u64 = replicas
+                        .parse()
+                        .with_context(|| format!("invalid replicas value {replicas:?} for {query}: expected a number"))?;
+                    let s = find(&all, query)?;
+                    let mut spec = s.spec.clone().unwrap_or_default();
+                    if spec.mode() != ServiceMode::Replicated {
+                        bail!("scale can only be used with replicated mode ({query} is global)");
+                    }
+                    spec.replicas = replicas;
+                    client
+                        .clone()
+                        .update_service(UpdateServiceRequest {
+                            id: service_id(s).to_owned(),
+                            version: s.meta.as_ref().map(|m| m.version).unwrap_or(0),
+                            spec: Some(spec),
+                        })
+                        .await
+                        .map_err(status_error)?;
+                    println!("{query} scaled to {replicas}");
+                    Ok(())
+                }
+                .await;
+                if let Err(error) = result {
+                    eprintln!("{error:#}");
+                    failed = true;
+                }
+            }
+            if failed {
+                std::process::exit(1);
+            }
+        }
+        ServiceCommand::Rm { services: queries } => {
+            let all = services(client).await?;
+            for q in &queries {
+                let s = find(&all, q)?;
+                client.remove_service(IdRequest { id: service_id(s).to_owned() }).await.map_err(status_error)?;
+                println!("{q}");
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Filters {
+    desired: Option<Vec<TaskState>>,
+    node: Option<String>,
+    name: Option<String>,
+    id: Option<String>,
+}
+
+impl Filters {
+    fn parse(filters: &[String]) -> Result<Self> {
+        let mut out = Filters { desired: None, node: None, name: None, id: None };
+        for f in filters {
+            let (key, value) = f.split_once('=').with_context(|| format!("invalid filter {f:?}: expected key=value"))?;
+            match key {
+                "desired-state" => {
+                    let states = match value {
+                        "running" => vec![TaskState::Running, TaskState::Ready],
+                        "shutdown" => vec![TaskState::Shutdown, TaskState::Remove],
+                        "accepted" => vec![TaskState::Accepted],
+                        other => bail!("invalid filter 'desired-state={other}': expected running, shutdown or accepted"),
+                    };
+                    out.desired = Some(states);
+                }
+                "node" => out.node = Some(value.to_owned()),
+                "name" => out.name = Some(value.to_owned()),
+                "id" => out.id = Some(value.to_owned()),
+                other => bail!("invalid filter {other:?}: expected desired-state, node, name or id"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn print_tasks(
+    services: &[Service],
+    tasks: &[Task],
+    nodes: &[Node],
+    filters: &Filters,
+    no_trunc: bool,
+    quiet: bool,
+    format: Format,
+) {
+    let hostnames: HashMap<&str, &str> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.meta.as_ref().map(|m| m.id.as_str()).unwrap_or(""),
+                n.description.as_ref().map(|d| d.hostname.as_str()).unwrap_or(""),
+            )
+        })
+        .collect();
+    let mut listing = Listing::new(&[
+        ("ID", "ID"),
+        ("NAME", "Name"),
+        ("IMAGE", "Image"),
+        ("NODE", "Node"),
+        ("DESIRED STATE", "DesiredState"),
+        ("CURRENT STATE", "CurrentState"),
+        ("ERROR", "Error"),
+        ("PORTS", "Ports"),
+    ]);
+    for service in services {
+        let name = service_name(service);
+        // Group by slot (global: by node); newest first, the rest as history.
+        let mut groups: BTreeMap<(u64, String), Vec<&Task>> = BTreeMap::new();
+        for t in tasks.iter().filter(|t| t.service_id == service_id(service)) {
+            let key = if t.slot > 0 { (t.slot, String::new()) } else { (0, t.node_id.clone()) };
+            groups.entry(key).or_default().push(t);
+        }
+        for ((slot, node), mut group) in groups {
+            group.sort_by_key(|t| std::cmp::Reverse(t.meta.as_ref().map(|m| (m.created_at, m.version))));
+            let mut first = true;
+            for t in group {
+                let task_id = t.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("");
+                let task_name = if slot > 0 { format!("{name}.{slot}") } else { format!("{name}.{node}") };
+                let host = hostnames.get(t.node_id.as_str()).copied().unwrap_or("");
+                if filters.desired.as_ref().is_some_and(|d| !d.contains(&t.desired_state())) {
+                    continue;
+                }
+                if filters.node.as_ref().is_some_and(|n| n != host && n != &t.node_id) {
+                    continue;
+                }
+                if filters.name.as_ref().is_some_and(|n| !task_name.starts_with(n.as_str())) {
+                    continue;
+                }
+                if filters.id.as_ref().is_some_and(|i| !task_id.starts_with(i.as_str())) {
+                    continue;
+                }
+                let status = t.status.clone().unwrap_or_default();
+                let display_name = if first { task_name.clone() } else { format!(" \\_ {task_name}") };
+                first = false;
+                let error = if status.err.is_empty() {
+                    String::new()
+                } else if no_trunc || format == Format::Json {
+                    status.err.clone()
+                } else {
+                    format!("\"{}\"", truncate(&status.err, 27))
+                };
+                listing.row(vec![
+                    short(task_id, no_trunc),
+                    display_name,
+                    t.spec.as_ref().and_then(|s| s.container.as_ref()).map(|c| c.image.clone()).unwrap_or_default(),
+                    host.to_owned(),
+                    title(t.desired_state().word()),
+                    format!("{} {}", title(status.state().word()), ago(status.timestamp)),
+                    error,
+                    String::new(),
+                ]);
+            }
+        }
+    }
+    listing.print(format, quiet);
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        format!("{}…", text.chars().take(max).collect::<String>())
+    }
+}
+
+fn inspect_json(s: &Service) -> serde_json::Value {
+    let meta = s.meta.clone().unwrap_or_default();
+    let spec = s.spec.clone().unwrap_or_default();
+    let task = spec.task.clone().unwrap_or_default();
+    let c = task.container.clone().unwrap_or_default();
+    let mode = match spec.mode() {
+        ServiceMode::Replicated => json!({ "Replicated": { "Replicas": spec.replicas } }),
+        ServiceMode::Global => json!({ "Global": {} }),
+    };
+    let restart = task.restart.unwrap_or_default();
+    let placement = task.placement.clone().unwrap_or_default();
+    let res = task.resources.unwrap_or_default();
+    let resources = |r: Option<Resources>| r.map(|r| json!({ "NanoCPUs": r.nano_cpus, "MemoryBytes": r.memory_bytes }));
+    let endpoint = spec.endpoint.clone().unwrap_or_default();
+    let ports: Vec<_> = endpoint
+        .ports
+        .iter()
+        .map(|p| json!({ "Protocol": p.protocol, "TargetPort": p.target_port, "PublishedPort": p.published_port, "PublishMode": p.publish_mode().word() }))
+        .collect();
+    json!({
+        "ID": meta.id,
+        "Version": { "Index": meta.version },
+        "CreatedAt": rfc3339(meta.created_at),
+        "UpdatedAt": rfc3339(meta.updated_at),
+        "Spec": {
+            "Name": spec.name,
+            "Labels": spec.labels,
+            "TaskTemplate": {
+                "ContainerSpec": {
+                    "Image": c.image,
+                    "Args": c.args,
+                    "Env": c.env,
+                    "Labels": c.labels,
+                    "Hostname": c.hostname,
+                    "User": c.user,
+                    "Dir": c.dir,
+                    "Mounts": c.mounts.iter().map(|m| json!({ "Type": m.r#type, "Source": m.source, "Target": m.target, "ReadOnly": m.read_only })).collect::<Vec<_>>(),
+                    "Secrets": c.secrets.iter().map(|r| json!({ "SecretID": r.secret_id, "SecretName": r.secret_name, "File": r.file.as_ref().map(|f| json!({ "Name": f.name, "UID": f.uid, "GID": f.gid, "Mode": f.mode })) })).collect::<Vec<_>>(),
+                    "Configs": c.configs.iter().map(|r| json!({ "ConfigID": r.config_id, "ConfigName": r.config_name, "File": r.file.as_ref().map(|f| json!({ "Name": f.name, "UID": f.uid, "GID": f.gid, "Mode": f.mode })) })).collect::<Vec<_>>(),
+                    "Healthcheck": c.healthcheck.as_ref().map(|h| json!({ "Test": h.test, "Interval": h.interval_ms * 1_000_000, "Timeout": h.timeout_ms * 1_000_000, "Retries": h.retries, "StartPeriod": h.start_period_ms * 1_000_000 })),
+                    "StopGracePeriod": c.stop_grace_period_ms.unwrap_or(10_000) * 1_000_000,
+                    "StopSignal": c.stop_signal,
+                },
+                "Resources": { "Limits": resources(res.limits), "Reservations": resources(res.reservations) },
+                "RestartPolicy": {
+                    "Condition": restart.condition().word(),
+                    "Delay": restart.delay_ms.unwrap_or(5_000) * 1_000_000,
+                    "MaxAttempts": restart.max_attempts,
+                    "Window": restart.window_ms * 1_000_000,
+                },
+                "Placement": {
+                    "Constraints": placement.constraints,
+                    "Preferences": placement.spread.iter().map(|d| json!({ "Spread": { "SpreadDescriptor": d } })).collect::<Vec<_>>(),
+                    "MaxReplicas": placement.max_replicas_per_node,
+                },
+                "Networks": task.networks.iter().map(|n| json!({ "Target": n.target, "Aliases": n.aliases })).collect::<Vec<_>>(),
+                "ForceUpdate": task.force_update,
+            },
+            "Mode": mode,
+            "EndpointSpec": { "Mode": endpoint.mode, "Ports": ports },
+        },
+    })
+}
+
+fn print_pretty(s: &Service) {
+    let meta = s.meta.clone().unwrap_or_default();
+    let spec = s.spec.clone().unwrap_or_default();
+    let task = spec.task.clone().unwrap_or_default();
+    let c = task.container.clone().unwrap_or_default();
+    let restart = task.restart.unwrap_or_default();
+    println!();
+    println!("ID:\t\t{}", meta.id);
+    println!("Name:\t\t{}", spec.name);
+    if !spec.labels.is_empty() {
+        println!("Labels:");
+        for (k, v) in &spec.labels {
+            println!(" {k}={v}");
+        }
+    }
+    match spec.mode() {
+        ServiceMode::Replicated => {
+            println!("Service Mode:\tReplicated");
+            println!(" Replicas:\t{}", spec.replicas);
+        }
+        ServiceMode::Global => println!("Service Mode:\tGlobal"),
+    }
+    if let Some(p) = &task.placement {
+        if !p.constraints.is_empty() || !p.spread.is_empty() || p.max_replicas_per_node > 0 {
+            println!("Placement:");
+            if !p.constraints.is_empty() {
+                println!(" Constraints:\t{:?}", p.constraints);
+            }
+            for d in &p.spread {
+                println!(" Preferences:\tspread={d}");
+            }
+            if p.max_replicas_per_node > 0 {
+                println!(" Max Replicas Per Node:\t{}", p.max_replicas_per_node);
+            }
+        }
+    }
+    println!("RestartPolicy:");
+    println!(" Condition:\t{}", restart.condition().word());
+    println!(" Delay:\t\t{}", human_ms(restart.delay_ms.unwrap_or(5_000)));
+    println!(" Max attempts:\t{}", restart.max_attempts);
+    if restart.window_ms > 0 {
+        println!(" Window:\t{}", human_ms(restart.window_ms));
+    }
+    println!("ContainerSpec:");
+    println!(" Image:\t\t{}", c.image);
+    if !c.args.is_empty() {
+        println!(" Args:\t\t{}", c.args.join(" "));
+    }
+    if !c.env.is_empty() {
+        println!(" Env:\t\t{}", c.env.join(" "));
+    }
+    println!(" Stop grace period:\t{}", human_ms(c.stop_grace_period_ms.unwrap_or(10_000)));
+    if !c.mounts.is_empty() {
+        println!("Mounts:");
+        for m in &c.mounts {
+            println!(" Target:\t{}\n  Source:\t{}\n  ReadOnly:\t{}\n  Type:\t\t{}", m.target, m.source, m.read_only, m.r#type);
+        }
+    }
+    if !c.secrets.is_empty() {
+        println!("Secrets:");
+        for r in &c.secrets {
+            println!(" Target:\t{}\n  Source:\t{}", r.file.as_ref().map(|f| f.name.as_str()).unwrap_or(""), r.secret_name);
+        }
+    }
+    if !c.configs.is_empty() {
+        println!("Configs:");
+        for r in &c.configs {
+            println!(" Target:\t{}\n  Source:\t{}", r.file.as_ref().map(|f| f.name.as_str()).unwrap_or(""), r.config_name);
+        }
+    }
+    if let Some(r) = &task.resources {
+        println!("Resources:");
+        for (title, res) in [("Reservations", r.reservations), ("Limits", r.limits)] {
+            if let Some(res) = res {
+                println!(" {title}:");
+                if res.nano_cpus > 0 {
+                    println!("  CPU:\t\t{}", res.nano_cpus as f64 / 1e9);
+                }
+                if res.memory_bytes > 0 {
+                    println!("  Memory:\t{}", flags::format_bytes(res.memory_bytes));
+                }
+            }
+        }
+    }
+    let endpoint = spec.endpoint.unwrap_or_default();
+    println!("Endpoint Mode:\t{}", endpoint.mode);
+    if !endpoint.ports.is_empty() {
+        println!("Ports:");
+        for p in &endpoint.ports {
+            println!(
+                " PublishedPort = {}\n  Protocol = {}\n  TargetPort = {}\n  PublishMode = {}",
+                p.published_port,
+                p.protocol,
+                p.target_port,
+                p.publish_mode().word()
+            );
+        }
+    }
+}
+
+fn human_ms(ms: i64) -> String {
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
