@@ -80,7 +80,10 @@ mod tests {
             assert_eq!(TaskState::from_word(word).unwrap().word(), *word);
         }
         assert_eq!(Availability::from_word("DRAIN"), Some(Availability::Drain));
-        assert_eq!(RestartCondition::from_word("on-failure"), Some(RestartCondition::OnFailure));
+        assert_eq!(
+            RestartCondition::from_word("on-failure"),
+            Some(RestartCondition::OnFailure)
+        );
         assert_eq!(NodeRole::from_word("boss"), None);
         assert!(TaskState::Failed.is_terminal() && !TaskState::Running.is_terminal());
     }

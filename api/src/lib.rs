@@ -78,7 +78,10 @@ mod tests {
     fn ids_are_25_base36_characters_and_differ() {
         let (a, b) = (new_id(), new_id());
         assert_eq!(a.len(), 25);
-        assert!(a.chars().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+        );
         assert_ne!(a, b);
     }
 }

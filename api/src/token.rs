@@ -46,7 +46,10 @@ impl JoinToken {
         if *version != FORMAT_VERSION {
             return Err(TokenError::Version((*version).to_owned()));
         }
-        let base36 = |s: &str| s.chars().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase());
+        let base36 = |s: &str| {
+            s.chars()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+        };
         if digest.len() != DIGEST_LEN
             || secret.len() != SECRET_LEN
             || !base36(digest)

@@ -22,7 +22,11 @@ pub async fn connect(host: &str) -> Result<Client> {
             .with_context(|| format!("cannot reach a manager at {host} (is shoal-manager running? set --host or SHOAL_HOST)"))?
     } else {
         let addr = host.strip_prefix("tcp://").unwrap_or(host);
-        let addr = if addr.contains(':') { addr.to_owned() } else { format!("{addr}:{}", shoal_api::DEFAULT_PORT) };
+        let addr = if addr.contains(':') {
+            addr.to_owned()
+        } else {
+            format!("{addr}:{}", shoal_api::DEFAULT_PORT)
+        };
         Endpoint::from_shared(format!("http://{addr}"))
             .with_context(|| format!("invalid --host {host:?}"))?
             .connect_timeout(std::time::Duration::from_secs(3))

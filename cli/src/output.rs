@@ -44,7 +44,9 @@ impl Listing {
                         .columns
                         .iter()
                         .zip(row)
-                        .map(|((_, field), value)| (field.to_string(), Value::String(value.trim().to_owned())))
+                        .map(|((_, field), value)| {
+                            (field.to_string(), Value::String(value.trim().to_owned()))
+                        })
                         .collect();
                     println!("{}", Value::Object(object));
                 }
@@ -91,7 +93,10 @@ pub fn rfc3339(ms: i64) -> String {
 
 /// "8 seconds ago".
 pub fn ago(ms: i64) -> String {
-    format!("{} ago", shoal_api::display::human_duration(shoal_api::now_ms() - ms))
+    format!(
+        "{} ago",
+        shoal_api::display::human_duration(shoal_api::now_ms() - ms)
+    )
 }
 
 /// Docker's capitalised state words: "Running", "Shutdown".
@@ -105,5 +110,9 @@ pub fn title(word: &str) -> String {
 
 /// IDs shown in tables: 12 characters unless --no-trunc.
 pub fn short(id: &str, no_trunc: bool) -> String {
-    if no_trunc { id.to_owned() } else { id.chars().take(12).collect() }
+    if no_trunc {
+        id.to_owned()
+    } else {
+        id.chars().take(12).collect()
+    }
 }

@@ -58,16 +58,23 @@ pub fn join_token(cluster: &Cluster, role: NodeRole) -> anyhow::Result<JoinToken
 pub enum TokenRefused {
     #[error(transparent)]
     Malformed(#[from] token::TokenError),
-    #[error("the join token belongs to another cluster (its CA digest does not match this cluster's root CA)")]
+    #[error(
+        "the join token belongs to another cluster (its CA digest does not match this cluster's root CA)"
+    )]
     WrongCluster,
     #[error("invalid join token: the secret is not this cluster's current {0} token (rotated?)")]
     WrongSecret(&'static str),
 }
 
 /// Checks `text` against the cluster; returns the role it grants.
-pub fn check_token(cluster: &Cluster, text: &str, wanted: Option<NodeRole>) -> Result<NodeRole, TokenRefused> {
+pub fn check_token(
+    cluster: &Cluster,
+    text: &str,
+    wanted: Option<NodeRole>,
+) -> Result<NodeRole, TokenRefused> {
     let token = JoinToken::parse(text)?;
-    let digest = digest_of_pem(&cluster.root_ca_cert_pem).map_err(|_| TokenRefused::WrongCluster)?;
+    let digest =
+        digest_of_pem(&cluster.root_ca_cert_pem).map_err(|_| TokenRefused::WrongCluster)?;
     if token.ca_digest != digest {
         return Err(TokenRefused::WrongCluster);
     }
@@ -108,14 +115,23 @@ mod tests {
         let worker = join_token(&a, NodeRole::Worker).unwrap().to_string();
         let manager = join_token(&a, NodeRole::Manager).unwrap().to_string();
         assert_eq!(check_token(&a, &worker, None), Ok(NodeRole::Worker));
-        assert_eq!(check_token(&a, &manager, Some(NodeRole::Manager)), Ok(NodeRole::Manager));
+        assert_eq!(
+            check_token(&a, &manager, Some(NodeRole::Manager)),
+            Ok(NodeRole::Manager)
+        );
         assert_eq!(
             check_token(&a, &worker, Some(NodeRole::Manager)),
             Err(TokenRefused::WrongSecret("manager"))
         );
-        assert_eq!(check_token(&b, &worker, None), Err(TokenRefused::WrongCluster));
+        assert_eq!(
+            check_token(&b, &worker, None),
+            Err(TokenRefused::WrongCluster)
+        );
         let err = check_token(&b, &worker, None).unwrap_err().to_string();
         assert!(err.contains("another cluster"), "{err}");
-        assert!(matches!(check_token(&a, "SHTKN-1-x-y", None), Err(TokenRefused::Malformed(_))));
+        assert!(matches!(
+            check_token(&a, "SHTKN-1-x-y", None),
+            Err(TokenRefused::Malformed(_))
+        ));
     }
 }

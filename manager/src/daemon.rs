@@ -24,12 +24,20 @@ use tokio::{net::UnixListener, task::JoinSet};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
 use crate::{
-    api::{control::ControlService, membership::{MembershipService, new_manager_node}},
+    api::{
+        control::ControlService,
+        membership::{MembershipService, new_manager_node},
+    },
     ca,
     dispatcher::Dispatcher,
     manager::{Manager, Settings},
     orchestrator,
-    raft::{Timing, log_store::LogStore, network::{self, Network as RaftNetwork}, state_machine::StateMachine},
+    raft::{
+        Timing,
+        log_store::LogStore,
+        network::{self, Network as RaftNetwork},
+        state_machine::StateMachine,
+    },
     scheduler,
     store::{Batch, Store},
 };
@@ -64,7 +72,10 @@ pub struct Options {
 #[derive(Debug, Clone)]
 pub enum Bootstrap {
     /// Create a new cluster.
-    Init { default_addr_pool: Vec<String>, subnet_size: u32 },
+    Init {
+        default_addr_pool: Vec<String>,
+        subnet_size: u32,
+    },
     /// Join the cluster of the manager at `remote` with a manager token.
     Join { token: String, remote: String },
     /// Restart from the data directory.
@@ -113,9 +124,11 @@ impl Drop for RunningManager {
 }
 
 fn lock_data_dir(data_dir: &Path) -> Result<File> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let lock_path = data_dir.join("LOCK");
-    let lock = File::create(&lock_path).with_context(|| format!("opening {}", lock_path.display()))?;
+    let lock =
+        File::create(&lock_path).with_context(|| format!("opening {}", lock_path.display()))?;
     // SAFETY: flock on an open descriptor; released when the File closes.
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(DaemonError::DataDirInUse(data_dir.to_owned()).into());
@@ -125,14 +138,16 @@ fn lock_data_dir(data_dir: &Path) -> Result<File> {
 
 fn bind_socket(socket: &Path) -> Result<UnixListener> {
     if let Some(parent) = socket.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     if socket.exists() {
         // A live manager answers; a dead one left its socket file behind.
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {
             return Err(DaemonError::SocketInUse(socket.to_owned()).into());
         }
-        std::fs::remove_file(socket).with_context(|| format!("removing stale {}", socket.display()))?;
+        std::fs::remove_file(socket)
+            .with_context(|| format!("removing stale {}", socket.display()))?;
     }
     UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))
 }
@@ -170,7 +185,8 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
     }
 
     let store = Store::new();
-    let log = LogStore::open(&options.data_dir.join("raft-log.redb")).context("opening the Raft log")?;
+    let log =
+        LogStore::open(&options.data_dir.join("raft-log.redb")).context("opening the Raft log")?;
     let state_machine = StateMachine::open(&options.data_dir.join("state.redb"), store.clone())
         .await
         .context("opening the state machine")?;
@@ -192,11 +208,15 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
     let router = || {
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .add_service(ControlServer::new(ControlService { manager: manager.clone() }))
+            .add_service(ControlServer::new(ControlService {
+                manager: manager.clone(),
+            }))
             .add_service(DispatcherServer::new(dispatcher.clone()))
             .add_service(
-                MembershipServer::new(MembershipService { manager: manager.clone() })
-                    .max_decoding_message_size(256 * 1024 * 1024),
+                MembershipServer::new(MembershipService {
+                    manager: manager.clone(),
+                })
+                .max_decoding_message_size(256 * 1024 * 1024),
             )
     };
     let tcp = tokio::net::TcpListener::bind(options.listen)
@@ -222,14 +242,21 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
 
     let mut init_tokens = None;
     match bootstrap {
-        Bootstrap::Init { default_addr_pool, subnet_size } => {
-            let members = BTreeMap::from([(identity.raft_id, BasicNode::new(identity.advertise.clone()))]);
-            raft.initialize(members).await.context("initialising Raft")?;
+        Bootstrap::Init {
+            default_addr_pool,
+            subnet_size,
+        } => {
+            let members =
+                BTreeMap::from([(identity.raft_id, BasicNode::new(identity.advertise.clone()))]);
+            raft.initialize(members)
+                .await
+                .context("initialising Raft")?;
             manager
                 .wait_for_leader(Duration::from_secs(30))
                 .await
                 .context("no leader after initialising")?;
-            init_tokens = Some(write_initial_state(&manager, default_addr_pool, subnet_size).await?);
+            init_tokens =
+                Some(write_initial_state(&manager, default_addr_pool, subnet_size).await?);
         }
         Bootstrap::Join { token, remote } => {
             join(&manager, &token, &remote).await?;
@@ -256,7 +283,9 @@ async fn check_remote_ca(remote: &str, token: &str) -> Result<()> {
         .with_context(|| format!("asking the manager at {remote} for its root CA"))?
         .into_inner();
     if ca::digest_of_pem(&ca.cert_pem)? != parsed.ca_digest {
-        bail!("the join token belongs to another cluster: the manager at {remote} has a different root CA");
+        bail!(
+            "the join token belongs to another cluster: the manager at {remote} has a different root CA"
+        );
     }
     Ok(())
 }
@@ -280,13 +309,21 @@ async fn join(manager: &Manager, token: &str, remote: &str) -> Result<()> {
                 return Ok(());
             }
             Err(status) if status.code() == tonic::Code::FailedPrecondition => {
-                if let Some(leader) = status.message().rsplit("leader is at ").next().filter(|l| l.contains(':')) {
+                if let Some(leader) = status
+                    .message()
+                    .rsplit("leader is at ")
+                    .next()
+                    .filter(|l| l.contains(':'))
+                {
                     target = leader.to_owned();
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(status) if status.code() == tonic::Code::PermissionDenied => {
-                bail!("the manager at {target} refused the token: {}", status.message())
+                bail!(
+                    "the manager at {target} refused the token: {}",
+                    status.message()
+                )
             }
             Err(status) => {
                 tracing::warn!(%target, error = %status.message(), "join failed; retrying");
@@ -297,13 +334,24 @@ async fn join(manager: &Manager, token: &str, remote: &str) -> Result<()> {
     bail!("could not join the cluster through {remote}")
 }
 
-async fn write_initial_state(manager: &Manager, pools: Vec<String>, subnet_size: u32) -> Result<(String, String)> {
+async fn write_initial_state(
+    manager: &Manager,
+    pools: Vec<String>,
+    subnet_size: u32,
+) -> Result<(String, String)> {
     let cluster_id = shoal_api::new_id();
     let root = ca::create_root_ca(&cluster_id)?;
-    let pools = if pools.is_empty() { vec![DEFAULT_ADDR_POOL.to_owned()] } else { pools };
+    let pools = if pools.is_empty() {
+        vec![DEFAULT_ADDR_POOL.to_owned()]
+    } else {
+        pools
+    };
     let ingress_subnet = first_subnet(&pools[0], subnet_size)?;
     let cluster = Cluster {
-        meta: Some(Meta { id: cluster_id, ..Default::default() }),
+        meta: Some(Meta {
+            id: cluster_id,
+            ..Default::default()
+        }),
         spec: Some(ClusterSpec {
             name: "default".into(),
             heartbeat_period_ms: manager.settings.heartbeat_period.as_millis() as i64,
@@ -318,7 +366,10 @@ async fn write_initial_state(manager: &Manager, pools: Vec<String>, subnet_size:
     };
     let (subnet, gateway) = ingress_subnet;
     let ingress = Network {
-        meta: Some(Meta { id: shoal_api::new_id(), ..Default::default() }),
+        meta: Some(Meta {
+            id: shoal_api::new_id(),
+            ..Default::default()
+        }),
         spec: Some(NetworkSpec {
             name: "ingress".into(),
             driver: "overlay".into(),
@@ -352,8 +403,12 @@ fn first_subnet(pool: &str, size: u32) -> Result<(String, String)> {
     let (base, bits) = pool
         .split_once('/')
         .with_context(|| format!("invalid address pool {pool:?}: expected CIDR like 10.0.0.0/8"))?;
-    let base: std::net::Ipv4Addr = base.parse().with_context(|| format!("invalid address pool {pool:?}"))?;
-    let bits: u32 = bits.parse().with_context(|| format!("invalid address pool {pool:?}"))?;
+    let base: std::net::Ipv4Addr = base
+        .parse()
+        .with_context(|| format!("invalid address pool {pool:?}"))?;
+    let bits: u32 = bits
+        .parse()
+        .with_context(|| format!("invalid address pool {pool:?}"))?;
     if bits > size || size > 30 {
         bail!("address pool {pool} cannot hold /{size} subnets");
     }
@@ -372,7 +427,10 @@ async fn lead_when_leader(manager: Arc<Manager>, dispatcher: Dispatcher) {
         let leading = metrics.borrow().current_leader == Some(manager.raft_id);
         match (leading, components.is_some()) {
             (true, false) => {
-                tracing::info!(raft_id = manager.raft_id, "leading: starting scheduler, orchestrators, dispatcher monitor");
+                tracing::info!(
+                    raft_id = manager.raft_id,
+                    "leading: starting scheduler, orchestrators, dispatcher monitor"
+                );
                 let mut set = JoinSet::new();
                 set.spawn(scheduler::run(manager.clone()));
                 set.spawn(orchestrator::run(manager.clone()));
@@ -380,7 +438,10 @@ async fn lead_when_leader(manager: Arc<Manager>, dispatcher: Dispatcher) {
                 components = Some(set);
             }
             (false, true) => {
-                tracing::info!(raft_id = manager.raft_id, "no longer leading: stopping leader components");
+                tracing::info!(
+                    raft_id = manager.raft_id,
+                    "no longer leading: stopping leader components"
+                );
                 components = None; // dropping the set aborts its tasks
             }
             _ => {}
@@ -397,7 +458,10 @@ mod tests {
 
     #[test]
     fn the_first_subnet_of_a_pool() {
-        assert_eq!(first_subnet("198.18.0.0/15", 24).unwrap(), ("198.18.0.0/24".into(), "198.18.0.1".into()));
+        assert_eq!(
+            first_subnet("198.18.0.0/15", 24).unwrap(),
+            ("198.18.0.0/24".into(), "198.18.0.1".into())
+        );
         assert!(first_subnet("10.0.0.0", 24).is_err());
         assert!(first_subnet("10.0.0.0/25", 24).is_err());
     }

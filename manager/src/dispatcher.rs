@@ -11,14 +11,18 @@ use std::{
 
 use shoal_api::pb::{
     AssignmentSet, HeartbeatRequest, HeartbeatResponse, Meta, Node, NodeRole, NodeSpec, NodeState,
-    NodeStatus, RegisterRequest, RegisterResponse, SessionRef, TaskState,
-    UpdateTaskStatusRequest, UpdateTaskStatusResponse, dispatcher_server,
+    NodeStatus, RegisterRequest, RegisterResponse, SessionRef, TaskState, UpdateTaskStatusRequest,
+    UpdateTaskStatusResponse, dispatcher_server,
 };
 use tokio::time::Instant;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::{ca, manager::Manager, store::{Batch, State}};
+use crate::{
+    ca,
+    manager::Manager,
+    store::{Batch, State},
+};
 
 /// Heartbeats a node may miss before it is down (Swarm's 3).
 pub const MISSED_HEARTBEATS: u32 = 3;
@@ -64,7 +68,11 @@ impl Dispatcher {
         let leader = self.manager.leader_addr().unwrap_or_default();
         let mut status = Status::failed_precondition(format!(
             "not the leader; the leader is at {}",
-            if leader.is_empty() { "(none elected)" } else { &leader }
+            if leader.is_empty() {
+                "(none elected)"
+            } else {
+                &leader
+            }
         ));
         if let Ok(value) = leader.parse() {
             status.metadata_mut().insert("shoal-leader", value);
@@ -80,7 +88,9 @@ impl Dispatcher {
                 s.last_seen = Instant::now();
                 Ok(session.node_id.clone())
             }
-            _ => Err(Status::not_found("session expired or unknown; register again")),
+            _ => Err(Status::not_found(
+                "session expired or unknown; register again",
+            )),
         }
     }
 
@@ -106,7 +116,10 @@ impl Dispatcher {
                         // grace from the moment it took over.
                         let last = sessions.get(id).map(|s| s.last_seen).unwrap_or(since);
                         if now.duration_since(last) > limit {
-                            tracing::warn!(node = id, "node missed {MISSED_HEARTBEATS} heartbeats: down");
+                            tracing::warn!(
+                                node = id,
+                                "node missed {MISSED_HEARTBEATS} heartbeats: down"
+                            );
                             let mut node = node.clone();
                             let status = node.status.get_or_insert_with(Default::default);
                             status.state = NodeState::Down as i32;
@@ -137,7 +150,12 @@ pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
         })
         .cloned()
         .collect();
-    tasks.sort_by(|a, b| a.meta.as_ref().map(|m| &m.id).cmp(&b.meta.as_ref().map(|m| &m.id)));
+    tasks.sort_by(|a, b| {
+        a.meta
+            .as_ref()
+            .map(|m| &m.id)
+            .cmp(&b.meta.as_ref().map(|m| &m.id))
+    });
     let mut secrets = BTreeMap::new();
     let mut configs = BTreeMap::new();
     for task in &tasks {
@@ -166,7 +184,10 @@ type AssignmentStream = Pin<Box<dyn Stream<Item = Result<AssignmentSet, Status>>
 
 #[tonic::async_trait]
 impl dispatcher_server::Dispatcher for Dispatcher {
-    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
         self.require_leader()?;
         let peer_ip = request.remote_addr().map(|a| a.ip().to_string());
         let request = request.into_inner();
@@ -175,7 +196,11 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         } else {
             request.advertise_addr.clone()
         };
-        let hostname = request.description.as_ref().map(|d| d.hostname.clone()).unwrap_or_default();
+        let hostname = request
+            .description
+            .as_ref()
+            .map(|d| d.hostname.clone())
+            .unwrap_or_default();
         let node_id = self
             .manager
             .update(|state| -> Result<_, Status> {
@@ -194,14 +219,20 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         .find(|n| {
                             n.role() == NodeRole::Manager
                                 && n.status.as_ref().is_some_and(|s| s.addr == addr)
-                                && n.description.as_ref().is_none_or(|d| d.engine_version.is_empty())
+                                && n.description
+                                    .as_ref()
+                                    .is_none_or(|d| d.engine_version.is_empty())
                         })
                         .cloned()
                 });
                 let first = existing.is_none();
                 let mut node = existing.unwrap_or_else(|| Node {
                     meta: Some(Meta {
-                        id: if request.node_id.is_empty() { shoal_api::new_id() } else { request.node_id.clone() },
+                        id: if request.node_id.is_empty() {
+                            shoal_api::new_id()
+                        } else {
+                            request.node_id.clone()
+                        },
                         ..Default::default()
                     }),
                     spec: Some(NodeSpec::default()),
@@ -243,7 +274,10 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         }))
     }
 
-    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
         self.require_leader()?;
         let node_id = self.check_session(request.get_ref().session.as_ref())?;
         let (down, period) = {
@@ -277,7 +311,10 @@ impl dispatcher_server::Dispatcher for Dispatcher {
 
     type AssignmentsStream = AssignmentStream;
 
-    async fn assignments(&self, request: Request<SessionRef>) -> Result<Response<AssignmentStream>, Status> {
+    async fn assignments(
+        &self,
+        request: Request<SessionRef>,
+    ) -> Result<Response<AssignmentStream>, Status> {
         self.require_leader()?;
         let session = request.into_inner();
         let node_id = self.check_session(Some(&session))?;
@@ -292,7 +329,9 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                     .get(&node_id)
                     .is_some_and(|s| s.id == session.session_id);
                 if !still_current || !this.manager.is_leader() {
-                    let _ = tx.send(Err(Status::not_found("session ended; register again"))).await;
+                    let _ = tx
+                        .send(Err(Status::not_found("session ended; register again")))
+                        .await;
                     return;
                 }
                 let set = assignment_set(&*this.manager.store.read().await, &node_id);
@@ -310,7 +349,9 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn update_task_status(
@@ -324,11 +365,15 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             .update(|state| -> Result<_, Status> {
                 let mut batch = Batch::default();
                 for update in &request.updates {
-                    let Some(task) = state.tasks.get(&update.task_id) else { continue };
+                    let Some(task) = state.tasks.get(&update.task_id) else {
+                        continue;
+                    };
                     if task.node_id != node_id {
                         continue; // not this node's task (any more)
                     }
-                    let Some(status) = update.status.clone() else { continue };
+                    let Some(status) = update.status.clone() else {
+                        continue;
+                    };
                     let current = task.status.clone().unwrap_or_default();
                     // States only move forward; a repeat with news is kept.
                     if status.state() < current.state() || status == current {

@@ -118,13 +118,32 @@ async fn main() -> Result<()> {
             println!("{}", serde_json::to_string(&info)?);
             return Ok(());
         }
-        Command::Init { common, default_addr_pool, subnet_size, heartbeat_period } => (
+        Command::Init {
+            common,
+            default_addr_pool,
+            subnet_size,
+            heartbeat_period,
+        } => (
             common.options(heartbeat_period)?,
-            Bootstrap::Init { default_addr_pool, subnet_size },
+            Bootstrap::Init {
+                default_addr_pool,
+                subnet_size,
+            },
         ),
-        Command::Join { common, token, remote } => {
-            let remote = if remote.contains(':') { remote } else { format!("{remote}:{DEFAULT_PORT}") };
-            (common.options(Duration::from_secs(5))?, Bootstrap::Join { token, remote })
+        Command::Join {
+            common,
+            token,
+            remote,
+        } => {
+            let remote = if remote.contains(':') {
+                remote
+            } else {
+                format!("{remote}:{DEFAULT_PORT}")
+            };
+            (
+                common.options(Duration::from_secs(5))?,
+                Bootstrap::Join { token, remote },
+            )
         }
         Command::Run { common } => (common.options(Duration::from_secs(5))?, Bootstrap::Restart),
     };
@@ -132,8 +151,12 @@ async fn main() -> Result<()> {
     let running = daemon::start(options, bootstrap).await?;
     if let Some((worker, manager)) = &running.init_tokens {
         println!("Cluster initialized: this manager ({advertise}) is its leader.\n");
-        println!("To add a worker to this cluster, run on it:\n\n    shoal-agent join --token {worker} {advertise}\n");
-        println!("To add a manager, run on it:\n\n    shoal-manager join --token {manager} {advertise}\n");
+        println!(
+            "To add a worker to this cluster, run on it:\n\n    shoal-agent join --token {worker} {advertise}\n"
+        );
+        println!(
+            "To add a manager, run on it:\n\n    shoal-manager join --token {manager} {advertise}\n"
+        );
     }
     tracing::info!(addr = %advertise, raft_id = running.manager.raft_id, "manager serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

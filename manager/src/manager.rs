@@ -65,7 +65,14 @@ pub struct Manager {
 }
 
 impl Manager {
-    pub fn new(raft: Raft, store: Store, raft_id: RaftId, addr: String, hostname: String, settings: Settings) -> Arc<Self> {
+    pub fn new(
+        raft: Raft,
+        store: Store,
+        raft_id: RaftId,
+        addr: String,
+        hostname: String,
+        settings: Settings,
+    ) -> Arc<Self> {
         Arc::new(Self {
             raft,
             store,
@@ -125,7 +132,10 @@ impl Manager {
             if let Some(leader) = metrics.borrow().current_leader {
                 return Some(leader);
             }
-            if tokio::time::timeout_at(deadline, metrics.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, metrics.changed())
+                .await
+                .is_err()
+            {
                 return None;
             }
         }

@@ -14,6 +14,8 @@ use std::{
     time::Duration,
 };
 
+pub mod cluster;
+
 use anyhow::{Context, Result, bail, ensure};
 pub use shoal_lab::{Lab, cmd, container, netns, topology};
 

@@ -2,9 +2,15 @@
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use shoal_api::{VersionInfo, pb::{Empty, NodeRole, RotateJoinTokenRequest}};
+use shoal_api::{
+    VersionInfo,
+    pb::{Empty, NodeRole, RotateJoinTokenRequest},
+};
 
-use crate::{client::{self, Client, status_error}, output::Format};
+use crate::{
+    client::{self, Client, status_error},
+    output::Format,
+};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Role {
@@ -29,9 +35,17 @@ pub async fn join_token(client: &mut Client, args: JoinToken) -> Result<()> {
         Role::Manager => NodeRole::Manager,
     };
     let info = if args.rotate {
-        client.rotate_join_token(RotateJoinTokenRequest { role: role as i32 }).await.map_err(status_error)?.into_inner()
+        client
+            .rotate_join_token(RotateJoinTokenRequest { role: role as i32 })
+            .await
+            .map_err(status_error)?
+            .into_inner()
     } else {
-        client.get_cluster(Empty {}).await.map_err(status_error)?.into_inner()
+        client
+            .get_cluster(Empty {})
+            .await
+            .map_err(status_error)?
+            .into_inner()
     };
     let token = match role {
         NodeRole::Worker => info.worker_token,
@@ -44,7 +58,12 @@ pub async fn join_token(client: &mut Client, args: JoinToken) -> Result<()> {
     if args.rotate {
         println!("Successfully rotated {} join token.\n", role.word());
     }
-    let nodes = client.list_nodes(Empty {}).await.map_err(status_error)?.into_inner().nodes;
+    let nodes = client
+        .list_nodes(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .nodes;
     let leader = nodes
         .iter()
         .filter_map(|n| n.manager_status.as_ref())
@@ -55,16 +74,27 @@ pub async fn join_token(client: &mut Client, args: JoinToken) -> Result<()> {
         NodeRole::Worker => "shoal-agent join",
         NodeRole::Manager => "shoal-manager join",
     };
-    println!("To add a {} to this cluster, run the following command:\n", role.word());
+    println!(
+        "To add a {} to this cluster, run the following command:\n",
+        role.word()
+    );
     println!("    {command} --token {token} {leader}\n");
     Ok(())
 }
 
 pub async fn version(host: &str, format: Format) -> Result<()> {
-    let info = VersionInfo::of("shoal", env!("CARGO_PKG_VERSION"), shoal_agent_common::LAYOUT_VERSION);
+    let info = VersionInfo::of(
+        "shoal",
+        env!("CARGO_PKG_VERSION"),
+        shoal_agent_common::LAYOUT_VERSION,
+    );
     // Like `docker version`: the client always, the server when it answers.
     let server = match client::connect(host).await {
-        Ok(mut c) => c.get_version(Empty {}).await.map(|r| r.into_inner()).map_err(status_error),
+        Ok(mut c) => c
+            .get_version(Empty {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(status_error),
         Err(e) => Err(e),
     };
     match format {
@@ -75,7 +105,10 @@ pub async fn version(host: &str, format: Format) -> Result<()> {
                     "RaftId": s.raft_id, "LeaderRaftId": s.leader_raft_id,
                 })
             });
-            println!("{}", serde_json::json!({ "Client": info, "Server": server }));
+            println!(
+                "{}",
+                serde_json::json!({ "Client": info, "Server": server })
+            );
         }
         Format::Table => {
             println!("Client: {}", info.component);
@@ -88,7 +121,14 @@ pub async fn version(host: &str, format: Format) -> Result<()> {
                     println!(" Version:       {}", s.version);
                     println!(" OS/Arch:       {}/{}", s.os, s.arch);
                     println!(" Raft ID:       {:x}", s.raft_id);
-                    println!(" Leader:        {}", if s.raft_id == s.leader_raft_id { "yes" } else { "no" });
+                    println!(
+                        " Leader:        {}",
+                        if s.raft_id == s.leader_raft_id {
+                            "yes"
+                        } else {
+                            "no"
+                        }
+                    );
                 }
                 Err(error) => println!("\nServer: {error:#}"),
             }

@@ -24,7 +24,10 @@ pub fn resolve<'a, T>(
         return Ok(by_name[0]);
     }
     if by_name.len() > 1 {
-        bail!("{kind} {query} is ambiguous ({} matches by name); use its ID", by_name.len());
+        bail!(
+            "{kind} {query} is ambiguous ({} matches by name); use its ID",
+            by_name.len()
+        );
     }
     let by_prefix: Vec<&T> = items.iter().filter(|t| id(t).starts_with(query)).collect();
     match by_prefix.len() {

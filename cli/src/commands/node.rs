@@ -69,7 +69,10 @@ fn id(n: &Node) -> &str {
 }
 
 fn hostname(n: &Node) -> &str {
-    n.description.as_ref().map(|d| d.hostname.as_str()).unwrap_or("")
+    n.description
+        .as_ref()
+        .map(|d| d.hostname.as_str())
+        .unwrap_or("")
 }
 
 fn manager_status(n: &Node) -> String {
@@ -81,7 +84,12 @@ fn manager_status(n: &Node) -> String {
 }
 
 pub async fn run(client: &mut Client, command: NodeCommand) -> Result<()> {
-    let mut nodes = client.list_nodes(Empty {}).await.map_err(status_error)?.into_inner().nodes;
+    let mut nodes = client
+        .list_nodes(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .nodes;
     nodes.sort_by(|a, b| hostname(a).cmp(hostname(b)).then(id(a).cmp(id(b))));
     match command {
         NodeCommand::Ls { quiet, format } => {
@@ -97,15 +105,33 @@ pub async fn run(client: &mut Client, command: NodeCommand) -> Result<()> {
                 listing.row(vec![
                     id(n).to_owned(),
                     hostname(n).to_owned(),
-                    title(n.status.as_ref().map(|s| s.state()).unwrap_or_default().word()),
-                    title(n.spec.as_ref().map(|s| s.availability()).unwrap_or_default().word()),
+                    title(
+                        n.status
+                            .as_ref()
+                            .map(|s| s.state())
+                            .unwrap_or_default()
+                            .word(),
+                    ),
+                    title(
+                        n.spec
+                            .as_ref()
+                            .map(|s| s.availability())
+                            .unwrap_or_default()
+                            .word(),
+                    ),
                     manager_status(n),
-                    n.description.as_ref().map(|d| d.engine_version.clone()).unwrap_or_default(),
+                    n.description
+                        .as_ref()
+                        .map(|d| d.engine_version.clone())
+                        .unwrap_or_default(),
                 ]);
             }
             listing.print(format, quiet);
         }
-        NodeCommand::Inspect { nodes: queries, pretty } => {
+        NodeCommand::Inspect {
+            nodes: queries,
+            pretty,
+        } => {
             let mut out = Vec::new();
             for q in &queries {
                 let n = resolve("node", q, &nodes, id, hostname)?;
@@ -119,7 +145,12 @@ pub async fn run(client: &mut Client, command: NodeCommand) -> Result<()> {
                 print_inspect(out)?;
             }
         }
-        NodeCommand::Update { node, availability, label_add, label_rm } => {
+        NodeCommand::Update {
+            node,
+            availability,
+            label_add,
+            label_rm,
+        } => {
             let n = resolve("node", &node, &nodes, id, hostname)?;
             let mut spec = n.spec.clone().unwrap_or_default();
             if let Some(a) = availability {
@@ -140,13 +171,23 @@ pub async fn run(client: &mut Client, command: NodeCommand) -> Result<()> {
             update(client, n, spec).await?;
             println!("{}", id(n));
         }
-        NodeCommand::Promote { nodes: queries } => set_role(client, &queries, NodeRole::Manager).await?,
-        NodeCommand::Demote { nodes: queries } => set_role(client, &queries, NodeRole::Worker).await?,
-        NodeCommand::Rm { nodes: queries, force } => {
+        NodeCommand::Promote { nodes: queries } => {
+            set_role(client, &queries, NodeRole::Manager).await?
+        }
+        NodeCommand::Demote { nodes: queries } => {
+            set_role(client, &queries, NodeRole::Worker).await?
+        }
+        NodeCommand::Rm {
+            nodes: queries,
+            force,
+        } => {
             for q in &queries {
                 let n = resolve("node", q, &nodes, id, hostname)?;
                 client
-                    .remove_node(RemoveNodeRequest { id: id(n).to_owned(), force })
+                    .remove_node(RemoveNodeRequest {
+                        id: id(n).to_owned(),
+                        force,
+                    })
                     .await
                     .map_err(status_error)?;
                 println!("{}", q);
@@ -158,7 +199,12 @@ pub async fn run(client: &mut Client, command: NodeCommand) -> Result<()> {
 
 /// `promote` and `demote`.
 pub async fn set_role(client: &mut Client, queries: &[String], role: NodeRole) -> Result<()> {
-    let nodes = client.list_nodes(Empty {}).await.map_err(status_error)?.into_inner().nodes;
+    let nodes = client
+        .list_nodes(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .nodes;
     for q in queries {
         let n = resolve("node", q, &nodes, id, hostname)?;
         if n.role() == role && n.spec.as_ref().map(|s| s.desired_role()) == Some(role) {
@@ -261,6 +307,9 @@ fn print_pretty(n: &Node) {
     println!(" Architecture:\t\t{}", platform.architecture);
     println!("Resources:");
     println!(" CPUs:\t\t\t{}", resources.nano_cpus / 1_000_000_000);
-    println!(" Memory:\t\t{}", crate::commands::service_flags::format_bytes(resources.memory_bytes));
+    println!(
+        " Memory:\t\t{}",
+        crate::commands::service_flags::format_bytes(resources.memory_bytes)
+    );
     println!("Engine Version:\t\t{}", d.engine_version);
 }

@@ -61,7 +61,9 @@ struct Item {
 fn read_data(file: &str) -> Result<Vec<u8>> {
     let mut data = Vec::new();
     if file == "-" {
-        std::io::stdin().read_to_end(&mut data).context("reading standard input")?;
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .context("reading standard input")?;
     } else {
         data = std::fs::read(file).with_context(|| format!("reading {file}"))?;
     }
@@ -79,7 +81,12 @@ async fn list(client: &mut Client, kind: Kind) -> Result<Vec<Item>> {
             .into_iter()
             .map(|s| {
                 let spec = s.spec.unwrap_or_default();
-                Item { meta: s.meta.unwrap_or_default(), name: spec.name, labels: spec.labels, data: Vec::new() }
+                Item {
+                    meta: s.meta.unwrap_or_default(),
+                    name: spec.name,
+                    labels: spec.labels,
+                    data: Vec::new(),
+                }
             })
             .collect(),
         Kind::Config => client
@@ -91,7 +98,12 @@ async fn list(client: &mut Client, kind: Kind) -> Result<Vec<Item>> {
             .into_iter()
             .map(|c| {
                 let spec = c.spec.unwrap_or_default();
-                Item { meta: c.meta.unwrap_or_default(), name: spec.name, labels: spec.labels, data: spec.data }
+                Item {
+                    meta: c.meta.unwrap_or_default(),
+                    name: spec.name,
+                    labels: spec.labels,
+                    data: spec.data,
+                }
             })
             .collect(),
     })
@@ -110,18 +122,22 @@ pub async fn run(client: &mut Client, kind: Kind, command: ObjectCommand) -> Res
                 .map(|l| crate::commands::service_flags::parse_label(l))
                 .collect::<Result<_>>()?;
             let meta = match kind {
-                Kind::Secret => client
-                    .create_secret(SecretSpec { name, labels, data })
-                    .await
-                    .map_err(status_error)?
-                    .into_inner()
-                    .meta,
-                Kind::Config => client
-                    .create_config(ConfigSpec { name, labels, data })
-                    .await
-                    .map_err(status_error)?
-                    .into_inner()
-                    .meta,
+                Kind::Secret => {
+                    client
+                        .create_secret(SecretSpec { name, labels, data })
+                        .await
+                        .map_err(status_error)?
+                        .into_inner()
+                        .meta
+                }
+                Kind::Config => {
+                    client
+                        .create_config(ConfigSpec { name, labels, data })
+                        .await
+                        .map_err(status_error)?
+                        .into_inner()
+                        .meta
+                }
             };
             println!("{}", meta.unwrap_or_default().id);
         }
@@ -136,7 +152,12 @@ pub async fn run(client: &mut Client, kind: Kind, command: ObjectCommand) -> Res
                     ("CREATED", "CreatedAt"),
                     ("UPDATED", "UpdatedAt"),
                 ]),
-                Kind::Config => Listing::new(&[("ID", "ID"), ("NAME", "Name"), ("CREATED", "CreatedAt"), ("UPDATED", "UpdatedAt")]),
+                Kind::Config => Listing::new(&[
+                    ("ID", "ID"),
+                    ("NAME", "Name"),
+                    ("CREATED", "CreatedAt"),
+                    ("UPDATED", "UpdatedAt"),
+                ]),
             };
             for item in &items {
                 let mut row = vec![item.meta.id.clone(), item.name.clone()];
@@ -172,7 +193,9 @@ pub async fn run(client: &mut Client, kind: Kind, command: ObjectCommand) -> Res
             let items = list(client, kind).await?;
             for q in &names {
                 let item = resolve(word, q, &items, |i| &i.meta.id, |i| &i.name)?;
-                let id = IdRequest { id: item.meta.id.clone() };
+                let id = IdRequest {
+                    id: item.meta.id.clone(),
+                };
                 match kind {
                     Kind::Secret => client.remove_secret(id).await.map_err(status_error)?,
                     Kind::Config => client.remove_config(id).await.map_err(status_error)?,
@@ -189,7 +212,11 @@ fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {
@@ -206,7 +233,13 @@ fn base64(data: &[u8]) -> String {
 mod tests {
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (input, output) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+        for (input, output) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(super::base64(input.as_bytes()), output);
         }
     }

@@ -5,12 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
-use shoal_api::{
-    pb::{
-        ContainerSpec, Empty, EndpointSpec, HealthConfig, IdRequest, NetworkAttachmentConfig, Node,
-        Placement, ResourceRequirements, Resources, RestartCondition, RestartPolicy, Service,
-        ServiceMode, ServiceSpec, ServiceSummary, Task, TaskSpec, TaskState, UpdateServiceRequest,
-    },
+use shoal_api::pb::{
+    ContainerSpec, Empty, EndpointSpec, HealthConfig, IdRequest, NetworkAttachmentConfig, Node,
+    Placement, ResourceRequirements, Resources, RestartCondition, RestartPolicy, Service,
+    ServiceMode, ServiceSpec, ServiceSummary, Task, TaskSpec, TaskState, UpdateServiceRequest,
 };
 
 use super::{resolve, service_flags as flags};
@@ -179,15 +177,24 @@ impl CreateArgs {
         if mode == ServiceMode::Global && self.replicas_max_per_node.is_some() {
             bail!("--replicas-max-per-node can only be used with replicated mode");
         }
-        let resources = |cpu: &Option<String>, memory: &Option<String>| -> Result<Option<Resources>> {
-            if cpu.is_none() && memory.is_none() {
-                return Ok(None);
-            }
-            Ok(Some(Resources {
-                nano_cpus: cpu.as_deref().map(flags::parse_cpus).transpose()?.unwrap_or(0),
-                memory_bytes: memory.as_deref().map(flags::parse_bytes).transpose()?.unwrap_or(0),
-            }))
-        };
+        let resources =
+            |cpu: &Option<String>, memory: &Option<String>| -> Result<Option<Resources>> {
+                if cpu.is_none() && memory.is_none() {
+                    return Ok(None);
+                }
+                Ok(Some(Resources {
+                    nano_cpus: cpu
+                        .as_deref()
+                        .map(flags::parse_cpus)
+                        .transpose()?
+                        .unwrap_or(0),
+                    memory_bytes: memory
+                        .as_deref()
+                        .map(flags::parse_bytes)
+                        .transpose()?
+                        .unwrap_or(0),
+                }))
+            };
         let reservations = resources(&self.reserve_cpu, &self.reserve_memory)?;
         let limits = resources(&self.limit_cpu, &self.limit_memory)?;
         let restart = RestartPolicy {
@@ -196,9 +203,18 @@ impl CreateArgs {
                 .as_deref()
                 .map(|c| RestartCondition::from_word(c).unwrap_or_default())
                 .unwrap_or_default() as i32,
-            delay_ms: self.restart_delay.as_deref().map(flags::duration_ms).transpose()?,
+            delay_ms: self
+                .restart_delay
+                .as_deref()
+                .map(flags::duration_ms)
+                .transpose()?,
             max_attempts: self.restart_max_attempts.unwrap_or(0),
-            window_ms: self.restart_window.as_deref().map(flags::duration_ms).transpose()?.unwrap_or(0),
+            window_ms: self
+                .restart_window
+                .as_deref()
+                .map(flags::duration_ms)
+                .transpose()?
+                .unwrap_or(0),
         };
         let mut spread = Vec::new();
         for pref in &self.placement_pref {
@@ -208,7 +224,10 @@ impl CreateArgs {
             spread.push(descriptor.to_owned());
         }
         let healthcheck = if self.no_healthcheck {
-            Some(HealthConfig { test: vec!["NONE".into()], ..Default::default() })
+            Some(HealthConfig {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            })
         } else if self.health_cmd.is_some()
             || self.health_interval.is_some()
             || self.health_timeout.is_some()
@@ -216,11 +235,30 @@ impl CreateArgs {
             || self.health_start_period.is_some()
         {
             Some(HealthConfig {
-                test: self.health_cmd.iter().flat_map(|c| ["CMD-SHELL".to_owned(), c.clone()]).collect(),
-                interval_ms: self.health_interval.as_deref().map(flags::duration_ms).transpose()?.unwrap_or(0),
-                timeout_ms: self.health_timeout.as_deref().map(flags::duration_ms).transpose()?.unwrap_or(0),
+                test: self
+                    .health_cmd
+                    .iter()
+                    .flat_map(|c| ["CMD-SHELL".to_owned(), c.clone()])
+                    .collect(),
+                interval_ms: self
+                    .health_interval
+                    .as_deref()
+                    .map(flags::duration_ms)
+                    .transpose()?
+                    .unwrap_or(0),
+                timeout_ms: self
+                    .health_timeout
+                    .as_deref()
+                    .map(flags::duration_ms)
+                    .transpose()?
+                    .unwrap_or(0),
                 retries: self.health_retries.unwrap_or(0),
-                start_period_ms: self.health_start_period.as_deref().map(flags::duration_ms).transpose()?.unwrap_or(0),
+                start_period_ms: self
+                    .health_start_period
+                    .as_deref()
+                    .map(flags::duration_ms)
+                    .transpose()?
+                    .unwrap_or(0),
             })
         } else {
             None
@@ -231,7 +269,11 @@ impl CreateArgs {
         };
         Ok(ServiceSpec {
             name,
-            labels: self.label.iter().map(|l| flags::parse_label(l)).collect::<Result<BTreeMap<_, _>>>()?,
+            labels: self
+                .label
+                .iter()
+                .map(|l| flags::parse_label(l))
+                .collect::<Result<BTreeMap<_, _>>>()?,
             mode: mode as i32,
             replicas: match mode {
                 ServiceMode::Replicated => self.replicas.unwrap_or(1),
@@ -241,21 +283,49 @@ impl CreateArgs {
                 container: Some(ContainerSpec {
                     image: self.image,
                     args: self.command,
-                    env: self.env.iter().map(|e| flags::parse_env(e)).collect::<Result<_>>()?,
-                    labels: self.container_label.iter().map(|l| flags::parse_label(l)).collect::<Result<_>>()?,
+                    env: self
+                        .env
+                        .iter()
+                        .map(|e| flags::parse_env(e))
+                        .collect::<Result<_>>()?,
+                    labels: self
+                        .container_label
+                        .iter()
+                        .map(|l| flags::parse_label(l))
+                        .collect::<Result<_>>()?,
                     hostname: self.hostname.unwrap_or_default(),
                     user: self.user.unwrap_or_default(),
                     dir: self.workdir.unwrap_or_default(),
-                    mounts: self.mount.iter().map(|m| flags::parse_mount(m)).collect::<Result<_>>()?,
-                    secrets: self.secret.iter().map(|s| flags::parse_secret(s)).collect::<Result<_>>()?,
-                    configs: self.config.iter().map(|c| flags::parse_config(c)).collect::<Result<_>>()?,
+                    mounts: self
+                        .mount
+                        .iter()
+                        .map(|m| flags::parse_mount(m))
+                        .collect::<Result<_>>()?,
+                    secrets: self
+                        .secret
+                        .iter()
+                        .map(|s| flags::parse_secret(s))
+                        .collect::<Result<_>>()?,
+                    configs: self
+                        .config
+                        .iter()
+                        .map(|c| flags::parse_config(c))
+                        .collect::<Result<_>>()?,
                     healthcheck,
-                    stop_grace_period_ms: self.stop_grace_period.as_deref().map(flags::duration_ms).transpose()?,
+                    stop_grace_period_ms: self
+                        .stop_grace_period
+                        .as_deref()
+                        .map(flags::duration_ms)
+                        .transpose()?,
                     stop_signal: self.stop_signal.unwrap_or_default(),
                     ..Default::default()
                 }),
-                resources: (reservations.is_some() || limits.is_some())
-                    .then_some(ResourceRequirements { limits, reservations }),
+                resources: (reservations.is_some() || limits.is_some()).then_some(
+                    ResourceRequirements {
+                        limits,
+                        reservations,
+                    },
+                ),
                 restart: Some(restart),
                 placement: Some(Placement {
                     constraints: self.constraint,
@@ -265,13 +335,20 @@ impl CreateArgs {
                 networks: self
                     .network
                     .into_iter()
-                    .map(|target| NetworkAttachmentConfig { target, aliases: Vec::new() })
+                    .map(|target| NetworkAttachmentConfig {
+                        target,
+                        aliases: Vec::new(),
+                    })
                     .collect(),
                 force_update: 0,
             }),
             endpoint: Some(EndpointSpec {
                 mode: self.endpoint_mode.unwrap_or_else(|| "vip".into()),
-                ports: self.publish.iter().map(|p| flags::parse_publish(p)).collect::<Result<_>>()?,
+                ports: self
+                    .publish
+                    .iter()
+                    .map(|p| flags::parse_publish(p))
+                    .collect::<Result<_>>()?,
             }),
         })
     }
@@ -309,7 +386,12 @@ fn ports(s: &Service) -> String {
 }
 
 async fn services(client: &mut Client) -> Result<Vec<ServiceSummary>> {
-    Ok(client.list_services(Empty {}).await.map_err(status_error)?.into_inner().services)
+    Ok(client
+        .list_services(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .services)
 }
 
 fn find<'a>(all: &'a [ServiceSummary], query: &str) -> Result<&'a Service> {
@@ -320,20 +402,33 @@ fn find<'a>(all: &'a [ServiceSummary], query: &str) -> Result<&'a Service> {
         |s| s.service.as_ref().map(service_id).unwrap_or(""),
         |s| s.service.as_ref().map(service_name).unwrap_or(""),
     )?;
-    summary.service.as_ref().context("the manager sent an empty service")
+    summary
+        .service
+        .as_ref()
+        .context("the manager sent an empty service")
 }
 
 pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
     match command {
         ServiceCommand::Create(args) => {
             let spec = args.spec()?;
-            let service = client.create_service(spec).await.map_err(status_error)?.into_inner();
+            let service = client
+                .create_service(spec)
+                .await
+                .map_err(status_error)?
+                .into_inner();
             println!("{}", service_id(&service));
         }
         ServiceCommand::Ls { quiet, format } => {
             let mut all = services(client).await?;
             all.sort_by(|a, b| {
-                let name = |s: &ServiceSummary| s.service.as_ref().map(service_name).unwrap_or("").to_owned();
+                let name = |s: &ServiceSummary| {
+                    s.service
+                        .as_ref()
+                        .map(service_name)
+                        .unwrap_or("")
+                        .to_owned()
+                };
                 name(a).cmp(&name(b))
             });
             let mut listing = Listing::new(&[
@@ -358,18 +453,37 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
             }
             listing.print(format, quiet);
         }
-        ServiceCommand::Ps { services: queries, no_trunc, filter, quiet, format } => {
+        ServiceCommand::Ps {
+            services: queries,
+            no_trunc,
+            filter,
+            quiet,
+            format,
+        } => {
             let all = services(client).await?;
             let mut wanted = Vec::new();
             for q in &queries {
                 wanted.push(find(&all, q)?.clone());
             }
-            let tasks = client.list_tasks(Empty {}).await.map_err(status_error)?.into_inner().tasks;
-            let nodes = client.list_nodes(Empty {}).await.map_err(status_error)?.into_inner().nodes;
+            let tasks = client
+                .list_tasks(Empty {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .tasks;
+            let nodes = client
+                .list_nodes(Empty {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .nodes;
             let filters = Filters::parse(&filter)?;
             print_tasks(&wanted, &tasks, &nodes, &filters, no_trunc, quiet, format);
         }
-        ServiceCommand::Inspect { services: queries, pretty } => {
+        ServiceCommand::Inspect {
+            services: queries,
+            pretty,
+        } => {
             let all = services(client).await?;
             let mut out = Vec::new();
             for q in &queries {
@@ -389,12 +503,14 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
             let mut failed = false;
             for scale in &scales {
                 let result = async {
-                    let (query, replicas) = scale
-                        .split_once('=')
-                        .with_context(|| format!("invalid scale specifier {scale:?}: expected SERVICE=REPLICAS"))?;
-                    let replicas: u64 = replicas
-                        .parse()
-                        .with_context(|| format!("invalid replicas value {replicas:?} for {query}: expected a number"))?;
+                    let (query, replicas) = scale.split_once('=').with_context(|| {
+                        format!("invalid scale specifier {scale:?}: expected SERVICE=REPLICAS")
+                    })?;
+                    let replicas: u64 = replicas.parse().with_context(|| {
+                        format!(
+                            "invalid replicas value {replicas:?} for {query}: expected a number"
+                        )
+                    })?;
                     let s = find(&all, query)?;
                     let mut spec = s.spec.clone().unwrap_or_default();
                     if spec.mode() != ServiceMode::Replicated {
@@ -427,7 +543,12 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
             let all = services(client).await?;
             for q in &queries {
                 let s = find(&all, q)?;
-                client.remove_service(IdRequest { id: service_id(s).to_owned() }).await.map_err(status_error)?;
+                client
+                    .remove_service(IdRequest {
+                        id: service_id(s).to_owned(),
+                    })
+                    .await
+                    .map_err(status_error)?;
                 println!("{q}");
             }
         }
@@ -444,23 +565,34 @@ struct Filters {
 
 impl Filters {
     fn parse(filters: &[String]) -> Result<Self> {
-        let mut out = Filters { desired: None, node: None, name: None, id: None };
+        let mut out = Filters {
+            desired: None,
+            node: None,
+            name: None,
+            id: None,
+        };
         for f in filters {
-            let (key, value) = f.split_once('=').with_context(|| format!("invalid filter {f:?}: expected key=value"))?;
+            let (key, value) = f
+                .split_once('=')
+                .with_context(|| format!("invalid filter {f:?}: expected key=value"))?;
             match key {
                 "desired-state" => {
                     let states = match value {
                         "running" => vec![TaskState::Running, TaskState::Ready],
                         "shutdown" => vec![TaskState::Shutdown, TaskState::Remove],
                         "accepted" => vec![TaskState::Accepted],
-                        other => bail!("invalid filter 'desired-state={other}': expected running, shutdown or accepted"),
+                        other => bail!(
+                            "invalid filter 'desired-state={other}': expected running, shutdown or accepted"
+                        ),
                     };
                     out.desired = Some(states);
                 }
                 "node" => out.node = Some(value.to_owned()),
                 "name" => out.name = Some(value.to_owned()),
                 "id" => out.id = Some(value.to_owned()),
-                other => bail!("invalid filter {other:?}: expected desired-state, node, name or id"),
+                other => {
+                    bail!("invalid filter {other:?}: expected desired-state, node, name or id")
+                }
             }
         }
         Ok(out)
@@ -481,7 +613,10 @@ fn print_tasks(
         .map(|n| {
             (
                 n.meta.as_ref().map(|m| m.id.as_str()).unwrap_or(""),
-                n.description.as_ref().map(|d| d.hostname.as_str()).unwrap_or(""),
+                n.description
+                    .as_ref()
+                    .map(|d| d.hostname.as_str())
+                    .unwrap_or(""),
             )
         })
         .collect();
@@ -500,30 +635,60 @@ fn print_tasks(
         // Group by slot (global: by node); newest first, the rest as history.
         let mut groups: BTreeMap<(u64, String), Vec<&Task>> = BTreeMap::new();
         for t in tasks.iter().filter(|t| t.service_id == service_id(service)) {
-            let key = if t.slot > 0 { (t.slot, String::new()) } else { (0, t.node_id.clone()) };
+            let key = if t.slot > 0 {
+                (t.slot, String::new())
+            } else {
+                (0, t.node_id.clone())
+            };
             groups.entry(key).or_default().push(t);
         }
         for ((slot, node), mut group) in groups {
-            group.sort_by_key(|t| std::cmp::Reverse(t.meta.as_ref().map(|m| (m.created_at, m.version))));
+            group.sort_by_key(|t| {
+                std::cmp::Reverse(t.meta.as_ref().map(|m| (m.created_at, m.version)))
+            });
             let mut first = true;
             for t in group {
                 let task_id = t.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("");
-                let task_name = if slot > 0 { format!("{name}.{slot}") } else { format!("{name}.{node}") };
+                let task_name = if slot > 0 {
+                    format!("{name}.{slot}")
+                } else {
+                    format!("{name}.{node}")
+                };
                 let host = hostnames.get(t.node_id.as_str()).copied().unwrap_or("");
-                if filters.desired.as_ref().is_some_and(|d| !d.contains(&t.desired_state())) {
+                if filters
+                    .desired
+                    .as_ref()
+                    .is_some_and(|d| !d.contains(&t.desired_state()))
+                {
                     continue;
                 }
-                if filters.node.as_ref().is_some_and(|n| n != host && n != &t.node_id) {
+                if filters
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n != host && n != &t.node_id)
+                {
                     continue;
                 }
-                if filters.name.as_ref().is_some_and(|n| !task_name.starts_with(n.as_str())) {
+                if filters
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| !task_name.starts_with(n.as_str()))
+                {
                     continue;
                 }
-                if filters.id.as_ref().is_some_and(|i| !task_id.starts_with(i.as_str())) {
+                if filters
+                    .id
+                    .as_ref()
+                    .is_some_and(|i| !task_id.starts_with(i.as_str()))
+                {
                     continue;
                 }
                 let status = t.status.clone().unwrap_or_default();
-                let display_name = if first { task_name.clone() } else { format!(" \\_ {task_name}") };
+                let display_name = if first {
+                    task_name.clone()
+                } else {
+                    format!(" \\_ {task_name}")
+                };
                 first = false;
                 let error = if status.err.is_empty() {
                     String::new()
@@ -535,7 +700,11 @@ fn print_tasks(
                 listing.row(vec![
                     short(task_id, no_trunc),
                     display_name,
-                    t.spec.as_ref().and_then(|s| s.container.as_ref()).map(|c| c.image.clone()).unwrap_or_default(),
+                    t.spec
+                        .as_ref()
+                        .and_then(|s| s.container.as_ref())
+                        .map(|c| c.image.clone())
+                        .unwrap_or_default(),
                     host.to_owned(),
                     title(t.desired_state().word()),
                     format!("{} {}", title(status.state().word()), ago(status.timestamp)),
@@ -568,7 +737,9 @@ fn inspect_json(s: &Service) -> serde_json::Value {
     let restart = task.restart.unwrap_or_default();
     let placement = task.placement.clone().unwrap_or_default();
     let res = task.resources.unwrap_or_default();
-    let resources = |r: Option<Resources>| r.map(|r| json!({ "NanoCPUs": r.nano_cpus, "MemoryBytes": r.memory_bytes }));
+    let resources = |r: Option<Resources>| {
+        r.map(|r| json!({ "NanoCPUs": r.nano_cpus, "MemoryBytes": r.memory_bytes }))
+    };
     let endpoint = spec.endpoint.clone().unwrap_or_default();
     let ports: Vec<_> = endpoint
         .ports
@@ -642,8 +813,10 @@ fn print_pretty(s: &Service) {
         }
         ServiceMode::Global => println!("Service Mode:\tGlobal"),
     }
-    if let Some(p) = &task.placement {
-        if !p.constraints.is_empty() || !p.spread.is_empty() || p.max_replicas_per_node > 0 {
+    if let Some(p) = &task.placement
+        && (!p.constraints.is_empty() || !p.spread.is_empty() || p.max_replicas_per_node > 0)
+    {
+        {
             println!("Placement:");
             if !p.constraints.is_empty() {
                 println!(" Constraints:\t{:?}", p.constraints);
@@ -671,23 +844,37 @@ fn print_pretty(s: &Service) {
     if !c.env.is_empty() {
         println!(" Env:\t\t{}", c.env.join(" "));
     }
-    println!(" Stop grace period:\t{}", human_ms(c.stop_grace_period_ms.unwrap_or(10_000)));
+    println!(
+        " Stop grace period:\t{}",
+        human_ms(c.stop_grace_period_ms.unwrap_or(10_000))
+    );
     if !c.mounts.is_empty() {
         println!("Mounts:");
         for m in &c.mounts {
-            println!(" Target:\t{}\n  Source:\t{}\n  ReadOnly:\t{}\n  Type:\t\t{}", m.target, m.source, m.read_only, m.r#type);
+            println!(
+                " Target:\t{}\n  Source:\t{}\n  ReadOnly:\t{}\n  Type:\t\t{}",
+                m.target, m.source, m.read_only, m.r#type
+            );
         }
     }
     if !c.secrets.is_empty() {
         println!("Secrets:");
         for r in &c.secrets {
-            println!(" Target:\t{}\n  Source:\t{}", r.file.as_ref().map(|f| f.name.as_str()).unwrap_or(""), r.secret_name);
+            println!(
+                " Target:\t{}\n  Source:\t{}",
+                r.file.as_ref().map(|f| f.name.as_str()).unwrap_or(""),
+                r.secret_name
+            );
         }
     }
     if !c.configs.is_empty() {
         println!("Configs:");
         for r in &c.configs {
-            println!(" Target:\t{}\n  Source:\t{}", r.file.as_ref().map(|f| f.name.as_str()).unwrap_or(""), r.config_name);
+            println!(
+                " Target:\t{}\n  Source:\t{}",
+                r.file.as_ref().map(|f| f.name.as_str()).unwrap_or(""),
+                r.config_name
+            );
         }
     }
     if let Some(r) = &task.resources {

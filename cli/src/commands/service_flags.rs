@@ -8,9 +8,13 @@ use shoal_api::pb::{ConfigReference, FileTarget, Mount, PortConfig, PublishMode,
 /// Docker's RAMInBytes: `512m`, `1g`, `1.5GiB`, `1024` (bytes); 1024-based.
 pub fn parse_bytes(text: &str) -> Result<i64> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let number: f64 = number.parse().with_context(|| format!("invalid size {text:?}: expected e.g. 512M or 1G"))?;
+    let number: f64 = number
+        .parse()
+        .with_context(|| format!("invalid size {text:?}: expected e.g. 512M or 1G"))?;
     let unit = unit.trim().to_ascii_lowercase();
     let unit = unit.trim_end_matches('b').trim_end_matches('i');
     let multiplier: f64 = match unit {
@@ -32,20 +36,28 @@ pub fn format_bytes(bytes: i64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if value.fract() == 0.0 { format!("{value}{}", units[unit]) } else { format!("{value:.3}{}", units[unit]) }
+    if value.fract() == 0.0 {
+        format!("{value}{}", units[unit])
+    } else {
+        format!("{value:.3}{}", units[unit])
+    }
 }
 
 /// CPUs as a decimal (`0.5`) to nano-CPUs.
 pub fn parse_cpus(text: &str) -> Result<i64> {
-    let cpus: f64 = text.trim().parse().with_context(|| format!("invalid CPU value {text:?}: expected a number like 0.5"))?;
-    if !(cpus > 0.0) {
+    let cpus: f64 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("invalid CPU value {text:?}: expected a number like 0.5"))?;
+    if cpus.is_nan() || cpus <= 0.0 {
         bail!("invalid CPU value {text:?}: must be more than 0");
     }
     Ok((cpus * 1e9) as i64)
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration> {
-    humantime::parse_duration(text.trim()).with_context(|| format!("invalid duration {text:?}: expected e.g. 5s, 1m30s or 100ms"))
+    humantime::parse_duration(text.trim())
+        .with_context(|| format!("invalid duration {text:?}: expected e.g. 5s, 1m30s or 100ms"))
 }
 
 pub fn duration_ms(text: &str) -> Result<i64> {
@@ -53,7 +65,9 @@ pub fn duration_ms(text: &str) -> Result<i64> {
 }
 
 fn parse_port(text: &str, what: &str, spec: &str) -> Result<u32> {
-    let port: u32 = text.parse().with_context(|| format!("invalid {what} port {text:?} in --publish {spec:?}"))?;
+    let port: u32 = text
+        .parse()
+        .with_context(|| format!("invalid {what} port {text:?} in --publish {spec:?}"))?;
     if port == 0 || port > 65535 {
         bail!("invalid {what} port {port} in --publish {spec:?}: ports are 1 to 65535");
     }
@@ -64,7 +78,10 @@ fn parse_port(text: &str, what: &str, spec: &str) -> Result<u32> {
 /// optional `,mode=host`; or the long form
 /// `published=8080,target=80,protocol=udp,mode=host`.
 pub fn parse_publish(spec: &str) -> Result<PortConfig> {
-    let mut port = PortConfig { protocol: "tcp".into(), ..Default::default() };
+    let mut port = PortConfig {
+        protocol: "tcp".into(),
+        ..Default::default()
+    };
     let mut parts = spec.split(',');
     let first = parts.next().unwrap_or_default();
     let mut fields: Vec<&str> = parts.collect();
@@ -82,24 +99,33 @@ pub fn parse_publish(spec: &str) -> Result<PortConfig> {
         }
     }
     for field in fields {
-        let (key, value) = field.split_once('=').with_context(|| format!("invalid field {field:?} in --publish {spec:?}: expected key=value"))?;
+        let (key, value) = field.split_once('=').with_context(|| {
+            format!("invalid field {field:?} in --publish {spec:?}: expected key=value")
+        })?;
         match key.trim() {
             "published" => port.published_port = parse_port(value, "published", spec)?,
             "target" => port.target_port = parse_port(value, "target", spec)?,
             "protocol" => port.protocol = value.to_ascii_lowercase(),
             "mode" => {
-                port.publish_mode = PublishMode::from_word(value)
-                    .with_context(|| format!("invalid mode {value:?} in --publish {spec:?}: expected ingress or host"))?
-                    as i32
+                port.publish_mode = PublishMode::from_word(value).with_context(|| {
+                    format!(
+                        "invalid mode {value:?} in --publish {spec:?}: expected ingress or host"
+                    )
+                })? as i32
             }
-            other => bail!("invalid field {other:?} in --publish {spec:?}: expected published, target, protocol or mode"),
+            other => bail!(
+                "invalid field {other:?} in --publish {spec:?}: expected published, target, protocol or mode"
+            ),
         }
     }
     if port.target_port == 0 {
         bail!("--publish {spec:?}: a target port is required");
     }
     if !matches!(port.protocol.as_str(), "tcp" | "udp") {
-        bail!("--publish {spec:?}: protocol {:?} is not supported (tcp or udp)", port.protocol);
+        bail!(
+            "--publish {spec:?}: protocol {:?} is not supported (tcp or udp)",
+            port.protocol
+        );
     }
     Ok(port)
 }
@@ -108,19 +134,28 @@ fn parse_bool(value: Option<&str>, key: &str, spec: &str) -> Result<bool> {
     match value.map(str::to_ascii_lowercase).as_deref() {
         None | Some("true") | Some("1") => Ok(true),
         Some("false") | Some("0") => Ok(false),
-        Some(other) => bail!("invalid value {other:?} for {key} in --mount {spec:?}: expected true or false"),
+        Some(other) => {
+            bail!("invalid value {other:?} for {key} in --mount {spec:?}: expected true or false")
+        }
     }
 }
 
 /// `type=bind|volume|tmpfs,source=…,target=…[,readonly][,…]`, as Docker.
 pub fn parse_mount(spec: &str) -> Result<Mount> {
-    let mut mount = Mount { r#type: "volume".into(), ..Default::default() };
+    let mut mount = Mount {
+        r#type: "volume".into(),
+        ..Default::default()
+    };
     for field in spec.split(',').filter(|f| !f.is_empty()) {
         let (key, value) = match field.split_once('=') {
             Some((k, v)) => (k.trim(), Some(v)),
             None => (field.trim(), None),
         };
-        let need = |value: Option<&str>| value.map(str::to_owned).with_context(|| format!("invalid field {key:?} in --mount {spec:?}: a value is required"));
+        let need = |value: Option<&str>| {
+            value.map(str::to_owned).with_context(|| {
+                format!("invalid field {key:?} in --mount {spec:?}: a value is required")
+            })
+        };
         match key {
             "type" => mount.r#type = need(value)?,
             "source" | "src" => mount.source = need(value)?,
@@ -128,13 +163,18 @@ pub fn parse_mount(spec: &str) -> Result<Mount> {
             "readonly" | "ro" => mount.read_only = parse_bool(value, key, spec)?,
             "volume-driver" | "volume-label" | "volume-nocopy" | "volume-opt" | "tmpfs-size"
             | "tmpfs-mode" | "bind-propagation" | "consistency" => {
-                mount.options.insert(key.to_owned(), value.unwrap_or("true").to_owned());
+                mount
+                    .options
+                    .insert(key.to_owned(), value.unwrap_or("true").to_owned());
             }
             other => bail!("unexpected key {other:?} in --mount {spec:?}"),
         }
     }
     if !matches!(mount.r#type.as_str(), "bind" | "volume" | "tmpfs") {
-        bail!("invalid mount type {:?} in --mount {spec:?}: expected bind, volume or tmpfs", mount.r#type);
+        bail!(
+            "invalid mount type {:?} in --mount {spec:?}: expected bind, volume or tmpfs",
+            mount.r#type
+        );
     }
     if mount.target.is_empty() {
         bail!("--mount {spec:?}: target is required");
@@ -151,22 +191,32 @@ pub fn parse_mount(spec: &str) -> Result<Mount> {
 /// `name` or `source=name,target=t,uid=0,gid=0,mode=0444`.
 fn parse_file_reference(spec: &str, flag: &str, default_mode: u32) -> Result<(String, FileTarget)> {
     let mut source = String::new();
-    let mut file = FileTarget { uid: "0".into(), gid: "0".into(), mode: default_mode, ..Default::default() };
+    let mut file = FileTarget {
+        uid: "0".into(),
+        gid: "0".into(),
+        mode: default_mode,
+        ..Default::default()
+    };
     if !spec.contains('=') {
         return Ok((spec.to_owned(), file));
     }
     for field in spec.split(',') {
-        let (key, value) = field.split_once('=').with_context(|| format!("invalid field {field:?} in {flag} {spec:?}: expected key=value"))?;
+        let (key, value) = field.split_once('=').with_context(|| {
+            format!("invalid field {field:?} in {flag} {spec:?}: expected key=value")
+        })?;
         match key {
             "source" | "src" => source = value.to_owned(),
             "target" => file.name = value.to_owned(),
             "uid" => file.uid = value.to_owned(),
             "gid" => file.gid = value.to_owned(),
             "mode" => {
-                file.mode = u32::from_str_radix(value, 8)
-                    .with_context(|| format!("invalid mode {value:?} in {flag} {spec:?}: expected octal like 0444"))?
+                file.mode = u32::from_str_radix(value, 8).with_context(|| {
+                    format!("invalid mode {value:?} in {flag} {spec:?}: expected octal like 0444")
+                })?
             }
-            other => bail!("invalid field {other:?} in {flag} {spec:?}: expected source, target, uid, gid or mode"),
+            other => bail!(
+                "invalid field {other:?} in {flag} {spec:?}: expected source, target, uid, gid or mode"
+            ),
         }
     }
     if source.is_empty() {
@@ -177,12 +227,20 @@ fn parse_file_reference(spec: &str, flag: &str, default_mode: u32) -> Result<(St
 
 pub fn parse_secret(spec: &str) -> Result<SecretReference> {
     let (name, file) = parse_file_reference(spec, "--secret", 0o444)?;
-    Ok(SecretReference { secret_name: name, file: Some(file), ..Default::default() })
+    Ok(SecretReference {
+        secret_name: name,
+        file: Some(file),
+        ..Default::default()
+    })
 }
 
 pub fn parse_config(spec: &str) -> Result<ConfigReference> {
     let (name, file) = parse_file_reference(spec, "--config", 0o444)?;
-    Ok(ConfigReference { config_name: name, file: Some(file), ..Default::default() })
+    Ok(ConfigReference {
+        config_name: name,
+        file: Some(file),
+        ..Default::default()
+    })
 }
 
 /// `K=V`, or `K` alone to take the value from the caller's environment.
@@ -193,7 +251,10 @@ pub fn parse_env(spec: &str) -> Result<String> {
     if spec.is_empty() {
         bail!("invalid --env \"\": expected KEY=VALUE");
     }
-    Ok(format!("{spec}={}", std::env::var(spec).unwrap_or_default()))
+    Ok(format!(
+        "{spec}={}",
+        std::env::var(spec).unwrap_or_default()
+    ))
 }
 
 /// `k=v` or `k` (empty value).
@@ -225,27 +286,74 @@ mod tests {
     #[test]
     fn publish_forms() {
         let p = parse_publish("8080:80").unwrap();
-        assert_eq!((p.published_port, p.target_port, p.protocol.as_str(), p.publish_mode()), (8080, 80, "tcp", PublishMode::Ingress));
+        assert_eq!(
+            (
+                p.published_port,
+                p.target_port,
+                p.protocol.as_str(),
+                p.publish_mode()
+            ),
+            (8080, 80, "tcp", PublishMode::Ingress)
+        );
         let p = parse_publish("53:53/udp,mode=host").unwrap();
-        assert_eq!((p.published_port, p.protocol.as_str(), p.publish_mode()), (53, "udp", PublishMode::Host));
+        assert_eq!(
+            (p.published_port, p.protocol.as_str(), p.publish_mode()),
+            (53, "udp", PublishMode::Host)
+        );
         let p = parse_publish("published=9000,target=90,protocol=udp").unwrap();
-        assert_eq!((p.published_port, p.target_port, p.protocol.as_str()), (9000, 90, "udp"));
+        assert_eq!(
+            (p.published_port, p.target_port, p.protocol.as_str()),
+            (9000, 90, "udp")
+        );
         assert_eq!(parse_publish("80").unwrap().published_port, 0);
-        assert!(parse_publish("8080:0").unwrap_err().to_string().contains("1 to 65535"));
+        assert!(
+            parse_publish("8080:0")
+                .unwrap_err()
+                .to_string()
+                .contains("1 to 65535")
+        );
         assert!(parse_publish("8080:80/sctp").is_err());
-        assert!(parse_publish("8080:80,mode=mesh").unwrap_err().to_string().contains("ingress or host"));
+        assert!(
+            parse_publish("8080:80,mode=mesh")
+                .unwrap_err()
+                .to_string()
+                .contains("ingress or host")
+        );
     }
 
     #[test]
     fn mount_forms() {
         let m = parse_mount("type=bind,source=/srv,target=/data,readonly").unwrap();
-        assert_eq!((m.r#type.as_str(), m.source.as_str(), m.target.as_str(), m.read_only), ("bind", "/srv", "/data", true));
+        assert_eq!(
+            (
+                m.r#type.as_str(),
+                m.source.as_str(),
+                m.target.as_str(),
+                m.read_only
+            ),
+            ("bind", "/srv", "/data", true)
+        );
         let m = parse_mount("src=cache,dst=/cache").unwrap();
         assert_eq!(m.r#type, "volume");
-        assert!(parse_mount("type=tmpfs,target=/t,tmpfs-size=64m").unwrap().options.contains_key("tmpfs-size"));
+        assert!(
+            parse_mount("type=tmpfs,target=/t,tmpfs-size=64m")
+                .unwrap()
+                .options
+                .contains_key("tmpfs-size")
+        );
         assert!(parse_mount("type=nfs,target=/x").is_err());
-        assert!(parse_mount("type=bind,target=/x").unwrap_err().to_string().contains("source is required"));
-        assert!(parse_mount("type=volume,target=/x,colour=red").unwrap_err().to_string().contains("colour"));
+        assert!(
+            parse_mount("type=bind,target=/x")
+                .unwrap_err()
+                .to_string()
+                .contains("source is required")
+        );
+        assert!(
+            parse_mount("type=volume,target=/x,colour=red")
+                .unwrap_err()
+                .to_string()
+                .contains("colour")
+        );
     }
 
     #[test]
@@ -254,7 +362,15 @@ mod tests {
         assert_eq!(s.secret_name, "db_password");
         let s = parse_secret("source=db,target=pw,uid=100,mode=0400").unwrap();
         let f = s.file.unwrap();
-        assert_eq!((s.secret_name.as_str(), f.name.as_str(), f.uid.as_str(), f.mode), ("db", "pw", "100", 0o400));
+        assert_eq!(
+            (
+                s.secret_name.as_str(),
+                f.name.as_str(),
+                f.uid.as_str(),
+                f.mode
+            ),
+            ("db", "pw", "100", 0o400)
+        );
         assert!(parse_secret("target=pw").is_err());
     }
 }

@@ -17,7 +17,7 @@ use crate::{
     ca,
     manager::Manager,
     orchestrator::reconcile::is_live,
-    scheduler::{constraint::Constraint, placement::accepts_tasks},
+    scheduler::constraint::Constraint,
     store::{Batch, State},
 };
 
@@ -46,11 +46,11 @@ impl ControlService {
         if self.manager.is_leader() {
             return Ok(None);
         }
-        let addr = self
-            .manager
-            .leader_addr()
-            .ok_or_else(|| Status::unavailable("no leader is elected right now; retry in a few seconds"))?;
-        let channel = crate::raft::network::channel(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
+        let addr = self.manager.leader_addr().ok_or_else(|| {
+            Status::unavailable("no leader is elected right now; retry in a few seconds")
+        })?;
+        let channel =
+            crate::raft::network::channel(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Some(ControlClient::new(channel)))
     }
 
@@ -60,7 +60,11 @@ impl ControlService {
             .as_ref()
             .ok_or_else(|| Status::unavailable("the cluster is not initialised"))?;
         let spec = cluster.spec.clone().unwrap_or_default();
-        let token = |role| ca::join_token(cluster, role).map(|t| t.to_string()).map_err(|e| Status::internal(e.to_string()));
+        let token = |role| {
+            ca::join_token(cluster, role)
+                .map(|t| t.to_string())
+                .map_err(|e| Status::internal(e.to_string()))
+        };
         Ok(ClusterInfo {
             id: cluster.meta.clone().unwrap_or_default().id,
             name: spec.name,
@@ -86,8 +90,13 @@ fn meta_id(meta: &Option<Meta>) -> &str {
 fn validate_name(kind: &str, name: &str) -> Result<(), Status> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
     if ok {
         Ok(())
     } else {
@@ -102,7 +111,9 @@ fn validate_name(kind: &str, name: &str) -> Result<(), Status> {
 fn complete_spec(state: &State, spec: &mut ServiceSpec, service_id: &str) -> Result<(), Status> {
     validate_name("service", &spec.name)?;
     if spec.mode() == ServiceMode::Global && spec.replicas != 0 {
-        return Err(Status::invalid_argument("replicas can only be used with replicated mode"));
+        return Err(Status::invalid_argument(
+            "replicas can only be used with replicated mode",
+        ));
     }
     let task = spec.task.get_or_insert_with(Default::default);
     let container = task.container.get_or_insert_with(Default::default);
@@ -110,7 +121,8 @@ fn complete_spec(state: &State, spec: &mut ServiceSpec, service_id: &str) -> Res
         return Err(Status::invalid_argument("a service needs an image"));
     }
     let placement = task.placement.clone().unwrap_or_default();
-    Constraint::parse_all(&placement.constraints).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Constraint::parse_all(&placement.constraints)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     for pref in &placement.spread {
         if !pref.starts_with("node.labels.") || pref.len() <= "node.labels.".len() {
             return Err(Status::invalid_argument(format!(
@@ -136,8 +148,15 @@ fn complete_spec(state: &State, spec: &mut ServiceSpec, service_id: &str) -> Res
         let found = state
             .secrets
             .values()
-            .find(|s| meta_id(&s.meta) == secret.secret_id || s.spec.as_ref().is_some_and(|sp| sp.name == secret.secret_name))
-            .ok_or_else(|| Status::not_found(format!("secret not found: {}", secret.secret_name)))?;
+            .find(|s| {
+                meta_id(&s.meta) == secret.secret_id
+                    || s.spec
+                        .as_ref()
+                        .is_some_and(|sp| sp.name == secret.secret_name)
+            })
+            .ok_or_else(|| {
+                Status::not_found(format!("secret not found: {}", secret.secret_name))
+            })?;
         secret.secret_id = meta_id(&found.meta).to_owned();
         secret.secret_name = found.spec.clone().unwrap_or_default().name;
         let file = secret.file.get_or_insert_with(Default::default);
@@ -149,8 +168,15 @@ fn complete_spec(state: &State, spec: &mut ServiceSpec, service_id: &str) -> Res
         let found = state
             .configs
             .values()
-            .find(|c| meta_id(&c.meta) == config.config_id || c.spec.as_ref().is_some_and(|sp| sp.name == config.config_name))
-            .ok_or_else(|| Status::not_found(format!("config not found: {}", config.config_name)))?;
+            .find(|c| {
+                meta_id(&c.meta) == config.config_id
+                    || c.spec
+                        .as_ref()
+                        .is_some_and(|sp| sp.name == config.config_name)
+            })
+            .ok_or_else(|| {
+                Status::not_found(format!("config not found: {}", config.config_name))
+            })?;
         config.config_id = meta_id(&found.meta).to_owned();
         config.config_name = found.spec.clone().unwrap_or_default().name;
         let file = config.file.get_or_insert_with(Default::default);
@@ -162,7 +188,10 @@ fn complete_spec(state: &State, spec: &mut ServiceSpec, service_id: &str) -> Res
         let found = state
             .networks
             .values()
-            .find(|n| meta_id(&n.meta) == network.target || n.spec.as_ref().is_some_and(|s| s.name == network.target))
+            .find(|n| {
+                meta_id(&n.meta) == network.target
+                    || n.spec.as_ref().is_some_and(|s| s.name == network.target)
+            })
             .ok_or_else(|| Status::not_found(format!("network {} not found", network.target)))?;
         network.target = meta_id(&found.meta).to_owned();
     }
@@ -172,7 +201,13 @@ fn complete_spec(state: &State, spec: &mut ServiceSpec, service_id: &str) -> Res
         if id == service_id {
             continue;
         }
-        for port in other.spec.as_ref().and_then(|s| s.endpoint.as_ref()).map(|e| e.ports.as_slice()).unwrap_or_default() {
+        for port in other
+            .spec
+            .as_ref()
+            .and_then(|s| s.endpoint.as_ref())
+            .map(|e| e.ports.as_slice())
+            .unwrap_or_default()
+        {
             if port.publish_mode() == PublishMode::Ingress {
                 taken.insert((port.protocol.clone(), port.published_port));
             }
@@ -183,14 +218,20 @@ fn complete_spec(state: &State, spec: &mut ServiceSpec, service_id: &str) -> Res
         endpoint.mode = "vip".into();
     }
     if !matches!(endpoint.mode.as_str(), "vip" | "dnsrr") {
-        return Err(Status::invalid_argument(format!("invalid endpoint mode {:?}: expected vip or dnsrr", endpoint.mode)));
+        return Err(Status::invalid_argument(format!(
+            "invalid endpoint mode {:?}: expected vip or dnsrr",
+            endpoint.mode
+        )));
     }
     for port in &mut endpoint.ports {
         if port.protocol.is_empty() {
             port.protocol = "tcp".into();
         }
         if !matches!(port.protocol.as_str(), "tcp" | "udp") {
-            return Err(Status::invalid_argument(format!("invalid protocol {:?}: expected tcp or udp", port.protocol)));
+            return Err(Status::invalid_argument(format!(
+                "invalid protocol {:?}: expected tcp or udp",
+                port.protocol
+            )));
         }
         if port.target_port == 0 || port.target_port > 65535 || port.published_port > 65535 {
             return Err(Status::invalid_argument(format!(
@@ -235,12 +276,18 @@ impl Control for ControlService {
         Ok(Response::new(self.cluster_info(&state)?))
     }
 
-    async fn rotate_join_token(&self, request: Request<RotateJoinTokenRequest>) -> Result<Response<ClusterInfo>, Status> {
+    async fn rotate_join_token(
+        &self,
+        request: Request<RotateJoinTokenRequest>,
+    ) -> Result<Response<ClusterInfo>, Status> {
         forward!(self, rotate_join_token, request);
         let role = request.get_ref().role();
         self.manager
             .update(|state| -> Result<_, Status> {
-                let mut cluster = state.cluster.clone().ok_or_else(|| Status::unavailable("the cluster is not initialised"))?;
+                let mut cluster = state
+                    .cluster
+                    .clone()
+                    .ok_or_else(|| Status::unavailable("the cluster is not initialised"))?;
                 match role {
                     NodeRole::Worker => cluster.worker_secret = shoal_api::token::new_secret(),
                     NodeRole::Manager => cluster.manager_secret = shoal_api::token::new_secret(),
@@ -266,22 +313,33 @@ impl Control for ControlService {
             if let Some(status) = node.manager_status.as_mut() {
                 status.leader = leader == Some(status.raft_id);
                 let reachable = status.leader
-                    || replication.get(&status.raft_id).is_some_and(|m| {
-                        m.is_some() && voters.contains(&status.raft_id)
-                    });
-                status.reachability = if reachable { "reachable" } else { "unreachable" }.into();
+                    || replication
+                        .get(&status.raft_id)
+                        .is_some_and(|m| m.is_some() && voters.contains(&status.raft_id));
+                status.reachability = if reachable {
+                    "reachable"
+                } else {
+                    "unreachable"
+                }
+                .into();
             }
         }
         Ok(Response::new(NodeList { nodes }))
     }
 
-    async fn update_node(&self, request: Request<UpdateNodeRequest>) -> Result<Response<shoal_api::pb::Node>, Status> {
+    async fn update_node(
+        &self,
+        request: Request<UpdateNodeRequest>,
+    ) -> Result<Response<shoal_api::pb::Node>, Status> {
         forward!(self, update_node, request);
         let request = request.into_inner();
         let spec = request.spec.clone().unwrap_or_default();
         let (current_role, raft_id) = {
             let state = self.manager.store.read().await;
-            let node = state.nodes.get(&request.id).ok_or_else(|| not_found("node", &request.id))?;
+            let node = state
+                .nodes
+                .get(&request.id)
+                .ok_or_else(|| not_found("node", &request.id))?;
             (node.role(), node.manager_status.as_ref().map(|m| m.raft_id))
         };
         // Demotion leaves the Raft membership first: the node stops voting
@@ -294,18 +352,25 @@ impl Control for ControlService {
                         "cannot demote the last manager of the cluster",
                     ));
                 }
-                let remaining: BTreeSet<u64> = voters.into_iter().filter(|v| *v != raft_id).collect();
+                let remaining: BTreeSet<u64> =
+                    voters.into_iter().filter(|v| *v != raft_id).collect();
                 self.manager
                     .raft
                     .change_membership(remaining, false)
                     .await
-                    .map_err(|e| Status::unavailable(format!("removing the manager from Raft: {e}")))?;
+                    .map_err(|e| {
+                        Status::unavailable(format!("removing the manager from Raft: {e}"))
+                    })?;
             }
         }
         let node = self
             .manager
             .update(|state| -> Result<_, Status> {
-                let mut node = state.nodes.get(&request.id).cloned().ok_or_else(|| not_found("node", &request.id))?;
+                let mut node = state
+                    .nodes
+                    .get(&request.id)
+                    .cloned()
+                    .ok_or_else(|| not_found("node", &request.id))?;
                 let version = node.meta.as_ref().map(|m| m.version).unwrap_or(0);
                 if request.version != 0 && request.version != version {
                     return Err(Status::aborted(format!(
@@ -327,7 +392,10 @@ impl Control for ControlService {
         Ok(Response::new(node))
     }
 
-    async fn remove_node(&self, request: Request<RemoveNodeRequest>) -> Result<Response<Empty>, Status> {
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<Empty>, Status> {
         forward!(self, remove_node, request);
         let request = request.into_inner();
         self.manager
@@ -353,20 +421,33 @@ impl Control for ControlService {
         Ok(Response::new(Empty {}))
     }
 
-    async fn create_service(&self, request: Request<ServiceSpec>) -> Result<Response<Service>, Status> {
+    async fn create_service(
+        &self,
+        request: Request<ServiceSpec>,
+    ) -> Result<Response<Service>, Status> {
         forward!(self, create_service, request);
         let spec = request.into_inner();
         let service = self
             .manager
             .update(|state| -> Result<_, Status> {
                 let mut spec = spec.clone();
-                if state.services.values().any(|s| s.spec.as_ref().is_some_and(|x| x.name == spec.name)) {
-                    return Err(Status::already_exists(format!("service {} already exists", spec.name)));
+                if state
+                    .services
+                    .values()
+                    .any(|s| s.spec.as_ref().is_some_and(|x| x.name == spec.name))
+                {
+                    return Err(Status::already_exists(format!(
+                        "service {} already exists",
+                        spec.name
+                    )));
                 }
                 let id = shoal_api::new_id();
                 complete_spec(state, &mut spec, &id)?;
                 let service = Service {
-                    meta: Some(Meta { id, ..Default::default() }),
+                    meta: Some(Meta {
+                        id,
+                        ..Default::default()
+                    }),
                     spec: Some(spec),
                     previous_spec: None,
                 };
@@ -377,11 +458,22 @@ impl Control for ControlService {
             .await?
             .unwrap_or_default();
         let id = meta_id(&service.meta).to_owned();
-        let stored = self.manager.store.read().await.services.get(&id).cloned().unwrap_or(service);
+        let stored = self
+            .manager
+            .store
+            .read()
+            .await
+            .services
+            .get(&id)
+            .cloned()
+            .unwrap_or(service);
         Ok(Response::new(stored))
     }
 
-    async fn list_services(&self, request: Request<Empty>) -> Result<Response<ServiceList>, Status> {
+    async fn list_services(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<ServiceList>, Status> {
         forward!(self, list_services, request);
         let state = self.manager.store.read().await;
         let services = state
@@ -392,25 +484,41 @@ impl Control for ControlService {
                 let spec = service.spec.clone().unwrap_or_default();
                 let running = state
                     .tasks_of_service(id)
-                    .filter(|t| t.desired_state() == TaskState::Running && t.status.as_ref().map(|s| s.state()) == Some(TaskState::Running))
+                    .filter(|t| {
+                        t.desired_state() == TaskState::Running
+                            && t.status.as_ref().map(|s| s.state()) == Some(TaskState::Running)
+                    })
                     .count() as u64;
                 let desired = match spec.mode() {
                     ServiceMode::Replicated => spec.replicas,
-                    ServiceMode::Global => state.tasks_of_service(id).filter(|t| is_live(t)).count() as u64,
+                    ServiceMode::Global => {
+                        state.tasks_of_service(id).filter(|t| is_live(t)).count() as u64
+                    }
                 };
-                ServiceSummary { service: Some(service.clone()), running, desired }
+                ServiceSummary {
+                    service: Some(service.clone()),
+                    running,
+                    desired,
+                }
             })
             .collect();
         Ok(Response::new(ServiceList { services }))
     }
 
-    async fn update_service(&self, request: Request<UpdateServiceRequest>) -> Result<Response<Service>, Status> {
+    async fn update_service(
+        &self,
+        request: Request<UpdateServiceRequest>,
+    ) -> Result<Response<Service>, Status> {
         forward!(self, update_service, request);
         let request = request.into_inner();
         let service = self
             .manager
             .update(|state| -> Result<_, Status> {
-                let mut service = state.services.get(&request.id).cloned().ok_or_else(|| not_found("service", &request.id))?;
+                let mut service = state
+                    .services
+                    .get(&request.id)
+                    .cloned()
+                    .ok_or_else(|| not_found("service", &request.id))?;
                 let version = service.meta.as_ref().map(|m| m.version).unwrap_or(0);
                 if request.version != 0 && request.version != version {
                     return Err(Status::aborted(format!(
@@ -435,7 +543,15 @@ impl Control for ControlService {
             })
             .await?
             .unwrap_or_default();
-        let stored = self.manager.store.read().await.services.get(&request.id).cloned().unwrap_or(service);
+        let stored = self
+            .manager
+            .store
+            .read()
+            .await
+            .services
+            .get(&request.id)
+            .cloned()
+            .unwrap_or(service);
         Ok(Response::new(stored))
     }
 
@@ -444,9 +560,16 @@ impl Control for ControlService {
         let id = request.into_inner().id;
         self.manager
             .update(|state| -> Result<_, Status> {
-                let service = state.services.get(&id).ok_or_else(|| not_found("service", &id))?;
+                let service = state
+                    .services
+                    .get(&id)
+                    .ok_or_else(|| not_found("service", &id))?;
                 let mut batch = Batch::default();
-                batch.delete(Kind::Service, &id, service.meta.as_ref().map(|m| m.version).unwrap_or(0));
+                batch.delete(
+                    Kind::Service,
+                    &id,
+                    service.meta.as_ref().map(|m| m.version).unwrap_or(0),
+                );
                 Ok(Some((batch, ())))
             })
             .await?;
@@ -456,14 +579,15 @@ impl Control for ControlService {
     async fn list_tasks(&self, request: Request<Empty>) -> Result<Response<TaskList>, Status> {
         forward!(self, list_tasks, request);
         let state = self.manager.store.read().await;
-        let mut tasks: Vec<_> = state.tasks.values().cloned().collect();
-        for task in &mut tasks {
-            strip_secret_data(task);
-        }
+        // Tasks carry secret references, never secret data.
+        let tasks = state.tasks.values().cloned().collect();
         Ok(Response::new(TaskList { tasks }))
     }
 
-    async fn create_secret(&self, request: Request<SecretSpec>) -> Result<Response<Secret>, Status> {
+    async fn create_secret(
+        &self,
+        request: Request<SecretSpec>,
+    ) -> Result<Response<Secret>, Status> {
         forward!(self, create_secret, request);
         let spec = request.into_inner();
         validate_name("secret", &spec.name)?;
@@ -477,17 +601,38 @@ impl Control for ControlService {
         let secret = self
             .manager
             .update(|state| -> Result<_, Status> {
-                if state.secrets.values().any(|s| s.spec.as_ref().is_some_and(|x| x.name == spec.name)) {
-                    return Err(Status::already_exists(format!("secret {} already exists", spec.name)));
+                if state
+                    .secrets
+                    .values()
+                    .any(|s| s.spec.as_ref().is_some_and(|x| x.name == spec.name))
+                {
+                    return Err(Status::already_exists(format!(
+                        "secret {} already exists",
+                        spec.name
+                    )));
                 }
-                let secret = Secret { meta: Some(Meta { id: shoal_api::new_id(), ..Default::default() }), spec: Some(spec.clone()) };
+                let secret = Secret {
+                    meta: Some(Meta {
+                        id: shoal_api::new_id(),
+                        ..Default::default()
+                    }),
+                    spec: Some(spec.clone()),
+                };
                 let mut batch = Batch::default();
                 batch.put_secret(secret.clone());
                 Ok(Some((batch, secret)))
             })
             .await?
             .unwrap_or_default();
-        let stored = self.manager.store.read().await.secrets.get(meta_id(&secret.meta)).cloned().unwrap_or(secret);
+        let stored = self
+            .manager
+            .store
+            .read()
+            .await
+            .secrets
+            .get(meta_id(&secret.meta))
+            .cloned()
+            .unwrap_or(secret);
         Ok(Response::new(without_data(stored)))
     }
 
@@ -503,11 +648,16 @@ impl Control for ControlService {
         let id = request.into_inner().id;
         self.manager
             .update(|state| -> Result<_, Status> {
-                let secret = state.secrets.get(&id).ok_or_else(|| not_found("secret", &id))?;
+                let secret = state
+                    .secrets
+                    .get(&id)
+                    .ok_or_else(|| not_found("secret", &id))?;
                 let users: Vec<&str> = state
                     .services
                     .values()
-                    .filter(|s| container_of(s).is_some_and(|c| c.secrets.iter().any(|r| r.secret_id == id)))
+                    .filter(|s| {
+                        container_of(s).is_some_and(|c| c.secrets.iter().any(|r| r.secret_id == id))
+                    })
                     .map(|s| s.spec.as_ref().map(|x| x.name.as_str()).unwrap_or(""))
                     .collect();
                 if !users.is_empty() {
@@ -518,14 +668,21 @@ impl Control for ControlService {
                     )));
                 }
                 let mut batch = Batch::default();
-                batch.delete(Kind::Secret, &id, secret.meta.as_ref().map(|m| m.version).unwrap_or(0));
+                batch.delete(
+                    Kind::Secret,
+                    &id,
+                    secret.meta.as_ref().map(|m| m.version).unwrap_or(0),
+                );
                 Ok(Some((batch, ())))
             })
             .await?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn create_config(&self, request: Request<ConfigSpec>) -> Result<Response<Config>, Status> {
+    async fn create_config(
+        &self,
+        request: Request<ConfigSpec>,
+    ) -> Result<Response<Config>, Status> {
         forward!(self, create_config, request);
         let spec = request.into_inner();
         validate_name("config", &spec.name)?;
@@ -539,24 +696,47 @@ impl Control for ControlService {
         let config = self
             .manager
             .update(|state| -> Result<_, Status> {
-                if state.configs.values().any(|c| c.spec.as_ref().is_some_and(|x| x.name == spec.name)) {
-                    return Err(Status::already_exists(format!("config {} already exists", spec.name)));
+                if state
+                    .configs
+                    .values()
+                    .any(|c| c.spec.as_ref().is_some_and(|x| x.name == spec.name))
+                {
+                    return Err(Status::already_exists(format!(
+                        "config {} already exists",
+                        spec.name
+                    )));
                 }
-                let config = Config { meta: Some(Meta { id: shoal_api::new_id(), ..Default::default() }), spec: Some(spec.clone()) };
+                let config = Config {
+                    meta: Some(Meta {
+                        id: shoal_api::new_id(),
+                        ..Default::default()
+                    }),
+                    spec: Some(spec.clone()),
+                };
                 let mut batch = Batch::default();
                 batch.put_config(config.clone());
                 Ok(Some((batch, config)))
             })
             .await?
             .unwrap_or_default();
-        let stored = self.manager.store.read().await.configs.get(meta_id(&config.meta)).cloned().unwrap_or(config);
+        let stored = self
+            .manager
+            .store
+            .read()
+            .await
+            .configs
+            .get(meta_id(&config.meta))
+            .cloned()
+            .unwrap_or(config);
         Ok(Response::new(stored))
     }
 
     async fn list_configs(&self, request: Request<Empty>) -> Result<Response<ConfigList>, Status> {
         forward!(self, list_configs, request);
         let state = self.manager.store.read().await;
-        Ok(Response::new(ConfigList { configs: state.configs.values().cloned().collect() }))
+        Ok(Response::new(ConfigList {
+            configs: state.configs.values().cloned().collect(),
+        }))
     }
 
     async fn remove_config(&self, request: Request<IdRequest>) -> Result<Response<Empty>, Status> {
@@ -564,11 +744,16 @@ impl Control for ControlService {
         let id = request.into_inner().id;
         self.manager
             .update(|state| -> Result<_, Status> {
-                let config = state.configs.get(&id).ok_or_else(|| not_found("config", &id))?;
+                let config = state
+                    .configs
+                    .get(&id)
+                    .ok_or_else(|| not_found("config", &id))?;
                 let users: Vec<&str> = state
                     .services
                     .values()
-                    .filter(|s| container_of(s).is_some_and(|c| c.configs.iter().any(|r| r.config_id == id)))
+                    .filter(|s| {
+                        container_of(s).is_some_and(|c| c.configs.iter().any(|r| r.config_id == id))
+                    })
                     .map(|s| s.spec.as_ref().map(|x| x.name.as_str()).unwrap_or(""))
                     .collect();
                 if !users.is_empty() {
@@ -579,17 +764,26 @@ impl Control for ControlService {
                     )));
                 }
                 let mut batch = Batch::default();
-                batch.delete(Kind::Config, &id, config.meta.as_ref().map(|m| m.version).unwrap_or(0));
+                batch.delete(
+                    Kind::Config,
+                    &id,
+                    config.meta.as_ref().map(|m| m.version).unwrap_or(0),
+                );
                 Ok(Some((batch, ())))
             })
             .await?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn list_networks(&self, request: Request<Empty>) -> Result<Response<NetworkList>, Status> {
+    async fn list_networks(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<NetworkList>, Status> {
         forward!(self, list_networks, request);
         let state = self.manager.store.read().await;
-        Ok(Response::new(NetworkList { networks: state.networks.values().cloned().collect() }))
+        Ok(Response::new(NetworkList {
+            networks: state.networks.values().cloned().collect(),
+        }))
     }
 }
 
@@ -603,13 +797,4 @@ fn without_data(mut secret: Secret) -> Secret {
         spec.data.clear();
     }
     secret
-}
-
-fn strip_secret_data(_task: &mut shoal_api::pb::Task) {
-    // Tasks carry secret references only, never their data.
-}
-
-/// Nodes that would run a global service's task now (for `service ls`).
-pub fn eligible_nodes(state: &State) -> usize {
-    state.nodes.values().filter(|n| accepts_tasks(n)).count()
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use openraft::BasicNode;
 use shoal_api::pb::{
-    JoinManagerRequest, JoinManagerResponse, Meta, Node, NodeDescription, NodeRole, NodeSpec,
-    NodeState, NodeStatus, ManagerStatus, ProposeResponse, RaftMessage, RootCaRequest,
-    RootCaResponse, StoreBatch, membership_server::Membership,
+    JoinManagerRequest, JoinManagerResponse, ManagerStatus, Meta, Node, NodeDescription, NodeRole,
+    NodeSpec, NodeState, NodeStatus, ProposeResponse, RaftMessage, RootCaRequest, RootCaResponse,
+    StoreBatch, membership_server::Membership,
 };
 use tonic::{Request, Response, Status};
 
@@ -18,7 +18,8 @@ pub struct MembershipService {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(m: &RaftMessage) -> Result<T, Status> {
-    serde_json::from_slice(&m.json).map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))
+    serde_json::from_slice(&m.json)
+        .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
@@ -29,7 +30,10 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Response<RaftMessage>, Statu
 
 #[tonic::async_trait]
 impl Membership for MembershipService {
-    async fn get_root_ca(&self, _: Request<RootCaRequest>) -> Result<Response<RootCaResponse>, Status> {
+    async fn get_root_ca(
+        &self,
+        _: Request<RootCaRequest>,
+    ) -> Result<Response<RootCaResponse>, Status> {
         let state = self.manager.store.read().await;
         let cluster = state
             .cluster
@@ -49,7 +53,9 @@ impl Membership for MembershipService {
         if !manager.is_leader() {
             return Err(Status::failed_precondition(format!(
                 "not the leader; the leader is at {}",
-                manager.leader_addr().unwrap_or_else(|| "(none elected)".into())
+                manager
+                    .leader_addr()
+                    .unwrap_or_else(|| "(none elected)".into())
             )));
         }
         let (cluster_id, existing) = {
@@ -63,7 +69,11 @@ impl Membership for MembershipService {
             let existing = state
                 .nodes
                 .values()
-                .find(|n| n.manager_status.as_ref().is_some_and(|m| m.raft_id == request.raft_id))
+                .find(|n| {
+                    n.manager_status
+                        .as_ref()
+                        .is_some_and(|m| m.raft_id == request.raft_id)
+                })
                 .cloned();
             (cluster.meta.clone().unwrap_or_default().id, existing)
         };
@@ -72,7 +82,9 @@ impl Membership for MembershipService {
             .raft
             .add_learner(request.raft_id, node, true)
             .await
-            .map_err(|e| Status::unavailable(format!("adding {} as a learner: {e}", request.addr)))?;
+            .map_err(|e| {
+                Status::unavailable(format!("adding {} as a learner: {e}", request.addr))
+            })?;
         let mut voters: std::collections::BTreeSet<u64> = manager.voters().into_iter().collect();
         voters.insert(request.raft_id);
         manager
@@ -85,10 +97,16 @@ impl Membership for MembershipService {
                 // A manager that rejoins (same Raft id) keeps its node.
                 let mut node = existing
                     .as_ref()
-                    .and_then(|n| state.nodes.get(&n.meta.clone().unwrap_or_default().id).cloned())
+                    .and_then(|n| {
+                        state
+                            .nodes
+                            .get(&n.meta.clone().unwrap_or_default().id)
+                            .cloned()
+                    })
                     .unwrap_or_else(|| new_manager_node(&request.hostname, &request.addr));
                 node.role = NodeRole::Manager as i32;
-                node.spec.get_or_insert_with(Default::default).desired_role = NodeRole::Manager as i32;
+                node.spec.get_or_insert_with(Default::default).desired_role =
+                    NodeRole::Manager as i32;
                 node.manager_status = Some(ManagerStatus {
                     raft_id: request.raft_id,
                     addr: request.addr.clone(),
@@ -102,10 +120,16 @@ impl Membership for MembershipService {
             .await?
             .unwrap_or_default();
         tracing::info!(raft_id = request.raft_id, addr = %request.addr, "manager joined");
-        Ok(Response::new(JoinManagerResponse { cluster_id, node_id }))
+        Ok(Response::new(JoinManagerResponse {
+            cluster_id,
+            node_id,
+        }))
     }
 
-    async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let rpc = decode(request.get_ref())?;
         encode(&self.manager.raft.append_entries(rpc).await)
     }
@@ -115,14 +139,22 @@ impl Membership for MembershipService {
         encode(&self.manager.raft.vote(rpc).await)
     }
 
-    async fn install_snapshot(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let rpc = decode(request.get_ref())?;
         encode(&self.manager.raft.install_snapshot(rpc).await)
     }
 
-    async fn propose(&self, request: Request<StoreBatch>) -> Result<Response<ProposeResponse>, Status> {
+    async fn propose(
+        &self,
+        request: Request<StoreBatch>,
+    ) -> Result<Response<ProposeResponse>, Status> {
         if !self.manager.is_leader() {
-            return Err(Status::unavailable("not the leader (leadership moved while forwarding)"));
+            return Err(Status::unavailable(
+                "not the leader (leadership moved while forwarding)",
+            ));
         }
         let index = self.manager.propose(request.into_inner()).await?;
         Ok(Response::new(ProposeResponse { index }))

@@ -9,7 +9,10 @@ use shoal_api::pb::{
     TaskState, TaskStatus,
 };
 
-use crate::{scheduler::constraint::Constraint, store::{Batch, State}};
+use crate::{
+    scheduler::constraint::Constraint,
+    store::{Batch, State},
+};
 
 /// Swarm's defaults.
 pub const DEFAULT_RESTART_DELAY_MS: i64 = 5_000;
@@ -38,11 +41,21 @@ fn id(meta: &Option<Meta>) -> &str {
 
 /// Why a node can no longer keep a task, if it cannot.
 fn node_problem(node: Option<&Node>) -> Option<&'static str> {
-    let Some(node) = node else { return Some("node was removed") };
-    if node.status.as_ref().is_some_and(|s| s.state() == NodeState::Down) {
+    let Some(node) = node else {
+        return Some("node was removed");
+    };
+    if node
+        .status
+        .as_ref()
+        .is_some_and(|s| s.state() == NodeState::Down)
+    {
         return Some("node is down");
     }
-    if node.spec.as_ref().is_some_and(|s| s.availability() == Availability::Drain) {
+    if node
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.availability() == Availability::Drain)
+    {
         return Some("node is drained");
     }
     None
@@ -115,7 +128,11 @@ fn restart(service: &Service, task: &Task, now: i64) -> Option<Task> {
     }
     restarts.push(now);
     let delay = policy.delay_ms.unwrap_or(DEFAULT_RESTART_DELAY_MS).max(0);
-    let mut next = new_task(service, task.slot, if task.slot == 0 { &task.node_id } else { "" });
+    let mut next = new_task(
+        service,
+        task.slot,
+        if task.slot == 0 { &task.node_id } else { "" },
+    );
     // The replacement runs the spec the failed task ran (updates are the
     // update orchestrator's business).
     next.spec = task.spec.clone();
@@ -145,7 +162,10 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
 
     let mut by_service: HashMap<&str, Vec<&Task>> = HashMap::new();
     for task in state.tasks.values() {
-        by_service.entry(task.service_id.as_str()).or_default().push(task);
+        by_service
+            .entry(task.service_id.as_str())
+            .or_default()
+            .push(task);
     }
 
     // Tasks of removed services: stop them, then forget them.
@@ -160,7 +180,11 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
                 || state_of(task).is_terminal()
                 || node_problem(node).is_some_and(|p| p != "node is drained");
             if finished {
-                batch.delete(Kind::Task, id(&task.meta), task.meta.as_ref().map(|m| m.version).unwrap_or(0));
+                batch.delete(
+                    Kind::Task,
+                    id(&task.meta),
+                    task.meta.as_ref().map(|m| m.version).unwrap_or(0),
+                );
             } else if task.desired_state() < TaskState::Remove {
                 let mut t = (*task).clone();
                 t.desired_state = TaskState::Remove as i32;
@@ -235,7 +259,13 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
                 let wanted = spec.replicas;
                 // Scale down: the highest slots go first.
                 let excess = occupied.len().saturating_sub(wanted as usize);
-                for slot in occupied.iter().rev().take(excess).copied().collect::<Vec<_>>() {
+                for slot in occupied
+                    .iter()
+                    .rev()
+                    .take(excess)
+                    .copied()
+                    .collect::<Vec<_>>()
+                {
                     for task in slots.get(&slot).into_iter().flatten() {
                         batch.put_task(shut_down(task, "scaled down"));
                     }
@@ -252,7 +282,12 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
             }
             ServiceMode::Global => {
                 let constraints = Constraint::parse_all(
-                    &spec.task.as_ref().and_then(|t| t.placement.as_ref()).map(|p| p.constraints.clone()).unwrap_or_default(),
+                    &spec
+                        .task
+                        .as_ref()
+                        .and_then(|t| t.placement.as_ref())
+                        .map(|p| p.constraints.clone())
+                        .unwrap_or_default(),
                 )
                 .unwrap_or_default();
                 let mut on_node: HashMap<&str, Vec<&Task>> = HashMap::new();
@@ -278,10 +313,21 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
                     for task in existing.iter().skip(1) {
                         batch.put_task(shut_down(task, "duplicate task on node"));
                     }
-                    let ready = node.status.as_ref().is_some_and(|s| s.state() == NodeState::Ready);
-                    let active = node.spec.as_ref().map(|s| s.availability()).unwrap_or_default()
+                    let ready = node
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| s.state() == NodeState::Ready);
+                    let active = node
+                        .spec
+                        .as_ref()
+                        .map(|s| s.availability())
+                        .unwrap_or_default()
                         == Availability::Active;
-                    if existing.is_empty() && !replaced.contains(node_id.as_str()) && ready && active {
+                    if existing.is_empty()
+                        && !replaced.contains(node_id.as_str())
+                        && ready
+                        && active
+                    {
                         batch.put_task(new_task(service, 0, node_id));
                     }
                 }
@@ -301,23 +347,36 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
 fn reap_history(tasks: &[&Task], limit: u64, batch: &mut Batch) {
     let mut groups: BTreeMap<(u64, &str), Vec<&Task>> = BTreeMap::new();
     for task in tasks {
-        let node = if task.slot == 0 { task.node_id.as_str() } else { "" };
+        let node = if task.slot == 0 {
+            task.node_id.as_str()
+        } else {
+            ""
+        };
         groups.entry((task.slot, node)).or_default().push(task);
     }
     for (_, mut group) in groups {
         if group.len() as u64 <= limit {
             continue;
         }
-        group.sort_by_key(|t| t.meta.as_ref().map(|m| (m.created_at, m.version)).unwrap_or_default());
+        group.sort_by_key(|t| {
+            t.meta
+                .as_ref()
+                .map(|m| (m.created_at, m.version))
+                .unwrap_or_default()
+        });
         let mut excess = group.len() as u64 - limit;
         for task in group {
             if excess == 0 {
                 break;
             }
-            let finished = !is_live(task)
-                && (state_of(task).is_terminal() || task.node_id.is_empty());
+            let finished =
+                !is_live(task) && (state_of(task).is_terminal() || task.node_id.is_empty());
             if finished {
-                batch.delete(Kind::Task, id(&task.meta), task.meta.as_ref().map(|m| m.version).unwrap_or(0));
+                batch.delete(
+                    Kind::Task,
+                    id(&task.meta),
+                    task.meta.as_ref().map(|m| m.version).unwrap_or(0),
+                );
                 excess -= 1;
             }
         }

@@ -36,16 +36,13 @@ impl LogStore {
         Ok(Self { db: Arc::new(db) })
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        let read = || -> anyhow::Result<Option<T>> {
-            let txn = self.db.begin_read()?;
-            let table = txn.open_table(META)?;
-            Ok(match table.get(key)? {
-                Some(v) => Some(serde_json::from_slice(v.value())?),
-                None => None,
-            })
-        };
-        read().map_err(|e| StorageIOError::read(anyhow_io(e)).into())
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> anyhow::Result<Option<T>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(META)?;
+        Ok(match table.get(key)? {
+            Some(v) => Some(serde_json::from_slice(v.value())?),
+            None => None,
+        })
     }
 
     fn write_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> anyhow::Result<()> {
@@ -84,7 +81,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
-        let purged: Option<LogId<RaftId>> = self.read_meta(PURGED)?;
+        let purged: Option<LogId<RaftId>> = self
+            .read_meta(PURGED)
+            .map_err(|e| StorageIOError::read_logs(anyhow_io(e)))?;
         let last = || -> anyhow::Result<Option<LogId<RaftId>>> {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(LOG)?;
@@ -114,6 +113,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn read_vote(&mut self) -> Result<Option<Vote<RaftId>>> {
         self.read_meta(VOTE)
+            .map_err(|e| StorageIOError::read_vote(anyhow_io(e)).into())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<RaftId>>) -> Result<()> {
@@ -122,7 +122,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<RaftId>>> {
-        Ok(self.read_meta::<Option<LogId<RaftId>>>(COMMITTED)?.flatten())
+        self.read_meta::<Option<LogId<RaftId>>>(COMMITTED)
+            .map(Option::flatten)
+            .map_err(|e| StorageIOError::read(anyhow_io(e)).into())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<()>
@@ -165,7 +167,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<RaftId>) -> Result<()> {
         let run = || -> anyhow::Result<()> {
             let txn = self.db.begin_write()?;
-            txn.open_table(LOG)?.retain_in(log_id.index.., |_, _| false)?;
+            txn.open_table(LOG)?
+                .retain_in(log_id.index.., |_, _| false)?;
             txn.commit()?;
             Ok(())
         };
@@ -177,7 +180,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let bytes = serde_json::to_vec(&Some(log_id))?;
             let txn = self.db.begin_write()?;
             txn.open_table(META)?.insert(PURGED, bytes.as_slice())?;
-            txn.open_table(LOG)?.retain_in(..=log_id.index, |_, _| false)?;
+            txn.open_table(LOG)?
+                .retain_in(..=log_id.index, |_, _| false)?;
             txn.commit()?;
             Ok(())
         };

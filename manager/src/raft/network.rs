@@ -49,9 +49,8 @@ impl Peer {
     fn client(&mut self) -> Result<MembershipClient<Channel>, NetworkError> {
         if self.client.is_none() {
             let channel = channel(&self.addr).map_err(|e| NetworkError::new(&e))?;
-            self.client = Some(
-                MembershipClient::new(channel).max_decoding_message_size(256 * 1024 * 1024),
-            );
+            self.client =
+                Some(MembershipClient::new(channel).max_decoding_message_size(256 * 1024 * 1024));
         }
         Ok(self.client.clone().expect("just set"))
     }
@@ -68,7 +67,8 @@ impl Peer {
         E: std::error::Error + serde::de::DeserializeOwned,
         RPCError<RaftId, BasicNode, E>: From<openraft::error::RemoteError<RaftId, BasicNode, E>>,
     {
-        let json = serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let json =
+            serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut client = self.client().map_err(RPCError::Network)?;
         let mut message = tonic::Request::new(RaftMessage { json });
         message.set_timeout(option.hard_ttl());

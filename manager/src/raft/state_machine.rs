@@ -11,8 +11,7 @@ use std::{io::Cursor, path::Path, sync::Arc};
 
 use openraft::{
     Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership,
-    storage::RaftStateMachine,
+    StorageIOError, StoredMembership, storage::RaftStateMachine,
 };
 use prost::Message;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -94,12 +93,18 @@ impl StateMachine {
         Ok(Self {
             db: Arc::new(db),
             store,
-            progress: Arc::new(std::sync::Mutex::new(Progress { applied, membership })),
+            progress: Arc::new(std::sync::Mutex::new(Progress {
+                applied,
+                membership,
+            })),
         })
     }
 
     fn progress(&self) -> Progress {
-        self.progress.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn set_progress(&self, progress: Progress) {
@@ -115,7 +120,10 @@ impl StateMachine {
                 match change {
                     Change::Put(object) => {
                         if let Some((kind, id)) = object_key(object) {
-                            objects.insert(key(kind, &id).as_str(), object.encode_to_vec().as_slice())?;
+                            objects.insert(
+                                key(kind, &id).as_str(),
+                                object.encode_to_vec().as_slice(),
+                            )?;
                         }
                     }
                     Change::Delete(r) => {
@@ -125,7 +133,10 @@ impl StateMachine {
             }
             let mut meta = txn.open_table(META)?;
             meta.insert(APPLIED, serde_json::to_vec(&progress.applied)?.as_slice())?;
-            meta.insert(MEMBERSHIP, serde_json::to_vec(&progress.membership)?.as_slice())?;
+            meta.insert(
+                MEMBERSHIP,
+                serde_json::to_vec(&progress.membership)?.as_slice(),
+            )?;
         }
         txn.commit()?;
         Ok(())
@@ -134,7 +145,8 @@ impl StateMachine {
     fn current_snapshot(&self) -> anyhow::Result<Option<Snapshot<TypeConfig>>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(META)?;
-        let (Some(meta), Some(data)) = (table.get(SNAPSHOT_META)?, table.get(SNAPSHOT_DATA)?) else {
+        let (Some(meta), Some(data)) = (table.get(SNAPSHOT_META)?, table.get(SNAPSHOT_DATA)?)
+        else {
             return Ok(None);
         };
         Ok(Some(Snapshot {
@@ -143,7 +155,11 @@ impl StateMachine {
         }))
     }
 
-    fn save_snapshot(&self, meta: &SnapshotMeta<RaftId, openraft::BasicNode>, data: &[u8]) -> anyhow::Result<()> {
+    fn save_snapshot(
+        &self,
+        meta: &SnapshotMeta<RaftId, openraft::BasicNode>,
+        data: &[u8],
+    ) -> anyhow::Result<()> {
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(META)?;
@@ -175,7 +191,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         self.save_snapshot(&meta, &data)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), fail(e)))?;
-        tracing::info!(index = last.map(|l| l.index).unwrap_or(0), bytes = data.len(), "snapshot built");
+        tracing::info!(
+            index = last.map(|l| l.index).unwrap_or(0),
+            bytes = data.len(),
+            "snapshot built"
+        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -205,7 +225,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             for entry in entries {
                 let index = entry.log_id.index;
                 progress.applied = Some(entry.log_id);
-                let mut result = ApplyResult { index, conflict: None };
+                let mut result = ApplyResult {
+                    index,
+                    conflict: None,
+                };
                 match entry.payload {
                     EntryPayload::Blank => {}
                     EntryPayload::Normal(batch) => match state.apply(index, &batch) {
@@ -229,7 +252,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for event in events {
             self.store.publish(event);
         }
-        self.store.publish(StoreEvent { index: last, changes: Vec::new() });
+        self.store.publish(StoreEvent {
+            index: last,
+            changes: Vec::new(),
+        });
         Ok(results)
     }
 
@@ -264,12 +290,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 objects.retain(|_, _| false)?;
                 for object in state.objects() {
                     if let Some((kind, id)) = object_key(&object) {
-                        objects.insert(key(kind, &id).as_str(), object.encode_to_vec().as_slice())?;
+                        objects
+                            .insert(key(kind, &id).as_str(), object.encode_to_vec().as_slice())?;
                     }
                 }
                 let mut table = txn.open_table(META)?;
                 table.insert(APPLIED, serde_json::to_vec(&progress.applied)?.as_slice())?;
-                table.insert(MEMBERSHIP, serde_json::to_vec(&progress.membership)?.as_slice())?;
+                table.insert(
+                    MEMBERSHIP,
+                    serde_json::to_vec(&progress.membership)?.as_slice(),
+                )?;
                 table.insert(SNAPSHOT_META, serde_json::to_vec(meta)?.as_slice())?;
                 table.insert(SNAPSHOT_DATA, data.as_slice())?;
             }

@@ -62,7 +62,8 @@ impl Constraint {
                 }
             },
         };
-        if key == Key::Role && !matches!(value.to_ascii_lowercase().as_str(), "manager" | "worker") {
+        if key == Key::Role && !matches!(value.to_ascii_lowercase().as_str(), "manager" | "worker")
+        {
             return Err(ConstraintError::Syntax(text.to_owned()));
         }
         Ok(Self {
@@ -111,7 +112,11 @@ fn ip_matches(ip: &str, pattern: &str) -> bool {
     ) else {
         return false;
     };
-    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits.min(32)) };
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits.min(32))
+    };
     u32::from(ip) & mask == u32::from(net) & mask
 }
 
@@ -122,13 +127,22 @@ mod tests {
 
     fn node() -> Node {
         Node {
-            meta: Some(Meta { id: "abc".into(), ..Default::default() }),
+            meta: Some(Meta {
+                id: "abc".into(),
+                ..Default::default()
+            }),
             spec: Some(NodeSpec {
                 labels: [("zone".to_string(), "east".to_string())].into(),
                 ..Default::default()
             }),
-            description: Some(NodeDescription { hostname: "n1".into(), ..Default::default() }),
-            status: Some(NodeStatus { addr: "192.0.2.11".into(), ..Default::default() }),
+            description: Some(NodeDescription {
+                hostname: "n1".into(),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                addr: "192.0.2.11".into(),
+                ..Default::default()
+            }),
             role: NodeRole::Manager as i32,
             ..Default::default()
         }
@@ -150,15 +164,31 @@ mod tests {
             ("node.ip==192.0.2.0/24", true),
             ("node.ip==198.18.0.0/15", false),
         ] {
-            assert_eq!(Constraint::parse(text).unwrap().matches(&n), expected, "{text}");
+            assert_eq!(
+                Constraint::parse(text).unwrap().matches(&n),
+                expected,
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn bad_constraints_name_the_problem() {
-        assert!(matches!(Constraint::parse("node.labels.zone=east"), Err(ConstraintError::Syntax(_))));
-        assert!(matches!(Constraint::parse("zone==east"), Err(ConstraintError::UnknownKey(..))));
-        assert!(matches!(Constraint::parse("node.labels.zone=="), Err(ConstraintError::EmptyValue(_))));
-        assert!(matches!(Constraint::parse("node.role==boss"), Err(ConstraintError::Syntax(_))));
+        assert!(matches!(
+            Constraint::parse("node.labels.zone=east"),
+            Err(ConstraintError::Syntax(_))
+        ));
+        assert!(matches!(
+            Constraint::parse("zone==east"),
+            Err(ConstraintError::UnknownKey(..))
+        ));
+        assert!(matches!(
+            Constraint::parse("node.labels.zone=="),
+            Err(ConstraintError::EmptyValue(_))
+        ));
+        assert!(matches!(
+            Constraint::parse("node.role==boss"),
+            Err(ConstraintError::Syntax(_))
+        ));
     }
 }

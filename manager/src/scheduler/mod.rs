@@ -26,7 +26,9 @@ pub fn assignments(state: &State) -> Batch {
         if batch.len() >= MAX_TASKS_PER_BATCH {
             break;
         }
-        let Some(task) = state.tasks.get(&decision.task_id) else { continue };
+        let Some(task) = state.tasks.get(&decision.task_id) else {
+            continue;
+        };
         let status = task.status.clone().unwrap_or_default();
         let updated = match decision.outcome {
             Outcome::Assign(node) => Task {

@@ -42,8 +42,15 @@ pub fn occupies_node(task: &Task) -> bool {
 
 /// Whether new tasks may go to `node` at all.
 pub fn accepts_tasks(node: &Node) -> bool {
-    node.status.as_ref().is_some_and(|s| s.state() == NodeState::Ready)
-        && node.spec.as_ref().map(|s| s.availability()).unwrap_or_default() == Availability::Active
+    node.status
+        .as_ref()
+        .is_some_and(|s| s.state() == NodeState::Ready)
+        && node
+            .spec
+            .as_ref()
+            .map(|s| s.availability())
+            .unwrap_or_default()
+            == Availability::Active
 }
 
 struct Candidate<'a> {
@@ -105,8 +112,14 @@ fn reservations(task: &Task) -> Resources {
         .unwrap_or_default()
 }
 
-fn host_ports(task: &Task, service_ports: &HashMap<&str, Vec<(String, u32)>>) -> Vec<(String, u32)> {
-    service_ports.get(task.service_id.as_str()).cloned().unwrap_or_default()
+fn host_ports(
+    task: &Task,
+    service_ports: &HashMap<&str, Vec<(String, u32)>>,
+) -> Vec<(String, u32)> {
+    service_ports
+        .get(task.service_id.as_str())
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Decides a node for every pending task of `state`.
@@ -168,7 +181,11 @@ pub fn plan(state: &State) -> Vec<Decision> {
                 c.free.memory_bytes -= r.memory_bytes;
                 c.total += 1;
                 c.host_ports.extend(host_ports(task, &service_ports));
-                *per_service.entry(&task.service_id).or_default().entry(i).or_default() += 1;
+                *per_service
+                    .entry(&task.service_id)
+                    .or_default()
+                    .entry(i)
+                    .or_default() += 1;
             }
         } else if is_pending(task) {
             pending.entry(&task.service_id).or_default().push(task);
@@ -178,7 +195,11 @@ pub fn plan(state: &State) -> Vec<Decision> {
     let mut decisions = Vec::new();
     for (service_id, mut tasks) in pending {
         tasks.sort_by_key(|t| (t.slot, t.meta.as_ref().map(|m| m.created_at)));
-        let placement = tasks[0].spec.as_ref().and_then(|s| s.placement.clone()).unwrap_or_default();
+        let placement = tasks[0]
+            .spec
+            .as_ref()
+            .and_then(|s| s.placement.clone())
+            .unwrap_or_default();
         let constraints = match Constraint::parse_all(&placement.constraints) {
             Ok(c) => c,
             Err(e) => {
@@ -224,7 +245,9 @@ pub fn plan(state: &State) -> Vec<Decision> {
                     refusals.add(RESOURCES);
                     return false;
                 }
-                if placement.max_replicas_per_node > 0 && count as u64 >= placement.max_replicas_per_node {
+                if placement.max_replicas_per_node > 0
+                    && count as u64 >= placement.max_replicas_per_node
+                {
                     refusals.add(MAX_REPLICAS);
                     return false;
                 }
@@ -245,7 +268,11 @@ pub fn plan(state: &State) -> Vec<Decision> {
                 if !fits(c, count, &mut refusals) {
                     continue;
                 }
-                let key = (group_counts.get(group).copied().unwrap_or(0), count, c.total);
+                let key = (
+                    group_counts.get(group).copied().unwrap_or(0),
+                    count,
+                    c.total,
+                );
                 if best.is_none_or(|(_, b)| key < b) {
                     best = Some((*i, key));
                 }
@@ -258,7 +285,10 @@ pub fn plan(state: &State) -> Vec<Decision> {
                     c.total += 1;
                     c.host_ports.extend(ports.iter().cloned());
                     *counts.entry(i).or_default() += 1;
-                    let group = eligible.iter().find(|(j, _)| *j == i).map(|(_, g)| g.clone());
+                    let group = eligible
+                        .iter()
+                        .find(|(j, _)| *j == i)
+                        .map(|(_, g)| g.clone());
                     if let Some(group) = group {
                         *group_counts.entry(group).or_default() += 1;
                     }
@@ -270,7 +300,9 @@ pub fn plan(state: &State) -> Vec<Decision> {
                             refusals.set(CONSTRAINTS, constraint_refusals);
                             refusals.set(NOT_AVAILABLE, unavailable);
                         }
-                        Some(node) if !index_of.contains_key(node) => refusals.set(NOT_AVAILABLE, 1),
+                        Some(node) if !index_of.contains_key(node) => {
+                            refusals.set(NOT_AVAILABLE, 1)
+                        }
                         Some(node) if !eligible.iter().any(|(i, _)| candidates[*i].id == node) => {
                             refusals.set(CONSTRAINTS, 1)
                         }

@@ -35,7 +35,7 @@ pub struct Conflict {
 /// One applied change, as the watch stream reports it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
-    Put(Object),
+    Put(Box<Object>),
     Delete(ObjectRef),
 }
 
@@ -71,7 +71,7 @@ impl State {
                         meta.version = index;
                     }
                     self.put(object.clone());
-                    changes.push(Change::Put(object));
+                    changes.push(Change::Put(Box::new(object)));
                 }
                 Some(store_action::Action::Delete(r)) => {
                     self.delete(r.kind(), &r.id);
@@ -108,12 +108,24 @@ impl State {
     pub fn put(&mut self, object: Object) {
         let Some(inner) = object.object else { return };
         match inner {
-            object::Object::Node(o) => insert(&mut self.nodes, o.meta.as_ref().map(|m| m.id.clone()), o),
-            object::Object::Service(o) => insert(&mut self.services, o.meta.as_ref().map(|m| m.id.clone()), o),
-            object::Object::Task(o) => insert(&mut self.tasks, o.meta.as_ref().map(|m| m.id.clone()), o),
-            object::Object::Network(o) => insert(&mut self.networks, o.meta.as_ref().map(|m| m.id.clone()), o),
-            object::Object::Secret(o) => insert(&mut self.secrets, o.meta.as_ref().map(|m| m.id.clone()), o),
-            object::Object::Config(o) => insert(&mut self.configs, o.meta.as_ref().map(|m| m.id.clone()), o),
+            object::Object::Node(o) => {
+                insert(&mut self.nodes, o.meta.as_ref().map(|m| m.id.clone()), o)
+            }
+            object::Object::Service(o) => {
+                insert(&mut self.services, o.meta.as_ref().map(|m| m.id.clone()), o)
+            }
+            object::Object::Task(o) => {
+                insert(&mut self.tasks, o.meta.as_ref().map(|m| m.id.clone()), o)
+            }
+            object::Object::Network(o) => {
+                insert(&mut self.networks, o.meta.as_ref().map(|m| m.id.clone()), o)
+            }
+            object::Object::Secret(o) => {
+                insert(&mut self.secrets, o.meta.as_ref().map(|m| m.id.clone()), o)
+            }
+            object::Object::Config(o) => {
+                insert(&mut self.configs, o.meta.as_ref().map(|m| m.id.clone()), o)
+            }
             object::Object::Cluster(o) => self.cluster = Some(o),
         }
     }
@@ -149,7 +161,9 @@ impl State {
 
     /// The tasks of one service.
     pub fn tasks_of_service<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> {
-        self.tasks.values().filter(move |t| t.service_id == service_id)
+        self.tasks
+            .values()
+            .filter(move |t| t.service_id == service_id)
     }
 }
 

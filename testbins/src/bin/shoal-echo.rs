@@ -101,10 +101,10 @@ fn main() -> Result<()> {
         let Ok(stream) = stream else { continue };
         let (identity, healthy) = (identity.clone(), healthy.clone());
         thread::spawn(move || {
-            if let Err(error) = serve_http(stream, &identity, &healthy) {
-                if error.kind() != std::io::ErrorKind::UnexpectedEof {
-                    eprintln!("http: {error}");
-                }
+            if let Err(error) = serve_http(stream, &identity, &healthy)
+                && error.kind() != std::io::ErrorKind::UnexpectedEof
+            {
+                eprintln!("http: {error}");
             }
         });
     }

@@ -1,0 +1,172 @@
+//! The agent's side of the dispatcher protocol: register with a join token,
+//! heartbeat, follow the assignment stream, report task status, and move to
+//! the new leader whenever leadership changes. What runs the tasks is an
+//! [`Executor`]: Docker in production, a simulation in manager tests.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use shoal_api::pb::{
+    AssignmentSet, HeartbeatRequest, NodeDescription, RegisterRequest, SessionRef,
+    TaskStatusUpdate, UpdateTaskStatusRequest, dispatcher_client::DispatcherClient,
+};
+use tokio::sync::{mpsc, watch};
+use tonic::transport::Channel;
+
+/// Runs what the manager assigns and reports what happens to it.
+#[tonic::async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// Brings the node in line with `set` (complete each time); status
+    /// changes go to `report`, now or later.
+    async fn reconcile(
+        &self,
+        set: &AssignmentSet,
+        report: &mpsc::UnboundedSender<TaskStatusUpdate>,
+    );
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// host:port of managers to try, in order.
+    pub managers: Vec<String>,
+    pub token: String,
+    pub advertise_addr: String,
+    pub description: NodeDescription,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Where the session stands, for callers and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionState {
+    pub node_id: String,
+    pub connected_to: Option<String>,
+}
+
+fn channel(addr: &str) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// Keeps a session with the cluster's leader until the task is dropped.
+pub async fn run(
+    config: SessionConfig,
+    executor: Arc<dyn Executor>,
+    state: watch::Sender<SessionState>,
+) {
+    let mut managers = config.managers.clone();
+    let mut next = 0usize;
+    loop {
+        let addr = managers[next % managers.len()].clone();
+        match session(&config, &addr, executor.clone(), &state).await {
+            Ok(Redirect::To(leader)) => {
+                tracing::info!(%leader, "the leader moved; following it");
+                if !managers.contains(&leader) {
+                    managers.push(leader.clone());
+                }
+                next = managers.iter().position(|m| *m == leader).unwrap_or(0);
+                continue;
+            }
+            Ok(Redirect::Managers(list)) => {
+                for m in list {
+                    if !managers.contains(&m) {
+                        managers.push(m);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%addr, error = %format!("{error:#}"), "session ended"),
+        }
+        state.send_modify(|s| s.connected_to = None);
+        next += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+enum Redirect {
+    To(String),
+    Managers(Vec<String>),
+}
+
+fn leader_of(status: &tonic::Status) -> Option<String> {
+    status
+        .metadata()
+        .get("shoal-leader")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+async fn session(
+    config: &SessionConfig,
+    addr: &str,
+    executor: Arc<dyn Executor>,
+    state: &watch::Sender<SessionState>,
+) -> anyhow::Result<Redirect> {
+    let mut client = DispatcherClient::new(channel(addr)?);
+    let node_id = state.borrow().node_id.clone();
+    let registered = client
+        .register(RegisterRequest {
+            token: config.token.clone(),
+            node_id,
+            description: Some(config.description.clone()),
+            advertise_addr: config.advertise_addr.clone(),
+            labels: config.labels.clone(),
+        })
+        .await;
+    let registered = match registered {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            if let Some(leader) = leader_of(&status) {
+                return Ok(Redirect::To(leader));
+            }
+            if status.code() == tonic::Code::PermissionDenied {
+                anyhow::bail!("the manager refused the join token: {}", status.message());
+            }
+            anyhow::bail!("registering: {}", status.message());
+        }
+    };
+    let session = SessionRef {
+        node_id: registered.node_id.clone(),
+        session_id: registered.session_id.clone(),
+    };
+    state.send_replace(SessionState {
+        node_id: registered.node_id.clone(),
+        connected_to: Some(addr.to_owned()),
+    });
+    tracing::info!(node = %registered.node_id, manager = %addr, "registered");
+
+    let (report_tx, mut report_rx) = mpsc::unbounded_channel::<TaskStatusUpdate>();
+    let mut stream = client.assignments(session.clone()).await?.into_inner();
+    let period = Duration::from_millis(registered.heartbeat_period_ms.max(50) as u64);
+    let mut heartbeat = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            message = stream.message() => match message {
+                Ok(Some(set)) => executor.reconcile(&set, &report_tx).await,
+                Ok(None) => return Ok(Redirect::Managers(registered.managers)),
+                Err(status) => return match leader_of(&status) {
+                    Some(leader) => Ok(Redirect::To(leader)),
+                    None => Err(anyhow::anyhow!("assignment stream: {}", status.message())),
+                },
+            },
+            _ = heartbeat.tick() => {
+                if let Err(status) = client.heartbeat(HeartbeatRequest { session: Some(session.clone()) }).await {
+                    return match leader_of(&status) {
+                        Some(leader) => Ok(Redirect::To(leader)),
+                        None => Err(anyhow::anyhow!("heartbeat: {}", status.message())),
+                    };
+                }
+            }
+            Some(first) = report_rx.recv() => {
+                let mut updates = vec![first];
+                while let Ok(more) = report_rx.try_recv() {
+                    updates.push(more);
+                }
+                let request = UpdateTaskStatusRequest { session: Some(session.clone()), updates };
+                if let Err(status) = client.update_task_status(request).await {
+                    return Err(anyhow::anyhow!("reporting task status: {}", status.message()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! A simulated executor: tasks "run" the moment they are assigned, stop when
+//! told to, and fail when a test says so. It speaks the real protocol
+//! through [`crate::session`], so manager tests and scale benchmarks use
+//! many nodes without a container engine.
+
+use std::{collections::BTreeMap, sync::Mutex};
+
+use shoal_api::pb::{AssignmentSet, TaskState, TaskStatus, TaskStatusUpdate};
+use tokio::sync::mpsc;
+
+use crate::session::Executor;
+
+#[derive(Default)]
+pub struct SimExecutor {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Observed state per task id, as this "node" last reported it.
+    tasks: BTreeMap<String, TaskState>,
+    report: Option<mpsc::UnboundedSender<TaskStatusUpdate>>,
+}
+
+fn update(task_id: &str, state: TaskState, exit_code: i32, message: &str) -> TaskStatusUpdate {
+    TaskStatusUpdate {
+        task_id: task_id.to_owned(),
+        status: Some(TaskStatus {
+            timestamp: shoal_api::now_ms(),
+            state: state as i32,
+            message: message.to_owned(),
+            err: if state == TaskState::Failed {
+                format!("task: non-zero exit ({exit_code})")
+            } else {
+                String::new()
+            },
+            exit_code,
+            container_id: String::new(),
+        }),
+    }
+}
+
+impl SimExecutor {
+    /// Ids of the tasks this node runs now.
+    pub fn running(&self) -> Vec<String> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .tasks
+            .iter()
+            .filter(|(_, s)| **s == TaskState::Running)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Makes a running task exit with `exit_code` (0: complete, else failed).
+    pub fn exit(&self, task_id: &str, exit_code: i32) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.tasks.get(task_id) != Some(&TaskState::Running) {
+            return false;
+        }
+        let state = if exit_code == 0 {
+            TaskState::Complete
+        } else {
+            TaskState::Failed
+        };
+        inner.tasks.insert(task_id.to_owned(), state);
+        if let Some(report) = &inner.report {
+            let _ = report.send(update(task_id, state, exit_code, "finished"));
+        }
+        true
+    }
+}
+
+#[tonic::async_trait]
+impl Executor for SimExecutor {
+    async fn reconcile(
+        &self,
+        set: &AssignmentSet,
+        report: &mpsc::UnboundedSender<TaskStatusUpdate>,
+    ) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.report = Some(report.clone());
+        for task in &set.tasks {
+            let id = task.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+            let known = inner.tasks.get(&id).copied();
+            let desired = task.desired_state();
+            if desired <= TaskState::Running {
+                if known.is_none() {
+                    if desired == TaskState::Running {
+                        inner.tasks.insert(id.clone(), TaskState::Running);
+                        let _ = report.send(update(&id, TaskState::Running, 0, "started"));
+                    } else if task.status.as_ref().map(|s| s.state()) < Some(TaskState::Ready) {
+                        let _ = report.send(update(&id, TaskState::Ready, 0, "prepared"));
+                    }
+                }
+            } else if known.is_none_or(|s| !s.is_terminal()) {
+                inner.tasks.insert(id.clone(), TaskState::Shutdown);
+                let _ = report.send(update(&id, TaskState::Shutdown, 0, "shutdown"));
+            }
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! An in-process cluster for manager tests: real managers (Raft on disk in a
+//! temporary directory, gRPC on loopback) and simulated agents speaking the
+//! real agent protocol.
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use shoal_agent::{
+    session::{self, SessionConfig, SessionState},
+    sim::SimExecutor,
+};
+use shoal_api::pb::{
+    ContainerSpec, Empty, Node, NodeDescription, Platform, Resources, ServiceMode, ServiceSpec,
+    Task, TaskSpec, TaskState, control_client::ControlClient,
+};
+use shoal_manager::{
+    daemon::{self, Bootstrap, Options, RunningManager},
+    manager::Settings,
+    raft::Timing,
+};
+use tokio::{sync::watch, task::JoinHandle};
+use tonic::transport::Channel;
+
+/// Short periods keep the tests fast; the behaviour is the same.
+pub const HEARTBEAT: Duration = Duration::from_millis(300);
+
+pub fn timing() -> Timing {
+    Timing {
+        heartbeat_ms: 100,
+        election_min_ms: 600,
+        election_max_ms: 1200,
+        snapshot_every: 200,
+    }
+}
+
+pub struct TestAgent {
+    pub hostname: String,
+    pub executor: Arc<SimExecutor>,
+    pub state: watch::Receiver<SessionState>,
+    handle: JoinHandle<()>,
+}
+
+impl TestAgent {
+    pub fn node_id(&self) -> String {
+        self.state.borrow().node_id.clone()
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub managers: Vec<Option<RunningManager>>,
+    options: Vec<Options>,
+    pub agents: Vec<TestAgent>,
+    pub worker_token: String,
+    pub manager_token: String,
+}
+
+fn free_port() -> Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+impl TestCluster {
+    /// `managers` managers: the first inits, the others join.
+    pub async fn start(managers: usize) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut options = Vec::new();
+        for i in 0..managers {
+            let listen = free_port()?;
+            options.push(Options {
+                data_dir: dir.path().join(format!("m{i}")),
+                listen,
+                advertise: listen.to_string(),
+                socket: None,
+                hostname: format!("manager{i}"),
+                timing: timing(),
+                settings: Settings {
+                    heartbeat_period: HEARTBEAT,
+                },
+            });
+        }
+        let first = daemon::start(
+            options[0].clone(),
+            Bootstrap::Init {
+                default_addr_pool: vec!["198.18.0.0/15".into()],
+                subnet_size: 24,
+            },
+        )
+        .await?;
+        let (worker_token, manager_token) =
+            first.init_tokens.clone().context("init gives tokens")?;
+        let remote = first.addr().to_owned();
+        let mut running = vec![Some(first)];
+        for o in &options[1..] {
+            let joined = daemon::start(
+                o.clone(),
+                Bootstrap::Join {
+                    token: manager_token.clone(),
+                    remote: remote.clone(),
+                },
+            )
+            .await?;
+            running.push(Some(joined));
+        }
+        Ok(Self {
+            dir,
+            managers: running,
+            options,
+            agents: Vec::new(),
+            worker_token,
+            manager_token,
+        })
+    }
+
+    pub fn manager_addrs(&self) -> Vec<String> {
+        self.options.iter().map(|o| o.advertise.clone()).collect()
+    }
+
+    /// Starts a simulated agent; returns its index once it is registered.
+    pub async fn add_agent(&mut self, hostname: &str, labels: &[(&str, &str)]) -> Result<usize> {
+        let executor = Arc::new(SimExecutor::default());
+        let (tx, rx) = watch::channel(SessionState::default());
+        let config = SessionConfig {
+            managers: self.manager_addrs(),
+            token: self.worker_token.clone(),
+            advertise_addr: format!("192.0.2.{}", 100 + self.agents.len()),
+            description: NodeDescription {
+                hostname: hostname.to_owned(),
+                platform: Some(Platform {
+                    os: "linux".into(),
+                    architecture: "x86_64".into(),
+                }),
+                resources: Some(Resources {
+                    nano_cpus: 2_000_000_000,
+                    memory_bytes: 4 << 30,
+                }),
+                engine_version: "sim".into(),
+            },
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        };
+        let handle = tokio::spawn(session::run(config, executor.clone(), tx));
+        let mut state = rx.clone();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            state.wait_for(|s| s.connected_to.is_some()),
+        )
+        .await
+        .context("agent did not register within 10 s")??;
+        self.agents.push(TestAgent {
+            hostname: hostname.to_owned(),
+            executor,
+            state: rx,
+            handle,
+        });
+        Ok(self.agents.len() - 1)
+    }
+
+    /// A client of the first manager that is up.
+    pub async fn control(&self) -> Result<ControlClient<Channel>> {
+        let addr = self
+            .managers
+            .iter()
+            .flatten()
+            .next()
+            .context("no manager is running")?
+            .addr()
+            .to_owned();
+        let channel = Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        Ok(ControlClient::new(channel))
+    }
+
+    pub fn leader_index(&self) -> Option<usize> {
+        self.managers
+            .iter()
+            .position(|m| m.as_ref().is_some_and(|m| m.manager.is_leader()))
+    }
+
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<usize> {
+        wait_until(timeout, "a leader", || async { self.leader_index() }).await
+    }
+
+    /// Stops manager `i` (its data stays on disk).
+    pub async fn stop_manager(&mut self, i: usize) {
+        if let Some(m) = self.managers[i].take() {
+            m.shutdown().await;
+        }
+    }
+
+    /// Starts manager `i` again from its data directory.
+    pub async fn restart_manager(&mut self, i: usize) -> Result<()> {
+        let m = daemon::start(self.options[i].clone(), Bootstrap::Restart).await?;
+        self.managers[i] = Some(m);
+        Ok(())
+    }
+
+    pub async fn tasks(&self) -> Result<Vec<Task>> {
+        Ok(self
+            .control()
+            .await?
+            .list_tasks(Empty {})
+            .await?
+            .into_inner()
+            .tasks)
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<Node>> {
+        Ok(self
+            .control()
+            .await?
+            .list_nodes(Empty {})
+            .await?
+            .into_inner()
+            .nodes)
+    }
+
+    /// Running tasks of a service per node hostname.
+    pub async fn running_per_node(&self, service_id: &str) -> Result<BTreeMap<String, usize>> {
+        let nodes = self.nodes().await?;
+        let name = |id: &str| {
+            nodes
+                .iter()
+                .find(|n| n.meta.as_ref().is_some_and(|m| m.id == id))
+                .and_then(|n| n.description.as_ref().map(|d| d.hostname.clone()))
+                .unwrap_or_default()
+        };
+        let mut out = BTreeMap::new();
+        for t in self.tasks().await? {
+            if t.service_id == service_id && is_running(&t) {
+                *out.entry(name(&t.node_id)).or_default() += 1;
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub fn is_running(task: &Task) -> bool {
+    task.desired_state() == TaskState::Running
+        && task.status.as_ref().map(|s| s.state()) == Some(TaskState::Running)
+}
+
+/// A spec for `image` with `replicas` tasks.
+pub fn replicated(name: &str, replicas: u64) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        mode: ServiceMode::Replicated as i32,
+        replicas,
+        task: Some(TaskSpec {
+            container: Some(ContainerSpec {
+                image: "shoal/echo:1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Polls `check` until it returns Some, or fails naming `what`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,440 @@
+//! The manager end to end: three managers (Raft on disk, gRPC on loopback)
+//! and simulated agents that speak the real agent protocol.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::{Result, ensure};
+use shoal_api::pb::{
+    Availability, Empty, IdRequest, NodeState, RestartCondition, RestartPolicy, SecretSpec,
+    ServiceMode, TaskState, UpdateNodeRequest, UpdateServiceRequest,
+};
+use shoal_tests::cluster::{HEARTBEAT, TestCluster, is_running, replicated, wait_until};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn three_nodes() -> Result<TestCluster> {
+    let mut cluster = TestCluster::start(3).await?;
+    for (host, zone) in [("n1", "a"), ("n2", "b"), ("n3", "c")] {
+        cluster.add_agent(host, &[("zone", zone)]).await?;
+    }
+    Ok(cluster)
+}
+
+fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn create_spreads_scale_removes_highest_slots_and_drain_moves_tasks() -> Result<()> {
+    let cluster = three_nodes().await?;
+    let mut control = cluster.control().await?;
+    let service = control
+        .create_service(replicated("web", 6))
+        .await?
+        .into_inner();
+    let id = service.meta.clone().unwrap_or_default().id;
+    let want = counts(&[("n1", 2), ("n2", 2), ("n3", 2)]);
+    wait_until(WAIT, "2 running tasks on each node", || async {
+        (cluster.running_per_node(&id).await.ok()? == want).then_some(())
+    })
+    .await?;
+
+    // Scale down to 2: slots 3..6 go, 1 and 2 stay.
+    let current = control.list_services(Empty {}).await?.into_inner().services[0]
+        .service
+        .clone()
+        .unwrap_or_default();
+    let mut spec = current.spec.clone().unwrap_or_default();
+    spec.replicas = 2;
+    control
+        .update_service(UpdateServiceRequest {
+            id: id.clone(),
+            version: current.meta.unwrap_or_default().version,
+            spec: Some(spec),
+        })
+        .await?;
+    let slots = wait_until(WAIT, "2 running slots", || async {
+        let mut slots: Vec<u64> = cluster
+            .tasks()
+            .await
+            .ok()?
+            .iter()
+            .filter(|t| is_running(t))
+            .map(|t| t.slot)
+            .collect();
+        slots.sort();
+        (slots.len() == 2).then_some(slots)
+    })
+    .await?;
+    ensure!(
+        slots == vec![1, 2],
+        "scale down kept slots {slots:?}, not the lowest"
+    );
+
+    // Drain n1: its tasks move to the other nodes.
+    let nodes = cluster.nodes().await?;
+    let n1 = nodes
+        .iter()
+        .find(|n| n.description.as_ref().is_some_and(|d| d.hostname == "n1"))
+        .cloned()
+        .unwrap_or_default();
+    let mut spec = n1.spec.clone().unwrap_or_default();
+    spec.availability = Availability::Drain as i32;
+    let mut scale = control.list_services(Empty {}).await?.into_inner().services[0]
+        .service
+        .clone()
+        .unwrap_or_default();
+    let mut s = scale.spec.clone().unwrap_or_default();
+    s.replicas = 6;
+    control
+        .update_service(UpdateServiceRequest {
+            id: id.clone(),
+            version: scale.meta.take().unwrap_or_default().version,
+            spec: Some(s),
+        })
+        .await?;
+    control
+        .update_node(UpdateNodeRequest {
+            id: n1.meta.clone().unwrap_or_default().id,
+            version: n1.meta.unwrap_or_default().version,
+            spec: Some(spec),
+        })
+        .await?;
+    let want = counts(&[("n2", 3), ("n3", 3)]);
+    wait_until(WAIT, "all 6 tasks off the drained node", || async {
+        (cluster.running_per_node(&id).await.ok()? == want).then_some(())
+    })
+    .await?;
+    ensure!(
+        cluster.agents[0].executor.running().is_empty(),
+        "the drained node still runs tasks"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_stops_heartbeating_is_down_and_its_tasks_move() -> Result<()> {
+    let mut cluster = three_nodes().await?;
+    let mut control = cluster.control().await?;
+    let id = control
+        .create_service(replicated("api", 3))
+        .await?
+        .into_inner()
+        .meta
+        .unwrap_or_default()
+        .id;
+    wait_until(WAIT, "one task per node", || async {
+        (cluster.running_per_node(&id).await.ok()? == counts(&[("n1", 1), ("n2", 1), ("n3", 1)]))
+            .then_some(())
+    })
+    .await?;
+    let lost = cluster.agents.remove(2); // n3's agent stops (its session ends)
+    let lost_id = lost.node_id();
+    drop(lost);
+    let started = std::time::Instant::now();
+    wait_until(WAIT, "n3 marked down", || async {
+        let nodes = cluster.nodes().await.ok()?;
+        let n3 = nodes
+            .iter()
+            .find(|n| n.meta.as_ref().is_some_and(|m| m.id == lost_id))?;
+        (n3.status.as_ref()?.state() == NodeState::Down).then_some(())
+    })
+    .await?;
+    let down_after = started.elapsed();
+    ensure!(
+        down_after >= HEARTBEAT * 2,
+        "marked down after only {down_after:?}"
+    );
+    wait_until(WAIT, "3 running tasks on n1 and n2", || async {
+        let per = cluster.running_per_node(&id).await.ok()?;
+        (!per.contains_key("n3") && per.values().sum::<usize>() == 3).then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_policy_replaces_failed_tasks_and_none_means_none() -> Result<()> {
+    let mut cluster = TestCluster::start(1).await?;
+    cluster.add_agent("n1", &[]).await?;
+    let mut control = cluster.control().await?;
+    let mut spec = replicated("flaky", 1);
+    spec.task.as_mut().unwrap().restart = Some(RestartPolicy {
+        delay_ms: Some(200),
+        ..Default::default()
+    });
+    let flaky = control
+        .create_service(spec)
+        .await?
+        .into_inner()
+        .meta
+        .unwrap_or_default()
+        .id;
+    let mut spec = replicated("oneshot", 1);
+    spec.task.as_mut().unwrap().restart = Some(RestartPolicy {
+        condition: RestartCondition::None as i32,
+        ..Default::default()
+    });
+    let oneshot = control
+        .create_service(spec)
+        .await?
+        .into_inner()
+        .meta
+        .unwrap_or_default()
+        .id;
+    let running = |service: String| {
+        let cluster = &cluster;
+        async move {
+            cluster
+                .tasks()
+                .await
+                .ok()?
+                .into_iter()
+                .find(|t| t.service_id == service && is_running(t))
+        }
+    };
+    let first = wait_until(WAIT, "flaky running", || running(flaky.clone())).await?;
+    let one = wait_until(WAIT, "oneshot running", || running(oneshot.clone())).await?;
+    let executor = cluster.agents[0].executor.clone();
+    ensure!(
+        executor.exit(&first.meta.clone().unwrap_or_default().id, 1),
+        "the sim did not run flaky's task"
+    );
+    ensure!(
+        executor.exit(&one.meta.clone().unwrap_or_default().id, 1),
+        "the sim did not run oneshot's task"
+    );
+    let second = wait_until(WAIT, "flaky replaced", || async {
+        let t = running(flaky.clone()).await?;
+        (t.meta != first.meta).then_some(t)
+    })
+    .await?;
+    ensure!(
+        second.slot == first.slot,
+        "the replacement took slot {} not {}",
+        second.slot,
+        first.slot
+    );
+    ensure!(
+        second.restarts.len() == 1,
+        "restart count {:?}",
+        second.restarts
+    );
+    let history: Vec<_> = cluster
+        .tasks()
+        .await?
+        .into_iter()
+        .filter(|t| t.service_id == flaky)
+        .collect();
+    ensure!(
+        history.len() == 2,
+        "flaky has {} tasks, expected the failed one kept as history",
+        history.len()
+    );
+    ensure!(history.iter().any(|t| {
+        t.status
+            .as_ref()
+            .is_some_and(|s| s.state() == TaskState::Failed && s.exit_code == 1)
+    }));
+    // `none`: the failed task stays, nothing replaces it.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let oneshot_tasks: Vec<_> = cluster
+        .tasks()
+        .await?
+        .into_iter()
+        .filter(|t| t.service_id == oneshot)
+        .collect();
+    ensure!(
+        oneshot_tasks.len() == 1,
+        "restart-condition none restarted the task: {} tasks",
+        oneshot_tasks.len()
+    );
+    ensure!(
+        oneshot_tasks[0]
+            .status
+            .as_ref()
+            .is_some_and(|s| s.state() == TaskState::Failed)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn global_services_run_once_per_node_including_late_joiners() -> Result<()> {
+    let mut cluster = TestCluster::start(1).await?;
+    cluster.add_agent("n1", &[]).await?;
+    cluster.add_agent("n2", &[]).await?;
+    let mut control = cluster.control().await?;
+    let mut spec = replicated("agentd", 0);
+    spec.mode = ServiceMode::Global as i32;
+    let id = control
+        .create_service(spec)
+        .await?
+        .into_inner()
+        .meta
+        .unwrap_or_default()
+        .id;
+    wait_until(WAIT, "one task on each of 2 nodes", || async {
+        (cluster.running_per_node(&id).await.ok()? == counts(&[("n1", 1), ("n2", 1)])).then_some(())
+    })
+    .await?;
+    cluster.add_agent("n3", &[]).await?;
+    wait_until(WAIT, "one task on the node that joined later", || async {
+        (cluster.running_per_node(&id).await.ok()? == counts(&[("n1", 1), ("n2", 1), ("n3", 1)]))
+            .then_some(())
+    })
+    .await?;
+    // Replicas with global mode is refused, with a clear error.
+    let mut bad = replicated("bad", 3);
+    bad.mode = ServiceMode::Global as i32;
+    let err = control.create_service(bad).await.unwrap_err();
+    ensure!(
+        err.message()
+            .contains("replicas can only be used with replicated mode"),
+        "{}",
+        err.message()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_loss_elects_a_new_leader_and_loses_no_acknowledged_write() -> Result<()> {
+    let mut cluster = three_nodes().await?;
+    let mut control = cluster.control().await?;
+    let id = control
+        .create_service(replicated("web", 3))
+        .await?
+        .into_inner()
+        .meta
+        .unwrap_or_default()
+        .id;
+    // Acknowledged writes, through whichever manager the client reaches.
+    for i in 0..20 {
+        control
+            .create_secret(SecretSpec {
+                name: format!("s{i}"),
+                data: vec![b'x'; 64],
+                ..Default::default()
+            })
+            .await?;
+    }
+    let old = cluster.wait_for_leader(WAIT).await?;
+    cluster.stop_manager(old).await;
+    let started = std::time::Instant::now();
+    let new = cluster.wait_for_leader(WAIT).await?;
+    let elected_in = started.elapsed();
+    ensure!(new != old);
+    ensure!(
+        elected_in < Duration::from_secs(5),
+        "a new leader took {elected_in:?}"
+    );
+    let mut control = cluster.control().await?;
+    let secrets = control.list_secrets(Empty {}).await?.into_inner().secrets;
+    ensure!(
+        secrets.len() == 20,
+        "{} of 20 acknowledged secrets survived",
+        secrets.len()
+    );
+    ensure!(
+        secrets
+            .iter()
+            .all(|s| s.spec.as_ref().is_some_and(|s| s.data.is_empty())),
+        "secret data was returned"
+    );
+    // The new leader serves writes and keeps the tasks running.
+    control
+        .create_secret(SecretSpec {
+            name: "after".into(),
+            data: b"y".to_vec(),
+            ..Default::default()
+        })
+        .await?;
+    wait_until(WAIT, "3 running tasks under the new leader", || async {
+        (cluster
+            .running_per_node(&id)
+            .await
+            .ok()?
+            .values()
+            .sum::<usize>()
+            == 3)
+            .then_some(())
+    })
+    .await?;
+
+    // The old leader restarts from its data directory and catches up.
+    cluster.restart_manager(old).await?;
+    let restarted = cluster.managers[old].as_ref().unwrap().manager.clone();
+    wait_until(
+        WAIT,
+        "the restarted manager to hold all 21 secrets",
+        || async { (restarted.store.read().await.secrets.len() == 21).then_some(()) },
+    )
+    .await?;
+    ensure!(restarted.store.read().await.services.contains_key(&id));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_is_refused_with_a_clear_error_and_writes_nothing() -> Result<()> {
+    let cluster = TestCluster::start(1).await?;
+    let mut control = cluster.control().await?;
+    let err = control
+        .remove_service(IdRequest { id: "nope".into() })
+        .await
+        .unwrap_err();
+    ensure!(
+        err.message().contains("service nope not found"),
+        "{}",
+        err.message()
+    );
+    let mut spec = replicated("c", 1);
+    spec.task.as_mut().unwrap().placement = Some(shoal_api::pb::Placement {
+        constraints: vec!["node.labels.zone=east".into()],
+        ..Default::default()
+    });
+    let err = control.create_service(spec).await.unwrap_err();
+    ensure!(
+        err.message().contains("expected KEY==VALUE"),
+        "{}",
+        err.message()
+    );
+    ensure!(
+        control
+            .list_services(Empty {})
+            .await?
+            .into_inner()
+            .services
+            .is_empty(),
+        "a refused service was written"
+    );
+
+    // A token of another cluster is refused before anything is sent.
+    let other = TestCluster::start(1).await?;
+    let dir = tempfile::tempdir()?;
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let options = shoal_manager::daemon::Options {
+        data_dir: dir.path().join("m"),
+        listen,
+        advertise: listen.to_string(),
+        socket: None,
+        hostname: "x".into(),
+        timing: shoal_tests::cluster::timing(),
+        settings: Default::default(),
+    };
+    let remote = cluster.manager_addrs()[0].clone();
+    let result = shoal_manager::daemon::start(
+        options,
+        shoal_manager::daemon::Bootstrap::Join {
+            token: other.manager_token.clone(),
+            remote,
+        },
+    )
+    .await;
+    let Err(err) = result else {
+        anyhow::bail!("a manager joined with another cluster's token")
+    };
+    ensure!(
+        format!("{err:#}").contains("belongs to another cluster"),
+        "{err:#}"
+    );
+    Ok(())
+}
