@@ -32,3 +32,6 @@ pub async fn run(manager: Arc<Manager>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -82,3 +82,6 @@ pub async fn run(manager: Arc<Manager>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

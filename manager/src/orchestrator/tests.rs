@@ -1,0 +1,317 @@
+//! Orchestration rules, applied to hand-built states through the real
+//! state machine (so each pass sees the previous one's writes).
+
+use shoal_api::pb::{
+    Availability, Meta, Node, NodeSpec, NodeState, NodeStatus, RestartCondition, RestartPolicy,
+    Service, ServiceMode, ServiceSpec, Task, TaskSpec, TaskState, TaskStatus,
+};
+
+use super::reconcile::{is_live, reconcile};
+use crate::store::{Batch, State};
+
+struct World {
+    state: State,
+    index: u64,
+    now: i64,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            state: State::default(),
+            index: 0,
+            now: 1_000_000,
+        }
+    }
+
+    fn write(&mut self, batch: Batch) {
+        self.index += 1;
+        self.state
+            .apply(self.index, &batch.into_proto())
+            .expect("no conflict");
+    }
+
+    /// Runs the orchestrator until it has nothing more to change.
+    fn settle(&mut self) {
+        for _ in 0..10 {
+            let plan = reconcile(&self.state, self.now);
+            if plan.batch.is_empty() {
+                return;
+            }
+            self.write(plan.batch);
+        }
+        panic!("the orchestrator did not settle");
+    }
+
+    fn node(&mut self, id: &str) {
+        let mut b = Batch::default();
+        b.put_node(Node {
+            meta: Some(Meta {
+                id: id.into(),
+                ..Default::default()
+            }),
+            spec: Some(NodeSpec::default()),
+            status: Some(NodeStatus {
+                state: NodeState::Ready as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        self.write(b);
+    }
+
+    fn service(&mut self, id: &str, mode: ServiceMode, replicas: u64, restart: RestartPolicy) {
+        let existing = self.state.services.get(id).cloned();
+        let mut b = Batch::default();
+        b.put_service(Service {
+            meta: existing.and_then(|s| s.meta).or(Some(Meta {
+                id: id.into(),
+                ..Default::default()
+            })),
+            spec: Some(ServiceSpec {
+                name: id.into(),
+                mode: mode as i32,
+                replicas,
+                task: Some(TaskSpec {
+                    restart: Some(restart),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            previous_spec: None,
+        });
+        self.write(b);
+    }
+
+    /// What an agent would report: every live assigned-or-not task runs.
+    fn run_all(&mut self) {
+        let mut b = Batch::default();
+        for t in self.state.tasks.values() {
+            if t.desired_state() == TaskState::Running
+                && t.status.as_ref().unwrap().state() < TaskState::Running
+            {
+                let mut t = t.clone();
+                if t.node_id.is_empty() {
+                    t.node_id = "n1".into();
+                }
+                t.status = Some(TaskStatus {
+                    state: TaskState::Running as i32,
+                    ..Default::default()
+                });
+                b.put_task(t);
+            }
+        }
+        self.write(b);
+    }
+
+    fn set_state(&mut self, task: &Task, state: TaskState, exit_code: i32) {
+        let mut t = self.state.tasks[&task.meta.as_ref().unwrap().id].clone();
+        t.status = Some(TaskStatus {
+            state: state as i32,
+            exit_code,
+            ..Default::default()
+        });
+        let mut b = Batch::default();
+        b.put_task(t);
+        self.write(b);
+    }
+
+    fn live(&self, service: &str) -> Vec<Task> {
+        let mut v: Vec<Task> = self
+            .state
+            .tasks
+            .values()
+            .filter(|t| t.service_id == service && is_live(t))
+            .cloned()
+            .collect();
+        v.sort_by_key(|t| t.slot);
+        v
+    }
+}
+
+#[test]
+fn replicated_slots_scale_up_and_down_from_the_top() {
+    let mut w = World::new();
+    w.service("web", ServiceMode::Replicated, 3, RestartPolicy::default());
+    w.settle();
+    assert_eq!(
+        w.live("web").iter().map(|t| t.slot).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    w.service("web", ServiceMode::Replicated, 1, RestartPolicy::default());
+    w.settle();
+    assert_eq!(
+        w.live("web").iter().map(|t| t.slot).collect::<Vec<_>>(),
+        vec![1]
+    );
+    w.service("web", ServiceMode::Replicated, 2, RestartPolicy::default());
+    w.settle();
+    assert_eq!(
+        w.live("web").iter().map(|t| t.slot).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+}
+
+#[test]
+fn restart_policy_delay_max_attempts_and_on_failure() {
+    let mut w = World::new();
+    w.node("n1");
+    let policy = RestartPolicy {
+        delay_ms: Some(5_000),
+        max_attempts: 2,
+        ..Default::default()
+    };
+    w.service("web", ServiceMode::Replicated, 1, policy);
+    w.settle();
+    w.run_all();
+    for attempt in 1..=2 {
+        let task = w.live("web").remove(0);
+        w.set_state(&task, TaskState::Failed, 1);
+        w.settle();
+        let next = w.live("web").remove(0);
+        assert_ne!(next.meta, task.meta);
+        assert_eq!(
+            next.desired_state(),
+            TaskState::Ready,
+            "the restart waits for its delay"
+        );
+        assert_eq!(next.restarts.len(), attempt);
+        w.now += 5_000;
+        w.settle();
+        assert_eq!(w.live("web")[0].desired_state(), TaskState::Running);
+        w.run_all();
+    }
+    // The third failure exceeds max attempts: the failed task stays.
+    let task = w.live("web").remove(0);
+    w.set_state(&task, TaskState::Failed, 1);
+    w.settle();
+    assert_eq!(
+        w.live("web")[0].meta.as_ref().unwrap().id,
+        task.meta.as_ref().unwrap().id
+    );
+
+    let mut w = World::new();
+    w.node("n1");
+    w.service(
+        "job",
+        ServiceMode::Replicated,
+        1,
+        RestartPolicy {
+            condition: RestartCondition::OnFailure as i32,
+            ..Default::default()
+        },
+    );
+    w.settle();
+    w.run_all();
+    let task = w.live("job").remove(0);
+    w.set_state(&task, TaskState::Complete, 0);
+    w.settle();
+    assert_eq!(
+        w.live("job")[0].meta.as_ref().unwrap().id,
+        task.meta.as_ref().unwrap().id,
+        "on-failure restarted a task that exited 0"
+    );
+}
+
+#[test]
+fn tasks_of_a_down_node_move_and_history_is_capped() {
+    let mut w = World::new();
+    w.node("n1");
+    w.service(
+        "web",
+        ServiceMode::Replicated,
+        1,
+        RestartPolicy {
+            delay_ms: Some(0),
+            ..Default::default()
+        },
+    );
+    w.settle();
+    w.run_all();
+    let mut down = w.state.nodes["n1"].clone();
+    down.status.as_mut().unwrap().state = NodeState::Down as i32;
+    let mut b = Batch::default();
+    b.put_node(down);
+    w.write(b);
+    w.settle();
+    let live = w.live("web");
+    assert_eq!(live.len(), 1);
+    assert!(
+        live[0].node_id.is_empty(),
+        "the replacement waits for the scheduler"
+    );
+    // Many failures: at most 5 tasks of the slot are kept.
+    for _ in 0..8 {
+        w.run_all();
+        let task = w.live("web").remove(0);
+        w.set_state(&task, TaskState::Failed, 2);
+        w.settle();
+    }
+    let all = w
+        .state
+        .tasks
+        .values()
+        .filter(|t| t.service_id == "web")
+        .count();
+    assert_eq!(all, 5, "history limit");
+}
+
+#[test]
+fn global_tasks_follow_nodes_and_removed_services_are_cleaned_up() {
+    let mut w = World::new();
+    w.node("n1");
+    w.node("n2");
+    w.service("agent", ServiceMode::Global, 0, RestartPolicy::default());
+    w.settle();
+    let nodes: Vec<String> = w.live("agent").iter().map(|t| t.node_id.clone()).collect();
+    assert_eq!(nodes.len(), 2);
+    let mut drained = w.state.nodes["n2"].clone();
+    drained.spec.as_mut().unwrap().availability = Availability::Drain as i32;
+    let mut b = Batch::default();
+    b.put_node(drained);
+    w.write(b);
+    w.settle();
+    assert_eq!(
+        w.live("agent")
+            .iter()
+            .map(|t| t.node_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["n1"]
+    );
+
+    // Removing the service: running tasks are told to go, then deleted
+    // once they report they stopped.
+    let mut b = Batch::default();
+    b.delete(
+        shoal_api::pb::Kind::Service,
+        "agent",
+        w.state.services["agent"].meta.as_ref().unwrap().version,
+    );
+    w.write(b);
+    w.run_all();
+    w.settle();
+    let left: Vec<Task> = w
+        .state
+        .tasks
+        .values()
+        .filter(|t| t.service_id == "agent")
+        .cloned()
+        .collect();
+    assert!(left.iter().all(|t| t.desired_state() == TaskState::Remove
+        || t.status.as_ref().unwrap().state().is_terminal()));
+    for t in left
+        .iter()
+        .filter(|t| t.desired_state() == TaskState::Remove)
+    {
+        w.set_state(t, TaskState::Shutdown, 0);
+    }
+    w.settle();
+    assert_eq!(
+        w.state
+            .tasks
+            .values()
+            .filter(|t| t.service_id == "agent")
+            .count(),
+        0
+    );
+}

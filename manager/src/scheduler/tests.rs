@@ -1,0 +1,260 @@
+//! Placement rules, on hand-built states.
+
+use shoal_api::pb::{
+    Availability, EndpointSpec, Meta, Node, NodeDescription, NodeSpec, NodeState, NodeStatus,
+    Placement, PortConfig, PublishMode, ResourceRequirements, Resources, Service, ServiceSpec,
+    Task, TaskSpec, TaskState, TaskStatus,
+};
+
+use super::placement::{Outcome, plan};
+use crate::store::State;
+
+fn node(id: &str, labels: &[(&str, &str)]) -> Node {
+    Node {
+        meta: Some(Meta {
+            id: id.into(),
+            ..Default::default()
+        }),
+        spec: Some(NodeSpec {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }),
+        description: Some(NodeDescription {
+            hostname: id.into(),
+            resources: Some(Resources {
+                nano_cpus: 2_000_000_000,
+                memory_bytes: 1 << 30,
+            }),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            state: NodeState::Ready as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn task(id: &str, service: &str, slot: u64, placement: Placement) -> Task {
+    Task {
+        meta: Some(Meta {
+            id: id.into(),
+            ..Default::default()
+        }),
+        service_id: service.into(),
+        slot,
+        spec: Some(TaskSpec {
+            placement: Some(placement),
+            ..Default::default()
+        }),
+        status: Some(TaskStatus {
+            state: TaskState::New as i32,
+            ..Default::default()
+        }),
+        desired_state: TaskState::Running as i32,
+        ..Default::default()
+    }
+}
+
+fn state(nodes: Vec<Node>, tasks: Vec<Task>) -> State {
+    let mut s = State::default();
+    for n in nodes {
+        s.nodes.insert(n.meta.clone().unwrap().id, n);
+    }
+    for t in tasks {
+        s.tasks.insert(t.meta.clone().unwrap().id, t);
+    }
+    s
+}
+
+fn assigned(s: &State) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for d in plan(s) {
+        if let Outcome::Assign(n) = d.outcome {
+            *out.entry(n).or_default() += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn spreads_a_service_evenly_then_by_total_load() {
+    let mut tasks: Vec<Task> = (1..=6)
+        .map(|i| task(&format!("t{i}"), "web", i, Placement::default()))
+        .collect();
+    // n1 already runs an unrelated task: with ties on "web", n1 comes last.
+    let mut busy = task("other", "db", 1, Placement::default());
+    busy.node_id = "n1".into();
+    busy.status.as_mut().unwrap().state = TaskState::Running as i32;
+    tasks.push(busy);
+    let s = state(
+        vec![node("n1", &[]), node("n2", &[]), node("n3", &[])],
+        tasks,
+    );
+    let decisions = plan(&s);
+    assert_eq!(
+        assigned(&s),
+        [("n1".into(), 2), ("n2".into(), 2), ("n3".into(), 2)].into()
+    );
+    let first = decisions.iter().find(|d| d.task_id == "t1").unwrap();
+    assert_ne!(
+        first.outcome,
+        Outcome::Assign("n1".into()),
+        "the loaded node got the first task"
+    );
+}
+
+#[test]
+fn filters_constraints_availability_and_down_nodes() {
+    let mut drained = node("n2", &[("zone", "east")]);
+    drained.spec.as_mut().unwrap().availability = Availability::Drain as i32;
+    let mut down = node("n3", &[("zone", "east")]);
+    down.status.as_mut().unwrap().state = NodeState::Down as i32;
+    let east = Placement {
+        constraints: vec!["node.labels.zone==east".into()],
+        ..Default::default()
+    };
+    let s = state(
+        vec![
+            node("n1", &[("zone", "west")]),
+            drained,
+            down,
+            node("n4", &[("zone", "east")]),
+        ],
+        vec![
+            task("t1", "web", 1, east.clone()),
+            task("t2", "web", 2, east),
+        ],
+    );
+    assert_eq!(assigned(&s), [("n4".into(), 2)].into());
+
+    let s = state(
+        vec![node("n1", &[("zone", "west")])],
+        vec![task(
+            "t1",
+            "web",
+            1,
+            Placement {
+                constraints: vec!["node.labels.zone==east".into()],
+                ..Default::default()
+            },
+        )],
+    );
+    assert_eq!(
+        plan(&s)[0].outcome,
+        Outcome::Unplaceable(
+            "no suitable node (scheduling constraints not satisfied on 1 node)".into()
+        )
+    );
+}
+
+#[test]
+fn respects_resources_and_max_replicas_per_node() {
+    let t = |id: &str, slot| {
+        let mut t = task(id, "big", slot, Placement::default());
+        t.spec.as_mut().unwrap().resources = Some(ResourceRequirements {
+            reservations: Some(Resources {
+                nano_cpus: 1_500_000_000,
+                memory_bytes: 0,
+            }),
+            limits: None,
+        });
+        t
+    };
+    let s = state(
+        vec![node("n1", &[]), node("n2", &[])],
+        vec![t("a", 1), t("b", 2), t("c", 3)],
+    );
+    let decisions = plan(&s);
+    assert_eq!(assigned(&s).values().sum::<usize>(), 2);
+    let left = decisions
+        .iter()
+        .find(|d| !matches!(d.outcome, Outcome::Assign(_)))
+        .unwrap();
+    assert_eq!(
+        left.outcome,
+        Outcome::Unplaceable("no suitable node (insufficient resources on 2 nodes)".into())
+    );
+
+    let max1 = Placement {
+        max_replicas_per_node: 1,
+        ..Default::default()
+    };
+    let s = state(
+        vec![node("n1", &[]), node("n2", &[])],
+        (1..=3)
+            .map(|i| task(&format!("t{i}"), "web", i, max1.clone()))
+            .collect(),
+    );
+    assert_eq!(assigned(&s), [("n1".into(), 1), ("n2".into(), 1)].into());
+}
+
+#[test]
+fn spread_preference_balances_label_values_first() {
+    // Two nodes in zone a, one in zone b: zone b gets half the tasks.
+    let pref = Placement {
+        spread: vec!["node.labels.zone".into()],
+        ..Default::default()
+    };
+    let s = state(
+        vec![
+            node("a1", &[("zone", "a")]),
+            node("a2", &[("zone", "a")]),
+            node("b1", &[("zone", "b")]),
+        ],
+        (1..=4)
+            .map(|i| task(&format!("t{i}"), "web", i, pref.clone()))
+            .collect(),
+    );
+    let got = assigned(&s);
+    assert_eq!(got.get("b1"), Some(&2), "{got:?}");
+    assert_eq!(got.get("a1").unwrap() + got.get("a2").unwrap(), 2);
+}
+
+#[test]
+fn host_mode_ports_do_not_collide() {
+    let mut s = state(
+        vec![node("n1", &[]), node("n2", &[])],
+        (1..=3)
+            .map(|i| task(&format!("t{i}"), "dns", i, Placement::default()))
+            .collect(),
+    );
+    s.services.insert(
+        "dns".into(),
+        Service {
+            meta: Some(Meta {
+                id: "dns".into(),
+                ..Default::default()
+            }),
+            spec: Some(ServiceSpec {
+                endpoint: Some(EndpointSpec {
+                    ports: vec![PortConfig {
+                        protocol: "udp".into(),
+                        target_port: 53,
+                        published_port: 53,
+                        publish_mode: PublishMode::Host as i32,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            previous_spec: None,
+        },
+    );
+    assert_eq!(assigned(&s), [("n1".into(), 1), ("n2".into(), 1)].into());
+    let reasons: Vec<_> = plan(&s)
+        .into_iter()
+        .filter_map(|d| match d.outcome {
+            Outcome::Unplaceable(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        vec!["no suitable node (host-mode port already in use on 2 nodes)".to_string()]
+    );
+}
