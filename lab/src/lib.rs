@@ -10,6 +10,7 @@
 //! namespace has a route out of the lab. `xtask lab` drives it; the end-to-end
 //! tests use it through [`Lab`].
 
+pub mod cluster;
 pub mod cmd;
 pub mod container;
 pub mod netns;
@@ -57,6 +58,10 @@ pub enum LabError {
     EmptyCommand,
     #[error("a thread in namespace {0} panicked")]
     Panicked(String),
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+    #[error("no lab node runs a manager (run `cargo xtask lab up --managers 1`)")]
+    NoManager,
 }
 
 /// A handle on the lab described by the state directory.

@@ -27,6 +27,10 @@ pub struct ProcessRecord {
     pub netns: String,
     pub pid: i32,
     pub command: Vec<String>,
+    /// What brings the process back after a kill (e.g. `run` instead of
+    /// `init`), when that differs from `command`.
+    #[serde(default)]
+    pub restart: Option<Vec<String>>,
     pub log: PathBuf,
 }
 
@@ -114,6 +118,27 @@ impl StateDir {
         netns: &str,
         command: &[String],
     ) -> Result<ProcessRecord, LabError> {
+        self.spawn_with_restart(name, netns, command, None)
+    }
+
+    /// As `spawn`, recording the command that restarts the process.
+    pub fn spawn_restartable(
+        &self,
+        name: &str,
+        netns: &str,
+        command: &[String],
+        restart: &[String],
+    ) -> Result<ProcessRecord, LabError> {
+        self.spawn_with_restart(name, netns, command, Some(restart.to_vec()))
+    }
+
+    fn spawn_with_restart(
+        &self,
+        name: &str,
+        netns: &str,
+        command: &[String],
+        restart: Option<Vec<String>>,
+    ) -> Result<ProcessRecord, LabError> {
         self.create()?;
         let log = self.logs().join(format!("{name}.log"));
         let file = fs::OpenOptions::new()
@@ -146,6 +171,7 @@ impl StateDir {
             netns: netns.to_owned(),
             pid: child.id() as i32,
             command: command.to_vec(),
+            restart,
             log,
         };
         self.write_json(&self.procs().join(format!("{name}.json")), &record)?;

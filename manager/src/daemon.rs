@@ -191,7 +191,9 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
         .await
         .context("opening the state machine")?;
     let config = Arc::new(options.timing.config("shoal")?);
-    let raft = openraft::Raft::new(identity.raft_id, config, RaftNetwork, log, state_machine)
+    let network = RaftNetwork::default();
+    let peer_health = network.health.clone();
+    let raft = openraft::Raft::new(identity.raft_id, config, network, log, state_machine)
         .await
         .context("starting Raft")?;
     let manager = Manager::new(
@@ -201,6 +203,7 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
         identity.advertise.clone(),
         options.hostname.clone(),
         options.settings.clone(),
+        peer_health,
     );
 
     let mut tasks = JoinSet::new();

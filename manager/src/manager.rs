@@ -59,6 +59,7 @@ pub struct Manager {
     pub addr: String,
     pub hostname: String,
     pub settings: Settings,
+    pub peer_health: network::PeerHealth,
     /// Serialises read-modify-write cycles on the leader, so components
     /// rarely meet version conflicts (which stay as the safety net).
     write_lock: tokio::sync::Mutex<()>,
@@ -72,6 +73,7 @@ impl Manager {
         addr: String,
         hostname: String,
         settings: Settings,
+        peer_health: network::PeerHealth,
     ) -> Arc<Self> {
         Arc::new(Self {
             raft,
@@ -80,6 +82,7 @@ impl Manager {
             addr,
             hostname,
             settings,
+            peer_health,
             write_lock: tokio::sync::Mutex::new(()),
         })
     }

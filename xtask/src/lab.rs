@@ -10,6 +10,9 @@ pub enum LabCommand {
     Up {
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// Managers on n1..nM (the first inits the cluster, the others join); 0: none.
+        #[arg(long, default_value_t = 1)]
+        managers: usize,
     },
     /// Remove every namespace, link, process, container and pin of the lab.
     Down,
@@ -22,14 +25,80 @@ pub enum LabCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Run the `shoal` CLI against the lab cluster: `lab shoal -- node ls`.
+    Shoal {
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
+    /// Kill every Shoal process of a node with SIGKILL.
+    Kill { node: String },
+    /// Start a node's killed Shoal processes again, from their data directories.
+    Start { node: String },
+    /// Cut a node's underlay link.
+    Isolate { node: String },
+    /// Restore a node's underlay link.
+    Heal { node: String },
+}
+
+/// Where the lab finds Shoal's binaries: the workspace's debug build.
+fn bin_dir() -> std::path::PathBuf {
+    crate::sh::workspace_root().join("target/debug")
+}
+
+/// Builds the binaries lab nodes run (quick when nothing changed).
+fn build_binaries() -> Result<()> {
+    crate::sh::run(crate::sh::cargo().args([
+        "build",
+        "-q",
+        "-p",
+        "shoal-manager",
+        "-p",
+        "shoal-cli",
+    ]))
 }
 
 pub fn run(command: LabCommand) -> Result<()> {
     let lab = Lab::new();
     match command {
-        LabCommand::Up { nodes } => {
+        LabCommand::Up { nodes, managers } => {
             lab.up(nodes, &mut |line| println!("[lab] {line}"))?;
+            if managers > 0 {
+                build_binaries()?;
+                lab.start_managers(managers, &bin_dir(), &mut |line| println!("[lab] {line}"))?;
+            }
             println!("[lab] up: state in {}", lab.state().path().display());
+            if managers > 0 {
+                println!("[lab] cluster: cargo xtask lab shoal -- node ls");
+            }
+        }
+        LabCommand::Shoal { args } => {
+            let host = lab.shoal_host()?;
+            let status = std::process::Command::new(bin_dir().join("shoal"))
+                .arg("--host")
+                .arg(&host)
+                .args(&args)
+                .status()?;
+            if let Some(code) = status.code().filter(|c| *c != 0) {
+                std::process::exit(code);
+            }
+        }
+        LabCommand::Kill { node } => {
+            for name in lab.kill_node(&node)? {
+                println!("[lab] killed {name}");
+            }
+        }
+        LabCommand::Start { node } => {
+            for name in lab.start_node(&node)? {
+                println!("[lab] started {name}");
+            }
+        }
+        LabCommand::Isolate { node } => {
+            lab.isolate(&node)?;
+            println!("[lab] {node}: underlay link down");
+        }
+        LabCommand::Heal { node } => {
+            lab.heal(&node)?;
+            println!("[lab] {node}: underlay link up");
         }
         LabCommand::Down => lab.down(&mut |line| println!("[lab] {line}"))?,
         LabCommand::Status => print!("{}", lab.status()),

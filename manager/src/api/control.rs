@@ -27,6 +27,9 @@ const MAX_CONFIG_BYTES: usize = 1000 * 1024;
 /// Published ports handed out when a service asks for none.
 pub const DYNAMIC_PORTS: std::ops::RangeInclusive<u32> = 30000..=32767;
 
+/// A manager that answered the leader within this window is reachable.
+const REACHABLE_WINDOW: std::time::Duration = std::time::Duration::from_millis(1500);
+
 pub struct ControlService {
     pub manager: Arc<Manager>,
 }
@@ -34,15 +37,26 @@ pub struct ControlService {
 /// On a follower, sends the call to the leader and returns its answer.
 macro_rules! forward {
     ($self:ident, $method:ident, $request:ident) => {
-        if let Some(mut leader) = $self.leader_client()? {
-            return leader.$method($request.into_inner()).await;
+        if let Some((addr, mut leader)) = $self.leader_client()? {
+            return leader.$method($request.into_inner()).await.map_err(|status| {
+                if status.code() == tonic::Code::Unavailable {
+                    tonic::Status::unavailable(format!(
+                        "the leader at {addr} does not answer ({}); if it is down, a new leader is elected within seconds: retry",
+                        status.message()
+                    ))
+                } else {
+                    status
+                }
+            });
         }
         $self.manager.linearizable().await?;
     };
 }
 
 impl ControlService {
-    fn leader_client(&self) -> Result<Option<ControlClient<tonic::transport::Channel>>, Status> {
+    fn leader_client(
+        &self,
+    ) -> Result<Option<(String, ControlClient<tonic::transport::Channel>)>, Status> {
         if self.manager.is_leader() {
             return Ok(None);
         }
@@ -51,7 +65,7 @@ impl ControlService {
         })?;
         let channel =
             crate::raft::network::channel(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
-        Ok(Some(ControlClient::new(channel)))
+        Ok(Some((addr, ControlClient::new(channel))))
     }
 
     fn cluster_info(&self, state: &State) -> Result<ClusterInfo, Status> {
@@ -303,19 +317,20 @@ impl Control for ControlService {
 
     async fn list_nodes(&self, request: Request<Empty>) -> Result<Response<NodeList>, Status> {
         forward!(self, list_nodes, request);
-        let metrics = self.manager.raft.metrics().borrow().clone();
-        let leader = metrics.current_leader;
-        let replication = metrics.replication.clone().unwrap_or_default();
+        let leader = self.manager.leader_id();
         let voters: BTreeSet<u64> = self.manager.voters().into_iter().collect();
         let state = self.manager.store.read().await;
         let mut nodes: Vec<_> = state.nodes.values().cloned().collect();
         for node in &mut nodes {
             if let Some(status) = node.manager_status.as_mut() {
                 status.leader = leader == Some(status.raft_id);
+                // The leader hears from each voter every Raft heartbeat.
                 let reachable = status.leader
-                    || replication
-                        .get(&status.raft_id)
-                        .is_some_and(|m| m.is_some() && voters.contains(&status.raft_id));
+                    || (voters.contains(&status.raft_id)
+                        && self
+                            .manager
+                            .peer_health
+                            .answered_within(status.raft_id, REACHABLE_WINDOW));
                 status.reachability = if reachable {
                     "reachable"
                 } else {

@@ -49,9 +49,9 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 250,
-            election_min_ms: 1500,
-            election_max_ms: 3000,
+            heartbeat_ms: 200,
+            election_min_ms: 1000,
+            election_max_ms: 2000,
             snapshot_every: 10_000,
         }
     }

@@ -1,6 +1,12 @@
 //! Raft messages between managers over the Membership gRPC service. The
 //! payloads are openraft's own request and response types as JSON.
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
 use openraft::{
     BasicNode, RaftNetwork, RaftNetworkFactory,
     error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable},
@@ -15,22 +21,51 @@ use tonic::transport::Channel;
 
 use super::{RaftId, TypeConfig};
 
+/// When each peer last answered a Raft message: the leader's view of which
+/// managers are reachable (`node ls`'s MANAGER STATUS).
+#[derive(Clone, Default)]
+pub struct PeerHealth(Arc<Mutex<HashMap<RaftId, Instant>>>);
+
+impl PeerHealth {
+    fn answered(&self, peer: RaftId) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer, Instant::now());
+    }
+
+    /// Whether `peer` answered within `window`.
+    pub fn answered_within(&self, peer: RaftId, window: Duration) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&peer)
+            .is_some_and(|at| at.elapsed() <= window)
+    }
+}
+
 /// Opens a lazily connected channel to each peer.
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    pub health: PeerHealth,
+}
 
 pub struct Peer {
+    target: RaftId,
     addr: String,
     client: Option<MembershipClient<Channel>>,
+    health: PeerHealth,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
-    async fn new_client(&mut self, _target: RaftId, node: &BasicNode) -> Self::Network {
+    async fn new_client(&mut self, target: RaftId, node: &BasicNode) -> Self::Network {
         Peer {
+            target,
             addr: node.addr.clone(),
             client: None,
+            health: self.health.clone(),
         }
     }
 }
@@ -78,7 +113,10 @@ impl Peer {
             Method::Snapshot => client.install_snapshot(message).await,
         };
         let reply = match reply {
-            Ok(reply) => reply.into_inner(),
+            Ok(reply) => {
+                self.health.answered(self.target);
+                reply.into_inner()
+            }
             Err(status) => {
                 // Drop the channel: the next call reconnects (the peer may
                 // have restarted on a new connection).

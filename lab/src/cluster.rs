@@ -1,0 +1,234 @@
+//! Shoal processes on lab nodes: managers on the first M nodes (the first
+//! inits, the others join), and the controls tests build on — kill a node's
+//! processes with SIGKILL, start them again from their data directories,
+//! cut and restore a node's underlay link.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    Lab, LabError, cmd,
+    topology::{self, Host, WAN_NS},
+};
+
+/// The lab's default address pool (never Swarm's 10.0.0.0/8 in the lab).
+pub const LAB_ADDR_POOL: &str = "198.18.0.0/15";
+pub const MANAGER_PORT: u16 = 2377;
+
+/// Where a node's Shoal processes keep their files.
+pub fn node_dir(lab: &Lab, host: &Host) -> PathBuf {
+    lab.state().path().join(&host.name)
+}
+
+/// The manager's local control socket on a node.
+pub fn manager_socket(lab: &Lab, host: &Host) -> PathBuf {
+    node_dir(lab, host).join("manager.sock")
+}
+
+fn process_name(host: &Host, component: &str) -> String {
+    format!("{}-{component}", host.name)
+}
+
+fn manager_args(lab: &Lab, host: &Host) -> Vec<String> {
+    let dir = node_dir(lab, host);
+    vec![
+        "--data-dir".into(),
+        dir.join("manager").display().to_string(),
+        "--advertise-addr".into(),
+        format!("{}:{MANAGER_PORT}", host.addr),
+        "--listen-addr".into(),
+        format!("{}:{MANAGER_PORT}", host.addr),
+        "--socket".into(),
+        manager_socket(lab, host).display().to_string(),
+        "--hostname".into(),
+        host.name.clone(),
+    ]
+}
+
+fn wait_for_socket(socket: &Path, timeout: Duration) -> Result<(), LabError> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(LabError::Timeout(format!(
+        "a manager to answer on {}",
+        socket.display()
+    )))
+}
+
+impl Lab {
+    /// Starts managers on nodes n1..nM that do not run one (idempotent). A
+    /// node whose manager has a data directory restarts from it.
+    pub fn start_managers(
+        &self,
+        managers: usize,
+        bin_dir: &Path,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<(), LabError> {
+        let nodes = self.nodes().ok_or(LabError::NotUp)?;
+        if managers > nodes {
+            return Err(LabError::NodeCount(managers));
+        }
+        let manager_bin = bin_dir.join("shoal-manager").display().to_string();
+        let first = topology::Host::node(1);
+        for index in 1..=managers {
+            let host = topology::Host::node(index);
+            let name = process_name(&host, "manager");
+            if self.state().process(&name).is_some_and(|p| p.alive()) {
+                progress(&format!("kept manager on {}", host.name));
+                continue;
+            }
+            let data_dir = node_dir(self, &host).join("manager");
+            std::fs::create_dir_all(node_dir(self, &host)).map_err(|source| LabError::Io {
+                what: format!("creating {}", node_dir(self, &host).display()),
+                source,
+            })?;
+            let common = manager_args(self, &host);
+            let mut command = vec![manager_bin.clone()];
+            let how = if data_dir.join("manager.json").exists() {
+                command.push("run".into());
+                command.extend(common.clone());
+                "restarted"
+            } else if index == 1 {
+                command.extend([
+                    "init".into(),
+                    "--default-addr-pool".into(),
+                    LAB_ADDR_POOL.into(),
+                ]);
+                command.extend(common.clone());
+                "initialised the cluster with a manager"
+            } else {
+                let token = self.shoal(bin_dir, &["join-token", "--quiet", "manager"])?;
+                command.extend(["join".into(), "--token".into(), token.trim().to_owned()]);
+                command.extend(common.clone());
+                command.push(format!("{}:{MANAGER_PORT}", first.addr));
+                "joined a manager"
+            };
+            let mut restart = vec![manager_bin.clone(), "run".into()];
+            restart.extend(common);
+            self.state()
+                .spawn_restartable(&name, &host.netns, &command, &restart)?;
+            wait_for_socket(&manager_socket(self, &host), Duration::from_secs(20))?;
+            progress(&format!(
+                "{how} on {} ({}:{MANAGER_PORT})",
+                host.name, host.addr
+            ));
+        }
+        Ok(())
+    }
+
+    /// The address (`unix://…`) of a live manager's control socket.
+    pub fn shoal_host(&self) -> Result<String, LabError> {
+        let nodes = self.nodes().ok_or(LabError::NotUp)?;
+        topology::hosts(nodes)
+            .iter()
+            .filter(|h| {
+                self.state()
+                    .process(&process_name(h, "manager"))
+                    .is_some_and(|p| p.alive())
+            })
+            .map(|h| manager_socket(self, h))
+            .find(|s| std::os::unix::net::UnixStream::connect(s).is_ok())
+            .map(|s| format!("unix://{}", s.display()))
+            .ok_or(LabError::NoManager)
+    }
+
+    /// Runs the `shoal` CLI against the lab cluster; returns its stdout.
+    pub fn shoal(&self, bin_dir: &Path, args: &[&str]) -> Result<String, LabError> {
+        let host = self.shoal_host()?;
+        let cli = bin_dir.join("shoal").display().to_string();
+        let mut all = vec!["--host", host.as_str()];
+        all.extend_from_slice(args);
+        cmd::stdout(&cli, &all)
+    }
+
+    /// SIGKILLs every Shoal process of `node` (their records stay, so
+    /// `start_node` can bring them back).
+    pub fn kill_node(&self, node: &str) -> Result<Vec<String>, LabError> {
+        let host = self.host(node)?;
+        let mut killed = Vec::new();
+        for record in self
+            .state()
+            .processes()
+            .into_iter()
+            .filter(|p| p.netns == host.netns && p.alive())
+        {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(record.pid, libc::SIGKILL) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while record.alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // SAFETY: a null status pointer is allowed.
+            unsafe { libc::waitpid(record.pid, std::ptr::null_mut(), libc::WNOHANG) };
+            killed.push(record.name);
+        }
+        Ok(killed)
+    }
+
+    /// Starts again every killed Shoal process of `node`, from its data dir.
+    pub fn start_node(&self, node: &str) -> Result<Vec<String>, LabError> {
+        let host = self.host(node)?;
+        let mut started = Vec::new();
+        for record in self
+            .state()
+            .processes()
+            .into_iter()
+            .filter(|p| p.netns == host.netns && !p.alive())
+        {
+            let command = record.restart.clone().unwrap_or(record.command.clone());
+            self.state()
+                .spawn_restartable(&record.name, &record.netns, &command, &command)?;
+            if record.name.ends_with("-manager") {
+                wait_for_socket(&manager_socket(self, &host), Duration::from_secs(20))?;
+            }
+            started.push(record.name);
+        }
+        Ok(started)
+    }
+
+    /// Stops every Shoal process of the lab and forgets their state (the lab
+    /// itself stays up): the next `start_managers` creates a new cluster.
+    pub fn stop_cluster(&self) -> Result<(), LabError> {
+        for record in self.state().processes() {
+            if record.name.ends_with("-manager") || record.name.ends_with("-agent") {
+                self.state().stop(&record, Duration::from_secs(3));
+            }
+        }
+        if let Some(nodes) = self.nodes() {
+            for host in topology::hosts(nodes) {
+                let dir = node_dir(self, &host);
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(LabError::Io {
+                            what: format!("removing {}", dir.display()),
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts `node`'s underlay link (its port on the lab bridge goes down).
+    pub fn isolate(&self, node: &str) -> Result<(), LabError> {
+        let host = self.host(node)?;
+        cmd::ip_in(WAN_NS, &["link", "set", &host.wan_port(), "down"])?;
+        Ok(())
+    }
+
+    /// Restores `node`'s underlay link.
+    pub fn heal(&self, node: &str) -> Result<(), LabError> {
+        let host = self.host(node)?;
+        cmd::ip_in(WAN_NS, &["link", "set", &host.wan_port(), "up"])?;
+        Ok(())
+    }
+}
