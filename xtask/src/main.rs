@@ -1,5 +1,6 @@
 //! `cargo xtask …`: everything a developer or CI does beyond plain cargo.
 
+mod bench;
 mod build;
 mod ci;
 mod demo;
@@ -34,6 +35,8 @@ enum Command {
     Lab(lab::LabCommand),
     /// The main job: a lab cluster serving a demo (see README).
     Demo(demo::DemoArgs),
+    /// Run a benchmark against its named peer (release build).
+    Bench(bench::BenchArgs),
     /// What CI runs: setup, fmt, clippy, unit tests, lab end-to-end tests.
     Ci,
 }
@@ -47,6 +50,7 @@ fn main() -> Result<()> {
         Command::Images => images::build_all(),
         Command::Lab(command) => lab::run(command),
         Command::Demo(args) => demo::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Ci => ci::run(),
     }
 }

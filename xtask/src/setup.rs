@@ -20,6 +20,8 @@ pub fn run() -> Result<()> {
         ("nsenter", "util-linux"),
         ("dnsmasq", "dnsmasq-base"),
         ("tar", "tar"),
+        // The control-plane bench's peer.
+        ("etcd", "etcd-server"),
     ] {
         ensure_binary(&mut apt, binary, package)?;
     }

@@ -1,0 +1,29 @@
+//! `shoal-bench`: benchmarks that measure Shoal against a named peer in the
+//! same run and print ratios. Run through `cargo xtask bench NAME`, which
+//! builds in release mode; results go to bench/RESULTS.md.
+
+mod control_plane;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "shoal-bench", about = "Shoal benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Scheduler placements per second, and replicated writes of a
+    /// 3-manager cluster beside a 3-member etcd cluster.
+    ControlPlane(control_plane::Args),
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().bench {
+        Bench::ControlPlane(args) => control_plane::run(args).await,
+    }
+}

@@ -1,0 +1,35 @@
+//! `cargo xtask bench NAME [-- ARGS]`: builds the benchmarks and what they
+//! drive in release mode, then runs one. Each bench compares against a named
+//! peer in the same run and prints ratios; record results in
+//! bench/RESULTS.md with the command that produced them.
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+
+use crate::sh;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Name {
+    /// Scheduler placements/s; replicated writes/s and p99 vs a 3-member etcd.
+    ControlPlane,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    name: Name,
+    /// Extra arguments for the bench (`-- --help` lists them).
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    sh::run(sh::cargo().args(["build", "--release", "-q", "-p", "shoal-bench", "-p", "shoal-manager"]))?;
+    let release = sh::workspace_root().join("target/release");
+    let mut command = std::process::Command::new(release.join("shoal-bench"));
+    match args.name {
+        Name::ControlPlane => {
+            command.arg("control-plane").arg("--manager-bin").arg(release.join("shoal-manager"));
+        }
+    }
+    sh::run(command.args(&args.args))
+}
