@@ -61,14 +61,23 @@ fn scheduler(args: &Args) -> Result<()> {
         state.nodes.insert(
             id.clone(),
             Node {
-                meta: Some(Meta { id: id.clone(), ..Default::default() }),
+                meta: Some(Meta {
+                    id: id.clone(),
+                    ..Default::default()
+                }),
                 spec: Some(NodeSpec::default()),
                 description: Some(NodeDescription {
                     hostname: id,
-                    resources: Some(Resources { nano_cpus: 64_000_000_000, memory_bytes: 256 << 30 }),
+                    resources: Some(Resources {
+                        nano_cpus: 64_000_000_000,
+                        memory_bytes: 256 << 30,
+                    }),
                     ..Default::default()
                 }),
-                status: Some(NodeStatus { state: NodeState::Ready as i32, ..Default::default() }),
+                status: Some(NodeStatus {
+                    state: NodeState::Ready as i32,
+                    ..Default::default()
+                }),
                 ..Default::default()
             },
         );
@@ -80,11 +89,17 @@ fn scheduler(args: &Args) -> Result<()> {
         state.tasks.insert(
             id.clone(),
             Task {
-                meta: Some(Meta { id, ..Default::default() }),
+                meta: Some(Meta {
+                    id,
+                    ..Default::default()
+                }),
                 service_id: format!("svc{:03}", i % services),
                 slot: (i / services + 1) as u64,
                 spec: Some(TaskSpec::default()),
-                status: Some(TaskStatus { state: TaskState::Pending as i32, ..Default::default() }),
+                status: Some(TaskStatus {
+                    state: TaskState::Pending as i32,
+                    ..Default::default()
+                }),
                 desired_state: TaskState::Running as i32,
                 ..Default::default()
             },
@@ -95,15 +110,24 @@ fn scheduler(args: &Args) -> Result<()> {
         let started = Instant::now();
         let decisions = plan(&state);
         let elapsed = started.elapsed().as_secs_f64();
-        let placed = decisions.iter().filter(|d| matches!(d.outcome, Outcome::Assign(_))).count();
+        let placed = decisions
+            .iter()
+            .filter(|d| matches!(d.outcome, Outcome::Assign(_)))
+            .count();
         if placed != args.tasks {
             bail!("the scheduler placed {placed} of {} tasks", args.tasks);
         }
         best = best.min(elapsed);
     }
     let rate = args.tasks as f64 / best;
-    println!("scheduler: {} tasks on {} nodes placed in {:.3} s (best of 3)", args.tasks, args.nodes, best);
-    println!("scheduler: {rate:.0} placements/s; target 50,000/s: ratio {:.2}", rate / 50_000.0);
+    println!(
+        "scheduler: {} tasks on {} nodes placed in {:.3} s (best of 3)",
+        args.tasks, args.nodes, best
+    );
+    println!(
+        "scheduler: {rate:.0} placements/s; target 50,000/s: ratio {:.2}",
+        rate / 50_000.0
+    );
     Ok(())
 }
 
@@ -180,20 +204,39 @@ where
 }
 
 fn channel(addr: &str) -> Result<Channel> {
-    Ok(Channel::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect_lazy())
+    Ok(Channel::from_shared(format!("http://{addr}"))?
+        .tcp_nodelay(true)
+        .connect_lazy())
 }
 
 async fn etcd_cluster(root: &Path) -> Result<(Procs, String)> {
-    let peers: Vec<String> = (0..3).map(|i| format!("e{i}=http://127.0.0.1:{}", 23801 + i)).collect();
+    let peers: Vec<String> = (0..3)
+        .map(|i| format!("e{i}=http://127.0.0.1:{}", 23801 + i))
+        .collect();
     let mut procs = Procs(Vec::new());
     for i in 0..3 {
         let child = Command::new("etcd")
             .args(["--name", &format!("e{i}")])
-            .args(["--data-dir", &root.join(format!("etcd{i}")).display().to_string()])
-            .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", 23791 + i)])
-            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{}", 23791 + i)])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", 23801 + i)])
-            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{}", 23801 + i)])
+            .args([
+                "--data-dir",
+                &root.join(format!("etcd{i}")).display().to_string(),
+            ])
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{}", 23791 + i),
+            ])
+            .args([
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{}", 23791 + i),
+            ])
+            .args([
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{}", 23801 + i),
+            ])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{}", 23801 + i),
+            ])
             .args(["--initial-cluster", &peers.join(",")])
             .args(["--initial-cluster-state", "new", "--log-level", "error"])
             .stdout(Stdio::null())
@@ -206,7 +249,14 @@ async fn etcd_cluster(root: &Path) -> Result<(Procs, String)> {
     let ch = channel(&addr)?;
     wait_for("etcd to accept a write", || {
         let mut kv = etcd::kv_client::KvClient::new(ch.clone());
-        async move { kv.put(etcd::PutRequest { key: b"warmup".to_vec(), value: b"x".to_vec() }).await.ok() }
+        async move {
+            kv.put(etcd::PutRequest {
+                key: b"warmup".to_vec(),
+                value: b"x".to_vec(),
+            })
+            .await
+            .ok()
+        }
     })
     .await?;
     Ok((procs, addr))
@@ -242,7 +292,12 @@ async fn shoal_cluster(root: &Path, manager_bin: &Path) -> Result<(Procs, String
     let first = channel(&addr(0))?;
     let token = wait_for("the first manager", || {
         let mut c = ControlClient::new(first.clone());
-        async move { c.get_cluster(Empty {}).await.ok().map(|r| r.into_inner().manager_token) }
+        async move {
+            c.get_cluster(Empty {})
+                .await
+                .ok()
+                .map(|r| r.into_inner().manager_token)
+        }
     })
     .await?;
     for i in 1..3 {
@@ -268,7 +323,9 @@ async fn shoal_cluster(root: &Path, manager_bin: &Path) -> Result<(Procs, String
 }
 
 async fn writes(args: &Args) -> Result<()> {
-    let root = tempfile::Builder::new().prefix("shoal-bench-").tempdir_in(&args.data_root)?;
+    let root = tempfile::Builder::new()
+        .prefix("shoal-bench-")
+        .tempdir_in(&args.data_root)?;
     let value = vec![b'v'; args.value_size];
     println!(
         "writes: {} writes of {}-byte values from {} concurrent clients, 3 members each on loopback, data in {}",
@@ -285,7 +342,11 @@ async fn writes(args: &Args) -> Result<()> {
         let mut kv = etcd::kv_client::KvClient::new(ch.clone());
         let value = v.clone();
         async move {
-            kv.put(etcd::PutRequest { key: format!("bench/{i:08}").into_bytes(), value }).await?;
+            kv.put(etcd::PutRequest {
+                key: format!("bench/{i:08}").into_bytes(),
+                value,
+            })
+            .await?;
             Ok(())
         }
     })
@@ -304,8 +365,15 @@ async fn writes(args: &Args) -> Result<()> {
         let mut m = MembershipClient::new(ch.clone());
         let mut batch = Batch::default();
         batch.put_config(Config {
-            meta: Some(Meta { id: format!("bench{i:08}"), ..Default::default() }),
-            spec: Some(ConfigSpec { name: format!("bench{i:08}"), data: value.clone(), ..Default::default() }),
+            meta: Some(Meta {
+                id: format!("bench{i:08}"),
+                ..Default::default()
+            }),
+            spec: Some(ConfigSpec {
+                name: format!("bench{i:08}"),
+                data: value.clone(),
+                ..Default::default()
+            }),
         });
         let batch: StoreBatch = batch.into_proto();
         async move {

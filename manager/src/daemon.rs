@@ -21,7 +21,7 @@ use shoal_api::pb::{
     membership_client::MembershipClient, membership_server::MembershipServer,
 };
 use tokio::{net::UnixListener, task::JoinSet};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::{
     api::{
@@ -225,7 +225,9 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
     let tcp = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("listening on {}", options.listen))?;
-    let incoming = TcpListenerStream::new(tcp);
+    // Raft and the APIs send small messages and wait for the answer: Nagle's
+    // algorithm would hold them back for the peer's delayed ACK.
+    let incoming = tonic::transport::server::TcpIncoming::from(tcp).with_nodelay(Some(true));
     let server = router();
     tasks.spawn(async move {
         if let Err(error) = server.serve_with_incoming(incoming).await {

@@ -23,12 +23,23 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    sh::run(sh::cargo().args(["build", "--release", "-q", "-p", "shoal-bench", "-p", "shoal-manager"]))?;
+    sh::run(sh::cargo().args([
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "shoal-bench",
+        "-p",
+        "shoal-manager",
+    ]))?;
     let release = sh::workspace_root().join("target/release");
     let mut command = std::process::Command::new(release.join("shoal-bench"));
     match args.name {
         Name::ControlPlane => {
-            command.arg("control-plane").arg("--manager-bin").arg(release.join("shoal-manager"));
+            command
+                .arg("control-plane")
+                .arg("--manager-bin")
+                .arg(release.join("shoal-manager"));
         }
     }
     sh::run(command.args(&args.args))

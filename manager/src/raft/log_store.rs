@@ -1,14 +1,29 @@
 //! The Raft log in redb: entries by index, plus the vote, the committed id
-//! and the last purged id. Every append is fsynced before openraft hears
-//! that it is flushed.
+//! and the last purged id.
+//!
+//! Group commit: openraft 0.9 hands the log each client write on its own
+//! and waits for `append` to return before taking the next one, so an
+//! fsync per `append` caps writes at one per fsync. Here `append` only
+//! queues the entries (readers see them at once) and returns; one writer
+//! thread commits everything queued in a single fsynced transaction and then
+//! tells openraft, through each append's callback, that it is flushed.
+//! Truncate, purge and the vote go through the same queue, so the file sees
+//! every operation in openraft's order.
 
-use std::{fmt::Debug, ops::RangeBounds, path::Path, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    fmt::Debug,
+    ops::{Bound, RangeBounds},
+    path::Path,
+    sync::{Arc, Mutex, mpsc},
+};
 
 use openraft::{
     Entry, LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote,
     storage::{LogFlushed, RaftLogStorage},
 };
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
 
 use super::{RaftId, TypeConfig, io_err};
 
@@ -21,19 +36,51 @@ const PURGED: &str = "last_purged";
 
 type Result<T> = std::result::Result<T, StorageError<RaftId>>;
 
+enum Op {
+    Append(Vec<(LogId<RaftId>, Vec<u8>)>, LogFlushed<TypeConfig>),
+    /// Remove entries from this index on.
+    Truncate(u64, oneshot::Sender<anyhow::Result<()>>),
+    /// Remove entries up to this id, and remember it.
+    Purge(LogId<RaftId>, oneshot::Sender<anyhow::Result<()>>),
+    Vote(Vec<u8>, oneshot::Sender<anyhow::Result<()>>),
+    /// Written with the next commit; no one waits for it.
+    Committed(Vec<u8>),
+}
+
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    writer: mpsc::Sender<Op>,
+    /// Entries queued but not yet committed, by index.
+    pending: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>,
+}
+
+fn anyhow_io(e: anyhow::Error) -> openraft::AnyError {
+    openraft::AnyError::error(format!("{e:#}"))
 }
 
 impl LogStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let db = Database::create(path)?;
+        let db = Arc::new(Database::create(path)?);
         let txn = db.begin_write()?;
         txn.open_table(LOG)?;
         txn.open_table(META)?;
         txn.commit()?;
-        Ok(Self { db: Arc::new(db) })
+        let (writer, ops) = mpsc::channel();
+        let pending: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>> = Arc::default();
+        let (thread_db, thread_pending) = (db.clone(), pending.clone());
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || write_loop(&thread_db, &thread_pending, ops))?;
+        Ok(Self {
+            db,
+            writer,
+            pending,
+        })
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry<TypeConfig>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> anyhow::Result<Option<T>> {
@@ -45,17 +92,95 @@ impl LogStore {
         })
     }
 
-    fn write_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> anyhow::Result<()> {
-        let bytes = serde_json::to_vec(value)?;
-        let txn = self.db.begin_write()?;
-        txn.open_table(META)?.insert(key, bytes.as_slice())?;
-        txn.commit()?;
-        Ok(())
+    /// Queues `op` built around a reply channel and waits for the writer.
+    async fn call(
+        &self,
+        op: impl FnOnce(oneshot::Sender<anyhow::Result<()>>) -> Op,
+    ) -> anyhow::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(op(tx))
+            .map_err(|_| anyhow::anyhow!("the log writer has stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("the log writer has stopped"))?
     }
 }
 
-fn anyhow_io(e: anyhow::Error) -> openraft::AnyError {
-    openraft::AnyError::error(format!("{e:#}"))
+/// The writer thread: commits whatever is queued, in order, one fsync per
+/// batch. Ends when every LogStore handle is gone.
+fn write_loop(
+    db: &Database,
+    pending: &Mutex<BTreeMap<u64, Entry<TypeConfig>>>,
+    ops: mpsc::Receiver<Op>,
+) {
+    while let Ok(first) = ops.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = ops.try_recv() {
+            batch.push(more);
+        }
+        let result = commit(db, &batch);
+        let mut flushed: Vec<LogId<RaftId>> = Vec::new();
+        for op in batch {
+            let outcome = result
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| anyhow::anyhow!("{e:#}"));
+            match op {
+                Op::Append(entries, callback) => {
+                    flushed.extend(entries.iter().map(|(id, _)| *id));
+                    callback.log_io_completed(
+                        outcome.map_err(|e| std::io::Error::other(format!("{e:#}"))),
+                    );
+                }
+                Op::Truncate(_, reply) | Op::Purge(_, reply) | Op::Vote(_, reply) => {
+                    let _ = reply.send(outcome);
+                }
+                Op::Committed(_) => {}
+            }
+        }
+        if result.is_ok() {
+            // Readers now find these in the file.
+            let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+            for id in flushed {
+                if pending.get(&id.index).is_some_and(|e| e.log_id == id) {
+                    pending.remove(&id.index);
+                }
+            }
+        }
+    }
+}
+
+fn commit(db: &Database, batch: &[Op]) -> anyhow::Result<()> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    {
+        let mut log = txn.open_table(LOG)?;
+        let mut meta = txn.open_table(META)?;
+        for op in batch {
+            match op {
+                Op::Append(entries, _) => {
+                    for (id, bytes) in entries {
+                        log.insert(id.index, bytes.as_slice())?;
+                    }
+                }
+                Op::Truncate(from, _) => {
+                    log.retain_in(*from.., |_, _| false)?;
+                }
+                Op::Purge(upto, _) => {
+                    meta.insert(PURGED, serde_json::to_vec(&Some(upto))?.as_slice())?;
+                    log.retain_in(..=upto.index, |_, _| false)?;
+                }
+                Op::Vote(bytes, _) => {
+                    meta.insert(VOTE, bytes.as_slice())?;
+                }
+                Op::Committed(bytes) => {
+                    meta.insert(COMMITTED, bytes.as_slice())?;
+                }
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -63,17 +188,36 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>> {
-        let read = || -> anyhow::Result<Vec<Entry<TypeConfig>>> {
+        let read = || -> anyhow::Result<BTreeMap<u64, Entry<TypeConfig>>> {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(LOG)?;
-            let mut entries = Vec::new();
-            for item in table.range(range)? {
-                let (_, value) = item?;
-                entries.push(serde_json::from_slice(value.value())?);
+            let mut entries = BTreeMap::new();
+            for item in table.range(range.clone())? {
+                let (index, value) = item?;
+                entries.insert(index.value(), serde_json::from_slice(value.value())?);
             }
             Ok(entries)
         };
-        read().map_err(|e| StorageIOError::read_logs(anyhow_io(e)).into())
+        // Read the file first: an entry flushed meanwhile leaves `pending`
+        // only after it is in the file, so it is found in one or the other.
+        let mut entries = read().map_err(|e| StorageIOError::read_logs(anyhow_io(e)))?;
+        let pending = self.pending();
+        let bounds = (
+            clone_bound(range.start_bound()),
+            clone_bound(range.end_bound()),
+        );
+        for (index, entry) in pending.range(bounds) {
+            entries.insert(*index, entry.clone());
+        }
+        Ok(entries.into_values().collect())
+    }
+}
+
+fn clone_bound(bound: Bound<&u64>) -> Bound<u64> {
+    match bound {
+        Bound::Included(v) => Bound::Included(*v),
+        Bound::Excluded(v) => Bound::Excluded(*v),
+        Bound::Unbounded => Bound::Unbounded,
     }
 }
 
@@ -82,9 +226,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
         let purged: Option<LogId<RaftId>> = self
-            .read_meta(PURGED)
+            .read_meta::<Option<LogId<RaftId>>>(PURGED)
+            .map(Option::flatten)
             .map_err(|e| StorageIOError::read_logs(anyhow_io(e)))?;
-        let last = || -> anyhow::Result<Option<LogId<RaftId>>> {
+        let last_pending = self.pending().values().next_back().map(|e| e.log_id);
+        let last_file = || -> anyhow::Result<Option<LogId<RaftId>>> {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(LOG)?;
             Ok(match table.last()? {
@@ -95,7 +241,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 None => None,
             })
         };
-        let last = last().map_err(|e| StorageIOError::read_logs(anyhow_io(e)))?;
+        let last = match last_pending {
+            Some(id) => Some(id),
+            None => last_file().map_err(|e| StorageIOError::read_logs(anyhow_io(e)))?,
+        };
         Ok(LogState {
             last_purged_log_id: purged,
             last_log_id: last.or(purged),
@@ -107,7 +256,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<RaftId>) -> Result<()> {
-        self.write_meta(VOTE, vote)
+        let bytes = serde_json::to_vec(vote).map_err(|e| StorageIOError::write_vote(io_err(&e)))?;
+        self.call(|reply| Op::Vote(bytes, reply))
+            .await
             .map_err(|e| StorageIOError::write_vote(anyhow_io(e)).into())
     }
 
@@ -117,8 +268,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<RaftId>>) -> Result<()> {
-        self.write_meta(COMMITTED, &committed)
-            .map_err(|e| StorageIOError::write(anyhow_io(e)).into())
+        // Not waited for: it only saves re-applying entries after a restart,
+        // and an older value is safe (the leader tells the commit again).
+        let bytes =
+            serde_json::to_vec(&committed).map_err(|e| StorageIOError::write(io_err(&e)))?;
+        let _ = self.writer.send(Op::Committed(bytes));
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<RaftId>>> {
@@ -132,59 +287,35 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let encoded: Vec<(u64, Vec<u8>)> = entries
-            .into_iter()
-            .map(|e| Ok((e.log_id.index, serde_json::to_vec(&e)?)))
-            .collect::<std::result::Result<_, serde_json::Error>>()
-            .map_err(|e| StorageIOError::write_logs(io_err(&e)))?;
-        let db = self.db.clone();
-        // redb blocks on fsync: keep it off the Raft core's async thread.
-        let result = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let txn = db.begin_write()?;
-            {
-                let mut table = txn.open_table(LOG)?;
-                for (index, bytes) in &encoded {
-                    table.insert(index, bytes.as_slice())?;
-                }
-            }
-            txn.commit()?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| StorageIOError::write_logs(io_err(&e)))?;
-        match result {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(format!("{e:#}"))));
-                Err(StorageIOError::write_logs(anyhow_io(e)).into())
+        let mut encoded = Vec::new();
+        {
+            let mut pending = self.pending();
+            for entry in entries {
+                let bytes = serde_json::to_vec(&entry)
+                    .map_err(|e| StorageIOError::write_logs(io_err(&e)))?;
+                encoded.push((entry.log_id, bytes));
+                pending.insert(entry.log_id.index, entry);
             }
         }
+        self.writer
+            .send(Op::Append(encoded, callback))
+            .map_err(|_| {
+                StorageIOError::write_logs(anyhow_io(anyhow::anyhow!("the log writer has stopped")))
+            })?;
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<RaftId>) -> Result<()> {
-        let run = || -> anyhow::Result<()> {
-            let txn = self.db.begin_write()?;
-            txn.open_table(LOG)?
-                .retain_in(log_id.index.., |_, _| false)?;
-            txn.commit()?;
-            Ok(())
-        };
-        run().map_err(|e| StorageIOError::write_logs(anyhow_io(e)).into())
+        self.pending().retain(|index, _| *index < log_id.index);
+        self.call(|reply| Op::Truncate(log_id.index, reply))
+            .await
+            .map_err(|e| StorageIOError::write_logs(anyhow_io(e)).into())
     }
 
     async fn purge(&mut self, log_id: LogId<RaftId>) -> Result<()> {
-        let run = || -> anyhow::Result<()> {
-            let bytes = serde_json::to_vec(&Some(log_id))?;
-            let txn = self.db.begin_write()?;
-            txn.open_table(META)?.insert(PURGED, bytes.as_slice())?;
-            txn.open_table(LOG)?
-                .retain_in(..=log_id.index, |_, _| false)?;
-            txn.commit()?;
-            Ok(())
-        };
-        run().map_err(|e| StorageIOError::write_logs(anyhow_io(e)).into())
+        self.pending().retain(|index, _| *index > log_id.index);
+        self.call(|reply| Op::Purge(log_id, reply))
+            .await
+            .map_err(|e| StorageIOError::write_logs(anyhow_io(e)).into())
     }
 }

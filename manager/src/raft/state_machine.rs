@@ -1,13 +1,17 @@
 //! The state machine: applies batches to the in-memory [`Store`] and writes
 //! the changed objects through to redb.
 //!
-//! State-machine commits are not fsynced: the fsynced log holds every
-//! committed entry, and openraft re-applies the entries after the last
-//! applied id the state file recorded. Snapshots are written durably, and a
-//! durable redb commit also makes every earlier commit durable, so the state
-//! file never falls behind the last snapshot (behind which the log is purged).
+//! The state file trails memory by up to [`FLUSH_INTERVAL`], and its
+//! commits are not fsynced: the fsynced log holds every committed entry, and
+//! openraft re-applies the entries after the last applied id the state file
+//! recorded (written in the same transaction as the objects). Writing once
+//! per interval instead of once per entry is what lets the store keep up
+//! with many concurrent writers. Snapshots flush first and are written
+//! durably (a durable redb commit makes every earlier commit durable), so the
+//! state file never falls behind the last snapshot, behind which the log is
+//! purged.
 
-use std::{io::Cursor, path::Path, sync::Arc};
+use std::{collections::BTreeMap, io::Cursor, path::Path, sync::Arc};
 
 use openraft::{
     Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
@@ -46,11 +50,50 @@ struct Progress {
     membership: Membership,
 }
 
+/// How long applied changes may wait in memory before the state file gets them.
+pub const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Applied changes the state file does not hold yet, by object key (the
+/// latest write of an object wins), and the progress they bring it to.
+#[derive(Default)]
+struct Unwritten {
+    objects: BTreeMap<String, Option<Vec<u8>>>,
+    progress: Option<Progress>,
+}
+
 #[derive(Clone)]
 pub struct StateMachine {
     db: Arc<Database>,
     store: Store,
     progress: Arc<std::sync::Mutex<Progress>>,
+    unwritten: Arc<std::sync::Mutex<Unwritten>>,
+}
+
+/// Writes what is unwritten; a no-op when nothing is.
+fn flush(db: &Database, unwritten: &std::sync::Mutex<Unwritten>) -> anyhow::Result<()> {
+    let taken = std::mem::take(&mut *unwritten.lock().unwrap_or_else(|e| e.into_inner()));
+    let Some(progress) = taken.progress else {
+        return Ok(());
+    };
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::None)?;
+    {
+        let mut objects = txn.open_table(OBJECTS)?;
+        for (key, value) in &taken.objects {
+            match value {
+                Some(bytes) => drop(objects.insert(key.as_str(), bytes.as_slice())?),
+                None => drop(objects.remove(key.as_str())?),
+            }
+        }
+        let mut meta = txn.open_table(META)?;
+        meta.insert(APPLIED, serde_json::to_vec(&progress.applied)?.as_slice())?;
+        meta.insert(
+            MEMBERSHIP,
+            serde_json::to_vec(&progress.membership)?.as_slice(),
+        )?;
+    }
+    txn.commit()?;
+    Ok(())
 }
 
 fn key(kind: Kind, id: &str) -> String {
@@ -70,7 +113,7 @@ impl StateMachine {
         txn.open_table(META)?;
         txn.commit()?;
         let mut state = State::default();
-        let (applied, membership) = {
+        let (applied, membership): (Option<LogId<RaftId>>, Membership) = {
             let txn = db.begin_read()?;
             for item in txn.open_table(OBJECTS)?.iter()? {
                 let (_, value) = item?;
@@ -87,16 +130,55 @@ impl StateMachine {
             };
             (applied, membership)
         };
+        let mut progress = Progress {
+            applied,
+            membership,
+        };
+        // A state file behind the snapshot (which never happens when the
+        // snapshot flushed first) starts from the snapshot instead.
+        {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            if let (Some(m), Some(data)) = (meta.get(SNAPSHOT_META)?, meta.get(SNAPSHOT_DATA)?) {
+                let snapshot: SnapshotMeta<RaftId, openraft::BasicNode> =
+                    serde_json::from_slice(m.value())?;
+                if snapshot.last_log_id > progress.applied {
+                    tracing::warn!("state file behind its snapshot: loading the snapshot");
+                    state = State::default();
+                    for object in SnapshotBody::decode(data.value())?.objects {
+                        state.put(object);
+                    }
+                    progress = Progress {
+                        applied: snapshot.last_log_id,
+                        membership: snapshot.last_membership,
+                    };
+                }
+            }
+        }
         *store.write().await = state;
-        let index = applied.map(|a: LogId<RaftId>| a.index).unwrap_or(0);
-        store.publish_reset(index);
+        store.publish_reset(progress.applied.map(|a| a.index).unwrap_or(0));
+        let db = Arc::new(db);
+        let unwritten: Arc<std::sync::Mutex<Unwritten>> = Arc::default();
+        // Flushes in the background; ends when the state machine is gone.
+        let (weak_db, weak_unwritten) = (Arc::downgrade(&db), Arc::downgrade(&unwritten));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(FLUSH_INTERVAL).await;
+                let (Some(db), Some(unwritten)) = (weak_db.upgrade(), weak_unwritten.upgrade())
+                else {
+                    return;
+                };
+                let result = tokio::task::spawn_blocking(move || flush(&db, &unwritten)).await;
+                if let Ok(Err(error)) = result {
+                    tracing::error!(error = %format!("{error:#}"), "writing the state file");
+                }
+            }
+        });
         Ok(Self {
-            db: Arc::new(db),
+            db,
             store,
-            progress: Arc::new(std::sync::Mutex::new(Progress {
-                applied,
-                membership,
-            })),
+            progress: Arc::new(std::sync::Mutex::new(progress)),
+            unwritten,
         })
     }
 
@@ -111,35 +193,24 @@ impl StateMachine {
         *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = progress;
     }
 
-    fn persist(&self, changes: &[Change], progress: &Progress) -> anyhow::Result<()> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::None)?;
-        {
-            let mut objects = txn.open_table(OBJECTS)?;
-            for change in changes {
-                match change {
-                    Change::Put(object) => {
-                        if let Some((kind, id)) = object_key(object) {
-                            objects.insert(
-                                key(kind, &id).as_str(),
-                                object.encode_to_vec().as_slice(),
-                            )?;
-                        }
-                    }
-                    Change::Delete(r) => {
-                        objects.remove(key(r.kind(), &r.id).as_str())?;
+    /// Queues applied changes for the state file.
+    fn remember(&self, changes: &[Change], progress: &Progress) {
+        let mut unwritten = self.unwritten.lock().unwrap_or_else(|e| e.into_inner());
+        for change in changes {
+            match change {
+                Change::Put(object) => {
+                    if let Some((kind, id)) = object_key(object) {
+                        unwritten
+                            .objects
+                            .insert(key(kind, &id), Some(object.encode_to_vec()));
                     }
                 }
+                Change::Delete(r) => {
+                    unwritten.objects.insert(key(r.kind(), &r.id), None);
+                }
             }
-            let mut meta = txn.open_table(META)?;
-            meta.insert(APPLIED, serde_json::to_vec(&progress.applied)?.as_slice())?;
-            meta.insert(
-                MEMBERSHIP,
-                serde_json::to_vec(&progress.membership)?.as_slice(),
-            )?;
         }
-        txn.commit()?;
-        Ok(())
+        unwritten.progress = Some(progress.clone());
     }
 
     fn current_snapshot(&self) -> anyhow::Result<Option<Snapshot<TypeConfig>>> {
@@ -178,6 +249,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             let objects = state.objects().collect();
             (SnapshotBody { objects }, self.progress())
         };
+        // The state file must not trail the snapshot (see the module comment).
+        flush(&self.db, &self.unwritten)
+            .map_err(|e| StorageIOError::write_state_machine(fail(e)))?;
         let data = body.encode_to_vec();
         let last = progress.applied;
         let meta = SnapshotMeta {
@@ -246,8 +320,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             self.set_progress(progress.clone());
         }
-        self.persist(&all_changes, &progress)
-            .map_err(|e| StorageIOError::write_state_machine(fail(e)))?;
+        self.remember(&all_changes, &progress);
         let last = progress.applied.map(|l| l.index).unwrap_or(0);
         for event in events {
             self.store.publish(event);
@@ -283,6 +356,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
+        // What was queued is older than the snapshot that replaces it.
+        *self.unwritten.lock().unwrap_or_else(|e| e.into_inner()) = Unwritten::default();
         let write = || -> anyhow::Result<()> {
             let txn = self.db.begin_write()?;
             {
