@@ -212,29 +212,37 @@ pub fn plan(state: &State) -> Vec<Decision> {
                 continue;
             }
         };
-        let counts = per_service.entry(service_id).or_default();
-        // Nodes that pass the constraints, with their preference group.
-        let mut eligible: Vec<(usize, Vec<String>)> = Vec::new();
+        // Tasks of this service per candidate node, by candidate index.
+        let mut counts = vec![0u32; candidates.len()];
+        for (i, n) in per_service.get(service_id).into_iter().flatten() {
+            counts[*i] = *n;
+        }
+        // Nodes that pass the constraints, with their preference group
+        // (interned: the hot loop compares numbers, not label strings).
+        let mut groups: HashMap<Vec<String>, usize> = HashMap::new();
+        let mut eligible: Vec<(usize, usize)> = Vec::new();
         let mut constraint_refusals = 0u32;
         for (i, c) in candidates.iter().enumerate() {
             if constraints.iter().all(|k| k.matches(c.node)) {
-                let group = placement
+                let values: Vec<String> = placement
                     .spread
                     .iter()
                     .map(|descriptor| label_value(c.node, descriptor))
                     .collect();
+                let next = groups.len();
+                let group = *groups.entry(values).or_insert(next);
                 eligible.push((i, group));
             } else {
                 constraint_refusals += 1;
             }
         }
-        let mut group_counts: HashMap<Vec<String>, u32> = HashMap::new();
+        let mut group_counts = vec![0u32; groups.len()];
         for (i, group) in &eligible {
-            *group_counts.entry(group.clone()).or_default() += counts.get(i).copied().unwrap_or(0);
+            group_counts[*group] += counts[*i];
         }
+        let ports = tasks.first().map(|t| host_ports(t, &service_ports)).unwrap_or_default();
         for task in tasks {
             let need = reservations(task);
-            let ports = host_ports(task, &service_ports);
             let mut refusals = Refusals::default();
             let fits = |c: &Candidate, count: u32, refusals: &mut Refusals| -> bool {
                 if (need.nano_cpus > 0 || need.memory_bytes > 0)
@@ -257,41 +265,31 @@ pub fn plan(state: &State) -> Vec<Decision> {
                 }
                 true
             };
-            let mut best: Option<(usize, (u32, u32, u32))> = None;
+            let mut best: Option<(usize, usize, (u32, u32, u32))> = None;
             let preset = (!task.node_id.is_empty()).then_some(task.node_id.as_str());
-            for (i, group) in &eligible {
-                let c = &candidates[*i];
+            for &(i, group) in &eligible {
+                let c = &candidates[i];
                 if preset.is_some_and(|p| p != c.id) {
                     continue;
                 }
-                let count = counts.get(i).copied().unwrap_or(0);
+                let count = counts[i];
                 if !fits(c, count, &mut refusals) {
                     continue;
                 }
-                let key = (
-                    group_counts.get(group).copied().unwrap_or(0),
-                    count,
-                    c.total,
-                );
-                if best.is_none_or(|(_, b)| key < b) {
-                    best = Some((*i, key));
+                let key = (group_counts[group], count, c.total);
+                if best.is_none_or(|(_, _, b)| key < b) {
+                    best = Some((i, group, key));
                 }
             }
             let outcome = match best {
-                Some((i, _)) => {
+                Some((i, group, _)) => {
                     let c = &mut candidates[i];
                     c.free.nano_cpus -= need.nano_cpus;
                     c.free.memory_bytes -= need.memory_bytes;
                     c.total += 1;
                     c.host_ports.extend(ports.iter().cloned());
-                    *counts.entry(i).or_default() += 1;
-                    let group = eligible
-                        .iter()
-                        .find(|(j, _)| *j == i)
-                        .map(|(_, g)| g.clone());
-                    if let Some(group) = group {
-                        *group_counts.entry(group).or_default() += 1;
-                    }
+                    counts[i] += 1;
+                    group_counts[group] += 1;
                     Outcome::Assign(c.id.to_owned())
                 }
                 None => {
@@ -303,7 +301,7 @@ pub fn plan(state: &State) -> Vec<Decision> {
                         Some(node) if !index_of.contains_key(node) => {
                             refusals.set(NOT_AVAILABLE, 1)
                         }
-                        Some(node) if !eligible.iter().any(|(i, _)| candidates[*i].id == node) => {
+                        Some(node) if !eligible.iter().any(|&(i, _)| candidates[i].id == node) => {
                             refusals.set(CONSTRAINTS, 1)
                         }
                         Some(_) => {}
