@@ -130,12 +130,52 @@ impl TestCluster {
 
     /// Starts a simulated agent; returns its index once it is registered.
     pub async fn add_agent(&mut self, hostname: &str, labels: &[(&str, &str)]) -> Result<usize> {
+        let advertise = format!("192.0.2.{}", 100 + self.agents.len());
+        self.add_agent_at(hostname, &advertise, labels).await
+    }
+
+    /// Starts one more manager on `ip` (a loopback address such as
+    /// 127.0.0.2 stands for another host), joining with the manager token.
+    pub async fn add_manager(&mut self, hostname: &str, ip: &str) -> Result<usize> {
+        let listen = std::net::TcpListener::bind((ip, 0))?.local_addr()?;
+        let options = Options {
+            data_dir: self.dir.path().join(format!("m{}", self.options.len())),
+            listen,
+            advertise: listen.to_string(),
+            socket: None,
+            hostname: hostname.to_owned(),
+            timing: timing(),
+            settings: Settings {
+                heartbeat_period: HEARTBEAT,
+            },
+        };
+        let remote = self.manager_addrs()[0].clone();
+        let joined = daemon::start(
+            options.clone(),
+            Bootstrap::Join {
+                token: self.manager_token.clone(),
+                remote,
+            },
+        )
+        .await?;
+        self.options.push(options);
+        self.managers.push(Some(joined));
+        Ok(self.managers.len() - 1)
+    }
+
+    /// As `add_agent`, advertising `advertise`.
+    pub async fn add_agent_at(
+        &mut self,
+        hostname: &str,
+        advertise: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<usize> {
         let executor = Arc::new(SimExecutor::default());
         let (tx, rx) = watch::channel(SessionState::default());
         let config = SessionConfig {
             managers: self.manager_addrs(),
             token: self.worker_token.clone(),
-            advertise_addr: format!("192.0.2.{}", 100 + self.agents.len()),
+            advertise_addr: advertise.to_owned(),
             description: NodeDescription {
                 hostname: hostname.to_owned(),
                 platform: Some(Platform {

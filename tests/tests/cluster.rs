@@ -438,3 +438,98 @@ async fn bad_input_is_refused_with_a_clear_error_and_writes_nothing() -> Result<
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn promote_takes_effect_when_a_manager_joins_on_the_node_and_demote_leaves_raft() -> Result<()>
+{
+    let mut cluster = TestCluster::start(1).await?;
+    // A worker on the "host" where the second manager will run.
+    cluster.add_agent_at("n2", "127.0.0.2", &[]).await?;
+    let mut control = cluster.control().await?;
+    let worker = cluster
+        .nodes()
+        .await?
+        .into_iter()
+        .find(|n| n.description.as_ref().is_some_and(|d| d.hostname == "n2"))
+        .unwrap_or_default();
+    let mut spec = worker.spec.clone().unwrap_or_default();
+    spec.desired_role = shoal_api::pb::NodeRole::Manager as i32;
+    let meta = worker.meta.clone().unwrap_or_default();
+    let updated = control
+        .update_node(UpdateNodeRequest {
+            id: meta.id.clone(),
+            version: meta.version,
+            spec: Some(spec),
+        })
+        .await?
+        .into_inner();
+    ensure!(
+        updated.role() == shoal_api::pb::NodeRole::Worker,
+        "no manager runs there yet"
+    );
+
+    // The manager that joins on that host takes the promoted node.
+    let second = cluster.add_manager("n2", "127.0.0.2").await?;
+    let nodes = cluster.nodes().await?;
+    ensure!(
+        nodes.len() == 2,
+        "joining made another node: {} nodes",
+        nodes.len()
+    );
+    let promoted = nodes
+        .iter()
+        .find(|n| n.meta.as_ref().is_some_and(|m| m.id == meta.id))
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        promoted.role() == shoal_api::pb::NodeRole::Manager,
+        "role {:?}",
+        promoted.role()
+    );
+    ensure!(
+        promoted
+            .manager_status
+            .as_ref()
+            .is_some_and(|m| m.reachability == "reachable" || m.leader)
+    );
+    let raft_id = cluster.managers[second].as_ref().unwrap().manager.raft_id;
+    let leader = cluster.managers[0].as_ref().unwrap().manager.clone();
+    ensure!(leader.voters().contains(&raft_id));
+
+    // Demote: out of the Raft voters, a worker again.
+    let mut spec = promoted.spec.clone().unwrap_or_default();
+    spec.desired_role = shoal_api::pb::NodeRole::Worker as i32;
+    let m = promoted.meta.clone().unwrap_or_default();
+    let demoted = control
+        .update_node(UpdateNodeRequest {
+            id: m.id,
+            version: m.version,
+            spec: Some(spec),
+        })
+        .await?
+        .into_inner();
+    ensure!(demoted.role() == shoal_api::pb::NodeRole::Worker && demoted.manager_status.is_none());
+    ensure!(
+        !leader.voters().contains(&raft_id),
+        "the demoted manager still votes"
+    );
+    // The last manager cannot be demoted.
+    let me = cluster
+        .nodes()
+        .await?
+        .into_iter()
+        .find(|n| n.manager_status.as_ref().is_some_and(|s| s.leader))
+        .unwrap_or_default();
+    let mut spec = me.spec.clone().unwrap_or_default();
+    spec.desired_role = shoal_api::pb::NodeRole::Worker as i32;
+    let err = control
+        .update_node(UpdateNodeRequest {
+            id: me.meta.clone().unwrap_or_default().id,
+            version: 0,
+            spec: Some(spec),
+        })
+        .await
+        .unwrap_err();
+    ensure!(err.message().contains("last manager"), "{}", err.message());
+    Ok(())
+}

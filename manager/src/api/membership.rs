@@ -94,13 +94,30 @@ impl Membership for MembershipService {
             .map_err(|e| Status::unavailable(format!("making {} a voter: {e}", request.addr)))?;
         let node_id = manager
             .update(|state| -> Result<_, Status> {
-                // A manager that rejoins (same Raft id) keeps its node.
+                // A manager that rejoins (same Raft id) keeps its node; one
+                // joining on a host whose agent registered a node (e.g. after
+                // `node promote`) takes that node; otherwise a new one.
+                let ip = request
+                    .addr
+                    .rsplit_once(':')
+                    .map(|(h, _)| h)
+                    .unwrap_or(&request.addr);
                 let mut node = existing
                     .as_ref()
                     .and_then(|n| {
                         state
                             .nodes
                             .get(&n.meta.clone().unwrap_or_default().id)
+                            .cloned()
+                    })
+                    .or_else(|| {
+                        state
+                            .nodes
+                            .values()
+                            .find(|n| {
+                                n.manager_status.is_none()
+                                    && n.status.as_ref().is_some_and(|s| s.addr == ip)
+                            })
                             .cloned()
                     })
                     .unwrap_or_else(|| new_manager_node(&request.hostname, &request.addr));

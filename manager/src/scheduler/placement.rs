@@ -240,7 +240,10 @@ pub fn plan(state: &State) -> Vec<Decision> {
         for (i, group) in &eligible {
             group_counts[*group] += counts[*i];
         }
-        let ports = tasks.first().map(|t| host_ports(t, &service_ports)).unwrap_or_default();
+        let ports = tasks
+            .first()
+            .map(|t| host_ports(t, &service_ports))
+            .unwrap_or_default();
         for task in tasks {
             let need = reservations(task);
             let mut refusals = Refusals::default();
