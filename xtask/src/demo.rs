@@ -1,8 +1,9 @@
-//! `cargo xtask demo`: the README's main job. Until the cluster exists
-//! ([2/6]–[5/6]) it shows what does: a 3-node lab, a real `shoal/echo`
-//! container plugged into every node, the eBPF counters on every node's
-//! underlay interface, and the upstream resolver. It says plainly what is
-//! not there yet and leaves the lab running (`cargo xtask demo down`).
+//! `cargo xtask demo`: the README's main job. It shows what exists today: a
+//! 3-node lab with a 3-manager cluster (Raft across the underlay) driven by
+//! the `shoal` CLI, a real `shoal/echo` container plugged into every node,
+//! the eBPF counters on every node's underlay interface, and the upstream
+//! resolver. It says plainly what is not there yet and leaves the lab
+//! running (`cargo xtask demo down`).
 
 use std::net::Ipv4Addr;
 
@@ -36,6 +37,20 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let bins = build::run(&build::BuildArgs::default())?;
     images::build_all()?;
     lab.up(NODES, &mut |line| println!("[lab] {line}"))?;
+    lab.start_managers(NODES, &bins, &mut |line| println!("[lab] {line}"))?;
+
+    println!("\n== The cluster: shoal node ls");
+    print!("{}", lab.shoal(&bins, &["node", "ls"])?);
+    let services = lab.shoal(&bins, &["service", "ls", "-q"])?;
+    if services.trim().is_empty() {
+        let create = ["service", "create", "--name", "web", "--replicas", "6"];
+        let create = [&create[..], &["--publish", "8080:80", "shoal/echo:1"]].concat();
+        lab.shoal(&bins, &create)?;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    println!("\n== shoal service ls; shoal service ps web");
+    print!("{}", lab.shoal(&bins, &["service", "ls"])?);
+    print!("{}", lab.shoal(&bins, &["service", "ps", "web"])?);
     let agent = bins.join("shoal-agent").display().to_string();
     let toolbox =
         crate::sh::workspace_root().join("target/x86_64-unknown-linux-gnu/release/shoal-toolbox");
@@ -75,11 +90,11 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 
     println!(
         "\n== Not there yet\n\
-         No cluster runs yet: managers and the control API arrive in [2/6], agents running\n\
-         services in [3/6], overlays and service DNS in [4/6], the eBPF routing mesh in [5/6]\n\
-         (then this demo serves one published port from every node), stacks in [6/6].\n\
-         \nThe lab stays up: `cargo xtask lab status`, `cargo xtask lab exec n1 -- ip addr`.\n\
-         Stop it with `cargo xtask demo down`."
+         The managers run, but no agent runs tasks yet: `web` stays pending (\"no suitable\n\
+         node\") until agents arrive in [3/6]; overlays and service DNS come in [4/6], the eBPF\n\
+         routing mesh in [5/6] (then this demo serves port 8080 from every node), stacks in [6/6].\n\
+         \nThe lab stays up: `cargo xtask lab shoal -- node ls`, `cargo xtask lab kill n1`,\n\
+         `cargo xtask lab status`. Stop it with `cargo xtask demo down`."
     );
     Ok(())
 }
