@@ -90,7 +90,7 @@ enum Redirect {
 fn leader_of(status: &tonic::Status) -> Option<String> {
     status
         .metadata()
-        .get("shoal-leader")
+        .get(shoal_api::LEADER_METADATA)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
         .map(str::to_owned)

@@ -19,6 +19,10 @@ pub mod pb {
 /// Where the CLI and agents find a local manager when no address is given.
 pub const DEFAULT_SOCKET: &str = "/run/shoal/manager.sock";
 
+/// The gRPC metadata key with which a follower names the leader when it
+/// refuses a call only the leader serves (agents and joining managers follow it).
+pub const LEADER_METADATA: &str = "shoal-leader";
+
 /// The manager's TCP port for the control API, the agent protocol and Raft.
 pub const DEFAULT_PORT: u16 = 2377;
 

@@ -315,10 +315,9 @@ async fn join(manager: &Manager, token: &str, remote: &str) -> Result<()> {
             }
             Err(status) if status.code() == tonic::Code::FailedPrecondition => {
                 if let Some(leader) = status
-                    .message()
-                    .rsplit("leader is at ")
-                    .next()
-                    .filter(|l| l.contains(':'))
+                    .metadata()
+                    .get(shoal_api::LEADER_METADATA)
+                    .and_then(|v| v.to_str().ok())
                 {
                     target = leader.to_owned();
                 }

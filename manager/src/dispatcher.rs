@@ -63,21 +63,10 @@ impl Dispatcher {
 
     fn require_leader(&self) -> Result<(), Status> {
         if self.manager.is_leader() {
-            return Ok(());
+            Ok(())
+        } else {
+            Err(self.manager.not_leader())
         }
-        let leader = self.manager.leader_addr().unwrap_or_default();
-        let mut status = Status::failed_precondition(format!(
-            "not the leader; the leader is at {}",
-            if leader.is_empty() {
-                "(none elected)"
-            } else {
-                &leader
-            }
-        ));
-        if let Ok(value) = leader.parse() {
-            status.metadata_mut().insert("shoal-leader", value);
-        }
-        Err(status)
     }
 
     fn check_session(&self, session: Option<&SessionRef>) -> Result<String, Status> {

@@ -127,6 +127,27 @@ impl Manager {
             .map(|n: &BasicNode| n.addr.clone())
     }
 
+    /// The answer a follower gives to calls only the leader serves: the
+    /// leader's address in the message and in the `shoal-leader` metadata
+    /// (which agents and joining managers follow).
+    pub fn not_leader(&self) -> tonic::Status {
+        let leader = self.leader_addr().unwrap_or_default();
+        let mut status = tonic::Status::failed_precondition(format!(
+            "not the leader; the leader is at {}",
+            if leader.is_empty() {
+                "(none elected)"
+            } else {
+                &leader
+            }
+        ));
+        if let Ok(value) = leader.parse() {
+            status
+                .metadata_mut()
+                .insert(shoal_api::LEADER_METADATA, value);
+        }
+        status
+    }
+
     /// Waits (up to `timeout`) until some manager leads.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Option<RaftId> {
         let mut metrics = self.raft.metrics();

@@ -51,12 +51,7 @@ impl Membership for MembershipService {
         let request = request.into_inner();
         let manager = &self.manager;
         if !manager.is_leader() {
-            return Err(Status::failed_precondition(format!(
-                "not the leader; the leader is at {}",
-                manager
-                    .leader_addr()
-                    .unwrap_or_else(|| "(none elected)".into())
-            )));
+            return Err(manager.not_leader());
         }
         let (cluster_id, existing) = {
             let state = manager.store.read().await;
