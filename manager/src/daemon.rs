@@ -95,6 +95,9 @@ pub struct RunningManager {
     pub manager: Arc<Manager>,
     pub init_tokens: Option<(String, String)>,
     tasks: JoinSet<()>,
+    /// Tells the API servers to stop: they close every connection, so no
+    /// peer keeps talking to this manager's stopped Raft.
+    stop_serving: tokio::sync::watch::Sender<bool>,
     socket: Option<PathBuf>,
     _lock: File,
 }
@@ -106,8 +109,16 @@ impl RunningManager {
 
     /// Stops serving and leaves the data directory as it is.
     pub async fn shutdown(mut self) {
+        self.stop_serving.send_replace(true);
         let _ = self.manager.raft.shutdown().await;
-        self.tasks.shutdown().await;
+        // Streams end within a second once Raft is down; then give up waiting.
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(3), drain)
+            .await
+            .is_err()
+        {
+            self.tasks.shutdown().await;
+        }
         if let Some(socket) = self.socket.take() {
             let _ = std::fs::remove_file(socket);
         }
@@ -228,9 +239,14 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
     // Raft and the APIs send small messages and wait for the answer: Nagle's
     // algorithm would hold them back for the peer's delayed ACK.
     let incoming = tonic::transport::server::TcpIncoming::from(tcp).with_nodelay(Some(true));
+    let (stop_serving, tcp_stop) = tokio::sync::watch::channel(false);
+    let unix_stop = tcp_stop.clone();
     let server = router();
     tasks.spawn(async move {
-        if let Err(error) = server.serve_with_incoming(incoming).await {
+        if let Err(error) = server
+            .serve_with_incoming_shutdown(incoming, stopped(tcp_stop))
+            .await
+        {
             tracing::error!(%error, "the TCP API server stopped");
         }
     });
@@ -238,7 +254,10 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
         let incoming = UnixListenerStream::new(bind_socket(socket)?);
         let server = router();
         tasks.spawn(async move {
-            if let Err(error) = server.serve_with_incoming(incoming).await {
+            if let Err(error) = server
+                .serve_with_incoming_shutdown(incoming, stopped(unix_stop))
+                .await
+            {
                 tracing::error!(%error, "the unix socket API server stopped");
             }
         });
@@ -274,9 +293,15 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
         manager,
         init_tokens,
         tasks,
+        stop_serving,
         socket: options.socket.clone(),
         _lock: lock,
     })
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 async fn check_remote_ca(remote: &str, token: &str) -> Result<()> {

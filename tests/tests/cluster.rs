@@ -533,3 +533,60 @@ async fn promote_takes_effect_when_a_manager_joins_on_the_node_and_demote_leaves
     ensure!(err.message().contains("last manager"), "{}", err.message());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshots_compact_the_log_and_bring_lagging_and_new_managers_up_to_date() -> Result<()> {
+    let mut cluster = TestCluster::start(3).await?;
+    let mut control = cluster.control().await?;
+    let leader = cluster.wait_for_leader(WAIT).await?;
+    let follower = (0..3).find(|i| *i != leader).unwrap_or(1);
+    cluster.stop_manager(follower).await;
+    // More entries than the snapshot interval (200 in tests) while it is away.
+    for i in 0..500 {
+        control
+            .create_config(shoal_api::pb::ConfigSpec {
+                name: format!("c{i}"),
+                data: vec![b'x'; 32],
+                ..Default::default()
+            })
+            .await?;
+    }
+    let leader_manager = cluster.managers[leader].as_ref().unwrap().manager.clone();
+    let metrics = wait_until(
+        WAIT,
+        "a snapshot and a purged log on the leader",
+        || async {
+            let m = leader_manager.raft.metrics().borrow().clone();
+            (m.snapshot.is_some() && m.purged.is_some()).then_some(m)
+        },
+    )
+    .await?;
+    ensure!(
+        metrics.purged.unwrap().index >= 200,
+        "purged only up to {:?}",
+        metrics.purged
+    );
+
+    // The follower restarts behind the purged log: it catches up by snapshot.
+    cluster.restart_manager(follower).await?;
+    let back = cluster.managers[follower].as_ref().unwrap().manager.clone();
+    wait_until(
+        WAIT,
+        "the restarted follower to hold all 500 configs",
+        || async { (back.store.read().await.configs.len() == 500).then_some(()) },
+    )
+    .await?;
+    // So does a manager that joins now.
+    let new = cluster.add_manager("late", "127.0.0.3").await?;
+    let late = cluster.managers[new].as_ref().unwrap().manager.clone();
+    wait_until(WAIT, "the new manager to hold all 500 configs", || async {
+        (late.store.read().await.configs.len() == 500).then_some(())
+    })
+    .await?;
+    let leader_state = leader_manager.store.read().await.clone();
+    ensure!(
+        *late.store.read().await == leader_state,
+        "the new manager's state differs from the leader's"
+    );
+    Ok(())
+}
