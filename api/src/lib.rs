@@ -5,6 +5,7 @@
 //! agent receives them, the CLI prints them. They are compiled by protox, so a
 //! fresh machine needs no `protoc`.
 
+pub mod base64;
 pub mod display;
 pub mod token;
 

@@ -4,10 +4,11 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use openraft::{BasicNode, error::ClientWriteError};
-use shoal_api::pb::{StoreBatch, membership_client::MembershipClient};
+use shoal_api::pb::{Proposal, StoreBatch, membership_client::MembershipClient};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::{
-    raft::{Raft, RaftId, network},
+    raft::{Payload, Raft, RaftId, network},
     store::{Batch, State, Store},
 };
 
@@ -60,6 +61,7 @@ pub struct Manager {
     pub hostname: String,
     pub settings: Settings,
     pub peer_health: network::PeerHealth,
+    proposals: mpsc::UnboundedSender<(StoreBatch, oneshot::Sender<Proposed>)>,
     /// Serialises read-modify-write cycles on the leader, so components
     /// rarely meet version conflicts (which stay as the safety net).
     write_lock: tokio::sync::Mutex<()>,
@@ -75,7 +77,10 @@ impl Manager {
         settings: Settings,
         peer_health: network::PeerHealth,
     ) -> Arc<Self> {
+        let (proposals, queue) = mpsc::unbounded_channel();
+        tokio::spawn(batch_proposals(raft.clone(), queue));
         Arc::new(Self {
+            proposals,
             raft,
             store,
             raft_id,
@@ -168,15 +173,17 @@ impl Manager {
     /// Proposes a batch: applied by the leader's Raft when this manager
     /// leads, forwarded to the leader otherwise. Returns the log index.
     pub async fn propose(&self, batch: StoreBatch) -> Result<u64, WriteError> {
-        match self.raft.client_write(batch.clone()).await {
-            Ok(response) => match response.data.conflict {
-                Some(conflict) => Err(WriteError::Conflict(conflict)),
-                None => Ok(response.data.index),
-            },
-            Err(openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                let Some(node) = f.leader_node else {
-                    return Err(WriteError::NoLeader);
-                };
+        let (reply, answer) = oneshot::channel();
+        self.proposals
+            .send((batch.clone(), reply))
+            .map_err(|_| WriteError::Raft("the manager is shutting down".into()))?;
+        match answer.await {
+            Ok(Proposed::Applied(index)) => Ok(index),
+            Ok(Proposed::Refused(conflict)) => Err(WriteError::Conflict(conflict)),
+            Ok(Proposed::Failed(message)) => Err(WriteError::Raft(message)),
+            Err(_) => Err(WriteError::Raft("the manager is shutting down".into())),
+            Ok(Proposed::NotLeader(None)) => Err(WriteError::NoLeader),
+            Ok(Proposed::NotLeader(Some(node))) => {
                 let forward = |message: String| WriteError::Forward {
                     addr: node.addr.clone(),
                     message,
@@ -191,7 +198,6 @@ impl Manager {
                     })?;
                 Ok(reply.into_inner().index)
             }
-            Err(e) => Err(WriteError::Raft(e.to_string())),
         }
     }
 
@@ -234,5 +240,58 @@ impl Manager {
             .await
             .map(|_| ())
             .map_err(|e| tonic::Status::unavailable(format!("not the leader: {e}")))
+    }
+}
+
+/// How one proposed batch fared.
+enum Proposed {
+    Applied(u64),
+    Refused(String),
+    NotLeader(Option<BasicNode>),
+    Failed(String),
+}
+
+/// Raft entries in flight at once; while they are, new batches queue up and
+/// share the next entry (group commit at the proposal level: openraft 0.9
+/// replicates about an entry per round, so entries must carry many writes).
+const ENTRIES_IN_FLIGHT: usize = 1;
+/// Batches per entry, at most.
+const BATCHES_PER_ENTRY: usize = 512;
+
+async fn batch_proposals(
+    raft: Raft,
+    mut queue: mpsc::UnboundedReceiver<(StoreBatch, oneshot::Sender<Proposed>)>,
+) {
+    let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut items = vec![first];
+        while items.len() < BATCHES_PER_ENTRY {
+            match queue.try_recv() {
+                Ok(item) => items.push(item),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let (batches, replies): (Vec<_>, Vec<_>) = items.into_iter().unzip();
+            let outcome = raft.client_write(Payload(Proposal { batches })).await;
+            drop(permit);
+            for (i, reply) in replies.into_iter().enumerate() {
+                let answer = match &outcome {
+                    Ok(response) => match response.data.conflicts.get(i).cloned().flatten() {
+                        Some(conflict) => Proposed::Refused(conflict),
+                        None => Proposed::Applied(response.data.index),
+                    },
+                    Err(openraft::error::RaftError::APIError(
+                        ClientWriteError::ForwardToLeader(f),
+                    )) => Proposed::NotLeader(f.leader_node.clone()),
+                    Err(e) => Proposed::Failed(e.to_string()),
+                };
+                let _ = reply.send(answer);
+            }
+        });
     }
 }

@@ -177,7 +177,7 @@ pub async fn run(client: &mut Client, kind: Kind, command: ObjectCommand) -> Res
                 let item = resolve(word, q, &items, |i| &i.meta.id, |i| &i.name)?;
                 let mut spec = json!({ "Name": item.name, "Labels": item.labels });
                 if kind == Kind::Config {
-                    spec["Data"] = json!(base64(&item.data));
+                    spec["Data"] = json!(shoal_api::base64::encode(&item.data));
                 }
                 out.push(json!({
                     "ID": item.meta.id,
@@ -205,42 +205,4 @@ pub async fn run(client: &mut Client, kind: Kind, command: ObjectCommand) -> Res
         }
     }
     Ok(())
-}
-
-/// Standard base64, as Docker shows config data.
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (input, output) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(super::base64(input.as_bytes()), output);
-        }
-    }
 }

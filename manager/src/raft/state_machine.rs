@@ -194,7 +194,7 @@ impl StateMachine {
     }
 
     /// Queues applied changes for the state file.
-    fn remember(&self, changes: &[Change], progress: &Progress) {
+    fn remember<'a>(&self, changes: impl Iterator<Item = &'a Change>, progress: &Progress) {
         let mut unwritten = self.unwritten.lock().unwrap_or_else(|e| e.into_inner());
         for change in changes {
             match change {
@@ -291,7 +291,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut results = Vec::new();
-        let mut all_changes = Vec::new();
         let mut events = Vec::new();
         let mut progress = self.progress();
         {
@@ -301,17 +300,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 progress.applied = Some(entry.log_id);
                 let mut result = ApplyResult {
                     index,
-                    conflict: None,
+                    conflicts: Vec::new(),
                 };
                 match entry.payload {
                     EntryPayload::Blank => {}
-                    EntryPayload::Normal(batch) => match state.apply(index, &batch) {
-                        Ok(changes) => {
-                            all_changes.extend(changes.iter().cloned());
-                            events.push(StoreEvent { index, changes });
+                    EntryPayload::Normal(proposal) => {
+                        for batch in &proposal.0.batches {
+                            match state.apply(index, batch) {
+                                Ok(changes) => {
+                                    events.push(StoreEvent { index, changes });
+                                    result.conflicts.push(None);
+                                }
+                                Err(conflict) => result.conflicts.push(Some(conflict.to_string())),
+                            }
                         }
-                        Err(conflict) => result.conflict = Some(conflict.to_string()),
-                    },
+                    }
                     EntryPayload::Membership(m) => {
                         progress.membership = StoredMembership::new(Some(entry.log_id), m);
                     }
@@ -320,15 +323,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             self.set_progress(progress.clone());
         }
-        self.remember(&all_changes, &progress);
-        let last = progress.applied.map(|l| l.index).unwrap_or(0);
+        self.remember(events.iter().flat_map(|e| &e.changes), &progress);
         for event in events {
             self.store.publish(event);
         }
-        self.store.publish(StoreEvent {
-            index: last,
-            changes: Vec::new(),
-        });
+        // One wake-up for the watchers per apply call, not per batch.
+        self.store
+            .publish_applied(progress.applied.map(|l| l.index).unwrap_or(0));
         Ok(results)
     }
 

@@ -65,11 +65,15 @@ impl Store {
         self.applied.subscribe()
     }
 
+    /// Sends one applied entry's changes to event subscribers.
     pub(crate) fn publish(&self, event: StoreEvent) {
-        let index = event.index;
         if !event.changes.is_empty() {
             let _ = self.events.send(Arc::new(event));
         }
+    }
+
+    /// Moves the applied index (after `publish`ing what it applied).
+    pub(crate) fn publish_applied(&self, index: u64) {
         self.applied.send_replace(index);
     }
 
