@@ -29,7 +29,7 @@ pub struct DecodeError(usize);
 
 pub fn decode(text: &str) -> Result<Vec<u8>, DecodeError> {
     let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(DecodeError(bytes.len()));
     }
     let value = |i: usize| -> Result<u32, DecodeError> {
