@@ -33,8 +33,8 @@ pub struct Args {
     nodes: usize,
     #[arg(long, default_value_t = 100_000)]
     tasks: usize,
-    /// Writes per system.
-    #[arg(long, default_value_t = 20_000)]
+    /// Writes per system (long enough that run-to-run noise stays small).
+    #[arg(long, default_value_t = 50_000)]
     writes: usize,
     /// Concurrent writers.
     #[arg(long, default_value_t = 64)]
