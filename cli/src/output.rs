@@ -31,11 +31,19 @@ impl Listing {
     }
 
     pub fn print(&self, format: Format, quiet: bool) {
+        print!("{}", self.render(format, quiet));
+    }
+
+    /// The listing as `print` writes it: IDs only (`quiet`), JSON lines, or
+    /// an aligned table.
+    pub fn render(&self, format: Format, quiet: bool) -> String {
+        let mut out = String::new();
         if quiet {
             for row in &self.rows {
-                println!("{}", row[0].trim_start_matches(" \\_ "));
+                out.push_str(row[0].trim_start_matches(" \\_ "));
+                out.push('\n');
             }
-            return;
+            return out;
         }
         match format {
             Format::Json => {
@@ -48,7 +56,8 @@ impl Listing {
                             (field.to_string(), Value::String(value.trim().to_owned()))
                         })
                         .collect();
-                    println!("{}", Value::Object(object));
+                    out.push_str(&Value::Object(object).to_string());
+                    out.push('\n');
                 }
             }
             Format::Table => {
@@ -58,17 +67,18 @@ impl Listing {
                         *w = (*w).max(v.chars().count());
                     }
                 }
-                let line = |cells: Vec<&str>| {
-                    let mut out = String::new();
+                let mut line = |cells: Vec<&str>| {
+                    let mut text = String::new();
                     let last = cells.len() - 1;
                     for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
                         if i == last {
-                            out.push_str(cell);
+                            text.push_str(cell);
                         } else {
-                            out.push_str(&format!("{cell:<width$}", width = w + 3));
+                            text.push_str(&format!("{cell:<width$}", width = w + 3));
                         }
                     }
-                    println!("{}", out.trim_end());
+                    out.push_str(text.trim_end());
+                    out.push('\n');
                 };
                 line(self.columns.iter().map(|(h, _)| *h).collect());
                 for row in &self.rows {
@@ -76,6 +86,7 @@ impl Listing {
                 }
             }
         }
+        out
     }
 }
 
