@@ -590,3 +590,75 @@ async fn snapshots_compact_the_log_and_bring_lagging_and_new_managers_up_to_date
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_managers_tolerate_two_losses_and_refuse_writes_without_quorum() -> Result<()> {
+    let mut cluster = TestCluster::start(5).await?;
+    let first = cluster.wait_for_leader(WAIT).await?;
+    cluster.stop_manager(first).await;
+    let other = (0..5).find(|i| *i != first).unwrap_or(1);
+    cluster.stop_manager(other).await;
+    cluster.wait_for_leader(WAIT).await?;
+    let mut control = cluster.control().await?;
+    control
+        .create_secret(SecretSpec {
+            name: "two-down".into(),
+            data: b"x".to_vec(),
+            ..Default::default()
+        })
+        .await?;
+
+    // A third loss leaves 2 of 5: no quorum, so writes fail and say why.
+    let third = cluster.leader_index().unwrap_or(0);
+    cluster.stop_manager(third).await;
+    let mut control = cluster.control().await?;
+    let refused = wait_until(WAIT, "a write refused for want of a leader", || {
+        let mut control = control.clone();
+        async move {
+            let spec = SecretSpec {
+                name: "no-quorum".into(),
+                data: b"y".to_vec(),
+                ..Default::default()
+            };
+            match tokio::time::timeout(Duration::from_secs(5), control.create_secret(spec)).await {
+                Ok(Err(status)) => Some(status.message().to_owned()),
+                _ => None,
+            }
+        }
+    })
+    .await?;
+    ensure!(
+        refused.contains("leader"),
+        "refusal names the missing leader: {refused}"
+    );
+
+    // One manager back: quorum again, and what was acknowledged is there.
+    cluster.restart_manager(first).await?;
+    cluster.wait_for_leader(WAIT).await?;
+    let names = wait_until(WAIT, "secrets readable with quorum back", || {
+        let mut control = control.clone();
+        async move {
+            let list = control
+                .list_secrets(Empty {})
+                .await
+                .ok()?
+                .into_inner()
+                .secrets;
+            Some(
+                list.into_iter()
+                    .map(|s| s.spec.unwrap_or_default().name)
+                    .collect::<Vec<_>>(),
+            )
+        }
+    })
+    .await?;
+    ensure!(
+        names.contains(&"two-down".to_string()),
+        "acknowledged write lost: {names:?}"
+    );
+    ensure!(
+        !names.contains(&"no-quorum".to_string()),
+        "a refused write was applied: {names:?}"
+    );
+    Ok(())
+}
