@@ -611,7 +611,7 @@ async fn five_managers_tolerate_two_losses_and_refuse_writes_without_quorum() ->
     // A third loss leaves 2 of 5: no quorum, so writes fail and say why.
     let third = cluster.leader_index().unwrap_or(0);
     cluster.stop_manager(third).await;
-    let mut control = cluster.control().await?;
+    let control = cluster.control().await?;
     let refused = wait_until(WAIT, "a write refused for want of a leader", || {
         let mut control = control.clone();
         async move {
