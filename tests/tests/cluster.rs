@@ -407,6 +407,35 @@ async fn bad_input_is_refused_with_a_clear_error_and_writes_nothing() -> Result<
         "a refused service was written"
     );
 
+    // A secret a service uses cannot be removed; the error names the service.
+    let secret = control
+        .create_secret(SecretSpec {
+            name: "pw".into(),
+            data: b"x".to_vec(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut spec = replicated("db", 1);
+    let container = spec.task.as_mut().unwrap().container.as_mut().unwrap();
+    container.secrets.push(shoal_api::pb::SecretReference {
+        secret_name: "pw".into(),
+        ..Default::default()
+    });
+    control.create_service(spec).await?;
+    let err = control
+        .remove_secret(IdRequest {
+            id: secret.meta.unwrap_or_default().id,
+        })
+        .await
+        .unwrap_err();
+    ensure!(
+        err.message()
+            .contains("secret pw is in use by the following service: db"),
+        "{}",
+        err.message()
+    );
+
     // A token of another cluster is refused before anything is sent.
     let other = TestCluster::start(1).await?;
     let dir = tempfile::tempdir()?;

@@ -667,21 +667,12 @@ impl Control for ControlService {
                     .secrets
                     .get(&id)
                     .ok_or_else(|| not_found("secret", &id))?;
-                let users: Vec<&str> = state
-                    .services
-                    .values()
-                    .filter(|s| {
-                        container_of(s).is_some_and(|c| c.secrets.iter().any(|r| r.secret_id == id))
-                    })
-                    .map(|s| s.spec.as_ref().map(|x| x.name.as_str()).unwrap_or(""))
-                    .collect();
-                if !users.is_empty() {
-                    return Err(Status::failed_precondition(format!(
-                        "secret {} is in use by the following service: {}",
-                        secret.spec.as_ref().map(|s| s.name.as_str()).unwrap_or(&id),
-                        users.join(", ")
-                    )));
-                }
+                refuse_if_in_use(
+                    state,
+                    "secret",
+                    secret.spec.as_ref().map(|s| s.name.as_str()),
+                    |c| c.secrets.iter().any(|r| r.secret_id == id),
+                )?;
                 let mut batch = Batch::default();
                 batch.delete(
                     Kind::Secret,
@@ -763,21 +754,12 @@ impl Control for ControlService {
                     .configs
                     .get(&id)
                     .ok_or_else(|| not_found("config", &id))?;
-                let users: Vec<&str> = state
-                    .services
-                    .values()
-                    .filter(|s| {
-                        container_of(s).is_some_and(|c| c.configs.iter().any(|r| r.config_id == id))
-                    })
-                    .map(|s| s.spec.as_ref().map(|x| x.name.as_str()).unwrap_or(""))
-                    .collect();
-                if !users.is_empty() {
-                    return Err(Status::failed_precondition(format!(
-                        "config {} is in use by the following service: {}",
-                        config.spec.as_ref().map(|s| s.name.as_str()).unwrap_or(&id),
-                        users.join(", ")
-                    )));
-                }
+                refuse_if_in_use(
+                    state,
+                    "config",
+                    config.spec.as_ref().map(|s| s.name.as_str()),
+                    |c| c.configs.iter().any(|r| r.config_id == id),
+                )?;
                 let mut batch = Batch::default();
                 batch.delete(
                     Kind::Config,
@@ -804,6 +786,29 @@ impl Control for ControlService {
 
 fn container_of(service: &Service) -> Option<&shoal_api::pb::ContainerSpec> {
     service.spec.as_ref()?.task.as_ref()?.container.as_ref()
+}
+
+/// Refuses to remove a secret or config that services still use, naming them.
+fn refuse_if_in_use(
+    state: &State,
+    kind: &str,
+    name: Option<&str>,
+    uses: impl Fn(&shoal_api::pb::ContainerSpec) -> bool,
+) -> Result<(), Status> {
+    let users: Vec<&str> = state
+        .services
+        .values()
+        .filter(|s| container_of(s).is_some_and(&uses))
+        .map(|s| s.spec.as_ref().map(|x| x.name.as_str()).unwrap_or(""))
+        .collect();
+    if users.is_empty() {
+        return Ok(());
+    }
+    Err(Status::failed_precondition(format!(
+        "{kind} {} is in use by the following service: {}",
+        name.unwrap_or(""),
+        users.join(", ")
+    )))
 }
 
 /// Secret data never leaves the managers through the control API.
