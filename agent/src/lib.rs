@@ -5,3 +5,4 @@
 pub mod datapath;
 pub mod session;
 pub mod sim;
+pub mod worker;

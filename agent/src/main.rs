@@ -18,9 +18,36 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Join a cluster and run its tasks on this node (runs until stopped).
+    /// Run it again with the same data dir to rejoin as the same node.
+    Join(JoinArgs),
     /// Manage the node's eBPF data plane.
     #[command(subcommand)]
     Datapath(DatapathCommand),
+}
+
+#[derive(clap::Args)]
+struct JoinArgs {
+    /// The cluster's join token (`shoal join-token worker`).
+    #[arg(long)]
+    token: String,
+    /// A manager's address (host:port; port 2377 when omitted).
+    manager: String,
+    /// The address other nodes reach this one at.
+    #[arg(long)]
+    advertise_addr: Option<String>,
+    /// The node's name (default: the host's name).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Node label (key=value) set when the node first joins; repeatable.
+    #[arg(long)]
+    label: Vec<String>,
+    /// Where the agent keeps the node's identity.
+    #[arg(long, default_value = "/var/lib/shoal/agent")]
+    data_dir: PathBuf,
+    /// Extra label (key=value) on every container this agent starts.
+    #[arg(long)]
+    container_label: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -59,8 +86,85 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = BpfRoot::new(cli.bpffs);
     match cli.command {
+        Command::Join(args) => tokio::runtime::Runtime::new()?.block_on(join(args)),
         Command::Datapath(command) => run_datapath(&root, command),
     }
+}
+
+fn key_value(text: &str) -> Result<(String, String)> {
+    let (k, v) = text.split_once('=').unwrap_or((text, ""));
+    anyhow::ensure!(!k.is_empty(), "invalid label {text:?}: expected key=value");
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+async fn join(args: JoinArgs) -> Result<()> {
+    use shoal_agent::{session, worker};
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let identity = args.data_dir.join("node-id");
+    // The agent names itself before it first registers, so its containers
+    // carry the same node id across restarts.
+    let node_id = match std::fs::read_to_string(&identity) {
+        Ok(id) if !id.trim().is_empty() => id.trim().to_owned(),
+        _ => shoal_api::new_id(),
+    };
+    std::fs::write(&identity, &node_id)
+        .with_context(|| format!("writing {}", identity.display()))?;
+    let container_labels = args
+        .container_label
+        .iter()
+        .map(|l| key_value(l))
+        .collect::<Result<_>>()?;
+    let executor = worker::docker::DockerExecutor::connect(&node_id, container_labels)
+        .await
+        .context("connecting to the Docker engine")?;
+    let hostname = match args.hostname {
+        Some(h) => h,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into()),
+    };
+    let manager = if args.manager.contains(':') {
+        args.manager.clone()
+    } else {
+        format!("{}:{}", args.manager, shoal_api::DEFAULT_PORT)
+    };
+    let config = session::SessionConfig {
+        managers: vec![manager],
+        token: args.token.clone(),
+        advertise_addr: args.advertise_addr.clone().unwrap_or_default(),
+        description: worker::describe::describe(&hostname, &executor.engine_version().await),
+        labels: args
+            .label
+            .iter()
+            .map(|l| key_value(l))
+            .collect::<Result<_>>()?,
+    };
+    let (state, mut changes) = tokio::sync::watch::channel(session::SessionState {
+        node_id: node_id.clone(),
+        ..Default::default()
+    });
+    // The manager may know this host's node by another id (one a manager
+    // on it created): keep whatever it says, for labels and restarts.
+    let (watched, path) = (executor.clone(), identity.clone());
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            let id = changes.borrow().node_id.clone();
+            if !id.is_empty() {
+                watched.set_node_id(&id);
+                let _ = std::fs::write(&path, &id);
+            }
+        }
+    });
+    let session = tokio::spawn(session::run(config, std::sync::Arc::new(executor), state));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = session => {}
+    }
+    tracing::info!("agent stopping; its containers keep running and are adopted on restart");
+    Ok(())
 }
 
 fn run_datapath(root: &BpfRoot, command: DatapathCommand) -> Result<()> {

@@ -39,6 +39,8 @@ pub struct SessionConfig {
 pub struct SessionState {
     pub node_id: String,
     pub connected_to: Option<String>,
+    /// Every manager, as the last registration listed them.
+    pub managers: Vec<String>,
 }
 
 fn channel(addr: &str) -> anyhow::Result<Channel> {
@@ -75,6 +77,12 @@ pub async fn run(
                 }
             }
             Err(error) => tracing::warn!(%addr, error = %format!("{error:#}"), "session ended"),
+        }
+        // Managers learnt at registration are tried too when this one fails.
+        for m in state.borrow().managers.clone() {
+            if !managers.contains(&m) {
+                managers.push(m);
+            }
         }
         state.send_modify(|s| s.connected_to = None);
         next += 1;
@@ -132,6 +140,7 @@ async fn session(
     state.send_replace(SessionState {
         node_id: registered.node_id.clone(),
         connected_to: Some(addr.to_owned()),
+        managers: registered.managers.clone(),
     });
     tracing::info!(node = %registered.node_id, manager = %addr, "registered");
 

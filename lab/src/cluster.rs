@@ -16,6 +16,8 @@ use crate::{
 /// The lab's default address pool (never Swarm's 10.0.0.0/8 in the lab).
 pub const LAB_ADDR_POOL: &str = "198.18.0.0/15";
 pub const MANAGER_PORT: u16 = 2377;
+/// The label every task container of an agent carries.
+pub const TASK_LABEL: &str = "com.shoal.task.id";
 
 /// Where a node's Shoal processes keep their files.
 pub fn node_dir(lab: &Lab, host: &Host) -> PathBuf {
@@ -122,6 +124,50 @@ impl Lab {
         Ok(())
     }
 
+    /// Starts an agent on every lab node that does not run one (idempotent),
+    /// joined with the worker token; it restarts with the same node id.
+    pub fn start_agents(
+        &self,
+        bin_dir: &Path,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<(), LabError> {
+        let nodes = self.nodes().ok_or(LabError::NotUp)?;
+        let token = self.shoal(bin_dir, &["join-token", "--quiet", "worker"])?;
+        let agent_bin = bin_dir.join("shoal-agent").display().to_string();
+        let first = topology::Host::node(1);
+        for host in topology::hosts(nodes)
+            .into_iter()
+            .filter(|h| h.name != "client")
+        {
+            let name = process_name(&host, "agent");
+            if self.state().process(&name).is_some_and(|p| p.alive()) {
+                progress(&format!("kept agent on {}", host.name));
+                continue;
+            }
+            let command = vec![
+                agent_bin.clone(),
+                "--bpffs".into(),
+                Lab::bpffs_root(&host).display().to_string(),
+                "join".into(),
+                "--token".into(),
+                token.trim().to_owned(),
+                "--advertise-addr".into(),
+                host.addr.to_string(),
+                "--hostname".into(),
+                host.name.clone(),
+                "--data-dir".into(),
+                node_dir(self, &host).join("agent").display().to_string(),
+                "--container-label".into(),
+                format!("{}=1", crate::CONTAINER_LABEL),
+                format!("{}:{MANAGER_PORT}", first.addr),
+            ];
+            self.state()
+                .spawn_restartable(&name, &host.netns, &command, &command)?;
+            progress(&format!("started agent on {}", host.name));
+        }
+        Ok(())
+    }
+
     /// The address (`unix://…`) of a live manager's control socket.
     pub fn shoal_host(&self) -> Result<String, LabError> {
         let nodes = self.nodes().ok_or(LabError::NotUp)?;
@@ -200,6 +246,8 @@ impl Lab {
                 self.state().stop(&record, Duration::from_secs(3));
             }
         }
+        // Task containers of the agents (they outlive agents by design).
+        crate::container::remove_labelled(TASK_LABEL)?;
         if let Some(nodes) = self.nodes() {
             for host in topology::hosts(nodes) {
                 let dir = node_dir(self, &host);

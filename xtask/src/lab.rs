@@ -10,7 +10,8 @@ pub enum LabCommand {
     Up {
         #[arg(long, default_value_t = 3)]
         nodes: usize,
-        /// Managers on n1..nM (the first inits the cluster, the others join); 0: none.
+        /// Managers on n1..nM (the first inits the cluster, the others join), and
+        /// an agent on every node; 0: no cluster.
         #[arg(long, default_value_t = 1)]
         managers: usize,
     },
@@ -65,6 +66,8 @@ pub fn run(command: LabCommand) -> Result<()> {
             if managers > 0 {
                 build_binaries()?;
                 lab.start_managers(managers, &bin_dir(), &mut |line| println!("[lab] {line}"))?;
+                // Managers run tasks too, as in Swarm: an agent on every node.
+                lab.start_agents(&bin_dir(), &mut |line| println!("[lab] {line}"))?;
             }
             println!("[lab] up: state in {}", lab.state().path().display());
             if managers > 0 {

@@ -1,0 +1,549 @@
+//! The Docker executor (bollard): one container per task, with no Docker
+//! network (the overlay plugs them in), labels naming the cluster objects,
+//! health checks mapped into task state, and adoption of the containers an
+//! earlier run of the agent started.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bollard::{
+    Docker,
+    models::{ContainerCreateBody, HealthConfig, HealthStatusEnum, HostConfig},
+    query_parameters::{
+        CreateContainerOptions, InspectContainerOptions, ListContainersOptions,
+        RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+    },
+};
+use shoal_api::pb::{AssignmentSet, Task, TaskState, TaskStatus, TaskStatusUpdate};
+use tokio::sync::mpsc;
+
+use crate::session::Executor;
+
+pub const LABEL_NODE: &str = "com.shoal.node.id";
+pub const LABEL_SERVICE_ID: &str = "com.shoal.service.id";
+pub const LABEL_SERVICE_NAME: &str = "com.shoal.service.name";
+pub const LABEL_TASK_ID: &str = "com.shoal.task.id";
+pub const LABEL_TASK_NAME: &str = "com.shoal.task.name";
+
+/// How often running containers are checked (exit, health).
+const MONITOR_PERIOD: Duration = Duration::from_millis(500);
+/// Swarm's default stop grace period.
+const DEFAULT_GRACE_MS: i64 = 10_000;
+
+/// What the executor knows of one task's container.
+#[derive(Debug, Clone)]
+struct Tracked {
+    container: String,
+    /// The last state reported for the task.
+    reported: TaskState,
+    /// Being stopped because the manager said so.
+    stopping: bool,
+}
+
+pub struct DockerExecutor {
+    docker: Docker,
+    /// The node's id; set again if the manager gives another at registration.
+    node_id: Mutex<String>,
+    /// Extra labels on every container (the lab marks its own for cleanup).
+    extra_labels: HashMap<String, String>,
+    tasks: Arc<Mutex<HashMap<String, Tracked>>>,
+    report: Arc<Mutex<Option<mpsc::UnboundedSender<TaskStatusUpdate>>>>,
+}
+
+fn status(
+    state: TaskState,
+    message: &str,
+    err: &str,
+    exit_code: i32,
+    container: &str,
+) -> TaskStatus {
+    TaskStatus {
+        timestamp: shoal_api::now_ms(),
+        state: state as i32,
+        message: message.to_owned(),
+        err: err.to_owned(),
+        exit_code,
+        container_id: container.to_owned(),
+    }
+}
+
+fn task_id(task: &Task) -> String {
+    task.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default()
+}
+
+/// Docker's name for a task's container: `SERVICE.SLOT.TASKID` (global
+/// services: `SERVICE.NODEID.TASKID`), as Swarm names them.
+pub fn container_name(task: &Task) -> String {
+    let slot = if task.slot > 0 {
+        task.slot.to_string()
+    } else {
+        task.node_id.clone()
+    };
+    format!("{}.{}.{}", task.service_name, slot, task_id(task))
+}
+
+fn task_name(task: &Task) -> String {
+    let slot = if task.slot > 0 {
+        task.slot.to_string()
+    } else {
+        task.node_id.clone()
+    };
+    format!("{}.{}", task.service_name, slot)
+}
+
+impl DockerExecutor {
+    /// Connects to the local engine (negotiating the API version: Debian's
+    /// 20.10 speaks 1.41) and adopts this node's existing containers.
+    pub async fn connect(
+        node_id: &str,
+        extra_labels: HashMap<String, String>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let docker = Docker::connect_with_local_defaults()?
+            .negotiate_version()
+            .await?;
+        let executor = Arc::new(Self {
+            docker,
+            node_id: Mutex::new(node_id.to_owned()),
+            extra_labels,
+            tasks: Arc::default(),
+            report: Arc::default(),
+        });
+        executor.adopt().await?;
+        tokio::spawn(monitor(executor.clone()));
+        Ok(executor)
+    }
+
+    /// The id the manager knows this node by (labels on new containers).
+    pub fn set_node_id(&self, node_id: &str) {
+        *self.node_id.lock().unwrap_or_else(|e| e.into_inner()) = node_id.to_owned();
+    }
+
+    fn node_id(&self) -> String {
+        self.node_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The engine's version, for the node description.
+    pub async fn engine_version(&self) -> String {
+        self.docker
+            .version()
+            .await
+            .ok()
+            .and_then(|v| v.version)
+            .unwrap_or_default()
+    }
+
+    fn send(&self, task: &str, status: TaskStatus) {
+        if let Some(report) = self
+            .report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let _ = report.send(TaskStatusUpdate {
+                task_id: task.to_owned(),
+                status: Some(status),
+            });
+        }
+    }
+
+    fn set_reported(&self, task: &str, state: TaskState) {
+        if let Some(t) = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(task)
+        {
+            t.reported = state;
+        }
+    }
+
+    /// Takes over the containers an earlier run started for this node; the
+    /// monitor reports their real state.
+    async fn adopt(&self) -> anyhow::Result<()> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_NODE}={}", self.node_id())],
+        )]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await?;
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        for c in list {
+            let (Some(id), Some(labels)) = (c.id, c.labels) else {
+                continue;
+            };
+            let Some(task) = labels.get(LABEL_TASK_ID) else {
+                continue;
+            };
+            tracing::info!(task = %task, container = %id, "adopted container");
+            // "New" so the monitor reports what it finds.
+            tasks.insert(
+                task.clone(),
+                Tracked {
+                    container: id,
+                    reported: TaskState::New,
+                    stopping: false,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn start(self: Arc<Self>, task: Task) {
+        let id = task_id(&task);
+        match self.create_and_start(&task).await {
+            Ok((container, has_health)) => {
+                let state = if has_health {
+                    TaskState::Starting
+                } else {
+                    TaskState::Running
+                };
+                let message = if has_health {
+                    "waiting for the health check"
+                } else {
+                    "started"
+                };
+                self.set_reported(&id, state);
+                self.send(&id, status(state, message, "", 0, &container));
+            }
+            Err((state, err, container)) => {
+                tracing::warn!(task = %id, error = %err, "task did not start");
+                self.set_reported(&id, state);
+                self.send(&id, status(state, "", &err, 0, &container));
+            }
+        }
+    }
+
+    /// Creates and starts the container; on failure, the state to report.
+    async fn create_and_start(
+        &self,
+        task: &Task,
+    ) -> Result<(String, bool), (TaskState, String, String)> {
+        let id = task_id(task);
+        let container = task
+            .spec
+            .as_ref()
+            .and_then(|s| s.container.clone())
+            .unwrap_or_default();
+        self.send(&id, status(TaskState::Preparing, "preparing", "", 0, ""));
+        if self.docker.inspect_image(&container.image).await.is_err() {
+            return Err((
+                TaskState::Rejected,
+                format!(
+                    "image {} is not on this node (no registry is assumed: load it first)",
+                    container.image
+                ),
+                String::new(),
+            ));
+        }
+        let mut labels: HashMap<String, String> = container.labels.clone().into_iter().collect();
+        labels.extend(self.extra_labels.clone());
+        labels.insert(LABEL_NODE.into(), self.node_id());
+        labels.insert(LABEL_SERVICE_ID.into(), task.service_id.clone());
+        labels.insert(LABEL_SERVICE_NAME.into(), task.service_name.clone());
+        labels.insert(LABEL_TASK_ID.into(), id.clone());
+        labels.insert(LABEL_TASK_NAME.into(), task_name(task));
+        let mut env = container.env.clone();
+        env.push(format!("SHOAL_TASK_NAME={}", task_name(task)));
+        let healthcheck = container.healthcheck.as_ref().map(|h| HealthConfig {
+            test: Some(h.test.clone()),
+            interval: (h.interval_ms > 0).then_some(h.interval_ms * 1_000_000),
+            timeout: (h.timeout_ms > 0).then_some(h.timeout_ms * 1_000_000),
+            retries: (h.retries > 0).then_some(h.retries as i64),
+            start_period: (h.start_period_ms > 0).then_some(h.start_period_ms * 1_000_000),
+            ..Default::default()
+        });
+        let resources = task
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.limits);
+        let hostname = if container.hostname.is_empty() {
+            task_name(task)
+        } else {
+            container.hostname.clone()
+        };
+        let body = ContainerCreateBody {
+            image: Some(container.image.clone()),
+            cmd: (!container.args.is_empty()).then(|| container.args.clone()),
+            entrypoint: (!container.command.is_empty()).then(|| container.command.clone()),
+            env: Some(env),
+            labels: Some(labels),
+            hostname: Some(hostname),
+            user: (!container.user.is_empty()).then(|| container.user.clone()),
+            working_dir: (!container.dir.is_empty()).then(|| container.dir.clone()),
+            healthcheck: healthcheck.clone(),
+            stop_signal: (!container.stop_signal.is_empty()).then(|| container.stop_signal.clone()),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".into()),
+                nano_cpus: resources.map(|r| r.nano_cpus).filter(|n| *n > 0),
+                memory: resources.map(|r| r.memory_bytes).filter(|n| *n > 0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(container_name(task)),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| {
+                (
+                    TaskState::Rejected,
+                    format!("creating the container: {e}"),
+                    String::new(),
+                )
+            })?;
+        if let Some(t) = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&id)
+        {
+            t.container = created.id.clone();
+        }
+        self.send(
+            &id,
+            status(TaskState::Starting, "starting", "", 0, &created.id),
+        );
+        self.docker
+            .start_container(&created.id, None::<StartContainerOptions>)
+            .await
+            .map_err(|e| {
+                (
+                    TaskState::Failed,
+                    format!("starting the container: {e}"),
+                    created.id.clone(),
+                )
+            })?;
+        let has_health = healthcheck.is_some_and(|h| {
+            h.test
+                .as_ref()
+                .is_some_and(|t| t.first().map(String::as_str) != Some("NONE"))
+        }) || self.image_has_healthcheck(&container.image).await;
+        Ok((created.id, has_health))
+    }
+
+    async fn image_has_healthcheck(&self, image: &str) -> bool {
+        self.docker
+            .inspect_image(image)
+            .await
+            .ok()
+            .and_then(|i| i.config)
+            .and_then(|c| c.healthcheck)
+            .and_then(|h| h.test)
+            .is_some_and(|t| t.first().map(String::as_str) != Some("NONE"))
+    }
+
+    async fn stop(self: Arc<Self>, task: Task, container: String) {
+        let id = task_id(&task);
+        let grace = task
+            .spec
+            .as_ref()
+            .and_then(|s| s.container.as_ref())
+            .and_then(|c| c.stop_grace_period_ms)
+            .unwrap_or(DEFAULT_GRACE_MS);
+        let options = StopContainerOptions {
+            t: Some((grace / 1000).max(0) as i32),
+            ..Default::default()
+        };
+        if let Err(error) = self.docker.stop_container(&container, Some(options)).await {
+            tracing::debug!(task = %id, %error, "stop");
+        }
+        let _ = self
+            .docker
+            .remove_container(
+                &container,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        self.send(
+            &id,
+            status(TaskState::Shutdown, "shutdown", "", 0, &container),
+        );
+    }
+}
+
+#[tonic::async_trait]
+impl Executor for Arc<DockerExecutor> {
+    async fn reconcile(
+        &self,
+        set: &AssignmentSet,
+        report: &mpsc::UnboundedSender<TaskStatusUpdate>,
+    ) {
+        *self.report.lock().unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
+        let assigned: HashSet<String> = set.tasks.iter().map(task_id).collect();
+        for task in &set.tasks {
+            let id = task_id(task);
+            let tracked = self
+                .tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&id)
+                .cloned();
+            match (task.desired_state(), tracked) {
+                (TaskState::Running, None) => {
+                    self.tasks.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                        id.clone(),
+                        Tracked {
+                            container: String::new(),
+                            reported: TaskState::Preparing,
+                            stopping: false,
+                        },
+                    );
+                    tokio::spawn(self.clone().start(task.clone()));
+                }
+                (desired, Some(t)) if desired > TaskState::Running && !t.stopping => {
+                    if let Some(t) = self
+                        .tasks
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_mut(&id)
+                    {
+                        t.stopping = true;
+                    }
+                    tokio::spawn(self.clone().stop(task.clone(), t.container.clone()));
+                }
+                (desired, None) if desired > TaskState::Running => {
+                    // Never started here (or already gone): say it is down.
+                    let _ = report.send(TaskStatusUpdate {
+                        task_id: id.clone(),
+                        status: Some(status(TaskState::Shutdown, "shutdown", "", 0, "")),
+                    });
+                }
+                _ => {}
+            }
+        }
+        // Containers of tasks the manager no longer assigns here go away
+        // (an adopted container whose task moved, or one already reported
+        // finished).
+        let gone: Vec<(String, Tracked)> = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(id, t)| !assigned.contains(*id) && !t.container.is_empty() && !t.stopping)
+            .map(|(id, t)| (id.clone(), t.clone()))
+            .collect();
+        for (id, t) in gone {
+            self.tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            let docker = self.docker.clone();
+            tokio::spawn(async move {
+                let options = RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                };
+                let _ = docker.remove_container(&t.container, Some(options)).await;
+            });
+        }
+    }
+}
+
+/// Watches tracked containers: exits become Complete/Failed, health
+/// results move Starting → Running or fail the task.
+async fn monitor(executor: Arc<DockerExecutor>) {
+    loop {
+        tokio::time::sleep(MONITOR_PERIOD).await;
+        let tracked: Vec<(String, Tracked)> = executor
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, t)| !t.container.is_empty() && !t.stopping && !t.reported.is_terminal())
+            .map(|(id, t)| (id.clone(), t.clone()))
+            .collect();
+        for (id, t) in tracked {
+            let inspect = executor
+                .docker
+                .inspect_container(&t.container, None::<InspectContainerOptions>)
+                .await;
+            let state = match inspect {
+                Ok(info) => info.state.unwrap_or_default(),
+                Err(_) => {
+                    executor.set_reported(&id, TaskState::Failed);
+                    executor.send(
+                        &id,
+                        status(
+                            TaskState::Failed,
+                            "",
+                            "the container is gone",
+                            0,
+                            &t.container,
+                        ),
+                    );
+                    continue;
+                }
+            };
+            if !state.running.unwrap_or(false) {
+                let code = state.exit_code.unwrap_or(0) as i32;
+                let (next, err) = if code == 0 {
+                    (TaskState::Complete, String::new())
+                } else {
+                    (TaskState::Failed, format!("task: non-zero exit ({code})"))
+                };
+                executor.set_reported(&id, next);
+                executor.send(&id, status(next, "finished", &err, code, &t.container));
+                continue;
+            }
+            match state.health.and_then(|h| h.status) {
+                Some(HealthStatusEnum::UNHEALTHY) => {
+                    // A task never runs unhealthy: stop it and say why.
+                    executor.set_reported(&id, TaskState::Failed);
+                    let _ = executor
+                        .docker
+                        .stop_container(&t.container, None::<StopContainerOptions>)
+                        .await;
+                    executor.send(
+                        &id,
+                        status(
+                            TaskState::Failed,
+                            "",
+                            "task: unhealthy container",
+                            0,
+                            &t.container,
+                        ),
+                    );
+                }
+                Some(HealthStatusEnum::HEALTHY)
+                | None
+                | Some(HealthStatusEnum::NONE)
+                | Some(HealthStatusEnum::EMPTY)
+                    if t.reported < TaskState::Running =>
+                {
+                    executor.set_reported(&id, TaskState::Running);
+                    executor.send(
+                        &id,
+                        status(TaskState::Running, "started", "", 0, &t.container),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+}
