@@ -15,6 +15,7 @@ use std::{
 };
 
 pub mod cluster;
+pub mod lab_cluster;
 
 use anyhow::{Context, Result, bail, ensure};
 pub use shoal_lab::{Lab, cmd, container, netns, topology};

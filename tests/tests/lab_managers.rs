@@ -5,83 +5,34 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use shoal_tests::{Lab, bin, lab};
+use shoal_tests::lab_cluster::LabCluster;
 
-struct Cluster {
-    lab: Lab,
-    bins: std::path::PathBuf,
+/// Manager status per hostname, from `node ls`.
+fn managers(cluster: &LabCluster) -> Result<Vec<(String, String)>> {
+    Ok(cluster
+        .json_rows(&["node", "ls"])?
+        .iter()
+        .map(|r| {
+            (
+                r["Hostname"].as_str().unwrap_or("").to_owned(),
+                r["ManagerStatus"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect())
 }
 
-impl Drop for Cluster {
-    /// Later lab tests count packets on the underlay: no manager may stay.
-    fn drop(&mut self) {
-        let _ = self.lab.heal("n2");
-        let _ = self.lab.stop_cluster();
-    }
-}
-
-impl Cluster {
-    fn start(managers: usize) -> Result<Self> {
-        let lab = lab()?;
-        lab.stop_cluster()?;
-        let bins = bin("shoal-manager")?
-            .parent()
-            .context("bin dir")?
-            .to_owned();
-        bin("shoal")?;
-        lab.start_managers(managers, &bins, &mut |_| {})?;
-        Ok(Self { lab, bins })
-    }
-
-    fn shoal(&self, args: &[&str]) -> Result<String> {
-        Ok(self.lab.shoal(&self.bins, args)?)
-    }
-
-    /// `shoal … --format json` rows.
-    fn json_rows(&self, args: &[&str]) -> Result<Vec<Value>> {
-        let mut all = args.to_vec();
-        all.extend(["--format", "json"]);
-        self.shoal(&all)?
-            .lines()
-            .map(|l| serde_json::from_str(l).with_context(|| format!("not JSON: {l}")))
-            .collect()
-    }
-
-    /// Manager status per hostname, from `node ls`.
-    fn managers(&self) -> Result<Vec<(String, String)>> {
-        Ok(self
-            .json_rows(&["node", "ls"])?
-            .iter()
-            .map(|r| {
-                (
-                    r["Hostname"].as_str().unwrap_or("").to_owned(),
-                    r["ManagerStatus"].as_str().unwrap_or("").to_owned(),
-                )
-            })
-            .collect())
-    }
-
-    fn wait_for(
-        &self,
-        what: &str,
-        timeout: Duration,
-        check: impl Fn(&[(String, String)]) -> bool,
-    ) -> Result<Vec<(String, String)>> {
-        let deadline = Instant::now() + timeout;
-        let mut last = Err(anyhow::anyhow!("not asked yet"));
-        while Instant::now() < deadline {
-            last = self.managers();
-            if let Ok(m) = &last
-                && check(m)
-            {
-                return Ok(m.clone());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        bail!("timed out waiting for {what}; last node ls: {last:?}")
-    }
+fn wait_for(
+    cluster: &LabCluster,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&[(String, String)]) -> bool,
+) -> Result<Vec<(String, String)>> {
+    let result = cluster.wait(what, timeout, || {
+        managers(cluster).ok().filter(|m| check(m))
+    });
+    result.map_err(|e| anyhow::anyhow!("{e}; last node ls: {:?}", managers(cluster)))
 }
 
 fn leader(managers: &[(String, String)]) -> Option<String> {
@@ -91,8 +42,9 @@ fn leader(managers: &[(String, String)]) -> Option<String> {
 
 #[test]
 fn three_managers_survive_leader_loss_restart_and_a_cut_link() -> Result<()> {
-    let cluster = Cluster::start(3)?;
-    let managers = cluster.wait_for(
+    let cluster = LabCluster::start(3, false)?;
+    let first = wait_for(
+        &cluster,
         "one leader and two reachable managers",
         Duration::from_secs(15),
         |m| {
@@ -153,10 +105,10 @@ fn three_managers_survive_leader_loss_restart_and_a_cut_link() -> Result<()> {
     );
 
     // Leader loss: SIGKILL its node's processes; another manager leads.
-    let old = leader(&managers).context("a leader")?;
+    let old = leader(&first).context("a leader")?;
     cluster.lab.kill_node(&old)?;
     let killed_at = Instant::now();
-    let after = cluster.wait_for("a new leader", Duration::from_secs(15), |m| {
+    let after = wait_for(&cluster, "a new leader", Duration::from_secs(15), |m| {
         leader(m).is_some_and(|l| l != old)
             && m.iter().any(|(h, s)| *h == old && s == "Unreachable")
     })?;
@@ -172,27 +124,30 @@ fn three_managers_survive_leader_loss_restart_and_a_cut_link() -> Result<()> {
 
     // The killed manager restarts from its data directory and rejoins.
     cluster.lab.start_node(&old)?;
-    cluster.wait_for(
+    wait_for(
+        &cluster,
         "all three managers reachable again",
         Duration::from_secs(15),
         |m| leader(m).is_some() && m.iter().filter(|(_, s)| s == "Reachable").count() == 2,
     )?;
 
     // A cut underlay link makes a follower unreachable; healing brings it back.
-    let now = cluster.managers()?;
+    let now = managers(&cluster)?;
     let follower = if leader(&now).as_deref() == Some("n2") {
         "n3"
     } else {
         "n2"
     };
     cluster.lab.isolate(follower)?;
-    cluster.wait_for(
+    wait_for(
+        &cluster,
         "the isolated follower unreachable",
         Duration::from_secs(15),
         |m| m.iter().any(|(h, s)| h == follower && s == "Unreachable"),
     )?;
     cluster.lab.heal(follower)?;
-    cluster.wait_for(
+    wait_for(
+        &cluster,
         "the healed follower reachable",
         Duration::from_secs(15),
         |m| m.iter().any(|(h, s)| h == follower && s == "Reachable"),
@@ -202,7 +157,7 @@ fn three_managers_survive_leader_loss_restart_and_a_cut_link() -> Result<()> {
 
 #[test]
 fn the_cli_names_bad_input_and_hides_secret_data() -> Result<()> {
-    let cluster = Cluster::start(1)?;
+    let cluster = LabCluster::start(1, false)?;
     let err = cluster
         .shoal(&["service", "scale", "nope=3"])
         .unwrap_err()

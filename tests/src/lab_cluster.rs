@@ -1,0 +1,88 @@
+//! A Shoal cluster of real processes on the lab: managers on the first
+//! nodes, optionally an agent on every node, driven by the real CLI. It is
+//! stopped (processes, task containers, data) when dropped: later lab tests
+//! count packets on the underlay.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::{Lab, bin, lab};
+
+pub struct LabCluster {
+    pub lab: Lab,
+    pub bins: PathBuf,
+}
+
+impl Drop for LabCluster {
+    fn drop(&mut self) {
+        if let Some(nodes) = self.lab.nodes() {
+            for i in 1..=nodes {
+                let _ = self.lab.heal(&format!("n{i}"));
+            }
+        }
+        let _ = self.lab.stop_cluster();
+    }
+}
+
+impl LabCluster {
+    /// A new cluster: `managers` managers, and agents on every node if asked.
+    pub fn start(managers: usize, agents: bool) -> Result<Self> {
+        let lab = lab()?;
+        lab.stop_cluster()?;
+        let bins = bin("shoal-manager")?
+            .parent()
+            .context("bin dir")?
+            .to_owned();
+        bin("shoal")?;
+        lab.start_managers(managers, &bins, &mut |_| {})?;
+        let cluster = Self { lab, bins };
+        if agents {
+            bin("shoal-agent")?;
+            cluster.lab.start_agents(&cluster.bins, &mut |_| {})?;
+            let nodes = cluster.lab.nodes().unwrap_or(0);
+            cluster.wait("every node ready", Duration::from_secs(20), || {
+                let rows = cluster.json_rows(&["node", "ls"]).ok()?;
+                (rows.len() == nodes && rows.iter().all(|r| r["Status"] == "Ready")).then_some(())
+            })?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn shoal(&self, args: &[&str]) -> Result<String> {
+        Ok(self.lab.shoal(&self.bins, args)?)
+    }
+
+    /// `shoal … --format json` rows.
+    pub fn json_rows(&self, args: &[&str]) -> Result<Vec<Value>> {
+        let mut all = args.to_vec();
+        all.extend(["--format", "json"]);
+        self.shoal(&all)?
+            .lines()
+            .map(|l| serde_json::from_str(l).with_context(|| format!("not JSON: {l}")))
+            .collect()
+    }
+
+    /// Polls `check` every 200 ms until it returns Some.
+    pub fn wait<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(value) = check() {
+                return Ok(value);
+            }
+            if Instant::now() > deadline {
+                bail!("timed out after {timeout:?} waiting for {what}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}

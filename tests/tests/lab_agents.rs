@@ -1,0 +1,196 @@
+//! Real agents on every lab node running real containers, driven by the
+//! real CLI against a real manager.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, ensure};
+use shoal_tests::{cmd, lab_cluster::LabCluster};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Running tasks of a service per node, from `service ps --format json`.
+fn running_per_node(cluster: &LabCluster, service: &str) -> Option<BTreeMap<String, usize>> {
+    let rows = cluster.json_rows(&["service", "ps", service]).ok()?;
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let current = row["CurrentState"].as_str().unwrap_or("");
+        if row["DesiredState"] == "Running" && current.starts_with("Running") {
+            *out.entry(row["Node"].as_str().unwrap_or("").to_owned())
+                .or_default() += 1;
+        }
+    }
+    Some(out)
+}
+
+fn containers_of(service: &str) -> Result<Vec<String>> {
+    let filter = format!("label=com.shoal.service.name={service}");
+    let out = cmd::stdout("docker", &["ps", "-q", "--no-trunc", "--filter", &filter])?;
+    let mut ids: Vec<String> = out.split_whitespace().map(str::to_owned).collect();
+    ids.sort();
+    Ok(ids)
+}
+
+fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+#[test]
+fn replicas_and_global_tasks_run_as_real_containers_and_heal() -> Result<()> {
+    let cluster = LabCluster::start(1, true)?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "6",
+        "--restart-delay",
+        "1s",
+        "shoal/echo:1",
+    ])?;
+    let two_each = counts(&[("n1", 2), ("n2", 2), ("n3", 2)]);
+    cluster.wait("2 running web tasks on each node", WAIT, || {
+        (running_per_node(&cluster, "web")? == two_each).then_some(())
+    })?;
+    ensure!(
+        containers_of("web")?.len() == 6,
+        "docker runs {} web containers",
+        containers_of("web")?.len()
+    );
+    let ls = cluster.json_rows(&["service", "ls"])?;
+    ensure!(ls[0]["Replicas"] == "6/6", "{ls:?}");
+
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "agentd",
+        "--mode",
+        "global",
+        "shoal/echo:1",
+    ])?;
+    let one_each = counts(&[("n1", 1), ("n2", 1), ("n3", 1)]);
+    cluster.wait("one agentd task per node", WAIT, || {
+        (running_per_node(&cluster, "agentd")? == one_each).then_some(())
+    })?;
+
+    // docker kill: replaced after the restart delay, the dead task kept as history.
+    let victim = containers_of("web")?[0].clone();
+    let killed_at = Instant::now();
+    cmd::run("docker", &["kill", &victim])?;
+    cluster.wait("6 running web tasks again", WAIT, || {
+        let ids = containers_of("web").ok()?;
+        (ids.len() == 6
+            && !ids.contains(&victim)
+            && running_per_node(&cluster, "web")?.values().sum::<usize>() == 6)
+            .then_some(())
+    })?;
+    eprintln!(
+        "killed container replaced after {:?} (restart delay 1 s)",
+        killed_at.elapsed()
+    );
+    let table = cluster.shoal(&["service", "ps", "web"])?;
+    ensure!(
+        table.lines().any(|l| l.contains(" \\_ web.")
+            && l.contains("Failed")
+            && l.contains("non-zero exit (137)")),
+        "no history row for the killed task:\n{table}"
+    );
+
+    // --restart-condition none: a killed task stays dead.
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "once",
+        "--restart-condition",
+        "none",
+        "shoal/echo:1",
+    ])?;
+    cluster.wait("once running", WAIT, || {
+        (containers_of("once").ok()?.len() == 1).then_some(())
+    })?;
+    cmd::run("docker", &["kill", &containers_of("once")?[0]])?;
+    std::thread::sleep(Duration::from_secs(3));
+    ensure!(
+        containers_of("once")?.is_empty(),
+        "restart-condition none restarted the task"
+    );
+    let once = cluster.json_rows(&["service", "ps", "once"])?;
+    ensure!(
+        once.len() == 1
+            && once[0]["CurrentState"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("Failed")),
+        "{once:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_restarted_agent_adopts_its_containers_and_a_silent_node_loses_its_tasks() -> Result<()> {
+    let cluster = LabCluster::start(1, true)?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "6",
+        "shoal/echo:1",
+    ])?;
+    cluster.wait("6 running tasks", WAIT, || {
+        (running_per_node(&cluster, "web")?.values().sum::<usize>() == 6).then_some(())
+    })?;
+    let before = containers_of("web")?;
+    let tasks_before = cluster.json_rows(&["service", "ps", "web"])?.len();
+
+    // SIGKILL n2's agent and start it again: same containers, same tasks.
+    cluster.lab.kill_node("n2")?;
+    cluster.lab.start_node("n2")?;
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.wait("the agent back and all 6 tasks running", WAIT, || {
+        (running_per_node(&cluster, "web")? == counts(&[("n1", 2), ("n2", 2), ("n3", 2)]))
+            .then_some(())
+    })?;
+    ensure!(
+        containers_of("web")? == before,
+        "containers changed across the agent restart"
+    );
+    let tasks_after = cluster.json_rows(&["service", "ps", "web"])?.len();
+    ensure!(
+        tasks_after == tasks_before,
+        "tasks went from {tasks_before} to {tasks_after}"
+    );
+
+    // n3's agent stops for good: the node goes down and its tasks move.
+    cluster.lab.kill_node("n3")?;
+    let stopped = Instant::now();
+    cluster.wait("n3 down", Duration::from_secs(40), || {
+        let rows = cluster.json_rows(&["node", "ls"]).ok()?;
+        rows.iter()
+            .any(|r| r["Hostname"] == "n3" && r["Status"] == "Down")
+            .then_some(())
+    })?;
+    let down = stopped.elapsed();
+    cluster.wait(
+        "6 running tasks on n1 and n2",
+        Duration::from_secs(40),
+        || {
+            let per = running_per_node(&cluster, "web")?;
+            (!per.contains_key("n3") && per.values().sum::<usize>() == 6).then_some(())
+        },
+    )?;
+    let moved = stopped.elapsed();
+    eprintln!(
+        "agent stopped: node down after {down:?}, its tasks running elsewhere after {moved:?} (heartbeat 5 s x 3)"
+    );
+    ensure!(
+        moved < Duration::from_secs(25),
+        "tasks moved only after {moved:?}"
+    );
+    Ok(())
+}
