@@ -45,6 +45,9 @@ struct JoinArgs {
     /// Where the agent keeps the node's identity.
     #[arg(long, default_value = "/var/lib/shoal/agent")]
     data_dir: PathBuf,
+    /// Where tasks' secrets and configs get their tmpfs mounts.
+    #[arg(long, default_value = "/run/shoal/agent")]
+    run_dir: PathBuf,
     /// Extra label (key=value) on every container this agent starts.
     #[arg(long)]
     container_label: Vec<String>,
@@ -115,9 +118,10 @@ async fn join(args: JoinArgs) -> Result<()> {
         .iter()
         .map(|l| key_value(l))
         .collect::<Result<_>>()?;
-    let executor = worker::docker::DockerExecutor::connect(&node_id, container_labels)
-        .await
-        .context("connecting to the Docker engine")?;
+    let executor =
+        worker::docker::DockerExecutor::connect(&node_id, container_labels, &args.run_dir)
+            .await
+            .context("connecting to the Docker engine")?;
     let hostname = match args.hostname {
         Some(h) => h,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -157,6 +157,11 @@ impl Lab {
                 host.name.clone(),
                 "--data-dir".into(),
                 node_dir(self, &host).join("agent").display().to_string(),
+                "--run-dir".into(),
+                node_dir(self, &host)
+                    .join("agent-run")
+                    .display()
+                    .to_string(),
                 "--container-label".into(),
                 format!("{}=1", crate::CONTAINER_LABEL),
                 format!("{}:{MANAGER_PORT}", first.addr),

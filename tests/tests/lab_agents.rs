@@ -194,3 +194,147 @@ fn a_restarted_agent_adopts_its_containers_and_a_silent_node_loses_its_tasks() -
     );
     Ok(())
 }
+
+/// GET `path` from the echo server inside a container (through its own
+/// network namespace: task containers have no network until [4/6]).
+fn get_in_container(container: &str, path: &str) -> Result<(u16, String)> {
+    let pid = cmd::stdout("docker", &["inspect", "-f", "{{.State.Pid}}", container])?;
+    let ns = format!("/proc/{}/ns/net", pid.trim());
+    let path = path.to_owned();
+    let response = shoal_tests::netns::run_in_path(&ns, move || {
+        shoal_testbins::http::get(
+            "127.0.0.1:80".parse().expect("address"),
+            "localhost",
+            &path,
+            Duration::from_secs(3),
+        )
+    })??;
+    Ok((response.status, response.body))
+}
+
+#[test]
+fn secrets_reach_only_the_container_and_unhealthy_tasks_never_run() -> Result<()> {
+    let cluster = LabCluster::start(1, true)?;
+    let value = format!("s3cret-{}", std::process::id());
+    let mut child = std::process::Command::new(cluster.bins.join("shoal"))
+        .args([
+            "--host",
+            &cluster.lab.shoal_host()?,
+            "secret",
+            "create",
+            "db_password",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(value.as_bytes())?;
+    ensure!(child.wait()?.success(), "secret create from stdin failed");
+    cluster.shoal(&["config", "create", "app_conf", "/etc/hostname"])?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "db",
+        "--secret",
+        "db_password",
+        "--config",
+        "source=app_conf,target=/etc/app.conf,mode=0440",
+        "shoal/echo:1",
+    ])?;
+    let container = cluster.wait("db running", WAIT, || {
+        containers_of("db").ok()?.into_iter().next()
+    })?;
+    let (code, body) = get_in_container(&container, "/file/run/secrets/db_password")?;
+    ensure!(
+        code == 200 && body == value,
+        "secret in the container: {code} {body:?}"
+    );
+    let (code, body) = get_in_container(&container, "/file/etc/app.conf")?;
+    ensure!(
+        code == 200 && body == std::fs::read_to_string("/etc/hostname")?,
+        "config: {code} {body:?}"
+    );
+    // Not in docker inspect, not on the node's disk (data dir), and the
+    // run dir holding it is a tmpfs.
+    let inspect = cmd::stdout("docker", &["inspect", &container])?;
+    ensure!(!inspect.contains(&value), "docker inspect shows the secret");
+    let data_dir = cluster.lab.state().path().to_owned();
+    let grep = std::process::Command::new("grep")
+        .args(["-r", "-l", "-s", "--exclude-dir=agent-run", &value])
+        .arg(&data_dir)
+        .output()?;
+    ensure!(
+        grep.stdout.is_empty(),
+        "the secret is in files: {}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    ensure!(
+        mounts
+            .lines()
+            .any(|l| l.contains("agent-run/tasks/") && l.contains(" tmpfs ")),
+        "no per-task tmpfs"
+    );
+
+    // A task with a health check runs once healthy; one whose check fails
+    // is never reported running, and is restarted.
+    let health = r#"["CMD","/echo","healthcheck"]"#;
+    let check = [
+        "--health-cmd",
+        health,
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "1",
+    ];
+    let create = |name: &str, extra: &[&str]| {
+        let mut args = vec!["service", "create", "--name", name, "--restart-delay", "1s"];
+        args.extend(check);
+        args.extend(extra);
+        args.push("shoal/echo:1");
+        cluster.shoal(&args)
+    };
+    create("fine", &[])?;
+    create("sick", &["--env", "ECHO_UNHEALTHY=1"])?;
+    cluster.wait("fine running once healthy", WAIT, || {
+        let rows = cluster.json_rows(&["service", "ps", "fine"]).ok()?;
+        rows.iter()
+            .any(|r| {
+                r["CurrentState"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("Running"))
+            })
+            .then_some(())
+    })?;
+    let fine = containers_of("fine")?;
+    let health_status = cmd::stdout(
+        "docker",
+        &["inspect", "-f", "{{.State.Health.Status}}", &fine[0]],
+    )?;
+    ensure!(
+        health_status.trim() == "healthy",
+        "fine runs while {health_status}"
+    );
+    let failed = cluster.wait("the unhealthy task failed and replaced", WAIT, || {
+        let rows = cluster.json_rows(&["service", "ps", "sick"]).ok()?;
+        let failed = rows
+            .iter()
+            .filter(|r| r["Error"].as_str().is_some_and(|e| e.contains("unhealthy")))
+            .count();
+        (failed >= 1 && rows.len() >= 2).then_some(rows)
+    })?;
+    ensure!(
+        failed.iter().all(|r| !r["CurrentState"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Running")),
+        "an unhealthy task was reported running: {failed:?}"
+    );
+    Ok(())
+}

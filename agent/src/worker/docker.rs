@@ -11,7 +11,7 @@ use std::{
 
 use bollard::{
     Docker,
-    models::{ContainerCreateBody, HealthConfig, HealthStatusEnum, HostConfig},
+    models::{ContainerCreateBody, HealthConfig, HealthStatusEnum, HostConfig, Mount},
     query_parameters::{
         CreateContainerOptions, InspectContainerOptions, ListContainersOptions,
         RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
@@ -20,6 +20,7 @@ use bollard::{
 use shoal_api::pb::{AssignmentSet, Task, TaskState, TaskStatus, TaskStatusUpdate};
 use tokio::sync::mpsc;
 
+use super::files;
 use crate::session::Executor;
 
 pub const LABEL_NODE: &str = "com.shoal.node.id";
@@ -49,6 +50,8 @@ pub struct DockerExecutor {
     node_id: Mutex<String>,
     /// Extra labels on every container (the lab marks its own for cleanup).
     extra_labels: HashMap<String, String>,
+    /// Where each task's secrets and configs get their tmpfs.
+    run_dir: std::path::PathBuf,
     tasks: Arc<Mutex<HashMap<String, Tracked>>>,
     report: Arc<Mutex<Option<mpsc::UnboundedSender<TaskStatusUpdate>>>>,
 }
@@ -100,6 +103,7 @@ impl DockerExecutor {
     pub async fn connect(
         node_id: &str,
         extra_labels: HashMap<String, String>,
+        run_dir: &std::path::Path,
     ) -> anyhow::Result<Arc<Self>> {
         let docker = Docker::connect_with_local_defaults()?
             .negotiate_version()
@@ -108,6 +112,7 @@ impl DockerExecutor {
             docker,
             node_id: Mutex::new(node_id.to_owned()),
             extra_labels,
+            run_dir: run_dir.to_owned(),
             tasks: Arc::default(),
             report: Arc::default(),
         });
@@ -200,9 +205,9 @@ impl DockerExecutor {
         Ok(())
     }
 
-    async fn start(self: Arc<Self>, task: Task) {
+    async fn start(self: Arc<Self>, task: Task, mounts: Vec<Mount>) {
         let id = task_id(&task);
-        match self.create_and_start(&task).await {
+        match self.create_and_start(&task, mounts).await {
             Ok((container, has_health)) => {
                 let state = if has_health {
                     TaskState::Starting
@@ -229,6 +234,7 @@ impl DockerExecutor {
     async fn create_and_start(
         &self,
         task: &Task,
+        mounts: Vec<Mount>,
     ) -> Result<(String, bool), (TaskState, String, String)> {
         let id = task_id(task);
         let container = task
@@ -287,6 +293,7 @@ impl DockerExecutor {
             stop_signal: (!container.stop_signal.is_empty()).then(|| container.stop_signal.clone()),
             host_config: Some(HostConfig {
                 network_mode: Some("none".into()),
+                mounts: (!mounts.is_empty()).then_some(mounts),
                 nano_cpus: resources.map(|r| r.nano_cpus).filter(|n| *n > 0),
                 memory: resources.map(|r| r.memory_bytes).filter(|n| *n > 0),
                 ..Default::default()
@@ -380,6 +387,7 @@ impl DockerExecutor {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
+        files::remove(&self.run_dir, &id);
         self.send(
             &id,
             status(TaskState::Shutdown, "shutdown", "", 0, &container),
@@ -406,6 +414,18 @@ impl Executor for Arc<DockerExecutor> {
                 .cloned();
             match (task.desired_state(), tracked) {
                 (TaskState::Running, None) => {
+                    let mut mounts = files::service_mounts(task);
+                    match files::prepare(&self.run_dir, task, set) {
+                        Ok(more) => mounts.extend(more),
+                        Err(error) => {
+                            let err = format!("preparing secrets and configs: {error:#}");
+                            let _ = report.send(TaskStatusUpdate {
+                                task_id: id.clone(),
+                                status: Some(status(TaskState::Rejected, "", &err, 0, "")),
+                            });
+                            continue;
+                        }
+                    }
                     self.tasks.lock().unwrap_or_else(|e| e.into_inner()).insert(
                         id.clone(),
                         Tracked {
@@ -414,7 +434,7 @@ impl Executor for Arc<DockerExecutor> {
                             stopping: false,
                         },
                     );
-                    tokio::spawn(self.clone().start(task.clone()));
+                    tokio::spawn(self.clone().start(task.clone(), mounts));
                 }
                 (desired, Some(t)) if desired > TaskState::Running && !t.stopping => {
                     if let Some(t) = self
@@ -454,12 +474,14 @@ impl Executor for Arc<DockerExecutor> {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
             let docker = self.docker.clone();
+            let run_dir = self.run_dir.clone();
             tokio::spawn(async move {
                 let options = RemoveContainerOptions {
                     force: true,
                     ..Default::default()
                 };
                 let _ = docker.remove_container(&t.container, Some(options)).await;
+                files::remove(&run_dir, &id);
             });
         }
     }

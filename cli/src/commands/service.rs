@@ -131,7 +131,8 @@ pub struct CreateArgs {
     /// Attach a filesystem mount (type=bind|volume|tmpfs,source=…,target=…); repeatable.
     #[arg(long)]
     mount: Vec<String>,
-    /// Command to run to check health.
+    /// Command to run to check health: a shell command, or a JSON array
+    /// for images without a shell (`'["CMD","/echo","healthcheck"]'`).
     #[arg(long)]
     health_cmd: Option<String>,
     #[arg(long)]
@@ -235,11 +236,10 @@ impl CreateArgs {
             || self.health_start_period.is_some()
         {
             Some(HealthConfig {
-                test: self
-                    .health_cmd
-                    .iter()
-                    .flat_map(|c| ["CMD-SHELL".to_owned(), c.clone()])
-                    .collect(),
+                test: match &self.health_cmd {
+                    Some(cmd) => health_test(cmd)?,
+                    None => Vec::new(),
+                },
                 interval_ms: self
                     .health_interval
                     .as_deref()
@@ -351,6 +351,21 @@ impl CreateArgs {
                     .collect::<Result<_>>()?,
             }),
         })
+    }
+}
+
+/// Docker's health test for `--health-cmd`: `CMD-SHELL cmd`, or the exec
+/// form given as a JSON array.
+fn health_test(cmd: &str) -> Result<Vec<String>> {
+    if !cmd.trim_start().starts_with('[') {
+        return Ok(vec!["CMD-SHELL".to_owned(), cmd.to_owned()]);
+    }
+    let words: Vec<String> = serde_json::from_str(cmd).with_context(|| {
+        format!("invalid --health-cmd {cmd:?}: expected a JSON array of strings")
+    })?;
+    match words.first().map(String::as_str) {
+        Some("CMD") | Some("CMD-SHELL") | Some("NONE") => Ok(words),
+        _ => Ok([vec!["CMD".to_owned()], words].concat()),
     }
 }
 
@@ -959,6 +974,25 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn health_cmd_takes_shell_or_exec_form() {
+        assert_eq!(
+            health_test("curl -f localhost").unwrap(),
+            ["CMD-SHELL", "curl -f localhost"]
+        );
+        assert_eq!(
+            health_test(r#"["/echo","healthcheck"]"#).unwrap(),
+            ["CMD", "/echo", "healthcheck"]
+        );
+        assert_eq!(health_test(r#"["CMD","/x"]"#).unwrap(), ["CMD", "/x"]);
+        assert!(
+            health_test("[nope")
+                .unwrap_err()
+                .to_string()
+                .contains("JSON array")
+        );
     }
 
     #[test]
