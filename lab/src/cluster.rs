@@ -251,8 +251,10 @@ impl Lab {
                 self.state().stop(&record, Duration::from_secs(3));
             }
         }
-        // Task containers of the agents (they outlive agents by design).
+        // Task containers of the agents (they outlive agents by design), and
+        // the per-task tmpfs mounts agents made for secrets.
         crate::container::remove_labelled(TASK_LABEL)?;
+        unmount_under(self.state().path());
         if let Some(nodes) = self.nodes() {
             for host in topology::hosts(nodes) {
                 let dir = node_dir(self, &host);
@@ -283,5 +285,25 @@ impl Lab {
         let host = self.host(node)?;
         cmd::ip_in(WAN_NS, &["link", "set", &host.wan_port(), "up"])?;
         Ok(())
+    }
+}
+
+/// Unmounts every mount below `dir` (deepest first): agents mount a tmpfs
+/// per task for secrets, and a killed agent leaves them behind.
+pub fn unmount_under(dir: &Path) {
+    let prefix = format!("{}/", dir.display());
+    let mut targets: Vec<String> = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    for target in targets {
+        if let Ok(path) = std::ffi::CString::new(target) {
+            // SAFETY: umount2(2) with a valid path; detaching is what we want
+            // for mounts a dead process left.
+            unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+        }
     }
 }

@@ -188,6 +188,7 @@ impl Lab {
                 });
             }
         }
+        cluster::unmount_under(self.state.path());
         self.state.remove()?;
         progress(&format!("removed {}", self.state.path().display()));
         Ok(())
