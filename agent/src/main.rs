@@ -118,16 +118,20 @@ async fn join(args: JoinArgs) -> Result<()> {
         .iter()
         .map(|l| key_value(l))
         .collect::<Result<_>>()?;
-    let executor =
-        worker::docker::DockerExecutor::connect(&node_id, container_labels, &args.run_dir)
-            .await
-            .context("connecting to the Docker engine")?;
     let hostname = match args.hostname {
         Some(h) => h,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "localhost".into()),
     };
+    let executor = worker::docker::DockerExecutor::connect(
+        &node_id,
+        container_labels,
+        &args.run_dir,
+        &hostname,
+    )
+    .await
+    .context("connecting to the Docker engine")?;
     let manager = if args.manager.contains(':') {
         args.manager.clone()
     } else {

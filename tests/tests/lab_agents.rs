@@ -338,3 +338,60 @@ fn secrets_reach_only_the_container_and_unhealthy_tasks_never_run() -> Result<()
     );
     Ok(())
 }
+
+#[test]
+fn hostname_templates_expand_and_a_missing_image_is_rejected_clearly() -> Result<()> {
+    let cluster = LabCluster::start(1, true)?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "named",
+        "--hostname",
+        "{{.Service.Name}}-{{.Task.Slot}}.{{.Node.Hostname}}",
+        "shoal/echo:1",
+    ])?;
+    let container = cluster.wait("named running", WAIT, || {
+        containers_of("named").ok()?.into_iter().next()
+    })?;
+    let hostname = cmd::stdout(
+        "docker",
+        &["inspect", "-f", "{{.Config.Hostname}}", &container],
+    )?;
+    let node = cluster.json_rows(&["service", "ps", "named"])?[0]["Node"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    ensure!(
+        hostname.trim() == format!("named-1.{node}"),
+        "hostname {hostname:?} on {node}"
+    );
+
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "ghost",
+        "--restart-condition",
+        "none",
+        "shoal/not-built:1",
+    ])?;
+    let rows = cluster.wait("the task rejected", WAIT, || {
+        let rows = cluster
+            .json_rows(&["service", "ps", "--no-trunc", "ghost"])
+            .ok()?;
+        rows.iter()
+            .any(|r| {
+                r["CurrentState"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("Rejected"))
+            })
+            .then_some(rows)
+    })?;
+    let error = rows[0]["Error"].as_str().unwrap_or("");
+    ensure!(
+        error.contains("image shoal/not-built:1 is not on this node"),
+        "{error}"
+    );
+    Ok(())
+}

@@ -52,6 +52,8 @@ pub struct DockerExecutor {
     extra_labels: HashMap<String, String>,
     /// Where each task's secrets and configs get their tmpfs.
     run_dir: std::path::PathBuf,
+    /// For `{{.Node.Hostname}}` in hostname templates.
+    node_hostname: String,
     tasks: Arc<Mutex<HashMap<String, Tracked>>>,
     report: Arc<Mutex<Option<mpsc::UnboundedSender<TaskStatusUpdate>>>>,
 }
@@ -104,6 +106,7 @@ impl DockerExecutor {
         node_id: &str,
         extra_labels: HashMap<String, String>,
         run_dir: &std::path::Path,
+        node_hostname: &str,
     ) -> anyhow::Result<Arc<Self>> {
         let docker = Docker::connect_with_local_defaults()?
             .negotiate_version()
@@ -113,6 +116,7 @@ impl DockerExecutor {
             node_id: Mutex::new(node_id.to_owned()),
             extra_labels,
             run_dir: run_dir.to_owned(),
+            node_hostname: node_hostname.to_owned(),
             tasks: Arc::default(),
             report: Arc::default(),
         });
@@ -278,7 +282,12 @@ impl DockerExecutor {
         let hostname = if container.hostname.is_empty() {
             task_name(task)
         } else {
-            container.hostname.clone()
+            super::template::expand(
+                &container.hostname,
+                task,
+                &self.node_id(),
+                &self.node_hostname,
+            )
         };
         let body = ContainerCreateBody {
             image: Some(container.image.clone()),

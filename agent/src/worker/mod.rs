@@ -4,3 +4,4 @@
 pub mod describe;
 pub mod docker;
 pub mod files;
+pub mod template;
