@@ -132,45 +132,53 @@ impl Lab {
         progress: &mut dyn FnMut(&str),
     ) -> Result<(), LabError> {
         let nodes = self.nodes().ok_or(LabError::NotUp)?;
+        for index in 1..=nodes {
+            let host = topology::Host::node(index);
+            let started = self.start_agent(&host.name, bin_dir)?;
+            progress(&format!(
+                "{} agent on {}",
+                if started { "started" } else { "kept" },
+                host.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts the agent of one node unless it runs; true if it started one.
+    pub fn start_agent(&self, node: &str, bin_dir: &Path) -> Result<bool, LabError> {
+        let host = self.host(node)?;
+        let name = process_name(&host, "agent");
+        if self.state().process(&name).is_some_and(|p| p.alive()) {
+            return Ok(false);
+        }
         let token = self.shoal(bin_dir, &["join-token", "--quiet", "worker"])?;
         let agent_bin = bin_dir.join("shoal-agent").display().to_string();
         let first = topology::Host::node(1);
-        for host in topology::hosts(nodes)
-            .into_iter()
-            .filter(|h| h.name != "client")
-        {
-            let name = process_name(&host, "agent");
-            if self.state().process(&name).is_some_and(|p| p.alive()) {
-                progress(&format!("kept agent on {}", host.name));
-                continue;
-            }
-            let command = vec![
-                agent_bin.clone(),
-                "--bpffs".into(),
-                Lab::bpffs_root(&host).display().to_string(),
-                "join".into(),
-                "--token".into(),
-                token.trim().to_owned(),
-                "--advertise-addr".into(),
-                host.addr.to_string(),
-                "--hostname".into(),
-                host.name.clone(),
-                "--data-dir".into(),
-                node_dir(self, &host).join("agent").display().to_string(),
-                "--run-dir".into(),
-                node_dir(self, &host)
-                    .join("agent-run")
-                    .display()
-                    .to_string(),
-                "--container-label".into(),
-                format!("{}=1", crate::CONTAINER_LABEL),
-                format!("{}:{MANAGER_PORT}", first.addr),
-            ];
-            self.state()
-                .spawn_restartable(&name, &host.netns, &command, &command)?;
-            progress(&format!("started agent on {}", host.name));
-        }
-        Ok(())
+        let command = vec![
+            agent_bin,
+            "--bpffs".into(),
+            Lab::bpffs_root(&host).display().to_string(),
+            "join".into(),
+            "--token".into(),
+            token.trim().to_owned(),
+            "--advertise-addr".into(),
+            host.addr.to_string(),
+            "--hostname".into(),
+            host.name.clone(),
+            "--data-dir".into(),
+            node_dir(self, &host).join("agent").display().to_string(),
+            "--run-dir".into(),
+            node_dir(self, &host)
+                .join("agent-run")
+                .display()
+                .to_string(),
+            "--container-label".into(),
+            format!("{}=1", crate::CONTAINER_LABEL),
+            format!("{}:{MANAGER_PORT}", first.addr),
+        ];
+        self.state()
+            .spawn_restartable(&name, &host.netns, &command, &command)?;
+        Ok(true)
     }
 
     /// The address (`unix://…`) of a live manager's control socket.

@@ -395,3 +395,34 @@ fn hostname_templates_expand_and_a_missing_image_is_rejected_clearly() -> Result
     );
     Ok(())
 }
+
+#[test]
+fn a_global_service_runs_on_a_node_that_joins_later() -> Result<()> {
+    let cluster = LabCluster::start(1, false)?;
+    for node in ["n1", "n2"] {
+        cluster.lab.start_agent(node, &cluster.bins)?;
+    }
+    cluster.wait("n1 and n2 ready", WAIT, || {
+        let rows = cluster.json_rows(&["node", "ls"]).ok()?;
+        (rows.iter().filter(|r| r["Status"] == "Ready").count() == 2).then_some(())
+    })?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "agentd",
+        "--mode",
+        "global",
+        "shoal/echo:1",
+    ])?;
+    cluster.wait("one task on each of n1 and n2", WAIT, || {
+        (running_per_node(&cluster, "agentd")? == counts(&[("n1", 1), ("n2", 1)])).then_some(())
+    })?;
+    cluster.lab.start_agent("n3", &cluster.bins)?;
+    cluster.wait("a task on n3, which joined later", WAIT, || {
+        (running_per_node(&cluster, "agentd")? == counts(&[("n1", 1), ("n2", 1), ("n3", 1)]))
+            .then_some(())
+    })?;
+    ensure!(containers_of("agentd")?.len() == 3);
+    Ok(())
+}
