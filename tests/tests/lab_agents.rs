@@ -426,3 +426,85 @@ fn a_global_service_runs_on_a_node_that_joins_later() -> Result<()> {
     ensure!(containers_of("agentd")?.len() == 3);
     Ok(())
 }
+
+#[test]
+fn mounts_and_secret_files_are_what_the_service_asked_for() -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let cluster = LabCluster::start(1, true)?;
+    let bind_dir = cluster.lab.state().path().join("bind-test");
+    std::fs::create_dir_all(&bind_dir)?;
+    std::fs::write(bind_dir.join("hello"), "from the host")?;
+    let volume = format!("shoal-test-vol-{}", std::process::id());
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), "pw")?;
+    cluster.shoal(&["secret", "create", "pw", &file.path().display().to_string()])?;
+    let bind = format!(
+        "type=bind,source={},target=/data,readonly",
+        bind_dir.display()
+    );
+    let vol = format!("type=volume,source={volume},target=/vol");
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "m",
+        "--restart-delay",
+        "1s",
+        "--mount",
+        &bind,
+        "--mount",
+        &vol,
+        "--mount",
+        "type=tmpfs,target=/scratch,tmpfs-size=1m",
+        "--secret",
+        "source=pw,target=pw,uid=1000,gid=1000,mode=0400",
+        "shoal/echo:1",
+    ])?;
+    let container = cluster.wait("m running", WAIT, || {
+        containers_of("m").ok()?.into_iter().next()
+    })?;
+    let pid = cmd::stdout("docker", &["inspect", "-f", "{{.State.Pid}}", &container])?;
+    let root = std::path::PathBuf::from(format!("/proc/{}/root", pid.trim()));
+    ensure!(
+        std::fs::read_to_string(root.join("data/hello"))? == "from the host",
+        "bind mount"
+    );
+    let secret = std::fs::metadata(root.join("run/secrets/pw"))?;
+    ensure!(
+        secret.uid() == 1000
+            && secret.gid() == 1000
+            && secret.permissions().mode() & 0o777 == 0o400,
+        "secret file uid {} gid {} mode {:o}",
+        secret.uid(),
+        secret.gid(),
+        secret.permissions().mode() & 0o777
+    );
+    let mounts = cmd::stdout(
+        "docker",
+        &[
+            "inspect",
+            "-f",
+            "{{range .Mounts}}{{.Type}}:{{.Destination}} {{end}}",
+            &container,
+        ],
+    )?;
+    for wanted in ["bind:/data", "volume:/vol", "tmpfs:/scratch"] {
+        ensure!(mounts.contains(wanted), "{wanted} missing from {mounts}");
+    }
+    // The named volume outlives the task it served.
+    cmd::run("docker", &["kill", &container])?;
+    cluster.wait("m replaced", WAIT, || {
+        let ids = containers_of("m").ok()?;
+        (ids.len() == 1 && ids[0] != container).then_some(())
+    })?;
+    ensure!(
+        cmd::run("docker", &["volume", "inspect", &volume]).is_ok(),
+        "the volume went with the task"
+    );
+    cluster.shoal(&["service", "rm", "m"])?;
+    cluster.wait("m removed", WAIT, || {
+        containers_of("m").ok()?.is_empty().then_some(())
+    })?;
+    let _ = cmd::run("docker", &["volume", "rm", &volume]);
+    Ok(())
+}
