@@ -6,11 +6,16 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use shoal_api::pb::{
-    AssignmentSet, HeartbeatRequest, NodeDescription, RegisterRequest, SessionRef,
-    TaskStatusUpdate, UpdateTaskStatusRequest, dispatcher_client::DispatcherClient,
+    AssignmentSet, HeartbeatRequest, LogLine, LogMessage, LogRequest, NodeDescription,
+    RegisterRequest, SessionRef, TaskStatusUpdate, UpdateTaskStatusRequest,
+    dispatcher_client::DispatcherClient,
 };
 use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
 use tonic::transport::Channel;
+
+/// Lines of task output, as an executor produces them.
+pub type LogStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = LogLine> + Send>>;
 
 /// Runs what the manager assigns and reports what happens to it.
 #[tonic::async_trait]
@@ -22,6 +27,11 @@ pub trait Executor: Send + Sync + 'static {
         set: &AssignmentSet,
         report: &mpsc::UnboundedSender<TaskStatusUpdate>,
     );
+
+    /// The output of the requested tasks that run here (none by default).
+    fn logs(&self, _request: &LogRequest) -> Option<LogStream> {
+        None
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -148,10 +158,18 @@ async fn session(
     let mut stream = client.assignments(session.clone()).await?.into_inner();
     let period = Duration::from_millis(registered.heartbeat_period_ms.max(50) as u64);
     let mut heartbeat = tokio::time::interval(period);
+    let mut answered = std::collections::HashSet::new();
     loop {
         tokio::select! {
             message = stream.message() => match message {
-                Ok(Some(set)) => executor.reconcile(&set, &report_tx).await,
+                Ok(Some(set)) => {
+                    executor.reconcile(&set, &report_tx).await;
+                    for request in &set.log_requests {
+                        if answered.insert(request.id.clone()) {
+                            ship_logs(client.clone(), &session, request, executor.logs(request));
+                        }
+                    }
+                }
                 Ok(None) => return Ok(Redirect::Managers(registered.managers)),
                 Err(status) => return match leader_of(&status) {
                     Some(leader) => Ok(Redirect::To(leader)),
@@ -178,4 +196,38 @@ async fn session(
             }
         }
     }
+}
+
+/// Answers one log request: a first (empty) message says which node
+/// answers, then the lines; the stream ends when the lines do.
+fn ship_logs(
+    mut client: DispatcherClient<Channel>,
+    session: &SessionRef,
+    request: &LogRequest,
+    lines: Option<LogStream>,
+) {
+    let (session, request_id) = (session.clone(), request.id.clone());
+    let (tx, rx) = mpsc::channel::<LogMessage>(256);
+    tokio::spawn(async move {
+        let message = |lines| LogMessage {
+            session: Some(session.clone()),
+            request_id: request_id.clone(),
+            lines,
+        };
+        if tx.send(message(Vec::new())).await.is_err() {
+            return;
+        }
+        let Some(mut lines) = lines else { return };
+        while let Some(line) = lines.next().await {
+            if tx.send(message(vec![line])).await.is_err() {
+                return; // nobody listens any more
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        if let Err(status) = client.publish_logs(stream).await {
+            tracing::debug!(error = %status.message(), "log stream ended");
+        }
+    });
 }

@@ -166,6 +166,7 @@ pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
         secrets: secrets.into_values().collect(),
         configs: configs.into_values().collect(),
         role,
+        log_requests: Vec::new(),
     }
 }
 
@@ -311,6 +312,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         let this = self.clone();
         tokio::spawn(async move {
             let mut applied = this.manager.store.applied();
+            let mut log_requests = this.manager.logs.changes();
             let mut last: Option<AssignmentSet> = None;
             loop {
                 let still_current = this
@@ -323,7 +325,8 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         .await;
                     return;
                 }
-                let set = assignment_set(&*this.manager.store.read().await, &node_id);
+                let mut set = assignment_set(&*this.manager.store.read().await, &node_id);
+                set.log_requests = this.manager.logs.requests_for(&node_id);
                 if last.as_ref() != Some(&set) {
                     if tx.send(Ok(set.clone())).await.is_err() {
                         return;
@@ -332,6 +335,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 }
                 tokio::select! {
                     changed = applied.changed() => if changed.is_err() { return },
+                    _ = log_requests.changed() => {}
                     _ = tx.closed() => return,
                     // Notices a replaced session or lost leadership.
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -341,6 +345,40 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn publish_logs(
+        &self,
+        request: Request<tonic::Streaming<shoal_api::pb::LogMessage>>,
+    ) -> Result<Response<shoal_api::pb::PublishLogsResponse>, Status> {
+        self.require_leader()?;
+        let mut stream = request.into_inner();
+        let mut current: Option<(String, String)> = None; // (request, node)
+        loop {
+            match stream.message().await {
+                Ok(Some(message)) => {
+                    let node_id = self.check_session(message.session.as_ref())?;
+                    current = Some((message.request_id.clone(), node_id));
+                    if !self
+                        .manager
+                        .logs
+                        .publish(&message.request_id, message.lines)
+                        .await
+                    {
+                        break; // nobody listens any more: end the agent's stream
+                    }
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::debug!(error = %status.message(), "log stream from an agent ended");
+                    break;
+                }
+            }
+        }
+        if let Some((request_id, node_id)) = current {
+            self.manager.logs.node_done(&request_id, &node_id);
+        }
+        Ok(Response::new(shoal_api::pb::PublishLogsResponse {}))
     }
 
     async fn update_task_status(

@@ -7,6 +7,7 @@ pub mod api;
 pub mod ca;
 pub mod daemon;
 pub mod dispatcher;
+pub mod logs;
 pub mod manager;
 pub mod orchestrator;
 pub mod raft;

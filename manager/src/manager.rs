@@ -61,6 +61,8 @@ pub struct Manager {
     pub hostname: String,
     pub settings: Settings,
     pub peer_health: network::PeerHealth,
+    /// Log requests in flight (`service logs`), answered by agents.
+    pub logs: crate::logs::LogBroker,
     proposals: mpsc::UnboundedSender<(StoreBatch, oneshot::Sender<Proposed>)>,
     /// Serialises read-modify-write cycles on the leader, so components
     /// rarely meet version conflicts (which stay as the safety net).
@@ -88,6 +90,7 @@ impl Manager {
             hostname,
             settings,
             peer_health,
+            logs: crate::logs::LogBroker::default(),
             write_lock: tokio::sync::Mutex::new(()),
         })
     }

@@ -508,3 +508,52 @@ fn mounts_and_secret_files_are_what_the_service_asked_for() -> Result<()> {
     let _ = cmd::run("docker", &["volume", "rm", &volume]);
     Ok(())
 }
+
+#[test]
+fn service_logs_come_from_every_node_through_the_manager() -> Result<()> {
+    let cluster = LabCluster::start(1, true)?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "talk",
+        "--replicas",
+        "3",
+        "shoal/echo:1",
+    ])?;
+    cluster.wait("3 running tasks", WAIT, || {
+        (running_per_node(&cluster, "talk")?.values().sum::<usize>() == 3).then_some(())
+    })?;
+    let logs = cluster.wait("a line from each task", WAIT, || {
+        let out = cluster.shoal(&["service", "logs", "talk"]).ok()?;
+        let prefixes: std::collections::BTreeSet<&str> = out
+            .lines()
+            .filter_map(|l| l.split("    | ").next())
+            .collect();
+        (prefixes.len() == 3).then_some(out)
+    })?;
+    for line in logs.lines() {
+        let (prefix, text) = line.split_once("    | ").unwrap_or(("", ""));
+        ensure!(
+            prefix.starts_with("talk.") && prefix.contains("@n"),
+            "prefix {prefix:?}"
+        );
+        ensure!(text.contains("shoal-echo"), "line {text:?}");
+    }
+    // The same lines docker has for one of the containers.
+    let container = containers_of("talk")?[0].clone();
+    let docker = cmd::run("docker", &["logs", &container])?;
+    let docker = String::from_utf8_lossy(&docker.stderr).into_owned()
+        + &String::from_utf8_lossy(&docker.stdout);
+    let first = docker.lines().next().unwrap_or("").to_owned();
+    ensure!(
+        logs.lines().any(|l| l.ends_with(&first)),
+        "{first:?} not in:\n{logs}"
+    );
+    let err = cluster
+        .shoal(&["service", "logs", "nope"])
+        .unwrap_err()
+        .to_string();
+    ensure!(err.contains("service nope not found"), "{err}");
+    Ok(())
+}

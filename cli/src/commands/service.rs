@@ -52,6 +52,16 @@ pub enum ServiceCommand {
         #[arg(long)]
         pretty: bool,
     },
+    /// Fetch the output of a service's tasks, from every node.
+    Logs {
+        service: String,
+        /// Follow the output.
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines to show from the end of each task's output ("all" or a number).
+        #[arg(short = 'n', long, default_value = "all")]
+        tail: String,
+    },
     /// Scale one or more replicated services (SERVICE=REPLICAS).
     Scale {
         #[arg(required = true)]
@@ -552,6 +562,54 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
             }
             if failed {
                 std::process::exit(1);
+            }
+        }
+        ServiceCommand::Logs {
+            service,
+            follow,
+            tail,
+        } => {
+            let tail = match tail.as_str() {
+                "all" => 0,
+                n => n
+                    .parse()
+                    .with_context(|| format!("invalid --tail {n:?}: expected a number or all"))?,
+            };
+            let all = services(client).await?;
+            let id = service_id(find(&all, &service)?).to_owned();
+            let nodes = client
+                .list_nodes(Empty {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .nodes;
+            let hostname = |id: &str| {
+                nodes
+                    .iter()
+                    .find(|n| n.meta.as_ref().is_some_and(|m| m.id == id))
+                    .and_then(|n| n.description.as_ref().map(|d| d.hostname.clone()))
+                    .unwrap_or_else(|| id.to_owned())
+            };
+            let request = shoal_api::pb::LogsRequest {
+                service_id: id,
+                follow,
+                tail,
+            };
+            let mut stream = client
+                .service_logs(request)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            while let Some(line) = stream.message().await.map_err(status_error)? {
+                let prefix = format!(
+                    "{}.{}@{}",
+                    line.task_name,
+                    short(&line.task_id, false),
+                    hostname(&line.node_id)
+                );
+                for text in String::from_utf8_lossy(&line.data).lines() {
+                    println!("{prefix}    | {text}");
+                }
             }
         }
         ServiceCommand::Rm { services: queries } => {

@@ -772,6 +772,48 @@ impl Control for ControlService {
         Ok(Response::new(Empty {}))
     }
 
+    type ServiceLogsStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<shoal_api::pb::LogLine, Status>> + Send>,
+    >;
+
+    async fn service_logs(
+        &self,
+        request: Request<shoal_api::pb::LogsRequest>,
+    ) -> Result<Response<Self::ServiceLogsStream>, Status> {
+        // A stream cannot go through `forward!`: relay the leader's.
+        if let Some((_, mut leader)) = self.leader_client()? {
+            let stream = leader
+                .service_logs(request.into_inner())
+                .await?
+                .into_inner();
+            return Ok(Response::new(Box::pin(stream)));
+        }
+        let request = request.into_inner();
+        let nodes = {
+            let state = self.manager.store.read().await;
+            if !state.services.contains_key(&request.service_id) {
+                return Err(not_found("service", &request.service_id));
+            }
+            let mut nodes: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+            for task in state.tasks_of_service(&request.service_id) {
+                if !task.node_id.is_empty() {
+                    nodes
+                        .entry(task.node_id.clone())
+                        .or_default()
+                        .push(meta_id(&task.meta).to_owned());
+                }
+            }
+            nodes
+        };
+        let lines = self
+            .manager
+            .logs
+            .subscribe(nodes, request.follow, request.tail);
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(lines),
+        )))
+    }
+
     async fn list_networks(
         &self,
         request: Request<Empty>,
