@@ -157,9 +157,12 @@ async fn join(args: JoinArgs) -> Result<()> {
     let (watched, path) = (executor.clone(), identity.clone());
     tokio::spawn(async move {
         while changes.changed().await.is_ok() {
-            let id = changes.borrow().node_id.clone();
+            let (id, cluster) = {
+                let state = changes.borrow();
+                (state.node_id.clone(), state.cluster_id.clone())
+            };
             if !id.is_empty() {
-                watched.set_node_id(&id);
+                watched.set_identity(&id, &cluster);
                 let _ = std::fs::write(&path, &id);
             }
         }

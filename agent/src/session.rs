@@ -51,6 +51,7 @@ pub struct SessionState {
     pub connected_to: Option<String>,
     /// Every manager, as the last registration listed them.
     pub managers: Vec<String>,
+    pub cluster_id: String,
 }
 
 fn channel(addr: &str) -> anyhow::Result<Channel> {
@@ -151,6 +152,7 @@ async fn session(
         node_id: registered.node_id.clone(),
         connected_to: Some(addr.to_owned()),
         managers: registered.managers.clone(),
+        cluster_id: registered.cluster_id.clone(),
     });
     tracing::info!(node = %registered.node_id, manager = %addr, "registered");
 

@@ -252,7 +252,16 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 last_seen: Instant::now(),
             },
         );
-        let period = self.period(&*self.manager.store.read().await);
+        let (period, cluster_id) = {
+            let state = self.manager.store.read().await;
+            let cluster_id = state
+                .cluster
+                .as_ref()
+                .and_then(|c| c.meta.as_ref())
+                .map(|m| m.id.clone())
+                .unwrap_or_default();
+            (self.period(&state), cluster_id)
+        };
         let mut managers: Vec<String> = self.manager.members().into_values().collect();
         managers.sort_by_key(|a| Some(a) != self.manager.leader_addr().as_ref());
         tracing::info!(node = %node_id, %hostname, %addr, "agent registered");
@@ -261,6 +270,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             session_id,
             heartbeat_period_ms: period.as_millis() as i64,
             managers,
+            cluster_id,
         }))
     }
 
@@ -414,5 +424,81 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             })
             .await?;
         Ok(Response::new(UpdateTaskStatusResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_api::pb::{
+        ContainerSpec, Secret, SecretReference, SecretSpec, Task, TaskSpec, TaskStatus,
+    };
+
+    fn task(id: &str, node: &str, secret: &str, state: TaskState) -> Task {
+        Task {
+            meta: Some(Meta {
+                id: id.into(),
+                ..Default::default()
+            }),
+            node_id: node.into(),
+            spec: Some(TaskSpec {
+                container: Some(ContainerSpec {
+                    secrets: vec![SecretReference {
+                        secret_id: secret.into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: Some(TaskStatus {
+                state: state as i32,
+                ..Default::default()
+            }),
+            desired_state: TaskState::Running as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_node_gets_its_live_tasks_and_only_the_secrets_they_use() {
+        let mut state = State::default();
+        for (id, node, secret, s) in [
+            ("t1", "n1", "s1", TaskState::Running),
+            ("t2", "n2", "s2", TaskState::Running),
+            ("t3", "n1", "s3", TaskState::Failed),
+            ("t4", "n1", "s3", TaskState::Pending),
+        ] {
+            state.tasks.insert(id.into(), task(id, node, secret, s));
+        }
+        for id in ["s1", "s2", "s3"] {
+            state.secrets.insert(
+                id.into(),
+                Secret {
+                    meta: Some(Meta {
+                        id: id.into(),
+                        ..Default::default()
+                    }),
+                    spec: Some(SecretSpec {
+                        name: id.into(),
+                        data: b"x".to_vec(),
+                        ..Default::default()
+                    }),
+                },
+            );
+        }
+        let set = assignment_set(&state, "n1");
+        let tasks: Vec<_> = set
+            .tasks
+            .iter()
+            .map(|t| t.meta.as_ref().unwrap().id.as_str())
+            .collect();
+        assert_eq!(tasks, ["t1"], "finished and unassigned tasks are not sent");
+        let secrets: Vec<_> = set
+            .secrets
+            .iter()
+            .map(|s| s.meta.as_ref().unwrap().id.as_str())
+            .collect();
+        assert_eq!(secrets, ["s1"], "only the secrets of this node's tasks");
     }
 }

@@ -62,6 +62,27 @@ fn replicas_and_global_tasks_run_as_real_containers_and_heal() -> Result<()> {
     );
     let ls = cluster.json_rows(&["service", "ls"])?;
     ensure!(ls[0]["Replicas"] == "6/6", "{ls:?}");
+    // Nodes as the agents describe them: engine version, CPUs and memory.
+    let nodes = cluster.json_rows(&["node", "ls"])?;
+    ensure!(
+        nodes.iter().all(|n| n["EngineVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("20."))),
+        "{nodes:?}"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&cluster.shoal(&["node", "inspect", "n2"])?)?;
+    let resources = &inspect[0]["Description"]["Resources"];
+    ensure!(
+        resources["NanoCPUs"]
+            .as_i64()
+            .is_some_and(|c| c >= 1_000_000_000),
+        "{resources}"
+    );
+    ensure!(
+        resources["MemoryBytes"].as_i64().is_some_and(|m| m > 0),
+        "{resources}"
+    );
 
     cluster.shoal(&[
         "service",
@@ -555,5 +576,56 @@ fn service_logs_come_from_every_node_through_the_manager() -> Result<()> {
         .unwrap_err()
         .to_string();
     ensure!(err.contains("service nope not found"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn agents_follow_a_new_leader_and_keep_the_cluster_healing() -> Result<()> {
+    let cluster = LabCluster::start(3, true)?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "6",
+        "shoal/echo:1",
+    ])?;
+    cluster.wait("2 running tasks on each node", WAIT, || {
+        (running_per_node(&cluster, "web")? == counts(&[("n1", 2), ("n2", 2), ("n3", 2)]))
+            .then_some(())
+    })?;
+    let labels = cmd::stdout(
+        "docker",
+        &[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"com.shoal.cluster.id\"}}",
+            &containers_of("web")?[0],
+        ],
+    )?;
+    ensure!(labels.trim().len() == 25, "cluster label {labels:?}");
+    // n1 runs the leading manager and an agent: lose both.
+    cluster.lab.kill_node("n1")?;
+    let lost = Instant::now();
+    // The agents of n2 and n3 re-register with the new leader, which marks
+    // n1 down and moves its tasks to them.
+    cluster.wait(
+        "6 running tasks on n2 and n3",
+        Duration::from_secs(60),
+        || {
+            let per = running_per_node(&cluster, "web")?;
+            (!per.contains_key("n1") && per.values().sum::<usize>() == 6).then_some(())
+        },
+    )?;
+    eprintln!(
+        "leader and an agent lost: all tasks running on the other nodes after {:?}",
+        lost.elapsed()
+    );
+    // And the new leader's cluster takes new work.
+    cluster.shoal(&["service", "scale", "web=8"])?;
+    cluster.wait("8 running tasks", WAIT, || {
+        (running_per_node(&cluster, "web")?.values().sum::<usize>() == 8).then_some(())
+    })?;
     Ok(())
 }

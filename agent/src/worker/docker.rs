@@ -11,7 +11,7 @@ use std::{
 
 use bollard::{
     Docker,
-    models::{ContainerCreateBody, HealthConfig, HealthStatusEnum, HostConfig, Mount},
+    models::{ContainerCreateBody, HealthConfig, HealthStatusEnum, HostConfig, Mount, MountType},
     query_parameters::{
         CreateContainerOptions, InspectContainerOptions, ListContainersOptions,
         RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use super::files;
 use crate::session::Executor;
 
+pub const LABEL_CLUSTER: &str = "com.shoal.cluster.id";
 pub const LABEL_NODE: &str = "com.shoal.node.id";
 pub const LABEL_SERVICE_ID: &str = "com.shoal.service.id";
 pub const LABEL_SERVICE_NAME: &str = "com.shoal.service.name";
@@ -50,6 +51,7 @@ pub struct DockerExecutor {
     docker: Docker,
     /// The node's id; set again if the manager gives another at registration.
     node_id: Mutex<String>,
+    cluster_id: Mutex<String>,
     /// Extra labels on every container (the lab marks its own for cleanup).
     extra_labels: HashMap<String, String>,
     /// Where each task's secrets and configs get their tmpfs.
@@ -116,6 +118,7 @@ impl DockerExecutor {
         let executor = Arc::new(Self {
             docker,
             node_id: Mutex::new(node_id.to_owned()),
+            cluster_id: Mutex::default(),
             extra_labels,
             run_dir: run_dir.to_owned(),
             node_hostname: node_hostname.to_owned(),
@@ -127,9 +130,11 @@ impl DockerExecutor {
         Ok(executor)
     }
 
-    /// The id the manager knows this node by (labels on new containers).
-    pub fn set_node_id(&self, node_id: &str) {
+    /// The ids the manager knows this node and its cluster by (labels on
+    /// new containers).
+    pub fn set_identity(&self, node_id: &str, cluster_id: &str) {
         *self.node_id.lock().unwrap_or_else(|e| e.into_inner()) = node_id.to_owned();
+        *self.cluster_id.lock().unwrap_or_else(|e| e.into_inner()) = cluster_id.to_owned();
     }
 
     fn node_id(&self) -> String {
@@ -263,6 +268,13 @@ impl DockerExecutor {
         let mut labels: HashMap<String, String> = container.labels.clone().into_iter().collect();
         labels.extend(self.extra_labels.clone());
         labels.insert(LABEL_NODE.into(), self.node_id());
+        labels.insert(
+            LABEL_CLUSTER.into(),
+            self.cluster_id
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        );
         labels.insert(LABEL_SERVICE_ID.into(), task.service_id.clone());
         labels.insert(LABEL_SERVICE_NAME.into(), task.service_name.clone());
         labels.insert(LABEL_TASK_ID.into(), id.clone());
@@ -292,6 +304,28 @@ impl DockerExecutor {
                 &self.node_hostname,
             )
         };
+        // Named volumes through the volume API (local driver): they outlive
+        // the task, so a replacement finds its data.
+        for mount in &mounts {
+            if let (Some(MountType::VOLUME), Some(name)) = (&mount.typ, &mount.source) {
+                let request = bollard::models::VolumeCreateRequest {
+                    name: Some(name.clone()),
+                    driver: Some("local".into()),
+                    labels: Some(HashMap::from([(
+                        LABEL_SERVICE_NAME.to_owned(),
+                        task.service_name.clone(),
+                    )])),
+                    ..Default::default()
+                };
+                if let Err(e) = self.docker.create_volume(request).await {
+                    return Err((
+                        TaskState::Rejected,
+                        format!("creating volume {name}: {e}"),
+                        String::new(),
+                    ));
+                }
+            }
+        }
         let body = ContainerCreateBody {
             image: Some(container.image.clone()),
             cmd: (!container.args.is_empty()).then(|| container.args.clone()),
