@@ -9,6 +9,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use commands::{
     cluster::JoinToken,
+    network::NetworkCommand,
     node::NodeCommand,
     objects::{self, ObjectCommand},
     service::ServiceCommand,
@@ -32,6 +33,9 @@ enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Manage overlay networks.
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Manage secrets.
     #[command(subcommand)]
     Secret(ObjectCommand),
@@ -63,6 +67,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Node(c) => commands::node::run(&mut client, c).await,
         Command::Service(c) => commands::service::run(&mut client, c).await,
+        Command::Network(c) => commands::network::run(&mut client, c).await,
         Command::Secret(c) => objects::run(&mut client, objects::Kind::Secret, c).await,
         Command::Config(c) => objects::run(&mut client, objects::Kind::Config, c).await,
         Command::JoinToken(args) => commands::cluster::join_token(&mut client, args).await,

@@ -24,6 +24,7 @@ use tokio::{net::UnixListener, task::JoinSet};
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::{
+    allocator,
     api::{
         control::ControlService,
         membership::{MembershipService, new_manager_node},
@@ -458,9 +459,10 @@ async fn lead_when_leader(manager: Arc<Manager>, dispatcher: Dispatcher) {
             (true, false) => {
                 tracing::info!(
                     raft_id = manager.raft_id,
-                    "leading: starting scheduler, orchestrators, dispatcher monitor"
+                    "leading: starting allocator, scheduler, orchestrators, dispatcher monitor"
                 );
                 let mut set = JoinSet::new();
+                set.spawn(allocator::run(manager.clone()));
                 set.spawn(scheduler::run(manager.clone()));
                 set.spawn(orchestrator::run(manager.clone()));
                 set.spawn(dispatcher.clone().monitor());

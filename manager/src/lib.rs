@@ -3,6 +3,7 @@
 //! [`scheduler`], the [`orchestrator`]s and the [`dispatcher`] that speaks
 //! to agents, wired together by [`daemon`].
 
+pub mod allocator;
 pub mod api;
 pub mod ca;
 pub mod daemon;

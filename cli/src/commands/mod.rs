@@ -1,6 +1,7 @@
 //! One module per command group, as `docker` has them.
 
 pub mod cluster;
+pub mod network;
 pub mod node;
 pub mod objects;
 pub mod service;

@@ -6,9 +6,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use shoal_api::pb::{
-    ContainerSpec, Empty, EndpointSpec, HealthConfig, IdRequest, NetworkAttachmentConfig, Node,
-    Placement, ResourceRequirements, Resources, RestartCondition, RestartPolicy, Service,
-    ServiceMode, ServiceSpec, ServiceSummary, Task, TaskSpec, TaskState, UpdateServiceRequest,
+    ContainerSpec, Empty, EndpointSpec, HealthConfig, IdRequest, Node, Placement,
+    ResourceRequirements, Resources, RestartCondition, RestartPolicy, Service, ServiceMode,
+    ServiceSpec, ServiceSummary, Task, TaskSpec, TaskState, UpdateServiceRequest,
 };
 
 use super::{resolve, service_flags as flags};
@@ -344,12 +344,9 @@ impl CreateArgs {
                 }),
                 networks: self
                     .network
-                    .into_iter()
-                    .map(|target| NetworkAttachmentConfig {
-                        target,
-                        aliases: Vec::new(),
-                    })
-                    .collect(),
+                    .iter()
+                    .map(|n| flags::parse_network(n))
+                    .collect::<Result<_>>()?,
                 force_update: 0,
             }),
             endpoint: Some(EndpointSpec {
@@ -874,6 +871,11 @@ fn inspect_json(s: &Service) -> serde_json::Value {
             "Mode": mode,
             "EndpointSpec": { "Mode": endpoint.mode, "Ports": ports },
         },
+        "Endpoint": {
+            "Spec": { "Mode": endpoint.mode, "Ports": ports },
+            "Ports": ports,
+            "VirtualIPs": s.endpoint.iter().flat_map(|e| &e.virtual_ips).map(|v| json!({ "NetworkID": v.network_id, "Addr": v.addr })).collect::<Vec<_>>(),
+        },
     })
 }
 
@@ -1065,6 +1067,7 @@ mod tests {
                 ..Default::default()
             }),
             previous_spec: None,
+            endpoint: None,
         };
         let node = Node {
             meta: Some(Meta {

@@ -258,6 +258,28 @@ pub fn parse_env(spec: &str) -> Result<String> {
 }
 
 /// `k=v` or `k` (empty value).
+/// `--network NAME` or Docker's long form `name=NAME,alias=A[,alias=B]`.
+pub fn parse_network(spec: &str) -> Result<shoal_api::pb::NetworkAttachmentConfig> {
+    let mut out = shoal_api::pb::NetworkAttachmentConfig::default();
+    if !spec.contains('=') {
+        out.target = spec.to_owned();
+        return Ok(out);
+    }
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("name" | "target", v)) => out.target = v.to_owned(),
+            Some(("alias", v)) if !v.is_empty() => out.aliases.push(v.to_owned()),
+            _ => bail!(
+                "invalid --network {spec:?}: unknown part {part:?} (expected name=NET[,alias=NAME])"
+            ),
+        }
+    }
+    if out.target.is_empty() {
+        bail!("invalid --network {spec:?}: name=NET is missing");
+    }
+    Ok(out)
+}
+
 pub fn parse_label(spec: &str) -> Result<(String, String)> {
     let (k, v) = spec.split_once('=').unwrap_or((spec, ""));
     if k.is_empty() {
@@ -269,6 +291,18 @@ pub fn parse_label(spec: &str) -> Result<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn networks_short_and_long_forms() {
+        assert_eq!(parse_network("back").unwrap().target, "back");
+        let n = parse_network("name=back,alias=db,alias=store").unwrap();
+        assert_eq!((n.target.as_str(), n.aliases.len()), ("back", 2));
+        let err = parse_network("name=back,ip=1.2.3.4")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown part \"ip=1.2.3.4\""), "{err}");
+        assert!(parse_network("alias=x").is_err());
+    }
 
     #[test]
     fn sizes_cpus_and_durations() {

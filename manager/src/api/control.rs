@@ -5,15 +5,16 @@
 use std::{collections::BTreeSet, sync::Arc};
 
 use shoal_api::pb::{
-    ClusterInfo, Config, ConfigList, ConfigSpec, Empty, IdRequest, Kind, Meta, NetworkList,
-    NodeList, NodeRole, NodeState, PublishMode, RemoveNodeRequest, RotateJoinTokenRequest, Secret,
-    SecretList, SecretSpec, Service, ServiceList, ServiceMode, ServiceSpec, ServiceSummary,
-    TaskList, TaskState, UpdateNodeRequest, UpdateServiceRequest, VersionResponse,
-    control_client::ControlClient, control_server::Control,
+    ClusterInfo, Config, ConfigList, ConfigSpec, Empty, IdRequest, Kind, Meta, Network,
+    NetworkList, NetworkSpec, NodeList, NodeRole, NodeState, PublishMode, RemoveNodeRequest,
+    RotateJoinTokenRequest, Secret, SecretList, SecretSpec, Service, ServiceList, ServiceMode,
+    ServiceSpec, ServiceSummary, TaskList, TaskState, UpdateNodeRequest, UpdateServiceRequest,
+    VersionResponse, control_client::ControlClient, control_server::Control,
 };
 use tonic::{Request, Response, Status};
 
 use crate::{
+    allocator::{self, Ipam, ipam::holds_addresses},
     ca,
     manager::Manager,
     orchestrator::reconcile::is_live,
@@ -458,6 +459,11 @@ impl Control for ControlService {
                 }
                 let id = shoal_api::new_id();
                 complete_spec(state, &mut spec, &id)?;
+                let endpoint =
+                    allocator::service_endpoint(state, &mut Ipam::from_state(state), &spec, None)
+                        .map_err(|e| {
+                        Status::resource_exhausted(format!("service {}: {e}", spec.name))
+                    })?;
                 let service = Service {
                     meta: Some(Meta {
                         id,
@@ -465,6 +471,7 @@ impl Control for ControlService {
                     }),
                     spec: Some(spec),
                     previous_spec: None,
+                    endpoint: Some(endpoint),
                 };
                 let mut batch = Batch::default();
                 batch.put_service(service.clone());
@@ -550,6 +557,14 @@ impl Control for ControlService {
                     return Err(Status::invalid_argument("a service's mode cannot change"));
                 }
                 complete_spec(state, &mut spec, &request.id)?;
+                let endpoint = allocator::service_endpoint(
+                    state,
+                    &mut Ipam::from_state(state),
+                    &spec,
+                    service.endpoint.as_ref(),
+                )
+                .map_err(|e| Status::resource_exhausted(format!("service {}: {e}", spec.name)))?;
+                service.endpoint = Some(endpoint);
                 service.previous_spec = Some(current);
                 service.spec = Some(spec);
                 let mut batch = Batch::default();
@@ -814,6 +829,103 @@ impl Control for ControlService {
         )))
     }
 
+    async fn create_network(
+        &self,
+        request: Request<NetworkSpec>,
+    ) -> Result<Response<Network>, Status> {
+        forward!(self, create_network, request);
+        let mut spec = request.into_inner();
+        validate_network_spec(&mut spec)?;
+        let network = self
+            .manager
+            .update(|state| -> Result<_, Status> {
+                if state
+                    .networks
+                    .values()
+                    .any(|n| n.spec.as_ref().is_some_and(|x| x.name == spec.name))
+                {
+                    return Err(Status::already_exists(format!(
+                        "network {} already exists",
+                        spec.name
+                    )));
+                }
+                let id = shoal_api::new_id();
+                let mut network = Ipam::from_state(state)
+                    .network(&id, &spec)
+                    .map_err(|e| Status::invalid_argument(format!("network {}: {e}", spec.name)))?;
+                network.meta = Some(Meta {
+                    id,
+                    ..Default::default()
+                });
+                let mut batch = Batch::default();
+                batch.put_network(network.clone());
+                Ok(Some((batch, network)))
+            })
+            .await?
+            .unwrap_or_default();
+        let id = meta_id(&network.meta).to_owned();
+        let stored = self.manager.store.read().await.networks.get(&id).cloned();
+        Ok(Response::new(stored.unwrap_or(network)))
+    }
+
+    async fn remove_network(&self, request: Request<IdRequest>) -> Result<Response<Empty>, Status> {
+        forward!(self, remove_network, request);
+        let id = request.into_inner().id;
+        self.manager
+            .update(|state| -> Result<_, Status> {
+                let network = state
+                    .networks
+                    .get(&id)
+                    .ok_or_else(|| not_found("network", &id))?;
+                let spec = network.spec.clone().unwrap_or_default();
+                if spec.ingress {
+                    return Err(Status::failed_precondition(
+                        "the ingress network carries the routing mesh and cannot be removed",
+                    ));
+                }
+                let mut users: Vec<&str> = state
+                    .services
+                    .values()
+                    .filter(|s| {
+                        s.spec
+                            .iter()
+                            .flat_map(|x| &x.task)
+                            .flat_map(|t| &t.networks)
+                            .any(|n| n.target == id)
+                    })
+                    .map(|s| s.spec.as_ref().map(|x| x.name.as_str()).unwrap_or(""))
+                    .collect();
+                // Tasks of removed services still stopping hold addresses.
+                users.extend(
+                    state
+                        .tasks
+                        .values()
+                        .filter(|t| {
+                            holds_addresses(t) && t.networks.iter().any(|n| n.network_id == id)
+                        })
+                        .map(|t| t.service_name.as_str()),
+                );
+                users.sort();
+                users.dedup();
+                if !users.is_empty() {
+                    return Err(Status::failed_precondition(format!(
+                        "network {} is in use by the following service: {}",
+                        spec.name,
+                        users.join(", ")
+                    )));
+                }
+                let mut batch = Batch::default();
+                batch.delete(
+                    Kind::Network,
+                    &id,
+                    network.meta.as_ref().map(|m| m.version).unwrap_or(0),
+                );
+                Ok(Some((batch, ())))
+            })
+            .await?;
+        Ok(Response::new(Empty {}))
+    }
+
     async fn list_networks(
         &self,
         request: Request<Empty>,
@@ -824,6 +936,39 @@ impl Control for ControlService {
             networks: state.networks.values().cloned().collect(),
         }))
     }
+}
+
+/// Checks what `network create` asks for; what Shoal cannot do yet is an
+/// error that names it, never silently ignored.
+fn validate_network_spec(spec: &mut NetworkSpec) -> Result<(), Status> {
+    validate_name("network", &spec.name)?;
+    if spec.driver.is_empty() {
+        spec.driver = "overlay".into();
+    }
+    if spec.driver != "overlay" {
+        return Err(Status::invalid_argument(format!(
+            "network {}: driver {:?} is not supported: Shoal networks are overlays (-d overlay)",
+            spec.name, spec.driver
+        )));
+    }
+    if spec.ingress {
+        return Err(Status::invalid_argument(format!(
+            "network {}: the cluster has its ingress network already (created at init)",
+            spec.name
+        )));
+    }
+    if let Some((key, _)) = spec.options.iter().next() {
+        let why = if key == "encrypted" {
+            "overlay encryption is not implemented yet"
+        } else {
+            "no driver option is supported yet"
+        };
+        return Err(Status::invalid_argument(format!(
+            "network {}: option {key:?} is not supported ({why})",
+            spec.name
+        )));
+    }
+    Ok(())
 }
 
 fn container_of(service: &Service) -> Option<&shoal_api::pb::ContainerSpec> {

@@ -83,6 +83,8 @@ pub fn new_task(service: &Service, slot: u64, node_id: &str) -> Task {
         service_name: spec.name,
         restarts: Vec::new(),
         start_after: 0,
+        // The allocator gives the addresses (NEW → PENDING).
+        networks: Vec::new(),
     }
 }
 

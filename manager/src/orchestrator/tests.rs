@@ -79,6 +79,7 @@ impl World {
                 ..Default::default()
             }),
             previous_spec: None,
+            endpoint: None,
         });
         self.write(b);
     }

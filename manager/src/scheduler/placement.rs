@@ -26,9 +26,10 @@ pub struct Decision {
     pub outcome: Outcome,
 }
 
-/// A task waiting for a node: not yet assigned and meant to run.
+/// A task waiting for a node: allocated (PENDING), not yet assigned, and
+/// meant to run.
 pub fn is_pending(task: &Task) -> bool {
-    task.status.as_ref().map(|s| s.state()).unwrap_or_default() <= TaskState::Pending
+    task.status.as_ref().map(|s| s.state()).unwrap_or_default() == TaskState::Pending
         && task.desired_state() <= TaskState::Running
 }
 

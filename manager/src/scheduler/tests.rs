@@ -51,7 +51,7 @@ fn task(id: &str, service: &str, slot: u64, placement: Placement) -> Task {
             ..Default::default()
         }),
         status: Some(TaskStatus {
-            state: TaskState::New as i32,
+            state: TaskState::Pending as i32,
             ..Default::default()
         }),
         desired_state: TaskState::Running as i32,
@@ -243,6 +243,7 @@ fn host_mode_ports_do_not_collide() {
                 ..Default::default()
             }),
             previous_spec: None,
+            endpoint: None,
         },
     );
     assert_eq!(assigned(&s), [("n1".into(), 1), ("n2".into(), 1)].into());

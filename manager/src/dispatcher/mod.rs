@@ -2,6 +2,8 @@
 //! with a join token, heartbeat, receive their assignments as a stream the
 //! leader pushes on every relevant change, and report task status.
 
+pub mod networks;
+
 use std::{
     collections::{BTreeMap, HashMap},
     pin::Pin,
@@ -161,12 +163,16 @@ pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
         }
     }
     let role = state.nodes.get(node_id).map(|n| n.role).unwrap_or_default();
+    let view = networks::network_view(state, &tasks);
     AssignmentSet {
         tasks,
         secrets: secrets.into_values().collect(),
         configs: configs.into_values().collect(),
         role,
         log_requests: Vec::new(),
+        networks: view.networks,
+        endpoints: view.endpoints,
+        services: view.services,
     }
 }
 

@@ -1,0 +1,194 @@
+//! `shoal network …`: overlay networks, as `docker network` shows them.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+use serde_json::json;
+use shoal_api::pb::{Empty, IdRequest, Network, NetworkSpec};
+
+use super::{resolve, service_flags::parse_label};
+use crate::{
+    client::{Client, status_error},
+    output::{Format, Listing, print_inspect, rfc3339},
+};
+
+#[derive(Subcommand)]
+pub enum NetworkCommand {
+    /// Create an overlay network.
+    Create {
+        name: String,
+        /// Driver: only `overlay` is supported.
+        #[arg(short, long, default_value = "overlay")]
+        driver: String,
+        /// Subnet in CIDR form; default: the next free one of the cluster's address pool.
+        #[arg(long)]
+        subnet: Option<String>,
+        /// Gateway address in the subnet; default: its first address.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Let standalone containers attach (recorded; Shoal runs services only).
+        #[arg(long)]
+        attachable: bool,
+        /// No access to the outside: containers reach only the network itself.
+        #[arg(long)]
+        internal: bool,
+        /// Labels (key=value); repeatable.
+        #[arg(long)]
+        label: Vec<String>,
+        /// Driver options (key=value); none is supported yet, so any is an error.
+        #[arg(short, long)]
+        opt: Vec<String>,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Display detailed information on one or more networks.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove one or more networks (refused while a service uses them).
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+fn id(n: &Network) -> &str {
+    n.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("")
+}
+
+fn name(n: &Network) -> &str {
+    n.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("")
+}
+
+async fn list(client: &mut Client) -> Result<Vec<Network>> {
+    let mut networks = client
+        .list_networks(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .networks;
+    networks.sort_by(|a, b| name(a).cmp(name(b)));
+    Ok(networks)
+}
+
+/// `docker network inspect`'s shape.
+pub fn inspect_json(n: &Network) -> serde_json::Value {
+    let meta = n.meta.clone().unwrap_or_default();
+    let spec = n.spec.clone().unwrap_or_default();
+    json!({
+        "Name": spec.name,
+        "Id": meta.id,
+        "Created": rfc3339(meta.created_at),
+        "Scope": "swarm",
+        "Driver": spec.driver,
+        "EnableIPv6": false,
+        "IPAM": { "Driver": "default", "Config": [{ "Subnet": n.subnet, "Gateway": n.gateway }] },
+        "Internal": spec.internal,
+        "Attachable": spec.attachable,
+        "Ingress": spec.ingress,
+        "Options": { "com.docker.network.driver.overlay.vxlanid_list": n.vxlan_id.to_string() },
+        "Labels": spec.labels,
+    })
+}
+
+pub fn listing(networks: &[Network]) -> Listing {
+    let mut listing = Listing::new(&[
+        ("NETWORK ID", "ID"),
+        ("NAME", "Name"),
+        ("DRIVER", "Driver"),
+        ("SCOPE", "Scope"),
+    ]);
+    for n in networks {
+        let short: String = id(n).chars().take(12).collect();
+        let driver = n
+            .spec
+            .as_ref()
+            .map(|s| s.driver.clone())
+            .unwrap_or_default();
+        listing.row(vec![short, name(n).to_owned(), driver, "swarm".into()]);
+    }
+    listing
+}
+
+fn parse_opts(opts: &[String]) -> Result<BTreeMap<String, String>> {
+    opts.iter()
+        .map(|o| {
+            let (k, v) = o.split_once('=').unwrap_or((o, ""));
+            if k.is_empty() {
+                bail!("invalid --opt {o:?}: expected key=value");
+            }
+            Ok((k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+pub async fn run(client: &mut Client, command: NetworkCommand) -> Result<()> {
+    match command {
+        NetworkCommand::Create {
+            name,
+            driver,
+            subnet,
+            gateway,
+            attachable,
+            internal,
+            label,
+            opt,
+        } => {
+            let spec = NetworkSpec {
+                name,
+                labels: label
+                    .iter()
+                    .map(|l| parse_label(l))
+                    .collect::<Result<_>>()?,
+                driver,
+                internal,
+                attachable,
+                ingress: false,
+                subnet: subnet.unwrap_or_default(),
+                gateway: gateway.unwrap_or_default(),
+                options: parse_opts(&opt)?.into_iter().collect(),
+            };
+            let network = client
+                .create_network(spec)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!("{}", id(&network));
+        }
+        NetworkCommand::Ls { quiet, format } => {
+            let networks = list(client).await?;
+            listing(&networks).print(format, quiet);
+        }
+        NetworkCommand::Inspect { names } => {
+            let networks = list(client).await?;
+            let mut out = Vec::new();
+            for q in &names {
+                out.push(inspect_json(resolve("network", q, &networks, id, name)?));
+            }
+            print_inspect(out)?;
+        }
+        NetworkCommand::Rm { names } => {
+            let networks = list(client).await?;
+            for q in &names {
+                let n = resolve("network", q, &networks, id, name)?;
+                client
+                    .remove_network(IdRequest {
+                        id: id(n).to_owned(),
+                    })
+                    .await
+                    .map_err(status_error)?;
+                println!("{q}");
+            }
+        }
+    }
+    Ok(())
+}

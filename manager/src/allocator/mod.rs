@@ -1,0 +1,169 @@
+//! The allocator: gives networks their VXLAN ids and subnets, services their
+//! VIPs and new tasks their addresses, on the leader. A task leaves NEW for
+//! PENDING (and so reaches the scheduler) only once it holds an address on
+//! every network it needs.
+
+pub mod ipam;
+
+use std::{sync::Arc, time::Duration};
+
+use shoal_api::pb::{
+    Endpoint, NetworkAttachment, PublishMode, Service, ServiceSpec, Task, TaskState, TaskStatus,
+    VirtualIp,
+};
+
+use crate::{
+    manager::{Manager, WriteError},
+    store::{Batch, State},
+};
+pub use ipam::{AllocError, Ipam};
+
+/// Tasks allocated per Raft entry.
+const MAX_TASKS_PER_BATCH: usize = 1000;
+
+/// The networks a service's tasks attach to, with their aliases: `ingress`
+/// first when the service publishes a port in ingress mode, then the ones
+/// its spec names.
+pub fn service_networks(state: &State, spec: &ServiceSpec) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let publishes = spec.endpoint.as_ref().is_some_and(|e| {
+        e.ports
+            .iter()
+            .any(|p| p.publish_mode() == PublishMode::Ingress)
+    });
+    if publishes
+        && let Some((id, _)) = state
+            .networks
+            .iter()
+            .find(|(_, n)| n.spec.as_ref().is_some_and(|s| s.ingress))
+    {
+        out.push((id.clone(), Vec::new()));
+    }
+    for attachment in spec.task.iter().flat_map(|t| &t.networks) {
+        if !out.iter().any(|(id, _)| *id == attachment.target) {
+            out.push((attachment.target.clone(), attachment.aliases.clone()));
+        }
+    }
+    out
+}
+
+/// The service's VIPs (endpoint mode vip): kept on networks it still uses,
+/// new ones on networks it joins; none in dnsrr mode.
+pub fn service_endpoint(
+    state: &State,
+    ipam: &mut Ipam,
+    spec: &ServiceSpec,
+    current: Option<&Endpoint>,
+) -> Result<Endpoint, AllocError> {
+    let mode = spec
+        .endpoint
+        .as_ref()
+        .map(|e| e.mode.as_str())
+        .unwrap_or("vip");
+    if mode == "dnsrr" {
+        return Ok(Endpoint::default());
+    }
+    let mut virtual_ips = Vec::new();
+    for (network_id, _) in service_networks(state, spec) {
+        let kept = current
+            .into_iter()
+            .flat_map(|e| &e.virtual_ips)
+            .find(|v| v.network_id == network_id)
+            .cloned();
+        let vip = match kept {
+            Some(vip) => vip,
+            None => VirtualIp {
+                addr: ipam.address(&network_id)?,
+                network_id,
+            },
+        };
+        virtual_ips.push(vip);
+    }
+    Ok(Endpoint { virtual_ips })
+}
+
+/// Addresses for every NEW task that is meant to run; such a task then
+/// moves to PENDING. A task that cannot get one stays NEW with the reason.
+pub fn allocate_tasks(state: &State) -> Batch {
+    let mut batch = Batch::default();
+    let mut ipam: Option<Ipam> = None;
+    for task in state.tasks.values() {
+        if batch.len() >= MAX_TASKS_PER_BATCH {
+            break;
+        }
+        let observed = task.status.as_ref().map(|s| s.state()).unwrap_or_default();
+        if observed != TaskState::New || task.desired_state() > TaskState::Running {
+            continue;
+        }
+        let Some(service) = state.services.get(&task.service_id) else {
+            continue;
+        };
+        let ipam = ipam.get_or_insert_with(|| Ipam::from_state(state));
+        match attachments(state, ipam, service) {
+            Ok(networks) => batch.put_task(Task {
+                networks,
+                status: Some(TaskStatus {
+                    timestamp: shoal_api::now_ms(),
+                    state: TaskState::Pending as i32,
+                    message: "pending task scheduling".into(),
+                    ..Default::default()
+                }),
+                ..task.clone()
+            }),
+            Err(error) => {
+                let err = format!("allocating: {error}");
+                if task.status.as_ref().is_some_and(|s| s.err == err) {
+                    continue;
+                }
+                let mut task = task.clone();
+                let status = task.status.get_or_insert_with(Default::default);
+                status.err = err;
+                status.timestamp = shoal_api::now_ms();
+                batch.put_task(task);
+            }
+        }
+    }
+    batch
+}
+
+fn attachments(
+    state: &State,
+    ipam: &mut Ipam,
+    service: &Service,
+) -> Result<Vec<NetworkAttachment>, AllocError> {
+    let spec = service.spec.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    for (network_id, aliases) in service_networks(state, &spec) {
+        let addr = ipam.address(&network_id)?;
+        out.push(NetworkAttachment {
+            network_id,
+            addresses: vec![addr],
+            aliases,
+        });
+    }
+    Ok(out)
+}
+
+/// Allocates for new tasks until leadership is lost (the caller aborts it).
+pub async fn run(manager: Arc<Manager>) {
+    // A new leader first applies everything the old one committed: the
+    // addresses it reads as taken are then all that are (Swarm lost this
+    // race once: two tasks with one address after a leader change).
+    while let Err(error) = manager.linearizable().await {
+        tracing::debug!(error = %error.message(), "allocator waits for the log to apply");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut applied = manager.store.applied();
+    loop {
+        let written = manager
+            .update(|state| Ok::<_, WriteError>(Some((allocate_tasks(state), ()))))
+            .await;
+        if let Err(error) = written {
+            tracing::warn!(%error, "allocator write failed");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if applied.changed().await.is_err() {
+            return;
+        }
+    }
+}
