@@ -51,6 +51,10 @@ struct JoinArgs {
     /// Extra label (key=value) on every container this agent starts.
     #[arg(long)]
     container_label: Vec<String>,
+    /// Resolver for names that are not the cluster's (IP or IP:PORT);
+    /// repeatable. Default: the nameservers of /etc/resolv.conf.
+    #[arg(long = "dns-upstream", value_name = "ADDR")]
+    dns_upstream: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -124,19 +128,44 @@ async fn join(args: JoinArgs) -> Result<()> {
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "localhost".into()),
     };
-    let executor = worker::docker::DockerExecutor::connect(
-        &node_id,
-        container_labels,
-        &args.run_dir,
-        &hostname,
-    )
-    .await
-    .context("connecting to the Docker engine")?;
     let manager = if args.manager.contains(':') {
         args.manager.clone()
     } else {
         format!("{}:{}", args.manager, shoal_api::DEFAULT_PORT)
     };
+    let local = match &args.advertise_addr {
+        Some(a) => a
+            .parse()
+            .with_context(|| format!("invalid --advertise-addr {a:?}: expected an IPv4 address"))?,
+        None => route_to(&manager).await?,
+    };
+    let upstreams = if args.dns_upstream.is_empty() {
+        shoal_agent::dns::system_upstreams()
+    } else {
+        args.dns_upstream
+            .iter()
+            .map(|u| {
+                u.parse::<std::net::SocketAddr>()
+                    .or_else(|_| u.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                    .with_context(|| {
+                        format!("invalid --dns-upstream {u:?}: expected IP or IP:PORT")
+                    })
+            })
+            .collect::<Result<_>>()?
+    };
+    let dns = shoal_agent::dns::DnsServer::new(upstreams);
+    let overlay = shoal_agent::network::Overlay::new(local, dns)
+        .await
+        .context("preparing the overlay")?;
+    let executor = worker::docker::DockerExecutor::connect(
+        &node_id,
+        container_labels,
+        &args.run_dir,
+        &hostname,
+        Some(overlay),
+    )
+    .await
+    .context("connecting to the Docker engine")?;
     let config = session::SessionConfig {
         managers: vec![manager],
         token: args.token.clone(),
@@ -176,6 +205,22 @@ async fn join(args: JoinArgs) -> Result<()> {
     }
     tracing::info!("agent stopping; its containers keep running and are adopted on restart");
     Ok(())
+}
+
+/// The local address this host reaches `manager` from (no packet is sent:
+/// connecting a UDP socket only picks the route).
+async fn route_to(manager: &str) -> Result<std::net::Ipv4Addr> {
+    let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await?;
+    socket
+        .connect(manager)
+        .await
+        .with_context(|| format!("finding the route to {manager}"))?;
+    match socket.local_addr()?.ip() {
+        std::net::IpAddr::V4(v4) => Ok(v4),
+        std::net::IpAddr::V6(_) => {
+            anyhow::bail!("the route to {manager} is IPv6: give --advertise-addr")
+        }
+    }
 }
 
 fn run_datapath(root: &BpfRoot, command: DatapathCommand) -> Result<()> {

@@ -174,6 +174,8 @@ impl Lab {
                 .to_string(),
             "--container-label".into(),
             format!("{}=1", crate::CONTAINER_LABEL),
+            "--dns-upstream".into(),
+            topology::UPSTREAM_DNS_ADDR.to_string(),
             format!("{}:{MANAGER_PORT}", first.addr),
         ];
         self.state()

@@ -21,7 +21,7 @@ use shoal_api::pb::{AssignmentSet, Task, TaskState, TaskStatus, TaskStatusUpdate
 use tokio::sync::mpsc;
 
 use super::files;
-use crate::session::Executor;
+use crate::{network::Overlay, session::Executor};
 
 pub const LABEL_CLUSTER: &str = "com.shoal.cluster.id";
 pub const LABEL_NODE: &str = "com.shoal.node.id";
@@ -60,6 +60,9 @@ pub struct DockerExecutor {
     node_hostname: String,
     tasks: Arc<Mutex<HashMap<String, Tracked>>>,
     report: Arc<Mutex<Option<mpsc::UnboundedSender<TaskStatusUpdate>>>>,
+    /// Plugs containers into their networks (none: containers stay
+    /// unplugged, as in executor tests without netlink).
+    overlay: Option<Arc<Overlay>>,
 }
 
 fn status(
@@ -111,6 +114,7 @@ impl DockerExecutor {
         extra_labels: HashMap<String, String>,
         run_dir: &std::path::Path,
         node_hostname: &str,
+        overlay: Option<Arc<Overlay>>,
     ) -> anyhow::Result<Arc<Self>> {
         let docker = Docker::connect_with_local_defaults()?
             .negotiate_version()
@@ -124,6 +128,7 @@ impl DockerExecutor {
             node_hostname: node_hostname.to_owned(),
             tasks: Arc::default(),
             report: Arc::default(),
+            overlay,
         });
         executor.adopt().await?;
         tokio::spawn(monitor(executor.clone()));
@@ -385,12 +390,61 @@ impl DockerExecutor {
                     created.id.clone(),
                 )
             })?;
+        if let Err(e) = self.plug(task, &created.id).await {
+            let _ = self
+                .docker
+                .remove_container(
+                    &created.id,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            return Err((
+                TaskState::Failed,
+                format!("network: {e:#}"),
+                created.id.clone(),
+            ));
+        }
         let has_health = healthcheck.is_some_and(|h| {
             h.test
                 .as_ref()
                 .is_some_and(|t| t.first().map(String::as_str) != Some("NONE"))
         }) || self.image_has_healthcheck(&container.image).await;
         Ok((created.id, has_health))
+    }
+
+    /// Plugs a started container into the task's networks.
+    async fn plug(&self, task: &Task, container: &str) -> anyhow::Result<()> {
+        let Some(overlay) = &self.overlay else {
+            return Ok(());
+        };
+        if task.networks.is_empty() {
+            return Ok(());
+        }
+        let pid = self
+            .docker
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await?
+            .state
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0)
+            .ok_or_else(|| anyhow::anyhow!("the container is not running"))?;
+        overlay.attach(task, pid as u32).await
+    }
+
+    /// Re-plugs a running container whose interfaces are missing (after an
+    /// agent restart, or someone deleted them).
+    async fn repair(self: Arc<Self>, task: Task, container: String) {
+        let Some(overlay) = &self.overlay else { return };
+        if task.networks.is_empty() || overlay.is_attached(&task).await {
+            return;
+        }
+        tracing::warn!(task = %task_id(&task), "container is missing interfaces: plugging it again");
+        if let Err(error) = self.plug(&task, &container).await {
+            tracing::warn!(task = %task_id(&task), error = %format!("{error:#}"), "repairing the network failed");
+        }
     }
 
     async fn image_has_healthcheck(&self, image: &str) -> bool {
@@ -504,6 +558,11 @@ impl Executor for Arc<DockerExecutor> {
         report: &mpsc::UnboundedSender<TaskStatusUpdate>,
     ) {
         *self.report.lock().unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
+        if let Some(overlay) = &self.overlay
+            && let Err(error) = overlay.sync(set).await
+        {
+            tracing::warn!(error = %format!("{error:#}"), "overlay");
+        }
         let assigned: HashSet<String> = set.tasks.iter().map(task_id).collect();
         for task in &set.tasks {
             let id = task_id(task);
@@ -516,7 +575,14 @@ impl Executor for Arc<DockerExecutor> {
             match (task.desired_state(), tracked) {
                 (TaskState::Running, None) => {
                     let mut mounts = files::service_mounts(task);
-                    match files::prepare(&self.run_dir, task, set) {
+                    let resolver = self.overlay.as_ref().and_then(|o| o.resolver_for(task));
+                    let prepared = files::prepare(&self.run_dir, task, set).and_then(|mut more| {
+                        if let Some(nameserver) = resolver {
+                            more.push(files::resolv_conf(&self.run_dir, &id, nameserver)?);
+                        }
+                        Ok(more)
+                    });
+                    match prepared {
                         Ok(more) => mounts.extend(more),
                         Err(error) => {
                             let err = format!("preparing secrets and configs: {error:#}");
@@ -548,6 +614,14 @@ impl Executor for Arc<DockerExecutor> {
                         t.stopping = true;
                     }
                     tokio::spawn(self.clone().stop(task.clone(), t.container.clone()));
+                }
+                (TaskState::Running, Some(t))
+                    if !t.container.is_empty()
+                        && !t.stopping
+                        && t.reported != TaskState::Preparing
+                        && !t.reported.is_terminal() =>
+                {
+                    tokio::spawn(self.clone().repair(task.clone(), t.container.clone()));
                 }
                 (desired, None) if desired > TaskState::Running => {
                     // Never started here (or already gone): say it is down.

@@ -134,6 +134,18 @@ pub fn prepare(run_dir: &Path, task: &Task, set: &AssignmentSet) -> Result<Vec<M
     Ok(mounts)
 }
 
+/// The task's `/etc/resolv.conf`: the node's DNS server on the task's
+/// network, so service names resolve (written beside its secrets).
+pub fn resolv_conf(run_dir: &Path, task_id: &str, nameserver: std::net::Ipv4Addr) -> Result<Mount> {
+    let dir = task_dir(run_dir, task_id);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("resolv.conf");
+    std::fs::write(&path, format!("nameserver {nameserver}\noptions ndots:0\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+    Ok(bind(&path, "/etc/resolv.conf"))
+}
+
 fn bind(source: &Path, target: &str) -> Mount {
     Mount {
         target: Some(target.to_owned()),

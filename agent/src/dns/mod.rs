@@ -1,0 +1,417 @@
+//! The agent's DNS server: one per agent, listening on the gateway address
+//! of every network its containers use (each container's resolv.conf names
+//! it). It answers service names from the records the manager pushes and
+//! forwards every other name to the node's upstream resolvers. Messages are
+//! parsed and written with hickory-proto; a malformed query gets FORMERR
+//! (or is dropped when not even its header can be read), never a panic.
+
+pub mod records;
+
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, SocketAddr},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use hickory_proto::{
+    op::{Message, MessageType, OpCode, ResponseCode},
+    rr::{DNSClass, RData, Record, RecordType, rdata::A},
+};
+use tokio::{net::UdpSocket, task::JoinHandle};
+
+pub use records::{Entry, Lookup, Records};
+
+/// How long an upstream resolver has to answer before the next is tried.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// A plain DNS message over UDP (no EDNS): answers beyond it are cut.
+const UDP_LIMIT: usize = 512;
+
+/// What to do with one received datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply {
+    Send(Vec<u8>),
+    Forward,
+    Drop,
+}
+
+pub struct DnsServer {
+    records: RwLock<Arc<Records>>,
+    upstreams: Vec<SocketAddr>,
+    listeners: Mutex<HashMap<String, (Ipv4Addr, JoinHandle<()>)>>,
+    /// Rotates multi-address answers (round-robin across queries).
+    turn: AtomicUsize,
+}
+
+impl DnsServer {
+    pub fn new(upstreams: Vec<SocketAddr>) -> Arc<Self> {
+        Arc::new(Self {
+            records: RwLock::default(),
+            upstreams,
+            listeners: Mutex::default(),
+            turn: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn update(&self, records: Records) {
+        *self.records.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(records);
+    }
+
+    fn records(&self) -> Arc<Records> {
+        self.records
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Serves `network_id`'s containers at `addr`:53 (once; again after
+    /// `stop`). The address must be on one of this namespace's links.
+    pub async fn listen(self: &Arc<Self>, network_id: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
+        self.listen_on(network_id, SocketAddr::from((addr, 53)))
+            .await
+    }
+
+    pub async fn listen_on(
+        self: &Arc<Self>,
+        network_id: &str,
+        at: SocketAddr,
+    ) -> anyhow::Result<()> {
+        let ip = match at.ip() {
+            std::net::IpAddr::V4(v4) => v4,
+            std::net::IpAddr::V6(_) => anyhow::bail!("DNS listens on IPv4 only"),
+        };
+        {
+            let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+            if listeners
+                .get(network_id)
+                .is_some_and(|(a, h)| *a == ip && !h.is_finished())
+            {
+                return Ok(());
+            }
+        }
+        let socket = Arc::new(
+            UdpSocket::bind(at)
+                .await
+                .map_err(|e| anyhow::anyhow!("DNS: binding {at}: {e}"))?,
+        );
+        let this = self.clone();
+        let network = network_id.to_owned();
+        let task = tokio::spawn(async move { this.serve(socket, network).await });
+        if let Some((_, old)) = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(network_id.to_owned(), (ip, task))
+        {
+            old.abort();
+        }
+        tracing::info!(network = network_id, %at, "DNS listening");
+        Ok(())
+    }
+
+    pub fn stop(&self, network_id: &str) {
+        if let Some((_, task)) = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(network_id)
+        {
+            task.abort();
+        }
+    }
+
+    /// The networks it listens for.
+    pub fn listening(&self) -> Vec<String> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    async fn serve(self: Arc<Self>, socket: Arc<UdpSocket>, network: String) {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let (len, peer) = match socket.recv_from(&mut buf).await {
+                Ok(r) => r,
+                Err(error) => {
+                    tracing::debug!(%error, "DNS receive");
+                    continue;
+                }
+            };
+            let asker = match peer {
+                SocketAddr::V4(v4) => *v4.ip(),
+                SocketAddr::V6(_) => continue,
+            };
+            match self.answer(&buf[..len], asker, &network) {
+                Reply::Send(bytes) => {
+                    let _ = socket.send_to(&bytes, peer).await;
+                }
+                Reply::Forward => {
+                    let query = buf[..len].to_vec();
+                    let (socket, upstreams) = (socket.clone(), self.upstreams.clone());
+                    tokio::spawn(async move {
+                        if let Some(answer) = forward(&query, &upstreams).await {
+                            let _ = socket.send_to(&answer, peer).await;
+                        } else if let Some(fail) = error_reply(&query, ResponseCode::ServFail) {
+                            let _ = socket.send_to(&fail, peer).await;
+                        }
+                    });
+                }
+                Reply::Drop => {}
+            }
+        }
+    }
+
+    /// The answer to one datagram from `asker`, received on `network`'s
+    /// address. A container's own networks scope the names it sees; an
+    /// asker this node does not know sees the receiving network's.
+    pub fn answer(&self, datagram: &[u8], asker: Ipv4Addr, network: &str) -> Reply {
+        let query = match Message::from_vec(datagram) {
+            Ok(q) => q,
+            Err(_) => {
+                return match error_reply(datagram, ResponseCode::FormErr) {
+                    Some(bytes) => Reply::Send(bytes),
+                    None => Reply::Drop,
+                };
+            }
+        };
+        if query.metadata.message_type != MessageType::Query {
+            return Reply::Drop;
+        }
+        let id = query.metadata.id;
+        if query.metadata.op_code != OpCode::Query {
+            return reply_code(&query, id, ResponseCode::NotImp);
+        }
+        let [question] = query.queries.as_slice() else {
+            return reply_code(&query, id, ResponseCode::FormErr);
+        };
+        let records = self.records();
+        let own;
+        let networks: &[String] = match records.networks_of(asker) {
+            Some(n) => n,
+            None => {
+                own = [network.to_owned()];
+                &own
+            }
+        };
+        let name = question.name().to_ascii().to_ascii_lowercase();
+        let name = name.trim_end_matches('.');
+        let entry = match records.lookup(networks, name) {
+            Lookup::Found(entry) => entry,
+            Lookup::NotShared => return reply_code(&query, id, ResponseCode::NXDomain),
+            // Bare names and tasks.* are this cluster's to answer: not
+            // known means no such name, not a question for upstream.
+            Lookup::Unknown if !name.contains('.') || name.starts_with("tasks.") => {
+                return reply_code(&query, id, ResponseCode::NXDomain);
+            }
+            Lookup::Unknown => return Reply::Forward,
+        };
+        let mut response = response_to(&query, id, ResponseCode::NoError);
+        if question.query_type() == RecordType::A && question.query_class() == DNSClass::IN {
+            let owner = question.name().clone();
+            let addrs: &[Ipv4Addr] = match entry {
+                Entry::Vip(vip) => std::slice::from_ref(vip),
+                Entry::Tasks(tasks) => tasks,
+            };
+            let start = if addrs.is_empty() {
+                0
+            } else {
+                self.turn.fetch_add(1, Ordering::Relaxed) % addrs.len()
+            };
+            for addr in addrs[start..].iter().chain(&addrs[..start]) {
+                response.add_answer(Record::from_rdata(
+                    owner.clone(),
+                    entry.ttl(),
+                    RData::A(A(*addr)),
+                ));
+            }
+        }
+        encode(response, query.edns.is_some())
+    }
+}
+
+fn response_to(query: &Message, id: u16, code: ResponseCode) -> Message {
+    let mut response = Message::response(id, OpCode::Query);
+    response.metadata.response_code = code;
+    response.metadata.recursion_desired = query.metadata.recursion_desired;
+    response.metadata.recursion_available = true;
+    response.queries = query.queries.clone();
+    response
+}
+
+fn reply_code(query: &Message, id: u16, code: ResponseCode) -> Reply {
+    encode(response_to(query, id, code), query.edns.is_some())
+}
+
+/// Encodes; without EDNS, answers past 512 bytes are cut and TC set.
+fn encode(mut response: Message, edns: bool) -> Reply {
+    loop {
+        match response.to_vec() {
+            Ok(bytes) if edns || bytes.len() <= UDP_LIMIT || response.answers.is_empty() => {
+                return Reply::Send(bytes);
+            }
+            Ok(_) => {
+                let keep = response.answers.len() / 2;
+                response.answers.truncate(keep);
+                response.metadata.truncation = true;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "DNS: encoding an answer");
+                return Reply::Drop;
+            }
+        }
+    }
+}
+
+/// A bare error answer echoing the query's id, for a message that could
+/// not be parsed whole: None when not even its header is there, or when it
+/// is itself a response.
+fn error_reply(datagram: &[u8], code: ResponseCode) -> Option<Vec<u8>> {
+    if datagram.len() < 12 || datagram[2] & 0x80 != 0 {
+        return None;
+    }
+    let id = u16::from_be_bytes([datagram[0], datagram[1]]);
+    let mut reply = [0u8; 12];
+    reply[..2].copy_from_slice(&id.to_be_bytes());
+    // QR=1, the query's opcode and RD; RA=1; the code.
+    reply[2] = 0x80 | (datagram[2] & 0x79);
+    reply[3] = 0x80 | (u16::from(code) as u8 & 0x0f);
+    Some(reply.to_vec())
+}
+
+/// Asks each upstream in turn; the first answer wins.
+async fn forward(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
+    for upstream in upstreams {
+        let Ok(socket) = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await else {
+            return None;
+        };
+        if socket.connect(upstream).await.is_err() || socket.send(query).await.is_err() {
+            continue;
+        }
+        let mut buf = vec![0u8; 4096];
+        match tokio::time::timeout(UPSTREAM_TIMEOUT, socket.recv(&mut buf)).await {
+            Ok(Ok(len)) if len >= 2 && buf[..2] == query[..2] => {
+                buf.truncate(len);
+                return Some(buf);
+            }
+            _ => tracing::debug!(%upstream, "DNS upstream did not answer"),
+        }
+    }
+    None
+}
+
+/// The node's resolvers from `/etc/resolv.conf` (port 53).
+pub fn system_upstreams() -> Vec<SocketAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::Name;
+    use shoal_api::pb::{AssignmentSet, ServiceRecord, TaskEndpoint};
+
+    fn server() -> Arc<DnsServer> {
+        let s = DnsServer::new(vec![]);
+        s.update(Records::from_assignments(&AssignmentSet {
+            endpoints: vec![TaskEndpoint {
+                network_id: "n".into(),
+                task_id: "t".into(),
+                service_id: "s".into(),
+                addr: "198.18.1.3".into(),
+                node_addr: String::new(),
+                running: true,
+            }],
+            services: vec![ServiceRecord {
+                service_id: "s".into(),
+                network_id: "n".into(),
+                names: vec!["web".into()],
+                vip: "198.18.1.2".into(),
+            }],
+            ..Default::default()
+        }));
+        s
+    }
+
+    fn ask(s: &DnsServer, name: &str, kind: RecordType) -> Message {
+        let mut q = Message::query();
+        q.metadata.id = 7;
+        q.add_query(hickory_proto::op::Query::query(
+            Name::from_ascii(name).unwrap(),
+            kind,
+        ));
+        match s.answer(&q.to_vec().unwrap(), "198.18.1.3".parse().unwrap(), "n") {
+            Reply::Send(bytes) => Message::from_vec(&bytes).unwrap(),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn answers_names_nodata_nxdomain_and_forwards_the_rest() {
+        let s = server();
+        let a = ask(&s, "web.", RecordType::A);
+        assert_eq!(a.metadata.id, 7);
+        assert_eq!(a.answers.len(), 1);
+        assert_eq!(a.answers[0].ttl, records::VIP_TTL);
+        let t = ask(&s, "TASKS.web", RecordType::A);
+        assert_eq!(t.answers.len(), 1);
+        let aaaa = ask(&s, "web", RecordType::AAAA);
+        assert_eq!(
+            (aaaa.metadata.response_code, aaaa.answers.len()),
+            (ResponseCode::NoError, 0)
+        );
+        for missing in ["nosuch", "tasks.nosuch"] {
+            assert_eq!(
+                ask(&s, missing, RecordType::A).metadata.response_code,
+                ResponseCode::NXDomain
+            );
+        }
+        let mut q = Message::query();
+        q.add_query(hickory_proto::op::Query::query(
+            Name::from_ascii("www.upstream.test").unwrap(),
+            RecordType::A,
+        ));
+        assert_eq!(
+            s.answer(&q.to_vec().unwrap(), "198.18.1.3".parse().unwrap(), "n"),
+            Reply::Forward
+        );
+    }
+
+    #[test]
+    fn malformed_datagrams_get_formerr_or_are_dropped() {
+        let s = server();
+        let asker = "198.18.1.3".parse().unwrap();
+        assert_eq!(s.answer(&[1, 2, 3], asker, "n"), Reply::Drop);
+        // A header that promises a question that is not there.
+        let bad = [0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xff];
+        match s.answer(&bad, asker, "n") {
+            Reply::Send(bytes) => {
+                assert_eq!(&bytes[..2], &[0x12, 0x34]);
+                assert_eq!(bytes[3] & 0x0f, 1, "FORMERR");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Responses are never answered (no loops).
+        let mut response = [0u8; 12];
+        response[2] = 0x80;
+        assert_eq!(s.answer(&response, asker, "n"), Reply::Drop);
+        // Arbitrary garbage never panics.
+        for seed in 0u32..2000 {
+            let bytes: Vec<u8> = (0..(seed % 64))
+                .map(|i| (seed.wrapping_mul(31).wrapping_add(i * 17) % 251) as u8)
+                .collect();
+            let _ = s.answer(&bytes, asker, "n");
+        }
+    }
+}

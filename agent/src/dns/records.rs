@@ -1,0 +1,198 @@
+//! The names one node answers, built from its assignment set: per network,
+//! each service's names (its name, its short name in a stack, its aliases)
+//! and `tasks.NAME`, and which networks each local container is on.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+};
+
+use shoal_api::pb::AssignmentSet;
+
+/// TTL of a VIP answer: a VIP lives as long as its service.
+pub const VIP_TTL: u32 = 5;
+/// TTL of task addresses (`tasks.NAME`, dnsrr): they change as tasks come
+/// and go, so clients must ask again soon (Docker says 600 s).
+pub const TASKS_TTL: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Vip(Ipv4Addr),
+    Tasks(Vec<Ipv4Addr>),
+}
+
+impl Entry {
+    pub fn ttl(&self) -> u32 {
+        match self {
+            Entry::Vip(_) => VIP_TTL,
+            Entry::Tasks(_) => TASKS_TTL,
+        }
+    }
+}
+
+/// What a name is, seen from some networks.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    Found(&'a Entry),
+    /// A service's name, but on none of the asker's networks.
+    NotShared,
+    /// Not a name of this cluster.
+    Unknown,
+}
+
+#[derive(Debug, Default)]
+pub struct Records {
+    /// A container's address → the networks it is attached to.
+    networks_of: HashMap<Ipv4Addr, Vec<String>>,
+    /// Network → lowercase name → answer.
+    names: HashMap<String, HashMap<String, Entry>>,
+    /// Every name of every network this node knows.
+    known: HashSet<String>,
+}
+
+impl Records {
+    pub fn from_assignments(set: &AssignmentSet) -> Self {
+        let mut records = Records::default();
+        let mut task_networks: HashMap<&str, Vec<String>> = HashMap::new();
+        for e in &set.endpoints {
+            task_networks
+                .entry(e.task_id.as_str())
+                .or_default()
+                .push(e.network_id.clone());
+        }
+        for e in &set.endpoints {
+            if let (Ok(addr), Some(nets)) = (e.addr.parse(), task_networks.get(e.task_id.as_str()))
+            {
+                records.networks_of.insert(addr, nets.clone());
+            }
+        }
+        for service in &set.services {
+            let tasks: Vec<Ipv4Addr> = set
+                .endpoints
+                .iter()
+                .filter(|e| {
+                    e.running
+                        && e.service_id == service.service_id
+                        && e.network_id == service.network_id
+                })
+                .filter_map(|e| e.addr.parse().ok())
+                .collect();
+            let by_name = records.names.entry(service.network_id.clone()).or_default();
+            let main = match service.vip.parse() {
+                Ok(vip) => Entry::Vip(vip),
+                Err(_) => Entry::Tasks(tasks.clone()),
+            };
+            for name in &service.names {
+                let name = name.to_ascii_lowercase();
+                by_name.insert(format!("tasks.{name}"), Entry::Tasks(tasks.clone()));
+                by_name.insert(name, main.clone());
+            }
+        }
+        for by_name in records.names.values() {
+            records.known.extend(by_name.keys().cloned());
+        }
+        records
+    }
+
+    /// The networks of the container at `addr`, if it is one of this node's.
+    pub fn networks_of(&self, addr: Ipv4Addr) -> Option<&[String]> {
+        self.networks_of.get(&addr).map(Vec::as_slice)
+    }
+
+    /// `name` (lowercase, no trailing dot) on the first of `networks` that has it.
+    pub fn lookup<'a>(&'a self, networks: &[String], name: &str) -> Lookup<'a> {
+        for network in networks {
+            if let Some(entry) = self.names.get(network).and_then(|n| n.get(name)) {
+                return Lookup::Found(entry);
+            }
+        }
+        if self.known.contains(name) {
+            Lookup::NotShared
+        } else {
+            Lookup::Unknown
+        }
+    }
+
+    /// How many names it holds, for logs.
+    pub fn len(&self) -> usize {
+        self.names.values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_api::pb::{ServiceRecord, TaskEndpoint};
+
+    fn endpoint(net: &str, task: &str, service: &str, addr: &str, running: bool) -> TaskEndpoint {
+        TaskEndpoint {
+            network_id: net.into(),
+            task_id: task.into(),
+            service_id: service.into(),
+            addr: addr.into(),
+            node_addr: "192.0.2.11".into(),
+            running,
+        }
+    }
+
+    #[test]
+    fn names_resolve_per_network_and_only_running_tasks_count() {
+        let set = AssignmentSet {
+            endpoints: vec![
+                endpoint("front", "t1", "web", "198.18.1.3", true),
+                endpoint("front", "t2", "web", "198.18.1.4", false),
+                endpoint("back", "t3", "db", "198.18.2.3", true),
+                endpoint("back", "t4", "web", "198.18.2.5", true),
+                endpoint("front", "t4", "web", "198.18.1.5", true),
+            ],
+            services: vec![
+                ServiceRecord {
+                    service_id: "web".into(),
+                    network_id: "front".into(),
+                    names: vec!["shop_web".into(), "web".into(), "Www".into()],
+                    vip: "198.18.1.2".into(),
+                },
+                ServiceRecord {
+                    service_id: "db".into(),
+                    network_id: "back".into(),
+                    names: vec!["db".into()],
+                    vip: String::new(),
+                },
+            ],
+            ..Default::default()
+        };
+        let r = Records::from_assignments(&set);
+        let front = ["front".to_owned()];
+        let vip = Entry::Vip("198.18.1.2".parse().unwrap());
+        assert_eq!(r.lookup(&front, "web"), Lookup::Found(&vip));
+        assert_eq!(r.lookup(&front, "shop_web"), Lookup::Found(&vip));
+        assert_eq!(
+            r.lookup(&front, "www"),
+            Lookup::Found(&vip),
+            "aliases, any case"
+        );
+        let tasks = Entry::Tasks(vec![
+            "198.18.1.3".parse().unwrap(),
+            "198.18.1.5".parse().unwrap(),
+        ]);
+        assert_eq!(r.lookup(&front, "tasks.web"), Lookup::Found(&tasks));
+        // db lives on back only: a container on front does not see it.
+        assert_eq!(r.lookup(&front, "db"), Lookup::NotShared);
+        assert_eq!(r.lookup(&front, "nosuch"), Lookup::Unknown);
+        // dnsrr: the name gives the task addresses.
+        let back = ["back".to_owned()];
+        assert_eq!(
+            r.lookup(&back, "db"),
+            Lookup::Found(&Entry::Tasks(vec!["198.18.2.3".parse().unwrap()]))
+        );
+        // t4 is on both networks.
+        assert_eq!(
+            r.networks_of("198.18.2.5".parse().unwrap()).unwrap().len(),
+            2
+        );
+    }
+}

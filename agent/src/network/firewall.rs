@@ -1,0 +1,93 @@
+//! The few iptables rules an overlay needs in the node's namespace: egress
+//! through the node (masquerade on the underlay) for ordinary networks, and
+//! a drop of anything leaving an `--internal` network. The routing mesh
+//! never uses iptables ([5/6] is eBPF); this is egress only, as Docker's
+//! own bridge does it.
+
+use anyhow::{Context, Result, bail};
+use tokio::process::Command;
+
+async fn iptables(args: &[&str]) -> Result<bool> {
+    let out = Command::new("iptables")
+        .arg("-w")
+        .args(args)
+        .output()
+        .await
+        .context("running iptables (is it installed?)")?;
+    Ok(out.status.success())
+}
+
+/// Appends `rule` to `chain` of `table` unless it is there.
+async fn ensure(table: &str, chain: &str, rule: &[&str]) -> Result<()> {
+    let check = [&["-t", table, "-C", chain], rule].concat();
+    if iptables(&check).await? {
+        return Ok(());
+    }
+    let add = [&["-t", table, "-I", chain], rule].concat();
+    if !iptables(&add).await? {
+        bail!("iptables -t {table} -I {chain} {} failed", rule.join(" "));
+    }
+    Ok(())
+}
+
+async fn remove(table: &str, chain: &str, rule: &[&str]) {
+    let del = [&["-t", table, "-D", chain], rule].concat();
+    while iptables(&del).await.unwrap_or(false) {}
+}
+
+fn rules<'a>(
+    subnet: &'a str,
+    bridge: &'a str,
+    internal: bool,
+) -> Vec<(&'static str, &'static str, Vec<&'a str>)> {
+    if internal {
+        return vec![(
+            "filter",
+            "FORWARD",
+            vec!["-i", bridge, "!", "-o", bridge, "-j", "DROP"],
+        )];
+    }
+    vec![
+        (
+            "nat",
+            "POSTROUTING",
+            vec!["-s", subnet, "!", "-o", bridge, "-j", "MASQUERADE"],
+        ),
+        ("filter", "FORWARD", vec!["-i", bridge, "-j", "ACCEPT"]),
+        (
+            "filter",
+            "FORWARD",
+            vec![
+                "-o",
+                bridge,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
+                "-j",
+                "ACCEPT",
+            ],
+        ),
+    ]
+}
+
+/// Egress (or its absence) for one network's bridge.
+pub async fn apply(subnet: &str, bridge: &str, internal: bool) -> Result<()> {
+    if !internal {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .context("enabling IPv4 forwarding for overlay egress")?;
+    }
+    for (table, chain, rule) in rules(subnet, bridge, internal) {
+        ensure(table, chain, &rule).await?;
+    }
+    Ok(())
+}
+
+/// Takes one network's rules away (both kinds: it may have changed).
+pub async fn clear(subnet: &str, bridge: &str) {
+    for internal in [false, true] {
+        for (table, chain, rule) in rules(subnet, bridge, internal) {
+            remove(table, chain, &rule).await;
+        }
+    }
+}

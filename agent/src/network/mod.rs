@@ -1,0 +1,386 @@
+//! The overlay data path on one node: for each network its tasks use, a
+//! bridge (holding the network's gateway address, where this node's DNS
+//! server listens) and a VXLAN device (UDP 4789 from the node's advertise
+//! address, no learning, no flooding); one veth per container and network;
+//! permanent FDB and neighbour entries for every remote endpoint, as the
+//! manager pushes them. Everything is named after what it serves, so a
+//! restarted agent finds, keeps and repairs what an earlier run built.
+
+pub mod firewall;
+pub mod netlink;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::Ipv4Addr,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{Context, Result};
+use shoal_api::{
+    cidr::Ipv4Cidr,
+    pb::{AssignmentSet, Network, Task},
+};
+
+use crate::dns::{DnsServer, Records};
+use netlink::{Entry, Netlink};
+
+/// IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+const BRIDGE_PREFIX: &str = "shbr";
+const VXLAN_PREFIX: &str = "shvx";
+
+pub fn bridge_name(vni: u32) -> String {
+    format!("{BRIDGE_PREFIX}{vni}")
+}
+
+pub fn vxlan_name(vni: u32) -> String {
+    format!("{VXLAN_PREFIX}{vni}")
+}
+
+/// Host-side veth of a task on a network (`shv` + 10 hex digits: names
+/// are at most 15 characters), and the temporary name of its peer.
+pub fn veth_names(task_id: &str, network_id: &str) -> (String, String) {
+    // FNV-1a: stable across runs and versions, unlike std's hasher.
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for b in task_id.bytes().chain([0]).chain(network_id.bytes()) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x100000001b3);
+    }
+    let tag = format!("{:010x}", hash & 0xff_ffff_ffff);
+    (format!("shv{tag}"), format!("shp{tag}"))
+}
+
+/// A container's MAC on an overlay, derived from its address (as Docker
+/// does): remote nodes can program it knowing only the address.
+pub fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+fn network_id(n: &Network) -> &str {
+    n.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("")
+}
+
+fn is_internal(n: &Network) -> bool {
+    n.spec.as_ref().is_some_and(|s| s.internal)
+}
+
+fn is_ingress(n: &Network) -> bool {
+    n.spec.as_ref().is_some_and(|s| s.ingress)
+}
+
+/// The devices of one network on this node.
+#[derive(Debug, Clone, Copy)]
+struct Devices {
+    bridge: u32,
+    vxlan: u32,
+}
+
+pub struct Overlay {
+    nl: Netlink,
+    local: Ipv4Addr,
+    underlay: u32,
+    /// Overlay MTU: the underlay's minus the VXLAN overhead.
+    mtu: u32,
+    dns: Arc<DnsServer>,
+    /// The networks of the last assignment set, by id.
+    networks: Mutex<HashMap<String, Network>>,
+    /// Serialises changes to the node's devices.
+    changing: tokio::sync::Mutex<()>,
+}
+
+impl Overlay {
+    /// The overlay of the node whose underlay address is `local`.
+    pub async fn new(local: Ipv4Addr, dns: Arc<DnsServer>) -> Result<Arc<Self>> {
+        let nl = Netlink::here()?;
+        let underlay = nl.link_with_address(local).await?;
+        Ok(Arc::new(Self {
+            nl,
+            local,
+            underlay: underlay.index,
+            mtu: underlay.mtu.max(576 + VXLAN_OVERHEAD) - VXLAN_OVERHEAD,
+            dns,
+            networks: Mutex::default(),
+            changing: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn mtu(&self) -> u32 {
+        self.mtu
+    }
+
+    pub fn dns(&self) -> &Arc<DnsServer> {
+        &self.dns
+    }
+
+    /// Brings the node's overlay in line with `set`: devices for each of
+    /// its networks (and none for others), FDB and neighbour entries for
+    /// every remote endpoint, DNS records and listeners.
+    pub async fn sync(&self, set: &AssignmentSet) -> Result<()> {
+        let _guard = self.changing.lock().await;
+        *self.networks.lock().unwrap_or_else(|e| e.into_inner()) = set
+            .networks
+            .iter()
+            .map(|n| (network_id(n).to_owned(), n.clone()))
+            .collect();
+        self.dns.update(Records::from_assignments(set));
+        let wanted: HashSet<u32> = set.networks.iter().map(|n| n.vxlan_id).collect();
+        let mut problems = Vec::new();
+        for network in &set.networks {
+            let result = async {
+                let devices = self.ensure_network(network).await?;
+                self.program_peers(network, devices, set).await
+            }
+            .await;
+            if let Err(error) = result {
+                problems.push(format!("{}: {error:#}", network_id(network)));
+            }
+        }
+        // Devices of networks no task here uses any more go.
+        for link in self.nl.links().await? {
+            let vni = link
+                .name
+                .strip_prefix(VXLAN_PREFIX)
+                .or_else(|| link.name.strip_prefix(BRIDGE_PREFIX))
+                .and_then(|v| v.parse::<u32>().ok());
+            if let Some(vni) = vni
+                && !wanted.contains(&vni)
+            {
+                tracing::info!(link = %link.name, "removing an unused overlay device");
+                self.nl.delete_link(link.index).await?;
+            }
+        }
+        let listening: HashSet<String> = set
+            .networks
+            .iter()
+            .map(|n| network_id(n).to_owned())
+            .collect();
+        for network in self.dns.listening() {
+            if !listening.contains(&network) {
+                self.dns.stop(&network);
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("overlay: {}", problems.join("; "))
+        }
+    }
+
+    async fn ensure_network(&self, network: &Network) -> Result<Devices> {
+        let vni = network.vxlan_id;
+        let subnet: Ipv4Cidr = network
+            .subnet
+            .parse()
+            .with_context(|| format!("network {} has no subnet", network_id(network)))?;
+        let gateway: Ipv4Addr = network
+            .gateway
+            .parse()
+            .with_context(|| format!("network {} has no gateway", network_id(network)))?;
+        let bridge = self.nl.ensure_bridge(&bridge_name(vni), self.mtu).await?;
+        self.nl
+            .ensure_address(bridge.index, gateway, subnet.prefix)
+            .await?;
+        let vxlan = self
+            .nl
+            .ensure_vxlan(
+                &vxlan_name(vni),
+                vni,
+                self.local,
+                self.underlay,
+                self.mtu,
+                bridge.index,
+            )
+            .await?;
+        if vxlan.controller != Some(bridge.index) {
+            self.nl.plug(vxlan.index, bridge.index).await?;
+        }
+        firewall::apply(
+            &subnet.trunc().to_string(),
+            &bridge.name,
+            is_internal(network),
+        )
+        .await?;
+        if !is_ingress(network) {
+            self.dns.listen(network_id(network), gateway).await?;
+        }
+        Ok(Devices {
+            bridge: bridge.index,
+            vxlan: vxlan.index,
+        })
+    }
+
+    /// FDB (MAC → node) and neighbour (IP → MAC) entries on the VXLAN
+    /// device for every endpoint on another node; stale ones go.
+    async fn program_peers(
+        &self,
+        network: &Network,
+        devices: Devices,
+        set: &AssignmentSet,
+    ) -> Result<()> {
+        let id = network_id(network);
+        let mut wanted: BTreeMap<Ipv4Addr, Entry> = BTreeMap::new();
+        for e in set.endpoints.iter().filter(|e| e.network_id == id) {
+            let (Ok(ip), Ok(node)) = (e.addr.parse::<Ipv4Addr>(), e.node_addr.parse::<Ipv4Addr>())
+            else {
+                continue;
+            };
+            if node == self.local {
+                continue;
+            }
+            wanted.insert(
+                ip,
+                Entry {
+                    mac: mac_of(ip),
+                    ip: node,
+                },
+            );
+        }
+        let fdb = self.nl.fdb(devices.vxlan).await?;
+        let present: HashSet<Entry> = fdb.iter().map(|(e, _)| e.clone()).collect();
+        for (entry, message) in fdb {
+            if !wanted.values().any(|w| *w == entry) {
+                self.nl.delete_entry(message).await?;
+            }
+        }
+        for entry in wanted.values() {
+            if !present.contains(entry) {
+                self.nl.set_fdb(devices.vxlan, entry).await?;
+            }
+        }
+        let neighbours = self.nl.neighbours(devices.vxlan).await?;
+        let present: HashSet<Entry> = neighbours.iter().map(|(e, _)| e.clone()).collect();
+        for (entry, message) in neighbours {
+            if !wanted.contains_key(&entry.ip) || entry.mac != mac_of(entry.ip) {
+                self.nl.delete_entry(message).await?;
+            }
+        }
+        for ip in wanted.keys() {
+            let entry = Entry {
+                mac: mac_of(*ip),
+                ip: *ip,
+            };
+            if !present.contains(&entry) {
+                self.nl.set_neighbour(devices.vxlan, &entry).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn network(&self, id: &str) -> Option<Network> {
+        self.networks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// The resolver a task's containers should use: the gateway of its
+    /// first network that has names (not ingress).
+    pub fn resolver_for(&self, task: &Task) -> Option<Ipv4Addr> {
+        task.networks
+            .iter()
+            .filter_map(|a| self.network(&a.network_id))
+            .find(|n| !is_ingress(n))
+            .and_then(|n| n.gateway.parse().ok())
+    }
+
+    /// Whether every interface of the task is plugged in (its host-side
+    /// veths exist).
+    pub async fn is_attached(&self, task: &Task) -> bool {
+        let id = task.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("");
+        for a in &task.networks {
+            let (host, _) = veth_names(id, &a.network_id);
+            if !matches!(self.nl.link(&host).await, Ok(Some(_))) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Plugs the container of `task` (process `pid`) into each of its
+    /// networks: `eth0`, `eth1`, … in the task's order, addresses from the
+    /// allocator, a default route through the first network that has
+    /// egress (none on internal networks).
+    pub async fn attach(&self, task: &Task, pid: u32) -> Result<()> {
+        if task.networks.is_empty() {
+            return Ok(());
+        }
+        let task_id = task.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("");
+        let inside = Netlink::in_netns_of(pid).await?;
+        if let Some(lo) = inside.link("lo").await? {
+            inside.up(lo.index).await?;
+        }
+        let mut route_via: Option<(bool, Ipv4Addr)> = None;
+        for (i, attachment) in task.networks.iter().enumerate() {
+            let network = self.network(&attachment.network_id).with_context(|| {
+                format!(
+                    "network {} is not assigned to this node",
+                    attachment.network_id
+                )
+            })?;
+            let addr: Ipv4Cidr = attachment
+                .addresses
+                .first()
+                .with_context(|| format!("no address on network {}", attachment.network_id))?
+                .parse()?;
+            let devices = {
+                let _guard = self.changing.lock().await;
+                self.ensure_network(&network).await?
+            };
+            let (host, peer) = veth_names(task_id, &attachment.network_id);
+            if let Some(stale) = self.nl.link(&host).await? {
+                self.nl.delete_link(stale.index).await?;
+            }
+            let (host_link, peer_link) = self.nl.create_veth(&host, &peer, self.mtu).await?;
+            self.nl.plug(host_link.index, devices.bridge).await?;
+            self.nl.move_to_netns_of(peer_link.index, pid).await?;
+            let moved = inside
+                .link(&peer)
+                .await?
+                .context("the veth did not arrive in the container")?;
+            let name = format!("eth{i}");
+            inside
+                .configure(moved.index, &name, mac_of(addr.addr), self.mtu)
+                .await?;
+            inside
+                .ensure_address(moved.index, addr.addr, addr.prefix)
+                .await?;
+            if !is_internal(&network)
+                && let Ok(gateway) = network.gateway.parse::<Ipv4Addr>()
+            {
+                // Prefer a network with names over ingress for egress.
+                let better = match route_via {
+                    None => true,
+                    Some((was_ingress, _)) => was_ingress && !is_ingress(&network),
+                };
+                if better {
+                    route_via = Some((is_ingress(&network), gateway));
+                }
+            }
+        }
+        if let Some((_, gateway)) = route_via {
+            inside.default_route(gateway).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_and_macs_follow_addresses() {
+        let (host, peer) = veth_names("k2w9c7x4u0v3yq8e5r1t6m2n0", "a9s8d7f6g5h4j3k2l1z0x9c8v");
+        assert!(host.len() <= 15 && peer.len() <= 15);
+        assert_eq!(host[3..], peer[3..]);
+        assert_ne!(host, veth_names("other", "a9s8d7f6g5h4j3k2l1z0x9c8v").0);
+        assert_eq!(bridge_name(16_777_215).len(), 12);
+        assert_eq!(
+            mac_of("198.18.1.5".parse().unwrap()),
+            [0x02, 0x42, 198, 18, 1, 5]
+        );
+    }
+}
