@@ -462,10 +462,23 @@ async fn lead_when_leader(manager: Arc<Manager>, dispatcher: Dispatcher) {
                     "leading: starting allocator, scheduler, orchestrators, dispatcher monitor"
                 );
                 let mut set = JoinSet::new();
-                set.spawn(allocator::run(manager.clone()));
-                set.spawn(scheduler::run(manager.clone()));
-                set.spawn(orchestrator::run(manager.clone()));
-                set.spawn(dispatcher.clone().monitor());
+                let (m, d) = (manager.clone(), dispatcher.clone());
+                set.spawn(async move {
+                    // A new leader may not have applied all that the old one
+                    // committed: components that decide from a stale state
+                    // would create tasks twice or hand out taken addresses
+                    // (Swarm lost this race). They start once it has.
+                    while let Err(error) = m.linearizable().await {
+                        tracing::debug!(error = %error.message(), "waiting for the log to apply");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    let mut components = JoinSet::new();
+                    components.spawn(allocator::run(m.clone()));
+                    components.spawn(scheduler::run(m.clone()));
+                    components.spawn(orchestrator::run(m.clone()));
+                    components.spawn(d.monitor());
+                    components.join_all().await;
+                });
                 components = Some(set);
             }
             (false, true) => {

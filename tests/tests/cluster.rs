@@ -691,3 +691,186 @@ async fn five_managers_tolerate_two_losses_and_refuse_writes_without_quorum() ->
     );
     Ok(())
 }
+
+/// Scales `id` to `replicas` through whichever manager the client reaches,
+/// retrying while a leader is being elected.
+async fn scale(cluster: &TestCluster, id: &str, replicas: u64) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match try_scale(cluster, id, replicas).await {
+            Err(e) if tries < 30 => {
+                tries += 1;
+                eprintln!("scale: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+async fn try_scale(cluster: &TestCluster, id: &str, replicas: u64) -> Result<()> {
+    let mut control = cluster.control().await?;
+    let services = control.list_services(Empty {}).await?.into_inner().services;
+    let current = services
+        .into_iter()
+        .filter_map(|s| s.service)
+        .find(|s| s.meta.as_ref().is_some_and(|m| m.id == id))
+        .ok_or_else(|| anyhow::anyhow!("service {id} is gone"))?;
+    let mut spec = current.spec.clone().unwrap_or_default();
+    spec.replicas = replicas;
+    control
+        .update_service(UpdateServiceRequest {
+            id: id.to_owned(),
+            version: current.meta.unwrap_or_default().version,
+            spec: Some(spec),
+        })
+        .await?;
+    Ok(())
+}
+
+async fn wait_running(cluster: &TestCluster, id: &str, n: usize) -> Result<()> {
+    let waited = wait_until(WAIT, &format!("{n} running tasks"), || async {
+        let sum: usize = cluster.running_per_node(id).await.ok()?.values().sum();
+        (sum == n).then_some(())
+    })
+    .await;
+    if waited.is_err() {
+        let mut states = BTreeMap::new();
+        for t in cluster.tasks().await.unwrap_or_default() {
+            let s = t.status.clone().unwrap_or_default();
+            *states
+                .entry(format!("{:?}/{:?} {}", s.state(), t.desired_state(), s.err))
+                .or_insert(0) += 1;
+        }
+        eprintln!("task states: {states:#?}");
+    }
+    waited
+}
+
+/// Every address the cluster holds on `network`: live task attachments,
+/// VIPs and the gateway. Fails on a duplicate.
+async fn addresses_in_use(cluster: &TestCluster, network: &str) -> Result<Vec<String>> {
+    cluster.wait_for_leader(WAIT).await?;
+    let mut control = cluster.control().await?;
+    let networks = control.list_networks(Empty {}).await?.into_inner().networks;
+    let net = networks
+        .iter()
+        .find(|n| n.meta.as_ref().is_some_and(|m| m.id == network))
+        .ok_or_else(|| anyhow::anyhow!("network {network} is gone"))?;
+    let mut taken = vec![net.gateway.clone()];
+    for service in control.list_services(Empty {}).await?.into_inner().services {
+        for vip in service
+            .service
+            .unwrap_or_default()
+            .endpoint
+            .unwrap_or_default()
+            .virtual_ips
+        {
+            if vip.network_id == network {
+                taken.push(vip.addr.split('/').next().unwrap_or("").to_owned());
+            }
+        }
+    }
+    for task in cluster.tasks().await? {
+        let state = task.status.as_ref().map(|s| s.state()).unwrap_or_default();
+        if state.is_terminal() {
+            continue;
+        }
+        for a in task.networks.iter().filter(|a| a.network_id == network) {
+            for addr in &a.addresses {
+                taken.push(addr.split('/').next().unwrap_or("").to_owned());
+            }
+        }
+    }
+    let mut sorted = taken.clone();
+    sorted.sort();
+    sorted.dedup();
+    ensure!(
+        sorted.len() == taken.len(),
+        "an address is held twice: {} held, {} distinct",
+        taken.len(),
+        sorted.len()
+    );
+    Ok(taken)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn addresses_are_never_handed_out_twice_across_leader_changes() -> Result<()> {
+    let mut cluster = three_nodes().await?;
+    let mut control = cluster.control().await?;
+    // A /26: 62 hosts, so addresses are reused as tasks come and go.
+    let network = control
+        .create_network(shoal_api::pb::NetworkSpec {
+            name: "appnet".into(),
+            subnet: "198.18.64.0/26".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let network_id = network.meta.clone().unwrap_or_default().id;
+    ensure!(
+        network.vxlan_id >= 4096 && network.gateway == "198.18.64.1",
+        "{network:?}"
+    );
+    let mut spec = replicated("web", 20);
+    spec.task.get_or_insert_with(Default::default).networks =
+        vec![shoal_api::pb::NetworkAttachmentConfig {
+            target: "appnet".into(),
+            aliases: vec![],
+        }];
+    let id = control
+        .create_service(spec)
+        .await?
+        .into_inner()
+        .meta
+        .unwrap_or_default()
+        .id;
+    wait_running(&cluster, &id, 20).await?;
+    ensure!(addresses_in_use(&cluster, &network_id).await?.len() == 22);
+
+    // Scale up and lose the leader while it allocates; twice.
+    for (up, down) in [(45, 10), (50, 30)] {
+        scale(&cluster, &id, up).await?;
+        let leader = cluster.wait_for_leader(WAIT).await?;
+        cluster.stop_manager(leader).await;
+        cluster.wait_for_leader(WAIT).await?;
+        wait_running(&cluster, &id, up as usize).await?;
+        addresses_in_use(&cluster, &network_id).await?;
+        // Freed addresses go back to the pool and come out once.
+        scale(&cluster, &id, down).await?;
+        wait_running(&cluster, &id, down as usize).await?;
+        cluster.restart_manager(leader).await?;
+    }
+    scale(&cluster, &id, 60).await?;
+    wait_running(&cluster, &id, 60).await?;
+    let taken = addresses_in_use(&cluster, &network_id).await?;
+    ensure!(
+        taken.len() == 62,
+        "{} addresses in use: {taken:?}",
+        taken.len()
+    );
+    // The network is full: one more task waits with the reason.
+    scale(&cluster, &id, 61).await?;
+    let reason = wait_until(WAIT, "a task that cannot get an address", || async {
+        cluster.tasks().await.ok()?.into_iter().find_map(|t| {
+            let err = t.status.map(|s| s.err).unwrap_or_default();
+            err.contains("no free address").then_some(err)
+        })
+    })
+    .await?;
+    ensure!(reason.contains("appnet"), "{reason}");
+    // A network in use cannot go.
+    let err = control
+        .remove_network(IdRequest {
+            id: network_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    ensure!(
+        err.message()
+            .contains("in use by the following service: web"),
+        "{}",
+        err.message()
+    );
+    Ok(())
+}

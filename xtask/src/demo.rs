@@ -1,6 +1,6 @@
 //! `cargo xtask demo`: the README's main job. It shows what exists today: a
-//! 3-node lab with a 3-manager cluster (Raft across the underlay) driven by
-//! the `shoal` CLI, a real `shoal/echo` container plugged into every node,
+//! 3-node lab with a 3-manager cluster (Raft across the underlay) and an
+//! agent on every node running a 6-replica service, driven by the `shoal` CLI, a real `shoal/echo` container plugged into every node,
 //! the eBPF counters on every node's underlay interface, and the upstream
 //! resolver. It says plainly what is not there yet and leaves the lab
 //! running (`cargo xtask demo down`).
@@ -38,6 +38,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     images::build_all()?;
     lab.up(NODES, &mut |line| println!("[lab] {line}"))?;
     lab.start_managers(NODES, &bins, &mut |line| println!("[lab] {line}"))?;
+    lab.start_agents(&bins, &mut |line| println!("[lab] {line}"))?;
 
     println!("\n== The cluster: shoal node ls");
     print!("{}", lab.shoal(&bins, &["node", "ls"])?);
@@ -47,10 +48,19 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         let create = [&create[..], &["--publish", "8080:80", "shoal/echo:1"]].concat();
         lab.shoal(&bins, &create)?;
     }
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    println!("\n== shoal service ls; shoal service ps web");
+    // Agents pull nothing: the images are local. Give them a moment.
+    for _ in 0..30 {
+        let ls = lab.shoal(&bins, &["service", "ls"])?;
+        if ls.contains(" 6/6 ") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    println!("\n== shoal service ls; shoal service ps web (real containers on every node)");
     print!("{}", lab.shoal(&bins, &["service", "ls"])?);
     print!("{}", lab.shoal(&bins, &["service", "ps", "web"])?);
+    println!("\n== shoal service logs web");
+    print!("{}", lab.shoal(&bins, &["service", "logs", "web"])?);
     let agent = bins.join("shoal-agent").display().to_string();
     let toolbox =
         crate::sh::workspace_root().join("target/x86_64-unknown-linux-gnu/release/shoal-toolbox");
@@ -90,10 +100,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 
     println!(
         "\n== Not there yet\n\
-         The managers run, but no agent runs tasks yet: `web` stays pending (\"no suitable\n\
-         node\") until agents arrive in [3/6]; overlays and service DNS come in [4/6], the eBPF\n\
-         routing mesh in [5/6] (then this demo serves port 8080 from every node), stacks in [6/6].\n\
-         \nThe lab stays up: `cargo xtask lab shoal -- node ls`, `cargo xtask lab kill n1`,\n\
+         The tasks run as real containers, but with no network yet: overlays and service DNS\n\
+         come in [4/6], the eBPF routing mesh in [5/6] (then this demo serves port 8080 from\n\
+         every node), stacks in [6/6].\n\
+         \nThe lab stays up: `cargo xtask lab shoal -- service ps web`, `cargo xtask lab kill n2`,\n\
          `cargo xtask lab status`. Stop it with `cargo xtask demo down`."
     );
     Ok(())

@@ -205,8 +205,13 @@ impl DnsServer {
             Lookup::Found(entry) => entry,
             Lookup::NotShared => return reply_code(&query, id, ResponseCode::NXDomain),
             // Bare names and tasks.* are this cluster's to answer: not
-            // known means no such name, not a question for upstream.
-            Lookup::Unknown if !name.contains('.') || name.starts_with("tasks.") => {
+            // known means no such name, not a question for upstream. Nor
+            // does anything leave an internal network, names included.
+            Lookup::Unknown
+                if !name.contains('.')
+                    || name.starts_with("tasks.")
+                    || records.all_internal(networks) =>
+            {
                 return reply_code(&query, id, ResponseCode::NXDomain);
             }
             Lookup::Unknown => return Reply::Forward,

@@ -48,6 +48,8 @@ pub struct Records {
     names: HashMap<String, HashMap<String, Entry>>,
     /// Every name of every network this node knows.
     known: HashSet<String>,
+    /// Networks with no way out (`--internal`): their names are all there is.
+    internal: HashSet<String>,
 }
 
 impl Records {
@@ -91,6 +93,12 @@ impl Records {
         for by_name in records.names.values() {
             records.known.extend(by_name.keys().cloned());
         }
+        records.internal = set
+            .networks
+            .iter()
+            .filter(|n| n.spec.as_ref().is_some_and(|s| s.internal))
+            .filter_map(|n| n.meta.as_ref().map(|m| m.id.clone()))
+            .collect();
         records
     }
 
@@ -111,6 +119,11 @@ impl Records {
         } else {
             Lookup::Unknown
         }
+    }
+
+    /// Whether `networks` all lack egress: then no name goes upstream.
+    pub fn all_internal(&self, networks: &[String]) -> bool {
+        !networks.is_empty() && networks.iter().all(|n| self.internal.contains(n))
     }
 
     /// How many names it holds, for logs.

@@ -30,11 +30,6 @@ async fn ensure(table: &str, chain: &str, rule: &[&str]) -> Result<()> {
     Ok(())
 }
 
-async fn remove(table: &str, chain: &str, rule: &[&str]) {
-    let del = [&["-t", table, "-D", chain], rule].concat();
-    while iptables(&del).await.unwrap_or(false) {}
-}
-
 fn rules<'a>(
     subnet: &'a str,
     bridge: &'a str,
@@ -83,11 +78,24 @@ pub async fn apply(subnet: &str, bridge: &str, internal: bool) -> Result<()> {
     Ok(())
 }
 
-/// Takes one network's rules away (both kinds: it may have changed).
-pub async fn clear(subnet: &str, bridge: &str) {
-    for internal in [false, true] {
-        for (table, chain, rule) in rules(subnet, bridge, internal) {
-            remove(table, chain, &rule).await;
+/// Takes away every rule that names `bridge` (whatever its subnet or kind
+/// was), when its network leaves the node.
+pub async fn clear(bridge: &str) {
+    for (table, chain) in [("nat", "POSTROUTING"), ("filter", "FORWARD")] {
+        let Ok(out) = Command::new("iptables")
+            .args(["-w", "-t", table, "-S", chain])
+            .output()
+            .await
+        else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let names_bridge = line.split_whitespace().any(|w| w == bridge);
+            if let (true, Some(rule)) = (names_bridge, line.strip_prefix(&format!("-A {chain} "))) {
+                let rule: Vec<&str> = rule.split_whitespace().collect();
+                let del = [&["-t", table, "-D", chain], rule.as_slice()].concat();
+                let _ = iptables(&del).await;
+            }
         }
     }
 }

@@ -149,6 +149,9 @@ impl Overlay {
             {
                 tracing::info!(link = %link.name, "removing an unused overlay device");
                 self.nl.delete_link(link.index).await?;
+                if link.name.starts_with(BRIDGE_PREFIX) {
+                    firewall::clear(&link.name).await;
+                }
             }
         }
         let listening: HashSet<String> = set

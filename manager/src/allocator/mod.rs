@@ -144,15 +144,10 @@ fn attachments(
     Ok(out)
 }
 
-/// Allocates for new tasks until leadership is lost (the caller aborts it).
+/// Allocates for new tasks until leadership is lost (the caller aborts it,
+/// and starts it only once this leader has applied the whole log: the
+/// addresses it reads as taken are then all that are).
 pub async fn run(manager: Arc<Manager>) {
-    // A new leader first applies everything the old one committed: the
-    // addresses it reads as taken are then all that are (Swarm lost this
-    // race once: two tasks with one address after a leader change).
-    while let Err(error) = manager.linearizable().await {
-        tracing::debug!(error = %error.message(), "allocator waits for the log to apply");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     let mut applied = manager.store.applied();
     loop {
         let written = manager
