@@ -45,6 +45,9 @@ struct Tracked {
     reported: TaskState,
     /// Being stopped because the manager said so.
     stopping: bool,
+    /// Being created, started and plugged in: the monitor and the network
+    /// repair leave it alone until `start` has reported.
+    starting: bool,
 }
 
 pub struct DockerExecutor {
@@ -181,6 +184,7 @@ impl DockerExecutor {
             .get_mut(task)
         {
             t.reported = state;
+            t.starting = false;
         }
     }
 
@@ -216,6 +220,7 @@ impl DockerExecutor {
                     name: labels.get(LABEL_TASK_NAME).cloned().unwrap_or_default(),
                     reported: TaskState::New,
                     stopping: false,
+                    starting: false,
                 },
             );
         }
@@ -600,6 +605,7 @@ impl Executor for Arc<DockerExecutor> {
                             name: task_name(task),
                             reported: TaskState::Preparing,
                             stopping: false,
+                            starting: true,
                         },
                     );
                     tokio::spawn(self.clone().start(task.clone(), mounts));
@@ -618,7 +624,7 @@ impl Executor for Arc<DockerExecutor> {
                 (TaskState::Running, Some(t))
                     if !t.container.is_empty()
                         && !t.stopping
-                        && t.reported != TaskState::Preparing
+                        && !t.starting
                         && !t.reported.is_terminal() =>
                 {
                     tokio::spawn(self.clone().repair(task.clone(), t.container.clone()));
@@ -673,7 +679,9 @@ async fn monitor(executor: Arc<DockerExecutor>) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|(_, t)| !t.container.is_empty() && !t.stopping && !t.reported.is_terminal())
+            .filter(|(_, t)| {
+                !t.container.is_empty() && !t.stopping && !t.starting && !t.reported.is_terminal()
+            })
             .map(|(id, t)| (id.clone(), t.clone()))
             .collect();
         for (id, t) in tracked {
