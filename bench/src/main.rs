@@ -3,6 +3,7 @@
 //! builds in release mode; results go to bench/RESULTS.md.
 
 mod control_plane;
+mod dns;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -19,11 +20,14 @@ enum Bench {
     /// Scheduler placements per second, and replicated writes of a
     /// 3-manager cluster beside a 3-member etcd cluster.
     ControlPlane(control_plane::Args),
+    /// Shoal's DNS server beside dnsmasq serving the same records (dnsperf).
+    Dns(dns::Args),
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().bench {
         Bench::ControlPlane(args) => control_plane::run(args).await,
+        Bench::Dns(args) => dns::run(args).await,
     }
 }

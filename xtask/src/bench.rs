@@ -12,6 +12,8 @@ use crate::sh;
 pub enum Name {
     /// Scheduler placements/s; replicated writes/s and p99 vs a 3-member etcd.
     ControlPlane,
+    /// Shoal's DNS server vs dnsmasq with the same records: queries/s and p99 (dnsperf).
+    Dns,
 }
 
 #[derive(Args)]
@@ -40,6 +42,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 .arg("control-plane")
                 .arg("--manager-bin")
                 .arg(release.join("shoal-manager"));
+        }
+        Name::Dns => {
+            command.arg("dns");
         }
     }
     sh::run(command.args(&args.args))

@@ -20,8 +20,12 @@ pub fn run() -> Result<()> {
         ("nsenter", "util-linux"),
         ("dnsmasq", "dnsmasq-base"),
         ("tar", "tar"),
+        // Overlay egress (masquerade) and internal networks' drop rule.
+        ("iptables", "iptables"),
         // The control-plane bench's peer.
         ("etcd", "etcd-server"),
+        // The dns bench's load generator (its peer is dnsmasq, above).
+        ("dnsperf", "dnsperf"),
     ] {
         ensure_binary(&mut apt, binary, package)?;
     }

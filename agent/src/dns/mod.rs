@@ -12,7 +12,7 @@ use std::{
     net::{Ipv4Addr, SocketAddr},
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -21,7 +21,7 @@ use hickory_proto::{
     op::{Message, MessageType, OpCode, ResponseCode},
     rr::{DNSClass, RData, Record, RecordType, rdata::A},
 };
-use tokio::{net::UdpSocket, task::JoinHandle};
+use tokio::net::UdpSocket;
 
 pub use records::{Entry, Lookup, Records};
 
@@ -38,10 +38,37 @@ pub enum Reply {
     Drop,
 }
 
+/// The threads answering on one network's address.
+struct Listener {
+    at: SocketAddr,
+    socket: std::net::UdpSocket,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Listener {
+    fn alive(&self) -> bool {
+        self.threads.iter().any(|t| !t.is_finished())
+    }
+
+    /// Stops its threads: shutting the socket down wakes them from recv.
+    fn shut(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // SAFETY: shutdown(2) on a socket this listener owns; it only ends
+        // the blocked receives (the fd is closed when the last clone drops).
+        unsafe {
+            libc::shutdown(
+                std::os::fd::AsRawFd::as_raw_fd(&self.socket),
+                libc::SHUT_RDWR,
+            )
+        };
+    }
+}
+
 pub struct DnsServer {
     records: RwLock<Arc<Records>>,
     upstreams: Vec<SocketAddr>,
-    listeners: Mutex<HashMap<String, (Ipv4Addr, JoinHandle<()>)>>,
+    listeners: Mutex<HashMap<String, Listener>>,
     /// Rotates multi-address answers (round-robin across queries).
     turn: AtomicUsize,
 }
@@ -79,47 +106,77 @@ impl DnsServer {
         network_id: &str,
         at: SocketAddr,
     ) -> anyhow::Result<()> {
-        let ip = match at.ip() {
-            std::net::IpAddr::V4(v4) => v4,
-            std::net::IpAddr::V6(_) => anyhow::bail!("DNS listens on IPv4 only"),
-        };
         {
             let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
             if listeners
                 .get(network_id)
-                .is_some_and(|(a, h)| *a == ip && !h.is_finished())
+                .is_some_and(|l| l.at == at && l.alive())
             {
                 return Ok(());
             }
         }
-        let socket = Arc::new(
-            UdpSocket::bind(at)
-                .await
-                .map_err(|e| anyhow::anyhow!("DNS: binding {at}: {e}"))?,
-        );
-        let this = self.clone();
-        let network = network_id.to_owned();
-        let task = tokio::spawn(async move { this.serve(socket, network).await });
-        if let Some((_, old)) = self
+        let socket =
+            std::net::UdpSocket::bind(at).map_err(|e| anyhow::anyhow!("DNS: binding {at}: {e}"))?;
+        self.listen_socket(network_id, socket)
+    }
+
+    /// Serves `network_id` on a socket bound elsewhere (in another network
+    /// namespace, say: a socket keeps the namespace it was made in).
+    ///
+    /// Answers come from plain threads blocked in `recv_from`, one per core
+    /// on the same socket, as a classic DNS server's loop: a lookup is a
+    /// few microseconds, and a waking async task costs about as much again
+    /// and adds jitter. Forwarding (which waits on the network) runs on the
+    /// tokio runtime that called this.
+    pub fn listen_socket(
+        self: &Arc<Self>,
+        network_id: &str,
+        socket: std::net::UdpSocket,
+    ) -> anyhow::Result<()> {
+        let at = socket.local_addr()?;
+        if at.is_ipv6() {
+            anyhow::bail!("DNS listens on IPv4 only");
+        }
+        socket.set_nonblocking(false)?;
+        let runtime = tokio::runtime::Handle::current();
+        let stop = Arc::new(AtomicBool::new(false));
+        let loops = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let mut threads = Vec::new();
+        for i in 0..loops {
+            let (this, socket, stop) = (self.clone(), socket.try_clone()?, stop.clone());
+            let (runtime, network) = (runtime.clone(), network_id.to_owned());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("dns-{i}"))
+                    .spawn(move || this.serve(socket, network, stop, runtime))?,
+            );
+        }
+        let listener = Listener {
+            at,
+            socket,
+            stop,
+            threads,
+        };
+        if let Some(old) = self
             .listeners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(network_id.to_owned(), (ip, task))
+            .insert(network_id.to_owned(), listener)
         {
-            old.abort();
+            old.shut();
         }
         tracing::info!(network = network_id, %at, "DNS listening");
         Ok(())
     }
 
     pub fn stop(&self, network_id: &str) {
-        if let Some((_, task)) = self
+        if let Some(listener) = self
             .listeners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(network_id)
         {
-            task.abort();
+            listener.shut();
         }
     }
 
@@ -133,12 +190,21 @@ impl DnsServer {
             .collect()
     }
 
-    async fn serve(self: Arc<Self>, socket: Arc<UdpSocket>, network: String) {
+    fn serve(
+        self: Arc<Self>,
+        socket: std::net::UdpSocket,
+        network: String,
+        stop: Arc<AtomicBool>,
+        runtime: tokio::runtime::Handle,
+    ) {
         let mut buf = vec![0u8; 4096];
-        loop {
-            let (len, peer) = match socket.recv_from(&mut buf).await {
+        while !stop.load(Ordering::Relaxed) {
+            let (len, peer) = match socket.recv_from(&mut buf) {
                 Ok(r) => r,
                 Err(error) => {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
                     tracing::debug!(%error, "DNS receive");
                     continue;
                 }
@@ -149,16 +215,21 @@ impl DnsServer {
             };
             match self.answer(&buf[..len], asker, &network) {
                 Reply::Send(bytes) => {
-                    let _ = socket.send_to(&bytes, peer).await;
+                    let _ = socket.send_to(&bytes, peer);
                 }
                 Reply::Forward => {
                     let query = buf[..len].to_vec();
-                    let (socket, upstreams) = (socket.clone(), self.upstreams.clone());
-                    tokio::spawn(async move {
-                        if let Some(answer) = forward(&query, &upstreams).await {
-                            let _ = socket.send_to(&answer, peer).await;
-                        } else if let Some(fail) = error_reply(&query, ResponseCode::ServFail) {
-                            let _ = socket.send_to(&fail, peer).await;
+                    let Ok(socket) = socket.try_clone() else {
+                        continue;
+                    };
+                    let upstreams = self.upstreams.clone();
+                    runtime.spawn(async move {
+                        let answer = match forward(&query, &upstreams).await {
+                            Some(answer) => Some(answer),
+                            None => error_reply(&query, ResponseCode::ServFail),
+                        };
+                        if let Some(answer) = answer {
+                            let _ = socket.send_to(&answer, peer);
                         }
                     });
                 }
@@ -199,8 +270,14 @@ impl DnsServer {
                 &own
             }
         };
-        let name = question.name().to_ascii().to_ascii_lowercase();
-        let name = name.trim_end_matches('.');
+        let mut name = String::with_capacity(64);
+        for label in question.name().iter() {
+            if !name.is_empty() {
+                name.push('.');
+            }
+            name.extend(label.iter().map(|b| b.to_ascii_lowercase() as char));
+        }
+        let name = name.as_str();
         let entry = match records.lookup(networks, name) {
             Lookup::Found(entry) => entry,
             Lookup::NotShared => return reply_code(&query, id, ResponseCode::NXDomain),
