@@ -1,15 +1,14 @@
 //! `cargo xtask demo`: the README's main job. It shows what exists today: a
 //! 3-node lab with a 3-manager cluster (Raft across the underlay) and an
-//! agent on every node running a 6-replica service, driven by the `shoal` CLI, a real `shoal/echo` container plugged into every node,
-//! the eBPF counters on every node's underlay interface, and the upstream
-//! resolver. It says plainly what is not there yet and leaves the lab
-//! running (`cargo xtask demo down`).
-
-use std::net::Ipv4Addr;
+//! agent on every node, driven by the `shoal` CLI: an overlay network, a
+//! 6-replica service on it and a probe container that finds it by name and
+//! reaches every task across the nodes, and the eBPF counters on every
+//! node's underlay interface. It says plainly what is not there yet and
+//! leaves the lab running (`cargo xtask demo down`).
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use shoal_lab::{Lab, cmd, container, topology};
+use shoal_lab::{Lab, cmd, topology};
 
 use crate::{build, images};
 
@@ -39,59 +38,96 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     lab.up(NODES, &mut |line| println!("[lab] {line}"))?;
     lab.start_managers(NODES, &bins, &mut |line| println!("[lab] {line}"))?;
     lab.start_agents(&bins, &mut |line| println!("[lab] {line}"))?;
+    let agent = bins.join("shoal-agent").display().to_string();
+    for index in 1..=NODES {
+        datapath(&topology::Host::node(index), &agent, &["attach", "eth0"])?;
+    }
+    for _ in 0..50 {
+        let ls = lab.shoal(&bins, &["node", "ls"])?;
+        if ls.matches(" Ready ").count() == NODES {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 
     println!("\n== The cluster: shoal node ls");
     print!("{}", lab.shoal(&bins, &["node", "ls"])?);
     let services = lab.shoal(&bins, &["service", "ls", "-q"])?;
     if services.trim().is_empty() {
+        lab.shoal(&bins, &["network", "create", "-d", "overlay", "demo-net"])?;
         let create = ["service", "create", "--name", "web", "--replicas", "6"];
-        let create = [&create[..], &["--publish", "8080:80", "shoal/echo:1"]].concat();
+        let create = [
+            &create[..],
+            &[
+                "--network",
+                "demo-net",
+                "--publish",
+                "8080:80",
+                "shoal/echo:1",
+            ],
+        ]
+        .concat();
         lab.shoal(&bins, &create)?;
+        lab.shoal(
+            &bins,
+            &[
+                "service",
+                "create",
+                "--name",
+                "probe",
+                "--network",
+                "demo-net",
+                "shoal/toolbox",
+            ],
+        )?;
     }
     // Agents pull nothing: the images are local. Give them a moment.
-    for _ in 0..30 {
+    for _ in 0..50 {
         let ls = lab.shoal(&bins, &["service", "ls"])?;
-        if ls.contains(" 6/6 ") {
+        if ls.contains(" 6/6 ") && ls.contains(" 1/1 ") {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
-    println!("\n== shoal service ls; shoal service ps web (real containers on every node)");
+    println!(
+        "\n== shoal network ls; shoal service ls; shoal service ps web (real containers on every node)"
+    );
+    print!("{}", lab.shoal(&bins, &["network", "ls"])?);
     print!("{}", lab.shoal(&bins, &["service", "ls"])?);
     print!("{}", lab.shoal(&bins, &["service", "ps", "web"])?);
     println!("\n== shoal service logs web");
     print!("{}", lab.shoal(&bins, &["service", "logs", "web"])?);
-    let agent = bins.join("shoal-agent").display().to_string();
-    let toolbox =
-        crate::sh::workspace_root().join("target/x86_64-unknown-linux-gnu/release/shoal-toolbox");
-    let toolbox = toolbox.display().to_string();
 
-    println!("\n== One shoal/echo:1 container on every node, plugged in by hand");
-    for index in 1..=NODES {
-        let node = topology::Host::node(index);
-        let name = format!("shoal-demo-echo-{}", node.name);
-        let echo =
-            container::run_detached(&name, "shoal/echo:1", &[("SHOAL_TASK_NAME", &name)], &[])?;
-        let (host_side, container_side) =
-            (Ipv4Addr::new(198, 19, 0, 1), Ipv4Addr::new(198, 19, 0, 2));
-        container::plug_into_node(&echo, &node, "demo0", host_side, container_side)?;
-        datapath(&node, &agent, &["attach", "eth0"])?;
-        let url = format!("http://{container_side}/");
-        let answer = in_node(&node, &toolbox, &["http-get", &url])?;
-        println!("{} ({}): {}", node.name, node.addr, answer.trim());
+    let probe = cmd::stdout(
+        "docker",
+        &["ps", "-q", "--filter", "label=com.shoal.service.name=probe"],
+    )?;
+    let probe = probe
+        .split_whitespace()
+        .next()
+        .context("the probe container is not running")?;
+    let in_probe = |args: &[&str]| -> Result<String> {
+        let mut full = vec!["exec", probe, "/toolbox"];
+        full.extend_from_slice(args);
+        Ok(cmd::stdout("docker", &full)?)
+    };
+    println!("\n== Service names, asked from inside the probe container (the node's Shoal DNS)");
+    for name in ["web", "tasks.web", "www.upstream.test"] {
+        let answer = in_probe(&["dns", name])?;
+        println!(
+            "{name:<18} -> {}",
+            answer.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
+    println!("\n== Each web task over the overlay (VXLAN between the nodes), by its address");
+    for addr in in_probe(&["dns", "tasks.web"])?.split_whitespace() {
+        let answer = in_probe(&["http-get", &format!("http://{addr}/")])?;
+        println!("{addr:<14} {}", answer.trim());
     }
 
-    println!("\n== The upstream resolver, asked from n1");
-    let n1 = topology::Host::node(1);
-    let dns = topology::UPSTREAM_DNS_ADDR.to_string();
-    let answer = in_node(
-        &n1,
-        &toolbox,
-        &["dns", "www.upstream.test", "--server", &dns],
-    )?;
-    println!("www.upstream.test -> {}", answer.trim());
-
-    println!("\n== eBPF packet counters on each node's eth0 (TC ingress/egress, pinned)");
+    println!(
+        "\n== eBPF packet counters on each node's eth0 (TC ingress/egress, pinned): Raft, agent sessions, VXLAN"
+    );
     for index in 1..=NODES {
         let node = topology::Host::node(index);
         let counts = datapath(&node, &agent, &["counters"])?;
@@ -100,9 +136,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 
     println!(
         "\n== Not there yet\n\
-         The tasks run as real containers, but with no network yet: overlays and service DNS\n\
-         come in [4/6], the eBPF routing mesh in [5/6] (then this demo serves port 8080 from\n\
-         every node), stacks in [6/6].\n\
+         The eBPF routing mesh and VIP load balancing come in [5/6]: then port 8080 answers on\n\
+         every node and `web` (its VIP) balances over the tasks; stacks come in [6/6].\n\
          \nThe lab stays up: `cargo xtask lab shoal -- service ps web`, `cargo xtask lab kill n2`,\n\
          `cargo xtask lab status`. Stop it with `cargo xtask demo down`."
     );
