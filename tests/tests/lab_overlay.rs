@@ -291,6 +291,49 @@ fn tasks_on_three_nodes_talk_over_the_overlay_and_find_services_by_name() -> Res
         "the DNS server stopped answering after a malformed query"
     );
 
+    // A task on two networks has two interfaces, overlay MTU (1500 - 50),
+    // an alias, and its default route through the network with egress.
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "multi",
+        "--network",
+        "sealed",
+        "--network",
+        "name=appnet,alias=both",
+        "shoal/toolbox",
+    ])?;
+    let multi = one_container(&cluster, "multi")?;
+    let pid = pid_of(&multi)?;
+    let links = cmd::stdout("nsenter", &["-t", &pid, "-n", "ip", "-o", "link", "show"])?;
+    for eth in ["eth0", "eth1"] {
+        let line = links
+            .lines()
+            .find(|l| l.contains(&format!(" {eth}:")) || l.contains(&format!(" {eth}@")))
+            .with_context(|| format!("multi has no {eth}: {links}"))?;
+        ensure!(line.contains("mtu 1450"), "{eth} of multi: {line}");
+    }
+    let route = cmd::stdout(
+        "nsenter",
+        &["-t", &pid, "-n", "ip", "route", "show", "default"],
+    )?;
+    ensure!(
+        route.contains("dev eth1"),
+        "multi's default route is not through appnet (eth1): {route}"
+    );
+    let (code, both) = resolve(&tb, "both")?;
+    ensure!(
+        code == 0 && both.len() == 1 && !both.contains(&vip),
+        "alias `both`: {both:?}"
+    );
+    ensure!(
+        toolbox(&multi, &["tcp-connect", "192.0.2.53:53"])?
+            .status
+            .success(),
+        "multi has no egress"
+    );
+
     // Egress through the node; none from an internal network.
     let out = toolbox(&tb, &["tcp-connect", "192.0.2.53:53"])?;
     ensure!(out.status.success(), "no egress from appnet: {out:?}");
