@@ -7,14 +7,145 @@
 
 /// Version of the map layouts below. Pinned objects live under
 /// `<bpffs root>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Names of the maps and programs in the eBPF object, as the loader looks them up.
 pub mod names {
     pub const IFACE_COUNTERS: &str = "IFACE_COUNTERS";
     pub const COUNT_INGRESS: &str = "count_ingress";
     pub const COUNT_EGRESS: &str = "count_egress";
+    pub const MESH_CONFIG: &str = "MESH_CONFIG";
+    pub const MESH_PORTS: &str = "MESH_PORTS";
+    pub const MESH_BACKENDS: &str = "MESH_BACKENDS";
+    pub const MESH_RR: &str = "MESH_RR";
+    pub const MESH_CT: &str = "MESH_CT";
+    pub const MESH_STATS: &str = "MESH_STATS";
+    /// On the underlay interface (TC ingress): published ports in.
+    pub const MESH_INGRESS: &str = "mesh_ingress";
+    /// On the ingress network's bridge (TC ingress): replies back out.
+    pub const MESH_REPLY: &str = "mesh_reply";
 }
+
+/// Services the routing mesh can hold (slots in its per-service maps).
+pub const MESH_MAX_SERVICES: u32 = 16384;
+/// Backends one service can balance over.
+pub const MESH_MAX_BACKENDS: u32 = 1024;
+/// Connections tracked (both directions each take an entry); least
+/// recently used ones go first when it fills.
+pub const MESH_MAX_CONNECTIONS: u32 = 262_144;
+
+/// The node's own facts the mesh programs need (one entry, index 0).
+/// Addresses are in network byte order, as they sit in packets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeshConfig {
+    /// The node's underlay address: published ports answer on it.
+    pub node_addr: u32,
+    /// The node's own address on the ingress network: the source of what
+    /// it sends to a task, so replies come back to it.
+    pub ingress_addr: u32,
+    pub underlay_ifindex: u32,
+    pub bridge_ifindex: u32,
+    pub bridge_mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// A published port: `(port, protocol)`; the port in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PortKey {
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// What a published port leads to: a service slot and how many backends
+/// it has now (`MESH_BACKENDS` holds indexes `0..backends`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortEntry {
+    pub service: u32,
+    pub backends: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BackendKey {
+    pub service: u32,
+    pub index: u32,
+}
+
+/// A task's address on the ingress network and its target port (network
+/// byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// A connection as one direction's packets show it (network byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// What to write into a packet of a tracked connection: the other side's
+/// address and port, and the port to put on this side.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry {
+    /// Forward: the backend; reply: the client.
+    pub addr: u32,
+    /// Forward: the backend's port; reply: the client's port.
+    pub port: u16,
+    /// Forward: the source port after NAT; reply: the published port.
+    pub nat_port: u16,
+    pub service: u32,
+    pub _pad: u32,
+}
+
+/// Per service and per CPU: connections opened and what they carried.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceStats {
+    pub connections: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl ServiceStats {
+    pub fn add(&mut self, other: &ServiceStats) {
+        self.connections = self.connections.wrapping_add(other.connections);
+        self.packets = self.packets.wrapping_add(other.packets);
+        self.bytes = self.bytes.wrapping_add(other.bytes);
+    }
+}
+
+// SAFETY (all below): plain-old-data, `#[repr(C)]`, explicit padding fields.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for MeshConfig {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PortKey {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PortEntry {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for BackendKey {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Backend {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CtKey {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CtEntry {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ServiceStats {}
 
 /// How many interfaces one node's counter map can track.
 pub const MAX_COUNTED_INTERFACES: u32 = 1024;
@@ -53,6 +184,19 @@ mod tests {
     fn layout_has_no_padding() {
         assert_eq!(core::mem::size_of::<IfaceCounters>(), 32);
         assert_eq!(core::mem::align_of::<IfaceCounters>(), 8);
+    }
+
+    #[test]
+    fn mesh_layouts_have_no_hidden_padding() {
+        use core::mem::size_of;
+        assert_eq!(size_of::<MeshConfig>(), 24);
+        assert_eq!(size_of::<PortKey>(), 4);
+        assert_eq!(size_of::<PortEntry>(), 8);
+        assert_eq!(size_of::<BackendKey>(), 8);
+        assert_eq!(size_of::<Backend>(), 8);
+        assert_eq!(size_of::<CtKey>(), 16);
+        assert_eq!(size_of::<CtEntry>(), 16);
+        assert_eq!(size_of::<ServiceStats>(), 24);
     }
 
     #[test]

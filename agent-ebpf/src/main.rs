@@ -2,8 +2,12 @@
 //! script and embedded in `shoal-agent`; the agent loads, attaches and pins it.
 #![no_std]
 #![no_main]
+// The atomic fetch-and-add of the mesh's round-robin counters.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod counters;
+mod mesh;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -93,7 +93,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = BpfRoot::new(cli.bpffs);
     match cli.command {
-        Command::Join(args) => tokio::runtime::Runtime::new()?.block_on(join(args)),
+        Command::Join(args) => tokio::runtime::Runtime::new()?.block_on(join(args, root)),
         Command::Datapath(command) => run_datapath(&root, command),
     }
 }
@@ -104,7 +104,7 @@ fn key_value(text: &str) -> Result<(String, String)> {
     Ok((k.to_owned(), v.to_owned()))
 }
 
-async fn join(args: JoinArgs) -> Result<()> {
+async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
     use shoal_agent::{session, worker};
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
@@ -154,7 +154,7 @@ async fn join(args: JoinArgs) -> Result<()> {
             .collect::<Result<_>>()?
     };
     let dns = shoal_agent::dns::DnsServer::new(upstreams);
-    let overlay = shoal_agent::network::Overlay::new(local, dns)
+    let overlay = shoal_agent::network::Overlay::new(local, dns, Some(root))
         .await
         .context("preparing the overlay")?;
     let executor = worker::docker::DockerExecutor::connect(

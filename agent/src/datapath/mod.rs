@@ -8,6 +8,7 @@
 mod bpffs;
 mod counters;
 mod loader;
+pub mod mesh;
 
 pub use bpffs::{BpfRoot, DEFAULT_ROOT};
 pub use counters::{CounterMap, InterfaceCount};

@@ -21,7 +21,13 @@ use shoal_api::{
     pb::{AssignmentSet, Network, Task},
 };
 
-use crate::dns::{DnsServer, Records};
+use crate::{
+    datapath::{
+        BpfRoot,
+        mesh::{self, MeshMaps, MeshService},
+    },
+    dns::{DnsServer, Records},
+};
 use netlink::{Entry, Netlink};
 
 /// IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
@@ -88,11 +94,18 @@ pub struct Overlay {
     networks: Mutex<HashMap<String, Network>>,
     /// Serialises changes to the node's devices.
     changing: tokio::sync::Mutex<()>,
+    /// Where the routing mesh is pinned (none: no mesh, as in tests).
+    bpf_root: Option<BpfRoot>,
+    mesh: Mutex<Option<MeshMaps>>,
 }
 
 impl Overlay {
     /// The overlay of the node whose underlay address is `local`.
-    pub async fn new(local: Ipv4Addr, dns: Arc<DnsServer>) -> Result<Arc<Self>> {
+    pub async fn new(
+        local: Ipv4Addr,
+        dns: Arc<DnsServer>,
+        bpf_root: Option<BpfRoot>,
+    ) -> Result<Arc<Self>> {
         let nl = Netlink::here()?;
         let underlay = nl.link_with_address(local).await?;
         Ok(Arc::new(Self {
@@ -103,6 +116,8 @@ impl Overlay {
             dns,
             networks: Mutex::default(),
             changing: tokio::sync::Mutex::new(()),
+            bpf_root,
+            mesh: Mutex::default(),
         }))
     }
 
@@ -130,7 +145,11 @@ impl Overlay {
         for network in &set.networks {
             let result = async {
                 let devices = self.ensure_network(network).await?;
-                self.program_peers(network, devices, set).await
+                self.program_peers(network, devices, set).await?;
+                if is_ingress(network) {
+                    self.program_mesh(network, devices, set).await?;
+                }
+                Ok::<_, anyhow::Error>(())
             }
             .await;
             if let Err(error) = result {
@@ -269,6 +288,84 @@ impl Overlay {
             }
         }
         Ok(())
+    }
+
+    /// The ingress network's bridge holds this node's ingress address (its
+    /// MAC derived from it, as every endpoint's), where tasks reply to the
+    /// mesh; the mesh programs go on the underlay and that bridge, and its
+    /// maps get the published ports and their running tasks.
+    async fn program_mesh(
+        &self,
+        network: &Network,
+        devices: Devices,
+        set: &AssignmentSet,
+    ) -> Result<()> {
+        let Some(root) = &self.bpf_root else {
+            return Ok(());
+        };
+        let Ok(ingress_addr) = set.ingress_addr.parse::<Ipv4Addr>() else {
+            return Ok(()); // not allocated yet: the next push brings it
+        };
+        let subnet: Ipv4Cidr = network.subnet.parse()?;
+        self.nl
+            .ensure_address(devices.bridge, ingress_addr, subnet.prefix)
+            .await?;
+        let bridge_mac = mac_of(ingress_addr);
+        let bridge = self
+            .nl
+            .links()
+            .await?
+            .into_iter()
+            .find(|l| l.index == devices.bridge)
+            .context("the ingress bridge vanished")?;
+        if bridge.mac != Some(bridge_mac) {
+            self.nl.set_mac(devices.bridge, bridge_mac).await?;
+        }
+        mesh::attach_mesh(root, self.underlay, devices.bridge)?;
+        let id = network_id(network);
+        let mut services = Vec::new();
+        for p in &set.published {
+            let Some(proto) = mesh::proto_number(&p.protocol) else {
+                continue;
+            };
+            let mut backends: Vec<(Ipv4Addr, u16)> = set
+                .endpoints
+                .iter()
+                .filter(|e| e.running && e.network_id == id && e.service_id == p.service_id)
+                .filter_map(|e| Some((e.addr.parse().ok()?, p.target_port as u16)))
+                .collect();
+            backends.sort();
+            services.push(MeshService {
+                service_id: p.service_id.clone(),
+                proto,
+                port: p.published_port as u16,
+                backends,
+            });
+        }
+        let mut guard = self.mesh.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(MeshMaps::open(root)?);
+        }
+        let maps = guard.as_mut().context("mesh maps")?;
+        maps.set_config(shoal_agent_common::MeshConfig {
+            node_addr: mesh::be_addr(self.local),
+            ingress_addr: mesh::be_addr(ingress_addr),
+            underlay_ifindex: self.underlay,
+            bridge_ifindex: devices.bridge,
+            bridge_mac,
+            _pad: [0; 2],
+        })?;
+        maps.sync(&services)?;
+        Ok(())
+    }
+
+    /// A service's routing-mesh counters on this node.
+    pub fn mesh_stats(&self, service_id: &str) -> Option<shoal_agent_common::ServiceStats> {
+        self.mesh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()?
+            .stats(service_id)
     }
 
     fn network(&self, id: &str) -> Option<Network> {

@@ -38,6 +38,7 @@ pub struct Link {
     pub name: String,
     pub mtu: u32,
     pub controller: Option<u32>,
+    pub mac: Option<[u8; 6]>,
 }
 
 fn link_of(m: &LinkMessage) -> Link {
@@ -46,12 +47,14 @@ fn link_of(m: &LinkMessage) -> Link {
         name: String::new(),
         mtu: 0,
         controller: None,
+        mac: None,
     };
     for attr in &m.attributes {
         match attr {
             LinkAttribute::IfName(n) => link.name = n.clone(),
             LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
             LinkAttribute::Controller(c) => link.controller = Some(*c),
+            LinkAttribute::Address(a) => link.mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
             _ => {}
         }
     }
@@ -282,6 +285,18 @@ impl Netlink {
             .await
             .with_context(|| format!("naming and addressing {name}"))?;
         self.up(index).await
+    }
+
+    pub async fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<()> {
+        let message = LinkUnspec::new_with_index(index)
+            .address(mac.to_vec())
+            .build();
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .context("setting a MAC address")
     }
 
     pub async fn up(&self, index: u32) -> Result<()> {

@@ -108,6 +108,16 @@ impl Ipam {
                 ipam.mark(&vip.network_id, &vip.addr);
             }
         }
+        let ingress = state
+            .networks
+            .iter()
+            .find(|(_, n)| n.spec.as_ref().is_some_and(|s| s.ingress))
+            .map(|(id, _)| id.clone());
+        if let Some(ingress) = ingress {
+            for node in state.nodes.values().filter(|n| !n.ingress_addr.is_empty()) {
+                ipam.mark(&ingress, &node.ingress_addr);
+            }
+        }
         for task in state.tasks.values().filter(|t| holds_addresses(t)) {
             for attachment in &task.networks {
                 for addr in &attachment.addresses {

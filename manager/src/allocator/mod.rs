@@ -82,11 +82,33 @@ pub fn service_endpoint(
     Ok(Endpoint { virtual_ips })
 }
 
-/// Addresses for every NEW task that is meant to run; such a task then
-/// moves to PENDING. A task that cannot get one stays NEW with the reason.
+/// The ingress network's id, if the cluster has one.
+pub fn ingress_network(state: &State) -> Option<&str> {
+    state
+        .networks
+        .iter()
+        .find(|(_, n)| n.spec.as_ref().is_some_and(|s| s.ingress))
+        .map(|(id, _)| id.as_str())
+}
+
+/// Addresses for every NEW task that is meant to run (such a task then
+/// moves to PENDING; one that cannot get one stays NEW with the reason),
+/// and for every node its own address on the ingress network.
 pub fn allocate_tasks(state: &State) -> Batch {
     let mut batch = Batch::default();
     let mut ipam: Option<Ipam> = None;
+    if let Some(ingress) = ingress_network(state) {
+        for node in state.nodes.values().filter(|n| n.ingress_addr.is_empty()) {
+            let ipam = ipam.get_or_insert_with(|| Ipam::from_state(state));
+            match ipam.address(ingress) {
+                Ok(addr) => batch.put_node(shoal_api::pb::Node {
+                    ingress_addr: addr,
+                    ..node.clone()
+                }),
+                Err(error) => tracing::warn!(%error, "no ingress address for a node"),
+            }
+        }
+    }
     for task in state.tasks.values() {
         if batch.len() >= MAX_TASKS_PER_BATCH {
             break;

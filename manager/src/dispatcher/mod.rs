@@ -163,7 +163,7 @@ pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
         }
     }
     let role = state.nodes.get(node_id).map(|n| n.role).unwrap_or_default();
-    let view = networks::network_view(state, &tasks);
+    let view = networks::network_view(state, node_id, &tasks);
     AssignmentSet {
         tasks,
         secrets: secrets.into_values().collect(),
@@ -173,6 +173,8 @@ pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
         networks: view.networks,
         endpoints: view.endpoints,
         services: view.services,
+        ingress_addr: view.ingress_addr,
+        published: view.published,
     }
 }
 

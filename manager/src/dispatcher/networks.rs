@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use shoal_api::{
     cidr::Ipv4Cidr,
-    pb::{Network, ServiceRecord, Task, TaskEndpoint, TaskState},
+    pb::{Network, PublishMode, PublishedPort, ServiceRecord, Task, TaskEndpoint, TaskState},
 };
 
 use crate::{allocator::ipam::holds_addresses, store::State};
@@ -19,19 +19,55 @@ pub struct NetworkView {
     pub networks: Vec<Network>,
     pub endpoints: Vec<TaskEndpoint>,
     pub services: Vec<ServiceRecord>,
+    pub ingress_addr: String,
+    pub published: Vec<PublishedPort>,
+}
+
+/// Every port published in ingress mode, by service.
+fn published_ports(state: &State) -> Vec<PublishedPort> {
+    let mut out = Vec::new();
+    for (id, service) in &state.services {
+        let ports = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.endpoint.as_ref())
+            .map(|e| e.ports.as_slice())
+            .unwrap_or_default();
+        for port in ports
+            .iter()
+            .filter(|p| p.publish_mode() == PublishMode::Ingress)
+        {
+            out.push(PublishedPort {
+                service_id: id.clone(),
+                protocol: port.protocol.clone(),
+                published_port: port.published_port,
+                target_port: port.target_port,
+            });
+        }
+    }
+    out
 }
 
 fn addr_of(cidr: &str) -> Option<String> {
     cidr.parse::<Ipv4Cidr>().ok().map(|c| c.addr.to_string())
 }
 
-/// The view for a node running `local` tasks.
-pub fn network_view(state: &State, local: &[Task]) -> NetworkView {
-    let ids: BTreeSet<&str> = local
+/// The view for the node `node_id` running `local` tasks. Every node has
+/// the ingress network while any port is published: a node with no task of
+/// a service still answers its port.
+pub fn network_view(state: &State, node_id: &str, local: &[Task]) -> NetworkView {
+    let published = published_ports(state);
+    let ingress = crate::allocator::ingress_network(state);
+    let mut ids: BTreeSet<&str> = local
         .iter()
         .flat_map(|t| &t.networks)
         .map(|n| n.network_id.as_str())
         .collect();
+    if !published.is_empty()
+        && let Some(ingress) = ingress
+    {
+        ids.insert(ingress);
+    }
     let networks = ids
         .iter()
         .filter_map(|id| state.networks.get(*id).cloned())
@@ -67,6 +103,23 @@ pub fn network_view(state: &State, local: &[Task]) -> NetworkView {
                         && task.desired_state() == TaskState::Running,
                 });
             }
+        }
+    }
+    // Each node's own ingress address: the mesh's replies come back to it.
+    if let Some(ingress) = ingress.filter(|i| ids.contains(i)) {
+        for (id, node) in &state.nodes {
+            let (Some(addr), Some(status)) = (addr_of(&node.ingress_addr), node.status.as_ref())
+            else {
+                continue;
+            };
+            endpoints.push(TaskEndpoint {
+                network_id: ingress.to_owned(),
+                task_id: format!("node:{id}"),
+                service_id: String::new(),
+                addr,
+                node_addr: status.addr.clone(),
+                running: false,
+            });
         }
     }
     let mut services = Vec::new();
@@ -108,9 +161,17 @@ pub fn network_view(state: &State, local: &[Task]) -> NetworkView {
             });
         }
     }
+    let ingress_addr = state
+        .nodes
+        .get(node_id)
+        .and_then(|n| addr_of(&n.ingress_addr))
+        .filter(|_| ingress.is_some_and(|i| ids.contains(i)))
+        .unwrap_or_default();
     NetworkView {
         networks,
         endpoints,
         services,
+        ingress_addr,
+        published,
     }
 }

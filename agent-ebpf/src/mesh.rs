@@ -1,0 +1,354 @@
+//! The routing mesh: a port published in ingress mode answers on every
+//! node. `mesh_ingress` (TC ingress on the underlay interface) takes a new
+//! connection to `node:published`, picks the service's next task round-robin
+//! (one global counter per service, not per CPU: per-CPU counters would not
+//! be round-robin), rewrites it to `node-ingress-address:port' -> task:target`
+//! and hands it to the ingress network's bridge, which carries it to the
+//! task over VXLAN or to a local veth. `mesh_reply` (TC ingress on that
+//! bridge) turns the task's replies back into `node:published -> client`
+//! and sends them out of the underlay interface. Both directions are kept in
+//! one LRU connection table; checksums are fixed with the kernel's helpers.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    bindings::TC_ACT_SHOT,
+    helpers::{bpf_redirect, bpf_redirect_neigh},
+    macros::{classifier, map},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    programs::TcContext,
+};
+use shoal_agent_common::{
+    Backend, BackendKey, CtEntry, CtKey, MESH_MAX_BACKENDS, MESH_MAX_CONNECTIONS,
+    MESH_MAX_SERVICES, MeshConfig, PortEntry, PortKey, ServiceStats,
+};
+
+/// `TCX_NEXT`: not ours; let the next program and the stack decide.
+const TC_NEXT: i32 = -1;
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const IP_PROTO_OFF: usize = ETH_HLEN + 9;
+const IP_CSUM_OFF: usize = ETH_HLEN + 10;
+const IP_SRC_OFF: usize = ETH_HLEN + 12;
+const IP_DST_OFF: usize = ETH_HLEN + 16;
+/// The mesh handles IPv4 without options: L4 starts here.
+const L4_OFF: usize = ETH_HLEN + 20;
+const TCP_FLAGS_OFF: usize = L4_OFF + 13;
+const TCP_CSUM_OFF: usize = L4_OFF + 16;
+const UDP_CSUM_OFF: usize = L4_OFF + 6;
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+const BPF_F_PSEUDO_HDR: u64 = 0x10;
+const BPF_F_MARK_MANGLED_0: u64 = 0x20;
+const BPF_NOEXIST: u64 = 1;
+
+#[map]
+static MESH_CONFIG: Array<MeshConfig> = Array::pinned(1, 0);
+#[map]
+static MESH_PORTS: HashMap<PortKey, PortEntry> = HashMap::pinned(MESH_MAX_SERVICES, 0);
+#[map]
+static MESH_BACKENDS: HashMap<BackendKey, Backend> =
+    HashMap::pinned(MESH_MAX_SERVICES * 4 + MESH_MAX_BACKENDS, 0);
+#[map]
+static MESH_RR: Array<u64> = Array::pinned(MESH_MAX_SERVICES, 0);
+#[map]
+static MESH_CT: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MESH_MAX_CONNECTIONS, 0);
+#[map]
+static MESH_STATS: PerCpuArray<ServiceStats> = PerCpuArray::pinned(MESH_MAX_SERVICES, 0);
+
+/// The parts of an IPv4 TCP/UDP packet the mesh reads.
+struct Flow {
+    proto: u8,
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+}
+
+#[inline(always)]
+fn flow(ctx: &TcContext) -> Option<Flow> {
+    let ethertype: u16 = ctx.load(12).ok()?;
+    if u16::from_be(ethertype) != ETH_P_IP {
+        return None;
+    }
+    let version_ihl: u8 = ctx.load(ETH_HLEN).ok()?;
+    if version_ihl != 0x45 {
+        return None; // IPv4 with options: not for the mesh
+    }
+    let frag: u16 = ctx.load(ETH_HLEN + 6).ok()?;
+    if u16::from_be(frag) & 0x3fff != 0 {
+        return None; // fragments carry no ports
+    }
+    let proto: u8 = ctx.load(IP_PROTO_OFF).ok()?;
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return None;
+    }
+    Some(Flow {
+        proto,
+        saddr: ctx.load(IP_SRC_OFF).ok()?,
+        daddr: ctx.load(IP_DST_OFF).ok()?,
+        sport: ctx.load(L4_OFF).ok()?,
+        dport: ctx.load(L4_OFF + 2).ok()?,
+    })
+}
+
+#[inline(always)]
+fn config() -> Option<MeshConfig> {
+    MESH_CONFIG.get(0).copied()
+}
+
+/// A task's MAC, derived from its address as the agent assigns it.
+#[inline(always)]
+fn mac_of(addr: u32) -> [u8; 6] {
+    let o = addr.to_ne_bytes();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+#[inline(always)]
+fn count(service: u32, bytes: u32, new: bool) {
+    if let Some(stats) = MESH_STATS.get_ptr_mut(service) {
+        // SAFETY: a per-CPU slot, touched only by this CPU while we run.
+        let stats = unsafe { &mut *stats };
+        stats.packets += 1;
+        stats.bytes += u64::from(bytes);
+        if new {
+            stats.connections += 1;
+        }
+    }
+}
+
+/// Rewrites the addresses and ports of an IPv4 TCP/UDP packet, fixing the
+/// IP and L4 checksums with the kernel's helpers.
+#[inline(always)]
+fn rewrite(
+    ctx: &mut TcContext,
+    f: &Flow,
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+) -> Option<()> {
+    let (csum_off, mangled) = if f.proto == PROTO_TCP {
+        (TCP_CSUM_OFF, 0)
+    } else {
+        (UDP_CSUM_OFF, BPF_F_MARK_MANGLED_0)
+    };
+    if saddr != f.saddr {
+        ctx.l4_csum_replace(
+            csum_off,
+            u64::from(f.saddr),
+            u64::from(saddr),
+            BPF_F_PSEUDO_HDR | mangled | 4,
+        )
+        .ok()?;
+        ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(f.saddr), u64::from(saddr), 4)
+            .ok()?;
+        ctx.store(IP_SRC_OFF, &saddr, 0).ok()?;
+    }
+    if daddr != f.daddr {
+        ctx.l4_csum_replace(
+            csum_off,
+            u64::from(f.daddr),
+            u64::from(daddr),
+            BPF_F_PSEUDO_HDR | mangled | 4,
+        )
+        .ok()?;
+        ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(f.daddr), u64::from(daddr), 4)
+            .ok()?;
+        ctx.store(IP_DST_OFF, &daddr, 0).ok()?;
+    }
+    if sport != f.sport {
+        ctx.l4_csum_replace(csum_off, u64::from(f.sport), u64::from(sport), mangled | 2)
+            .ok()?;
+        ctx.store(L4_OFF, &sport, 0).ok()?;
+    }
+    if dport != f.dport {
+        ctx.l4_csum_replace(csum_off, u64::from(f.dport), u64::from(dport), mangled | 2)
+            .ok()?;
+        ctx.store(L4_OFF + 2, &dport, 0).ok()?;
+    }
+    Some(())
+}
+
+#[classifier]
+pub fn mesh_ingress(mut ctx: TcContext) -> i32 {
+    match try_ingress(&mut ctx) {
+        Some(action) => action,
+        None => TC_NEXT,
+    }
+}
+
+#[inline(always)]
+fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
+    let cfg = config()?;
+    let f = flow(ctx)?;
+    if f.daddr != cfg.node_addr || cfg.ingress_addr == 0 {
+        return None;
+    }
+    let key = CtKey {
+        saddr: f.saddr,
+        daddr: f.daddr,
+        sport: f.sport,
+        dport: f.dport,
+        proto: f.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: entries are written whole by `insert`; a torn read at worst
+    // sends one packet to the previous backend of a reused key.
+    let (entry, new) = match unsafe { MESH_CT.get(&key) } {
+        Some(entry) => (*entry, false),
+        None => (new_connection(ctx, &cfg, &f)?, true),
+    };
+    rewrite(
+        ctx,
+        &f,
+        cfg.ingress_addr,
+        entry.addr,
+        entry.nat_port,
+        entry.port,
+    )?;
+    let macs = {
+        let dst = mac_of(entry.addr);
+        let mut both = [0u8; 12];
+        both[..6].copy_from_slice(&dst);
+        both[6..].copy_from_slice(&cfg.bridge_mac);
+        both
+    };
+    ctx.store(0, &macs, 0).ok()?;
+    count(entry.service, ctx.len(), new);
+    // SAFETY: a plain helper call with an ifindex and no flags.
+    Some(unsafe { bpf_redirect(cfg.bridge_ifindex, 0) } as i32)
+}
+
+/// A connection's first packet: the next backend, a source port no other
+/// connection to that backend uses, and both directions tracked.
+#[inline(always)]
+fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry> {
+    let port = PortKey {
+        port: f.dport,
+        proto: f.proto,
+        _pad: 0,
+    };
+    // SAFETY: the agent writes whole entries; see `try_ingress`.
+    let service = *unsafe { MESH_PORTS.get(&port) }?;
+    if service.backends == 0 {
+        return None; // nothing runs: let the stack refuse it
+    }
+    if f.proto == PROTO_TCP {
+        let flags: u8 = ctx.load(TCP_FLAGS_OFF).ok()?;
+        if flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+            return None; // not a connection we saw begin
+        }
+    }
+    let counter = MESH_RR.get_ptr_mut(service.service)?;
+    // Read, then add atomically. A fetch-and-add that returns the old value
+    // needs BPF ISA v3, and the toolchain builds for v1 (`--cpu generic`):
+    // two connections opened at the same instant on two CPUs may get the
+    // same turn (one backend twice), but no increment is ever lost, so the
+    // rotation never drifts; sequential connections are exactly round-robin.
+    // SAFETY: the slot lives as long as the map and is 8-byte aligned.
+    let turn = unsafe { core::ptr::read_volatile(counter) };
+    // SAFETY: as above; the result is unused, which v1's XADD allows.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1) };
+    let index = (turn % u64::from(service.backends)) as u32;
+    let backend_key = BackendKey {
+        service: service.service,
+        index,
+    };
+    // SAFETY: as above.
+    let backend = *unsafe { MESH_BACKENDS.get(&backend_key) }?;
+    // Keep the client's port unless another connection to this backend
+    // already holds it (two clients may share a port; the node's one
+    // ingress address must not).
+    let mut nat_port = f.sport;
+    let mut found = false;
+    for attempt in 0u16..8 {
+        let reply = CtKey {
+            saddr: backend.addr,
+            daddr: cfg.ingress_addr,
+            sport: backend.port,
+            dport: nat_port,
+            proto: f.proto,
+            _pad: [0; 3],
+        };
+        // SAFETY: only a presence test.
+        if unsafe { MESH_CT.get(&reply) }.is_none() {
+            let back = CtEntry {
+                addr: f.saddr,
+                port: f.sport,
+                nat_port: f.dport,
+                service: service.service,
+                _pad: 0,
+            };
+            if MESH_CT.insert(&reply, &back, BPF_NOEXIST).is_ok() {
+                found = true;
+                break;
+            }
+        }
+        // Another port from the ephemeral range, spread by the attempt.
+        let host = u16::from_be(f.sport) ^ attempt.wrapping_mul(0x9e37).wrapping_add(attempt);
+        nat_port = (32768 + host % 28232).to_be();
+    }
+    if !found {
+        // No free source port towards this backend: drop the first packet
+        // (the client's retry gets the next backend).
+        return None;
+    }
+    let entry = CtEntry {
+        addr: backend.addr,
+        port: backend.port,
+        nat_port,
+        service: service.service,
+        _pad: 0,
+    };
+    let key = CtKey {
+        saddr: f.saddr,
+        daddr: f.daddr,
+        sport: f.sport,
+        dport: f.dport,
+        proto: f.proto,
+        _pad: [0; 3],
+    };
+    MESH_CT.insert(&key, &entry, 0).ok()?;
+    Some(entry)
+}
+
+#[classifier]
+pub fn mesh_reply(mut ctx: TcContext) -> i32 {
+    match try_reply(&mut ctx) {
+        Some(action) => action,
+        None => TC_NEXT,
+    }
+}
+
+#[inline(always)]
+fn try_reply(ctx: &mut TcContext) -> Option<i32> {
+    let cfg = config()?;
+    let f = flow(ctx)?;
+    if f.daddr != cfg.ingress_addr || cfg.ingress_addr == 0 {
+        return None;
+    }
+    let key = CtKey {
+        saddr: f.saddr,
+        daddr: f.daddr,
+        sport: f.sport,
+        dport: f.dport,
+        proto: f.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: see `try_ingress`.
+    let back = *unsafe { MESH_CT.get(&key) }?;
+    rewrite(ctx, &f, cfg.node_addr, back.addr, back.nat_port, back.port)?;
+    count(back.service, ctx.len(), false);
+    // The kernel fills in the MACs from its FIB and neighbour tables.
+    // SAFETY: no parameters: the helper looks the next hop up itself.
+    let action = unsafe { bpf_redirect_neigh(cfg.underlay_ifindex, core::ptr::null_mut(), 0, 0) };
+    if action < 0 {
+        return Some(TC_ACT_SHOT);
+    }
+    Some(action as i32)
+}

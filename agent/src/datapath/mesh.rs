@@ -1,0 +1,277 @@
+//! The routing mesh's maps and programs on one node: typed wrappers over
+//! the pinned maps (config, published ports, backends, per-service stats)
+//! and the attachment of `mesh_ingress` (underlay, TC ingress) and
+//! `mesh_reply` (ingress bridge, TC ingress) through pinned TCX links, so
+//! connections keep flowing while the agent is down.
+
+use std::{collections::HashMap, net::Ipv4Addr, path::PathBuf};
+
+use aya::{
+    EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray},
+    programs::{
+        LinkOrder, SchedClassifier, TcAttachType,
+        links::{FdLink, PinnedLink},
+        tc::TcAttachOptions,
+    },
+};
+use shoal_agent_common::{
+    Backend, BackendKey, MESH_MAX_SERVICES, MeshConfig, PortEntry, PortKey, ServiceStats, names,
+};
+
+use super::{BpfRoot, DatapathError, EBPF_OBJECT};
+
+/// Network-order u32 of an address, as packets carry it.
+pub fn be_addr(addr: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(addr.octets())
+}
+
+fn be_port(port: u16) -> u16 {
+    u16::from_ne_bytes(port.to_be_bytes())
+}
+
+pub fn proto_number(protocol: &str) -> Option<u8> {
+    match protocol {
+        "tcp" | "" => Some(6),
+        "udp" => Some(17),
+        _ => None,
+    }
+}
+
+/// Attaches `program` at TC ingress of `ifindex` unless its pinned link is
+/// there. The object is loaded (its maps reused from their pins) only when
+/// something must be attached.
+pub fn attach_mesh(root: &BpfRoot, underlay: u32, bridge: u32) -> Result<(), DatapathError> {
+    root.prepare()?;
+    let wanted = [(names::MESH_INGRESS, underlay), (names::MESH_REPLY, bridge)];
+    let missing: Vec<_> = wanted
+        .iter()
+        .filter(|(name, ifindex)| PinnedLink::from_pin(root.link(*ifindex, name)).is_err())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(root.maps_dir())
+        .load(EBPF_OBJECT)?;
+    for (name, ifindex) in missing {
+        let name: &'static str = name;
+        let dir = root.links_dir(*ifindex);
+        std::fs::create_dir_all(&dir).map_err(|source| DatapathError::Bpffs {
+            path: dir.clone(),
+            source,
+        })?;
+        let iface = super::ifname_of(*ifindex).ok_or(DatapathError::NoSuchInterface {
+            name: format!("#{ifindex}"),
+        })?;
+        let program_error = |source| DatapathError::Program { name, source };
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::Program {
+                name,
+                source: aya::programs::ProgramError::UnexpectedProgramType,
+            })?
+            .try_into()
+            .map_err(program_error)?;
+        program.load().map_err(program_error)?;
+        // After the counters, which go first and pass every packet on.
+        let link_id = program
+            .attach_with_options(
+                &iface,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::last()),
+            )
+            .map_err(program_error)?;
+        let pin = root.link(*ifindex, name);
+        let link: FdLink = program
+            .take_link(link_id)
+            .map_err(program_error)?
+            .try_into()
+            .map_err(|source| DatapathError::Link {
+                path: pin.clone(),
+                source,
+            })?;
+        link.pin(&pin).map_err(|source| DatapathError::Pin {
+            path: pin.clone(),
+            source,
+        })?;
+        tracing::info!(%iface, program = name, "routing mesh attached");
+    }
+    Ok(())
+}
+
+/// One published port as the mesh serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshService {
+    pub service_id: String,
+    pub proto: u8,
+    pub port: u16,
+    /// (task address on the ingress network, target port), in a stable order.
+    pub backends: Vec<(Ipv4Addr, u16)>,
+}
+
+/// The mesh's pinned maps on one node.
+pub struct MeshMaps {
+    root: PathBuf,
+    config: Array<MapData, MeshConfig>,
+    ports: BpfHashMap<MapData, PortKey, PortEntry>,
+    backends: BpfHashMap<MapData, BackendKey, Backend>,
+    stats: PerCpuArray<MapData, ServiceStats>,
+    /// Service id → slot in the per-service maps.
+    slots: HashMap<String, u32>,
+}
+
+impl MeshMaps {
+    /// Opens the maps an earlier `attach_mesh` pinned.
+    pub fn open(root: &BpfRoot) -> Result<Self, DatapathError> {
+        fn open_map(root: &BpfRoot, name: &str) -> Result<Map, DatapathError> {
+            let path = root.map(name);
+            let error = |source| DatapathError::Map {
+                path: path.clone(),
+                source,
+            };
+            let data = MapData::from_pin(&path).map_err(error)?;
+            Map::from_map_data(data).map_err(error)
+        }
+        let error = |name: &str| {
+            let path = root.map(name);
+            move |source| DatapathError::Map { path, source }
+        };
+        let config = Array::try_from(open_map(root, names::MESH_CONFIG)?)
+            .map_err(error(names::MESH_CONFIG))?;
+        let ports = BpfHashMap::try_from(open_map(root, names::MESH_PORTS)?)
+            .map_err(error(names::MESH_PORTS))?;
+        let backends = BpfHashMap::try_from(open_map(root, names::MESH_BACKENDS)?)
+            .map_err(error(names::MESH_BACKENDS))?;
+        let stats = PerCpuArray::try_from(open_map(root, names::MESH_STATS)?)
+            .map_err(error(names::MESH_STATS))?;
+        Ok(Self {
+            root: root.maps_dir(),
+            config,
+            ports,
+            backends,
+            stats,
+            slots: HashMap::new(),
+        })
+    }
+
+    fn error(&self, source: aya::maps::MapError) -> DatapathError {
+        DatapathError::Map {
+            path: self.root.clone(),
+            source,
+        }
+    }
+
+    pub fn set_config(&mut self, config: MeshConfig) -> Result<(), DatapathError> {
+        let current = self.config.get(&0, 0).map_err(|e| self.error(e))?;
+        if current != config {
+            self.config.set(0, config, 0).map_err(|e| self.error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the published ports and their backends exactly `services`.
+    /// Backends are written before a port's count grows and removed after
+    /// it shrinks, so a packet never reads an index that is not there.
+    pub fn sync(&mut self, services: &[MeshService]) -> Result<(), DatapathError> {
+        let mut existing: HashMap<PortKey, PortEntry> = HashMap::new();
+        for item in self.ports.iter() {
+            let (key, entry) = item.map_err(|e| self.error(e))?;
+            existing.insert(key, entry);
+        }
+        // Slots survive agent restarts: a port already in the map keeps its.
+        for s in services {
+            let key = port_key(s);
+            if let (Some(entry), false) =
+                (existing.get(&key), self.slots.contains_key(&s.service_id))
+            {
+                self.slots.insert(s.service_id.clone(), entry.service);
+            }
+        }
+        self.slots
+            .retain(|id, _| services.iter().any(|s| &s.service_id == id));
+        for s in services {
+            let slot = match self.slots.get(&s.service_id) {
+                Some(slot) => *slot,
+                None => {
+                    let used: std::collections::HashSet<u32> =
+                        self.slots.values().copied().collect();
+                    let slot = (0..MESH_MAX_SERVICES)
+                        .find(|i| !used.contains(i))
+                        .ok_or_else(|| {
+                            self.error(aya::maps::MapError::OutOfBounds {
+                                index: MESH_MAX_SERVICES,
+                                max_entries: MESH_MAX_SERVICES,
+                            })
+                        })?;
+                    self.slots.insert(s.service_id.clone(), slot);
+                    slot
+                }
+            };
+            let key = port_key(s);
+            let before = existing
+                .remove(&key)
+                .filter(|e| e.service == slot)
+                .map_or(0, |e| e.backends);
+            for (i, (addr, port)) in s.backends.iter().enumerate() {
+                let backend = Backend {
+                    addr: be_addr(*addr),
+                    port: be_port(*port),
+                    _pad: 0,
+                };
+                let bkey = BackendKey {
+                    service: slot,
+                    index: i as u32,
+                };
+                if self.backends.get(&bkey, 0).ok() != Some(backend) {
+                    self.backends
+                        .insert(bkey, backend, 0)
+                        .map_err(|e| self.error(e))?;
+                }
+            }
+            let entry = PortEntry {
+                service: slot,
+                backends: s.backends.len() as u32,
+            };
+            self.ports
+                .insert(key, entry, 0)
+                .map_err(|e| self.error(e))?;
+            for i in s.backends.len() as u32..before {
+                let _ = self.backends.remove(&BackendKey {
+                    service: slot,
+                    index: i,
+                });
+            }
+        }
+        // Ports no service publishes any more.
+        for (key, entry) in existing {
+            self.ports.remove(&key).map_err(|e| self.error(e))?;
+            for i in 0..entry.backends {
+                let _ = self.backends.remove(&BackendKey {
+                    service: entry.service,
+                    index: i,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Connections, packets and bytes of one service on this node.
+    pub fn stats(&self, service_id: &str) -> Option<ServiceStats> {
+        let slot = *self.slots.get(service_id)?;
+        let per_cpu = self.stats.get(&slot, 0).ok()?;
+        let mut total = ServiceStats::default();
+        for s in per_cpu.iter() {
+            total.add(s);
+        }
+        Some(total)
+    }
+}
+
+fn port_key(s: &MeshService) -> PortKey {
+    PortKey {
+        port: be_port(s.port),
+        proto: s.proto,
+        _pad: 0,
+    }
+}
