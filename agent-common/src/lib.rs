@@ -7,7 +7,7 @@
 
 /// Version of the map layouts below. Pinned objects live under
 /// `<bpffs root>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Names of the maps and programs in the eBPF object, as the loader looks them up.
 pub mod names {
@@ -20,6 +20,7 @@ pub mod names {
     pub const MESH_RR: &str = "MESH_RR";
     pub const MESH_CT: &str = "MESH_CT";
     pub const MESH_STATS: &str = "MESH_STATS";
+    pub const MESH_LIVE: &str = "MESH_LIVE";
     /// On the underlay interface (TC ingress): published ports in.
     pub const MESH_INGRESS: &str = "mesh_ingress";
     /// On the ingress network's bridge (TC ingress): replies back out.
@@ -78,12 +79,16 @@ pub struct BackendKey {
 /// A task's address on the ingress network and its target port (network
 /// byte order).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Backend {
     pub addr: u32,
     pub port: u16,
     pub _pad: u16,
 }
+
+// `MESH_LIVE` is keyed by `Backend` (every backend in the tables now, with
+// its service slot as value): a tracked connection whose backend left is
+// sent to another one at its next SYN (TCP) or datagram (UDP).
 
 /// A connection as one direction's packets show it (network byte order).
 #[repr(C)]

@@ -59,6 +59,9 @@ static MESH_RR: Array<u64> = Array::pinned(MESH_MAX_SERVICES, 0);
 static MESH_CT: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MESH_MAX_CONNECTIONS, 0);
 #[map]
 static MESH_STATS: PerCpuArray<ServiceStats> = PerCpuArray::pinned(MESH_MAX_SERVICES, 0);
+#[map]
+static MESH_LIVE: HashMap<Backend, u32> =
+    HashMap::pinned(MESH_MAX_SERVICES * 4 + MESH_MAX_BACKENDS, 0);
 
 /// The parts of an IPv4 TCP/UDP packet the mesh reads.
 struct Flow {
@@ -200,8 +203,8 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
     // SAFETY: entries are written whole by `insert`; a torn read at worst
     // sends one packet to the previous backend of a reused key.
     let (entry, new) = match unsafe { MESH_CT.get(&key) } {
-        Some(entry) => (*entry, false),
-        None => (new_connection(ctx, &cfg, &f)?, true),
+        Some(entry) if still_there(ctx, &f, entry) => (*entry, false),
+        _ => (new_connection(ctx, &cfg, &f)?, true),
     };
     rewrite(
         ctx,
@@ -222,6 +225,29 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
     count(entry.service, ctx.len(), new);
     // SAFETY: a plain helper call with an ifindex and no flags.
     Some(unsafe { bpf_redirect(cfg.bridge_ifindex, 0) } as i32)
+}
+
+/// Whether a tracked connection may go on to its backend: yes while the
+/// backend is in the tables; once it left, a SYN (a retransmitted one, the
+/// connection never got an answer) or a UDP datagram picks another.
+#[inline(always)]
+fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry) -> bool {
+    let backend = Backend {
+        addr: entry.addr,
+        port: entry.port,
+        _pad: 0,
+    };
+    // SAFETY: a presence test.
+    if unsafe { MESH_LIVE.get(&backend) }.is_some() {
+        return true;
+    }
+    if f.proto == PROTO_UDP {
+        return false;
+    }
+    let flags: u8 = ctx.load(TCP_FLAGS_OFF).unwrap_or(0);
+    // An established connection to a backend that left finishes (or
+    // fails) where it is; only a new start moves.
+    flags & (TCP_SYN | TCP_ACK) != TCP_SYN
 }
 
 /// A connection's first packet: the next backend, a source port no other

@@ -68,7 +68,28 @@ impl BpfRoot {
                 source: std::io::Error::other("not on a bpf filesystem"),
             });
         }
+        self.remove_other_layouts();
         Ok(())
+    }
+
+    /// An upgraded agent takes away what an older layout pinned: removing
+    /// a pin detaches its link, so the old programs (reading maps of the
+    /// old layout) stop handling packets before the new ones start.
+    fn remove_other_layouts(&self) {
+        let current = format!("v{LAYOUT_VERSION}");
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_layout = name.strip_prefix('v').is_some_and(|n| n.parse::<u32>().is_ok());
+            if is_layout && name != current {
+                tracing::info!(layout = %name, "removing the pins of another eBPF layout");
+                if let Err(error) = std::fs::remove_dir_all(entry.path()) {
+                    tracing::warn!(layout = %name, %error, "could not remove an old layout's pins");
+                }
+            }
+        }
     }
 }
 

@@ -117,6 +117,7 @@ pub struct MeshMaps {
     ports: BpfHashMap<MapData, PortKey, PortEntry>,
     backends: BpfHashMap<MapData, BackendKey, Backend>,
     stats: PerCpuArray<MapData, ServiceStats>,
+    live: BpfHashMap<MapData, Backend, u32>,
     /// Service id → slot in the per-service maps.
     slots: HashMap<String, u32>,
 }
@@ -145,12 +146,15 @@ impl MeshMaps {
             .map_err(error(names::MESH_BACKENDS))?;
         let stats = PerCpuArray::try_from(open_map(root, names::MESH_STATS)?)
             .map_err(error(names::MESH_STATS))?;
+        let live = BpfHashMap::try_from(open_map(root, names::MESH_LIVE)?)
+            .map_err(error(names::MESH_LIVE))?;
         Ok(Self {
             root: root.maps_dir(),
             config,
             ports,
             backends,
             stats,
+            live,
             slots: HashMap::new(),
         })
     }
@@ -241,6 +245,36 @@ impl MeshMaps {
                     service: slot,
                     index: i,
                 });
+            }
+        }
+        // Which backends exist at all: a connection tracked to one that is
+        // gone moves at its next SYN.
+        let mut live_now: HashMap<Backend, u32> = HashMap::new();
+        for s in services {
+            let slot = self.slots.get(&s.service_id).copied().unwrap_or(0);
+            for (addr, port) in &s.backends {
+                let backend = Backend {
+                    addr: be_addr(*addr),
+                    port: be_port(*port),
+                    _pad: 0,
+                };
+                live_now.insert(backend, slot);
+            }
+        }
+        let stale: Vec<Backend> = self
+            .live
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|b| !live_now.contains_key(b))
+            .collect();
+        for backend in stale {
+            let _ = self.live.remove(&backend);
+        }
+        for (backend, slot) in live_now {
+            if self.live.get(&backend, 0).ok() != Some(slot) {
+                self.live
+                    .insert(backend, slot, 0)
+                    .map_err(|e| self.error(e))?;
             }
         }
         // Ports no service publishes any more.

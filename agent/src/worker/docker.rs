@@ -34,6 +34,10 @@ pub const LABEL_TASK_NAME: &str = "com.shoal.task.name";
 const MONITOR_PERIOD: Duration = Duration::from_millis(500);
 /// Swarm's default stop grace period.
 const DEFAULT_GRACE_MS: i64 = 10_000;
+/// How long a task on a network is left alone between leaving the rotation
+/// and its stop signal: the manager pushes its removal to every node at
+/// once (milliseconds), so by then no node sends it a new connection.
+const LEAVE_ROTATION: Duration = Duration::from_millis(1000);
 
 /// What the executor knows of one task's container.
 #[derive(Debug, Clone)]
@@ -471,6 +475,9 @@ impl DockerExecutor {
             .and_then(|s| s.container.as_ref())
             .and_then(|c| c.stop_grace_period_ms)
             .unwrap_or(DEFAULT_GRACE_MS);
+        if !task.networks.is_empty() {
+            tokio::time::sleep(LEAVE_ROTATION).await;
+        }
         let options = StopContainerOptions {
             t: Some((grace / 1000).max(0) as i32),
             ..Default::default()

@@ -1,0 +1,208 @@
+//! The eBPF routing mesh on real agents and containers, with a real client
+//! in the lab's `shoal-client` host: a published port answers on every
+//! node, round-robin per connection over every task, and keeps answering
+//! while tasks die, scale and the entry node's agent is killed.
+
+use std::{
+    collections::BTreeMap,
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, ensure};
+use shoal_tests::{bin, cmd, lab_cluster::LabCluster, topology};
+
+const WAIT: Duration = Duration::from_secs(30);
+const NODES: [&str; 3] = ["192.0.2.11", "192.0.2.12", "192.0.2.13"];
+
+fn client(args: &[&str]) -> Result<Command> {
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", topology::CLIENT_NS])
+        .arg(bin("shoal-toolbox")?)
+        .args(args);
+    Ok(command)
+}
+
+fn client_output(args: &[&str]) -> Result<Output> {
+    Ok(client(args)?.output()?)
+}
+
+/// Task names answering `count` fresh connections to `url`, by count.
+fn answers(url: &str, count: usize) -> Result<BTreeMap<String, usize>> {
+    let out = client_output(&["http-get", url, "--count", &count.to_string()])?;
+    let mut by_task = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let json = line.splitn(3, ' ').nth(2).unwrap_or("");
+        let task = serde_json::from_str::<serde_json::Value>(json)
+            .ok()
+            .and_then(|v| v["task"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("error: {line}"));
+        *by_task.entry(task).or_default() += 1;
+    }
+    Ok(by_task)
+}
+
+fn running(cluster: &LabCluster, service: &str) -> usize {
+    cluster
+        .json_rows(&["service", "ps", service])
+        .map(|rows| {
+            rows.iter()
+                .filter(|r| r["DesiredState"] == "Running")
+                .filter(|r| {
+                    r["CurrentState"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("Running"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_published_port_answers_on_every_node_round_robin_over_every_task() -> Result<()> {
+    let cluster = LabCluster::start(1, true)?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "6",
+        "--publish",
+        "8080:80",
+        "shoal/echo:1",
+    ])?;
+    cluster.wait("6 running web tasks", WAIT, || {
+        (running(&cluster, "web") == 6).then_some(())
+    })?;
+    let tasks: Vec<String> = (1..=6).map(|i| format!("web.{i}")).collect();
+    for node in NODES {
+        let got = answers(&format!("http://{node}:8080/"), 60)?;
+        let want: BTreeMap<String, usize> = tasks.iter().map(|t| (t.clone(), 10)).collect();
+        ensure!(got == want, "60 connections to {node}:8080 went {got:?}");
+        println!("{node}:8080 -> {got:?}");
+    }
+    // UDP, and a node with no task of the service still answers.
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "dns-like",
+        "--replicas",
+        "2",
+        "--constraint",
+        "node.hostname==n1",
+        "--publish",
+        "5353:80/udp",
+        "shoal/echo:1",
+    ])?;
+    cluster.wait("2 running dns-like tasks", WAIT, || {
+        (running(&cluster, "dns-like") == 2).then_some(())
+    })?;
+    let mut seen = BTreeMap::new();
+    for _ in 0..4 {
+        let out = client_output(&["udp-send", "192.0.2.13:5353", "whoami"])?;
+        let reply: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("UDP via n3 (no task there): {out:?}"))?;
+        *seen
+            .entry(reply["task"].as_str().unwrap_or("").to_owned())
+            .or_insert(0) += 1;
+    }
+    ensure!(
+        seen.values().all(|n| *n == 2) && seen.len() == 2,
+        "UDP went {seen:?}"
+    );
+    // Unpublished ports are not taken: the stack refuses them as before.
+    let out = client_output(&["--timeout-ms", "500", "tcp-connect", "192.0.2.11:8081"])?;
+    ensure!(!out.status.success(), "an unpublished port answered");
+    Ok(())
+}
+
+/// A stream of fresh connections through `node` in the background: one
+/// every 20 ms, each allowed 5 s (SYN retransmits included).
+fn stream(node: &str, count: usize) -> Result<Child> {
+    Ok(client(&[
+        "--timeout-ms",
+        "5000",
+        "http-get",
+        &format!("http://{node}:8080/"),
+        "--count",
+        &count.to_string(),
+        "--interval-ms",
+        "20",
+    ])?
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()?)
+}
+
+/// Waits for a stream; returns (ok, failed) and the failed lines.
+fn finish(stream: Child) -> Result<(usize, usize, Vec<String>)> {
+    let out = stream.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let failed: Vec<String> = text
+        .lines()
+        .filter(|l| !l.contains(" 200 "))
+        .map(str::to_owned)
+        .collect();
+    let ok = text.lines().filter(|l| l.contains(" 200 ")).count();
+    Ok((ok, failed.len(), failed))
+}
+
+#[test]
+fn no_connection_fails_while_tasks_die_scale_and_the_entry_agent_is_killed() -> Result<()> {
+    let cluster = LabCluster::start(1, true)?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "6",
+        "--restart-delay",
+        "1s",
+        "--publish",
+        "8080:80",
+        "shoal/echo:1",
+    ])?;
+    cluster.wait("6 running web tasks", WAIT, || {
+        (running(&cluster, "web") == 6).then_some(())
+    })?;
+
+    // A task killed, then 6 -> 3 -> 6, under a stream of new connections.
+    let traffic = stream(NODES[1], 500)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let filter = "label=com.shoal.service.name=web";
+    let victim = cmd::stdout("docker", &["ps", "-q", "--filter", filter])?;
+    let victim = victim
+        .split_whitespace()
+        .next()
+        .context("no web container")?
+        .to_owned();
+    cmd::run("docker", &["kill", &victim])?;
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.shoal(&["service", "scale", "web=3"])?;
+    cluster.wait("3 running", WAIT, || {
+        (running(&cluster, "web") == 3).then_some(())
+    })?;
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.shoal(&["service", "scale", "web=6"])?;
+    cluster.wait("6 running", WAIT, || {
+        (running(&cluster, "web") == 6).then_some(())
+    })?;
+    let (ok, failed, lines) = finish(traffic)?;
+    println!("kill + scale 6->3->6: {ok} connections answered, {failed} failed");
+    ensure!(failed == 0 && ok == 500, "{failed} failed: {lines:?}");
+
+    // The entry node's agent SIGKILLed and restarted mid-stream.
+    let traffic = stream(NODES[1], 300)?;
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.lab.kill_node("n2")?;
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.lab.start_node("n2")?;
+    let (ok, failed, lines) = finish(traffic)?;
+    println!("entry agent SIGKILL + restart: {ok} connections answered, {failed} failed");
+    ensure!(failed == 0 && ok == 300, "{failed} failed: {lines:?}");
+    Ok(())
+}
