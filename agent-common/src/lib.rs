@@ -7,7 +7,7 @@
 
 /// Version of the map layouts below. Pinned objects live under
 /// `<bpffs root>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Names of the maps and programs in the eBPF object, as the loader looks them up.
 pub mod names {
@@ -114,8 +114,13 @@ pub struct CtEntry {
     /// Forward: the source port after NAT; reply: the published port.
     pub nat_port: u16,
     pub service: u32,
-    pub _pad: u32,
+    /// Reply entries: [`CT_ESTABLISHED`] once the backend answered.
+    pub flags: u32,
 }
+
+/// The backend answered the connection's SYN (until then, a reset from it
+/// is hidden from the client, whose retransmitted SYN goes elsewhere).
+pub const CT_ESTABLISHED: u32 = 1;
 
 /// Per service and per CPU: connections opened and what they carried.
 #[repr(C)]

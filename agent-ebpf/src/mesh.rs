@@ -19,7 +19,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use shoal_agent_common::{
-    Backend, BackendKey, CtEntry, CtKey, MESH_MAX_BACKENDS, MESH_MAX_CONNECTIONS,
+    Backend, BackendKey, CT_ESTABLISHED, CtEntry, CtKey, MESH_MAX_BACKENDS, MESH_MAX_CONNECTIONS,
     MESH_MAX_SERVICES, MeshConfig, PortEntry, PortKey, ServiceStats,
 };
 
@@ -41,6 +41,7 @@ const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
+const TCP_RST: u8 = 0x04;
 
 const BPF_F_PSEUDO_HDR: u64 = 0x10;
 const BPF_F_MARK_MANGLED_0: u64 = 0x20;
@@ -308,7 +309,7 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
                 port: f.sport,
                 nat_port: f.dport,
                 service: service.service,
-                _pad: 0,
+                flags: 0,
             };
             if MESH_CT.insert(&reply, &back, BPF_NOEXIST).is_ok() {
                 found = true;
@@ -329,7 +330,7 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
         port: backend.port,
         nat_port,
         service: service.service,
-        _pad: 0,
+        flags: 0,
     };
     let key = CtKey {
         saddr: f.saddr,
@@ -366,8 +367,30 @@ fn try_reply(ctx: &mut TcContext) -> Option<i32> {
         proto: f.proto,
         _pad: [0; 3],
     };
-    // SAFETY: see `try_ingress`.
-    let back = *unsafe { MESH_CT.get(&key) }?;
+    let slot = MESH_CT.get_ptr_mut(&key)?;
+    // SAFETY: the entry stays valid while this program runs (RCU).
+    let back = unsafe { *slot };
+    if f.proto == PROTO_TCP && back.flags & CT_ESTABLISHED == 0 {
+        let flags: u8 = ctx.load(TCP_FLAGS_OFF).ok()?;
+        if flags & TCP_RST != 0 {
+            // A backend refused a connection it never accepted (it died,
+            // or is stopping): forget the pick and hide the reset. The
+            // client's retransmitted SYN goes to another backend.
+            let forward = CtKey {
+                saddr: back.addr,
+                daddr: cfg.node_addr,
+                sport: back.port,
+                dport: back.nat_port,
+                proto: f.proto,
+                _pad: [0; 3],
+            };
+            let _ = MESH_CT.remove(&forward);
+            let _ = MESH_CT.remove(&key);
+            return Some(TC_ACT_SHOT);
+        }
+        // SAFETY: as above; one word, written whole.
+        unsafe { (*slot).flags = back.flags | CT_ESTABLISHED };
+    }
     rewrite(ctx, &f, cfg.node_addr, back.addr, back.nat_port, back.port)?;
     count(back.service, ctx.len(), false);
     // The kernel fills in the MACs from its FIB and neighbour tables.

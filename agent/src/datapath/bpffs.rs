@@ -82,7 +82,9 @@ impl BpfRoot {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let is_layout = name.strip_prefix('v').is_some_and(|n| n.parse::<u32>().is_ok());
+            let is_layout = name
+                .strip_prefix('v')
+                .is_some_and(|n| n.parse::<u32>().is_ok());
             if is_layout && name != current {
                 tracing::info!(layout = %name, "removing the pins of another eBPF layout");
                 if let Err(error) = std::fs::remove_dir_all(entry.path()) {
