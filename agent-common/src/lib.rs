@@ -7,7 +7,7 @@
 
 /// Version of the map layouts below. Pinned objects live under
 /// `<bpffs root>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Names of the maps and programs in the eBPF object, as the loader looks them up.
 pub mod names {
@@ -66,8 +66,17 @@ pub struct PortKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PortEntry {
     pub service: u32,
-    pub backends: u32,
+    pub backends: u16,
+    /// [`MODE_INGRESS`] or [`MODE_HOST`].
+    pub mode: u16,
 }
+
+/// Ingress mode: every node answers, any task serves, the node's ingress
+/// address is the source the task sees.
+pub const MODE_INGRESS: u16 = 0;
+/// Host mode: only nodes with a task answer, a local task serves, and it
+/// sees the client's own address.
+pub const MODE_HOST: u16 = 1;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -121,6 +130,8 @@ pub struct CtEntry {
 /// The backend answered the connection's SYN (until then, a reset from it
 /// is hidden from the client, whose retransmitted SYN goes elsewhere).
 pub const CT_ESTABLISHED: u32 = 1;
+/// A host-mode connection: the client's address is kept both ways.
+pub const CT_HOST_MODE: u32 = 2;
 
 /// Per service and per CPU: connections opened and what they carried.
 #[repr(C)]

@@ -19,8 +19,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use shoal_agent_common::{
-    Backend, BackendKey, CT_ESTABLISHED, CtEntry, CtKey, MESH_MAX_BACKENDS, MESH_MAX_CONNECTIONS,
-    MESH_MAX_SERVICES, MeshConfig, PortEntry, PortKey, ServiceStats,
+    Backend, BackendKey, CT_ESTABLISHED, CT_HOST_MODE, CtEntry, CtKey, MESH_MAX_BACKENDS,
+    MESH_MAX_CONNECTIONS, MESH_MAX_SERVICES, MODE_HOST, MeshConfig, PortEntry, PortKey,
+    ServiceStats,
 };
 
 /// `TCX_NEXT`: not ours; let the next program and the stack decide.
@@ -207,14 +208,14 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
         Some(entry) if still_there(ctx, &f, entry) => (*entry, false),
         _ => (new_connection(ctx, &cfg, &f)?, true),
     };
-    rewrite(
-        ctx,
-        &f,
-        cfg.ingress_addr,
-        entry.addr,
-        entry.nat_port,
-        entry.port,
-    )?;
+    // Host mode keeps the client's address (the task is local and replies
+    // through this node); ingress mode sends from the node's ingress address.
+    let source = if entry.flags & CT_HOST_MODE != 0 {
+        f.saddr
+    } else {
+        cfg.ingress_addr
+    };
+    rewrite(ctx, &f, source, entry.addr, entry.nat_port, entry.port)?;
     let macs = {
         let dst = mac_of(entry.addr);
         let mut both = [0u8; 12];
@@ -265,6 +266,7 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
     if service.backends == 0 {
         return None; // nothing runs: let the stack refuse it
     }
+    let host_mode = service.mode == MODE_HOST;
     if f.proto == PROTO_TCP {
         let flags: u8 = ctx.load(TCP_FLAGS_OFF).ok()?;
         if flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
@@ -293,10 +295,15 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
     // ingress address must not).
     let mut nat_port = f.sport;
     let mut found = false;
+    let (reply_to, mode_flag) = if host_mode {
+        (f.saddr, CT_HOST_MODE)
+    } else {
+        (cfg.ingress_addr, 0)
+    };
     for attempt in 0u16..8 {
         let reply = CtKey {
             saddr: backend.addr,
-            daddr: cfg.ingress_addr,
+            daddr: reply_to,
             sport: backend.port,
             dport: nat_port,
             proto: f.proto,
@@ -309,12 +316,15 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
                 port: f.sport,
                 nat_port: f.dport,
                 service: service.service,
-                flags: 0,
+                flags: mode_flag,
             };
             if MESH_CT.insert(&reply, &back, BPF_NOEXIST).is_ok() {
                 found = true;
                 break;
             }
+        }
+        if host_mode {
+            break; // the client's own port and address: nothing to choose
         }
         // Another port from the ephemeral range, spread by the attempt.
         let host = u16::from_be(f.sport) ^ attempt.wrapping_mul(0x9e37).wrapping_add(attempt);
@@ -330,7 +340,7 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
         port: backend.port,
         nat_port,
         service: service.service,
-        flags: 0,
+        flags: mode_flag,
     };
     let key = CtKey {
         saddr: f.saddr,
@@ -356,9 +366,11 @@ pub fn mesh_reply(mut ctx: TcContext) -> i32 {
 fn try_reply(ctx: &mut TcContext) -> Option<i32> {
     let cfg = config()?;
     let f = flow(ctx)?;
-    if f.daddr != cfg.ingress_addr || cfg.ingress_addr == 0 {
+    if cfg.ingress_addr == 0 {
         return None;
     }
+    // Ingress mode: to the node's ingress address; host mode: to the
+    // client itself, through this node's gateway. Both are tracked.
     let key = CtKey {
         saddr: f.saddr,
         daddr: f.daddr,

@@ -113,8 +113,55 @@ fn a_published_port_answers_on_every_node_round_robin_over_every_task() -> Resul
         seen.values().all(|n| *n == 2) && seen.len() == 2,
         "UDP went {seen:?}"
     );
+    // Host mode: only nodes running a task answer, each with its own task,
+    // which sees the client's own address.
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "hm",
+        "--replicas",
+        "2",
+        "--constraint",
+        "node.hostname!=n3",
+        "--publish",
+        "mode=host,published=8081,target=80",
+        "shoal/echo:1",
+    ])?;
+    cluster.wait("2 running hm tasks", WAIT, || {
+        (running(&cluster, "hm") == 2).then_some(())
+    })?;
+    let mut host_tasks = Vec::new();
+    for node in &NODES[..2] {
+        let out = client_output(&["http-get", &format!("http://{node}:8081/"), "--count", "3"])?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        ensure!(
+            text.lines().count() == 3 && text.lines().all(|l| l.contains(" 200 ")),
+            "host mode via {node}: {text}"
+        );
+        ensure!(
+            text.contains("\"client\":\"192.0.2.100:"),
+            "host mode hid the client's address: {text}"
+        );
+        let tasks: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.split("\"task\":\"").nth(1)?.split('"').next())
+            .collect();
+        ensure!(tasks.len() == 1, "host mode via {node} reached {tasks:?}");
+        host_tasks.extend(tasks.into_iter().map(str::to_owned));
+    }
+    ensure!(
+        host_tasks.len() == 2 && host_tasks[0] != host_tasks[1],
+        "{host_tasks:?}"
+    );
+    let out = client_output(&["--timeout-ms", "500", "tcp-connect", "192.0.2.13:8081"])?;
+    ensure!(
+        !out.status.success(),
+        "host mode answered on a node without a task"
+    );
+
     // Unpublished ports are not taken: the stack refuses them as before.
-    let out = client_output(&["--timeout-ms", "500", "tcp-connect", "192.0.2.11:8081"])?;
+    let out = client_output(&["--timeout-ms", "500", "tcp-connect", "192.0.2.11:8089"])?;
     ensure!(!out.status.success(), "an unpublished port answered");
     Ok(())
 }

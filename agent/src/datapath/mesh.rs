@@ -106,6 +106,8 @@ pub struct MeshService {
     pub service_id: String,
     pub proto: u8,
     pub port: u16,
+    /// `MODE_INGRESS` or `MODE_HOST` (backends: this node's tasks only).
+    pub mode: u16,
     /// (task address on the ingress network, target port), in a stable order.
     pub backends: Vec<(Ipv4Addr, u16)>,
 }
@@ -216,7 +218,7 @@ impl MeshMaps {
             let before = existing
                 .remove(&key)
                 .filter(|e| e.service == slot)
-                .map_or(0, |e| e.backends);
+                .map_or(0, |e| u32::from(e.backends));
             for (i, (addr, port)) in s.backends.iter().enumerate() {
                 let backend = Backend {
                     addr: be_addr(*addr),
@@ -235,7 +237,8 @@ impl MeshMaps {
             }
             let entry = PortEntry {
                 service: slot,
-                backends: s.backends.len() as u32,
+                backends: s.backends.len().min(usize::from(u16::MAX)) as u16,
+                mode: s.mode,
             };
             self.ports
                 .insert(key, entry, 0)
@@ -280,7 +283,7 @@ impl MeshMaps {
         // Ports no service publishes any more.
         for (key, entry) in existing {
             self.ports.remove(&key).map_err(|e| self.error(e))?;
-            for i in 0..entry.backends {
+            for i in 0..u32::from(entry.backends) {
                 let _ = self.backends.remove(&BackendKey {
                     service: entry.service,
                     index: i,

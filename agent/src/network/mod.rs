@@ -328,17 +328,28 @@ impl Overlay {
             let Some(proto) = mesh::proto_number(&p.protocol) else {
                 continue;
             };
+            let host_mode = p.mode() == shoal_api::pb::PublishMode::Host;
+            let local = self.local.to_string();
             let mut backends: Vec<(Ipv4Addr, u16)> = set
                 .endpoints
                 .iter()
                 .filter(|e| e.running && e.network_id == id && e.service_id == p.service_id)
+                .filter(|e| !host_mode || e.node_addr == local)
                 .filter_map(|e| Some((e.addr.parse().ok()?, p.target_port as u16)))
                 .collect();
             backends.sort();
+            if host_mode && backends.is_empty() {
+                continue; // no task here: the port is not this node's
+            }
             services.push(MeshService {
                 service_id: p.service_id.clone(),
                 proto,
                 port: p.published_port as u16,
+                mode: if host_mode {
+                    shoal_agent_common::MODE_HOST
+                } else {
+                    shoal_agent_common::MODE_INGRESS
+                },
                 backends,
             });
         }

@@ -8,8 +8,7 @@ pub mod ipam;
 use std::{sync::Arc, time::Duration};
 
 use shoal_api::pb::{
-    Endpoint, NetworkAttachment, PublishMode, Service, ServiceSpec, Task, TaskState, TaskStatus,
-    VirtualIp,
+    Endpoint, NetworkAttachment, Service, ServiceSpec, Task, TaskState, TaskStatus, VirtualIp,
 };
 
 use crate::{
@@ -22,15 +21,12 @@ pub use ipam::{AllocError, Ipam};
 const MAX_TASKS_PER_BATCH: usize = 1000;
 
 /// The networks a service's tasks attach to, with their aliases: `ingress`
-/// first when the service publishes a port in ingress mode, then the ones
-/// its spec names.
+/// first when the service publishes a port (in host mode too: the task
+/// needs an address the node can hand connections to), then the ones its
+/// spec names.
 pub fn service_networks(state: &State, spec: &ServiceSpec) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
-    let publishes = spec.endpoint.as_ref().is_some_and(|e| {
-        e.ports
-            .iter()
-            .any(|p| p.publish_mode() == PublishMode::Ingress)
-    });
+    let publishes = spec.endpoint.as_ref().is_some_and(|e| !e.ports.is_empty());
     if publishes
         && let Some((id, _)) = state
             .networks

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use shoal_api::{
     cidr::Ipv4Cidr,
-    pb::{Network, PublishMode, PublishedPort, ServiceRecord, Task, TaskEndpoint, TaskState},
+    pb::{Network, PublishedPort, ServiceRecord, Task, TaskEndpoint, TaskState},
 };
 
 use crate::{allocator::ipam::holds_addresses, store::State};
@@ -23,7 +23,7 @@ pub struct NetworkView {
     pub published: Vec<PublishedPort>,
 }
 
-/// Every port published in ingress mode, by service.
+/// Every published port, by service.
 fn published_ports(state: &State) -> Vec<PublishedPort> {
     let mut out = Vec::new();
     for (id, service) in &state.services {
@@ -33,15 +33,13 @@ fn published_ports(state: &State) -> Vec<PublishedPort> {
             .and_then(|s| s.endpoint.as_ref())
             .map(|e| e.ports.as_slice())
             .unwrap_or_default();
-        for port in ports
-            .iter()
-            .filter(|p| p.publish_mode() == PublishMode::Ingress)
-        {
+        for port in ports.iter().filter(|p| p.published_port != 0) {
             out.push(PublishedPort {
                 service_id: id.clone(),
                 protocol: port.protocol.clone(),
                 published_port: port.published_port,
                 target_port: port.target_port,
+                mode: port.publish_mode,
             });
         }
     }
