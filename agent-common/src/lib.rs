@@ -7,7 +7,7 @@
 
 /// Version of the map layouts below. Pinned objects live under
 /// `<bpffs root>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Names of the maps and programs in the eBPF object, as the loader looks them up.
 pub mod names {
@@ -21,6 +21,11 @@ pub mod names {
     pub const MESH_CT: &str = "MESH_CT";
     pub const MESH_STATS: &str = "MESH_STATS";
     pub const MESH_LIVE: &str = "MESH_LIVE";
+    pub const MESH_VIPS: &str = "MESH_VIPS";
+    /// On each task's host-side veth, TC ingress: connections to a VIP.
+    pub const VIP_OUT: &str = "vip_out";
+    /// On each task's host-side veth, TC egress: their replies.
+    pub const VIP_IN: &str = "vip_in";
     /// On the underlay interface (TC ingress): published ports in.
     pub const MESH_INGRESS: &str = "mesh_ingress";
     /// On the ingress network's bridge (TC ingress): replies back out.
@@ -132,6 +137,12 @@ pub struct CtEntry {
 pub const CT_ESTABLISHED: u32 = 1;
 /// A host-mode connection: the client's address is kept both ways.
 pub const CT_HOST_MODE: u32 = 2;
+/// A connection to a service VIP (east-west): the reply entry's `addr` is
+/// the VIP to put back as the source.
+pub const CT_VIP: u32 = 4;
+
+/// VIP slots start here in the per-service maps (published ports below).
+pub const MESH_FIRST_VIP_SLOT: u32 = MESH_MAX_SERVICES / 2;
 
 /// Per service and per CPU: connections opened and what they carried.
 #[repr(C)]

@@ -19,7 +19,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use shoal_agent_common::{
-    Backend, BackendKey, CT_ESTABLISHED, CT_HOST_MODE, CtEntry, CtKey, MESH_MAX_BACKENDS,
+    Backend, BackendKey, CT_ESTABLISHED, CT_HOST_MODE, CT_VIP, CtEntry, CtKey, MESH_MAX_BACKENDS,
     MESH_MAX_CONNECTIONS, MESH_MAX_SERVICES, MODE_HOST, MeshConfig, PortEntry, PortKey,
     ServiceStats,
 };
@@ -61,6 +61,9 @@ static MESH_RR: Array<u64> = Array::pinned(MESH_MAX_SERVICES, 0);
 static MESH_CT: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MESH_MAX_CONNECTIONS, 0);
 #[map]
 static MESH_STATS: PerCpuArray<ServiceStats> = PerCpuArray::pinned(MESH_MAX_SERVICES, 0);
+/// Service VIP (network order) → its slot and backends (ports kept).
+#[map]
+static MESH_VIPS: HashMap<u32, PortEntry> = HashMap::pinned(MESH_MAX_SERVICES, 0);
 #[map]
 static MESH_LIVE: HashMap<Backend, u32> =
     HashMap::pinned(MESH_MAX_SERVICES * 4 + MESH_MAX_BACKENDS, 0);
@@ -234,9 +237,10 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
 /// connection never got an answer) or a UDP datagram picks another.
 #[inline(always)]
 fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry) -> bool {
+    // A VIP's backends keep the connection's port: they are live as port 0.
     let backend = Backend {
         addr: entry.addr,
-        port: entry.port,
+        port: if entry.flags & CT_VIP != 0 { 0 } else { entry.port },
         _pad: 0,
     };
     // SAFETY: a presence test.
@@ -382,6 +386,9 @@ fn try_reply(ctx: &mut TcContext) -> Option<i32> {
     let slot = MESH_CT.get_ptr_mut(&key)?;
     // SAFETY: the entry stays valid while this program runs (RCU).
     let back = unsafe { *slot };
+    if back.flags & CT_VIP != 0 {
+        return None; // east-west: the task's own veth handles it
+    }
     if f.proto == PROTO_TCP && back.flags & CT_ESTABLISHED == 0 {
         let flags: u8 = ctx.load(TCP_FLAGS_OFF).ok()?;
         if flags & TCP_RST != 0 {
@@ -412,4 +419,125 @@ fn try_reply(ctx: &mut TcContext) -> Option<i32> {
         return Some(TC_ACT_SHOT);
     }
     Some(action as i32)
+}
+
+/// A task's connection to a service VIP, as it leaves the task (TC ingress
+/// of its host-side veth): the VIP becomes the service's next task,
+/// round-robin, its port kept; the task's own address stays the source.
+#[classifier]
+pub fn vip_out(mut ctx: TcContext) -> i32 {
+    let _ = try_vip_out(&mut ctx);
+    TC_NEXT
+}
+
+#[inline(always)]
+fn try_vip_out(ctx: &mut TcContext) -> Option<()> {
+    let f = flow(ctx)?;
+    // SAFETY: the agent writes whole entries.
+    let service = *unsafe { MESH_VIPS.get(&f.daddr) }?;
+    let key = CtKey {
+        saddr: f.saddr,
+        daddr: f.daddr,
+        sport: f.sport,
+        dport: f.dport,
+        proto: f.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: see `try_ingress`.
+    let (backend, new) = match unsafe { MESH_CT.get(&key) } {
+        Some(entry) if still_there(ctx, &f, entry) => (entry.addr, false),
+        _ => (new_vip_connection(ctx, &f, &service)?, true),
+    };
+    rewrite(ctx, &f, f.saddr, backend, f.sport, f.dport)?;
+    ctx.store(0, &mac_of(backend), 0).ok()?;
+    count(service.service, ctx.len(), new);
+    Some(())
+}
+
+#[inline(always)]
+fn new_vip_connection(ctx: &TcContext, f: &Flow, service: &PortEntry) -> Option<u32> {
+    if service.backends == 0 {
+        return None;
+    }
+    if f.proto == PROTO_TCP {
+        let flags: u8 = ctx.load(TCP_FLAGS_OFF).ok()?;
+        if flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+            return None;
+        }
+    }
+    let counter = MESH_RR.get_ptr_mut(service.service)?;
+    // See `new_connection` for why read-then-add.
+    // SAFETY: the slot lives as long as the map and is 8-byte aligned.
+    let turn = unsafe { core::ptr::read_volatile(counter) };
+    // SAFETY: as above; the result is unused, which v1's XADD allows.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1) };
+    let key = BackendKey {
+        service: service.service,
+        index: (turn % u64::from(service.backends)) as u32,
+    };
+    // SAFETY: as above.
+    let backend = *unsafe { MESH_BACKENDS.get(&key) }?;
+    let forward = CtKey {
+        saddr: f.saddr,
+        daddr: f.daddr,
+        sport: f.sport,
+        dport: f.dport,
+        proto: f.proto,
+        _pad: [0; 3],
+    };
+    let reply = CtKey {
+        saddr: backend.addr,
+        daddr: f.saddr,
+        sport: f.dport,
+        dport: f.sport,
+        proto: f.proto,
+        _pad: [0; 3],
+    };
+    let there = CtEntry {
+        addr: backend.addr,
+        port: f.dport,
+        nat_port: f.sport,
+        service: service.service,
+        flags: CT_VIP,
+    };
+    let back = CtEntry {
+        addr: f.daddr,
+        port: f.sport,
+        nat_port: f.dport,
+        service: service.service,
+        flags: CT_VIP,
+    };
+    MESH_CT.insert(&reply, &back, 0).ok()?;
+    MESH_CT.insert(&forward, &there, 0).ok()?;
+    Some(backend.addr)
+}
+
+/// Replies to a task's VIP connection, as they reach it (TC egress of its
+/// host-side veth): the task that answered becomes the VIP again.
+#[classifier]
+pub fn vip_in(mut ctx: TcContext) -> i32 {
+    let _ = try_vip_in(&mut ctx);
+    TC_NEXT
+}
+
+#[inline(always)]
+fn try_vip_in(ctx: &mut TcContext) -> Option<()> {
+    let f = flow(ctx)?;
+    let key = CtKey {
+        saddr: f.saddr,
+        daddr: f.daddr,
+        sport: f.sport,
+        dport: f.dport,
+        proto: f.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: see `try_ingress`.
+    let back = *unsafe { MESH_CT.get(&key) }?;
+    if back.flags & CT_VIP == 0 {
+        return None;
+    }
+    rewrite(ctx, &f, back.addr, f.daddr, f.sport, f.dport)?;
+    ctx.store(6, &mac_of(back.addr), 0).ok()?;
+    count(back.service, ctx.len(), false);
+    Some(())
 }

@@ -16,7 +16,7 @@ use aya::{
     },
 };
 use shoal_agent_common::{
-    Backend, BackendKey, MESH_MAX_SERVICES, MeshConfig, PortEntry, PortKey, ServiceStats, names,
+    Backend, BackendKey, MESH_FIRST_VIP_SLOT, MESH_MAX_SERVICES, MeshConfig, PortEntry, PortKey, ServiceStats, names,
 };
 
 use super::{BpfRoot, DatapathError, EBPF_OBJECT};
@@ -38,15 +38,53 @@ pub fn proto_number(protocol: &str) -> Option<u8> {
     }
 }
 
-/// Attaches `program` at TC ingress of `ifindex` unless its pinned link is
-/// there. The object is loaded (its maps reused from their pins) only when
-/// something must be attached.
-pub fn attach_mesh(root: &BpfRoot, underlay: u32, bridge: u32) -> Result<(), DatapathError> {
+/// Loads the object once so that its maps exist (pinned), if they do not.
+pub fn ensure_maps(root: &BpfRoot) -> Result<(), DatapathError> {
     root.prepare()?;
-    let wanted = [(names::MESH_INGRESS, underlay), (names::MESH_REPLY, bridge)];
+    if root.map(names::MESH_CONFIG).exists() {
+        return Ok(());
+    }
+    EbpfLoader::new()
+        .default_map_pin_directory(root.maps_dir())
+        .load(EBPF_OBJECT)?;
+    Ok(())
+}
+
+/// The routing mesh: `mesh_ingress` on the underlay and `mesh_reply` on
+/// the ingress bridge (TC ingress both).
+pub fn attach_mesh(root: &BpfRoot, underlay: u32, bridge: u32) -> Result<(), DatapathError> {
+    attach(
+        root,
+        &[
+            (names::MESH_INGRESS, underlay, TcAttachType::Ingress),
+            (names::MESH_REPLY, bridge, TcAttachType::Ingress),
+        ],
+    )
+}
+
+/// VIP balancing on a task's host-side veth: `vip_out` on what the task
+/// sends, `vip_in` on what it receives.
+pub fn attach_vip(root: &BpfRoot, veth: u32) -> Result<(), DatapathError> {
+    attach(
+        root,
+        &[
+            (names::VIP_OUT, veth, TcAttachType::Ingress),
+            (names::VIP_IN, veth, TcAttachType::Egress),
+        ],
+    )
+}
+
+/// Attaches each `(program, ifindex, hook)` unless its pinned link is
+/// there. The object is loaded (its maps reused from their pins) only when
+/// something must be attached; links are pinned so they outlive the agent.
+fn attach(
+    root: &BpfRoot,
+    wanted: &[(&'static str, u32, TcAttachType)],
+) -> Result<(), DatapathError> {
+    root.prepare()?;
     let missing: Vec<_> = wanted
         .iter()
-        .filter(|(name, ifindex)| PinnedLink::from_pin(root.link(*ifindex, name)).is_err())
+        .filter(|(name, ifindex, _)| PinnedLink::from_pin(root.link(*ifindex, name)).is_err())
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -54,7 +92,7 @@ pub fn attach_mesh(root: &BpfRoot, underlay: u32, bridge: u32) -> Result<(), Dat
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(root.maps_dir())
         .load(EBPF_OBJECT)?;
-    for (name, ifindex) in missing {
+    for (name, ifindex, hook) in missing {
         let name: &'static str = name;
         let dir = root.links_dir(*ifindex);
         std::fs::create_dir_all(&dir).map_err(|source| DatapathError::Bpffs {
@@ -76,11 +114,7 @@ pub fn attach_mesh(root: &BpfRoot, underlay: u32, bridge: u32) -> Result<(), Dat
         program.load().map_err(program_error)?;
         // After the counters, which go first and pass every packet on.
         let link_id = program
-            .attach_with_options(
-                &iface,
-                TcAttachType::Ingress,
-                TcAttachOptions::TcxOrder(LinkOrder::last()),
-            )
+            .attach_with_options(&iface, *hook, TcAttachOptions::TcxOrder(LinkOrder::last()))
             .map_err(program_error)?;
         let pin = root.link(*ifindex, name);
         let link: FdLink = program
@@ -95,9 +129,39 @@ pub fn attach_mesh(root: &BpfRoot, underlay: u32, bridge: u32) -> Result<(), Dat
             path: pin.clone(),
             source,
         })?;
-        tracing::info!(%iface, program = name, "routing mesh attached");
+        tracing::debug!(%iface, program = name, "attached");
     }
     Ok(())
+}
+
+/// Forgets the pins of interfaces that are gone (a task's veth goes with
+/// its container; the kernel has already detached its links).
+pub fn forget_gone_interfaces(root: &BpfRoot) {
+    let dir = root.links_dir(0);
+    let Some(links) = dir.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(links) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let gone = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|ifindex| super::ifname_of(ifindex).is_none());
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A service VIP on one network as the mesh balances it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipService {
+    /// Stable name of the (service, network) pair.
+    pub key: String,
+    pub vip: Ipv4Addr,
+    /// Task addresses on that network, in a stable order.
+    pub backends: Vec<Ipv4Addr>,
 }
 
 /// One published port as the mesh serves it.
@@ -120,7 +184,8 @@ pub struct MeshMaps {
     backends: BpfHashMap<MapData, BackendKey, Backend>,
     stats: PerCpuArray<MapData, ServiceStats>,
     live: BpfHashMap<MapData, Backend, u32>,
-    /// Service id → slot in the per-service maps.
+    vips: BpfHashMap<MapData, u32, PortEntry>,
+    /// Service id (ports) or VIP key → slot in the per-service maps.
     slots: HashMap<String, u32>,
 }
 
@@ -150,6 +215,8 @@ impl MeshMaps {
             .map_err(error(names::MESH_STATS))?;
         let live = BpfHashMap::try_from(open_map(root, names::MESH_LIVE)?)
             .map_err(error(names::MESH_LIVE))?;
+        let vips = BpfHashMap::try_from(open_map(root, names::MESH_VIPS)?)
+            .map_err(error(names::MESH_VIPS))?;
         Ok(Self {
             root: root.maps_dir(),
             config,
@@ -157,6 +224,7 @@ impl MeshMaps {
             backends,
             stats,
             live,
+            vips,
             slots: HashMap::new(),
         })
     }
@@ -176,94 +244,90 @@ impl MeshMaps {
         Ok(())
     }
 
-    /// Makes the published ports and their backends exactly `services`.
-    /// Backends are written before a port's count grows and removed after
+    /// Makes the published ports, the VIPs and their backends exactly
+    /// these. Backends are written before a count grows and removed after
     /// it shrinks, so a packet never reads an index that is not there.
-    pub fn sync(&mut self, services: &[MeshService]) -> Result<(), DatapathError> {
+    pub fn sync(&mut self, services: &[MeshService], vips: &[VipService]) -> Result<(), DatapathError> {
         let mut existing: HashMap<PortKey, PortEntry> = HashMap::new();
         for item in self.ports.iter() {
             let (key, entry) = item.map_err(|e| self.error(e))?;
             existing.insert(key, entry);
         }
-        // Slots survive agent restarts: a port already in the map keeps its.
+        let mut existing_vips: HashMap<u32, PortEntry> = HashMap::new();
+        for item in self.vips.iter() {
+            let (key, entry) = item.map_err(|e| self.error(e))?;
+            existing_vips.insert(key, entry);
+        }
+        // Slots survive agent restarts: what is in the maps keeps its slot.
         for s in services {
-            let key = port_key(s);
-            if let (Some(entry), false) =
-                (existing.get(&key), self.slots.contains_key(&s.service_id))
-            {
-                self.slots.insert(s.service_id.clone(), entry.service);
+            if let Some(entry) = existing.get(&port_key(s)) {
+                self.slots.entry(s.service_id.clone()).or_insert(entry.service);
             }
         }
-        self.slots
-            .retain(|id, _| services.iter().any(|s| &s.service_id == id));
+        for v in vips {
+            if let Some(entry) = existing_vips.get(&be_addr(v.vip)) {
+                self.slots.entry(v.key.clone()).or_insert(entry.service);
+            }
+        }
+        self.slots.retain(|id, _| {
+            services.iter().any(|s| &s.service_id == id) || vips.iter().any(|v| &v.key == id)
+        });
+        let mut live_now: HashMap<Backend, u32> = HashMap::new();
         for s in services {
-            let slot = match self.slots.get(&s.service_id) {
-                Some(slot) => *slot,
-                None => {
-                    let used: std::collections::HashSet<u32> =
-                        self.slots.values().copied().collect();
-                    let slot = (0..MESH_MAX_SERVICES)
-                        .find(|i| !used.contains(i))
-                        .ok_or_else(|| {
-                            self.error(aya::maps::MapError::OutOfBounds {
-                                index: MESH_MAX_SERVICES,
-                                max_entries: MESH_MAX_SERVICES,
-                            })
-                        })?;
-                    self.slots.insert(s.service_id.clone(), slot);
-                    slot
-                }
-            };
+            let slot = self.slot(&s.service_id, 0..MESH_FIRST_VIP_SLOT)?;
             let key = port_key(s);
             let before = existing
                 .remove(&key)
                 .filter(|e| e.service == slot)
                 .map_or(0, |e| u32::from(e.backends));
-            for (i, (addr, port)) in s.backends.iter().enumerate() {
-                let backend = Backend {
+            let backends: Vec<Backend> = s
+                .backends
+                .iter()
+                .map(|(addr, port)| Backend {
                     addr: be_addr(*addr),
                     port: be_port(*port),
                     _pad: 0,
-                };
-                let bkey = BackendKey {
-                    service: slot,
-                    index: i as u32,
-                };
-                if self.backends.get(&bkey, 0).ok() != Some(backend) {
-                    self.backends
-                        .insert(bkey, backend, 0)
-                        .map_err(|e| self.error(e))?;
-                }
-            }
+                })
+                .collect();
+            self.write_backends(slot, &backends)?;
             let entry = PortEntry {
                 service: slot,
-                backends: s.backends.len().min(usize::from(u16::MAX)) as u16,
+                backends: backends.len().min(usize::from(u16::MAX)) as u16,
                 mode: s.mode,
             };
-            self.ports
-                .insert(key, entry, 0)
-                .map_err(|e| self.error(e))?;
-            for i in s.backends.len() as u32..before {
-                let _ = self.backends.remove(&BackendKey {
-                    service: slot,
-                    index: i,
-                });
-            }
+            self.ports.insert(key, entry, 0).map_err(|e| self.error(e))?;
+            self.trim_backends(slot, backends.len() as u32, before);
+            live_now.extend(backends.into_iter().map(|b| (b, slot)));
+        }
+        for v in vips {
+            let slot = self.slot(&v.key, MESH_FIRST_VIP_SLOT..MESH_MAX_SERVICES)?;
+            let key = be_addr(v.vip);
+            let before = existing_vips
+                .remove(&key)
+                .filter(|e| e.service == slot)
+                .map_or(0, |e| u32::from(e.backends));
+            // Port 0: a VIP keeps the connection's port.
+            let backends: Vec<Backend> = v
+                .backends
+                .iter()
+                .map(|addr| Backend {
+                    addr: be_addr(*addr),
+                    port: 0,
+                    _pad: 0,
+                })
+                .collect();
+            self.write_backends(slot, &backends)?;
+            let entry = PortEntry {
+                service: slot,
+                backends: backends.len().min(usize::from(u16::MAX)) as u16,
+                mode: 0,
+            };
+            self.vips.insert(key, entry, 0).map_err(|e| self.error(e))?;
+            self.trim_backends(slot, backends.len() as u32, before);
+            live_now.extend(backends.into_iter().map(|b| (b, slot)));
         }
         // Which backends exist at all: a connection tracked to one that is
         // gone moves at its next SYN.
-        let mut live_now: HashMap<Backend, u32> = HashMap::new();
-        for s in services {
-            let slot = self.slots.get(&s.service_id).copied().unwrap_or(0);
-            for (addr, port) in &s.backends {
-                let backend = Backend {
-                    addr: be_addr(*addr),
-                    port: be_port(*port),
-                    _pad: 0,
-                };
-                live_now.insert(backend, slot);
-            }
-        }
         let stale: Vec<Backend> = self
             .live
             .keys()
@@ -275,22 +339,58 @@ impl MeshMaps {
         }
         for (backend, slot) in live_now {
             if self.live.get(&backend, 0).ok() != Some(slot) {
-                self.live
-                    .insert(backend, slot, 0)
-                    .map_err(|e| self.error(e))?;
+                self.live.insert(backend, slot, 0).map_err(|e| self.error(e))?;
             }
         }
-        // Ports no service publishes any more.
+        // Ports and VIPs nothing publishes any more.
         for (key, entry) in existing {
             self.ports.remove(&key).map_err(|e| self.error(e))?;
-            for i in 0..u32::from(entry.backends) {
-                let _ = self.backends.remove(&BackendKey {
-                    service: entry.service,
-                    index: i,
-                });
+            self.trim_backends(entry.service, 0, u32::from(entry.backends));
+        }
+        for (key, entry) in existing_vips {
+            self.vips.remove(&key).map_err(|e| self.error(e))?;
+            self.trim_backends(entry.service, 0, u32::from(entry.backends));
+        }
+        Ok(())
+    }
+
+    /// The slot of `id`, or the first free one in `range`.
+    fn slot(&mut self, id: &str, range: std::ops::Range<u32>) -> Result<u32, DatapathError> {
+        if let Some(slot) = self.slots.get(id) {
+            return Ok(*slot);
+        }
+        let used: std::collections::HashSet<u32> = self.slots.values().copied().collect();
+        let end = range.end;
+        let slot = range.into_iter().find(|i| !used.contains(i)).ok_or_else(|| {
+            self.error(aya::maps::MapError::OutOfBounds {
+                index: end,
+                max_entries: MESH_MAX_SERVICES,
+            })
+        })?;
+        self.slots.insert(id.to_owned(), slot);
+        Ok(slot)
+    }
+
+    fn write_backends(&mut self, slot: u32, backends: &[Backend]) -> Result<(), DatapathError> {
+        for (i, backend) in backends.iter().enumerate() {
+            let key = BackendKey {
+                service: slot,
+                index: i as u32,
+            };
+            if self.backends.get(&key, 0).ok() != Some(*backend) {
+                self.backends.insert(key, *backend, 0).map_err(|e| self.error(e))?;
             }
         }
         Ok(())
+    }
+
+    fn trim_backends(&mut self, slot: u32, from: u32, to: u32) {
+        for index in from..to {
+            let _ = self.backends.remove(&BackendKey {
+                service: slot,
+                index,
+            });
+        }
     }
 
     /// Connections, packets and bytes of one service on this node.

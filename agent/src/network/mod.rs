@@ -24,7 +24,7 @@ use shoal_api::{
 use crate::{
     datapath::{
         BpfRoot,
-        mesh::{self, MeshMaps, MeshService},
+        mesh::{self, MeshMaps, MeshService, VipService},
     },
     dns::{DnsServer, Records},
 };
@@ -142,12 +142,13 @@ impl Overlay {
         self.dns.update(Records::from_assignments(set));
         let wanted: HashSet<u32> = set.networks.iter().map(|n| n.vxlan_id).collect();
         let mut problems = Vec::new();
+        let mut published = Vec::new();
         for network in &set.networks {
             let result = async {
                 let devices = self.ensure_network(network).await?;
                 self.program_peers(network, devices, set).await?;
                 if is_ingress(network) {
-                    self.program_mesh(network, devices, set).await?;
+                    published = self.program_ingress(network, devices, set).await?;
                 }
                 Ok::<_, anyhow::Error>(())
             }
@@ -155,6 +156,9 @@ impl Overlay {
             if let Err(error) = result {
                 problems.push(format!("{}: {error:#}", network_id(network)));
             }
+        }
+        if let Err(error) = self.program_tables(set, &published) {
+            problems.push(format!("load balancing tables: {error:#}"));
         }
         // Devices of networks no task here uses any more go.
         for link in self.nl.links().await? {
@@ -271,14 +275,24 @@ impl Overlay {
                 self.nl.set_fdb(devices.vxlan, entry).await?;
             }
         }
+        // The VIPs of services here answer ARP too (from the VXLAN device's
+        // table, as remote tasks do), with a MAC no task has: frames sent
+        // to them are rewritten at the sender's veth, never delivered.
+        let mut neighbour_ips: Vec<Ipv4Addr> = wanted.keys().copied().collect();
+        neighbour_ips.extend(
+            set.services
+                .iter()
+                .filter(|r| r.network_id == id)
+                .filter_map(|r| r.vip.parse::<Ipv4Addr>().ok()),
+        );
         let neighbours = self.nl.neighbours(devices.vxlan).await?;
         let present: HashSet<Entry> = neighbours.iter().map(|(e, _)| e.clone()).collect();
         for (entry, message) in neighbours {
-            if !wanted.contains_key(&entry.ip) || entry.mac != mac_of(entry.ip) {
+            if !neighbour_ips.contains(&entry.ip) || entry.mac != mac_of(entry.ip) {
                 self.nl.delete_entry(message).await?;
             }
         }
-        for ip in wanted.keys() {
+        for ip in &neighbour_ips {
             let entry = Entry {
                 mac: mac_of(*ip),
                 ip: *ip,
@@ -292,19 +306,20 @@ impl Overlay {
 
     /// The ingress network's bridge holds this node's ingress address (its
     /// MAC derived from it, as every endpoint's), where tasks reply to the
-    /// mesh; the mesh programs go on the underlay and that bridge, and its
-    /// maps get the published ports and their running tasks.
-    async fn program_mesh(
+    /// mesh; the mesh programs go on the underlay and that bridge, with the
+    /// node's facts in their config. Returns the published ports as the
+    /// mesh will serve them.
+    async fn program_ingress(
         &self,
         network: &Network,
         devices: Devices,
         set: &AssignmentSet,
-    ) -> Result<()> {
+    ) -> Result<Vec<MeshService>> {
         let Some(root) = &self.bpf_root else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let Ok(ingress_addr) = set.ingress_addr.parse::<Ipv4Addr>() else {
-            return Ok(()); // not allocated yet: the next push brings it
+            return Ok(Vec::new()); // not allocated yet: the next push brings it
         };
         let subnet: Ipv4Cidr = network.subnet.parse()?;
         self.nl
@@ -322,14 +337,24 @@ impl Overlay {
             self.nl.set_mac(devices.bridge, bridge_mac).await?;
         }
         mesh::attach_mesh(root, self.underlay, devices.bridge)?;
+        self.with_maps(|maps| {
+            maps.set_config(shoal_agent_common::MeshConfig {
+                node_addr: mesh::be_addr(self.local),
+                ingress_addr: mesh::be_addr(ingress_addr),
+                underlay_ifindex: self.underlay,
+                bridge_ifindex: devices.bridge,
+                bridge_mac,
+                _pad: [0; 2],
+            })
+        })?;
         let id = network_id(network);
+        let local = self.local.to_string();
         let mut services = Vec::new();
         for p in &set.published {
             let Some(proto) = mesh::proto_number(&p.protocol) else {
                 continue;
             };
             let host_mode = p.mode() == shoal_api::pb::PublishMode::Host;
-            let local = self.local.to_string();
             let mut backends: Vec<(Ipv4Addr, u16)> = set
                 .endpoints
                 .iter()
@@ -353,21 +378,54 @@ impl Overlay {
                 backends,
             });
         }
+        Ok(services)
+    }
+
+    /// The load-balancing tables: published ports and every service VIP on
+    /// this node's networks, each with its running tasks.
+    fn program_tables(&self, set: &AssignmentSet, published: &[MeshService]) -> Result<()> {
+        let Some(root) = &self.bpf_root else {
+            return Ok(());
+        };
+        let mut vips = Vec::new();
+        for record in &set.services {
+            let Ok(vip) = record.vip.parse::<Ipv4Addr>() else {
+                continue; // dnsrr: no VIP
+            };
+            let mut backends: Vec<Ipv4Addr> = set
+                .endpoints
+                .iter()
+                .filter(|e| e.running && e.network_id == record.network_id && e.service_id == record.service_id)
+                .filter_map(|e| e.addr.parse().ok())
+                .collect();
+            backends.sort();
+            vips.push(VipService {
+                key: format!("{}/{}", record.service_id, record.network_id),
+                vip,
+                backends,
+            });
+        }
+        if published.is_empty() && vips.is_empty() && !root.map(shoal_agent_common::names::MESH_CONFIG).exists() {
+            return Ok(());
+        }
+        mesh::ensure_maps(root)?;
+        mesh::forget_gone_interfaces(root);
+        self.with_maps(|maps| maps.sync(published, &vips))?;
+        Ok(())
+    }
+
+    fn with_maps<T>(
+        &self,
+        f: impl FnOnce(&mut MeshMaps) -> Result<T, crate::datapath::DatapathError>,
+    ) -> Result<T> {
+        let root = self.bpf_root.as_ref().context("no bpffs root")?;
         let mut guard = self.mesh.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
+            mesh::ensure_maps(root)?;
             *guard = Some(MeshMaps::open(root)?);
         }
         let maps = guard.as_mut().context("mesh maps")?;
-        maps.set_config(shoal_agent_common::MeshConfig {
-            node_addr: mesh::be_addr(self.local),
-            ingress_addr: mesh::be_addr(ingress_addr),
-            underlay_ifindex: self.underlay,
-            bridge_ifindex: devices.bridge,
-            bridge_mac,
-            _pad: [0; 2],
-        })?;
-        maps.sync(&services)?;
-        Ok(())
+        Ok(f(maps)?)
     }
 
     /// A service's routing-mesh counters on this node.
@@ -446,6 +504,9 @@ impl Overlay {
             }
             let (host_link, peer_link) = self.nl.create_veth(&host, &peer, self.mtu).await?;
             self.nl.plug(host_link.index, devices.bridge).await?;
+            if let Some(root) = &self.bpf_root {
+                mesh::attach_vip(root, host_link.index)?;
+            }
             self.nl.move_to_netns_of(peer_link.index, pid).await?;
             let moved = inside
                 .link(&peer)
