@@ -240,7 +240,11 @@ fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry) -> bool {
     // A VIP's backends keep the connection's port: they are live as port 0.
     let backend = Backend {
         addr: entry.addr,
-        port: if entry.flags & CT_VIP != 0 { 0 } else { entry.port },
+        port: if entry.flags & CT_VIP != 0 {
+            0
+        } else {
+            entry.port
+        },
         _pad: 0,
     };
     // SAFETY: a presence test.

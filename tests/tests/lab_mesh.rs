@@ -253,3 +253,110 @@ fn no_connection_fails_while_tasks_die_scale_and_the_entry_agent_is_killed() -> 
     ensure!(failed == 0 && ok == 300, "{failed} failed: {lines:?}");
     Ok(())
 }
+
+/// Runs `/toolbox ARGS` in a container.
+fn in_container(container: &str, args: &[&str]) -> Result<Output> {
+    let mut all = vec!["exec", container, "/toolbox"];
+    all.extend(args);
+    Ok(Command::new("docker").args(&all).output()?)
+}
+
+#[test]
+fn a_service_vip_balances_connections_from_containers_round_robin() -> Result<()> {
+    let cluster = LabCluster::start(1, true)?;
+    cluster.shoal(&["network", "create", "appnet"])?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "--network",
+        "appnet",
+        "shoal/echo:1",
+    ])?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "rr",
+        "--replicas",
+        "2",
+        "--network",
+        "appnet",
+        "--endpoint-mode",
+        "dnsrr",
+        "shoal/echo:1",
+    ])?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "tb",
+        "--network",
+        "appnet",
+        "shoal/toolbox",
+    ])?;
+    for (service, n) in [("web", 3), ("rr", 2), ("tb", 1)] {
+        cluster.wait(&format!("{n} running {service}"), WAIT, || {
+            (running(&cluster, service) == n).then_some(())
+        })?;
+    }
+    let tb = cmd::stdout(
+        "docker",
+        &["ps", "-q", "--filter", "label=com.shoal.service.name=tb"],
+    )?;
+    let tb = tb.trim().to_owned();
+    // 30 fresh connections to the VIP (by name): 10 to each task, each
+    // seeing the client's own address.
+    let out = in_container(&tb, &["http-get", "http://web/", "--count", "30"])?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut by_task: BTreeMap<String, usize> = BTreeMap::new();
+    for line in text.lines() {
+        let json: serde_json::Value =
+            serde_json::from_str(line.splitn(3, ' ').nth(2).unwrap_or(""))
+                .with_context(|| format!("not an answer: {line}"))?;
+        *by_task
+            .entry(json["task"].as_str().unwrap_or("").to_owned())
+            .or_default() += 1;
+        ensure!(
+            !json["client"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("198.18.0."),
+            "the VIP hid the client: {line}"
+        );
+    }
+    let want: BTreeMap<String, usize> = (1..=3).map(|i| (format!("web.{i}"), 10)).collect();
+    ensure!(
+        by_task == want,
+        "30 connections to the VIP went {by_task:?}"
+    );
+    // UDP and the TCP echo through the VIP too.
+    let udp = in_container(&tb, &["udp-send", "web:80", "whoami"])?;
+    ensure!(
+        String::from_utf8_lossy(&udp.stdout).contains("\"task\":\"web."),
+        "UDP via the VIP: {udp:?}"
+    );
+    let tcp = in_container(&tb, &["tcp-connect", "web:7", "--send", "via-vip"])?;
+    ensure!(
+        String::from_utf8_lossy(&tcp.stdout).contains("via-vip"),
+        "TCP echo via the VIP: {tcp:?}"
+    );
+    // dnsrr: no VIP; the name gives the tasks themselves.
+    let inspect: serde_json::Value =
+        serde_json::from_str(&cluster.shoal(&["service", "inspect", "rr"])?)?;
+    ensure!(
+        inspect[0]["Endpoint"]["VirtualIPs"]
+            .as_array()
+            .is_some_and(|v| v.is_empty()),
+        "dnsrr got a VIP"
+    );
+    let names = in_container(&tb, &["dns", "rr"])?;
+    ensure!(
+        String::from_utf8_lossy(&names.stdout).lines().count() == 2,
+        "rr resolves to {names:?}"
+    );
+    Ok(())
+}

@@ -16,7 +16,8 @@ use aya::{
     },
 };
 use shoal_agent_common::{
-    Backend, BackendKey, MESH_FIRST_VIP_SLOT, MESH_MAX_SERVICES, MeshConfig, PortEntry, PortKey, ServiceStats, names,
+    Backend, BackendKey, MESH_FIRST_VIP_SLOT, MESH_MAX_SERVICES, MeshConfig, PortEntry, PortKey,
+    ServiceStats, names,
 };
 
 use super::{BpfRoot, DatapathError, EBPF_OBJECT};
@@ -247,7 +248,11 @@ impl MeshMaps {
     /// Makes the published ports, the VIPs and their backends exactly
     /// these. Backends are written before a count grows and removed after
     /// it shrinks, so a packet never reads an index that is not there.
-    pub fn sync(&mut self, services: &[MeshService], vips: &[VipService]) -> Result<(), DatapathError> {
+    pub fn sync(
+        &mut self,
+        services: &[MeshService],
+        vips: &[VipService],
+    ) -> Result<(), DatapathError> {
         let mut existing: HashMap<PortKey, PortEntry> = HashMap::new();
         for item in self.ports.iter() {
             let (key, entry) = item.map_err(|e| self.error(e))?;
@@ -261,7 +266,9 @@ impl MeshMaps {
         // Slots survive agent restarts: what is in the maps keeps its slot.
         for s in services {
             if let Some(entry) = existing.get(&port_key(s)) {
-                self.slots.entry(s.service_id.clone()).or_insert(entry.service);
+                self.slots
+                    .entry(s.service_id.clone())
+                    .or_insert(entry.service);
             }
         }
         for v in vips {
@@ -295,7 +302,9 @@ impl MeshMaps {
                 backends: backends.len().min(usize::from(u16::MAX)) as u16,
                 mode: s.mode,
             };
-            self.ports.insert(key, entry, 0).map_err(|e| self.error(e))?;
+            self.ports
+                .insert(key, entry, 0)
+                .map_err(|e| self.error(e))?;
             self.trim_backends(slot, backends.len() as u32, before);
             live_now.extend(backends.into_iter().map(|b| (b, slot)));
         }
@@ -339,7 +348,9 @@ impl MeshMaps {
         }
         for (backend, slot) in live_now {
             if self.live.get(&backend, 0).ok() != Some(slot) {
-                self.live.insert(backend, slot, 0).map_err(|e| self.error(e))?;
+                self.live
+                    .insert(backend, slot, 0)
+                    .map_err(|e| self.error(e))?;
             }
         }
         // Ports and VIPs nothing publishes any more.
@@ -361,12 +372,15 @@ impl MeshMaps {
         }
         let used: std::collections::HashSet<u32> = self.slots.values().copied().collect();
         let end = range.end;
-        let slot = range.into_iter().find(|i| !used.contains(i)).ok_or_else(|| {
-            self.error(aya::maps::MapError::OutOfBounds {
-                index: end,
-                max_entries: MESH_MAX_SERVICES,
-            })
-        })?;
+        let slot = range
+            .into_iter()
+            .find(|i| !used.contains(i))
+            .ok_or_else(|| {
+                self.error(aya::maps::MapError::OutOfBounds {
+                    index: end,
+                    max_entries: MESH_MAX_SERVICES,
+                })
+            })?;
         self.slots.insert(id.to_owned(), slot);
         Ok(slot)
     }
@@ -378,7 +392,9 @@ impl MeshMaps {
                 index: i as u32,
             };
             if self.backends.get(&key, 0).ok() != Some(*backend) {
-                self.backends.insert(key, *backend, 0).map_err(|e| self.error(e))?;
+                self.backends
+                    .insert(key, *backend, 0)
+                    .map_err(|e| self.error(e))?;
             }
         }
         Ok(())

@@ -395,7 +395,11 @@ impl Overlay {
             let mut backends: Vec<Ipv4Addr> = set
                 .endpoints
                 .iter()
-                .filter(|e| e.running && e.network_id == record.network_id && e.service_id == record.service_id)
+                .filter(|e| {
+                    e.running
+                        && e.network_id == record.network_id
+                        && e.service_id == record.service_id
+                })
                 .filter_map(|e| e.addr.parse().ok())
                 .collect();
             backends.sort();
@@ -405,7 +409,10 @@ impl Overlay {
                 backends,
             });
         }
-        if published.is_empty() && vips.is_empty() && !root.map(shoal_agent_common::names::MESH_CONFIG).exists() {
+        if published.is_empty()
+            && vips.is_empty()
+            && !root.map(shoal_agent_common::names::MESH_CONFIG).exists()
+        {
             return Ok(());
         }
         mesh::ensure_maps(root)?;
