@@ -7,7 +7,7 @@
 
 /// Version of the map layouts below. Pinned objects live under
 /// `<bpffs root>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// Names of the maps and programs in the eBPF object, as the loader looks them up.
 pub mod names {
@@ -130,6 +130,11 @@ pub struct CtEntry {
     pub service: u32,
     /// Reply entries: [`CT_ESTABLISHED`] once the backend answered.
     pub flags: u32,
+    /// Forward TCP entries: the client's initial sequence number, which
+    /// tells a retransmitted SYN (same connection) from a new connection
+    /// that reuses the ports of an old one.
+    pub syn_seq: u32,
+    pub _pad: u32,
 }
 
 /// The backend answered the connection's SYN (until then, a reset from it
@@ -227,7 +232,7 @@ mod tests {
         assert_eq!(size_of::<BackendKey>(), 8);
         assert_eq!(size_of::<Backend>(), 8);
         assert_eq!(size_of::<CtKey>(), 16);
-        assert_eq!(size_of::<CtEntry>(), 16);
+        assert_eq!(size_of::<CtEntry>(), 24);
         assert_eq!(size_of::<ServiceStats>(), 24);
     }
 

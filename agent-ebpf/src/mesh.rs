@@ -208,7 +208,7 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
     // SAFETY: entries are written whole by `insert`; a torn read at worst
     // sends one packet to the previous backend of a reused key.
     let (entry, new) = match unsafe { MESH_CT.get(&key) } {
-        Some(entry) if still_there(ctx, &f, entry) => (*entry, false),
+        Some(entry) if still_there(ctx, &f, entry, reply_to(&cfg, &f, entry)) => (*entry, false),
         _ => (new_connection(ctx, &cfg, &f)?, true),
     };
     // Host mode keeps the client's address (the task is local and replies
@@ -233,10 +233,61 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
 }
 
 /// Whether a tracked connection may go on to its backend: yes while the
-/// backend is in the tables; once it left, a SYN (a retransmitted one, the
-/// connection never got an answer) or a UDP datagram picks another.
+/// backend is in the tables and its reply entry still leads back to this
+/// client; otherwise a SYN (a new connection reusing an old one's ports, or
+/// a retransmission that never got an answer) or a UDP datagram picks
+/// again. `reply_to` is where the backend's replies go (the node's ingress
+/// address, or the client itself in host and VIP modes).
 #[inline(always)]
-fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry) -> bool {
+fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry, reply_to: u32) -> bool {
+    let reply = CtKey {
+        saddr: entry.addr,
+        daddr: reply_to,
+        sport: entry.port,
+        dport: entry.nat_port,
+        proto: f.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: read-only use of a whole entry.
+    let intact = unsafe { MESH_CT.get(&reply) }
+        .is_some_and(|back| back.addr == f.daddr || (back.addr == f.saddr && back.port == f.sport));
+    if f.proto == PROTO_UDP {
+        return intact && live(entry);
+    }
+    let flags: u8 = ctx.load(TCP_FLAGS_OFF).unwrap_or(0);
+    if flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+        // An established connection finishes (or fails) where it is.
+        return true;
+    }
+    // A SYN: the same connection again (its first SYN got no answer) stays
+    // while its backend does; a new connection on old ports starts afresh.
+    intact && live(entry) && entry.syn_seq == syn_seq(ctx, f)
+}
+
+/// A TCP packet's sequence number (0 for UDP).
+#[inline(always)]
+fn syn_seq(ctx: &TcContext, f: &Flow) -> u32 {
+    if f.proto == PROTO_TCP {
+        ctx.load(L4_OFF + 4).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+/// Where a published-port connection's backend replies: the client in
+/// host mode, the node's ingress address otherwise.
+#[inline(always)]
+fn reply_to(cfg: &MeshConfig, f: &Flow, entry: &CtEntry) -> u32 {
+    if entry.flags & CT_HOST_MODE != 0 {
+        f.saddr
+    } else {
+        cfg.ingress_addr
+    }
+}
+
+/// Whether a tracked connection's backend is still in the tables.
+#[inline(always)]
+fn live(entry: &CtEntry) -> bool {
     // A VIP's backends keep the connection's port: they are live as port 0.
     let backend = Backend {
         addr: entry.addr,
@@ -248,16 +299,7 @@ fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry) -> bool {
         _pad: 0,
     };
     // SAFETY: a presence test.
-    if unsafe { MESH_LIVE.get(&backend) }.is_some() {
-        return true;
-    }
-    if f.proto == PROTO_UDP {
-        return false;
-    }
-    let flags: u8 = ctx.load(TCP_FLAGS_OFF).unwrap_or(0);
-    // An established connection to a backend that left finishes (or
-    // fails) where it is; only a new start moves.
-    flags & (TCP_SYN | TCP_ACK) != TCP_SYN
+    unsafe { MESH_LIVE.get(&backend) }.is_some()
 }
 
 /// A connection's first packet: the next backend, a source port no other
@@ -325,6 +367,8 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
                 nat_port: f.dport,
                 service: service.service,
                 flags: mode_flag,
+                syn_seq: 0,
+                _pad: 0,
             };
             if MESH_CT.insert(&reply, &back, BPF_NOEXIST).is_ok() {
                 found = true;
@@ -349,6 +393,8 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
         nat_port,
         service: service.service,
         flags: mode_flag,
+        syn_seq: syn_seq(ctx, f),
+        _pad: 0,
     };
     let key = CtKey {
         saddr: f.saddr,
@@ -449,7 +495,7 @@ fn try_vip_out(ctx: &mut TcContext) -> Option<()> {
     };
     // SAFETY: see `try_ingress`.
     let (backend, new) = match unsafe { MESH_CT.get(&key) } {
-        Some(entry) if still_there(ctx, &f, entry) => (entry.addr, false),
+        Some(entry) if still_there(ctx, &f, entry, f.saddr) => (entry.addr, false),
         _ => (new_vip_connection(ctx, &f, &service)?, true),
     };
     rewrite(ctx, &f, f.saddr, backend, f.sport, f.dport)?;
@@ -503,6 +549,8 @@ fn new_vip_connection(ctx: &TcContext, f: &Flow, service: &PortEntry) -> Option<
         nat_port: f.sport,
         service: service.service,
         flags: CT_VIP,
+        syn_seq: syn_seq(ctx, f),
+        _pad: 0,
     };
     let back = CtEntry {
         addr: f.daddr,
@@ -510,6 +558,8 @@ fn new_vip_connection(ctx: &TcContext, f: &Flow, service: &PortEntry) -> Option<
         nat_port: f.dport,
         service: service.service,
         flags: CT_VIP,
+        syn_seq: 0,
+        _pad: 0,
     };
     MESH_CT.insert(&reply, &back, 0).ok()?;
     MESH_CT.insert(&forward, &there, 0).ok()?;

@@ -28,6 +28,11 @@ pub trait Executor: Send + Sync + 'static {
         report: &mpsc::UnboundedSender<TaskStatusUpdate>,
     );
 
+    /// What this node's load balancer counted per service (none by default).
+    fn counters(&self) -> Vec<shoal_api::pb::ServiceCounters> {
+        Vec::new()
+    }
+
     /// The output of the requested tasks that run here (none by default).
     fn logs(&self, _request: &LogRequest) -> Option<LogStream> {
         None
@@ -179,7 +184,7 @@ async fn session(
                 },
             },
             _ = heartbeat.tick() => {
-                if let Err(status) = client.heartbeat(HeartbeatRequest { session: Some(session.clone()) }).await {
+                if let Err(status) = client.heartbeat(HeartbeatRequest { session: Some(session.clone()), counters: executor.counters() }).await {
                     return match leader_of(&status) {
                         Some(leader) => Ok(Redirect::To(leader)),
                         None => Err(anyhow::anyhow!("heartbeat: {}", status.message())),

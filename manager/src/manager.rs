@@ -63,6 +63,9 @@ pub struct Manager {
     pub peer_health: network::PeerHealth,
     /// Log requests in flight (`service logs`), answered by agents.
     pub logs: crate::logs::LogBroker,
+    /// Each node's load-balancer counters, as its last heartbeat said (on
+    /// the leader; observability, not replicated state).
+    pub counters: std::sync::Mutex<BTreeMap<String, Vec<shoal_api::pb::ServiceCounters>>>,
     proposals: mpsc::UnboundedSender<(StoreBatch, oneshot::Sender<Proposed>)>,
     /// Serialises read-modify-write cycles on the leader, so components
     /// rarely meet version conflicts (which stay as the safety net).
@@ -91,6 +94,7 @@ impl Manager {
             settings,
             peer_health,
             logs: crate::logs::LogBroker::default(),
+            counters: Default::default(),
             write_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -154,6 +158,25 @@ impl Manager {
                 .insert(shoal_api::LEADER_METADATA, value);
         }
         status
+    }
+
+    /// A service's counters summed over the nodes.
+    pub fn service_counters(&self, service_id: &str) -> shoal_api::pb::ServiceCounters {
+        let all = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sum = shoal_api::pb::ServiceCounters {
+            service_id: service_id.to_owned(),
+            ..Default::default()
+        };
+        for c in all
+            .values()
+            .flatten()
+            .filter(|c| c.service_id == service_id)
+        {
+            sum.connections += c.connections;
+            sum.packets += c.packets;
+            sum.bytes += c.bytes;
+        }
+        sum
     }
 
     /// Waits (up to `timeout`) until some manager leads.

@@ -78,11 +78,28 @@ fn a_published_port_answers_on_every_node_round_robin_over_every_task() -> Resul
     })?;
     let tasks: Vec<String> = (1..=6).map(|i| format!("web.{i}")).collect();
     for node in NODES {
+        // `service ps` says Running as the manager learns it; the nodes'
+        // tables follow a push later: wait until every task answers.
+        let url = format!("http://{node}:8080/");
+        cluster.wait(&format!("{node} to balance over 6 tasks"), WAIT, || {
+            (answers(&url, 6).ok()?.len() == 6).then_some(())
+        })?;
+    }
+    for node in NODES {
         let got = answers(&format!("http://{node}:8080/"), 60)?;
         let want: BTreeMap<String, usize> = tasks.iter().map(|t| (t.clone(), 10)).collect();
         ensure!(got == want, "60 connections to {node}:8080 went {got:?}");
         println!("{node}:8080 -> {got:?}");
     }
+    // The nodes' counters reach `service inspect` with their heartbeats.
+    let counted = cluster.wait("180 connections counted in service inspect", WAIT, || {
+        let inspect: serde_json::Value =
+            serde_json::from_str(&cluster.shoal(&["service", "inspect", "web"]).ok()?).ok()?;
+        let lb = &inspect[0]["LoadBalancer"];
+        (lb["Connections"].as_u64()? >= 180 && lb["Bytes"].as_u64()? > 0).then(|| lb.clone())
+    })?;
+    println!("service inspect web: LoadBalancer {counted}");
+
     // UDP, and a node with no task of the service still answers.
     cluster.shoal(&[
         "service",
@@ -99,6 +116,14 @@ fn a_published_port_answers_on_every_node_round_robin_over_every_task() -> Resul
     ])?;
     cluster.wait("2 running dns-like tasks", WAIT, || {
         (running(&cluster, "dns-like") == 2).then_some(())
+    })?;
+    let udp_task = || -> Option<String> {
+        let out = client_output(&["udp-send", "192.0.2.13:5353", "whoami"]).ok()?;
+        let reply: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        reply["task"].as_str().map(str::to_owned)
+    };
+    cluster.wait("n3 to balance UDP over both tasks", WAIT, || {
+        (udp_task()? != udp_task()?).then_some(())
     })?;
     let mut seen = BTreeMap::new();
     for _ in 0..4 {

@@ -409,15 +409,22 @@ impl MeshMaps {
         }
     }
 
-    /// Connections, packets and bytes of one service on this node.
-    pub fn stats(&self, service_id: &str) -> Option<ServiceStats> {
-        let slot = *self.slots.get(service_id)?;
-        let per_cpu = self.stats.get(&slot, 0).ok()?;
-        let mut total = ServiceStats::default();
-        for s in per_cpu.iter() {
-            total.add(s);
+    /// Connections, packets and bytes per service on this node (its
+    /// published ports and its VIPs together).
+    pub fn stats(&self) -> HashMap<String, ServiceStats> {
+        let mut out: HashMap<String, ServiceStats> = HashMap::new();
+        for (id, slot) in &self.slots {
+            let Ok(per_cpu) = self.stats.get(slot, 0) else {
+                continue;
+            };
+            // VIP keys are `SERVICE/NETWORK`.
+            let service = id.split('/').next().unwrap_or(id).to_owned();
+            let total = out.entry(service).or_default();
+            for s in per_cpu.iter() {
+                total.add(s);
+            }
         }
-        Some(total)
+        out
     }
 }
 

@@ -435,13 +435,24 @@ impl Overlay {
         Ok(f(maps)?)
     }
 
-    /// A service's routing-mesh counters on this node.
-    pub fn mesh_stats(&self, service_id: &str) -> Option<shoal_agent_common::ServiceStats> {
-        self.mesh
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()?
-            .stats(service_id)
+    /// The load balancer's counters on this node, per service.
+    pub fn counters(&self) -> Vec<shoal_api::pb::ServiceCounters> {
+        let guard = self.mesh.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(maps) = guard.as_ref() else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = maps
+            .stats()
+            .into_iter()
+            .map(|(service_id, s)| shoal_api::pb::ServiceCounters {
+                service_id,
+                connections: s.connections,
+                packets: s.packets,
+                bytes: s.bytes,
+            })
+            .collect();
+        out.sort_by(|a, b| a.service_id.cmp(&b.service_id));
+        out
     }
 
     fn network(&self, id: &str) -> Option<Network> {

@@ -509,6 +509,13 @@ impl DockerExecutor {
 
 #[tonic::async_trait]
 impl Executor for Arc<DockerExecutor> {
+    fn counters(&self) -> Vec<shoal_api::pb::ServiceCounters> {
+        self.overlay
+            .as_ref()
+            .map(|o| o.counters())
+            .unwrap_or_default()
+    }
+
     fn logs(&self, request: &shoal_api::pb::LogRequest) -> Option<crate::session::LogStream> {
         use bollard::{container::LogOutput, query_parameters::LogsOptions};
         use tokio_stream::StreamExt;

@@ -510,10 +510,21 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
             let mut out = Vec::new();
             for q in &queries {
                 let s = find(&all, q)?;
+                let counters = all
+                    .iter()
+                    .find(|x| x.service.as_ref().map(service_id) == Some(service_id(s)))
+                    .and_then(|x| x.counters.clone())
+                    .unwrap_or_default();
                 if pretty {
-                    print_pretty(s);
+                    print_pretty(s, &counters);
                 } else {
-                    out.push(inspect_json(s));
+                    let mut json = inspect_json(s);
+                    json["LoadBalancer"] = json!({
+                        "Connections": counters.connections,
+                        "Packets": counters.packets,
+                        "Bytes": counters.bytes,
+                    });
+                    out.push(json);
                 }
             }
             if !pretty {
@@ -879,7 +890,7 @@ fn inspect_json(s: &Service) -> serde_json::Value {
     })
 }
 
-fn print_pretty(s: &Service) {
+fn print_pretty(s: &Service, counters: &shoal_api::pb::ServiceCounters) {
     let meta = s.meta.clone().unwrap_or_default();
     let spec = s.spec.clone().unwrap_or_default();
     let task = spec.task.clone().unwrap_or_default();
@@ -981,6 +992,13 @@ fn print_pretty(s: &Service) {
     }
     let endpoint = spec.endpoint.unwrap_or_default();
     println!("Endpoint Mode:\t{}", endpoint.mode);
+    for vip in s.endpoint.iter().flat_map(|e| &e.virtual_ips) {
+        println!(" VIP:\t\t{} (network {})", vip.addr, vip.network_id);
+    }
+    println!(
+        "Load balancer:\t{} connections, {} packets, {} bytes (routing mesh and VIP, all nodes)",
+        counters.connections, counters.packets, counters.bytes
+    );
     if !endpoint.ports.is_empty() {
         println!("Ports:");
         for p in &endpoint.ports {

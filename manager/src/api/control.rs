@@ -521,6 +521,7 @@ impl Control for ControlService {
                     service: Some(service.clone()),
                     running,
                     desired,
+                    counters: Some(self.manager.service_counters(id)),
                 }
             })
             .collect();

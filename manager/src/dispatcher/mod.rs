@@ -288,6 +288,11 @@ impl dispatcher_server::Dispatcher for Dispatcher {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         self.require_leader()?;
         let node_id = self.check_session(request.get_ref().session.as_ref())?;
+        self.manager
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node_id.clone(), request.into_inner().counters);
         let (down, period) = {
             let state = self.manager.store.read().await;
             let down = state
