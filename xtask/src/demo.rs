@@ -124,6 +124,35 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         let answer = in_probe(&["http-get", &format!("http://{addr}/")])?;
         println!("{addr:<14} {}", answer.trim());
     }
+    println!("\n== http://web/ from the probe: the VIP, balanced in eBPF at the probe's veth");
+    print!(
+        "{}",
+        in_probe(&["http-get", "http://web/", "--count", "6"])?
+    );
+
+    let toolbox =
+        crate::sh::workspace_root().join("target/x86_64-unknown-linux-gnu/release/shoal-toolbox");
+    let toolbox = toolbox.display().to_string();
+    let client = topology::Host::client();
+    println!(
+        "\n== The routing mesh: port 8080 on every node, from the outside ({} at {})",
+        client.netns, client.addr
+    );
+    for index in 1..=NODES {
+        let node = topology::Host::node(index);
+        let url = format!("http://{}:8080/", node.addr);
+        let answer = in_node(&client, &toolbox, &["http-get", &url, "--count", "2"])?;
+        for line in answer.lines() {
+            println!(
+                "{} {url} -> {}",
+                node.name,
+                line.split_whitespace()
+                    .skip(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+    }
 
     println!(
         "\n== eBPF packet counters on each node's eth0 (TC ingress/egress, pinned): Raft, agent sessions, VXLAN"
@@ -136,8 +165,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 
     println!(
         "\n== Not there yet\n\
-         The eBPF routing mesh and VIP load balancing come in [5/6]: then port 8080 answers on\n\
-         every node and `web` (its VIP) balances over the tasks; stacks come in [6/6].\n\
+         Stacks (compose files, rolling updates and rollback) come in [6/6].\n\
+         \nFrom the outside: `ip netns exec shoal-client curl http://192.0.2.12:8080/` (any node).\n\
          \nThe lab stays up: `cargo xtask lab shoal -- service ps web`, `cargo xtask lab kill n2`,\n\
          `cargo xtask lab status`. Stop it with `cargo xtask demo down`."
     );
