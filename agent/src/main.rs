@@ -24,6 +24,14 @@ enum Command {
     /// Manage the node's eBPF data plane.
     #[command(subcommand)]
     Datapath(DatapathCommand),
+    /// Take everything the agent built off this node: its task containers,
+    /// overlay devices and their rules, and the pinned eBPF programs and
+    /// maps (run it once the agent is stopped).
+    Leave {
+        /// The agent's data dir (it holds the node id its containers carry).
+        #[arg(long, default_value = "/var/lib/shoal/agent")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -95,6 +103,9 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Join(args) => tokio::runtime::Runtime::new()?.block_on(join(args, root)),
         Command::Datapath(command) => run_datapath(&root, command),
+        Command::Leave { data_dir } => {
+            tokio::runtime::Runtime::new()?.block_on(leave(&root, &data_dir))
+        }
     }
 }
 
@@ -204,6 +215,25 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
         _ = session => {}
     }
     tracing::info!("agent stopping; its containers keep running and are adopted on restart");
+    Ok(())
+}
+
+async fn leave(root: &BpfRoot, data_dir: &std::path::Path) -> Result<()> {
+    let node_id = std::fs::read_to_string(data_dir.join("node-id")).unwrap_or_default();
+    let node_id = node_id.trim();
+    if !node_id.is_empty() {
+        let removed = shoal_agent::worker::docker::remove_node_containers(node_id)
+            .await
+            .context("removing the node's task containers")?;
+        println!("removed {removed} task containers");
+    }
+    let removed = shoal_agent::network::remove_all_devices().await?;
+    println!("removed {removed} overlay devices and their rules");
+    datapath::remove_all(root)?;
+    println!(
+        "removed the pinned eBPF programs and maps under {}",
+        root.root().display()
+    );
     Ok(())
 }
 

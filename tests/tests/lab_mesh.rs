@@ -385,3 +385,66 @@ fn a_service_vip_balances_connections_from_containers_round_robin() -> Result<()
     );
     Ok(())
 }
+
+#[test]
+fn shoal_agent_leave_takes_the_node_s_mesh_overlay_and_tasks_away() -> Result<()> {
+    let cluster = LabCluster::start(1, true)?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--mode",
+        "global",
+        "--publish",
+        "8080:80",
+        "shoal/echo:1",
+    ])?;
+    cluster.wait("3 running web tasks", WAIT, || {
+        (running(&cluster, "web") == 3).then_some(())
+    })?;
+    let url = "http://192.0.2.13:8080/";
+    cluster.wait("n3 to answer on 8080", WAIT, || {
+        (answers(url, 1).ok()?.keys().all(|k| k.starts_with("web."))).then_some(())
+    })?;
+    let host = cluster.lab.host("n3")?;
+    let root = shoal_tests::Lab::bpffs_root(&host);
+    ensure!(root.exists(), "n3 has no pinned tree at {}", root.display());
+    cluster.lab.kill_node("n3")?;
+    let data_dir = shoal_lab::cluster::node_dir(&cluster.lab, &host).join("agent");
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", host.netns))
+        .arg(bin("shoal-agent")?)
+        .arg("--bpffs")
+        .arg(&root)
+        .arg("leave")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .output()?;
+    ensure!(out.status.success(), "leave failed: {out:?}");
+    println!("{}", String::from_utf8_lossy(&out.stdout).trim());
+    ensure!(
+        !root.exists(),
+        "the pinned tree is still at {}",
+        root.display()
+    );
+    let links = cmd::stdout(
+        "ip",
+        &["netns", "exec", &host.netns, "ip", "-o", "link", "show"],
+    )?;
+    ensure!(
+        !links.contains("shbr") && !links.contains("shvx"),
+        "overlay devices left on n3: {links}"
+    );
+    let out = client_output(&["--timeout-ms", "500", "tcp-connect", "192.0.2.13:8080"])?;
+    ensure!(!out.status.success(), "n3 still answers 8080 after leave");
+    let left = cmd::stdout(
+        "docker",
+        &["ps", "-q", "--filter", "label=com.shoal.service.name=web"],
+    )?;
+    ensure!(
+        left.split_whitespace().count() == 2,
+        "n3's task container is still there: {left}"
+    );
+    Ok(())
+}

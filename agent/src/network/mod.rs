@@ -557,6 +557,23 @@ impl Overlay {
     }
 }
 
+/// Deletes every overlay device (and its iptables rules) in this network
+/// namespace, for `shoal-agent leave`. Returns how many went.
+pub async fn remove_all_devices() -> Result<usize> {
+    let nl = Netlink::here()?;
+    let mut removed = 0;
+    for link in nl.links().await? {
+        if link.name.starts_with(VXLAN_PREFIX) || link.name.starts_with(BRIDGE_PREFIX) {
+            nl.delete_link(link.index).await?;
+            if link.name.starts_with(BRIDGE_PREFIX) {
+                firewall::clear(&link.name).await;
+            }
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -683,6 +683,31 @@ impl Executor for Arc<DockerExecutor> {
     }
 }
 
+/// Removes every container a node's agent started (`shoal-agent leave`).
+pub async fn remove_node_containers(node_id: &str) -> anyhow::Result<usize> {
+    let docker = Docker::connect_with_local_defaults()?
+        .negotiate_version()
+        .await?;
+    let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_NODE}={node_id}")])]);
+    let list = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await?;
+    let mut removed = 0;
+    for id in list.into_iter().filter_map(|c| c.id) {
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        docker.remove_container(&id, Some(options)).await?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
 /// Watches tracked containers: exits become Complete/Failed, health
 /// results move Starting → Running or fail the task.
 async fn monitor(executor: Arc<DockerExecutor>) {
