@@ -7,7 +7,7 @@
 
 /// Version of the map layouts below. Pinned objects live under
 /// `<bpffs root>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// Names of the maps and programs in the eBPF object, as the loader looks them up.
 pub mod names {
@@ -145,6 +145,9 @@ pub const CT_HOST_MODE: u32 = 2;
 /// A connection to a service VIP (east-west): the reply entry's `addr` is
 /// the VIP to put back as the source.
 pub const CT_VIP: u32 = 4;
+/// A FIN or RST went by: the connection is ending, and a new connection
+/// may take its source port towards the same backend.
+pub const CT_CLOSING: u32 = 8;
 
 /// VIP slots start here in the per-service maps (published ports below).
 pub const MESH_FIRST_VIP_SLOT: u32 = MESH_MAX_SERVICES / 2;

@@ -19,9 +19,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use shoal_agent_common::{
-    Backend, BackendKey, CT_ESTABLISHED, CT_HOST_MODE, CT_VIP, CtEntry, CtKey, MESH_MAX_BACKENDS,
-    MESH_MAX_CONNECTIONS, MESH_MAX_SERVICES, MODE_HOST, MeshConfig, PortEntry, PortKey,
-    ServiceStats,
+    Backend, BackendKey, CT_CLOSING, CT_ESTABLISHED, CT_HOST_MODE, CT_VIP, CtEntry, CtKey,
+    MESH_MAX_BACKENDS, MESH_MAX_CONNECTIONS, MESH_MAX_SERVICES, MODE_HOST, MeshConfig, PortEntry,
+    PortKey, ServiceStats,
 };
 
 /// `TCX_NEXT`: not ours; let the next program and the stack decide.
@@ -43,6 +43,7 @@ const PROTO_UDP: u8 = 17;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 const TCP_RST: u8 = 0x04;
+const TCP_FIN: u8 = 0x01;
 
 const BPF_F_PSEUDO_HDR: u64 = 0x10;
 const BPF_F_MARK_MANGLED_0: u64 = 0x20;
@@ -211,6 +212,17 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
         Some(entry) if still_there(ctx, &f, entry, reply_to(&cfg, &f, entry)) => (*entry, false),
         _ => (new_connection(ctx, &cfg, &f)?, true),
     };
+    if !new && f.proto == PROTO_TCP {
+        let reply = CtKey {
+            saddr: entry.addr,
+            daddr: reply_to(&cfg, &f, &entry),
+            sport: entry.port,
+            dport: entry.nat_port,
+            proto: f.proto,
+            _pad: [0; 3],
+        };
+        mark_closing(ctx, &key, &reply);
+    }
     // Host mode keeps the client's address (the task is local and replies
     // through this node); ingress mode sends from the node's ingress address.
     let source = if entry.flags & CT_HOST_MODE != 0 {
@@ -271,6 +283,23 @@ fn syn_seq(ctx: &TcContext, f: &Flow) -> u32 {
         ctx.load(L4_OFF + 4).unwrap_or(0)
     } else {
         0
+    }
+}
+
+/// On a FIN or RST, marks both directions of a connection as ending, so
+/// that its source port may serve a new connection (the table would
+/// otherwise run out of ports for a busy client long before LRU frees them).
+#[inline(always)]
+fn mark_closing(ctx: &TcContext, forward: &CtKey, reply: &CtKey) {
+    let flags: u8 = ctx.load(TCP_FLAGS_OFF).unwrap_or(0);
+    if flags & (TCP_FIN | TCP_RST) == 0 {
+        return;
+    }
+    for key in [forward, reply] {
+        if let Some(entry) = MESH_CT.get_ptr_mut(key) {
+            // SAFETY: one word of a live entry, written whole.
+            unsafe { (*entry).flags |= CT_CLOSING };
+        }
     }
 }
 
@@ -359,8 +388,13 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
             proto: f.proto,
             _pad: [0; 3],
         };
-        // SAFETY: only a presence test.
-        if unsafe { MESH_CT.get(&reply) }.is_none() {
+        // SAFETY: a read of a whole entry.
+        let taken = unsafe { MESH_CT.get(&reply) };
+        let free = match taken {
+            None => true,
+            Some(old) => old.flags & CT_CLOSING != 0,
+        };
+        if free {
             let back = CtEntry {
                 addr: f.saddr,
                 port: f.sport,
@@ -370,7 +404,8 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
                 syn_seq: 0,
                 _pad: 0,
             };
-            if MESH_CT.insert(&reply, &back, BPF_NOEXIST).is_ok() {
+            let how = if taken.is_none() { BPF_NOEXIST } else { 0 };
+            if MESH_CT.insert(&reply, &back, how).is_ok() {
                 found = true;
                 break;
             }
@@ -459,6 +494,17 @@ fn try_reply(ctx: &mut TcContext) -> Option<i32> {
         }
         // SAFETY: as above; one word, written whole.
         unsafe { (*slot).flags = back.flags | CT_ESTABLISHED };
+    }
+    if f.proto == PROTO_TCP {
+        let forward = CtKey {
+            saddr: back.addr,
+            daddr: cfg.node_addr,
+            sport: back.port,
+            dport: back.nat_port,
+            proto: f.proto,
+            _pad: [0; 3],
+        };
+        mark_closing(ctx, &forward, &key);
     }
     rewrite(ctx, &f, cfg.node_addr, back.addr, back.nat_port, back.port)?;
     count(back.service, ctx.len(), false);

@@ -4,6 +4,7 @@
 
 mod control_plane;
 mod dns;
+mod mesh;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -22,6 +23,8 @@ enum Bench {
     ControlPlane(control_plane::Args),
     /// Shoal's DNS server beside dnsmasq serving the same records (dnsperf).
     Dns(dns::Args),
+    /// The routing mesh beside direct, HAProxy and iptables DNAT (wrk).
+    Mesh(mesh::Args),
 }
 
 #[tokio::main]
@@ -29,5 +32,6 @@ async fn main() -> Result<()> {
     match Cli::parse().bench {
         Bench::ControlPlane(args) => control_plane::run(args).await,
         Bench::Dns(args) => dns::run(args).await,
+        Bench::Mesh(args) => tokio::task::spawn_blocking(move || mesh::run(args)).await?,
     }
 }

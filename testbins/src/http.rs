@@ -88,12 +88,16 @@ pub fn write_response<W: Write>(
         _ => "Status",
     };
     let connection = if keep_alive { "keep-alive" } else { "close" };
-    write!(
-        out,
+    // One write: `write!` on a socket sends each formatted piece on its own,
+    // and Nagle's algorithm then holds the last one for the peer's delayed
+    // ACK (40 ms per keep-alive request).
+    let mut response = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
         body.len()
-    )?;
-    out.write_all(body)?;
+    )
+    .into_bytes();
+    response.extend_from_slice(body);
+    out.write_all(&response)?;
     out.flush()
 }
 

@@ -14,6 +14,8 @@ pub enum Name {
     ControlPlane,
     /// Shoal's DNS server vs dnsmasq with the same records: queries/s and p99 (dnsperf).
     Dns,
+    /// The routing mesh vs direct, HAProxy and iptables DNAT (wrk); latency vs 1/100/1,000 services.
+    Mesh,
 }
 
 #[derive(Args)]
@@ -45,6 +47,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         Name::Dns => {
             command.arg("dns");
+        }
+        Name::Mesh => {
+            sh::run(sh::cargo().args(["build", "--release", "-q", "--bins"]))?;
+            crate::images::build_all()?;
+            command.arg("mesh").arg("--bin-dir").arg(&release);
         }
     }
     sh::run(command.args(&args.args))

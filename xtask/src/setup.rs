@@ -26,6 +26,9 @@ pub fn run() -> Result<()> {
         ("etcd", "etcd-server"),
         // The dns bench's load generator (its peer is dnsmasq, above).
         ("dnsperf", "dnsperf"),
+        // The mesh bench's load generator and peers.
+        ("wrk", "wrk"),
+        ("haproxy", "haproxy"),
     ] {
         ensure_binary(&mut apt, binary, package)?;
     }

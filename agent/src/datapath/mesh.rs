@@ -177,6 +177,14 @@ pub struct MeshService {
     pub backends: Vec<(Ipv4Addr, u16)>,
 }
 
+impl MeshService {
+    /// One slot per published port: a service's ingress and host-mode
+    /// ports have different backends.
+    fn slot_key(&self) -> String {
+        format!("{}:{}/{}", self.service_id, self.port, self.proto)
+    }
+}
+
 /// The mesh's pinned maps on one node.
 pub struct MeshMaps {
     root: PathBuf,
@@ -266,9 +274,7 @@ impl MeshMaps {
         // Slots survive agent restarts: what is in the maps keeps its slot.
         for s in services {
             if let Some(entry) = existing.get(&port_key(s)) {
-                self.slots
-                    .entry(s.service_id.clone())
-                    .or_insert(entry.service);
+                self.slots.entry(s.slot_key()).or_insert(entry.service);
             }
         }
         for v in vips {
@@ -277,11 +283,11 @@ impl MeshMaps {
             }
         }
         self.slots.retain(|id, _| {
-            services.iter().any(|s| &s.service_id == id) || vips.iter().any(|v| &v.key == id)
+            services.iter().any(|s| s.slot_key() == *id) || vips.iter().any(|v| &v.key == id)
         });
         let mut live_now: HashMap<Backend, u32> = HashMap::new();
         for s in services {
-            let slot = self.slot(&s.service_id, 0..MESH_FIRST_VIP_SLOT)?;
+            let slot = self.slot(&s.slot_key(), 0..MESH_FIRST_VIP_SLOT)?;
             let key = port_key(s);
             let before = existing
                 .remove(&key)
@@ -417,8 +423,8 @@ impl MeshMaps {
             let Ok(per_cpu) = self.stats.get(slot, 0) else {
                 continue;
             };
-            // VIP keys are `SERVICE/NETWORK`.
-            let service = id.split('/').next().unwrap_or(id).to_owned();
+            // Slot keys are `SERVICE:PORT/PROTO` and `SERVICE/NETWORK`.
+            let service = id.split([':', '/']).next().unwrap_or(id).to_owned();
             let total = out.entry(service).or_default();
             for s in per_cpu.iter() {
                 total.add(s);

@@ -60,7 +60,14 @@ pub fn service_endpoint(
         return Ok(Endpoint::default());
     }
     let mut virtual_ips = Vec::new();
+    let ingress = ingress_network(state);
     for (network_id, _) in service_networks(state, spec) {
+        // The routing mesh answers on the nodes' addresses: a VIP on the
+        // ingress network would only use up its addresses (one per
+        // published service, as Swarm spends them).
+        if Some(network_id.as_str()) == ingress {
+            continue;
+        }
         let kept = current
             .into_iter()
             .flat_map(|e| &e.virtual_ips)

@@ -1,0 +1,470 @@
+//! `mesh`: the routing mesh beside what users build by hand, in one run,
+//! with the same backends (two `shoal/echo` tasks on n1 and n2) and the same
+//! client (wrk in the lab's `shoal-client` host, entering at n3, which runs
+//! no task):
+//!
+//! - (a) direct: n1's task through a host-mode port on n1 (the limit);
+//! - (b) Shoal ingress: n3:8080, balanced in eBPF over both tasks (VXLAN);
+//! - (c) HAProxy 2.6 on n3 (`mode tcp`, roundrobin) to the task addresses;
+//! - (d) iptables DNAT on n3 (`statistic nth` + SNAT), as kube-proxy does.
+//!
+//! Keep-alive requests/s, new connections/s (`Connection: close`), p99.
+//! Then connection latency with 1, 100 and 1,000 published services for
+//! Shoal and for iptables (one DNAT rule per service ahead of the measured
+//! one): the mesh looks a port up in a hash map, iptables walks its rules.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use shoal_lab::{Lab, cmd, topology};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory of the release binaries (shoal, shoal-manager, shoal-agent).
+    #[arg(long)]
+    bin_dir: PathBuf,
+    /// Seconds per wrk run.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// wrk connections (2 threads).
+    #[arg(long, default_value_t = 50)]
+    connections: usize,
+    /// Service counts for the latency-vs-services part.
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+    services: Vec<usize>,
+}
+
+const ENTRY: &str = "n3";
+const ENTRY_ADDR: &str = "192.0.2.13";
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn in_netns(netns: &str, program: &str, args: &[&str]) -> Result<String> {
+    let mut full = vec![format!("--net=/run/netns/{netns}"), program.to_owned()];
+    full.extend(args.iter().map(|a| a.to_string()));
+    let full: Vec<&str> = full.iter().map(String::as_str).collect();
+    Ok(cmd::stdout("nsenter", &full)?)
+}
+
+/// The IPv4 addresses on `dev` in `netns`.
+fn addresses(netns: &str, dev: &str) -> Result<Vec<String>> {
+    let out = in_netns(netns, "ip", &["-4", "-o", "addr", "show", "dev", dev])?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1))
+        .filter_map(|c| c.split('/').next())
+        .map(str::to_owned)
+        .collect())
+}
+
+struct Wrk {
+    rps: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn parse_ms(text: &str) -> Option<f64> {
+    let (num, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic())?);
+    let v: f64 = num.parse().ok()?;
+    Some(match unit {
+        "us" => v / 1000.0,
+        "ms" => v,
+        "s" => v * 1000.0,
+        _ => return None,
+    })
+}
+
+fn wrk(url: &str, connections: usize, threads: usize, seconds: u64, close: bool) -> Result<Wrk> {
+    let mut args = vec![
+        "netns".to_owned(),
+        "exec".into(),
+        topology::CLIENT_NS.into(),
+        "wrk".into(),
+        format!("-t{threads}"),
+        format!("-c{connections}"),
+        format!("-d{seconds}s"),
+        "--latency".into(),
+    ];
+    if close {
+        args.extend(["-H".into(), "Connection: close".into()]);
+    }
+    args.push(url.into());
+    let out = Command::new("ip")
+        .args(&args)
+        .output()
+        .context("running wrk (cargo xtask setup installs it)")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "wrk {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output:\n{text}"))?;
+    let p99_ms = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .and_then(|v| parse_ms(v.trim()))
+        .with_context(|| format!("no 99% latency in wrk's output:\n{text}"))?;
+    // Failed connections and timeouts, and error answers; wrk's "read"
+    // errors are servers closing after `Connection: close`, not failures.
+    let field = |line: &str, name: &str| -> u64 {
+        line.split(',')
+            .find_map(|part| part.trim().strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let socket = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Socket errors:"));
+    let non_2xx = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let errors = socket.map_or(0, |s| field(s, "connect") + field(s, "timeout")) + non_2xx;
+    Ok(Wrk {
+        rps,
+        p99_ms,
+        errors,
+    })
+}
+
+fn shoal(lab: &Lab, bins: &Path, args: &[&str]) -> Result<String> {
+    Ok(lab.shoal(bins, args)?)
+}
+
+fn running(lab: &Lab, bins: &Path, service: &str) -> usize {
+    shoal(lab, bins, &["service", "ps", service, "--format", "json"])
+        .map(|out| {
+            out.lines()
+                .filter(|l| {
+                    l.contains("\"DesiredState\":\"Running\"")
+                        && l.contains("\"CurrentState\":\"Running")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn wait(what: &str, mut ok: impl FnMut() -> bool) -> Result<()> {
+    for _ in 0..150 {
+        if ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("timed out waiting for {what}")
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let lab = Lab::new();
+    lab.up(3, &mut |_| {})?;
+    lab.stop_cluster()?;
+    lab.start_managers(1, &args.bin_dir, &mut |_| {})?;
+    lab.start_agents(&args.bin_dir, &mut |_| {})?;
+    let bins = args.bin_dir.as_path();
+    wait("3 ready nodes", || {
+        shoal(&lab, bins, &["node", "ls"]).is_ok_and(|o| o.matches(" Ready ").count() == 3)
+    })?;
+    shoal(
+        &lab,
+        bins,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.hostname!=n3",
+            "--publish",
+            "8080:80",
+            "--publish",
+            "mode=host,published=8081,target=80",
+            "shoal/echo:1",
+        ],
+    )?;
+    wait("2 running web tasks", || running(&lab, bins, "web") == 2)?;
+    let containers = cmd::stdout(
+        "docker",
+        &["ps", "-q", "--filter", "label=com.shoal.service.name=web"],
+    )?;
+    let mut tasks = Vec::new();
+    for c in containers.split_whitespace() {
+        let pid = cmd::stdout("docker", &["inspect", "-f", "{{.State.Pid}}", c])?;
+        let out = cmd::stdout(
+            "nsenter",
+            &[
+                "-t",
+                pid.trim(),
+                "-n",
+                "ip",
+                "-4",
+                "-o",
+                "addr",
+                "show",
+                "dev",
+                "eth0",
+            ],
+        )?;
+        let addr = out
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|c| c.split('/').next())
+            .context("task address")?;
+        tasks.push(addr.to_owned());
+    }
+    ensure!(tasks.len() == 2, "tasks: {tasks:?}");
+    let entry_ns = format!("shoal-{ENTRY}");
+    wait("n3's ingress address", || {
+        addresses(&entry_ns, "shbr4096").is_ok_and(|a| a.len() == 2)
+    })?;
+    let ingress = addresses(&entry_ns, "shbr4096")?
+        .into_iter()
+        .find(|a| !a.ends_with(".1"))
+        .context("n3 has no ingress address")?;
+    // Let every node's tables follow the last push.
+    std::thread::sleep(Duration::from_secs(2));
+
+    // (c) HAProxy on the entry node, L4 like the others.
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\
+             frontend f\n  bind {ENTRY_ADDR}:9000\n  default_backend b\n\
+             backend b\n  balance roundrobin\n  source {ingress}\n  server t1 {}:80\n  server t2 {}:80\n",
+            tasks[0], tasks[1]
+        ),
+    )?;
+    let _haproxy = Killed(
+        cmd::in_netns(&entry_ns, "haproxy")
+            .args(["-db", "-f"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting haproxy (cargo xtask setup installs it)")?,
+    );
+    // (d) iptables DNAT on the entry node, round-robin by `statistic nth`.
+    let iptables = |rule: &[&str]| -> Result<()> {
+        in_netns(&entry_ns, "iptables", &[&["-w"], rule].concat())?;
+        Ok(())
+    };
+    let dnat = |port: u16, every: &str, packet: &str, to: &str| -> Vec<String> {
+        vec![
+            "-t".into(),
+            "nat".into(),
+            "-A".into(),
+            "SHOAL_BENCH".into(),
+            "-d".into(),
+            ENTRY_ADDR.into(),
+            "-p".into(),
+            "tcp".into(),
+            "--dport".into(),
+            port.to_string(),
+            "-m".into(),
+            "statistic".into(),
+            "--mode".into(),
+            "nth".into(),
+            "--every".into(),
+            every.into(),
+            "--packet".into(),
+            packet.into(),
+            "-j".into(),
+            "DNAT".into(),
+            "--to-destination".into(),
+            format!("{to}:80"),
+        ]
+    };
+    let _ = in_netns(
+        &entry_ns,
+        "iptables",
+        &["-w", "-t", "nat", "-N", "SHOAL_BENCH"],
+    );
+    iptables(&["-t", "nat", "-F", "SHOAL_BENCH"])?;
+    let _ = in_netns(
+        &entry_ns,
+        "iptables",
+        &["-w", "-t", "nat", "-D", "PREROUTING", "-j", "SHOAL_BENCH"],
+    );
+    iptables(&["-t", "nat", "-I", "PREROUTING", "-j", "SHOAL_BENCH"])?;
+    for rule in [
+        dnat(9001, "2", "0", &tasks[0]),
+        dnat(9001, "1", "0", &tasks[1]),
+    ] {
+        let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+        iptables(&rule)?;
+    }
+    let snat = [
+        "-t",
+        "nat",
+        "-I",
+        "POSTROUTING",
+        "-d",
+        "198.18.0.0/15",
+        "-p",
+        "tcp",
+        "--dport",
+        "80",
+        "-j",
+        "SNAT",
+        "--to-source",
+        &ingress,
+    ];
+    iptables(&snat)?;
+
+    let targets = [
+        ("direct (host mode, n1's task)", "http://192.0.2.11:8081/"),
+        ("shoal ingress (n3, no task)", "http://192.0.2.13:8080/"),
+        ("haproxy 2.6 on n3", "http://192.0.2.13:9000/"),
+        ("iptables DNAT on n3", "http://192.0.2.13:9001/"),
+    ];
+    println!(
+        "mesh: 2 shoal/echo tasks (n1, n2); wrk -t2 -c{} -d{}s from {}; entry node n3 runs no task",
+        args.connections,
+        args.seconds,
+        topology::CLIENT_NS
+    );
+    println!(
+        "\n{:<32} {:>12} {:>10} {:>14} {:>10} {:>7}",
+        "path", "keep-alive/s", "p99 ms", "new conns/s", "p99 ms", "errors"
+    );
+    let mut results = Vec::new();
+    for (name, url) in targets {
+        let keep = wrk(url, args.connections, 2, args.seconds, false)?;
+        let close = wrk(url, args.connections, 2, args.seconds, true)?;
+        println!(
+            "{name:<32} {:>12.0} {:>10.2} {:>14.0} {:>10.2} {:>7}",
+            keep.rps,
+            keep.p99_ms,
+            close.rps,
+            close.p99_ms,
+            keep.errors + close.errors
+        );
+        results.push((name, keep, close));
+    }
+    let (_, direct_k, direct_c) = &results[0];
+    let (_, shoal_k, shoal_c) = &results[1];
+    println!(
+        "\nshoal / direct:   keep-alive {:.2}x, new connections {:.2}x (target >= 0.9)",
+        shoal_k.rps / direct_k.rps,
+        shoal_c.rps / direct_c.rps
+    );
+    for (name, k, c) in &results[2..] {
+        println!(
+            "shoal / {name}: keep-alive {:.2}x, new connections {:.2}x, p99 {:.2}x / {:.2}x (lower is better; target >= 1 on throughput)",
+            shoal_k.rps / k.rps,
+            shoal_c.rps / c.rps,
+            shoal_k.p99_ms / k.p99_ms,
+            shoal_c.p99_ms / c.p99_ms,
+        );
+    }
+
+    // Connection latency against the number of published services.
+    println!("\nconnection latency (1 client, Connection: close) vs published services:");
+    println!(
+        "{:>9} {:>18} {:>18}",
+        "services", "shoal p99 ms", "iptables p99 ms"
+    );
+    let mut created = 1;
+    for &n in &args.services {
+        while created < n {
+            let port = (10000 + created).to_string();
+            shoal(
+                &lab,
+                bins,
+                &[
+                    "service",
+                    "create",
+                    "--name",
+                    &format!("idle{created}"),
+                    "--replicas",
+                    "0",
+                    "--publish",
+                    &format!("{port}:80"),
+                    "shoal/echo:1",
+                ],
+            )?;
+            created += 1;
+        }
+        // iptables: n-1 rules for other services ahead of the measured ones.
+        iptables(&["-t", "nat", "-F", "SHOAL_BENCH"])?;
+        let mut restore = String::from("*nat\n");
+        for i in 1..n {
+            restore.push_str(&format!(
+                "-A SHOAL_BENCH -d {ENTRY_ADDR}/32 -p tcp -m tcp --dport {} -j DNAT --to-destination {}:80\n",
+                20000 + i,
+                tasks[0]
+            ));
+        }
+        for (every, to) in [("2", &tasks[0]), ("1", &tasks[1])] {
+            restore.push_str(&format!(
+                "-A SHOAL_BENCH -d {ENTRY_ADDR}/32 -p tcp -m tcp --dport 9001 -m statistic --mode nth --every {every} --packet 0 -j DNAT --to-destination {to}:80\n"
+            ));
+        }
+        restore.push_str("COMMIT\n");
+        let file = dir.path().join("rules");
+        std::fs::write(&file, restore)?;
+        in_netns(
+            &entry_ns,
+            "iptables-restore",
+            &["-w", "--noflush", &file.display().to_string()],
+        )?;
+        std::thread::sleep(Duration::from_secs(1));
+        let s = wrk("http://192.0.2.13:8080/", 1, 1, 3, true)?;
+        let i = wrk("http://192.0.2.13:9001/", 1, 1, 3, true)?;
+        println!("{n:>9} {:>18.3} {:>18.3}", s.p99_ms, i.p99_ms);
+    }
+    let _ = in_netns(
+        &entry_ns,
+        "iptables",
+        &["-w", "-t", "nat", "-F", "SHOAL_BENCH"],
+    );
+    let _ = in_netns(
+        &entry_ns,
+        "iptables",
+        &["-w", "-t", "nat", "-D", "PREROUTING", "-j", "SHOAL_BENCH"],
+    );
+    let _ = in_netns(
+        &entry_ns,
+        "iptables",
+        &[
+            "-w",
+            "-t",
+            "nat",
+            "-D",
+            "POSTROUTING",
+            "-d",
+            "198.18.0.0/15",
+            "-p",
+            "tcp",
+            "--dport",
+            "80",
+            "-j",
+            "SNAT",
+            "--to-source",
+            &ingress,
+        ],
+    );
+    println!("\nThe lab cluster stays up (cargo xtask lab down).");
+    Ok(())
+}
