@@ -7,7 +7,7 @@
 
 /// Version of the map layouts below. Pinned objects live under
 /// `<bpffs root>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 
 /// Names of the maps and programs in the eBPF object, as the loader looks them up.
 pub mod names {
@@ -53,7 +53,9 @@ pub struct MeshConfig {
     pub underlay_ifindex: u32,
     pub bridge_ifindex: u32,
     pub bridge_mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// The largest TCP segment the overlay carries (its MTU − 40): SYNs
+    /// from the underlay asking for more are clamped to it.
+    pub mss: u16,
 }
 
 /// A published port: `(port, protocol)`; the port in network byte order.

@@ -208,7 +208,7 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
     };
     // SAFETY: entries are written whole by `insert`; a torn read at worst
     // sends one packet to the previous backend of a reused key.
-    let (entry, new) = match unsafe { MESH_CT.get(&key) } {
+    let (entry, new) = match unsafe { MESH_CT.get(key) } {
         Some(entry) if still_there(ctx, &f, entry, reply_to(&cfg, &f, entry)) => (*entry, false),
         _ => (new_connection(ctx, &cfg, &f)?, true),
     };
@@ -231,6 +231,9 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
         cfg.ingress_addr
     };
     rewrite(ctx, &f, source, entry.addr, entry.nat_port, entry.port)?;
+    if new && f.proto == PROTO_TCP {
+        clamp_mss(ctx, cfg.mss);
+    }
     let macs = {
         let dst = mac_of(entry.addr);
         let mut both = [0u8; 12];
@@ -261,7 +264,7 @@ fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry, reply_to: u32) -> boo
         _pad: [0; 3],
     };
     // SAFETY: read-only use of a whole entry.
-    let intact = unsafe { MESH_CT.get(&reply) }
+    let intact = unsafe { MESH_CT.get(reply) }
         .is_some_and(|back| back.addr == f.daddr || (back.addr == f.saddr && back.port == f.sport));
     if f.proto == PROTO_UDP {
         return intact && live(entry);
@@ -283,6 +286,42 @@ fn syn_seq(ctx: &TcContext, f: &Flow) -> u32 {
         ctx.load(L4_OFF + 4).unwrap_or(0)
     } else {
         0
+    }
+}
+
+/// A client on the underlay may offer segments larger than the overlay
+/// carries (its MTU is the underlay's minus the VXLAN header): the SYN's MSS
+/// option, when it comes first as Linux and most stacks send it, is
+/// lowered to what fits, so no segment of the connection is too big.
+#[inline(always)]
+fn clamp_mss(ctx: &mut TcContext, mss: u16) {
+    if mss == 0 {
+        return;
+    }
+    let Ok(offset) = ctx.load::<u8>(L4_OFF + 12) else {
+        return;
+    };
+    if offset >> 4 <= 5 {
+        return; // no options
+    }
+    let (Ok(kind), Ok(len)) = (ctx.load::<u8>(L4_OFF + 20), ctx.load::<u8>(L4_OFF + 21)) else {
+        return;
+    };
+    if kind != 2 || len != 4 {
+        return;
+    }
+    let Ok(offered) = ctx.load::<u16>(L4_OFF + 22) else {
+        return;
+    };
+    if u16::from_be(offered) <= mss {
+        return;
+    }
+    let clamped = mss.to_be();
+    if ctx
+        .l4_csum_replace(TCP_CSUM_OFF, u64::from(offered), u64::from(clamped), 2)
+        .is_ok()
+    {
+        let _ = ctx.store(L4_OFF + 22, &clamped, 0);
     }
 }
 
@@ -328,7 +367,7 @@ fn live(entry: &CtEntry) -> bool {
         _pad: 0,
     };
     // SAFETY: a presence test.
-    unsafe { MESH_LIVE.get(&backend) }.is_some()
+    unsafe { MESH_LIVE.get(backend) }.is_some()
 }
 
 /// A connection's first packet: the next backend, a source port no other
@@ -341,7 +380,7 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
         _pad: 0,
     };
     // SAFETY: the agent writes whole entries; see `try_ingress`.
-    let service = *unsafe { MESH_PORTS.get(&port) }?;
+    let service = *unsafe { MESH_PORTS.get(port) }?;
     if service.backends == 0 {
         return None; // nothing runs: let the stack refuse it
     }
@@ -368,7 +407,7 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
         index,
     };
     // SAFETY: as above.
-    let backend = *unsafe { MESH_BACKENDS.get(&backend_key) }?;
+    let backend = *unsafe { MESH_BACKENDS.get(backend_key) }?;
     // Keep the client's port unless another connection to this backend
     // already holds it (two clients may share a port; the node's one
     // ingress address must not).
@@ -389,7 +428,7 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
             _pad: [0; 3],
         };
         // SAFETY: a read of a whole entry.
-        let taken = unsafe { MESH_CT.get(&reply) };
+        let taken = unsafe { MESH_CT.get(reply) };
         let free = match taken {
             None => true,
             Some(old) => old.flags & CT_CLOSING != 0,
@@ -405,7 +444,7 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
                 _pad: 0,
             };
             let how = if taken.is_none() { BPF_NOEXIST } else { 0 };
-            if MESH_CT.insert(&reply, &back, how).is_ok() {
+            if MESH_CT.insert(reply, back, how).is_ok() {
                 found = true;
                 break;
             }
@@ -439,7 +478,7 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
         proto: f.proto,
         _pad: [0; 3],
     };
-    MESH_CT.insert(&key, &entry, 0).ok()?;
+    MESH_CT.insert(key, entry, 0).ok()?;
     Some(entry)
 }
 
@@ -468,7 +507,7 @@ fn try_reply(ctx: &mut TcContext) -> Option<i32> {
         proto: f.proto,
         _pad: [0; 3],
     };
-    let slot = MESH_CT.get_ptr_mut(&key)?;
+    let slot = MESH_CT.get_ptr_mut(key)?;
     // SAFETY: the entry stays valid while this program runs (RCU).
     let back = unsafe { *slot };
     if back.flags & CT_VIP != 0 {
@@ -488,8 +527,8 @@ fn try_reply(ctx: &mut TcContext) -> Option<i32> {
                 proto: f.proto,
                 _pad: [0; 3],
             };
-            let _ = MESH_CT.remove(&forward);
-            let _ = MESH_CT.remove(&key);
+            let _ = MESH_CT.remove(forward);
+            let _ = MESH_CT.remove(key);
             return Some(TC_ACT_SHOT);
         }
         // SAFETY: as above; one word, written whole.
@@ -530,7 +569,7 @@ pub fn vip_out(mut ctx: TcContext) -> i32 {
 fn try_vip_out(ctx: &mut TcContext) -> Option<()> {
     let f = flow(ctx)?;
     // SAFETY: the agent writes whole entries.
-    let service = *unsafe { MESH_VIPS.get(&f.daddr) }?;
+    let service = *unsafe { MESH_VIPS.get(f.daddr) }?;
     let key = CtKey {
         saddr: f.saddr,
         daddr: f.daddr,
@@ -540,7 +579,7 @@ fn try_vip_out(ctx: &mut TcContext) -> Option<()> {
         _pad: [0; 3],
     };
     // SAFETY: see `try_ingress`.
-    let (backend, new) = match unsafe { MESH_CT.get(&key) } {
+    let (backend, new) = match unsafe { MESH_CT.get(key) } {
         Some(entry) if still_there(ctx, &f, entry, f.saddr) => (entry.addr, false),
         _ => (new_vip_connection(ctx, &f, &service)?, true),
     };
@@ -572,7 +611,7 @@ fn new_vip_connection(ctx: &TcContext, f: &Flow, service: &PortEntry) -> Option<
         index: (turn % u64::from(service.backends)) as u32,
     };
     // SAFETY: as above.
-    let backend = *unsafe { MESH_BACKENDS.get(&key) }?;
+    let backend = *unsafe { MESH_BACKENDS.get(key) }?;
     let forward = CtKey {
         saddr: f.saddr,
         daddr: f.daddr,
@@ -607,8 +646,8 @@ fn new_vip_connection(ctx: &TcContext, f: &Flow, service: &PortEntry) -> Option<
         syn_seq: 0,
         _pad: 0,
     };
-    MESH_CT.insert(&reply, &back, 0).ok()?;
-    MESH_CT.insert(&forward, &there, 0).ok()?;
+    MESH_CT.insert(reply, back, 0).ok()?;
+    MESH_CT.insert(forward, there, 0).ok()?;
     Some(backend.addr)
 }
 
@@ -632,7 +671,7 @@ fn try_vip_in(ctx: &mut TcContext) -> Option<()> {
         _pad: [0; 3],
     };
     // SAFETY: see `try_ingress`.
-    let back = *unsafe { MESH_CT.get(&key) }?;
+    let back = *unsafe { MESH_CT.get(key) }?;
     if back.flags & CT_VIP == 0 {
         return None;
     }

@@ -71,6 +71,8 @@ fn a_published_port_answers_on_every_node_round_robin_over_every_task() -> Resul
         "6",
         "--publish",
         "8080:80",
+        "--publish",
+        "8082:7",
         "shoal/echo:1",
     ])?;
     cluster.wait("6 running web tasks", WAIT, || {
@@ -91,6 +93,15 @@ fn a_published_port_answers_on_every_node_round_robin_over_every_task() -> Resul
         ensure!(got == want, "60 connections to {node}:8080 went {got:?}");
         println!("{node}:8080 -> {got:?}");
     }
+    // Full-size segments from the underlay fit the overlay: the mesh clamps
+    // the SYN's MSS (3,000 bytes through the TCP echo, via a remote task).
+    let big = "x".repeat(3000);
+    let out = client_output(&["tcp-connect", "192.0.2.13:8082", "--send", &big])?;
+    ensure!(
+        String::from_utf8_lossy(&out.stdout).contains(&big),
+        "3,000 bytes through the mesh did not come back: {out:?}"
+    );
+
     // The nodes' counters reach `service inspect` with their heartbeats.
     let counted = cluster.wait("180 connections counted in service inspect", WAIT, || {
         let inspect: serde_json::Value =

@@ -344,7 +344,7 @@ impl Overlay {
                 underlay_ifindex: self.underlay,
                 bridge_ifindex: devices.bridge,
                 bridge_mac,
-                _pad: [0; 2],
+                mss: (self.mtu - 40) as u16,
             })
         })?;
         let id = network_id(network);
