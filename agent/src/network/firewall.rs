@@ -1,6 +1,7 @@
 //! The few iptables rules an overlay needs in the node's namespace: egress
-//! through the node (masquerade on the underlay) for ordinary networks, and
-//! a drop of anything leaving an `--internal` network. The routing mesh
+//! through the node (masquerade on the underlay) for ordinary networks, no
+//! routing between two overlays through the node, and a drop of anything
+//! leaving an `--internal` network. The routing mesh
 //! never uses iptables ([5/6] is eBPF); this is egress only, as Docker's
 //! own bridge does it.
 
@@ -62,6 +63,20 @@ fn rules<'a>(
                 "-j",
                 "ACCEPT",
             ],
+        ),
+        // Networks are isolated from each other: the node holds a gateway
+        // on each and must not route between them. Inserted last, these
+        // stand first: within the bridge (bridged traffic shows in and out
+        // on it) accept, into any other overlay bridge drop.
+        (
+            "filter",
+            "FORWARD",
+            vec!["-i", bridge, "-o", "shbr+", "-j", "DROP"],
+        ),
+        (
+            "filter",
+            "FORWARD",
+            vec!["-i", bridge, "-o", bridge, "-j", "ACCEPT"],
         ),
     ]
 }
