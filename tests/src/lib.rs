@@ -79,6 +79,33 @@ pub fn run_in_host(netns: &str, binary: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// The running containers of a service (by the agent's label), full ids,
+/// sorted.
+pub fn containers_of(service: &str) -> Result<Vec<String>> {
+    let filter = format!("label=com.shoal.service.name={service}");
+    let out = cmd::stdout("docker", &["ps", "-q", "--no-trunc", "--filter", &filter])?;
+    let mut ids: Vec<String> = out.split_whitespace().map(str::to_owned).collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// The main process of a container (its network namespace is `/proc/PID/ns/net`).
+pub fn pid_of(container: &str) -> Result<String> {
+    Ok(
+        cmd::stdout("docker", &["inspect", "-f", "{{.State.Pid}}", container])?
+            .trim()
+            .to_owned(),
+    )
+}
+
+/// Runs `/toolbox ARGS` inside a `shoal/toolbox` container: its own
+/// resolv.conf, so service names resolve through the node's DNS.
+pub fn toolbox_in(container: &str, args: &[&str]) -> Result<std::process::Output> {
+    let mut all = vec!["exec", container, "/toolbox"];
+    all.extend(args);
+    Ok(std::process::Command::new("docker").args(&all).output()?)
+}
+
 /// A UDP echo responder running in a lab host until dropped.
 pub struct UdpEcho {
     stop: Arc<AtomicBool>,

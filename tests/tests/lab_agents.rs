@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{Result, ensure};
-use shoal_tests::{cmd, lab_cluster::LabCluster};
+use shoal_tests::{cmd, containers_of, lab_cluster::LabCluster};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -23,14 +23,6 @@ fn running_per_node(cluster: &LabCluster, service: &str) -> Option<BTreeMap<Stri
         }
     }
     Some(out)
-}
-
-fn containers_of(service: &str) -> Result<Vec<String>> {
-    let filter = format!("label=com.shoal.service.name={service}");
-    let out = cmd::stdout("docker", &["ps", "-q", "--no-trunc", "--filter", &filter])?;
-    let mut ids: Vec<String> = out.split_whitespace().map(str::to_owned).collect();
-    ids.sort();
-    Ok(ids)
 }
 
 fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {

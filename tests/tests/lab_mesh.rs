@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
-use shoal_tests::{bin, cmd, lab_cluster::LabCluster, topology};
+use shoal_tests::{bin, cmd, lab_cluster::LabCluster, toolbox_in, topology};
 
 const WAIT: Duration = Duration::from_secs(30);
 const NODES: [&str; 3] = ["192.0.2.11", "192.0.2.12", "192.0.2.13"];
@@ -290,13 +290,6 @@ fn no_connection_fails_while_tasks_die_scale_and_the_entry_agent_is_killed() -> 
     Ok(())
 }
 
-/// Runs `/toolbox ARGS` in a container.
-fn in_container(container: &str, args: &[&str]) -> Result<Output> {
-    let mut all = vec!["exec", container, "/toolbox"];
-    all.extend(args);
-    Ok(Command::new("docker").args(&all).output()?)
-}
-
 #[test]
 fn a_service_vip_balances_connections_from_containers_round_robin() -> Result<()> {
     let cluster = LabCluster::start(1, true)?;
@@ -346,7 +339,7 @@ fn a_service_vip_balances_connections_from_containers_round_robin() -> Result<()
     let tb = tb.trim().to_owned();
     // 30 fresh connections to the VIP (by name): 10 to each task, each
     // seeing the client's own address.
-    let out = in_container(&tb, &["http-get", "http://web/", "--count", "30"])?;
+    let out = toolbox_in(&tb, &["http-get", "http://web/", "--count", "30"])?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut by_task: BTreeMap<String, usize> = BTreeMap::new();
     for line in text.lines() {
@@ -370,12 +363,12 @@ fn a_service_vip_balances_connections_from_containers_round_robin() -> Result<()
         "30 connections to the VIP went {by_task:?}"
     );
     // UDP and the TCP echo through the VIP too.
-    let udp = in_container(&tb, &["udp-send", "web:80", "whoami"])?;
+    let udp = toolbox_in(&tb, &["udp-send", "web:80", "whoami"])?;
     ensure!(
         String::from_utf8_lossy(&udp.stdout).contains("\"task\":\"web."),
         "UDP via the VIP: {udp:?}"
     );
-    let tcp = in_container(&tb, &["tcp-connect", "web:7", "--send", "via-vip"])?;
+    let tcp = toolbox_in(&tb, &["tcp-connect", "web:7", "--send", "via-vip"])?;
     ensure!(
         String::from_utf8_lossy(&tcp.stdout).contains("via-vip"),
         "TCP echo via the VIP: {tcp:?}"
@@ -389,7 +382,7 @@ fn a_service_vip_balances_connections_from_containers_round_robin() -> Result<()
             .is_some_and(|v| v.is_empty()),
         "dnsrr got a VIP"
     );
-    let names = in_container(&tb, &["dns", "rr"])?;
+    let names = toolbox_in(&tb, &["dns", "rr"])?;
     ensure!(
         String::from_utf8_lossy(&names.stdout).lines().count() == 2,
         "rr resolves to {names:?}"

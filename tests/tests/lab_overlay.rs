@@ -9,23 +9,9 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use shoal_tests::{bin, cmd, lab_cluster::LabCluster};
+use shoal_tests::{bin, cmd, containers_of, lab_cluster::LabCluster, pid_of, toolbox_in};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn containers_of(service: &str) -> Result<Vec<String>> {
-    let filter = format!("label=com.shoal.service.name={service}");
-    let out = cmd::stdout("docker", &["ps", "-q", "--filter", &filter])?;
-    Ok(out.split_whitespace().map(str::to_owned).collect())
-}
-
-fn pid_of(container: &str) -> Result<String> {
-    Ok(
-        cmd::stdout("docker", &["inspect", "-f", "{{.State.Pid}}", container])?
-            .trim()
-            .to_owned(),
-    )
-}
 
 /// The container's address on its first interface.
 fn address_of(container: &str) -> Result<String> {
@@ -54,19 +40,12 @@ fn toolbox_in_netns_of(container: &str, args: &[&str]) -> Result<Output> {
     Ok(std::process::Command::new("nsenter").args(&all).output()?)
 }
 
-/// Runs `/toolbox` inside a toolbox container (its resolv.conf, its DNS).
-fn toolbox(container: &str, args: &[&str]) -> Result<Output> {
-    let mut all = vec!["exec", container, "/toolbox"];
-    all.extend(args);
-    Ok(std::process::Command::new("docker").args(&all).output()?)
-}
-
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn resolve(container: &str, name: &str) -> Result<(i32, BTreeSet<String>)> {
-    let o = toolbox(container, &["dns", name])?;
+    let o = toolbox_in(container, &["dns", name])?;
     let addrs = stdout(&o).lines().map(str::to_owned).collect();
     Ok((o.status.code().unwrap_or(-1), addrs))
 }
@@ -218,7 +197,7 @@ fn tasks_on_three_nodes_talk_over_the_overlay_and_find_services_by_name() -> Res
         }
     }
     // Another network cannot reach them, by address or by name.
-    let cut = toolbox(&outsider, &["tcp-connect", &format!("{}:80", addrs[0])])?;
+    let cut = toolbox_in(&outsider, &["tcp-connect", &format!("{}:80", addrs[0])])?;
     ensure!(
         !cut.status.success(),
         "a task on another network reached web: {cut:?}"
@@ -278,7 +257,7 @@ fn tasks_on_three_nodes_talk_over_the_overlay_and_find_services_by_name() -> Res
         .as_str()
         .unwrap_or("")
         .to_owned();
-    let _ = toolbox(
+    let _ = toolbox_in(
         &tb,
         &[
             "udp-send",
@@ -328,16 +307,16 @@ fn tasks_on_three_nodes_talk_over_the_overlay_and_find_services_by_name() -> Res
         "alias `both`: {both:?}"
     );
     ensure!(
-        toolbox(&multi, &["tcp-connect", "192.0.2.53:53"])?
+        toolbox_in(&multi, &["tcp-connect", "192.0.2.53:53"])?
             .status
             .success(),
         "multi has no egress"
     );
 
     // Egress through the node; none from an internal network.
-    let out = toolbox(&tb, &["tcp-connect", "192.0.2.53:53"])?;
+    let out = toolbox_in(&tb, &["tcp-connect", "192.0.2.53:53"])?;
     ensure!(out.status.success(), "no egress from appnet: {out:?}");
-    let out = toolbox(&sealed, &["tcp-connect", "192.0.2.53:53"])?;
+    let out = toolbox_in(&sealed, &["tcp-connect", "192.0.2.53:53"])?;
     ensure!(
         !out.status.success(),
         "an internal network reached the outside: {out:?}"
@@ -420,7 +399,7 @@ fn a_restarted_agent_keeps_the_overlay_working_and_repairs_what_is_missing() -> 
     })?;
     let addr = address_of(&web_on_n2)?;
     let url = format!("http://{addr}/");
-    let reach = || toolbox(&tb, &["http-get", &url]).map(|o| stdout(&o).contains(" 200 "));
+    let reach = || toolbox_in(&tb, &["http-get", &url]).map(|o| stdout(&o).contains(" 200 "));
     ensure!(reach()?, "tb cannot reach web on n2 at {addr}");
 
     // Killed: what it built keeps working.

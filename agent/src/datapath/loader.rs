@@ -23,31 +23,46 @@ const COUNTER_PROGRAMS: [(&str, TcAttachType); 2] = [
 /// are already pinned stay as they are). Returns the interface's index.
 pub fn attach_counters(root: &BpfRoot, iface: &str) -> Result<u32, DatapathError> {
     let ifindex = ifindex_of(iface)?;
-    root.prepare()?;
-    let links_dir = root.links_dir(ifindex);
-    std::fs::create_dir_all(&links_dir).map_err(|source| DatapathError::Bpffs {
-        path: links_dir.clone(),
-        source,
-    })?;
-
-    // Re-attaching is the common case (agent restarts): skip loading the
-    // object into the kernel when every hook is already pinned.
-    if COUNTER_PROGRAMS
+    let wanted: Vec<_> = COUNTER_PROGRAMS
         .iter()
-        .all(|(name, _)| PinnedLink::from_pin(root.link(ifindex, name)).is_ok())
-    {
-        tracing::debug!(iface, "counters already attached");
-        return Ok(ifindex);
+        .map(|(name, hook)| (*name, ifindex, *hook))
+        .collect();
+    // Counters go first so they see every packet, whatever later programs decide.
+    attach(root, &wanted, LinkOrder::first)?;
+    Ok(ifindex)
+}
+
+/// Attaches each `(program, ifindex, hook)` unless its pinned link is
+/// there, at `order` among the hook's TCX programs. The object is loaded
+/// (its maps reused from their pins) only when something must be attached
+/// (re-attaching after an agent restart is the common case); links are
+/// pinned so they outlive the agent.
+pub(crate) fn attach(
+    root: &BpfRoot,
+    wanted: &[(&'static str, u32, TcAttachType)],
+    order: fn() -> LinkOrder,
+) -> Result<(), DatapathError> {
+    root.prepare()?;
+    let missing: Vec<_> = wanted
+        .iter()
+        .filter(|(name, ifindex, _)| PinnedLink::from_pin(root.link(*ifindex, name)).is_err())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
     }
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(root.maps_dir())
         .load(EBPF_OBJECT)?;
-    for (name, hook) in COUNTER_PROGRAMS {
-        let pin = root.link(ifindex, name);
-        if PinnedLink::from_pin(&pin).is_ok() {
-            tracing::debug!(iface, program = name, "already attached");
-            continue;
-        }
+    for (name, ifindex, hook) in missing {
+        let name: &'static str = name;
+        let dir = root.links_dir(*ifindex);
+        std::fs::create_dir_all(&dir).map_err(|source| DatapathError::Bpffs {
+            path: dir.clone(),
+            source,
+        })?;
+        let iface = super::ifname_of(*ifindex).ok_or(DatapathError::NoSuchInterface {
+            name: format!("#{ifindex}"),
+        })?;
         let program_error = |source| DatapathError::Program { name, source };
         let program: &mut SchedClassifier = ebpf
             .program_mut(name)
@@ -58,10 +73,10 @@ pub fn attach_counters(root: &BpfRoot, iface: &str) -> Result<u32, DatapathError
             .try_into()
             .map_err(program_error)?;
         program.load().map_err(program_error)?;
-        // Counters go first so they see every packet, whatever later programs decide.
         let link_id = program
-            .attach_with_options(iface, hook, TcAttachOptions::TcxOrder(LinkOrder::first()))
+            .attach_with_options(&iface, *hook, TcAttachOptions::TcxOrder(order()))
             .map_err(program_error)?;
+        let pin = root.link(*ifindex, name);
         let link: FdLink = program
             .take_link(link_id)
             .map_err(program_error)?
@@ -74,9 +89,9 @@ pub fn attach_counters(root: &BpfRoot, iface: &str) -> Result<u32, DatapathError
             path: pin.clone(),
             source,
         })?;
-        tracing::info!(iface, ifindex, program = name, pin = %pin.display(), "attached");
+        tracing::info!(%iface, ifindex, program = name, pin = %pin.display(), "attached");
     }
-    Ok(ifindex)
+    Ok(())
 }
 
 /// Detaches the counters from the interface with this index and forgets its

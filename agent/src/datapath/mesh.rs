@@ -9,18 +9,14 @@ use std::{collections::HashMap, net::Ipv4Addr, path::PathBuf};
 use aya::{
     EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray},
-    programs::{
-        LinkOrder, SchedClassifier, TcAttachType,
-        links::{FdLink, PinnedLink},
-        tc::TcAttachOptions,
-    },
+    programs::{LinkOrder, TcAttachType},
 };
 use shoal_agent_common::{
     Backend, BackendKey, MESH_FIRST_VIP_SLOT, MESH_MAX_SERVICES, MeshConfig, PortEntry, PortKey,
     ServiceStats, names,
 };
 
-use super::{BpfRoot, DatapathError, EBPF_OBJECT};
+use super::{BpfRoot, DatapathError, EBPF_OBJECT, loader::attach};
 
 /// Network-order u32 of an address, as packets carry it.
 pub fn be_addr(addr: Ipv4Addr) -> u32 {
@@ -54,12 +50,14 @@ pub fn ensure_maps(root: &BpfRoot) -> Result<(), DatapathError> {
 /// The routing mesh: `mesh_ingress` on the underlay and `mesh_reply` on
 /// the ingress bridge (TC ingress both).
 pub fn attach_mesh(root: &BpfRoot, underlay: u32, bridge: u32) -> Result<(), DatapathError> {
+    // After the counters, which go first and pass every packet on.
     attach(
         root,
         &[
             (names::MESH_INGRESS, underlay, TcAttachType::Ingress),
             (names::MESH_REPLY, bridge, TcAttachType::Ingress),
         ],
+        LinkOrder::last,
     )
 }
 
@@ -72,67 +70,8 @@ pub fn attach_vip(root: &BpfRoot, veth: u32) -> Result<(), DatapathError> {
             (names::VIP_OUT, veth, TcAttachType::Ingress),
             (names::VIP_IN, veth, TcAttachType::Egress),
         ],
+        LinkOrder::last,
     )
-}
-
-/// Attaches each `(program, ifindex, hook)` unless its pinned link is
-/// there. The object is loaded (its maps reused from their pins) only when
-/// something must be attached; links are pinned so they outlive the agent.
-fn attach(
-    root: &BpfRoot,
-    wanted: &[(&'static str, u32, TcAttachType)],
-) -> Result<(), DatapathError> {
-    root.prepare()?;
-    let missing: Vec<_> = wanted
-        .iter()
-        .filter(|(name, ifindex, _)| PinnedLink::from_pin(root.link(*ifindex, name)).is_err())
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(root.maps_dir())
-        .load(EBPF_OBJECT)?;
-    for (name, ifindex, hook) in missing {
-        let name: &'static str = name;
-        let dir = root.links_dir(*ifindex);
-        std::fs::create_dir_all(&dir).map_err(|source| DatapathError::Bpffs {
-            path: dir.clone(),
-            source,
-        })?;
-        let iface = super::ifname_of(*ifindex).ok_or(DatapathError::NoSuchInterface {
-            name: format!("#{ifindex}"),
-        })?;
-        let program_error = |source| DatapathError::Program { name, source };
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .ok_or(DatapathError::Program {
-                name,
-                source: aya::programs::ProgramError::UnexpectedProgramType,
-            })?
-            .try_into()
-            .map_err(program_error)?;
-        program.load().map_err(program_error)?;
-        // After the counters, which go first and pass every packet on.
-        let link_id = program
-            .attach_with_options(&iface, *hook, TcAttachOptions::TcxOrder(LinkOrder::last()))
-            .map_err(program_error)?;
-        let pin = root.link(*ifindex, name);
-        let link: FdLink = program
-            .take_link(link_id)
-            .map_err(program_error)?
-            .try_into()
-            .map_err(|source| DatapathError::Link {
-                path: pin.clone(),
-                source,
-            })?;
-        link.pin(&pin).map_err(|source| DatapathError::Pin {
-            path: pin.clone(),
-            source,
-        })?;
-        tracing::debug!(%iface, program = name, "attached");
-    }
-    Ok(())
 }
 
 /// Forgets the pins of interfaces that are gone (a task's veth goes with
