@@ -331,6 +331,32 @@ pub fn run(args: Args) -> Result<()> {
         &ingress,
     ];
     iptables(&snat)?;
+    // The iptables path's rules must not touch the mesh's packets: they
+    // meet n3's netfilter too once bridged (br_netfilter), and a SNAT
+    // binding, or a conntrack entry left in TIME_WAIT, rewrites their ports.
+    shoal_lab::netns::write_sysctl(
+        &entry_ns,
+        "net/netfilter/nf_conntrack_tcp_timeout_time_wait",
+        "1",
+    )?;
+    let peers_off = || -> Result<()> {
+        let del = [&["-w"], &snat[..]].concat();
+        let del: Vec<&str> = del
+            .iter()
+            .map(|a| if *a == "-I" { "-D" } else { a })
+            .collect();
+        let _ = in_netns(&entry_ns, "iptables", &del);
+        let _ = in_netns(
+            &entry_ns,
+            "iptables",
+            &["-w", "-t", "nat", "-D", "PREROUTING", "-j", "SHOAL_BENCH"],
+        );
+        Ok(())
+    };
+    let peers_on = || -> Result<()> {
+        iptables(&["-t", "nat", "-I", "PREROUTING", "-j", "SHOAL_BENCH"])?;
+        iptables(&snat)
+    };
 
     let targets = [
         ("direct (host mode, n1's task)", "http://192.0.2.11:8081/"),
@@ -359,6 +385,7 @@ pub fn run(args: Args) -> Result<()> {
     for i in [0, 2, 3, 1] {
         let (name, url) = targets[i];
         if i == 1 {
+            peers_off()?;
             println!("(waiting 65 s for the tasks' TIME_WAIT sockets of the peers' connections)");
             std::thread::sleep(Duration::from_secs(65));
         }
@@ -403,6 +430,7 @@ pub fn run(args: Args) -> Result<()> {
         "services", "shoal p99 ms", "iptables p99 ms"
     );
     // iptables first (see above), then Shoal, which creates the services.
+    peers_on()?;
     let mut iptables_p99 = Vec::new();
     for &n in &args.services {
         // n-1 rules for other services ahead of the measured ones.
@@ -431,6 +459,7 @@ pub fn run(args: Args) -> Result<()> {
         std::thread::sleep(Duration::from_secs(1));
         iptables_p99.push(wrk("http://192.0.2.13:9001/", 1, 1, 3, true)?.p99_ms);
     }
+    peers_off()?;
     std::thread::sleep(Duration::from_secs(65)); // TIME_WAIT, as above
     let mut created = 1;
     for (&n, iptables_ms) in args.services.iter().zip(iptables_p99) {
