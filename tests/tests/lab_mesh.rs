@@ -169,6 +169,12 @@ fn a_published_port_answers_on_every_node_round_robin_over_every_task() -> Resul
     })?;
     let mut host_tasks = Vec::new();
     for node in &NODES[..2] {
+        let url = format!("http://{node}:8081/");
+        cluster.wait(&format!("{node}:8081 to answer"), WAIT, || {
+            (answers(&url, 1).ok()?.keys().all(|k| k.starts_with("hm."))).then_some(())
+        })?;
+    }
+    for node in &NODES[..2] {
         let out = client_output(&["http-get", &format!("http://{node}:8081/"), "--count", "3"])?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         ensure!(

@@ -74,6 +74,12 @@ pub fn attach_vip(root: &BpfRoot, veth: u32) -> Result<(), DatapathError> {
     )
 }
 
+/// Forgets the pins under one ifindex: a new interface may get the index
+/// of one that is gone, and must not be taken as attached already.
+pub fn forget_interface(root: &BpfRoot, ifindex: u32) {
+    let _ = std::fs::remove_dir_all(root.links_dir(ifindex));
+}
+
 /// Forgets the pins of interfaces that are gone (a task's veth goes with
 /// its container; the kernel has already detached its links).
 pub fn forget_gone_interfaces(root: &BpfRoot) {

@@ -523,6 +523,7 @@ impl Overlay {
             let (host_link, peer_link) = self.nl.create_veth(&host, &peer, self.mtu).await?;
             self.nl.plug(host_link.index, devices.bridge).await?;
             if let Some(root) = &self.bpf_root {
+                mesh::forget_interface(root, host_link.index);
                 mesh::attach_vip(root, host_link.index)?;
             }
             self.nl.move_to_netns_of(peer_link.index, pid).await?;
