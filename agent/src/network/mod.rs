@@ -92,6 +92,9 @@ pub struct Overlay {
     dns: Arc<DnsServer>,
     /// The networks of the last assignment set, by id.
     networks: Mutex<HashMap<String, Network>>,
+    /// Bridges (by ifindex, with their internal flag) whose iptables rules
+    /// this agent has put in place.
+    rules_applied: Mutex<HashSet<(u32, bool)>>,
     /// Serialises changes to the node's devices.
     changing: tokio::sync::Mutex<()>,
     /// Where the routing mesh is pinned (none: no mesh, as in tests).
@@ -115,6 +118,7 @@ impl Overlay {
             mtu: underlay.mtu.max(576 + VXLAN_OVERHEAD) - VXLAN_OVERHEAD,
             dns,
             networks: Mutex::default(),
+            rules_applied: Mutex::default(),
             changing: tokio::sync::Mutex::new(()),
             bpf_root,
             mesh: Mutex::default(),
@@ -174,6 +178,10 @@ impl Overlay {
                 self.nl.delete_link(link.index).await?;
                 if link.name.starts_with(BRIDGE_PREFIX) {
                     firewall::clear(&link.name).await;
+                    self.rules_applied
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|(index, _)| *index != link.index);
                 }
             }
         }
@@ -222,12 +230,27 @@ impl Overlay {
         if vxlan.controller != Some(bridge.index) {
             self.nl.plug(vxlan.index, bridge.index).await?;
         }
-        firewall::apply(
-            &subnet.trunc().to_string(),
-            &bridge.name,
-            is_internal(network),
-        )
-        .await?;
+        // Rules are checked once per bridge and kind in this agent's life
+        // (a restarted agent checks again): spawning iptables on every
+        // push made busy nodes fall behind the pushes.
+        let rules_key = (bridge.index, is_internal(network));
+        let applied = self
+            .rules_applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&rules_key);
+        if !applied {
+            firewall::apply(
+                &subnet.trunc().to_string(),
+                &bridge.name,
+                is_internal(network),
+            )
+            .await?;
+            self.rules_applied
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(rules_key);
+        }
         if !is_ingress(network) {
             self.dns.listen(network_id(network), gateway).await?;
         }
