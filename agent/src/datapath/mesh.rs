@@ -234,8 +234,8 @@ impl MeshMaps {
         for s in services {
             let slot = self.slot(&s.slot_key(), 0..MESH_FIRST_VIP_SLOT)?;
             let key = port_key(s);
-            let before = existing
-                .remove(&key)
+            let previous = existing.remove(&key);
+            let before = previous
                 .filter(|e| e.service == slot)
                 .map_or(0, |e| u32::from(e.backends));
             let backends: Vec<Backend> = s
@@ -253,17 +253,19 @@ impl MeshMaps {
                 backends: backends.len().min(usize::from(u16::MAX)) as u16,
                 mode: s.mode,
             };
-            self.ports
-                .insert(key, entry, 0)
-                .map_err(|e| self.error(e))?;
+            if previous != Some(entry) {
+                self.ports
+                    .insert(key, entry, 0)
+                    .map_err(|e| self.error(e))?;
+            }
             self.trim_backends(slot, backends.len() as u32, before);
             live_now.extend(backends.into_iter().map(|b| (b, slot)));
         }
         for v in vips {
             let slot = self.slot(&v.key, MESH_FIRST_VIP_SLOT..MESH_MAX_SERVICES)?;
             let key = be_addr(v.vip);
-            let before = existing_vips
-                .remove(&key)
+            let previous = existing_vips.remove(&key);
+            let before = previous
                 .filter(|e| e.service == slot)
                 .map_or(0, |e| u32::from(e.backends));
             // Port 0: a VIP keeps the connection's port.
@@ -282,7 +284,9 @@ impl MeshMaps {
                 backends: backends.len().min(usize::from(u16::MAX)) as u16,
                 mode: 0,
             };
-            self.vips.insert(key, entry, 0).map_err(|e| self.error(e))?;
+            if previous != Some(entry) {
+                self.vips.insert(key, entry, 0).map_err(|e| self.error(e))?;
+            }
             self.trim_backends(slot, backends.len() as u32, before);
             live_now.extend(backends.into_iter().map(|b| (b, slot)));
         }

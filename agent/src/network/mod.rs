@@ -351,10 +351,8 @@ impl Overlay {
         let bridge_mac = mac_of(ingress_addr);
         let bridge = self
             .nl
-            .links()
+            .link(&bridge_name(network.vxlan_id))
             .await?
-            .into_iter()
-            .find(|l| l.index == devices.bridge)
             .context("the ingress bridge vanished")?;
         if bridge.mac != Some(bridge_mac) {
             self.nl.set_mac(devices.bridge, bridge_mac).await?;
