@@ -39,6 +39,9 @@ impl LabCluster {
             .context("bin dir")?
             .to_owned();
         bin("shoal")?;
+        // Lab tests probe the cluster with the toolbox; a missing one must
+        // fail here, by name, not as a wait that times out.
+        bin("shoal-toolbox")?;
         lab.start_managers(managers, &bins, &mut |_| {})?;
         let cluster = Self { lab, bins };
         if agents {

@@ -30,6 +30,10 @@ pub fn run(args: &BuildArgs) -> Result<PathBuf> {
         "shoal-manager",
         "-p",
         "shoal-cli",
+        // The lab tests run the toolbox in the client namespace; nextest
+        // builds test targets only, so a clean checkout needs it built here.
+        "-p",
+        "shoal-testbins",
     ]);
     if args.release {
         cargo.arg("--release");
