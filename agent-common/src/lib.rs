@@ -7,7 +7,7 @@
 
 /// Version of the map layouts below. Pinned objects live under
 /// `<bpffs root>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 9;
+pub const LAYOUT_VERSION: u32 = 10;
 
 /// Names of the maps and programs in the eBPF object, as the loader looks them up.
 pub mod names {
@@ -32,8 +32,10 @@ pub mod names {
     pub const MESH_REPLY: &str = "mesh_reply";
 }
 
-/// Services the routing mesh can hold (slots in its per-service maps).
-pub const MESH_MAX_SERVICES: u32 = 16384;
+/// Slots in the mesh's per-service maps: published ports take the lower
+/// half, VIPs the upper, so a node serves up to 16,384 of each (a cluster
+/// with 10,000 published ports is measured by `cargo xtask bench mesh`).
+pub const MESH_MAX_SERVICES: u32 = 32768;
 /// Backends one service can balance over.
 pub const MESH_MAX_BACKENDS: u32 = 1024;
 /// Connections tracked (both directions each take an entry); least

@@ -14,7 +14,7 @@ pub enum Name {
     ControlPlane,
     /// Shoal's DNS server vs dnsmasq with the same records: queries/s and p99 (dnsperf).
     Dns,
-    /// The routing mesh vs direct, HAProxy and iptables DNAT (wrk); latency vs 1/100/1,000 services.
+    /// The routing mesh vs direct, HAProxy and iptables DNAT (wrk); latency vs 1/100/1,000/10,000 services.
     Mesh,
 }
 

@@ -4,7 +4,11 @@
 //! `mesh_reply` (ingress bridge, TC ingress) through pinned TCX links, so
 //! connections keep flowing while the agent is down.
 
-use std::{collections::HashMap, net::Ipv4Addr, path::PathBuf};
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+    path::PathBuf,
+};
 
 use aya::{
     EbpfLoader,
@@ -139,8 +143,22 @@ pub struct MeshMaps {
     stats: PerCpuArray<MapData, ServiceStats>,
     live: BpfHashMap<MapData, Backend, u32>,
     vips: BpfHashMap<MapData, u32, PortEntry>,
+    /// What the maps hold: read once when opened, then kept by every
+    /// write (the agent is their only writer), so a push costs map
+    /// syscalls only for what changed, not for every entry.
+    written: Written,
     /// Service id (ports) or VIP key → slot in the per-service maps.
     slots: HashMap<String, u32>,
+    /// Where the next free-slot search starts, per slot range.
+    next_slot: HashMap<u32, u32>,
+}
+
+#[derive(Default)]
+struct Written {
+    ports: HashMap<PortKey, PortEntry>,
+    vips: HashMap<u32, PortEntry>,
+    backends: HashMap<BackendKey, Backend>,
+    live: HashMap<Backend, u32>,
 }
 
 impl MeshMaps {
@@ -161,16 +179,38 @@ impl MeshMaps {
         };
         let config = Array::try_from(open_map(root, names::MESH_CONFIG)?)
             .map_err(error(names::MESH_CONFIG))?;
-        let ports = BpfHashMap::try_from(open_map(root, names::MESH_PORTS)?)
-            .map_err(error(names::MESH_PORTS))?;
-        let backends = BpfHashMap::try_from(open_map(root, names::MESH_BACKENDS)?)
-            .map_err(error(names::MESH_BACKENDS))?;
+        let ports: BpfHashMap<_, PortKey, PortEntry> =
+            BpfHashMap::try_from(open_map(root, names::MESH_PORTS)?)
+                .map_err(error(names::MESH_PORTS))?;
+        let backends: BpfHashMap<_, BackendKey, Backend> =
+            BpfHashMap::try_from(open_map(root, names::MESH_BACKENDS)?)
+                .map_err(error(names::MESH_BACKENDS))?;
         let stats = PerCpuArray::try_from(open_map(root, names::MESH_STATS)?)
             .map_err(error(names::MESH_STATS))?;
-        let live = BpfHashMap::try_from(open_map(root, names::MESH_LIVE)?)
-            .map_err(error(names::MESH_LIVE))?;
-        let vips = BpfHashMap::try_from(open_map(root, names::MESH_VIPS)?)
-            .map_err(error(names::MESH_VIPS))?;
+        let live: BpfHashMap<_, Backend, u32> =
+            BpfHashMap::try_from(open_map(root, names::MESH_LIVE)?)
+                .map_err(error(names::MESH_LIVE))?;
+        let vips: BpfHashMap<_, u32, PortEntry> =
+            BpfHashMap::try_from(open_map(root, names::MESH_VIPS)?)
+                .map_err(error(names::MESH_VIPS))?;
+        let written = Written {
+            ports: ports
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(error(names::MESH_PORTS))?,
+            vips: vips
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(error(names::MESH_VIPS))?,
+            backends: backends
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(error(names::MESH_BACKENDS))?,
+            live: live
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(error(names::MESH_LIVE))?,
+        };
         Ok(Self {
             root: root.maps_dir(),
             config,
@@ -179,7 +219,9 @@ impl MeshMaps {
             stats,
             live,
             vips,
+            written,
             slots: HashMap::new(),
+            next_slot: HashMap::new(),
         })
     }
 
@@ -188,6 +230,12 @@ impl MeshMaps {
             path: self.root.clone(),
             source,
         }
+    }
+
+    /// How many published ports the data plane serves now (what the
+    /// agent has applied, not what the manager has pushed).
+    pub fn published_ports(&self) -> usize {
+        self.written.ports.len()
     }
 
     pub fn set_config(&mut self, config: MeshConfig) -> Result<(), DatapathError> {
@@ -201,43 +249,40 @@ impl MeshMaps {
     /// Makes the published ports, the VIPs and their backends exactly
     /// these. Backends are written before a count grows and removed after
     /// it shrinks, so a packet never reads an index that is not there.
+    /// Linear in the number of services; map syscalls only for changes.
     pub fn sync(
         &mut self,
         services: &[MeshService],
         vips: &[VipService],
     ) -> Result<(), DatapathError> {
-        let mut existing: HashMap<PortKey, PortEntry> = HashMap::new();
-        for item in self.ports.iter() {
-            let (key, entry) = item.map_err(|e| self.error(e))?;
-            existing.insert(key, entry);
-        }
-        let mut existing_vips: HashMap<u32, PortEntry> = HashMap::new();
-        for item in self.vips.iter() {
-            let (key, entry) = item.map_err(|e| self.error(e))?;
-            existing_vips.insert(key, entry);
-        }
+        let service_keys: Vec<String> = services.iter().map(MeshService::slot_key).collect();
         // Slots survive agent restarts: what is in the maps keeps its slot.
-        for s in services {
-            if let Some(entry) = existing.get(&port_key(s)) {
-                self.slots.entry(s.slot_key()).or_insert(entry.service);
+        for (s, id) in services.iter().zip(&service_keys) {
+            if let Some(entry) = self.written.ports.get(&port_key(s)) {
+                self.slots.entry(id.clone()).or_insert(entry.service);
             }
         }
         for v in vips {
-            if let Some(entry) = existing_vips.get(&be_addr(v.vip)) {
+            if let Some(entry) = self.written.vips.get(&be_addr(v.vip)) {
                 self.slots.entry(v.key.clone()).or_insert(entry.service);
             }
         }
-        self.slots.retain(|id, _| {
-            services.iter().any(|s| s.slot_key() == *id) || vips.iter().any(|v| &v.key == id)
-        });
+        let wanted: HashSet<&str> = service_keys
+            .iter()
+            .map(String::as_str)
+            .chain(vips.iter().map(|v| v.key.as_str()))
+            .collect();
+        self.slots.retain(|id, _| wanted.contains(id.as_str()));
+        let mut used: HashSet<u32> = self.slots.values().copied().collect();
+
+        let mut gone_ports: HashSet<PortKey> = self.written.ports.keys().copied().collect();
+        let mut gone_vips: HashSet<u32> = self.written.vips.keys().copied().collect();
         let mut live_now: HashMap<Backend, u32> = HashMap::new();
-        for s in services {
-            let slot = self.slot(&s.slot_key(), 0..MESH_FIRST_VIP_SLOT)?;
+        for (s, id) in services.iter().zip(&service_keys) {
+            let slot = self.slot(id, 0..MESH_FIRST_VIP_SLOT, &mut used)?;
             let key = port_key(s);
-            let previous = existing.remove(&key);
-            let before = previous
-                .filter(|e| e.service == slot)
-                .map_or(0, |e| u32::from(e.backends));
+            gone_ports.remove(&key);
+            let previous = self.written.ports.get(&key).copied();
             let backends: Vec<Backend> = s
                 .backends
                 .iter()
@@ -247,27 +292,25 @@ impl MeshMaps {
                     _pad: 0,
                 })
                 .collect();
-            self.write_backends(slot, &backends)?;
             let entry = PortEntry {
                 service: slot,
                 backends: backends.len().min(usize::from(u16::MAX)) as u16,
                 mode: s.mode,
             };
-            if previous != Some(entry) {
-                self.ports
+            self.write_entry(previous, entry, &backends, |this, entry| {
+                this.ports
                     .insert(key, entry, 0)
-                    .map_err(|e| self.error(e))?;
-            }
-            self.trim_backends(slot, backends.len() as u32, before);
+                    .map_err(|e| this.error(e))?;
+                this.written.ports.insert(key, entry);
+                Ok(())
+            })?;
             live_now.extend(backends.into_iter().map(|b| (b, slot)));
         }
         for v in vips {
-            let slot = self.slot(&v.key, MESH_FIRST_VIP_SLOT..MESH_MAX_SERVICES)?;
+            let slot = self.slot(&v.key, MESH_FIRST_VIP_SLOT..MESH_MAX_SERVICES, &mut used)?;
             let key = be_addr(v.vip);
-            let previous = existing_vips.remove(&key);
-            let before = previous
-                .filter(|e| e.service == slot)
-                .map_or(0, |e| u32::from(e.backends));
+            gone_vips.remove(&key);
+            let previous = self.written.vips.get(&key).copied();
             // Port 0: a VIP keeps the connection's port.
             let backends: Vec<Backend> = v
                 .backends
@@ -278,64 +321,105 @@ impl MeshMaps {
                     _pad: 0,
                 })
                 .collect();
-            self.write_backends(slot, &backends)?;
             let entry = PortEntry {
                 service: slot,
                 backends: backends.len().min(usize::from(u16::MAX)) as u16,
                 mode: 0,
             };
-            if previous != Some(entry) {
-                self.vips.insert(key, entry, 0).map_err(|e| self.error(e))?;
-            }
-            self.trim_backends(slot, backends.len() as u32, before);
+            self.write_entry(previous, entry, &backends, |this, entry| {
+                this.vips.insert(key, entry, 0).map_err(|e| this.error(e))?;
+                this.written.vips.insert(key, entry);
+                Ok(())
+            })?;
             live_now.extend(backends.into_iter().map(|b| (b, slot)));
         }
         // Which backends exist at all: a connection tracked to one that is
         // gone moves at its next SYN.
         let stale: Vec<Backend> = self
+            .written
             .live
             .keys()
-            .filter_map(Result::ok)
             .filter(|b| !live_now.contains_key(b))
+            .copied()
             .collect();
         for backend in stale {
             let _ = self.live.remove(&backend);
+            self.written.live.remove(&backend);
         }
         for (backend, slot) in live_now {
-            if self.live.get(&backend, 0).ok() != Some(slot) {
+            if self.written.live.get(&backend) != Some(&slot) {
                 self.live
                     .insert(backend, slot, 0)
                     .map_err(|e| self.error(e))?;
+                self.written.live.insert(backend, slot);
             }
         }
         // Ports and VIPs nothing publishes any more.
-        for (key, entry) in existing {
-            self.ports.remove(&key).map_err(|e| self.error(e))?;
-            self.trim_backends(entry.service, 0, u32::from(entry.backends));
+        for key in gone_ports {
+            if let Some(entry) = self.written.ports.get(&key).copied() {
+                self.ports.remove(&key).map_err(|e| self.error(e))?;
+                self.written.ports.remove(&key);
+                self.trim_backends(entry.service, 0, u32::from(entry.backends));
+            }
         }
-        for (key, entry) in existing_vips {
-            self.vips.remove(&key).map_err(|e| self.error(e))?;
-            self.trim_backends(entry.service, 0, u32::from(entry.backends));
+        for key in gone_vips {
+            if let Some(entry) = self.written.vips.get(&key).copied() {
+                self.vips.remove(&key).map_err(|e| self.error(e))?;
+                self.written.vips.remove(&key);
+                self.trim_backends(entry.service, 0, u32::from(entry.backends));
+            }
         }
         Ok(())
     }
 
-    /// The slot of `id`, or the first free one in `range`.
-    fn slot(&mut self, id: &str, range: std::ops::Range<u32>) -> Result<u32, DatapathError> {
+    /// Writes a port's or VIP's backends, then its entry if it changed,
+    /// then drops the backends past a shrunk count.
+    fn write_entry(
+        &mut self,
+        previous: Option<PortEntry>,
+        entry: PortEntry,
+        backends: &[Backend],
+        write: impl FnOnce(&mut Self, PortEntry) -> Result<(), DatapathError>,
+    ) -> Result<(), DatapathError> {
+        let before = previous
+            .filter(|e| e.service == entry.service)
+            .map_or(0, |e| u32::from(e.backends));
+        self.write_backends(entry.service, backends)?;
+        if previous != Some(entry) {
+            write(self, entry)?;
+        }
+        self.trim_backends(entry.service, backends.len() as u32, before);
+        Ok(())
+    }
+
+    /// The slot of `id`, or the next free one in `range` (searching on
+    /// from the last one handed out, so filling N slots is linear).
+    fn slot(
+        &mut self,
+        id: &str,
+        range: std::ops::Range<u32>,
+        used: &mut HashSet<u32>,
+    ) -> Result<u32, DatapathError> {
         if let Some(slot) = self.slots.get(id) {
             return Ok(*slot);
         }
-        let used: std::collections::HashSet<u32> = self.slots.values().copied().collect();
-        let end = range.end;
-        let slot = range
-            .into_iter()
+        let cursor = self
+            .next_slot
+            .get(&range.start)
+            .copied()
+            .filter(|c| range.contains(c))
+            .unwrap_or(range.start);
+        let slot = (cursor..range.end)
+            .chain(range.start..cursor)
             .find(|i| !used.contains(i))
             .ok_or_else(|| {
                 self.error(aya::maps::MapError::OutOfBounds {
-                    index: end,
+                    index: range.end,
                     max_entries: MESH_MAX_SERVICES,
                 })
             })?;
+        used.insert(slot);
+        self.next_slot.insert(range.start, slot + 1);
         self.slots.insert(id.to_owned(), slot);
         Ok(slot)
     }
@@ -346,10 +430,11 @@ impl MeshMaps {
                 service: slot,
                 index: i as u32,
             };
-            if self.backends.get(&key, 0).ok() != Some(*backend) {
+            if self.written.backends.get(&key) != Some(backend) {
                 self.backends
                     .insert(key, *backend, 0)
                     .map_err(|e| self.error(e))?;
+                self.written.backends.insert(key, *backend);
             }
         }
         Ok(())
@@ -357,10 +442,12 @@ impl MeshMaps {
 
     fn trim_backends(&mut self, slot: u32, from: u32, to: u32) {
         for index in from..to {
-            let _ = self.backends.remove(&BackendKey {
+            let key = BackendKey {
                 service: slot,
                 index,
-            });
+            };
+            let _ = self.backends.remove(&key);
+            self.written.backends.remove(&key);
         }
     }
 
