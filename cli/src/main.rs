@@ -3,6 +3,7 @@
 
 mod client;
 mod commands;
+mod compose;
 mod output;
 
 use anyhow::Result;
@@ -13,6 +14,7 @@ use commands::{
     node::NodeCommand,
     objects::{self, ObjectCommand},
     service::ServiceCommand,
+    stack::StackCommand,
 };
 
 #[derive(Parser)]
@@ -34,6 +36,8 @@ enum Command {
     #[command(subcommand)]
     Service(ServiceCommand),
     /// Manage overlay networks.
+    #[command(subcommand)]
+    Stack(StackCommand),
     #[command(subcommand)]
     Network(NetworkCommand),
     /// Manage secrets.
@@ -63,10 +67,14 @@ async fn run(cli: Cli) -> Result<()> {
     if let Command::Version { format } = cli.command {
         return commands::cluster::version(&cli.host, format).await;
     }
+    if let Command::Stack(StackCommand::Config { compose_file }) = &cli.command {
+        return commands::stack::config(compose_file);
+    }
     let mut client = client::connect(&cli.host).await?;
     match cli.command {
         Command::Node(c) => commands::node::run(&mut client, c).await,
         Command::Service(c) => commands::service::run(&mut client, c).await,
+        Command::Stack(c) => commands::stack::run(&mut client, c).await,
         Command::Network(c) => commands::network::run(&mut client, c).await,
         Command::Secret(c) => objects::run(&mut client, objects::Kind::Secret, c).await,
         Command::Config(c) => objects::run(&mut client, objects::Kind::Config, c).await,

@@ -51,6 +51,7 @@ async fn create_spreads_scale_removes_highest_slots_and_drain_moves_tasks() -> R
             id: id.clone(),
             version: current.meta.unwrap_or_default().version,
             spec: Some(spec),
+            rollback: false,
         })
         .await?;
     let slots = wait_until(WAIT, "2 running slots", || async {
@@ -91,6 +92,7 @@ async fn create_spreads_scale_removes_highest_slots_and_drain_moves_tasks() -> R
             id: id.clone(),
             version: scale.meta.take().unwrap_or_default().version,
             spec: Some(s),
+            rollback: false,
         })
         .await?;
     control
@@ -730,6 +732,7 @@ async fn try_scale(cluster: &TestCluster, id: &str, replicas: u64) -> Result<()>
             id: id.to_owned(),
             version: current.meta.unwrap_or_default().version,
             spec: Some(spec),
+            rollback: false,
         })
         .await?;
     Ok(())

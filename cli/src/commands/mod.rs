@@ -4,8 +4,10 @@ pub mod cluster;
 pub mod network;
 pub mod node;
 pub mod objects;
+pub mod progress;
 pub mod service;
 pub mod service_flags;
+pub mod stack;
 
 use anyhow::{Result, bail};
 

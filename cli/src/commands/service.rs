@@ -357,6 +357,8 @@ impl CreateArgs {
                     .map(|p| flags::parse_publish(p))
                     .collect::<Result<_>>()?,
             }),
+            update: None,
+            rollback: None,
         })
     }
 }
@@ -376,11 +378,11 @@ fn health_test(cmd: &str) -> Result<Vec<String>> {
     }
 }
 
-fn service_id(s: &Service) -> &str {
+pub(crate) fn service_id(s: &Service) -> &str {
     s.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("")
 }
 
-fn service_name(s: &Service) -> &str {
+pub(crate) fn service_name(s: &Service) -> &str {
     s.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("")
 }
 
@@ -407,7 +409,7 @@ fn ports(s: &Service) -> String {
         .unwrap_or_default()
 }
 
-async fn services(client: &mut Client) -> Result<Vec<ServiceSummary>> {
+pub(crate) async fn services(client: &mut Client) -> Result<Vec<ServiceSummary>> {
     Ok(client
         .list_services(Empty {})
         .await
@@ -442,38 +444,8 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
             println!("{}", service_id(&service));
         }
         ServiceCommand::Ls { quiet, format } => {
-            let mut all = services(client).await?;
-            all.sort_by(|a, b| {
-                let name = |s: &ServiceSummary| {
-                    s.service
-                        .as_ref()
-                        .map(service_name)
-                        .unwrap_or("")
-                        .to_owned()
-                };
-                name(a).cmp(&name(b))
-            });
-            let mut listing = Listing::new(&[
-                ("ID", "ID"),
-                ("NAME", "Name"),
-                ("MODE", "Mode"),
-                ("REPLICAS", "Replicas"),
-                ("IMAGE", "Image"),
-                ("PORTS", "Ports"),
-            ]);
-            for summary in &all {
-                let Some(s) = &summary.service else { continue };
-                let mode = s.spec.as_ref().map(|x| x.mode()).unwrap_or_default();
-                listing.row(vec![
-                    short(service_id(s), false),
-                    service_name(s).to_owned(),
-                    mode.word().to_owned(),
-                    format!("{}/{}", summary.running, summary.desired),
-                    image(s),
-                    ports(s),
-                ]);
-            }
-            listing.print(format, quiet);
+            let all = services(client).await?;
+            print_service_list(&all, quiet, format);
         }
         ServiceCommand::Ps {
             services: queries,
@@ -556,6 +528,7 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
                             id: service_id(s).to_owned(),
                             version: s.meta.as_ref().map(|m| m.version).unwrap_or(0),
                             spec: Some(spec),
+                            rollback: false,
                         })
                         .await
                         .map_err(status_error)?;
@@ -637,7 +610,7 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
     Ok(())
 }
 
-struct Filters {
+pub(crate) struct Filters {
     desired: Option<Vec<TaskState>>,
     node: Option<String>,
     name: Option<String>,
@@ -645,7 +618,7 @@ struct Filters {
 }
 
 impl Filters {
-    fn parse(filters: &[String]) -> Result<Self> {
+    pub(crate) fn parse(filters: &[String]) -> Result<Self> {
         let mut out = Filters {
             desired: None,
             node: None,
@@ -680,7 +653,43 @@ impl Filters {
     }
 }
 
-fn print_tasks(
+/// `service ls` (and `stack services`): one row per service, by name.
+pub(crate) fn print_service_list(all: &[ServiceSummary], quiet: bool, format: Format) {
+    let mut all: Vec<&ServiceSummary> = all.iter().collect();
+    all.sort_by(|a, b| {
+        let name = |s: &ServiceSummary| {
+            s.service
+                .as_ref()
+                .map(service_name)
+                .unwrap_or("")
+                .to_owned()
+        };
+        name(a).cmp(&name(b))
+    });
+    let mut listing = Listing::new(&[
+        ("ID", "ID"),
+        ("NAME", "Name"),
+        ("MODE", "Mode"),
+        ("REPLICAS", "Replicas"),
+        ("IMAGE", "Image"),
+        ("PORTS", "Ports"),
+    ]);
+    for summary in all {
+        let Some(s) = &summary.service else { continue };
+        let mode = s.spec.as_ref().map(|x| x.mode()).unwrap_or_default();
+        listing.row(vec![
+            short(service_id(s), false),
+            service_name(s).to_owned(),
+            mode.word().to_owned(),
+            format!("{}/{}", summary.running, summary.desired),
+            image(s),
+            ports(s),
+        ]);
+    }
+    listing.print(format, quiet);
+}
+
+pub(crate) fn print_tasks(
     services: &[Service],
     tasks: &[Task],
     nodes: &[Node],
@@ -1086,6 +1095,7 @@ mod tests {
             }),
             previous_spec: None,
             endpoint: None,
+            update_status: None,
         };
         let node = Node {
             meta: Some(Meta {

@@ -8,8 +8,9 @@ use shoal_api::pb::{
     ClusterInfo, Config, ConfigList, ConfigSpec, Empty, IdRequest, Kind, Meta, Network,
     NetworkList, NetworkSpec, NodeList, NodeRole, NodeState, PublishMode, RemoveNodeRequest,
     RotateJoinTokenRequest, Secret, SecretList, SecretSpec, Service, ServiceList, ServiceMode,
-    ServiceSpec, ServiceSummary, TaskList, TaskState, UpdateNodeRequest, UpdateServiceRequest,
-    VersionResponse, control_client::ControlClient, control_server::Control,
+    ServiceSpec, ServiceSummary, TaskList, TaskState, UpdateConfigRequest, UpdateNodeRequest,
+    UpdateSecretRequest, UpdateServiceRequest, VersionResponse, control_client::ControlClient,
+    control_server::Control,
 };
 use tonic::{Request, Response, Status};
 
@@ -123,6 +124,29 @@ fn validate_name(kind: &str, name: &str) -> Result<(), Status> {
 
 /// Checks a service spec against the cluster and fills in what the
 /// manager decides (secret and config ids, dynamic published ports).
+/// Secrets and configs keep their name and content for life; new content
+/// needs a new name (services then move to it with an update).
+fn immutable(
+    kind: &str,
+    name: &str,
+    new_name: &str,
+    data: &[u8],
+    new_data: &[u8],
+) -> Result<(), Status> {
+    if !new_name.is_empty() && new_name != name {
+        return Err(Status::invalid_argument(format!(
+            "a {kind} cannot be renamed ({name})"
+        )));
+    }
+    if !new_data.is_empty() && new_data != data {
+        return Err(Status::failed_precondition(format!(
+            "{kind} {name}: its content changed, but {kind}s are immutable (only labels can change): \
+             give the new content a new name, e.g. {name}_v2, and point the services at it"
+        )));
+    }
+    Ok(())
+}
+
 fn complete_spec(state: &State, spec: &mut ServiceSpec, service_id: &str) -> Result<(), Status> {
     validate_name("service", &spec.name)?;
     if spec.mode() == ServiceMode::Global && spec.replicas != 0 {
@@ -472,6 +496,7 @@ impl Control for ControlService {
                     spec: Some(spec),
                     previous_spec: None,
                     endpoint: Some(endpoint),
+                    update_status: None,
                 };
                 let mut batch = Batch::default();
                 batch.put_service(service.clone());
@@ -534,6 +559,7 @@ impl Control for ControlService {
     ) -> Result<Response<Service>, Status> {
         forward!(self, update_service, request);
         let request = request.into_inner();
+        let request_id = request.id.clone();
         let service = self
             .manager
             .update(|state| -> Result<_, Status> {
@@ -549,8 +575,17 @@ impl Control for ControlService {
                         request.id, request.version
                     )));
                 }
-                let mut spec = request.spec.clone().unwrap_or_default();
                 let current = service.spec.clone().unwrap_or_default();
+                let mut spec = if request.rollback {
+                    service.previous_spec.clone().ok_or_else(|| {
+                        Status::failed_precondition(format!(
+                            "service {} has no previous spec to roll back to",
+                            current.name
+                        ))
+                    })?
+                } else {
+                    request.spec.clone().unwrap_or_default()
+                };
                 if spec.name != current.name {
                     return Err(Status::invalid_argument("a service cannot be renamed"));
                 }
@@ -565,6 +600,23 @@ impl Control for ControlService {
                     service.endpoint.as_ref(),
                 )
                 .map_err(|e| Status::resource_exhausted(format!("service {}: {e}", spec.name)))?;
+                if spec == current && !request.rollback {
+                    // Nothing changed (a stack deployed again): no write,
+                    // no new version, no update.
+                    return Ok(None);
+                }
+                if spec.task != current.task || request.rollback {
+                    let message = if request.rollback {
+                        "manually requested rollback"
+                    } else {
+                        "update in progress"
+                    };
+                    service.update_status = Some(crate::orchestrator::update::started(
+                        shoal_api::now_ms(),
+                        request.rollback,
+                        message,
+                    ));
+                }
                 service.endpoint = Some(endpoint);
                 service.previous_spec = Some(current);
                 service.spec = Some(spec);
@@ -574,13 +626,14 @@ impl Control for ControlService {
             })
             .await?
             .unwrap_or_default();
+        // An unchanged spec writes nothing: answer with what is stored.
         let stored = self
             .manager
             .store
             .read()
             .await
             .services
-            .get(&request.id)
+            .get(&request_id)
             .cloned()
             .unwrap_or(service);
         Ok(Response::new(stored))
@@ -613,6 +666,90 @@ impl Control for ControlService {
         // Tasks carry secret references, never secret data.
         let tasks = state.tasks.values().cloned().collect();
         Ok(Response::new(TaskList { tasks }))
+    }
+
+    async fn update_secret(
+        &self,
+        request: Request<UpdateSecretRequest>,
+    ) -> Result<Response<Secret>, Status> {
+        forward!(self, update_secret, request);
+        let request = request.into_inner();
+        let spec = request.spec.unwrap_or_default();
+        let secret = self
+            .manager
+            .update(|state| -> Result<_, Status> {
+                let mut secret = state
+                    .secrets
+                    .get(&request.id)
+                    .cloned()
+                    .ok_or_else(|| not_found("secret", &request.id))?;
+                let current = secret.spec.clone().unwrap_or_default();
+                immutable(
+                    "secret",
+                    &current.name,
+                    &spec.name,
+                    &current.data,
+                    &spec.data,
+                )?;
+                if current.labels == spec.labels {
+                    return Ok(Some((Batch::default(), secret)));
+                }
+                secret.spec = Some(SecretSpec {
+                    labels: spec.labels.clone(),
+                    ..current
+                });
+                let mut batch = Batch::default();
+                batch.put_secret(secret.clone());
+                Ok(Some((batch, secret)))
+            })
+            .await?
+            .unwrap_or_default();
+        Ok(Response::new(Secret {
+            meta: secret.meta,
+            spec: secret.spec.map(|s| SecretSpec {
+                data: Vec::new(),
+                ..s
+            }),
+        }))
+    }
+
+    async fn update_config(
+        &self,
+        request: Request<UpdateConfigRequest>,
+    ) -> Result<Response<Config>, Status> {
+        forward!(self, update_config, request);
+        let request = request.into_inner();
+        let spec = request.spec.unwrap_or_default();
+        let config = self
+            .manager
+            .update(|state| -> Result<_, Status> {
+                let mut config = state
+                    .configs
+                    .get(&request.id)
+                    .cloned()
+                    .ok_or_else(|| not_found("config", &request.id))?;
+                let current = config.spec.clone().unwrap_or_default();
+                immutable(
+                    "config",
+                    &current.name,
+                    &spec.name,
+                    &current.data,
+                    &spec.data,
+                )?;
+                if current.labels == spec.labels {
+                    return Ok(Some((Batch::default(), config)));
+                }
+                config.spec = Some(ConfigSpec {
+                    labels: spec.labels.clone(),
+                    ..current
+                });
+                let mut batch = Batch::default();
+                batch.put_config(config.clone());
+                Ok(Some((batch, config)))
+            })
+            .await?
+            .unwrap_or_default();
+        Ok(Response::new(config))
     }
 
     async fn create_secret(

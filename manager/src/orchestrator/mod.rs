@@ -2,6 +2,7 @@
 //! leader, whenever the store changes or a delayed restart comes due.
 
 pub mod reconcile;
+pub mod update;
 
 use std::{sync::Arc, time::Duration};
 

@@ -26,7 +26,7 @@ pub struct Plan {
     pub wake_at: Option<i64>,
 }
 
-fn state_of(task: &Task) -> TaskState {
+pub(super) fn state_of(task: &Task) -> TaskState {
     task.status.as_ref().map(|s| s.state()).unwrap_or_default()
 }
 
@@ -35,7 +35,7 @@ pub fn is_live(task: &Task) -> bool {
     task.desired_state() <= TaskState::Running
 }
 
-fn id(meta: &Option<Meta>) -> &str {
+pub(super) fn id(meta: &Option<Meta>) -> &str {
     meta.as_ref().map(|m| m.id.as_str()).unwrap_or("")
 }
 
@@ -88,7 +88,7 @@ pub fn new_task(service: &Service, slot: u64, node_id: &str) -> Task {
     }
 }
 
-fn shut_down(task: &Task, why: &str) -> Task {
+pub(super) fn shut_down(task: &Task, why: &str) -> Task {
     let mut task = task.clone();
     task.desired_state = TaskState::Shutdown as i32;
     if task.node_id.is_empty() || state_of(&task) < TaskState::Assigned {
@@ -203,6 +203,7 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
         let tasks = by_service.get(service_id).map(Vec::as_slice).unwrap_or(&[]);
         let spec = service.spec.clone().unwrap_or_default();
         let mut live: Vec<&Task> = Vec::new();
+        let writes_before = batch.len();
 
         for task in tasks {
             if !is_live(task) {
@@ -339,6 +340,13 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
             }
         }
 
+        // A rolling update moves only once the slots are as they should
+        // be: its writes and theirs would otherwise cross.
+        if batch.len() == writes_before
+            && let Some(at) = super::update::step(service, tasks, &live, now, &mut batch)
+        {
+            wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
+        }
         reap_history(tasks, history_limit, &mut batch);
     }
     Plan { batch, wake_at }

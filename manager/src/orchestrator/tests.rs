@@ -6,7 +6,12 @@ use shoal_api::pb::{
     Service, ServiceMode, ServiceSpec, Task, TaskSpec, TaskState, TaskStatus,
 };
 
-use super::reconcile::{is_live, reconcile};
+use shoal_api::pb::{ContainerSpec, UpdateConfig, UpdateFailureAction, UpdateOrder};
+
+use super::{
+    reconcile::{is_live, reconcile},
+    update,
+};
 use crate::store::{Batch, State};
 
 struct World {
@@ -80,8 +85,58 @@ impl World {
             }),
             previous_spec: None,
             endpoint: None,
+            update_status: None,
         });
         self.write(b);
+    }
+
+    /// What `service update --image` writes.
+    fn update_image(
+        &mut self,
+        id: &str,
+        image: &str,
+        update: UpdateConfig,
+        rollback: UpdateConfig,
+    ) {
+        let mut service = self.state.services[id].clone();
+        let mut spec = service.spec.clone().unwrap();
+        spec.task.as_mut().unwrap().container = Some(ContainerSpec {
+            image: image.into(),
+            ..Default::default()
+        });
+        // As a stack file gives them: the same configs in both specs.
+        spec.update = Some(update);
+        spec.rollback = Some(rollback);
+        let mut previous = service.spec.take().unwrap();
+        previous.update = Some(update);
+        previous.rollback = Some(rollback);
+        service.previous_spec = Some(previous);
+        service.spec = Some(spec);
+        service.update_status = Some(update::started(self.now, false, "update in progress"));
+        let mut b = Batch::default();
+        b.put_service(service);
+        self.write(b);
+    }
+
+    fn images(&self, service: &str) -> Vec<String> {
+        self.live(service)
+            .iter()
+            .map(|t| {
+                t.spec
+                    .as_ref()
+                    .and_then(|s| s.container.as_ref())
+                    .map(|c| c.image.clone())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    fn update_state(&self, service: &str) -> String {
+        self.state.services[service]
+            .update_status
+            .clone()
+            .unwrap_or_default()
+            .state
     }
 
     /// What an agent would report: every live assigned-or-not task runs.
@@ -315,4 +370,120 @@ fn global_tasks_follow_nodes_and_removed_services_are_cleaned_up() {
             .count(),
         0
     );
+}
+
+#[test]
+fn a_rolling_update_replaces_tasks_in_batches_with_a_delay_then_completes() {
+    let mut w = World::new();
+    w.node("n1");
+    w.service("web", ServiceMode::Replicated, 4, RestartPolicy::default());
+    w.settle();
+    w.run_all();
+    w.settle();
+    let config = UpdateConfig {
+        parallelism: Some(2),
+        delay_ms: 2_000,
+        ..Default::default()
+    };
+    w.update_image("web", "echo:2", config, UpdateConfig::default());
+    w.settle();
+    // First batch: two slots replaced (stop-first), the others untouched.
+    let images = w.images("web");
+    assert_eq!(
+        images.iter().filter(|i| *i == "echo:2").count(),
+        2,
+        "{images:?}"
+    );
+    assert_eq!(w.live("web").len(), 4);
+    w.run_all();
+    w.settle();
+    w.now += 1_000;
+    w.settle();
+    assert_eq!(
+        w.images("web").iter().filter(|i| *i == "echo:2").count(),
+        2,
+        "waits for the delay"
+    );
+    w.now += 1_000;
+    w.settle();
+    assert_eq!(w.images("web"), ["echo:2"; 4]);
+    w.run_all();
+    w.settle();
+    assert_eq!(
+        w.update_state("web"),
+        update::UPDATING,
+        "monitored before completing"
+    );
+    w.now += 5_000;
+    w.settle();
+    assert_eq!(w.update_state("web"), update::COMPLETED);
+    // Nothing moves once complete.
+    let ids: Vec<_> = w.live("web").iter().map(|t| t.meta.clone()).collect();
+    w.now += 60_000;
+    w.settle();
+    assert_eq!(
+        ids,
+        w.live("web")
+            .iter()
+            .map(|t| t.meta.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_failing_update_rolls_back_by_itself_and_start_first_overlaps() {
+    let mut w = World::new();
+    w.node("n1");
+    let no_restart = RestartPolicy {
+        condition: RestartCondition::None as i32,
+        ..Default::default()
+    };
+    w.service("web", ServiceMode::Replicated, 2, no_restart);
+    w.settle();
+    w.run_all();
+    w.settle();
+    let update = UpdateConfig {
+        parallelism: Some(1),
+        failure_action: UpdateFailureAction::Rollback as i32,
+        ..Default::default()
+    };
+    let rollback = UpdateConfig {
+        parallelism: Some(2),
+        order: UpdateOrder::StartFirst as i32,
+        monitor_ms: Some(0),
+        ..Default::default()
+    };
+    w.update_image("web", "missing:1", update, rollback);
+    w.settle();
+    let new = w
+        .live("web")
+        .into_iter()
+        .find(|t| t.spec.as_ref().unwrap().container.as_ref().unwrap().image == "missing:1")
+        .expect("one task replaced");
+    w.now += 100;
+    let mut t = w.state.tasks[&new.meta.as_ref().unwrap().id].clone();
+    t.node_id = "n1".into();
+    t.status = Some(TaskStatus {
+        state: TaskState::Rejected as i32,
+        timestamp: w.now,
+        err: "image missing:1 is not on this node".into(),
+        ..Default::default()
+    });
+    let mut b = Batch::default();
+    b.put_task(t);
+    w.write(b);
+    w.settle();
+    assert_eq!(w.update_state("web"), update::ROLLBACK_STARTED);
+    let spec = w.state.services["web"].spec.clone().unwrap();
+    assert_eq!(spec.task.unwrap().container.unwrap_or_default().image, "");
+    // Start-first: the rejected slot's replacement starts while nothing
+    // else stops; once it runs, the rollback completes.
+    w.run_all();
+    w.settle();
+    w.run_all();
+    w.settle();
+    w.now += 1_000;
+    w.settle();
+    assert_eq!(w.images("web"), ["", ""]);
+    assert_eq!(w.update_state("web"), update::ROLLBACK_COMPLETED);
 }

@@ -1,0 +1,534 @@
+//! `shoal stack`: compose files deployed as stacks, the way `docker stack`
+//! does it: the client reads the files and creates or updates the
+//! stack's networks, secrets, configs and services, all named
+//! `STACK_NAME` and labelled with the stack.
+
+use std::{collections::BTreeSet, path::PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use shoal_api::pb::{
+    ConfigSpec, Empty, IdRequest, SecretSpec, ServiceSummary, UpdateConfigRequest,
+    UpdateSecretRequest, UpdateServiceRequest,
+};
+
+use super::{
+    progress,
+    service::{self, Filters},
+};
+use crate::{
+    client::{Client, status_error},
+    compose::{self, convert::STACK_LABEL},
+    output::{Format, Listing},
+};
+
+#[derive(Subcommand)]
+pub enum StackCommand {
+    /// Deploy a new stack or update an existing one from compose files.
+    #[command(alias = "up")]
+    Deploy {
+        /// A compose file; repeat to merge several, in order.
+        #[arg(short = 'c', long = "compose-file", required = true)]
+        compose_file: Vec<PathBuf>,
+        /// Remove services of the stack that the files no longer name.
+        #[arg(long)]
+        prune: bool,
+        /// Return once the changes are accepted, without waiting for the
+        /// services to converge.
+        #[arg(short, long)]
+        detach: bool,
+        stack: String,
+    },
+    /// List stacks.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List the services in a stack.
+    Services {
+        stack: String,
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List the tasks in a stack.
+    Ps {
+        stack: String,
+        #[arg(long)]
+        no_trunc: bool,
+        /// Filter output (desired-state=running|shutdown|accepted, node=N, name=N, id=ID).
+        #[arg(short, long = "filter")]
+        filter: Vec<String>,
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Remove one or more stacks.
+    #[command(alias = "remove", alias = "down")]
+    Rm {
+        #[arg(required = true)]
+        stacks: Vec<String>,
+    },
+    /// Print the merged, interpolated compose files.
+    Config {
+        #[arg(short = 'c', long = "compose-file", required = true)]
+        compose_file: Vec<PathBuf>,
+    },
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn load(files: &[PathBuf]) -> Result<compose::Project> {
+    let project = compose::load(files, &env)?;
+    for warning in &project.warnings {
+        eprintln!("{warning}");
+    }
+    Ok(project)
+}
+
+/// `stack config` needs no cluster.
+pub fn config(files: &[PathBuf]) -> Result<()> {
+    print!("{}", load(files)?.to_yaml());
+    Ok(())
+}
+
+fn in_stack(labels: &std::collections::HashMap<String, String>, stack: &str) -> bool {
+    labels.get(STACK_LABEL).is_some_and(|s| s == stack)
+}
+
+fn service_in_stack(summary: &ServiceSummary, stack: &str) -> bool {
+    summary
+        .service
+        .as_ref()
+        .and_then(|s| s.spec.as_ref())
+        .is_some_and(|spec| in_stack(&spec.labels.clone().into_iter().collect(), stack))
+}
+
+pub async fn run(client: &mut Client, command: StackCommand) -> Result<()> {
+    match command {
+        StackCommand::Deploy {
+            compose_file,
+            prune,
+            detach,
+            stack,
+        } => deploy(client, &compose_file, prune, detach, &stack).await,
+        StackCommand::Config { compose_file } => config(&compose_file),
+        StackCommand::Ls { format } => {
+            let all = service::services(client).await?;
+            let mut stacks: std::collections::BTreeMap<String, usize> = Default::default();
+            for summary in &all {
+                if let Some(name) = summary
+                    .service
+                    .as_ref()
+                    .and_then(|s| s.spec.as_ref())
+                    .and_then(|s| s.labels.get(STACK_LABEL))
+                {
+                    *stacks.entry(name.clone()).or_default() += 1;
+                }
+            }
+            let mut listing = Listing::new(&[("NAME", "Name"), ("SERVICES", "Services")]);
+            for (name, count) in stacks {
+                listing.row(vec![name, count.to_string()]);
+            }
+            listing.print(format, false);
+            Ok(())
+        }
+        StackCommand::Services {
+            stack,
+            quiet,
+            format,
+        } => {
+            let all: Vec<ServiceSummary> = service::services(client)
+                .await?
+                .into_iter()
+                .filter(|s| service_in_stack(s, &stack))
+                .collect();
+            if all.is_empty() {
+                bail!("nothing found in stack: {stack}");
+            }
+            service::print_service_list(&all, quiet, format);
+            Ok(())
+        }
+        StackCommand::Ps {
+            stack,
+            no_trunc,
+            filter,
+            quiet,
+            format,
+        } => {
+            let services: Vec<_> = service::services(client)
+                .await?
+                .into_iter()
+                .filter(|s| service_in_stack(s, &stack))
+                .filter_map(|s| s.service)
+                .collect();
+            if services.is_empty() {
+                bail!("nothing found in stack: {stack}");
+            }
+            let tasks = client
+                .list_tasks(Empty {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .tasks;
+            let nodes = client
+                .list_nodes(Empty {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .nodes;
+            let filters = Filters::parse(&filter)?;
+            service::print_tasks(&services, &tasks, &nodes, &filters, no_trunc, quiet, format);
+            Ok(())
+        }
+        StackCommand::Rm { stacks } => {
+            let mut failed = false;
+            for stack in &stacks {
+                if let Err(error) = remove(client, stack).await {
+                    eprintln!("Error: {error:#}");
+                    failed = true;
+                }
+            }
+            if failed {
+                bail!("not every stack was removed");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn deploy(
+    client: &mut Client,
+    files: &[PathBuf],
+    prune: bool,
+    detach: bool,
+    name: &str,
+) -> Result<()> {
+    let project = load(files)?;
+    let stack = compose::convert::convert(&project, name, &env)?;
+
+    let networks = client
+        .list_networks(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .networks;
+    let network_named = |n: &str| {
+        networks
+            .iter()
+            .any(|x| x.spec.as_ref().is_some_and(|s| s.name == n))
+    };
+    for external in &stack.external_networks {
+        if !network_named(external) {
+            bail!(
+                "network {external:?} is declared as external, but could not be found: create it first \
+                 (shoal network create -d overlay --attachable {external})"
+            );
+        }
+    }
+    for network in &stack.networks {
+        if !network_named(&network.name) {
+            println!("Creating network {}", network.name);
+            client
+                .create_network(network.clone())
+                .await
+                .map_err(status_error)
+                .with_context(|| format!("creating network {}", network.name))?;
+        }
+    }
+
+    let secrets = client
+        .list_secrets(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .secrets;
+    for secret in &stack.secrets {
+        let existing = secrets
+            .iter()
+            .find(|s| s.spec.as_ref().is_some_and(|x| x.name == secret.name));
+        match (existing, &secret.data) {
+            (None, None) => bail!(
+                "secret {:?} is declared as external ({}), but could not be found",
+                secret.name,
+                secret.declared
+            ),
+            (Some(_), None) => {}
+            (None, Some(data)) => {
+                println!("Creating secret {}", secret.name);
+                client
+                    .create_secret(SecretSpec {
+                        name: secret.name.clone(),
+                        labels: secret.labels.clone().into_iter().collect(),
+                        data: data.clone(),
+                    })
+                    .await
+                    .map_err(status_error)
+                    .with_context(|| format!("creating secret {}", secret.name))?;
+            }
+            (Some(existing), Some(data)) => {
+                client
+                    .update_secret(UpdateSecretRequest {
+                        id: existing
+                            .meta
+                            .as_ref()
+                            .map(|m| m.id.clone())
+                            .unwrap_or_default(),
+                        spec: Some(SecretSpec {
+                            name: secret.name.clone(),
+                            labels: secret.labels.clone().into_iter().collect(),
+                            data: data.clone(),
+                        }),
+                    })
+                    .await
+                    .map_err(status_error)
+                    .with_context(|| format!("{} ({})", secret.declared, files_list(files)))?;
+            }
+        }
+    }
+    let configs = client
+        .list_configs(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .configs;
+    for config in &stack.configs {
+        let existing = configs
+            .iter()
+            .find(|c| c.spec.as_ref().is_some_and(|x| x.name == config.name));
+        match (existing, &config.data) {
+            (None, None) => bail!(
+                "config {:?} is declared as external ({}), but could not be found",
+                config.name,
+                config.declared
+            ),
+            (Some(_), None) => {}
+            (None, Some(data)) => {
+                println!("Creating config {}", config.name);
+                client
+                    .create_config(ConfigSpec {
+                        name: config.name.clone(),
+                        labels: config.labels.clone().into_iter().collect(),
+                        data: data.clone(),
+                    })
+                    .await
+                    .map_err(status_error)
+                    .with_context(|| format!("creating config {}", config.name))?;
+            }
+            (Some(existing), Some(data)) => {
+                client
+                    .update_config(UpdateConfigRequest {
+                        id: existing
+                            .meta
+                            .as_ref()
+                            .map(|m| m.id.clone())
+                            .unwrap_or_default(),
+                        spec: Some(ConfigSpec {
+                            name: config.name.clone(),
+                            labels: config.labels.clone().into_iter().collect(),
+                            data: data.clone(),
+                        }),
+                    })
+                    .await
+                    .map_err(status_error)
+                    .with_context(|| format!("{} ({})", config.declared, files_list(files)))?;
+            }
+        }
+    }
+
+    let existing = service::services(client).await?;
+    let mut touched = Vec::new();
+    for spec in &stack.services {
+        let current = existing
+            .iter()
+            .filter_map(|s| s.service.as_ref())
+            .find(|s| s.spec.as_ref().is_some_and(|x| x.name == spec.name));
+        let id = match current {
+            Some(current) => {
+                let id = current
+                    .meta
+                    .as_ref()
+                    .map(|m| m.id.clone())
+                    .unwrap_or_default();
+                let before = current.meta.as_ref().map_or(0, |m| m.version);
+                let updated = client
+                    .update_service(UpdateServiceRequest {
+                        id: id.clone(),
+                        version: before,
+                        spec: Some(spec.clone()),
+                        rollback: false,
+                    })
+                    .await
+                    .map_err(status_error)
+                    .with_context(|| format!("updating service {}", spec.name))?
+                    .into_inner();
+                if updated.meta.as_ref().map_or(0, |m| m.version) != before {
+                    println!("Updating service {} (id: {id})", spec.name);
+                }
+                id
+            }
+            None => {
+                println!("Creating service {}", spec.name);
+                client
+                    .create_service(spec.clone())
+                    .await
+                    .map_err(status_error)
+                    .with_context(|| format!("creating service {}", spec.name))?
+                    .into_inner()
+                    .meta
+                    .map(|m| m.id)
+                    .unwrap_or_default()
+            }
+        };
+        touched.push(id);
+    }
+    if prune {
+        let wanted: BTreeSet<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
+        for summary in existing.iter().filter(|s| service_in_stack(s, name)) {
+            let Some(service) = &summary.service else {
+                continue;
+            };
+            let service_name = service.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("");
+            if !wanted.contains(service_name) {
+                println!("Removing service {service_name}");
+                client
+                    .remove_service(IdRequest {
+                        id: service
+                            .meta
+                            .as_ref()
+                            .map(|m| m.id.clone())
+                            .unwrap_or_default(),
+                    })
+                    .await
+                    .map_err(status_error)?;
+            }
+        }
+    }
+    if !detach {
+        progress::converge(client, &touched, false).await?;
+    }
+    Ok(())
+}
+
+fn files_list(files: &[PathBuf]) -> String {
+    files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Services first; networks once no task holds them; then secrets and
+/// configs (which services no longer use).
+async fn remove(client: &mut Client, stack: &str) -> Result<()> {
+    let services: Vec<_> = service::services(client)
+        .await?
+        .into_iter()
+        .filter(|s| service_in_stack(s, stack))
+        .filter_map(|s| s.service)
+        .collect();
+    let networks: Vec<_> = client
+        .list_networks(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .networks
+        .into_iter()
+        .filter(|n| {
+            n.spec
+                .as_ref()
+                .is_some_and(|s| in_stack(&s.labels.clone().into_iter().collect(), stack))
+        })
+        .collect();
+    let secrets: Vec<_> = client
+        .list_secrets(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .secrets
+        .into_iter()
+        .filter(|s| {
+            s.spec
+                .as_ref()
+                .is_some_and(|x| in_stack(&x.labels.clone().into_iter().collect(), stack))
+        })
+        .collect();
+    let configs: Vec<_> = client
+        .list_configs(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .configs
+        .into_iter()
+        .filter(|c| {
+            c.spec
+                .as_ref()
+                .is_some_and(|x| in_stack(&x.labels.clone().into_iter().collect(), stack))
+        })
+        .collect();
+    if services.is_empty() && networks.is_empty() && secrets.is_empty() && configs.is_empty() {
+        bail!("nothing found in stack: {stack}");
+    }
+    for s in &services {
+        println!(
+            "Removing service {}",
+            s.spec.as_ref().map(|x| x.name.as_str()).unwrap_or("")
+        );
+        client
+            .remove_service(IdRequest {
+                id: s.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default(),
+            })
+            .await
+            .map_err(status_error)?;
+    }
+    for n in &networks {
+        let name = n.spec.as_ref().map(|x| x.name.as_str()).unwrap_or("");
+        println!("Removing network {name}");
+        let id = n.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+        // The removed services' tasks release the network as they stop.
+        let mut tries = 0;
+        loop {
+            match client.remove_network(IdRequest { id: id.clone() }).await {
+                Ok(_) => break,
+                Err(status) if status.code() == tonic::Code::FailedPrecondition && tries < 60 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(status) => {
+                    return Err(status_error(status))
+                        .with_context(|| format!("removing network {name}"));
+                }
+            }
+        }
+    }
+    for s in &secrets {
+        println!(
+            "Removing secret {}",
+            s.spec.as_ref().map(|x| x.name.as_str()).unwrap_or("")
+        );
+        client
+            .remove_secret(IdRequest {
+                id: s.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default(),
+            })
+            .await
+            .map_err(status_error)?;
+    }
+    for c in &configs {
+        println!(
+            "Removing config {}",
+            c.spec.as_ref().map(|x| x.name.as_str()).unwrap_or("")
+        );
+        client
+            .remove_config(IdRequest {
+                id: c.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default(),
+            })
+            .await
+            .map_err(status_error)?;
+    }
+    Ok(())
+}
