@@ -205,7 +205,10 @@ impl Lab {
         let cli = bin_dir.join("shoal").display().to_string();
         let mut all = vec!["--host", host.as_str()];
         all.extend_from_slice(args);
-        cmd::stdout(&cli, &all)
+        // Programs drive the cluster and wait for what they need; progress
+        // displays are for people.
+        let output = cmd::run_with_env(&cli, &all, &[("SHOAL_DETACH", "true")])?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// SIGKILLs every Shoal process of `node` (their records stay, so

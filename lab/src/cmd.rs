@@ -7,8 +7,18 @@ use crate::LabError;
 
 /// Runs a command to completion; a non-zero exit is an error carrying stderr.
 pub fn run(program: &str, args: &[&str]) -> Result<Output, LabError> {
+    run_with_env(program, args, &[])
+}
+
+/// [`run`] with extra environment variables.
+pub fn run_with_env(
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Output, LabError> {
     let output = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .map_err(|source| LabError::Spawn {
             command: render(program, args),

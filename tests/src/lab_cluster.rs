@@ -56,6 +56,11 @@ impl LabCluster {
         Ok(cluster)
     }
 
+    /// The `--host` value that reaches a live manager.
+    pub fn lab_host(&self) -> Result<String> {
+        Ok(self.lab.shoal_host()?)
+    }
+
     pub fn shoal(&self, args: &[&str]) -> Result<String> {
         Ok(self.lab.shoal(&self.bins, args)?)
     }

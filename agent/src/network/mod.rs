@@ -288,9 +288,9 @@ impl Overlay {
         }
         let fdb = self.nl.fdb(devices.vxlan).await?;
         let present: HashSet<Entry> = fdb.iter().map(|(e, _)| e.clone()).collect();
-        for (entry, message) in fdb {
+        for (entry, _) in fdb {
             if !wanted.values().any(|w| *w == entry) {
-                self.nl.delete_entry(message).await?;
+                self.nl.delete_fdb(devices.vxlan, &entry).await?;
             }
         }
         for entry in wanted.values() {
@@ -543,6 +543,12 @@ impl Overlay {
             }
             let (host_link, peer_link) = self.nl.create_veth(&host, &peer, self.mtu).await?;
             self.nl.plug(host_link.index, devices.bridge).await?;
+            // The task's MAC is here now: a static bridge entry replaces
+            // whatever the bridge learned when its address (and so its MAC)
+            // belonged to a task on another node.
+            self.nl
+                .set_local_fdb(host_link.index, &mac_of(addr.addr))
+                .await?;
             if let Some(root) = &self.bpf_root {
                 mesh::forget_interface(root, host_link.index);
                 mesh::attach_vip(root, host_link.index)?;

@@ -15,7 +15,9 @@ use rtnetlink::{
         AddressFamily,
         address::AddressAttribute,
         link::{LinkAttribute, LinkMessage},
-        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage},
+        neighbour::{
+            NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+        },
     },
     sys::{Socket, TokioSocket, protocols::NETLINK_ROUTE},
 };
@@ -74,6 +76,11 @@ fn entry_of(m: &NeighbourMessage) -> Option<Entry> {
     for attr in &m.attributes {
         match attr {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => ip = Some(*v4),
+            // A bridge-family (FDB) dump does not say the address's family:
+            // the VTEP comes as four raw bytes.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(raw)) if raw.len() == 4 => {
+                ip = <[u8; 4]>::try_from(raw.as_slice()).ok().map(Ipv4Addr::from)
+            }
             NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
                 mac = <[u8; 6]>::try_from(l.as_slice()).ok()
             }
@@ -366,6 +373,20 @@ impl Netlink {
             .with_context(|| format!("adding the FDB entry for {}", entry.ip))
     }
 
+    /// `MAC` lives behind bridge port `index` (`bridge fdb replace MAC dev
+    /// PORT master static`).
+    pub async fn set_local_fdb(&self, index: u32, mac: &[u8; 6]) -> Result<()> {
+        self.handle
+            .neighbours()
+            .add_bridge(index, mac)
+            .flags(NeighbourFlags::Controller)
+            .state(NeighbourState::Noarp)
+            .replace()
+            .execute()
+            .await
+            .context("adding the bridge entry of a task's MAC")
+    }
+
     /// `IP → MAC`, permanent.
     pub async fn set_neighbour(&self, index: u32, entry: &Entry) -> Result<()> {
         self.handle
@@ -376,6 +397,24 @@ impl Netlink {
             .execute()
             .await
             .with_context(|| format!("adding the neighbour entry for {}", entry.ip))
+    }
+
+    /// Deletes `MAC → remote VTEP` from a VXLAN device's FDB. The request
+    /// is built afresh: the kernel matches a dumped entry's extra
+    /// attributes too and answers ENOENT, leaving stale entries behind.
+    pub async fn delete_fdb(&self, index: u32, entry: &Entry) -> Result<()> {
+        let mut request = self
+            .handle
+            .neighbours()
+            .add_bridge(index, &entry.mac)
+            .destination(IpAddr::V4(entry.ip))
+            .flags(NeighbourFlags::Own);
+        let message = request.message_mut().clone();
+        match self.handle.neighbours().del(message).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENOENT => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting the FDB entry for {}", entry.ip)),
+        }
     }
 
     pub async fn delete_entry(&self, message: NeighbourMessage) -> Result<()> {

@@ -7,6 +7,7 @@ pub mod objects;
 pub mod progress;
 pub mod service;
 pub mod service_flags;
+pub mod service_update;
 pub mod stack;
 
 use anyhow::{Result, bail};

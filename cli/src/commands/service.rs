@@ -62,6 +62,15 @@ pub enum ServiceCommand {
         #[arg(short = 'n', long, default_value = "all")]
         tail: String,
     },
+    /// Update a service; changed tasks are replaced as its update config says.
+    Update(Box<super::service_update::UpdateArgs>),
+    /// Go back to a service's previous spec.
+    Rollback {
+        service: String,
+        /// Return at once instead of showing the rollback's progress.
+        #[arg(short, long, env = "SHOAL_DETACH")]
+        detach: bool,
+    },
     /// Scale one or more replicated services (SERVICE=REPLICAS).
     Scale {
         #[arg(required = true)]
@@ -171,12 +180,16 @@ pub struct CreateArgs {
     /// Endpoint mode (vip or dnsrr).
     #[arg(long, value_parser = ["vip", "dnsrr"])]
     endpoint_mode: Option<String>,
-    /// Exit immediately (progress display arrives with rolling updates).
-    #[arg(short, long)]
+    /// Return at once instead of showing the tasks' progress.
+    #[arg(short, long, env = "SHOAL_DETACH")]
     detach: bool,
     /// Print only the service ID.
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    update: super::service_update::UpdateFlags,
+    #[command(flatten)]
+    rollback: super::service_update::RollbackFlags,
 }
 
 impl CreateArgs {
@@ -277,7 +290,7 @@ impl CreateArgs {
             Some(n) => n,
             None => bail!("--name is required (Shoal does not invent service names)"),
         };
-        Ok(ServiceSpec {
+        let mut spec = ServiceSpec {
             name,
             labels: self
                 .label
@@ -359,7 +372,10 @@ impl CreateArgs {
             }),
             update: None,
             rollback: None,
-        })
+        };
+        self.update.apply(&mut spec)?;
+        self.rollback.apply(&mut spec)?;
+        Ok(spec)
     }
 }
 
@@ -435,6 +451,7 @@ fn find<'a>(all: &'a [ServiceSummary], query: &str) -> Result<&'a Service> {
 pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
     match command {
         ServiceCommand::Create(args) => {
+            let detach = args.detach;
             let spec = args.spec()?;
             let service = client
                 .create_service(spec)
@@ -442,6 +459,43 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
                 .map_err(status_error)?
                 .into_inner();
             println!("{}", service_id(&service));
+            if !detach {
+                super::progress::converge(client, &[service_id(&service).to_owned()], false)
+                    .await?;
+            }
+        }
+        ServiceCommand::Update(args) => {
+            let all = services(client).await?;
+            let s = find(&all, &args.service)?;
+            let id = service_id(s).to_owned();
+            let request = args.request(
+                &id,
+                s.meta.as_ref().map_or(0, |m| m.version),
+                s.spec.clone().unwrap_or_default(),
+            )?;
+            client.update_service(request).await.map_err(status_error)?;
+            println!("{}", args.service);
+            if !args.detach {
+                super::progress::converge(client, &[id], false).await?;
+            }
+        }
+        ServiceCommand::Rollback { service, detach } => {
+            let all = services(client).await?;
+            let s = find(&all, &service)?;
+            let id = service_id(s).to_owned();
+            client
+                .update_service(UpdateServiceRequest {
+                    id: id.clone(),
+                    version: s.meta.as_ref().map_or(0, |m| m.version),
+                    spec: None,
+                    rollback: true,
+                })
+                .await
+                .map_err(status_error)?;
+            println!("{service}");
+            if !detach {
+                super::progress::converge(client, &[id], true).await?;
+            }
         }
         ServiceCommand::Ls { quiet, format } => {
             let all = services(client).await?;
@@ -849,14 +903,37 @@ fn inspect_json(s: &Service) -> serde_json::Value {
         .iter()
         .map(|p| json!({ "Protocol": p.protocol, "TargetPort": p.target_port, "PublishedPort": p.published_port, "PublishMode": p.publish_mode().word() }))
         .collect();
+    let update_config = |u: &Option<shoal_api::pb::UpdateConfig>| {
+        u.as_ref().map(|u| {
+            json!({
+                "Parallelism": u.parallelism.unwrap_or(1),
+                "Delay": u.delay_ms * 1_000_000,
+                "FailureAction": format!("{:?}", u.failure_action()).to_lowercase(),
+                "Monitor": u.monitor_ms.unwrap_or(5_000) * 1_000_000,
+                "MaxFailureRatio": u.max_failure_ratio,
+                "Order": if u.order() == shoal_api::pb::UpdateOrder::StartFirst { "start-first" } else { "stop-first" },
+            })
+        })
+    };
+    let update_status = s.update_status.as_ref().map(|u| {
+        json!({
+            "State": u.state,
+            "StartedAt": rfc3339(u.started_at),
+            "CompletedAt": if u.completed_at > 0 { Some(rfc3339(u.completed_at)) } else { None },
+            "Message": u.message,
+        })
+    });
     json!({
         "ID": meta.id,
         "Version": { "Index": meta.version },
+        "UpdateStatus": update_status,
         "CreatedAt": rfc3339(meta.created_at),
         "UpdatedAt": rfc3339(meta.updated_at),
         "Spec": {
             "Name": spec.name,
             "Labels": spec.labels,
+            "UpdateConfig": update_config(&spec.update),
+            "RollbackConfig": update_config(&spec.rollback),
             "TaskTemplate": {
                 "ContainerSpec": {
                     "Image": c.image,
@@ -936,6 +1013,43 @@ fn print_pretty(s: &Service, counters: &shoal_api::pb::ServiceCounters) {
                 println!(" Max Replicas Per Node:\t{}", p.max_replicas_per_node);
             }
         }
+    }
+    if let Some(u) = &s.update_status {
+        println!("UpdateStatus:");
+        println!(" State:\t\t{}", u.state);
+        println!(" Started:\t{}", crate::output::ago(u.started_at));
+        if u.completed_at > 0 {
+            println!(" Completed:\t{}", crate::output::ago(u.completed_at));
+        }
+        println!(" Message:\t{}", u.message);
+    }
+    for (title, config) in [
+        ("UpdateConfig", &spec.update),
+        ("RollbackConfig", &spec.rollback),
+    ] {
+        let u = config.unwrap_or_default();
+        println!("{title}:");
+        println!(" Parallelism:\t{}", u.parallelism.unwrap_or(1));
+        if u.delay_ms > 0 {
+            println!(" Delay:\t\t{}", human_ms(u.delay_ms));
+        }
+        println!(
+            " On failure:\t{}",
+            format!("{:?}", u.failure_action()).to_lowercase()
+        );
+        println!(
+            " Monitoring Period: {}",
+            human_ms(u.monitor_ms.unwrap_or(5_000))
+        );
+        println!(" Max failure ratio: {}", u.max_failure_ratio);
+        println!(
+            " Update order:      {}",
+            if u.order() == shoal_api::pb::UpdateOrder::StartFirst {
+                "start-first"
+            } else {
+                "stop-first"
+            }
+        );
     }
     println!("RestartPolicy:");
     println!(" Condition:\t{}", restart.condition().word());

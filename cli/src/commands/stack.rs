@@ -35,7 +35,7 @@ pub enum StackCommand {
         prune: bool,
         /// Return once the changes are accepted, without waiting for the
         /// services to converge.
-        #[arg(short, long)]
+        #[arg(short, long, env = "SHOAL_DETACH")]
         detach: bool,
         stack: String,
     },

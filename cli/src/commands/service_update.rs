@@ -1,0 +1,281 @@
+//! `service update` and `service rollback`, and the `--update-*` /
+//! `--rollback-*` flags `service create` shares with them.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use shoal_api::pb::{
+    ServiceSpec, UpdateConfig, UpdateFailureAction, UpdateOrder, UpdateServiceRequest,
+};
+
+use super::service_flags as flags;
+
+/// How tasks are replaced when the spec changes (`--update-*`).
+#[derive(Args, Default, Clone)]
+pub struct UpdateFlags {
+    /// Tasks updated at once (0: all at once; default 1).
+    #[arg(long)]
+    pub update_parallelism: Option<u64>,
+    /// Pause between batches (e.g. 2s).
+    #[arg(long)]
+    pub update_delay: Option<String>,
+    /// What a failed update does: pause, continue or rollback.
+    #[arg(long, value_parser = ["pause", "continue", "rollback"])]
+    pub update_failure_action: Option<String>,
+    /// How long each new task is watched for failure (default 5s).
+    #[arg(long)]
+    pub update_monitor: Option<String>,
+    /// Failures tolerated, as a fraction of the tasks updated (0 to 1).
+    #[arg(long)]
+    pub update_max_failure_ratio: Option<f32>,
+    /// stop-first (default) or start-first.
+    #[arg(long, value_parser = ["stop-first", "start-first"])]
+    pub update_order: Option<String>,
+}
+
+/// How a rollback replaces tasks (`--rollback-*`).
+#[derive(Args, Default, Clone)]
+pub struct RollbackFlags {
+    /// Tasks rolled back at once (0: all at once; default 1).
+    #[arg(long)]
+    pub rollback_parallelism: Option<u64>,
+    /// Pause between batches of the rollback.
+    #[arg(long)]
+    pub rollback_delay: Option<String>,
+    /// What a failed rollback does: pause or continue.
+    #[arg(long, value_parser = ["pause", "continue"])]
+    pub rollback_failure_action: Option<String>,
+    /// How long each rolled-back task is watched for failure.
+    #[arg(long)]
+    pub rollback_monitor: Option<String>,
+    /// Failures tolerated during a rollback (0 to 1).
+    #[arg(long)]
+    pub rollback_max_failure_ratio: Option<f32>,
+    /// stop-first (default) or start-first.
+    #[arg(long, value_parser = ["stop-first", "start-first"])]
+    pub rollback_order: Option<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    config: &mut Option<UpdateConfig>,
+    what: &str,
+    parallelism: Option<u64>,
+    delay: &Option<String>,
+    failure_action: &Option<String>,
+    monitor: &Option<String>,
+    max_failure_ratio: Option<f32>,
+    order: &Option<String>,
+) -> Result<()> {
+    let untouched = parallelism.is_none()
+        && delay.is_none()
+        && failure_action.is_none()
+        && monitor.is_none()
+        && max_failure_ratio.is_none()
+        && order.is_none();
+    if untouched {
+        return Ok(());
+    }
+    let c = config.get_or_insert_with(Default::default);
+    if let Some(p) = parallelism {
+        c.parallelism = Some(p);
+    }
+    if let Some(d) = delay {
+        c.delay_ms = flags::duration_ms(d).with_context(|| format!("--{what}-delay"))?;
+    }
+    if let Some(a) = failure_action {
+        c.failure_action = match a.as_str() {
+            "continue" => UpdateFailureAction::Continue,
+            "rollback" => UpdateFailureAction::Rollback,
+            _ => UpdateFailureAction::Pause,
+        } as i32;
+    }
+    if let Some(m) = monitor {
+        c.monitor_ms = Some(flags::duration_ms(m).with_context(|| format!("--{what}-monitor"))?);
+    }
+    if let Some(r) = max_failure_ratio {
+        if !(0.0..=1.0).contains(&r) {
+            bail!("invalid --{what}-max-failure-ratio {r}: expected a number from 0 to 1");
+        }
+        c.max_failure_ratio = r;
+    }
+    if let Some(o) = order {
+        c.order = if o == "start-first" {
+            UpdateOrder::StartFirst
+        } else {
+            UpdateOrder::StopFirst
+        } as i32;
+    }
+    Ok(())
+}
+
+impl UpdateFlags {
+    pub fn apply(&self, spec: &mut ServiceSpec) -> Result<()> {
+        apply(
+            &mut spec.update,
+            "update",
+            self.update_parallelism,
+            &self.update_delay,
+            &self.update_failure_action,
+            &self.update_monitor,
+            self.update_max_failure_ratio,
+            &self.update_order,
+        )
+    }
+}
+
+impl RollbackFlags {
+    pub fn apply(&self, spec: &mut ServiceSpec) -> Result<()> {
+        apply(
+            &mut spec.rollback,
+            "rollback",
+            self.rollback_parallelism,
+            &self.rollback_delay,
+            &self.rollback_failure_action,
+            &self.rollback_monitor,
+            self.rollback_max_failure_ratio,
+            &self.rollback_order,
+        )
+    }
+}
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    pub service: String,
+    /// A new image for the service's tasks.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Add or change an environment variable (KEY=VALUE); repeatable.
+    #[arg(long)]
+    pub env_add: Vec<String>,
+    /// Remove an environment variable (KEY); repeatable.
+    #[arg(long)]
+    pub env_rm: Vec<String>,
+    /// Number of tasks (replicated mode).
+    #[arg(long)]
+    pub replicas: Option<u64>,
+    /// Publish a port (as --publish); repeatable.
+    #[arg(long)]
+    pub publish_add: Vec<String>,
+    /// Stop publishing a port: its target (80, 80/udp) or PUBLISHED:TARGET.
+    #[arg(long)]
+    pub publish_rm: Vec<String>,
+    /// Give the tasks a secret (as --secret); repeatable.
+    #[arg(long)]
+    pub secret_add: Vec<String>,
+    /// Take a secret away (its name); repeatable.
+    #[arg(long)]
+    pub secret_rm: Vec<String>,
+    /// Give the tasks a config (as --config); repeatable.
+    #[arg(long)]
+    pub config_add: Vec<String>,
+    /// Take a config away (its name); repeatable.
+    #[arg(long)]
+    pub config_rm: Vec<String>,
+    /// Replace the tasks even if nothing changed.
+    #[arg(long)]
+    pub force: bool,
+    /// Return at once instead of showing the update's progress.
+    #[arg(short, long, env = "SHOAL_DETACH")]
+    pub detach: bool,
+    #[command(flatten)]
+    pub update: UpdateFlags,
+    #[command(flatten)]
+    pub rollback: RollbackFlags,
+}
+
+impl UpdateArgs {
+    /// The spec after these changes.
+    pub fn changed(&self, mut spec: ServiceSpec) -> Result<ServiceSpec> {
+        if let Some(replicas) = self.replicas {
+            if spec.mode() != shoal_api::pb::ServiceMode::Replicated {
+                bail!("--replicas can only be used with replicated mode");
+            }
+            spec.replicas = replicas;
+        }
+        let task = spec.task.get_or_insert_with(Default::default);
+        let container = task.container.get_or_insert_with(Default::default);
+        if let Some(image) = &self.image {
+            container.image = image.clone();
+        }
+        for key in &self.env_rm {
+            container
+                .env
+                .retain(|e| e.split('=').next() != Some(key.as_str()));
+        }
+        for add in &self.env_add {
+            let add = flags::parse_env(add)?;
+            let key = add.split('=').next().unwrap_or_default().to_owned();
+            container
+                .env
+                .retain(|e| e.split('=').next() != Some(key.as_str()));
+            container.env.push(add);
+        }
+        for name in &self.secret_rm {
+            let before = container.secrets.len();
+            container
+                .secrets
+                .retain(|s| &s.secret_name != name && &s.secret_id != name);
+            if before == container.secrets.len() {
+                bail!("--secret-rm {name}: the service does not use that secret");
+            }
+        }
+        for add in &self.secret_add {
+            container.secrets.push(flags::parse_secret(add)?);
+        }
+        for name in &self.config_rm {
+            let before = container.configs.len();
+            container
+                .configs
+                .retain(|c| &c.config_name != name && &c.config_id != name);
+            if before == container.configs.len() {
+                bail!("--config-rm {name}: the service does not use that config");
+            }
+        }
+        for add in &self.config_add {
+            container.configs.push(flags::parse_config(add)?);
+        }
+        if self.force {
+            task.force_update += 1;
+        }
+        let endpoint = spec.endpoint.get_or_insert_with(Default::default);
+        for rm in &self.publish_rm {
+            let (port, protocol) = rm.split_once('/').unwrap_or((rm, "tcp"));
+            let (published, target) = match port.split_once(':') {
+                Some((p, t)) => (Some(p), t),
+                None => (None, port),
+            };
+            let target: u32 = target.parse().with_context(|| {
+                format!("invalid --publish-rm {rm:?}: expected TARGET[/PROTO] or PUBLISHED:TARGET")
+            })?;
+            let before = endpoint.ports.len();
+            endpoint.ports.retain(|p| {
+                !(p.target_port == target
+                    && p.protocol == protocol
+                    && published.is_none_or(|pp| pp == p.published_port.to_string()))
+            });
+            if before == endpoint.ports.len() {
+                bail!("--publish-rm {rm}: the service does not publish that port");
+            }
+        }
+        for add in &self.publish_add {
+            endpoint.ports.push(flags::parse_publish(add)?);
+        }
+        self.update.apply(&mut spec)?;
+        self.rollback.apply(&mut spec)?;
+        Ok(spec)
+    }
+
+    pub fn request(
+        &self,
+        id: &str,
+        version: u64,
+        spec: ServiceSpec,
+    ) -> Result<UpdateServiceRequest> {
+        Ok(UpdateServiceRequest {
+            id: id.to_owned(),
+            version,
+            spec: Some(self.changed(spec)?),
+            rollback: false,
+        })
+    }
+}
