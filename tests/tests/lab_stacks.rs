@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
-use shoal_tests::{bin, lab_cluster::LabCluster, topology};
+use shoal_tests::{bin, containers_of, lab_cluster::LabCluster, toolbox_in, topology};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -168,6 +168,8 @@ const ROLLING: &str = "services:
     image: shoal/echo:1
     deploy:
       replicas: 2
+  tb:
+    image: shoal/toolbox
 ";
 
 fn task_ids(cluster: &LabCluster, service: &str) -> Result<Vec<String>> {
@@ -219,6 +221,15 @@ fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<(
     deploy_with("shoal/echo:1")?;
     cluster.wait("app to converge", WAIT, || converged(&cluster, "app"))?;
     let db_before = task_ids(&cluster, "app_db")?;
+    // Services find each other by their short names on the stack's network.
+    let tb = containers_of("app_tb")?
+        .pop()
+        .context("no app_tb container")?;
+    for (name, count) in [("web", 1), ("db", 1), ("app_web", 1), ("tasks.web", 4)] {
+        let out = toolbox_in(&tb, &["dns", name])?;
+        let addrs = String::from_utf8_lossy(&out.stdout).lines().count();
+        ensure!(out.status.success() && addrs == count, "{name}: {out:?}");
+    }
     // Every node answers before the stream starts.
     cluster.wait("the mesh to serve app_web", WAIT, || {
         let out = Command::new("ip")

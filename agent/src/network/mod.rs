@@ -216,6 +216,13 @@ impl Overlay {
         self.nl
             .ensure_address(bridge.index, gateway, subnet.prefix)
             .await?;
+        // A bridge whose MAC was never set takes its lowest port's: a new
+        // task's veth would change the gateway's MAC under every container
+        // that has it in its ARP cache (DNS and egress lost until they ask
+        // again). The ingress bridge gets the node's ingress MAC instead.
+        if !is_ingress(network) && bridge.mac != Some(mac_of(gateway)) {
+            self.nl.set_mac(bridge.index, mac_of(gateway)).await?;
+        }
         let vxlan = self
             .nl
             .ensure_vxlan(

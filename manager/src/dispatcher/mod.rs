@@ -128,6 +128,9 @@ impl Dispatcher {
     }
 }
 
+/// The least time between two pushes to one node.
+const MIN_PUSH_INTERVAL: Duration = Duration::from_millis(50);
+
 /// What a node must know now: its non-finished assigned tasks and the
 /// secrets and configs they use.
 pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
@@ -337,6 +340,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             let mut applied = this.manager.store.applied();
             let mut log_requests = this.manager.logs.changes();
             let mut last: Option<AssignmentSet> = None;
+            let mut last_sent = std::time::Instant::now() - MIN_PUSH_INTERVAL;
             loop {
                 let still_current = this
                     .sessions()
@@ -348,6 +352,13 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         .await;
                     return;
                 }
+                // A burst of writes (a stack deploy, thousands of services)
+                // becomes one push per interval, not one per write: each push
+                // is computed from the whole state under its read lock.
+                let since = last_sent.elapsed();
+                if since < MIN_PUSH_INTERVAL {
+                    tokio::time::sleep(MIN_PUSH_INTERVAL - since).await;
+                }
                 let mut set = assignment_set(&*this.manager.store.read().await, &node_id);
                 set.log_requests = this.manager.logs.requests_for(&node_id);
                 if last.as_ref() != Some(&set) {
@@ -355,6 +366,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         return;
                     }
                     last = Some(set);
+                    last_sent = std::time::Instant::now();
                 }
                 tokio::select! {
                     changed = applied.changed() => if changed.is_err() { return },
