@@ -406,8 +406,9 @@ fn a_restarted_agent_keeps_the_overlay_working_and_repairs_what_is_missing() -> 
         .find(|n| n["Hostname"] == "n2")
         .and_then(|n| n["ID"].as_str().map(str::to_owned))
         .context("no node n2")?;
-    let web_on_n2 = cluster.wait("a web container on n2", WAIT, || {
-        containers_of("web").ok()?.into_iter().find(|c| {
+    // Plugged, not only started: the agent plugs a container after it starts.
+    let (web_on_n2, addr) = cluster.wait("a plugged web container on n2", WAIT, || {
+        let container = containers_of("web").ok()?.into_iter().find(|c| {
             cmd::stdout(
                 "docker",
                 &[
@@ -418,9 +419,10 @@ fn a_restarted_agent_keeps_the_overlay_working_and_repairs_what_is_missing() -> 
                 ],
             )
             .is_ok_and(|l| l.trim() == n2_id)
-        })
+        })?;
+        let addr = address_of(&container).ok()?;
+        Some((container, addr))
     })?;
-    let addr = address_of(&web_on_n2)?;
     let url = format!("http://{addr}/");
     let reach = || toolbox_in(&tb, &["http-get", &url]).map(|o| stdout(&o).contains(" 200 "));
     ensure!(reach()?, "tb cannot reach web on n2 at {addr}");

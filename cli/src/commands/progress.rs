@@ -13,7 +13,8 @@ use crate::client::{Client, status_error};
 
 const BARS_SHOWN: usize = 20;
 const POLL: Duration = Duration::from_millis(300);
-/// Swarm's default monitor: tasks must stay running this long.
+/// How long converged tasks must stay running before `verify` says so
+/// (an update's own monitor window is waited for through its status).
 const VERIFY: Duration = Duration::from_secs(1);
 
 fn meta_id(s: &Service) -> &str {

@@ -487,3 +487,56 @@ fn a_failing_update_rolls_back_by_itself_and_start_first_overlaps() {
     assert_eq!(w.images("web"), ["", ""]);
     assert_eq!(w.update_state("web"), update::ROLLBACK_COMPLETED);
 }
+
+#[test]
+fn a_task_never_healthy_within_the_monitor_window_pauses_the_update() {
+    let mut w = World::new();
+    w.node("n1");
+    w.service("web", ServiceMode::Replicated, 3, RestartPolicy::default());
+    w.settle();
+    w.run_all();
+    w.settle();
+    let update = UpdateConfig {
+        parallelism: Some(1),
+        monitor_ms: Some(3_000),
+        ..Default::default()
+    };
+    w.update_image("web", "unhealthy:1", update, UpdateConfig::default());
+    w.settle();
+    let new = w
+        .live("web")
+        .into_iter()
+        .find(|t| t.spec.as_ref().unwrap().container.as_ref().unwrap().image == "unhealthy:1")
+        .expect("the first batch started");
+    // Its container runs but its health check never passes: Starting.
+    let mut t = new.clone();
+    t.node_id = "n1".into();
+    t.status = Some(TaskStatus {
+        state: TaskState::Starting as i32,
+        timestamp: w.now,
+        ..Default::default()
+    });
+    let mut b = Batch::default();
+    b.put_task(t);
+    w.write(b);
+    w.settle();
+    w.now += 2_000;
+    w.settle();
+    assert_eq!(
+        w.update_state("web"),
+        update::UPDATING,
+        "still within the window"
+    );
+    w.now += 2_000;
+    w.settle();
+    assert_eq!(w.update_state("web"), update::PAUSED);
+    let status = w.state.services["web"].update_status.clone().unwrap();
+    assert!(
+        status.message.contains("update paused due to failure"),
+        "{}",
+        status.message
+    );
+    // Paused: the other two tasks keep the old image.
+    let old = w.images("web").iter().filter(|i| i.is_empty()).count();
+    assert_eq!(old, 2);
+}
