@@ -164,6 +164,9 @@ const ROLLING: &str = "services:
         delay: 2s
         failure_action: rollback
         monitor: 2s
+      rollback_config:
+        parallelism: 0
+        monitor: 1s
   db:
     image: shoal/echo:1
     deploy:
@@ -317,6 +320,43 @@ fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<(
         task_ids(&cluster, "app_db")? == db_before,
         "app_db's tasks changed"
     );
+
+    // By hand: `service update --image`, then `service rollback`.
+    let images_are = |want: &str| {
+        let images: Vec<String> = cluster
+            .json_rows(&[
+                "service",
+                "ps",
+                "app_web",
+                "--filter",
+                "desired-state=running",
+            ])
+            .ok()?
+            .iter()
+            .filter_map(|r| r["Image"].as_str().map(str::to_owned))
+            .collect();
+        (images.len() == 4 && images.iter().all(|i| i == want)).then_some(())
+    };
+    cluster.shoal(&[
+        "service",
+        "update",
+        "--image",
+        "shoal/echo:1",
+        "--update-parallelism",
+        "0",
+        "app_web",
+    ])?;
+    cluster.wait("service update to complete", WAIT, || {
+        (update_state(&cluster, "app_web")? == "completed").then_some(())
+    })?;
+    cluster.wait("echo:1 on every task", WAIT, || images_are("shoal/echo:1"))?;
+    cluster.shoal(&["service", "rollback", "app_web"])?;
+    cluster.wait("service rollback to complete", WAIT, || {
+        (update_state(&cluster, "app_web")? == "rollback_completed").then_some(())
+    })?;
+    cluster.wait("echo:2 back on every task", WAIT, || {
+        images_are("shoal/echo:2")
+    })?;
 
     // A file-based secret whose content changed is refused, clearly.
     std::fs::write(dir.path().join("pw.txt"), "one")?;

@@ -279,3 +279,135 @@ impl UpdateArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use shoal_api::pb::{ContainerSpec, EndpointSpec, PortConfig, SecretReference, TaskSpec};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: UpdateArgs,
+    }
+
+    fn update(argv: &[&str], spec: ServiceSpec) -> Result<ServiceSpec> {
+        let mut all = vec!["shoal", "web"];
+        all.extend_from_slice(argv);
+        Cli::try_parse_from(all)?.args.changed(spec)
+    }
+
+    fn spec() -> ServiceSpec {
+        ServiceSpec {
+            name: "web".into(),
+            replicas: 2,
+            task: Some(TaskSpec {
+                container: Some(ContainerSpec {
+                    image: "shoal/echo:1".into(),
+                    env: vec!["A=1".into(), "B=2".into()],
+                    secrets: vec![SecretReference {
+                        secret_name: "old".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            endpoint: Some(EndpointSpec {
+                mode: "vip".into(),
+                ports: vec![PortConfig {
+                    protocol: "tcp".into(),
+                    target_port: 80,
+                    published_port: 8080,
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn each_flag_changes_what_it_names_and_nothing_else() {
+        let out = update(
+            &[
+                "--image",
+                "shoal/echo:2",
+                "--env-add",
+                "B=3",
+                "--env-add",
+                "C=4",
+                "--env-rm",
+                "A",
+                "--replicas",
+                "4",
+                "--publish-rm",
+                "80",
+                "--publish-add",
+                "9090:90/udp",
+                "--secret-rm",
+                "old",
+                "--secret-add",
+                "source=new,target=pw",
+                "--force",
+                "--update-parallelism",
+                "2",
+                "--update-delay",
+                "2s",
+                "--update-failure-action",
+                "rollback",
+                "--update-order",
+                "start-first",
+                "--rollback-parallelism",
+                "0",
+            ],
+            spec(),
+        )
+        .unwrap();
+        let task = out.task.clone().unwrap();
+        let c = task.container.unwrap();
+        assert_eq!(c.image, "shoal/echo:2");
+        assert_eq!(c.env, ["B=3", "C=4"]);
+        assert_eq!(out.replicas, 4);
+        assert_eq!(c.secrets.len(), 1);
+        assert_eq!(c.secrets[0].secret_name, "new");
+        assert_eq!(c.secrets[0].file.as_ref().unwrap().name, "pw");
+        assert_eq!(task.force_update, 1);
+        let ports = out.endpoint.unwrap().ports;
+        assert_eq!(
+            (
+                ports.len(),
+                ports[0].published_port,
+                ports[0].protocol.as_str()
+            ),
+            (1, 9090, "udp")
+        );
+        let u = out.update.unwrap();
+        assert_eq!((u.parallelism, u.delay_ms), (Some(2), 2_000));
+        assert_eq!(u.failure_action(), UpdateFailureAction::Rollback);
+        assert_eq!(u.order(), UpdateOrder::StartFirst);
+        assert_eq!(out.rollback.unwrap().parallelism, Some(0));
+        // Nothing asked, nothing changed.
+        assert_eq!(update(&[], spec()).unwrap(), spec());
+    }
+
+    #[test]
+    fn removing_what_is_not_there_is_an_error_that_says_so() {
+        let err = update(&["--secret-rm", "nope"], spec())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--secret-rm nope: the service does not use that secret"),
+            "{err}"
+        );
+        let err = update(&["--publish-rm", "81"], spec())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not publish that port"), "{err}");
+        let err = update(&["--update-max-failure-ratio", "2"], spec())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected a number from 0 to 1"), "{err}");
+    }
+}

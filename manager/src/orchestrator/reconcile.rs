@@ -135,10 +135,9 @@ fn restart(service: &Service, task: &Task, now: i64) -> Option<Task> {
         task.slot,
         if task.slot == 0 { &task.node_id } else { "" },
     );
-    // The replacement runs the spec the failed task ran (updates are the
-    // update orchestrator's business).
-    next.spec = task.spec.clone();
-    next.spec_version = task.spec_version;
+    // The replacement runs the service's spec as it is now, as Swarm's
+    // do: after a rollback, a task of the failed spec restarts as the
+    // restored one, not as the image that failed.
     next.restarts = restarts;
     if delay > 0 {
         next.desired_state = TaskState::Ready as i32;
@@ -312,8 +311,12 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
                         }
                         continue;
                     }
-                    // One per node: extra tasks (a race) are stopped.
-                    for task in existing.iter().skip(1) {
+                    // One per node (and, while a start-first update overlaps
+                    // them, one older beside it): extra tasks (a race) stop.
+                    let (outdated, current): (Vec<&&Task>, Vec<&&Task>) = existing
+                        .iter()
+                        .partition(|t| super::update::is_outdated(service, t));
+                    for task in current.iter().skip(1).chain(outdated.iter().skip(1)) {
                         batch.put_task(shut_down(task, "duplicate task on node"));
                     }
                     let ready = node

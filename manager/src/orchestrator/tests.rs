@@ -540,3 +540,38 @@ fn a_task_never_healthy_within_the_monitor_window_pauses_the_update() {
     let old = w.images("web").iter().filter(|i| i.is_empty()).count();
     assert_eq!(old, 2);
 }
+
+#[test]
+fn a_global_start_first_update_overlaps_old_and_new_on_each_node() {
+    let mut w = World::new();
+    w.node("n1");
+    w.node("n2");
+    w.service("agent", ServiceMode::Global, 0, RestartPolicy::default());
+    w.settle();
+    w.run_all();
+    w.settle();
+    assert_eq!(w.live("agent").len(), 2);
+    let update = UpdateConfig {
+        parallelism: Some(1),
+        order: UpdateOrder::StartFirst as i32,
+        monitor_ms: Some(0),
+        ..Default::default()
+    };
+    w.update_image("agent", "agent:2", update, UpdateConfig::default());
+    w.settle();
+    // One node runs old and new side by side; nothing was stopped.
+    assert_eq!(w.live("agent").len(), 3);
+    w.run_all();
+    w.settle();
+    w.now += 1;
+    w.settle();
+    w.run_all();
+    w.settle();
+    w.now += 1;
+    w.settle();
+    assert_eq!(w.images("agent"), ["agent:2", "agent:2"]);
+    let nodes: std::collections::BTreeSet<String> =
+        w.live("agent").iter().map(|t| t.node_id.clone()).collect();
+    assert_eq!(nodes.len(), 2, "one task per node");
+    assert_eq!(w.update_state("agent"), update::COMPLETED);
+}

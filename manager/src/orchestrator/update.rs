@@ -96,9 +96,11 @@ pub fn step(
     let status = service.update_status.clone().unwrap_or_default();
     let rolling_back = status.state.starts_with("rollback");
     let in_progress = status.state == UPDATING || status.state == ROLLBACK_STARTED;
+    // Tasks holding a slot: running, starting, or waiting for a delayed
+    // restart.
     let running_tasks: Vec<&&Task> = live
         .iter()
-        .filter(|t| t.desired_state() == TaskState::Running)
+        .filter(|t| matches!(t.desired_state(), TaskState::Running | TaskState::Ready))
         .collect();
     let outdated: Vec<&&Task> = running_tasks
         .iter()
@@ -196,9 +198,13 @@ pub fn step(
     if wrote {
         return None;
     }
+    // New tasks not running yet hold the batch back; with `continue`, one
+    // restarting after a failure does not (the update goes on past it).
+    let ignore_restarting = config.failure_action == UpdateFailureAction::Continue;
     let in_flight: Vec<&&&Task> = running_tasks
         .iter()
         .filter(|t| !is_outdated(service, t) && state_of(t) < TaskState::Running)
+        .filter(|t| !ignore_restarting || t.restarts.is_empty())
         .collect();
     if !in_flight.is_empty() {
         // Look again when a starting one would count as failed.
@@ -259,7 +265,7 @@ pub fn step(
         } else {
             ""
         };
-        if !config.start_first || spec.mode() == ServiceMode::Global {
+        if !config.start_first {
             batch.put_task(shut_down(old, "updating"));
         }
         let mut task = new_task(service, old.slot, node);
