@@ -191,6 +191,30 @@ fn task_ids(cluster: &LabCluster, service: &str) -> Result<Vec<String>> {
     Ok(ids)
 }
 
+/// The images of app_web's running tasks.
+fn web_images(cluster: &LabCluster) -> Option<Vec<String>> {
+    Some(
+        cluster
+            .json_rows(&[
+                "service",
+                "ps",
+                "app_web",
+                "--filter",
+                "desired-state=running",
+            ])
+            .ok()?
+            .iter()
+            .filter_map(|r| r["Image"].as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
+/// All four app_web tasks run `want`.
+fn images_are(cluster: &LabCluster, want: &str) -> Option<()> {
+    let images = web_images(cluster)?;
+    (images.len() == 4 && images.iter().all(|i| i == want)).then_some(())
+}
+
 fn update_state(cluster: &LabCluster, service: &str) -> Option<String> {
     let inspect: serde_json::Value =
         serde_json::from_str(&cluster.shoal(&["service", "inspect", service]).ok()?).ok()?;
@@ -277,18 +301,11 @@ fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<(
         text.contains("\"version\":\"2\""),
         "no answer from the new image"
     );
-    let images: Vec<String> = cluster
-        .json_rows(&[
-            "service",
-            "ps",
-            "app_web",
-            "--filter",
-            "desired-state=running",
-        ])?
-        .iter()
-        .filter_map(|r| r["Image"].as_str().map(str::to_owned))
-        .collect();
-    ensure!(images == ["shoal/echo:2"; 4], "{images:?}");
+    ensure!(
+        images_are(&cluster, "shoal/echo:2").is_some(),
+        "{:?}",
+        web_images(&cluster)
+    );
     ensure!(
         task_ids(&cluster, "app_db")? == db_before,
         "app_db's tasks changed"
@@ -300,19 +317,7 @@ fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<(
         (update_state(&cluster, "app_web")? == "rollback_completed").then_some(())
     })?;
     cluster.wait("echo:2 back on every task", WAIT, || {
-        let images: Vec<String> = cluster
-            .json_rows(&[
-                "service",
-                "ps",
-                "app_web",
-                "--filter",
-                "desired-state=running",
-            ])
-            .ok()?
-            .iter()
-            .filter_map(|r| r["Image"].as_str().map(str::to_owned))
-            .collect();
-        (images == ["shoal/echo:2"; 4]).then_some(())
+        images_are(&cluster, "shoal/echo:2")
     })?;
     let inspect = cluster.shoal(&["service", "inspect", "--pretty", "app_web"])?;
     ensure!(inspect.contains("rollback_completed"), "{inspect}");
@@ -322,21 +327,7 @@ fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<(
     );
 
     // By hand: `service update --image`, then `service rollback`.
-    let images_are = |want: &str| {
-        let images: Vec<String> = cluster
-            .json_rows(&[
-                "service",
-                "ps",
-                "app_web",
-                "--filter",
-                "desired-state=running",
-            ])
-            .ok()?
-            .iter()
-            .filter_map(|r| r["Image"].as_str().map(str::to_owned))
-            .collect();
-        (images.len() == 4 && images.iter().all(|i| i == want)).then_some(())
-    };
+
     cluster.shoal(&[
         "service",
         "update",
@@ -349,13 +340,15 @@ fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<(
     cluster.wait("service update to complete", WAIT, || {
         (update_state(&cluster, "app_web")? == "completed").then_some(())
     })?;
-    cluster.wait("echo:1 on every task", WAIT, || images_are("shoal/echo:1"))?;
+    cluster.wait("echo:1 on every task", WAIT, || {
+        images_are(&cluster, "shoal/echo:1")
+    })?;
     cluster.shoal(&["service", "rollback", "app_web"])?;
     cluster.wait("service rollback to complete", WAIT, || {
         (update_state(&cluster, "app_web")? == "rollback_completed").then_some(())
     })?;
     cluster.wait("echo:2 back on every task", WAIT, || {
-        images_are("shoal/echo:2")
+        images_are(&cluster, "shoal/echo:2")
     })?;
 
     // A file-based secret whose content changed is refused, clearly.

@@ -151,7 +151,13 @@ pub struct MeshMaps {
     slots: HashMap<String, u32>,
     /// Where the next free-slot search starts, per slot range.
     next_slot: HashMap<u32, u32>,
+    /// Last totals read per slot, and when idle slots were last read.
+    stats_cache: HashMap<u32, ServiceStats>,
+    idle_read_at: Option<std::time::Instant>,
 }
+
+/// How often the counters of ports and VIPs without backends are re-read.
+const IDLE_STATS_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Default)]
 struct Written {
@@ -222,6 +228,8 @@ impl MeshMaps {
             written,
             slots: HashMap::new(),
             next_slot: HashMap::new(),
+            stats_cache: HashMap::new(),
+            idle_read_at: None,
         })
     }
 
@@ -453,19 +461,49 @@ impl MeshMaps {
 
     /// Connections, packets and bytes per service on this node (its
     /// published ports and its VIPs together).
-    pub fn stats(&self) -> HashMap<String, ServiceStats> {
+    pub fn stats(&mut self) -> HashMap<String, ServiceStats> {
+        // Only a port or VIP with backends can count anything new (a
+        // connection is counted once it has one; established ones to a
+        // backend just removed still count a while): the idle ones are
+        // read once a minute, not on every heartbeat, which with thousands
+        // of published services was a burst of syscalls every 5 s.
+        let active: std::collections::HashSet<u32> = self
+            .written
+            .ports
+            .values()
+            .chain(self.written.vips.values())
+            .filter(|e| e.backends > 0)
+            .map(|e| e.service)
+            .collect();
+        let refresh_idle = self
+            .idle_read_at
+            .is_none_or(|at| at.elapsed() >= IDLE_STATS_PERIOD);
+        if refresh_idle {
+            self.idle_read_at = Some(std::time::Instant::now());
+        }
         let mut out: HashMap<String, ServiceStats> = HashMap::new();
         for (id, slot) in &self.slots {
-            let Ok(per_cpu) = self.stats.get(slot, 0) else {
-                continue;
+            let cached = self.stats_cache.get(slot).copied();
+            let total = match cached {
+                Some(cached) if !refresh_idle && !active.contains(slot) => cached,
+                _ => {
+                    let Ok(per_cpu) = self.stats.get(slot, 0) else {
+                        continue;
+                    };
+                    let mut total = ServiceStats::default();
+                    for s in per_cpu.iter() {
+                        total.add(s);
+                    }
+                    self.stats_cache.insert(*slot, total);
+                    total
+                }
             };
             // Slot keys are `SERVICE:PORT/PROTO` and `SERVICE/NETWORK`.
             let service = id.split([':', '/']).next().unwrap_or(id).to_owned();
-            let total = out.entry(service).or_default();
-            for s in per_cpu.iter() {
-                total.add(s);
-            }
+            out.entry(service).or_default().add(&total);
         }
+        let in_use: std::collections::HashSet<u32> = self.slots.values().copied().collect();
+        self.stats_cache.retain(|slot, _| in_use.contains(slot));
         out
     }
 }

@@ -465,8 +465,8 @@ impl Overlay {
 
     /// The load balancer's counters on this node, per service.
     pub fn counters(&self) -> Vec<shoal_api::pb::ServiceCounters> {
-        let guard = self.mesh.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(maps) = guard.as_ref() else {
+        let mut guard = self.mesh.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(maps) = guard.as_mut() else {
             return Vec::new();
         };
         let mut out: Vec<_> = maps

@@ -18,7 +18,10 @@ use super::{
 };
 use crate::{
     client::{Client, status_error},
-    compose::{self, convert::STACK_LABEL},
+    compose::{
+        self,
+        convert::{FileObject, STACK_LABEL},
+    },
     output::{Format, Listing},
 };
 
@@ -242,103 +245,12 @@ async fn deploy(
         }
     }
 
-    let secrets = client
-        .list_secrets(Empty {})
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .secrets;
-    for secret in &stack.secrets {
-        let existing = secrets
-            .iter()
-            .find(|s| s.spec.as_ref().is_some_and(|x| x.name == secret.name));
-        match (existing, &secret.data) {
-            (None, None) => bail!(
-                "secret {:?} is declared as external ({}), but could not be found",
-                secret.name,
-                secret.declared
-            ),
-            (Some(_), None) => {}
-            (None, Some(data)) => {
-                println!("Creating secret {}", secret.name);
-                client
-                    .create_secret(SecretSpec {
-                        name: secret.name.clone(),
-                        labels: secret.labels.clone().into_iter().collect(),
-                        data: data.clone(),
-                    })
-                    .await
-                    .map_err(status_error)
-                    .with_context(|| format!("creating secret {}", secret.name))?;
-            }
-            (Some(existing), Some(data)) => {
-                client
-                    .update_secret(UpdateSecretRequest {
-                        id: existing
-                            .meta
-                            .as_ref()
-                            .map(|m| m.id.clone())
-                            .unwrap_or_default(),
-                        spec: Some(SecretSpec {
-                            name: secret.name.clone(),
-                            labels: secret.labels.clone().into_iter().collect(),
-                            data: data.clone(),
-                        }),
-                    })
-                    .await
-                    .map_err(status_error)
-                    .with_context(|| format!("{} ({})", secret.declared, files_list(files)))?;
-            }
-        }
-    }
-    let configs = client
-        .list_configs(Empty {})
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .configs;
-    for config in &stack.configs {
-        let existing = configs
-            .iter()
-            .find(|c| c.spec.as_ref().is_some_and(|x| x.name == config.name));
-        match (existing, &config.data) {
-            (None, None) => bail!(
-                "config {:?} is declared as external ({}), but could not be found",
-                config.name,
-                config.declared
-            ),
-            (Some(_), None) => {}
-            (None, Some(data)) => {
-                println!("Creating config {}", config.name);
-                client
-                    .create_config(ConfigSpec {
-                        name: config.name.clone(),
-                        labels: config.labels.clone().into_iter().collect(),
-                        data: data.clone(),
-                    })
-                    .await
-                    .map_err(status_error)
-                    .with_context(|| format!("creating config {}", config.name))?;
-            }
-            (Some(existing), Some(data)) => {
-                client
-                    .update_config(UpdateConfigRequest {
-                        id: existing
-                            .meta
-                            .as_ref()
-                            .map(|m| m.id.clone())
-                            .unwrap_or_default(),
-                        spec: Some(ConfigSpec {
-                            name: config.name.clone(),
-                            labels: config.labels.clone().into_iter().collect(),
-                            data: data.clone(),
-                        }),
-                    })
-                    .await
-                    .map_err(status_error)
-                    .with_context(|| format!("{} ({})", config.declared, files_list(files)))?;
-            }
-        }
+    for kind in [FileKind::Secret, FileKind::Config] {
+        let wanted = match kind {
+            FileKind::Secret => &stack.secrets,
+            FileKind::Config => &stack.configs,
+        };
+        ensure_file_objects(client, kind, wanted, files).await?;
     }
 
     let existing = service::services(client).await?;
@@ -411,6 +323,130 @@ async fn deploy(
     }
     if !detach {
         progress::converge(client, &touched, false).await?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum FileKind {
+    Secret,
+    Config,
+}
+
+impl FileKind {
+    fn word(self) -> &'static str {
+        match self {
+            Self::Secret => "secret",
+            Self::Config => "config",
+        }
+    }
+
+    /// (name, id) of every one in the cluster.
+    async fn existing(self, client: &mut Client) -> Result<Vec<(String, String)>> {
+        let pairs = |meta: Option<shoal_api::pb::Meta>, name: Option<String>| {
+            (
+                name.unwrap_or_default(),
+                meta.map(|m| m.id).unwrap_or_default(),
+            )
+        };
+        Ok(match self {
+            Self::Secret => client
+                .list_secrets(Empty {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .secrets
+                .into_iter()
+                .map(|s| pairs(s.meta, s.spec.map(|x| x.name)))
+                .collect(),
+            Self::Config => client
+                .list_configs(Empty {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .configs
+                .into_iter()
+                .map(|c| pairs(c.meta, c.spec.map(|x| x.name)))
+                .collect(),
+        })
+    }
+
+    /// Creates it, or (`id` given) asks the manager to keep it: only its
+    /// labels may change, and new content is refused.
+    async fn put(
+        self,
+        client: &mut Client,
+        id: Option<String>,
+        object: &FileObject,
+        data: &[u8],
+    ) -> Result<(), tonic::Status> {
+        let (name, labels, data) = (
+            object.name.clone(),
+            object.labels.clone().into_iter().collect(),
+            data.to_vec(),
+        );
+        match (self, id) {
+            (Self::Secret, None) => client
+                .create_secret(SecretSpec { name, labels, data })
+                .await
+                .map(drop),
+            (Self::Secret, Some(id)) => client
+                .update_secret(UpdateSecretRequest {
+                    id,
+                    spec: Some(SecretSpec { name, labels, data }),
+                })
+                .await
+                .map(drop),
+            (Self::Config, None) => client
+                .create_config(ConfigSpec { name, labels, data })
+                .await
+                .map(drop),
+            (Self::Config, Some(id)) => client
+                .update_config(UpdateConfigRequest {
+                    id,
+                    spec: Some(ConfigSpec { name, labels, data }),
+                })
+                .await
+                .map(drop),
+        }
+    }
+}
+
+/// The stack's secrets (or configs): external ones must exist, file ones
+/// are created, or kept if their content did not change.
+async fn ensure_file_objects(
+    client: &mut Client,
+    kind: FileKind,
+    wanted: &[FileObject],
+    files: &[PathBuf],
+) -> Result<()> {
+    let existing = kind.existing(client).await?;
+    for object in wanted {
+        let id = existing
+            .iter()
+            .find(|(name, _)| *name == object.name)
+            .map(|(_, id)| id.clone());
+        match (id, &object.data) {
+            (None, None) => bail!(
+                "{} {:?} is declared as external ({}), but could not be found",
+                kind.word(),
+                object.name,
+                object.declared
+            ),
+            (Some(_), None) => {}
+            (None, Some(data)) => {
+                println!("Creating {} {}", kind.word(), object.name);
+                kind.put(client, None, object, data)
+                    .await
+                    .map_err(status_error)
+                    .with_context(|| format!("creating {} {}", kind.word(), object.name))?;
+            }
+            (Some(id), Some(data)) => kind
+                .put(client, Some(id), object, data)
+                .await
+                .map_err(status_error)
+                .with_context(|| format!("{} ({})", object.declared, files_list(files)))?,
+        }
     }
     Ok(())
 }

@@ -341,6 +341,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             let mut log_requests = this.manager.logs.changes();
             let mut last: Option<AssignmentSet> = None;
             let mut last_sent = std::time::Instant::now() - MIN_PUSH_INTERVAL;
+            let mut changed = true;
             loop {
                 let still_current = this
                     .sessions()
@@ -355,26 +356,29 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 // A burst of writes (a stack deploy, thousands of services)
                 // becomes one push per interval, not one per write: each push
                 // is computed from the whole state under its read lock.
-                let since = last_sent.elapsed();
-                if since < MIN_PUSH_INTERVAL {
-                    tokio::time::sleep(MIN_PUSH_INTERVAL - since).await;
-                }
-                let mut set = assignment_set(&*this.manager.store.read().await, &node_id);
-                set.log_requests = this.manager.logs.requests_for(&node_id);
-                if last.as_ref() != Some(&set) {
-                    if tx.send(Ok(set.clone())).await.is_err() {
-                        return;
+                if changed {
+                    let since = last_sent.elapsed();
+                    if since < MIN_PUSH_INTERVAL {
+                        tokio::time::sleep(MIN_PUSH_INTERVAL - since).await;
                     }
-                    last = Some(set);
-                    last_sent = std::time::Instant::now();
+                    let mut set = assignment_set(&*this.manager.store.read().await, &node_id);
+                    set.log_requests = this.manager.logs.requests_for(&node_id);
+                    if last.as_ref() != Some(&set) {
+                        if tx.send(Ok(set.clone())).await.is_err() {
+                            return;
+                        }
+                        last = Some(set);
+                        last_sent = std::time::Instant::now();
+                    }
                 }
-                tokio::select! {
-                    changed = applied.changed() => if changed.is_err() { return },
-                    _ = log_requests.changed() => {}
+                changed = tokio::select! {
+                    changed = applied.changed() => if changed.is_err() { return } else { true },
+                    _ = log_requests.changed() => true,
                     _ = tx.closed() => return,
-                    // Notices a replaced session or lost leadership.
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
+                    // Notices a replaced session or lost leadership; with
+                    // nothing changed there is nothing to recompute.
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+                };
             }
         });
         Ok(Response::new(Box::pin(
