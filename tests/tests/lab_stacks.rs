@@ -226,6 +226,8 @@ fn update_state(cluster: &LabCluster, service: &str) -> Option<String> {
 #[test]
 fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<()> {
     let cluster = LabCluster::start(1, true)?;
+    let t0 = std::time::Instant::now();
+    let phase = |what: &str| println!("[{:>5.1?}] {what}", t0.elapsed());
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("app.yml");
     std::fs::write(&file, ROLLING)?;
@@ -257,6 +259,7 @@ fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<(
         let addrs = String::from_utf8_lossy(&out.stdout).lines().count();
         ensure!(out.status.success() && addrs == count, "{name}: {out:?}");
     }
+    phase("converged");
     // Every node answers before the stream starts.
     cluster.wait("the mesh to serve app_web", WAIT, || {
         let out = Command::new("ip")
@@ -272,6 +275,7 @@ fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<(
             .then_some(())
     })?;
 
+    phase("mesh serves");
     // The update: parallelism 2, delay 2 s, under ~50 new connections/s.
     let client = stream("http://192.0.2.12:8080/", 600)?;
     let started = std::time::Instant::now();
@@ -290,8 +294,9 @@ fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<(
     let ok = text.lines().filter(|l| l.contains(" 200 ")).count();
     let failed: Vec<&str> = text.lines().filter(|l| !l.contains(" 200 ")).collect();
     println!(
-        "rolling update took {took:.1?}; {ok} connections answered, {} failed",
-        failed.len()
+        "rolling update took {took:.1?}; {ok} connections answered, {} failed; client: {}",
+        failed.len(),
+        String::from_utf8_lossy(&out.stderr).trim()
     );
     ensure!(
         failed.is_empty() && ok == 600,
@@ -311,6 +316,7 @@ fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<(
         "app_db's tasks changed"
     );
 
+    phase("rolling update checked");
     // A bad image fails its first batch and rolls back by itself.
     deploy_with("shoal/missing:1")?;
     cluster.wait("the update to roll back", WAIT, || {
@@ -326,6 +332,7 @@ fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<(
         "app_db's tasks changed"
     );
 
+    phase("rolled back by itself");
     // By hand: `service update --image`, then `service rollback`.
 
     cluster.shoal(&[
@@ -351,6 +358,7 @@ fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<(
         images_are(&cluster, "shoal/echo:2")
     })?;
 
+    phase("update and rollback by hand");
     // A file-based secret whose content changed is refused, clearly.
     std::fs::write(dir.path().join("pw.txt"), "one")?;
     let with_secret = format!("{ROLLING}    secrets: [pw]\nsecrets:\n  pw:\n    file: ./pw.txt\n");
@@ -364,7 +372,9 @@ fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<(
         err.to_string().contains("app_pw: its content changed"),
         "{err}"
     );
+    phase("secret refused");
     cluster.shoal(&["stack", "rm", "app"])?;
+    phase("stack removed");
     Ok(())
 }
 

@@ -100,7 +100,7 @@ pub fn config(files: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-fn in_stack(labels: &std::collections::HashMap<String, String>, stack: &str) -> bool {
+fn in_stack(labels: &std::collections::BTreeMap<String, String>, stack: &str) -> bool {
     labels.get(STACK_LABEL).is_some_and(|s| s == stack)
 }
 
@@ -109,7 +109,7 @@ fn service_in_stack(summary: &ServiceSummary, stack: &str) -> bool {
         .service
         .as_ref()
         .and_then(|s| s.spec.as_ref())
-        .is_some_and(|spec| in_stack(&spec.labels.clone().into_iter().collect(), stack))
+        .is_some_and(|spec| in_stack(&spec.labels, stack))
 }
 
 pub async fn run(client: &mut Client, command: StackCommand) -> Result<()> {
@@ -380,11 +380,7 @@ impl FileKind {
         object: &FileObject,
         data: &[u8],
     ) -> Result<(), tonic::Status> {
-        let (name, labels, data) = (
-            object.name.clone(),
-            object.labels.clone().into_iter().collect(),
-            data.to_vec(),
-        );
+        let (name, labels, data) = (object.name.clone(), object.labels.clone(), data.to_vec());
         match (self, id) {
             (Self::Secret, None) => client
                 .create_secret(SecretSpec { name, labels, data })
@@ -475,11 +471,7 @@ async fn remove(client: &mut Client, stack: &str) -> Result<()> {
         .into_inner()
         .networks
         .into_iter()
-        .filter(|n| {
-            n.spec
-                .as_ref()
-                .is_some_and(|s| in_stack(&s.labels.clone().into_iter().collect(), stack))
-        })
+        .filter(|n| n.spec.as_ref().is_some_and(|s| in_stack(&s.labels, stack)))
         .collect();
     let secrets: Vec<_> = client
         .list_secrets(Empty {})
@@ -488,11 +480,7 @@ async fn remove(client: &mut Client, stack: &str) -> Result<()> {
         .into_inner()
         .secrets
         .into_iter()
-        .filter(|s| {
-            s.spec
-                .as_ref()
-                .is_some_and(|x| in_stack(&x.labels.clone().into_iter().collect(), stack))
-        })
+        .filter(|s| s.spec.as_ref().is_some_and(|x| in_stack(&x.labels, stack)))
         .collect();
     let configs: Vec<_> = client
         .list_configs(Empty {})
@@ -501,11 +489,7 @@ async fn remove(client: &mut Client, stack: &str) -> Result<()> {
         .into_inner()
         .configs
         .into_iter()
-        .filter(|c| {
-            c.spec
-                .as_ref()
-                .is_some_and(|x| in_stack(&x.labels.clone().into_iter().collect(), stack))
-        })
+        .filter(|c| c.spec.as_ref().is_some_and(|x| in_stack(&x.labels, stack)))
         .collect();
     if services.is_empty() && networks.is_empty() && secrets.is_empty() && configs.is_empty() {
         bail!("nothing found in stack: {stack}");

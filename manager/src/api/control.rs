@@ -124,27 +124,56 @@ fn validate_name(kind: &str, name: &str) -> Result<(), Status> {
 
 /// Checks a service spec against the cluster and fills in what the
 /// manager decides (secret and config ids, dynamic published ports).
+/// What secrets and configs have in common: a name, labels and content.
+trait FileSpec {
+    fn name(&self) -> &str;
+    fn data(&self) -> &[u8];
+    fn labels(&self) -> &std::collections::BTreeMap<String, String>;
+    fn labels_mut(&mut self) -> &mut std::collections::BTreeMap<String, String>;
+}
+
+macro_rules! file_spec {
+    ($ty:ty) => {
+        impl FileSpec for $ty {
+            fn name(&self) -> &str {
+                &self.name
+            }
+            fn data(&self) -> &[u8] {
+                &self.data
+            }
+            fn labels(&self) -> &std::collections::BTreeMap<String, String> {
+                &self.labels
+            }
+            fn labels_mut(&mut self) -> &mut std::collections::BTreeMap<String, String> {
+                &mut self.labels
+            }
+        }
+    };
+}
+file_spec!(SecretSpec);
+file_spec!(ConfigSpec);
+
 /// Secrets and configs keep their name and content for life; new content
-/// needs a new name (services then move to it with an update).
-fn immutable(
-    kind: &str,
-    name: &str,
-    new_name: &str,
-    data: &[u8],
-    new_data: &[u8],
-) -> Result<(), Status> {
-    if !new_name.is_empty() && new_name != name {
+/// needs a new name (services then move to it with an update). The spec
+/// to store with `wanted`'s labels, or None when nothing changes.
+fn relabelled<S: FileSpec>(kind: &str, mut current: S, wanted: &S) -> Result<Option<S>, Status> {
+    let name = current.name().to_owned();
+    if !wanted.name().is_empty() && wanted.name() != name {
         return Err(Status::invalid_argument(format!(
             "a {kind} cannot be renamed ({name})"
         )));
     }
-    if !new_data.is_empty() && new_data != data {
+    if !wanted.data().is_empty() && wanted.data() != current.data() {
         return Err(Status::failed_precondition(format!(
             "{kind} {name}: its content changed, but {kind}s are immutable (only labels can change): \
              give the new content a new name, e.g. {name}_v2, and point the services at it"
         )));
     }
-    Ok(())
+    if current.labels() == wanted.labels() {
+        return Ok(None);
+    }
+    *current.labels_mut() = wanted.labels().clone();
+    Ok(Some(current))
 }
 
 fn complete_spec(state: &State, spec: &mut ServiceSpec, service_id: &str) -> Result<(), Status> {
@@ -684,33 +713,17 @@ impl Control for ControlService {
                     .cloned()
                     .ok_or_else(|| not_found("secret", &request.id))?;
                 let current = secret.spec.clone().unwrap_or_default();
-                immutable(
-                    "secret",
-                    &current.name,
-                    &spec.name,
-                    &current.data,
-                    &spec.data,
-                )?;
-                if current.labels == spec.labels {
+                let Some(next) = relabelled("secret", current, &spec)? else {
                     return Ok(Some((Batch::default(), secret)));
-                }
-                secret.spec = Some(SecretSpec {
-                    labels: spec.labels.clone(),
-                    ..current
-                });
+                };
+                secret.spec = Some(next);
                 let mut batch = Batch::default();
                 batch.put_secret(secret.clone());
                 Ok(Some((batch, secret)))
             })
             .await?
             .unwrap_or_default();
-        Ok(Response::new(Secret {
-            meta: secret.meta,
-            spec: secret.spec.map(|s| SecretSpec {
-                data: Vec::new(),
-                ..s
-            }),
-        }))
+        Ok(Response::new(without_data(secret)))
     }
 
     async fn update_config(
@@ -729,20 +742,10 @@ impl Control for ControlService {
                     .cloned()
                     .ok_or_else(|| not_found("config", &request.id))?;
                 let current = config.spec.clone().unwrap_or_default();
-                immutable(
-                    "config",
-                    &current.name,
-                    &spec.name,
-                    &current.data,
-                    &spec.data,
-                )?;
-                if current.labels == spec.labels {
+                let Some(next) = relabelled("config", current, &spec)? else {
                     return Ok(Some((Batch::default(), config)));
-                }
-                config.spec = Some(ConfigSpec {
-                    labels: spec.labels.clone(),
-                    ..current
-                });
+                };
+                config.spec = Some(next);
                 let mut batch = Batch::default();
                 batch.put_config(config.clone());
                 Ok(Some((batch, config)))

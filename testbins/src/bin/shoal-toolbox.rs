@@ -158,7 +158,9 @@ fn http_get(url: &str, count: u32, interval_ms: u64, timeout: Duration) -> Resul
     let ip = dns::lookup_host(host, timeout).map_err(anyhow::Error::msg)?;
     let addr = SocketAddr::new(IpAddr::V4(ip), port);
     let mut failed = 0;
+    let mut slowest = Duration::ZERO;
     for n in 1..=count {
+        let started = std::time::Instant::now();
         match http::get(addr, host, &path, timeout) {
             Ok(response) => println!("{n} {} {}", response.status, response.body.trim_end()),
             Err(error) => {
@@ -166,12 +168,22 @@ fn http_get(url: &str, count: u32, interval_ms: u64, timeout: Duration) -> Resul
                 println!("{n} error {error}");
             }
         }
+        // Answered but slow (a lost SYN costs a second): said on stderr,
+        // where the per-request lines' parsers do not look.
+        let took = started.elapsed();
+        slowest = slowest.max(took);
+        if took > Duration::from_millis(500) {
+            eprintln!("request {n} took {took:.2?}");
+        }
         std::io::stdout().flush()?;
         if n < count && interval_ms > 0 {
             std::thread::sleep(Duration::from_millis(interval_ms));
         }
     }
-    eprintln!("{} ok, {failed} failed", count - failed);
+    eprintln!(
+        "{} ok, {failed} failed; slowest {slowest:.2?}",
+        count - failed
+    );
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
