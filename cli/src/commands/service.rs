@@ -513,20 +513,7 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
             for q in &queries {
                 wanted.push(find(&all, q)?.clone());
             }
-            let tasks = client
-                .list_tasks(Empty {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .tasks;
-            let nodes = client
-                .list_nodes(Empty {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .nodes;
-            let filters = Filters::parse(&filter)?;
-            print_tasks(&wanted, &tasks, &nodes, &filters, no_trunc, quiet, format);
+            print_tasks(client, &wanted, &filter, no_trunc, quiet, format).await?;
         }
         ServiceCommand::Inspect {
             services: queries,
@@ -664,7 +651,7 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
     Ok(())
 }
 
-pub(crate) struct Filters {
+struct Filters {
     desired: Option<Vec<TaskState>>,
     node: Option<String>,
     name: Option<String>,
@@ -672,7 +659,7 @@ pub(crate) struct Filters {
 }
 
 impl Filters {
-    pub(crate) fn parse(filters: &[String]) -> Result<Self> {
+    fn parse(filters: &[String]) -> Result<Self> {
         let mut out = Filters {
             desired: None,
             node: None,
@@ -743,16 +730,30 @@ pub(crate) fn print_service_list(all: &[ServiceSummary], quiet: bool, format: Fo
     listing.print(format, quiet);
 }
 
-pub(crate) fn print_tasks(
+/// `service ps` (and `stack ps`): the tasks of `services`, with their nodes.
+pub(crate) async fn print_tasks(
+    client: &mut Client,
     services: &[Service],
-    tasks: &[Task],
-    nodes: &[Node],
-    filters: &Filters,
+    filter: &[String],
     no_trunc: bool,
     quiet: bool,
     format: Format,
-) {
-    task_listing(services, tasks, nodes, filters, no_trunc, format).print(format, quiet);
+) -> Result<()> {
+    let filters = Filters::parse(filter)?;
+    let tasks = client
+        .list_tasks(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .tasks;
+    let nodes = client
+        .list_nodes(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .nodes;
+    task_listing(services, &tasks, &nodes, &filters, no_trunc, format).print(format, quiet);
+    Ok(())
 }
 
 /// `service ps`'s rows: per slot (global: per node) the newest task, then

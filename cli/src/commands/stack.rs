@@ -12,10 +12,7 @@ use shoal_api::pb::{
     UpdateSecretRequest, UpdateServiceRequest,
 };
 
-use super::{
-    progress,
-    service::{self, Filters},
-};
+use super::{progress, service};
 use crate::{
     client::{Client, status_error},
     compose::{
@@ -173,21 +170,7 @@ pub async fn run(client: &mut Client, command: StackCommand) -> Result<()> {
             if services.is_empty() {
                 bail!("nothing found in stack: {stack}");
             }
-            let tasks = client
-                .list_tasks(Empty {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .tasks;
-            let nodes = client
-                .list_nodes(Empty {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .nodes;
-            let filters = Filters::parse(&filter)?;
-            service::print_tasks(&services, &tasks, &nodes, &filters, no_trunc, quiet, format);
-            Ok(())
+            service::print_tasks(client, &services, &filter, no_trunc, quiet, format).await
         }
         StackCommand::Rm { stacks } => {
             let mut failed = false;
@@ -327,6 +310,15 @@ async fn deploy(
     Ok(())
 }
 
+type Labels = std::collections::BTreeMap<String, String>;
+
+/// A secret or config as listed: never its data.
+struct Listed {
+    name: String,
+    id: String,
+    labels: Labels,
+}
+
 #[derive(Clone, Copy)]
 enum FileKind {
     Secret,
@@ -341,13 +333,15 @@ impl FileKind {
         }
     }
 
-    /// (name, id) of every one in the cluster.
-    async fn existing(self, client: &mut Client) -> Result<Vec<(String, String)>> {
-        let pairs = |meta: Option<shoal_api::pb::Meta>, name: Option<String>| {
-            (
-                name.unwrap_or_default(),
-                meta.map(|m| m.id).unwrap_or_default(),
-            )
+    /// Every one in the cluster.
+    async fn existing(self, client: &mut Client) -> Result<Vec<Listed>> {
+        let listed = |meta: Option<shoal_api::pb::Meta>, spec: Option<(String, Labels)>| {
+            let (name, labels) = spec.unwrap_or_default();
+            Listed {
+                name,
+                id: meta.map(|m| m.id).unwrap_or_default(),
+                labels,
+            }
         };
         Ok(match self {
             Self::Secret => client
@@ -357,7 +351,7 @@ impl FileKind {
                 .into_inner()
                 .secrets
                 .into_iter()
-                .map(|s| pairs(s.meta, s.spec.map(|x| x.name)))
+                .map(|s| listed(s.meta, s.spec.map(|x| (x.name, x.labels))))
                 .collect(),
             Self::Config => client
                 .list_configs(Empty {})
@@ -366,9 +360,16 @@ impl FileKind {
                 .into_inner()
                 .configs
                 .into_iter()
-                .map(|c| pairs(c.meta, c.spec.map(|x| x.name)))
+                .map(|c| listed(c.meta, c.spec.map(|x| (x.name, x.labels))))
                 .collect(),
         })
+    }
+
+    async fn remove(self, client: &mut Client, id: String) -> Result<(), tonic::Status> {
+        match self {
+            Self::Secret => client.remove_secret(IdRequest { id }).await.map(drop),
+            Self::Config => client.remove_config(IdRequest { id }).await.map(drop),
+        }
     }
 
     /// Creates it, or (`id` given) asks the manager to keep it: only its
@@ -420,8 +421,8 @@ async fn ensure_file_objects(
     for object in wanted {
         let id = existing
             .iter()
-            .find(|(name, _)| *name == object.name)
-            .map(|(_, id)| id.clone());
+            .find(|e| e.name == object.name)
+            .map(|e| e.id.clone());
         match (id, &object.data) {
             (None, None) => bail!(
                 "{} {:?} is declared as external ({}), but could not be found",
@@ -473,25 +474,15 @@ async fn remove(client: &mut Client, stack: &str) -> Result<()> {
         .into_iter()
         .filter(|n| n.spec.as_ref().is_some_and(|s| in_stack(&s.labels, stack)))
         .collect();
-    let secrets: Vec<_> = client
-        .list_secrets(Empty {})
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .secrets
-        .into_iter()
-        .filter(|s| s.spec.as_ref().is_some_and(|x| in_stack(&x.labels, stack)))
-        .collect();
-    let configs: Vec<_> = client
-        .list_configs(Empty {})
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .configs
-        .into_iter()
-        .filter(|c| c.spec.as_ref().is_some_and(|x| in_stack(&x.labels, stack)))
-        .collect();
-    if services.is_empty() && networks.is_empty() && secrets.is_empty() && configs.is_empty() {
+    let mut files = Vec::new();
+    for kind in [FileKind::Secret, FileKind::Config] {
+        for listed in kind.existing(client).await? {
+            if in_stack(&listed.labels, stack) {
+                files.push((kind, listed));
+            }
+        }
+    }
+    if services.is_empty() && networks.is_empty() && files.is_empty() {
         bail!("nothing found in stack: {stack}");
     }
     for s in &services {
@@ -526,29 +517,9 @@ async fn remove(client: &mut Client, stack: &str) -> Result<()> {
             }
         }
     }
-    for s in &secrets {
-        println!(
-            "Removing secret {}",
-            s.spec.as_ref().map(|x| x.name.as_str()).unwrap_or("")
-        );
-        client
-            .remove_secret(IdRequest {
-                id: s.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default(),
-            })
-            .await
-            .map_err(status_error)?;
-    }
-    for c in &configs {
-        println!(
-            "Removing config {}",
-            c.spec.as_ref().map(|x| x.name.as_str()).unwrap_or("")
-        );
-        client
-            .remove_config(IdRequest {
-                id: c.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default(),
-            })
-            .await
-            .map_err(status_error)?;
+    for (kind, listed) in files {
+        println!("Removing {} {}", kind.word(), listed.name);
+        kind.remove(client, listed.id).await.map_err(status_error)?;
     }
     Ok(())
 }
