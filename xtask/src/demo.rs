@@ -164,8 +164,11 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     }
 
     println!(
-        "\n== Not there yet\n\
-         Stacks (compose files, rolling updates and rollback) come in [6/6].\n\
+        "\n== Next steps\n\
+         A rolling update: `cargo xtask lab shoal -- service update --image shoal/echo:2 \\\n\
+         \x20   --update-parallelism 2 --update-delay 2s web` (progress shown; `service rollback web` undoes it).\n\
+         A stack: `cargo xtask lab shoal -- stack deploy -c tests/stacks/fleetman.yml fleet`,\n\
+         then `stack ps fleet`, `stack rm fleet`.\n\
          \nFrom the outside: `ip netns exec shoal-client curl http://192.0.2.12:8080/` (any node).\n\
          \nThe lab stays up: `cargo xtask lab shoal -- service ps web`, `cargo xtask lab kill n2`,\n\
          `cargo xtask lab status`. Stop it with `cargo xtask demo down`."
