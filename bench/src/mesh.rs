@@ -604,32 +604,7 @@ pub fn run(args: Args) -> Result<()> {
         "iptables",
         &["-w", "-t", "nat", "-F", "SHOAL_BENCH"],
     );
-    let _ = in_netns(
-        &entry_ns,
-        "iptables",
-        &["-w", "-t", "nat", "-D", "PREROUTING", "-j", "SHOAL_BENCH"],
-    );
-    let _ = in_netns(
-        &entry_ns,
-        "iptables",
-        &[
-            "-w",
-            "-t",
-            "nat",
-            "-D",
-            "POSTROUTING",
-            "-d",
-            "198.18.0.0/15",
-            "-p",
-            "tcp",
-            "--dport",
-            "80",
-            "-j",
-            "SNAT",
-            "--to-source",
-            &ingress,
-        ],
-    );
+    peers_off()?;
     println!("\nThe lab cluster stays up (cargo xtask lab down).");
     Ok(())
 }

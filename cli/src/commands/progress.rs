@@ -9,6 +9,7 @@ use std::{collections::BTreeMap, io::IsTerminal, time::Duration};
 use anyhow::{Result, bail};
 use shoal_api::pb::{Empty, Service, ServiceMode, Task, TaskState};
 
+use super::service::{service_id, service_name, services};
 use crate::client::{Client, status_error};
 
 const BARS_SHOWN: usize = 20;
@@ -16,14 +17,6 @@ const POLL: Duration = Duration::from_millis(300);
 /// How long converged tasks must stay running before `verify` says so
 /// (an update's own monitor window is waited for through its status).
 const VERIFY: Duration = Duration::from_secs(1);
-
-fn meta_id(s: &Service) -> &str {
-    s.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("")
-}
-
-fn name(s: &Service) -> &str {
-    s.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("")
-}
 
 /// One slot's newest task: its state and a word on it.
 struct Row {
@@ -44,7 +37,7 @@ fn snapshot(service: &Service, tasks: &[Task]) -> Snapshot {
     let spec = service.spec.clone().unwrap_or_default();
     let current: Vec<&Task> = tasks
         .iter()
-        .filter(|t| t.service_id == meta_id(service))
+        .filter(|t| t.service_id == service_id(service))
         .filter(|t| t.desired_state() == TaskState::Running)
         .collect();
     let mut slots: BTreeMap<String, &Task> = BTreeMap::new();
@@ -158,26 +151,21 @@ fn render(service: &str, snap: &Snapshot, verify: &str) -> Vec<String> {
     lines
 }
 
-/// Waits until each of `services` (ids) runs its desired tasks on its
+/// Waits until each service in `ids` runs its desired tasks on its
 /// current spec and any update is complete, showing progress. Fails if an
 /// update pauses, or rolls back unless `rollback` asked for it.
-pub async fn converge(client: &mut Client, services: &[String], rollback: bool) -> Result<()> {
+pub async fn converge(client: &mut Client, ids: &[String], rollback: bool) -> Result<()> {
     let tty = std::io::stdout().is_terminal();
-    for id in services {
+    for id in ids {
         let mut drawn = 0usize;
         let mut last_plain: Vec<String> = Vec::new();
         let mut stable_since: Option<std::time::Instant> = None;
         loop {
-            let all = client
-                .list_services(Empty {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .services;
+            let all = services(client).await?;
             let Some(service) = all
                 .into_iter()
                 .filter_map(|s| s.service)
-                .find(|s| meta_id(s) == id)
+                .find(|s| service_id(s) == id)
             else {
                 bail!("service {id} was removed while deploying");
             };
@@ -202,7 +190,7 @@ pub async fn converge(client: &mut Client, services: &[String], rollback: bool) 
                 (false, true) => "Waiting for the tasks to stay running...".to_owned(),
                 _ => String::new(),
             };
-            let lines = render(name(&service), &snap, &verify);
+            let lines = render(service_name(&service), &snap, &verify);
             if tty {
                 if drawn > 0 {
                     print!("\x1b[{drawn}A");
@@ -223,11 +211,11 @@ pub async fn converge(client: &mut Client, services: &[String], rollback: bool) 
             match update_state {
                 "paused" | "rollback_paused" => {
                     let message = snap.update.map(|u| u.1).unwrap_or_default();
-                    bail!("{}: {message}", name(&service));
+                    bail!("{}: {message}", service_name(&service));
                 }
                 "rollback_completed" if converged && !rollback => {
                     let message = snap.update.map(|u| u.1).unwrap_or_default();
-                    bail!("{}: rolled back: {message}", name(&service));
+                    bail!("{}: rolled back: {message}", service_name(&service));
                 }
                 _ => {}
             }

@@ -98,11 +98,11 @@ pub fn step(
     let in_progress = status.state == UPDATING || status.state == ROLLBACK_STARTED;
     // Tasks holding a slot: running, starting, or waiting for a delayed
     // restart.
-    let running_tasks: Vec<&&Task> = live
+    let holding: Vec<&&Task> = live
         .iter()
         .filter(|t| matches!(t.desired_state(), TaskState::Running | TaskState::Ready))
         .collect();
-    let outdated: Vec<&&Task> = running_tasks
+    let outdated: Vec<&&Task> = holding
         .iter()
         .copied()
         .filter(|t| is_outdated(service, t))
@@ -187,7 +187,7 @@ pub fn step(
     };
     let mut wrote = false;
     for old in &outdated {
-        let replaced = running_tasks.iter().any(|t| {
+        let replaced = holding.iter().any(|t| {
             key(t) == key(old) && !is_outdated(service, t) && state_of(t) == TaskState::Running
         });
         if replaced {
@@ -201,7 +201,7 @@ pub fn step(
     // New tasks not running yet hold the batch back; with `continue`, one
     // restarting after a failure does not (the update goes on past it).
     let ignore_restarting = config.failure_action == UpdateFailureAction::Continue;
-    let in_flight: Vec<&&&Task> = running_tasks
+    let in_flight: Vec<&&&Task> = holding
         .iter()
         .filter(|t| !is_outdated(service, t) && state_of(t) < TaskState::Running)
         .filter(|t| !ignore_restarting || t.restarts.is_empty())
@@ -249,7 +249,7 @@ pub fn step(
         return None;
     }
     // The delay is between batches: none before the first.
-    let first = !running_tasks.iter().any(|t| !is_outdated(service, t));
+    let first = !holding.iter().any(|t| !is_outdated(service, t));
     let next_batch = status.batch_done_at + if first { 0 } else { config.delay_ms };
     if now < next_batch {
         return Some(next_batch);
