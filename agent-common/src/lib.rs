@@ -7,7 +7,7 @@
 
 /// Version of the map layouts below. Pinned objects live under
 /// `<bpffs root>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 10;
+pub const LAYOUT_VERSION: u32 = 11;
 
 /// Names of the maps and programs in the eBPF object, as the loader looks them up.
 pub mod names {
@@ -22,6 +22,8 @@ pub mod names {
     pub const MESH_STATS: &str = "MESH_STATS";
     pub const MESH_LIVE: &str = "MESH_LIVE";
     pub const MESH_VIPS: &str = "MESH_VIPS";
+    pub const MESH_TUNNELS: &str = "MESH_TUNNELS";
+    pub const MESH_LOCAL: &str = "MESH_LOCAL";
     /// On each task's host-side veth, TC ingress: connections to a VIP.
     pub const VIP_OUT: &str = "vip_out";
     /// On each task's host-side veth, TC egress: their replies.
@@ -36,6 +38,9 @@ pub mod names {
 /// half, VIPs the upper, so a node serves up to 16,384 of each (a cluster
 /// with 10,000 published ports is measured by `cargo xtask bench mesh`).
 pub const MESH_MAX_SERVICES: u32 = 32768;
+/// The UDP port of every VXLAN device Shoal creates (IANA's).
+pub const VXLAN_PORT: u16 = 4789;
+
 /// Backends one service can balance over.
 pub const MESH_MAX_BACKENDS: u32 = 1024;
 /// Connections tracked (both directions each take an entry); least
@@ -58,6 +63,9 @@ pub struct MeshConfig {
     /// The largest TCP segment the overlay carries (its MTU − 40): SYNs
     /// from the underlay asking for more are clamped to it.
     pub mss: u16,
+    /// The ingress network's VXLAN id, for the packets the mesh
+    /// encapsulates and decapsulates itself.
+    pub ingress_vni: u32,
 }
 
 /// A published port: `(port, protocol)`; the port in network byte order.
@@ -103,6 +111,16 @@ pub struct Backend {
     pub port: u16,
     pub _pad: u16,
 }
+
+// `MESH_TUNNELS` maps a task's ingress address (network order) to the
+// underlay address of the node it runs on, for tasks on other nodes only:
+// the entry node wraps a connection's packets in VXLAN itself and sends
+// them straight out of the underlay interface. Node ingress addresses are
+// in it too (the tasks' replies go to them).
+//
+// `MESH_LOCAL` maps the ingress address of a task on this node to the
+// ifindex of its host-side veth: packets for it go straight into the
+// container (`bpf_redirect_peer`), past the bridge.
 
 // `MESH_LIVE` is keyed by `Backend` (every backend in the tables now, with
 // its service slot as value): a tracked connection whose backend left is
@@ -233,7 +251,7 @@ mod tests {
     #[test]
     fn mesh_layouts_have_no_hidden_padding() {
         use core::mem::size_of;
-        assert_eq!(size_of::<MeshConfig>(), 24);
+        assert_eq!(size_of::<MeshConfig>(), 28);
         assert_eq!(size_of::<PortKey>(), 4);
         assert_eq!(size_of::<PortEntry>(), 8);
         assert_eq!(size_of::<BackendKey>(), 8);

@@ -8,6 +8,7 @@
 
 mod counters;
 mod mesh;
+mod tunnel;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -8,12 +8,16 @@
 //! bridge) turns the task's replies back into `node:published -> client`
 //! and sends them out of the underlay interface. Both directions are kept in
 //! one LRU connection table; checksums are fixed with the kernel's helpers.
+//! For a task on another node, the entry node does the VXLAN wrapping and
+//! unwrapping itself on the underlay interface (see `tunnel`), and the
+//! bridge path serves local tasks and whatever the tunnel declines.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
+use crate::tunnel;
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
-    helpers::{bpf_redirect, bpf_redirect_neigh},
+    helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     macros::{classifier, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::TcContext,
@@ -27,19 +31,18 @@ use shoal_agent_common::{
 /// `TCX_NEXT`: not ours; let the next program and the stack decide.
 const TC_NEXT: i32 = -1;
 
-const ETH_HLEN: usize = 14;
+pub(crate) const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
-const IP_PROTO_OFF: usize = ETH_HLEN + 9;
 const IP_CSUM_OFF: usize = ETH_HLEN + 10;
 const IP_SRC_OFF: usize = ETH_HLEN + 12;
 const IP_DST_OFF: usize = ETH_HLEN + 16;
 /// The mesh handles IPv4 without options: L4 starts here.
-const L4_OFF: usize = ETH_HLEN + 20;
+pub(crate) const L4_OFF: usize = ETH_HLEN + 20;
 const TCP_FLAGS_OFF: usize = L4_OFF + 13;
 const TCP_CSUM_OFF: usize = L4_OFF + 16;
 const UDP_CSUM_OFF: usize = L4_OFF + 6;
 const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
+pub(crate) const PROTO_UDP: u8 = 17;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 const TCP_RST: u8 = 0x04;
@@ -70,12 +73,27 @@ static MESH_LIVE: HashMap<Backend, u32> =
     HashMap::pinned(MESH_MAX_SERVICES * 4 + MESH_MAX_BACKENDS, 0);
 
 /// The parts of an IPv4 TCP/UDP packet the mesh reads.
-struct Flow {
-    proto: u8,
-    saddr: u32,
-    daddr: u32,
-    sport: u16,
-    dport: u16,
+pub(crate) struct Flow {
+    pub proto: u8,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl Flow {
+    /// The connection-table key of this direction.
+    #[inline(always)]
+    fn key(&self) -> CtKey {
+        CtKey {
+            saddr: self.saddr,
+            daddr: self.daddr,
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
 }
 
 #[inline(always)]
@@ -84,24 +102,30 @@ fn flow(ctx: &TcContext) -> Option<Flow> {
     if u16::from_be(ethertype) != ETH_P_IP {
         return None;
     }
-    let version_ihl: u8 = ctx.load(ETH_HLEN).ok()?;
+    flow_at(ctx, ETH_HLEN)
+}
+
+/// The flow of the IPv4 packet whose header starts at `ip`.
+#[inline(always)]
+fn flow_at(ctx: &TcContext, ip: usize) -> Option<Flow> {
+    let version_ihl: u8 = ctx.load(ip).ok()?;
     if version_ihl != 0x45 {
         return None; // IPv4 with options: not for the mesh
     }
-    let frag: u16 = ctx.load(ETH_HLEN + 6).ok()?;
+    let frag: u16 = ctx.load(ip + 6).ok()?;
     if u16::from_be(frag) & 0x3fff != 0 {
         return None; // fragments carry no ports
     }
-    let proto: u8 = ctx.load(IP_PROTO_OFF).ok()?;
+    let proto: u8 = ctx.load(ip + 9).ok()?;
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return None;
     }
     Some(Flow {
         proto,
-        saddr: ctx.load(IP_SRC_OFF).ok()?,
-        daddr: ctx.load(IP_DST_OFF).ok()?,
-        sport: ctx.load(L4_OFF).ok()?,
-        dport: ctx.load(L4_OFF + 2).ok()?,
+        saddr: ctx.load(ip + 12).ok()?,
+        daddr: ctx.load(ip + 16).ok()?,
+        sport: ctx.load(ip + 20).ok()?,
+        dport: ctx.load(ip + 22).ok()?,
     })
 }
 
@@ -112,7 +136,7 @@ fn config() -> Option<MeshConfig> {
 
 /// A task's MAC, derived from its address as the agent assigns it.
 #[inline(always)]
-fn mac_of(addr: u32) -> [u8; 6] {
+pub(crate) fn mac_of(addr: u32) -> [u8; 6] {
     let o = addr.to_ne_bytes();
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
@@ -198,14 +222,10 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
     if f.daddr != cfg.node_addr || cfg.ingress_addr == 0 {
         return None;
     }
-    let key = CtKey {
-        saddr: f.saddr,
-        daddr: f.daddr,
-        sport: f.sport,
-        dport: f.dport,
-        proto: f.proto,
-        _pad: [0; 3],
-    };
+    if tunnel::is_ingress_vxlan(ctx, &cfg, &f) {
+        return tunnel_in(ctx, &cfg);
+    }
+    let key = f.key();
     // SAFETY: entries are written whole by `insert`; a torn read at worst
     // sends one packet to the previous backend of a reused key.
     let (entry, new) = match unsafe { MESH_CT.get(key) } {
@@ -234,6 +254,16 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
     if new && f.proto == PROTO_TCP {
         clamp_mss(ctx, cfg.mss);
     }
+    count(entry.service, ctx.len(), new);
+    if entry.flags & CT_HOST_MODE == 0
+        && let Some(node) = tunnel::node_of(ctx, &cfg, entry.addr)
+    {
+        match tunnel::wrap(ctx, &cfg, &f, &cfg.bridge_mac, entry.addr, node) {
+            Ok(()) => return Some(out_of_underlay(&cfg)),
+            Err(true) => return Some(TC_ACT_SHOT),
+            Err(false) => {} // unchanged: the bridge's way
+        }
+    }
     let macs = {
         let dst = mac_of(entry.addr);
         let mut both = [0u8; 12];
@@ -242,7 +272,9 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
         both
     };
     ctx.store(0, &macs, 0).ok()?;
-    count(entry.service, ctx.len(), new);
+    if let Some(veth) = tunnel::local_veth(entry.addr) {
+        return Some(into_container(veth));
+    }
     // SAFETY: a plain helper call with an ifindex and no flags.
     Some(unsafe { bpf_redirect(cfg.bridge_ifindex, 0) } as i32)
 }
@@ -497,21 +529,124 @@ fn try_reply(ctx: &mut TcContext) -> Option<i32> {
     if cfg.ingress_addr == 0 {
         return None;
     }
-    // Ingress mode: to the node's ingress address; host mode: to the
-    // client itself, through this node's gateway. Both are tracked.
-    let key = CtKey {
-        saddr: f.saddr,
-        daddr: f.daddr,
-        sport: f.sport,
-        dport: f.dport,
+    reply(ctx, &cfg, &f)
+}
+
+/// Straight into a local task's container: the peer of its host-side
+/// veth receives the packet as if from the wire, past the bridge.
+#[inline(always)]
+fn into_container(veth: u32) -> i32 {
+    // SAFETY: a plain helper call with an ifindex and no flags.
+    unsafe { bpf_redirect_peer(veth, 0) as i32 }
+}
+
+/// VXLAN on the ingress network, arriving at the underlay interface: a
+/// task's reply to a connection this node forwards goes on to its client
+/// unwrapped; a packet for a task here goes straight into its container.
+/// Anything else (ARP, VIP traffic, what the tables do not know) keeps
+/// going to the kernel's VXLAN device and the bridge.
+#[inline(always)]
+fn tunnel_in(ctx: &mut TcContext, cfg: &MeshConfig) -> Option<i32> {
+    let inner = flow_at(ctx, tunnel::INNER_IP_OFF)?;
+    if inner.daddr == cfg.ingress_addr {
+        return tunnel_reply(ctx, cfg, &inner);
+    }
+    let veth = tunnel::local_veth(inner.daddr)?;
+    // Replies to a VIP connection a task here opened get the VIP back on
+    // the task's veth (`vip_in`): those take the bridge.
+    // SAFETY: a read of a whole entry.
+    if unsafe { MESH_CT.get(inner.key()) }.is_some_and(|e| e.flags & CT_VIP != 0) {
+        return None;
+    }
+    if !tunnel::unwrap(ctx) {
+        return None;
+    }
+    Some(into_container(veth))
+}
+
+/// A task's reply that came wrapped in VXLAN to the underlay interface:
+/// unwrapped here and sent on to the client, if it belongs to a connection
+/// the mesh tracks (anything else keeps going to the kernel's device).
+#[inline(always)]
+fn tunnel_reply(ctx: &mut TcContext, cfg: &MeshConfig, inner: &Flow) -> Option<i32> {
+    // SAFETY: a read of a whole entry.
+    let back = unsafe { MESH_CT.get(inner.key()) }?;
+    if back.flags & CT_VIP != 0
+        || !answers(ctx, cfg, inner, back, tunnel::INNER_IP_OFF + 20)
+        || !tunnel::unwrap(ctx)
+    {
+        return None;
+    }
+    // Unwrapped, it is no longer the kernel's to deliver.
+    Some(reply(ctx, cfg, inner).unwrap_or(TC_ACT_SHOT))
+}
+
+/// Whether a packet from a task belongs to the mesh connection its
+/// reply entry names. Entries outlive their connections (the LRU frees
+/// them when it needs room), and whatever else sends from this node's
+/// ingress address (a proxy, NAT rules) may get the same ports: a SYN-ACK
+/// is the mesh's only if it acknowledges the SYN the mesh forwarded. One
+/// that does not starts a connection that is not the mesh's on those
+/// ports, so the entry of the one that had them before goes, and the rest
+/// of the new connection goes to the kernel too. (An entry the mesh has
+/// just written, for a SYN no answer has come to yet, stays: the SYN-ACK
+/// may be a late one for an earlier connection.)
+#[inline(always)]
+fn answers(ctx: &TcContext, cfg: &MeshConfig, f: &Flow, back: &CtEntry, l4: usize) -> bool {
+    if f.proto != PROTO_TCP {
+        return true;
+    }
+    let flags: u8 = ctx.load(l4 + 13).unwrap_or(0);
+    if flags & (TCP_SYN | TCP_ACK) != TCP_SYN | TCP_ACK {
+        return true;
+    }
+    let Ok(ack) = ctx.load::<u32>(l4 + 8) else {
+        return false;
+    };
+    let forward = CtKey {
+        saddr: back.addr,
+        daddr: cfg.node_addr,
+        sport: back.port,
+        dport: back.nat_port,
         proto: f.proto,
         _pad: [0; 3],
     };
+    // SAFETY: a read of a whole entry.
+    let ours = unsafe { MESH_CT.get(forward) }
+        .is_some_and(|e| u32::from_be(e.syn_seq).wrapping_add(1) == u32::from_be(ack));
+    if !ours && back.flags & (CT_ESTABLISHED | CT_CLOSING) != 0 {
+        let _ = MESH_CT.remove(f.key());
+    }
+    ours
+}
+
+/// Out of the underlay interface, the kernel filling in the MACs from its
+/// FIB and neighbour tables.
+#[inline(always)]
+fn out_of_underlay(cfg: &MeshConfig) -> i32 {
+    // SAFETY: no parameters: the helper looks the next hop up itself.
+    let action = unsafe { bpf_redirect_neigh(cfg.underlay_ifindex, core::ptr::null_mut(), 0, 0) };
+    if action < 0 {
+        TC_ACT_SHOT
+    } else {
+        action as i32
+    }
+}
+
+/// A task's reply to a published-port connection, at standard offsets:
+/// ingress mode to the node's ingress address, host mode to the client
+/// itself through this node's gateway (both tracked).
+#[inline(always)]
+fn reply(ctx: &mut TcContext, cfg: &MeshConfig, f: &Flow) -> Option<i32> {
+    let key = f.key();
     let slot = MESH_CT.get_ptr_mut(key)?;
     // SAFETY: the entry stays valid while this program runs (RCU).
     let back = unsafe { *slot };
     if back.flags & CT_VIP != 0 {
         return None; // east-west: the task's own veth handles it
+    }
+    if !answers(ctx, cfg, f, &back, L4_OFF) {
+        return None;
     }
     if f.proto == PROTO_TCP && back.flags & CT_ESTABLISHED == 0 {
         let flags: u8 = ctx.load(TCP_FLAGS_OFF).ok()?;
@@ -545,45 +680,68 @@ fn try_reply(ctx: &mut TcContext) -> Option<i32> {
         };
         mark_closing(ctx, &forward, &key);
     }
-    rewrite(ctx, &f, cfg.node_addr, back.addr, back.nat_port, back.port)?;
+    rewrite(ctx, f, cfg.node_addr, back.addr, back.nat_port, back.port)?;
     count(back.service, ctx.len(), false);
-    // The kernel fills in the MACs from its FIB and neighbour tables.
-    // SAFETY: no parameters: the helper looks the next hop up itself.
-    let action = unsafe { bpf_redirect_neigh(cfg.underlay_ifindex, core::ptr::null_mut(), 0, 0) };
-    if action < 0 {
-        return Some(TC_ACT_SHOT);
-    }
-    Some(action as i32)
+    Some(out_of_underlay(cfg))
 }
 
 /// A task's connection to a service VIP, as it leaves the task (TC ingress
 /// of its host-side veth): the VIP becomes the service's next task,
 /// round-robin, its port kept; the task's own address stays the source.
+///
+/// Other packets of a task on the ingress network take a shorter way than
+/// the bridge when the mesh knows them: its replies to a published-port
+/// connection go out of the underlay interface (rewritten here, or wrapped
+/// in VXLAN to the entry node that forwarded the connection).
 #[classifier]
 pub fn vip_out(mut ctx: TcContext) -> i32 {
-    let _ = try_vip_out(&mut ctx);
-    TC_NEXT
+    let Some(f) = flow(&ctx) else {
+        return TC_NEXT;
+    };
+    // SAFETY: the agent writes whole entries.
+    if let Some(service) = unsafe { MESH_VIPS.get(f.daddr) }.copied() {
+        let _ = try_vip_out(&mut ctx, &f, &service);
+        return TC_NEXT;
+    }
+    task_reply(&mut ctx, &f).unwrap_or(TC_NEXT)
+}
+
+/// A local task's packet to a mesh client: to its own node's ingress
+/// address or a host-mode client (replies this node rewrites), or to
+/// another node's ingress address (wrapped to that node). Only from the
+/// veth of the task that owns the source address.
+#[inline(always)]
+fn task_reply(ctx: &mut TcContext, f: &Flow) -> Option<i32> {
+    let cfg = config()?;
+    if cfg.ingress_addr == 0 {
+        return None;
+    }
+    let veth = tunnel::local_veth(f.saddr)?;
+    // SAFETY: a read of the context the kernel gave this program.
+    if veth != unsafe { (*ctx.skb.skb).ifindex } {
+        return None;
+    }
+    // SAFETY: a presence test.
+    if unsafe { MESH_CT.get(f.key()) }.is_some() {
+        return reply(ctx, &cfg, f);
+    }
+    let node = tunnel::node_of(ctx, &cfg, f.daddr)?;
+    match tunnel::wrap(ctx, &cfg, f, &mac_of(f.saddr), f.daddr, node) {
+        Ok(()) => Some(out_of_underlay(&cfg)),
+        Err(true) => Some(TC_ACT_SHOT),
+        Err(false) => None,
+    }
 }
 
 #[inline(always)]
-fn try_vip_out(ctx: &mut TcContext) -> Option<()> {
-    let f = flow(ctx)?;
-    // SAFETY: the agent writes whole entries.
-    let service = *unsafe { MESH_VIPS.get(f.daddr) }?;
-    let key = CtKey {
-        saddr: f.saddr,
-        daddr: f.daddr,
-        sport: f.sport,
-        dport: f.dport,
-        proto: f.proto,
-        _pad: [0; 3],
-    };
+fn try_vip_out(ctx: &mut TcContext, f: &Flow, service: &PortEntry) -> Option<()> {
+    let key = f.key();
     // SAFETY: see `try_ingress`.
     let (backend, new) = match unsafe { MESH_CT.get(key) } {
-        Some(entry) if still_there(ctx, &f, entry, f.saddr) => (entry.addr, false),
-        _ => (new_vip_connection(ctx, &f, &service)?, true),
+        Some(entry) if still_there(ctx, f, entry, f.saddr) => (entry.addr, false),
+        _ => (new_vip_connection(ctx, f, service)?, true),
     };
-    rewrite(ctx, &f, f.saddr, backend, f.sport, f.dport)?;
+    rewrite(ctx, f, f.saddr, backend, f.sport, f.dport)?;
     ctx.store(0, &mac_of(backend), 0).ok()?;
     count(service.service, ctx.len(), new);
     Some(())

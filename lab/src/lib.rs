@@ -120,6 +120,18 @@ impl Lab {
             cmd::ip_in(WAN_NS, &["link", "add", WAN_BRIDGE, "type", "bridge"])?;
         }
         cmd::ip_in(WAN_NS, &["link", "set", WAN_BRIDGE, "up"])?;
+        // The underlay bridge plays a physical switch, which runs no host's
+        // iptables: with br_netfilter loaded (Docker loads it), every frame
+        // it forwarded would go through netfilter's hooks in this namespace.
+        for family in ["iptables", "ip6tables", "arptables"] {
+            let key = format!("net/bridge/bridge-nf-call-{family}");
+            if netns::run_in(WAN_NS, {
+                let path = format!("/proc/sys/{key}");
+                move || std::path::Path::new(&path).exists()
+            })? {
+                netns::write_sysctl(WAN_NS, &key, "0")?;
+            }
+        }
         progress(&format!(
             "{} underlay bridge {WAN_BRIDGE}",
             verb(bridge_missing)

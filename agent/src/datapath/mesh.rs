@@ -143,6 +143,8 @@ pub struct MeshMaps {
     stats: PerCpuArray<MapData, ServiceStats>,
     live: BpfHashMap<MapData, Backend, u32>,
     vips: BpfHashMap<MapData, u32, PortEntry>,
+    tunnels: BpfHashMap<MapData, u32, u32>,
+    local: BpfHashMap<MapData, u32, u32>,
     /// What the maps hold: read once when opened, then kept by every
     /// write (the agent is their only writer), so a push costs map
     /// syscalls only for what changed, not for every entry.
@@ -165,6 +167,8 @@ struct Written {
     vips: HashMap<u32, PortEntry>,
     backends: HashMap<BackendKey, Backend>,
     live: HashMap<Backend, u32>,
+    tunnels: HashMap<u32, u32>,
+    local: HashMap<u32, u32>,
 }
 
 impl MeshMaps {
@@ -199,6 +203,12 @@ impl MeshMaps {
         let vips: BpfHashMap<_, u32, PortEntry> =
             BpfHashMap::try_from(open_map(root, names::MESH_VIPS)?)
                 .map_err(error(names::MESH_VIPS))?;
+        let tunnels: BpfHashMap<_, u32, u32> =
+            BpfHashMap::try_from(open_map(root, names::MESH_TUNNELS)?)
+                .map_err(error(names::MESH_TUNNELS))?;
+        let local: BpfHashMap<_, u32, u32> =
+            BpfHashMap::try_from(open_map(root, names::MESH_LOCAL)?)
+                .map_err(error(names::MESH_LOCAL))?;
         let written = Written {
             ports: ports
                 .iter()
@@ -216,6 +226,14 @@ impl MeshMaps {
                 .iter()
                 .collect::<Result<_, _>>()
                 .map_err(error(names::MESH_LIVE))?,
+            tunnels: tunnels
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(error(names::MESH_TUNNELS))?,
+            local: local
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(error(names::MESH_LOCAL))?,
         };
         Ok(Self {
             root: root.maps_dir(),
@@ -225,6 +243,8 @@ impl MeshMaps {
             stats,
             live,
             vips,
+            tunnels,
+            local,
             written,
             slots: HashMap::new(),
             next_slot: HashMap::new(),
@@ -250,6 +270,44 @@ impl MeshMaps {
         let current = self.config.get(&0, 0).map_err(|e| self.error(e))?;
         if current != config {
             self.config.set(0, config, 0).map_err(|e| self.error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the tunnel table exactly `remote`: each task on the ingress
+    /// network that runs on another node, with that node's underlay
+    /// address. Call it before `sync`, so that a backend never names a
+    /// task whose node the table has wrong (one it does not name at all
+    /// goes through the kernel's VXLAN device instead).
+    pub fn set_tunnels(
+        &mut self,
+        remote: &HashMap<Ipv4Addr, Ipv4Addr>,
+    ) -> Result<(), DatapathError> {
+        let wanted = remote
+            .iter()
+            .map(|(task, node)| (be_addr(*task), be_addr(*node)))
+            .collect();
+        replace_all(&mut self.tunnels, &mut self.written.tunnels, wanted).map_err(|e| self.error(e))
+    }
+
+    /// Makes the local-task table exactly `tasks`: the ingress address of
+    /// each task on this node, with its host-side veth's ifindex.
+    pub fn set_local_tasks(&mut self, tasks: &HashMap<Ipv4Addr, u32>) -> Result<(), DatapathError> {
+        let wanted = tasks
+            .iter()
+            .map(|(task, veth)| (be_addr(*task), *veth))
+            .collect();
+        replace_all(&mut self.local, &mut self.written.local, wanted).map_err(|e| self.error(e))
+    }
+
+    /// Adds one task plugged in just now (before the next push lists it).
+    pub fn add_local_task(&mut self, task: Ipv4Addr, veth: u32) -> Result<(), DatapathError> {
+        let task = be_addr(task);
+        if self.written.local.get(&task) != Some(&veth) {
+            self.local
+                .insert(task, veth, 0)
+                .map_err(|e| self.error(e))?;
+            self.written.local.insert(task, veth);
         }
         Ok(())
     }
@@ -506,6 +564,31 @@ impl MeshMaps {
         self.stats_cache.retain(|slot, _| in_use.contains(slot));
         out
     }
+}
+
+/// Makes an address-keyed map (and its mirror) hold exactly `wanted`,
+/// writing only what differs.
+fn replace_all(
+    map: &mut BpfHashMap<MapData, u32, u32>,
+    written: &mut HashMap<u32, u32>,
+    wanted: HashMap<u32, u32>,
+) -> Result<(), aya::maps::MapError> {
+    let gone: Vec<u32> = written
+        .keys()
+        .filter(|key| !wanted.contains_key(key))
+        .copied()
+        .collect();
+    for key in gone {
+        let _ = map.remove(&key);
+        written.remove(&key);
+    }
+    for (key, value) in wanted {
+        if written.get(&key) != Some(&value) {
+            map.insert(key, value, 0)?;
+            written.insert(key, value);
+        }
+    }
+    Ok(())
 }
 
 fn port_key(s: &MeshService) -> PortKey {

@@ -373,10 +373,40 @@ impl Overlay {
                 bridge_ifindex: devices.bridge,
                 bridge_mac,
                 mss: (self.mtu - 40) as u16,
+                ingress_vni: network.vxlan_id,
             })
         })?;
         let id = network_id(network);
         let local = self.local.to_string();
+        // Where the mesh sends packets itself, past the bridge: to tasks
+        // (and ingress addresses) of other nodes over its own VXLAN, into
+        // the containers of tasks here through their veths.
+        let remote: HashMap<Ipv4Addr, Ipv4Addr> = set
+            .endpoints
+            .iter()
+            .filter(|e| e.network_id == id && e.node_addr != local)
+            .filter_map(|e| Some((e.addr.parse().ok()?, e.node_addr.parse().ok()?)))
+            .collect();
+        let veths: HashMap<String, u32> = self
+            .nl
+            .links()
+            .await?
+            .into_iter()
+            .map(|l| (l.name, l.index))
+            .collect();
+        let here: HashMap<Ipv4Addr, u32> = set
+            .endpoints
+            .iter()
+            .filter(|e| e.network_id == id && e.node_addr == local)
+            .filter_map(|e| {
+                let (veth, _) = veth_names(&e.task_id, id);
+                Some((e.addr.parse().ok()?, *veths.get(&veth)?))
+            })
+            .collect();
+        self.with_maps(|maps| {
+            maps.set_tunnels(&remote)?;
+            maps.set_local_tasks(&here)
+        })?;
         let mut services = Vec::new();
         for p in &set.published {
             let Some(proto) = mesh::proto_number(&p.protocol) else {
@@ -572,6 +602,9 @@ impl Overlay {
             inside
                 .ensure_address(moved.index, addr.addr, addr.prefix)
                 .await?;
+            if is_ingress(&network) && self.bpf_root.is_some() {
+                self.with_maps(|maps| maps.add_local_task(addr.addr, host_link.index))?;
+            }
             if !is_internal(&network)
                 && let Ok(gateway) = network.gateway.parse::<Ipv4Addr>()
             {

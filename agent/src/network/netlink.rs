@@ -205,7 +205,7 @@ impl Netlink {
     ) -> Result<Link> {
         if self.link(name).await?.is_none() {
             let message = LinkVxlan::new(name, vni)
-                .port(4789)
+                .port(shoal_agent_common::VXLAN_PORT)
                 .local(local)
                 .dev(underlay)
                 .learning(false)
