@@ -442,9 +442,15 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
     let backend = *unsafe { MESH_BACKENDS.get(backend_key) }?;
     // Keep the client's port unless another connection to this backend
     // already holds it (two clients may share a port; the node's one
-    // ingress address must not).
+    // ingress address must not). A finished connection's port is taken
+    // again at once by the same client and port, but by another client
+    // only when nothing else is free: the backend keeps the finished
+    // connection in TIME_WAIT for a minute, and a SYN from another client
+    // (whose TCP timestamps start elsewhere) is answered there with an ACK
+    // for the old connection, costing the client a reset and a 1 s retry.
     let mut nat_port = f.sport;
     let mut found = false;
+    let mut closing_port: Option<u16> = None;
     let (reply_to, mode_flag) = if host_mode {
         (f.saddr, CT_HOST_MODE)
     } else {
@@ -463,20 +469,17 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
         let taken = unsafe { MESH_CT.get(reply) };
         let free = match taken {
             None => true,
-            Some(old) => old.flags & CT_CLOSING != 0,
+            Some(old) if old.flags & CT_CLOSING != 0 => {
+                if closing_port.is_none() {
+                    closing_port = Some(nat_port);
+                }
+                old.addr == f.saddr && old.port == f.sport
+            }
+            Some(_) => false,
         };
         if free {
-            let back = CtEntry {
-                addr: f.saddr,
-                port: f.sport,
-                nat_port: f.dport,
-                service: service.service,
-                flags: mode_flag,
-                syn_seq: 0,
-                _pad: 0,
-            };
             let how = if taken.is_none() { BPF_NOEXIST } else { 0 };
-            if MESH_CT.insert(reply, back, how).is_ok() {
+            if MESH_CT.insert(reply, reply_entry(f, &service), how).is_ok() {
                 found = true;
                 break;
             }
@@ -487,6 +490,18 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
         // Another port from the ephemeral range, spread by the attempt.
         let host = u16::from_be(f.sport) ^ attempt.wrapping_mul(0x9e37).wrapping_add(attempt);
         nat_port = (32768 + host % 28232).to_be();
+    }
+    if !found && let Some(port) = closing_port {
+        let reply = CtKey {
+            saddr: backend.addr,
+            daddr: reply_to,
+            sport: backend.port,
+            dport: port,
+            proto: f.proto,
+            _pad: [0; 3],
+        };
+        nat_port = port;
+        found = MESH_CT.insert(reply, reply_entry(f, &service), 0).is_ok();
     }
     if !found {
         // No free source port towards this backend: drop the first packet
@@ -512,6 +527,25 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
     };
     MESH_CT.insert(key, entry, 0).ok()?;
     Some(entry)
+}
+
+/// What a new connection's reply entry says: its client, its published
+/// port, its service.
+#[inline(always)]
+fn reply_entry(f: &Flow, service: &PortEntry) -> CtEntry {
+    CtEntry {
+        addr: f.saddr,
+        port: f.sport,
+        nat_port: f.dport,
+        service: service.service,
+        flags: if service.mode == MODE_HOST {
+            CT_HOST_MODE
+        } else {
+            0
+        },
+        syn_seq: 0,
+        _pad: 0,
+    }
 }
 
 #[classifier]

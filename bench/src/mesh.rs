@@ -462,8 +462,28 @@ pub fn run(args: Args) -> Result<()> {
         iptables(&snat)
     };
 
+    // (e) The direct path again, with n3 as a plain IP router on the way
+    // both ways (no NAT, no VXLAN): what entering at a node with no task
+    // costs in this lab before any load balancing, since each hop is one
+    // more veth crossing on the same two cores.
+    let routed_via_entry = |on: bool| -> Result<()> {
+        shoal_lab::netns::write_sysctl(&entry_ns, "net/ipv4/conf/all/send_redirects", "0")?;
+        shoal_lab::netns::write_sysctl(&entry_ns, "net/ipv4/conf/eth0/send_redirects", "0")?;
+        for (ns, to) in [
+            (topology::CLIENT_NS, "192.0.2.11/32"),
+            ("shoal-n1", "192.0.2.100/32"),
+        ] {
+            if on {
+                cmd::ip_in(ns, &["route", "replace", to, "via", ENTRY_ADDR])?;
+            } else {
+                let _ = cmd::ip_in(ns, &["route", "del", to]);
+            }
+        }
+        Ok(())
+    };
     let targets = [
         ("direct (host mode, n1's task)", "http://192.0.2.11:8081/"),
+        ("direct, routed through n3", "http://192.0.2.11:8081/"),
         ("shoal ingress (n3, no task)", "http://192.0.2.13:8080/"),
         ("haproxy 2.6 on n3", "http://192.0.2.13:9000/"),
         ("iptables DNAT on n3", "http://192.0.2.13:9001/"),
@@ -486,16 +506,20 @@ pub fn run(args: Args) -> Result<()> {
     // Between the peers and Shoal, the tasks' TIME_WAIT sockets of the
     // peers' connections (same source address and ports) must expire.
     let mut measured = Vec::new();
-    for i in [0, 2, 3, 1] {
+    for i in [0, 1, 3, 4, 2] {
         let (name, url) = targets[i];
-        if i == 1 {
+        if i == 2 {
             peers_off()?;
             println!("(waiting 65 s for the tasks' TIME_WAIT sockets of the peers' connections)");
             std::thread::sleep(Duration::from_secs(65));
         }
-        let keep = wrk(url, args.connections, 2, args.seconds, false)?;
-        let close = wrk(url, args.connections, 2, args.seconds, true)?;
-        measured.push((i, name, keep, close));
+        routed_via_entry(i == 1)?;
+        let runs = (
+            wrk(url, args.connections, 2, args.seconds, false),
+            wrk(url, args.connections, 2, args.seconds, true),
+        );
+        routed_via_entry(false)?;
+        measured.push((i, name, runs.0?, runs.1?));
     }
     measured.sort_by_key(|m| m.0);
     let mut results = Vec::new();
@@ -511,13 +535,24 @@ pub fn run(args: Args) -> Result<()> {
         results.push((name, keep, close));
     }
     let (_, direct_k, direct_c) = &results[0];
-    let (_, shoal_k, shoal_c) = &results[1];
+    let (_, hop_k, hop_c) = &results[1];
+    let (_, shoal_k, shoal_c) = &results[2];
     println!(
         "\nshoal / direct:   keep-alive {:.2}x, new connections {:.2}x (target >= 0.9)",
         shoal_k.rps / direct_k.rps,
         shoal_c.rps / direct_c.rps
     );
-    for (name, k, c) in &results[2..] {
+    println!(
+        "the extra hop alone (direct, routed through n3) / direct: keep-alive {:.2}x, new connections {:.2}x",
+        hop_k.rps / direct_k.rps,
+        hop_c.rps / direct_c.rps
+    );
+    println!(
+        "shoal / direct routed through n3: keep-alive {:.2}x, new connections {:.2}x",
+        shoal_k.rps / hop_k.rps,
+        shoal_c.rps / hop_c.rps
+    );
+    for (name, k, c) in &results[3..] {
         println!(
             "shoal / {name}: keep-alive {:.2}x, new connections {:.2}x, p99 {:.2}x / {:.2}x (lower is better; target >= 1 on throughput)",
             shoal_k.rps / k.rps,
@@ -534,6 +569,10 @@ pub fn run(args: Args) -> Result<()> {
         "services", "shoal p99 ms", "iptables p99 ms"
     );
     // iptables first (see above), then Shoal, which creates the services.
+    // Shoal's connections just now used the same ingress address and
+    // client ports: their TIME_WAIT sockets on the tasks must expire first
+    // (iptables' NAT cannot know of them, and keeps the client's port).
+    std::thread::sleep(Duration::from_secs(65));
     peers_on()?;
     let mut iptables_p99 = Vec::new();
     for &n in &args.services {

@@ -284,16 +284,45 @@ fn no_connection_fails_while_tasks_die_scale_and_the_entry_agent_is_killed() -> 
     println!("kill + scale 6->3->6: {ok} connections answered, {failed} failed");
     ensure!(failed == 0 && ok == 500, "{failed} failed: {lines:?}");
 
-    // The entry node's agent SIGKILLed and restarted mid-stream.
+    // The entry node's agent SIGKILLed and restarted mid-stream, as an
+    // upgrade whose programs changed (same map layout) would be: its entry
+    // program's link carries another build's name, so the agent must put
+    // its own in and take that one away, with connections flowing.
     let traffic = stream(NODES[1], 300)?;
     std::thread::sleep(Duration::from_secs(1));
     cluster.lab.kill_node("n2")?;
+    let root = shoal_lab::Lab::bpffs_root(&cluster.lab.host("n2")?);
+    let pins = pins_named(&root, "mesh_ingress@");
+    ensure!(pins.len() == 1, "n2's entry program pins: {pins:?}");
+    let other_build = pins[0].with_file_name("mesh_ingress@0000000000000000");
+    std::fs::rename(&pins[0], &other_build)?;
     std::thread::sleep(Duration::from_secs(2));
     cluster.lab.start_node("n2")?;
     let (ok, failed, lines) = finish(traffic)?;
-    println!("entry agent SIGKILL + restart: {ok} connections answered, {failed} failed");
+    println!(
+        "entry agent SIGKILL + restart as another build: {ok} connections answered, {failed} failed"
+    );
     ensure!(failed == 0 && ok == 300, "{failed} failed: {lines:?}");
+    let pins = pins_named(&root, "mesh_ingress@");
+    ensure!(
+        pins.len() == 1 && !other_build.exists(),
+        "the other build's entry program is still pinned: {pins:?}"
+    );
     Ok(())
+}
+
+/// Pinned objects under `dir` (at any depth) whose names start with `prefix`.
+fn pins_named(dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(pins_named(&path, prefix));
+        } else if entry.file_name().to_string_lossy().starts_with(prefix) {
+            found.push(path);
+        }
+    }
+    found
 }
 
 #[test]

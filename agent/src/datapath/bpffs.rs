@@ -2,10 +2,12 @@
 //!
 //! ```text
 //! <root>/v<LAYOUT_VERSION>/maps/IFACE_COUNTERS
-//! <root>/v<LAYOUT_VERSION>/links/<ifindex>/count_ingress
+//! <root>/v<LAYOUT_VERSION>/links/<ifindex>/count_ingress@<code digest>
 //! ```
 //! The layout version is in the path because aya reuses a pinned map by name
-//! without checking its key and value sizes.
+//! without checking its key and value sizes; the digest of the programs'
+//! code is in a link's name so that an agent with other code (same layout)
+//! attaches its own programs and takes the old ones away.
 
 use std::path::{Path, PathBuf};
 
@@ -49,8 +51,35 @@ impl BpfRoot {
         self.versioned().join("links").join(ifindex.to_string())
     }
 
+    /// The pin of `program`'s link on `ifindex`, as this agent's code pins it.
     pub fn link(&self, ifindex: u32, program: &str) -> PathBuf {
-        self.links_dir(ifindex).join(program)
+        self.link_of_code(ifindex, program, super::code_digest())
+    }
+
+    fn link_of_code(&self, ifindex: u32, program: &str, digest: &str) -> PathBuf {
+        self.links_dir(ifindex).join(format!("{program}@{digest}"))
+    }
+
+    /// Pins of `program` on `ifindex` that other code left (an older or
+    /// newer agent, or one from before digests were in the names).
+    pub fn other_links(&self, ifindex: u32, program: &str) -> Vec<PathBuf> {
+        let current = self.link(ifindex, program);
+        let prefix = format!("{program}@");
+        let Ok(entries) = std::fs::read_dir(self.links_dir(ifindex)) else {
+            return Vec::new();
+        };
+        let mut found: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name == program || name.starts_with(&prefix)
+            })
+            .map(|e| e.path())
+            .filter(|path| *path != current)
+            .collect();
+        found.sort();
+        found
     }
 
     /// Checks that the root sits on a bpf filesystem (mounting one at
@@ -155,7 +184,31 @@ mod tests {
         );
         assert_eq!(
             root.link(7, "count_ingress"),
-            PathBuf::from(format!("/sys/fs/bpf/shoal/n1/{v}/links/7/count_ingress"))
+            PathBuf::from(format!(
+                "/sys/fs/bpf/shoal/n1/{v}/links/7/count_ingress@{}",
+                crate::datapath::code_digest()
+            ))
         );
+    }
+
+    #[test]
+    fn links_pinned_by_other_code_are_found_and_this_code_s_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = BpfRoot::new(dir.path());
+        std::fs::create_dir_all(root.links_dir(3)).unwrap();
+        let old = root.link_of_code(3, "mesh_ingress", "0000000000000000");
+        let legacy = root.links_dir(3).join("mesh_ingress");
+        for path in [
+            &old,
+            &legacy,
+            &root.link(3, "mesh_ingress"),
+            &root.link(3, "mesh_reply"),
+        ] {
+            std::fs::write(path, b"").unwrap();
+        }
+        assert_eq!(root.other_links(3, "mesh_ingress"), vec![legacy, old]);
+        assert!(root.other_links(3, "mesh_reply").is_empty());
+        assert!(root.other_links(4, "mesh_reply").is_empty());
+        assert_eq!(crate::datapath::code_digest().len(), 16);
     }
 }

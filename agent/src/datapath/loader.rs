@@ -36,7 +36,9 @@ pub fn attach_counters(root: &BpfRoot, iface: &str) -> Result<u32, DatapathError
 /// there, at `order` among the hook's TCX programs. The object is loaded
 /// (its maps reused from their pins) only when something must be attached
 /// (re-attaching after an agent restart is the common case); links are
-/// pinned so they outlive the agent.
+/// pinned so they outlive the agent. Links that other code pinned for the
+/// same program and interface go once the new one is attached, so an
+/// upgrade hands the packets over without a moment of no program.
 pub(crate) fn attach(
     root: &BpfRoot,
     wanted: &[(&'static str, u32, TcAttachType)],
@@ -90,6 +92,16 @@ pub(crate) fn attach(
             source,
         })?;
         tracing::info!(%iface, ifindex, program = name, pin = %pin.display(), "attached");
+        for old in root.other_links(*ifindex, name) {
+            // The pin holds the old link's last reference: removing it
+            // detaches the old program.
+            match std::fs::remove_file(&old) {
+                Ok(()) => tracing::info!(pin = %old.display(), "replaced another build's program"),
+                Err(error) => {
+                    tracing::warn!(pin = %old.display(), %error, "could not remove an old program's link")
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -99,17 +111,20 @@ pub(crate) fn attach(
 pub fn detach_counters(root: &BpfRoot, ifindex: u32) -> Result<bool, DatapathError> {
     let mut found = false;
     for (name, _) in COUNTER_PROGRAMS {
-        let pin = root.link(ifindex, name);
-        match PinnedLink::from_pin(&pin) {
-            // Unpinning drops the last reference: the kernel detaches the program.
-            Ok(link) => {
-                link.unpin().map_err(|source| DatapathError::Bpffs {
-                    path: pin.clone(),
-                    source,
-                })?;
-                found = true;
+        let mut pins = root.other_links(ifindex, name);
+        pins.push(root.link(ifindex, name));
+        for pin in pins {
+            match PinnedLink::from_pin(&pin) {
+                // Unpinning drops the last reference: the kernel detaches the program.
+                Ok(link) => {
+                    link.unpin().map_err(|source| DatapathError::Bpffs {
+                        path: pin.clone(),
+                        source,
+                    })?;
+                    found = true;
+                }
+                Err(error) => tracing::debug!(ifindex, program = name, %error, "not attached"),
             }
-            Err(error) => tracing::debug!(ifindex, program = name, %error, "not attached"),
         }
     }
     let _ = std::fs::remove_dir(root.links_dir(ifindex));

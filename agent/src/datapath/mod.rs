@@ -20,6 +20,21 @@ use std::path::PathBuf;
 pub(crate) static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shoal-agent-ebpf"));
 
+/// A digest of [`EBPF_OBJECT`] (FNV-1a, 64 bits, hex), part of every link's
+/// pin name: an upgraded agent whose programs changed (with the same map
+/// layout) finds no pin of its own and replaces the old programs.
+pub(crate) fn code_digest() -> &'static str {
+    static DIGEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DIGEST.get_or_init(|| {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in EBPF_OBJECT {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     #[error("interface {name:?} not found in this network namespace")]
