@@ -166,7 +166,7 @@ const ROLLING: &str = "services:
         monitor: 2s
       rollback_config:
         parallelism: 0
-        monitor: 1s
+        monitor: 5s
   db:
     image: shoal/echo:1
     deploy:
@@ -351,9 +351,18 @@ fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<(
         images_are(&cluster, "shoal/echo:1")
     })?;
     cluster.shoal(&["service", "rollback", "app_web"])?;
-    cluster.wait("service rollback to complete", WAIT, || {
+    let rolled_back = cluster.wait("service rollback to complete", WAIT, || {
         (update_state(&cluster, "app_web")? == "rollback_completed").then_some(())
-    })?;
+    });
+    if rolled_back.is_err() {
+        for args in [
+            &["service", "inspect", "app_web"][..],
+            &["service", "ps", "app_web"],
+        ] {
+            println!("{}", cluster.shoal(args).unwrap_or_else(|e| e.to_string()));
+        }
+    }
+    rolled_back?;
     cluster.wait("echo:2 back on every task", WAIT, || {
         images_are(&cluster, "shoal/echo:2")
     })?;
