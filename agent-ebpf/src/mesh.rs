@@ -457,14 +457,7 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
         (cfg.ingress_addr, 0)
     };
     for attempt in 0u16..8 {
-        let reply = CtKey {
-            saddr: backend.addr,
-            daddr: reply_to,
-            sport: backend.port,
-            dport: nat_port,
-            proto: f.proto,
-            _pad: [0; 3],
-        };
+        let reply = reply_key(&backend, reply_to, nat_port, f.proto);
         // SAFETY: a read of a whole entry.
         let taken = unsafe { MESH_CT.get(reply) };
         let free = match taken {
@@ -492,14 +485,7 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
         nat_port = (32768 + host % 28232).to_be();
     }
     if !found && let Some(port) = closing_port {
-        let reply = CtKey {
-            saddr: backend.addr,
-            daddr: reply_to,
-            sport: backend.port,
-            dport: port,
-            proto: f.proto,
-            _pad: [0; 3],
-        };
+        let reply = reply_key(&backend, reply_to, port, f.proto);
         nat_port = port;
         found = MESH_CT.insert(reply, reply_entry(f, &service), 0).is_ok();
     }
@@ -527,6 +513,19 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
     };
     MESH_CT.insert(key, entry, 0).ok()?;
     Some(entry)
+}
+
+/// The key of the replies `backend` sends to `reply_to:nat_port`.
+#[inline(always)]
+fn reply_key(backend: &Backend, reply_to: u32, nat_port: u16, proto: u8) -> CtKey {
+    CtKey {
+        saddr: backend.addr,
+        daddr: reply_to,
+        sport: backend.port,
+        dport: nat_port,
+        proto,
+        _pad: [0; 3],
+    }
 }
 
 /// What a new connection's reply entry says: its client, its published
@@ -637,14 +636,7 @@ fn answers(ctx: &TcContext, cfg: &MeshConfig, f: &Flow, back: &CtEntry, l4: usiz
     let Ok(ack) = ctx.load::<u32>(l4 + 8) else {
         return false;
     };
-    let forward = CtKey {
-        saddr: back.addr,
-        daddr: cfg.node_addr,
-        sport: back.port,
-        dport: back.nat_port,
-        proto: f.proto,
-        _pad: [0; 3],
-    };
+    let forward = forward_key(cfg, back, f.proto);
     // SAFETY: a read of a whole entry.
     let ours = unsafe { MESH_CT.get(forward) }
         .is_some_and(|e| u32::from_be(e.syn_seq).wrapping_add(1) == u32::from_be(ack));
@@ -652,6 +644,20 @@ fn answers(ctx: &TcContext, cfg: &MeshConfig, f: &Flow, back: &CtEntry, l4: usiz
         let _ = MESH_CT.remove(f.key());
     }
     ours
+}
+
+/// The client-to-node key of a published-port connection, from its reply
+/// entry (which names the client and the published port).
+#[inline(always)]
+fn forward_key(cfg: &MeshConfig, back: &CtEntry, proto: u8) -> CtKey {
+    CtKey {
+        saddr: back.addr,
+        daddr: cfg.node_addr,
+        sport: back.port,
+        dport: back.nat_port,
+        proto,
+        _pad: [0; 3],
+    }
 }
 
 /// Out of the underlay interface, the kernel filling in the MACs from its
@@ -688,14 +694,7 @@ fn reply(ctx: &mut TcContext, cfg: &MeshConfig, f: &Flow) -> Option<i32> {
             // A backend refused a connection it never accepted (it died,
             // or is stopping): forget the pick and hide the reset. The
             // client's retransmitted SYN goes to another backend.
-            let forward = CtKey {
-                saddr: back.addr,
-                daddr: cfg.node_addr,
-                sport: back.port,
-                dport: back.nat_port,
-                proto: f.proto,
-                _pad: [0; 3],
-            };
+            let forward = forward_key(cfg, &back, f.proto);
             let _ = MESH_CT.remove(forward);
             let _ = MESH_CT.remove(key);
             return Some(TC_ACT_SHOT);
@@ -704,14 +703,7 @@ fn reply(ctx: &mut TcContext, cfg: &MeshConfig, f: &Flow) -> Option<i32> {
         unsafe { (*slot).flags = back.flags | CT_ESTABLISHED };
     }
     if f.proto == PROTO_TCP {
-        let forward = CtKey {
-            saddr: back.addr,
-            daddr: cfg.node_addr,
-            sport: back.port,
-            dport: back.nat_port,
-            proto: f.proto,
-            _pad: [0; 3],
-        };
+        let forward = forward_key(cfg, &back, f.proto);
         mark_closing(ctx, &forward, &key);
     }
     rewrite(ctx, f, cfg.node_addr, back.addr, back.nat_port, back.port)?;
