@@ -101,6 +101,27 @@ fn a_published_port_answers_on_every_node_round_robin_over_every_task() -> Resul
         String::from_utf8_lossy(&out.stdout).contains(&big),
         "3,000 bytes through the mesh did not come back: {out:?}"
     );
+    // Transfers of many segments, both ways through the mesh's own VXLAN
+    // and its fallbacks (the tasks send GSO super-packets, which the
+    // kernel's VXLAN device carries), arrive whole through every node.
+    for node in NODES {
+        let out = client_output(&[
+            "--timeout-ms",
+            "10000",
+            "http-get",
+            &format!("http://{node}:8080/bytes/4000000"),
+            "--count",
+            "6",
+            "--length",
+        ])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success()
+                && text.lines().count() == 6
+                && text.lines().all(|l| l.ends_with(" 200 4000000 bytes")),
+            "4 MB through {node}: {text}"
+        );
+    }
 
     // The nodes' counters reach `service inspect` with their heartbeats.
     let counted = cluster.wait("180 connections counted in service inspect", WAIT, || {

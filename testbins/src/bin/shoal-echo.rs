@@ -3,6 +3,7 @@
 //! - HTTP on `ECHO_PORT` (80): `GET /` answers a JSON line naming this
 //!   container (hostname, task, version, the client's address);
 //!   `GET /file/PATH` returns a file of the container's filesystem;
+//!   `GET /bytes/N` returns N bytes (`x`), for transfers of many segments;
 //!   `GET /healthz` is 200 or 503, switched by `GET /healthz/fail` and
 //!   `GET /healthz/pass` (or started failing with `ECHO_UNHEALTHY=1`).
 //! - UDP echo on the same port: the datagram back, or the identity line for `whoami`.
@@ -22,6 +23,9 @@ use std::{
 
 use anyhow::{Context, Result};
 use shoal_testbins::http;
+
+/// The largest `/bytes/N` answer: 64 MiB.
+const MAX_BYTES: usize = 64 << 20;
 
 struct Identity {
     hostname: String,
@@ -129,6 +133,12 @@ fn serve_http(stream: TcpStream, identity: &Identity, healthy: &AtomicBool) -> s
             ("GET" | "POST", "/healthz/pass") => {
                 healthy.store(true, Ordering::Relaxed);
                 (200, b"now passing /healthz\n".to_vec())
+            }
+            ("GET", path) if path.starts_with("/bytes/") => {
+                match path["/bytes/".len()..].parse::<usize>() {
+                    Ok(n) if n <= MAX_BYTES => (200, vec![b'x'; n]),
+                    _ => (400, format!("/bytes/N: N up to {MAX_BYTES}\n").into_bytes()),
+                }
             }
             ("GET", path) if path.starts_with("/file/") => {
                 match std::fs::read(&path["/file".len()..]) {

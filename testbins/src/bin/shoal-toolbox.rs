@@ -40,6 +40,9 @@ enum Command {
         count: u32,
         #[arg(long, default_value_t = 0)]
         interval_ms: u64,
+        /// Print the body's length in bytes instead of the body.
+        #[arg(long)]
+        length: bool,
     },
     /// Look up A records: one address per line. Exit 3 on NXDOMAIN, 4 on another error rcode.
     Dns {
@@ -83,7 +86,8 @@ fn run(command: Command, timeout: Duration) -> Result<ExitCode> {
             url,
             count,
             interval_ms,
-        } => http_get(&url, count, interval_ms, timeout),
+            length,
+        } => http_get(&url, count, interval_ms, length, timeout),
         Command::Dns { name, server } => {
             let server = match server {
                 Some(s) => parse_server(&s)?,
@@ -147,7 +151,13 @@ fn run(command: Command, timeout: Duration) -> Result<ExitCode> {
     }
 }
 
-fn http_get(url: &str, count: u32, interval_ms: u64, timeout: Duration) -> Result<ExitCode> {
+fn http_get(
+    url: &str,
+    count: u32,
+    interval_ms: u64,
+    length: bool,
+    timeout: Duration,
+) -> Result<ExitCode> {
     let rest = url
         .strip_prefix("http://")
         .with_context(|| format!("{url}: only http:// URLs"))?;
@@ -162,6 +172,9 @@ fn http_get(url: &str, count: u32, interval_ms: u64, timeout: Duration) -> Resul
     for n in 1..=count {
         let started = std::time::Instant::now();
         match http::get(addr, host, &path, timeout) {
+            Ok(response) if length => {
+                println!("{n} {} {} bytes", response.status, response.body.len())
+            }
             Ok(response) => println!("{n} {} {}", response.status, response.body.trim_end()),
             Err(error) => {
                 failed += 1;
