@@ -174,66 +174,23 @@ struct Written {
 impl MeshMaps {
     /// Opens the maps an earlier `attach_mesh` pinned.
     pub fn open(root: &BpfRoot) -> Result<Self, DatapathError> {
-        fn open_map(root: &BpfRoot, name: &str) -> Result<Map, DatapathError> {
-            let path = root.map(name);
-            let error = |source| DatapathError::Map {
-                path: path.clone(),
-                source,
-            };
-            let data = MapData::from_pin(&path).map_err(error)?;
-            Map::from_map_data(data).map_err(error)
-        }
-        let error = |name: &str| {
-            let path = root.map(name);
-            move |source| DatapathError::Map { path, source }
-        };
         let config = Array::try_from(open_map(root, names::MESH_CONFIG)?)
-            .map_err(error(names::MESH_CONFIG))?;
-        let ports: BpfHashMap<_, PortKey, PortEntry> =
-            BpfHashMap::try_from(open_map(root, names::MESH_PORTS)?)
-                .map_err(error(names::MESH_PORTS))?;
-        let backends: BpfHashMap<_, BackendKey, Backend> =
-            BpfHashMap::try_from(open_map(root, names::MESH_BACKENDS)?)
-                .map_err(error(names::MESH_BACKENDS))?;
+            .map_err(map_error(root, names::MESH_CONFIG))?;
         let stats = PerCpuArray::try_from(open_map(root, names::MESH_STATS)?)
-            .map_err(error(names::MESH_STATS))?;
-        let live: BpfHashMap<_, Backend, u32> =
-            BpfHashMap::try_from(open_map(root, names::MESH_LIVE)?)
-                .map_err(error(names::MESH_LIVE))?;
-        let vips: BpfHashMap<_, u32, PortEntry> =
-            BpfHashMap::try_from(open_map(root, names::MESH_VIPS)?)
-                .map_err(error(names::MESH_VIPS))?;
-        let tunnels: BpfHashMap<_, u32, u32> =
-            BpfHashMap::try_from(open_map(root, names::MESH_TUNNELS)?)
-                .map_err(error(names::MESH_TUNNELS))?;
-        let local: BpfHashMap<_, u32, u32> =
-            BpfHashMap::try_from(open_map(root, names::MESH_LOCAL)?)
-                .map_err(error(names::MESH_LOCAL))?;
+            .map_err(map_error(root, names::MESH_STATS))?;
+        let (ports, held_ports) = open_hash(root, names::MESH_PORTS)?;
+        let (backends, held_backends) = open_hash(root, names::MESH_BACKENDS)?;
+        let (live, held_live) = open_hash(root, names::MESH_LIVE)?;
+        let (vips, held_vips) = open_hash(root, names::MESH_VIPS)?;
+        let (tunnels, held_tunnels) = open_hash(root, names::MESH_TUNNELS)?;
+        let (local, held_local) = open_hash(root, names::MESH_LOCAL)?;
         let written = Written {
-            ports: ports
-                .iter()
-                .collect::<Result<_, _>>()
-                .map_err(error(names::MESH_PORTS))?,
-            vips: vips
-                .iter()
-                .collect::<Result<_, _>>()
-                .map_err(error(names::MESH_VIPS))?,
-            backends: backends
-                .iter()
-                .collect::<Result<_, _>>()
-                .map_err(error(names::MESH_BACKENDS))?,
-            live: live
-                .iter()
-                .collect::<Result<_, _>>()
-                .map_err(error(names::MESH_LIVE))?,
-            tunnels: tunnels
-                .iter()
-                .collect::<Result<_, _>>()
-                .map_err(error(names::MESH_TUNNELS))?,
-            local: local
-                .iter()
-                .collect::<Result<_, _>>()
-                .map_err(error(names::MESH_LOCAL))?,
+            ports: held_ports,
+            vips: held_vips,
+            backends: held_backends,
+            live: held_live,
+            tunnels: held_tunnels,
+            local: held_local,
         };
         Ok(Self {
             root: root.maps_dir(),
@@ -564,6 +521,36 @@ impl MeshMaps {
         self.stats_cache.retain(|slot, _| in_use.contains(slot));
         out
     }
+}
+
+fn map_error(root: &BpfRoot, name: &str) -> impl Fn(aya::maps::MapError) -> DatapathError {
+    let path = root.map(name);
+    move |source| DatapathError::Map {
+        path: path.clone(),
+        source,
+    }
+}
+
+fn open_map(root: &BpfRoot, name: &str) -> Result<Map, DatapathError> {
+    let data = MapData::from_pin(root.map(name)).map_err(map_error(root, name))?;
+    Map::from_map_data(data).map_err(map_error(root, name))
+}
+
+/// A pinned hash map and a copy of what it holds.
+type Mirrored<K, V> = (BpfHashMap<MapData, K, V>, HashMap<K, V>);
+
+/// A pinned hash map, and what it holds now (the mirror `MeshMaps` keeps).
+fn open_hash<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
+    root: &BpfRoot,
+    name: &str,
+) -> Result<Mirrored<K, V>, DatapathError> {
+    let map: BpfHashMap<MapData, K, V> =
+        BpfHashMap::try_from(open_map(root, name)?).map_err(map_error(root, name))?;
+    let held = map
+        .iter()
+        .collect::<Result<_, _>>()
+        .map_err(map_error(root, name))?;
+    Ok((map, held))
 }
 
 /// Makes an address-keyed map (and its mirror) hold exactly `wanted`,
