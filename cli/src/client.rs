@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use hyper_util::rt::TokioIo;
-use shoal_api::pb::control_client::ControlClient;
+use shoal_api::pb::{Empty, Node, Task, control_client::ControlClient};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub type Client = ControlClient<Channel>;
@@ -40,4 +40,24 @@ pub async fn connect(host: &str) -> Result<Client> {
 /// A gRPC error as the user should read it: the manager's message.
 pub fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())
+}
+
+/// Every node the manager knows.
+pub async fn nodes(client: &mut Client) -> Result<Vec<Node>> {
+    Ok(client
+        .list_nodes(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .nodes)
+}
+
+/// Every task the manager keeps (history included).
+pub async fn tasks(client: &mut Client) -> Result<Vec<Task>> {
+    Ok(client
+        .list_tasks(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .tasks)
 }

@@ -147,12 +147,16 @@ impl Overlay {
         let wanted: HashSet<u32> = set.networks.iter().map(|n| n.vxlan_id).collect();
         let mut problems = Vec::new();
         let mut published = Vec::new();
+        // One dump serves the whole sync: the devices it creates are
+        // wanted ones, and the veths it looks up are made by `attach`
+        // (which tells the mesh itself).
+        let links = self.nl.links().await?;
         for network in &set.networks {
             let result = async {
                 let devices = self.ensure_network(network).await?;
                 self.program_peers(network, devices, set).await?;
                 if is_ingress(network) {
-                    published = self.program_ingress(network, devices, set).await?;
+                    published = self.program_ingress(network, devices, set, &links).await?;
                 }
                 Ok::<_, anyhow::Error>(())
             }
@@ -165,7 +169,7 @@ impl Overlay {
             problems.push(format!("load balancing tables: {error:#}"));
         }
         // Devices of networks no task here uses any more go.
-        for link in self.nl.links().await? {
+        for link in &links {
             let vni = link
                 .name
                 .strip_prefix(VXLAN_PREFIX)
@@ -344,6 +348,7 @@ impl Overlay {
         network: &Network,
         devices: Devices,
         set: &AssignmentSet,
+        links: &[netlink::Link],
     ) -> Result<Vec<MeshService>> {
         let Some(root) = &self.bpf_root else {
             return Ok(Vec::new());
@@ -387,20 +392,14 @@ impl Overlay {
             .filter(|e| e.network_id == id && e.node_addr != local)
             .filter_map(|e| Some((e.addr.parse().ok()?, e.node_addr.parse().ok()?)))
             .collect();
-        let veths: HashMap<String, u32> = self
-            .nl
-            .links()
-            .await?
-            .into_iter()
-            .map(|l| (l.name, l.index))
-            .collect();
+        let veths: HashMap<&str, u32> = links.iter().map(|l| (l.name.as_str(), l.index)).collect();
         let here: HashMap<Ipv4Addr, u32> = set
             .endpoints
             .iter()
             .filter(|e| e.network_id == id && e.node_addr == local)
             .filter_map(|e| {
                 let (veth, _) = veth_names(&e.task_id, id);
-                Some((e.addr.parse().ok()?, *veths.get(&veth)?))
+                Some((e.addr.parse().ok()?, *veths.get(veth.as_str())?))
             })
             .collect();
         self.with_maps(|maps| {

@@ -58,12 +58,7 @@ pub async fn join_token(client: &mut Client, args: JoinToken) -> Result<()> {
     if args.rotate {
         println!("Successfully rotated {} join token.\n", role.word());
     }
-    let nodes = client
-        .list_nodes(Empty {})
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .nodes;
+    let nodes = client::nodes(client).await?;
     let leader = nodes
         .iter()
         .filter_map(|n| n.manager_status.as_ref())

@@ -4,12 +4,12 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 use serde_json::json;
 use shoal_api::pb::{
-    Availability, Empty, Node, NodeRole, NodeState, RemoveNodeRequest, UpdateNodeRequest,
+    Availability, Node, NodeRole, NodeState, RemoveNodeRequest, UpdateNodeRequest,
 };
 
 use super::resolve;
 use crate::{
-    client::{Client, status_error},
+    client::{self, Client, status_error},
     output::{Format, Listing, print_inspect, rfc3339, title},
 };
 
@@ -84,12 +84,7 @@ fn manager_status(n: &Node) -> String {
 }
 
 pub async fn run(client: &mut Client, command: NodeCommand) -> Result<()> {
-    let mut nodes = client
-        .list_nodes(Empty {})
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .nodes;
+    let mut nodes = client::nodes(client).await?;
     nodes.sort_by(|a, b| hostname(a).cmp(hostname(b)).then(id(a).cmp(id(b))));
     match command {
         NodeCommand::Ls { quiet, format } => {
@@ -199,12 +194,7 @@ pub async fn run(client: &mut Client, command: NodeCommand) -> Result<()> {
 
 /// `promote` and `demote`.
 pub async fn set_role(client: &mut Client, queries: &[String], role: NodeRole) -> Result<()> {
-    let nodes = client
-        .list_nodes(Empty {})
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .nodes;
+    let nodes = client::nodes(client).await?;
     for q in queries {
         let n = resolve("node", q, &nodes, id, hostname)?;
         if n.role() == role && n.spec.as_ref().map(|s| s.desired_role()) == Some(role) {

@@ -6,11 +6,14 @@ use std::io::Read;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde_json::json;
-use shoal_api::pb::{ConfigSpec, Empty, IdRequest, Meta, SecretSpec};
+use shoal_api::pb::{
+    ConfigSpec, Empty, IdRequest, Meta, SecretSpec, UpdateConfigRequest, UpdateSecretRequest,
+};
 
 use super::resolve;
 use crate::{
     client::{Client, status_error},
+    compose::convert::FileObject,
     output::{Format, Listing, ago, print_inspect, rfc3339},
 };
 
@@ -51,11 +54,64 @@ pub enum Kind {
     Config,
 }
 
-struct Item {
-    meta: Meta,
-    name: String,
-    labels: std::collections::BTreeMap<String, String>,
-    data: Vec<u8>,
+impl Kind {
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            Self::Secret => "secret",
+            Self::Config => "config",
+        }
+    }
+
+    pub(crate) async fn remove(self, client: &mut Client, id: String) -> Result<(), tonic::Status> {
+        match self {
+            Self::Secret => client.remove_secret(IdRequest { id }).await.map(drop),
+            Self::Config => client.remove_config(IdRequest { id }).await.map(drop),
+        }
+    }
+
+    /// Creates it, or (`id` given) asks the manager to keep it: only its
+    /// labels may change, and new content is refused.
+    pub(crate) async fn put(
+        self,
+        client: &mut Client,
+        id: Option<String>,
+        object: &FileObject,
+        data: &[u8],
+    ) -> Result<(), tonic::Status> {
+        let (name, labels, data) = (object.name.clone(), object.labels.clone(), data.to_vec());
+        match (self, id) {
+            (Self::Secret, None) => client
+                .create_secret(SecretSpec { name, labels, data })
+                .await
+                .map(drop),
+            (Self::Secret, Some(id)) => client
+                .update_secret(UpdateSecretRequest {
+                    id,
+                    spec: Some(SecretSpec { name, labels, data }),
+                })
+                .await
+                .map(drop),
+            (Self::Config, None) => client
+                .create_config(ConfigSpec { name, labels, data })
+                .await
+                .map(drop),
+            (Self::Config, Some(id)) => client
+                .update_config(UpdateConfigRequest {
+                    id,
+                    spec: Some(ConfigSpec { name, labels, data }),
+                })
+                .await
+                .map(drop),
+        }
+    }
+}
+
+/// One as listed (a secret's data never comes back: empty).
+pub(crate) struct Item {
+    pub(crate) meta: Meta,
+    pub(crate) name: String,
+    pub(crate) labels: std::collections::BTreeMap<String, String>,
+    pub(crate) data: Vec<u8>,
 }
 
 fn read_data(file: &str) -> Result<Vec<u8>> {
@@ -70,7 +126,7 @@ fn read_data(file: &str) -> Result<Vec<u8>> {
     Ok(data)
 }
 
-async fn list(client: &mut Client, kind: Kind) -> Result<Vec<Item>> {
+pub(crate) async fn list(client: &mut Client, kind: Kind) -> Result<Vec<Item>> {
     Ok(match kind {
         Kind::Secret => client
             .list_secrets(Empty {})
@@ -110,10 +166,7 @@ async fn list(client: &mut Client, kind: Kind) -> Result<Vec<Item>> {
 }
 
 pub async fn run(client: &mut Client, kind: Kind, command: ObjectCommand) -> Result<()> {
-    let word = match kind {
-        Kind::Secret => "secret",
-        Kind::Config => "config",
-    };
+    let word = kind.word();
     match command {
         ObjectCommand::Create { name, file, label } => {
             let data = read_data(&file)?;
@@ -193,13 +246,9 @@ pub async fn run(client: &mut Client, kind: Kind, command: ObjectCommand) -> Res
             let items = list(client, kind).await?;
             for q in &names {
                 let item = resolve(word, q, &items, |i| &i.meta.id, |i| &i.name)?;
-                let id = IdRequest {
-                    id: item.meta.id.clone(),
-                };
-                match kind {
-                    Kind::Secret => client.remove_secret(id).await.map_err(status_error)?,
-                    Kind::Config => client.remove_config(id).await.map_err(status_error)?,
-                };
+                kind.remove(client, item.meta.id.clone())
+                    .await
+                    .map_err(status_error)?;
                 println!("{q}");
             }
         }

@@ -7,10 +7,10 @@
 use std::{collections::BTreeMap, io::IsTerminal, time::Duration};
 
 use anyhow::{Result, bail};
-use shoal_api::pb::{Empty, Service, ServiceMode, Task, TaskState};
+use shoal_api::pb::{Service, ServiceMode, Task, TaskState};
 
 use super::service::{service_id, service_name, services};
-use crate::client::{Client, status_error};
+use crate::client::{Client, tasks};
 
 const BARS_SHOWN: usize = 20;
 const POLL: Duration = Duration::from_millis(300);
@@ -169,12 +169,7 @@ pub async fn converge(client: &mut Client, ids: &[String], rollback: bool) -> Re
             else {
                 bail!("service {id} was removed while deploying");
             };
-            let tasks = client
-                .list_tasks(Empty {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .tasks;
+            let tasks = tasks(client).await?;
             let snap = snapshot(&service, &tasks);
             let update_state = snap.update.as_ref().map(|u| u.0.as_str()).unwrap_or("");
             let updating = matches!(update_state, "updating" | "rollback_started");

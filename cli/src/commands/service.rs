@@ -13,7 +13,7 @@ use shoal_api::pb::{
 
 use super::{resolve, service_flags as flags};
 use crate::{
-    client::{Client, status_error},
+    client::{self, Client, status_error},
     output::{Format, Listing, ago, print_inspect, rfc3339, short, title},
 };
 
@@ -599,12 +599,7 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
             };
             let all = services(client).await?;
             let id = service_id(find(&all, &service)?).to_owned();
-            let nodes = client
-                .list_nodes(Empty {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .nodes;
+            let nodes = client::nodes(client).await?;
             let hostname = |id: &str| {
                 nodes
                     .iter()
@@ -740,18 +735,8 @@ pub(crate) async fn print_tasks(
     format: Format,
 ) -> Result<()> {
     let filters = Filters::parse(filter)?;
-    let tasks = client
-        .list_tasks(Empty {})
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .tasks;
-    let nodes = client
-        .list_nodes(Empty {})
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .nodes;
+    let tasks = client::tasks(client).await?;
+    let nodes = client::nodes(client).await?;
     task_listing(services, &tasks, &nodes, &filters, no_trunc, format).print(format, quiet);
     Ok(())
 }

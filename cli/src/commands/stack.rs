@@ -7,12 +7,12 @@ use std::{collections::BTreeSet, path::PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use shoal_api::pb::{
-    ConfigSpec, Empty, IdRequest, SecretSpec, ServiceSummary, UpdateConfigRequest,
-    UpdateSecretRequest, UpdateServiceRequest,
-};
+use shoal_api::pb::{Empty, IdRequest, ServiceSummary, UpdateServiceRequest};
 
-use super::{progress, service};
+use super::{
+    objects::{self, Kind},
+    progress, service,
+};
 use crate::{
     client::{Client, status_error},
     compose::{
@@ -228,10 +228,10 @@ async fn deploy(
         }
     }
 
-    for kind in [FileKind::Secret, FileKind::Config] {
+    for kind in [Kind::Secret, Kind::Config] {
         let wanted = match kind {
-            FileKind::Secret => &stack.secrets,
-            FileKind::Config => &stack.configs,
+            Kind::Secret => &stack.secrets,
+            Kind::Config => &stack.configs,
         };
         ensure_file_objects(client, kind, wanted, files).await?;
     }
@@ -310,119 +310,20 @@ async fn deploy(
     Ok(())
 }
 
-type Labels = std::collections::BTreeMap<String, String>;
-
-/// A secret or config as listed: never its data.
-struct Listed {
-    name: String,
-    id: String,
-    labels: Labels,
-}
-
-#[derive(Clone, Copy)]
-enum FileKind {
-    Secret,
-    Config,
-}
-
-impl FileKind {
-    fn word(self) -> &'static str {
-        match self {
-            Self::Secret => "secret",
-            Self::Config => "config",
-        }
-    }
-
-    /// Every one in the cluster.
-    async fn existing(self, client: &mut Client) -> Result<Vec<Listed>> {
-        let listed = |meta: Option<shoal_api::pb::Meta>, spec: Option<(String, Labels)>| {
-            let (name, labels) = spec.unwrap_or_default();
-            Listed {
-                name,
-                id: meta.map(|m| m.id).unwrap_or_default(),
-                labels,
-            }
-        };
-        Ok(match self {
-            Self::Secret => client
-                .list_secrets(Empty {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .secrets
-                .into_iter()
-                .map(|s| listed(s.meta, s.spec.map(|x| (x.name, x.labels))))
-                .collect(),
-            Self::Config => client
-                .list_configs(Empty {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .configs
-                .into_iter()
-                .map(|c| listed(c.meta, c.spec.map(|x| (x.name, x.labels))))
-                .collect(),
-        })
-    }
-
-    async fn remove(self, client: &mut Client, id: String) -> Result<(), tonic::Status> {
-        match self {
-            Self::Secret => client.remove_secret(IdRequest { id }).await.map(drop),
-            Self::Config => client.remove_config(IdRequest { id }).await.map(drop),
-        }
-    }
-
-    /// Creates it, or (`id` given) asks the manager to keep it: only its
-    /// labels may change, and new content is refused.
-    async fn put(
-        self,
-        client: &mut Client,
-        id: Option<String>,
-        object: &FileObject,
-        data: &[u8],
-    ) -> Result<(), tonic::Status> {
-        let (name, labels, data) = (object.name.clone(), object.labels.clone(), data.to_vec());
-        match (self, id) {
-            (Self::Secret, None) => client
-                .create_secret(SecretSpec { name, labels, data })
-                .await
-                .map(drop),
-            (Self::Secret, Some(id)) => client
-                .update_secret(UpdateSecretRequest {
-                    id,
-                    spec: Some(SecretSpec { name, labels, data }),
-                })
-                .await
-                .map(drop),
-            (Self::Config, None) => client
-                .create_config(ConfigSpec { name, labels, data })
-                .await
-                .map(drop),
-            (Self::Config, Some(id)) => client
-                .update_config(UpdateConfigRequest {
-                    id,
-                    spec: Some(ConfigSpec { name, labels, data }),
-                })
-                .await
-                .map(drop),
-        }
-    }
-}
-
 /// The stack's secrets (or configs): external ones must exist, file ones
 /// are created, or kept if their content did not change.
 async fn ensure_file_objects(
     client: &mut Client,
-    kind: FileKind,
+    kind: Kind,
     wanted: &[FileObject],
     files: &[PathBuf],
 ) -> Result<()> {
-    let existing = kind.existing(client).await?;
+    let existing = objects::list(client, kind).await?;
     for object in wanted {
         let id = existing
             .iter()
             .find(|e| e.name == object.name)
-            .map(|e| e.id.clone());
+            .map(|e| e.meta.id.clone());
         match (id, &object.data) {
             (None, None) => bail!(
                 "{} {:?} is declared as external ({}), but could not be found",
@@ -475,8 +376,8 @@ async fn remove(client: &mut Client, stack: &str) -> Result<()> {
         .filter(|n| n.spec.as_ref().is_some_and(|s| in_stack(&s.labels, stack)))
         .collect();
     let mut files = Vec::new();
-    for kind in [FileKind::Secret, FileKind::Config] {
-        for listed in kind.existing(client).await? {
+    for kind in [Kind::Secret, Kind::Config] {
+        for listed in objects::list(client, kind).await? {
             if in_stack(&listed.labels, stack) {
                 files.push((kind, listed));
             }
@@ -519,7 +420,9 @@ async fn remove(client: &mut Client, stack: &str) -> Result<()> {
     }
     for (kind, listed) in files {
         println!("Removing {} {}", kind.word(), listed.name);
-        kind.remove(client, listed.id).await.map_err(status_error)?;
+        kind.remove(client, listed.meta.id)
+            .await
+            .map_err(status_error)?;
     }
     Ok(())
 }
