@@ -60,10 +60,32 @@ pub struct SessionState {
 }
 
 fn channel(addr: &str) -> anyhow::Result<Channel> {
-    Ok(Channel::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true)
-        .connect_lazy())
+    Ok(shoal_api::keepalive(Channel::from_shared(format!("http://{addr}"))?).connect_lazy())
+}
+
+/// The longest a registration or a status report may take: the manager
+/// holds a call up to 10 s while a leader is elected, and answers after.
+const CALL_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Waits between attempts to reach a manager: short at first (a new
+/// leader is usually known at once), growing while none answers, so a
+/// node cut off from every manager retries calmly and still re-registers
+/// within a heartbeat period of the network coming back.
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// A call with a deadline: a manager that stopped answering fails it.
+async fn bounded<T>(
+    what: &str,
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(answer) => answer.map(tonic::Response::into_inner),
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "{what}: no answer within {limit:?}"
+        ))),
+    }
 }
 
 /// Keeps a session with the cluster's leader until the task is dropped.
@@ -74,9 +96,14 @@ pub async fn run(
 ) {
     let mut managers = config.managers.clone();
     let mut next = 0usize;
+    let mut pause = RETRY_FIRST;
     loop {
         let addr = managers[next % managers.len()].clone();
-        match session(&config, &addr, executor.clone(), &state).await {
+        let outcome = session(&config, &addr, executor.clone(), &state).await;
+        if state.borrow().connected_to.is_some() {
+            pause = RETRY_FIRST; // this attempt got a session: start calm again
+        }
+        match outcome {
             Ok(Redirect::To(leader)) => {
                 tracing::info!(%leader, "the leader moved; following it");
                 if !managers.contains(&leader) {
@@ -102,7 +129,8 @@ pub async fn run(
         }
         state.send_modify(|s| s.connected_to = None);
         next += 1;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RETRY_MAX);
     }
 }
 
@@ -128,17 +156,16 @@ async fn session(
 ) -> anyhow::Result<Redirect> {
     let mut client = DispatcherClient::new(channel(addr)?);
     let node_id = state.borrow().node_id.clone();
-    let registered = client
-        .register(RegisterRequest {
-            token: config.token.clone(),
-            node_id,
-            description: Some(config.description.clone()),
-            advertise_addr: config.advertise_addr.clone(),
-            labels: config.labels.clone(),
-        })
-        .await;
+    let request = RegisterRequest {
+        token: config.token.clone(),
+        node_id,
+        description: Some(config.description.clone()),
+        advertise_addr: config.advertise_addr.clone(),
+        labels: config.labels.clone(),
+    };
+    let registered = bounded("registering", CALL_DEADLINE, client.register(request)).await;
     let registered = match registered {
-        Ok(r) => r.into_inner(),
+        Ok(r) => r,
         Err(status) => {
             if let Some(leader) = leader_of(&status) {
                 return Ok(Redirect::To(leader));
@@ -162,7 +189,13 @@ async fn session(
     tracing::info!(node = %registered.node_id, manager = %addr, "registered");
 
     let (report_tx, mut report_rx) = mpsc::unbounded_channel::<TaskStatusUpdate>();
-    let mut stream = client.assignments(session.clone()).await?.into_inner();
+    let mut stream = bounded(
+        "opening the assignment stream",
+        CALL_DEADLINE,
+        client.assignments(session.clone()),
+    )
+    .await
+    .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
     let period = Duration::from_millis(registered.heartbeat_period_ms.max(50) as u64);
     let mut heartbeat = tokio::time::interval(period);
     let mut answered = std::collections::HashSet::new();
@@ -184,7 +217,11 @@ async fn session(
                 },
             },
             _ = heartbeat.tick() => {
-                if let Err(status) = client.heartbeat(HeartbeatRequest { session: Some(session.clone()), counters: executor.counters() }).await {
+                // A heartbeat not answered within a period is as good as
+                // lost: the manager is gone or cut off. Going elsewhere now
+                // keeps this node from being marked down while it is up.
+                let beat = HeartbeatRequest { session: Some(session.clone()), counters: executor.counters() };
+                if let Err(status) = bounded("heartbeat", period, client.heartbeat(beat)).await {
                     return match leader_of(&status) {
                         Some(leader) => Ok(Redirect::To(leader)),
                         None => Err(anyhow::anyhow!("heartbeat: {}", status.message())),
@@ -197,7 +234,7 @@ async fn session(
                     updates.push(more);
                 }
                 let request = UpdateTaskStatusRequest { session: Some(session.clone()), updates };
-                if let Err(status) = client.update_task_status(request).await {
+                if let Err(status) = bounded("reporting task status", CALL_DEADLINE, client.update_task_status(request)).await {
                     return Err(anyhow::anyhow!("reporting task status: {}", status.message()));
                 }
             }

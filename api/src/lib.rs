@@ -28,6 +28,19 @@ pub const LEADER_METADATA: &str = "shoal-leader";
 /// The manager's TCP port for the control API, the agent protocol and Raft.
 pub const DEFAULT_PORT: u16 = 2377;
 
+/// The connection settings every manager-to-manager and agent-to-manager
+/// channel uses: a short connect timeout, and HTTP/2 pings every second
+/// (idle or not) that give up after 3 s, so a peer cut off without closing
+/// its connections is noticed in seconds and the caller moves on.
+pub fn keepalive(endpoint: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
+    endpoint
+        .connect_timeout(std::time::Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(std::time::Duration::from_secs(1))
+        .keep_alive_timeout(std::time::Duration::from_secs(3))
+        .keep_alive_while_idle(true)
+}
+
 /// What each Shoal binary reports about itself (`shoal version`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -3,9 +3,10 @@
 use anyhow::{Context, Result};
 use hyper_util::rt::TokioIo;
 use shoal_api::pb::{Empty, Node, Task, control_client::ControlClient};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Endpoint, Uri};
 
-pub type Client = ControlClient<Channel>;
+/// A client whose calls wait out elections (see [`crate::retry`]).
+pub type Client = ControlClient<crate::retry::Retrying>;
 
 pub async fn connect(host: &str) -> Result<Client> {
     let channel = if let Some(path) = host.strip_prefix("unix://") {
@@ -34,7 +35,7 @@ pub async fn connect(host: &str) -> Result<Client> {
             .await
             .with_context(|| format!("cannot reach a manager at {addr}"))?
     };
-    Ok(ControlClient::new(channel))
+    Ok(ControlClient::new(crate::retry::Retrying::new(channel)))
 }
 
 /// A gRPC error as the user should read it: the manager's message.

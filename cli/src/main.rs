@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod compose;
 mod output;
+mod retry;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -454,7 +454,9 @@ async fn lead_when_leader(manager: Arc<Manager>, dispatcher: Dispatcher) {
     let mut metrics = manager.raft.metrics();
     let mut components: Option<JoinSet<()>> = None;
     loop {
-        let leading = metrics.borrow().current_leader == Some(manager.raft_id);
+        // With a quorum behind it: a leader cut off from the others stops
+        // scheduling and marking nodes down (it could commit none of it).
+        let leading = manager.is_leader();
         match (leading, components.is_some()) {
             (true, false) => {
                 tracing::info!(

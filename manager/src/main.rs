@@ -98,7 +98,10 @@ impl Common {
             socket: Some(self.socket.clone()),
             hostname,
             timing: Timing::default(),
-            settings: Settings { heartbeat_period },
+            settings: Settings {
+                heartbeat_period,
+                ..Settings::default()
+            },
         })
     }
 }

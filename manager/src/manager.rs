@@ -21,6 +21,10 @@ pub enum WriteError {
     NoLeader,
     #[error("forwarding to the leader at {addr}: {message}")]
     Forward { addr: String, message: String },
+    #[error(
+        "the write was not committed within {0:?} (is a quorum of managers reachable?); it may still be applied: check before retrying"
+    )]
+    NotCommitted(Duration),
     #[error("raft: {0}")]
     Raft(String),
 }
@@ -29,7 +33,7 @@ impl From<WriteError> for tonic::Status {
     fn from(e: WriteError) -> Self {
         match e {
             WriteError::Conflict(m) => tonic::Status::aborted(m),
-            WriteError::NoLeader | WriteError::Forward { .. } => {
+            WriteError::NoLeader | WriteError::Forward { .. } | WriteError::NotCommitted(_) => {
                 tonic::Status::unavailable(e.to_string())
             }
             WriteError::Raft(m) => tonic::Status::internal(m),
@@ -42,14 +46,36 @@ impl From<WriteError> for tonic::Status {
 pub struct Settings {
     /// Default for new clusters; the Cluster object's value wins once set.
     pub heartbeat_period: Duration,
+    /// How long a leader goes on acting as one (serving agents, running the
+    /// scheduler and orchestrators) without a quorum acknowledging it. Past
+    /// this it is probably cut off and the others elect a new leader, so it
+    /// sends its agents elsewhere instead of holding them. Twice the longest
+    /// election timeout: a healthy leader is acknowledged every heartbeat.
+    pub leader_lease: Duration,
+    /// How long a call waits for a leader while none is known (an election,
+    /// a partition): longer than an election, so calls made during one
+    /// succeed instead of failing; bounded, so a cluster without quorum
+    /// answers with a clear error.
+    pub leader_wait: Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             heartbeat_period: Duration::from_secs(5),
+            leader_lease: Duration::from_secs(4),
+            leader_wait: Duration::from_secs(10),
         }
     }
+}
+
+/// Where a call that only the leader serves goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This manager leads (with a quorum behind it).
+    Local,
+    /// The leader is the manager at this API address.
+    Leader(String),
 }
 
 pub struct Manager {
@@ -66,7 +92,7 @@ pub struct Manager {
     /// Each node's load-balancer counters, as its last heartbeat said (on
     /// the leader; observability, not replicated state).
     pub counters: std::sync::Mutex<BTreeMap<String, Vec<shoal_api::pb::ServiceCounters>>>,
-    proposals: mpsc::UnboundedSender<(StoreBatch, oneshot::Sender<Proposed>)>,
+    proposals: mpsc::UnboundedSender<Queued>,
     /// Serialises read-modify-write cycles on the leader, so components
     /// rarely meet version conflicts (which stay as the safety net).
     write_lock: tokio::sync::Mutex<()>,
@@ -103,8 +129,62 @@ impl Manager {
         self.raft.metrics().borrow().current_leader
     }
 
+    /// Whether this manager leads and a quorum acknowledged it within the
+    /// lease. Raft alone keeps a cut-off leader believing it leads until it
+    /// hears of a newer term; everything that acts as the leader (the
+    /// dispatcher, the scheduler, the orchestrators) asks this instead.
     pub fn is_leader(&self) -> bool {
-        self.leader_id() == Some(self.raft_id)
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.current_leader == Some(self.raft_id)
+            && metrics
+                .millis_since_quorum_ack
+                .is_some_and(|ms| u128::from(ms) <= self.settings.leader_lease.as_millis())
+    }
+
+    /// Raft says this manager leads, but no quorum acknowledged it within
+    /// the lease: it is cut off from the other managers.
+    pub fn leads_without_quorum(&self) -> bool {
+        self.leader_id() == Some(self.raft_id) && !self.is_leader()
+    }
+
+    /// Where a leader-only call goes, waiting (until `deadline`) while no
+    /// leader is known, this manager leads without a quorum, or the known
+    /// leader is `avoid` (one that just failed to answer: a new one is being
+    /// elected).
+    pub async fn route(
+        &self,
+        deadline: tokio::time::Instant,
+        avoid: Option<&str>,
+    ) -> Result<Route, tonic::Status> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if self.is_leader() {
+                return Ok(Route::Local);
+            }
+            if let Some(addr) = self.leader_addr().filter(|_| !self.leads_without_quorum()) {
+                if avoid != Some(addr.as_str()) {
+                    return Ok(Route::Leader(addr));
+                }
+            }
+            if tokio::time::timeout_at(deadline, metrics.changed())
+                .await
+                .is_err()
+            {
+                return Err(self.no_leader_status());
+            }
+        }
+    }
+
+    /// The error a call gets when no leader could be found in time.
+    pub fn no_leader_status(&self) -> tonic::Status {
+        let voters = self.voters().len();
+        tonic::Status::unavailable(format!(
+            "no leader was elected within {:?}: a quorum ({} of {voters}) of managers must be reachable from this one ({})",
+            self.settings.leader_wait,
+            voters / 2 + 1,
+            self.addr
+        ))
     }
 
     /// The API address of every manager in the membership, by Raft id.
@@ -198,15 +278,47 @@ impl Manager {
 
     /// Proposes a batch: applied by the leader's Raft when this manager
     /// leads, forwarded to the leader otherwise. Returns the log index.
+    /// While no leader is known (an election) it waits for one, up to
+    /// `settings.leader_wait`; a leader that stops answering is given up
+    /// for the next one within the same bound.
     pub async fn propose(&self, batch: StoreBatch) -> Result<u64, WriteError> {
+        let deadline = tokio::time::Instant::now() + self.settings.leader_wait;
+        let mut avoid: Option<String> = None;
+        loop {
+            let retry = match self.propose_once(&batch, deadline).await {
+                Err(WriteError::NoLeader) => None,
+                Err(WriteError::Forward { addr, message }) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(WriteError::Forward { addr, message });
+                    }
+                    Some(addr)
+                }
+                done => return done,
+            };
+            tracing::debug!(avoid = ?retry, "no leader for a write yet; waiting for one");
+            avoid = retry.or(avoid);
+            // Raft may name no leader for a moment more than `route` sees.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if self.route(deadline, avoid.as_deref()).await.is_err() {
+                return Err(WriteError::NoLeader);
+            }
+        }
+    }
+
+    async fn propose_once(
+        &self,
+        batch: &StoreBatch,
+        deadline: tokio::time::Instant,
+    ) -> Result<u64, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.proposals
-            .send((batch.clone(), reply))
+            .send((batch.clone(), reply, deadline))
             .map_err(|_| WriteError::Raft("the manager is shutting down".into()))?;
         match answer.await {
             Ok(Proposed::Applied(index)) => Ok(index),
             Ok(Proposed::Refused(conflict)) => Err(WriteError::Conflict(conflict)),
             Ok(Proposed::Failed(message)) => Err(WriteError::Raft(message)),
+            Ok(Proposed::NotCommitted) => Err(WriteError::NotCommitted(self.settings.leader_wait)),
             Err(_) => Err(WriteError::Raft("the manager is shutting down".into())),
             Ok(Proposed::NotLeader(None)) => Err(WriteError::NoLeader),
             Ok(Proposed::NotLeader(Some(node))) => {
@@ -215,8 +327,10 @@ impl Manager {
                     message,
                 };
                 let channel = network::channel(&node.addr).map_err(|e| forward(e.to_string()))?;
+                let mut request = tonic::Request::new(batch.clone());
+                request.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
                 let reply = MembershipClient::new(channel)
-                    .propose(batch)
+                    .propose(request)
                     .await
                     .map_err(|status| match status.code() {
                         tonic::Code::Aborted => WriteError::Conflict(status.message().to_owned()),
@@ -260,12 +374,17 @@ impl Manager {
 
     /// Waits until the state this manager serves includes every write the
     /// leader acknowledged before the call (a linearizable read).
+    /// Bounded by `settings.leader_wait`: a leader cut off from the quorum
+    /// cannot confirm it still leads.
     pub async fn linearizable(&self) -> Result<(), tonic::Status> {
-        self.raft
-            .ensure_linearizable()
-            .await
-            .map(|_| ())
-            .map_err(|e| tonic::Status::unavailable(format!("not the leader: {e}")))
+        match tokio::time::timeout(self.settings.leader_wait, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(tonic::Status::unavailable(format!("not the leader: {e}"))),
+            Err(_) => Err(tonic::Status::unavailable(format!(
+                "this manager could not confirm its leadership with a quorum within {:?}",
+                self.settings.leader_wait
+            ))),
+        }
     }
 }
 
@@ -274,8 +393,12 @@ enum Proposed {
     Applied(u64),
     Refused(String),
     NotLeader(Option<BasicNode>),
+    /// Not committed by the proposer's deadline (no quorum answers).
+    NotCommitted,
     Failed(String),
 }
+
+type Queued = (StoreBatch, oneshot::Sender<Proposed>, tokio::time::Instant);
 
 /// Raft entries in flight at once; while they are, new batches queue up and
 /// share the next entry (group commit at the proposal level: openraft 0.9
@@ -284,10 +407,7 @@ const ENTRIES_IN_FLIGHT: usize = 1;
 /// Batches per entry, at most.
 const BATCHES_PER_ENTRY: usize = 512;
 
-async fn batch_proposals(
-    raft: Raft,
-    mut queue: mpsc::UnboundedReceiver<(StoreBatch, oneshot::Sender<Proposed>)>,
-) {
+async fn batch_proposals(raft: Raft, mut queue: mpsc::UnboundedReceiver<Queued>) {
     let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
@@ -302,9 +422,28 @@ async fn batch_proposals(
         }
         let raft = raft.clone();
         tokio::spawn(async move {
-            let (batches, replies): (Vec<_>, Vec<_>) = items.into_iter().unzip();
-            let outcome = raft.client_write(Payload(Proposal { batches })).await;
+            // The entry waits no longer than its most patient proposer: a
+            // leader cut off from the quorum never commits it, and while it
+            // waits no other entry could be proposed here.
+            let deadline = items.iter().map(|(_, _, d)| *d).max();
+            let mut batches = Vec::with_capacity(items.len());
+            let mut replies = Vec::with_capacity(items.len());
+            for (batch, reply, _) in items {
+                batches.push(batch);
+                replies.push(reply);
+            }
+            let write = raft.client_write(Payload(Proposal { batches }));
+            let outcome = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, write).await.ok(),
+                None => Some(write.await),
+            };
             drop(permit);
+            let Some(outcome) = outcome else {
+                for reply in replies {
+                    let _ = reply.send(Proposed::NotCommitted);
+                }
+                return;
+            };
             for (i, reply) in replies.into_iter().enumerate() {
                 let answer = match &outcome {
                     Ok(response) => match response.data.conflicts.get(i).cloned().flatten() {
@@ -314,6 +453,9 @@ async fn batch_proposals(
                     Err(openraft::error::RaftError::APIError(
                         ClientWriteError::ForwardToLeader(f),
                     )) => Proposed::NotLeader(f.leader_node.clone()),
+                    Err(openraft::error::RaftError::Fatal(e)) => Proposed::Failed(format!(
+                        "this manager's Raft stopped ({e}) with the write in flight: it may or may not be applied"
+                    )),
                     Err(e) => Proposed::Failed(e.to_string()),
                 };
                 let _ = reply.send(answer);

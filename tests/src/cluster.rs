@@ -39,6 +39,16 @@ pub fn timing() -> Timing {
     }
 }
 
+/// The manager settings of test clusters: short periods, and a leader
+/// lease of twice the longest election timeout, as in production.
+pub fn settings() -> Settings {
+    Settings {
+        heartbeat_period: HEARTBEAT,
+        leader_lease: Duration::from_millis(2 * timing().election_max_ms),
+        ..Settings::default()
+    }
+}
+
 pub struct TestAgent {
     pub hostname: String,
     pub executor: Arc<SimExecutor>,
@@ -86,9 +96,7 @@ impl TestCluster {
                 socket: None,
                 hostname: format!("manager{i}"),
                 timing: timing(),
-                settings: Settings {
-                    heartbeat_period: HEARTBEAT,
-                },
+                settings: settings(),
             });
         }
         let first = daemon::start(
@@ -145,9 +153,7 @@ impl TestCluster {
             socket: None,
             hostname: hostname.to_owned(),
             timing: timing(),
-            settings: Settings {
-                heartbeat_period: HEARTBEAT,
-            },
+            settings: settings(),
         };
         let remote = self.manager_addrs()[0].clone();
         let joined = daemon::start(

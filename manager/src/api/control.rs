@@ -36,40 +36,59 @@ pub struct ControlService {
     pub manager: Arc<Manager>,
 }
 
-/// On a follower, sends the call to the leader and returns its answer.
+/// Makes sure the leader answers the call: on a follower, sends it to the
+/// leader and returns its answer; on the leader, waits until its state
+/// holds every acknowledged write (a linearizable read). While no leader is
+/// known (an election, a partition) the call waits for one, and a leader
+/// that stops answering is given up for the next, all within
+/// `settings.leader_wait`: calls made during an election succeed.
 macro_rules! forward {
     ($self:ident, $method:ident, $request:ident) => {
-        if let Some((addr, mut leader)) = $self.leader_client()? {
-            return leader.$method($request.into_inner()).await.map_err(|status| {
-                if status.code() == tonic::Code::Unavailable {
-                    tonic::Status::unavailable(format!(
-                        "the leader at {addr} does not answer ({}); if it is down, a new leader is elected within seconds: retry",
-                        status.message()
-                    ))
-                } else {
-                    status
+        let deadline = tokio::time::Instant::now() + $self.manager.settings.leader_wait;
+        let mut avoid: Option<String> = None;
+        loop {
+            match $self.manager.route(deadline, avoid.as_deref()).await? {
+                crate::manager::Route::Local => match $self.manager.linearizable().await {
+                    Ok(()) => break,
+                    // Leadership moved between the check and the read.
+                    Err(_) if !$self.manager.is_leader() && tokio::time::Instant::now() < deadline => continue,
+                    Err(status) => return Err(status),
+                },
+                crate::manager::Route::Leader(addr) => {
+                    let mut leader = leader_client(&addr)?;
+                    let mut call = tonic::Request::new($request.get_ref().clone());
+                    call.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                    match leader.$method(call).await {
+                        Ok(answer) => return Ok(answer),
+                        Err(status)
+                            if status.code() == tonic::Code::Unavailable
+                                && tokio::time::Instant::now() < deadline =>
+                        {
+                            tracing::debug!(%addr, error = %status.message(), "the leader did not answer; waiting for the next");
+                            avoid = Some(addr);
+                        }
+                        Err(status) if status.code() == tonic::Code::Unavailable || status.code() == tonic::Code::DeadlineExceeded => {
+                            return Err(tonic::Status::unavailable(format!(
+                                "the leader at {addr} does not answer ({}) and no other was elected within {:?}: a quorum of managers must be reachable",
+                                status.message(),
+                                $self.manager.settings.leader_wait
+                            )))
+                        }
+                        Err(status) => return Err(status),
+                    }
                 }
-            });
+            }
         }
-        $self.manager.linearizable().await?;
     };
 }
 
-impl ControlService {
-    fn leader_client(
-        &self,
-    ) -> Result<Option<(String, ControlClient<tonic::transport::Channel>)>, Status> {
-        if self.manager.is_leader() {
-            return Ok(None);
-        }
-        let addr = self.manager.leader_addr().ok_or_else(|| {
-            Status::unavailable("no leader is elected right now; retry in a few seconds")
-        })?;
-        let channel =
-            crate::raft::network::channel(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
-        Ok(Some((addr, ControlClient::new(channel))))
-    }
+fn leader_client(addr: &str) -> Result<ControlClient<tonic::transport::Channel>, Status> {
+    let channel =
+        crate::raft::network::channel(addr).map_err(|e| Status::unavailable(e.to_string()))?;
+    Ok(ControlClient::new(channel))
+}
 
+impl ControlService {
     fn cluster_info(&self, state: &State) -> Result<ClusterInfo, Status> {
         let cluster = state
             .cluster
@@ -937,8 +956,9 @@ impl Control for ControlService {
         request: Request<shoal_api::pb::LogsRequest>,
     ) -> Result<Response<Self::ServiceLogsStream>, Status> {
         // A stream cannot go through `forward!`: relay the leader's.
-        if let Some((_, mut leader)) = self.leader_client()? {
-            let stream = leader
+        let deadline = tokio::time::Instant::now() + self.manager.settings.leader_wait;
+        if let crate::manager::Route::Leader(addr) = self.manager.route(deadline, None).await? {
+            let stream = leader_client(&addr)?
                 .service_logs(request.into_inner())
                 .await?
                 .into_inner();

@@ -63,9 +63,17 @@ impl Dispatcher {
             .unwrap_or(self.manager.settings.heartbeat_period)
     }
 
+    /// Agents are served by the leader only. A follower names the leader;
+    /// a leader cut off from the quorum sends its agents to the others (it
+    /// can record nothing, and the others will elect a new leader), so that
+    /// nodes which are up are not marked down for following it.
     fn require_leader(&self) -> Result<(), Status> {
         if self.manager.is_leader() {
             Ok(())
+        } else if self.manager.leads_without_quorum() {
+            Err(Status::unavailable(
+                "this manager is cut off from a quorum of managers; register with another",
+            ))
         } else {
             Err(self.manager.not_leader())
         }
