@@ -650,7 +650,7 @@ async fn five_managers_tolerate_two_losses_and_refuse_writes_without_quorum() ->
     let third = cluster.leader_index().unwrap_or(0);
     cluster.stop_manager(third).await;
     let control = cluster.control().await?;
-    let refused = wait_until(WAIT, "a write refused for want of a leader", || {
+    let refused = wait_until(WAIT * 2, "a write refused for want of a leader", || {
         let mut control = control.clone();
         async move {
             let spec = SecretSpec {
@@ -658,7 +658,10 @@ async fn five_managers_tolerate_two_losses_and_refuse_writes_without_quorum() ->
                 data: b"y".to_vec(),
                 ..Default::default()
             };
-            match tokio::time::timeout(Duration::from_secs(5), control.create_secret(spec)).await {
+            // Managers hold a call while no leader is known, up to their
+            // bound; only then do they refuse it.
+            let bound = shoal_tests::cluster::settings().leader_wait + Duration::from_secs(5);
+            match tokio::time::timeout(bound, control.create_secret(spec)).await {
                 Ok(Err(status)) => Some(status.message().to_owned()),
                 _ => None,
             }

@@ -50,8 +50,13 @@ macro_rules! forward {
             match $self.manager.route(deadline, avoid.as_deref()).await? {
                 crate::manager::Route::Local => match $self.manager.linearizable().await {
                     Ok(()) => break,
-                    // Leadership moved between the check and the read.
-                    Err(_) if !$self.manager.is_leader() && tokio::time::Instant::now() < deadline => continue,
+                    // Leadership moved between the check and the read, or a
+                    // follower's answer came too late on a loaded host: ask
+                    // again (the route follows a new leader).
+                    Err(status) if tokio::time::Instant::now() < deadline => {
+                        tracing::debug!(error = %status.message(), "could not confirm leadership; again");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
                     Err(status) => return Err(status),
                 },
                 crate::manager::Route::Leader(addr) => {

@@ -1,0 +1,295 @@
+//! Partitions on the lab, under a steady client load: a node whose underlay
+//! link is cut (the leader's, a follower manager's, a worker's) is the only
+//! one marked `Down`; only its tasks are rescheduled, after the heartbeat
+//! period × 3; requests entering at the other nodes fail only for the cut
+//! node's tasks and only until they are replaced; after the heal the node
+//! is `Ready` again within a heartbeat period and no task moves back.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, ensure};
+use shoal_tests::{bin, lab_cluster::LabCluster, topology};
+
+/// The lab managers' heartbeat period (Swarm's default): a node is down
+/// after 3 missed heartbeats.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+const WAIT: Duration = Duration::from_secs(60);
+
+fn addr_of(node: &str) -> String {
+    let index: usize = node.trim_start_matches('n').parse().unwrap_or(1);
+    topology::Host::node(index).addr.to_string()
+}
+
+/// Every node's status by hostname, from `node ls`.
+fn statuses(cluster: &LabCluster) -> Result<BTreeMap<String, String>> {
+    Ok(cluster
+        .json_rows(&["node", "ls"])?
+        .iter()
+        .map(|r| {
+            (
+                r["Hostname"].as_str().unwrap_or("").to_owned(),
+                r["Status"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect())
+}
+
+/// Running `web` tasks: task id → node.
+fn running(cluster: &LabCluster) -> Result<BTreeMap<String, String>> {
+    Ok(cluster
+        .json_rows(&["service", "ps", "web"])?
+        .iter()
+        .filter(|r| r["DesiredState"] == "Running")
+        .filter(|r| {
+            r["CurrentState"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("Running"))
+        })
+        .map(|r| {
+            (
+                r["ID"].as_str().unwrap_or("").to_owned(),
+                r["Node"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect())
+}
+
+fn leader(cluster: &LabCluster) -> Result<String> {
+    cluster
+        .json_rows(&["node", "ls"])?
+        .iter()
+        .find(|r| r["ManagerStatus"] == "Leader")
+        .and_then(|r| r["Hostname"].as_str().map(str::to_owned))
+        .context("no leader in node ls")
+}
+
+/// A client in `shoal-client` opening a fresh connection to `node`:8080
+/// every 50 ms; each answer's line is stamped as it arrives.
+struct Load {
+    child: Child,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+/// Each attempt's own time limit: a connection to a cut-off task fails
+/// after this long.
+const ATTEMPT: Duration = Duration::from_millis(1000);
+
+impl Load {
+    fn start(node: &str, count: usize) -> Result<Self> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", topology::CLIENT_NS])
+            .arg(bin("shoal-toolbox")?)
+            .args(["--timeout-ms", &ATTEMPT.as_millis().to_string()])
+            .args(["http-get", &format!("http://{}:8080/", addr_of(node))])
+            .args(["--count", &count.to_string(), "--interval-ms", "50"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("toolbox stdout")?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((Instant::now(), line));
+            }
+        });
+        Ok(Self {
+            child,
+            lines,
+            reader,
+        })
+    }
+
+    /// Stops the client; returns (answered, failed at these instants).
+    fn stop(mut self) -> (usize, Vec<Instant>) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = self.reader.join();
+        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let ok = lines.iter().filter(|(_, l)| l.contains(" 200 ")).count();
+        let failed = lines
+            .iter()
+            .filter(|(_, l)| !l.contains(" 200 "))
+            .map(|(at, _)| *at)
+            .collect();
+        (ok, failed)
+    }
+}
+
+/// Cuts `node` off under load entering at the other nodes and checks the
+/// whole cycle; returns a line for the test's report.
+fn cut_and_heal(cluster: &LabCluster, node: &str, replicas: usize) -> Result<String> {
+    let before = running(cluster)?;
+    ensure!(before.len() == replicas, "web before the cut: {before:?}");
+    let others: Vec<String> = statuses(cluster)?
+        .into_keys()
+        .filter(|n| n != node)
+        .collect();
+    let loads = others
+        .iter()
+        .map(|n| Load::start(n, 2000))
+        .collect::<Result<Vec<_>>>()?;
+    std::thread::sleep(Duration::from_secs(1));
+
+    cluster.lab.isolate(node)?;
+    let cut = Instant::now();
+    // Only the cut node goes down, and not before its heartbeats are missed.
+    let down_after = cluster.wait(&format!("{node} Down"), WAIT, || {
+        let now = statuses(cluster).ok()?;
+        now.get(node).is_some_and(|s| s == "Down").then_some(now)
+    });
+    let down_after = match down_after {
+        Ok(now) => {
+            for other in &others {
+                ensure!(
+                    now.get(other).is_some_and(|s| s == "Ready"),
+                    "{other} is not Ready while only {node} is cut: {now:?}"
+                );
+            }
+            cut.elapsed()
+        }
+        Err(e) => {
+            cluster.lab.heal(node)?;
+            return Err(e.context(format!("node ls: {:?}", statuses(cluster))));
+        }
+    };
+    ensure!(
+        down_after >= HEARTBEAT * 2,
+        "{node} was marked down {down_after:?} after the cut, before missing its heartbeats"
+    );
+    // Its tasks, and only those, are replaced on the other nodes.
+    let replaced = cluster.wait("the cut node's tasks replaced", WAIT, || {
+        let now = running(cluster).ok()?;
+        (now.len() == replicas && now.values().all(|n| n != node)).then_some(now)
+    })?;
+    let rescheduled_after = cut.elapsed();
+    for (task, on) in &before {
+        if on != node {
+            ensure!(
+                replaced.get(task) == Some(on),
+                "task {task} on {on} (not cut) was moved: {replaced:?}"
+            );
+        }
+    }
+    // Traffic keeps flowing under the new placement before the heal.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut failures = Vec::new();
+    let mut answered = 0;
+    for load in loads {
+        let (ok, failed) = load.stop();
+        answered += ok;
+        failures.extend(failed);
+    }
+    failures.sort();
+    ensure!(answered > 0, "no request was answered");
+    let window = match (failures.first(), failures.last()) {
+        (Some(first), Some(last)) => {
+            // A failure is stamped when it ends: ATTEMPT after it began.
+            ensure!(
+                *last <= cut + rescheduled_after + ATTEMPT + Duration::from_secs(2),
+                "requests still failed {:?} after the cut, {rescheduled_after:?} being when the tasks were replaced",
+                *last - cut
+            );
+            ensure!(
+                failures.len() * 2 < answered,
+                "{} of {} requests failed: more than the cut node's share",
+                failures.len(),
+                answered + failures.len()
+            );
+            format!(
+                "{} failed from +{:?} to +{:?}",
+                failures.len(),
+                first.saturating_duration_since(cut + ATTEMPT),
+                *last - cut
+            )
+        }
+        _ => "none failed".to_owned(),
+    };
+
+    cluster.lab.heal(node)?;
+    let healed = Instant::now();
+    cluster.wait(&format!("{node} Ready after the heal"), WAIT, || {
+        let now = statuses(cluster).ok()?;
+        now.values().all(|s| s == "Ready").then_some(())
+    })?;
+    let ready_after = healed.elapsed();
+    ensure!(
+        ready_after <= HEARTBEAT + Duration::from_secs(2),
+        "{node} took {ready_after:?} after the heal to be Ready (a heartbeat period is {HEARTBEAT:?})"
+    );
+    // Nothing moves back (Swarm's rule): the placement stays as it is.
+    std::thread::sleep(HEARTBEAT);
+    let after = running(cluster)?;
+    ensure!(
+        after == replaced,
+        "tasks moved after the heal: {replaced:?} -> {after:?}"
+    );
+    Ok(format!(
+        "{node}: down after {down_after:?}, tasks replaced after {rescheduled_after:?}, {answered} requests answered, {window}, Ready {ready_after:?} after the heal"
+    ))
+}
+
+fn create_web(cluster: &LabCluster, replicas: usize) -> Result<()> {
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        &replicas.to_string(),
+        "--publish",
+        "8080:80",
+        "shoal/echo:1",
+    ])?;
+    cluster.wait(&format!("{replicas} running web tasks"), WAIT, || {
+        let now = running(cluster).ok()?;
+        let nodes: BTreeSet<&String> = now.values().collect();
+        (now.len() == replicas && nodes.len() == 3).then_some(())
+    })?;
+    Ok(())
+}
+
+#[test]
+fn a_cut_off_manager_node_leader_or_follower_is_the_only_node_down() -> Result<()> {
+    let cluster = LabCluster::start(3, true)?;
+    create_web(&cluster, 6)?;
+    let mut report = Vec::new();
+    let first = leader(&cluster)?;
+    report.push(format!(
+        "leader {}",
+        cut_and_heal(&cluster, &first, 6).with_context(|| format!("cutting the leader {first}"))?
+    ));
+    // The cluster is whole again: now the node of a follower that runs
+    // tasks (the healed node got none back).
+    let now = leader(&cluster)?;
+    let placed = running(&cluster)?;
+    let follower = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != now && placed.values().any(|on| on == n))
+        .context("a follower that runs tasks")?;
+    report.push(format!(
+        "follower {}",
+        cut_and_heal(&cluster, follower, 6)
+            .with_context(|| format!("cutting the follower {follower}"))?
+    ));
+    eprintln!("{}", report.join("\n"));
+    Ok(())
+}
+
+#[test]
+fn a_cut_off_worker_is_the_only_node_down() -> Result<()> {
+    let cluster = LabCluster::start(1, true)?;
+    create_web(&cluster, 6)?;
+    let line = cut_and_heal(&cluster, "n3", 6)?;
+    eprintln!("worker {line}");
+    Ok(())
+}
