@@ -328,7 +328,8 @@ impl Manager {
                 };
                 let channel = network::channel(&node.addr).map_err(|e| forward(e.to_string()))?;
                 let mut request = tonic::Request::new(batch.clone());
-                request.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                request
+                    .set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
                 let reply = MembershipClient::new(channel)
                     .propose(request)
                     .await
@@ -377,7 +378,8 @@ impl Manager {
     /// Bounded by `settings.leader_wait`: a leader cut off from the quorum
     /// cannot confirm it still leads.
     pub async fn linearizable(&self) -> Result<(), tonic::Status> {
-        match tokio::time::timeout(self.settings.leader_wait, self.raft.ensure_linearizable()).await {
+        match tokio::time::timeout(self.settings.leader_wait, self.raft.ensure_linearizable()).await
+        {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(tonic::Status::unavailable(format!("not the leader: {e}"))),
             Err(_) => Err(tonic::Status::unavailable(format!(

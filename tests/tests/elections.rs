@@ -163,7 +163,10 @@ async fn calls_through_every_manager_succeed_while_a_new_leader_is_elected() -> 
         .into_iter()
         .filter_map(|s| s.spec.map(|s| s.name))
         .collect();
-    let lost: Vec<_> = acknowledged.iter().filter(|n| !names.contains(*n)).collect();
+    let lost: Vec<_> = acknowledged
+        .iter()
+        .filter(|n| !names.contains(*n))
+        .collect();
     ensure!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     Ok(())
 }

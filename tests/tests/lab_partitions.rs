@@ -26,10 +26,32 @@ fn addr_of(node: &str) -> String {
     topology::Host::node(index).addr.to_string()
 }
 
+/// `shoal … --format json` rows through the manager on `via`: the test
+/// asks a manager on the connected side (one cut off answers only that it
+/// has no quorum, as it should).
+fn rows(cluster: &LabCluster, via: &str, args: &[&str]) -> Result<Vec<serde_json::Value>> {
+    let index: usize = via.trim_start_matches('n').parse().unwrap_or(1);
+    let socket = shoal_lab::cluster::manager_socket(&cluster.lab, &topology::Host::node(index));
+    let output = Command::new(bin("shoal")?)
+        .arg("--host")
+        .arg(format!("unix://{}", socket.display()))
+        .args(args)
+        .args(["--format", "json"])
+        .output()?;
+    ensure!(
+        output.status.success(),
+        "shoal {args:?} via {via}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("not JSON: {l}")))
+        .collect()
+}
+
 /// Every node's status by hostname, from `node ls`.
-fn statuses(cluster: &LabCluster) -> Result<BTreeMap<String, String>> {
-    Ok(cluster
-        .json_rows(&["node", "ls"])?
+fn statuses(cluster: &LabCluster, via: &str) -> Result<BTreeMap<String, String>> {
+    Ok(rows(cluster, via, &["node", "ls"])?
         .iter()
         .map(|r| {
             (
@@ -41,9 +63,8 @@ fn statuses(cluster: &LabCluster) -> Result<BTreeMap<String, String>> {
 }
 
 /// Running `web` tasks: task id → node.
-fn running(cluster: &LabCluster) -> Result<BTreeMap<String, String>> {
-    Ok(cluster
-        .json_rows(&["service", "ps", "web"])?
+fn running(cluster: &LabCluster, via: &str) -> Result<BTreeMap<String, String>> {
+    Ok(rows(cluster, via, &["service", "ps", "web"])?
         .iter()
         .filter(|r| r["DesiredState"] == "Running")
         .filter(|r| {
@@ -128,12 +149,22 @@ impl Load {
 /// Cuts `node` off under load entering at the other nodes and checks the
 /// whole cycle; returns a line for the test's report.
 fn cut_and_heal(cluster: &LabCluster, node: &str, replicas: usize) -> Result<String> {
-    let before = running(cluster)?;
-    ensure!(before.len() == replicas, "web before the cut: {before:?}");
-    let others: Vec<String> = statuses(cluster)?
-        .into_keys()
-        .filter(|n| n != node)
+    let others: Vec<String> = ["n1", "n2", "n3"]
+        .into_iter()
+        .filter(|n| *n != node)
+        .map(str::to_owned)
         .collect();
+    let via = others
+        .iter()
+        .find(|n| {
+            let index: usize = n.trim_start_matches('n').parse().unwrap_or(1);
+            shoal_lab::cluster::manager_socket(&cluster.lab, &topology::Host::node(index)).exists()
+        })
+        .context("a manager on a node that stays connected")?
+        .clone();
+    let via = via.as_str();
+    let before = running(cluster, via)?;
+    ensure!(before.len() == replicas, "web before the cut: {before:?}");
     let loads = others
         .iter()
         .map(|n| Load::start(n, 2000))
@@ -144,7 +175,7 @@ fn cut_and_heal(cluster: &LabCluster, node: &str, replicas: usize) -> Result<Str
     let cut = Instant::now();
     // Only the cut node goes down, and not before its heartbeats are missed.
     let down_after = cluster.wait(&format!("{node} Down"), WAIT, || {
-        let now = statuses(cluster).ok()?;
+        let now = statuses(cluster, via).ok()?;
         now.get(node).is_some_and(|s| s == "Down").then_some(now)
     });
     let down_after = match down_after {
@@ -159,7 +190,7 @@ fn cut_and_heal(cluster: &LabCluster, node: &str, replicas: usize) -> Result<Str
         }
         Err(e) => {
             cluster.lab.heal(node)?;
-            return Err(e.context(format!("node ls: {:?}", statuses(cluster))));
+            return Err(e.context(format!("node ls: {:?}", statuses(cluster, via))));
         }
     };
     ensure!(
@@ -168,7 +199,7 @@ fn cut_and_heal(cluster: &LabCluster, node: &str, replicas: usize) -> Result<Str
     );
     // Its tasks, and only those, are replaced on the other nodes.
     let replaced = cluster.wait("the cut node's tasks replaced", WAIT, || {
-        let now = running(cluster).ok()?;
+        let now = running(cluster, via).ok()?;
         (now.len() == replicas && now.values().all(|n| n != node)).then_some(now)
     })?;
     let rescheduled_after = cut.elapsed();
@@ -218,7 +249,7 @@ fn cut_and_heal(cluster: &LabCluster, node: &str, replicas: usize) -> Result<Str
     cluster.lab.heal(node)?;
     let healed = Instant::now();
     cluster.wait(&format!("{node} Ready after the heal"), WAIT, || {
-        let now = statuses(cluster).ok()?;
+        let now = statuses(cluster, via).ok()?;
         now.values().all(|s| s == "Ready").then_some(())
     })?;
     let ready_after = healed.elapsed();
@@ -228,7 +259,7 @@ fn cut_and_heal(cluster: &LabCluster, node: &str, replicas: usize) -> Result<Str
     );
     // Nothing moves back (Swarm's rule): the placement stays as it is.
     std::thread::sleep(HEARTBEAT);
-    let after = running(cluster)?;
+    let after = running(cluster, via)?;
     ensure!(
         after == replaced,
         "tasks moved after the heal: {replaced:?} -> {after:?}"
@@ -251,7 +282,7 @@ fn create_web(cluster: &LabCluster, replicas: usize) -> Result<()> {
         "shoal/echo:1",
     ])?;
     cluster.wait(&format!("{replicas} running web tasks"), WAIT, || {
-        let now = running(cluster).ok()?;
+        let now = running(cluster, "n1").ok()?;
         let nodes: BTreeSet<&String> = now.values().collect();
         (now.len() == replicas && nodes.len() == 3).then_some(())
     })?;
@@ -271,7 +302,7 @@ fn a_cut_off_manager_node_leader_or_follower_is_the_only_node_down() -> Result<(
     // The cluster is whole again: now the node of a follower that runs
     // tasks (the healed node got none back).
     let now = leader(&cluster)?;
-    let placed = running(&cluster)?;
+    let placed = running(&cluster, &now)?;
     let follower = ["n1", "n2", "n3"]
         .into_iter()
         .find(|n| *n != now && placed.values().any(|on| on == n))
