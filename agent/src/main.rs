@@ -18,15 +18,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Join a cluster and run its tasks on this node (runs until stopped).
+    /// Join a cluster and run its tasks on this node, until stopped.
+    ///
     /// Run it again with the same data dir to rejoin as the same node.
     Join(JoinArgs),
     /// Manage the node's eBPF data plane.
     #[command(subcommand)]
     Datapath(DatapathCommand),
-    /// Take everything the agent built off this node: its task containers,
-    /// overlay devices and their rules, and the pinned eBPF programs and
-    /// maps (run it once the agent is stopped).
+    /// Remove everything the agent built on this node (run it once the agent is stopped).
+    ///
+    /// Takes off its task containers, overlay devices and their rules, and
+    /// the pinned eBPF programs and maps.
     Leave {
         /// The agent's data dir (it holds the node id its containers carry).
         #[arg(long, default_value = "/var/lib/shoal/agent")]
@@ -59,22 +61,25 @@ struct JoinArgs {
     /// Extra label (key=value) on every container this agent starts.
     #[arg(long)]
     container_label: Vec<String>,
-    /// Resolver for names that are not the cluster's (IP or IP:PORT);
-    /// repeatable. Default: the nameservers of /etc/resolv.conf.
+    /// Resolver for names not the cluster's (IP or IP:PORT; default: /etc/resolv.conf's); repeatable.
     #[arg(long = "dns-upstream", value_name = "ADDR")]
     dns_upstream: Vec<String>,
 }
 
 #[derive(Subcommand)]
 enum DatapathCommand {
-    /// Attach the packet and byte counters to interfaces (TC ingress and
-    /// egress, pinned: they keep counting after this command exits).
+    /// Attach the packet and byte counters to interfaces.
+    ///
+    /// They count at TC ingress and egress and are pinned: they keep counting
+    /// after this command exits.
     Attach {
+        /// The interfaces to count packets on (e.g. eth0).
         #[arg(required = true, value_name = "IFACE")]
         interfaces: Vec<String>,
     },
     /// Detach the counters from interfaces and forget their counts.
     Detach {
+        /// The interfaces to stop counting on.
         #[arg(required = true, value_name = "IFACE")]
         interfaces: Vec<String>,
     },
@@ -309,4 +314,14 @@ fn print_counts(counts: &[InterfaceCount], json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_and_argument_says_what_it_does() {
+        shoal_help_check::assert_documented(&super::Cli::command());
+    }
 }

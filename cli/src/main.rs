@@ -8,7 +8,7 @@ mod output;
 mod retry;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use commands::{
     cluster::JoinToken,
     network::NetworkCommand,
@@ -36,9 +36,10 @@ enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(ServiceCommand),
-    /// Manage overlay networks.
+    /// Manage stacks.
     #[command(subcommand)]
     Stack(StackCommand),
+    /// Manage overlay networks.
     #[command(subcommand)]
     Network(NetworkCommand),
     /// Manage secrets.
@@ -51,14 +52,30 @@ enum Command {
     JoinToken(JoinToken),
     /// Show the Shoal version information.
     Version {
+        /// Print the versions as text (table) or as one JSON object.
         #[arg(long, value_enum, default_value_t)]
         format: output::Format,
     },
 }
 
+/// The command line as clap sees it, with `secret`'s and `config`'s shared
+/// subcommands worded for each.
+fn command() -> clap::Command {
+    Cli::command()
+        .mut_subcommand("secret", |c| objects::Kind::Secret.name_texts(c))
+        .mut_subcommand("config", |c| objects::Kind::Config.name_texts(c))
+}
+
+/// What `Cli::parse` does, over [`command`]'s texts.
+fn parse() -> Cli {
+    let mut command = command();
+    Cli::from_arg_matches(&command.get_matches_mut())
+        .unwrap_or_else(|error| error.format(&mut command).exit())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    if let Err(error) = run(Cli::parse()).await {
+    if let Err(error) = run(parse()).await {
         eprintln!("Error: {error:#}");
         std::process::exit(1);
     }
@@ -81,5 +98,54 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Config(c) => objects::run(&mut client, objects::Kind::Config, c).await,
         Command::JoinToken(args) => commands::cluster::join_token(&mut client, args).await,
         Command::Version { .. } => unreachable!("answered above"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_and_argument_says_what_it_does() {
+        shoal_help_check::assert_documented(&command());
+    }
+
+    /// The help of `shoal KIND SUBCOMMAND`, as `--help` prints it.
+    fn help(kind: &str, subcommand: &str) -> String {
+        let mut command = command();
+        command.build();
+        command
+            .find_subcommand_mut(kind)
+            .and_then(|k| k.find_subcommand_mut(subcommand))
+            .map(|s| s.render_help().to_string())
+            .unwrap_or_else(|| panic!("no `shoal {kind} {subcommand}`"))
+    }
+
+    #[test]
+    fn secrets_and_configs_are_named_in_their_own_texts() {
+        for (kind, plural) in [("secret", "secrets"), ("config", "configs")] {
+            assert!(help(kind, "ls").contains(&format!("List {plural}")));
+            assert!(help(kind, "rm").contains(&format!("Remove one or more {plural}")));
+            assert!(help(kind, "inspect").contains(&format!("The {plural} to inspect")));
+            let create = help(kind, "create");
+            assert!(create.contains(&format!("Create a {kind} from a file or STDIN")));
+            assert!(create.contains(&format!("Name of the {kind}")));
+            for subcommand in ["create", "ls", "inspect", "rm"] {
+                let text = help(kind, subcommand);
+                assert!(!text.contains("{object"), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_worded_texts_parse_as_before() {
+        let matches = command()
+            .try_get_matches_from(["shoal", "config", "ls", "-q"])
+            .expect("parses");
+        let cli = Cli::from_arg_matches(&matches).expect("matches Cli");
+        assert!(matches!(
+            cli.command,
+            Command::Config(ObjectCommand::Ls { quiet: true, .. })
+        ));
     }
 }

@@ -20,8 +20,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a new cluster with this manager as its first member, print the
-    /// join tokens, and serve.
+    /// Create a new cluster with this manager as its first member, and serve.
+    ///
+    /// Prints the join tokens for workers and managers first.
     Init {
         #[command(flatten)]
         common: Common,
@@ -35,8 +36,9 @@ enum Command {
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         heartbeat_period: Duration,
     },
-    /// Join an existing cluster as a manager (needs the manager join token)
-    /// and serve.
+    /// Join an existing cluster as a manager, and serve.
+    ///
+    /// Needs the cluster's manager join token (`shoal join-token manager`).
     Join {
         #[command(flatten)]
         common: Common,
@@ -171,4 +173,14 @@ async fn main() -> Result<()> {
     tracing::info!("stopping");
     running.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_and_argument_says_what_it_does() {
+        shoal_help_check::assert_documented(&super::Cli::command());
+    }
 }

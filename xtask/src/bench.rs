@@ -20,6 +20,7 @@ pub enum Name {
 
 #[derive(Args)]
 pub struct BenchArgs {
+    /// The benchmark to run.
     name: Name,
     /// Extra arguments for the bench (`-- --help` lists them).
     #[arg(last = true)]

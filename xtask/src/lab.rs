@@ -8,6 +8,7 @@ use shoal_lab::{Lab, cmd};
 pub enum LabCommand {
     /// Create the lab, or complete it (idempotent).
     Up {
+        /// Number of nodes n1..nN (1 to 9), each a network namespace on the lab's underlay.
         #[arg(long, default_value_t = 3)]
         nodes: usize,
         /// Managers on n1..nM (the first inits the cluster, the others join), and
@@ -23,22 +24,36 @@ pub enum LabCommand {
     Exec {
         /// n1..nN, client (or the namespace name).
         host: String,
+        /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
     /// Run the `shoal` CLI against the lab cluster: `lab shoal -- node ls`.
     Shoal {
+        /// The `shoal` arguments, after `--`.
         #[arg(last = true, required = true)]
         args: Vec<String>,
     },
     /// Kill every Shoal process of a node with SIGKILL.
-    Kill { node: String },
+    Kill {
+        /// The node (n1..nN).
+        node: String,
+    },
     /// Start a node's killed Shoal processes again, from their data directories.
-    Start { node: String },
+    Start {
+        /// The node (n1..nN).
+        node: String,
+    },
     /// Cut a node's underlay link.
-    Isolate { node: String },
+    Isolate {
+        /// The node (n1..nN).
+        node: String,
+    },
     /// Restore a node's underlay link.
-    Heal { node: String },
+    Heal {
+        /// The node (n1..nN).
+        node: String,
+    },
 }
 
 /// Where the lab finds Shoal's binaries: the workspace's debug build.

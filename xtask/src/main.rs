@@ -33,11 +33,11 @@ enum Command {
     /// Run the multi-host lab (network namespaces on this machine).
     #[command(subcommand)]
     Lab(lab::LabCommand),
-    /// The main job: a lab cluster serving a demo (see README).
+    /// Run the main job: a lab cluster serving a demo (see README).
     Demo(demo::DemoArgs),
     /// Run a benchmark against its named peer (release build).
     Bench(bench::BenchArgs),
-    /// What CI runs: setup, fmt, clippy, unit tests, lab end-to-end tests.
+    /// Run what CI runs: setup, fmt, clippy, unit tests, lab end-to-end tests.
     Ci,
 }
 
@@ -52,5 +52,15 @@ fn main() -> Result<()> {
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Ci => ci::run(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_and_argument_says_what_it_does() {
+        shoal_help_check::assert_documented(&super::Cli::command());
     }
 }

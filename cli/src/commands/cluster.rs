@@ -20,6 +20,7 @@ pub enum Role {
 
 #[derive(Args)]
 pub struct JoinToken {
+    /// Whose join token: the one for workers or the one for managers.
     role: Role,
     /// Replace the token with a new one; nodes with the old one can no longer join.
     #[arg(long)]

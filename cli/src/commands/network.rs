@@ -17,8 +17,9 @@ use crate::{
 pub enum NetworkCommand {
     /// Create an overlay network.
     Create {
+        /// Name of the network.
         name: String,
-        /// Driver: only `overlay` is supported.
+        /// Driver to manage the network: only `overlay` is supported.
         #[arg(short, long, default_value = "overlay")]
         driver: String,
         /// Subnet in CIDR form; default: the next free one of the cluster's address pool.
@@ -30,32 +31,36 @@ pub enum NetworkCommand {
         /// Let standalone containers attach (recorded; Shoal runs services only).
         #[arg(long)]
         attachable: bool,
-        /// No access to the outside: containers reach only the network itself.
+        /// Restrict external access: containers reach only the network itself.
         #[arg(long)]
         internal: bool,
-        /// Labels (key=value); repeatable.
+        /// Set metadata on the network (key=value); repeatable.
         #[arg(long)]
         label: Vec<String>,
-        /// Driver options (key=value); none is supported yet, so any is an error.
+        /// Set driver specific options (key=value); none is supported yet, so any is an error.
         #[arg(short, long)]
         opt: Vec<String>,
     },
     /// List networks.
     #[command(alias = "list")]
     Ls {
+        /// Only display network IDs.
         #[arg(short, long)]
         quiet: bool,
+        /// Print an aligned table or one JSON object per line.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
     /// Display detailed information on one or more networks.
     Inspect {
+        /// The networks to inspect (ID or name).
         #[arg(required = true)]
         names: Vec<String>,
     },
     /// Remove one or more networks (refused while a service uses them).
     #[command(alias = "remove")]
     Rm {
+        /// The networks to remove (ID or name).
         #[arg(required = true)]
         names: Vec<String>,
     },

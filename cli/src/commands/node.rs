@@ -18,13 +18,16 @@ pub enum NodeCommand {
     /// List nodes in the cluster.
     #[command(alias = "list")]
     Ls {
+        /// Only display IDs.
         #[arg(short, long)]
         quiet: bool,
+        /// Print an aligned table or one JSON object per line.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
     /// Display detailed information on one or more nodes.
     Inspect {
+        /// The nodes to inspect (ID or hostname).
         #[arg(required = true)]
         nodes: Vec<String>,
         /// Print the information in a human friendly format.
@@ -33,7 +36,9 @@ pub enum NodeCommand {
     },
     /// Update a node's availability or labels.
     Update {
+        /// The node to update (ID or hostname).
         node: String,
+        /// Availability of the node: drain moves its tasks elsewhere.
         #[arg(long, value_parser = ["active", "pause", "drain"])]
         availability: Option<String>,
         /// Add or update a node label (key=value or key); repeatable.
@@ -45,17 +50,20 @@ pub enum NodeCommand {
     },
     /// Promote one or more nodes to manager.
     Promote {
+        /// The nodes to promote (ID or hostname).
         #[arg(required = true)]
         nodes: Vec<String>,
     },
     /// Demote one or more managers to worker.
     Demote {
+        /// The managers to demote (ID or hostname).
         #[arg(required = true)]
         nodes: Vec<String>,
     },
     /// Remove one or more nodes from the cluster.
     #[command(alias = "remove")]
     Rm {
+        /// The nodes to remove (ID or hostname).
         #[arg(required = true)]
         nodes: Vec<String>,
         /// Remove a node even if it is not down.

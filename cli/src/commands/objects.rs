@@ -17,32 +17,41 @@ use crate::{
     output::{Format, Listing, ago, print_inspect, rfc3339},
 };
 
+/// `secret`'s and `config`'s subcommands. Their texts say `{object}`,
+/// `{objects}` or `{Object}`, which [`Kind::name_texts`] replaces with the
+/// kind's own word: both kinds share these doc comments.
 #[derive(Subcommand)]
 pub enum ObjectCommand {
-    /// Create from a file, or from standard input with `-`.
+    /// Create a {object} from a file or STDIN.
     Create {
+        /// Name of the {object}.
         name: String,
+        /// The file holding its content, or - to read STDIN.
         file: String,
-        /// Labels (key=value); repeatable.
+        /// {Object} labels (key=value); repeatable.
         #[arg(short, long)]
         label: Vec<String>,
     },
-    /// List them.
+    /// List {objects}.
     #[command(alias = "list")]
     Ls {
+        /// Only display IDs.
         #[arg(short, long)]
         quiet: bool,
+        /// Print an aligned table or one JSON object per line.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// Display detailed information.
+    /// Display detailed information on one or more {objects}.
     Inspect {
+        /// The {objects} to inspect (ID or name).
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Remove one or more.
+    /// Remove one or more {objects}.
     #[command(alias = "remove")]
     Rm {
+        /// The {objects} to remove (ID or name).
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -60,6 +69,48 @@ impl Kind {
             Self::Secret => "secret",
             Self::Config => "config",
         }
+    }
+
+    /// `command` (`shoal secret` or `shoal config`) with this kind's word in
+    /// place of [`ObjectCommand`]'s `{object}`, `{objects}` and `{Object}`
+    /// in every text below it, so `shoal secret ls` reads "List secrets".
+    pub fn name_texts(self, command: clap::Command) -> clap::Command {
+        let args: Vec<String> = command
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .collect();
+        let subcommands: Vec<String> = command
+            .get_subcommands()
+            .map(|s| s.get_name().to_owned())
+            .collect();
+        let mut command = match command.get_about().map(|a| self.name(&a.to_string())) {
+            Some(about) => command.about(about),
+            None => command,
+        };
+        for id in args {
+            command = command.mut_arg(id, |arg| match arg.get_help() {
+                Some(help) => {
+                    let help = self.name(&help.to_string());
+                    arg.help(help)
+                }
+                None => arg,
+            });
+        }
+        for name in subcommands {
+            command = command.mut_subcommand(name, |sub| self.name_texts(sub));
+        }
+        command
+    }
+
+    fn name(self, text: &str) -> String {
+        let word = self.word();
+        let capital = match self {
+            Self::Secret => "Secret",
+            Self::Config => "Config",
+        };
+        text.replace("{objects}", &format!("{word}s"))
+            .replace("{object}", word)
+            .replace("{Object}", capital)
     }
 
     pub(crate) async fn remove(self, client: &mut Client, id: String) -> Result<(), tonic::Status> {

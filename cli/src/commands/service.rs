@@ -24,13 +24,16 @@ pub enum ServiceCommand {
     /// List services.
     #[command(alias = "list")]
     Ls {
+        /// Only display IDs.
         #[arg(short, long)]
         quiet: bool,
+        /// Print an aligned table or one JSON object per line.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
     /// List the tasks of one or more services.
     Ps {
+        /// The services whose tasks to list (ID or name).
         #[arg(required = true)]
         services: Vec<String>,
         /// Do not truncate output.
@@ -39,13 +42,16 @@ pub enum ServiceCommand {
         /// Filter output (desired-state=running|shutdown|accepted, node=N, name=N, id=ID).
         #[arg(short, long = "filter")]
         filter: Vec<String>,
+        /// Only display task IDs.
         #[arg(short, long)]
         quiet: bool,
+        /// Print an aligned table or one JSON object per line.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
     /// Display detailed information on one or more services.
     Inspect {
+        /// The services to inspect (ID or name).
         #[arg(required = true)]
         services: Vec<String>,
         /// Print the information in a human friendly format.
@@ -54,6 +60,7 @@ pub enum ServiceCommand {
     },
     /// Fetch the output of a service's tasks, from every node.
     Logs {
+        /// The service whose output to fetch (ID or name).
         service: String,
         /// Follow the output.
         #[arg(short, long)]
@@ -64,8 +71,9 @@ pub enum ServiceCommand {
     },
     /// Update a service; changed tasks are replaced as its update config says.
     Update(Box<super::service_update::UpdateArgs>),
-    /// Go back to a service's previous spec.
+    /// Revert changes to a service's configuration (back to its previous spec).
     Rollback {
+        /// The service to roll back (ID or name).
         service: String,
         /// Return at once instead of showing the rollback's progress.
         #[arg(short, long, env = "SHOAL_DETACH")]
@@ -73,12 +81,14 @@ pub enum ServiceCommand {
     },
     /// Scale one or more replicated services (SERVICE=REPLICAS).
     Scale {
+        /// SERVICE=REPLICAS pairs, e.g. web=5.
         #[arg(required = true)]
         scales: Vec<String>,
     },
     /// Remove one or more services.
     #[command(alias = "remove")]
     Rm {
+        /// The services to remove (ID or name).
         #[arg(required = true)]
         services: Vec<String>,
     },
@@ -88,7 +98,7 @@ pub enum ServiceCommand {
 pub struct CreateArgs {
     /// The image to run (must be on the nodes: no registry is assumed).
     image: String,
-    /// Command and arguments.
+    /// Command and arguments, in place of the image's CMD.
     #[arg(trailing_var_arg = true)]
     command: Vec<String>,
     /// Service name.
@@ -97,6 +107,7 @@ pub struct CreateArgs {
     /// Number of tasks (replicated mode; default 1).
     #[arg(long)]
     replicas: Option<u64>,
+    /// Service mode: a number of replicas, or one task on every node.
     #[arg(long, value_parser = ["replicated", "global"], default_value = "replicated")]
     mode: String,
     /// Placement constraint, e.g. node.labels.zone==east; repeatable.
@@ -108,12 +119,16 @@ pub struct CreateArgs {
     /// Maximum number of tasks per node (0: unlimited).
     #[arg(long)]
     replicas_max_per_node: Option<u64>,
+    /// Reserve CPUs (e.g. 0.5): only nodes with that much unreserved get tasks.
     #[arg(long)]
     reserve_cpu: Option<String>,
+    /// Reserve memory (e.g. 512m, 1g): only nodes with that much unreserved get tasks.
     #[arg(long)]
     reserve_memory: Option<String>,
+    /// Limit CPUs (e.g. 1.5).
     #[arg(long)]
     limit_cpu: Option<String>,
+    /// Limit memory (e.g. 256m).
     #[arg(long)]
     limit_memory: Option<String>,
     /// Set environment variables (KEY=VALUE); repeatable.
@@ -125,11 +140,13 @@ pub struct CreateArgs {
     /// Container labels (key=value); repeatable.
     #[arg(long)]
     container_label: Vec<String>,
+    /// Restart a task's container when this condition is met.
     #[arg(long, value_parser = ["none", "on-failure", "any"])]
     restart_condition: Option<String>,
     /// Delay between restart attempts (e.g. 5s).
     #[arg(long)]
     restart_delay: Option<String>,
+    /// Maximum number of restarts before giving up.
     #[arg(long)]
     restart_max_attempts: Option<u64>,
     /// Window used to evaluate the restart policy (e.g. 1m).
@@ -154,12 +171,16 @@ pub struct CreateArgs {
     /// for images without a shell (`'["CMD","/echo","healthcheck"]'`).
     #[arg(long)]
     health_cmd: Option<String>,
+    /// Time between running the check (e.g. 30s).
     #[arg(long)]
     health_interval: Option<String>,
+    /// Maximum time to allow one check to run (e.g. 5s).
     #[arg(long)]
     health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy.
     #[arg(long)]
     health_retries: Option<u64>,
+    /// Start period for the container to initialize before failures count (e.g. 10s).
     #[arg(long)]
     health_start_period: Option<String>,
     /// Disable any container-specified health check.
@@ -168,13 +189,16 @@ pub struct CreateArgs {
     /// Time to wait before force killing a container (e.g. 10s).
     #[arg(long)]
     stop_grace_period: Option<String>,
+    /// Signal to stop the container (e.g. SIGTERM).
     #[arg(long)]
     stop_signal: Option<String>,
     /// Container hostname (templates such as {{.Task.Slot}} allowed).
     #[arg(long)]
     hostname: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>]).
     #[arg(short, long)]
     user: Option<String>,
+    /// Working directory inside the container.
     #[arg(short, long)]
     workdir: Option<String>,
     /// Endpoint mode (vip or dnsrr).

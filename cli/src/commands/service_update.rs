@@ -27,7 +27,7 @@ pub struct UpdateFlags {
     /// Failures tolerated, as a fraction of the tasks updated (0 to 1).
     #[arg(long)]
     pub update_max_failure_ratio: Option<f32>,
-    /// stop-first (default) or start-first.
+    /// Update order: stop the old task first (default) or start the new one first.
     #[arg(long, value_parser = ["stop-first", "start-first"])]
     pub update_order: Option<String>,
 }
@@ -50,7 +50,7 @@ pub struct RollbackFlags {
     /// Failures tolerated during a rollback (0 to 1).
     #[arg(long)]
     pub rollback_max_failure_ratio: Option<f32>,
-    /// stop-first (default) or start-first.
+    /// Rollback order: stop the task first (default) or start its replacement first.
     #[arg(long, value_parser = ["stop-first", "start-first"])]
     pub rollback_order: Option<String>,
 }
@@ -140,6 +140,7 @@ impl RollbackFlags {
 
 #[derive(Args)]
 pub struct UpdateArgs {
+    /// The service to update (ID or name).
     pub service: String,
     /// A new image for the service's tasks.
     #[arg(long)]

@@ -37,43 +37,54 @@ pub enum StackCommand {
         /// services to converge.
         #[arg(short, long, env = "SHOAL_DETACH")]
         detach: bool,
+        /// Name of the stack to deploy or update.
         stack: String,
     },
     /// List stacks.
     #[command(alias = "list")]
     Ls {
+        /// Print an aligned table or one JSON object per line.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
     /// List the services in a stack.
     Services {
+        /// The stack whose services to list.
         stack: String,
+        /// Only display IDs.
         #[arg(short, long)]
         quiet: bool,
+        /// Print an aligned table or one JSON object per line.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
     /// List the tasks in a stack.
     Ps {
+        /// The stack whose tasks to list.
         stack: String,
+        /// Do not truncate output.
         #[arg(long)]
         no_trunc: bool,
         /// Filter output (desired-state=running|shutdown|accepted, node=N, name=N, id=ID).
         #[arg(short, long = "filter")]
         filter: Vec<String>,
+        /// Only display task IDs.
         #[arg(short, long)]
         quiet: bool,
+        /// Print an aligned table or one JSON object per line.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
     /// Remove one or more stacks.
     #[command(alias = "remove", alias = "down")]
     Rm {
+        /// The stacks to remove.
         #[arg(required = true)]
         stacks: Vec<String>,
     },
     /// Print the merged, interpolated compose files.
     Config {
+        /// A compose file; repeat to merge several, in order.
         #[arg(short = 'c', long = "compose-file", required = true)]
         compose_file: Vec<PathBuf>,
     },
