@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use shoal_api::{DEFAULT_PORT, DEFAULT_SOCKET, VersionInfo};
 use shoal_manager::{
     daemon::{self, Bootstrap, DEFAULT_SUBNET_SIZE, Options},
+    limits::Limits,
     manager::Settings,
     raft::Timing,
 };
@@ -72,6 +73,10 @@ struct Common {
     /// The name this manager's node shows (default: the host's name).
     #[arg(long)]
     hostname: Option<String>,
+    /// What one request may ask of the cluster; refused past these with an
+    /// error naming the limit. Give every manager the same.
+    #[command(flatten, next_help_heading = "Limits")]
+    limits: Limits,
 }
 
 impl Common {
@@ -98,7 +103,10 @@ impl Common {
             socket: Some(self.socket.clone()),
             hostname,
             timing: Timing::default(),
-            settings: Settings { heartbeat_period },
+            settings: Settings {
+                heartbeat_period,
+                limits: self.limits.clone(),
+            },
         })
     }
 }

@@ -42,12 +42,15 @@ impl From<WriteError> for tonic::Status {
 pub struct Settings {
     /// Default for new clusters; the Cluster object's value wins once set.
     pub heartbeat_period: Duration,
+    /// What one request may ask of the cluster.
+    pub limits: crate::limits::Limits,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             heartbeat_period: Duration::from_secs(5),
+            limits: Default::default(),
         }
     }
 }
@@ -91,9 +94,9 @@ impl Manager {
             raft_id,
             addr,
             hostname,
+            logs: crate::logs::LogBroker::new(settings.limits.clone()),
             settings,
             peer_health,
-            logs: crate::logs::LogBroker::default(),
             counters: Default::default(),
             write_lock: tokio::sync::Mutex::new(()),
         })
@@ -293,10 +296,14 @@ async fn batch_proposals(
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
+        let mut bytes = prost::Message::encoded_len(&first.0);
         let mut items = vec![first];
-        while items.len() < BATCHES_PER_ENTRY {
+        while items.len() < BATCHES_PER_ENTRY && bytes < crate::limits::MAX_BYTES_PER_ENTRY {
             match queue.try_recv() {
-                Ok(item) => items.push(item),
+                Ok(item) => {
+                    bytes += prost::Message::encoded_len(&item.0);
+                    items.push(item);
+                }
                 Err(_) => break,
             }
         }
