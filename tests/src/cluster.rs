@@ -88,6 +88,7 @@ impl TestCluster {
                 timing: timing(),
                 settings: Settings {
                     heartbeat_period: HEARTBEAT,
+                    ..Default::default()
                 },
             });
         }
@@ -147,6 +148,7 @@ impl TestCluster {
             timing: timing(),
             settings: Settings {
                 heartbeat_period: HEARTBEAT,
+                ..Default::default()
             },
         };
         let remote = self.manager_addrs()[0].clone();
@@ -187,6 +189,7 @@ impl TestCluster {
                     memory_bytes: 4 << 30,
                 }),
                 engine_version: "sim".into(),
+                ..Default::default()
             },
             labels: labels
                 .iter()
