@@ -21,6 +21,7 @@ use shoal_api::pb::{
 };
 use shoal_manager::{
     daemon::{self, Bootstrap, Options, RunningManager},
+    limits::Limits,
     manager::Settings,
     raft::Timing,
 };
@@ -75,6 +76,11 @@ fn free_port() -> Result<SocketAddr> {
 impl TestCluster {
     /// `managers` managers: the first inits, the others join.
     pub async fn start(managers: usize) -> Result<Self> {
+        Self::start_with_limits(managers, Limits::default()).await
+    }
+
+    /// As `start`, every manager enforcing `limits`.
+    pub async fn start_with_limits(managers: usize, limits: Limits) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut options = Vec::new();
         for i in 0..managers {
@@ -88,7 +94,7 @@ impl TestCluster {
                 timing: timing(),
                 settings: Settings {
                     heartbeat_period: HEARTBEAT,
-                    ..Default::default()
+                    limits: limits.clone(),
                 },
             });
         }
@@ -146,10 +152,7 @@ impl TestCluster {
             socket: None,
             hostname: hostname.to_owned(),
             timing: timing(),
-            settings: Settings {
-                heartbeat_period: HEARTBEAT,
-                ..Default::default()
-            },
+            settings: self.options[0].settings.clone(),
         };
         let remote = self.manager_addrs()[0].clone();
         let joined = daemon::start(
