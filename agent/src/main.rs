@@ -20,7 +20,7 @@ struct Cli {
 enum Command {
     /// Join a cluster and run its tasks on this node (runs until stopped).
     /// Run it again with the same data dir to rejoin as the same node.
-    Join(JoinArgs),
+    Join(Box<JoinArgs>),
     /// Manage the node's eBPF data plane.
     #[command(subcommand)]
     Datapath(DatapathCommand),
@@ -110,7 +110,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = BpfRoot::new(cli.bpffs);
     match cli.command {
-        Command::Join(args) => tokio::runtime::Runtime::new()?.block_on(join(args, root)),
+        Command::Join(args) => tokio::runtime::Runtime::new()?.block_on(join(*args, root)),
         Command::Datapath(command) => run_datapath(&root, command),
         Command::Leave { data_dir } => {
             tokio::runtime::Runtime::new()?.block_on(leave(&root, &data_dir))

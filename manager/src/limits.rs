@@ -145,9 +145,9 @@ impl From<LimitError> for tonic::Status {
             LimitError::Replicas { .. } | LimitError::Empty { .. } | LimitError::Size { .. } => {
                 tonic::Status::invalid_argument(e.to_string())
             }
-            LimitError::Tasks { .. } | LimitError::Services { .. } | LimitError::LogStreams { .. } => {
-                tonic::Status::resource_exhausted(e.to_string())
-            }
+            LimitError::Tasks { .. }
+            | LimitError::Services { .. }
+            | LimitError::LogStreams { .. } => tonic::Status::resource_exhausted(e.to_string()),
         }
     }
 }
@@ -172,10 +172,7 @@ impl Limits {
         spec: &ServiceSpec,
         service_id: &str,
     ) -> Result<(), LimitError> {
-        let current = state
-            .services
-            .get(service_id)
-            .and_then(|s| s.spec.as_ref());
+        let current = state.services.get(service_id).and_then(|s| s.spec.as_ref());
         let service = spec.name.clone();
         if current.is_none() && state.services.len() as u64 >= self.max_services {
             return Err(LimitError::Services {
@@ -188,8 +185,7 @@ impl Limits {
         if asked <= before {
             return Ok(());
         }
-        if spec.mode() == ServiceMode::Replicated && spec.replicas > self.max_replicas_per_service
-        {
+        if spec.mode() == ServiceMode::Replicated && spec.replicas > self.max_replicas_per_service {
             return Err(LimitError::Replicas {
                 service,
                 asked: spec.replicas,
@@ -216,12 +212,24 @@ impl Limits {
     }
 
     pub fn check_secret(&self, spec: &SecretSpec) -> Result<(), LimitError> {
-        check_size("secret", &spec.name, &spec.data, self.max_secret_bytes, false)
+        check_size(
+            "secret",
+            &spec.name,
+            &spec.data,
+            self.max_secret_bytes,
+            false,
+        )
     }
 
     /// Configs may be empty (an empty file is a valid config, as in Swarm).
     pub fn check_config(&self, spec: &ConfigSpec) -> Result<(), LimitError> {
-        check_size("config", &spec.name, &spec.data, self.max_config_bytes, true)
+        check_size(
+            "config",
+            &spec.name,
+            &spec.data,
+            self.max_config_bytes,
+            true,
+        )
     }
 
     /// Whether one more log stream may open while `open` are.

@@ -205,7 +205,11 @@ mod tests {
         let _second = broker.subscribe(nodes(), true, 0).unwrap();
         let err = broker.subscribe(nodes(), true, 0).unwrap_err();
         assert!(err.to_string().contains("--max-log-streams"), "{err}");
-        assert_eq!(broker.requests_for("n1").len(), 2, "the refused one asks nothing");
+        assert_eq!(
+            broker.requests_for("n1").len(),
+            2,
+            "the refused one asks nothing"
+        );
         // A request on no node holds no place.
         broker.subscribe(BTreeMap::new(), true, 0).unwrap();
         drop(first);

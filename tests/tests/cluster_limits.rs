@@ -31,8 +31,7 @@ async fn replicas_beyond_the_limit_are_refused_naming_it_and_nothing_is_written(
     let mut settled = log_indexes(&cluster);
     let mut since = std::time::Instant::now();
     let deadline = since + WAIT;
-    while since.elapsed() < Duration::from_millis(1500)
-        || !settled.windows(2).all(|w| w[0] == w[1])
+    while since.elapsed() < Duration::from_millis(1500) || !settled.windows(2).all(|w| w[0] == w[1])
     {
         ensure!(
             std::time::Instant::now() < deadline,
@@ -71,10 +70,8 @@ async fn replicas_beyond_the_limit_are_refused_naming_it_and_nothing_is_written(
         .context("a follower")?
         .addr()
         .to_owned();
-    let mut via_follower = shoal_api::pb::control_client::ControlClient::connect(format!(
-        "http://{follower}"
-    ))
-    .await?;
+    let mut via_follower =
+        shoal_api::pb::control_client::ControlClient::connect(format!("http://{follower}")).await?;
     let err = via_follower
         .create_service(replicated("huge", 99_999_999_999))
         .await
@@ -119,7 +116,8 @@ async fn replicas_beyond_the_limit_are_refused_naming_it_and_nothing_is_written(
         .await
         .expect_err("a scale to 99999999999 was accepted");
     ensure!(
-        err.message().contains("replicas 99999999999 exceeds the cluster's limit of 10000"),
+        err.message()
+            .contains("replicas 99999999999 exceeds the cluster's limit of 10000"),
         "{}",
         err.message()
     );
@@ -178,7 +176,11 @@ async fn tasks_beyond_what_the_nodes_hold_stay_pending_naming_the_limit() -> Res
     );
     // Nothing more starts while they wait.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let running: usize = cluster.agents.iter().map(|a| a.executor.running().len()).sum();
+    let running: usize = cluster
+        .agents
+        .iter()
+        .map(|a| a.executor.running().len())
+        .sum();
     ensure!(running == 4, "the agents run {running} tasks");
 
     // Scaled within what the nodes hold: nothing stays pending.

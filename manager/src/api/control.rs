@@ -509,7 +509,10 @@ impl Control for ControlService {
                 }
                 let id = shoal_api::new_id();
                 complete_spec(state, &mut spec, &id)?;
-                self.manager.settings.limits.check_service(state, &spec, &id)?;
+                self.manager
+                    .settings
+                    .limits
+                    .check_service(state, &spec, &id)?;
                 let endpoint =
                     allocator::service_endpoint(state, &mut Ipam::from_state(state), &spec, None)
                         .map_err(|e| {
@@ -620,7 +623,10 @@ impl Control for ControlService {
                     return Err(Status::invalid_argument("a service's mode cannot change"));
                 }
                 complete_spec(state, &mut spec, &request.id)?;
-                self.manager.settings.limits.check_service(state, &spec, &request.id)?;
+                self.manager
+                    .settings
+                    .limits
+                    .check_service(state, &spec, &request.id)?;
                 let endpoint = allocator::service_endpoint(
                     state,
                     &mut Ipam::from_state(state),

@@ -66,7 +66,17 @@ fn scaling_up_past_the_limit_is_refused_and_scaling_down_always_passes() {
     let err = limits
         .check_service(&state, &spec("web", 9), "s1")
         .unwrap_err();
-    assert!(matches!(err, LimitError::Replicas { asked: 9, limit: 5, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            LimitError::Replicas {
+                asked: 9,
+                limit: 5,
+                ..
+            }
+        ),
+        "{err}"
+    );
     limits
         .check_service(&state, &spec("web", 7), "s1")
         .expect("scaling down over the limit");
@@ -154,10 +164,7 @@ fn secrets_and_configs_are_bounded_by_size() {
     limits.check_config(&config(0)).expect("an empty config");
     limits.check_config(&config(1000 * 1024)).expect("1000 KiB");
     let err = limits.check_config(&config(1000 * 1024 + 1)).unwrap_err();
-    assert!(
-        err.to_string().contains("--max-config-size"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("--max-config-size"), "{err}");
     let small = Limits {
         max_secret_bytes: 10,
         ..Default::default()

@@ -597,7 +597,12 @@ fn a_big_scale_is_written_over_several_small_passes() {
     use crate::limits::{MAX_BYTES_PER_PASS, MAX_WRITES_PER_PASS};
     let mut w = World::new();
     w.node("n1");
-    w.service("web", ServiceMode::Replicated, 2_500, RestartPolicy::default());
+    w.service(
+        "web",
+        ServiceMode::Replicated,
+        2_500,
+        RestartPolicy::default(),
+    );
     let sizes = passes(&mut w);
     assert_eq!(
         sizes.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
@@ -610,7 +615,12 @@ fn a_big_scale_is_written_over_several_small_passes() {
     // Tasks carry their spec: a big spec makes passes smaller, by bytes.
     let mut w = World::new();
     w.node("n1");
-    w.service("big", ServiceMode::Replicated, 100, RestartPolicy::default());
+    w.service(
+        "big",
+        ServiceMode::Replicated,
+        100,
+        RestartPolicy::default(),
+    );
     let mut service = w.state.services["big"].clone();
     let spec = service.spec.as_mut().unwrap();
     spec.task.as_mut().unwrap().container = Some(ContainerSpec {
@@ -634,13 +644,21 @@ fn a_big_scale_is_written_over_several_small_passes() {
     // Removing the big service forgets its 2,500 tasks a pass at a time.
     let mut w = World::new();
     w.node("n1");
-    w.service("web", ServiceMode::Replicated, 2_500, RestartPolicy::default());
+    w.service(
+        "web",
+        ServiceMode::Replicated,
+        2_500,
+        RestartPolicy::default(),
+    );
     passes(&mut w);
     let mut b = Batch::default();
     let version = w.state.services["web"].meta.as_ref().unwrap().version;
     b.delete(shoal_api::pb::Kind::Service, "web", version);
     w.write(b);
     let sizes = passes(&mut w);
-    assert!(sizes.iter().all(|(n, _)| *n <= MAX_WRITES_PER_PASS), "{sizes:?}");
+    assert!(
+        sizes.iter().all(|(n, _)| *n <= MAX_WRITES_PER_PASS),
+        "{sizes:?}"
+    );
     assert!(w.state.tasks.is_empty());
 }
