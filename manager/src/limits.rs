@@ -50,35 +50,35 @@ pub const MAX_BYTES_PER_ENTRY: usize = 4 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct Limits {
     /// Most replicas one service may ask for.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_REPLICAS_PER_SERVICE,
+    #[arg(help_heading = "Limits", long, value_name = "N", default_value_t = DEFAULT_MAX_REPLICAS_PER_SERVICE,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_replicas_per_service: u64,
     /// Most tasks all services together may ask for (replicas, plus one per
     /// node for each global service).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TASKS,
+    #[arg(help_heading = "Limits", long, value_name = "N", default_value_t = DEFAULT_MAX_TASKS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_tasks: u64,
     /// Most services in the cluster.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SERVICES,
+    #[arg(help_heading = "Limits", long, value_name = "N", default_value_t = DEFAULT_MAX_SERVICES,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_services: u64,
     /// Most tasks the scheduler places on one node; a node also holds no
     /// more than its memory and process ids allow (32 MiB and 32 pids a
     /// task) or than its agent's --max-tasks.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TASKS_PER_NODE,
+    #[arg(help_heading = "Limits", long, value_name = "N", default_value_t = DEFAULT_MAX_TASKS_PER_NODE,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_tasks_per_node: u64,
     /// Largest secret, in bytes (Swarm's 500 KiB).
-    #[arg(long = "max-secret-size", value_name = "BYTES", default_value_t = DEFAULT_MAX_SECRET_BYTES,
+    #[arg(help_heading = "Limits", long = "max-secret-size", value_name = "BYTES", default_value_t = DEFAULT_MAX_SECRET_BYTES,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_secret_bytes: u64,
     /// Largest config, in bytes (Swarm's 1000 KiB).
-    #[arg(long = "max-config-size", value_name = "BYTES", default_value_t = DEFAULT_MAX_CONFIG_BYTES,
+    #[arg(help_heading = "Limits", long = "max-config-size", value_name = "BYTES", default_value_t = DEFAULT_MAX_CONFIG_BYTES,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_config_bytes: u64,
     /// Most `service logs` streams open at once (on the leader, which
     /// serves them all).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_LOG_STREAMS,
+    #[arg(help_heading = "Limits", long, value_name = "N", default_value_t = DEFAULT_MAX_LOG_STREAMS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_log_streams: u64,
 }

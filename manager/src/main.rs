@@ -75,7 +75,7 @@ struct Common {
     hostname: Option<String>,
     /// What one request may ask of the cluster; refused past these with an
     /// error naming the limit. Give every manager the same.
-    #[command(flatten, next_help_heading = "Limits")]
+    #[command(flatten)]
     limits: Limits,
 }
 
