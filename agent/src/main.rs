@@ -21,7 +21,7 @@ enum Command {
     /// Join a cluster and run its tasks on this node, until stopped.
     ///
     /// Run it again with the same data dir to rejoin as the same node.
-    Join(JoinArgs),
+    Join(Box<JoinArgs>),
     /// Manage the node's eBPF data plane.
     #[command(subcommand)]
     Datapath(DatapathCommand),
@@ -64,6 +64,15 @@ struct JoinArgs {
     /// Resolver for names not the cluster's (IP or IP:PORT; default: /etc/resolv.conf's); repeatable.
     #[arg(long = "dns-upstream", value_name = "ADDR")]
     dns_upstream: Vec<String>,
+    /// Most tasks this node runs; the manager places no more here and the
+    /// agent rejects any past it. Default: what its memory and process ids
+    /// hold (32 MiB and 32 pids a task).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_tasks: Option<u64>,
+    /// Most containers the agent starts at once.
+    #[arg(long, value_name = "N", default_value_t = shoal_agent::worker::admission::DEFAULT_CONCURRENT_STARTS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_concurrent_starts: usize,
 }
 
 #[derive(Subcommand)]
@@ -106,7 +115,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = BpfRoot::new(cli.bpffs);
     match cli.command {
-        Command::Join(args) => tokio::runtime::Runtime::new()?.block_on(join(args, root)),
+        Command::Join(args) => tokio::runtime::Runtime::new()?.block_on(join(*args, root)),
         Command::Datapath(command) => run_datapath(&root, command),
         Command::Leave { data_dir } => {
             tokio::runtime::Runtime::new()?.block_on(leave(&root, &data_dir))
@@ -173,20 +182,29 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
     let overlay = shoal_agent::network::Overlay::new(local, dns, Some(root))
         .await
         .context("preparing the overlay")?;
+    let mut description = worker::describe::describe(&hostname, "", args.max_tasks.unwrap_or(0));
+    let capacity = shoal_api::capacity::tasks_per_node(&description);
+    tracing::info!(
+        max_tasks = capacity,
+        concurrent_starts = args.max_concurrent_starts,
+        "this node's task limits"
+    );
     let executor = worker::docker::DockerExecutor::connect(
         &node_id,
         container_labels,
         &args.run_dir,
         &hostname,
         Some(overlay),
+        worker::admission::Admission::new(capacity, args.max_concurrent_starts),
     )
     .await
     .context("connecting to the Docker engine")?;
+    description.engine_version = executor.engine_version().await;
     let config = session::SessionConfig {
         managers: vec![manager],
         token: args.token.clone(),
         advertise_addr: args.advertise_addr.clone().unwrap_or_default(),
-        description: worker::describe::describe(&hostname, &executor.engine_version().await),
+        description,
         labels: args
             .label
             .iter()

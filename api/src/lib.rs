@@ -6,6 +6,7 @@
 //! fresh machine needs no `protoc`.
 
 pub mod base64;
+pub mod capacity;
 pub mod cidr;
 pub mod display;
 pub mod token;

@@ -108,7 +108,7 @@ fn scheduler(args: &Args) -> Result<()> {
     let mut best = f64::MAX;
     for _ in 0..3 {
         let started = Instant::now();
-        let decisions = plan(&state);
+        let decisions = plan(&state, &shoal_manager::limits::Limits::default());
         let elapsed = started.elapsed().as_secs_f64();
         let placed = decisions
             .iter()

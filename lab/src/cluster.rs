@@ -131,10 +131,21 @@ impl Lab {
         bin_dir: &Path,
         progress: &mut dyn FnMut(&str),
     ) -> Result<(), LabError> {
+        self.start_agents_with(bin_dir, &[], progress)
+    }
+
+    /// As `start_agents`, each agent given `extra_args` too (tests lower
+    /// its limits: `--max-tasks 3`); restarts keep them.
+    pub fn start_agents_with(
+        &self,
+        bin_dir: &Path,
+        extra_args: &[String],
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<(), LabError> {
         let nodes = self.nodes().ok_or(LabError::NotUp)?;
         for index in 1..=nodes {
             let host = topology::Host::node(index);
-            let started = self.start_agent(&host.name, bin_dir)?;
+            let started = self.start_agent_with(&host.name, bin_dir, extra_args)?;
             progress(&format!(
                 "{} agent on {}",
                 if started { "started" } else { "kept" },
@@ -146,6 +157,15 @@ impl Lab {
 
     /// Starts the agent of one node unless it runs; true if it started one.
     pub fn start_agent(&self, node: &str, bin_dir: &Path) -> Result<bool, LabError> {
+        self.start_agent_with(node, bin_dir, &[])
+    }
+
+    fn start_agent_with(
+        &self,
+        node: &str,
+        bin_dir: &Path,
+        extra_args: &[String],
+    ) -> Result<bool, LabError> {
         let host = self.host(node)?;
         let name = process_name(&host, "agent");
         if self.state().process(&name).is_some_and(|p| p.alive()) {
@@ -154,7 +174,7 @@ impl Lab {
         let token = self.shoal(bin_dir, &["join-token", "--quiet", "worker"])?;
         let agent_bin = bin_dir.join("shoal-agent").display().to_string();
         let first = topology::Host::node(1);
-        let command = vec![
+        let mut command = vec![
             agent_bin,
             "--bpffs".into(),
             Lab::bpffs_root(&host).display().to_string(),
@@ -178,6 +198,7 @@ impl Lab {
             topology::UPSTREAM_DNS_ADDR.to_string(),
             format!("{}:{MANAGER_PORT}", first.addr),
         ];
+        command.extend_from_slice(extra_args);
         self.state()
             .spawn_restartable(&name, &host.netns, &command, &command)?;
         Ok(true)

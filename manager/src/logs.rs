@@ -13,6 +13,8 @@ use shoal_api::pb::{LogLine, LogRequest};
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
+use crate::limits::{LimitError, Limits};
+
 struct Subscription {
     /// Task ids per node.
     nodes: BTreeMap<String, Vec<String>>,
@@ -28,18 +30,25 @@ pub struct LogBroker {
     subscriptions: Mutex<HashMap<String, Subscription>>,
     /// Bumped when requests change, so assignment streams push them.
     changed: watch::Sender<u64>,
+    /// How many requests may be open at once.
+    limits: Limits,
 }
 
 impl Default for LogBroker {
     fn default() -> Self {
-        Self {
-            subscriptions: Mutex::default(),
-            changed: watch::channel(0).0,
-        }
+        Self::new(Limits::default())
     }
 }
 
 impl LogBroker {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            subscriptions: Mutex::default(),
+            changed: watch::channel(0).0,
+            limits,
+        }
+    }
+
     fn subscriptions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Subscription>> {
         self.subscriptions.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -54,20 +63,24 @@ impl LogBroker {
 
     /// Starts a request for `nodes` (node → task ids); the receiver gets the
     /// lines. It ends when every node finished (unless following) or when
-    /// the caller drops it.
+    /// the caller drops it. Refused when the limit of open requests is
+    /// reached (each holds a log reader per task on its nodes).
     pub fn subscribe(
         &self,
         nodes: BTreeMap<String, Vec<String>>,
         follow: bool,
         tail: u64,
-    ) -> mpsc::Receiver<Result<LogLine, Status>> {
+    ) -> Result<mpsc::Receiver<Result<LogLine, Status>>, LimitError> {
         let (lines, receiver) = mpsc::channel(1024);
         if nodes.is_empty() {
-            return receiver; // nothing runs: the stream ends at once
+            return Ok(receiver); // nothing runs: the stream ends at once
         }
         let id = shoal_api::new_id();
         let pending = nodes.keys().cloned().collect();
-        self.subscriptions().insert(
+        let mut subscriptions = self.subscriptions();
+        subscriptions.retain(|_, s| !s.lines.is_closed());
+        self.limits.check_log_streams(subscriptions.len())?;
+        subscriptions.insert(
             id,
             Subscription {
                 nodes,
@@ -77,8 +90,9 @@ impl LogBroker {
                 lines,
             },
         );
+        drop(subscriptions);
         self.bump();
-        receiver
+        Ok(receiver)
     }
 
     /// The requests a node must answer now.
@@ -143,7 +157,7 @@ mod tests {
             ("n1".to_string(), vec!["t1".to_string()]),
             ("n2".to_string(), vec!["t2".to_string()]),
         ]);
-        let mut rx = broker.subscribe(nodes, false, 10);
+        let mut rx = broker.subscribe(nodes, false, 10).unwrap();
         let requests = broker.requests_for("n1");
         assert_eq!(requests.len(), 1);
         assert_eq!(requests[0].task_ids, ["t1"]);
@@ -167,14 +181,40 @@ mod tests {
             "the stream ends when every node is done"
         );
         // A caller that goes away ends the request.
-        let rx = broker.subscribe(
-            BTreeMap::from([("n1".to_string(), vec!["t1".to_string()])]),
-            true,
-            0,
-        );
+        let rx = broker
+            .subscribe(
+                BTreeMap::from([("n1".to_string(), vec!["t1".to_string()])]),
+                true,
+                0,
+            )
+            .unwrap();
         let id = broker.requests_for("n1")[0].id.clone();
         drop(rx);
         assert!(!broker.publish(&id, vec![LogLine::default()]).await);
         assert!(broker.requests_for("n1").is_empty());
+    }
+
+    #[tokio::test]
+    async fn open_streams_are_bounded_and_a_closed_one_frees_its_place() {
+        let broker = LogBroker::new(Limits {
+            max_log_streams: 2,
+            ..Default::default()
+        });
+        let nodes = || BTreeMap::from([("n1".to_string(), vec!["t1".to_string()])]);
+        let first = broker.subscribe(nodes(), true, 0).unwrap();
+        let _second = broker.subscribe(nodes(), true, 0).unwrap();
+        let err = broker.subscribe(nodes(), true, 0).unwrap_err();
+        assert!(err.to_string().contains("--max-log-streams"), "{err}");
+        assert_eq!(
+            broker.requests_for("n1").len(),
+            2,
+            "the refused one asks nothing"
+        );
+        // A request on no node holds no place.
+        broker.subscribe(BTreeMap::new(), true, 0).unwrap();
+        drop(first);
+        broker
+            .subscribe(nodes(), true, 0)
+            .expect("a caller that left frees its place");
     }
 }

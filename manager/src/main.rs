@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use shoal_api::{DEFAULT_PORT, DEFAULT_SOCKET, VersionInfo};
 use shoal_manager::{
     daemon::{self, Bootstrap, DEFAULT_SUBNET_SIZE, Options},
+    limits::Limits,
     manager::Settings,
     raft::Timing,
 };
@@ -74,6 +75,10 @@ struct Common {
     /// The name this manager's node shows (default: the host's name).
     #[arg(long)]
     hostname: Option<String>,
+    /// What one request may ask of the cluster; refused past these with an
+    /// error naming the limit. Give every manager the same.
+    #[command(flatten)]
+    limits: Limits,
 }
 
 impl Common {
@@ -102,6 +107,7 @@ impl Common {
             timing: Timing::default(),
             settings: Settings {
                 heartbeat_period,
+                limits: self.limits.clone(),
                 ..Settings::default()
             },
         })

@@ -57,6 +57,8 @@ pub struct Settings {
     /// succeed instead of failing; bounded, so a cluster without quorum
     /// answers with a clear error.
     pub leader_wait: Duration,
+    /// What one request may ask of the cluster.
+    pub limits: crate::limits::Limits,
 }
 
 impl Default for Settings {
@@ -65,6 +67,7 @@ impl Default for Settings {
             heartbeat_period: Duration::from_secs(5),
             leader_lease: Duration::from_secs(4),
             leader_wait: Duration::from_secs(10),
+            limits: Default::default(),
         }
     }
 }
@@ -117,9 +120,9 @@ impl Manager {
             raft_id,
             addr,
             hostname,
+            logs: crate::logs::LogBroker::new(settings.limits.clone()),
             settings,
             peer_health,
-            logs: crate::logs::LogBroker::default(),
             counters: Default::default(),
             write_lock: tokio::sync::Mutex::new(()),
         })
@@ -415,10 +418,14 @@ async fn batch_proposals(raft: Raft, mut queue: mpsc::UnboundedReceiver<Queued>)
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
+        let mut bytes = prost::Message::encoded_len(&first.0);
         let mut items = vec![first];
-        while items.len() < BATCHES_PER_ENTRY {
+        while items.len() < BATCHES_PER_ENTRY && bytes < crate::limits::MAX_BYTES_PER_ENTRY {
             match queue.try_recv() {
-                Ok(item) => items.push(item),
+                Ok(item) => {
+                    bytes += prost::Message::encoded_len(&item.0);
+                    items.push(item);
+                }
                 Err(_) => break,
             }
         }

@@ -21,6 +21,7 @@ use shoal_api::pb::{
 };
 use shoal_manager::{
     daemon::{self, Bootstrap, Options, RunningManager},
+    limits::Limits,
     manager::Settings,
     raft::Timing,
 };
@@ -85,6 +86,11 @@ fn free_port() -> Result<SocketAddr> {
 impl TestCluster {
     /// `managers` managers: the first inits, the others join.
     pub async fn start(managers: usize) -> Result<Self> {
+        Self::start_with_limits(managers, Limits::default()).await
+    }
+
+    /// As `start`, every manager enforcing `limits`.
+    pub async fn start_with_limits(managers: usize, limits: Limits) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut options = Vec::new();
         for i in 0..managers {
@@ -96,7 +102,10 @@ impl TestCluster {
                 socket: None,
                 hostname: format!("manager{i}"),
                 timing: timing(),
-                settings: settings(),
+                settings: Settings {
+                    limits: limits.clone(),
+                    ..settings()
+                },
             });
         }
         let first = daemon::start(
@@ -153,7 +162,7 @@ impl TestCluster {
             socket: None,
             hostname: hostname.to_owned(),
             timing: timing(),
-            settings: settings(),
+            settings: self.options[0].settings.clone(),
         };
         let remote = self.manager_addrs()[0].clone();
         let joined = daemon::start(
@@ -193,6 +202,7 @@ impl TestCluster {
                     memory_bytes: 4 << 30,
                 }),
                 engine_version: "sim".into(),
+                ..Default::default()
             },
             labels: labels
                 .iter()

@@ -32,6 +32,17 @@ impl Drop for LabCluster {
 impl LabCluster {
     /// A new cluster: `managers` managers, and agents on every node if asked.
     pub fn start(managers: usize, agents: bool) -> Result<Self> {
+        Self::launch(managers, agents.then_some(&[]))
+    }
+
+    /// A new cluster with agents on every node, each started with
+    /// `agent_args` too (`--max-tasks 3`).
+    pub fn start_with_agent_args(managers: usize, agent_args: &[&str]) -> Result<Self> {
+        let args: Vec<String> = agent_args.iter().map(|a| a.to_string()).collect();
+        Self::launch(managers, Some(&args))
+    }
+
+    fn launch(managers: usize, agents: Option<&[String]>) -> Result<Self> {
         let lab = lab()?;
         lab.stop_cluster()?;
         let bins = bin("shoal-manager")?
@@ -44,9 +55,11 @@ impl LabCluster {
         bin("shoal-toolbox")?;
         lab.start_managers(managers, &bins, &mut |_| {})?;
         let cluster = Self { lab, bins };
-        if agents {
+        if let Some(agent_args) = agents {
             bin("shoal-agent")?;
-            cluster.lab.start_agents(&cluster.bins, &mut |_| {})?;
+            cluster
+                .lab
+                .start_agents_with(&cluster.bins, agent_args, &mut |_| {})?;
             let nodes = cluster.lab.nodes().unwrap_or(0);
             cluster.wait("every node ready", Duration::from_secs(20), || {
                 let rows = cluster.json_rows(&["node", "ls"]).ok()?;

@@ -1,5 +1,6 @@
 //! What the agent tells the manager about its node: hostname, platform,
-//! CPUs and memory (which the scheduler uses), engine version.
+//! CPUs, memory and process ids (which the scheduler uses), the operator's
+//! cap on its tasks, engine version.
 
 use shoal_api::pb::{NodeDescription, Platform, Resources};
 
@@ -17,7 +18,22 @@ fn memory_bytes() -> i64 {
         .unwrap_or(0)
 }
 
-pub fn describe(hostname: &str, engine_version: &str) -> NodeDescription {
+/// The host's process id space: the smaller of kernel.pid_max and
+/// kernel.threads-max (threads take ids too); 0 when unreadable.
+fn pids_max() -> u64 {
+    ["pid_max", "threads-max"]
+        .iter()
+        .filter_map(|name| {
+            std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .min()
+        .unwrap_or(0)
+}
+
+/// `max_tasks`: the operator's cap (`--max-tasks`), 0 for none.
+pub fn describe(hostname: &str, engine_version: &str, max_tasks: u64) -> NodeDescription {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1) as i64;
@@ -32,6 +48,8 @@ pub fn describe(hostname: &str, engine_version: &str) -> NodeDescription {
             memory_bytes: memory_bytes(),
         }),
         engine_version: engine_version.to_owned(),
+        pids_max: pids_max(),
+        max_tasks,
     }
 }
 
@@ -39,7 +57,13 @@ pub fn describe(hostname: &str, engine_version: &str) -> NodeDescription {
 mod tests {
     #[test]
     fn reports_this_machine() {
-        let d = super::describe("n1", "20.10.24");
+        let d = super::describe("n1", "20.10.24", 0);
+        assert!(d.pids_max > 0);
+        assert!(shoal_api::capacity::tasks_per_node(&d).is_some_and(|n| n >= 1));
+        assert_eq!(
+            shoal_api::capacity::tasks_per_node(&super::describe("n1", "", 3)),
+            Some(3)
+        );
         let r = d.resources.unwrap();
         assert!(r.nano_cpus >= 1_000_000_000 && r.memory_bytes > 0);
         assert_eq!(d.platform.unwrap().os, "linux");

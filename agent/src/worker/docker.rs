@@ -20,7 +20,7 @@ use bollard::{
 use shoal_api::pb::{AssignmentSet, Task, TaskState, TaskStatus, TaskStatusUpdate};
 use tokio::sync::mpsc;
 
-use super::files;
+use super::{admission::Admission, files};
 use crate::{network::Overlay, session::Executor};
 
 pub const LABEL_CLUSTER: &str = "com.shoal.cluster.id";
@@ -70,6 +70,8 @@ pub struct DockerExecutor {
     /// Plugs containers into their networks (none: containers stay
     /// unplugged, as in executor tests without netlink).
     overlay: Option<Arc<Overlay>>,
+    /// How many tasks may run here, and start at once.
+    admission: Admission,
 }
 
 fn status(
@@ -122,6 +124,7 @@ impl DockerExecutor {
         run_dir: &std::path::Path,
         node_hostname: &str,
         overlay: Option<Arc<Overlay>>,
+        admission: Admission,
     ) -> anyhow::Result<Arc<Self>> {
         let docker = Docker::connect_with_local_defaults()?
             .negotiate_version()
@@ -136,6 +139,7 @@ impl DockerExecutor {
             tasks: Arc::default(),
             report: Arc::default(),
             overlay,
+            admission,
         });
         executor.adopt().await?;
         tokio::spawn(monitor(executor.clone()));
@@ -233,6 +237,17 @@ impl DockerExecutor {
 
     async fn start(self: Arc<Self>, task: Task, mounts: Vec<Mount>) {
         let id = task_id(&task);
+        let _turn = self.admission.start_turn().await;
+        // The manager may have stopped it while it waited for its turn.
+        let wanted = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .is_some_and(|t| t.starting && !t.stopping);
+        if !wanted {
+            return;
+        }
         match self.create_and_start(&task, mounts).await {
             Ok((container, has_health)) => {
                 let state = if has_health {
@@ -583,6 +598,15 @@ impl Executor for Arc<DockerExecutor> {
             tracing::warn!(error = %format!("{error:#}"), "overlay");
         }
         let assigned: HashSet<String> = set.tasks.iter().map(task_id).collect();
+        // Tasks that run or start here (one being stopped is on its way out,
+        // as the scheduler counts it).
+        let mut holding = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|t| !t.stopping && !t.reported.is_terminal())
+            .count();
         for task in &set.tasks {
             let id = task_id(task);
             let tracked = self
@@ -593,6 +617,26 @@ impl Executor for Arc<DockerExecutor> {
                 .cloned();
             match (task.desired_state(), tracked) {
                 (TaskState::Running, None) => {
+                    if let Err(err) = self.admission.admit(holding) {
+                        tracing::warn!(task = %id, error = %err, "task refused");
+                        // Tracked as refused, so a later assignment set does
+                        // not start it; its shutdown forgets it.
+                        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                            id.clone(),
+                            Tracked {
+                                container: String::new(),
+                                name: task_name(task),
+                                reported: TaskState::Rejected,
+                                stopping: false,
+                                starting: false,
+                            },
+                        );
+                        let _ = report.send(TaskStatusUpdate {
+                            task_id: id.clone(),
+                            status: Some(status(TaskState::Rejected, "", &err, 0, "")),
+                        });
+                        continue;
+                    }
                     let mut mounts = files::service_mounts(task);
                     let resolver = self.overlay.as_ref().and_then(|o| o.resolver_for(task));
                     let prepared = files::prepare(&self.run_dir, task, set).and_then(|mut more| {
@@ -622,6 +666,7 @@ impl Executor for Arc<DockerExecutor> {
                             starting: true,
                         },
                     );
+                    holding += 1;
                     tokio::spawn(self.clone().start(task.clone(), mounts));
                 }
                 (desired, Some(t)) if desired > TaskState::Running && !t.stopping => {

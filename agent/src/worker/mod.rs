@@ -1,6 +1,8 @@
-//! The worker: turns assignments into Docker containers ([`docker`]) and
-//! describes the node to the manager ([`describe`]).
+//! The worker: turns assignments into Docker containers ([`docker`]), no
+//! more than the node holds ([`admission`]), and describes the node to the
+//! manager ([`describe`]).
 
+pub mod admission;
 pub mod describe;
 pub mod docker;
 pub mod files;

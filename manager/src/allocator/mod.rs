@@ -17,9 +17,6 @@ use crate::{
 };
 pub use ipam::{AllocError, Ipam};
 
-/// Tasks allocated per Raft entry.
-const MAX_TASKS_PER_BATCH: usize = 1000;
-
 /// The networks a service's tasks attach to, with their aliases: `ingress`
 /// first when the service publishes a port (in host mode too: the task
 /// needs an address the node can hand connections to), then the ones its
@@ -113,7 +110,7 @@ pub fn allocate_tasks(state: &State) -> Batch {
         }
     }
     for task in state.tasks.values() {
-        if batch.len() >= MAX_TASKS_PER_BATCH {
+        if batch.is_full() {
             break;
         }
         let observed = task.status.as_ref().map(|s| s.state()).unwrap_or_default();

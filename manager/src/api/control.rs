@@ -23,9 +23,6 @@ use crate::{
     store::{Batch, State},
 };
 
-/// Swarm's limits.
-const MAX_SECRET_BYTES: usize = 500 * 1024;
-const MAX_CONFIG_BYTES: usize = 1000 * 1024;
 /// Published ports handed out when a service asks for none.
 pub const DYNAMIC_PORTS: std::ops::RangeInclusive<u32> = 30000..=32767;
 
@@ -536,6 +533,10 @@ impl Control for ControlService {
                 }
                 let id = shoal_api::new_id();
                 complete_spec(state, &mut spec, &id)?;
+                self.manager
+                    .settings
+                    .limits
+                    .check_service(state, &spec, &id)?;
                 let endpoint =
                     allocator::service_endpoint(state, &mut Ipam::from_state(state), &spec, None)
                         .map_err(|e| {
@@ -646,6 +647,10 @@ impl Control for ControlService {
                     return Err(Status::invalid_argument("a service's mode cannot change"));
                 }
                 complete_spec(state, &mut spec, &request.id)?;
+                self.manager
+                    .settings
+                    .limits
+                    .check_service(state, &spec, &request.id)?;
                 let endpoint = allocator::service_endpoint(
                     state,
                     &mut Ipam::from_state(state),
@@ -786,13 +791,7 @@ impl Control for ControlService {
         forward!(self, create_secret, request);
         let spec = request.into_inner();
         validate_name("secret", &spec.name)?;
-        if spec.data.is_empty() || spec.data.len() > MAX_SECRET_BYTES {
-            return Err(Status::invalid_argument(format!(
-                "secret {}: data must be 1 byte to 500 KiB (got {} bytes)",
-                spec.name,
-                spec.data.len()
-            )));
-        }
+        self.manager.settings.limits.check_secret(&spec)?;
         let secret = self
             .manager
             .update(|state| -> Result<_, Status> {
@@ -872,13 +871,7 @@ impl Control for ControlService {
         forward!(self, create_config, request);
         let spec = request.into_inner();
         validate_name("config", &spec.name)?;
-        if spec.data.len() > MAX_CONFIG_BYTES {
-            return Err(Status::invalid_argument(format!(
-                "config {}: data must be at most 1000 KiB (got {} bytes)",
-                spec.name,
-                spec.data.len()
-            )));
-        }
+        self.manager.settings.limits.check_config(&spec)?;
         let config = self
             .manager
             .update(|state| -> Result<_, Status> {
@@ -989,7 +982,7 @@ impl Control for ControlService {
         let lines = self
             .manager
             .logs
-            .subscribe(nodes, request.follow, request.tail);
+            .subscribe(nodes, request.follow, request.tail)?;
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(lines),
         )))

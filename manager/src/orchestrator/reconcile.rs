@@ -17,8 +17,6 @@ use crate::{
 /// Swarm's defaults.
 pub const DEFAULT_RESTART_DELAY_MS: i64 = 5_000;
 pub const DEFAULT_HISTORY_LIMIT: u64 = 5;
-/// Tasks created per pass; the rest follow in the next pass.
-const MAX_WRITES: usize = 2_000;
 
 pub struct Plan {
     pub batch: Batch,
@@ -149,7 +147,11 @@ fn restart(service: &Service, task: &Task, now: i64) -> Option<Task> {
     Some(next)
 }
 
-/// Everything the orchestrators would change now.
+/// What the orchestrators would change now, a pass's worth at most
+/// ([`Batch::is_full`]): a service scaled to thousands gets its tasks over
+/// several passes, each a small Raft entry. A pass stops only between
+/// whole decisions (a task shut down and its replacement go together), and
+/// never creates tasks for a service whose tasks it did not all see.
 pub fn reconcile(state: &State, now: i64) -> Plan {
     let mut batch = Batch::default();
     let mut wake_at: Option<i64> = None;
@@ -175,6 +177,9 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
             continue;
         }
         for task in tasks {
+            if batch.is_full() {
+                break;
+            }
             let node = state.nodes.get(&task.node_id);
             let finished = task.node_id.is_empty()
                 || state_of(task) < TaskState::Assigned
@@ -195,7 +200,7 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
     }
 
     for service in state.services.values() {
-        if batch.len() >= MAX_WRITES {
+        if batch.is_full() {
             break;
         }
         let service_id = id(&service.meta);
@@ -204,7 +209,12 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
         let mut live: Vec<&Task> = Vec::new();
         let writes_before = batch.len();
 
+        let mut seen_all = true;
         for task in tasks {
+            if batch.is_full() {
+                seen_all = false;
+                break;
+            }
             if !is_live(task) {
                 continue;
             }
@@ -243,6 +253,10 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
             }
             live.push(task);
         }
+        if !seen_all {
+            // The slots of the tasks not seen would look free.
+            break;
+        }
 
         match spec.mode() {
             ServiceMode::Replicated => {
@@ -274,7 +288,7 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
                     occupied.remove(&slot);
                 }
                 let mut slot = 1;
-                while (occupied.len() as u64) < wanted && batch.len() < MAX_WRITES {
+                while (occupied.len() as u64) < wanted && !batch.is_full() {
                     if !occupied.contains(&slot) {
                         batch.put_task(new_task(service, slot, ""));
                         occupied.insert(slot);
@@ -333,6 +347,7 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
                         && !replaced.contains(node_id.as_str())
                         && ready
                         && active
+                        && !batch.is_full()
                     {
                         batch.put_task(new_task(service, 0, node_id));
                     }
@@ -379,7 +394,7 @@ fn reap_history(tasks: &[&Task], limit: u64, batch: &mut Batch) {
         });
         let mut excess = group.len() as u64 - limit;
         for task in group {
-            if excess == 0 {
+            if excess == 0 || batch.is_full() {
                 break;
             }
             let finished =

@@ -575,3 +575,90 @@ fn a_global_start_first_update_overlaps_old_and_new_on_each_node() {
     assert_eq!(nodes.len(), 2, "one task per node");
     assert_eq!(w.update_state("agent"), update::COMPLETED);
 }
+
+/// Runs passes until nothing changes; the size of each pass's batch.
+fn passes(w: &mut World) -> Vec<(usize, usize)> {
+    let mut sizes = Vec::new();
+    for _ in 0..100 {
+        let plan = reconcile(&w.state, w.now);
+        if plan.batch.is_empty() {
+            return sizes;
+        }
+        let proto = plan.batch.into_proto();
+        sizes.push((proto.actions.len(), prost::Message::encoded_len(&proto)));
+        w.index += 1;
+        w.state.apply(w.index, &proto).expect("no conflict");
+    }
+    panic!("the orchestrator did not settle in 100 passes");
+}
+
+#[test]
+fn a_big_scale_is_written_over_several_small_passes() {
+    use crate::limits::{MAX_BYTES_PER_PASS, MAX_WRITES_PER_PASS};
+    let mut w = World::new();
+    w.node("n1");
+    w.service(
+        "web",
+        ServiceMode::Replicated,
+        2_500,
+        RestartPolicy::default(),
+    );
+    let sizes = passes(&mut w);
+    assert_eq!(
+        sizes.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        [MAX_WRITES_PER_PASS, MAX_WRITES_PER_PASS, 500]
+    );
+    let mut slots: Vec<u64> = w.state.tasks.values().map(|t| t.slot).collect();
+    slots.sort();
+    assert_eq!(slots, (1..=2_500).collect::<Vec<_>>(), "one task per slot");
+
+    // Tasks carry their spec: a big spec makes passes smaller, by bytes.
+    let mut w = World::new();
+    w.node("n1");
+    w.service(
+        "big",
+        ServiceMode::Replicated,
+        100,
+        RestartPolicy::default(),
+    );
+    let mut service = w.state.services["big"].clone();
+    let spec = service.spec.as_mut().unwrap();
+    spec.task.as_mut().unwrap().container = Some(ContainerSpec {
+        image: "shoal/echo:1".into(),
+        env: vec![format!("BLOB={}", "x".repeat(64 * 1024))],
+        ..Default::default()
+    });
+    let mut b = Batch::default();
+    b.put_service(service);
+    w.write(b);
+    let sizes = passes(&mut w);
+    assert!(sizes.len() >= 6, "{} passes", sizes.len());
+    for (_, bytes) in &sizes {
+        assert!(
+            *bytes < MAX_BYTES_PER_PASS + 70 * 1024,
+            "a pass wrote {bytes} bytes"
+        );
+    }
+    assert_eq!(w.state.tasks.len(), 100);
+
+    // Removing the big service forgets its 2,500 tasks a pass at a time.
+    let mut w = World::new();
+    w.node("n1");
+    w.service(
+        "web",
+        ServiceMode::Replicated,
+        2_500,
+        RestartPolicy::default(),
+    );
+    passes(&mut w);
+    let mut b = Batch::default();
+    let version = w.state.services["web"].meta.as_ref().unwrap().version;
+    b.delete(shoal_api::pb::Kind::Service, "web", version);
+    w.write(b);
+    let sizes = passes(&mut w);
+    assert!(
+        sizes.iter().all(|(n, _)| *n <= MAX_WRITES_PER_PASS),
+        "{sizes:?}"
+    );
+    assert!(w.state.tasks.is_empty());
+}

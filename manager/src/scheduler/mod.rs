@@ -9,21 +9,19 @@ use std::sync::Arc;
 use shoal_api::pb::{Task, TaskState, TaskStatus};
 
 use crate::{
+    limits::Limits,
     manager::{Manager, WriteError},
     store::{Batch, State},
 };
 use placement::{Outcome, plan};
 
-/// Tasks written per Raft entry: keeps entries small when thousands of
-/// tasks are placed at once.
-const MAX_TASKS_PER_BATCH: usize = 1000;
-
-/// Turns placement decisions into task updates; writes only what changes.
-pub fn assignments(state: &State) -> Batch {
+/// Turns placement decisions into task updates; writes only what changes,
+/// a pass's worth at most (the rest follow in the next pass).
+pub fn assignments(state: &State, limits: &Limits) -> Batch {
     let mut batch = Batch::default();
     let now = shoal_api::now_ms();
-    for decision in plan(state) {
-        if batch.len() >= MAX_TASKS_PER_BATCH {
+    for decision in plan(state, limits) {
+        if batch.is_full() {
             break;
         }
         let Some(task) = state.tasks.get(&decision.task_id) else {
@@ -67,7 +65,10 @@ pub async fn run(manager: Arc<Manager>) {
     let mut applied = manager.store.applied();
     loop {
         let written = manager
-            .update(|state| Ok::<_, WriteError>(Some((assignments(state), ()))))
+            .update(|state| {
+                let batch = assignments(state, &manager.settings.limits);
+                Ok::<_, WriteError>(Some((batch, ())))
+            })
             .await;
         match written {
             Ok(Some(())) => {}

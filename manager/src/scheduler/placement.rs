@@ -2,7 +2,8 @@
 //! state, so it is tested and benchmarked without a cluster.
 //!
 //! As Swarm's scheduler: filters first (node ready and active, constraints,
-//! resources, max replicas per node, host-mode port conflicts), then spread:
+//! resources, max replicas per node, host-mode port conflicts), and, beyond
+//! Swarm, the node's task limit ([`Limits::tasks_on_node`]), then spread:
 //! placement-preference groups with fewer tasks of the service first, then
 //! nodes with fewer tasks of the service, then fewer tasks overall.
 
@@ -11,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use shoal_api::pb::{Availability, Node, NodeState, PublishMode, Resources, Task, TaskState};
 
 use super::constraint::Constraint;
-use crate::store::State;
+use crate::{limits::Limits, store::State};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -62,34 +63,58 @@ struct Candidate<'a> {
     /// take tasks that reserve any).
     known_resources: bool,
     total: u32,
+    /// The most tasks the node holds.
+    capacity: u64,
     host_ports: HashSet<(String, u32)>,
 }
 
 #[derive(Default)]
-struct Refusals(BTreeMap<&'static str, u32>);
+struct Refusals {
+    nodes: BTreeMap<&'static str, u32>,
+    /// The smallest and largest task limit of the nodes at theirs.
+    task_limits: Option<(u64, u64)>,
+}
 
 impl Refusals {
     fn add(&mut self, why: &'static str) {
-        *self.0.entry(why).or_default() += 1;
+        *self.nodes.entry(why).or_default() += 1;
+    }
+
+    fn at_task_limit(&mut self, limit: u64) {
+        self.add(TASK_LIMIT);
+        self.task_limits = Some(match self.task_limits {
+            Some((low, high)) => (low.min(limit), high.max(limit)),
+            None => (limit, limit),
+        });
     }
 
     fn set(&mut self, why: &'static str, count: u32) {
         if count > 0 {
-            self.0.insert(why, count);
+            self.nodes.insert(why, count);
         }
     }
 
     fn reason(&self) -> String {
-        if self.0.is_empty() {
+        if self.nodes.is_empty() {
             return "no suitable node (no nodes in the cluster)".into();
         }
         let parts: Vec<String> = self
-            .0
+            .nodes
             .iter()
             .map(|(why, n)| {
                 let nodes = if *n == 1 { "node" } else { "nodes" };
                 if *why == NOT_AVAILABLE {
                     format!("{n} {nodes} {why}")
+                } else if *why == TASK_LIMIT {
+                    let their = if *n == 1 { "its" } else { "their" };
+                    let (low, high) = self.task_limits.unwrap_or_default();
+                    let tasks = if high == 1 { "task" } else { "tasks" };
+                    let range = if low == high {
+                        format!("{high}")
+                    } else {
+                        format!("{low} to {high}")
+                    };
+                    format!("{n} {nodes} at {their} task limit of {range} {tasks}")
                 } else {
                     format!("{why} on {n} {nodes}")
                 }
@@ -104,6 +129,7 @@ const CONSTRAINTS: &str = "scheduling constraints not satisfied";
 const RESOURCES: &str = "insufficient resources";
 const MAX_REPLICAS: &str = "max replicas per node limit exceed";
 const PORTS: &str = "host-mode port already in use";
+const TASK_LIMIT: &str = "task limit";
 
 fn reservations(task: &Task) -> Resources {
     task.spec
@@ -123,8 +149,9 @@ fn host_ports(
         .unwrap_or_default()
 }
 
-/// Decides a node for every pending task of `state`.
-pub fn plan(state: &State) -> Vec<Decision> {
+/// Decides a node for every pending task of `state`, placing no more on a
+/// node than `limits` and the node itself allow.
+pub fn plan(state: &State, limits: &Limits) -> Vec<Decision> {
     // Host-mode published ports, per service.
     let service_ports: HashMap<&str, Vec<(String, u32)>> = state
         .services
@@ -166,6 +193,7 @@ pub fn plan(state: &State) -> Vec<Decision> {
             free: resources,
             known_resources: resources.nano_cpus > 0 || resources.memory_bytes > 0,
             total: 0,
+            capacity: limits.tasks_on_node(node),
             host_ports: HashSet::new(),
         });
     }
@@ -249,6 +277,10 @@ pub fn plan(state: &State) -> Vec<Decision> {
             let need = reservations(task);
             let mut refusals = Refusals::default();
             let fits = |c: &Candidate, count: u32, refusals: &mut Refusals| -> bool {
+                if u64::from(c.total) >= c.capacity {
+                    refusals.at_task_limit(c.capacity);
+                    return false;
+                }
                 if (need.nano_cpus > 0 || need.memory_bytes > 0)
                     && (!c.known_resources
                         || c.free.nano_cpus < need.nano_cpus

@@ -7,6 +7,7 @@ use shoal_api::pb::{
 };
 
 use super::placement::{Outcome, plan};
+use crate::limits::Limits;
 use crate::store::State;
 
 fn node(id: &str, labels: &[(&str, &str)]) -> Node {
@@ -72,7 +73,7 @@ fn state(nodes: Vec<Node>, tasks: Vec<Task>) -> State {
 
 fn assigned(s: &State) -> std::collections::BTreeMap<String, usize> {
     let mut out = std::collections::BTreeMap::new();
-    for d in plan(s) {
+    for d in plan(s, &Limits::default()) {
         if let Outcome::Assign(n) = d.outcome {
             *out.entry(n).or_default() += 1;
         }
@@ -94,7 +95,7 @@ fn spreads_a_service_evenly_then_by_total_load() {
         vec![node("n1", &[]), node("n2", &[]), node("n3", &[])],
         tasks,
     );
-    let decisions = plan(&s);
+    let decisions = plan(&s, &Limits::default());
     assert_eq!(
         assigned(&s),
         [("n1".into(), 2), ("n2".into(), 2), ("n3".into(), 2)].into()
@@ -144,7 +145,7 @@ fn filters_constraints_availability_and_down_nodes() {
         )],
     );
     assert_eq!(
-        plan(&s)[0].outcome,
+        plan(&s, &Limits::default())[0].outcome,
         Outcome::Unplaceable(
             "no suitable node (scheduling constraints not satisfied on 1 node)".into()
         )
@@ -168,7 +169,7 @@ fn respects_resources_and_max_replicas_per_node() {
         vec![node("n1", &[]), node("n2", &[])],
         vec![t("a", 1), t("b", 2), t("c", 3)],
     );
-    let decisions = plan(&s);
+    let decisions = plan(&s, &Limits::default());
     assert_eq!(assigned(&s).values().sum::<usize>(), 2);
     let left = decisions
         .iter()
@@ -248,7 +249,7 @@ fn host_mode_ports_do_not_collide() {
         },
     );
     assert_eq!(assigned(&s), [("n1".into(), 1), ("n2".into(), 1)].into());
-    let reasons: Vec<_> = plan(&s)
+    let reasons: Vec<_> = plan(&s, &Limits::default())
         .into_iter()
         .filter_map(|d| match d.outcome {
             Outcome::Unplaceable(r) => Some(r),
@@ -258,5 +259,108 @@ fn host_mode_ports_do_not_collide() {
     assert_eq!(
         reasons,
         vec!["no suitable node (host-mode port already in use on 2 nodes)".to_string()]
+    );
+}
+
+fn running_on(mut t: Task, node: &str) -> Task {
+    t.node_id = node.into();
+    t.status.as_mut().unwrap().state = TaskState::Running as i32;
+    t
+}
+
+fn reasons(s: &State, limits: &Limits) -> Vec<String> {
+    plan(s, limits)
+        .into_iter()
+        .filter_map(|d| match d.outcome {
+            Outcome::Unplaceable(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_node_takes_no_more_tasks_than_the_managers_limit() {
+    let limits = Limits {
+        max_tasks_per_node: 2,
+        ..Default::default()
+    };
+    // n1 already runs a task of another service: it has room for one more.
+    let mut tasks: Vec<Task> = (1..=5)
+        .map(|i| task(&format!("t{i}"), "web", i, Placement::default()))
+        .collect();
+    tasks.push(running_on(
+        task("other", "db", 1, Placement::default()),
+        "n1",
+    ));
+    // A task being shut down no longer holds its place.
+    let mut leaving = running_on(task("old", "db", 2, Placement::default()), "n2");
+    leaving.desired_state = TaskState::Shutdown as i32;
+    tasks.push(leaving);
+    let s = state(vec![node("n1", &[]), node("n2", &[])], tasks);
+    let mut placed = std::collections::BTreeMap::new();
+    for d in plan(&s, &limits) {
+        if let Outcome::Assign(n) = d.outcome {
+            *placed.entry(n).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(placed, [("n1".into(), 1), ("n2".into(), 2)].into());
+    assert_eq!(
+        reasons(&s, &limits),
+        vec!["no suitable node (2 nodes at their task limit of 2 tasks)".to_string(); 2]
+    );
+}
+
+#[test]
+fn a_node_takes_no_more_tasks_than_its_memory_pids_or_agent_allow() {
+    // 64 MiB holds 2 tasks (32 MiB each); the agent of n2 says 1
+    // (`--max-tasks 1`); n3 has plenty of memory but 96 process ids (3
+    // tasks of 32).
+    let mut small = node("n1", &[]);
+    small
+        .description
+        .as_mut()
+        .unwrap()
+        .resources
+        .as_mut()
+        .unwrap()
+        .memory_bytes = 64 << 20;
+    let mut capped = node("n2", &[]);
+    capped.description.as_mut().unwrap().max_tasks = 1;
+    let mut few_pids = node("n3", &[]);
+    few_pids.description.as_mut().unwrap().pids_max = 96;
+    let s = state(
+        vec![small, capped, few_pids],
+        (1..=10)
+            .map(|i| task(&format!("t{i}"), "web", i, Placement::default()))
+            .collect(),
+    );
+    assert_eq!(
+        assigned(&s),
+        [("n1".into(), 2), ("n2".into(), 1), ("n3".into(), 3)].into()
+    );
+    assert_eq!(
+        reasons(&s, &Limits::default()),
+        vec!["no suitable node (3 nodes at their task limit of 1 to 3 tasks)".to_string(); 4]
+    );
+}
+
+#[test]
+fn a_global_task_for_a_full_node_stays_pending_naming_the_limit() {
+    let limits = Limits {
+        max_tasks_per_node: 1,
+        ..Default::default()
+    };
+    let mut global = task("g1", "agent", 0, Placement::default());
+    global.node_id = "n1".into();
+    let s = state(
+        vec![node("n1", &[])],
+        vec![
+            running_on(task("busy", "web", 1, Placement::default()), "n1"),
+            global,
+        ],
+    );
+    assert_eq!(
+        reasons(&s, &limits),
+        vec!["no suitable node (1 node at its task limit of 1 task)".to_string()]
     );
 }

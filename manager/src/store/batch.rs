@@ -6,9 +6,13 @@ use shoal_api::pb::{
     StoreBatch, Task, object, store_action,
 };
 
+use crate::limits::{MAX_BYTES_PER_PASS, MAX_WRITES_PER_PASS};
+
 #[derive(Default, Debug, Clone)]
 pub struct Batch {
     actions: Vec<StoreAction>,
+    /// The actions' encoded size, kept as they are added.
+    bytes: usize,
 }
 
 macro_rules! put_fn {
@@ -30,7 +34,7 @@ impl Batch {
     put_fn!(put_cluster, Cluster, Cluster);
 
     pub fn delete(&mut self, kind: Kind, id: &str, expected_version: u64) {
-        self.actions.push(StoreAction {
+        self.push(StoreAction {
             action: Some(store_action::Action::Delete(ObjectRef {
                 kind: kind as i32,
                 id: id.to_owned(),
@@ -47,6 +51,14 @@ impl Batch {
         self.actions.len()
     }
 
+    /// Whether a background pass (orchestrator, allocator, scheduler) has
+    /// written its share: [`MAX_WRITES_PER_PASS`] objects or
+    /// [`MAX_BYTES_PER_PASS`] bytes. Keeps every Raft entry small however
+    /// much is asked at once.
+    pub fn is_full(&self) -> bool {
+        self.actions.len() >= MAX_WRITES_PER_PASS || self.bytes >= MAX_BYTES_PER_PASS
+    }
+
     pub fn into_proto(self) -> StoreBatch {
         StoreBatch {
             actions: self.actions,
@@ -54,12 +66,17 @@ impl Batch {
     }
 
     fn push_put(&mut self, object: object::Object, expected_version: u64) {
-        self.actions.push(StoreAction {
+        self.push(StoreAction {
             action: Some(store_action::Action::Put(Object {
                 object: Some(object),
             })),
             expected_version,
         });
+    }
+
+    fn push(&mut self, action: StoreAction) {
+        self.bytes += prost::Message::encoded_len(&action);
+        self.actions.push(action);
     }
 }
 
