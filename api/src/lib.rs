@@ -8,6 +8,8 @@
 pub mod base64;
 pub mod cidr;
 pub mod display;
+pub mod mount;
+pub mod template;
 pub mod token;
 
 use serde::{Deserialize, Serialize};

@@ -17,16 +17,21 @@ fn memory_bytes() -> i64 {
         .unwrap_or(0)
 }
 
+/// This machine's OS and architecture (`{{.Node.Platform.OS}}` …).
+pub fn platform() -> Platform {
+    Platform {
+        os: std::env::consts::OS.to_owned(),
+        architecture: std::env::consts::ARCH.to_owned(),
+    }
+}
+
 pub fn describe(hostname: &str, engine_version: &str) -> NodeDescription {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1) as i64;
     NodeDescription {
         hostname: hostname.to_owned(),
-        platform: Some(Platform {
-            os: std::env::consts::OS.to_owned(),
-            architecture: std::env::consts::ARCH.to_owned(),
-        }),
+        platform: Some(platform()),
         resources: Some(Resources {
             nano_cpus: cpus * 1_000_000_000,
             memory_bytes: memory_bytes(),

@@ -4,4 +4,3 @@
 pub mod describe;
 pub mod docker;
 pub mod files;
-pub mod template;
