@@ -165,8 +165,9 @@ fn mounts(raw: &[Mount], expanded: &[Mount]) -> Check {
             _ => {}
         }
         for (key, value) in &m.options {
-            check_option(kind, key, value)
-                .or_else(|why| invalid!("invalid mount (target {:?}): {why}", m.target))?;
+            if let Err(why) = check_option(kind, key, value) {
+                return invalid!("invalid mount (target {:?}): {why}", m.target);
+            }
         }
     }
     Ok(())

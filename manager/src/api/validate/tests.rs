@@ -372,7 +372,7 @@ fn restart_update_and_rollback_configs() {
 
     let update = |u: UpdateConfig| {
         let mut s = spec();
-        s.update = Some(u.clone());
+        s.update = Some(u);
         s.rollback = Some(UpdateConfig {
             failure_action: UpdateFailureAction::Pause as i32,
             ..u
