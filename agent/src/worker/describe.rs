@@ -17,14 +17,6 @@ fn memory_bytes() -> i64 {
         .unwrap_or(0)
 }
 
-/// This machine's OS and architecture (`{{.Node.Platform.OS}}` …).
-pub fn platform() -> Platform {
-    Platform {
-        os: std::env::consts::OS.to_owned(),
-        architecture: std::env::consts::ARCH.to_owned(),
-    }
-}
-
 pub fn describe(hostname: &str, engine_version: &str) -> NodeDescription {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -37,6 +29,14 @@ pub fn describe(hostname: &str, engine_version: &str) -> NodeDescription {
             memory_bytes: memory_bytes(),
         }),
         engine_version: engine_version.to_owned(),
+    }
+}
+
+/// This machine's OS and architecture (`{{.Node.Platform.OS}}` …).
+pub fn platform() -> Platform {
+    Platform {
+        os: std::env::consts::OS.to_owned(),
+        architecture: std::env::consts::ARCH.to_owned(),
     }
 }
 
