@@ -9,6 +9,8 @@ pub mod base64;
 pub mod capacity;
 pub mod cidr;
 pub mod display;
+pub mod mount;
+pub mod template;
 pub mod token;
 
 use serde::{Deserialize, Serialize};

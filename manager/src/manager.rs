@@ -165,10 +165,11 @@ impl Manager {
             if self.is_leader() {
                 return Ok(Route::Local);
             }
-            if let Some(addr) = self.leader_addr().filter(|_| !self.leads_without_quorum()) {
-                if avoid != Some(addr.as_str()) {
-                    return Ok(Route::Leader(addr));
-                }
+            if let Some(addr) = self
+                .leader_addr()
+                .filter(|a| !self.leads_without_quorum() && avoid != Some(a.as_str()))
+            {
+                return Ok(Route::Leader(addr));
             }
             if tokio::time::timeout_at(deadline, metrics.changed())
                 .await

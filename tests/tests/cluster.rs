@@ -399,6 +399,45 @@ async fn bad_input_is_refused_with_a_clear_error_and_writes_nothing() -> Result<
         "{}",
         err.message()
     );
+    // Fields that would make every task fail on its node are refused at
+    // create time, naming the field (issue 13: these used to be accepted).
+    type Change = fn(&mut shoal_api::pb::ContainerSpec);
+    let bad: [(Change, &str); 4] = [
+        (
+            |c| {
+                c.mounts.push(shoal_api::pb::Mount {
+                    r#type: "bind".into(),
+                    source: "relative".into(),
+                    target: "/data".into(),
+                    ..Default::default()
+                })
+            },
+            "invalid mount source \"relative\": a bind mount's source must be an absolute path",
+        ),
+        (
+            |c| c.env.push("=noval".into()),
+            "invalid env \"=noval\": empty variable name",
+        ),
+        (
+            |c| c.hostname = "{{.Bogus}}".into(),
+            "invalid hostname \"{{.Bogus}}\": unknown placeholder .Bogus",
+        ),
+        (
+            |c| c.env.push("NODE={{.Node.ID".into()),
+            "invalid env \"NODE={{.Node.ID\": unclosed {{",
+        ),
+    ];
+    for (change, want) in bad {
+        let mut spec = replicated("c", 1);
+        change(spec.task.as_mut().unwrap().container.as_mut().unwrap());
+        let err = control.create_service(spec).await.unwrap_err();
+        ensure!(
+            err.code() == tonic::Code::InvalidArgument && err.message().starts_with(want),
+            "wanted {want:?}, got {:?} {:?}",
+            err.code(),
+            err.message()
+        );
+    }
     ensure!(
         control
             .list_services(Empty {})
@@ -408,6 +447,67 @@ async fn bad_input_is_refused_with_a_clear_error_and_writes_nothing() -> Result<
             .is_empty(),
         "a refused service was written"
     );
+
+    // The same holds for an update: the stored service does not change.
+    let mut good = replicated("tpl", 1);
+    good.labels.insert("tier".into(), "front".into());
+    good.task.as_mut().unwrap().container.as_mut().unwrap().env = vec![
+        "NODE={{.Node.ID}}".into(),
+        "TIER={{index .Service.Labels \"tier\"}}".into(),
+    ];
+    let created = control.create_service(good.clone()).await?.into_inner();
+    let meta = created.meta.clone().unwrap_or_default();
+    let mut bad = good.clone();
+    bad.task
+        .as_mut()
+        .unwrap()
+        .container
+        .as_mut()
+        .unwrap()
+        .hostname = "{{.Bogus}}".into();
+    let err = control
+        .update_service(UpdateServiceRequest {
+            id: meta.id.clone(),
+            version: meta.version,
+            spec: Some(bad),
+            rollback: false,
+        })
+        .await
+        .unwrap_err();
+    ensure!(
+        err.message().contains("unknown placeholder .Bogus"),
+        "{}",
+        err.message()
+    );
+    let stored = control.list_services(Empty {}).await?.into_inner().services;
+    let stored = stored
+        .iter()
+        .filter_map(|s| s.service.as_ref())
+        .find(|s| s.meta.as_ref().is_some_and(|m| m.id == meta.id))
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        stored.meta.unwrap_or_default().version == meta.version
+            && stored.spec.as_ref() == created.spec.as_ref(),
+        "a refused update was written"
+    );
+    // Templates stay as written in the store; each task carries the
+    // service's labels, which the agent expands them with.
+    let task = wait_until(WAIT, "a task of tpl", || async {
+        cluster
+            .tasks()
+            .await
+            .ok()?
+            .into_iter()
+            .find(|t| t.service_id == meta.id)
+    })
+    .await?;
+    ensure!(
+        task.service_labels.get("tier").map(String::as_str) == Some("front"),
+        "{:?}",
+        task.service_labels
+    );
+    control.remove_service(IdRequest { id: meta.id }).await?;
 
     // A secret a service uses cannot be removed; the error names the service.
     let secret = control

@@ -355,29 +355,64 @@ fn secrets_reach_only_the_container_and_unhealthy_tasks_never_run() -> Result<()
 #[test]
 fn hostname_templates_expand_and_a_missing_image_is_rejected_clearly() -> Result<()> {
     let cluster = LabCluster::start(1, true)?;
+    // A bind source per slot, on the host every lab node's engine shares.
+    let base = cluster.lab.state().path().join("templates");
+    std::fs::create_dir_all(base.join("named-1"))?;
+    let mount = format!(
+        "type=bind,source={}/{{{{.Service.Name}}}}-{{{{.Task.Slot}}}},target=/data/{{{{.Task.Slot}}}}",
+        base.display()
+    );
     cluster.shoal(&[
         "service",
         "create",
         "--name",
         "named",
+        "--label",
+        "tier=front",
         "--hostname",
         "{{.Service.Name}}-{{.Task.Slot}}.{{.Node.Hostname}}",
+        "--env",
+        "NODE_ID={{.Node.ID}}",
+        "--env",
+        "TIER={{index .Service.Labels \"tier\"}}",
+        "--env",
+        "WHERE={{.Task.Name}} on {{.Node.Platform.OS}}/{{.Node.Platform.Architecture}}",
+        "--mount",
+        &mount,
         "shoal/echo:1",
     ])?;
     let container = cluster.wait("named running", WAIT, || {
         containers_of("named").ok()?.into_iter().next()
     })?;
-    let hostname = cmd::stdout(
-        "docker",
-        &["inspect", "-f", "{{.Config.Hostname}}", &container],
-    )?;
-    let node = cluster.json_rows(&["service", "ps", "named"])?[0]["Node"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
+    let inspect = |format: &str| cmd::stdout("docker", &["inspect", "-f", format, &container]);
+    let hostname = inspect("{{.Config.Hostname}}")?;
+    let row = &cluster.json_rows(&["service", "ps", "--no-trunc", "named"])?[0];
+    let node = row["Node"].as_str().unwrap_or("").to_owned();
     ensure!(
         hostname.trim() == format!("named-1.{node}"),
         "hostname {hostname:?} on {node}"
+    );
+    // Env values and mount paths expand too (Swarm's --env and --mount).
+    let node_id = inspect("{{index .Config.Labels \"com.shoal.node.id\"}}")?;
+    let task_id = row["ID"].as_str().unwrap_or("");
+    let env = inspect("{{json .Config.Env}}")?;
+    let env: Vec<String> = serde_json::from_str(&env)?;
+    for want in [
+        format!("NODE_ID={}", node_id.trim()),
+        "TIER=front".to_owned(),
+        format!(
+            "WHERE=named.1.{task_id} on {}/{}",
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        ),
+    ] {
+        ensure!(env.contains(&want), "{want:?} not in {env:?}");
+    }
+    let mounts: serde_json::Value = serde_json::from_str(&inspect("{{json .Mounts}}")?)?;
+    let bind = &mounts[0];
+    ensure!(
+        bind["Source"] == format!("{}/named-1", base.display()) && bind["Destination"] == "/data/1",
+        "{mounts}"
     );
 
     cluster.shoal(&[

@@ -39,10 +39,7 @@ pub fn describe(hostname: &str, engine_version: &str, max_tasks: u64) -> NodeDes
         .unwrap_or(1) as i64;
     NodeDescription {
         hostname: hostname.to_owned(),
-        platform: Some(Platform {
-            os: std::env::consts::OS.to_owned(),
-            architecture: std::env::consts::ARCH.to_owned(),
-        }),
+        platform: Some(platform()),
         resources: Some(Resources {
             nano_cpus: cpus * 1_000_000_000,
             memory_bytes: memory_bytes(),
@@ -50,6 +47,14 @@ pub fn describe(hostname: &str, engine_version: &str, max_tasks: u64) -> NodeDes
         engine_version: engine_version.to_owned(),
         pids_max: pids_max(),
         max_tasks,
+    }
+}
+
+/// This machine's OS and architecture (`{{.Node.Platform.OS}}` …).
+pub fn platform() -> Platform {
+    Platform {
+        os: std::env::consts::OS.to_owned(),
+        architecture: std::env::consts::ARCH.to_owned(),
     }
 }
 

@@ -17,7 +17,10 @@ use bollard::{
         RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
     },
 };
-use shoal_api::pb::{AssignmentSet, Task, TaskState, TaskStatus, TaskStatusUpdate};
+use shoal_api::{
+    pb::{AssignmentSet, NodeDescription, Task, TaskState, TaskStatus, TaskStatusUpdate},
+    template,
+};
 use tokio::sync::mpsc;
 
 use super::{admission::Admission, files};
@@ -63,7 +66,7 @@ pub struct DockerExecutor {
     extra_labels: HashMap<String, String>,
     /// Where each task's secrets and configs get their tmpfs.
     run_dir: std::path::PathBuf,
-    /// For `{{.Node.Hostname}}` in hostname templates.
+    /// For `{{.Node.Hostname}}` in templates.
     node_hostname: String,
     tasks: Arc<Mutex<HashMap<String, Tracked>>>,
     report: Arc<Mutex<Option<mpsc::UnboundedSender<TaskStatusUpdate>>>>,
@@ -98,21 +101,11 @@ fn task_id(task: &Task) -> String {
 /// Docker's name for a task's container: `SERVICE.SLOT.TASKID` (global
 /// services: `SERVICE.NODEID.TASKID`), as Swarm names them.
 pub fn container_name(task: &Task) -> String {
-    let slot = if task.slot > 0 {
-        task.slot.to_string()
-    } else {
-        task.node_id.clone()
-    };
-    format!("{}.{}.{}", task.service_name, slot, task_id(task))
+    template::task_name(task)
 }
 
 fn task_name(task: &Task) -> String {
-    let slot = if task.slot > 0 {
-        task.slot.to_string()
-    } else {
-        task.node_id.clone()
-    };
-    format!("{}.{}", task.service_name, slot)
+    format!("{}.{}", task.service_name, template::task_slot(task))
 }
 
 impl DockerExecutor {
@@ -323,27 +316,26 @@ impl DockerExecutor {
             .as_ref()
             .and_then(|s| s.resources.as_ref())
             .and_then(|r| r.limits);
+        // Templates were expanded before the task got here (`expanded`).
         let hostname = if container.hostname.is_empty() {
             task_name(task)
         } else {
-            super::template::expand(
-                &container.hostname,
-                task,
-                &self.node_id(),
-                &self.node_hostname,
-            )
+            container.hostname.clone()
         };
         // Named volumes through the volume API (local driver): they outlive
         // the task, so a replacement finds its data.
         for mount in &mounts {
             if let (Some(MountType::VOLUME), Some(name)) = (&mount.typ, &mount.source) {
+                // `volume-label` and `volume-opt` apply when the volume is
+                // created (Docker ignores them for one that exists).
+                let options = mount.volume_options.clone().unwrap_or_default();
+                let mut labels = options.labels.unwrap_or_default();
+                labels.insert(LABEL_SERVICE_NAME.to_owned(), task.service_name.clone());
                 let request = bollard::models::VolumeCreateRequest {
                     name: Some(name.clone()),
                     driver: Some("local".into()),
-                    labels: Some(HashMap::from([(
-                        LABEL_SERVICE_NAME.to_owned(),
-                        task.service_name.clone(),
-                    )])),
+                    driver_opts: options.driver_config.and_then(|d| d.options),
+                    labels: Some(labels),
                     ..Default::default()
                 };
                 if let Err(e) = self.docker.create_volume(request).await {
@@ -437,6 +429,26 @@ impl DockerExecutor {
                 .is_some_and(|t| t.first().map(String::as_str) != Some("NONE"))
         }) || self.image_has_healthcheck(&container.image).await;
         Ok((created.id, has_health))
+    }
+
+    /// The task with Swarm's templates in its hostname, env values and
+    /// mounts expanded for this node (the manager refused bad ones at
+    /// create time; a task from an older manager can still fail here).
+    fn expanded(&self, task: &Task) -> Result<Task, template::FieldError> {
+        let mut task = task.clone();
+        if task.node_id.is_empty() {
+            task.node_id = self.node_id();
+        }
+        let node = NodeDescription {
+            hostname: self.node_hostname.clone(),
+            platform: Some(super::describe::platform()),
+            ..Default::default()
+        };
+        let context = template::Context::new(&task, &node);
+        if let Some(container) = task.spec.as_mut().and_then(|s| s.container.as_mut()) {
+            *container = template::expand_container(container, &context)?;
+        }
+        Ok(task)
     }
 
     /// Plugs a started container into the task's networks.
@@ -637,6 +649,18 @@ impl Executor for Arc<DockerExecutor> {
                         });
                         continue;
                     }
+                    let task = match self.expanded(task) {
+                        Ok(task) => task,
+                        Err(error) => {
+                            let err = format!("expanding templates: {error}");
+                            let _ = report.send(TaskStatusUpdate {
+                                task_id: id.clone(),
+                                status: Some(status(TaskState::Rejected, "", &err, 0, "")),
+                            });
+                            continue;
+                        }
+                    };
+                    let task = &task;
                     let mut mounts = files::service_mounts(task);
                     let resolver = self.overlay.as_ref().and_then(|o| o.resolver_for(task));
                     let prepared = files::prepare(&self.run_dir, task, set).and_then(|mut more| {

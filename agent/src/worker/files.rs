@@ -4,6 +4,7 @@
 //! target path — with the uid, gid and mode the service asked for.
 
 use std::{
+    collections::HashMap,
     ffi::CString,
     os::unix::{ffi::OsStrExt, fs::PermissionsExt},
     path::{Path, PathBuf},
@@ -11,7 +12,10 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use bollard::models::{Mount, MountType};
-use shoal_api::pb::{AssignmentSet, FileTarget, Task};
+use shoal_api::{
+    mount,
+    pb::{AssignmentSet, FileTarget, Task},
+};
 
 /// The task's tmpfs directory under `run_dir`.
 pub fn task_dir(run_dir: &Path, task_id: &str) -> PathBuf {
@@ -118,10 +122,13 @@ pub fn prepare(run_dir: &Path, task: &Task, set: &AssignmentSet) -> Result<Vec<M
             .find(|c| c.meta.as_ref().is_some_and(|m| m.id == r.config_id))
             .with_context(|| format!("config {} was not delivered with the task", r.config_name))?;
         let file = r.file.clone().unwrap_or_default();
+        // A relative target is under `/`, as Docker places configs.
         let target = if file.name.is_empty() {
             format!("/{}", r.config_name)
-        } else {
+        } else if file.name.starts_with('/') {
             file.name.clone()
+        } else {
+            format!("/{}", file.name)
         };
         let source = dir.join(format!("config-{i}"));
         write_file(
@@ -187,13 +194,37 @@ pub fn service_mounts(task: &Task) -> Vec<Mount> {
                 "tmpfs" => MountType::TMPFS,
                 _ => MountType::VOLUME,
             };
+            // The manager checked each option against its type
+            // (`shoal_api::mount::check_option`); these read them the same way.
+            let option = |key: &str| m.options.get(key).map(String::as_str);
+            let pair = |key: &str| {
+                option(key)
+                    .and_then(|kv| kv.split_once('='))
+                    .map(|(k, v)| HashMap::from([(k.to_owned(), v.to_owned())]))
+            };
             let tmpfs_options =
                 (typ == MountType::TMPFS).then(|| bollard::models::MountTmpfsOptions {
-                    size_bytes: m.options.get("tmpfs-size").and_then(|s| parse_size(s)),
-                    mode: m
-                        .options
-                        .get("tmpfs-mode")
-                        .and_then(|s| i64::from_str_radix(s, 8).ok()),
+                    size_bytes: option("tmpfs-size").and_then(mount::parse_size),
+                    mode: option("tmpfs-mode").and_then(mount::parse_mode),
+                    ..Default::default()
+                });
+            let bind_options =
+                option("bind-propagation")
+                    .and_then(|p| p.parse().ok())
+                    .map(|propagation| bollard::models::MountBindOptions {
+                        propagation: Some(propagation),
+                        ..Default::default()
+                    });
+            let volume_options =
+                (typ == MountType::VOLUME).then(|| bollard::models::MountVolumeOptions {
+                    no_copy: option("volume-nocopy").and_then(mount::parse_bool),
+                    labels: pair("volume-label"),
+                    driver_config: pair("volume-opt").map(|options| {
+                        bollard::models::MountVolumeOptionsDriverConfig {
+                            name: Some("local".into()),
+                            options: Some(options),
+                        }
+                    }),
                     ..Default::default()
                 });
             Mount {
@@ -201,33 +232,12 @@ pub fn service_mounts(task: &Task) -> Vec<Mount> {
                 source: (!m.source.is_empty()).then(|| m.source.clone()),
                 typ: Some(typ),
                 read_only: Some(m.read_only),
+                consistency: option("consistency").map(str::to_owned),
+                bind_options,
+                volume_options,
                 tmpfs_options,
                 ..Default::default()
             }
         })
         .collect()
-}
-
-/// `64m`, `1g`, `4096` as bytes (1024-based, as Docker reads them).
-fn parse_size(text: &str) -> Option<i64> {
-    let t = text.trim().to_ascii_lowercase();
-    let t = t.trim_end_matches('b');
-    let (number, multiplier) = match t.chars().last()? {
-        'k' => (&t[..t.len() - 1], 1 << 10),
-        'm' => (&t[..t.len() - 1], 1 << 20),
-        'g' => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    number.parse::<i64>().ok().map(|n| n * multiplier)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes() {
-        assert_eq!(super::parse_size("64m"), Some(64 << 20));
-        assert_eq!(super::parse_size("1G"), Some(1 << 30));
-        assert_eq!(super::parse_size("4096"), Some(4096));
-        assert_eq!(super::parse_size("lots"), None);
-    }
 }

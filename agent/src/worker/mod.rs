@@ -6,4 +6,3 @@ pub mod admission;
 pub mod describe;
 pub mod docker;
 pub mod files;
-pub mod template;

@@ -170,6 +170,12 @@ pub fn parse_mount(spec: &str) -> Result<Mount> {
             other => bail!("unexpected key {other:?} in --mount {spec:?}"),
         }
     }
+    // The manager checks the same (shoal_api::mount), for every client.
+    for (key, value) in &mount.options {
+        if let Err(why) = shoal_api::mount::check_option(&mount.r#type, key, value) {
+            bail!("invalid --mount {spec:?}: {why}");
+        }
+    }
     if !matches!(mount.r#type.as_str(), "bind" | "volume" | "tmpfs") {
         bail!(
             "invalid mount type {:?} in --mount {spec:?}: expected bind, volume or tmpfs",
@@ -181,6 +187,19 @@ pub fn parse_mount(spec: &str) -> Result<Mount> {
     }
     if mount.r#type == "bind" && mount.source.is_empty() {
         bail!("--mount {spec:?}: source is required for a bind mount");
+    }
+    // Docker's words; the source is a path on each node.
+    if mount.r#type == "bind" && !mount.source.starts_with('/') {
+        bail!(
+            "invalid --mount {spec:?}: invalid mount path: '{}' mount path must be absolute",
+            mount.source
+        );
+    }
+    if !mount.target.starts_with('/') {
+        bail!(
+            "invalid --mount {spec:?}: invalid mount path: '{}' mount path must be absolute",
+            mount.target
+        );
     }
     if mount.r#type == "tmpfs" && !mount.source.is_empty() {
         bail!("--mount {spec:?}: a tmpfs mount takes no source");
@@ -245,11 +264,13 @@ pub fn parse_config(spec: &str) -> Result<ConfigReference> {
 
 /// `K=V`, or `K` alone to take the value from the caller's environment.
 pub fn parse_env(spec: &str) -> Result<String> {
+    let name = spec.split_once('=').map_or(spec, |(name, _)| name);
+    if name.is_empty() {
+        // Docker's words.
+        bail!("invalid environment variable: {spec} (expected KEY=VALUE)");
+    }
     if spec.contains('=') {
         return Ok(spec.to_owned());
-    }
-    if spec.is_empty() {
-        bail!("invalid --env \"\": expected KEY=VALUE");
     }
     Ok(format!(
         "{spec}={}",
@@ -388,6 +409,33 @@ mod tests {
                 .to_string()
                 .contains("colour")
         );
+        let err = parse_mount("type=bind,source=relative,target=/x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("invalid mount path: 'relative' mount path must be absolute"),
+            "{err}"
+        );
+        assert!(parse_mount("type=volume,source=v1,target=rel").is_err());
+        let err = parse_mount("type=bind,source=/srv,target=/x,tmpfs-size=1m")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("applies to tmpfs mounts"), "{err}");
+        // Templates are the manager's to check once expanded.
+        assert!(parse_mount("type=bind,source=/srv/{{.Task.Slot}},target=/x").is_ok());
+    }
+
+    #[test]
+    fn env_forms() {
+        assert_eq!(parse_env("A=1").unwrap(), "A=1");
+        assert_eq!(parse_env("A=").unwrap(), "A=");
+        assert_eq!(parse_env("ID={{.Node.ID}}").unwrap(), "ID={{.Node.ID}}");
+        let err = parse_env("=noval").unwrap_err().to_string();
+        assert!(
+            err.starts_with("invalid environment variable: =noval"),
+            "{err}"
+        );
+        assert!(parse_env("").is_err());
     }
 
     #[test]

@@ -254,3 +254,20 @@ fn every_example_stack_loads_and_converts() {
     }
     assert!(seen >= 8, "{seen} example stacks");
 }
+
+#[test]
+fn swarm_templates_reach_the_spec_as_written_for_the_agent_to_expand() {
+    let project = load_one(
+        "services:\n  web:\n    image: shoal/echo:1\n    hostname: \"{{.Service.Name}}-{{.Task.Slot}}\"\n    environment:\n      NODE_ID: \"{{.Node.ID}}\"\n    volumes:\n      - type: bind\n        source: /srv/{{.Task.Slot}}\n        target: /data\n",
+    )
+    .unwrap();
+    let stack = convert::convert(&project, "app", &env).unwrap();
+    let container = stack.services[0]
+        .task
+        .as_ref()
+        .and_then(|t| t.container.as_ref())
+        .unwrap();
+    assert_eq!(container.hostname, "{{.Service.Name}}-{{.Task.Slot}}");
+    assert!(container.env.contains(&"NODE_ID={{.Node.ID}}".to_owned()));
+    assert_eq!(container.mounts[0].source, "/srv/{{.Task.Slot}}");
+}

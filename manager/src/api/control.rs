@@ -143,8 +143,6 @@ fn validate_name(kind: &str, name: &str) -> Result<(), Status> {
     }
 }
 
-/// Checks a service spec against the cluster and fills in what the
-/// manager decides (secret and config ids, dynamic published ports).
 /// What secrets and configs have in common: a name, labels and content.
 trait FileSpec {
     fn name(&self) -> &str;
@@ -197,8 +195,12 @@ fn relabelled<S: FileSpec>(kind: &str, mut current: S, wanted: &S) -> Result<Opt
     Ok(Some(current))
 }
 
+/// Checks a service spec (its fields in `validate`, then against the
+/// cluster) and fills in what the manager decides (secret and config ids,
+/// dynamic published ports).
 fn complete_spec(state: &State, spec: &mut ServiceSpec, service_id: &str) -> Result<(), Status> {
     validate_name("service", &spec.name)?;
+    super::validate::service_spec(spec, service_id)?;
     if spec.mode() == ServiceMode::Global && spec.replicas != 0 {
         return Err(Status::invalid_argument(
             "replicas can only be used with replicated mode",
@@ -206,9 +208,6 @@ fn complete_spec(state: &State, spec: &mut ServiceSpec, service_id: &str) -> Res
     }
     let task = spec.task.get_or_insert_with(Default::default);
     let container = task.container.get_or_insert_with(Default::default);
-    if container.image.trim().is_empty() {
-        return Err(Status::invalid_argument("a service needs an image"));
-    }
     let placement = task.placement.clone().unwrap_or_default();
     Constraint::parse_all(&placement.constraints)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -216,20 +215,6 @@ fn complete_spec(state: &State, spec: &mut ServiceSpec, service_id: &str) -> Res
         if !pref.starts_with("node.labels.") || pref.len() <= "node.labels.".len() {
             return Err(Status::invalid_argument(format!(
                 "invalid placement preference spread={pref}: expected spread=node.labels.NAME"
-            )));
-        }
-    }
-    for mount in &container.mounts {
-        if !matches!(mount.r#type.as_str(), "bind" | "volume" | "tmpfs") {
-            return Err(Status::invalid_argument(format!(
-                "invalid mount type {:?} for {}: expected bind, volume or tmpfs",
-                mount.r#type, mount.target
-            )));
-        }
-        if mount.target.is_empty() || !mount.target.starts_with('/') {
-            return Err(Status::invalid_argument(format!(
-                "invalid mount target {:?}: an absolute path is required",
-                mount.target
             )));
         }
     }

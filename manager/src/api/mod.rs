@@ -2,3 +2,4 @@
 
 pub mod control;
 pub mod membership;
+mod validate;

@@ -79,6 +79,7 @@ pub fn new_task(service: &Service, slot: u64, node_id: &str) -> Task {
         }),
         desired_state: TaskState::Running as i32,
         service_name: spec.name,
+        service_labels: spec.labels,
         restarts: Vec::new(),
         start_after: 0,
         // The allocator gives the addresses (NEW → PENDING).
