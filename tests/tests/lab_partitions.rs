@@ -324,3 +324,122 @@ fn a_cut_off_worker_is_the_only_node_down() -> Result<()> {
     eprintln!("worker {line}");
     Ok(())
 }
+
+/// What one stream of CLI calls through one manager saw.
+#[derive(Debug, Default)]
+struct Calls {
+    ok: usize,
+    /// Calls that started after the leader was killed and still failed.
+    failed_after_kill: Vec<String>,
+    /// Calls in flight at the kill that failed (their outcome is unknown).
+    failed_in_flight: Vec<String>,
+    slowest: Duration,
+}
+
+/// Writes (`secret create`) or reads (`secret ls`) through the manager on
+/// `via` until `stop`, with the real CLI and its retries.
+fn cli_calls(
+    bins: std::path::PathBuf,
+    socket: std::path::PathBuf,
+    write: bool,
+    killed_at: Arc<Mutex<Option<Instant>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Calls {
+    let mut calls = Calls::default();
+    let data = std::env::temp_dir().join(format!("shoal-secret-{}", std::process::id()));
+    let _ = std::fs::write(&data, b"x");
+    let host = format!("unix://{}", socket.display());
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        n += 1;
+        let name = format!(
+            "s-{}-{n}",
+            socket
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        let mut command = Command::new(bins.join("shoal"));
+        command.args(["--host", &host]);
+        if write {
+            command.args(["secret", "create", &name]).arg(&data);
+        } else {
+            command.args(["secret", "ls", "-q"]);
+        }
+        let started = Instant::now();
+        let output = command.output();
+        calls.slowest = calls.slowest.max(started.elapsed());
+        match output {
+            Ok(o) if o.status.success() => calls.ok += 1,
+            other => {
+                let why = match other {
+                    Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                let line = format!("call {n} ({:?}): {why}", started.elapsed());
+                let killed = *killed_at.lock().unwrap_or_else(|e| e.into_inner());
+                match killed {
+                    Some(at) if started >= at => calls.failed_after_kill.push(line),
+                    _ => calls.failed_in_flight.push(line),
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    calls
+}
+
+#[test]
+fn cli_calls_through_every_manager_succeed_while_the_leader_is_killed() -> Result<()> {
+    let cluster = LabCluster::start(3, false)?;
+    let old = cluster.wait("a leader", WAIT, || leader(&cluster).ok())?;
+    let killed_at = Arc::new(Mutex::new(None));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut streams = Vec::new();
+    for node in ["n1", "n2", "n3"].into_iter().filter(|n| *n != old) {
+        let index: usize = node.trim_start_matches('n').parse().unwrap_or(1);
+        let socket =
+            shoal_lab::cluster::manager_socket(&cluster.lab, &topology::Host::node(index));
+        for write in [true, false] {
+            let (bins, socket, killed_at, stop) = (
+                cluster.bins.clone(),
+                socket.clone(),
+                killed_at.clone(),
+                stop.clone(),
+            );
+            streams.push((
+                format!("{} via {node}", if write { "writes" } else { "reads" }),
+                std::thread::spawn(move || cli_calls(bins, socket, write, killed_at, stop)),
+            ));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    *killed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    cluster.lab.kill_node(&old)?;
+    let new = cluster.wait("a new leader", WAIT, || {
+        leader(&cluster).ok().filter(|l| *l != old)
+    })?;
+    // Calls go on under the new leader for a while.
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    for (name, stream) in streams {
+        let calls = stream
+            .join()
+            .map_err(|_| anyhow::anyhow!("{name} panicked"))?;
+        report.push(format!(
+            "{name}: {} ok, slowest {:?}, failed after the kill {:?}, in flight {:?}",
+            calls.ok, calls.slowest, calls.failed_after_kill, calls.failed_in_flight
+        ));
+        if calls.ok == 0 || !calls.failed_after_kill.is_empty() || calls.failed_in_flight.len() > 1
+        {
+            failures.push(name);
+        }
+    }
+    eprintln!("leader {old} killed, {new} elected\n{}", report.join("\n"));
+    ensure!(failures.is_empty(), "{failures:?} failed: {report:#?}");
+    cluster.lab.start_node(&old)?;
+    Ok(())
+}
