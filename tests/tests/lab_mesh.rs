@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
-use shoal_tests::{bin, cmd, lab_cluster::LabCluster, toolbox_in, topology};
+use shoal_tests::{bin, cmd, containers_of, lab_cluster::LabCluster, toolbox_in, topology};
 
 const WAIT: Duration = Duration::from_secs(30);
 const NODES: [&str; 3] = ["192.0.2.11", "192.0.2.12", "192.0.2.13"];
@@ -505,6 +505,160 @@ fn shoal_agent_leave_takes_the_node_s_mesh_overlay_and_tasks_away() -> Result<()
     ensure!(
         left.split_whitespace().count() == 2,
         "n3's task container is still there: {left}"
+    );
+    Ok(())
+}
+
+/// A stack whose services publish ports and are on two networks of their
+/// own besides ingress (the stack's default network and `back`), as a real
+/// stack's services are: the tasks' way out is then not only ingress.
+const SEVERAL_NETWORKS: &str = r#"
+version: "3.8"
+services:
+  hm:
+    image: shoal/echo:1
+    deploy:
+      mode: global
+    ports:
+      - { target: 80, published: 8081, protocol: tcp, mode: host }
+      - { target: 80, published: 8081, protocol: udp, mode: host }
+    networks: [default, back]
+  im:
+    image: shoal/echo:1
+    deploy:
+      replicas: 3
+      placement:
+        max_replicas_per_node: 1
+    ports:
+      - "8080:80"
+      - "8080:80/udp"
+    networks: [default, back]
+  tb:
+    image: shoal/toolbox
+    # Publishes a port only to be on ingress too, as hm and im are.
+    ports:
+      - { target: 9, published: 8083, mode: host }
+    networks: [default, back]
+networks:
+  back: {}
+"#;
+
+/// The task of a global service on `hostname` (`service ps` names it
+/// `SERVICE.NODE-ID`, as the task's own name is).
+fn global_task_on(cluster: &LabCluster, service: &str, hostname: &str) -> Option<String> {
+    cluster
+        .json_rows(&["service", "ps", "--no-trunc", service])
+        .ok()?
+        .iter()
+        .find(|r| r["Node"] == hostname && r["DesiredState"] == "Running")
+        .and_then(|r| r["Name"].as_str().map(str::to_owned))
+}
+
+#[test]
+fn published_ports_answer_on_every_node_when_tasks_are_on_several_networks() -> Result<()> {
+    let cluster = LabCluster::start(1, true)?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("docker-compose.yml");
+    std::fs::write(&file, SEVERAL_NETWORKS)?;
+    cluster.shoal(&[
+        "stack",
+        "deploy",
+        "-c",
+        &file.display().to_string(),
+        "multi",
+    ])?;
+    for (service, n) in [("multi_hm", 3), ("multi_im", 3), ("multi_tb", 1)] {
+        cluster.wait(&format!("{n} running {service}"), WAIT, || {
+            (running(&cluster, service) == n).then_some(())
+        })?;
+    }
+
+    // Ingress mode: every node balances over the 3 tasks, TCP and UDP. The
+    // replies go to a node's ingress address, on the ingress subnet: they
+    // leave by the ingress interface whatever the task's default route.
+    let tasks: Vec<String> = (1..=3).map(|i| format!("multi_im.{i}")).collect();
+    for node in NODES {
+        let url = format!("http://{node}:8080/");
+        cluster.wait(
+            &format!("{node}:8080 to balance over 3 tasks"),
+            WAIT,
+            || (answers(&url, 3).ok()?.len() == 3).then_some(()),
+        )?;
+        let got = answers(&url, 30)?;
+        let want: BTreeMap<String, usize> = tasks.iter().map(|t| (t.clone(), 10)).collect();
+        ensure!(
+            got == want,
+            "30 connections to {node}:8080 (ingress mode, tasks on 3 networks) went {got:?}"
+        );
+        for _ in 0..3 {
+            let out = client_output(&["udp-send", &format!("{node}:8080"), "whoami"])?;
+            ensure!(
+                String::from_utf8_lossy(&out.stdout).contains("\"task\":\"multi_im."),
+                "UDP to {node}:8080 (ingress mode, tasks on 3 networks): {out:?}"
+            );
+        }
+        println!("{node}:8080 (ingress mode): {got:?}");
+    }
+
+    // Host mode, TCP and UDP: every node answers with its own task, which
+    // sees the client's own address; every request is answered. The replies
+    // go to the client itself, by the task's default route (and UDP's
+    // source address comes from it): it must be the ingress network.
+    for (i, node) in NODES.iter().enumerate() {
+        let hostname = format!("n{}", i + 1);
+        let task = cluster.wait(&format!("the hm task on {hostname}"), WAIT, || {
+            global_task_on(&cluster, "multi_hm", &hostname)
+        })?;
+        let url = format!("http://{node}:8081/");
+        cluster.wait(&format!("{node}:8081 (host mode) to answer"), WAIT, || {
+            (answers(&url, 1).ok()?.contains_key(&task)).then_some(())
+        })?;
+        let out = client_output(&["http-get", &url, "--count", "20"])?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        ensure!(
+            text.lines().count() == 20
+                && text.lines().all(|l| l.contains(" 200 ")
+                    && l.contains(&format!("\"task\":\"{task}\""))
+                    && l.contains("\"client\":\"192.0.2.100:")),
+            "20 requests to {node}:8081 (host mode, task on 3 networks), all to {task} \
+             from the client's own address, got: {text}"
+        );
+        for _ in 0..5 {
+            let out = client_output(&["udp-send", &format!("{node}:8081"), "whoami"])?;
+            let reply = String::from_utf8_lossy(&out.stdout).into_owned();
+            ensure!(
+                out.status.success()
+                    && reply.contains(&format!("\"task\":\"{task}\""))
+                    && reply.contains("\"client\":\"192.0.2.100:"),
+                "UDP to {node}:8081 (host mode, task on 3 networks): {out:?}"
+            );
+        }
+        println!("{node}:8081 (host mode): 20 TCP + 5 UDP answered by {task}");
+    }
+
+    // A task of the same shape still finds services by name and outside
+    // names (the resolver on its stack network), reaches their VIP, and
+    // opens connections to the outside of its own.
+    let tb = containers_of("multi_tb")?;
+    let tb = tb.first().context("no multi_tb container")?;
+    let out = toolbox_in(tb, &["http-get", "http://im/", "--count", "3"])?;
+    ensure!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(" 200 ") && l.contains("\"task\":\"multi_im."))
+            .count()
+            == 3,
+        "the VIP of im by name from a task on ingress + 2 networks: {out:?}"
+    );
+    let out = toolbox_in(tb, &["dns", "www.upstream.test"])?;
+    ensure!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "192.0.2.200",
+        "an upstream name from a task on ingress + 2 networks: {out:?}"
+    );
+    let out = toolbox_in(tb, &["tcp-connect", "192.0.2.53:53"])?;
+    ensure!(
+        out.status.success(),
+        "no egress from a task on ingress + 2 networks: {out:?}"
     );
     Ok(())
 }

@@ -8,6 +8,7 @@
 
 pub mod firewall;
 pub mod netlink;
+pub mod routes;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -545,7 +546,8 @@ impl Overlay {
 
     /// Plugs the container of `task` (process `pid`) into each of its
     /// networks: `eth0`, `eth1`, … in the task's order, addresses from the
-    /// allocator, a default route through the first network that has
+    /// allocator, a default route through ingress if the task is on it
+    /// (it publishes ports), else through the first network that has
     /// egress (none on internal networks).
     pub async fn attach(&self, task: &Task, pid: u32) -> Result<()> {
         if task.networks.is_empty() {
@@ -556,7 +558,7 @@ impl Overlay {
         if let Some(lo) = inside.link("lo").await? {
             inside.up(lo.index).await?;
         }
-        let mut route_via: Option<(bool, Ipv4Addr)> = None;
+        let mut routes = Vec::with_capacity(task.networks.len());
         for (i, attachment) in task.networks.iter().enumerate() {
             let network = self.network(&attachment.network_id).with_context(|| {
                 format!(
@@ -604,20 +606,15 @@ impl Overlay {
             if is_ingress(&network) && self.bpf_root.is_some() {
                 self.with_maps(|maps| maps.add_local_task(addr.addr, host_link.index))?;
             }
-            if !is_internal(&network)
-                && let Ok(gateway) = network.gateway.parse::<Ipv4Addr>()
-            {
-                // Prefer a network with names over ingress for egress.
-                let better = match route_via {
-                    None => true,
-                    Some((was_ingress, _)) => was_ingress && !is_ingress(&network),
-                };
-                if better {
-                    route_via = Some((is_ingress(&network), gateway));
-                }
-            }
+            routes.push(routes::RouteCandidate {
+                ingress: is_ingress(&network),
+                internal: is_internal(&network),
+                gateway: network.gateway.parse().ok(),
+            });
         }
-        if let Some((_, gateway)) = route_via {
+        // Ingress if the task is on it: its published ports' replies must
+        // leave by it (see `routes`).
+        if let Some(gateway) = routes::default_gateway(&routes) {
             inside.default_route(gateway).await?;
         }
         Ok(())
