@@ -20,7 +20,7 @@ struct Cli {
 enum Command {
     /// Join a cluster and run its tasks on this node (runs until stopped).
     /// Run it again with the same data dir to rejoin as the same node.
-    Join(JoinArgs),
+    Join(Box<JoinArgs>),
     /// Manage the node's eBPF data plane.
     #[command(subcommand)]
     Datapath(DatapathCommand),
@@ -37,10 +37,20 @@ enum Command {
 #[derive(clap::Args)]
 struct JoinArgs {
     /// The cluster's join token (`shoal join-token worker`).
-    #[arg(long)]
-    token: String,
-    /// A manager's address (host:port; port 2377 when omitted).
-    manager: String,
+    #[arg(
+        long,
+        required_unless_present = "token_file",
+        conflicts_with = "token_file"
+    )]
+    token: Option<String>,
+    /// Read the join token from FILE, which only its owner may read (mode
+    /// 0600): the systemd unit's way, keeping the token out of `ps`.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Managers' addresses (host:port; port 2377 when omitted): the agent
+    /// tries them in order and then follows the cluster's leader.
+    #[arg(required = true, value_name = "MANAGER")]
+    managers: Vec<String>,
     /// The address other nodes reach this one at.
     #[arg(long)]
     advertise_addr: Option<String>,
@@ -101,7 +111,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = BpfRoot::new(cli.bpffs);
     match cli.command {
-        Command::Join(args) => tokio::runtime::Runtime::new()?.block_on(join(args, root)),
+        Command::Join(args) => tokio::runtime::Runtime::new()?.block_on(join(*args, root)),
         Command::Datapath(command) => run_datapath(&root, command),
         Command::Leave { data_dir } => {
             tokio::runtime::Runtime::new()?.block_on(leave(&root, &data_dir))
@@ -139,16 +149,27 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "localhost".into()),
     };
-    let manager = if args.manager.contains(':') {
-        args.manager.clone()
-    } else {
-        format!("{}:{}", args.manager, shoal_api::DEFAULT_PORT)
+    let token = match (&args.token, &args.token_file) {
+        (Some(token), _) => token.clone(),
+        (None, Some(file)) => shoal_agent::token_file::read(file)?,
+        (None, None) => anyhow::bail!("give the join token with --token or --token-file"),
     };
+    let managers: Vec<String> = args
+        .managers
+        .iter()
+        .map(|m| {
+            if m.contains(':') {
+                m.clone()
+            } else {
+                format!("{m}:{}", shoal_api::DEFAULT_PORT)
+            }
+        })
+        .collect();
     let local = match &args.advertise_addr {
         Some(a) => a
             .parse()
             .with_context(|| format!("invalid --advertise-addr {a:?}: expected an IPv4 address"))?,
-        None => route_to(&manager).await?,
+        None => route_to(managers.first().context("no manager address given")?).await?,
     };
     let upstreams = if args.dns_upstream.is_empty() {
         shoal_agent::dns::system_upstreams()
@@ -178,8 +199,8 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
     .await
     .context("connecting to the Docker engine")?;
     let config = session::SessionConfig {
-        managers: vec![manager],
-        token: args.token.clone(),
+        managers,
+        token,
         advertise_addr: args.advertise_addr.clone().unwrap_or_default(),
         description: worker::describe::describe(&hostname, &executor.engine_version().await),
         labels: args
