@@ -192,7 +192,7 @@ impl Unit {
 
     /// What systemd would execute: `Environment=`, then each
     /// `EnvironmentFile=` in order (later values win), then `ExecStart=`
-    /// with `$NAME` (split at whitespace into zero or more arguments) and
+    /// with `$NAME` (zero or more arguments: blanks separate, quotes group) and
     /// `${NAME}` (one argument, or part of one) replaced.
     pub fn invocation(&self) -> Result<Invocation, UnitError> {
         let mut env = vec![("PATH".to_owned(), SERVICE_PATH.to_owned())];
@@ -330,7 +330,7 @@ fn expand_exec(file: &str, line: &str, env: &[(String, String)]) -> Result<Vec<S
     for word in split_words(line).map_err(fail)? {
         let word = specifiers(&word).map_err(fail)?;
         if let Some(name) = word.strip_prefix('$').filter(|n| valid_name(n)) {
-            argv.extend(lookup(name).split_whitespace().map(str::to_owned));
+            argv.extend(split_value(lookup(name)));
             continue;
         }
         argv.push(braced_variables(&word, lookup).map_err(fail)?);
@@ -340,6 +340,32 @@ fn expand_exec(file: &str, line: &str, env: &[(String, String)]) -> Result<Vec<S
         Some(program) => Err(fail(format!("{program:?} is not an absolute path"))),
         None => Err(fail("no command".into())),
     }
+}
+
+/// A variable's value used as `$NAME`, split as systemd's
+/// `replace_env_argv` splits it (`EXTRACT_RELAX|EXTRACT_UNQUOTE`): blanks
+/// separate words, quotes group and go, a backslash keeps the next
+/// character as it is, an unterminated quote ends with the value.
+fn split_value(value: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut quote: Option<char> = None;
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match (c, quote) {
+            ('\\', _) => word.get_or_insert_with(String::new).extend(chars.next()),
+            (c, Some(q)) if c == q => quote = None,
+            (c, Some(_)) => word.get_or_insert_with(String::new).push(c),
+            ('\'' | '"', None) => {
+                quote = Some(c);
+                word.get_or_insert_with(String::new);
+            }
+            (c, None) if c.is_whitespace() => words.extend(word.take()),
+            (c, None) => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    words
 }
 
 /// `%%` is a `%`; other specifiers are not used by Shoal's units.
@@ -483,7 +509,14 @@ mod tests {
 
     #[test]
     fn dollar_name_splits_into_words_and_braces_keep_one() {
-        let vars = env(&[("OPTS", "--a 1  --b"), ("EMPTY", ""), ("DIR", "/x y")]);
+        let vars = env(&[
+            (
+                "OPTS",
+                r#"--a 1  --b --label 'zone=east west' c\ d "" e"f g""#,
+            ),
+            ("EMPTY", ""),
+            ("DIR", "/x y"),
+        ]);
         let argv = expand_exec(
             "u",
             "/bin/p run $OPTS $EMPTY $UNSET ${DIR}/data pre${DIR} $$HOME 100%%",
@@ -498,6 +531,11 @@ mod tests {
                 "--a",
                 "1",
                 "--b",
+                "--label",
+                "zone=east west",
+                "c d",
+                "",
+                "ef g",
                 "/x y/data",
                 "pre/x y",
                 "$HOME",

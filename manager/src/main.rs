@@ -84,8 +84,8 @@ struct Common {
 }
 
 impl Common {
-    /// The daemon's options; `restart`: the data dir has the advertise
-    /// address already (what it says wins).
+    /// The daemon's options; on a `restart` the advertise address may be
+    /// left out: the data dir holds the one the cluster knows.
     fn options(&self, heartbeat_period: Duration, restart: bool) -> Result<Options> {
         let advertise = match &self.advertise_addr {
             Some(a) if a.contains(':') => a.clone(),

@@ -475,6 +475,19 @@ fn the_units_use_the_paths_the_binaries_default_to() -> Result<()> {
     let host_confdir = InstallPaths::host(Path::new("/usr/local"), Path::new("/etc")).confdir;
     ensure!(host_confdir == Path::new(HOST_CONFDIR));
     let readme = readme_commands()?;
+    // Every unit README starts is one `cargo xtask install` installs.
+    let started: Vec<&String> = readme
+        .iter()
+        .filter(|c| c.starts_with("systemctl enable --now "))
+        .collect();
+    ensure!(started.len() == 3, "{started:?}");
+    for command in started {
+        let unit = command.trim_start_matches("systemctl enable --now ");
+        let file = repo()
+            .join("deploy/systemd")
+            .join(format!("{unit}.service"));
+        ensure!(file.exists(), "`{command}`: no {}", file.display());
+    }
     let token_line = readme_command(&readme, "echo SHTKN-1-")?;
     ensure!(
         token_line.ends_with(&format!(" {HOST_CONFDIR}/join-token")),

@@ -1,4 +1,6 @@
-//! `cargo xtask demo`: the README's main job. It shows what exists today: a
+//! `cargo xtask demo`: the README's main job, the first command on a fresh
+//! machine: it runs the same setup as `cargo xtask ci`, builds the binaries
+//! and images, and brings the lab up. It shows what exists today: a
 //! 3-node lab with a 3-manager cluster (Raft across the underlay) and an
 //! agent on every node, driven by the `shoal` CLI: an overlay network, a
 //! 6-replica service on it and a probe container that finds it by name and
