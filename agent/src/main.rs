@@ -127,6 +127,12 @@ fn key_value(text: &str) -> Result<(String, String)> {
 
 async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
     use shoal_agent::{session, worker};
+    // A bad token file fails before anything is written.
+    let token = match (&args.token, &args.token_file) {
+        (Some(token), _) => token.clone(),
+        (None, Some(file)) => shoal_agent::token_file::read(file)?,
+        (None, None) => anyhow::bail!("give the join token with --token or --token-file"),
+    };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let identity = args.data_dir.join("node-id");
@@ -148,11 +154,6 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "localhost".into()),
-    };
-    let token = match (&args.token, &args.token_file) {
-        (Some(token), _) => token.clone(),
-        (None, Some(file)) => shoal_agent::token_file::read(file)?,
-        (None, None) => anyhow::bail!("give the join token with --token or --token-file"),
     };
     let managers: Vec<String> = args
         .managers
