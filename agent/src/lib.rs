@@ -8,4 +8,5 @@ pub mod dns;
 pub mod network;
 pub mod session;
 pub mod sim;
+pub mod token_file;
 pub mod worker;

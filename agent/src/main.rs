@@ -39,10 +39,20 @@ enum Command {
 #[derive(clap::Args)]
 struct JoinArgs {
     /// The cluster's join token (`shoal join-token worker`).
-    #[arg(long)]
-    token: String,
-    /// A manager's address (host:port; port 2377 when omitted).
-    manager: String,
+    #[arg(
+        long,
+        required_unless_present = "token_file",
+        conflicts_with = "token_file"
+    )]
+    token: Option<String>,
+    /// Read the join token from FILE, which only its owner may read (mode
+    /// 0600): the systemd unit's way, keeping the token out of `ps`.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Managers' addresses (host:port; port 2377 when omitted): the agent
+    /// tries them in order and then follows the cluster's leader.
+    #[arg(required = true, value_name = "MANAGER")]
+    managers: Vec<String>,
     /// The address other nodes reach this one at.
     #[arg(long)]
     advertise_addr: Option<String>,
@@ -131,6 +141,12 @@ fn key_value(text: &str) -> Result<(String, String)> {
 
 async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
     use shoal_agent::{session, worker};
+    // A bad token file fails before anything is written.
+    let token = match (&args.token, &args.token_file) {
+        (Some(token), _) => token.clone(),
+        (None, Some(file)) => shoal_agent::token_file::read(file)?,
+        (None, None) => anyhow::bail!("give the join token with --token or --token-file"),
+    };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let identity = args.data_dir.join("node-id");
@@ -153,16 +169,22 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "localhost".into()),
     };
-    let manager = if args.manager.contains(':') {
-        args.manager.clone()
-    } else {
-        format!("{}:{}", args.manager, shoal_api::DEFAULT_PORT)
-    };
+    let managers: Vec<String> = args
+        .managers
+        .iter()
+        .map(|m| {
+            if m.contains(':') {
+                m.clone()
+            } else {
+                format!("{m}:{}", shoal_api::DEFAULT_PORT)
+            }
+        })
+        .collect();
     let local = match &args.advertise_addr {
         Some(a) => a
             .parse()
             .with_context(|| format!("invalid --advertise-addr {a:?}: expected an IPv4 address"))?,
-        None => route_to(&manager).await?,
+        None => route_to(managers.first().context("no manager address given")?).await?,
     };
     let upstreams = if args.dns_upstream.is_empty() {
         shoal_agent::dns::system_upstreams()
@@ -201,8 +223,8 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
     .context("connecting to the Docker engine")?;
     description.engine_version = executor.engine_version().await;
     let config = session::SessionConfig {
-        managers: vec![manager],
-        token: args.token.clone(),
+        managers,
+        token,
         advertise_addr: args.advertise_addr.clone().unwrap_or_default(),
         description,
         labels: args

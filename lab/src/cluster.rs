@@ -9,7 +9,7 @@ use std::{
 };
 
 use crate::{
-    Lab, LabError, cmd,
+    Lab, LabError, cmd, readiness,
     topology::{self, Host, WAN_NS},
 };
 
@@ -49,19 +49,8 @@ fn manager_args(lab: &Lab, host: &Host) -> Vec<String> {
     ]
 }
 
-fn wait_for_socket(socket: &Path, timeout: Duration) -> Result<(), LabError> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(LabError::Timeout(format!(
-        "a manager to answer on {}",
-        socket.display()
-    )))
-}
+/// How long a starting manager has to open its control socket.
+const MANAGER_START_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Lab {
     /// Starts managers on nodes n1..nM that do not run one (idempotent). A
@@ -76,7 +65,9 @@ impl Lab {
         if managers > nodes {
             return Err(LabError::NodeCount(managers));
         }
-        let manager_bin = bin_dir.join("shoal-manager").display().to_string();
+        let manager_bin = readiness::require_binary(bin_dir, "shoal-manager")?;
+        // Joining managers ask the first for a token with the CLI.
+        let cli = readiness::require_binary(bin_dir, "shoal")?;
         let first = topology::Host::node(1);
         for index in 1..=managers {
             let host = topology::Host::node(index);
@@ -113,9 +104,16 @@ impl Lab {
             };
             let mut restart = vec![manager_bin.clone(), "run".into()];
             restart.extend(common);
-            self.state()
+            let record = self
+                .state()
                 .spawn_restartable(&name, &host.netns, &command, &restart)?;
-            wait_for_socket(&manager_socket(self, &host), Duration::from_secs(20))?;
+            readiness::wait_for_socket(
+                &record,
+                &manager_socket(self, &host),
+                MANAGER_START_TIMEOUT,
+            )?;
+            // The next manager's join and the agents' need a leader.
+            self.wait_manager_answers(&cli, &host, &record, MANAGER_START_TIMEOUT)?;
             progress(&format!(
                 "{how} on {} ({}:{MANAGER_PORT})",
                 host.name, host.addr
@@ -171,8 +169,8 @@ impl Lab {
         if self.state().process(&name).is_some_and(|p| p.alive()) {
             return Ok(false);
         }
+        let agent_bin = readiness::require_binary(bin_dir, "shoal-agent")?;
         let token = self.shoal(bin_dir, &["join-token", "--quiet", "worker"])?;
-        let agent_bin = bin_dir.join("shoal-agent").display().to_string();
         let first = topology::Host::node(1);
         let mut command = vec![
             agent_bin,
@@ -222,8 +220,8 @@ impl Lab {
 
     /// Runs the `shoal` CLI against the lab cluster; returns its stdout.
     pub fn shoal(&self, bin_dir: &Path, args: &[&str]) -> Result<String, LabError> {
+        let cli = readiness::require_binary(bin_dir, "shoal")?;
         let host = self.shoal_host()?;
-        let cli = bin_dir.join("shoal").display().to_string();
         let mut all = vec!["--host", host.as_str()];
         all.extend_from_slice(args);
         // Programs drive the cluster and wait for what they need; progress
@@ -266,11 +264,13 @@ impl Lab {
             .into_iter()
             .filter(|p| p.netns == host.netns && !p.alive())
         {
-            let command = record.restart.clone().unwrap_or(record.command.clone());
-            self.state()
-                .spawn_restartable(&record.name, &record.netns, &command, &command)?;
+            let restarted = self.state().respawn(&record)?;
             if record.name.ends_with("-manager") {
-                wait_for_socket(&manager_socket(self, &host), Duration::from_secs(20))?;
+                readiness::wait_for_socket(
+                    &restarted,
+                    &manager_socket(self, &host),
+                    MANAGER_START_TIMEOUT,
+                )?;
             }
             started.push(record.name);
         }

@@ -14,7 +14,9 @@ pub mod cluster;
 pub mod cmd;
 pub mod container;
 pub mod netns;
+pub mod readiness;
 pub mod state;
+pub mod systemd;
 pub mod topology;
 pub mod upstream;
 
@@ -62,6 +64,14 @@ pub enum LabError {
     Timeout(String),
     #[error("no lab node runs a manager (run `cargo xtask lab up --managers 1`)")]
     NoManager,
+    #[error("{} is not built (run `cargo xtask build`)", .0.display())]
+    MissingBinary(PathBuf),
+    #[error("{problem}\n--- last lines of {}:\n{tail}", log.display())]
+    Process {
+        problem: String,
+        log: PathBuf,
+        tail: String,
+    },
 }
 
 /// A handle on the lab described by the state directory.

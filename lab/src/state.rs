@@ -31,6 +31,10 @@ pub struct ProcessRecord {
     /// `init`), when that differs from `command`.
     #[serde(default)]
     pub restart: Option<Vec<String>>,
+    /// The whole environment the process gets, as systemd gives a service
+    /// one; None: it inherits the lab's.
+    #[serde(default)]
+    pub env: Option<Vec<(String, String)>>,
     pub log: PathBuf,
 }
 
@@ -118,7 +122,7 @@ impl StateDir {
         netns: &str,
         command: &[String],
     ) -> Result<ProcessRecord, LabError> {
-        self.spawn_with_restart(name, netns, command, None)
+        self.spawn_with_restart(name, netns, command, None, None)
     }
 
     /// As `spawn`, recording the command that restarts the process.
@@ -129,7 +133,32 @@ impl StateDir {
         command: &[String],
         restart: &[String],
     ) -> Result<ProcessRecord, LabError> {
-        self.spawn_with_restart(name, netns, command, Some(restart.to_vec()))
+        self.spawn_with_restart(name, netns, command, Some(restart.to_vec()), None)
+    }
+
+    /// As `spawn`, with `env` as the process's whole environment (as systemd
+    /// starts a service); it restarts the same way.
+    pub fn spawn_service(
+        &self,
+        name: &str,
+        netns: &str,
+        command: &[String],
+        env: &[(String, String)],
+    ) -> Result<ProcessRecord, LabError> {
+        self.spawn_with_restart(name, netns, command, None, Some(env.to_vec()))
+    }
+
+    /// Starts `record`'s process again (its restart command, else its
+    /// command, with its environment).
+    pub fn respawn(&self, record: &ProcessRecord) -> Result<ProcessRecord, LabError> {
+        let command = record.restart.clone().unwrap_or(record.command.clone());
+        self.spawn_with_restart(
+            &record.name,
+            &record.netns,
+            &command,
+            Some(command.clone()),
+            record.env.clone(),
+        )
     }
 
     fn spawn_with_restart(
@@ -138,6 +167,7 @@ impl StateDir {
         netns: &str,
         command: &[String],
         restart: Option<Vec<String>>,
+        env: Option<Vec<(String, String)>>,
     ) -> Result<ProcessRecord, LabError> {
         self.create()?;
         let log = self.logs().join(format!("{name}.log"));
@@ -162,6 +192,9 @@ impl StateDir {
             .stdout(file)
             .stderr(err_file)
             .process_group(0);
+        if let Some(env) = &env {
+            child.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+        }
         let child = child.spawn().map_err(|source| LabError::Spawn {
             command: command.join(" "),
             source,
@@ -172,6 +205,7 @@ impl StateDir {
             pid: child.id() as i32,
             command: command.to_vec(),
             restart,
+            env,
             log,
         };
         self.write_json(&self.procs().join(format!("{name}.json")), &record)?;

@@ -60,7 +60,8 @@ pub struct Options {
     pub data_dir: PathBuf,
     /// Where the gRPC services listen (TCP).
     pub listen: SocketAddr,
-    /// host:port other managers and agents use; defaults to `listen`.
+    /// host:port other managers and agents use; defaults to `listen`. A
+    /// restart ignores it: the data dir holds the address the cluster knows.
     pub advertise: String,
     /// The local control socket; None serves TCP only.
     pub socket: Option<PathBuf>,

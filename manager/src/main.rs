@@ -36,6 +36,10 @@ enum Command {
         /// How often agents heartbeat; a node missing 3 periods is down.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         heartbeat_period: Duration,
+        /// Exit once the cluster is created and the tokens printed, instead
+        /// of serving: `shoal-manager run` (the systemd unit) serves it then.
+        #[arg(long)]
+        no_serve: bool,
     },
     /// Join an existing cluster as a manager, and serve.
     ///
@@ -48,6 +52,10 @@ enum Command {
         token: String,
         /// Address (host:port) of a manager of the cluster.
         remote: String,
+        /// Exit once this manager has joined, instead of serving:
+        /// `shoal-manager run` (the systemd unit) serves it then.
+        #[arg(long)]
+        no_serve: bool,
     },
     /// Restart a manager from its data directory: it rejoins with all state.
     Run {
@@ -63,7 +71,8 @@ struct Common {
     /// Where the manager keeps its Raft log and state (one manager per directory).
     #[arg(long, default_value = "/var/lib/shoal/manager")]
     data_dir: PathBuf,
-    /// Address other managers and agents reach this one at (IP or IP:port).
+    /// Address other managers and agents reach this one at (IP or IP:port);
+    /// `run` takes it from the data dir.
     #[arg(long)]
     advertise_addr: Option<String>,
     /// Address the API listens on.
@@ -82,11 +91,14 @@ struct Common {
 }
 
 impl Common {
-    fn options(&self, heartbeat_period: Duration) -> Result<Options> {
+    /// The daemon's options; on a `restart` the advertise address may be
+    /// left out: the data dir holds the one the cluster knows.
+    fn options(&self, heartbeat_period: Duration, restart: bool) -> Result<Options> {
         let advertise = match &self.advertise_addr {
             Some(a) if a.contains(':') => a.clone(),
             Some(a) => format!("{a}:{}", self.listen_addr.port()),
             None if !self.listen_addr.ip().is_unspecified() => self.listen_addr.to_string(),
+            None if restart => String::new(),
             None => bail!(
                 "--advertise-addr is required when listening on {} (which address should other nodes use?)",
                 self.listen_addr
@@ -123,7 +135,7 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let (options, bootstrap) = match Cli::parse().command {
+    let (options, bootstrap, no_serve) = match Cli::parse().command {
         Command::Version => {
             let info = VersionInfo::of("shoal-manager", env!("CARGO_PKG_VERSION"), 0);
             println!("{}", serde_json::to_string(&info)?);
@@ -134,17 +146,20 @@ async fn main() -> Result<()> {
             default_addr_pool,
             subnet_size,
             heartbeat_period,
+            no_serve,
         } => (
-            common.options(heartbeat_period)?,
+            common.options(heartbeat_period, false)?,
             Bootstrap::Init {
                 default_addr_pool,
                 subnet_size,
             },
+            no_serve,
         ),
         Command::Join {
             common,
             token,
             remote,
+            no_serve,
         } => {
             let remote = if remote.contains(':') {
                 remote
@@ -152,14 +167,20 @@ async fn main() -> Result<()> {
                 format!("{remote}:{DEFAULT_PORT}")
             };
             (
-                common.options(Duration::from_secs(5))?,
+                common.options(Duration::from_secs(5), false)?,
                 Bootstrap::Join { token, remote },
+                no_serve,
             )
         }
-        Command::Run { common } => (common.options(Duration::from_secs(5))?, Bootstrap::Restart),
+        Command::Run { common } => (
+            common.options(Duration::from_secs(5), true)?,
+            Bootstrap::Restart,
+            false,
+        ),
     };
-    let advertise = options.advertise.clone();
+    let data_dir = options.data_dir.clone();
     let running = daemon::start(options, bootstrap).await?;
+    let advertise = running.addr().to_owned();
     if let Some((worker, manager)) = &running.init_tokens {
         println!("Cluster initialized: this manager ({advertise}) is its leader.\n");
         println!(
@@ -168,6 +189,15 @@ async fn main() -> Result<()> {
         println!(
             "To add a manager, run on it:\n\n    shoal-manager join --token {manager} {advertise}\n"
         );
+    }
+    if no_serve {
+        running.shutdown().await;
+        println!(
+            "This manager's state is in {}: serve it with `systemctl start shoal-manager` \
+             (or `shoal-manager run --data-dir {0}`).",
+            data_dir.display()
+        );
+        return Ok(());
     }
     tracing::info!(addr = %advertise, raft_id = running.manager.raft_id, "manager serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

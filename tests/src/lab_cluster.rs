@@ -61,10 +61,13 @@ impl LabCluster {
                 .lab
                 .start_agents_with(&cluster.bins, agent_args, &mut |_| {})?;
             let nodes = cluster.lab.nodes().unwrap_or(0);
-            cluster.wait("every node ready", Duration::from_secs(20), || {
-                let rows = cluster.json_rows(&["node", "ls"]).ok()?;
-                (rows.len() == nodes && rows.iter().all(|r| r["Status"] == "Ready")).then_some(())
-            })?;
+            let hosts: Vec<_> = (1..=nodes).map(crate::topology::Host::node).collect();
+            cluster.lab.wait_ready(
+                &cluster.bins,
+                &hosts,
+                shoal_lab::readiness::READY_TIMEOUT,
+                &mut |_| {},
+            )?;
         }
         Ok(cluster)
     }

@@ -53,11 +53,7 @@ pub fn run() -> Result<()> {
 }
 
 fn stage(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
-    let started = Instant::now();
-    println!("[ci] {name}");
-    f().with_context(|| format!("ci stage {name}"))?;
-    println!("[ci] {name}: ok ({:.1?})", started.elapsed());
-    Ok(())
+    sh::stage("ci", name, f)
 }
 
 /// The eBPF crate is not a default member (it only builds for the BPF

@@ -1,4 +1,6 @@
-//! `cargo xtask demo`: the README's main job. It shows what exists today: a
+//! `cargo xtask demo`: the README's main job, the first command on a fresh
+//! machine: it runs the same setup as `cargo xtask ci`, builds the binaries
+//! and images, and brings the lab up. It shows what exists today: a
 //! 3-node lab with a 3-manager cluster (Raft across the underlay) and an
 //! agent on every node, driven by the `shoal` CLI: an overlay network, a
 //! 6-replica service on it and a probe container that finds it by name and
@@ -10,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use shoal_lab::{Lab, cmd, topology};
 
-use crate::{build, images};
+use crate::{build, images, setup, sh};
 
 const NODES: usize = 3;
 
@@ -33,21 +35,23 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             .down(&mut |line| println!("[demo] {line}"))
             .context("lab down");
     }
-    let bins = build::run(&build::BuildArgs::default())?;
-    images::build_all()?;
-    lab.up(NODES, &mut |line| println!("[lab] {line}"))?;
-    lab.start_managers(NODES, &bins, &mut |line| println!("[lab] {line}"))?;
-    lab.start_agents(&bins, &mut |line| println!("[lab] {line}"))?;
+    // A fresh machine has none of the tools: the same idempotent setup as
+    // `cargo xtask ci` (one line per step; a present tool costs a probe).
+    sh::stage("demo", "setup", setup::run)?;
+    let mut bins = std::path::PathBuf::new();
+    sh::stage("demo", "build", || {
+        bins = build::run(&build::BuildArgs::default())?;
+        Ok(())
+    })?;
+    sh::stage("demo", "images", images::build_all)?;
+    sh::stage("demo", "lab and cluster", || {
+        lab.up(NODES, &mut |line| println!("[lab] {line}"))?;
+        lab.start_cluster(NODES, &bins, &mut |line| println!("[lab] {line}"))?;
+        Ok(())
+    })?;
     let agent = bins.join("shoal-agent").display().to_string();
     for index in 1..=NODES {
         datapath(&topology::Host::node(index), &agent, &["attach", "eth0"])?;
-    }
-    for _ in 0..50 {
-        let ls = lab.shoal(&bins, &["node", "ls"])?;
-        if ls.matches(" Ready ").count() == NODES {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 
     println!("\n== The cluster: shoal node ls");

@@ -1,52 +1,83 @@
-//! `cargo xtask install`: release binaries into `<prefix>/bin` and systemd
-//! units (from deploy/systemd, with their paths filled in) into
-//! `<prefix>/lib/systemd/system`.
+//! `cargo xtask install`: release binaries into `<prefix>/bin`, the systemd
+//! units of deploy/systemd (their paths filled in) into
+//! `<prefix>/lib/systemd/system`, and the env files of deploy/shoal into
+//! `<sysconfdir>/shoal` unless they are there already (they are the
+//! operator's once installed). README's "Run it on your hosts" goes on.
 
-use std::{fs, path::PathBuf};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use shoal_lab::systemd::InstallPaths;
 
 use crate::{build, sh};
 
 #[derive(Args)]
 pub struct InstallArgs {
-    /// Installation prefix.
+    /// Installation prefix (binaries in PREFIX/bin, units in PREFIX/lib/systemd/system).
     #[arg(long, default_value = "/usr/local")]
     prefix: PathBuf,
+    /// Where the configuration goes (SYSCONFDIR/shoal: env files, join token).
+    #[arg(long, default_value = "/etc")]
+    sysconfdir: PathBuf,
 }
 
 pub fn run(args: &InstallArgs) -> Result<()> {
     let built = build::run(&build::BuildArgs { release: true })?;
-    let bin_dir = args.prefix.join("bin");
+    let paths = InstallPaths::host(&args.prefix, &args.sysconfdir);
     let unit_dir = args.prefix.join("lib/systemd/system");
-    for dir in [&bin_dir, &unit_dir] {
+    for dir in [&paths.bindir, &unit_dir, &paths.confdir] {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     for binary in build::BINARIES {
-        let to = bin_dir.join(binary);
+        let to = paths.bindir.join(binary);
         // Replace rather than overwrite: a running binary cannot be written to.
-        let staged = bin_dir.join(format!(".{binary}.new"));
+        let staged = paths.bindir.join(format!(".{binary}.new"));
         fs::copy(built.join(binary), &staged).with_context(|| format!("copying {binary}"))?;
         fs::rename(&staged, &to).with_context(|| format!("installing {}", to.display()))?;
         println!("[install] {}", to.display());
     }
-    let templates = sh::workspace_root().join("deploy/systemd");
-    for entry in
-        fs::read_dir(&templates).with_context(|| format!("reading {}", templates.display()))?
-    {
-        let path = entry?.path();
-        let Some(name) = path.file_name() else {
+    let deploy = sh::workspace_root().join("deploy");
+    for (template, to) in templates(&deploy.join("systemd"), &unit_dir)? {
+        fs::write(&to, render(&paths, &template)?)
+            .with_context(|| format!("writing {}", to.display()))?;
+        println!("[install] {}", to.display());
+    }
+    for (template, to) in templates(&deploy.join("shoal"), &paths.confdir)? {
+        if to.exists() {
+            println!("[install] {}: exists, kept", to.display());
             continue;
-        };
-        let text = fs::read_to_string(&path)?.replace("@BINDIR@", &bin_dir.display().to_string());
-        let to = unit_dir.join(name);
-        fs::write(&to, text).with_context(|| format!("writing {}", to.display()))?;
+        }
+        fs::write(&to, render(&paths, &template)?)
+            .with_context(|| format!("writing {}", to.display()))?;
         println!("[install] {}", to.display());
     }
     println!(
-        "[install] enable with: systemctl link {0}/shoal-manager.service {0}/shoal-agent.service",
+        "[install] next: systemctl daemon-reload, then README's \"Run it on your hosts\" \
+         (the units are in {}; systemd reads /usr/local/lib/systemd/system by itself)",
         unit_dir.display()
     );
     Ok(())
+}
+
+/// The files of a template directory, each with where it is installed.
+fn templates(dir: &Path, to: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if let Some(name) = path.file_name() {
+            out.push((path.clone(), to.join(name)));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn render(paths: &InstallPaths, template: &Path) -> Result<String> {
+    let text =
+        fs::read_to_string(template).with_context(|| format!("reading {}", template.display()))?;
+    Ok(paths.render(&template.display().to_string(), &text)?)
 }

@@ -4,9 +4,13 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 use shoal_lab::{Lab, cmd};
 
+use crate::{build, images};
+
 #[derive(Subcommand)]
 pub enum LabCommand {
     /// Create the lab, or complete it (idempotent).
+    /// With managers, it first builds the binaries and the test images, and
+    /// returns once every manager answers and every node is Ready.
     Up {
         /// Number of nodes n1..nN (1 to 9), each a network namespace on the lab's underlay.
         #[arg(long, default_value_t = 3)]
@@ -61,28 +65,19 @@ fn bin_dir() -> std::path::PathBuf {
     crate::sh::workspace_root().join("target/debug")
 }
 
-/// Builds the binaries lab nodes run (quick when nothing changed).
-fn build_binaries() -> Result<()> {
-    crate::sh::run(crate::sh::cargo().args([
-        "build",
-        "-q",
-        "-p",
-        "shoal-manager",
-        "-p",
-        "shoal-cli",
-    ]))
-}
-
 pub fn run(command: LabCommand) -> Result<()> {
     let lab = Lab::new();
     match command {
         LabCommand::Up { nodes, managers } => {
+            if managers > 0 {
+                // Every binary the cluster runs, and the images its tasks
+                // use: each is quick when nothing changed.
+                build::run(&build::BuildArgs::default())?;
+                images::build_all()?;
+            }
             lab.up(nodes, &mut |line| println!("[lab] {line}"))?;
             if managers > 0 {
-                build_binaries()?;
-                lab.start_managers(managers, &bin_dir(), &mut |line| println!("[lab] {line}"))?;
-                // Managers run tasks too, as in Swarm: an agent on every node.
-                lab.start_agents(&bin_dir(), &mut |line| println!("[lab] {line}"))?;
+                lab.start_cluster(managers, &bin_dir(), &mut |line| println!("[lab] {line}"))?;
             }
             println!("[lab] up: state in {}", lab.state().path().display());
             if managers > 0 {
@@ -109,6 +104,13 @@ pub fn run(command: LabCommand) -> Result<()> {
             for name in lab.start_node(&node)? {
                 println!("[lab] started {name}");
             }
+            let host = lab.host(&node)?;
+            lab.wait_ready(
+                &bin_dir(),
+                &[host],
+                shoal_lab::readiness::READY_TIMEOUT,
+                &mut |line| println!("[lab] {line}"),
+            )?;
         }
         LabCommand::Isolate { node } => {
             lab.isolate(&node)?;

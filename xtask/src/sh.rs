@@ -3,6 +3,7 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
+    time::Instant,
 };
 
 use anyhow::{Context, Result, bail};
@@ -49,4 +50,14 @@ pub fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(workspace_root());
     command
+}
+
+/// Runs one step of a longer command between two lines, `[TAG] NAME` and
+/// `[TAG] NAME: ok (TIME)`, so a run shows where its time goes.
+pub fn stage(tag: &str, name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    let started = Instant::now();
+    println!("[{tag}] {name}");
+    f().with_context(|| format!("{tag} stage {name}"))?;
+    println!("[{tag}] {name}: ok ({:.1?})", started.elapsed());
+    Ok(())
 }
