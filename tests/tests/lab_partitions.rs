@@ -399,8 +399,7 @@ fn cli_calls_through_every_manager_succeed_while_the_leader_is_killed() -> Resul
     let mut streams = Vec::new();
     for node in ["n1", "n2", "n3"].into_iter().filter(|n| *n != old) {
         let index: usize = node.trim_start_matches('n').parse().unwrap_or(1);
-        let socket =
-            shoal_lab::cluster::manager_socket(&cluster.lab, &topology::Host::node(index));
+        let socket = shoal_lab::cluster::manager_socket(&cluster.lab, &topology::Host::node(index));
         for write in [true, false] {
             let (bins, socket, killed_at, stop) = (
                 cluster.bins.clone(),
