@@ -60,8 +60,6 @@ pub enum LabError {
     EmptyCommand,
     #[error("a thread in namespace {0} panicked")]
     Panicked(String),
-    #[error("timed out waiting for {0}")]
-    Timeout(String),
     #[error("no lab node runs a manager (run `cargo xtask lab up --managers 1`)")]
     NoManager,
     #[error("{} is not built (run `cargo xtask build`)", .0.display())]
