@@ -419,34 +419,25 @@ async fn batch_proposals(raft: Raft, mut queue: mpsc::UnboundedReceiver<Queued>)
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let mut bytes = prost::Message::encoded_len(&first.0);
-        let mut items = vec![first];
-        while items.len() < BATCHES_PER_ENTRY && bytes < crate::limits::MAX_BYTES_PER_ENTRY {
-            match queue.try_recv() {
-                Ok(item) => {
-                    bytes += prost::Message::encoded_len(&item.0);
-                    items.push(item);
-                }
-                Err(_) => break,
-            }
-        }
-        let raft = raft.clone();
-        tokio::spawn(async move {
+        let (batch, reply, mut deadline) = first;
+        let mut bytes = prost::Message::encoded_len(&batch);
+        let (mut batches, mut replies) = (vec![batch], vec![reply]);
+        while batches.len() < BATCHES_PER_ENTRY && bytes < crate::limits::MAX_BYTES_PER_ENTRY {
+            let Ok((batch, reply, patience)) = queue.try_recv() else {
+                break;
+            };
+            bytes += prost::Message::encoded_len(&batch);
+            batches.push(batch);
+            replies.push(reply);
             // The entry waits no longer than its most patient proposer: a
             // leader cut off from the quorum never commits it, and while it
             // waits no other entry could be proposed here.
-            let deadline = items.iter().map(|(_, _, d)| *d).max();
-            let mut batches = Vec::with_capacity(items.len());
-            let mut replies = Vec::with_capacity(items.len());
-            for (batch, reply, _) in items {
-                batches.push(batch);
-                replies.push(reply);
-            }
+            deadline = deadline.max(patience);
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
             let write = raft.client_write(Payload(Proposal { batches }));
-            let outcome = match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, write).await.ok(),
-                None => Some(write.await),
-            };
+            let outcome = tokio::time::timeout_at(deadline, write).await.ok();
             drop(permit);
             let Some(outcome) = outcome else {
                 for reply in replies {
