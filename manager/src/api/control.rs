@@ -9,11 +9,11 @@ use shoal_api::pb::{
     NetworkList, NetworkSpec, NodeList, NodeRole, NodeState, PublishMode, RemoveNodeRequest,
     RotateJoinTokenRequest, Secret, SecretList, SecretSpec, Service, ServiceList, ServiceMode,
     ServiceSpec, ServiceSummary, TaskList, TaskState, UpdateConfigRequest, UpdateNodeRequest,
-    UpdateSecretRequest, UpdateServiceRequest, VersionResponse, control_client::ControlClient,
-    control_server::Control,
+    UpdateSecretRequest, UpdateServiceRequest, VersionResponse, control_server::Control,
 };
 use tonic::{Request, Response, Status};
 
+use super::forward;
 use crate::{
     allocator::{self, Ipam, ipam::holds_addresses},
     ca,
@@ -33,61 +33,17 @@ pub struct ControlService {
     pub manager: Arc<Manager>,
 }
 
-/// Makes sure the leader answers the call: on a follower, sends it to the
-/// leader and returns its answer; on the leader, waits until its state
-/// holds every acknowledged write (a linearizable read). While no leader is
-/// known (an election, a partition) the call waits for one, and a leader
-/// that stops answering is given up for the next, all within
-/// `settings.leader_wait`: calls made during an election succeed.
+/// Makes sure the leader answers the call (see [`forward::to_leader`]):
+/// returns the leader's answer on a follower, goes on on the leader.
 macro_rules! forward {
     ($self:ident, $method:ident, $request:ident) => {
-        let deadline = tokio::time::Instant::now() + $self.manager.settings.leader_wait;
-        let mut avoid: Option<String> = None;
-        loop {
-            match $self.manager.route(deadline, avoid.as_deref()).await? {
-                crate::manager::Route::Local => match $self.manager.linearizable().await {
-                    Ok(()) => break,
-                    // Leadership moved between the check and the read, or a
-                    // follower's answer came too late on a loaded host: ask
-                    // again (the route follows a new leader).
-                    Err(status) if tokio::time::Instant::now() < deadline => {
-                        tracing::debug!(error = %status.message(), "could not confirm leadership; again");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
-                    Err(status) => return Err(status),
-                },
-                crate::manager::Route::Leader(addr) => {
-                    let mut leader = leader_client(&addr)?;
-                    let mut call = tonic::Request::new($request.get_ref().clone());
-                    call.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
-                    match leader.$method(call).await {
-                        Ok(answer) => return Ok(answer),
-                        Err(status)
-                            if status.code() == tonic::Code::Unavailable
-                                && tokio::time::Instant::now() < deadline =>
-                        {
-                            tracing::debug!(%addr, error = %status.message(), "the leader did not answer; waiting for the next");
-                            avoid = Some(addr);
-                        }
-                        Err(status) if status.code() == tonic::Code::Unavailable || status.code() == tonic::Code::DeadlineExceeded => {
-                            return Err(tonic::Status::unavailable(format!(
-                                "the leader at {addr} does not answer ({}) and no other was elected within {:?}: a quorum of managers must be reachable",
-                                status.message(),
-                                $self.manager.settings.leader_wait
-                            )))
-                        }
-                        Err(status) => return Err(status),
-                    }
-                }
-            }
+        let answer = forward::to_leader(&$self.manager, &$request, |mut leader, call| async move {
+            leader.$method(call).await
+        });
+        if let Some(answer) = answer.await? {
+            return Ok(answer);
         }
     };
-}
-
-fn leader_client(addr: &str) -> Result<ControlClient<tonic::transport::Channel>, Status> {
-    let channel =
-        crate::raft::network::channel(addr).map_err(|e| Status::unavailable(e.to_string()))?;
-    Ok(ControlClient::new(channel))
 }
 
 impl ControlService {
@@ -941,7 +897,7 @@ impl Control for ControlService {
         // A stream cannot go through `forward!`: relay the leader's.
         let deadline = tokio::time::Instant::now() + self.manager.settings.leader_wait;
         if let crate::manager::Route::Leader(addr) = self.manager.route(deadline, None).await? {
-            let stream = leader_client(&addr)?
+            let stream = forward::leader_client(&addr)?
                 .service_logs(request.into_inner())
                 .await?
                 .into_inner();

@@ -1,0 +1,78 @@
+//! Calls only the leader serves, made on any manager: a follower sends
+//! them to the leader and returns its answer; the leader first waits until
+//! its state holds every acknowledged write (a linearizable read).
+
+use std::future::Future;
+
+use shoal_api::pb::control_client::ControlClient;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status, transport::Channel};
+
+use crate::manager::{Manager, Route};
+
+/// A Control client on the leader at `addr`.
+pub fn leader_client(addr: &str) -> Result<ControlClient<Channel>, Status> {
+    let channel =
+        crate::raft::network::channel(addr).map_err(|e| Status::unavailable(e.to_string()))?;
+    Ok(ControlClient::new(channel))
+}
+
+/// Makes sure the leader answers `request`: `Some` with the leader's answer
+/// (sent by `call`) on a follower, `None` on the leader once a read here is
+/// linearizable. While no leader is known (an election, a partition) the
+/// call waits for one, and a leader that stops answering is given up for
+/// the next, all within `settings.leader_wait`: calls made during an
+/// election succeed.
+pub async fn to_leader<T, R, F, Fut>(
+    manager: &Manager,
+    request: &Request<T>,
+    call: F,
+) -> Result<Option<Response<R>>, Status>
+where
+    T: Clone,
+    F: Fn(ControlClient<Channel>, Request<T>) -> Fut,
+    Fut: Future<Output = Result<Response<R>, Status>>,
+{
+    let deadline = Instant::now() + manager.settings.leader_wait;
+    let mut avoid: Option<String> = None;
+    loop {
+        match manager.route(deadline, avoid.as_deref()).await? {
+            Route::Local => match manager.linearizable().await {
+                Ok(()) => return Ok(None),
+                // Leadership moved between the check and the read, or a
+                // follower's answer came too late on a loaded host: ask
+                // again (the route follows a new leader).
+                Err(status) if Instant::now() < deadline => {
+                    tracing::debug!(error = %status.message(), "could not confirm leadership; again");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(status) => return Err(status),
+            },
+            Route::Leader(addr) => {
+                let mut forwarded = Request::new(request.get_ref().clone());
+                forwarded.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                match call(leader_client(&addr)?, forwarded).await {
+                    Ok(answer) => return Ok(Some(answer)),
+                    Err(status)
+                        if status.code() == tonic::Code::Unavailable
+                            && Instant::now() < deadline =>
+                    {
+                        tracing::debug!(%addr, error = %status.message(), "the leader did not answer; waiting for the next");
+                        avoid = Some(addr);
+                    }
+                    Err(status)
+                        if status.code() == tonic::Code::Unavailable
+                            || status.code() == tonic::Code::DeadlineExceeded =>
+                    {
+                        return Err(Status::unavailable(format!(
+                            "the leader at {addr} does not answer ({}) and no other was elected within {:?}: a quorum of managers must be reachable",
+                            status.message(),
+                            manager.settings.leader_wait
+                        )));
+                    }
+                    Err(status) => return Err(status),
+                }
+            }
+        }
+    }
+}
