@@ -13,9 +13,9 @@ use std::collections::BTreeSet;
 
 use shoal_api::{
     pb::{
-        EndpointSpec, NetworkAttachmentConfig, PublishMode, ResourceRequirements, Resources,
-        RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, TaskSpec, UpdateConfig,
-        UpdateFailureAction, UpdateOrder,
+        EndpointSpec, Meta, NetworkAttachmentConfig, NodeDescription, Platform, PublishMode,
+        ResourceRequirements, Resources, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec,
+        Task, TaskSpec, UpdateConfig, UpdateFailureAction, UpdateOrder,
     },
     template::Context,
 };
@@ -91,30 +91,35 @@ fn check_service(spec: &ServiceSpec, service_id: &str) -> Check {
     Ok(())
 }
 
-/// What templates expand to while the spec is checked.
+/// What templates expand to while the spec is checked: the context of a
+/// sample task of the service (slot 1, or the node's id when global).
 fn sample_context(spec: &ServiceSpec, service_id: &str) -> Context {
     let service_id = if service_id.is_empty() {
         SAMPLE_SERVICE_ID
     } else {
         service_id
     };
-    let slot = if spec.mode() == ServiceMode::Global {
-        SAMPLE_NODE_ID.to_owned()
-    } else {
-        "1".to_owned()
-    };
-    Context {
+    let task = Task {
+        meta: Some(Meta {
+            id: SAMPLE_TASK_ID.into(),
+            ..Default::default()
+        }),
         service_id: service_id.to_owned(),
         service_name: spec.name.clone(),
-        service_labels: spec.labels.clone().into_iter().collect(),
+        service_labels: spec.labels.clone(),
         node_id: SAMPLE_NODE_ID.into(),
-        node_hostname: SAMPLE_NODE_HOSTNAME.into(),
-        node_os: std::env::consts::OS.into(),
-        node_architecture: std::env::consts::ARCH.into(),
-        task_id: SAMPLE_TASK_ID.into(),
-        task_name: format!("{}.{slot}.{SAMPLE_TASK_ID}", spec.name),
-        task_slot: slot,
-    }
+        slot: u64::from(spec.mode() != ServiceMode::Global),
+        ..Default::default()
+    };
+    let node = NodeDescription {
+        hostname: SAMPLE_NODE_HOSTNAME.into(),
+        platform: Some(Platform {
+            os: std::env::consts::OS.into(),
+            architecture: std::env::consts::ARCH.into(),
+        }),
+        ..Default::default()
+    };
+    Context::new(&task, &node)
 }
 
 /// An enum field a gRPC client may have set to a number no variant has.
