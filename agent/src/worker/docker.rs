@@ -11,7 +11,7 @@ use std::{
 
 use bollard::{
     Docker,
-    models::{ContainerCreateBody, HealthConfig, HealthStatusEnum, HostConfig, Mount, MountType},
+    models::{HealthStatusEnum, Mount},
     query_parameters::{
         CreateContainerOptions, InspectContainerOptions, ListContainersOptions,
         RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
@@ -23,7 +23,11 @@ use shoal_api::{
 };
 use tokio::sync::mpsc;
 
-use super::{admission::Admission, files};
+use super::{
+    admission::Admission,
+    container_body::{self, task_name},
+    files,
+};
 use crate::{network::Overlay, session::Executor};
 
 pub const LABEL_CLUSTER: &str = "com.shoal.cluster.id";
@@ -102,10 +106,6 @@ fn task_id(task: &Task) -> String {
 /// services: `SERVICE.NODEID.TASKID`), as Swarm names them.
 pub fn container_name(task: &Task) -> String {
     template::task_name(task)
-}
-
-fn task_name(task: &Task) -> String {
-    format!("{}.{}", task.service_name, template::task_slot(task))
 }
 
 impl DockerExecutor {
@@ -287,86 +287,31 @@ impl DockerExecutor {
                 String::new(),
             ));
         }
-        let mut labels: HashMap<String, String> = container.labels.clone().into_iter().collect();
-        labels.extend(self.extra_labels.clone());
-        labels.insert(LABEL_NODE.into(), self.node_id());
-        labels.insert(
-            LABEL_CLUSTER.into(),
-            self.cluster_id
+        // Named volumes first: the container mounts them.
+        for request in mounts
+            .iter()
+            .filter_map(|m| container_body::volume(m, &task.service_name))
+        {
+            let name = request.name.clone().unwrap_or_default();
+            if let Err(e) = self.docker.create_volume(request).await {
+                return Err((
+                    TaskState::Rejected,
+                    format!("creating volume {name}: {e}"),
+                    String::new(),
+                ));
+            }
+        }
+        let owner = container_body::Owner {
+            node_id: self.node_id(),
+            cluster_id: self
+                .cluster_id
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
-        );
-        labels.insert(LABEL_SERVICE_ID.into(), task.service_id.clone());
-        labels.insert(LABEL_SERVICE_NAME.into(), task.service_name.clone());
-        labels.insert(LABEL_TASK_ID.into(), id.clone());
-        labels.insert(LABEL_TASK_NAME.into(), task_name(task));
-        let mut env = container.env.clone();
-        env.push(format!("SHOAL_TASK_NAME={}", task_name(task)));
-        let healthcheck = container.healthcheck.as_ref().map(|h| HealthConfig {
-            test: Some(h.test.clone()),
-            interval: (h.interval_ms > 0).then_some(h.interval_ms * 1_000_000),
-            timeout: (h.timeout_ms > 0).then_some(h.timeout_ms * 1_000_000),
-            retries: (h.retries > 0).then_some(h.retries as i64),
-            start_period: (h.start_period_ms > 0).then_some(h.start_period_ms * 1_000_000),
-            ..Default::default()
-        });
-        let resources = task
-            .spec
-            .as_ref()
-            .and_then(|s| s.resources.as_ref())
-            .and_then(|r| r.limits);
-        // Templates were expanded before the task got here (`expanded`).
-        let hostname = if container.hostname.is_empty() {
-            task_name(task)
-        } else {
-            container.hostname.clone()
+            extra_labels: &self.extra_labels,
         };
-        // Named volumes through the volume API (local driver): they outlive
-        // the task, so a replacement finds its data.
-        for mount in &mounts {
-            if let (Some(MountType::VOLUME), Some(name)) = (&mount.typ, &mount.source) {
-                // `volume-label` and `volume-opt` apply when the volume is
-                // created (Docker ignores them for one that exists).
-                let options = mount.volume_options.clone().unwrap_or_default();
-                let mut labels = options.labels.unwrap_or_default();
-                labels.insert(LABEL_SERVICE_NAME.to_owned(), task.service_name.clone());
-                let request = bollard::models::VolumeCreateRequest {
-                    name: Some(name.clone()),
-                    driver: Some("local".into()),
-                    driver_opts: options.driver_config.and_then(|d| d.options),
-                    labels: Some(labels),
-                    ..Default::default()
-                };
-                if let Err(e) = self.docker.create_volume(request).await {
-                    return Err((
-                        TaskState::Rejected,
-                        format!("creating volume {name}: {e}"),
-                        String::new(),
-                    ));
-                }
-            }
-        }
-        let body = ContainerCreateBody {
-            image: Some(container.image.clone()),
-            cmd: (!container.args.is_empty()).then(|| container.args.clone()),
-            entrypoint: (!container.command.is_empty()).then(|| container.command.clone()),
-            env: Some(env),
-            labels: Some(labels),
-            hostname: Some(hostname),
-            user: (!container.user.is_empty()).then(|| container.user.clone()),
-            working_dir: (!container.dir.is_empty()).then(|| container.dir.clone()),
-            healthcheck: healthcheck.clone(),
-            stop_signal: (!container.stop_signal.is_empty()).then(|| container.stop_signal.clone()),
-            host_config: Some(HostConfig {
-                network_mode: Some("none".into()),
-                mounts: (!mounts.is_empty()).then_some(mounts),
-                nano_cpus: resources.map(|r| r.nano_cpus).filter(|n| *n > 0),
-                memory: resources.map(|r| r.memory_bytes).filter(|n| *n > 0),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let body = container_body::body(task, &id, &container, owner, mounts);
+        let healthcheck = body.healthcheck.clone();
         let created = self
             .docker
             .create_container(
