@@ -19,6 +19,9 @@ pub enum WriteError {
     Conflict(String),
     #[error("no leader is elected right now; retry in a few seconds")]
     NoLeader,
+    /// No leader within the wait: what it takes to have one.
+    #[error("{0}")]
+    NoQuorum(String),
     #[error("forwarding to the leader at {addr}: {message}")]
     Forward { addr: String, message: String },
     #[error(
@@ -33,9 +36,10 @@ impl From<WriteError> for tonic::Status {
     fn from(e: WriteError) -> Self {
         match e {
             WriteError::Conflict(m) => tonic::Status::aborted(m),
-            WriteError::NoLeader | WriteError::Forward { .. } | WriteError::NotCommitted(_) => {
-                tonic::Status::unavailable(e.to_string())
-            }
+            WriteError::NoLeader
+            | WriteError::NoQuorum(_)
+            | WriteError::Forward { .. }
+            | WriteError::NotCommitted(_) => tonic::Status::unavailable(e.to_string()),
             WriteError::Raft(m) => tonic::Status::internal(m),
         }
     }
@@ -303,8 +307,8 @@ impl Manager {
             avoid = retry.or(avoid);
             // Raft may name no leader for a moment more than `route` sees.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            if self.route(deadline, avoid.as_deref()).await.is_err() {
-                return Err(WriteError::NoLeader);
+            if let Err(status) = self.route(deadline, avoid.as_deref()).await {
+                return Err(WriteError::NoQuorum(status.message().to_owned()));
             }
         }
     }
