@@ -97,9 +97,20 @@ pub async fn run(
     let mut managers = config.managers.clone();
     let mut next = 0usize;
     let mut pause = RETRY_FIRST;
+    // Status reports outlive sessions: the executor may report a change
+    // while no manager is reachable, and a report a manager did not
+    // acknowledge is sent again to the next one (a task reported stopped
+    // to nobody would hold its addresses and slot for good).
+    let (report_tx, mut report_rx) = mpsc::unbounded_channel::<TaskStatusUpdate>();
+    let mut reports = Reports::default();
     loop {
         let addr = managers[next % managers.len()].clone();
-        let outcome = session(&config, &addr, executor.clone(), &state).await;
+        let channel = ReportChannel {
+            tx: &report_tx,
+            rx: &mut report_rx,
+            unsent: &mut reports,
+        };
+        let outcome = session(&config, &addr, executor.clone(), &state, channel).await;
         if state.borrow().connected_to.is_some() {
             pause = RETRY_FIRST; // this attempt got a session: start calm again
         }
@@ -134,6 +145,49 @@ pub async fn run(
     }
 }
 
+/// Task status reports not yet acknowledged by a manager, newest per task.
+#[derive(Default)]
+struct Reports(BTreeMap<String, TaskStatusUpdate>);
+
+impl Reports {
+    fn add(&mut self, update: TaskStatusUpdate) {
+        self.0.insert(update.task_id.clone(), update);
+    }
+
+    /// Sends every unacknowledged report; they are forgotten only once the
+    /// manager took them.
+    async fn flush(
+        &mut self,
+        client: &mut DispatcherClient<Channel>,
+        session: &SessionRef,
+    ) -> anyhow::Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let updates = self.0.values().cloned().collect();
+        let request = UpdateTaskStatusRequest {
+            session: Some(session.clone()),
+            updates,
+        };
+        bounded(
+            "reporting task status",
+            CALL_DEADLINE,
+            client.update_task_status(request),
+        )
+        .await
+        .map_err(|status| anyhow::anyhow!("reporting task status: {}", status.message()))?;
+        self.0.clear();
+        Ok(())
+    }
+}
+
+/// Where a session takes the executor's reports from and keeps the unsent.
+struct ReportChannel<'a> {
+    tx: &'a mpsc::UnboundedSender<TaskStatusUpdate>,
+    rx: &'a mut mpsc::UnboundedReceiver<TaskStatusUpdate>,
+    unsent: &'a mut Reports,
+}
+
 enum Redirect {
     To(String),
     Managers(Vec<String>),
@@ -153,6 +207,7 @@ async fn session(
     addr: &str,
     executor: Arc<dyn Executor>,
     state: &watch::Sender<SessionState>,
+    reports: ReportChannel<'_>,
 ) -> anyhow::Result<Redirect> {
     let mut client = DispatcherClient::new(channel(addr)?);
     let node_id = state.borrow().node_id.clone();
@@ -188,7 +243,11 @@ async fn session(
     });
     tracing::info!(node = %registered.node_id, manager = %addr, "registered");
 
-    let (report_tx, mut report_rx) = mpsc::unbounded_channel::<TaskStatusUpdate>();
+    let ReportChannel {
+        tx: report_tx,
+        rx: report_rx,
+        unsent,
+    } = reports;
     let mut stream = bounded(
         "opening the assignment stream",
         CALL_DEADLINE,
@@ -199,11 +258,13 @@ async fn session(
     let period = Duration::from_millis(registered.heartbeat_period_ms.max(50) as u64);
     let mut heartbeat = tokio::time::interval(period);
     let mut answered = std::collections::HashSet::new();
+    // What earlier sessions could not report goes first.
+    unsent.flush(&mut client, &session).await?;
     loop {
         tokio::select! {
             message = stream.message() => match message {
                 Ok(Some(set)) => {
-                    executor.reconcile(&set, &report_tx).await;
+                    executor.reconcile(&set, report_tx).await;
                     for request in &set.log_requests {
                         if answered.insert(request.id.clone()) {
                             ship_logs(client.clone(), &session, request, executor.logs(request));
@@ -229,14 +290,11 @@ async fn session(
                 }
             }
             Some(first) = report_rx.recv() => {
-                let mut updates = vec![first];
+                unsent.add(first);
                 while let Ok(more) = report_rx.try_recv() {
-                    updates.push(more);
+                    unsent.add(more);
                 }
-                let request = UpdateTaskStatusRequest { session: Some(session.clone()), updates };
-                if let Err(status) = bounded("reporting task status", CALL_DEADLINE, client.update_task_status(request)).await {
-                    return Err(anyhow::anyhow!("reporting task status: {}", status.message()));
-                }
+                unsent.flush(&mut client, &session).await?;
             }
         }
     }
