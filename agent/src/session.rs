@@ -59,10 +59,6 @@ pub struct SessionState {
     pub cluster_id: String,
 }
 
-fn channel(addr: &str) -> anyhow::Result<Channel> {
-    Ok(shoal_api::keepalive(Channel::from_shared(format!("http://{addr}"))?).connect_lazy())
-}
-
 /// The longest a registration or a status report may take: the manager
 /// holds a call up to 10 s while a leader is elected, and answers after.
 const CALL_DEADLINE: Duration = Duration::from_secs(15);
@@ -209,7 +205,7 @@ async fn session(
     state: &watch::Sender<SessionState>,
     reports: ReportChannel<'_>,
 ) -> anyhow::Result<Redirect> {
-    let mut client = DispatcherClient::new(channel(addr)?);
+    let mut client = DispatcherClient::new(shoal_api::lazy_channel(addr)?);
     let node_id = state.borrow().node_id.clone();
     let request = RegisterRequest {
         token: config.token.clone(),

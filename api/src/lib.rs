@@ -44,6 +44,17 @@ pub fn keepalive(endpoint: tonic::transport::Endpoint) -> tonic::transport::Endp
         .keep_alive_while_idle(true)
 }
 
+/// A channel to a manager at `addr` (host:port) with [`keepalive`]'s
+/// settings, connecting on first use.
+pub fn lazy_channel(
+    addr: &str,
+) -> Result<tonic::transport::Channel, tonic::codegen::http::uri::InvalidUri> {
+    Ok(keepalive(tonic::transport::Channel::from_shared(format!(
+        "http://{addr}"
+    ))?)
+    .connect_lazy())
+}
+
 /// What each Shoal binary reports about itself (`shoal version`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]

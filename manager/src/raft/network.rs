@@ -75,7 +75,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// partition, a powered-off host) within seconds: calls on it then fail
 /// instead of waiting for TCP to give up, minutes later.
 pub fn channel(addr: &str) -> Result<Channel, tonic::codegen::http::uri::InvalidUri> {
-    Ok(shoal_api::keepalive(Channel::from_shared(format!("http://{addr}"))?).connect_lazy())
+    shoal_api::lazy_channel(addr)
 }
 
 type RpcResult<T, E> = Result<T, RPCError<RaftId, BasicNode, E>>;
