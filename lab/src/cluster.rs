@@ -220,9 +220,20 @@ impl Lab {
 
     /// Runs the `shoal` CLI against the lab cluster; returns its stdout.
     pub fn shoal(&self, bin_dir: &Path, args: &[&str]) -> Result<String, LabError> {
-        let cli = readiness::require_binary(bin_dir, "shoal")?;
         let host = self.shoal_host()?;
-        let mut all = vec!["--host", host.as_str()];
+        self.shoal_at(bin_dir, &host, args)
+    }
+
+    /// Runs the `shoal` CLI against the manager on `node` (tests that cut a
+    /// node off ask one on the connected side); returns its stdout.
+    pub fn shoal_via(&self, bin_dir: &Path, node: &str, args: &[&str]) -> Result<String, LabError> {
+        let socket = manager_socket(self, &self.host(node)?);
+        self.shoal_at(bin_dir, &format!("unix://{}", socket.display()), args)
+    }
+
+    fn shoal_at(&self, bin_dir: &Path, host: &str, args: &[&str]) -> Result<String, LabError> {
+        let cli = readiness::require_binary(bin_dir, "shoal")?;
+        let mut all = vec!["--host", host];
         all.extend_from_slice(args);
         // Programs drive the cluster and wait for what they need; progress
         // displays are for people.

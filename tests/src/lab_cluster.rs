@@ -85,10 +85,14 @@ impl LabCluster {
     pub fn json_rows(&self, args: &[&str]) -> Result<Vec<Value>> {
         let mut all = args.to_vec();
         all.extend(["--format", "json"]);
-        self.shoal(&all)?
-            .lines()
-            .map(|l| serde_json::from_str(l).with_context(|| format!("not JSON: {l}")))
-            .collect()
+        parse_rows(&self.shoal(&all)?)
+    }
+
+    /// `shoal … --format json` rows from the manager on `node`.
+    pub fn json_rows_via(&self, node: &str, args: &[&str]) -> Result<Vec<Value>> {
+        let mut all = args.to_vec();
+        all.extend(["--format", "json"]);
+        parse_rows(&self.lab.shoal_via(&self.bins, node, &all)?)
     }
 
     /// Polls `check` every 200 ms until it returns Some.
@@ -109,4 +113,11 @@ impl LabCluster {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// One JSON object per line, as `--format json` prints them.
+fn parse_rows(text: &str) -> Result<Vec<Value>> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("not JSON: {l}")))
+        .collect()
 }

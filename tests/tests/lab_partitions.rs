@@ -26,32 +26,10 @@ fn addr_of(node: &str) -> String {
     topology::Host::node(index).addr.to_string()
 }
 
-/// `shoal … --format json` rows through the manager on `via`: the test
-/// asks a manager on the connected side (one cut off answers only that it
-/// has no quorum, as it should).
-fn rows(cluster: &LabCluster, via: &str, args: &[&str]) -> Result<Vec<serde_json::Value>> {
-    let index: usize = via.trim_start_matches('n').parse().unwrap_or(1);
-    let socket = shoal_lab::cluster::manager_socket(&cluster.lab, &topology::Host::node(index));
-    let output = Command::new(bin("shoal")?)
-        .arg("--host")
-        .arg(format!("unix://{}", socket.display()))
-        .args(args)
-        .args(["--format", "json"])
-        .output()?;
-    ensure!(
-        output.status.success(),
-        "shoal {args:?} via {via}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).with_context(|| format!("not JSON: {l}")))
-        .collect()
-}
-
 /// Every node's status by hostname, from `node ls`.
 fn statuses(cluster: &LabCluster, via: &str) -> Result<BTreeMap<String, String>> {
-    Ok(rows(cluster, via, &["node", "ls"])?
+    Ok(cluster
+        .json_rows_via(via, &["node", "ls"])?
         .iter()
         .map(|r| {
             (
@@ -64,7 +42,8 @@ fn statuses(cluster: &LabCluster, via: &str) -> Result<BTreeMap<String, String>>
 
 /// Running `web` tasks: task id → node.
 fn running(cluster: &LabCluster, via: &str) -> Result<BTreeMap<String, String>> {
-    Ok(rows(cluster, via, &["service", "ps", "web"])?
+    Ok(cluster
+        .json_rows_via(via, &["service", "ps", "web"])?
         .iter()
         .filter(|r| r["DesiredState"] == "Running")
         .filter(|r| {
