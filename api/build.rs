@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/shoal/v1/control.proto",
         "proto/shoal/v1/dispatcher.proto",
         "proto/shoal/v1/raft.proto",
+        "proto/shoal/v1/ca.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={file}");

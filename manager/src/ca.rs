@@ -1,40 +1,78 @@
-//! The cluster's root CA and join tokens.
+//! The cluster's root CA as the store keeps it, and join tokens.
 //!
-//! The root CA is created at `init` and stored in the replicated Cluster
-//! object; the digest of its certificate is the first half of every join
-//! token. (Node certificates and mutual TLS on the API are not issued yet:
-//! today the CA anchors token validation.)
+//! The root CA is created at `init` and kept in the replicated Cluster
+//! object, so every manager can issue node certificates; the digest of its
+//! certificate is the first half of every join token.
+
+use std::time::Duration;
 
 use anyhow::Context;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use shoal_api::{
     pb::{Cluster, NodeRole},
     token::{self, JoinToken},
 };
+use shoal_pki::{CertificateAuthority, NodeRequest, Role};
 
-pub struct RootCa {
-    pub cert_pem: String,
-    pub key_pem: String,
+/// How long node certificates are valid unless the cluster says otherwise
+/// (Swarm's 90 days); they renew themselves past half of it.
+pub const DEFAULT_CERT_EXPIRY: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// The shortest certificate life a cluster may set: renewal must have
+/// time to happen.
+pub const MIN_CERT_EXPIRY: Duration = Duration::from_secs(10);
+
+pub fn cert_expiry(cluster: &Cluster) -> Duration {
+    cluster
+        .spec
+        .as_ref()
+        .map(|s| s.cert_expiry_ms)
+        .filter(|ms| *ms > 0)
+        .map(|ms| Duration::from_millis(ms as u64).max(MIN_CERT_EXPIRY))
+        .unwrap_or(DEFAULT_CERT_EXPIRY)
 }
 
-pub fn create_root_ca(cluster_id: &str) -> anyhow::Result<RootCa> {
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("shoal-root-ca-{cluster_id}"));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    // Valid from the start of last year for 20 years: clock skew between
-    // nodes never makes a fresh CA "not yet valid".
-    let year = 1970 + (shoal_api::now_ms() / 1000 / 31_556_952) as i32;
-    params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
-    params.not_after = rcgen::date_time_ymd(year + 20, 1, 1);
-    let key = KeyPair::generate()?;
-    let cert = params.self_signed(&key)?;
-    Ok(RootCa {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+/// The CA that signs node certificates now.
+pub fn authority(cluster: &Cluster) -> anyhow::Result<CertificateAuthority> {
+    Ok(
+        CertificateAuthority::from_pem(&cluster.root_ca_cert_pem, &cluster.root_ca_key_pem)
+            .context("the cluster's root CA")?
+            .with_chain(&cluster.cross_signed_pem),
+    )
+}
+
+/// Every root nodes should trust now.
+pub fn trust_pem(cluster: &Cluster) -> String {
+    if cluster.trust_pem.is_empty() {
+        cluster.root_ca_cert_pem.clone()
+    } else {
+        cluster.trust_pem.clone()
+    }
+}
+
+pub fn cluster_id(cluster: &Cluster) -> &str {
+    cluster.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("")
+}
+
+/// A certificate for `node_id` as `role`, for the key of `csr_der`: its
+/// chain (PEM).
+pub fn issue(cluster: &Cluster, csr_der: &[u8], node_id: &str, role: Role) -> anyhow::Result<String> {
+    Ok(authority(cluster)?.issue(
+        csr_der,
+        &NodeRequest {
+            node_id,
+            role,
+            cluster_id: cluster_id(cluster),
+            validity: cert_expiry(cluster),
+        },
+    )?)
+}
+
+/// The role a node role has in certificates.
+pub fn cert_role(role: NodeRole) -> Role {
+    match role {
+        NodeRole::Manager => Role::Manager,
+        NodeRole::Worker => Role::Worker,
+    }
 }
 
 /// The digest of a PEM certificate, as join tokens carry it.
@@ -99,10 +137,10 @@ mod tests {
     use super::*;
 
     fn cluster() -> Cluster {
-        let ca = create_root_ca("c1").unwrap();
+        let ca = CertificateAuthority::create("c1").unwrap();
         Cluster {
-            root_ca_cert_pem: ca.cert_pem,
-            root_ca_key_pem: ca.key_pem,
+            root_ca_cert_pem: ca.cert_pem().to_owned(),
+            root_ca_key_pem: ca.key_pem(),
             worker_secret: token::new_secret(),
             manager_secret: token::new_secret(),
             ..Default::default()

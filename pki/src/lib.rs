@@ -14,10 +14,12 @@
 //!   renewal and CA rotation replace while connections keep running.
 //! - [`transport`]: rustls configurations over those credentials, the TLS
 //!   listener a tonic server serves, and tonic channels that dial over TLS.
+//! - [`join`]: getting a certificate for a join token, and renewing it.
 
 pub mod ca;
 pub mod credentials;
 pub mod identity;
+pub mod join;
 pub mod transport;
 
 pub use ca::{CertificateAuthority, NodeRequest};

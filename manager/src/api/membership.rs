@@ -1,17 +1,18 @@
 //! The Membership service: Raft traffic between managers, writes forwarded
-//! by followers, the root CA for joining nodes, and manager joins.
+//! by followers, and manager joins. Only managers' certificates reach it
+//! (see `authz`).
 
 use std::sync::Arc;
 
 use openraft::BasicNode;
 use shoal_api::pb::{
     JoinManagerRequest, JoinManagerResponse, ManagerStatus, Meta, Node, NodeDescription, NodeRole,
-    NodeSpec, NodeState, NodeStatus, ProposeResponse, RaftMessage, RootCaRequest, RootCaResponse,
-    StoreBatch, membership_server::Membership,
+    NodeSpec, NodeState, NodeStatus, ProposeResponse, RaftMessage, StoreBatch,
+    membership_server::Membership,
 };
 use tonic::{Request, Response, Status};
 
-use crate::{ca, manager::Manager, store::Batch};
+use crate::{api::authz, manager::Manager, store::Batch};
 
 pub struct MembershipService {
     pub manager: Arc<Manager>,
@@ -30,47 +31,37 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Response<RaftMessage>, Statu
 
 #[tonic::async_trait]
 impl Membership for MembershipService {
-    async fn get_root_ca(
-        &self,
-        _: Request<RootCaRequest>,
-    ) -> Result<Response<RootCaResponse>, Status> {
-        let state = self.manager.store.read().await;
-        let cluster = state
-            .cluster
-            .as_ref()
-            .ok_or_else(|| Status::unavailable("this manager has no cluster state yet"))?;
-        Ok(Response::new(RootCaResponse {
-            cert_pem: cluster.root_ca_cert_pem.clone(),
-        }))
-    }
-
     async fn join_manager(
         &self,
         request: Request<JoinManagerRequest>,
     ) -> Result<Response<JoinManagerResponse>, Status> {
+        // The node is the one the caller's manager certificate names (issued
+        // for a manager token); the request only says where its Raft is.
+        let node_id = authz::certified_node(&request)?.node_id.clone();
         let request = request.into_inner();
         let manager = &self.manager;
         if !manager.is_leader() {
             return Err(manager.not_leader());
         }
-        let (cluster_id, existing) = {
+        let cluster_id = {
             let state = manager.store.read().await;
             let cluster = state
                 .cluster
                 .as_ref()
                 .ok_or_else(|| Status::unavailable("the cluster is not initialised"))?;
-            ca::check_token(cluster, &request.token, Some(NodeRole::Manager))
-                .map_err(|e| Status::permission_denied(e.to_string()))?;
-            let existing = state
-                .nodes
-                .values()
-                .find(|n| {
-                    n.manager_status
-                        .as_ref()
-                        .is_some_and(|m| m.raft_id == request.raft_id)
-                })
-                .cloned();
-            (cluster.meta.clone().unwrap_or_default().id, existing)
+            if let Some(taken) = state.nodes.values().find(|n| {
+                n.manager_status
+                    .as_ref()
+                    .is_some_and(|m| m.raft_id == request.raft_id)
+                    && n.meta.as_ref().is_some_and(|m| m.id != node_id)
+            }) {
+                return Err(Status::already_exists(format!(
+                    "Raft id {} belongs to node {}",
+                    request.raft_id,
+                    taken.meta.clone().unwrap_or_default().id
+                )));
+            }
+            cluster.meta.clone().unwrap_or_default().id
         };
         let node = BasicNode::new(request.addr.clone());
         manager
@@ -87,35 +78,15 @@ impl Membership for MembershipService {
             .change_membership(voters, false)
             .await
             .map_err(|e| Status::unavailable(format!("making {} a voter: {e}", request.addr)))?;
-        let node_id = manager
+        manager
             .update(|state| -> Result<_, Status> {
-                // A manager that rejoins (same Raft id) keeps its node; one
-                // joining on a host whose agent registered a node (e.g. after
-                // `node promote`) takes that node; otherwise a new one.
-                let ip = request
-                    .addr
-                    .rsplit_once(':')
-                    .map(|(h, _)| h)
-                    .unwrap_or(&request.addr);
-                let mut node = existing
-                    .as_ref()
-                    .and_then(|n| {
-                        state
-                            .nodes
-                            .get(&n.meta.clone().unwrap_or_default().id)
-                            .cloned()
-                    })
-                    .or_else(|| {
-                        state
-                            .nodes
-                            .values()
-                            .find(|n| {
-                                n.manager_status.is_none()
-                                    && n.status.as_ref().is_some_and(|s| s.addr == ip)
-                            })
-                            .cloned()
-                    })
-                    .unwrap_or_else(|| new_manager_node(&request.hostname, &request.addr));
+                // The node the CA created when it issued the certificate, or
+                // the promoted worker's node on this host it took.
+                let mut node = state.nodes.get(&node_id).cloned().unwrap_or_else(|| {
+                    let mut node = new_manager_node(&request.hostname, &request.addr);
+                    node.meta.get_or_insert_with(Default::default).id = node_id.clone();
+                    node
+                });
                 node.role = NodeRole::Manager as i32;
                 node.spec.get_or_insert_with(Default::default).desired_role =
                     NodeRole::Manager as i32;
@@ -124,13 +95,11 @@ impl Membership for MembershipService {
                     addr: request.addr.clone(),
                     ..Default::default()
                 });
-                let id = node.meta.clone().unwrap_or_default().id;
                 let mut batch = Batch::default();
                 batch.put_node(node);
-                Ok(Some((batch, id)))
+                Ok(Some((batch, ())))
             })
-            .await?
-            .unwrap_or_default();
+            .await?;
         tracing::info!(raft_id = request.raft_id, addr = %request.addr, "manager joined");
         Ok(Response::new(JoinManagerResponse {
             cluster_id,
