@@ -5,6 +5,7 @@
 //! for manager tests and benchmarks.
 pub mod datapath;
 pub mod dns;
+pub mod identity;
 pub mod network;
 pub mod session;
 pub mod sim;

@@ -38,12 +38,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct JoinArgs {
-    /// The cluster's join token (`shoal join-token worker`).
-    #[arg(
-        long,
-        required_unless_present = "token_file",
-        conflicts_with = "token_file"
-    )]
+    /// The cluster's join token (`shoal join-token worker`). Needed the
+    /// first time only: the node then has a certificate in its data dir.
+    #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
     /// Read the join token from FILE, which only its owner may read (mode
     /// 0600): the systemd unit's way, keeping the token out of `ps`.
@@ -143,21 +140,12 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
     use shoal_agent::{session, worker};
     // A bad token file fails before anything is written.
     let token = match (&args.token, &args.token_file) {
-        (Some(token), _) => token.clone(),
-        (None, Some(file)) => shoal_agent::token_file::read(file)?,
-        (None, None) => anyhow::bail!("give the join token with --token or --token-file"),
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(file)) => Some(shoal_agent::token_file::read(file)?),
+        (None, None) => None,
     };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let identity = args.data_dir.join("node-id");
-    // The agent names itself before it first registers, so its containers
-    // carry the same node id across restarts.
-    let node_id = match std::fs::read_to_string(&identity) {
-        Ok(id) if !id.trim().is_empty() => id.trim().to_owned(),
-        _ => shoal_api::new_id(),
-    };
-    std::fs::write(&identity, &node_id)
-        .with_context(|| format!("writing {}", identity.display()))?;
     let container_labels = args
         .container_label
         .iter()
@@ -180,12 +168,28 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
             }
         })
         .collect();
-    let local = match &args.advertise_addr {
+    let local: std::net::Ipv4Addr = match &args.advertise_addr {
         Some(a) => a
             .parse()
             .with_context(|| format!("invalid --advertise-addr {a:?}: expected an IPv4 address"))?,
         None => route_to(managers.first().context("no manager address given")?).await?,
     };
+    // The node's certificate says which node this is; the first time, the
+    // cluster issues it for the join token.
+    let credentials = shoal_agent::identity::obtain(
+        Some(&args.data_dir.join("certificates")),
+        &managers,
+        token.as_deref(),
+        &args.advertise_addr.clone().unwrap_or_default(),
+        &hostname,
+    )
+    .await?;
+    drop(token);
+    let node_id = credentials.identity().node_id;
+    // For `shoal-agent leave`, which finds the node's containers by it.
+    let identity = args.data_dir.join("node-id");
+    std::fs::write(&identity, &node_id)
+        .with_context(|| format!("writing {}", identity.display()))?;
     let upstreams = if args.dns_upstream.is_empty() {
         shoal_agent::dns::system_upstreams()
     } else {
@@ -224,7 +228,7 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
     description.engine_version = executor.engine_version().await;
     let config = session::SessionConfig {
         managers,
-        token,
+        credentials: credentials.clone(),
         advertise_addr: args.advertise_addr.clone().unwrap_or_default(),
         description,
         labels: args
@@ -237,9 +241,12 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
         node_id: node_id.clone(),
         ..Default::default()
     });
-    // The manager may know this host's node by another id (one a manager
-    // on it created): keep whatever it says, for labels and restarts.
-    let (watched, path) = (executor.clone(), identity.clone());
+    let renewal = tokio::spawn(shoal_agent::identity::keep_renewed(
+        credentials.clone(),
+        changes.clone(),
+    ));
+    let watched = executor.clone();
+    let mut refused = changes.clone();
     tokio::spawn(async move {
         while changes.changed().await.is_ok() {
             let (id, cluster) = {
@@ -248,7 +255,6 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
             };
             if !id.is_empty() {
                 watched.set_identity(&id, &cluster);
-                let _ = std::fs::write(&path, &id);
             }
         }
     });
@@ -258,6 +264,12 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
         _ = session => {}
+    }
+    renewal.abort();
+    if let Some(reason) = refused.borrow_and_update().refused.clone() {
+        anyhow::bail!(
+            "the cluster no longer accepts this node: {reason}. Its containers keep running: run `shoal-agent leave` to remove them, then join again with a token and an empty data dir"
+        );
     }
     tracing::info!("agent stopping; its containers keep running and are adopted on restart");
     Ok(())

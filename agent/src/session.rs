@@ -1,5 +1,5 @@
-//! The agent's side of the dispatcher protocol: register with a join token,
-//! heartbeat, follow the assignment stream, report task status, and move to
+//! The agent's side of the dispatcher protocol: register (as the node the
+//! node's certificate names, over mutual TLS), heartbeat, follow the assignment stream, report task status, and move to
 //! the new leader whenever leadership changes. What runs the tasks is an
 //! [`Executor`]: Docker in production, a simulation in manager tests.
 
@@ -43,7 +43,8 @@ pub trait Executor: Send + Sync + 'static {
 pub struct SessionConfig {
     /// host:port of managers to try, in order.
     pub managers: Vec<String>,
-    pub token: String,
+    /// The node's certificate (see `identity`): it says which node this is.
+    pub credentials: Arc<shoal_pki::Credentials>,
     pub advertise_addr: String,
     pub description: NodeDescription,
     pub labels: BTreeMap<String, String>,
@@ -57,6 +58,13 @@ pub struct SessionState {
     /// Every manager, as the last registration listed them.
     pub managers: Vec<String>,
     pub cluster_id: String,
+    /// Why the cluster no longer takes this node (it was removed): the
+    /// session ended for good.
+    pub refused: Option<String>,
+    /// The roots the cluster trusts (PEM) and the one that issues now, as
+    /// the last assignments said: the identity task follows a CA rotation.
+    pub trust_pem: String,
+    pub root_issuer: String,
 }
 
 /// The longest a registration or a status report may take: the manager
@@ -126,7 +134,17 @@ pub async fn run(
                     }
                 }
             }
-            Err(error) => tracing::warn!(%addr, error = %format!("{error:#}"), "session ended"),
+            Err(error) => {
+                if let Some(Refused(message)) = error.downcast_ref::<Refused>() {
+                    tracing::error!(%addr, %message, "the cluster refuses this node");
+                    state.send_modify(|s| {
+                        s.connected_to = None;
+                        s.refused = Some(message.clone());
+                    });
+                    return;
+                }
+                tracing::warn!(%addr, error = %format!("{error:#}"), "session ended")
+            }
         }
         // Managers learnt at registration are tried too when this one fails.
         for m in state.borrow().managers.clone() {
@@ -177,6 +195,12 @@ impl Reports {
     }
 }
 
+/// The cluster refused this node's certificate (`node rm`): retrying
+/// cannot help.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
 /// Where a session takes the executor's reports from and keeps the unsent.
 struct ReportChannel<'a> {
     tx: &'a mpsc::UnboundedSender<TaskStatusUpdate>,
@@ -205,11 +229,12 @@ async fn session(
     state: &watch::Sender<SessionState>,
     reports: ReportChannel<'_>,
 ) -> anyhow::Result<Redirect> {
-    let mut client = DispatcherClient::new(shoal_api::lazy_channel(addr)?);
-    let node_id = state.borrow().node_id.clone();
+    let channel = shoal_pki::transport::lazy_channel(
+        addr,
+        shoal_pki::transport::Dialer::Node(config.credentials.clone()),
+    )?;
+    let mut client = DispatcherClient::new(channel);
     let request = RegisterRequest {
-        token: config.token.clone(),
-        node_id,
         description: Some(config.description.clone()),
         advertise_addr: config.advertise_addr.clone(),
         labels: config.labels.clone(),
@@ -222,7 +247,7 @@ async fn session(
                 return Ok(Redirect::To(leader));
             }
             if status.code() == tonic::Code::PermissionDenied {
-                anyhow::bail!("the manager refused the join token: {}", status.message());
+                return Err(Refused(status.message().to_owned()).into());
             }
             anyhow::bail!("registering: {}", status.message());
         }
@@ -231,11 +256,15 @@ async fn session(
         node_id: registered.node_id.clone(),
         session_id: registered.session_id.clone(),
     };
+    // (Cloned first: borrowing inside send_replace would deadlock.)
+    let before = state.borrow().clone();
     state.send_replace(SessionState {
         node_id: registered.node_id.clone(),
         connected_to: Some(addr.to_owned()),
         managers: registered.managers.clone(),
         cluster_id: registered.cluster_id.clone(),
+        refused: None,
+        ..before
     });
     tracing::info!(node = %registered.node_id, manager = %addr, "registered");
 
@@ -260,6 +289,14 @@ async fn session(
         tokio::select! {
             message = stream.message() => match message {
                 Ok(Some(set)) => {
+                    if !set.trust_pem.is_empty() {
+                        state.send_if_modified(|s| {
+                            let changed = s.trust_pem != set.trust_pem || s.root_issuer != set.root_issuer;
+                            s.trust_pem.clone_from(&set.trust_pem);
+                            s.root_issuer.clone_from(&set.root_issuer);
+                            changed
+                        });
+                    }
                     executor.reconcile(&set, report_tx).await;
                     for request in &set.log_requests {
                         if answered.insert(request.id.clone()) {
@@ -279,6 +316,9 @@ async fn session(
                 // keeps this node from being marked down while it is up.
                 let beat = HeartbeatRequest { session: Some(session.clone()), counters: executor.counters() };
                 if let Err(status) = bounded("heartbeat", period, client.heartbeat(beat)).await {
+                    if status.code() == tonic::Code::PermissionDenied {
+                        return Err(Refused(status.message().to_owned()).into());
+                    }
                     return match leader_of(&status) {
                         Some(leader) => Ok(Redirect::To(leader)),
                         None => Err(anyhow::anyhow!("heartbeat: {}", status.message())),

@@ -1,4 +1,5 @@
-//! Reaching a manager: `unix:///path`, `tcp://host:port` or `host:port`.
+//! Reaching a manager: `unix:///path` (root only), or `tcp://host:port` /
+//! `host:port` with a client certificate (see [`crate::tls`]).
 
 use anyhow::{Context, Result};
 use hyper_util::rt::TokioIo;
@@ -8,7 +9,7 @@ use tonic::transport::{Endpoint, Uri};
 /// A client whose calls wait out elections (see [`crate::retry`]).
 pub type Client = ControlClient<crate::retry::Retrying>;
 
-pub async fn connect(host: &str) -> Result<Client> {
+pub async fn connect(host: &str, tls: &crate::tls::TlsArgs) -> Result<Client> {
     let channel = if let Some(path) = host.strip_prefix("unix://") {
         let path = path.to_owned();
         // The URI is a placeholder: the connector below dials the socket.
@@ -28,12 +29,10 @@ pub async fn connect(host: &str) -> Result<Client> {
         } else {
             format!("{addr}:{}", shoal_api::DEFAULT_PORT)
         };
-        Endpoint::from_shared(format!("http://{addr}"))
-            .with_context(|| format!("invalid --host {host:?}"))?
-            .connect_timeout(std::time::Duration::from_secs(3))
-            .connect()
+        // Over TCP only with a client certificate (mutual TLS).
+        shoal_pki::transport::channel(&addr, tls.dialer()?)
             .await
-            .with_context(|| format!("cannot reach a manager at {addr}"))?
+            .with_context(|| format!("cannot reach a manager at {addr} over TLS"))?
     };
     Ok(ControlClient::new(crate::retry::Retrying::new(channel)))
 }

@@ -6,6 +6,7 @@ mod commands;
 mod compose;
 mod output;
 mod retry;
+mod tls;
 
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -16,6 +17,7 @@ use commands::{
     objects::{self, ObjectCommand},
     service::ServiceCommand,
     stack::StackCommand,
+    swarm::{CertCommand, SwarmCommand},
 };
 
 #[derive(Parser)]
@@ -24,6 +26,8 @@ struct Cli {
     /// The manager to talk to: unix:///path, tcp://host:port or host:port.
     #[arg(short = 'H', long, global = true, env = "SHOAL_HOST", default_value = concat!("unix://", "/run/shoal/manager.sock"))]
     host: String,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,6 +54,12 @@ enum Command {
     Config(ObjectCommand),
     /// Show (or rotate) the join token for workers or managers.
     JoinToken(JoinToken),
+    /// Manage the swarm: certificate expiry, root CA rotation.
+    #[command(subcommand)]
+    Swarm(SwarmCommand),
+    /// Manage client certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Show the Shoal version information.
     Version {
         /// Print the versions as text (table) or as one JSON object.
@@ -83,12 +93,12 @@ async fn main() {
 
 async fn run(cli: Cli) -> Result<()> {
     if let Command::Version { format } = cli.command {
-        return commands::cluster::version(&cli.host, format).await;
+        return commands::cluster::version(&cli.host, &cli.tls, format).await;
     }
     if let Command::Stack(StackCommand::Config { compose_file }) = &cli.command {
         return commands::stack::config(compose_file);
     }
-    let mut client = client::connect(&cli.host).await?;
+    let mut client = client::connect(&cli.host, &cli.tls).await?;
     match cli.command {
         Command::Node(c) => commands::node::run(&mut client, c).await,
         Command::Service(c) => commands::service::run(&mut client, c).await,
@@ -97,6 +107,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Secret(c) => objects::run(&mut client, objects::Kind::Secret, c).await,
         Command::Config(c) => objects::run(&mut client, objects::Kind::Config, c).await,
         Command::JoinToken(args) => commands::cluster::join_token(&mut client, args).await,
+        Command::Swarm(c) => commands::swarm::run(&mut client, c).await,
+        Command::Cert(c) => commands::swarm::cert(&mut client, c).await,
         Command::Version { .. } => unreachable!("answered above"),
     }
 }

@@ -16,16 +16,19 @@ use anyhow::{Context, Result, bail};
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 use shoal_api::pb::{
-    Cluster, ClusterSpec, JoinManagerRequest, Meta, Network, NetworkSpec, NodeRole, RootCaRequest,
-    control_server::ControlServer, dispatcher_server::DispatcherServer,
+    Cluster, ClusterSpec, JoinManagerRequest, Meta, Network, NetworkSpec, NodeRole,
+    ca_server::CaServer, control_server::ControlServer, dispatcher_server::DispatcherServer,
     membership_client::MembershipClient, membership_server::MembershipServer,
 };
+use shoal_pki::{CertificateAuthority, Credentials, NodeRequest, Role, credentials::CredentialFiles};
 use tokio::{net::UnixListener, task::JoinSet};
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::{
     allocator,
     api::{
+        authz::AuthorizeLayer,
+        ca_service::CaService,
         control::ControlService,
         membership::{MembershipService, new_manager_node},
     },
@@ -36,7 +39,7 @@ use crate::{
     raft::{
         Timing,
         log_store::LogStore,
-        network::{self, Network as RaftNetwork},
+        network::Network as RaftNetwork,
         state_machine::StateMachine,
     },
     scheduler,
@@ -93,6 +96,17 @@ struct Identity {
 
 const IDENTITY: &str = "manager.json";
 
+/// Where a manager keeps its key, certificate and trusted roots.
+const CERTIFICATES: &str = "certificates";
+
+/// What `init` decides before anything runs: the cluster's id and root
+/// CA, and the first manager's node id (its certificate names it).
+struct NewCluster {
+    cluster_id: String,
+    node_id: String,
+    ca: CertificateAuthority,
+}
+
 pub struct RunningManager {
     pub manager: Arc<Manager>,
     pub init_tokens: Option<(String, String)>,
@@ -107,6 +121,26 @@ pub struct RunningManager {
 impl RunningManager {
     pub fn addr(&self) -> &str {
         &self.manager.addr
+    }
+
+    /// A client identity for the control API over TCP, issued by this
+    /// manager's CA: what `shoal cert issue` gives an operator (tests and
+    /// benchmarks use it in process).
+    pub async fn admin_dialer(&self) -> Result<shoal_pki::transport::Dialer> {
+        let state = self.manager.store.read().await;
+        let cluster = state.cluster.as_ref().context("no cluster state yet")?;
+        let (chain, key) = crate::api::ca_service::issue_with_new_key(
+            cluster,
+            &format!("admin-{}", shoal_api::new_id()),
+            Role::Admin,
+            None,
+        )
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        Ok(shoal_pki::transport::Dialer::with_certificate(
+            &chain,
+            &key,
+            &ca::trust_pem(cluster),
+        )?)
     }
 
     /// Stops serving and leaves the data directory as it is.
@@ -162,7 +196,14 @@ fn bind_socket(socket: &Path) -> Result<UnixListener> {
         std::fs::remove_file(socket)
             .with_context(|| format!("removing stale {}", socket.display()))?;
     }
-    UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))
+    let listener =
+        UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
+    // Whoever can write to the socket controls the cluster (as with
+    // docker.sock): the owner (root) only, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting the mode of {}", socket.display()))?;
+    Ok(listener)
 }
 
 pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningManager> {
@@ -192,10 +233,54 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
         },
     };
 
-    // A token of the wrong cluster fails before anything is written.
-    if let Bootstrap::Join { token, remote } = &bootstrap {
-        check_remote_ca(remote, token).await?;
-    }
+    // The manager's credentials: made here at `init`, issued by the
+    // cluster for the token at `join` (a token of the wrong cluster fails
+    // before anything else is written), kept from before at a restart.
+    let certs_dir = options.data_dir.join(CERTIFICATES);
+    let mut new_cluster = None;
+    let credentials = match &bootstrap {
+        Bootstrap::Restart => Credentials::load(&certs_dir)?.with_context(|| {
+            format!(
+                "{} holds no certificate: this data directory is from before mutual TLS; join the cluster again with an empty one",
+                certs_dir.display()
+            )
+        })?,
+        Bootstrap::Init { .. } => {
+            let cluster_id = shoal_api::new_id();
+            let cluster = NewCluster {
+                ca: CertificateAuthority::create(&cluster_id)?,
+                cluster_id,
+                node_id: shoal_api::new_id(),
+            };
+            let (chain_pem, key_pem) = cluster.ca.issue_with_new_key(&NodeRequest {
+                node_id: &cluster.node_id,
+                role: Role::Manager,
+                cluster_id: &cluster.cluster_id,
+                validity: ca::DEFAULT_CERT_EXPIRY,
+            })?;
+            let credentials = Credentials::create_in(
+                &certs_dir,
+                CredentialFiles {
+                    chain_pem,
+                    key_pem,
+                    roots_pem: cluster.ca.cert_pem().to_owned(),
+                },
+            )?;
+            new_cluster = Some(cluster);
+            credentials
+        }
+        Bootstrap::Join { token, remote } => shoal_pki::join::join(
+            &shoal_pki::join::JoinRequest {
+                manager: remote,
+                token,
+                advertise_addr: &identity.advertise,
+                hostname: &options.hostname,
+            },
+            Some(&certs_dir),
+        )
+        .await
+        .context("getting this manager's certificate")?,
+    };
 
     let store = Store::new();
     let log =
@@ -204,7 +289,7 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
         .await
         .context("opening the state machine")?;
     let config = Arc::new(options.timing.config("shoal")?);
-    let network = RaftNetwork::default();
+    let network = RaftNetwork::new(credentials.clone());
     let peer_health = network.health.clone();
     let raft = openraft::Raft::new(identity.raft_id, config, network, log, state_machine)
         .await
@@ -217,13 +302,21 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
         options.hostname.clone(),
         options.settings.clone(),
         peer_health,
+        credentials.clone(),
     );
 
     let mut tasks = JoinSet::new();
     let dispatcher = Dispatcher::new(manager.clone());
+    // Every call passes the authorization layer first: it decides from the
+    // caller's certificate (or the root-only socket) what it may call.
     let router = || {
         tonic::transport::Server::builder()
-            .tcp_nodelay(true)
+            .layer(AuthorizeLayer {
+                manager: manager.clone(),
+            })
+            .add_service(CaServer::new(CaService {
+                manager: manager.clone(),
+            }))
             .add_service(ControlServer::new(ControlService {
                 manager: manager.clone(),
             }))
@@ -238,9 +331,11 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
     let tcp = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("listening on {}", options.listen))?;
-    // Raft and the APIs send small messages and wait for the answer: Nagle's
-    // algorithm would hold them back for the peer's delayed ACK.
-    let incoming = tonic::transport::server::TcpIncoming::from(tcp).with_nodelay(Some(true));
+    // Nothing is served in plaintext on TCP: every connection is TLS 1.3
+    // with this manager's certificate (with Nagle off: Raft and the APIs
+    // send small messages and wait for the answer).
+    let incoming =
+        shoal_pki::transport::incoming(tcp, shoal_pki::transport::server_config(credentials.clone())?);
     let (stop_serving, tcp_stop) = tokio::sync::watch::channel(false);
     let unix_stop = tcp_stop.clone();
     let server = router();
@@ -265,6 +360,7 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
         });
     }
     tasks.spawn(lead_when_leader(manager.clone(), dispatcher));
+    tasks.spawn(crate::certificates::keep_current(manager.clone()));
 
     let mut init_tokens = None;
     match bootstrap {
@@ -281,11 +377,13 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
                 .wait_for_leader(Duration::from_secs(30))
                 .await
                 .context("no leader after initialising")?;
-            init_tokens =
-                Some(write_initial_state(&manager, default_addr_pool, subnet_size).await?);
+            let cluster = new_cluster.take().context("init without a new cluster")?;
+            init_tokens = Some(
+                write_initial_state(&manager, cluster, default_addr_pool, subnet_size).await?,
+            );
         }
-        Bootstrap::Join { token, remote } => {
-            join(&manager, &token, &remote).await?;
+        Bootstrap::Join { remote, .. } => {
+            join(&manager, &remote).await?;
         }
         Bootstrap::Restart => {}
     }
@@ -306,30 +404,13 @@ async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-async fn check_remote_ca(remote: &str, token: &str) -> Result<()> {
-    let parsed = shoal_api::token::JoinToken::parse(token)?;
-    let channel = network::channel(remote)?;
-    let ca = MembershipClient::new(channel)
-        .get_root_ca(RootCaRequest {})
-        .await
-        .with_context(|| format!("asking the manager at {remote} for its root CA"))?
-        .into_inner();
-    if ca::digest_of_pem(&ca.cert_pem)? != parsed.ca_digest {
-        bail!(
-            "the join token belongs to another cluster: the manager at {remote} has a different root CA"
-        );
-    }
-    Ok(())
-}
-
 /// Asks the cluster's leader to add this manager, following redirects.
-async fn join(manager: &Manager, token: &str, remote: &str) -> Result<()> {
+async fn join(manager: &Manager, remote: &str) -> Result<()> {
     let mut target = remote.to_owned();
     for _ in 0..10 {
-        let channel = network::channel(&target)?;
+        let channel = manager.channel(&target)?;
         let reply = MembershipClient::new(channel)
             .join_manager(JoinManagerRequest {
-                token: token.to_owned(),
                 raft_id: manager.raft_id,
                 addr: manager.addr.clone(),
                 hostname: manager.hostname.clone(),
@@ -352,7 +433,7 @@ async fn join(manager: &Manager, token: &str, remote: &str) -> Result<()> {
             }
             Err(status) if status.code() == tonic::Code::PermissionDenied => {
                 bail!(
-                    "the manager at {target} refused the token: {}",
+                    "the manager at {target} refused this manager: {}",
                     status.message()
                 )
             }
@@ -367,11 +448,11 @@ async fn join(manager: &Manager, token: &str, remote: &str) -> Result<()> {
 
 async fn write_initial_state(
     manager: &Manager,
+    new: NewCluster,
     pools: Vec<String>,
     subnet_size: u32,
 ) -> Result<(String, String)> {
-    let cluster_id = shoal_api::new_id();
-    let root = ca::create_root_ca(&cluster_id)?;
+    let cluster_id = new.cluster_id;
     let pools = if pools.is_empty() {
         vec![DEFAULT_ADDR_POOL.to_owned()]
     } else {
@@ -389,11 +470,14 @@ async fn write_initial_state(
             task_history_limit: orchestrator::reconcile::DEFAULT_HISTORY_LIMIT,
             default_addr_pool: pools,
             subnet_size,
+            cert_expiry_ms: ca::DEFAULT_CERT_EXPIRY.as_millis() as i64,
         }),
-        root_ca_cert_pem: root.cert_pem,
-        root_ca_key_pem: root.key_pem,
+        root_ca_cert_pem: new.ca.cert_pem().to_owned(),
+        root_ca_key_pem: new.ca.key_pem(),
+        trust_pem: new.ca.cert_pem().to_owned(),
         worker_secret: shoal_api::token::new_secret(),
         manager_secret: shoal_api::token::new_secret(),
+        ..Default::default()
     };
     let (subnet, gateway) = ingress_subnet;
     let ingress = Network {
@@ -412,6 +496,7 @@ async fn write_initial_state(
         gateway,
     };
     let mut node = new_manager_node(&manager.hostname, &manager.addr);
+    node.meta.get_or_insert_with(Default::default).id = new.node_id;
     node.manager_status = Some(shoal_api::pb::ManagerStatus {
         raft_id: manager.raft_id,
         addr: manager.addr.clone(),
@@ -480,6 +565,7 @@ async fn lead_when_leader(manager: Arc<Manager>, dispatcher: Dispatcher) {
                     components.spawn(scheduler::run(m.clone()));
                     components.spawn(orchestrator::run(m.clone()));
                     components.spawn(d.monitor());
+                    components.spawn(crate::certificates::finish_rotations(m.clone()));
                     components.join_all().await;
                 });
                 components = Some(set);

@@ -6,6 +6,7 @@
 pub mod allocator;
 pub mod api;
 pub mod ca;
+pub mod certificates;
 pub mod daemon;
 pub mod dispatcher;
 pub mod limits;

@@ -103,6 +103,11 @@ pub struct Manager {
     /// Serialises read-modify-write cycles on the leader, so components
     /// rarely meet version conflicts (which stay as the safety net).
     write_lock: tokio::sync::Mutex<()>,
+    /// This manager's certificate and key, and the roots it trusts.
+    pub credentials: Arc<shoal_pki::Credentials>,
+    /// One TLS channel per peer manager, kept: a handshake per forwarded
+    /// call would cost more than the call.
+    channels: std::sync::Mutex<std::collections::HashMap<String, tonic::transport::Channel>>,
 }
 
 impl Manager {
@@ -114,6 +119,7 @@ impl Manager {
         hostname: String,
         settings: Settings,
         peer_health: network::PeerHealth,
+        credentials: Arc<shoal_pki::Credentials>,
     ) -> Arc<Self> {
         let (proposals, queue) = mpsc::unbounded_channel();
         tokio::spawn(batch_proposals(raft.clone(), queue));
@@ -129,7 +135,24 @@ impl Manager {
             peer_health,
             counters: Default::default(),
             write_lock: tokio::sync::Mutex::new(()),
+            credentials,
+            channels: Default::default(),
         })
+    }
+
+    /// A mutual-TLS channel to the manager at `addr`, with this manager's
+    /// certificate.
+    pub fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, shoal_pki::PkiError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = shoal_pki::transport::lazy_channel(
+            addr,
+            shoal_pki::transport::Dialer::Node(self.credentials.clone()),
+        )?;
+        channels.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
     }
 
     pub fn leader_id(&self) -> Option<RaftId> {
@@ -334,7 +357,7 @@ impl Manager {
                     addr: node.addr.clone(),
                     message,
                 };
-                let channel = network::channel(&node.addr).map_err(|e| forward(e.to_string()))?;
+                let channel = self.channel(&node.addr).map_err(|e| forward(e.to_string()))?;
                 let mut request = tonic::Request::new(batch.clone());
                 request
                     .set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));

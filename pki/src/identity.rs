@@ -116,3 +116,11 @@ impl Identity {
         self.not_before + life.mul_f64(0.5 + 0.3 * jitter.clamp(0.0, 1.0))
     }
 }
+
+/// The fingerprint of a certificate's *subject* name: what
+/// [`Identity::issuer`] is for the certificates it issues.
+pub fn subject_fingerprint(cert_der: &[u8]) -> Result<String> {
+    let (_, cert) = X509Certificate::from_der(cert_der)
+        .map_err(|e| PkiError::Invalid(format!("certificate: {e}")))?;
+    Ok(crate::fingerprint(cert.subject().as_raw()))
+}

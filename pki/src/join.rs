@@ -49,8 +49,11 @@ pub struct JoinRequest<'a> {
 }
 
 /// Joins through the manager at `request.manager` and keeps the
-/// credentials in `dir`.
-pub async fn join(request: &JoinRequest<'_>, dir: &Path) -> Result<Arc<Credentials>, JoinError> {
+/// credentials in `dir` (in memory only without one: simulated nodes).
+pub async fn join(
+    request: &JoinRequest<'_>,
+    dir: Option<&Path>,
+) -> Result<Arc<Credentials>, JoinError> {
     let token = JoinToken::parse(request.token)?;
     let addr = request.manager;
     let unreachable = |e: &dyn std::fmt::Display| JoinError::Unreachable {
@@ -73,7 +76,15 @@ pub async fn join(request: &JoinRequest<'_>, dir: &Path) -> Result<Arc<Credentia
     // that CA.
     let trusted = if root.trust_pem.is_empty() { &root.cert_pem } else { &root.trust_pem };
     let key = KeyAndCsr::generate()?;
-    let channel = transport::channel(addr, Dialer::anonymous(trusted)?)
+    // From the advertised address: the manager matches it with the address
+    // the request comes from before giving a manager host's node away.
+    let host = request
+        .advertise_addr
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(request.advertise_addr);
+    let source = host.trim_matches(['[', ']']).parse().ok();
+    let channel = transport::channel_from(addr, Dialer::anonymous(trusted)?, source)
         .await
         .map_err(|e| unreachable(&e))?;
     let client = CaClient::new(channel);
@@ -92,7 +103,11 @@ pub async fn join(request: &JoinRequest<'_>, dir: &Path) -> Result<Arc<Credentia
         addr: addr.to_owned(),
         message: s.message().to_owned(),
     })?;
-    Ok(Credentials::create_in(dir, files(issued, key.key_pem))?)
+    let files = files(issued, key.key_pem);
+    Ok(match dir {
+        Some(dir) => Credentials::create_in(dir, files)?,
+        None => Credentials::new(files)?,
+    })
 }
 
 fn files(issued: NodeCertificate, key_pem: String) -> CredentialFiles {

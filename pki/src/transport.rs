@@ -239,8 +239,37 @@ impl Dialer {
 
     /// Opens a TLS connection to `addr` (host:port).
     pub async fn connect(&self, addr: &str) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        self.connect_from(addr, None).await
+    }
+
+    /// Opens a TLS connection to `addr` from `source` (this host's address
+    /// the peer should see), if given and usable.
+    pub async fn connect_from(
+        &self,
+        addr: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let config = self.config().map_err(io::Error::other)?;
-        let tcp = TcpStream::connect(addr).await?;
+        let tcp = match source {
+            Some(ip) => {
+                let target = tokio::net::lookup_host(addr)
+                    .await?
+                    .next()
+                    .ok_or_else(|| io::Error::other(format!("{addr} resolves to nothing")))?;
+                let socket = if target.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                // Not this host's address (NAT, a typo): the kernel picks.
+                if socket.bind(SocketAddr::new(ip, 0)).is_err() {
+                    TcpStream::connect(target).await?
+                } else {
+                    socket.connect(target).await?
+                }
+            }
+            None => TcpStream::connect(addr).await?,
+        };
         // Raft and the APIs send small messages and wait for the answer.
         tcp.set_nodelay(true)?;
         let name = ServerName::try_from(MANAGER_SERVER_NAME).map_err(io::Error::other)?;
@@ -252,16 +281,27 @@ impl Dialer {
 /// use, with Shoal's keepalive settings (HTTP/2 pings each second, 3 s to
 /// answer) so a dead peer is noticed in seconds.
 pub fn lazy_channel(addr: &str, dialer: Dialer) -> Result<Channel> {
-    Ok(endpoint(addr)?.connect_with_connector_lazy(connector(addr, dialer)))
+    Ok(endpoint(addr)?.connect_with_connector_lazy(connector(addr, dialer, None)))
 }
 
 /// Like [`lazy_channel`], connecting now.
 pub async fn channel(addr: &str, dialer: Dialer) -> std::result::Result<Channel, tonic::transport::Error> {
+    channel_from(addr, dialer, None).await
+}
+
+/// Like [`channel`], from `source` (see [`Dialer::connect_from`]).
+pub async fn channel_from(
+    addr: &str,
+    dialer: Dialer,
+    source: Option<std::net::IpAddr>,
+) -> std::result::Result<Channel, tonic::transport::Error> {
     let endpoint = match endpoint(addr) {
         Ok(endpoint) => endpoint,
         Err(_) => Endpoint::from_static("http://invalid.address"),
     };
-    endpoint.connect_with_connector(connector(addr, dialer)).await
+    endpoint
+        .connect_with_connector(connector(addr, dialer, source))
+        .await
 }
 
 fn endpoint(addr: &str) -> Result<Endpoint> {
@@ -278,6 +318,7 @@ fn endpoint(addr: &str) -> Result<Endpoint> {
 fn connector(
     addr: &str,
     dialer: Dialer,
+    source: Option<std::net::IpAddr>,
 ) -> impl tower::Service<
     Uri,
     Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
@@ -289,7 +330,7 @@ fn connector(
     let addr = addr.to_owned();
     tower::service_fn(move |_: Uri| {
         let (addr, dialer) = (addr.clone(), dialer.clone());
-        async move { Ok(TokioIo::new(dialer.connect(&addr).await?)) }
+        async move { Ok(TokioIo::new(dialer.connect_from(&addr, source).await?)) }
     })
 }
 

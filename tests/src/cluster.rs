@@ -91,6 +91,11 @@ impl TestCluster {
 
     /// As `start`, every manager enforcing `limits`.
     pub async fn start_with_limits(managers: usize, limits: Limits) -> Result<Self> {
+        // RUST_LOG=info shows what the managers and agents do.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir()?;
         let mut options = Vec::new();
         for i in 0..managers {
@@ -187,9 +192,18 @@ impl TestCluster {
     ) -> Result<usize> {
         let executor = Arc::new(SimExecutor::default());
         let (tx, rx) = watch::channel(SessionState::default());
+        // Joins as a real agent does: a certificate for the token first.
+        let credentials = shoal_agent::identity::obtain(
+            None,
+            &self.manager_addrs(),
+            Some(&self.worker_token),
+            advertise,
+            hostname,
+        )
+        .await?;
         let config = SessionConfig {
             managers: self.manager_addrs(),
-            token: self.worker_token.clone(),
+            credentials,
             advertise_addr: advertise.to_owned(),
             description: NodeDescription {
                 hostname: hostname.to_owned(),
@@ -226,20 +240,29 @@ impl TestCluster {
         Ok(self.agents.len() - 1)
     }
 
-    /// A client of the first manager that is up.
+    /// A client of the first manager that is up, with an admin client
+    /// certificate (mutual TLS, as `shoal cert issue` gives an operator).
     pub async fn control(&self) -> Result<ControlClient<Channel>> {
-        let addr = self
+        let manager = self
             .managers
             .iter()
             .flatten()
             .next()
-            .context("no manager is running")?
-            .addr()
-            .to_owned();
-        let channel = Channel::from_shared(format!("http://{addr}"))?
-            .connect()
+            .context("no manager is running")?;
+        let channel = shoal_pki::transport::channel(manager.addr(), manager.admin_dialer().await?)
             .await?;
         Ok(ControlClient::new(channel))
+    }
+
+    /// A TLS client identity for the control API (an admin certificate).
+    pub async fn admin_dialer(&self) -> Result<shoal_pki::transport::Dialer> {
+        self.managers
+            .iter()
+            .flatten()
+            .next()
+            .context("no manager is running")?
+            .admin_dialer()
+            .await
     }
 
     pub fn leader_index(&self) -> Option<usize> {

@@ -70,8 +70,9 @@ async fn replicas_beyond_the_limit_are_refused_naming_it_and_nothing_is_written(
         .context("a follower")?
         .addr()
         .to_owned();
-    let mut via_follower =
-        shoal_api::pb::control_client::ControlClient::connect(format!("http://{follower}")).await?;
+    let mut via_follower = shoal_api::pb::control_client::ControlClient::new(
+        shoal_pki::transport::channel(&follower, cluster.admin_dialer().await?).await?,
+    );
     let err = via_follower
         .create_service(replicated("huge", 99_999_999_999))
         .await

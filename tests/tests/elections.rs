@@ -15,7 +15,6 @@ use anyhow::{Result, ensure};
 use shoal_api::pb::{Empty, SecretSpec, control_client::ControlClient};
 use shoal_tests::cluster::{TestCluster, settings};
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -38,13 +37,12 @@ struct Seen {
 
 async fn calls(
     addr: String,
+    dialer: shoal_pki::transport::Dialer,
     write: bool,
     lost_at: Arc<std::sync::Mutex<Option<Instant>>>,
     stop: Arc<AtomicBool>,
 ) -> Result<Seen> {
-    let channel = Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
+    let channel = shoal_pki::transport::channel(&addr, dialer).await?;
     let mut control = ControlClient::new(channel);
     let mut seen = Seen {
         manager: addr.clone(),
@@ -102,6 +100,7 @@ async fn calls_through_every_manager_succeed_while_a_new_leader_is_elected() -> 
     let lost_at = Arc::new(std::sync::Mutex::new(None));
     let stop = Arc::new(AtomicBool::new(false));
     let mut streams = JoinSet::new();
+    let dialer = cluster.admin_dialer().await?;
     for (i, manager) in cluster.managers.iter().enumerate() {
         let Some(manager) = manager else { continue };
         if i == old {
@@ -110,6 +109,7 @@ async fn calls_through_every_manager_succeed_while_a_new_leader_is_elected() -> 
         for write in [true, false] {
             streams.spawn(calls(
                 manager.addr().to_owned(),
+                dialer.clone(),
                 write,
                 lost_at.clone(),
                 stop.clone(),
@@ -186,9 +186,7 @@ async fn without_a_quorum_calls_fail_after_the_bound_with_a_clear_error() -> Res
         .map(|m| m.addr().to_owned())
         .unwrap_or_default();
     let mut control = ControlClient::new(
-        Channel::from_shared(format!("http://{addr}"))?
-            .connect()
-            .await?,
+        shoal_pki::transport::channel(&addr, cluster.admin_dialer().await?).await?,
     );
     let started = Instant::now();
     let error = control

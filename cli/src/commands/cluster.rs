@@ -78,14 +78,14 @@ pub async fn join_token(client: &mut Client, args: JoinToken) -> Result<()> {
     Ok(())
 }
 
-pub async fn version(host: &str, format: Format) -> Result<()> {
+pub async fn version(host: &str, tls: &crate::tls::TlsArgs, format: Format) -> Result<()> {
     let info = VersionInfo::of(
         "shoal",
         env!("CARGO_PKG_VERSION"),
         shoal_agent_common::LAYOUT_VERSION,
     );
     // Like `docker version`: the client always, the server when it answers.
-    let server = match client::connect(host).await {
+    let server = match client::connect(host, tls).await {
         Ok(mut c) => c
             .get_version(Empty {})
             .await

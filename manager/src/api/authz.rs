@@ -135,7 +135,9 @@ pub fn decide(state: &State, service: &str, caller: Option<&Caller>) -> Result<(
     // that joined at an index not applied here, is judged by certificate.)
     if identity.role == Role::Manager && service != "Dispatcher" {
         if let Some(node) = state.nodes.get(&identity.node_id) {
-            if node.role() != NodeRole::Manager {
+            // (A promoted node whose manager is joining is one already.)
+            let desired = node.spec.as_ref().map(|s| s.desired_role());
+            if node.role() != NodeRole::Manager && desired != Some(NodeRole::Manager) {
                 return Err(Status::permission_denied(format!(
                     "node {} is no longer a manager",
                     identity.node_id

@@ -171,6 +171,12 @@ impl Ca for CaService {
                 .map_err(|e| Status::invalid_argument(format!("{e:#}")))?
         };
         tracing::debug!(node = %identity.node_id, "renewed a node certificate");
+        if let Some(leaf) = shoal_pki::certs_from_pem(&certificate).ok().and_then(|c| c.into_iter().next()) {
+            if let Ok(issued) = shoal_pki::Identity::of_der(&leaf) {
+                crate::certificates::record_issuer(&self.manager, &identity.node_id, &issued.issuer)
+                    .await?;
+            }
+        }
         self.answer(identity.node_id, certificate).await
     }
 }

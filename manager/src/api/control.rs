@@ -68,6 +68,10 @@ impl ControlService {
             heartbeat_period_ms: spec.heartbeat_period_ms,
             task_history_limit: spec.task_history_limit,
             raft_index: cluster.meta.clone().unwrap_or_default().version,
+            cert_expiry_ms: ca::cert_expiry(cluster).as_millis() as i64,
+            ca_rotation_in_progress: !cluster.cross_signed_pem.is_empty(),
+            nodes_on_old_ca: crate::certificates::nodes_on_old_roots(state),
+            root_ca_pem: cluster.root_ca_cert_pem.clone(),
         })
     }
 }
@@ -300,6 +304,30 @@ impl Control for ControlService {
         }))
     }
 
+    async fn issue_client_certificate(
+        &self,
+        request: Request<shoal_api::pb::IssueClientCertificateRequest>,
+    ) -> Result<Response<shoal_api::pb::NodeCertificate>, Status> {
+        let caller = request.extensions().get::<super::authz::Caller>().cloned();
+        let answer = super::certificates::issue_client_certificate(
+            &self.manager,
+            caller.as_ref(),
+            request.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn update_certificates(
+        &self,
+        request: Request<shoal_api::pb::UpdateCertificatesRequest>,
+    ) -> Result<Response<ClusterInfo>, Status> {
+        forward!(self, update_certificates, request);
+        super::certificates::update_certificates(&self.manager, request.into_inner()).await?;
+        let state = self.manager.store.read().await;
+        Ok(Response::new(self.cluster_info(&state)?))
+    }
+
     async fn get_cluster(&self, request: Request<Empty>) -> Result<Response<ClusterInfo>, Status> {
         forward!(self, get_cluster, request);
         let state = self.manager.store.read().await;
@@ -446,6 +474,12 @@ impl Control for ControlService {
                 }
                 let mut batch = Batch::default();
                 batch.delete(Kind::Node, &request.id, node.meta.as_ref().map(|m| m.version).unwrap_or(0));
+                // Its certificate is refused from now on (and node ids are
+                // never reused): the node must join again with a token.
+                if let Some(mut cluster) = state.cluster.clone() {
+                    cluster.removed_nodes.push(request.id.clone());
+                    batch.put_cluster(cluster);
+                }
                 Ok(Some((batch, ())))
             })
             .await?;
@@ -897,7 +931,7 @@ impl Control for ControlService {
         // A stream cannot go through `forward!`: relay the leader's.
         let deadline = tokio::time::Instant::now() + self.manager.settings.leader_wait;
         if let crate::manager::Route::Leader(addr) = self.manager.route(deadline, None).await? {
-            let stream = forward::leader_client(&addr)?
+            let stream = forward::leader_client(&self.manager, &addr)?
                 .service_logs(request.into_inner())
                 .await?
                 .into_inner();

@@ -11,9 +11,10 @@ use tonic::{Request, Response, Status, transport::Channel};
 use crate::manager::{Manager, Route};
 
 /// A Control client on the leader at `addr`.
-pub fn leader_client(addr: &str) -> Result<ControlClient<Channel>, Status> {
-    let channel =
-        crate::raft::network::channel(addr).map_err(|e| Status::unavailable(e.to_string()))?;
+pub fn leader_client(manager: &Manager, addr: &str) -> Result<ControlClient<Channel>, Status> {
+    let channel = manager
+        .channel(addr)
+        .map_err(|e| Status::unavailable(e.to_string()))?;
     Ok(ControlClient::new(channel))
 }
 
@@ -51,7 +52,7 @@ where
             Route::Leader(addr) => {
                 let mut forwarded = Request::new(request.get_ref().clone());
                 forwarded.set_timeout(deadline.saturating_duration_since(Instant::now()));
-                match call(leader_client(&addr)?, forwarded).await {
+                match call(leader_client(manager, &addr)?, forwarded).await {
                     Ok(answer) => return Ok(Some(answer)),
                     Err(status)
                         if status.code() == tonic::Code::Unavailable

@@ -166,5 +166,6 @@ pub fn new_manager_node(hostname: &str, addr: &str) -> Node {
         role: NodeRole::Manager as i32,
         manager_status: None,
         ingress_addr: String::new(),
+        cert_issuer: String::new(),
     }
 }

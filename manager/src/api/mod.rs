@@ -1,5 +1,8 @@
-//! The gRPC services every manager serves.
+//! The gRPC services every manager serves, and who may call them.
 
+pub mod authz;
+pub mod ca_service;
+mod certificates;
 pub mod control;
 mod forward;
 pub mod membership;

@@ -1,6 +1,9 @@
 //! The dispatcher: the leader's side of the agent protocol. Agents register
-//! with a join token, heartbeat, receive their assignments as a stream the
-//! leader pushes on every relevant change, and report task status.
+//! (as the node their certificate names: see `api::authz`), heartbeat,
+//! receive their assignments as a stream the leader pushes on every
+//! relevant change, and report task status. Every call is taken as the
+//! certificate's node: a session, a status report or a log line of another
+//! node's is refused.
 
 pub mod networks;
 
@@ -12,7 +15,7 @@ use std::{
 };
 
 use shoal_api::pb::{
-    AssignmentSet, HeartbeatRequest, HeartbeatResponse, Meta, Node, NodeRole, NodeSpec, NodeState,
+    AssignmentSet, HeartbeatRequest, HeartbeatResponse, Meta, Node, NodeSpec, NodeState,
     NodeStatus, RegisterRequest, RegisterResponse, SessionRef, TaskState, UpdateTaskStatusRequest,
     UpdateTaskStatusResponse, dispatcher_server,
 };
@@ -21,7 +24,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    ca,
+    api::authz,
     manager::Manager,
     store::{Batch, State},
 };
@@ -79,8 +82,20 @@ impl Dispatcher {
         }
     }
 
-    fn check_session(&self, session: Option<&SessionRef>) -> Result<String, Status> {
+    /// The calling node, if `session` is its current session.
+    fn check_session<T>(
+        &self,
+        request: &Request<T>,
+        session: Option<&SessionRef>,
+    ) -> Result<String, Status> {
         let session = session.ok_or_else(|| Status::invalid_argument("missing session"))?;
+        let caller = authz::certified_node(request)?;
+        if caller.node_id != session.node_id {
+            return Err(Status::permission_denied(format!(
+                "this certificate is node {}'s; the session is node {}'s",
+                caller.node_id, session.node_id
+            )));
+        }
         let mut sessions = self.sessions();
         match sessions.get_mut(&session.node_id) {
             Some(s) if s.id == session.session_id => {
@@ -174,6 +189,11 @@ pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
         }
     }
     let role = state.nodes.get(node_id).map(|n| n.role).unwrap_or_default();
+    let (trust_pem, root_issuer) = state
+        .cluster
+        .as_ref()
+        .map(|c| (crate::ca::trust_pem(c), crate::certificates::root_issuer(c)))
+        .unwrap_or_default();
     let view = networks::network_view(state, node_id, &tasks);
     AssignmentSet {
         tasks,
@@ -186,6 +206,8 @@ pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
         services: view.services,
         ingress_addr: view.ingress_addr,
         published: view.published,
+        trust_pem,
+        root_issuer,
     }
 }
 
@@ -199,6 +221,8 @@ impl dispatcher_server::Dispatcher for Dispatcher {
     ) -> Result<Response<RegisterResponse>, Status> {
         self.require_leader()?;
         let peer_ip = request.remote_addr().map(|a| a.ip().to_string());
+        let caller = authz::certified_node(&request)?.clone();
+        let node_id = caller.node_id.clone();
         let request = request.into_inner();
         let addr = if request.advertise_addr.is_empty() {
             peer_ip.unwrap_or_default()
@@ -210,38 +234,19 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             .as_ref()
             .map(|d| d.hostname.clone())
             .unwrap_or_default();
-        let node_id = self
-            .manager
+        self.manager
             .update(|state| -> Result<_, Status> {
-                let cluster = state
-                    .cluster
-                    .as_ref()
-                    .ok_or_else(|| Status::unavailable("the cluster is not initialised"))?;
-                ca::check_token(cluster, &request.token, None)
-                    .map_err(|e| Status::permission_denied(e.to_string()))?;
-                // The same node again, or the node a manager on this host
-                // created before its agent came.
-                let existing = state.nodes.get(&request.node_id).cloned().or_else(|| {
-                    state
-                        .nodes
-                        .values()
-                        .find(|n| {
-                            n.role() == NodeRole::Manager
-                                && n.status.as_ref().is_some_and(|s| s.addr == addr)
-                                && n.description
-                                    .as_ref()
-                                    .is_none_or(|d| d.engine_version.is_empty())
-                        })
-                        .cloned()
-                });
+                if state.cluster.is_none() {
+                    return Err(Status::unavailable("the cluster is not initialised"));
+                }
+                // The node again, the node a manager on this host created
+                // before its agent came (the CA gave the agent its id), or
+                // a node registering for the first time.
+                let existing = state.nodes.get(&node_id).cloned();
                 let first = existing.is_none();
                 let mut node = existing.unwrap_or_else(|| Node {
                     meta: Some(Meta {
-                        id: if request.node_id.is_empty() {
-                            shoal_api::new_id()
-                        } else {
-                            request.node_id.clone()
-                        },
+                        id: node_id.clone(),
                         ..Default::default()
                     }),
                     spec: Some(NodeSpec::default()),
@@ -251,18 +256,17 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                     node.spec.get_or_insert_with(Default::default).labels = request.labels.clone();
                 }
                 node.description = request.description.clone();
+                node.cert_issuer.clone_from(&caller.issuer);
                 node.status = Some(NodeStatus {
                     state: NodeState::Ready as i32,
                     message: String::new(),
                     addr: addr.clone(),
                 });
-                let id = node.meta.clone().unwrap_or_default().id;
                 let mut batch = Batch::default();
                 batch.put_node(node);
-                Ok(Some((batch, id)))
+                Ok(Some((batch, ())))
             })
-            .await?
-            .unwrap_or_default();
+            .await?;
         let session_id = shoal_api::new_id();
         self.sessions().insert(
             node_id.clone(),
@@ -298,7 +302,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
         self.require_leader()?;
-        let node_id = self.check_session(request.get_ref().session.as_ref())?;
+        let node_id = self.check_session(&request, request.get_ref().session.as_ref())?;
         self.manager
             .counters
             .lock()
@@ -340,8 +344,8 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         request: Request<SessionRef>,
     ) -> Result<Response<AssignmentStream>, Status> {
         self.require_leader()?;
+        let node_id = self.check_session(&request, Some(request.get_ref()))?;
         let session = request.into_inner();
-        let node_id = self.check_session(Some(&session))?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let this = self.clone();
         tokio::spawn(async move {
@@ -399,12 +403,22 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         request: Request<tonic::Streaming<shoal_api::pb::LogMessage>>,
     ) -> Result<Response<shoal_api::pb::PublishLogsResponse>, Status> {
         self.require_leader()?;
+        let caller = request.extensions().get::<authz::Caller>().cloned();
         let mut stream = request.into_inner();
         let mut current: Option<(String, String)> = None; // (request, node)
         loop {
             match stream.message().await {
-                Ok(Some(message)) => {
-                    let node_id = self.check_session(message.session.as_ref())?;
+                Ok(Some(mut message)) => {
+                    let mut check = Request::new(());
+                    if let Some(caller) = &caller {
+                        check.extensions_mut().insert(caller.clone());
+                    }
+                    let node_id = self.check_session(&check, message.session.as_ref())?;
+                    // Lines say which node they come from: the one that
+                    // sent them, whatever they claim.
+                    for line in &mut message.lines {
+                        line.node_id.clone_from(&node_id);
+                    }
                     current = Some((message.request_id.clone(), node_id));
                     if !self
                         .manager
@@ -433,8 +447,8 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         request: Request<UpdateTaskStatusRequest>,
     ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
         self.require_leader()?;
+        let node_id = self.check_session(&request, request.get_ref().session.as_ref())?;
         let request = request.into_inner();
-        let node_id = self.check_session(request.session.as_ref())?;
         self.manager
             .update(|state| -> Result<_, Status> {
                 let mut batch = Batch::default();

@@ -17,6 +17,7 @@ use openraft::{
     },
 };
 use shoal_api::pb::{RaftMessage, membership_client::MembershipClient};
+use shoal_pki::transport::Dialer;
 use tonic::transport::Channel;
 
 use super::{RaftId, TypeConfig};
@@ -44,10 +45,21 @@ impl PeerHealth {
     }
 }
 
-/// Opens a lazily connected channel to each peer.
-#[derive(Clone, Default)]
+/// Opens a lazily connected channel to each peer, with mutual TLS: a peer
+/// must hold a manager certificate of this cluster, and so must we.
+#[derive(Clone)]
 pub struct Network {
     pub health: PeerHealth,
+    dialer: Dialer,
+}
+
+impl Network {
+    pub fn new(credentials: Arc<shoal_pki::Credentials>) -> Self {
+        Self {
+            health: PeerHealth::default(),
+            dialer: Dialer::Node(credentials),
+        }
+    }
 }
 
 pub struct Peer {
@@ -55,6 +67,7 @@ pub struct Peer {
     addr: String,
     client: Option<MembershipClient<Channel>>,
     health: PeerHealth,
+    dialer: Dialer,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -66,24 +79,23 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.addr.clone(),
             client: None,
             health: self.health.clone(),
+            dialer: self.dialer.clone(),
         }
     }
 }
 
-/// A channel to `addr` (host:port) that connects on first use. HTTP/2
-/// pings find a peer that vanished without closing the connection (a
-/// partition, a powered-off host) within seconds: calls on it then fail
-/// instead of waiting for TCP to give up, minutes later.
-pub fn channel(addr: &str) -> Result<Channel, tonic::codegen::http::uri::InvalidUri> {
-    shoal_api::lazy_channel(addr)
-}
 
 type RpcResult<T, E> = Result<T, RPCError<RaftId, BasicNode, E>>;
 
 impl Peer {
     fn client(&mut self) -> Result<MembershipClient<Channel>, NetworkError> {
         if self.client.is_none() {
-            let channel = channel(&self.addr).map_err(|e| NetworkError::new(&e))?;
+            // Connects on first use. HTTP/2 pings find a peer that vanished
+            // without closing the connection (a partition, a powered-off
+            // host) within seconds: calls on it then fail instead of
+            // waiting for TCP to give up, minutes later.
+            let channel = shoal_pki::transport::lazy_channel(&self.addr, self.dialer.clone())
+                .map_err(|e| NetworkError::new(&e))?;
             self.client =
                 Some(MembershipClient::new(channel).max_decoding_message_size(256 * 1024 * 1024));
         }

@@ -1,0 +1,170 @@
+//! The certificate life cycle on the managers' side: managers renew their
+//! own certificates (they hold the CA), follow the cluster's trusted roots,
+//! and the leader ends a CA rotation once every ready node moved to the
+//! new root.
+//!
+//! A rotation (`shoal swarm ca --rotate`): a new root is made and
+//! cross-signed by the old one; both are trusted; every certificate the new
+//! root issues comes with the cross-signed one, so nodes still trusting only
+//! the old root accept it. Each node, told of the new root (agents in their
+//! assignments, managers from the store), renews at once. When every ready
+//! node holds a certificate of the new root, the old one is dropped. No
+//! connection closes on the way: TLS checks certificates at handshakes.
+
+use std::{sync::Arc, time::Duration};
+
+use shoal_api::pb::{Cluster, NodeState};
+use shoal_pki::{CertificateAuthority, KeyAndCsr, Role, credentials::CredentialFiles, join};
+use tonic::Status;
+
+use crate::{ca, manager::Manager, store::Batch};
+
+/// The fingerprint certificates issued by the cluster's current root
+/// carry as their issuer.
+pub fn root_issuer(cluster: &Cluster) -> String {
+    shoal_pki::certs_from_pem(&cluster.root_ca_cert_pem)
+        .ok()
+        .and_then(|certs| shoal_pki::identity::subject_fingerprint(&certs[0]).ok())
+        .unwrap_or_default()
+}
+
+/// Starts a CA rotation: the cluster with a new root, cross-signed by the
+/// current one, both trusted.
+pub fn rotate(cluster: &Cluster) -> anyhow::Result<Cluster> {
+    let old = CertificateAuthority::from_pem(&cluster.root_ca_cert_pem, &cluster.root_ca_key_pem)?;
+    let new = CertificateAuthority::create(ca::cluster_id(cluster))?;
+    let cross = old.cross_sign(&new)?;
+    let mut next = cluster.clone();
+    // While a rotation runs, the roots of every rotation not yet finished
+    // stay trusted (a second --rotate starts from the newest).
+    next.trust_pem = format!("{}{}", ca::trust_pem(cluster), new.cert_pem());
+    next.root_ca_cert_pem = new.cert_pem().to_owned();
+    next.root_ca_key_pem = new.key_pem();
+    next.cross_signed_pem = cross;
+    Ok(next)
+}
+
+/// Ready nodes whose certificate the current root did not issue.
+pub fn nodes_on_old_roots(state: &crate::store::State) -> u64 {
+    let Some(cluster) = &state.cluster else {
+        return 0;
+    };
+    let root = root_issuer(cluster);
+    state
+        .nodes
+        .values()
+        .filter(|n| n.status.as_ref().map(|s| s.state()) == Some(NodeState::Ready))
+        .filter(|n| n.cert_issuer != root)
+        .count() as u64
+}
+
+/// Records that `node_id` now holds a certificate of `issuer`.
+pub async fn record_issuer(manager: &Manager, node_id: &str, issuer: &str) -> Result<(), Status> {
+    manager
+        .update(|state| -> Result<_, Status> {
+            let Some(mut node) = state.nodes.get(node_id).cloned() else {
+                return Ok(None);
+            };
+            if node.cert_issuer == issuer {
+                return Ok(None);
+            }
+            node.cert_issuer = issuer.to_owned();
+            let mut batch = Batch::default();
+            batch.put_node(node);
+            Ok(Some((batch, ())))
+        })
+        .await?;
+    Ok(())
+}
+
+/// Issues this manager a new certificate from the cluster's CA in the
+/// store, and trusts the cluster's roots.
+async fn renew_own(manager: &Manager) -> anyhow::Result<()> {
+    let credentials = &manager.credentials;
+    let identity = credentials.identity();
+    let key = KeyAndCsr::generate()?;
+    let (chain_pem, trust_pem) = {
+        let state = manager.store.read().await;
+        let cluster = state.cluster.as_ref().ok_or_else(|| anyhow::anyhow!("no cluster state yet"))?;
+        (
+            ca::issue(cluster, &key.csr_der, &identity.node_id, Role::Manager)?,
+            ca::trust_pem(cluster),
+        )
+    };
+    credentials.replace(CredentialFiles {
+        chain_pem,
+        key_pem: key.key_pem,
+        roots_pem: trust_pem,
+    })?;
+    // (The node's recorded issuer is its agent's: a manager renews from its
+    // own store the moment it sees a rotation, its agent only when told.)
+    tracing::info!(node = %identity.node_id, "renewed this manager's certificate");
+    Ok(())
+}
+
+/// Keeps this manager's certificate valid and its trusted roots the
+/// cluster's; runs on every manager for its life.
+pub async fn keep_current(manager: Arc<Manager>) {
+    let jitter = join::jitter();
+    let mut applied = manager.store.applied();
+    loop {
+        let (trust, root) = {
+            let state = manager.store.read().await;
+            match &state.cluster {
+                Some(cluster) => (ca::trust_pem(cluster), root_issuer(cluster)),
+                None => (String::new(), String::new()),
+            }
+        };
+        if !trust.is_empty() {
+            if let Err(error) = manager.credentials.replace_roots(&trust) {
+                tracing::warn!(%error, "trusting the cluster's roots");
+            }
+            let due = join::until_renewal(&manager.credentials, jitter).is_zero();
+            let old_root = manager.credentials.identity().issuer != root;
+            if due || old_root {
+                if let Err(error) = renew_own(&manager).await {
+                    tracing::warn!(error = %format!("{error:#}"), "renewing this manager's certificate");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+            }
+        }
+        let wait = join::until_renewal(&manager.credentials, jitter).max(Duration::from_millis(100));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            changed = applied.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// On the leader: ends a CA rotation once no ready node holds a
+/// certificate of an old root.
+pub async fn finish_rotations(manager: Arc<Manager>) {
+    let mut applied = manager.store.applied();
+    loop {
+        let result = manager
+            .update(|state| -> Result<_, Status> {
+                let Some(cluster) = &state.cluster else {
+                    return Ok(None);
+                };
+                if cluster.cross_signed_pem.is_empty() || nodes_on_old_roots(state) > 0 {
+                    return Ok(None);
+                }
+                let mut cluster = cluster.clone();
+                cluster.trust_pem = cluster.root_ca_cert_pem.clone();
+                cluster.cross_signed_pem.clear();
+                let mut batch = Batch::default();
+                batch.put_cluster(cluster);
+                tracing::info!("every ready node holds a certificate of the new root CA: the rotation is complete");
+                Ok(Some((batch, ())))
+            })
+            .await;
+        if let Err(status) = result {
+            tracing::warn!(error = %status.message(), "finishing the CA rotation");
+        }
+        tokio::select! {
+            changed = applied.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
