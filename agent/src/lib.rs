@@ -8,5 +8,4 @@ pub mod dns;
 pub mod network;
 pub mod session;
 pub mod sim;
-pub mod token_file;
 pub mod worker;

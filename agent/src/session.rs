@@ -43,7 +43,8 @@ pub trait Executor: Send + Sync + 'static {
 pub struct SessionConfig {
     /// host:port of managers to try, in order.
     pub managers: Vec<String>,
-    pub token: String,
+    /// Sent in each registration; its `Debug` shows no secret.
+    pub token: shoal_api::token_input::SecretToken,
     pub advertise_addr: String,
     pub description: NodeDescription,
     pub labels: BTreeMap<String, String>,
@@ -208,7 +209,7 @@ async fn session(
     let mut client = DispatcherClient::new(shoal_api::lazy_channel(addr)?);
     let node_id = state.borrow().node_id.clone();
     let request = RegisterRequest {
-        token: config.token.clone(),
+        token: config.token.expose().to_owned(),
         node_id,
         description: Some(config.description.clone()),
         advertise_addr: config.advertise_addr.clone(),

@@ -189,7 +189,7 @@ impl TestCluster {
         let (tx, rx) = watch::channel(SessionState::default());
         let config = SessionConfig {
             managers: self.manager_addrs(),
-            token: self.worker_token.clone(),
+            token: self.worker_token.clone().into(),
             advertise_addr: advertise.to_owned(),
             description: NodeDescription {
                 hostname: hostname.to_owned(),
