@@ -44,10 +44,11 @@ pub enum TokenInputError {
     Empty { from: String },
     #[error("{from} holds more than one line: it should hold the token alone")]
     Garbled { from: String },
-    #[error("{from} holds no join token: {source}")]
+    // The problem is in the message, not a `source` (printed twice otherwise).
+    #[error("{from} holds no join token: {problem}")]
     Invalid {
         from: String,
-        source: crate::token::TokenError,
+        problem: crate::token::TokenError,
     },
     #[error(
         "no join token: give it with --token-file FILE, --token-stdin or the {ENV} environment variable"
@@ -158,9 +159,9 @@ fn one_line(from: &str, text: &str) -> Result<SecretToken, TokenInputError> {
             from: from.to_owned(),
         });
     }
-    JoinToken::parse(token).map_err(|source| TokenInputError::Invalid {
+    JoinToken::parse(token).map_err(|problem| TokenInputError::Invalid {
         from: from.to_owned(),
-        source,
+        problem,
     })?;
     Ok(SecretToken::from(token.to_owned()))
 }
