@@ -25,7 +25,7 @@ pub async fn obtain(
         }
     }
     let token = token.context(
-        "this node has no certificate yet: give the cluster's join token (--token or --token-file)",
+        "this node has no certificate yet: give the cluster's join token (--token-file, --token-stdin, SHOAL_JOIN_TOKEN or --token)",
     )?;
     let mut last = None;
     for manager in managers {

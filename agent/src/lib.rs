@@ -9,5 +9,4 @@ pub mod identity;
 pub mod network;
 pub mod session;
 pub mod sim;
-pub mod token_file;
 pub mod worker;

@@ -38,14 +38,20 @@ enum Command {
 
 #[derive(clap::Args)]
 struct JoinArgs {
-    /// The cluster's join token (`shoal join-token worker`). Needed the
-    /// first time only: the node then has a certificate in its data dir.
-    #[arg(long, conflicts_with = "token_file")]
+    /// The cluster's join token (`shoal join-token worker`), needed the
+    /// first time only (the node then has a certificate in its data dir).
+    /// It shows in `ps`: prefer --token-file, --token-stdin or
+    /// SHOAL_JOIN_TOKEN.
+    #[arg(long, conflicts_with_all = ["token_file", "token_stdin"])]
     token: Option<String>,
     /// Read the join token from FILE, which only its owner may read (mode
     /// 0600): the systemd unit's way, keeping the token out of `ps`.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "token_stdin")]
     token_file: Option<PathBuf>,
+    /// Read the join token from standard input (as `docker login
+    /// --password-stdin`). With no token flag, SHOAL_JOIN_TOKEN is read.
+    #[arg(long)]
+    token_stdin: bool,
     /// Managers' addresses (host:port; port 2377 when omitted): the agent
     /// tries them in order and then follows the cluster's leader.
     #[arg(required = true, value_name = "MANAGER")]
@@ -138,11 +144,16 @@ fn key_value(text: &str) -> Result<(String, String)> {
 
 async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
     use shoal_agent::{session, worker};
-    // A bad token file fails before anything is written.
-    let token = match (&args.token, &args.token_file) {
-        (Some(token), _) => Some(token.clone()),
-        (None, Some(file)) => Some(shoal_agent::token_file::read(file)?),
-        (None, None) => None,
+    // A malformed token fails before anything is written; none at all is
+    // fine for a node that already has its certificate.
+    let token = match shoal_api::token_input::read(&shoal_api::token_input::Given {
+        token: args.token.as_deref(),
+        file: args.token_file.as_deref(),
+        stdin: args.token_stdin,
+    }) {
+        Ok(token) => Some(token),
+        Err(shoal_api::token_input::TokenInputError::Missing) => None,
+        Err(error) => return Err(error.into()),
     };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
@@ -179,7 +190,7 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
     let credentials = shoal_agent::identity::obtain(
         Some(&args.data_dir.join("certificates")),
         &managers,
-        token.as_deref(),
+        token.as_ref().map(|t| t.expose()),
         &args.advertise_addr.clone().unwrap_or_default(),
         &hostname,
     )

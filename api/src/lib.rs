@@ -9,9 +9,12 @@ pub mod base64;
 pub mod capacity;
 pub mod cidr;
 pub mod display;
+pub mod file_target;
+pub mod id;
 pub mod mount;
 pub mod template;
 pub mod token;
+pub mod token_input;
 
 use serde::{Deserialize, Serialize};
 

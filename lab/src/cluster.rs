@@ -97,7 +97,8 @@ impl Lab {
                 "initialised the cluster with a manager"
             } else {
                 let token = self.shoal(bin_dir, &["join-token", "--quiet", "manager"])?;
-                command.extend(["join".into(), "--token".into(), token.trim().to_owned()]);
+                let file = write_token_file(&node_dir(self, &host), "manager", &token)?;
+                command.extend(["join".into(), "--token-file".into(), file]);
                 command.extend(common.clone());
                 command.push(format!("{}:{MANAGER_PORT}", first.addr));
                 "joined a manager"
@@ -171,14 +172,15 @@ impl Lab {
         }
         let agent_bin = readiness::require_binary(bin_dir, "shoal-agent")?;
         let token = self.shoal(bin_dir, &["join-token", "--quiet", "worker"])?;
+        let token_file = write_token_file(&node_dir(self, &host), "agent", &token)?;
         let first = topology::Host::node(1);
         let mut command = vec![
             agent_bin,
             "--bpffs".into(),
             Lab::bpffs_root(&host).display().to_string(),
             "join".into(),
-            "--token".into(),
-            token.trim().to_owned(),
+            "--token-file".into(),
+            token_file,
             "--advertise-addr".into(),
             host.addr.to_string(),
             "--hostname".into(),
@@ -331,6 +333,32 @@ impl Lab {
         cmd::ip_in(WAN_NS, &["link", "set", &host.wan_port(), "up"])?;
         Ok(())
     }
+}
+
+/// Writes a join token for `component` of a node into an owner-only file
+/// in its dir and returns the file's path: tokens never go on a command
+/// line, where every user of the host could read them.
+fn write_token_file(dir: &Path, component: &str, token: &str) -> Result<String, LabError> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let path = dir.join(format!("{component}-join-token"));
+    let io = |source| LabError::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    // A file left by an earlier cluster goes: one made now is 0600 from the start.
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io)?;
+    writeln!(file, "{}", token.trim()).map_err(io)?;
+    Ok(path.display().to_string())
 }
 
 /// Unmounts every mount below `dir` (deepest first): agents mount a tmpfs

@@ -47,9 +47,18 @@ enum Command {
     Join {
         #[command(flatten)]
         common: Common,
-        /// The cluster's manager join token (`shoal join-token manager`).
+        /// The cluster's manager join token (`shoal join-token manager`). It
+        /// shows in `ps`: prefer --token-file, --token-stdin or SHOAL_JOIN_TOKEN.
+        #[arg(long, conflicts_with_all = ["token_file", "token_stdin"])]
+        token: Option<String>,
+        /// Read the join token from FILE, which only its owner may read
+        /// (mode 0600), keeping the token out of `ps`.
+        #[arg(long, value_name = "FILE", conflicts_with = "token_stdin")]
+        token_file: Option<PathBuf>,
+        /// Read the join token from standard input (as `docker login
+        /// --password-stdin`). With no token flag, SHOAL_JOIN_TOKEN is read.
         #[arg(long)]
-        token: String,
+        token_stdin: bool,
         /// Address (host:port) of a manager of the cluster.
         remote: String,
         /// Exit once this manager has joined, instead of serving:
@@ -158,9 +167,17 @@ async fn main() -> Result<()> {
         Command::Join {
             common,
             token,
+            token_file,
+            token_stdin,
             remote,
             no_serve,
         } => {
+            // Held only until the join is done: `Bootstrap` goes with it.
+            let token = shoal_api::token_input::read(&shoal_api::token_input::Given {
+                token: token.as_deref(),
+                file: token_file.as_deref(),
+                stdin: token_stdin,
+            })?;
             let remote = if remote.contains(':') {
                 remote
             } else {
@@ -168,7 +185,10 @@ async fn main() -> Result<()> {
             };
             (
                 common.options(Duration::from_secs(5), false)?,
-                Bootstrap::Join { token, remote },
+                Bootstrap::Join {
+                    token: token.expose().to_owned(),
+                    remote,
+                },
                 no_serve,
             )
         }

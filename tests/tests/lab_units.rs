@@ -183,6 +183,43 @@ impl NodeInstall {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Runs a README line `echo TEXT | COMMAND` as `run` runs COMMAND,
+    /// with TEXT on its standard input (how a token stays out of `ps`).
+    fn run_piped(&self, line: &str, extra: &[String]) -> Result<String> {
+        use std::io::Write;
+        let (input, command) = line
+            .strip_prefix("echo ")
+            .and_then(|rest| rest.split_once(" | "))
+            .with_context(|| format!("{line:?} is not `echo TEXT | COMMAND`"))?;
+        let mut words = command.split_whitespace();
+        let program = words.next().context("an empty command")?;
+        let mut child = shoal_tests::cmd::in_netns(
+            &self.host.netns,
+            &self.paths.bindir.join(program).display().to_string(),
+        )
+        .args(words)
+        .args(extra)
+        .envs(self.cli_env())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("a piped stdin")?
+            .write_all(format!("{input}\n").as_bytes())?;
+        let output = child.wait_with_output()?;
+        ensure!(
+            output.status.success(),
+            "{command} {} on {}: {}",
+            extra.join(" "),
+            self.host.name,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     /// Runs a README shell line (pipes, sed) on the node's files.
     fn shell(&self, line: &str) -> Result<()> {
         let output = Command::new("sh").args(["-c", line]).output()?;
@@ -294,7 +331,7 @@ fn nodes_set_up_as_readme_says_and_run_by_the_units_serve_a_stack() -> Result<()
         .to_owned();
 
     // 3. The other managers: join, then the unit serves each.
-    let join = readme_command(&readme, "shoal-manager join")?;
+    let join = readme_command(&readme, "echo SHTKN-1-… | shoal-manager join")?;
     for node in &nodes[1..] {
         // The section's second manager stands for "this one".
         let addresses = [
@@ -302,14 +339,14 @@ fn nodes_set_up_as_readme_says_and_run_by_the_units_serve_a_stack() -> Result<()
             (README_MANAGERS[0], first.host.addr.to_string()),
         ];
         let command = localise(&join, &addresses, &manager_token, &node.paths.confdir);
-        node.run(&command, &manager_flags(node))?;
+        node.run_piped(&command, &manager_flags(node))?;
         let (record, invocation) = node.start(&cluster.lab, "manager")?;
         readiness::wait_for_socket(&record, &socket(node), Duration::from_secs(20))?;
         units.push((record, invocation));
     }
 
     // 4. Every node: the token file, the managers, then the agent's unit.
-    let token_line = readme_command(&readme, "echo SHTKN-1-")?;
+    let token_line = readme_command(&readme, "echo SHTKN-1-… | install")?;
     let managers_line = readme_command(&readme, "sed -i 's/^SHOAL_MANAGERS=")?;
     for node in &nodes {
         node.shell(&localise(
@@ -488,7 +525,7 @@ fn the_units_use_the_paths_the_binaries_default_to() -> Result<()> {
             .join(format!("{unit}.service"));
         ensure!(file.exists(), "`{command}`: no {}", file.display());
     }
-    let token_line = readme_command(&readme, "echo SHTKN-1-")?;
+    let token_line = readme_command(&readme, "echo SHTKN-1-… | install")?;
     ensure!(
         token_line.ends_with(&format!(" {HOST_CONFDIR}/join-token")),
         "README writes the token with `{token_line}`, the unit reads {HOST_CONFDIR}/join-token"

@@ -119,6 +119,8 @@ impl DockerExecutor {
         overlay: Option<Arc<Overlay>>,
         admission: Admission,
     ) -> anyhow::Result<Arc<Self>> {
+        // Tasks' secrets go under it: root's alone before any is written.
+        super::task_dir::secure_run_dir(run_dir)?;
         let docker = Docker::connect_with_local_defaults()?
             .negotiate_version()
             .await?;
@@ -608,12 +610,7 @@ impl Executor for Arc<DockerExecutor> {
                     let task = &task;
                     let mut mounts = files::service_mounts(task);
                     let resolver = self.overlay.as_ref().and_then(|o| o.resolver_for(task));
-                    let prepared = files::prepare(&self.run_dir, task, set).and_then(|mut more| {
-                        if let Some(nameserver) = resolver {
-                            more.push(files::resolv_conf(&self.run_dir, &id, nameserver)?);
-                        }
-                        Ok(more)
-                    });
+                    let prepared = files::prepare(&self.run_dir, task, set, resolver);
                     match prepared {
                         Ok(more) => mounts.extend(more),
                         Err(error) => {

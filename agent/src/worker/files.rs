@@ -1,95 +1,60 @@
 //! Secrets and configs for one task: written to a tmpfs mounted for that
-//! task alone (never to the node's disk) and bind-mounted read-only into
-//! the container — secrets at `/run/secrets/<target>`, configs at their
-//! target path — with the uid, gid and mode the service asked for.
+//! task alone (never to the node's disk), sized to what it holds and made
+//! read-only once written ([`super::task_dir`]), then bind-mounted
+//! read-only into the container — secrets at `/run/secrets/<target>`,
+//! configs at their target path — with the uid, gid and mode the service
+//! asked for. The task's `/etc/resolv.conf` is written beside them.
 
 use std::{
     collections::HashMap,
-    ffi::CString,
-    os::unix::{ffi::OsStrExt, fs::PermissionsExt},
-    path::{Path, PathBuf},
+    io::Write,
+    net::Ipv4Addr,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::Path,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use bollard::models::{Mount, MountType};
 use shoal_api::{
-    mount,
+    file_target, mount,
     pb::{AssignmentSet, FileTarget, Task},
 };
 
-/// The task's tmpfs directory under `run_dir`.
-pub fn task_dir(run_dir: &Path, task_id: &str) -> PathBuf {
-    run_dir.join("tasks").join(task_id)
+use super::task_dir::{self, TaskDir};
+
+/// One file of the task's directory, before it is written.
+struct Planned<'a> {
+    /// The file's name in the task's directory.
+    name: String,
+    data: &'a [u8],
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    /// Where the container sees it.
+    target: String,
 }
 
-fn c_path(path: &Path) -> Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).context("a path with a NUL byte")
-}
-
-fn mount_tmpfs(dir: &Path) -> Result<()> {
-    let target = c_path(dir)?;
-    let (source, fstype) = (c"tmpfs", c"tmpfs");
-    let options = c"size=1m,mode=0755";
-    // SAFETY: mount(2) with valid NUL-terminated strings; the agent is root
-    // and owns `dir`. There is no safe wrapper in the dependencies, and this
-    // is the only mount the agent makes.
-    let rc = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            options.as_ptr().cast(),
-        )
+/// The uid, gid and mode of a secret's or config's file; the manager
+/// refused bad ones already, so an error here means a spec from elsewhere.
+fn owner(kind: &str, name: &str, file: &FileTarget) -> Result<(u32, u32, u32)> {
+    let id = |what: &str, text: &str| {
+        file_target::owner_id(text)
+            .map_err(|problem| anyhow::anyhow!("{kind} {name}: {what} {text:?}: {problem}"))
     };
-    if rc != 0 {
-        bail!(
-            "mounting a tmpfs at {}: {}",
-            dir.display(),
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
+    let mode = file_target::mode(file.mode)
+        .map_err(|problem| anyhow::anyhow!("{kind} {name}: mode {:o}: {problem}", file.mode))?;
+    Ok((id("uid", &file.uid)?, id("gid", &file.gid)?, mode))
 }
 
-fn is_mounted(dir: &Path) -> bool {
-    let wanted = dir.display().to_string();
-    std::fs::read_to_string("/proc/self/mounts")
-        .map(|m| {
-            m.lines()
-                .any(|l| l.split_whitespace().nth(1) == Some(wanted.as_str()))
-        })
-        .unwrap_or(false)
-}
-
-fn write_file(path: &Path, data: &[u8], file: &FileTarget) -> Result<()> {
-    std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))?;
-    let mode = if file.mode == 0 { 0o444 } else { file.mode };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    let uid: u32 = file.uid.parse().unwrap_or(0);
-    let gid: u32 = file.gid.parse().unwrap_or(0);
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))
-        .with_context(|| format!("chown {}", path.display()))?;
-    Ok(())
-}
-
-/// Writes the task's secrets and configs; returns the mounts for them.
-pub fn prepare(run_dir: &Path, task: &Task, set: &AssignmentSet) -> Result<Vec<Mount>> {
+/// The task's secrets and configs, with their data from `set`.
+fn plan<'a>(task: &Task, set: &'a AssignmentSet) -> Result<Vec<Planned<'a>>> {
     let container = task
         .spec
         .as_ref()
-        .and_then(|s| s.container.clone())
+        .and_then(|s| s.container.as_ref())
+        .cloned()
         .unwrap_or_default();
-    if container.secrets.is_empty() && container.configs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let id = task.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
-    let dir = task_dir(run_dir, &id);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    if !is_mounted(&dir) {
-        mount_tmpfs(&dir)?;
-    }
-    let mut mounts = Vec::new();
+    let mut planned = Vec::new();
     for (i, r) in container.secrets.iter().enumerate() {
         let secret = set
             .secrets
@@ -102,18 +67,19 @@ pub fn prepare(run_dir: &Path, task: &Task, set: &AssignmentSet) -> Result<Vec<M
         } else {
             file.name.clone()
         };
-        let source = dir.join(format!("secret-{i}"));
-        write_file(
-            &source,
-            &secret.spec.clone().unwrap_or_default().data,
-            &file,
-        )?;
-        let target = if name.starts_with('/') {
-            name
-        } else {
-            format!("/run/secrets/{name}")
-        };
-        mounts.push(bind(&source, &target));
+        let (uid, gid, mode) = owner("secret", &r.secret_name, &file)?;
+        planned.push(Planned {
+            name: format!("secret-{i}"),
+            data: secret.spec.as_ref().map_or(&[][..], |s| &s.data),
+            uid,
+            gid,
+            mode,
+            target: if name.starts_with('/') {
+                name
+            } else {
+                format!("/run/secrets/{name}")
+            },
+        });
     }
     for (i, r) in container.configs.iter().enumerate() {
         let config = set
@@ -122,35 +88,96 @@ pub fn prepare(run_dir: &Path, task: &Task, set: &AssignmentSet) -> Result<Vec<M
             .find(|c| c.meta.as_ref().is_some_and(|m| m.id == r.config_id))
             .with_context(|| format!("config {} was not delivered with the task", r.config_name))?;
         let file = r.file.clone().unwrap_or_default();
-        // A relative target is under `/`, as Docker places configs.
-        let target = if file.name.is_empty() {
-            format!("/{}", r.config_name)
-        } else if file.name.starts_with('/') {
-            file.name.clone()
-        } else {
-            format!("/{}", file.name)
-        };
-        let source = dir.join(format!("config-{i}"));
-        write_file(
-            &source,
-            &config.spec.clone().unwrap_or_default().data,
-            &file,
-        )?;
-        mounts.push(bind(&source, &target));
+        let (uid, gid, mode) = owner("config", &r.config_name, &file)?;
+        planned.push(Planned {
+            name: format!("config-{i}"),
+            data: config.spec.as_ref().map_or(&[][..], |c| &c.data),
+            uid,
+            gid,
+            mode,
+            // A relative target is under `/`, as Docker places configs.
+            target: if file.name.is_empty() {
+                format!("/{}", r.config_name)
+            } else if file.name.starts_with('/') {
+                file.name.clone()
+            } else {
+                format!("/{}", file.name)
+            },
+        });
     }
-    Ok(mounts)
+    Ok(planned)
 }
 
-/// The task's `/etc/resolv.conf`: the node's DNS server on the task's
-/// network, so service names resolve (written beside its secrets).
-pub fn resolv_conf(run_dir: &Path, task_id: &str, nameserver: std::net::Ipv4Addr) -> Result<Mount> {
-    let dir = task_dir(run_dir, task_id);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("resolv.conf");
-    std::fs::write(&path, format!("nameserver {nameserver}\noptions ndots:0\n"))
+/// Writes a new file: created `0600` (never through a symlink), filled,
+/// then given its owner and mode (chown before chmod, which would clear
+/// setuid bits otherwise).
+fn write_file(path: &Path, data: &[u8], uid: u32, gid: u32, mode: u32) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(data)
         .with_context(|| format!("writing {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
-    Ok(bind(&path, "/etc/resolv.conf"))
+    std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+        .with_context(|| format!("chown {uid}:{gid} {}", path.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {mode:o} {}", path.display()))?;
+    Ok(())
+}
+
+fn resolv_conf_text(nameserver: Ipv4Addr) -> String {
+    format!("nameserver {nameserver}\noptions ndots:0\n")
+}
+
+/// Writes the task's secrets, configs and, given the node's DNS server on
+/// the task's network, its `/etc/resolv.conf`; returns the mounts for
+/// them. A task with secrets or configs gets a tmpfs sized to them, sealed
+/// read-only once written.
+pub fn prepare(
+    run_dir: &Path,
+    task: &Task,
+    set: &AssignmentSet,
+    nameserver: Option<Ipv4Addr>,
+) -> Result<Vec<Mount>> {
+    let id = task
+        .meta
+        .as_ref()
+        .map(|m| m.id.as_str())
+        .unwrap_or_default();
+    let dir = TaskDir::of(run_dir, id)?;
+    let planned = plan(task, set)?;
+    let resolv = nameserver.map(resolv_conf_text);
+    if planned.is_empty() && resolv.is_none() {
+        return Ok(Vec::new());
+    }
+    let tmpfs = !planned.is_empty();
+    if tmpfs {
+        let lengths = planned.iter().map(|p| p.data.len());
+        let size = task_dir::tmpfs_size(lengths.chain(resolv.as_ref().map(String::len)));
+        dir.mount_tmpfs(size, planned.len() + usize::from(resolv.is_some()))?;
+    } else {
+        dir.create()?;
+    }
+    let mut mounts = Vec::new();
+    for p in &planned {
+        let source = dir.path().join(&p.name);
+        write_file(&source, p.data, p.uid, p.gid, p.mode)?;
+        mounts.push(bind(&source, &p.target));
+    }
+    if let Some(text) = resolv {
+        let path = dir.path().join("resolv.conf");
+        // A retried task without a tmpfs finds the last try's file.
+        let _ = std::fs::remove_file(&path);
+        write_file(&path, text.as_bytes(), 0, 0, 0o644)?;
+        mounts.push(bind(&path, "/etc/resolv.conf"));
+    }
+    if tmpfs {
+        dir.seal()?;
+    }
+    Ok(mounts)
 }
 
 fn bind(source: &Path, target: &str) -> Mount {
@@ -165,15 +192,10 @@ fn bind(source: &Path, target: &str) -> Mount {
 
 /// Unmounts and removes the task's tmpfs, if it has one.
 pub fn remove(run_dir: &Path, task_id: &str) {
-    let dir = task_dir(run_dir, task_id);
-    if is_mounted(&dir)
-        && let Ok(target) = c_path(&dir)
-    {
-        // SAFETY: umount2(2) on a path we mounted; MNT_DETACH lets it go
-        // even while a dying container still holds a bind of it.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    match TaskDir::of(run_dir, task_id) {
+        Ok(dir) => dir.remove(),
+        Err(error) => tracing::warn!(%error, "not removing a task's files"),
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The service's `--mount`s as Docker mounts. Named volumes use the local
@@ -240,4 +262,154 @@ pub fn service_mounts(task: &Task) -> Vec<Mount> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! These mount real tmpfs file systems: they need root, as the agent does.
+
+    use std::os::unix::fs::MetadataExt;
+
+    use shoal_api::pb::{ContainerSpec, Meta, Secret, SecretReference, SecretSpec, TaskSpec};
+
+    use super::*;
+
+    fn task_with(id: &str, file: FileTarget) -> (Task, AssignmentSet) {
+        let task = Task {
+            meta: Some(Meta {
+                id: id.into(),
+                ..Default::default()
+            }),
+            spec: Some(TaskSpec {
+                container: Some(ContainerSpec {
+                    secrets: vec![SecretReference {
+                        secret_id: "s1".into(),
+                        secret_name: "pw".into(),
+                        file: Some(file),
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let set = AssignmentSet {
+            secrets: vec![Secret {
+                meta: Some(Meta {
+                    id: "s1".into(),
+                    ..Default::default()
+                }),
+                spec: Some(SecretSpec {
+                    name: "pw".into(),
+                    data: b"hunter2".to_vec(),
+                    ..Default::default()
+                }),
+            }],
+            ..Default::default()
+        };
+        (task, set)
+    }
+
+    /// The mount options of the file system mounted at `dir`.
+    fn mount_of(dir: &Path) -> Option<(String, String)> {
+        let wanted = dir.display().to_string();
+        std::fs::read_to_string("/proc/self/mounts")
+            .ok()?
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.get(1) == Some(&wanted.as_str()))
+            .map(|f| (f[2].to_owned(), f[3].to_owned()))
+    }
+
+    #[test]
+    fn secrets_land_on_a_small_sealed_tmpfs_with_their_owner_and_mode() {
+        let run = tempfile::tempdir().unwrap();
+        task_dir::secure_run_dir(run.path()).unwrap();
+        let file = FileTarget {
+            name: "pw".into(),
+            uid: "1000".into(),
+            gid: "1001".into(),
+            mode: 0o440,
+        };
+        let (task, set) = task_with("t1", file);
+        let mounts = prepare(run.path(), &task, &set, Some(Ipv4Addr::new(10, 0, 0, 2))).unwrap();
+        let dir = TaskDir::of(run.path(), "t1").unwrap();
+        let result = std::panic::catch_unwind(|| {
+            let targets: Vec<_> = mounts.iter().filter_map(|m| m.target.clone()).collect();
+            assert_eq!(targets, ["/run/secrets/pw", "/etc/resolv.conf"]);
+            let secret = dir.path().join("secret-0");
+            assert_eq!(std::fs::read(&secret).unwrap(), b"hunter2");
+            let meta = std::fs::metadata(&secret).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+                (1000, 1001, 0o440)
+            );
+            let (fstype, options) = mount_of(dir.path()).expect("a tmpfs on the task's dir");
+            assert_eq!(fstype, "tmpfs");
+            let options: Vec<&str> = options.split(',').collect();
+            assert!(
+                options.contains(&"ro") && options.contains(&"mode=700"),
+                "{options:?}"
+            );
+            // Two small files: the floor of 4 pages.
+            let size = format!("size={}k", task_dir::tmpfs_size([]) / 1024);
+            assert!(options.contains(&size.as_str()), "{options:?}");
+            // Sealed: not even root adds a file.
+            let err = std::fs::write(dir.path().join("more"), "x").unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+        });
+        remove(run.path(), "t1");
+        assert!(mount_of(dir.path()).is_none() && !dir.path().exists());
+        result.unwrap();
+    }
+
+    #[test]
+    fn a_retried_task_gets_a_fresh_tmpfs() {
+        let run = tempfile::tempdir().unwrap();
+        task_dir::secure_run_dir(run.path()).unwrap();
+        let (task, set) = task_with("t2", FileTarget::default());
+        prepare(run.path(), &task, &set, None).unwrap();
+        let again = prepare(run.path(), &task, &set, None);
+        let dir = TaskDir::of(run.path(), "t2").unwrap();
+        let meta = std::fs::metadata(dir.path().join("secret-0"));
+        remove(run.path(), "t2");
+        again.unwrap();
+        // Docker's defaults: root, 0444.
+        let meta = meta.unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (0, 0, 0o444)
+        );
+    }
+
+    #[test]
+    fn bad_owners_and_task_ids_write_nothing() {
+        let run = tempfile::tempdir().unwrap();
+        task_dir::secure_run_dir(run.path()).unwrap();
+        let file = FileTarget {
+            uid: "root".into(),
+            ..Default::default()
+        };
+        let (task, set) = task_with("t3", file);
+        let err = prepare(run.path(), &task, &set, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(r#"secret pw: uid "root": a number"#),
+            "{err}"
+        );
+        assert!(!run.path().join("tasks/t3").exists());
+        for id in ["../../escape", "a/b", ""] {
+            let (task, set) = task_with(id, FileTarget::default());
+            let err = prepare(run.path(), &task, &set, None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("invalid task id"), "{id:?}: {err}");
+        }
+        assert!(!run.path().join("escape").exists());
+        let tasks: Vec<_> = std::fs::read_dir(run.path().join("tasks"))
+            .unwrap()
+            .collect();
+        assert!(tasks.is_empty(), "{tasks:?}");
+    }
 }

@@ -7,3 +7,4 @@ mod container_body;
 pub mod describe;
 pub mod docker;
 pub mod files;
+pub mod task_dir;

@@ -1,5 +1,6 @@
 //! The container part of a service spec: image, env, hostname, mounts,
-//! secret and config files, working directory, health check, stop signal.
+//! working directory, health check, stop signal (secret and config files
+//! are `files`'s).
 //! Templated fields are checked as written (placeholders known) and as
 //! they expand for a sample task (an absolute path, a valid hostname…).
 
@@ -25,7 +26,6 @@ pub(super) fn check(c: &ContainerSpec, context: &Context) -> Check {
         hostname(&c.hostname, &expanded.hostname)?;
     }
     mounts(&c.mounts, &expanded.mounts)?;
-    files(c)?;
     if !c.dir.is_empty() && !c.dir.starts_with('/') {
         return invalid!(
             "invalid workdir {:?}: the working directory must be an absolute path",
@@ -168,55 +168,6 @@ fn mounts(raw: &[Mount], expanded: &[Mount]) -> Check {
             if let Err(why) = check_option(kind, key, value) {
                 return invalid!("invalid mount (target {:?}): {why}", m.target);
             }
-        }
-    }
-    Ok(())
-}
-
-/// Secret and config files: a target without `..`, uid and gid numbers,
-/// a mode of permission bits, and no two files at one path.
-fn files(c: &ContainerSpec) -> Check {
-    let mut paths: BTreeSet<String> = BTreeSet::new();
-    let secrets = c
-        .secrets
-        .iter()
-        .map(|s| ("secret", &s.secret_name, &s.file));
-    let configs = c
-        .configs
-        .iter()
-        .map(|c| ("config", &c.config_name, &c.file));
-    for (kind, name, file) in secrets.chain(configs) {
-        let file = file.clone().unwrap_or_default();
-        let target = if file.name.is_empty() {
-            name.clone()
-        } else {
-            file.name.clone()
-        };
-        if target.contains('\0') || target.ends_with('/') {
-            return invalid!("invalid {kind} {name} target {target:?}: a file name is expected");
-        }
-        if target.split('/').any(|part| part == "..") {
-            return invalid!("invalid {kind} {name} target {target:?}: '..' is not allowed");
-        }
-        for (what, id) in [("uid", &file.uid), ("gid", &file.gid)] {
-            if !id.is_empty() && id.parse::<u32>().is_err() {
-                return invalid!("invalid {kind} {name} {what} {id:?}: a number is expected");
-            }
-        }
-        if file.mode > 0o7777 {
-            return invalid!(
-                "invalid {kind} {name} mode {:o}: expected permission bits such as 0444",
-                file.mode
-            );
-        }
-        // Where the file lands in the container (as the agent places it).
-        let path = match (target.starts_with('/'), kind) {
-            (true, _) => target.clone(),
-            (false, "secret") => format!("/run/secrets/{target}"),
-            (false, _) => format!("/{target}"),
-        };
-        if !name.is_empty() && !paths.insert(path.clone()) {
-            return invalid!("{kind} {name}: another secret or config is already at {path}");
         }
     }
     Ok(())

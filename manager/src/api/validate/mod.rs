@@ -7,6 +7,7 @@
 //! by `control::complete_spec`; replica and task counts by the limits.
 
 mod container;
+mod files;
 mod image;
 
 use std::collections::BTreeSet;
@@ -66,7 +67,9 @@ fn check_service(spec: &ServiceSpec, service_id: &str) -> Check {
     let default = TaskSpec::default();
     let task = spec.task.as_ref().unwrap_or(&default);
     let context = sample_context(spec, service_id);
-    container::check(&task.container.clone().unwrap_or_default(), &context)?;
+    let container_spec = task.container.clone().unwrap_or_default();
+    container::check(&container_spec, &context)?;
+    files::check(&spec.name, &container_spec)?;
     if let Some(resources) = &task.resources {
         resource_requirements(resources)?;
     }
