@@ -17,7 +17,7 @@ use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 use shoal_api::pb::{
     Cluster, ClusterSpec, JoinManagerRequest, Meta, Network, NetworkSpec, NodeRole, RootCaRequest,
-    control_server::ControlServer, dispatcher_server::DispatcherServer,
+    control_server::ControlServer, dispatcher_server::DispatcherServer, lock_server::LockServer,
     membership_client::MembershipClient, membership_server::MembershipServer,
 };
 use tokio::{net::UnixListener, task::JoinSet};
@@ -31,6 +31,11 @@ use crate::{
     },
     ca,
     dispatcher::Dispatcher,
+    encryption::{
+        self, Cipher, UnlockKey,
+        data_keys::{self, Start},
+        files,
+    },
     manager::{Manager, Settings},
     orchestrator,
     raft::{
@@ -77,6 +82,8 @@ pub enum Bootstrap {
     Init {
         default_addr_pool: Vec<String>,
         subnet_size: u32,
+        /// Turn autolock on from the start (`init --autolock`).
+        autolock: bool,
     },
     /// Join the cluster of the manager at `remote` with a manager token.
     Join { token: String, remote: String },
@@ -96,6 +103,8 @@ const IDENTITY: &str = "manager.json";
 pub struct RunningManager {
     pub manager: Arc<Manager>,
     pub init_tokens: Option<(String, String)>,
+    /// The unlock key of a cluster just initialised with autolock.
+    pub init_unlock_key: Option<String>,
     tasks: JoinSet<()>,
     /// Tells the API servers to stop: they close every connection, so no
     /// peer keeps talking to this manager's stopped Raft.
@@ -137,11 +146,8 @@ impl Drop for RunningManager {
 }
 
 fn lock_data_dir(data_dir: &Path) -> Result<File> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    let lock_path = data_dir.join("LOCK");
-    let lock =
-        File::create(&lock_path).with_context(|| format!("opening {}", lock_path.display()))?;
+    files::private_dir(data_dir)?;
+    let lock = files::private_file(&data_dir.join("LOCK"))?;
     // SAFETY: flock on an open descriptor; released when the File closes.
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(DaemonError::DataDirInUse(data_dir.to_owned()).into());
@@ -149,7 +155,7 @@ fn lock_data_dir(data_dir: &Path) -> Result<File> {
     Ok(lock)
 }
 
-fn bind_socket(socket: &Path) -> Result<UnixListener> {
+pub(crate) fn bind_socket(socket: &Path) -> Result<UnixListener> {
     if let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
@@ -197,12 +203,27 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
         check_remote_ca(remote, token).await?;
     }
 
+    // A locked manager (autolock) waits here, serving only the unlock call.
+    let start = match &bootstrap {
+        Bootstrap::Init { autolock, .. } => Start::New {
+            autolock: *autolock,
+        },
+        Bootstrap::Join { .. } => Start::New { autolock: false },
+        Bootstrap::Restart => Start::Restart,
+    };
+    let keys = data_keys::prepare(&options.data_dir, start, options.socket.as_deref()).await?;
+    let cipher = Arc::new(Cipher::new(&keys.dek)?);
+
     let store = Store::new();
-    let log =
-        LogStore::open(&options.data_dir.join("raft-log.redb")).context("opening the Raft log")?;
-    let state_machine = StateMachine::open(&options.data_dir.join("state.redb"), store.clone())
-        .await
-        .context("opening the state machine")?;
+    let log = LogStore::open(&options.data_dir.join("raft-log.redb"), cipher.clone())
+        .context("opening the Raft log")?;
+    let state_machine = StateMachine::open(
+        &options.data_dir.join("state.redb"),
+        store.clone(),
+        cipher.clone(),
+    )
+    .await
+    .context("opening the state machine")?;
     let config = Arc::new(options.timing.config("shoal")?);
     let network = RaftNetwork::default();
     let peer_health = network.health.clone();
@@ -228,6 +249,7 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
                 manager: manager.clone(),
             }))
             .add_service(DispatcherServer::new(dispatcher.clone()))
+            .add_service(LockServer::new(encryption::locked::NotLocked))
             .add_service(
                 MembershipServer::new(MembershipService {
                     manager: manager.clone(),
@@ -265,12 +287,20 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
         });
     }
     tasks.spawn(lead_when_leader(manager.clone(), dispatcher));
+    let init_unlock_key = keys.unlock.as_ref().map(UnlockKey::to_string);
+    tasks.spawn(encryption::rewrap::follow_cluster(
+        manager.store.clone(),
+        keys.file,
+        keys.dek.clone(),
+        keys.unlock.clone(),
+    ));
 
     let mut init_tokens = None;
     match bootstrap {
         Bootstrap::Init {
             default_addr_pool,
             subnet_size,
+            ..
         } => {
             let members =
                 BTreeMap::from([(identity.raft_id, BasicNode::new(identity.advertise.clone()))]);
@@ -281,19 +311,27 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
                 .wait_for_leader(Duration::from_secs(30))
                 .await
                 .context("no leader after initialising")?;
-            init_tokens =
-                Some(write_initial_state(&manager, default_addr_pool, subnet_size).await?);
+            init_tokens = Some(
+                write_initial_state(
+                    &manager,
+                    default_addr_pool,
+                    subnet_size,
+                    keys.unlock.as_ref(),
+                )
+                .await?,
+            );
         }
         Bootstrap::Join { token, remote } => {
             join(&manager, &token, &remote).await?;
         }
         Bootstrap::Restart => {}
     }
-    std::fs::write(&identity_path, serde_json::to_vec_pretty(&identity)?)
-        .with_context(|| format!("writing {}", identity_path.display()))?;
+    files::write_private(&identity_path, &serde_json::to_vec_pretty(&identity)?)?;
+    let init_unlock_key = init_unlock_key.filter(|_| init_tokens.is_some());
     Ok(RunningManager {
         manager,
         init_tokens,
+        init_unlock_key,
         tasks,
         stop_serving,
         socket: options.socket.clone(),
@@ -369,6 +407,7 @@ async fn write_initial_state(
     manager: &Manager,
     pools: Vec<String>,
     subnet_size: u32,
+    unlock: Option<&UnlockKey>,
 ) -> Result<(String, String)> {
     let cluster_id = shoal_api::new_id();
     let root = ca::create_root_ca(&cluster_id)?;
@@ -389,11 +428,13 @@ async fn write_initial_state(
             task_history_limit: orchestrator::reconcile::DEFAULT_HISTORY_LIMIT,
             default_addr_pool: pools,
             subnet_size,
+            autolock_managers: unlock.is_some(),
         }),
         root_ca_cert_pem: root.cert_pem,
         root_ca_key_pem: root.key_pem,
         worker_secret: shoal_api::token::new_secret(),
         manager_secret: shoal_api::token::new_secret(),
+        manager_unlock_key: unlock.map(|k| k.0.as_bytes().to_vec()).unwrap_or_default(),
     };
     let (subnet, gateway) = ingress_subnet;
     let ingress = Network {

@@ -8,6 +8,7 @@ pub mod api;
 pub mod ca;
 pub mod daemon;
 pub mod dispatcher;
+pub mod encryption;
 pub mod limits;
 pub mod logs;
 pub mod manager;

@@ -113,6 +113,7 @@ impl TestCluster {
             Bootstrap::Init {
                 default_addr_pool: vec!["198.18.0.0/15".into()],
                 subnet_size: 24,
+                autolock: false,
             },
         )
         .await?;

@@ -1,5 +1,6 @@
 //! The gRPC services every manager serves.
 
+pub mod autolock;
 pub mod control;
 mod forward;
 pub mod membership;
