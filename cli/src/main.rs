@@ -16,6 +16,7 @@ use commands::{
     objects::{self, ObjectCommand},
     service::ServiceCommand,
     stack::StackCommand,
+    swarm::SwarmCommand,
 };
 
 #[derive(Parser)]
@@ -48,6 +49,9 @@ enum Command {
     /// Manage configs.
     #[command(subcommand)]
     Config(ObjectCommand),
+    /// Manage the swarm: its settings, autolock and the unlock key.
+    #[command(subcommand)]
+    Swarm(SwarmCommand),
     /// Show (or rotate) the join token for workers or managers.
     JoinToken(JoinToken),
     /// Show the Shoal version information.
@@ -96,6 +100,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Network(c) => commands::network::run(&mut client, c).await,
         Command::Secret(c) => objects::run(&mut client, objects::Kind::Secret, c).await,
         Command::Config(c) => objects::run(&mut client, objects::Kind::Config, c).await,
+        Command::Swarm(c) => commands::swarm::run(&cli.host, &mut client, c).await,
         Command::JoinToken(args) => commands::cluster::join_token(&mut client, args).await,
         Command::Version { .. } => unreachable!("answered above"),
     }

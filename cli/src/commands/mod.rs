@@ -9,6 +9,7 @@ pub mod service;
 pub mod service_flags;
 pub mod service_update;
 pub mod stack;
+pub mod swarm;
 
 use anyhow::{Result, bail};
 

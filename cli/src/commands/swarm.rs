@@ -1,0 +1,185 @@
+//! `shoal swarm update|unlock|unlock-key`: cluster-wide settings and the
+//! autolock unlock key, with Docker's flags and words.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use shoal_api::{
+    pb::{Empty, UnlockRequest, UpdateClusterRequest, lock_client::LockClient},
+    token::unlock_key_notice,
+};
+
+use crate::client::{self, Client, status_error};
+
+#[derive(Subcommand)]
+pub enum SwarmCommand {
+    /// Update the swarm.
+    Update(UpdateArgs),
+    /// Unlock swarm: give a manager restarted with autolock its unlock key.
+    ///
+    /// The key is read from the terminal (not echoed) or from stdin.
+    Unlock,
+    /// Manage the unlock key.
+    UnlockKey {
+        /// Only display token.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Rotate unlock key.
+        #[arg(long)]
+        rotate: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    /// Change manager autolocking setting (true|false).
+    #[arg(
+        long,
+        value_name = "true|false",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    autolock: Option<bool>,
+}
+
+/// `host` is the manager `client` talks to (`unlock` speaks another service).
+pub async fn run(host: &str, client: &mut Client, command: SwarmCommand) -> Result<()> {
+    match command {
+        SwarmCommand::Update(args) => update(client, args).await,
+        SwarmCommand::UnlockKey { quiet, rotate } => unlock_key(client, quiet, rotate).await,
+        SwarmCommand::Unlock => unlock(host).await,
+    }
+}
+
+async fn update(client: &mut Client, args: UpdateArgs) -> Result<()> {
+    let before = client
+        .get_cluster(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let after = client
+        .update_cluster(UpdateClusterRequest {
+            autolock_managers: args.autolock,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("Swarm updated.");
+    if after.autolock_managers && !before.autolock_managers {
+        let key = client
+            .get_unlock_key(Empty {})
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .unlock_key;
+        print!("{}", unlock_key_notice(&key));
+    }
+    Ok(())
+}
+
+async fn unlock_key(client: &mut Client, quiet: bool, rotate: bool) -> Result<()> {
+    if rotate {
+        client
+            .rotate_unlock_key(Empty {})
+            .await
+            .map_err(status_error)?;
+        if !quiet {
+            println!("Successfully rotated manager unlock key.\n");
+        }
+    }
+    let key = client
+        .get_unlock_key(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .unlock_key;
+    if quiet {
+        println!("{key}");
+    } else {
+        print!("{}", unlock_key_notice(&key));
+    }
+    Ok(())
+}
+
+/// `shoal swarm unlock`: asks first whether the manager is locked (an empty
+/// key is refused as malformed by a locked one, "not locked" by the
+/// others), then for the key.
+pub async fn unlock(host: &str) -> Result<()> {
+    let mut lock = LockClient::new(client::channel(host).await?);
+    let probe = lock
+        .unlock(UnlockRequest {
+            unlock_key: String::new(),
+        })
+        .await;
+    match probe {
+        Err(status) if status.code() == tonic::Code::InvalidArgument => {}
+        Err(status) => return Err(status_error(status)),
+        Ok(_) => bail!("the manager accepted an empty unlock key"),
+    }
+    let key = read_key("Enter unlock key: ")?;
+    if key.is_empty() {
+        bail!("no unlock key given");
+    }
+    lock.unlock(UnlockRequest { unlock_key: key })
+        .await
+        .map_err(status_error)?;
+    Ok(())
+}
+
+/// A line from stdin; from a terminal with the prompt shown and echo off.
+fn read_key(prompt: &str) -> Result<String> {
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    if stdin.is_terminal() {
+        print!("{prompt}");
+        std::io::stdout().flush()?;
+        let saved = rustix::termios::tcgetattr(&stdin).context("reading the terminal's mode")?;
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &quiet)
+            .context("turning the terminal's echo off")?;
+        let read = stdin.lock().read_line(&mut line);
+        let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &saved);
+        println!();
+        read.context("reading the unlock key")?;
+    } else {
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .context("reading the unlock key from stdin")?;
+    }
+    Ok(line.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        swarm: SwarmCommand,
+    }
+
+    fn autolock(args: &[&str]) -> Result<Option<bool>, clap::Error> {
+        let cli = Cli::try_parse_from([&["swarm", "update"], args].concat())?;
+        let SwarmCommand::Update(update) = cli.swarm else {
+            panic!("parsed as update");
+        };
+        Ok(update.autolock)
+    }
+
+    #[test]
+    fn autolock_takes_docker_forms() {
+        assert_eq!(autolock(&[]).unwrap(), None);
+        assert_eq!(autolock(&["--autolock"]).unwrap(), Some(true));
+        assert_eq!(autolock(&["--autolock=true"]).unwrap(), Some(true));
+        assert_eq!(autolock(&["--autolock=false"]).unwrap(), Some(false));
+        let error = autolock(&["--autolock=maybe"]).unwrap_err().to_string();
+        assert!(error.contains("maybe"), "{error}");
+    }
+}
