@@ -71,6 +71,17 @@ impl std::fmt::Display for JoinToken {
     }
 }
 
+/// What `init --autolock`, `swarm update --autolock=true` and `swarm
+/// unlock-key` print around the unlock key (Docker's words).
+pub fn unlock_key_notice(key: &str) -> String {
+    format!(
+        "To unlock a swarm manager after it restarts, run the `shoal swarm unlock`\n\
+         command and provide the following key:\n\n    {key}\n\n\
+         Please remember to store this key in a password manager, since without it you\n\
+         will not be able to restart the manager.\n"
+    )
+}
+
 /// The digest a token carries for a root CA certificate given in DER.
 pub fn ca_digest(cert_der: &[u8]) -> String {
     let hash = Sha256::digest(cert_der);

@@ -4,12 +4,19 @@
 use anyhow::{Context, Result};
 use hyper_util::rt::TokioIo;
 use shoal_api::pb::{Empty, Node, Task, control_client::ControlClient};
-use tonic::transport::{Endpoint, Uri};
+use tonic::transport::{Channel, Endpoint, Uri};
 
 /// A client whose calls wait out elections (see [`crate::retry`]).
 pub type Client = ControlClient<crate::retry::Retrying>;
 
 pub async fn connect(host: &str, tls: &crate::tls::TlsArgs) -> Result<Client> {
+    Ok(ControlClient::new(crate::retry::Retrying::new(
+        channel(host, tls).await?,
+    )))
+}
+
+/// A connection to the manager at `host`, for any of its services.
+pub async fn channel(host: &str, tls: &crate::tls::TlsArgs) -> Result<Channel> {
     let channel = if let Some(path) = host.strip_prefix("unix://") {
         let path = path.to_owned();
         // The URI is a placeholder: the connector below dials the socket.
@@ -34,7 +41,7 @@ pub async fn connect(host: &str, tls: &crate::tls::TlsArgs) -> Result<Client> {
             .await
             .with_context(|| format!("cannot reach a manager at {addr} over TLS"))?
     };
-    Ok(ControlClient::new(crate::retry::Retrying::new(channel)))
+    Ok(channel)
 }
 
 /// A gRPC error as the user should read it: the manager's message.

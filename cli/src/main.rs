@@ -17,7 +17,8 @@ use commands::{
     objects::{self, ObjectCommand},
     service::ServiceCommand,
     stack::StackCommand,
-    swarm::{CertCommand, SwarmCommand},
+    cert::CertCommand,
+    swarm::SwarmCommand,
 };
 
 #[derive(Parser)]
@@ -52,11 +53,11 @@ enum Command {
     /// Manage configs.
     #[command(subcommand)]
     Config(ObjectCommand),
-    /// Show (or rotate) the join token for workers or managers.
-    JoinToken(JoinToken),
-    /// Manage the swarm: certificate expiry, root CA rotation.
+    /// Manage the swarm: its settings, root CA, autolock and unlock key.
     #[command(subcommand)]
     Swarm(SwarmCommand),
+    /// Show (or rotate) the join token for workers or managers.
+    JoinToken(JoinToken),
     /// Manage client certificates.
     #[command(subcommand)]
     Cert(CertCommand),
@@ -106,9 +107,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Network(c) => commands::network::run(&mut client, c).await,
         Command::Secret(c) => objects::run(&mut client, objects::Kind::Secret, c).await,
         Command::Config(c) => objects::run(&mut client, objects::Kind::Config, c).await,
+        Command::Swarm(c) => commands::swarm::run(&cli.host, &cli.tls, &mut client, c).await,
         Command::JoinToken(args) => commands::cluster::join_token(&mut client, args).await,
-        Command::Swarm(c) => commands::swarm::run(&mut client, c).await,
-        Command::Cert(c) => commands::swarm::cert(&mut client, c).await,
+        Command::Cert(c) => commands::cert::run(&mut client, c).await,
         Command::Version { .. } => unreachable!("answered above"),
     }
 }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use shoal_api::pb::{
     Cluster, ClusterSpec, JoinManagerRequest, Meta, Network, NetworkSpec, NodeRole,
     ca_server::CaServer, control_server::ControlServer, dispatcher_server::DispatcherServer,
+    lock_server::LockServer,
     membership_client::MembershipClient, membership_server::MembershipServer,
 };
 use shoal_pki::{CertificateAuthority, Credentials, NodeRequest, Role, credentials::CredentialFiles};
@@ -34,6 +35,11 @@ use crate::{
     },
     ca,
     dispatcher::Dispatcher,
+    encryption::{
+        self, Cipher, UnlockKey,
+        data_keys::{self, Start},
+        files,
+    },
     manager::{Manager, Settings},
     orchestrator,
     raft::{
@@ -80,6 +86,8 @@ pub enum Bootstrap {
     Init {
         default_addr_pool: Vec<String>,
         subnet_size: u32,
+        /// Turn autolock on from the start (`init --autolock`).
+        autolock: bool,
     },
     /// Join the cluster of the manager at `remote` with a manager token.
     Join { token: String, remote: String },
@@ -110,6 +118,8 @@ struct NewCluster {
 pub struct RunningManager {
     pub manager: Arc<Manager>,
     pub init_tokens: Option<(String, String)>,
+    /// The unlock key of a cluster just initialised with autolock.
+    pub init_unlock_key: Option<String>,
     tasks: JoinSet<()>,
     /// Tells the API servers to stop: they close every connection, so no
     /// peer keeps talking to this manager's stopped Raft.
@@ -171,11 +181,8 @@ impl Drop for RunningManager {
 }
 
 fn lock_data_dir(data_dir: &Path) -> Result<File> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    let lock_path = data_dir.join("LOCK");
-    let lock =
-        File::create(&lock_path).with_context(|| format!("opening {}", lock_path.display()))?;
+    files::private_dir(data_dir)?;
+    let lock = files::private_file(&data_dir.join("LOCK"))?;
     // SAFETY: flock on an open descriptor; released when the File closes.
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(DaemonError::DataDirInUse(data_dir.to_owned()).into());
@@ -183,7 +190,7 @@ fn lock_data_dir(data_dir: &Path) -> Result<File> {
     Ok(lock)
 }
 
-fn bind_socket(socket: &Path) -> Result<UnixListener> {
+pub(crate) fn bind_socket(socket: &Path) -> Result<UnixListener> {
     if let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
@@ -282,12 +289,27 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
         .context("getting this manager's certificate")?,
     };
 
+    // A locked manager (autolock) waits here, serving only the unlock call.
+    let start = match &bootstrap {
+        Bootstrap::Init { autolock, .. } => Start::New {
+            autolock: *autolock,
+        },
+        Bootstrap::Join { .. } => Start::New { autolock: false },
+        Bootstrap::Restart => Start::Restart,
+    };
+    let keys = data_keys::prepare(&options.data_dir, start, options.socket.as_deref()).await?;
+    let cipher = Arc::new(Cipher::new(&keys.dek)?);
+
     let store = Store::new();
-    let log =
-        LogStore::open(&options.data_dir.join("raft-log.redb")).context("opening the Raft log")?;
-    let state_machine = StateMachine::open(&options.data_dir.join("state.redb"), store.clone())
-        .await
-        .context("opening the state machine")?;
+    let log = LogStore::open(&options.data_dir.join("raft-log.redb"), cipher.clone())
+        .context("opening the Raft log")?;
+    let state_machine = StateMachine::open(
+        &options.data_dir.join("state.redb"),
+        store.clone(),
+        cipher.clone(),
+    )
+    .await
+    .context("opening the state machine")?;
     let config = Arc::new(options.timing.config("shoal")?);
     let network = RaftNetwork::new(credentials.clone());
     let peer_health = network.health.clone();
@@ -321,6 +343,7 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
                 manager: manager.clone(),
             }))
             .add_service(DispatcherServer::new(dispatcher.clone()))
+            .add_service(LockServer::new(encryption::locked::NotLocked))
             .add_service(
                 MembershipServer::new(MembershipService {
                     manager: manager.clone(),
@@ -361,12 +384,20 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
     }
     tasks.spawn(lead_when_leader(manager.clone(), dispatcher));
     tasks.spawn(crate::certificates::keep_current(manager.clone()));
+    let init_unlock_key = keys.unlock.as_ref().map(UnlockKey::to_string);
+    tasks.spawn(encryption::rewrap::follow_cluster(
+        manager.store.clone(),
+        keys.file,
+        keys.dek.clone(),
+        keys.unlock.clone(),
+    ));
 
     let mut init_tokens = None;
     match bootstrap {
         Bootstrap::Init {
             default_addr_pool,
             subnet_size,
+            ..
         } => {
             let members =
                 BTreeMap::from([(identity.raft_id, BasicNode::new(identity.advertise.clone()))]);
@@ -379,7 +410,14 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
                 .context("no leader after initialising")?;
             let cluster = new_cluster.take().context("init without a new cluster")?;
             init_tokens = Some(
-                write_initial_state(&manager, cluster, default_addr_pool, subnet_size).await?,
+                write_initial_state(
+                    &manager,
+                    cluster,
+                    default_addr_pool,
+                    subnet_size,
+                    keys.unlock.as_ref(),
+                )
+                .await?,
             );
         }
         Bootstrap::Join { remote, .. } => {
@@ -387,11 +425,12 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
         }
         Bootstrap::Restart => {}
     }
-    std::fs::write(&identity_path, serde_json::to_vec_pretty(&identity)?)
-        .with_context(|| format!("writing {}", identity_path.display()))?;
+    files::write_private(&identity_path, &serde_json::to_vec_pretty(&identity)?)?;
+    let init_unlock_key = init_unlock_key.filter(|_| init_tokens.is_some());
     Ok(RunningManager {
         manager,
         init_tokens,
+        init_unlock_key,
         tasks,
         stop_serving,
         socket: options.socket.clone(),
@@ -451,6 +490,7 @@ async fn write_initial_state(
     new: NewCluster,
     pools: Vec<String>,
     subnet_size: u32,
+    unlock: Option<&UnlockKey>,
 ) -> Result<(String, String)> {
     let cluster_id = new.cluster_id;
     let pools = if pools.is_empty() {
@@ -471,12 +511,14 @@ async fn write_initial_state(
             default_addr_pool: pools,
             subnet_size,
             cert_expiry_ms: ca::DEFAULT_CERT_EXPIRY.as_millis() as i64,
+            autolock_managers: unlock.is_some(),
         }),
         root_ca_cert_pem: new.ca.cert_pem().to_owned(),
         root_ca_key_pem: new.ca.key_pem(),
         trust_pem: new.ca.cert_pem().to_owned(),
         worker_secret: shoal_api::token::new_secret(),
         manager_secret: shoal_api::token::new_secret(),
+        manager_unlock_key: unlock.map(|k| k.0.as_bytes().to_vec()).unwrap_or_default(),
         ..Default::default()
     };
     let (subnet, gateway) = ingress_subnet;

@@ -9,6 +9,7 @@ pub mod ca;
 pub mod certificates;
 pub mod daemon;
 pub mod dispatcher;
+pub mod encryption;
 pub mod limits;
 pub mod logs;
 pub mod manager;

@@ -36,6 +36,10 @@ enum Command {
         /// How often agents heartbeat; a node missing 3 periods is down.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         heartbeat_period: Duration,
+        /// Enable manager autolocking (requiring an unlock key to start a
+        /// stopped manager); the key is printed once.
+        #[arg(long)]
+        autolock: bool,
         /// Exit once the cluster is created and the tokens printed, instead
         /// of serving: `shoal-manager run` (the systemd unit) serves it then.
         #[arg(long)]
@@ -155,12 +159,14 @@ async fn main() -> Result<()> {
             default_addr_pool,
             subnet_size,
             heartbeat_period,
+            autolock,
             no_serve,
         } => (
             common.options(heartbeat_period, false)?,
             Bootstrap::Init {
                 default_addr_pool,
                 subnet_size,
+                autolock,
             },
             no_serve,
         ),
@@ -199,7 +205,15 @@ async fn main() -> Result<()> {
         ),
     };
     let data_dir = options.data_dir.clone();
-    let running = daemon::start(options, bootstrap).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    // A locked manager (autolock) waits in `start` for its key: a stop
+    // request must end that wait too.
+    let running = tokio::select! {
+        running = daemon::start(options, bootstrap) => running?,
+        _ = term.recv() => return Ok(()),
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+    };
     let advertise = running.addr().to_owned();
     if let Some((worker, manager)) = &running.init_tokens {
         println!("Cluster initialized: this manager ({advertise}) is its leader.\n");
@@ -209,6 +223,9 @@ async fn main() -> Result<()> {
         println!(
             "To add a manager, run on it:\n\n    shoal-manager join --token {manager} {advertise}\n"
         );
+    }
+    if let Some(key) = &running.init_unlock_key {
+        print!("{}", shoal_api::token::unlock_key_notice(key));
     }
     if no_serve {
         running.shutdown().await;
@@ -220,8 +237,6 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     tracing::info!(addr = %advertise, raft_id = running.manager.raft_id, "manager serving");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

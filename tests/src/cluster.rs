@@ -76,6 +76,8 @@ pub struct TestCluster {
     pub agents: Vec<TestAgent>,
     pub worker_token: String,
     pub manager_token: String,
+    /// The unlock key of a cluster started with autolock.
+    pub unlock_key: Option<String>,
 }
 
 fn free_port() -> Result<SocketAddr> {
@@ -91,6 +93,16 @@ impl TestCluster {
 
     /// As `start`, every manager enforcing `limits`.
     pub async fn start_with_limits(managers: usize, limits: Limits) -> Result<Self> {
+        Self::start_with(managers, limits, false).await
+    }
+
+    /// As `start`, initialised with `--autolock`; each manager has a control
+    /// socket in the cluster's directory (a locked one is unlocked there).
+    pub async fn start_autolocked(managers: usize) -> Result<Self> {
+        Self::start_with(managers, Limits::default(), true).await
+    }
+
+    async fn start_with(managers: usize, limits: Limits, autolock: bool) -> Result<Self> {
         // RUST_LOG=info shows what the managers and agents do.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -104,7 +116,7 @@ impl TestCluster {
                 data_dir: dir.path().join(format!("m{i}")),
                 listen,
                 advertise: listen.to_string(),
-                socket: None,
+                socket: autolock.then(|| dir.path().join(format!("m{i}.sock"))),
                 hostname: format!("manager{i}"),
                 timing: timing(),
                 settings: Settings {
@@ -118,11 +130,13 @@ impl TestCluster {
             Bootstrap::Init {
                 default_addr_pool: vec!["198.18.0.0/15".into()],
                 subnet_size: 24,
+                autolock,
             },
         )
         .await?;
         let (worker_token, manager_token) =
             first.init_tokens.clone().context("init gives tokens")?;
+        let unlock_key = first.init_unlock_key.clone();
         let remote = first.addr().to_owned();
         let mut running = vec![Some(first)];
         for o in &options[1..] {
@@ -143,7 +157,13 @@ impl TestCluster {
             agents: Vec::new(),
             worker_token,
             manager_token,
+            unlock_key,
         })
+    }
+
+    /// How manager `i` is started.
+    pub fn options(&self, i: usize) -> &Options {
+        &self.options[i]
     }
 
     pub fn manager_addrs(&self) -> Vec<String> {
@@ -327,6 +347,21 @@ impl TestCluster {
         }
         Ok(out)
     }
+}
+
+/// A channel to a manager's local control socket.
+pub async fn unix_channel(socket: &std::path::Path) -> Result<Channel> {
+    let socket = socket.to_owned();
+    Ok(tonic::transport::Endpoint::try_from("http://[::1]:1")?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await?)
 }
 
 pub fn is_running(task: &Task) -> bool {

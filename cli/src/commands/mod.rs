@@ -1,5 +1,6 @@
 //! One module per command group, as `docker` has them.
 
+pub mod cert;
 pub mod cluster;
 pub mod network;
 pub mod node;

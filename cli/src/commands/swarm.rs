@@ -1,13 +1,22 @@
-//! `shoal swarm update --cert-expiry`, `shoal swarm ca` and `shoal cert
-//! issue`: the cluster's certificates.
+//! `shoal swarm update|ca|unlock|unlock-key`: cluster-wide settings, the
+//! root CA and the autolock unlock key, with Docker's flags and words.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    io::{BufRead, IsTerminal, Write},
+    time::Duration,
+};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use shoal_api::pb::{Empty, IssueClientCertificateRequest, UpdateCertificatesRequest};
+use shoal_api::{
+    pb::{
+        Empty, UnlockRequest, UpdateCertificatesRequest, UpdateClusterRequest,
+        lock_client::LockClient,
+    },
+    token::unlock_key_notice,
+};
 
-use crate::client::{Client, status_error};
+use crate::client::{self, Client, status_error};
 
 #[derive(Subcommand)]
 pub enum SwarmCommand {
@@ -15,10 +24,32 @@ pub enum SwarmCommand {
     Update(UpdateArgs),
     /// Display and rotate the root CA.
     Ca(CaArgs),
+    /// Unlock swarm: give a manager restarted with autolock its unlock key.
+    ///
+    /// The key is read from the terminal (not echoed) or from stdin.
+    Unlock,
+    /// Manage the unlock key.
+    UnlockKey {
+        /// Only display token.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Rotate unlock key.
+        #[arg(long)]
+        rotate: bool,
+    },
 }
 
 #[derive(Args)]
 pub struct UpdateArgs {
+    /// Change manager autolocking setting (true|false).
+    #[arg(
+        long,
+        value_name = "true|false",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    autolock: Option<bool>,
     /// Validity period for node certificates (ns|us|ms|s|m|h).
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     cert_expiry: Option<Duration>,
@@ -37,46 +68,165 @@ pub struct CaArgs {
     quiet: bool,
 }
 
-#[derive(Subcommand)]
-pub enum CertCommand {
-    /// Issue a client certificate for using the control API over TCP.
-    ///
-    /// Writes ca.pem, cert.pem and key.pem (0600) to DIR; then
-    /// `SHOAL_HOST=tcp://MANAGER:2377 SHOAL_CERT_PATH=DIR shoal ...`. The key
-    /// is made here and never leaves this machine.
-    Issue(IssueArgs),
-}
-
-#[derive(Args)]
-pub struct IssueArgs {
-    /// What the certificate may do: admin (the control API).
-    #[arg(long, default_value = "admin")]
-    role: String,
-    /// Directory to write ca.pem, cert.pem and key.pem to.
-    #[arg(long, value_name = "DIR")]
-    out: PathBuf,
-    /// How long it is valid (default: the cluster's --cert-expiry).
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
-    expiry: Option<Duration>,
-}
-
-pub async fn run(client: &mut Client, command: SwarmCommand) -> Result<()> {
+/// `host` is the manager `client` talks to (`unlock` speaks another service).
+pub async fn run(
+    host: &str,
+    tls: &crate::tls::TlsArgs,
+    client: &mut Client,
+    command: SwarmCommand,
+) -> Result<()> {
     match command {
-        SwarmCommand::Update(args) => {
-            let Some(expiry) = args.cert_expiry else {
-                anyhow::bail!("nothing to update: give --cert-expiry");
-            };
-            client
-                .update_certificates(UpdateCertificatesRequest {
-                    cert_expiry_ms: expiry.as_millis() as i64,
-                    rotate_ca: false,
-                })
-                .await
-                .map_err(status_error)?;
-            println!("Swarm updated.");
-            Ok(())
-        }
+        SwarmCommand::Update(args) => update(client, args).await,
         SwarmCommand::Ca(args) => ca(client, args).await,
+        SwarmCommand::UnlockKey { quiet, rotate } => unlock_key(client, quiet, rotate).await,
+        SwarmCommand::Unlock => unlock(host, tls).await,
+    }
+}
+
+async fn update(client: &mut Client, args: UpdateArgs) -> Result<()> {
+    if args.autolock.is_none() && args.cert_expiry.is_none() {
+        bail!("nothing to update: give --autolock or --cert-expiry");
+    }
+    if let Some(expiry) = args.cert_expiry {
+        client
+            .update_certificates(UpdateCertificatesRequest {
+                cert_expiry_ms: expiry.as_millis() as i64,
+                rotate_ca: false,
+            })
+            .await
+            .map_err(status_error)?;
+        if args.autolock.is_none() {
+            println!("Swarm updated.");
+            return Ok(());
+        }
+    }
+    let before = client
+        .get_cluster(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let after = client
+        .update_cluster(UpdateClusterRequest {
+            autolock_managers: args.autolock,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("Swarm updated.");
+    if after.autolock_managers && !before.autolock_managers {
+        let key = client
+            .get_unlock_key(Empty {})
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .unlock_key;
+        print!("{}", unlock_key_notice(&key));
+    }
+    Ok(())
+}
+
+async fn unlock_key(client: &mut Client, quiet: bool, rotate: bool) -> Result<()> {
+    if rotate {
+        client
+            .rotate_unlock_key(Empty {})
+            .await
+            .map_err(status_error)?;
+        if !quiet {
+            println!("Successfully rotated manager unlock key.\n");
+        }
+    }
+    let key = client
+        .get_unlock_key(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .unlock_key;
+    if quiet {
+        println!("{key}");
+    } else {
+        print!("{}", unlock_key_notice(&key));
+    }
+    Ok(())
+}
+
+/// `shoal swarm unlock`: asks first whether the manager is locked (an empty
+/// key is refused as malformed by a locked one, "not locked" by the
+/// others), then for the key.
+pub async fn unlock(host: &str, tls: &crate::tls::TlsArgs) -> Result<()> {
+    let mut lock = LockClient::new(client::channel(host, tls).await?);
+    let probe = lock
+        .unlock(UnlockRequest {
+            unlock_key: String::new(),
+        })
+        .await;
+    match probe {
+        Err(status) if status.code() == tonic::Code::InvalidArgument => {}
+        Err(status) => return Err(status_error(status)),
+        Ok(_) => bail!("the manager accepted an empty unlock key"),
+    }
+    let key = read_key("Enter unlock key: ")?;
+    if key.is_empty() {
+        bail!("no unlock key given");
+    }
+    lock.unlock(UnlockRequest { unlock_key: key })
+        .await
+        .map_err(status_error)?;
+    Ok(())
+}
+
+/// A line from stdin; from a terminal with the prompt shown and echo off.
+fn read_key(prompt: &str) -> Result<String> {
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    if stdin.is_terminal() {
+        print!("{prompt}");
+        std::io::stdout().flush()?;
+        let saved = rustix::termios::tcgetattr(&stdin).context("reading the terminal's mode")?;
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &quiet)
+            .context("turning the terminal's echo off")?;
+        let read = stdin.lock().read_line(&mut line);
+        let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &saved);
+        println!();
+        read.context("reading the unlock key")?;
+    } else {
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .context("reading the unlock key from stdin")?;
+    }
+    Ok(line.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        swarm: SwarmCommand,
+    }
+
+    fn autolock(args: &[&str]) -> Result<Option<bool>, clap::Error> {
+        let cli = Cli::try_parse_from([&["swarm", "update"], args].concat())?;
+        let SwarmCommand::Update(update) = cli.swarm else {
+            panic!("parsed as update");
+        };
+        Ok(update.autolock)
+    }
+
+    #[test]
+    fn autolock_takes_docker_forms() {
+        assert_eq!(autolock(&[]).unwrap(), None);
+        assert_eq!(autolock(&["--autolock"]).unwrap(), Some(true));
+        assert_eq!(autolock(&["--autolock=true"]).unwrap(), Some(true));
+        assert_eq!(autolock(&["--autolock=false"]).unwrap(), Some(false));
+        let error = autolock(&["--autolock=maybe"]).unwrap_err().to_string();
+        assert!(error.contains("maybe"), "{error}");
     }
 }
 
@@ -115,30 +265,4 @@ async fn ca(client: &mut Client, args: CaArgs) -> Result<()> {
         .into_inner();
     println!("{}", info.root_ca_pem);
     Ok(())
-}
-
-pub async fn cert(client: &mut Client, command: CertCommand) -> Result<()> {
-    match command {
-        CertCommand::Issue(args) => {
-            let key = shoal_pki::KeyAndCsr::generate()?;
-            let issued = client
-                .issue_client_certificate(IssueClientCertificateRequest {
-                    role: args.role.clone(),
-                    csr_der: key.csr_der,
-                    expiry_ms: args.expiry.map(|d| d.as_millis() as i64).unwrap_or(0),
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            crate::tls::write_dir(&args.out, &issued.trust_pem, &issued.chain_pem, &key.key_pem)
-                .with_context(|| format!("writing the certificate to {}", args.out.display()))?;
-            println!(
-                "Issued {} certificate {} in {} (ca.pem, cert.pem, key.pem)",
-                args.role,
-                issued.node_id,
-                args.out.display()
-            );
-            Ok(())
-        }
-    }
 }

@@ -8,12 +8,13 @@ use shoal_api::pb::{
     ClusterInfo, Config, ConfigList, ConfigSpec, Empty, IdRequest, Kind, Meta, Network,
     NetworkList, NetworkSpec, NodeList, NodeRole, NodeState, PublishMode, RemoveNodeRequest,
     RotateJoinTokenRequest, Secret, SecretList, SecretSpec, Service, ServiceList, ServiceMode,
-    ServiceSpec, ServiceSummary, TaskList, TaskState, UpdateConfigRequest, UpdateNodeRequest,
-    UpdateSecretRequest, UpdateServiceRequest, VersionResponse, control_server::Control,
+    ServiceSpec, ServiceSummary, TaskList, TaskState, UnlockKeyResponse, UpdateClusterRequest,
+    UpdateConfigRequest, UpdateNodeRequest, UpdateSecretRequest, UpdateServiceRequest,
+    VersionResponse, control_server::Control,
 };
 use tonic::{Request, Response, Status};
 
-use super::forward;
+use super::{autolock, forward};
 use crate::{
     allocator::{self, Ipam, ipam::holds_addresses},
     ca,
@@ -72,6 +73,7 @@ impl ControlService {
             ca_rotation_in_progress: !cluster.cross_signed_pem.is_empty(),
             nodes_on_old_ca: crate::certificates::nodes_on_old_roots(state),
             root_ca_pem: cluster.root_ca_cert_pem.clone(),
+            autolock_managers: spec.autolock_managers,
         })
     }
 }
@@ -1069,6 +1071,38 @@ impl Control for ControlService {
         Ok(Response::new(NetworkList {
             networks: state.networks.values().cloned().collect(),
         }))
+    }
+
+    // --- Encryption at rest and autolock (see api::autolock) ---
+
+    async fn update_cluster(
+        &self,
+        request: Request<UpdateClusterRequest>,
+    ) -> Result<Response<ClusterInfo>, Status> {
+        forward!(self, update_cluster, request);
+        autolock::update_cluster(&self.manager, request.get_ref()).await?;
+        let state = self.manager.store.read().await;
+        Ok(Response::new(self.cluster_info(&state)?))
+    }
+
+    async fn get_unlock_key(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<UnlockKeyResponse>, Status> {
+        forward!(self, get_unlock_key, request);
+        Ok(Response::new(
+            autolock::get_unlock_key(&self.manager).await?,
+        ))
+    }
+
+    async fn rotate_unlock_key(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<UnlockKeyResponse>, Status> {
+        forward!(self, rotate_unlock_key, request);
+        Ok(Response::new(
+            autolock::rotate_unlock_key(&self.manager).await?,
+        ))
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod authz;
 pub mod ca_service;
 mod certificates;
+pub mod autolock;
 pub mod control;
 mod forward;
 pub mod membership;

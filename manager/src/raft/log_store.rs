@@ -9,6 +9,10 @@
 //! tells openraft, through each append's callback, that it is flushed.
 //! Truncate, purge and the vote go through the same queue, so the file sees
 //! every operation in openraft's order.
+//!
+//! Entries are sealed with this manager's data key before they are queued
+//! (`crate::encryption`): the file never holds a plaintext entry. The vote,
+//! committed and purged ids carry no object data and stay as they are.
 
 use std::{
     collections::BTreeMap,
@@ -26,6 +30,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use tokio::sync::oneshot;
 
 use super::{RaftId, TypeConfig, io_err};
+use crate::encryption::{Cipher, files};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -50,6 +55,7 @@ enum Op {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    cipher: Arc<Cipher>,
     writer: mpsc::Sender<Op>,
     /// Entries queued but not yet committed, by index.
     pending: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>,
@@ -60,7 +66,10 @@ fn anyhow_io(e: anyhow::Error) -> openraft::AnyError {
 }
 
 impl LogStore {
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    /// Opens (or creates, `0600`) the log at `path`, its entries sealed
+    /// with `cipher`.
+    pub fn open(path: &Path, cipher: Arc<Cipher>) -> anyhow::Result<Self> {
+        files::private_file(path)?;
         let db = Arc::new(Database::create(path)?);
         let txn = db.begin_write()?;
         txn.open_table(LOG)?;
@@ -74,9 +83,26 @@ impl LogStore {
             .spawn(move || write_loop(&thread_db, &thread_pending, ops))?;
         Ok(Self {
             db,
+            cipher,
             writer,
             pending,
         })
+    }
+
+    fn seal_entry(&self, entry: &Entry<TypeConfig>) -> anyhow::Result<Vec<u8>> {
+        let json = serde_json::to_vec(entry)?;
+        Ok(self
+            .cipher
+            .seal(entry_context(entry.log_id.index).as_bytes(), &json)?)
+    }
+
+    fn open_entry(&self, index: u64, sealed: &[u8]) -> anyhow::Result<Entry<TypeConfig>> {
+        let json = self.cipher.open(
+            entry_context(index).as_bytes(),
+            sealed,
+            &format!("Raft log entry {index}"),
+        )?;
+        Ok(serde_json::from_slice(&json)?)
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry<TypeConfig>>> {
@@ -104,6 +130,11 @@ impl LogStore {
         rx.await
             .map_err(|_| anyhow::anyhow!("the log writer has stopped"))?
     }
+}
+
+/// What an entry's seal is bound to: its place in the log.
+fn entry_context(index: u64) -> String {
+    format!("raft-log/{index}")
 }
 
 /// The writer thread: commits whatever is queued, in order, one fsync per
@@ -194,7 +225,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             let mut entries = BTreeMap::new();
             for item in table.range(range.clone())? {
                 let (index, value) = item?;
-                entries.insert(index.value(), serde_json::from_slice(value.value())?);
+                let index = index.value();
+                entries.insert(index, self.open_entry(index, value.value())?);
             }
             Ok(entries)
         };
@@ -234,10 +266,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(LOG)?;
             Ok(match table.last()? {
-                Some((_, value)) => {
-                    let entry: Entry<TypeConfig> = serde_json::from_slice(value.value())?;
-                    Some(entry.log_id)
-                }
+                Some((index, value)) => Some(self.open_entry(index.value(), value.value())?.log_id),
                 None => None,
             })
         };
@@ -291,8 +320,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut pending = self.pending();
             for entry in entries {
-                let bytes = serde_json::to_vec(&entry)
-                    .map_err(|e| StorageIOError::write_logs(io_err(&e)))?;
+                let bytes = self
+                    .seal_entry(&entry)
+                    .map_err(|e| StorageIOError::write_logs(anyhow_io(e)))?;
                 encoded.push((entry.log_id, bytes));
                 pending.insert(entry.log_id.index, entry);
             }

@@ -10,6 +10,11 @@
 //! durably (a durable redb commit makes every earlier commit durable), so the
 //! state file never falls behind the last snapshot, behind which the log is
 //! purged.
+//!
+//! Every object and the snapshot body are sealed with this manager's data
+//! key (`crate::encryption`) on their way to the file, bound to their key
+//! (an object) or to the snapshot's id; the file holds no plaintext object.
+//! Snapshots leave here (to openraft, to followers) in plaintext.
 
 use std::{collections::BTreeMap, io::Cursor, path::Path, sync::Arc};
 
@@ -22,7 +27,10 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use shoal_api::pb::{Kind, Object};
 
 use super::{ApplyResult, RaftId, TypeConfig};
-use crate::store::{Change, State, Store, StoreEvent, state::object_key};
+use crate::{
+    encryption::{Cipher, files},
+    store::{Change, State, Store, StoreEvent, state::object_key},
+};
 
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -64,13 +72,43 @@ struct Unwritten {
 #[derive(Clone)]
 pub struct StateMachine {
     db: Arc<Database>,
+    cipher: Arc<Cipher>,
     store: Store,
     progress: Arc<std::sync::Mutex<Progress>>,
     unwritten: Arc<std::sync::Mutex<Unwritten>>,
 }
 
+/// What an object's seal is bound to: its key in the state file.
+fn object_context(key: &str) -> String {
+    format!("state/{key}")
+}
+
+/// What a snapshot body's seal is bound to.
+const SNAPSHOT_CONTEXT: &[u8] = b"snapshot";
+
+fn seal_object(cipher: &Cipher, key: &str, plaintext: &[u8]) -> anyhow::Result<Vec<u8>> {
+    Ok(cipher.seal(object_context(key).as_bytes(), plaintext)?)
+}
+
+fn open_object(cipher: &Cipher, key: &str, sealed: &[u8]) -> anyhow::Result<Object> {
+    let bytes = cipher.open(
+        object_context(key).as_bytes(),
+        sealed,
+        &format!("state object {key}"),
+    )?;
+    Ok(Object::decode(bytes.as_slice())?)
+}
+
+fn open_snapshot(cipher: &Cipher, sealed: &[u8]) -> anyhow::Result<Vec<u8>> {
+    Ok(cipher.open(SNAPSHOT_CONTEXT, sealed, "the snapshot")?)
+}
+
 /// Writes what is unwritten; a no-op when nothing is.
-fn flush(db: &Database, unwritten: &std::sync::Mutex<Unwritten>) -> anyhow::Result<()> {
+fn flush(
+    db: &Database,
+    cipher: &Cipher,
+    unwritten: &std::sync::Mutex<Unwritten>,
+) -> anyhow::Result<()> {
     let taken = std::mem::take(&mut *unwritten.lock().unwrap_or_else(|e| e.into_inner()));
     let Some(progress) = taken.progress else {
         return Ok(());
@@ -81,7 +119,9 @@ fn flush(db: &Database, unwritten: &std::sync::Mutex<Unwritten>) -> anyhow::Resu
         let mut objects = txn.open_table(OBJECTS)?;
         for (key, value) in &taken.objects {
             match value {
-                Some(bytes) => drop(objects.insert(key.as_str(), bytes.as_slice())?),
+                Some(bytes) => drop(
+                    objects.insert(key.as_str(), seal_object(cipher, key, bytes)?.as_slice())?,
+                ),
                 None => drop(objects.remove(key.as_str())?),
             }
         }
@@ -105,8 +145,10 @@ fn fail(e: impl std::fmt::Display) -> openraft::AnyError {
 }
 
 impl StateMachine {
-    /// Opens the state file and loads every object into `store`.
-    pub async fn open(path: &Path, store: Store) -> anyhow::Result<Self> {
+    /// Opens the state file (or creates it, `0600`), its values sealed with
+    /// `cipher`, and loads every object into `store`.
+    pub async fn open(path: &Path, store: Store, cipher: Arc<Cipher>) -> anyhow::Result<Self> {
+        files::private_file(path)?;
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
         txn.open_table(OBJECTS)?;
@@ -116,8 +158,8 @@ impl StateMachine {
         let (applied, membership): (Option<LogId<RaftId>>, Membership) = {
             let txn = db.begin_read()?;
             for item in txn.open_table(OBJECTS)?.iter()? {
-                let (_, value) = item?;
-                state.put(Object::decode(value.value())?);
+                let (key, value) = item?;
+                state.put(open_object(&cipher, key.value(), value.value())?);
             }
             let meta = txn.open_table(META)?;
             let applied = match meta.get(APPLIED)? {
@@ -145,7 +187,8 @@ impl StateMachine {
                 if snapshot.last_log_id > progress.applied {
                     tracing::warn!("state file behind its snapshot: loading the snapshot");
                     state = State::default();
-                    for object in SnapshotBody::decode(data.value())?.objects {
+                    let body = open_snapshot(&cipher, data.value())?;
+                    for object in SnapshotBody::decode(body.as_slice())?.objects {
                         state.put(object);
                     }
                     progress = Progress {
@@ -161,6 +204,7 @@ impl StateMachine {
         let unwritten: Arc<std::sync::Mutex<Unwritten>> = Arc::default();
         // Flushes in the background; ends when the state machine is gone.
         let (weak_db, weak_unwritten) = (Arc::downgrade(&db), Arc::downgrade(&unwritten));
+        let flush_cipher = cipher.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(FLUSH_INTERVAL).await;
@@ -168,7 +212,9 @@ impl StateMachine {
                 else {
                     return;
                 };
-                let result = tokio::task::spawn_blocking(move || flush(&db, &unwritten)).await;
+                let cipher = flush_cipher.clone();
+                let result =
+                    tokio::task::spawn_blocking(move || flush(&db, &cipher, &unwritten)).await;
                 if let Ok(Err(error)) = result {
                     tracing::error!(error = %format!("{error:#}"), "writing the state file");
                 }
@@ -176,6 +222,7 @@ impl StateMachine {
         });
         Ok(Self {
             db,
+            cipher,
             store,
             progress: Arc::new(std::sync::Mutex::new(progress)),
             unwritten,
@@ -222,7 +269,7 @@ impl StateMachine {
         };
         Ok(Some(Snapshot {
             meta: serde_json::from_slice(meta.value())?,
-            snapshot: Box::new(Cursor::new(data.value().to_vec())),
+            snapshot: Box::new(Cursor::new(open_snapshot(&self.cipher, data.value())?)),
         }))
     }
 
@@ -231,11 +278,12 @@ impl StateMachine {
         meta: &SnapshotMeta<RaftId, openraft::BasicNode>,
         data: &[u8],
     ) -> anyhow::Result<()> {
+        let sealed = self.cipher.seal(SNAPSHOT_CONTEXT, data)?;
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(META)?;
             table.insert(SNAPSHOT_META, serde_json::to_vec(meta)?.as_slice())?;
-            table.insert(SNAPSHOT_DATA, data)?;
+            table.insert(SNAPSHOT_DATA, sealed.as_slice())?;
         }
         txn.commit()?; // durable: see the module comment
         Ok(())
@@ -250,7 +298,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             (SnapshotBody { objects }, self.progress())
         };
         // The state file must not trail the snapshot (see the module comment).
-        flush(&self.db, &self.unwritten)
+        flush(&self.db, &self.cipher, &self.unwritten)
             .map_err(|e| StorageIOError::write_state_machine(fail(e)))?;
         let data = body.encode_to_vec();
         let last = progress.applied;
@@ -366,8 +414,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 objects.retain(|_, _| false)?;
                 for object in state.objects() {
                     if let Some((kind, id)) = object_key(&object) {
-                        objects
-                            .insert(key(kind, &id).as_str(), object.encode_to_vec().as_slice())?;
+                        let key = key(kind, &id);
+                        let sealed = seal_object(&self.cipher, &key, &object.encode_to_vec())?;
+                        objects.insert(key.as_str(), sealed.as_slice())?;
                     }
                 }
                 let mut table = txn.open_table(META)?;
@@ -377,7 +426,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     serde_json::to_vec(&progress.membership)?.as_slice(),
                 )?;
                 table.insert(SNAPSHOT_META, serde_json::to_vec(meta)?.as_slice())?;
-                table.insert(SNAPSHOT_DATA, data.as_slice())?;
+                let sealed = self.cipher.seal(SNAPSHOT_CONTEXT, &data)?;
+                table.insert(SNAPSHOT_DATA, sealed.as_slice())?;
             }
             txn.commit()?;
             Ok(())
