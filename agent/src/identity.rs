@@ -63,7 +63,10 @@ const RETRY: Duration = Duration::from_secs(5);
 /// of its life, or at once when the cluster's CA rotated, through the
 /// manager the session talks to (or any it knows), until the task is
 /// dropped. Trusts the roots the cluster says it trusts.
-pub async fn keep_renewed(credentials: Arc<Credentials>, mut session: watch::Receiver<SessionState>) {
+pub async fn keep_renewed(
+    credentials: Arc<Credentials>,
+    mut session: watch::Receiver<SessionState>,
+) {
     let jitter = join::jitter();
     loop {
         let (trust, root) = {

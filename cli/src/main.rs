@@ -11,13 +11,13 @@ mod tls;
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use commands::{
+    cert::CertCommand,
     cluster::JoinToken,
     network::NetworkCommand,
     node::NodeCommand,
     objects::{self, ObjectCommand},
     service::ServiceCommand,
     stack::StackCommand,
-    cert::CertCommand,
     swarm::SwarmCommand,
 };
 

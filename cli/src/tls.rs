@@ -37,9 +37,8 @@ impl TlsArgs {
     /// The dialer for a TCP host: the client certificate and the CA.
     pub fn dialer(&self) -> Result<Dialer> {
         let dir = self.dir();
-        let pick = |given: &Option<PathBuf>, name: &str| {
-            given.clone().unwrap_or_else(|| dir.join(name))
-        };
+        let pick =
+            |given: &Option<PathBuf>, name: &str| given.clone().unwrap_or_else(|| dir.join(name));
         let (ca, cert, key) = (
             pick(&self.tlscacert, "ca.pem"),
             pick(&self.tlscert, "cert.pem"),
@@ -53,8 +52,10 @@ impl TlsArgs {
                 )
             })
         };
-        Ok(Dialer::with_certificate(&read(&cert)?, &read(&key)?, &read(&ca)?)
-            .context("the client certificate")?)
+        Ok(
+            Dialer::with_certificate(&read(&cert)?, &read(&key)?, &read(&ca)?)
+                .context("the client certificate")?,
+        )
     }
 }
 

@@ -55,7 +55,12 @@ pub fn cluster_id(cluster: &Cluster) -> &str {
 
 /// A certificate for `node_id` as `role`, for the key of `csr_der`: its
 /// chain (PEM).
-pub fn issue(cluster: &Cluster, csr_der: &[u8], node_id: &str, role: Role) -> anyhow::Result<String> {
+pub fn issue(
+    cluster: &Cluster,
+    csr_der: &[u8],
+    node_id: &str,
+    role: Role,
+) -> anyhow::Result<String> {
     Ok(authority(cluster)?.issue(
         csr_der,
         &NodeRequest {

@@ -44,7 +44,10 @@ pub fn rotate(cluster: &Cluster) -> anyhow::Result<Cluster> {
     Ok(next)
 }
 
-/// Ready nodes whose certificate the current root did not issue.
+/// Nodes still on an old root: ready nodes whose agent's certificate the
+/// current root did not issue, and every manager whose own certificate it
+/// did not issue (up or down: a manager down during the rotation must still
+/// reach the others when it returns, to renew).
 pub fn nodes_on_old_roots(state: &crate::store::State) -> u64 {
     let Some(cluster) = &state.cluster else {
         return 0;
@@ -53,9 +56,46 @@ pub fn nodes_on_old_roots(state: &crate::store::State) -> u64 {
     state
         .nodes
         .values()
-        .filter(|n| n.status.as_ref().map(|s| s.state()) == Some(NodeState::Ready))
-        .filter(|n| n.cert_issuer != root)
+        .filter(|n| {
+            let ready = n.status.as_ref().map(|s| s.state()) == Some(NodeState::Ready);
+            let agent_old = ready && n.cert_issuer != root;
+            let manager_old = n
+                .manager_status
+                .as_ref()
+                .is_some_and(|m| m.cert_issuer != root);
+            agent_old || manager_old
+        })
         .count() as u64
+}
+
+/// Records the root that issued this manager's own certificate.
+async fn record_manager_issuer(manager: &Manager, issuer: &str) -> Result<(), Status> {
+    let raft_id = manager.raft_id;
+    manager
+        .update(|state| -> Result<_, Status> {
+            let Some(mut node) = state
+                .nodes
+                .values()
+                .find(|n| {
+                    n.manager_status
+                        .as_ref()
+                        .is_some_and(|m| m.raft_id == raft_id)
+                })
+                .cloned()
+            else {
+                return Ok(None);
+            };
+            let status = node.manager_status.get_or_insert_with(Default::default);
+            if status.cert_issuer == issuer {
+                return Ok(None);
+            }
+            status.cert_issuer = issuer.to_owned();
+            let mut batch = Batch::default();
+            batch.put_node(node);
+            Ok(Some((batch, ())))
+        })
+        .await?;
+    Ok(())
 }
 
 /// Records that `node_id` now holds a certificate of `issuer`.
@@ -85,7 +125,10 @@ async fn renew_own(manager: &Manager) -> anyhow::Result<()> {
     let key = KeyAndCsr::generate()?;
     let (chain_pem, trust_pem) = {
         let state = manager.store.read().await;
-        let cluster = state.cluster.as_ref().ok_or_else(|| anyhow::anyhow!("no cluster state yet"))?;
+        let cluster = state
+            .cluster
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no cluster state yet"))?;
         (
             ca::issue(cluster, &key.csr_der, &identity.node_id, Role::Manager)?,
             ca::trust_pem(cluster),
@@ -128,8 +171,25 @@ pub async fn keep_current(manager: Arc<Manager>) {
                     continue;
                 }
             }
+            // Tell the cluster which root this manager is on (once it is
+            // in the store and a leader takes writes).
+            let issuer = manager.credentials.identity().issuer;
+            let recorded = {
+                let state = manager.store.read().await;
+                state.nodes.values().any(|n| {
+                    n.manager_status
+                        .as_ref()
+                        .is_some_and(|m| m.raft_id == manager.raft_id && m.cert_issuer == issuer)
+                })
+            };
+            if !recorded && manager.leader_id().is_some() {
+                if let Err(status) = record_manager_issuer(&manager, &issuer).await {
+                    tracing::debug!(error = %status.message(), "recording this manager's certificate issuer");
+                }
+            }
         }
-        let wait = join::until_renewal(&manager.credentials, jitter).max(Duration::from_millis(100));
+        let wait =
+            join::until_renewal(&manager.credentials, jitter).max(Duration::from_millis(100));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             changed = applied.changed() => if changed.is_err() { return },

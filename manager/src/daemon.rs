@@ -18,10 +18,12 @@ use serde::{Deserialize, Serialize};
 use shoal_api::pb::{
     Cluster, ClusterSpec, JoinManagerRequest, Meta, Network, NetworkSpec, NodeRole,
     ca_server::CaServer, control_server::ControlServer, dispatcher_server::DispatcherServer,
-    lock_server::LockServer,
-    membership_client::MembershipClient, membership_server::MembershipServer,
+    lock_server::LockServer, membership_client::MembershipClient,
+    membership_server::MembershipServer,
 };
-use shoal_pki::{CertificateAuthority, Credentials, NodeRequest, Role, credentials::CredentialFiles};
+use shoal_pki::{
+    CertificateAuthority, Credentials, NodeRequest, Role, credentials::CredentialFiles,
+};
 use tokio::{net::UnixListener, task::JoinSet};
 use tokio_stream::wrappers::UnixListenerStream;
 
@@ -43,10 +45,7 @@ use crate::{
     manager::{Manager, Settings},
     orchestrator,
     raft::{
-        Timing,
-        log_store::LogStore,
-        network::Network as RaftNetwork,
-        state_machine::StateMachine,
+        Timing, log_store::LogStore, network::Network as RaftNetwork, state_machine::StateMachine,
     },
     scheduler,
     store::{Batch, Store},
@@ -357,8 +356,10 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
     // Nothing is served in plaintext on TCP: every connection is TLS 1.3
     // with this manager's certificate (with Nagle off: Raft and the APIs
     // send small messages and wait for the answer).
-    let incoming =
-        shoal_pki::transport::incoming(tcp, shoal_pki::transport::server_config(credentials.clone())?);
+    let incoming = shoal_pki::transport::incoming(
+        tcp,
+        shoal_pki::transport::server_config(credentials.clone())?,
+    );
     let (stop_serving, tcp_stop) = tokio::sync::watch::channel(false);
     let unix_stop = tcp_stop.clone();
     let server = router();

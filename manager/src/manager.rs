@@ -357,7 +357,9 @@ impl Manager {
                     addr: node.addr.clone(),
                     message,
                 };
-                let channel = self.channel(&node.addr).map_err(|e| forward(e.to_string()))?;
+                let channel = self
+                    .channel(&node.addr)
+                    .map_err(|e| forward(e.to_string()))?;
                 let mut request = tonic::Request::new(batch.clone());
                 request
                     .set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));

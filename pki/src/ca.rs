@@ -10,8 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::CertificateSigningRequestDer;
 
@@ -111,10 +110,9 @@ impl CertificateAuthority {
     /// Signs the public key of a node's CSR; returns the certificate chain
     /// (PEM, leaf first).
     pub fn issue(&self, csr_der: &[u8], request: &NodeRequest) -> Result<String> {
-        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(
-            csr_der,
-        ))
-        .map_err(PkiError::rcgen("reading the certificate signing request"))?;
+        let csr =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+                .map_err(PkiError::rcgen("reading the certificate signing request"))?;
         let cert = node_params(request)?
             .signed_by(&csr.public_key, &self.issuer()?)
             .map_err(PkiError::rcgen("signing the node certificate"))?;
@@ -144,7 +142,9 @@ impl CertificateAuthority {
             .map_err(|e| PkiError::Invalid(format!("new root CA: {e}")))?;
         let subject = parsed.subject();
         let first = |attr: Option<&x509_parser::x509::AttributeTypeAndValue>| {
-            attr.and_then(|a| a.as_str().ok()).unwrap_or_default().to_owned()
+            attr.and_then(|a| a.as_str().ok())
+                .unwrap_or_default()
+                .to_owned()
         };
         let cn = first(subject.iter_common_name().next());
         let org = first(subject.iter_organization().next());
@@ -152,9 +152,14 @@ impl CertificateAuthority {
         let time = |t: x509_parser::time::ASN1Time| {
             SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64)
         };
-        let cert = root_params(&cn, &org, time(validity.not_before), time(validity.not_after))
-            .signed_by(&next.key, &self.issuer()?)
-            .map_err(PkiError::rcgen("cross-signing the new root CA"))?;
+        let cert = root_params(
+            &cn,
+            &org,
+            time(validity.not_before),
+            time(validity.not_after),
+        )
+        .signed_by(&next.key, &self.issuer()?)
+        .map_err(PkiError::rcgen("cross-signing the new root CA"))?;
         Ok(cert.pem())
     }
 }

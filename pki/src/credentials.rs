@@ -112,9 +112,8 @@ impl Credentials {
             key_pem: read(KEY_FILE)?,
             roots_pem: read(ROOTS_FILE)?,
         };
-        let current = build(files).map_err(|e| {
-            PkiError::Invalid(format!("the credentials in {}: {e}", dir.display()))
-        })?;
+        let current = build(files)
+            .map_err(|e| PkiError::Invalid(format!("the credentials in {}: {e}", dir.display())))?;
         Ok(Some(Arc::new(Self {
             current: RwLock::new(Arc::new(current)),
             dir: Some(dir.to_owned()),
@@ -169,8 +168,8 @@ impl Credentials {
 fn build(files: CredentialFiles) -> Result<Current> {
     let chain = crate::certs_from_pem(&files.chain_pem)?;
     let identity = Identity::of_der(&chain[0])?;
-    let key_der = pem::parse(&files.key_pem)
-        .map_err(|e| PkiError::Invalid(format!("node key PEM: {e}")))?;
+    let key_der =
+        pem::parse(&files.key_pem).map_err(|e| PkiError::Invalid(format!("node key PEM: {e}")))?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der.into_contents()));
     let provider = transport::provider();
     let certified = Arc::new(
@@ -185,10 +184,7 @@ fn build(files: CredentialFiles) -> Result<Current> {
             .allow_unauthenticated()
             .build()
             .map_err(|e| PkiError::Invalid(format!("client verifier: {e}")))?;
-    let client_config = Arc::new(transport::client_config(
-        roots.clone(),
-        Some((chain, key)),
-    )?);
+    let client_config = Arc::new(transport::client_config(roots.clone(), Some((chain, key)))?);
     Ok(Current {
         files,
         identity,
@@ -298,12 +294,14 @@ mod tests {
             assert_eq!(mode(&certs.join(f)), 0o600, "{f}");
         }
         let watch = creds.watch();
-        creds
-            .replace(files_for(&ca, "n1", Role::Manager))
-            .unwrap();
+        creds.replace(files_for(&ca, "n1", Role::Manager)).unwrap();
         assert!(watch.has_changed().unwrap());
         let again = Credentials::load(&certs).unwrap().unwrap();
         assert_eq!(again.identity().role, Role::Manager);
-        assert!(Credentials::load(&dir.path().join("none")).unwrap().is_none());
+        assert!(
+            Credentials::load(&dir.path().join("none"))
+                .unwrap()
+                .is_none()
+        );
     }
 }

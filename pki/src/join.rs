@@ -13,7 +13,10 @@
 use std::{path::Path, sync::Arc, time::Duration};
 
 use shoal_api::{
-    pb::{IssueNodeCertificateRequest, NodeCertificate, RenewNodeCertificateRequest, RootCaRequest, ca_client::CaClient},
+    pb::{
+        IssueNodeCertificateRequest, NodeCertificate, RenewNodeCertificateRequest, RootCaRequest,
+        ca_client::CaClient,
+    },
     token::{JoinToken, ca_digest},
 };
 
@@ -74,7 +77,11 @@ pub async fn join(
     }
     // From here on the manager must prove it holds a manager certificate of
     // that CA.
-    let trusted = if root.trust_pem.is_empty() { &root.cert_pem } else { &root.trust_pem };
+    let trusted = if root.trust_pem.is_empty() {
+        &root.cert_pem
+    } else {
+        &root.trust_pem
+    };
     let key = KeyAndCsr::generate()?;
     // From the advertised address: the manager matches it with the address
     // the request comes from before giving a manager host's node away.
@@ -144,7 +151,10 @@ where
 
 /// Asks the manager at `addr` to renew `credentials` and puts the new
 /// certificate in place.
-pub async fn renew_through(addr: &str, credentials: &Arc<Credentials>) -> Result<(), tonic::Status> {
+pub async fn renew_through(
+    addr: &str,
+    credentials: &Arc<Credentials>,
+) -> Result<(), tonic::Status> {
     let key = KeyAndCsr::generate().map_err(|e| tonic::Status::internal(e.to_string()))?;
     let channel = transport::channel(addr, Dialer::Node(credentials.clone()))
         .await

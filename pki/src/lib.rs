@@ -68,11 +68,9 @@ pub type Result<T, E = PkiError> = std::result::Result<T, E>;
 pub const MANAGER_SERVER_NAME: &str = "shoal-manager";
 
 /// The certificates in a PEM text, in order.
-pub fn certs_from_pem(
-    text: &str,
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
-    let blocks = pem::parse_many(text)
-        .map_err(|e| PkiError::Invalid(format!("certificate PEM: {e}")))?;
+pub fn certs_from_pem(text: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    let blocks =
+        pem::parse_many(text).map_err(|e| PkiError::Invalid(format!("certificate PEM: {e}")))?;
     let certs: Vec<_> = blocks
         .into_iter()
         .filter(|p| p.tag() == "CERTIFICATE")

@@ -210,8 +210,8 @@ impl Dialer {
     pub fn with_certificate(chain_pem: &str, key_pem: &str, roots_pem: &str) -> Result<Self> {
         let roots = Arc::new(crate::credentials::root_store(roots_pem)?);
         let chain = crate::certs_from_pem(chain_pem)?;
-        let key = pem::parse(key_pem)
-            .map_err(|e| PkiError::Invalid(format!("client key PEM: {e}")))?;
+        let key =
+            pem::parse(key_pem).map_err(|e| PkiError::Invalid(format!("client key PEM: {e}")))?;
         let key = PrivateKeyDer::try_from(key.into_contents())
             .map_err(|e| PkiError::Invalid(format!("client key: {e}")))?;
         Ok(Self::Fixed(Arc::new(client_config(
@@ -238,7 +238,10 @@ impl Dialer {
     }
 
     /// Opens a TLS connection to `addr` (host:port).
-    pub async fn connect(&self, addr: &str) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    pub async fn connect(
+        &self,
+        addr: &str,
+    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         self.connect_from(addr, None).await
     }
 
@@ -285,7 +288,10 @@ pub fn lazy_channel(addr: &str, dialer: Dialer) -> Result<Channel> {
 }
 
 /// Like [`lazy_channel`], connecting now.
-pub async fn channel(addr: &str, dialer: Dialer) -> std::result::Result<Channel, tonic::transport::Error> {
+pub async fn channel(
+    addr: &str,
+    dialer: Dialer,
+) -> std::result::Result<Channel, tonic::transport::Error> {
     channel_from(addr, dialer, None).await
 }
 
@@ -386,12 +392,15 @@ impl ServerCertVerifier for AnyServer {
 
 /// The identity in a verified peer certificate chain (leaf first).
 pub fn peer_identity(certs: &[CertificateDer<'_>]) -> Option<crate::Identity> {
-    certs.first().and_then(|leaf| crate::Identity::of_der(leaf).ok())
+    certs
+        .first()
+        .and_then(|leaf| crate::Identity::of_der(leaf).ok())
 }
 
 /// The address of a socket, for logs.
 pub fn describe(addr: Option<SocketAddr>) -> String {
-    addr.map(|a| a.to_string()).unwrap_or_else(|| "local".into())
+    addr.map(|a| a.to_string())
+        .unwrap_or_else(|| "local".into())
 }
 
 #[cfg(test)]
@@ -399,10 +408,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::{
-        CertificateAuthority, NodeRequest, Role,
-        credentials::CredentialFiles,
-    };
+    use crate::{CertificateAuthority, NodeRequest, Role, credentials::CredentialFiles};
 
     fn node(ca: &CertificateAuthority, id: &str, role: Role, roots: &str) -> Arc<Credentials> {
         let (chain_pem, key_pem) = ca
@@ -463,7 +469,11 @@ mod tests {
         // A certificate of another CA is refused by the server.
         let other = CertificateAuthority::create("c").unwrap();
         let stranger = node(&other, "w1", Role::Worker, &roots);
-        assert!(handshake(manager.clone(), Dialer::Node(stranger)).await.is_err());
+        assert!(
+            handshake(manager.clone(), Dialer::Node(stranger))
+                .await
+                .is_err()
+        );
 
         // A worker is no manager: clients refuse a server with its certificate.
         assert!(handshake(worker, Dialer::Node(manager)).await.is_err());
@@ -482,13 +492,25 @@ mod tests {
         // the old one, and the other way round.
         let manager = node(&issuing, "m1", Role::Manager, &both);
         let worker_old = node(&old, "w1", Role::Worker, old.cert_pem());
-        assert!(handshake(manager.clone(), Dialer::Node(worker_old)).await.is_ok());
+        assert!(
+            handshake(manager.clone(), Dialer::Node(worker_old))
+                .await
+                .is_ok()
+        );
         let manager_old = node(&old, "m2", Role::Manager, old.cert_pem());
         let worker_new = node(&issuing, "w2", Role::Worker, &both);
-        assert!(handshake(manager_old, Dialer::Node(worker_new)).await.is_ok());
+        assert!(
+            handshake(manager_old, Dialer::Node(worker_new))
+                .await
+                .is_ok()
+        );
         // After the rotation only the new root is trusted.
         let manager_after = node(&issuing, "m3", Role::Manager, new.cert_pem());
         let worker_stale = node(&old, "w3", Role::Worker, old.cert_pem());
-        assert!(handshake(manager_after, Dialer::Node(worker_stale)).await.is_err());
+        assert!(
+            handshake(manager_after, Dialer::Node(worker_stale))
+                .await
+                .is_err()
+        );
     }
 }

@@ -269,8 +269,8 @@ impl TestCluster {
             .flatten()
             .next()
             .context("no manager is running")?;
-        let channel = shoal_pki::transport::channel(manager.addr(), manager.admin_dialer().await?)
-            .await?;
+        let channel =
+            shoal_pki::transport::channel(manager.addr(), manager.admin_dialer().await?).await?;
         Ok(ControlClient::new(channel))
     }
 

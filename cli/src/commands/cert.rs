@@ -45,8 +45,13 @@ pub async fn run(client: &mut Client, command: CertCommand) -> Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            crate::tls::write_dir(&args.out, &issued.trust_pem, &issued.chain_pem, &key.key_pem)
-                .with_context(|| format!("writing the certificate to {}", args.out.display()))?;
+            crate::tls::write_dir(
+                &args.out,
+                &issued.trust_pem,
+                &issued.chain_pem,
+                &key.key_pem,
+            )
+            .with_context(|| format!("writing the certificate to {}", args.out.display()))?;
             println!(
                 "Issued {} certificate {} in {} (ca.pem, cert.pem, key.pem)",
                 args.role,

@@ -252,7 +252,10 @@ async fn ca(client: &mut Client, args: CaArgs) -> Result<()> {
                     break;
                 }
                 if !args.quiet {
-                    eprintln!("rotating the root CA: {} node(s) still on the old root", info.nodes_on_old_ca);
+                    eprintln!(
+                        "rotating the root CA: {} node(s) still on the old root",
+                        info.nodes_on_old_ca
+                    );
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

@@ -73,9 +73,7 @@ fn who<B>(request: &http::Request<B>) -> Option<Caller> {
         let certs = tls.peer_certs()?;
         return shoal_pki::transport::peer_identity(&certs).map(Caller::Certified);
     }
-    extensions
-        .get::<UdsConnectInfo>()
-        .map(|_| Caller::Local)
+    extensions.get::<UdsConnectInfo>().map(|_| Caller::Local)
 }
 
 /// The service a gRPC path names: `/shoal.v1.Control/ListNodes` → `Control`.
@@ -287,7 +285,10 @@ mod tests {
         assert!(!ok("Dispatcher", admin()));
         // Managers: all of it.
         for service in ["Control", "Membership", "Dispatcher"] {
-            assert!(ok(service, Some(certified("m1", Role::Manager))), "{service}");
+            assert!(
+                ok(service, Some(certified("m1", Role::Manager))),
+                "{service}"
+            );
         }
         assert!(!ok("Other", Some(certified("m1", Role::Manager))));
     }
@@ -295,21 +296,38 @@ mod tests {
     #[test]
     fn the_store_overrules_the_certificate() {
         let state = state();
-        let err = decide(&state, "Dispatcher", Some(&certified("gone", Role::Worker)))
-            .unwrap_err();
+        let err = decide(&state, "Dispatcher", Some(&certified("gone", Role::Worker))).unwrap_err();
         assert!(err.message().contains("removed"), "{}", err.message());
-        let err = decide(&state, "Membership", Some(&certified("demoted", Role::Manager)))
-            .unwrap_err();
-        assert!(err.message().contains("no longer a manager"), "{}", err.message());
+        let err = decide(
+            &state,
+            "Membership",
+            Some(&certified("demoted", Role::Manager)),
+        )
+        .unwrap_err();
+        assert!(
+            err.message().contains("no longer a manager"),
+            "{}",
+            err.message()
+        );
         // Its agent may still talk to the dispatcher.
-        assert!(decide(&state, "Dispatcher", Some(&certified("demoted", Role::Manager))).is_ok());
+        assert!(
+            decide(
+                &state,
+                "Dispatcher",
+                Some(&certified("demoted", Role::Manager))
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn paths_name_their_service() {
         assert_eq!(service_of("/shoal.v1.Control/ListNodes"), "Control");
         assert_eq!(service_of("/shoal.v1.Ca/GetRootCa"), "Ca");
-        assert_eq!(service_of("/grpc.health.v1.Health/Check"), "grpc.health.v1.Health");
+        assert_eq!(
+            service_of("/grpc.health.v1.Health/Check"),
+            "grpc.health.v1.Health"
+        );
         assert_eq!(service_of(""), "");
     }
 }

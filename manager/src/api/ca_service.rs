@@ -40,7 +40,12 @@ fn host_of(addr: &str) -> &str {
 /// worker being promoted on its host (`shoal-manager join` after `node
 /// promote`). Matched on the address the request came from, which a caller
 /// cannot choose, as well as the one it advertises.
-fn node_on_host<'a>(state: &'a State, role: NodeRole, peer: IpAddr, advertised: &str) -> Option<&'a Node> {
+fn node_on_host<'a>(
+    state: &'a State,
+    role: NodeRole,
+    peer: IpAddr,
+    advertised: &str,
+) -> Option<&'a Node> {
     let peer = peer.to_string();
     if !advertised.is_empty() && host_of(advertised) != peer {
         return None;
@@ -136,7 +141,9 @@ impl Ca for CaService {
         let identity = authz::certified_node(&request)?.clone();
         let request = request.into_inner();
         if request.csr_der.len() > MAX_CSR {
-            return Err(Status::invalid_argument("the certificate signing request is too large"));
+            return Err(Status::invalid_argument(
+                "the certificate signing request is too large",
+            ));
         }
         let certificate = {
             let state = self.manager.store.read().await;
@@ -171,10 +178,17 @@ impl Ca for CaService {
                 .map_err(|e| Status::invalid_argument(format!("{e:#}")))?
         };
         tracing::debug!(node = %identity.node_id, "renewed a node certificate");
-        if let Some(leaf) = shoal_pki::certs_from_pem(&certificate).ok().and_then(|c| c.into_iter().next()) {
+        if let Some(leaf) = shoal_pki::certs_from_pem(&certificate)
+            .ok()
+            .and_then(|c| c.into_iter().next())
+        {
             if let Ok(issued) = shoal_pki::Identity::of_der(&leaf) {
-                crate::certificates::record_issuer(&self.manager, &identity.node_id, &issued.issuer)
-                    .await?;
+                crate::certificates::record_issuer(
+                    &self.manager,
+                    &identity.node_id,
+                    &issued.issuer,
+                )
+                .await?;
             }
         }
         self.answer(identity.node_id, certificate).await

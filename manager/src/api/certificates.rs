@@ -77,8 +77,10 @@ pub async fn update_certificates(
                 .clone()
                 .ok_or_else(|| Status::unavailable("the cluster is not initialised"))?;
             if request.cert_expiry_ms != 0 {
-                cluster.spec.get_or_insert_with(Default::default).cert_expiry_ms =
-                    request.cert_expiry_ms;
+                cluster
+                    .spec
+                    .get_or_insert_with(Default::default)
+                    .cert_expiry_ms = request.cert_expiry_ms;
             }
             if request.rotate_ca {
                 cluster = certificates::rotate(&cluster)

@@ -37,7 +37,10 @@ impl Membership for MembershipService {
     ) -> Result<Response<JoinManagerResponse>, Status> {
         // The node is the one the caller's manager certificate names (issued
         // for a manager token); the request only says where its Raft is.
-        let node_id = authz::certified_node(&request)?.node_id.clone();
+        let (node_id, caller_issuer) = {
+            let caller = authz::certified_node(&request)?;
+            (caller.node_id.clone(), caller.issuer.clone())
+        };
         let request = request.into_inner();
         let manager = &self.manager;
         if !manager.is_leader() {
@@ -93,6 +96,7 @@ impl Membership for MembershipService {
                 node.manager_status = Some(ManagerStatus {
                     raft_id: request.raft_id,
                     addr: request.addr.clone(),
+                    cert_issuer: caller_issuer.clone(),
                     ..Default::default()
                 });
                 let mut batch = Batch::default();

@@ -1,9 +1,9 @@
 //! The gRPC services every manager serves, and who may call them.
 
 pub mod authz;
+pub mod autolock;
 pub mod ca_service;
 mod certificates;
-pub mod autolock;
 pub mod control;
 mod forward;
 pub mod membership;

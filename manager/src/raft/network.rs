@@ -84,7 +84,6 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
-
 type RpcResult<T, E> = Result<T, RPCError<RaftId, BasicNode, E>>;
 
 impl Peer {
