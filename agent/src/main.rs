@@ -252,10 +252,6 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
         node_id: node_id.clone(),
         ..Default::default()
     });
-    let renewal = tokio::spawn(shoal_agent::identity::keep_renewed(
-        credentials.clone(),
-        changes.clone(),
-    ));
     let watched = executor.clone();
     let mut refused = changes.clone();
     tokio::spawn(async move {
@@ -276,7 +272,6 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = session => {}
     }
-    renewal.abort();
     if let Some(reason) = refused.borrow_and_update().refused.clone() {
         anyhow::bail!(
             "the cluster no longer accepts this node: {reason}. Its containers keep running: run `shoal-agent leave` to remove them, then join again with a token and an empty data dir"

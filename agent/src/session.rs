@@ -107,6 +107,12 @@ pub async fn run(
     // to nobody would hold its addresses and slot for good).
     let (report_tx, mut report_rx) = mpsc::unbounded_channel::<TaskStatusUpdate>();
     let mut reports = Reports::default();
+    // The node's certificate renews itself for as long as the session runs.
+    let renewal = tokio::spawn(crate::identity::keep_renewed(
+        config.credentials.clone(),
+        state.subscribe(),
+    ));
+    let _renewal = AbortOnDrop(renewal);
     loop {
         let addr = managers[next % managers.len()].clone();
         let channel = ReportChannel {
@@ -192,6 +198,16 @@ impl Reports {
         .map_err(|status| anyhow::anyhow!("reporting task status: {}", status.message()))?;
         self.0.clear();
         Ok(())
+    }
+}
+
+/// Aborts a background task when dropped (the session's renewal ends with
+/// the session).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -106,14 +106,15 @@ impl Identity {
     }
 
     /// When the holder should ask for a new certificate: at a point between
-    /// half and 80% of its lifetime, spread per node so that a cluster
-    /// issued at once does not renew at once (Swarm does the same).
+    /// 30% and 50% of its lifetime (before half-life, so that a manager
+    /// unreachable for a while still leaves time), spread per node so that
+    /// a cluster issued at once does not renew at once.
     pub fn renew_at(&self, jitter: f64) -> SystemTime {
         let life = self
             .not_after
             .duration_since(self.not_before)
             .unwrap_or_default();
-        self.not_before + life.mul_f64(0.5 + 0.3 * jitter.clamp(0.0, 1.0))
+        self.not_before + life.mul_f64(0.3 + 0.2 * jitter.clamp(0.0, 1.0))
     }
 }
 

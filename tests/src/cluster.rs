@@ -52,6 +52,8 @@ pub fn settings() -> Settings {
 
 pub struct TestAgent {
     pub hostname: String,
+    /// Its certificate, key and trusted roots (renewal replaces them).
+    pub credentials: Arc<shoal_pki::Credentials>,
     pub executor: Arc<SimExecutor>,
     pub state: watch::Receiver<SessionState>,
     handle: JoinHandle<()>,
@@ -223,7 +225,7 @@ impl TestCluster {
         .await?;
         let config = SessionConfig {
             managers: self.manager_addrs(),
-            credentials,
+            credentials: credentials.clone(),
             advertise_addr: advertise.to_owned(),
             description: NodeDescription {
                 hostname: hostname.to_owned(),
@@ -253,6 +255,7 @@ impl TestCluster {
         .context("agent did not register within 10 s")??;
         self.agents.push(TestAgent {
             hostname: hostname.to_owned(),
+            credentials,
             executor,
             state: rx,
             handle,
