@@ -19,10 +19,10 @@ pub async fn obtain(
     advertise_addr: &str,
     hostname: &str,
 ) -> anyhow::Result<Arc<Credentials>> {
-    if let Some(dir) = dir {
-        if let Some(credentials) = Credentials::load(dir)? {
-            return Ok(credentials);
-        }
+    if let Some(dir) = dir
+        && let Some(credentials) = Credentials::load(dir)?
+    {
+        return Ok(credentials);
     }
     let token = token.context(
         "this node has no certificate yet: give the cluster's join token (--token-file, --token-stdin, SHOAL_JOIN_TOKEN or --token)",
@@ -73,10 +73,10 @@ pub async fn keep_renewed(
             let state = session.borrow_and_update();
             (state.trust_pem.clone(), state.root_issuer.clone())
         };
-        if !trust.is_empty() {
-            if let Err(error) = credentials.replace_roots(&trust) {
-                tracing::warn!(%error, "trusting the cluster's roots");
-            }
+        if !trust.is_empty()
+            && let Err(error) = credentials.replace_roots(&trust)
+        {
+            tracing::warn!(%error, "trusting the cluster's roots");
         }
         let rotated = !root.is_empty() && credentials.identity().issuer != root;
         if !rotated {

@@ -52,10 +52,8 @@ impl TlsArgs {
                 )
             })
         };
-        Ok(
-            Dialer::with_certificate(&read(&cert)?, &read(&key)?, &read(&ca)?)
-                .context("the client certificate")?,
-        )
+        Dialer::with_certificate(&read(&cert)?, &read(&key)?, &read(&ca)?)
+            .context("the client certificate")
     }
 }
 

@@ -164,12 +164,12 @@ pub async fn keep_current(manager: Arc<Manager>) {
             }
             let due = join::until_renewal(&manager.credentials, jitter).is_zero();
             let old_root = manager.credentials.identity().issuer != root;
-            if due || old_root {
-                if let Err(error) = renew_own(&manager).await {
-                    tracing::warn!(error = %format!("{error:#}"), "renewing this manager's certificate");
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    continue;
-                }
+            if (due || old_root)
+                && let Err(error) = renew_own(&manager).await
+            {
+                tracing::warn!(error = %format!("{error:#}"), "renewing this manager's certificate");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
             }
             // Tell the cluster which root this manager is on (once it is
             // in the store and a leader takes writes).
@@ -182,10 +182,11 @@ pub async fn keep_current(manager: Arc<Manager>) {
                         .is_some_and(|m| m.raft_id == manager.raft_id && m.cert_issuer == issuer)
                 })
             };
-            if !recorded && manager.leader_id().is_some() {
-                if let Err(status) = record_manager_issuer(&manager, &issuer).await {
-                    tracing::debug!(error = %status.message(), "recording this manager's certificate issuer");
-                }
+            if !recorded
+                && manager.leader_id().is_some()
+                && let Err(status) = record_manager_issuer(&manager, &issuer).await
+            {
+                tracing::debug!(error = %status.message(), "recording this manager's certificate issuer");
             }
         }
         let wait =

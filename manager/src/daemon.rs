@@ -318,9 +318,11 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
     let manager = Manager::new(
         raft.clone(),
         store,
-        identity.raft_id,
-        identity.advertise.clone(),
-        options.hostname.clone(),
+        crate::manager::Member {
+            raft_id: identity.raft_id,
+            addr: identity.advertise.clone(),
+            hostname: options.hostname.clone(),
+        },
         options.settings.clone(),
         peer_health,
         credentials.clone(),

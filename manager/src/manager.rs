@@ -85,6 +85,15 @@ pub enum Route {
     Leader(String),
 }
 
+/// Who a manager is among the managers.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub raft_id: RaftId,
+    /// host:port other managers and agents reach it at.
+    pub addr: String,
+    pub hostname: String,
+}
+
 pub struct Manager {
     pub raft: Raft,
     pub store: Store,
@@ -114,13 +123,16 @@ impl Manager {
     pub fn new(
         raft: Raft,
         store: Store,
-        raft_id: RaftId,
-        addr: String,
-        hostname: String,
+        member: Member,
         settings: Settings,
         peer_health: network::PeerHealth,
         credentials: Arc<shoal_pki::Credentials>,
     ) -> Arc<Self> {
+        let Member {
+            raft_id,
+            addr,
+            hostname,
+        } = member;
         let (proposals, queue) = mpsc::unbounded_channel();
         tokio::spawn(batch_proposals(raft.clone(), queue));
         Arc::new(Self {

@@ -199,37 +199,6 @@ fn read_key(prompt: &str) -> Result<String> {
     Ok(line.trim().to_owned())
 }
 
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(subcommand)]
-        swarm: SwarmCommand,
-    }
-
-    fn autolock(args: &[&str]) -> Result<Option<bool>, clap::Error> {
-        let cli = Cli::try_parse_from([&["swarm", "update"], args].concat())?;
-        let SwarmCommand::Update(update) = cli.swarm else {
-            panic!("parsed as update");
-        };
-        Ok(update.autolock)
-    }
-
-    #[test]
-    fn autolock_takes_docker_forms() {
-        assert_eq!(autolock(&[]).unwrap(), None);
-        assert_eq!(autolock(&["--autolock"]).unwrap(), Some(true));
-        assert_eq!(autolock(&["--autolock=true"]).unwrap(), Some(true));
-        assert_eq!(autolock(&["--autolock=false"]).unwrap(), Some(false));
-        let error = autolock(&["--autolock=maybe"]).unwrap_err().to_string();
-        assert!(error.contains("maybe"), "{error}");
-    }
-}
-
 async fn ca(client: &mut Client, args: CaArgs) -> Result<()> {
     if args.rotate {
         client
@@ -268,4 +237,35 @@ async fn ca(client: &mut Client, args: CaArgs) -> Result<()> {
         .into_inner();
     println!("{}", info.root_ca_pem);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        swarm: SwarmCommand,
+    }
+
+    fn autolock(args: &[&str]) -> Result<Option<bool>, clap::Error> {
+        let cli = Cli::try_parse_from([&["swarm", "update"], args].concat())?;
+        let SwarmCommand::Update(update) = cli.swarm else {
+            panic!("parsed as update");
+        };
+        Ok(update.autolock)
+    }
+
+    #[test]
+    fn autolock_takes_docker_forms() {
+        assert_eq!(autolock(&[]).unwrap(), None);
+        assert_eq!(autolock(&["--autolock"]).unwrap(), Some(true));
+        assert_eq!(autolock(&["--autolock=true"]).unwrap(), Some(true));
+        assert_eq!(autolock(&["--autolock=false"]).unwrap(), Some(false));
+        let error = autolock(&["--autolock=maybe"]).unwrap_err().to_string();
+        assert!(error.contains("maybe"), "{error}");
+    }
 }

@@ -119,28 +119,29 @@ pub fn decide(state: &State, service: &str, caller: Option<&Caller>) -> Result<(
             identity.role.name()
         )));
     }
-    if let Some(cluster) = &state.cluster {
-        if cluster.removed_nodes.contains(&identity.node_id) {
-            return Err(Status::permission_denied(format!(
-                "node {} was removed from the cluster; its certificate is no longer accepted",
-                identity.node_id
-            )));
-        }
+    if let Some(cluster) = &state.cluster
+        && cluster.removed_nodes.contains(&identity.node_id)
+    {
+        return Err(Status::permission_denied(format!(
+            "node {} was removed from the cluster; its certificate is no longer accepted",
+            identity.node_id
+        )));
     }
     // A certificate says what the node was when it was issued; the store
     // says what it is now. A demoted manager is a worker, whatever its
     // certificate says. (A node this manager does not know yet, e.g. one
     // that joined at an index not applied here, is judged by certificate.)
-    if identity.role == Role::Manager && service != "Dispatcher" {
-        if let Some(node) = state.nodes.get(&identity.node_id) {
-            // (A promoted node whose manager is joining is one already.)
-            let desired = node.spec.as_ref().map(|s| s.desired_role());
-            if node.role() != NodeRole::Manager && desired != Some(NodeRole::Manager) {
-                return Err(Status::permission_denied(format!(
-                    "node {} is no longer a manager",
-                    identity.node_id
-                )));
-            }
+    if identity.role == Role::Manager
+        && service != "Dispatcher"
+        && let Some(node) = state.nodes.get(&identity.node_id)
+    {
+        // (A promoted node whose manager is joining is one already.)
+        let desired = node.spec.as_ref().map(|s| s.desired_role());
+        if node.role() != NodeRole::Manager && desired != Some(NodeRole::Manager) {
+            return Err(Status::permission_denied(format!(
+                "node {} is no longer a manager",
+                identity.node_id
+            )));
         }
     }
     Ok(())

@@ -181,15 +181,10 @@ impl Ca for CaService {
         if let Some(leaf) = shoal_pki::certs_from_pem(&certificate)
             .ok()
             .and_then(|c| c.into_iter().next())
+            && let Ok(issued) = shoal_pki::Identity::of_der(&leaf)
         {
-            if let Ok(issued) = shoal_pki::Identity::of_der(&leaf) {
-                crate::certificates::record_issuer(
-                    &self.manager,
-                    &identity.node_id,
-                    &issued.issuer,
-                )
+            crate::certificates::record_issuer(&self.manager, &identity.node_id, &issued.issuer)
                 .await?;
-            }
         }
         self.answer(identity.node_id, certificate).await
     }
