@@ -129,6 +129,14 @@ async fn renew_own(manager: &Manager) -> anyhow::Result<()> {
             .cluster
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no cluster state yet"))?;
+        // A demoted manager is no longer one: it issues itself nothing.
+        if let Some(node) = state.nodes.get(&identity.node_id)
+            && node.role() != shoal_api::pb::NodeRole::Manager
+            && node.spec.as_ref().map(|s| s.desired_role())
+                != Some(shoal_api::pb::NodeRole::Manager)
+        {
+            anyhow::bail!("node {} is no longer a manager", identity.node_id);
+        }
         (
             ca::issue(cluster, &key.csr_der, &identity.node_id, Role::Manager)?,
             ca::trust_pem(cluster),

@@ -202,8 +202,14 @@ pub(crate) fn bind_socket(socket: &Path) -> Result<UnixListener> {
         std::fs::remove_file(socket)
             .with_context(|| format!("removing stale {}", socket.display()))?;
     }
-    let listener =
-        UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
+    // Bound with a umask that leaves no one but the owner in, then set
+    // explicitly: there is no moment when others may connect.
+    // SAFETY: umask(2) only swaps the process's file-creation mask.
+    let previous = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(socket);
+    // SAFETY: as above, restoring the mask.
+    unsafe { libc::umask(previous) };
+    let listener = bound.with_context(|| format!("binding {}", socket.display()))?;
     // Whoever can write to the socket controls the cluster (as with
     // docker.sock): the owner (root) only, whatever the umask.
     use std::os::unix::fs::PermissionsExt;

@@ -96,15 +96,16 @@ impl Credentials {
 
     /// The credentials kept in `dir`, if it holds any.
     pub fn load(dir: &Path) -> Result<Option<Arc<Self>>> {
+        let current = dir.join(CURRENT);
         let read = |name: &str| {
-            let path = dir.join(name);
+            let path = current.join(name);
             std::fs::read_to_string(&path).map_err(|source| PkiError::Io {
                 what: "reading",
                 path,
                 source,
             })
         };
-        if !dir.join(KEY_FILE).exists() {
+        if !current.join(KEY_FILE).exists() {
             return Ok(None);
         }
         let files = CredentialFiles {
@@ -205,44 +206,69 @@ pub fn root_store(roots_pem: &str) -> Result<RootCertStore> {
     Ok(roots)
 }
 
+/// The link to the generation of files in use.
+const CURRENT: &str = "current";
+
+/// Writes the three files as a new generation (a directory) and then
+/// points `current` at it with one rename: a crash or a full disk leaves
+/// the old set or the new one, never a new key beside an old certificate.
 fn write_files(dir: &Path, files: &CredentialFiles) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let io = |what, path: &Path| {
         let path = path.to_owned();
         move |source| PkiError::Io { what, path, source }
     };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io("creating", dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(io("setting the mode of", dir))?;
+    let private_dir = |path: &Path| -> Result<()> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(io("creating", path))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("setting the mode of", path))
+    };
+    private_dir(dir)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let generation = format!("v{nanos}");
+    let gen_dir = dir.join(&generation);
+    private_dir(&gen_dir)?;
     for (name, text) in [
         (KEY_FILE, &files.key_pem),
         (CHAIN_FILE, &files.chain_pem),
         (ROOTS_FILE, &files.roots_pem),
     ] {
-        // Written aside and renamed: a crash leaves the old or the new
-        // file, never half of one.
-        let path = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        {
-            use std::io::Write;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode_0600()
-                .open(&tmp)
-                .map_err(io("writing", &tmp))?;
-            file.write_all(text.as_bytes())
-                .and_then(|_| file.sync_all())
-                .map_err(io("writing", &tmp))?;
+        use std::io::Write;
+        let path = gen_dir.join(name);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode_0600()
+            .open(&path)
+            .map_err(io("writing", &path))?;
+        file.write_all(text.as_bytes())
+            .and_then(|_| file.sync_all())
+            .map_err(io("writing", &path))?;
+    }
+    let link = dir.join(CURRENT);
+    let tmp = dir.join(".current.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&generation, &tmp).map_err(io("linking", &tmp))?;
+    std::fs::rename(&tmp, &link).map_err(io("replacing", &link))?;
+    if let Ok(handle) = std::fs::File::open(dir) {
+        let _ = handle.sync_all();
+    }
+    // Earlier generations are no longer needed.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('v') && name != generation {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
         }
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-            .map_err(io("setting the mode of", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io("replacing", &path))?;
     }
     Ok(())
 }
@@ -291,13 +317,25 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&certs), 0o700);
         for f in [KEY_FILE, CHAIN_FILE, ROOTS_FILE] {
-            assert_eq!(mode(&certs.join(f)), 0o600, "{f}");
+            assert_eq!(mode(&certs.join(CURRENT).join(f)), 0o600, "{f}");
         }
         let watch = creds.watch();
         creds.replace(files_for(&ca, "n1", Role::Manager)).unwrap();
         assert!(watch.has_changed().unwrap());
         let again = Credentials::load(&certs).unwrap().unwrap();
         assert_eq!(again.identity().role, Role::Manager);
+        // One generation is kept: the one in use.
+        let generations = std::fs::read_dir(&certs)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('v')
+            })
+            .count();
+        assert_eq!(generations, 1);
         assert!(
             Credentials::load(&dir.path().join("none"))
                 .unwrap()

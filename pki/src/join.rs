@@ -77,11 +77,11 @@ pub async fn join(
     }
     // From here on the manager must prove it holds a manager certificate of
     // that CA.
-    let trusted = if root.trust_pem.is_empty() {
-        &root.cert_pem
-    } else {
-        &root.trust_pem
-    };
+    // Only the root whose digest the token names: anything else in that
+    // unverified answer (its trust list) could be a man in the middle's.
+    // The roots to trust from then on come with the certificate, over TLS
+    // that this root verified.
+    let trusted = &root.cert_pem;
     let key = KeyAndCsr::generate()?;
     // From the advertised address: the manager matches it with the address
     // the request comes from before giving a manager host's node away.

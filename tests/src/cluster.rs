@@ -106,10 +106,12 @@ impl TestCluster {
 
     async fn start_with(managers: usize, limits: Limits, autolock: bool) -> Result<Self> {
         // RUST_LOG=info shows what the managers and agents do.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let dir = tempfile::tempdir()?;
         let mut options = Vec::new();
         for i in 0..managers {

@@ -27,7 +27,7 @@ pub struct IssueArgs {
     /// Directory to write ca.pem, cert.pem and key.pem to.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// How long it is valid (default: the cluster's --cert-expiry).
+    /// How long it is valid (by default and at most: the cluster's --cert-expiry).
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     expiry: Option<Duration>,
 }

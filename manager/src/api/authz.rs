@@ -85,8 +85,19 @@ fn service_of(path: &str) -> &str {
         .trim_start_matches("shoal.v1.")
 }
 
-/// Whether `caller` may call `service`, given the cluster's state.
-pub fn decide(state: &State, service: &str, caller: Option<&Caller>) -> Result<(), Status> {
+/// The method a gRPC path names: `/shoal.v1.Control/ListNodes` → `ListNodes`.
+fn method_of(path: &str) -> &str {
+    path.trim_start_matches('/').split('/').nth(1).unwrap_or("")
+}
+
+/// Whether `caller` may call `method` of `service`, given the cluster's
+/// state.
+pub fn decide(
+    state: &State,
+    service: &str,
+    method: &str,
+    caller: Option<&Caller>,
+) -> Result<(), Status> {
     if service == "Ca" {
         return Ok(());
     }
@@ -131,6 +142,23 @@ pub fn decide(state: &State, service: &str, caller: Option<&Caller>) -> Result<(
     // says what it is now. A demoted manager is a worker, whatever its
     // certificate says. (A node this manager does not know yet, e.g. one
     // that joined at an index not applied here, is judged by certificate.)
+    // A manager certificate of a node the cluster does not know is taken
+    // for Raft's own messages only: a manager that has just joined has an
+    // empty store while the leader sends it the log. Anything that acts on
+    // the cluster (control calls, proposals, joins) needs a known manager.
+    let raft_message =
+        service == "Membership" && matches!(method, "AppendEntries" | "Vote" | "InstallSnapshot");
+    if identity.role == Role::Manager
+        && service != "Dispatcher"
+        && !raft_message
+        && state.cluster.is_some()
+        && !state.nodes.contains_key(&identity.node_id)
+    {
+        return Err(Status::permission_denied(format!(
+            "node {} is not a manager of this cluster",
+            identity.node_id
+        )));
+    }
     if identity.role == Role::Manager
         && service != "Dispatcher"
         && let Some(node) = state.nodes.get(&identity.node_id)
@@ -195,8 +223,14 @@ where
         let manager = self.manager.clone();
         Box::pin(async move {
             let caller = who(&request);
-            let service = service_of(request.uri().path()).to_owned();
-            let verdict = decide(&*manager.store.read().await, &service, caller.as_ref());
+            let path = request.uri().path();
+            let (service, method) = (service_of(path).to_owned(), method_of(path).to_owned());
+            let verdict = decide(
+                &*manager.store.read().await,
+                &service,
+                &method,
+                caller.as_ref(),
+            );
             match (verdict, caller) {
                 (Ok(()), Some(caller)) => {
                     request.extensions_mut().insert(caller);
@@ -263,7 +297,9 @@ mod tests {
     #[test]
     fn each_service_takes_only_its_roles() {
         let state = state();
-        let ok = |service, caller: Option<Caller>| decide(&state, service, caller.as_ref()).is_ok();
+        let ok = |service, caller: Option<Caller>| {
+            decide(&state, service, "Call", caller.as_ref()).is_ok()
+        };
         // Anyone may use the CA service (joining nodes have no certificate).
         assert!(ok("Ca", None));
         // Without a certificate, nothing else.
@@ -330,5 +366,6 @@ mod tests {
             "grpc.health.v1.Health"
         );
         assert_eq!(service_of(""), "");
+        assert_eq!(method_of("/shoal.v1.Membership/Vote"), "Vote");
     }
 }

@@ -60,7 +60,11 @@ fn node_on_host<'a>(
                             .as_ref()
                             .is_none_or(|d| d.engine_version.is_empty())
                 }
-                NodeRole::Manager => n.manager_status.is_none(),
+                // Only a worker an operator promoted (`node promote`).
+                NodeRole::Manager => {
+                    n.manager_status.is_none()
+                        && n.spec.as_ref().map(|s| s.desired_role()) == Some(NodeRole::Manager)
+                }
             }
     })
 }
@@ -89,7 +93,7 @@ impl Ca for CaService {
     ) -> Result<Response<NodeCertificate>, Status> {
         let peer = request
             .remote_addr()
-            .map(|a| a.ip())
+            .map(|a| a.ip().to_canonical())
             .ok_or_else(|| Status::failed_precondition("joining takes a TCP connection"))?;
         let request = request.into_inner();
         if request.csr_der.len() > MAX_CSR {
@@ -98,38 +102,49 @@ impl Ca for CaService {
                 request.csr_der.len()
             )));
         }
-        let (node_id, role, certificate) = self
-            .manager
-            .update(|state| -> Result<_, Status> {
-                let cluster = cluster(state)?;
-                let role = ca::check_token(cluster, &request.token, None)
-                    .map_err(|e| Status::permission_denied(e.to_string()))?;
-                let existing = node_on_host(state, role, peer, &request.advertise_addr);
-                let node_id = existing
-                    .and_then(|n| n.meta.as_ref())
-                    .map(|m| m.id.clone())
-                    .unwrap_or_else(shoal_api::new_id);
-                let certificate =
-                    ca::issue(cluster, &request.csr_der, &node_id, ca::cert_role(role))
-                        .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
-                let mut batch = Batch::default();
-                // A manager's node exists before it joins Raft, so that its
-                // certificate is a known manager's. A worker's node is
-                // created when its agent registers.
-                if role == NodeRole::Manager && existing.is_none() {
-                    let addr = if request.advertise_addr.is_empty() {
-                        peer.to_string()
-                    } else {
-                        request.advertise_addr.clone()
-                    };
+        // The token is checked and the certificate signed under a read
+        // lock only: a flood of bad tokens holds up no write.
+        let (node_id, role, certificate, create) = {
+            let state = self.manager.store.read().await;
+            let cluster = cluster(&state)?;
+            let role = ca::check_token(cluster, &request.token, None)
+                .map_err(|e| Status::permission_denied(e.to_string()))?;
+            let existing = node_on_host(&state, role, peer, &request.advertise_addr);
+            let node_id = existing
+                .and_then(|n| n.meta.as_ref())
+                .map(|m| m.id.clone())
+                .unwrap_or_else(shoal_api::new_id);
+            let certificate = ca::issue(cluster, &request.csr_der, &node_id, ca::cert_role(role))
+                .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+            (
+                node_id,
+                role,
+                certificate,
+                role == NodeRole::Manager && existing.is_none(),
+            )
+        };
+        // A manager's node exists before it joins Raft, so that its
+        // certificate is a known manager's. A worker's node is created when
+        // its agent registers.
+        if create {
+            let addr = if request.advertise_addr.is_empty() {
+                peer.to_string()
+            } else {
+                request.advertise_addr.clone()
+            };
+            self.manager
+                .update(|state| -> Result<_, Status> {
+                    if state.nodes.contains_key(&node_id) {
+                        return Ok(None);
+                    }
                     let mut node = new_manager_node(&request.hostname, &addr);
                     node.meta.get_or_insert_with(Default::default).id = node_id.clone();
+                    let mut batch = Batch::default();
                     batch.put_node(node);
-                }
-                Ok(Some((batch, (node_id, role, certificate))))
-            })
-            .await?
-            .ok_or_else(|| Status::internal("no certificate was issued"))?;
+                    Ok(Some((batch, ())))
+                })
+                .await?;
+        }
         tracing::info!(node = %node_id, role = ?role, %peer, "issued a node certificate for a join token");
         self.answer(node_id, certificate).await
     }

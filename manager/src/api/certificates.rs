@@ -10,9 +10,6 @@ use tonic::Status;
 
 use crate::{api::authz, ca, certificates, manager::Manager, store::Batch};
 
-/// The longest a client certificate may be valid.
-const MAX_CLIENT_EXPIRY: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
-
 pub async fn issue_client_certificate(
     manager: &Manager,
     caller: Option<&authz::Caller>,
@@ -27,7 +24,7 @@ pub async fn issue_client_certificate(
     let expiry = match request.expiry_ms {
         0 => None,
         ms if ms < 0 => return Err(Status::invalid_argument("the expiry must be positive")),
-        ms => Some(Duration::from_millis(ms as u64).min(MAX_CLIENT_EXPIRY)),
+        ms => Some(Duration::from_millis(ms as u64)),
     };
     let state = manager.store.read().await;
     let cluster = state
@@ -44,7 +41,12 @@ pub async fn issue_client_certificate(
                 node_id: &id,
                 role: Role::Admin,
                 cluster_id: ca::cluster_id(cluster),
-                validity: expiry.unwrap_or_else(|| ca::cert_expiry(cluster)),
+                // Never longer than the cluster's node certificates: client
+                // certificates cannot be revoked one by one (a CA rotation
+                // cuts them all), so they must not outlive the nodes'.
+                validity: expiry
+                    .unwrap_or_else(|| ca::cert_expiry(cluster))
+                    .min(ca::cert_expiry(cluster)),
             },
         )
         .map_err(|e| Status::invalid_argument(e.to_string()))?;

@@ -18,6 +18,16 @@ pub fn leader_client(manager: &Manager, addr: &str) -> Result<ControlClient<Chan
     Ok(ControlClient::new(channel))
 }
 
+/// Whether the leader went away under the call: it did not answer, or
+/// the connection to it closed mid-call (the channel to each manager is
+/// kept, so a leader that dies cancels the calls in flight on it).
+fn gone(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Cancelled
+    )
+}
+
 /// Makes sure the leader answers `request`: `Some` with the leader's answer
 /// (sent by `call`) on a follower, `None` on the leader once a read here is
 /// linearizable. While no leader is known (an election, a partition) the
@@ -54,16 +64,12 @@ where
                 forwarded.set_timeout(deadline.saturating_duration_since(Instant::now()));
                 match call(leader_client(manager, &addr)?, forwarded).await {
                     Ok(answer) => return Ok(Some(answer)),
-                    Err(status)
-                        if status.code() == tonic::Code::Unavailable
-                            && Instant::now() < deadline =>
-                    {
+                    Err(status) if gone(&status) && Instant::now() < deadline => {
                         tracing::debug!(%addr, error = %status.message(), "the leader did not answer; waiting for the next");
                         avoid = Some(addr);
                     }
                     Err(status)
-                        if status.code() == tonic::Code::Unavailable
-                            || status.code() == tonic::Code::DeadlineExceeded =>
+                        if gone(&status) || status.code() == tonic::Code::DeadlineExceeded =>
                     {
                         return Err(Status::unavailable(format!(
                             "the leader at {addr} does not answer ({}) and no other was elected within {:?}: a quorum of managers must be reachable",

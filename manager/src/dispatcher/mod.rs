@@ -414,6 +414,18 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         check.extensions_mut().insert(caller.clone());
                     }
                     let node_id = self.check_session(&check, message.session.as_ref())?;
+                    // Only lines for a request this node was asked to
+                    // answer (and that someone still listens to).
+                    if !self
+                        .manager
+                        .logs
+                        .requests_for(&node_id)
+                        .iter()
+                        .any(|r| r.id == message.request_id)
+                    {
+                        tracing::debug!(node = %node_id, request = %message.request_id, "log lines for a request not sent to this node (or ended): dropped");
+                        break;
+                    }
                     // Lines say which node they come from: the one that
                     // sent them, whatever they claim.
                     for line in &mut message.lines {

@@ -51,10 +51,10 @@ fn init(autolock: bool) -> Bootstrap {
     }
 }
 
-async fn control(addr: &str) -> ControlClient<Channel> {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
+/// A control client over mutual TLS, with an admin certificate.
+async fn control(manager: &RunningManager) -> ControlClient<Channel> {
+    let dialer = manager.admin_dialer().await.unwrap();
+    let channel = shoal_pki::transport::channel(manager.addr(), dialer)
         .await
         .unwrap();
     ControlClient::new(channel)
@@ -153,8 +153,8 @@ async fn needles(manager: &RunningManager) -> Vec<(&'static str, Vec<u8>)> {
 }
 
 /// A secret with the marker, then enough writes for snapshots and purges.
-async fn write_state(addr: &str) {
-    let mut client = control(addr).await;
+async fn write_state(manager: &RunningManager) {
+    let mut client = control(manager).await;
     client
         .create_secret(SecretSpec {
             name: "db_password".into(),
@@ -195,7 +195,7 @@ async fn no_secret_is_readable_on_disk_and_a_restart_reads_everything() {
     let dir = tempfile::tempdir().unwrap();
     let (o1, o2) = (options(dir.path(), "m1"), options(dir.path(), "m2"));
     let first = daemon::start(o1.clone(), init(false)).await.unwrap();
-    write_state(first.addr()).await;
+    write_state(&first).await;
     let (snapshot, purged) = {
         let metrics = first.manager.raft.metrics();
         let metrics = metrics.borrow();
@@ -260,7 +260,7 @@ async fn no_secret_is_readable_on_disk_and_a_restart_reads_everything() {
     } else {
         &other
     };
-    control(leader.addr())
+    control(leader)
         .await
         .create_config(ConfigSpec {
             name: "after-restart".into(),
@@ -375,7 +375,7 @@ async fn a_locked_manager_serves_nothing_until_the_right_key() {
     .await
     .unwrap();
     let running = restart.await.unwrap().unwrap();
-    let mut client = control(running.addr()).await;
+    let mut client = control(&running).await;
     assert!(
         client
             .get_cluster(Empty {})
