@@ -333,28 +333,34 @@ mod tests {
     #[test]
     fn the_store_overrules_the_certificate() {
         let state = state();
-        let err = decide(&state, "Dispatcher", Some(&certified("gone", Role::Worker))).unwrap_err();
+        let decide =
+            |service, method, id, role| decide(&state, service, method, Some(&certified(id, role)));
+        let err = decide("Dispatcher", "Register", "gone", Role::Worker).unwrap_err();
         assert!(err.message().contains("removed"), "{}", err.message());
-        let err = decide(
-            &state,
-            "Membership",
-            Some(&certified("demoted", Role::Manager)),
-        )
-        .unwrap_err();
+        let err = decide("Membership", "Propose", "demoted", Role::Manager).unwrap_err();
         assert!(
             err.message().contains("no longer a manager"),
             "{}",
             err.message()
         );
         // Its agent may still talk to the dispatcher.
-        assert!(
-            decide(
-                &state,
-                "Dispatcher",
-                Some(&certified("demoted", Role::Manager))
-            )
-            .is_ok()
-        );
+        assert!(decide("Dispatcher", "Register", "demoted", Role::Manager).is_ok());
+        // A manager certificate the cluster never issued a node for (one
+        // minted with a copied CA key) acts on nothing; Raft's messages
+        // reach a manager that has just joined before its store knows anyone.
+        for (service, method) in [
+            ("Control", "ListNodes"),
+            ("Membership", "Propose"),
+            ("Membership", "JoinManager"),
+        ] {
+            let err = decide(service, method, "minted", Role::Manager).unwrap_err();
+            assert!(
+                err.message().contains("not a manager"),
+                "{service}/{method}: {}",
+                err.message()
+            );
+        }
+        assert!(decide("Membership", "AppendEntries", "minted", Role::Manager).is_ok());
     }
 
     #[test]
