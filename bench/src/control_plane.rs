@@ -1,31 +1,38 @@
 //! `control-plane`: (a) the scheduler placing 100,000 tasks on 1,000
 //! simulated nodes; (b) replicated writes per second and p99 commit latency
 //! of 3 `shoal-manager` processes on loopback, beside 3 `etcd` members on the
-//! same machine and disk, with the same client stack (tonic), concurrency and
-//! value size.
+//! same machine and disk, with the same client stack (tonic over rustls),
+//! concurrency and value size, both with mutual TLS between clients and
+//! members; (c) simulated nodes joining at once (certificate, then
+//! registration).
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use shoal_api::pb::{
-    Config, ConfigSpec, Empty, Meta, Node, NodeDescription, NodeSpec, NodeState, NodeStatus,
-    Resources, StoreBatch, Task, TaskSpec, TaskState, TaskStatus, control_client::ControlClient,
-    membership_client::MembershipClient,
+    Config, ConfigSpec, Meta, Node, NodeDescription, NodeSpec, NodeState, NodeStatus, Resources,
+    StoreBatch, Task, TaskSpec, TaskState, TaskStatus, membership_client::MembershipClient,
 };
 use shoal_manager::{
     scheduler::placement::{Outcome, plan},
     store::{Batch, State},
 };
-use tonic::transport::Channel;
+use shoal_pki::transport::Dialer;
 
-mod etcd {
-    tonic::include_proto!("etcdserverpb");
-}
+mod etcd;
+mod joins;
+mod shoal;
+
+/// Replicated writes before TLS, as bench/RESULTS.md records them
+/// (2026-11-24, this bench with plaintext gRPC for both): what the TLS
+/// figures are compared with. etcd's own change shows how much of a
+/// difference is the machine's mood rather than TLS.
+const PLAINTEXT: [(&str, f64, f64); 2] = [("shoal", 14_360.0, 6.66), ("etcd", 14_350.0, 9.74)];
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -44,6 +51,9 @@ pub struct Args {
     /// The shoal-manager binary (release build).
     #[arg(long)]
     manager_bin: PathBuf,
+    /// Simulated nodes that join at once after the writes (0: none).
+    #[arg(long, default_value_t = 100)]
+    joins: usize,
     /// Where both clusters keep their data (the same disk for both).
     #[arg(long, default_value = "/var/tmp")]
     data_root: PathBuf,
@@ -131,7 +141,7 @@ fn scheduler(args: &Args) -> Result<()> {
     Ok(())
 }
 
-struct Procs(Vec<Child>);
+pub struct Procs(Vec<Child>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
@@ -178,6 +188,9 @@ where
         all.extend(h.await??);
     }
     let elapsed = started.elapsed();
+    if all.is_empty() {
+        bail!("no writes to time: give --writes 1 or more");
+    }
     all.sort();
     Ok(Load {
         per_second: writes as f64 / elapsed.as_secs_f64(),
@@ -203,123 +216,9 @@ where
     }
 }
 
-fn channel(addr: &str) -> Result<Channel> {
-    Ok(Channel::from_shared(format!("http://{addr}"))?
-        .tcp_nodelay(true)
-        .connect_lazy())
-}
-
-async fn etcd_cluster(root: &Path) -> Result<(Procs, String)> {
-    let peers: Vec<String> = (0..3)
-        .map(|i| format!("e{i}=http://127.0.0.1:{}", 23801 + i))
-        .collect();
-    let mut procs = Procs(Vec::new());
-    for i in 0..3 {
-        let child = Command::new("etcd")
-            .args(["--name", &format!("e{i}")])
-            .args([
-                "--data-dir",
-                &root.join(format!("etcd{i}")).display().to_string(),
-            ])
-            .args([
-                "--listen-client-urls",
-                &format!("http://127.0.0.1:{}", 23791 + i),
-            ])
-            .args([
-                "--advertise-client-urls",
-                &format!("http://127.0.0.1:{}", 23791 + i),
-            ])
-            .args([
-                "--listen-peer-urls",
-                &format!("http://127.0.0.1:{}", 23801 + i),
-            ])
-            .args([
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{}", 23801 + i),
-            ])
-            .args(["--initial-cluster", &peers.join(",")])
-            .args(["--initial-cluster-state", "new", "--log-level", "error"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting etcd (cargo xtask setup installs etcd-server)")?;
-        procs.0.push(child);
-    }
-    let addr = "127.0.0.1:23791".to_owned();
-    let ch = channel(&addr)?;
-    wait_for("etcd to accept a write", || {
-        let mut kv = etcd::kv_client::KvClient::new(ch.clone());
-        async move {
-            kv.put(etcd::PutRequest {
-                key: b"warmup".to_vec(),
-                value: b"x".to_vec(),
-            })
-            .await
-            .ok()
-        }
-    })
-    .await?;
-    Ok((procs, addr))
-}
-
-async fn shoal_cluster(root: &Path, manager_bin: &Path) -> Result<(Procs, String)> {
-    let mut procs = Procs(Vec::new());
-    let addr = |i: usize| format!("127.0.0.1:{}", 23771 + i);
-    let common = |i: usize| {
-        vec![
-            "--data-dir".to_owned(),
-            root.join(format!("shoal{i}")).display().to_string(),
-            "--listen-addr".into(),
-            addr(i),
-            "--socket".into(),
-            root.join(format!("shoal{i}.sock")).display().to_string(),
-            "--hostname".into(),
-            format!("m{i}"),
-        ]
-    };
-    let spawn = |args: Vec<String>| {
-        Command::new(manager_bin)
-            .args(args)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", manager_bin.display()))
-    };
-    let mut init = vec!["init".to_owned()];
-    init.extend(common(0));
-    procs.0.push(spawn(init)?);
-    let first = channel(&addr(0))?;
-    let token = wait_for("the first manager", || {
-        let mut c = ControlClient::new(first.clone());
-        async move {
-            c.get_cluster(Empty {})
-                .await
-                .ok()
-                .map(|r| r.into_inner().manager_token)
-        }
-    })
-    .await?;
-    for i in 1..3 {
-        let mut join = vec!["join".to_owned(), "--token".into(), token.clone()];
-        join.extend(common(i));
-        join.push(addr(0));
-        procs.0.push(spawn(join)?);
-    }
-    wait_for("three reachable managers", || {
-        let mut c = ControlClient::new(first.clone());
-        async move {
-            let nodes = c.list_nodes(Empty {}).await.ok()?.into_inner().nodes;
-            let reachable = nodes
-                .iter()
-                .filter_map(|n| n.manager_status.as_ref())
-                .filter(|m| m.leader || m.reachability == "reachable")
-                .count();
-            (reachable == 3).then_some(())
-        }
-    })
-    .await?;
-    Ok((procs, addr(0)))
+/// Starts `command` with its output discarded (the benches print their own).
+fn spawn_quiet(command: &mut Command) -> std::io::Result<Child> {
+    command.stdout(Stdio::null()).stderr(Stdio::null()).spawn()
 }
 
 async fn writes(args: &Args) -> Result<()> {
@@ -328,18 +227,18 @@ async fn writes(args: &Args) -> Result<()> {
         .tempdir_in(&args.data_root)?;
     let value = vec![b'v'; args.value_size];
     println!(
-        "writes: {} writes of {}-byte values from {} concurrent clients, 3 members each on loopback, data in {}",
+        "writes: {} writes of {}-byte values from {} concurrent clients, 3 members each on loopback, data in {}, mutual TLS 1.3 for clients and members",
         args.writes,
         args.value_size,
         args.clients,
         args.data_root.display()
     );
 
-    let (etcd_procs, etcd_addr) = etcd_cluster(root.path()).await?;
-    let ch = channel(&etcd_addr)?;
+    let etcd_cluster = etcd::start(root.path()).await?;
+    let ch = etcd_cluster.channel.clone();
     let v = value.clone();
     let etcd = load(args.writes, args.clients, move |i| {
-        let mut kv = etcd::kv_client::KvClient::new(ch.clone());
+        let mut kv = etcd::KvClient::new(ch.clone());
         let value = v.clone();
         async move {
             kv.put(etcd::PutRequest {
@@ -351,7 +250,7 @@ async fn writes(args: &Args) -> Result<()> {
         }
     })
     .await?;
-    drop(etcd_procs);
+    drop(etcd_cluster);
     println!(
         "etcd 3.4:  {:>8.0} writes/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
         etcd.per_second,
@@ -359,8 +258,9 @@ async fn writes(args: &Args) -> Result<()> {
         etcd.p99.as_secs_f64() * 1e3
     );
 
-    let (shoal_procs, leader) = shoal_cluster(root.path(), &args.manager_bin).await?;
-    let ch = channel(&leader)?;
+    let cluster = shoal::start(root.path(), &args.manager_bin).await?;
+    let writer = cluster.manager_identity("127.0.0.100").await?;
+    let ch = shoal_pki::transport::lazy_channel(cluster.leader(), Dialer::Node(writer))?;
     let shoal = load(args.writes, args.clients, move |i| {
         let mut m = MembershipClient::new(ch.clone());
         let mut batch = Batch::default();
@@ -382,7 +282,6 @@ async fn writes(args: &Args) -> Result<()> {
         }
     })
     .await?;
-    drop(shoal_procs);
     println!(
         "shoal:     {:>8.0} writes/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
         shoal.per_second,
@@ -394,5 +293,32 @@ async fn writes(args: &Args) -> Result<()> {
         shoal.per_second / etcd.per_second,
         shoal.p99.as_secs_f64() / etcd.p99.as_secs_f64()
     );
+    for ((name, writes, p99_ms), now) in PLAINTEXT.into_iter().zip([&shoal, &etcd]) {
+        println!(
+            "{name} with TLS / plaintext (bench/RESULTS.md, 2026-11-24: {writes:.0} writes/s, p99 {p99_ms:.2} ms): writes/s {:.2}, p99 {:.2}",
+            now.per_second / writes,
+            now.p99.as_secs_f64() * 1e3 / p99_ms
+        );
+    }
+
+    if args.joins > 0 {
+        let j = joins::run(&cluster, args.joins).await?;
+        let pct =
+            |v: &[Duration], p: usize| v[(v.len() * p / 100).min(v.len() - 1)].as_secs_f64() * 1e3;
+        println!(
+            "joins: {} simulated nodes at once (key + CSR, certificate for the worker token, registration over mutual TLS) in {:.2} s: {:.1} joins/s",
+            j.nodes,
+            j.elapsed.as_secs_f64(),
+            j.nodes as f64 / j.elapsed.as_secs_f64()
+        );
+        println!(
+            "joins: to registered p50 {:>7.1} ms   p99 {:>7.1} ms; to certificate p50 {:>7.1} ms   p99 {:>7.1} ms",
+            pct(&j.registered, 50),
+            pct(&j.registered, 99),
+            pct(&j.certified, 50),
+            pct(&j.certified, 99)
+        );
+    }
+    drop(cluster);
     Ok(())
 }

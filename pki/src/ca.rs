@@ -132,6 +132,29 @@ impl CertificateAuthority {
         ))
     }
 
+    /// Like [`issue_with_new_key`](Self::issue_with_new_key), the
+    /// certificate also naming `addresses` (IP subject alternative names):
+    /// for servers that peers dial and check by address, such as the etcd
+    /// members the control-plane benchmark runs beside Shoal's managers.
+    pub fn issue_with_new_key_for_addresses(
+        &self,
+        request: &NodeRequest,
+        addresses: &[std::net::IpAddr],
+    ) -> Result<(String, String)> {
+        let key = KeyAndCsr::generate_raw()?;
+        let mut params = node_params(request)?;
+        params
+            .subject_alt_names
+            .extend(addresses.iter().map(|ip| SanType::IpAddress(*ip)));
+        let cert = params
+            .signed_by(&key, &self.issuer()?)
+            .map_err(PkiError::rcgen("signing the certificate"))?;
+        Ok((
+            format!("{}{}", cert.pem(), self.chain_pem),
+            key.serialize_pem(),
+        ))
+    }
+
     /// `next`'s certificate signed by this CA: a node that trusts only this
     /// root accepts certificates `next` issues when this comes with them.
     pub fn cross_sign(&self, next: &CertificateAuthority) -> Result<String> {
@@ -294,6 +317,37 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn names_the_addresses_asked_for_beside_the_role() {
+        use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+        let ca = CertificateAuthority::create("c").unwrap();
+        let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let (chain, _key) = ca
+            .issue_with_new_key_for_addresses(
+                &NodeRequest {
+                    node_id: "etcd0",
+                    role: Role::Manager,
+                    cluster_id: "c",
+                    validity: Duration::from_secs(3600),
+                },
+                &[loopback],
+            )
+            .unwrap();
+        let der = crate::certs_from_pem(&chain).unwrap().remove(0);
+        let (_, cert) = X509Certificate::from_der(&der).unwrap();
+        let names = cert.subject_alternative_name().unwrap().unwrap();
+        let names = &names.value.general_names;
+        assert!(
+            names.contains(&GeneralName::IPAddress(&[127, 0, 0, 1])),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&GeneralName::DNSName(crate::MANAGER_SERVER_NAME)),
+            "{names:?}"
+        );
+        assert_eq!(Identity::of_der(&der).unwrap().node_id, "etcd0");
     }
 
     #[test]

@@ -1,0 +1,172 @@
+//! 3 `shoal-manager` processes on loopback, as an operator sets them up:
+//! `init`, then an admin client certificate from the first manager's local
+//! socket (what `shoal cert issue` does on a manager host), then two
+//! `join`s with the manager token. Every TCP connection is mutual TLS.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+};
+
+use anyhow::{Context, Result};
+use hyper_util::rt::TokioIo;
+use shoal_api::pb::{
+    ClusterInfo, Empty, IssueClientCertificateRequest, control_client::ControlClient,
+};
+use shoal_pki::{
+    Credentials, KeyAndCsr,
+    join::{self, JoinRequest},
+    transport::Dialer,
+};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use super::{Procs, spawn_quiet, wait_for};
+
+const MANAGERS: usize = 3;
+
+pub struct ShoalCluster {
+    /// Stopped when the cluster is dropped.
+    _procs: Procs,
+    /// Every manager's address, the first (the leader `init` made) first.
+    pub addrs: Vec<String>,
+    pub worker_token: String,
+    pub manager_token: String,
+}
+
+impl ShoalCluster {
+    pub fn leader(&self) -> &str {
+        &self.addrs[0]
+    }
+
+    /// Credentials to propose writes with: Membership/Propose is how a
+    /// follower forwards a write to the leader, so it takes a manager
+    /// certificate; this one is issued for the manager token, as to a
+    /// joining manager (it adds a manager node that never starts, which
+    /// nothing waits for). `advertise` is a loopback address of its own,
+    /// so the CA does not take the writer for one of the managers.
+    pub async fn manager_identity(&self, advertise: &str) -> Result<Arc<Credentials>> {
+        join::join(
+            &JoinRequest {
+                manager: self.leader(),
+                token: &self.manager_token,
+                advertise_addr: advertise,
+                hostname: "bench-writer",
+            },
+            None,
+        )
+        .await
+        .context("getting a manager certificate for the bench's writer")
+    }
+}
+
+/// A channel to a manager's local socket (no TLS: the socket is root's).
+async fn local_channel(socket: &Path) -> Result<Channel> {
+    let socket = socket.to_owned();
+    // The URI is a placeholder: the connector dials the socket.
+    Ok(Endpoint::try_from("http://[::1]:1")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await?)
+}
+
+/// Starts the managers with their data under `root` and waits until all
+/// three are reachable voters.
+pub async fn start(root: &Path, manager_bin: &Path) -> Result<ShoalCluster> {
+    // Each manager on its own loopback address, as on its own host: the CA
+    // tells a joining manager's node from others by the address it joins
+    // from (two joining at once from one address get one node).
+    let addrs: Vec<String> = (0..MANAGERS)
+        .map(|i| format!("127.0.0.{}:{}", i + 1, 23771 + i))
+        .collect();
+    let socket = |i: usize| root.join(format!("shoal{i}.sock"));
+    let command = |i: usize, verb: &str| {
+        let mut command = Command::new(manager_bin);
+        command
+            .arg(verb)
+            .arg("--data-dir")
+            .arg(root.join(format!("shoal{i}")))
+            .args(["--listen-addr", &addrs[i]])
+            .arg("--socket")
+            .arg(socket(i))
+            .args(["--hostname", &format!("m{i}")])
+            .env("RUST_LOG", "error");
+        command
+    };
+    let started = |what: &Path| format!("starting {}", what.display());
+    let mut procs = Procs(Vec::new());
+    procs
+        .0
+        .push(spawn_quiet(&mut command(0, "init")).with_context(|| started(manager_bin))?);
+
+    let first_socket: PathBuf = socket(0);
+    let cluster: ClusterInfo = wait_for("the first manager", || {
+        let socket = first_socket.clone();
+        async move {
+            let mut control = ControlClient::new(local_channel(&socket).await.ok()?);
+            control
+                .get_cluster(Empty {})
+                .await
+                .ok()
+                .map(|r| r.into_inner())
+        }
+    })
+    .await?;
+    let admin = admin_dialer(&first_socket).await?;
+
+    for i in 1..MANAGERS {
+        // The token in the environment, not on the command line.
+        let mut join = command(i, "join");
+        join.env(shoal_api::token_input::ENV, &cluster.manager_token)
+            .arg(&addrs[0]);
+        procs
+            .0
+            .push(spawn_quiet(&mut join).with_context(|| started(manager_bin))?);
+    }
+    let control = ControlClient::new(shoal_pki::transport::lazy_channel(&addrs[0], admin)?);
+    wait_for("three reachable managers (control API over TLS)", || {
+        let mut control = control.clone();
+        async move {
+            let nodes = control.list_nodes(Empty {}).await.ok()?.into_inner().nodes;
+            let reachable = nodes
+                .iter()
+                .filter_map(|n| n.manager_status.as_ref())
+                .filter(|m| m.leader || m.reachability == "reachable")
+                .count();
+            (reachable == MANAGERS).then_some(())
+        }
+    })
+    .await?;
+    Ok(ShoalCluster {
+        _procs: procs,
+        addrs,
+        worker_token: cluster.worker_token,
+        manager_token: cluster.manager_token,
+    })
+}
+
+/// An admin client certificate, as `shoal cert issue` gets one: a key made
+/// here, a CSR sent over the manager's local socket.
+async fn admin_dialer(socket: &Path) -> Result<Dialer> {
+    let key = KeyAndCsr::generate()?;
+    let issued = ControlClient::new(local_channel(socket).await?)
+        .issue_client_certificate(IssueClientCertificateRequest {
+            role: "admin".into(),
+            csr_der: key.csr_der,
+            expiry_ms: 0,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("issuing an admin certificate: {}", s.message()))?
+        .into_inner();
+    Ok(Dialer::with_certificate(
+        &issued.chain_pem,
+        &key.key_pem,
+        &issued.trust_pem,
+    )?)
+}
