@@ -245,13 +245,27 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
         },
     };
 
+    // A locked manager (autolock) waits here, serving only the unlock call.
+    let start = match &bootstrap {
+        Bootstrap::Init { autolock, .. } => Start::New {
+            autolock: *autolock,
+        },
+        Bootstrap::Join { .. } => Start::New { autolock: false },
+        Bootstrap::Restart => Start::Restart,
+    };
+    let keys = data_keys::prepare(&options.data_dir, start, options.socket.as_deref()).await?;
+    let cipher = Arc::new(Cipher::new(&keys.dek)?);
+    // The manager's own TLS key is sealed with its data key too: with
+    // autolock it cannot be read without the unlock key.
+    let key_seal: Arc<dyn shoal_pki::KeySeal> = Arc::new(SealWithDataKey(cipher.clone()));
+
     // The manager's credentials: made here at `init`, issued by the
     // cluster for the token at `join` (a token of the wrong cluster fails
     // before anything else is written), kept from before at a restart.
     let certs_dir = options.data_dir.join(CERTIFICATES);
     let mut new_cluster = None;
     let credentials = match &bootstrap {
-        Bootstrap::Restart => Credentials::load(&certs_dir)?.with_context(|| {
+        Bootstrap::Restart => Credentials::load_sealed(&certs_dir, Some(key_seal.clone()))?.with_context(|| {
             format!(
                 "{} holds no certificate: this data directory is from before mutual TLS; join the cluster again with an empty one",
                 certs_dir.display()
@@ -270,18 +284,19 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
                 cluster_id: &cluster.cluster_id,
                 validity: ca::DEFAULT_CERT_EXPIRY,
             })?;
-            let credentials = Credentials::create_in(
+            let credentials = Credentials::create_sealed_in(
                 &certs_dir,
                 CredentialFiles {
                     chain_pem,
                     key_pem,
                     roots_pem: cluster.ca.cert_pem().to_owned(),
                 },
+                Some(key_seal.clone()),
             )?;
             new_cluster = Some(cluster);
             credentials
         }
-        Bootstrap::Join { token, remote } => shoal_pki::join::join(
+        Bootstrap::Join { token, remote } => shoal_pki::join::join_sealed(
             &shoal_pki::join::JoinRequest {
                 manager: remote,
                 token,
@@ -289,21 +304,12 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
                 hostname: &options.hostname,
             },
             Some(&certs_dir),
+            Some(key_seal.clone()),
         )
         .await
         .context("getting this manager's certificate")?,
     };
 
-    // A locked manager (autolock) waits here, serving only the unlock call.
-    let start = match &bootstrap {
-        Bootstrap::Init { autolock, .. } => Start::New {
-            autolock: *autolock,
-        },
-        Bootstrap::Join { .. } => Start::New { autolock: false },
-        Bootstrap::Restart => Start::Restart,
-    };
-    let keys = data_keys::prepare(&options.data_dir, start, options.socket.as_deref()).await?;
-    let cipher = Arc::new(Cipher::new(&keys.dek)?);
 
     let store = Store::new();
     let log = LogStore::open(&options.data_dir.join("raft-log.redb"), cipher.clone())
@@ -445,6 +451,26 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
         socket: options.socket.clone(),
         _lock: lock,
     })
+}
+
+/// Seals the manager's TLS key with its data key.
+struct SealWithDataKey(Arc<Cipher>);
+
+/// What the sealed key is bound to: it opens as nothing else.
+const NODE_KEY_CONTEXT: &[u8] = b"shoal manager node key";
+
+impl shoal_pki::KeySeal for SealWithDataKey {
+    fn seal(&self, key_pem: &[u8]) -> std::result::Result<Vec<u8>, String> {
+        self.0
+            .seal(NODE_KEY_CONTEXT, key_pem)
+            .map_err(|e| e.to_string())
+    }
+
+    fn open(&self, sealed: &[u8]) -> std::result::Result<Vec<u8>, String> {
+        self.0
+            .open(NODE_KEY_CONTEXT, sealed, "the node key")
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).

@@ -41,6 +41,14 @@ impl KeyAndCsr {
     }
 }
 
+/// Seals the node's private key on disk: a manager seals it with its data
+/// key, so that with autolock the key cannot be read without the unlock key
+/// (as swarmkit encrypts its TLS key with the key-encryption key).
+pub trait KeySeal: Send + Sync {
+    fn seal(&self, key_pem: &[u8]) -> std::result::Result<Vec<u8>, String>;
+    fn open(&self, sealed: &[u8]) -> std::result::Result<Vec<u8>, String>;
+}
+
 /// The PEM texts a node keeps on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialFiles {
@@ -65,11 +73,14 @@ pub struct Credentials {
     current: RwLock<Arc<Current>>,
     /// Where they are kept, if anywhere: replacing them writes them there.
     dir: Option<PathBuf>,
+    /// How the key is sealed there, if it is.
+    seal: Option<Arc<dyn KeySeal>>,
     changed: tokio::sync::watch::Sender<u64>,
 }
 
 const CHAIN_FILE: &str = "node.crt";
 const KEY_FILE: &str = "node.key";
+const SEALED_KEY_FILE: &str = "node.key.sealed";
 const ROOTS_FILE: &str = "ca.crt";
 
 impl Credentials {
@@ -78,6 +89,7 @@ impl Credentials {
         Ok(Arc::new(Self {
             current: RwLock::new(Arc::new(build(files)?)),
             dir: None,
+            seal: None,
             changed: tokio::sync::watch::channel(0).0,
         }))
     }
@@ -85,17 +97,32 @@ impl Credentials {
     /// Credentials kept in `dir` (0700, files 0600): written now, and again
     /// whenever they are replaced.
     pub fn create_in(dir: &Path, files: CredentialFiles) -> Result<Arc<Self>> {
+        Self::create_sealed_in(dir, files, None)
+    }
+
+    /// As [`Credentials::create_in`], the key sealed by `seal`.
+    pub fn create_sealed_in(
+        dir: &Path,
+        files: CredentialFiles,
+        seal: Option<Arc<dyn KeySeal>>,
+    ) -> Result<Arc<Self>> {
         let current = build(files)?;
-        write_files(dir, &current.files)?;
+        write_files(dir, &current.files, seal.as_deref())?;
         Ok(Arc::new(Self {
             current: RwLock::new(Arc::new(current)),
             dir: Some(dir.to_owned()),
+            seal,
             changed: tokio::sync::watch::channel(0).0,
         }))
     }
 
     /// The credentials kept in `dir`, if it holds any.
     pub fn load(dir: &Path) -> Result<Option<Arc<Self>>> {
+        Self::load_sealed(dir, None)
+    }
+
+    /// As [`Credentials::load`], the key sealed by `seal`.
+    pub fn load_sealed(dir: &Path, seal: Option<Arc<dyn KeySeal>>) -> Result<Option<Arc<Self>>> {
         let current = dir.join(CURRENT);
         let read = |name: &str| {
             let path = current.join(name);
@@ -105,12 +132,26 @@ impl Credentials {
                 source,
             })
         };
-        if !current.join(KEY_FILE).exists() {
-            return Ok(None);
-        }
+        let sealed_path = current.join(SEALED_KEY_FILE);
+        let key_pem = match &seal {
+            Some(seal) if sealed_path.exists() => {
+                let sealed = std::fs::read(&sealed_path).map_err(|source| PkiError::Io {
+                    what: "reading",
+                    path: sealed_path.clone(),
+                    source,
+                })?;
+                let key = seal.open(&sealed).map_err(|e| {
+                    PkiError::Invalid(format!("opening {}: {e}", sealed_path.display()))
+                })?;
+                String::from_utf8(key)
+                    .map_err(|_| PkiError::Invalid(format!("{} holds no PEM key", sealed_path.display())))?
+            }
+            _ if current.join(KEY_FILE).exists() => read(KEY_FILE)?,
+            _ => return Ok(None),
+        };
         let files = CredentialFiles {
             chain_pem: read(CHAIN_FILE)?,
-            key_pem: read(KEY_FILE)?,
+            key_pem,
             roots_pem: read(ROOTS_FILE)?,
         };
         let current = build(files)
@@ -118,6 +159,7 @@ impl Credentials {
         Ok(Some(Arc::new(Self {
             current: RwLock::new(Arc::new(current)),
             dir: Some(dir.to_owned()),
+            seal,
             changed: tokio::sync::watch::channel(0).0,
         })))
     }
@@ -143,7 +185,7 @@ impl Credentials {
     pub fn replace(&self, files: CredentialFiles) -> Result<()> {
         let next = build(files)?;
         if let Some(dir) = &self.dir {
-            write_files(dir, &next.files)?;
+            write_files(dir, &next.files, self.seal.as_deref())?;
         }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         self.changed.send_modify(|n| *n += 1);
@@ -212,7 +254,7 @@ const CURRENT: &str = "current";
 /// Writes the three files as a new generation (a directory) and then
 /// points `current` at it with one rename: a crash or a full disk leaves
 /// the old set or the new one, never a new key beside an old certificate.
-fn write_files(dir: &Path, files: &CredentialFiles) -> Result<()> {
+fn write_files(dir: &Path, files: &CredentialFiles, seal: Option<&dyn KeySeal>) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let io = |what, path: &Path| {
         let path = path.to_owned();
@@ -235,10 +277,18 @@ fn write_files(dir: &Path, files: &CredentialFiles) -> Result<()> {
     let generation = format!("v{nanos}");
     let gen_dir = dir.join(&generation);
     private_dir(&gen_dir)?;
-    for (name, text) in [
-        (KEY_FILE, &files.key_pem),
-        (CHAIN_FILE, &files.chain_pem),
-        (ROOTS_FILE, &files.roots_pem),
+    let key = match seal {
+        Some(seal) => (
+            SEALED_KEY_FILE,
+            seal.seal(files.key_pem.as_bytes())
+                .map_err(|e| PkiError::Invalid(format!("sealing the node key: {e}")))?,
+        ),
+        None => (KEY_FILE, files.key_pem.as_bytes().to_vec()),
+    };
+    for (name, bytes) in [
+        (key.0, key.1.as_slice()),
+        (CHAIN_FILE, files.chain_pem.as_bytes()),
+        (ROOTS_FILE, files.roots_pem.as_bytes()),
     ] {
         use std::io::Write;
         let path = gen_dir.join(name);
@@ -248,7 +298,7 @@ fn write_files(dir: &Path, files: &CredentialFiles) -> Result<()> {
             .mode_0600()
             .open(&path)
             .map_err(io("writing", &path))?;
-        file.write_all(text.as_bytes())
+        file.write_all(bytes)
             .and_then(|_| file.sync_all())
             .map_err(io("writing", &path))?;
     }
@@ -305,6 +355,33 @@ mod tests {
             key_pem,
             roots_pem: ca.cert_pem().to_owned(),
         }
+    }
+
+    /// A toy seal (XOR) for the test: what matters is that the file on
+    /// disk is not the PEM, and that it reads back.
+    struct Xor;
+    impl KeySeal for Xor {
+        fn seal(&self, key: &[u8]) -> std::result::Result<Vec<u8>, String> {
+            Ok(key.iter().map(|b| b ^ 0x5a).collect())
+        }
+        fn open(&self, sealed: &[u8]) -> std::result::Result<Vec<u8>, String> {
+            self.seal(sealed)
+        }
+    }
+
+    #[test]
+    fn a_sealed_key_is_never_on_disk_in_the_clear() {
+        let ca = CertificateAuthority::create("c").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let seal: Arc<dyn KeySeal> = Arc::new(Xor);
+        let files = files_for(&ca, "m1", Role::Manager);
+        Credentials::create_sealed_in(dir.path(), files.clone(), Some(seal.clone())).unwrap();
+        let current = dir.path().join(CURRENT);
+        assert!(!current.join(KEY_FILE).exists());
+        let on_disk = std::fs::read(current.join(SEALED_KEY_FILE)).unwrap();
+        assert!(!String::from_utf8_lossy(&on_disk).contains("PRIVATE KEY"));
+        let again = Credentials::load_sealed(dir.path(), Some(seal)).unwrap().unwrap();
+        assert_eq!(again.files(), files);
     }
 
     #[test]

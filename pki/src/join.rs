@@ -57,6 +57,15 @@ pub async fn join(
     request: &JoinRequest<'_>,
     dir: Option<&Path>,
 ) -> Result<Arc<Credentials>, JoinError> {
+    join_sealed(request, dir, None).await
+}
+
+/// As [`join`], the key kept sealed by `seal`.
+pub async fn join_sealed(
+    request: &JoinRequest<'_>,
+    dir: Option<&Path>,
+    seal: Option<Arc<dyn crate::KeySeal>>,
+) -> Result<Arc<Credentials>, JoinError> {
     let token = JoinToken::parse(request.token)?;
     let addr = request.manager;
     let unreachable = |e: &dyn std::fmt::Display| JoinError::Unreachable {
@@ -112,7 +121,7 @@ pub async fn join(
     })?;
     let files = files(issued, key.key_pem);
     Ok(match dir {
-        Some(dir) => Credentials::create_in(dir, files)?,
+        Some(dir) => Credentials::create_sealed_in(dir, files, seal)?,
         None => Credentials::new(files)?,
     })
 }

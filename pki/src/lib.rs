@@ -23,7 +23,7 @@ pub mod join;
 pub mod transport;
 
 pub use ca::{CertificateAuthority, NodeRequest};
-pub use credentials::{Credentials, KeyAndCsr};
+pub use credentials::{Credentials, KeyAndCsr, KeySeal};
 pub use identity::{Identity, Role};
 
 /// What went wrong with a key, a certificate or a TLS configuration.

@@ -21,17 +21,15 @@ fn forms(needle: &str) -> Vec<String> {
     forms
 }
 
-/// The files under `dirs` that `grep -r` finds any of `patterns` in. The
-/// manager's own TLS key (`certificates/node.key`, 0600 in a 0700 dir) is
-/// left out: it is the node's identity, which its host holds as swarmkit's
-/// nodes do, not the cluster's CA key or data.
+/// The files under `dirs` that `grep -r` finds any of `patterns` in
+/// (the manager's own TLS key included: it is sealed with its data key).
 fn grep(dirs: &[PathBuf], patterns: &[String]) -> Result<String> {
     let mut list = tempfile::NamedTempFile::new()?;
     for pattern in patterns {
         writeln!(list, "{pattern}")?;
     }
     let output = std::process::Command::new("grep")
-        .args(["-r", "-l", "-a", "-F", "--exclude=node.key", "-f"])
+        .args(["-r", "-l", "-a", "-F", "-f"])
         .arg(list.path())
         .args(dirs)
         .output()
