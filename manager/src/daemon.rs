@@ -310,7 +310,6 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
         .context("getting this manager's certificate")?,
     };
 
-
     let store = Store::new();
     let log = LogStore::open(&options.data_dir.join("raft-log.redb"), cipher.clone())
         .context("opening the Raft log")?;

@@ -143,8 +143,9 @@ impl Credentials {
                 let key = seal.open(&sealed).map_err(|e| {
                     PkiError::Invalid(format!("opening {}: {e}", sealed_path.display()))
                 })?;
-                String::from_utf8(key)
-                    .map_err(|_| PkiError::Invalid(format!("{} holds no PEM key", sealed_path.display())))?
+                String::from_utf8(key).map_err(|_| {
+                    PkiError::Invalid(format!("{} holds no PEM key", sealed_path.display()))
+                })?
             }
             _ if current.join(KEY_FILE).exists() => read(KEY_FILE)?,
             _ => return Ok(None),
@@ -380,7 +381,9 @@ mod tests {
         assert!(!current.join(KEY_FILE).exists());
         let on_disk = std::fs::read(current.join(SEALED_KEY_FILE)).unwrap();
         assert!(!String::from_utf8_lossy(&on_disk).contains("PRIVATE KEY"));
-        let again = Credentials::load_sealed(dir.path(), Some(seal)).unwrap().unwrap();
+        let again = Credentials::load_sealed(dir.path(), Some(seal))
+            .unwrap()
+            .unwrap();
         assert_eq!(again.files(), files);
     }
 
