@@ -6,7 +6,9 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod conntrack;
 mod counters;
+mod guard;
 mod mesh;
 mod tunnel;
 

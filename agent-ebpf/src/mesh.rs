@@ -14,18 +14,18 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use crate::tunnel;
+use crate::{conntrack, guard, tunnel};
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
     helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     macros::{classifier, map},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::TcContext,
 };
 use shoal_agent_common::{
     Backend, BackendKey, CT_CLOSING, CT_ESTABLISHED, CT_HOST_MODE, CT_VIP, CtEntry, CtKey,
-    MESH_MAX_BACKENDS, MESH_MAX_CONNECTIONS, MESH_MAX_SERVICES, MODE_HOST, MeshConfig, PortEntry,
-    PortKey, ServiceStats,
+    MESH_MAX_BACKENDS, MESH_MAX_SERVICES, MODE_HOST, MeshConfig, PortEntry, PortKey, ServiceStats,
+    VXLAN_PORT,
 };
 
 /// `TCX_NEXT`: not ours; let the next program and the stack decide.
@@ -38,19 +38,18 @@ const IP_SRC_OFF: usize = ETH_HLEN + 12;
 const IP_DST_OFF: usize = ETH_HLEN + 16;
 /// The mesh handles IPv4 without options: L4 starts here.
 pub(crate) const L4_OFF: usize = ETH_HLEN + 20;
-const TCP_FLAGS_OFF: usize = L4_OFF + 13;
+pub(crate) const TCP_FLAGS_OFF: usize = L4_OFF + 13;
 const TCP_CSUM_OFF: usize = L4_OFF + 16;
 const UDP_CSUM_OFF: usize = L4_OFF + 6;
-const PROTO_TCP: u8 = 6;
+pub(crate) const PROTO_TCP: u8 = 6;
 pub(crate) const PROTO_UDP: u8 = 17;
-const TCP_SYN: u8 = 0x02;
-const TCP_ACK: u8 = 0x10;
+pub(crate) const TCP_SYN: u8 = 0x02;
+pub(crate) const TCP_ACK: u8 = 0x10;
 const TCP_RST: u8 = 0x04;
 const TCP_FIN: u8 = 0x01;
 
 const BPF_F_PSEUDO_HDR: u64 = 0x10;
 const BPF_F_MARK_MANGLED_0: u64 = 0x20;
-const BPF_NOEXIST: u64 = 1;
 
 #[map]
 static MESH_CONFIG: Array<MeshConfig> = Array::pinned(1, 0);
@@ -61,8 +60,6 @@ static MESH_BACKENDS: HashMap<BackendKey, Backend> =
     HashMap::pinned(MESH_MAX_SERVICES * 4 + MESH_MAX_BACKENDS, 0);
 #[map]
 static MESH_RR: Array<u64> = Array::pinned(MESH_MAX_SERVICES, 0);
-#[map]
-static MESH_CT: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MESH_MAX_CONNECTIONS, 0);
 #[map]
 static MESH_STATS: PerCpuArray<ServiceStats> = PerCpuArray::pinned(MESH_MAX_SERVICES, 0);
 /// Service VIP (network order) → its slot and backends (ports kept).
@@ -84,7 +81,7 @@ pub(crate) struct Flow {
 impl Flow {
     /// The connection-table key of this direction.
     #[inline(always)]
-    fn key(&self) -> CtKey {
+    pub(crate) fn key(&self) -> CtKey {
         CtKey {
             saddr: self.saddr,
             daddr: self.daddr,
@@ -219,18 +216,28 @@ pub fn mesh_ingress(mut ctx: TcContext) -> i32 {
 fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
     let cfg = config()?;
     let f = flow(ctx)?;
-    if f.daddr != cfg.node_addr || cfg.ingress_addr == 0 {
+    if f.daddr != cfg.node_addr {
+        return None;
+    }
+    // VXLAN from strangers goes nowhere, whichever device it was for.
+    if f.proto == PROTO_UDP
+        && f.dport == VXLAN_PORT.to_be()
+        && let Some(verdict) = guard::vxlan_in(ctx, &cfg, &f)
+    {
+        return Some(verdict);
+    }
+    if cfg.ingress_addr == 0 {
         return None;
     }
     if tunnel::is_ingress_vxlan(ctx, &cfg, &f) {
         return tunnel_in(ctx, &cfg);
     }
     let key = f.key();
-    // SAFETY: entries are written whole by `insert`; a torn read at worst
-    // sends one packet to the previous backend of a reused key.
-    let (entry, new) = match unsafe { MESH_CT.get(key) } {
-        Some(entry) if still_there(ctx, &f, entry, reply_to(&cfg, &f, entry)) => (*entry, false),
-        _ => (new_connection(ctx, &cfg, &f)?, true),
+    let (entry, new, confirmed) = match conntrack::lookup(&key) {
+        Some((entry, confirmed)) if still_there(ctx, &f, &entry, reply_to(&cfg, &f, &entry)) => {
+            (entry, false, confirmed)
+        }
+        _ => (new_connection(ctx, &cfg, &f)?, true, false),
     };
     if !new && f.proto == PROTO_TCP {
         let reply = CtKey {
@@ -241,6 +248,9 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
             proto: f.proto,
             _pad: [0; 3],
         };
+        if !confirmed {
+            confirm_handshake(ctx, &key, &reply);
+        }
         mark_closing(ctx, &key, &reply);
     }
     // Host mode keeps the client's address (the task is local and replies
@@ -295,8 +305,7 @@ fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry, reply_to: u32) -> boo
         proto: f.proto,
         _pad: [0; 3],
     };
-    // SAFETY: read-only use of a whole entry.
-    let intact = unsafe { MESH_CT.get(reply) }
+    let intact = conntrack::get(&reply)
         .is_some_and(|back| back.addr == f.daddr || (back.addr == f.saddr && back.port == f.sport));
     if f.proto == PROTO_UDP {
         return intact && live(entry);
@@ -309,6 +318,26 @@ fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry, reply_to: u32) -> boo
     // A SYN: the same connection again (its first SYN got no answer) stays
     // while its backend does; a new connection on old ports starts afresh.
     intact && live(entry) && entry.syn_seq == syn_seq(ctx, f)
+}
+
+/// The client's ACK that completes the handshake (it acknowledges the
+/// backend's SYN-ACK, whose sequence number its reply entry keeps) moves
+/// the connection to the confirmed table. A spoofed SYN's source never
+/// sees the SYN-ACK, so it cannot send this ACK.
+#[inline(always)]
+fn confirm_handshake(ctx: &TcContext, forward: &CtKey, reply: &CtKey) {
+    let flags: u8 = ctx.load(TCP_FLAGS_OFF).unwrap_or(0);
+    if flags & (TCP_SYN | TCP_ACK) != TCP_ACK {
+        return;
+    }
+    let (Ok(ack), Some(back)) = (ctx.load::<u32>(L4_OFF + 8), conntrack::get(reply)) else {
+        return;
+    };
+    if back.flags & CT_ESTABLISHED != 0
+        && u32::from_be(back.syn_seq).wrapping_add(1) == u32::from_be(ack)
+    {
+        conntrack::confirm(forward, reply);
+    }
 }
 
 /// A TCP packet's sequence number (0 for UDP).
@@ -367,7 +396,7 @@ fn mark_closing(ctx: &TcContext, forward: &CtKey, reply: &CtKey) {
         return;
     }
     for key in [forward, reply] {
-        if let Some(entry) = MESH_CT.get_ptr_mut(key) {
+        if let Some((entry, _)) = conntrack::get_ptr_mut(key) {
             // SAFETY: one word of a live entry, written whole.
             unsafe { (*entry).flags |= CT_CLOSING };
         }
@@ -458,8 +487,7 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
     };
     for attempt in 0u16..8 {
         let reply = reply_key(&backend, reply_to, nat_port, f.proto);
-        // SAFETY: a read of a whole entry.
-        let taken = unsafe { MESH_CT.get(reply) };
+        let taken = conntrack::get(&reply);
         let free = match taken {
             None => true,
             Some(old) if old.flags & CT_CLOSING != 0 => {
@@ -470,12 +498,9 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
             }
             Some(_) => false,
         };
-        if free {
-            let how = if taken.is_none() { BPF_NOEXIST } else { 0 };
-            if MESH_CT.insert(reply, reply_entry(f, &service), how).is_ok() {
-                found = true;
-                break;
-            }
+        if free && conntrack::insert_new(&reply, &reply_entry(f, &service), taken.is_none()) {
+            found = true;
+            break;
         }
         if host_mode {
             break; // the client's own port and address: nothing to choose
@@ -487,7 +512,7 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
     if !found && let Some(port) = closing_port {
         let reply = reply_key(&backend, reply_to, port, f.proto);
         nat_port = port;
-        found = MESH_CT.insert(reply, reply_entry(f, &service), 0).is_ok();
+        found = conntrack::insert_new(&reply, &reply_entry(f, &service), false);
     }
     if !found {
         // No free source port towards this backend: drop the first packet
@@ -511,8 +536,9 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
         proto: f.proto,
         _pad: [0; 3],
     };
-    MESH_CT.insert(key, entry, 0).ok()?;
-    Some(entry)
+    // Unconfirmed until the handshake completes (TCP) or the backend
+    // answers (UDP); an old connection's entry on the same ports goes.
+    conntrack::insert_new(&key, &entry, false).then_some(entry)
 }
 
 /// The key of the replies `backend` sends to `reply_to:nat_port`.
@@ -587,8 +613,7 @@ fn tunnel_in(ctx: &mut TcContext, cfg: &MeshConfig) -> Option<i32> {
     let veth = tunnel::local_veth(inner.daddr)?;
     // Replies to a VIP connection a task here opened get the VIP back on
     // the task's veth (`vip_in`): those take the bridge.
-    // SAFETY: a read of a whole entry.
-    if unsafe { MESH_CT.get(inner.key()) }.is_some_and(|e| e.flags & CT_VIP != 0) {
+    if conntrack::get_confirmed(&inner.key()).is_some_and(|e| e.flags & CT_VIP != 0) {
         return None;
     }
     if !tunnel::unwrap(ctx) {
@@ -602,10 +627,13 @@ fn tunnel_in(ctx: &mut TcContext, cfg: &MeshConfig) -> Option<i32> {
 /// the mesh tracks (anything else keeps going to the kernel's device).
 #[inline(always)]
 fn tunnel_reply(ctx: &mut TcContext, cfg: &MeshConfig, inner: &Flow) -> Option<i32> {
-    // SAFETY: a read of a whole entry.
-    let back = unsafe { MESH_CT.get(inner.key()) }?;
+    let Some(back) = conntrack::get(&inner.key()) else {
+        // No connection this node forwards: nothing of the ingress
+        // network's is for its own address (see `guard`).
+        return Some(guard::drop_packet(shoal_agent_common::DROP_VXLAN_PORT));
+    };
     if back.flags & CT_VIP != 0
-        || !answers(ctx, cfg, inner, back, tunnel::INNER_IP_OFF + 20)
+        || !answers(ctx, cfg, inner, &back, tunnel::INNER_IP_OFF + 20)
         || !tunnel::unwrap(ctx)
     {
         return None;
@@ -637,11 +665,10 @@ fn answers(ctx: &TcContext, cfg: &MeshConfig, f: &Flow, back: &CtEntry, l4: usiz
         return false;
     };
     let forward = forward_key(cfg, back, f.proto);
-    // SAFETY: a read of a whole entry.
-    let ours = unsafe { MESH_CT.get(forward) }
+    let ours = conntrack::get(&forward)
         .is_some_and(|e| u32::from_be(e.syn_seq).wrapping_add(1) == u32::from_be(ack));
     if !ours && back.flags & (CT_ESTABLISHED | CT_CLOSING) != 0 {
-        let _ = MESH_CT.remove(f.key());
+        conntrack::remove(&f.key());
     }
     ours
 }
@@ -679,7 +706,7 @@ fn out_of_underlay(cfg: &MeshConfig) -> i32 {
 #[inline(always)]
 fn reply(ctx: &mut TcContext, cfg: &MeshConfig, f: &Flow) -> Option<i32> {
     let key = f.key();
-    let slot = MESH_CT.get_ptr_mut(key)?;
+    let (slot, confirmed) = conntrack::get_ptr_mut(&key)?;
     // SAFETY: the entry stays valid while this program runs (RCU).
     let back = unsafe { *slot };
     if back.flags & CT_VIP != 0 {
@@ -695,12 +722,22 @@ fn reply(ctx: &mut TcContext, cfg: &MeshConfig, f: &Flow) -> Option<i32> {
             // or is stopping): forget the pick and hide the reset. The
             // client's retransmitted SYN goes to another backend.
             let forward = forward_key(cfg, &back, f.proto);
-            let _ = MESH_CT.remove(forward);
-            let _ = MESH_CT.remove(key);
+            conntrack::remove(&forward);
+            conntrack::remove(&key);
             return Some(TC_ACT_SHOT);
         }
-        // SAFETY: as above; one word, written whole.
-        unsafe { (*slot).flags = back.flags | CT_ESTABLISHED };
+        // The SYN-ACK's sequence number: the client's ACK of it confirms
+        // the connection (`confirm_handshake`).
+        let seq: u32 = ctx.load(L4_OFF + 4).unwrap_or(0);
+        // SAFETY: as above; whole words.
+        unsafe {
+            (*slot).syn_seq = seq;
+            (*slot).flags = back.flags | CT_ESTABLISHED;
+        }
+    }
+    if f.proto == PROTO_UDP && !confirmed {
+        // The backend answered: the flow is confirmed.
+        conntrack::confirm(&forward_key(cfg, &back, f.proto), &key);
     }
     if f.proto == PROTO_TCP {
         let forward = forward_key(cfg, &back, f.proto);
@@ -724,6 +761,9 @@ pub fn vip_out(mut ctx: TcContext) -> i32 {
     let Some(f) = flow(&ctx) else {
         return TC_NEXT;
     };
+    if guard::container_blocked(&ctx, &f) {
+        return guard::drop_packet(shoal_agent_common::DROP_CONTAINER_TO_NODE);
+    }
     // SAFETY: the agent writes whole entries.
     if let Some(service) = unsafe { MESH_VIPS.get(f.daddr) }.copied() {
         let _ = try_vip_out(&mut ctx, &f, &service);
@@ -747,8 +787,7 @@ fn task_reply(ctx: &mut TcContext, f: &Flow) -> Option<i32> {
     if veth != unsafe { (*ctx.skb.skb).ifindex } {
         return None;
     }
-    // SAFETY: a presence test.
-    if unsafe { MESH_CT.get(f.key()) }.is_some() {
+    if conntrack::get(&f.key()).is_some() {
         return reply(ctx, &cfg, f);
     }
     let node = tunnel::node_of(ctx, &cfg, f.daddr)?;
@@ -762,9 +801,8 @@ fn task_reply(ctx: &mut TcContext, f: &Flow) -> Option<i32> {
 #[inline(always)]
 fn try_vip_out(ctx: &mut TcContext, f: &Flow, service: &PortEntry) -> Option<()> {
     let key = f.key();
-    // SAFETY: see `try_ingress`.
-    let (backend, new) = match unsafe { MESH_CT.get(key) } {
-        Some(entry) if still_there(ctx, f, entry, f.saddr) => (entry.addr, false),
+    let (backend, new) = match conntrack::get_confirmed(&key) {
+        Some(entry) if still_there(ctx, f, &entry, f.saddr) => (entry.addr, false),
         _ => (new_vip_connection(ctx, f, service)?, true),
     };
     rewrite(ctx, f, f.saddr, backend, f.sport, f.dport)?;
@@ -830,9 +868,10 @@ fn new_vip_connection(ctx: &TcContext, f: &Flow, service: &PortEntry) -> Option<
         syn_seq: 0,
         _pad: 0,
     };
-    MESH_CT.insert(reply, back, 0).ok()?;
-    MESH_CT.insert(forward, there, 0).ok()?;
-    Some(backend.addr)
+    // A task's own connections: its node's veth, not the network, is
+    // their source, so they are confirmed from the start.
+    (conntrack::insert_confirmed(&reply, &back) && conntrack::insert_confirmed(&forward, &there))
+        .then_some(backend.addr)
 }
 
 /// Replies to a task's VIP connection, as they reach it (TC egress of its
@@ -854,8 +893,7 @@ fn try_vip_in(ctx: &mut TcContext) -> Option<()> {
         proto: f.proto,
         _pad: [0; 3],
     };
-    // SAFETY: see `try_ingress`.
-    let back = *unsafe { MESH_CT.get(key) }?;
+    let back = conntrack::get_confirmed(&key)?;
     if back.flags & CT_VIP == 0 {
         return None;
     }

@@ -186,6 +186,7 @@ pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
         services: view.services,
         ingress_addr: view.ingress_addr,
         published: view.published,
+        nodes: networks::cluster_nodes(state),
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use shoal_api::{
     cidr::Ipv4Cidr,
-    pb::{Network, PublishedPort, ServiceRecord, Task, TaskEndpoint, TaskState},
+    pb::{ClusterNode, Network, PublishedPort, ServiceRecord, Task, TaskEndpoint, TaskState},
 };
 
 use crate::{allocator::ipam::holds_addresses, store::State};
@@ -44,6 +44,29 @@ fn published_ports(state: &State) -> Vec<PublishedPort> {
         }
     }
     out
+}
+
+/// Every node's advertised address and its manager's API address, sorted
+/// (a node list that did not change pushes nothing new). Down nodes stay:
+/// they come back with the same address; removed ones go.
+pub fn cluster_nodes(state: &State) -> Vec<ClusterNode> {
+    let mut nodes: Vec<ClusterNode> = state
+        .nodes
+        .values()
+        .filter_map(|node| {
+            let addr = node.status.as_ref().map(|s| s.addr.clone())?;
+            let manager_addr = node
+                .manager_status
+                .as_ref()
+                .map(|m| m.addr.clone())
+                .unwrap_or_default();
+            (!addr.is_empty() || !manager_addr.is_empty())
+                .then_some(ClusterNode { addr, manager_addr })
+        })
+        .collect();
+    nodes.sort_by(|a, b| (&a.addr, &a.manager_addr).cmp(&(&b.addr, &b.manager_addr)));
+    nodes.dedup();
+    nodes
 }
 
 fn addr_of(cidr: &str) -> Option<String> {
