@@ -36,13 +36,6 @@ pub fn get(key: &CtKey) -> Option<CtEntry> {
     lookup(key).map(|(e, _)| e)
 }
 
-/// Whether a confirmed entry holds `key` (VIP connections are only there).
-#[inline(always)]
-pub fn get_confirmed(key: &CtKey) -> Option<CtEntry> {
-    // SAFETY: as in `lookup`.
-    unsafe { MESH_CT.get(key) }.copied()
-}
-
 /// A pointer to a tracked direction's entry, for in-place flag updates
 /// (it stays valid while the program runs: RCU), and whether it is
 /// confirmed.
@@ -74,13 +67,6 @@ pub fn insert_new(key: &CtKey, entry: &CtEntry, fresh: bool) -> bool {
     MESH_SYN.insert(key, entry, 0).is_ok()
 }
 
-/// Tracks a direction as confirmed straight away (a container's own VIP
-/// connections: their source is a task on this node, not the network).
-#[inline(always)]
-pub fn insert_confirmed(key: &CtKey, entry: &CtEntry) -> bool {
-    MESH_CT.insert(key, entry, 0).is_ok()
-}
-
 /// Moves both directions of a connection to the confirmed table.
 #[inline(always)]
 pub fn confirm(forward: &CtKey, reply: &CtKey) {
@@ -88,7 +74,7 @@ pub fn confirm(forward: &CtKey, reply: &CtKey) {
     for key in [reply, forward] {
         // SAFETY: as in `lookup`.
         if let Some(entry) = unsafe { MESH_SYN.get(key) }.copied()
-            && MESH_CT.insert(key, &entry, 0).is_ok()
+            && MESH_CT.insert(key, entry, 0).is_ok()
         {
             let _ = MESH_SYN.remove(key);
         }

@@ -613,7 +613,7 @@ fn tunnel_in(ctx: &mut TcContext, cfg: &MeshConfig) -> Option<i32> {
     let veth = tunnel::local_veth(inner.daddr)?;
     // Replies to a VIP connection a task here opened get the VIP back on
     // the task's veth (`vip_in`): those take the bridge.
-    if conntrack::get_confirmed(&inner.key()).is_some_and(|e| e.flags & CT_VIP != 0) {
+    if conntrack::get(&inner.key()).is_some_and(|e| e.flags & CT_VIP != 0) {
         return None;
     }
     if !tunnel::unwrap(ctx) {
@@ -801,8 +801,21 @@ fn task_reply(ctx: &mut TcContext, f: &Flow) -> Option<i32> {
 #[inline(always)]
 fn try_vip_out(ctx: &mut TcContext, f: &Flow, service: &PortEntry) -> Option<()> {
     let key = f.key();
-    let (backend, new) = match conntrack::get_confirmed(&key) {
-        Some(entry) if still_there(ctx, f, &entry, f.saddr) => (entry.addr, false),
+    let (backend, new) = match conntrack::lookup(&key) {
+        Some((entry, confirmed)) if still_there(ctx, f, &entry, f.saddr) => {
+            if !confirmed && f.proto == PROTO_TCP {
+                let reply = CtKey {
+                    saddr: entry.addr,
+                    daddr: f.saddr,
+                    sport: entry.port,
+                    dport: entry.nat_port,
+                    proto: f.proto,
+                    _pad: [0; 3],
+                };
+                confirm_handshake(ctx, &key, &reply);
+            }
+            (entry.addr, false)
+        }
         _ => (new_vip_connection(ctx, f, service)?, true),
     };
     rewrite(ctx, f, f.saddr, backend, f.sport, f.dport)?;
@@ -868,9 +881,10 @@ fn new_vip_connection(ctx: &TcContext, f: &Flow, service: &PortEntry) -> Option<
         syn_seq: 0,
         _pad: 0,
     };
-    // A task's own connections: its node's veth, not the network, is
-    // their source, so they are confirmed from the start.
-    (conntrack::insert_confirmed(&reply, &back) && conntrack::insert_confirmed(&forward, &there))
+    // Unconfirmed until the handshake completes, as at the mesh's entry:
+    // a container sending SYNs from made-up sources must not push other
+    // connections out either.
+    (conntrack::insert_new(&reply, &back, false) && conntrack::insert_new(&forward, &there, false))
         .then_some(backend.addr)
 }
 
@@ -893,9 +907,37 @@ fn try_vip_in(ctx: &mut TcContext) -> Option<()> {
         proto: f.proto,
         _pad: [0; 3],
     };
-    let back = conntrack::get_confirmed(&key)?;
+    let (slot, confirmed) = conntrack::get_ptr_mut(&key)?;
+    // SAFETY: the entry stays valid while this program runs (RCU).
+    let back = unsafe { *slot };
     if back.flags & CT_VIP == 0 {
         return None;
+    }
+    if !confirmed {
+        if f.proto == PROTO_TCP {
+            let flags: u8 = ctx.load(TCP_FLAGS_OFF).unwrap_or(0);
+            if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
+                // The SYN-ACK: the client's ACK of it confirms the
+                // connection (in `try_vip_out`).
+                let seq: u32 = ctx.load(L4_OFF + 4).unwrap_or(0);
+                // SAFETY: as above; whole words.
+                unsafe {
+                    (*slot).syn_seq = seq;
+                    (*slot).flags = back.flags | CT_ESTABLISHED;
+                }
+            }
+        } else {
+            // The backend answered the datagram: confirmed.
+            let forward = CtKey {
+                saddr: f.daddr,
+                daddr: back.addr,
+                sport: f.dport,
+                dport: f.sport,
+                proto: f.proto,
+                _pad: [0; 3],
+            };
+            conntrack::confirm(&forward, &key);
+        }
     }
     rewrite(ctx, &f, back.addr, f.daddr, f.sport, f.dport)?;
     ctx.store(6, &mac_of(back.addr), 0).ok()?;

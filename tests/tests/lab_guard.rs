@@ -427,10 +427,8 @@ fn the_node_dns_server_answers_its_containers_only() -> Result<()> {
 /// A listener in a lab host's namespace, as a manager listening on every
 /// address (the default, `0.0.0.0:2377`) would have.
 fn listen_in(netns_name: &str, at: Ipv4Addr, port: u16) -> Result<TcpListener> {
-    Ok(
-        netns::run_in(netns_name, move || TcpListener::bind((at, port)))?
-            .with_context(|| format!("listening on {at}:{port} in {netns_name}"))?,
-    )
+    netns::run_in(netns_name, move || TcpListener::bind((at, port)))?
+        .with_context(|| format!("listening on {at}:{port} in {netns_name}"))
 }
 
 fn connects(container: &str, target: &str) -> Result<bool> {

@@ -196,3 +196,44 @@ pub fn network_view(state: &State, node_id: &str, local: &[Task]) -> NetworkView
         published,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_api::pb::{ManagerStatus, Node, NodeStatus};
+
+    fn node(addr: &str, manager: Option<&str>) -> Node {
+        Node {
+            status: Some(NodeStatus {
+                addr: addr.into(),
+                ..Default::default()
+            }),
+            manager_status: manager.map(|m| ManagerStatus {
+                addr: m.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_node_with_an_address_is_listed_once_in_order() {
+        let mut state = State::default();
+        state
+            .nodes
+            .insert("b".into(), node("192.0.2.12", Some("192.0.2.12:2377")));
+        state.nodes.insert("a".into(), node("192.0.2.13", None));
+        state.nodes.insert("c".into(), node("", None));
+        state.nodes.insert("d".into(), Node::default());
+        let listed = cluster_nodes(&state);
+        let pairs: Vec<(&str, &str)> = listed
+            .iter()
+            .map(|n| (n.addr.as_str(), n.manager_addr.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [("192.0.2.12", "192.0.2.12:2377"), ("192.0.2.13", "")],
+            "nodes that never reported an address are left out"
+        );
+    }
+}
