@@ -11,6 +11,7 @@ mod counters;
 mod guard;
 mod mesh;
 mod tunnel;
+mod vip;
 
 #[cfg(not(test))]
 #[panic_handler]

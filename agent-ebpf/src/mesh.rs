@@ -29,7 +29,7 @@ use shoal_agent_common::{
 };
 
 /// `TCX_NEXT`: not ours; let the next program and the stack decide.
-const TC_NEXT: i32 = -1;
+pub(crate) const TC_NEXT: i32 = -1;
 
 pub(crate) const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -62,9 +62,6 @@ static MESH_BACKENDS: HashMap<BackendKey, Backend> =
 static MESH_RR: Array<u64> = Array::pinned(MESH_MAX_SERVICES, 0);
 #[map]
 static MESH_STATS: PerCpuArray<ServiceStats> = PerCpuArray::pinned(MESH_MAX_SERVICES, 0);
-/// Service VIP (network order) → its slot and backends (ports kept).
-#[map]
-static MESH_VIPS: HashMap<u32, PortEntry> = HashMap::pinned(MESH_MAX_SERVICES, 0);
 #[map]
 static MESH_LIVE: HashMap<Backend, u32> =
     HashMap::pinned(MESH_MAX_SERVICES * 4 + MESH_MAX_BACKENDS, 0);
@@ -94,7 +91,7 @@ impl Flow {
 }
 
 #[inline(always)]
-fn flow(ctx: &TcContext) -> Option<Flow> {
+pub(crate) fn flow(ctx: &TcContext) -> Option<Flow> {
     let ethertype: u16 = ctx.load(12).ok()?;
     if u16::from_be(ethertype) != ETH_P_IP {
         return None;
@@ -139,7 +136,7 @@ pub(crate) fn mac_of(addr: u32) -> [u8; 6] {
 }
 
 #[inline(always)]
-fn count(service: u32, bytes: u32, new: bool) {
+pub(crate) fn count(service: u32, bytes: u32, new: bool) {
     if let Some(stats) = MESH_STATS.get_ptr_mut(service) {
         // SAFETY: a per-CPU slot, touched only by this CPU while we run.
         let stats = unsafe { &mut *stats };
@@ -154,7 +151,7 @@ fn count(service: u32, bytes: u32, new: bool) {
 /// Rewrites the addresses and ports of an IPv4 TCP/UDP packet, fixing the
 /// IP and L4 checksums with the kernel's helpers.
 #[inline(always)]
-fn rewrite(
+pub(crate) fn rewrite(
     ctx: &mut TcContext,
     f: &Flow,
     saddr: u32,
@@ -296,7 +293,7 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
 /// again. `reply_to` is where the backend's replies go (the node's ingress
 /// address, or the client itself in host and VIP modes).
 #[inline(always)]
-fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry, reply_to: u32) -> bool {
+pub(crate) fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry, reply_to: u32) -> bool {
     let reply = CtKey {
         saddr: entry.addr,
         daddr: reply_to,
@@ -325,7 +322,7 @@ fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry, reply_to: u32) -> boo
 /// the connection to the confirmed table. A spoofed SYN's source never
 /// sees the SYN-ACK, so it cannot send this ACK.
 #[inline(always)]
-fn confirm_handshake(ctx: &TcContext, forward: &CtKey, reply: &CtKey) {
+pub(crate) fn confirm_handshake(ctx: &TcContext, forward: &CtKey, reply: &CtKey) {
     let flags: u8 = ctx.load(TCP_FLAGS_OFF).unwrap_or(0);
     if flags & (TCP_SYN | TCP_ACK) != TCP_ACK {
         return;
@@ -342,7 +339,7 @@ fn confirm_handshake(ctx: &TcContext, forward: &CtKey, reply: &CtKey) {
 
 /// A TCP packet's sequence number (0 for UDP).
 #[inline(always)]
-fn syn_seq(ctx: &TcContext, f: &Flow) -> u32 {
+pub(crate) fn syn_seq(ctx: &TcContext, f: &Flow) -> u32 {
     if f.proto == PROTO_TCP {
         ctx.load(L4_OFF + 4).unwrap_or(0)
     } else {
@@ -431,6 +428,27 @@ fn live(entry: &CtEntry) -> bool {
     unsafe { MESH_LIVE.get(backend) }.is_some()
 }
 
+/// The service's next backend, round-robin.
+#[inline(always)]
+pub(crate) fn next_backend(service: &PortEntry) -> Option<Backend> {
+    let counter = MESH_RR.get_ptr_mut(service.service)?;
+    // Read, then add atomically. A fetch-and-add that returns the old value
+    // needs BPF ISA v3, and the toolchain builds for v1 (`--cpu generic`):
+    // two connections opened at the same instant on two CPUs may get the
+    // same turn (one backend twice), but no increment is ever lost, so the
+    // rotation never drifts; sequential connections are exactly round-robin.
+    // SAFETY: the slot lives as long as the map and is 8-byte aligned.
+    let turn = unsafe { core::ptr::read_volatile(counter) };
+    // SAFETY: as above; the result is unused, which v1's XADD allows.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1) };
+    let key = BackendKey {
+        service: service.service,
+        index: (turn % u64::from(service.backends)) as u32,
+    };
+    // SAFETY: the agent writes whole entries.
+    unsafe { MESH_BACKENDS.get(key) }.copied()
+}
+
 /// A connection's first packet: the next backend, a source port no other
 /// connection to that backend uses, and both directions tracked.
 #[inline(always)]
@@ -452,23 +470,7 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
             return None; // not a connection we saw begin
         }
     }
-    let counter = MESH_RR.get_ptr_mut(service.service)?;
-    // Read, then add atomically. A fetch-and-add that returns the old value
-    // needs BPF ISA v3, and the toolchain builds for v1 (`--cpu generic`):
-    // two connections opened at the same instant on two CPUs may get the
-    // same turn (one backend twice), but no increment is ever lost, so the
-    // rotation never drifts; sequential connections are exactly round-robin.
-    // SAFETY: the slot lives as long as the map and is 8-byte aligned.
-    let turn = unsafe { core::ptr::read_volatile(counter) };
-    // SAFETY: as above; the result is unused, which v1's XADD allows.
-    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1) };
-    let index = (turn % u64::from(service.backends)) as u32;
-    let backend_key = BackendKey {
-        service: service.service,
-        index,
-    };
-    // SAFETY: as above.
-    let backend = *unsafe { MESH_BACKENDS.get(backend_key) }?;
+    let backend = next_backend(&service)?;
     // Keep the client's port unless another connection to this backend
     // already holds it (two clients may share a port; the node's one
     // ingress address must not). A finished connection's port is taken
@@ -748,36 +750,12 @@ fn reply(ctx: &mut TcContext, cfg: &MeshConfig, f: &Flow) -> Option<i32> {
     Some(out_of_underlay(cfg))
 }
 
-/// A task's connection to a service VIP, as it leaves the task (TC ingress
-/// of its host-side veth): the VIP becomes the service's next task,
-/// round-robin, its port kept; the task's own address stays the source.
-///
-/// Other packets of a task on the ingress network take a shorter way than
-/// the bridge when the mesh knows them: its replies to a published-port
-/// connection go out of the underlay interface (rewritten here, or wrapped
-/// in VXLAN to the entry node that forwarded the connection).
-#[classifier]
-pub fn vip_out(mut ctx: TcContext) -> i32 {
-    let Some(f) = flow(&ctx) else {
-        return TC_NEXT;
-    };
-    if guard::container_blocked(&ctx, &f) {
-        return guard::drop_packet(shoal_agent_common::DROP_CONTAINER_TO_NODE);
-    }
-    // SAFETY: the agent writes whole entries.
-    if let Some(service) = unsafe { MESH_VIPS.get(f.daddr) }.copied() {
-        let _ = try_vip_out(&mut ctx, &f, &service);
-        return TC_NEXT;
-    }
-    task_reply(&mut ctx, &f).unwrap_or(TC_NEXT)
-}
-
 /// A local task's packet to a mesh client: to its own node's ingress
 /// address or a host-mode client (replies this node rewrites), or to
 /// another node's ingress address (wrapped to that node). Only from the
 /// veth of the task that owns the source address.
 #[inline(always)]
-fn task_reply(ctx: &mut TcContext, f: &Flow) -> Option<i32> {
+pub(crate) fn task_reply(ctx: &mut TcContext, f: &Flow) -> Option<i32> {
     let cfg = config()?;
     if cfg.ingress_addr == 0 {
         return None;
@@ -796,151 +774,4 @@ fn task_reply(ctx: &mut TcContext, f: &Flow) -> Option<i32> {
         Err(true) => Some(TC_ACT_SHOT),
         Err(false) => None,
     }
-}
-
-#[inline(always)]
-fn try_vip_out(ctx: &mut TcContext, f: &Flow, service: &PortEntry) -> Option<()> {
-    let key = f.key();
-    let (backend, new) = match conntrack::lookup(&key) {
-        Some((entry, confirmed)) if still_there(ctx, f, &entry, f.saddr) => {
-            if !confirmed && f.proto == PROTO_TCP {
-                let reply = CtKey {
-                    saddr: entry.addr,
-                    daddr: f.saddr,
-                    sport: entry.port,
-                    dport: entry.nat_port,
-                    proto: f.proto,
-                    _pad: [0; 3],
-                };
-                confirm_handshake(ctx, &key, &reply);
-            }
-            (entry.addr, false)
-        }
-        _ => (new_vip_connection(ctx, f, service)?, true),
-    };
-    rewrite(ctx, f, f.saddr, backend, f.sport, f.dport)?;
-    ctx.store(0, &mac_of(backend), 0).ok()?;
-    count(service.service, ctx.len(), new);
-    Some(())
-}
-
-#[inline(always)]
-fn new_vip_connection(ctx: &TcContext, f: &Flow, service: &PortEntry) -> Option<u32> {
-    if service.backends == 0 {
-        return None;
-    }
-    if f.proto == PROTO_TCP {
-        let flags: u8 = ctx.load(TCP_FLAGS_OFF).ok()?;
-        if flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
-            return None;
-        }
-    }
-    let counter = MESH_RR.get_ptr_mut(service.service)?;
-    // See `new_connection` for why read-then-add.
-    // SAFETY: the slot lives as long as the map and is 8-byte aligned.
-    let turn = unsafe { core::ptr::read_volatile(counter) };
-    // SAFETY: as above; the result is unused, which v1's XADD allows.
-    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1) };
-    let key = BackendKey {
-        service: service.service,
-        index: (turn % u64::from(service.backends)) as u32,
-    };
-    // SAFETY: as above.
-    let backend = *unsafe { MESH_BACKENDS.get(key) }?;
-    let forward = CtKey {
-        saddr: f.saddr,
-        daddr: f.daddr,
-        sport: f.sport,
-        dport: f.dport,
-        proto: f.proto,
-        _pad: [0; 3],
-    };
-    let reply = CtKey {
-        saddr: backend.addr,
-        daddr: f.saddr,
-        sport: f.dport,
-        dport: f.sport,
-        proto: f.proto,
-        _pad: [0; 3],
-    };
-    let there = CtEntry {
-        addr: backend.addr,
-        port: f.dport,
-        nat_port: f.sport,
-        service: service.service,
-        flags: CT_VIP,
-        syn_seq: syn_seq(ctx, f),
-        _pad: 0,
-    };
-    let back = CtEntry {
-        addr: f.daddr,
-        port: f.sport,
-        nat_port: f.dport,
-        service: service.service,
-        flags: CT_VIP,
-        syn_seq: 0,
-        _pad: 0,
-    };
-    // Unconfirmed until the handshake completes, as at the mesh's entry:
-    // a container sending SYNs from made-up sources must not push other
-    // connections out either.
-    (conntrack::insert_new(&reply, &back, false) && conntrack::insert_new(&forward, &there, false))
-        .then_some(backend.addr)
-}
-
-/// Replies to a task's VIP connection, as they reach it (TC egress of its
-/// host-side veth): the task that answered becomes the VIP again.
-#[classifier]
-pub fn vip_in(mut ctx: TcContext) -> i32 {
-    let _ = try_vip_in(&mut ctx);
-    TC_NEXT
-}
-
-#[inline(always)]
-fn try_vip_in(ctx: &mut TcContext) -> Option<()> {
-    let f = flow(ctx)?;
-    let key = CtKey {
-        saddr: f.saddr,
-        daddr: f.daddr,
-        sport: f.sport,
-        dport: f.dport,
-        proto: f.proto,
-        _pad: [0; 3],
-    };
-    let (slot, confirmed) = conntrack::get_ptr_mut(&key)?;
-    // SAFETY: the entry stays valid while this program runs (RCU).
-    let back = unsafe { *slot };
-    if back.flags & CT_VIP == 0 {
-        return None;
-    }
-    if !confirmed {
-        if f.proto == PROTO_TCP {
-            let flags: u8 = ctx.load(TCP_FLAGS_OFF).unwrap_or(0);
-            if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
-                // The SYN-ACK: the client's ACK of it confirms the
-                // connection (in `try_vip_out`).
-                let seq: u32 = ctx.load(L4_OFF + 4).unwrap_or(0);
-                // SAFETY: as above; whole words.
-                unsafe {
-                    (*slot).syn_seq = seq;
-                    (*slot).flags = back.flags | CT_ESTABLISHED;
-                }
-            }
-        } else {
-            // The backend answered the datagram: confirmed.
-            let forward = CtKey {
-                saddr: f.daddr,
-                daddr: back.addr,
-                sport: f.dport,
-                dport: f.sport,
-                proto: f.proto,
-                _pad: [0; 3],
-            };
-            conntrack::confirm(&forward, &key);
-        }
-    }
-    rewrite(ctx, &f, back.addr, f.daddr, f.sport, f.dport)?;
-    ctx.store(6, &mac_of(back.addr), 0).ok()?;
-    count(back.service, ctx.len(), false);
-    Some(())
 }
