@@ -23,7 +23,7 @@ use shoal_agent_common::{
 
 use crate::{
     conntrack,
-    mesh::{Flow, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FLAGS_OFF, TCP_SYN},
+    mesh::{self, Flow, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FLAGS_OFF, TCP_SYN},
     tunnel,
 };
 
@@ -75,11 +75,13 @@ pub fn vxlan_in(ctx: &TcContext, cfg: &MeshConfig, outer: &Flow) -> Option<i32> 
     };
     let allowed = if inner.daddr == cfg.ingress_addr {
         // A task's reply to a connection this node forwards: `tunnel_in`
-        // looks it up anyway (and drops it if it is none), except in a GSO
-        // super-packet, which it leaves to the kernel.
+        // looks it up anyway (and decides with `untracked_reply`), except
+        // in a GSO super-packet, which it leaves to the kernel.
         // SAFETY: a read of the context the kernel gave this program.
         let gso = unsafe { (*ctx.skb.skb).gso_size };
-        gso == 0 || conntrack::get(&inner.key()).is_some()
+        gso == 0
+            || conntrack::get(&inner.key()).is_some()
+            || untracked_reply(ctx, &inner, tunnel::INNER_IP_OFF + 20)
     } else {
         let target = TargetKey {
             addr: inner.daddr,
@@ -95,6 +97,24 @@ pub fn vxlan_in(ctx: &TcContext, cfg: &MeshConfig, outer: &Flow) -> Option<i32> 
     } else {
         Some(drop_packet(DROP_VXLAN_PORT))
     }
+}
+
+/// Whether a packet to this node's ingress address that no mesh connection
+/// tracks may go on to the kernel: the node's own software may send from
+/// that address to tasks (a proxy, NAT rules, as `cargo xtask bench mesh`'s
+/// peers do), and gets its replies. Those come from a task's published
+/// target port and never open a connection: a pure SYN, or a source that is
+/// no live backend's port, is dropped. (`l4`: where the inner TCP or UDP
+/// header starts.)
+#[inline(always)]
+pub fn untracked_reply(ctx: &TcContext, inner: &Flow, l4: usize) -> bool {
+    if inner.proto == PROTO_TCP {
+        let flags: u8 = ctx.load(l4 + 13).unwrap_or(TCP_SYN);
+        if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            return false;
+        }
+    }
+    mesh::is_live_backend(inner.saddr, inner.sport)
 }
 
 /// Whether a container's packet (as it leaves the container, on its

@@ -411,6 +411,18 @@ fn reply_to(cfg: &MeshConfig, f: &Flow, entry: &CtEntry) -> u32 {
     }
 }
 
+/// Whether `addr:port` (network order) is a backend of a published port.
+#[inline(always)]
+pub(crate) fn is_live_backend(addr: u32, port: u16) -> bool {
+    let backend = Backend {
+        addr,
+        port,
+        _pad: 0,
+    };
+    // SAFETY: a presence test.
+    unsafe { MESH_LIVE.get(backend) }.is_some()
+}
+
 /// Whether a tracked connection's backend is still in the tables.
 #[inline(always)]
 fn live(entry: &CtEntry) -> bool {
@@ -630,8 +642,11 @@ fn tunnel_in(ctx: &mut TcContext, cfg: &MeshConfig) -> Option<i32> {
 #[inline(always)]
 fn tunnel_reply(ctx: &mut TcContext, cfg: &MeshConfig, inner: &Flow) -> Option<i32> {
     let Some(back) = conntrack::get(&inner.key()) else {
-        // No connection this node forwards: nothing of the ingress
-        // network's is for its own address (see `guard`).
+        // Not the mesh's: the kernel's if it is a reply to the node's own
+        // software, else dropped (see `guard`).
+        if guard::untracked_reply(ctx, inner, tunnel::INNER_IP_OFF + 20) {
+            return None;
+        }
         return Some(guard::drop_packet(shoal_agent_common::DROP_VXLAN_PORT));
     };
     if back.flags & CT_VIP != 0
