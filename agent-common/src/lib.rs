@@ -7,7 +7,7 @@
 
 /// Version of the map layouts below. Pinned objects live under
 /// `<bpffs root>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 11;
+pub const LAYOUT_VERSION: u32 = 12;
 
 /// Names of the maps and programs in the eBPF object, as the loader looks them up.
 pub mod names {
@@ -24,6 +24,11 @@ pub mod names {
     pub const MESH_VIPS: &str = "MESH_VIPS";
     pub const MESH_TUNNELS: &str = "MESH_TUNNELS";
     pub const MESH_LOCAL: &str = "MESH_LOCAL";
+    pub const MESH_SYN: &str = "MESH_SYN";
+    pub const MESH_TARGETS: &str = "MESH_TARGETS";
+    pub const NODE_ADDRS: &str = "NODE_ADDRS";
+    pub const GUARD_PORTS: &str = "GUARD_PORTS";
+    pub const DROPS: &str = "DROPS";
     /// On each task's host-side veth, TC ingress: connections to a VIP.
     pub const VIP_OUT: &str = "vip_out";
     /// On each task's host-side veth, TC egress: their replies.
@@ -44,8 +49,15 @@ pub const VXLAN_PORT: u16 = 4789;
 /// Backends one service can balance over.
 pub const MESH_MAX_BACKENDS: u32 = 1024;
 /// Connections tracked (both directions each take an entry); least
-/// recently used ones go first when it fills.
+/// recently used ones go first when it fills. Only confirmed connections
+/// live here (a TCP handshake the client completed, a UDP flow its backend
+/// answered): new ones wait in a table of their own, so SYNs from spoofed
+/// sources, which never complete, cannot push established flows out.
 pub const MESH_MAX_CONNECTIONS: u32 = 262_144;
+/// Connections not confirmed yet (both directions each take an entry):
+/// least recently used ones go first, so a flood of spoofed SYNs evicts
+/// only other unconfirmed connections.
+pub const MESH_MAX_EMBRYONIC: u32 = 65_536;
 
 /// The node's own facts the mesh programs need (one entry, index 0).
 /// Addresses are in network byte order, as they sit in packets.
@@ -66,7 +78,58 @@ pub struct MeshConfig {
     /// The ingress network's VXLAN id, for the packets the mesh
     /// encapsulates and decapsulates itself.
     pub ingress_vni: u32,
+    /// [`GUARD_NODES`]: `NODE_ADDRS` lists the cluster's nodes, and VXLAN
+    /// from any other address is dropped (an agent whose manager sends no
+    /// node list would otherwise cut its overlays off).
+    pub flags: u32,
 }
+
+/// `MeshConfig::flags`: VXLAN is accepted only from the nodes in `NODE_ADDRS`.
+pub const GUARD_NODES: u32 = 1;
+
+// `NODE_ADDRS` maps an IPv4 address (network order) to what it is to this
+// node, as `ADDR_*` bits: VXLAN is accepted only from cluster nodes, and
+// containers may reach no port of this node but its DNS server, and not
+// the `GUARD_PORTS` of other nodes.
+
+/// A cluster node's underlay address (this node's included).
+pub const ADDR_CLUSTER_NODE: u32 = 1;
+/// One of this node's own addresses: containers reach none of its ports…
+pub const ADDR_LOCAL: u32 = 2;
+/// …but port 53 where the node's DNS server listens (a network's gateway).
+pub const ADDR_DNS: u32 = 4;
+
+// `GUARD_PORTS` holds the `PortKey`s (port in network order, protocol) that
+// containers may not reach on other nodes: the managers' API (2377 and any
+// other port a manager listens on) and VXLAN (4789/udp, which the node's
+// masquerade would make look as if it came from a cluster node).
+
+/// A local task's address on the ingress network with the target port (and
+/// protocol) of a port its service publishes in ingress mode: the only
+/// packets the ingress network's VXLAN may bring to a task here.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TargetKey {
+    pub addr: u32,
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Slots of the per-CPU `DROPS` counters: why the data plane dropped a packet.
+pub const DROP_VXLAN_SOURCE: u32 = 0;
+/// Ingress-network VXLAN for no published port of a task here (nor a
+/// reply to a connection this node forwards), or an IPv4 fragment or
+/// options there, which would hide the ports.
+pub const DROP_VXLAN_PORT: u32 = 1;
+/// A container's packet to this node's own ports, or to another node's
+/// `GUARD_PORTS`.
+pub const DROP_CONTAINER_TO_NODE: u32 = 2;
+/// How many drop reasons there are (slots in `DROPS`).
+pub const DROP_REASONS: u32 = 3;
+/// The reasons' names, by slot, as `shoal-agent datapath drops` prints them.
+pub const DROP_NAMES: [&str; DROP_REASONS as usize] =
+    ["vxlan-source", "vxlan-port", "container-to-node"];
 
 /// A published port: `(port, protocol)`; the port in network byte order.
 #[repr(C)]
@@ -208,6 +271,8 @@ unsafe impl aya::Pod for CtKey {}
 unsafe impl aya::Pod for CtEntry {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ServiceStats {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for TargetKey {}
 
 /// How many interfaces one node's counter map can track.
 pub const MAX_COUNTED_INTERFACES: u32 = 1024;
@@ -251,7 +316,8 @@ mod tests {
     #[test]
     fn mesh_layouts_have_no_hidden_padding() {
         use core::mem::size_of;
-        assert_eq!(size_of::<MeshConfig>(), 28);
+        assert_eq!(size_of::<MeshConfig>(), 32);
+        assert_eq!(size_of::<TargetKey>(), 8);
         assert_eq!(size_of::<PortKey>(), 4);
         assert_eq!(size_of::<PortEntry>(), 8);
         assert_eq!(size_of::<BackendKey>(), 8);

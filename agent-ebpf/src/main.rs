@@ -6,9 +6,12 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod conntrack;
 mod counters;
+mod guard;
 mod mesh;
 mod tunnel;
+mod vip;
 
 #[cfg(not(test))]
 #[panic_handler]

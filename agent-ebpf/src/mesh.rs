@@ -14,22 +14,22 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use crate::tunnel;
+use crate::{conntrack, guard, tunnel};
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
     helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     macros::{classifier, map},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::TcContext,
 };
 use shoal_agent_common::{
     Backend, BackendKey, CT_CLOSING, CT_ESTABLISHED, CT_HOST_MODE, CT_VIP, CtEntry, CtKey,
-    MESH_MAX_BACKENDS, MESH_MAX_CONNECTIONS, MESH_MAX_SERVICES, MODE_HOST, MeshConfig, PortEntry,
-    PortKey, ServiceStats,
+    MESH_MAX_BACKENDS, MESH_MAX_SERVICES, MODE_HOST, MeshConfig, PortEntry, PortKey, ServiceStats,
+    VXLAN_PORT,
 };
 
 /// `TCX_NEXT`: not ours; let the next program and the stack decide.
-const TC_NEXT: i32 = -1;
+pub(crate) const TC_NEXT: i32 = -1;
 
 pub(crate) const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -38,19 +38,18 @@ const IP_SRC_OFF: usize = ETH_HLEN + 12;
 const IP_DST_OFF: usize = ETH_HLEN + 16;
 /// The mesh handles IPv4 without options: L4 starts here.
 pub(crate) const L4_OFF: usize = ETH_HLEN + 20;
-const TCP_FLAGS_OFF: usize = L4_OFF + 13;
+pub(crate) const TCP_FLAGS_OFF: usize = L4_OFF + 13;
 const TCP_CSUM_OFF: usize = L4_OFF + 16;
 const UDP_CSUM_OFF: usize = L4_OFF + 6;
-const PROTO_TCP: u8 = 6;
+pub(crate) const PROTO_TCP: u8 = 6;
 pub(crate) const PROTO_UDP: u8 = 17;
-const TCP_SYN: u8 = 0x02;
-const TCP_ACK: u8 = 0x10;
+pub(crate) const TCP_SYN: u8 = 0x02;
+pub(crate) const TCP_ACK: u8 = 0x10;
 const TCP_RST: u8 = 0x04;
 const TCP_FIN: u8 = 0x01;
 
 const BPF_F_PSEUDO_HDR: u64 = 0x10;
 const BPF_F_MARK_MANGLED_0: u64 = 0x20;
-const BPF_NOEXIST: u64 = 1;
 
 #[map]
 static MESH_CONFIG: Array<MeshConfig> = Array::pinned(1, 0);
@@ -62,12 +61,7 @@ static MESH_BACKENDS: HashMap<BackendKey, Backend> =
 #[map]
 static MESH_RR: Array<u64> = Array::pinned(MESH_MAX_SERVICES, 0);
 #[map]
-static MESH_CT: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MESH_MAX_CONNECTIONS, 0);
-#[map]
 static MESH_STATS: PerCpuArray<ServiceStats> = PerCpuArray::pinned(MESH_MAX_SERVICES, 0);
-/// Service VIP (network order) → its slot and backends (ports kept).
-#[map]
-static MESH_VIPS: HashMap<u32, PortEntry> = HashMap::pinned(MESH_MAX_SERVICES, 0);
 #[map]
 static MESH_LIVE: HashMap<Backend, u32> =
     HashMap::pinned(MESH_MAX_SERVICES * 4 + MESH_MAX_BACKENDS, 0);
@@ -84,7 +78,7 @@ pub(crate) struct Flow {
 impl Flow {
     /// The connection-table key of this direction.
     #[inline(always)]
-    fn key(&self) -> CtKey {
+    pub(crate) fn key(&self) -> CtKey {
         CtKey {
             saddr: self.saddr,
             daddr: self.daddr,
@@ -97,7 +91,7 @@ impl Flow {
 }
 
 #[inline(always)]
-fn flow(ctx: &TcContext) -> Option<Flow> {
+pub(crate) fn flow(ctx: &TcContext) -> Option<Flow> {
     let ethertype: u16 = ctx.load(12).ok()?;
     if u16::from_be(ethertype) != ETH_P_IP {
         return None;
@@ -142,7 +136,7 @@ pub(crate) fn mac_of(addr: u32) -> [u8; 6] {
 }
 
 #[inline(always)]
-fn count(service: u32, bytes: u32, new: bool) {
+pub(crate) fn count(service: u32, bytes: u32, new: bool) {
     if let Some(stats) = MESH_STATS.get_ptr_mut(service) {
         // SAFETY: a per-CPU slot, touched only by this CPU while we run.
         let stats = unsafe { &mut *stats };
@@ -157,7 +151,7 @@ fn count(service: u32, bytes: u32, new: bool) {
 /// Rewrites the addresses and ports of an IPv4 TCP/UDP packet, fixing the
 /// IP and L4 checksums with the kernel's helpers.
 #[inline(always)]
-fn rewrite(
+pub(crate) fn rewrite(
     ctx: &mut TcContext,
     f: &Flow,
     saddr: u32,
@@ -219,18 +213,28 @@ pub fn mesh_ingress(mut ctx: TcContext) -> i32 {
 fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
     let cfg = config()?;
     let f = flow(ctx)?;
-    if f.daddr != cfg.node_addr || cfg.ingress_addr == 0 {
+    if f.daddr != cfg.node_addr {
+        return None;
+    }
+    // VXLAN from strangers goes nowhere, whichever device it was for.
+    if f.proto == PROTO_UDP
+        && f.dport == VXLAN_PORT.to_be()
+        && let Some(verdict) = guard::vxlan_in(ctx, &cfg, &f)
+    {
+        return Some(verdict);
+    }
+    if cfg.ingress_addr == 0 {
         return None;
     }
     if tunnel::is_ingress_vxlan(ctx, &cfg, &f) {
         return tunnel_in(ctx, &cfg);
     }
     let key = f.key();
-    // SAFETY: entries are written whole by `insert`; a torn read at worst
-    // sends one packet to the previous backend of a reused key.
-    let (entry, new) = match unsafe { MESH_CT.get(key) } {
-        Some(entry) if still_there(ctx, &f, entry, reply_to(&cfg, &f, entry)) => (*entry, false),
-        _ => (new_connection(ctx, &cfg, &f)?, true),
+    let (entry, new, confirmed) = match conntrack::lookup(&key) {
+        Some((entry, confirmed)) if still_there(ctx, &f, &entry, reply_to(&cfg, &f, &entry)) => {
+            (entry, false, confirmed)
+        }
+        _ => (new_connection(ctx, &cfg, &f)?, true, false),
     };
     if !new && f.proto == PROTO_TCP {
         let reply = CtKey {
@@ -241,6 +245,9 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
             proto: f.proto,
             _pad: [0; 3],
         };
+        if !confirmed {
+            confirm_handshake(ctx, &key, &reply);
+        }
         mark_closing(ctx, &key, &reply);
     }
     // Host mode keeps the client's address (the task is local and replies
@@ -286,7 +293,7 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
 /// again. `reply_to` is where the backend's replies go (the node's ingress
 /// address, or the client itself in host and VIP modes).
 #[inline(always)]
-fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry, reply_to: u32) -> bool {
+pub(crate) fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry, reply_to: u32) -> bool {
     let reply = CtKey {
         saddr: entry.addr,
         daddr: reply_to,
@@ -295,8 +302,7 @@ fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry, reply_to: u32) -> boo
         proto: f.proto,
         _pad: [0; 3],
     };
-    // SAFETY: read-only use of a whole entry.
-    let intact = unsafe { MESH_CT.get(reply) }
+    let intact = conntrack::get(&reply)
         .is_some_and(|back| back.addr == f.daddr || (back.addr == f.saddr && back.port == f.sport));
     if f.proto == PROTO_UDP {
         return intact && live(entry);
@@ -311,9 +317,29 @@ fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry, reply_to: u32) -> boo
     intact && live(entry) && entry.syn_seq == syn_seq(ctx, f)
 }
 
+/// The client's ACK that completes the handshake (it acknowledges the
+/// backend's SYN-ACK, whose sequence number its reply entry keeps) moves
+/// the connection to the confirmed table. A spoofed SYN's source never
+/// sees the SYN-ACK, so it cannot send this ACK.
+#[inline(always)]
+pub(crate) fn confirm_handshake(ctx: &TcContext, forward: &CtKey, reply: &CtKey) {
+    let flags: u8 = ctx.load(TCP_FLAGS_OFF).unwrap_or(0);
+    if flags & (TCP_SYN | TCP_ACK) != TCP_ACK {
+        return;
+    }
+    let (Ok(ack), Some(back)) = (ctx.load::<u32>(L4_OFF + 8), conntrack::get(reply)) else {
+        return;
+    };
+    if back.flags & CT_ESTABLISHED != 0
+        && u32::from_be(back.syn_seq).wrapping_add(1) == u32::from_be(ack)
+    {
+        conntrack::confirm(forward, reply);
+    }
+}
+
 /// A TCP packet's sequence number (0 for UDP).
 #[inline(always)]
-fn syn_seq(ctx: &TcContext, f: &Flow) -> u32 {
+pub(crate) fn syn_seq(ctx: &TcContext, f: &Flow) -> u32 {
     if f.proto == PROTO_TCP {
         ctx.load(L4_OFF + 4).unwrap_or(0)
     } else {
@@ -367,7 +393,7 @@ fn mark_closing(ctx: &TcContext, forward: &CtKey, reply: &CtKey) {
         return;
     }
     for key in [forward, reply] {
-        if let Some(entry) = MESH_CT.get_ptr_mut(key) {
+        if let Some((entry, _)) = conntrack::get_ptr_mut(key) {
             // SAFETY: one word of a live entry, written whole.
             unsafe { (*entry).flags |= CT_CLOSING };
         }
@@ -385,6 +411,18 @@ fn reply_to(cfg: &MeshConfig, f: &Flow, entry: &CtEntry) -> u32 {
     }
 }
 
+/// Whether `addr:port` (network order) is a backend of a published port.
+#[inline(always)]
+pub(crate) fn is_live_backend(addr: u32, port: u16) -> bool {
+    let backend = Backend {
+        addr,
+        port,
+        _pad: 0,
+    };
+    // SAFETY: a presence test.
+    unsafe { MESH_LIVE.get(backend) }.is_some()
+}
+
 /// Whether a tracked connection's backend is still in the tables.
 #[inline(always)]
 fn live(entry: &CtEntry) -> bool {
@@ -400,6 +438,27 @@ fn live(entry: &CtEntry) -> bool {
     };
     // SAFETY: a presence test.
     unsafe { MESH_LIVE.get(backend) }.is_some()
+}
+
+/// The service's next backend, round-robin.
+#[inline(always)]
+pub(crate) fn next_backend(service: &PortEntry) -> Option<Backend> {
+    let counter = MESH_RR.get_ptr_mut(service.service)?;
+    // Read, then add atomically. A fetch-and-add that returns the old value
+    // needs BPF ISA v3, and the toolchain builds for v1 (`--cpu generic`):
+    // two connections opened at the same instant on two CPUs may get the
+    // same turn (one backend twice), but no increment is ever lost, so the
+    // rotation never drifts; sequential connections are exactly round-robin.
+    // SAFETY: the slot lives as long as the map and is 8-byte aligned.
+    let turn = unsafe { core::ptr::read_volatile(counter) };
+    // SAFETY: as above; the result is unused, which v1's XADD allows.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1) };
+    let key = BackendKey {
+        service: service.service,
+        index: (turn % u64::from(service.backends)) as u32,
+    };
+    // SAFETY: the agent writes whole entries.
+    unsafe { MESH_BACKENDS.get(key) }.copied()
 }
 
 /// A connection's first packet: the next backend, a source port no other
@@ -423,23 +482,7 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
             return None; // not a connection we saw begin
         }
     }
-    let counter = MESH_RR.get_ptr_mut(service.service)?;
-    // Read, then add atomically. A fetch-and-add that returns the old value
-    // needs BPF ISA v3, and the toolchain builds for v1 (`--cpu generic`):
-    // two connections opened at the same instant on two CPUs may get the
-    // same turn (one backend twice), but no increment is ever lost, so the
-    // rotation never drifts; sequential connections are exactly round-robin.
-    // SAFETY: the slot lives as long as the map and is 8-byte aligned.
-    let turn = unsafe { core::ptr::read_volatile(counter) };
-    // SAFETY: as above; the result is unused, which v1's XADD allows.
-    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1) };
-    let index = (turn % u64::from(service.backends)) as u32;
-    let backend_key = BackendKey {
-        service: service.service,
-        index,
-    };
-    // SAFETY: as above.
-    let backend = *unsafe { MESH_BACKENDS.get(backend_key) }?;
+    let backend = next_backend(&service)?;
     // Keep the client's port unless another connection to this backend
     // already holds it (two clients may share a port; the node's one
     // ingress address must not). A finished connection's port is taken
@@ -458,8 +501,7 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
     };
     for attempt in 0u16..8 {
         let reply = reply_key(&backend, reply_to, nat_port, f.proto);
-        // SAFETY: a read of a whole entry.
-        let taken = unsafe { MESH_CT.get(reply) };
+        let taken = conntrack::get(&reply);
         let free = match taken {
             None => true,
             Some(old) if old.flags & CT_CLOSING != 0 => {
@@ -470,12 +512,9 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
             }
             Some(_) => false,
         };
-        if free {
-            let how = if taken.is_none() { BPF_NOEXIST } else { 0 };
-            if MESH_CT.insert(reply, reply_entry(f, &service), how).is_ok() {
-                found = true;
-                break;
-            }
+        if free && conntrack::insert_new(&reply, &reply_entry(f, &service), taken.is_none()) {
+            found = true;
+            break;
         }
         if host_mode {
             break; // the client's own port and address: nothing to choose
@@ -487,7 +526,7 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
     if !found && let Some(port) = closing_port {
         let reply = reply_key(&backend, reply_to, port, f.proto);
         nat_port = port;
-        found = MESH_CT.insert(reply, reply_entry(f, &service), 0).is_ok();
+        found = conntrack::insert_new(&reply, &reply_entry(f, &service), false);
     }
     if !found {
         // No free source port towards this backend: drop the first packet
@@ -511,8 +550,9 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
         proto: f.proto,
         _pad: [0; 3],
     };
-    MESH_CT.insert(key, entry, 0).ok()?;
-    Some(entry)
+    // Unconfirmed until the handshake completes (TCP) or the backend
+    // answers (UDP); an old connection's entry on the same ports goes.
+    conntrack::insert_new(&key, &entry, false).then_some(entry)
 }
 
 /// The key of the replies `backend` sends to `reply_to:nat_port`.
@@ -587,8 +627,7 @@ fn tunnel_in(ctx: &mut TcContext, cfg: &MeshConfig) -> Option<i32> {
     let veth = tunnel::local_veth(inner.daddr)?;
     // Replies to a VIP connection a task here opened get the VIP back on
     // the task's veth (`vip_in`): those take the bridge.
-    // SAFETY: a read of a whole entry.
-    if unsafe { MESH_CT.get(inner.key()) }.is_some_and(|e| e.flags & CT_VIP != 0) {
+    if conntrack::get(&inner.key()).is_some_and(|e| e.flags & CT_VIP != 0) {
         return None;
     }
     if !tunnel::unwrap(ctx) {
@@ -602,10 +641,16 @@ fn tunnel_in(ctx: &mut TcContext, cfg: &MeshConfig) -> Option<i32> {
 /// the mesh tracks (anything else keeps going to the kernel's device).
 #[inline(always)]
 fn tunnel_reply(ctx: &mut TcContext, cfg: &MeshConfig, inner: &Flow) -> Option<i32> {
-    // SAFETY: a read of a whole entry.
-    let back = unsafe { MESH_CT.get(inner.key()) }?;
+    let Some(back) = conntrack::get(&inner.key()) else {
+        // Not the mesh's: the kernel's if it is a reply to the node's own
+        // software, else dropped (see `guard`).
+        if guard::untracked_reply(ctx, inner, tunnel::INNER_IP_OFF + 20) {
+            return None;
+        }
+        return Some(guard::drop_packet(shoal_agent_common::DROP_VXLAN_PORT));
+    };
     if back.flags & CT_VIP != 0
-        || !answers(ctx, cfg, inner, back, tunnel::INNER_IP_OFF + 20)
+        || !answers(ctx, cfg, inner, &back, tunnel::INNER_IP_OFF + 20)
         || !tunnel::unwrap(ctx)
     {
         return None;
@@ -637,11 +682,10 @@ fn answers(ctx: &TcContext, cfg: &MeshConfig, f: &Flow, back: &CtEntry, l4: usiz
         return false;
     };
     let forward = forward_key(cfg, back, f.proto);
-    // SAFETY: a read of a whole entry.
-    let ours = unsafe { MESH_CT.get(forward) }
+    let ours = conntrack::get(&forward)
         .is_some_and(|e| u32::from_be(e.syn_seq).wrapping_add(1) == u32::from_be(ack));
     if !ours && back.flags & (CT_ESTABLISHED | CT_CLOSING) != 0 {
-        let _ = MESH_CT.remove(f.key());
+        conntrack::remove(&f.key());
     }
     ours
 }
@@ -679,7 +723,7 @@ fn out_of_underlay(cfg: &MeshConfig) -> i32 {
 #[inline(always)]
 fn reply(ctx: &mut TcContext, cfg: &MeshConfig, f: &Flow) -> Option<i32> {
     let key = f.key();
-    let slot = MESH_CT.get_ptr_mut(key)?;
+    let (slot, confirmed) = conntrack::get_ptr_mut(&key)?;
     // SAFETY: the entry stays valid while this program runs (RCU).
     let back = unsafe { *slot };
     if back.flags & CT_VIP != 0 {
@@ -695,12 +739,22 @@ fn reply(ctx: &mut TcContext, cfg: &MeshConfig, f: &Flow) -> Option<i32> {
             // or is stopping): forget the pick and hide the reset. The
             // client's retransmitted SYN goes to another backend.
             let forward = forward_key(cfg, &back, f.proto);
-            let _ = MESH_CT.remove(forward);
-            let _ = MESH_CT.remove(key);
+            conntrack::remove(&forward);
+            conntrack::remove(&key);
             return Some(TC_ACT_SHOT);
         }
-        // SAFETY: as above; one word, written whole.
-        unsafe { (*slot).flags = back.flags | CT_ESTABLISHED };
+        // The SYN-ACK's sequence number: the client's ACK of it confirms
+        // the connection (`confirm_handshake`).
+        let seq: u32 = ctx.load(L4_OFF + 4).unwrap_or(0);
+        // SAFETY: as above; whole words.
+        unsafe {
+            (*slot).syn_seq = seq;
+            (*slot).flags = back.flags | CT_ESTABLISHED;
+        }
+    }
+    if f.proto == PROTO_UDP && !confirmed {
+        // The backend answered: the flow is confirmed.
+        conntrack::confirm(&forward_key(cfg, &back, f.proto), &key);
     }
     if f.proto == PROTO_TCP {
         let forward = forward_key(cfg, &back, f.proto);
@@ -711,33 +765,12 @@ fn reply(ctx: &mut TcContext, cfg: &MeshConfig, f: &Flow) -> Option<i32> {
     Some(out_of_underlay(cfg))
 }
 
-/// A task's connection to a service VIP, as it leaves the task (TC ingress
-/// of its host-side veth): the VIP becomes the service's next task,
-/// round-robin, its port kept; the task's own address stays the source.
-///
-/// Other packets of a task on the ingress network take a shorter way than
-/// the bridge when the mesh knows them: its replies to a published-port
-/// connection go out of the underlay interface (rewritten here, or wrapped
-/// in VXLAN to the entry node that forwarded the connection).
-#[classifier]
-pub fn vip_out(mut ctx: TcContext) -> i32 {
-    let Some(f) = flow(&ctx) else {
-        return TC_NEXT;
-    };
-    // SAFETY: the agent writes whole entries.
-    if let Some(service) = unsafe { MESH_VIPS.get(f.daddr) }.copied() {
-        let _ = try_vip_out(&mut ctx, &f, &service);
-        return TC_NEXT;
-    }
-    task_reply(&mut ctx, &f).unwrap_or(TC_NEXT)
-}
-
 /// A local task's packet to a mesh client: to its own node's ingress
 /// address or a host-mode client (replies this node rewrites), or to
 /// another node's ingress address (wrapped to that node). Only from the
 /// veth of the task that owns the source address.
 #[inline(always)]
-fn task_reply(ctx: &mut TcContext, f: &Flow) -> Option<i32> {
+pub(crate) fn task_reply(ctx: &mut TcContext, f: &Flow) -> Option<i32> {
     let cfg = config()?;
     if cfg.ingress_addr == 0 {
         return None;
@@ -747,8 +780,7 @@ fn task_reply(ctx: &mut TcContext, f: &Flow) -> Option<i32> {
     if veth != unsafe { (*ctx.skb.skb).ifindex } {
         return None;
     }
-    // SAFETY: a presence test.
-    if unsafe { MESH_CT.get(f.key()) }.is_some() {
+    if conntrack::get(&f.key()).is_some() {
         return reply(ctx, &cfg, f);
     }
     let node = tunnel::node_of(ctx, &cfg, f.daddr)?;
@@ -757,110 +789,4 @@ fn task_reply(ctx: &mut TcContext, f: &Flow) -> Option<i32> {
         Err(true) => Some(TC_ACT_SHOT),
         Err(false) => None,
     }
-}
-
-#[inline(always)]
-fn try_vip_out(ctx: &mut TcContext, f: &Flow, service: &PortEntry) -> Option<()> {
-    let key = f.key();
-    // SAFETY: see `try_ingress`.
-    let (backend, new) = match unsafe { MESH_CT.get(key) } {
-        Some(entry) if still_there(ctx, f, entry, f.saddr) => (entry.addr, false),
-        _ => (new_vip_connection(ctx, f, service)?, true),
-    };
-    rewrite(ctx, f, f.saddr, backend, f.sport, f.dport)?;
-    ctx.store(0, &mac_of(backend), 0).ok()?;
-    count(service.service, ctx.len(), new);
-    Some(())
-}
-
-#[inline(always)]
-fn new_vip_connection(ctx: &TcContext, f: &Flow, service: &PortEntry) -> Option<u32> {
-    if service.backends == 0 {
-        return None;
-    }
-    if f.proto == PROTO_TCP {
-        let flags: u8 = ctx.load(TCP_FLAGS_OFF).ok()?;
-        if flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
-            return None;
-        }
-    }
-    let counter = MESH_RR.get_ptr_mut(service.service)?;
-    // See `new_connection` for why read-then-add.
-    // SAFETY: the slot lives as long as the map and is 8-byte aligned.
-    let turn = unsafe { core::ptr::read_volatile(counter) };
-    // SAFETY: as above; the result is unused, which v1's XADD allows.
-    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1) };
-    let key = BackendKey {
-        service: service.service,
-        index: (turn % u64::from(service.backends)) as u32,
-    };
-    // SAFETY: as above.
-    let backend = *unsafe { MESH_BACKENDS.get(key) }?;
-    let forward = CtKey {
-        saddr: f.saddr,
-        daddr: f.daddr,
-        sport: f.sport,
-        dport: f.dport,
-        proto: f.proto,
-        _pad: [0; 3],
-    };
-    let reply = CtKey {
-        saddr: backend.addr,
-        daddr: f.saddr,
-        sport: f.dport,
-        dport: f.sport,
-        proto: f.proto,
-        _pad: [0; 3],
-    };
-    let there = CtEntry {
-        addr: backend.addr,
-        port: f.dport,
-        nat_port: f.sport,
-        service: service.service,
-        flags: CT_VIP,
-        syn_seq: syn_seq(ctx, f),
-        _pad: 0,
-    };
-    let back = CtEntry {
-        addr: f.daddr,
-        port: f.sport,
-        nat_port: f.dport,
-        service: service.service,
-        flags: CT_VIP,
-        syn_seq: 0,
-        _pad: 0,
-    };
-    MESH_CT.insert(reply, back, 0).ok()?;
-    MESH_CT.insert(forward, there, 0).ok()?;
-    Some(backend.addr)
-}
-
-/// Replies to a task's VIP connection, as they reach it (TC egress of its
-/// host-side veth): the task that answered becomes the VIP again.
-#[classifier]
-pub fn vip_in(mut ctx: TcContext) -> i32 {
-    let _ = try_vip_in(&mut ctx);
-    TC_NEXT
-}
-
-#[inline(always)]
-fn try_vip_in(ctx: &mut TcContext) -> Option<()> {
-    let f = flow(ctx)?;
-    let key = CtKey {
-        saddr: f.saddr,
-        daddr: f.daddr,
-        sport: f.sport,
-        dport: f.dport,
-        proto: f.proto,
-        _pad: [0; 3],
-    };
-    // SAFETY: see `try_ingress`.
-    let back = *unsafe { MESH_CT.get(key) }?;
-    if back.flags & CT_VIP == 0 {
-        return None;
-    }
-    rewrite(ctx, &f, back.addr, f.daddr, f.sport, f.dport)?;
-    ctx.store(6, &mac_of(back.addr), 0).ok()?;
-    count(back.service, ctx.len(), false);
-    Some(())
 }

@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 use shoal_agent_common::{MESH_MAX_BACKENDS, MESH_MAX_SERVICES, MeshConfig, VXLAN_PORT};
 
-use crate::mesh::{ETH_HLEN, Flow, L4_OFF, PROTO_UDP, mac_of};
+use crate::mesh::{ETH_HLEN, Flow, L4_OFF, PROTO_TCP, PROTO_UDP, mac_of};
 
 /// Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
 pub const OVERHEAD: usize = 50;
@@ -140,6 +140,69 @@ pub fn is_ingress_vxlan(ctx: &TcContext, cfg: &MeshConfig, outer: &Flow) -> bool
     flags & VXLAN_FLAG_VNI != 0
         && u32::from_be(vni) >> 8 == cfg.ingress_vni
         && u16::from_be(ethertype) == 0x0800
+}
+
+/// The VNI of a VXLAN packet to this node (outer headers at standard offsets).
+#[inline(always)]
+pub fn vni(ctx: &TcContext) -> Option<u32> {
+    let flags: u8 = ctx.load(VXLAN_OFF).ok()?;
+    if flags & VXLAN_FLAG_VNI == 0 {
+        return None;
+    }
+    let vni: u32 = ctx.load(VXLAN_OFF + 4).ok()?;
+    Some(u32::from_be(vni) >> 8)
+}
+
+/// What a VXLAN packet carries, as far as ports go.
+pub enum Inner {
+    /// An IPv4 TCP or UDP packet whose ports are there to read.
+    Ports(Flow),
+    /// Not TCP or UDP over IPv4 (ARP, ICMP): no ports.
+    Other,
+    /// TCP or UDP whose ports cannot be read at their place: IPv4 options
+    /// or a fragment. The mesh never sends those (DF, no options).
+    Hidden,
+}
+
+/// The inner packet of a VXLAN packet to this node, read before anything
+/// else decides (a GSO super-packet too: its first headers are there).
+#[inline(always)]
+pub fn inner_flow(ctx: &TcContext) -> Inner {
+    let (Ok(ethertype), Ok(version_ihl), Ok(frag), Ok(proto)) = (
+        ctx.load::<u16>(INNER_ETH_OFF + 12),
+        ctx.load::<u8>(INNER_IP_OFF),
+        ctx.load::<u16>(INNER_IP_OFF + 6),
+        ctx.load::<u8>(INNER_IP_OFF + 9),
+    ) else {
+        return Inner::Other;
+    };
+    if u16::from_be(ethertype) != 0x0800 {
+        return Inner::Other;
+    }
+    let fragment = u16::from_be(frag) & 0x3fff != 0;
+    if version_ihl != 0x45 || fragment {
+        // A later fragment carries no header to tell TCP and UDP from the
+        // rest by: any fragment, and options, are refused.
+        return Inner::Hidden;
+    }
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return Inner::Other;
+    }
+    let (Ok(saddr), Ok(daddr), Ok(sport), Ok(dport)) = (
+        ctx.load::<u32>(INNER_IP_OFF + 12),
+        ctx.load::<u32>(INNER_IP_OFF + 16),
+        ctx.load::<u16>(INNER_IP_OFF + 20),
+        ctx.load::<u16>(INNER_IP_OFF + 22),
+    ) else {
+        return Inner::Hidden;
+    };
+    Inner::Ports(Flow {
+        proto,
+        saddr,
+        daddr,
+        sport,
+        dport,
+    })
 }
 
 /// Takes the outer headers off: the inner IPv4 packet follows the outer

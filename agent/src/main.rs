@@ -116,6 +116,17 @@ enum DatapathCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print how many packets the data plane dropped, and why.
+    ///
+    /// vxlan-source: VXLAN from an address that is no cluster node;
+    /// vxlan-port: ingress-network VXLAN for no published port of a task
+    /// here; container-to-node: a container's packet to this node's ports
+    /// (DNS aside) or to another node's manager or VXLAN port.
+    Drops {
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -344,6 +355,21 @@ fn run_datapath(root: &BpfRoot, command: DatapathCommand) -> Result<()> {
                     .collect::<Result<Vec<_>, _>>()?
             };
             print_counts(&counts, json)?;
+        }
+        DatapathCommand::Drops { json } => {
+            let drops = datapath::guard::drops(root)?;
+            if json {
+                let object: serde_json::Map<String, serde_json::Value> = drops
+                    .iter()
+                    .map(|(reason, count)| ((*reason).to_owned(), (*count).into()))
+                    .collect();
+                println!("{}", serde_json::Value::Object(object));
+            } else {
+                println!("{:<20} {:>12}", "REASON", "PACKETS");
+                for (reason, count) in drops {
+                    println!("{reason:<20} {count:>12}");
+                }
+            }
         }
     }
     Ok(())

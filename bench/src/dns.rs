@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use shoal_agent::dns::{DnsServer, Records};
-use shoal_api::pb::{AssignmentSet, ServiceRecord, TaskEndpoint};
+use shoal_api::pb::{AssignmentSet, Meta, ServiceRecord, Task, TaskEndpoint};
 use shoal_lab::{Lab, cmd, netns, topology};
 
 #[derive(clap::Args)]
@@ -51,9 +51,25 @@ fn task_addr(i: usize, t: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(vip(i)) + 1 + t as u32)
 }
 
-/// The records both servers serve: as the manager would push them.
+/// The records both servers serve: as the manager would push them. The
+/// server answers only the node's own tasks: dnsperf's host plays one.
 fn assignments(args: &Args) -> AssignmentSet {
     let mut set = AssignmentSet::default();
+    set.tasks.push(Task {
+        meta: Some(Meta {
+            id: "dnsperf".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    set.endpoints.push(TaskEndpoint {
+        network_id: NETWORK.into(),
+        task_id: "dnsperf".into(),
+        service_id: String::new(),
+        addr: topology::CLIENT_ADDR.to_string(),
+        node_addr: NODE_ADDR.to_string(),
+        running: true,
+    });
     for i in 0..args.services {
         set.services.push(ServiceRecord {
             service_id: format!("s{i}"),

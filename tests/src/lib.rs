@@ -16,6 +16,7 @@ use std::{
 
 pub mod cluster;
 pub mod lab_cluster;
+pub mod packets;
 
 use anyhow::{Context, Result, bail, ensure};
 pub use shoal_lab::{Lab, cmd, container, netns, topology};

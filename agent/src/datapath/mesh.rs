@@ -27,7 +27,7 @@ pub fn be_addr(addr: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(addr.octets())
 }
 
-fn be_port(port: u16) -> u16 {
+pub(crate) fn be_port(port: u16) -> u16 {
     u16::from_ne_bytes(port.to_be_bytes())
 }
 
@@ -61,6 +61,17 @@ pub fn attach_mesh(root: &BpfRoot, underlay: u32, bridge: u32) -> Result<(), Dat
             (names::MESH_INGRESS, underlay, TcAttachType::Ingress),
             (names::MESH_REPLY, bridge, TcAttachType::Ingress),
         ],
+        LinkOrder::last,
+    )
+}
+
+/// `mesh_ingress` alone on the underlay (TC ingress): it guards the
+/// node's VXLAN port (see `guard`) before the ingress network, and the
+/// rest of the mesh, are there.
+pub fn attach_underlay(root: &BpfRoot, underlay: u32) -> Result<(), DatapathError> {
+    attach(
+        root,
+        &[(names::MESH_INGRESS, underlay, TcAttachType::Ingress)],
         LinkOrder::last,
     )
 }
@@ -223,8 +234,16 @@ impl MeshMaps {
         self.written.ports.len()
     }
 
-    pub fn set_config(&mut self, config: MeshConfig) -> Result<(), DatapathError> {
+    /// Changes the node's config (read, changed by `change`, written back
+    /// if it differs): the ingress network's setup and the guards each
+    /// own some of its fields.
+    pub fn update_config(
+        &mut self,
+        change: impl FnOnce(&mut MeshConfig),
+    ) -> Result<(), DatapathError> {
         let current = self.config.get(&0, 0).map_err(|e| self.error(e))?;
+        let mut config = current;
+        change(&mut config);
         if current != config {
             self.config.set(0, config, 0).map_err(|e| self.error(e))?;
         }
@@ -531,7 +550,7 @@ fn map_error(root: &BpfRoot, name: &str) -> impl Fn(aya::maps::MapError) -> Data
     }
 }
 
-fn open_map(root: &BpfRoot, name: &str) -> Result<Map, DatapathError> {
+pub(super) fn open_map(root: &BpfRoot, name: &str) -> Result<Map, DatapathError> {
     let data = MapData::from_pin(root.map(name)).map_err(map_error(root, name))?;
     Map::from_map_data(data).map_err(map_error(root, name))
 }
@@ -540,7 +559,7 @@ fn open_map(root: &BpfRoot, name: &str) -> Result<Map, DatapathError> {
 type Mirrored<K, V> = (BpfHashMap<MapData, K, V>, HashMap<K, V>);
 
 /// A pinned hash map, and what it holds now (the mirror `MeshMaps` keeps).
-fn open_hash<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
+pub(super) fn open_hash<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
     root: &BpfRoot,
     name: &str,
 ) -> Result<Mirrored<K, V>, DatapathError> {
@@ -555,12 +574,16 @@ fn open_hash<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
 
 /// Makes an address-keyed map (and its mirror) hold exactly `wanted`,
 /// writing only what differs.
-fn replace_all(
-    map: &mut BpfHashMap<MapData, u32, u32>,
-    written: &mut HashMap<u32, u32>,
-    wanted: HashMap<u32, u32>,
-) -> Result<(), aya::maps::MapError> {
-    let gone: Vec<u32> = written
+pub(super) fn replace_all<K, V>(
+    map: &mut BpfHashMap<MapData, K, V>,
+    written: &mut HashMap<K, V>,
+    wanted: HashMap<K, V>,
+) -> Result<(), aya::maps::MapError>
+where
+    K: aya::Pod + Eq + std::hash::Hash,
+    V: aya::Pod + PartialEq,
+{
+    let gone: Vec<K> = written
         .keys()
         .filter(|key| !wanted.contains_key(key))
         .copied()

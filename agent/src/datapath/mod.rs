@@ -7,6 +7,7 @@
 
 mod bpffs;
 mod counters;
+pub mod guard;
 mod loader;
 pub mod mesh;
 

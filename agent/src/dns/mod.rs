@@ -4,6 +4,13 @@
 //! forwards every other name to the node's upstream resolvers. Messages are
 //! parsed and written with hickory-proto; a malformed query gets FORMERR
 //! (or is dropped when not even its header can be read), never a panic.
+//!
+//! It answers this node's own tasks only: a datagram from any other address
+//! gets no answer at all (not even REFUSED: a spoofed asker would turn the
+//! server into a reflector). At most [`MAX_UPSTREAM_IN_FLIGHT`] forwarded
+//! queries wait on upstream resolvers at once; past that, a query gets
+//! SERVFAIL at once instead of piling up tasks and sockets. Both are
+//! counted ([`DnsServer::stats`]) and logged.
 
 pub mod records;
 
@@ -12,9 +19,9 @@ use std::{
     net::{Ipv4Addr, SocketAddr},
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use hickory_proto::{
@@ -29,6 +36,12 @@ pub use records::{Entry, Lookup, Records};
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 /// A plain DNS message over UDP (no EDNS): answers beyond it are cut.
 const UDP_LIMIT: usize = 512;
+/// Forwarded queries waiting on upstream resolvers at once. Each holds a
+/// socket and a task for up to [`UPSTREAM_TIMEOUT`] per upstream: a flood
+/// of names upstream does not answer would otherwise hold thousands.
+pub const MAX_UPSTREAM_IN_FLIGHT: usize = 256;
+/// The least time between two log lines about refused or shed queries.
+const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(10);
 
 /// What to do with one received datagram.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,6 +49,8 @@ pub enum Reply {
     Send(Vec<u8>),
     Forward,
     Drop,
+    /// Not from one of this node's tasks: no answer, counted.
+    Refuse,
 }
 
 /// The threads answering on one network's address.
@@ -71,6 +86,23 @@ pub struct DnsServer {
     listeners: Mutex<HashMap<String, Listener>>,
     /// Rotates multi-address answers (round-robin across queries).
     turn: AtomicUsize,
+    /// Permits for forwarded queries in flight.
+    upstream_slots: Arc<tokio::sync::Semaphore>,
+    /// Datagrams from askers that are not this node's tasks (unanswered).
+    refused: AtomicU64,
+    /// Forwarded queries answered SERVFAIL because too many were in flight.
+    shed: AtomicU64,
+    /// When refusals and shed queries were last logged, and their totals then.
+    logged: Mutex<(Option<Instant>, DnsStats)>,
+}
+
+/// What the DNS server turned away since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DnsStats {
+    /// Datagrams from an address that is not one of this node's tasks.
+    pub refused: u64,
+    /// Queries for upstream answered SERVFAIL: too many in flight.
+    pub shed: u64,
 }
 
 impl DnsServer {
@@ -80,7 +112,38 @@ impl DnsServer {
             upstreams,
             listeners: Mutex::default(),
             turn: AtomicUsize::new(0),
+            upstream_slots: Arc::new(tokio::sync::Semaphore::new(MAX_UPSTREAM_IN_FLIGHT)),
+            refused: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+            logged: Mutex::default(),
         })
+    }
+
+    /// What it turned away since it started.
+    pub fn stats(&self) -> DnsStats {
+        DnsStats {
+            refused: self.refused.load(Ordering::Relaxed),
+            shed: self.shed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A log line with the totals when they grew, at most every
+    /// [`REFUSAL_LOG_PERIOD`] (a flood must not flood the log too).
+    fn log_turned_away(&self) {
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        if logged.0.is_some_and(|at| at.elapsed() < REFUSAL_LOG_PERIOD) {
+            return;
+        }
+        let now = self.stats();
+        if now != logged.1 {
+            tracing::warn!(
+                refused = now.refused,
+                shed = now.shed,
+                "DNS: queries turned away (refused: not from this node's tasks; \
+                 shed: more than {MAX_UPSTREAM_IN_FLIGHT} waiting on upstream)"
+            );
+            *logged = (Some(Instant::now()), now);
+        }
     }
 
     pub fn update(&self, records: Records) {
@@ -219,6 +282,14 @@ impl DnsServer {
                 }
                 Reply::Forward => {
                     let query = buf[..len].to_vec();
+                    let Ok(permit) = self.upstream_slots.clone().try_acquire_owned() else {
+                        self.shed.fetch_add(1, Ordering::Relaxed);
+                        self.log_turned_away();
+                        if let Some(answer) = error_reply(&query, ResponseCode::ServFail) {
+                            let _ = socket.send_to(&answer, peer);
+                        }
+                        continue;
+                    };
                     let Ok(socket) = socket.try_clone() else {
                         continue;
                     };
@@ -228,20 +299,28 @@ impl DnsServer {
                             Some(answer) => Some(answer),
                             None => error_reply(&query, ResponseCode::ServFail),
                         };
+                        drop(permit);
                         if let Some(answer) = answer {
                             let _ = socket.send_to(&answer, peer);
                         }
                     });
                 }
+                Reply::Refuse => self.log_turned_away(),
                 Reply::Drop => {}
             }
         }
     }
 
     /// The answer to one datagram from `asker`, received on `network`'s
-    /// address. A container's own networks scope the names it sees; an
-    /// asker this node does not know sees the receiving network's.
+    /// address. A container's own networks scope the names it sees (the
+    /// receiving network's if its address is not listed on any); an asker
+    /// that is not one of this node's tasks gets nothing.
     pub fn answer(&self, datagram: &[u8], asker: Ipv4Addr, network: &str) -> Reply {
+        let records = self.records();
+        if !records.is_local(asker) {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Reply::Refuse;
+        }
         let query = match Message::from_vec(datagram) {
             Ok(q) => q,
             Err(_) => {
@@ -261,7 +340,6 @@ impl DnsServer {
         let [question] = query.queries.as_slice() else {
             return reply_code(&query, id, ResponseCode::FormErr);
         };
-        let records = self.records();
         let own;
         let networks: &[String] = match records.networks_of(asker) {
             Some(n) => n,
@@ -402,19 +480,37 @@ pub fn system_upstreams() -> Vec<SocketAddr> {
 mod tests {
     use super::*;
     use hickory_proto::rr::Name;
-    use shoal_api::pb::{AssignmentSet, ServiceRecord, TaskEndpoint};
+    use shoal_api::pb::{AssignmentSet, Meta, ServiceRecord, Task, TaskEndpoint};
 
-    fn server() -> Arc<DnsServer> {
-        let s = DnsServer::new(vec![]);
-        s.update(Records::from_assignments(&AssignmentSet {
-            endpoints: vec![TaskEndpoint {
-                network_id: "n".into(),
-                task_id: "t".into(),
-                service_id: "s".into(),
-                addr: "198.18.1.3".into(),
-                node_addr: String::new(),
-                running: true,
+    fn endpoint(task: &str, addr: &str) -> TaskEndpoint {
+        TaskEndpoint {
+            network_id: "n".into(),
+            task_id: task.into(),
+            service_id: "s".into(),
+            addr: addr.into(),
+            node_addr: String::new(),
+            running: true,
+        }
+    }
+
+    /// Records where task `t` (at `local`) runs here and `remote` (at
+    /// 198.18.1.4) on another node.
+    fn records(local: &str) -> Records {
+        Records::from_assignments(&AssignmentSet {
+            tasks: vec![Task {
+                meta: Some(Meta {
+                    id: "t".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
             }],
+            endpoints: vec![
+                endpoint("t", local),
+                TaskEndpoint {
+                    service_id: "other".into(),
+                    ..endpoint("remote", "198.18.1.4")
+                },
+            ],
             services: vec![ServiceRecord {
                 service_id: "s".into(),
                 network_id: "n".into(),
@@ -422,8 +518,87 @@ mod tests {
                 vip: "198.18.1.2".into(),
             }],
             ..Default::default()
-        }));
+        })
+    }
+
+    fn server() -> Arc<DnsServer> {
+        let s = DnsServer::new(vec![]);
+        s.update(records("198.18.1.3"));
         s
+    }
+
+    fn query(name: &str, id: u16) -> Vec<u8> {
+        let mut q = Message::query();
+        q.metadata.id = id;
+        q.add_query(hickory_proto::op::Query::query(
+            Name::from_ascii(name).unwrap(),
+            RecordType::A,
+        ));
+        q.to_vec().unwrap()
+    }
+
+    #[test]
+    fn only_this_nodes_tasks_get_answers() {
+        let s = server();
+        let web = query("web", 1);
+        assert!(matches!(
+            s.answer(&web, "198.18.1.3".parse().unwrap(), "n"),
+            Reply::Send(_)
+        ));
+        // A task on another node, a host outside, the node itself: nothing,
+        // not even for garbage, and each counted.
+        for stranger in ["198.18.1.4", "192.0.2.100", "127.0.0.1"] {
+            let asker = stranger.parse().unwrap();
+            assert_eq!(s.answer(&web, asker, "n"), Reply::Refuse, "{stranger}");
+            assert_eq!(
+                s.answer(&[1, 2, 3], asker, "n"),
+                Reply::Refuse,
+                "{stranger}"
+            );
+        }
+        assert_eq!(
+            s.stats(),
+            DnsStats {
+                refused: 6,
+                shed: 0
+            }
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queries_waiting_on_upstream_are_bounded_and_the_rest_get_servfail() {
+        // An upstream that never answers: every forwarded query holds its
+        // permit for the whole upstream timeout.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let s = DnsServer::new(vec![silent.local_addr().unwrap()]);
+        s.update(records("127.0.0.1"));
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let at = socket.local_addr().unwrap();
+        s.listen_socket("n", socket).unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let excess = 40;
+        for i in 0..MAX_UPSTREAM_IN_FLIGHT + excess {
+            let name = format!("name{i}.example");
+            client.send_to(&query(&name, i as u16), at).await.unwrap();
+            if i % 16 == 15 {
+                // Paced, so that the server's receive buffer never overflows
+                // (a lost query would be neither forwarded nor shed).
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        // Well within the upstream timeout: only the excess is answered.
+        let mut servfails = 0;
+        let mut buf = [0u8; 512];
+        while let Ok(Ok(len)) =
+            tokio::time::timeout(UPSTREAM_TIMEOUT / 2, client.recv(&mut buf)).await
+        {
+            let reply = Message::from_vec(&buf[..len]).unwrap();
+            assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+            servfails += 1;
+        }
+        assert_eq!(servfails, excess);
+        assert_eq!(s.stats().shed, excess as u64);
+        s.stop("n");
     }
 
     fn ask(s: &DnsServer, name: &str, kind: RecordType) -> Message {

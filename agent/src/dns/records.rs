@@ -44,6 +44,8 @@ pub enum Lookup<'a> {
 pub struct Records {
     /// A container's address → the networks it is attached to.
     networks_of: HashMap<Ipv4Addr, Vec<String>>,
+    /// The addresses of this node's own tasks: the only askers answered.
+    local: HashSet<Ipv4Addr>,
     /// Network → lowercase name → answer.
     names: HashMap<String, HashMap<String, Entry>>,
     /// Every name of every network this node knows.
@@ -62,10 +64,18 @@ impl Records {
                 .or_default()
                 .push(e.network_id.clone());
         }
+        let here: HashSet<&str> = set
+            .tasks
+            .iter()
+            .filter_map(|t| t.meta.as_ref().map(|m| m.id.as_str()))
+            .collect();
         for e in &set.endpoints {
             if let (Ok(addr), Some(nets)) = (e.addr.parse(), task_networks.get(e.task_id.as_str()))
             {
                 records.networks_of.insert(addr, nets.clone());
+                if here.contains(e.task_id.as_str()) {
+                    records.local.insert(addr);
+                }
             }
         }
         for service in &set.services {
@@ -105,6 +115,12 @@ impl Records {
     /// The networks of the container at `addr`, if it is one of this node's.
     pub fn networks_of(&self, addr: Ipv4Addr) -> Option<&[String]> {
         self.networks_of.get(&addr).map(Vec::as_slice)
+    }
+
+    /// Whether `addr` is one of this node's tasks (the set's own tasks,
+    /// on any of their networks).
+    pub fn is_local(&self, addr: Ipv4Addr) -> bool {
+        self.local.contains(&addr)
     }
 
     /// `name` (lowercase, no trailing dot) on the first of `networks` that has it.

@@ -7,6 +7,7 @@
 //! restarted agent finds, keeps and repairs what an earlier run built.
 
 pub mod firewall;
+pub mod guard;
 pub mod netlink;
 pub mod routes;
 
@@ -25,6 +26,7 @@ use shoal_api::{
 use crate::{
     datapath::{
         BpfRoot,
+        guard::GuardMaps,
         mesh::{self, MeshMaps, MeshService, VipService},
     },
     dns::{DnsServer, Records},
@@ -101,6 +103,7 @@ pub struct Overlay {
     /// Where the routing mesh is pinned (none: no mesh, as in tests).
     bpf_root: Option<BpfRoot>,
     mesh: Mutex<Option<MeshMaps>>,
+    guard: Mutex<Option<GuardMaps>>,
 }
 
 impl Overlay {
@@ -123,6 +126,7 @@ impl Overlay {
             changing: tokio::sync::Mutex::new(()),
             bpf_root,
             mesh: Mutex::default(),
+            guard: Mutex::default(),
         }))
     }
 
@@ -147,6 +151,11 @@ impl Overlay {
         self.dns.update(Records::from_assignments(set));
         let wanted: HashSet<u32> = set.networks.iter().map(|n| n.vxlan_id).collect();
         let mut problems = Vec::new();
+        // Before any device or table: the guards know this push's nodes
+        // and tasks before packets for them can come.
+        if let Err(error) = self.program_guard(set).await {
+            problems.push(format!("data plane guards: {error:#}"));
+        }
         let mut published = Vec::new();
         // One dump serves the whole sync: the devices it creates are
         // wanted ones, and the veths it looks up are made by `attach`
@@ -372,14 +381,14 @@ impl Overlay {
         }
         mesh::attach_mesh(root, self.underlay, devices.bridge)?;
         self.with_maps(|maps| {
-            maps.set_config(shoal_agent_common::MeshConfig {
-                node_addr: mesh::be_addr(self.local),
-                ingress_addr: mesh::be_addr(ingress_addr),
-                underlay_ifindex: self.underlay,
-                bridge_ifindex: devices.bridge,
-                bridge_mac,
-                mss: (self.mtu - 40) as u16,
-                ingress_vni: network.vxlan_id,
+            maps.update_config(|config| {
+                config.node_addr = mesh::be_addr(self.local);
+                config.ingress_addr = mesh::be_addr(ingress_addr);
+                config.underlay_ifindex = self.underlay;
+                config.bridge_ifindex = devices.bridge;
+                config.bridge_mac = bridge_mac;
+                config.mss = (self.mtu - 40) as u16;
+                config.ingress_vni = network.vxlan_id;
             })
         })?;
         let id = network_id(network);
@@ -437,6 +446,46 @@ impl Overlay {
             });
         }
         Ok(services)
+    }
+
+    /// The data plane's guards (see `guard`): their tables, the node's
+    /// facts in the config, and `mesh_ingress` on the underlay, which
+    /// drops VXLAN from strangers whether or not the ingress network is
+    /// here. Until a manager sends the node list (an older one sends
+    /// none), VXLAN is not filtered by source: the overlays keep working.
+    async fn program_guard(&self, set: &AssignmentSet) -> Result<()> {
+        let Some(root) = &self.bpf_root else {
+            return Ok(());
+        };
+        let own = self.nl.ipv4_addresses().await?;
+        let tables = guard::tables(set, &own, self.local);
+        mesh::ensure_maps(root)?;
+        {
+            let mut maps = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+            if maps.is_none() {
+                *maps = Some(GuardMaps::open(root)?);
+            }
+            maps.as_mut().context("guard maps")?.sync(&tables)?;
+        }
+        let flags = if set.nodes.is_empty() {
+            0
+        } else {
+            shoal_agent_common::GUARD_NODES
+        };
+        self.with_maps(|maps| {
+            maps.update_config(|config| {
+                config.node_addr = mesh::be_addr(self.local);
+                config.underlay_ifindex = self.underlay;
+                config.flags = flags;
+            })
+        })?;
+        if set.nodes.is_empty() && !set.networks.is_empty() {
+            tracing::warn!(
+                "the manager sent no node list: VXLAN is accepted from any address until it does"
+            );
+        }
+        mesh::attach_underlay(root, self.underlay)?;
+        Ok(())
     }
 
     /// The load-balancing tables: published ports and every service VIP on

@@ -169,6 +169,23 @@ impl Netlink {
         bail!("no interface here holds the advertise address {addr}")
     }
 
+    /// Every IPv4 address on any link of this namespace.
+    pub async fn ipv4_addresses(&self) -> Result<Vec<Ipv4Addr>> {
+        let mut out = Vec::new();
+        let mut addrs = self.handle.address().get().execute();
+        while let Some(m) = addrs.try_next().await.context("listing addresses")? {
+            for a in &m.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(v4))
+                | AddressAttribute::Local(IpAddr::V4(v4)) = a
+                    && !out.contains(v4)
+                {
+                    out.push(*v4);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn delete_link(&self, index: u32) -> Result<()> {
         match self.handle.link().del(index).execute().await {
             Ok(()) => Ok(()),

@@ -208,6 +208,7 @@ pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
         published: view.published,
         trust_pem,
         root_issuer,
+        nodes: networks::cluster_nodes(state),
     }
 }
 

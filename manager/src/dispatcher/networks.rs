@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use shoal_api::{
     cidr::Ipv4Cidr,
-    pb::{Network, PublishedPort, ServiceRecord, Task, TaskEndpoint, TaskState},
+    pb::{ClusterNode, Network, PublishedPort, ServiceRecord, Task, TaskEndpoint, TaskState},
 };
 
 use crate::{allocator::ipam::holds_addresses, store::State};
@@ -44,6 +44,29 @@ fn published_ports(state: &State) -> Vec<PublishedPort> {
         }
     }
     out
+}
+
+/// Every node's advertised address and its manager's API address, sorted
+/// (a node list that did not change pushes nothing new). Down nodes stay:
+/// they come back with the same address; removed ones go.
+pub fn cluster_nodes(state: &State) -> Vec<ClusterNode> {
+    let mut nodes: Vec<ClusterNode> = state
+        .nodes
+        .values()
+        .filter_map(|node| {
+            let addr = node.status.as_ref().map(|s| s.addr.clone())?;
+            let manager_addr = node
+                .manager_status
+                .as_ref()
+                .map(|m| m.addr.clone())
+                .unwrap_or_default();
+            (!addr.is_empty() || !manager_addr.is_empty())
+                .then_some(ClusterNode { addr, manager_addr })
+        })
+        .collect();
+    nodes.sort_by(|a, b| (&a.addr, &a.manager_addr).cmp(&(&b.addr, &b.manager_addr)));
+    nodes.dedup();
+    nodes
 }
 
 fn addr_of(cidr: &str) -> Option<String> {
@@ -171,5 +194,46 @@ pub fn network_view(state: &State, node_id: &str, local: &[Task]) -> NetworkView
         services,
         ingress_addr,
         published,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_api::pb::{ManagerStatus, Node, NodeStatus};
+
+    fn node(addr: &str, manager: Option<&str>) -> Node {
+        Node {
+            status: Some(NodeStatus {
+                addr: addr.into(),
+                ..Default::default()
+            }),
+            manager_status: manager.map(|m| ManagerStatus {
+                addr: m.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_node_with_an_address_is_listed_once_in_order() {
+        let mut state = State::default();
+        state
+            .nodes
+            .insert("b".into(), node("192.0.2.12", Some("192.0.2.12:2377")));
+        state.nodes.insert("a".into(), node("192.0.2.13", None));
+        state.nodes.insert("c".into(), node("", None));
+        state.nodes.insert("d".into(), Node::default());
+        let listed = cluster_nodes(&state);
+        let pairs: Vec<(&str, &str)> = listed
+            .iter()
+            .map(|n| (n.addr.as_str(), n.manager_addr.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [("192.0.2.12", "192.0.2.12:2377"), ("192.0.2.13", "")],
+            "nodes that never reported an address are left out"
+        );
     }
 }

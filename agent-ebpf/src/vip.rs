@@ -1,0 +1,185 @@
+//! East-west balancing: a task's connection to a service VIP becomes a
+//! connection to the service's next task as it leaves the task (`vip_out`,
+//! TC ingress of its host-side veth), and the replies get the VIP back as
+//! they reach it (`vip_in`, TC egress of the same veth). `vip_out` is also
+//! where a container's packets are first seen: the guard against reaching
+//! the node's own ports sits there.
+
+use aya_ebpf::{
+    macros::{classifier, map},
+    maps::HashMap,
+    programs::TcContext,
+};
+use shoal_agent_common::{CT_ESTABLISHED, CT_VIP, CtEntry, CtKey, MESH_MAX_SERVICES, PortEntry};
+
+use crate::{
+    conntrack, guard,
+    mesh::{
+        self, Flow, L4_OFF, PROTO_TCP, TC_NEXT, TCP_ACK, TCP_FLAGS_OFF, TCP_SYN, confirm_handshake,
+        count, flow, mac_of, next_backend, rewrite, still_there, syn_seq,
+    },
+};
+
+/// Service VIP (network order) → its slot and backends (ports kept).
+#[map]
+static MESH_VIPS: HashMap<u32, PortEntry> = HashMap::pinned(MESH_MAX_SERVICES, 0);
+
+/// A task's connection to a service VIP, as it leaves the task (TC ingress
+/// of its host-side veth): the VIP becomes the service's next task,
+/// round-robin, its port kept; the task's own address stays the source.
+///
+/// Other packets of a task on the ingress network take a shorter way than
+/// the bridge when the mesh knows them: its replies to a published-port
+/// connection go out of the underlay interface (rewritten here, or wrapped
+/// in VXLAN to the entry node that forwarded the connection).
+#[classifier]
+pub fn vip_out(mut ctx: TcContext) -> i32 {
+    let Some(f) = flow(&ctx) else {
+        return TC_NEXT;
+    };
+    if guard::container_blocked(&ctx, &f) {
+        return guard::drop_packet(shoal_agent_common::DROP_CONTAINER_TO_NODE);
+    }
+    // SAFETY: the agent writes whole entries.
+    if let Some(service) = unsafe { MESH_VIPS.get(f.daddr) }.copied() {
+        let _ = try_vip_out(&mut ctx, &f, &service);
+        return TC_NEXT;
+    }
+    mesh::task_reply(&mut ctx, &f).unwrap_or(TC_NEXT)
+}
+
+#[inline(always)]
+fn try_vip_out(ctx: &mut TcContext, f: &Flow, service: &PortEntry) -> Option<()> {
+    let key = f.key();
+    let (backend, new) = match conntrack::lookup(&key) {
+        Some((entry, confirmed)) if still_there(ctx, f, &entry, f.saddr) => {
+            if !confirmed && f.proto == PROTO_TCP {
+                let reply = CtKey {
+                    saddr: entry.addr,
+                    daddr: f.saddr,
+                    sport: entry.port,
+                    dport: entry.nat_port,
+                    proto: f.proto,
+                    _pad: [0; 3],
+                };
+                confirm_handshake(ctx, &key, &reply);
+            }
+            (entry.addr, false)
+        }
+        _ => (new_vip_connection(ctx, f, service)?, true),
+    };
+    rewrite(ctx, f, f.saddr, backend, f.sport, f.dport)?;
+    ctx.store(0, &mac_of(backend), 0).ok()?;
+    count(service.service, ctx.len(), new);
+    Some(())
+}
+
+#[inline(always)]
+fn new_vip_connection(ctx: &TcContext, f: &Flow, service: &PortEntry) -> Option<u32> {
+    if service.backends == 0 {
+        return None;
+    }
+    if f.proto == PROTO_TCP {
+        let flags: u8 = ctx.load(TCP_FLAGS_OFF).ok()?;
+        if flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+            return None;
+        }
+    }
+    let backend = next_backend(service)?;
+    let forward = CtKey {
+        saddr: f.saddr,
+        daddr: f.daddr,
+        sport: f.sport,
+        dport: f.dport,
+        proto: f.proto,
+        _pad: [0; 3],
+    };
+    let reply = CtKey {
+        saddr: backend.addr,
+        daddr: f.saddr,
+        sport: f.dport,
+        dport: f.sport,
+        proto: f.proto,
+        _pad: [0; 3],
+    };
+    let there = CtEntry {
+        addr: backend.addr,
+        port: f.dport,
+        nat_port: f.sport,
+        service: service.service,
+        flags: CT_VIP,
+        syn_seq: syn_seq(ctx, f),
+        _pad: 0,
+    };
+    let back = CtEntry {
+        addr: f.daddr,
+        port: f.sport,
+        nat_port: f.dport,
+        service: service.service,
+        flags: CT_VIP,
+        syn_seq: 0,
+        _pad: 0,
+    };
+    // Unconfirmed until the handshake completes, as at the mesh's entry:
+    // a container sending SYNs from made-up sources must not push other
+    // connections out either.
+    (conntrack::insert_new(&reply, &back, false) && conntrack::insert_new(&forward, &there, false))
+        .then_some(backend.addr)
+}
+
+/// Replies to a task's VIP connection, as they reach it (TC egress of its
+/// host-side veth): the task that answered becomes the VIP again.
+#[classifier]
+pub fn vip_in(mut ctx: TcContext) -> i32 {
+    let _ = try_vip_in(&mut ctx);
+    TC_NEXT
+}
+
+#[inline(always)]
+fn try_vip_in(ctx: &mut TcContext) -> Option<()> {
+    let f = flow(ctx)?;
+    let key = CtKey {
+        saddr: f.saddr,
+        daddr: f.daddr,
+        sport: f.sport,
+        dport: f.dport,
+        proto: f.proto,
+        _pad: [0; 3],
+    };
+    let (slot, confirmed) = conntrack::get_ptr_mut(&key)?;
+    // SAFETY: the entry stays valid while this program runs (RCU).
+    let back = unsafe { *slot };
+    if back.flags & CT_VIP == 0 {
+        return None;
+    }
+    if !confirmed {
+        if f.proto == PROTO_TCP {
+            let flags: u8 = ctx.load(TCP_FLAGS_OFF).unwrap_or(0);
+            if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
+                // The SYN-ACK: the client's ACK of it confirms the
+                // connection (in `try_vip_out`).
+                let seq: u32 = ctx.load(L4_OFF + 4).unwrap_or(0);
+                // SAFETY: as above; whole words.
+                unsafe {
+                    (*slot).syn_seq = seq;
+                    (*slot).flags = back.flags | CT_ESTABLISHED;
+                }
+            }
+        } else {
+            // The backend answered the datagram: confirmed.
+            let forward = CtKey {
+                saddr: f.daddr,
+                daddr: back.addr,
+                sport: f.dport,
+                dport: f.sport,
+                proto: f.proto,
+                _pad: [0; 3],
+            };
+            conntrack::confirm(&forward, &key);
+        }
+    }
+    rewrite(ctx, &f, back.addr, f.daddr, f.sport, f.dport)?;
+    ctx.store(6, &mac_of(back.addr), 0).ok()?;
+    count(back.service, ctx.len(), false);
+    Some(())
+}

@@ -1,0 +1,155 @@
+//! Hand-made packets for the lab tests that play an attacker: VXLAN frames
+//! carrying a chosen inner packet, and spoofed TCP SYNs, sent from a lab
+//! host through a raw socket (the kernel writes no header of its own).
+//! Sources must stay inside the lab's 192.0.2.0/24.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use anyhow::{Context, Result, ensure};
+use socket2::{Domain, Protocol, Socket, Type};
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+const IPPROTO_RAW: i32 = 255;
+
+/// The Internet checksum of `data` (RFC 1071), starting from `sum`.
+fn checksum(data: &[u8], mut sum: u32) -> u16 {
+    for pair in data.chunks(2) {
+        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An IPv4 packet (no options, DF, TTL 64) around `payload`.
+pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Vec<u8> {
+    let total = (20 + payload.len()) as u16;
+    let mut h = vec![0u8; 20];
+    h[0] = 0x45;
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h[6] = 0x40;
+    h[8] = 64;
+    h[9] = proto;
+    h[12..16].copy_from_slice(&src.octets());
+    h[16..20].copy_from_slice(&dst.octets());
+    let sum = checksum(&h, 0);
+    h[10..12].copy_from_slice(&sum.to_be_bytes());
+    h.extend_from_slice(payload);
+    h
+}
+
+/// The pseudo-header sum of TCP and UDP checksums.
+fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
+    let mut sum = 0u32;
+    for pair in src.octets().chunks(2).chain(dst.octets().chunks(2)) {
+        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+    }
+    sum + u32::from(proto) + len as u32
+}
+
+/// A UDP datagram (with its checksum) in an IPv4 packet.
+pub fn udp(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    let len = 8 + payload.len();
+    let mut d = Vec::with_capacity(len);
+    d.extend_from_slice(&src.port().to_be_bytes());
+    d.extend_from_slice(&dst.port().to_be_bytes());
+    d.extend_from_slice(&(len as u16).to_be_bytes());
+    d.extend_from_slice(&[0, 0]);
+    d.extend_from_slice(payload);
+    let sum = checksum(&d, pseudo(*src.ip(), *dst.ip(), PROTO_UDP, len));
+    d[6..8].copy_from_slice(&sum.to_be_bytes());
+    ipv4(*src.ip(), *dst.ip(), PROTO_UDP, &d)
+}
+
+/// A TCP SYN (MSS option 1460) in an IPv4 packet.
+pub fn tcp_syn(src: SocketAddrV4, dst: SocketAddrV4, seq: u32) -> Vec<u8> {
+    let mut t = vec![0u8; 24];
+    t[0..2].copy_from_slice(&src.port().to_be_bytes());
+    t[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[12] = 6 << 4; // 24 bytes of header
+    t[13] = 0x02; // SYN
+    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    t[20..24].copy_from_slice(&[2, 4, 0x05, 0xb4]);
+    let sum = checksum(&t, pseudo(*src.ip(), *dst.ip(), PROTO_TCP, t.len()));
+    t[16..18].copy_from_slice(&sum.to_be_bytes());
+    ipv4(*src.ip(), *dst.ip(), PROTO_TCP, &t)
+}
+
+/// A VXLAN payload (the UDP datagram's content to port 4789): VNI `vni`,
+/// an Ethernet frame to `dst_mac` carrying the IPv4 packet `inner`.
+pub fn vxlan(vni: u32, dst_mac: [u8; 6], inner: &[u8]) -> Vec<u8> {
+    let mut v = vec![0x08, 0, 0, 0];
+    v.extend_from_slice(&(vni << 8).to_be_bytes());
+    v.extend_from_slice(&dst_mac);
+    v.extend_from_slice(&[0x02, 0x00, 0x5e, 0x00, 0x00, 0x01]);
+    v.extend_from_slice(&[0x08, 0x00]);
+    v.extend_from_slice(inner);
+    v
+}
+
+/// A task's MAC on an overlay, as the agent derives it from its address.
+pub fn task_mac(addr: Ipv4Addr) -> [u8; 6] {
+    let o = addr.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+/// A raw IPv4 socket made in a lab host's network namespace: it sends
+/// whole IPv4 packets, source address included.
+pub struct RawSender(Socket);
+
+impl RawSender {
+    pub fn open(netns: &str) -> Result<Self> {
+        let socket = crate::netns::run_in(netns, || {
+            Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(IPPROTO_RAW)))
+        })?
+        .context("opening a raw socket (root needed)")?;
+        socket.set_header_included_v4(true)?;
+        Ok(Self(socket))
+    }
+
+    /// Sends one IPv4 packet (its own header names the addresses).
+    pub fn send(&self, packet: &[u8]) -> Result<()> {
+        ensure!(packet.len() >= 20, "not an IPv4 packet");
+        let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+        let to = SocketAddr::from((dst, 0));
+        let sent = self.0.send_to(packet, &to.into())?;
+        ensure!(
+            sent == packet.len(),
+            "sent {sent} of {} bytes",
+            packet.len()
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksums_verify_to_zero() {
+        let src = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 100), 40000);
+        let dst = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 3), 80);
+        let packet = udp(src, dst, b"whoami");
+        assert_eq!(checksum(&packet[..20], 0), 0, "IPv4 header");
+        let l4 = &packet[20..];
+        assert_eq!(
+            checksum(l4, pseudo(*src.ip(), *dst.ip(), PROTO_UDP, l4.len())),
+            0
+        );
+        let syn = tcp_syn(src, dst, 7);
+        let l4 = &syn[20..];
+        assert_eq!(
+            checksum(l4, pseudo(*src.ip(), *dst.ip(), PROTO_TCP, l4.len())),
+            0
+        );
+        assert_eq!(syn.len(), 44);
+        let frame = vxlan(4096, task_mac(*dst.ip()), &packet);
+        assert_eq!(&frame[4..7], &[0, 0x10, 0], "VNI 4096");
+        assert_eq!(&frame[8..14], &[0x02, 0x42, 198, 18, 0, 3]);
+    }
+}
