@@ -155,16 +155,22 @@ fn key_value(text: &str) -> Result<(String, String)> {
 
 async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
     use shoal_agent::{session, worker};
-    // A malformed token fails before anything is written; none at all is
-    // fine for a node that already has its certificate.
-    let token = match shoal_api::token_input::read(&shoal_api::token_input::Given {
-        token: args.token.as_deref(),
-        file: args.token_file.as_deref(),
-        stdin: args.token_stdin,
-    }) {
-        Ok(token) => Some(token),
-        Err(shoal_api::token_input::TokenInputError::Missing) => None,
-        Err(error) => return Err(error.into()),
+    // A node that has its certificate needs no token: it is not read (its
+    // file may be gone, or hold a token rotated since). Otherwise a missing
+    // or malformed token fails before anything is written.
+    let joined = args.data_dir.join("certificates").join("current").exists();
+    let token = if joined {
+        None
+    } else {
+        match shoal_api::token_input::read(&shoal_api::token_input::Given {
+            token: args.token.as_deref(),
+            file: args.token_file.as_deref(),
+            stdin: args.token_stdin,
+        }) {
+            Ok(token) => Some(token),
+            Err(shoal_api::token_input::TokenInputError::Missing) => None,
+            Err(error) => return Err(error.into()),
+        }
     };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
