@@ -109,13 +109,24 @@ fn ensure_docker(apt: &mut Apt) -> Result<()> {
         .open(DOCKERD_LOG)
         .with_context(|| format!("opening {DOCKERD_LOG}"))?;
     use std::os::unix::process::CommandExt;
-    Command::new("dockerd")
+    let mut dockerd = Command::new("dockerd");
+    dockerd
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        .process_group(0)
-        .spawn()
-        .context("starting dockerd")?;
+        .process_group(0);
+    // dockerd outlives this command: it must keep no descriptor this
+    // process inherited. A `flock` around CI holds the lab's lock through
+    // one, and a dockerd started under it held the lock for good.
+    // SAFETY: close_range(2) is async-signal-safe and touches only the
+    // child's descriptors above stderr, after stdio is set up.
+    unsafe {
+        dockerd.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    dockerd.spawn().context("starting dockerd")?;
     for _ in 0..60 {
         if docker_answers() {
             step(
