@@ -35,7 +35,8 @@ pub const LEADER_METADATA: &str = "shoal-leader";
 pub const DEFAULT_PORT: u16 = 2377;
 
 /// The connection settings every manager-to-manager and agent-to-manager
-/// channel uses: a short connect timeout, and HTTP/2 pings every second
+/// channel uses (`shoal_pki::transport` dials them over TLS): a short
+/// connect timeout, and HTTP/2 pings every second
 /// (idle or not) that give up after 3 s, so a peer cut off without closing
 /// its connections is noticed in seconds and the caller moves on.
 pub fn keepalive(endpoint: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
@@ -45,17 +46,6 @@ pub fn keepalive(endpoint: tonic::transport::Endpoint) -> tonic::transport::Endp
         .http2_keep_alive_interval(std::time::Duration::from_secs(1))
         .keep_alive_timeout(std::time::Duration::from_secs(3))
         .keep_alive_while_idle(true)
-}
-
-/// A channel to a manager at `addr` (host:port) with [`keepalive`]'s
-/// settings, connecting on first use.
-pub fn lazy_channel(
-    addr: &str,
-) -> Result<tonic::transport::Channel, tonic::codegen::http::uri::InvalidUri> {
-    Ok(keepalive(tonic::transport::Channel::from_shared(format!(
-        "http://{addr}"
-    ))?)
-    .connect_lazy())
 }
 
 /// What each Shoal binary reports about itself (`shoal version`).

@@ -42,10 +42,15 @@ pub fn authority(cluster: &Cluster) -> anyhow::Result<CertificateAuthority> {
 
 /// Every root nodes should trust now.
 pub fn trust_pem(cluster: &Cluster) -> String {
+    trusted(cluster).to_owned()
+}
+
+/// [`trust_pem`], borrowed.
+pub fn trusted(cluster: &Cluster) -> &str {
     if cluster.trust_pem.is_empty() {
-        cluster.root_ca_cert_pem.clone()
+        &cluster.root_ca_cert_pem
     } else {
-        cluster.trust_pem.clone()
+        &cluster.trust_pem
     }
 }
 

@@ -21,11 +21,23 @@ use crate::{ca, manager::Manager, store::Batch};
 
 /// The fingerprint certificates issued by the cluster's current root
 /// carry as their issuer.
+///
+/// Asked for every node's assignments on every push: the answer for the
+/// last root is kept, so the certificate is parsed once per root.
 pub fn root_issuer(cluster: &Cluster) -> String {
-    shoal_pki::certs_from_pem(&cluster.root_ca_cert_pem)
+    static LAST: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((pem, issuer)) = last.as_ref()
+        && *pem == cluster.root_ca_cert_pem
+    {
+        return issuer.clone();
+    }
+    let issuer = shoal_pki::certs_from_pem(&cluster.root_ca_cert_pem)
         .ok()
         .and_then(|certs| shoal_pki::identity::subject_fingerprint(&certs[0]).ok())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    *last = Some((cluster.root_ca_cert_pem.clone(), issuer.clone()));
+    issuer
 }
 
 /// Starts a CA rotation: the cluster with a new root, cross-signed by the
@@ -158,18 +170,37 @@ async fn renew_own(manager: &Manager) -> anyhow::Result<()> {
 pub async fn keep_current(manager: Arc<Manager>) {
     let jitter = join::jitter();
     let mut applied = manager.store.applied();
+    // What the loop acted on last: the cluster's roots (trusted PEM, root
+    // CA PEM) with the current root's issuer name, and the issuer the store
+    // records for this manager. Most writes change none of them and cost
+    // one comparison here.
+    let mut seen: Option<(String, String)> = None;
+    let mut root = String::new();
+    let mut recorded: Option<String> = None;
     loop {
-        let (trust, root) = {
+        let changed_roots = {
             let state = manager.store.read().await;
-            match &state.cluster {
-                Some(cluster) => (ca::trust_pem(cluster), root_issuer(cluster)),
-                None => (String::new(), String::new()),
-            }
+            state.cluster.as_ref().and_then(|cluster| {
+                let trust = ca::trusted(cluster);
+                let same = seen
+                    .as_ref()
+                    .is_some_and(|(t, r)| t == trust && *r == cluster.root_ca_cert_pem);
+                (!same).then(|| {
+                    (
+                        (trust.to_owned(), cluster.root_ca_cert_pem.clone()),
+                        root_issuer(cluster),
+                    )
+                })
+            })
         };
-        if !trust.is_empty() {
+        if let Some(((trust, root_pem), issuer)) = changed_roots {
             if let Err(error) = manager.credentials.replace_roots(&trust) {
                 tracing::warn!(%error, "trusting the cluster's roots");
             }
+            seen = Some((trust, root_pem));
+            root = issuer;
+        }
+        if seen.is_some() {
             let due = join::until_renewal(&manager.credentials, jitter).is_zero();
             let old_root = manager.credentials.identity().issuer != root;
             if (due || old_root)
@@ -182,19 +213,22 @@ pub async fn keep_current(manager: Arc<Manager>) {
             // Tell the cluster which root this manager is on (once it is
             // in the store and a leader takes writes).
             let issuer = manager.credentials.identity().issuer;
-            let recorded = {
-                let state = manager.store.read().await;
-                state.nodes.values().any(|n| {
-                    n.manager_status
-                        .as_ref()
-                        .is_some_and(|m| m.raft_id == manager.raft_id && m.cert_issuer == issuer)
-                })
-            };
-            if !recorded
-                && manager.leader_id().is_some()
-                && let Err(status) = record_manager_issuer(&manager, &issuer).await
-            {
-                tracing::debug!(error = %status.message(), "recording this manager's certificate issuer");
+            if recorded.as_ref() != Some(&issuer) {
+                let in_store = {
+                    let state = manager.store.read().await;
+                    state.nodes.values().any(|n| {
+                        n.manager_status.as_ref().is_some_and(|m| {
+                            m.raft_id == manager.raft_id && m.cert_issuer == issuer
+                        })
+                    })
+                };
+                if in_store {
+                    recorded = Some(issuer);
+                } else if manager.leader_id().is_some()
+                    && let Err(status) = record_manager_issuer(&manager, &issuer).await
+                {
+                    tracing::debug!(error = %status.message(), "recording this manager's certificate issuer");
+                }
             }
         }
         let wait =
@@ -211,8 +245,20 @@ pub async fn keep_current(manager: Arc<Manager>) {
 pub async fn finish_rotations(manager: Arc<Manager>) {
     let mut applied = manager.store.applied();
     loop {
-        let result = manager
-            .update(|state| -> Result<_, Status> {
+        // A read first: no rotation runs almost always, and this wakes on
+        // every write.
+        let can_finish = {
+            let state = manager.store.read().await;
+            state
+                .cluster
+                .as_ref()
+                .is_some_and(|c| !c.cross_signed_pem.is_empty())
+                && nodes_on_old_roots(&state) == 0
+        };
+        let result = if !can_finish {
+            Ok(None)
+        } else {
+            manager.update(|state| -> Result<_, Status> {
                 let Some(cluster) = &state.cluster else {
                     return Ok(None);
                 };
@@ -227,7 +273,8 @@ pub async fn finish_rotations(manager: Arc<Manager>) {
                 tracing::info!("every ready node holds a certificate of the new root CA: the rotation is complete");
                 Ok(Some((batch, ())))
             })
-            .await;
+            .await
+        };
         if let Err(status) = result {
             tracing::warn!(error = %status.message(), "finishing the CA rotation");
         }

@@ -324,11 +324,8 @@ fn endpoint(addr: &str) -> Result<Endpoint> {
     // The URI only names the peer for HTTP/2; the connector dials `addr`.
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| PkiError::Invalid(format!("manager address {addr:?}: {e}")))?;
-    Ok(endpoint
-        .connect_timeout(Duration::from_secs(2))
-        .http2_keep_alive_interval(Duration::from_secs(1))
-        .keep_alive_timeout(Duration::from_secs(3))
-        .keep_alive_while_idle(true))
+    // Shoal's keepalive settings, with time for the TLS handshake too.
+    Ok(shoal_api::keepalive(endpoint).connect_timeout(Duration::from_secs(2)))
 }
 
 fn connector(
