@@ -50,6 +50,7 @@ mod tests {
     fn node(memory_bytes: i64, pids_max: u64, max_tasks: u64) -> NodeDescription {
         NodeDescription {
             resources: Some(Resources {
+                pids: Default::default(),
                 nano_cpus: 2_000_000_000,
                 memory_bytes,
             }),

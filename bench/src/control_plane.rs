@@ -79,6 +79,7 @@ fn scheduler(args: &Args) -> Result<()> {
                 description: Some(NodeDescription {
                     hostname: id,
                     resources: Some(Resources {
+                        pids: 0,
                         nano_cpus: 64_000_000_000,
                         memory_bytes: 256 << 30,
                     }),

@@ -238,6 +238,7 @@ impl TestCluster {
                 resources: Some(Resources {
                     nano_cpus: 2_000_000_000,
                     memory_bytes: 4 << 30,
+                    pids: 0,
                 }),
                 engine_version: "sim".into(),
                 ..Default::default()

@@ -43,10 +43,12 @@ pub fn describe(hostname: &str, engine_version: &str, max_tasks: u64) -> NodeDes
         resources: Some(Resources {
             nano_cpus: cpus * 1_000_000_000,
             memory_bytes: memory_bytes(),
+            pids: 0,
         }),
         engine_version: engine_version.to_owned(),
         pids_max: pids_max(),
         max_tasks,
+        generic_resources: Vec::new(),
     }
 }
 

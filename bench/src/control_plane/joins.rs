@@ -100,6 +100,7 @@ async fn join_one(
                 architecture: "x86_64".into(),
             }),
             resources: Some(Resources {
+                pids: 0,
                 nano_cpus: 2_000_000_000,
                 memory_bytes: 4 << 30,
             }),

@@ -564,6 +564,7 @@ fn service_spec(
                     ));
                 }
                 Ok(Some(Resources {
+                    pids: 0,
                     nano_cpus: a
                         .cpus
                         .as_ref()
@@ -593,6 +594,7 @@ fn service_spec(
             task.resources = Some(ResourceRequirements {
                 limits: amounts(&resources.limits, "limits")?,
                 reservations: amounts(&resources.reservations, "reservations")?,
+                ..Default::default()
             });
         }
         if let Some(policy) = &deploy.restart_policy {

@@ -193,6 +193,7 @@ fn a_node_holds_the_smaller_of_the_managers_limit_and_its_own() {
     let node = |memory_bytes: i64, max_tasks: u64| Node {
         description: Some(NodeDescription {
             resources: Some(Resources {
+                pids: Default::default(),
                 nano_cpus: 1_000_000_000,
                 memory_bytes,
             }),

@@ -26,6 +26,7 @@ fn node(id: &str, labels: &[(&str, &str)]) -> Node {
         description: Some(NodeDescription {
             hostname: id.into(),
             resources: Some(Resources {
+                pids: Default::default(),
                 nano_cpus: 2_000_000_000,
                 memory_bytes: 1 << 30,
             }),
@@ -157,7 +158,9 @@ fn respects_resources_and_max_replicas_per_node() {
     let t = |id: &str, slot| {
         let mut t = task(id, "big", slot, Placement::default());
         t.spec.as_mut().unwrap().resources = Some(ResourceRequirements {
+            generic_reservations: Default::default(),
             reservations: Some(Resources {
+                pids: Default::default(),
                 nano_cpus: 1_500_000_000,
                 memory_bytes: 0,
             }),

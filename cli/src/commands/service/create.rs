@@ -148,6 +148,7 @@ impl CreateArgs {
                     return Ok(None);
                 }
                 Ok(Some(Resources {
+                    pids: 0,
                     nano_cpus: cpu
                         .as_deref()
                         .map(flags::parse_cpus)
@@ -200,6 +201,7 @@ impl CreateArgs {
             || self.health_start_period.is_some()
         {
             Some(HealthConfig {
+                start_interval_ms: 0,
                 test: match &self.health_cmd {
                     Some(cmd) => health_test(cmd)?,
                     None => Vec::new(),
@@ -244,6 +246,7 @@ impl CreateArgs {
                 ServiceMode::Global => 0,
             },
             task: Some(TaskSpec {
+                log_driver: None,
                 container: Some(ContainerSpec {
                     image: self.image,
                     args: self.command,
@@ -288,6 +291,7 @@ impl CreateArgs {
                     ResourceRequirements {
                         limits,
                         reservations,
+                        ..Default::default()
                     },
                 ),
                 restart: Some(restart),

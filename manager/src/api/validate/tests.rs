@@ -291,11 +291,14 @@ fn resources_are_at_least_swarms_minimums_and_reservations_fit_limits() {
     let res = |limit_cpu, limit_mem, reserve_cpu, reserve_mem| {
         with_task(|t| {
             t.resources = Some(ResourceRequirements {
+                generic_reservations: Default::default(),
                 limits: Some(Resources {
+                    pids: Default::default(),
                     nano_cpus: limit_cpu,
                     memory_bytes: limit_mem,
                 }),
                 reservations: Some(Resources {
+                    pids: Default::default(),
                     nano_cpus: reserve_cpu,
                     memory_bytes: reserve_mem,
                 }),
