@@ -31,6 +31,10 @@ pub const DEFAULT_SOCKET: &str = "/run/shoal/manager.sock";
 /// refuses a call only the leader serves (agents and joining managers follow it).
 pub const LEADER_METADATA: &str = "shoal-leader";
 
+/// Metadata on a refusal that says why the caller's certificate no longer
+/// counts: `demoted` (its node is a worker now) or `removed` (`node rm`).
+pub const REFUSAL_METADATA: &str = "shoal-refusal";
+
 /// The manager's TCP port for the control API, the agent protocol and Raft.
 pub const DEFAULT_PORT: u16 = 2377;
 

@@ -123,6 +123,10 @@ pub struct RunningManager {
     /// Tells the API servers to stop: they close every connection, so no
     /// peer keeps talking to this manager's stopped Raft.
     stop_serving: tokio::sync::watch::Sender<bool>,
+    /// Set (with the cluster's reason) once the cluster demoted or removed
+    /// this manager: see `crate::demotion`.
+    demoted: tokio::sync::watch::Receiver<Option<String>>,
+    data_dir: PathBuf,
     socket: Option<PathBuf>,
     _lock: File,
 }
@@ -152,6 +156,25 @@ impl RunningManager {
         )?)
     }
 
+    /// Resolves once the cluster has demoted or removed this manager, with
+    /// the reason its peers gave; never for a manager that stays one.
+    pub async fn demoted(&mut self) -> String {
+        match self.demoted.wait_for(Option::is_some).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            // The watcher is gone only when the manager stops.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Stops serving and erases the manager's state (the Raft log and
+    /// state with the CA key, the data key, its certificates): what a
+    /// demoted or removed manager must not keep.
+    pub async fn shutdown_and_erase(self) -> Result<()> {
+        let data_dir = self.data_dir.clone();
+        self.shutdown().await;
+        crate::demotion::erase(&data_dir, LOCK_FILE)
+    }
+
     /// Stops serving and leaves the data directory as it is.
     pub async fn shutdown(mut self) {
         self.stop_serving.send_replace(true);
@@ -179,9 +202,12 @@ impl Drop for RunningManager {
     }
 }
 
+/// The file a running manager holds locked in its data directory.
+const LOCK_FILE: &str = "LOCK";
+
 fn lock_data_dir(data_dir: &Path) -> Result<File> {
     files::private_dir(data_dir)?;
-    let lock = files::private_file(&data_dir.join("LOCK"))?;
+    let lock = files::private_file(&data_dir.join(LOCK_FILE))?;
     // SAFETY: flock on an open descriptor; released when the File closes.
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(DaemonError::DataDirInUse(data_dir.to_owned()).into());
@@ -398,6 +424,15 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
     }
     tasks.spawn(lead_when_leader(manager.clone(), dispatcher));
     tasks.spawn(crate::certificates::keep_current(manager.clone()));
+    let (demoted_tx, demoted) = tokio::sync::watch::channel(None);
+    let watch_stop = stop_serving.subscribe();
+    let watched = manager.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            why = crate::demotion::watch(watched) => { demoted_tx.send_replace(Some(why)); }
+            _ = stopped(watch_stop) => {}
+        }
+    });
     let init_unlock_key = keys.unlock.as_ref().map(UnlockKey::to_string);
     tasks.spawn(encryption::rewrap::follow_cluster(
         manager.store.clone(),
@@ -447,6 +482,8 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
         init_unlock_key,
         tasks,
         stop_serving,
+        demoted,
+        data_dir: options.data_dir.clone(),
         socket: options.socket.clone(),
         _lock: lock,
     })

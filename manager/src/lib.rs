@@ -8,6 +8,7 @@ pub mod api;
 pub mod ca;
 pub mod certificates;
 pub mod daemon;
+pub mod demotion;
 pub mod dispatcher;
 pub mod encryption;
 pub mod limits;

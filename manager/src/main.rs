@@ -237,12 +237,28 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     tracing::info!(addr = %advertise, raft_id = running.manager.raft_id, "manager serving");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("stopping");
-    running.shutdown().await;
+    let mut running = running;
+    let demoted = tokio::select! {
+        _ = term.recv() => None,
+        _ = tokio::signal::ctrl_c() => None,
+        why = running.demoted() => Some(why),
+    };
+    let Some(why) = demoted else {
+        tracing::info!("stopping");
+        running.shutdown().await;
+        return Ok(());
+    };
+    // Demoted or removed: what only managers hold goes, and the daemon
+    // ends without an error (a service manager restarts it only on one).
+    tracing::warn!(reason = %why, "this manager was demoted or removed: erasing its state");
+    running.shutdown_and_erase().await?;
+    eprintln!(
+        "This node is no longer a manager of the cluster ({why}). Its manager state in {} \
+         (the Raft log with the cluster's CA key, the data key, the manager certificate) \
+         is erased; the node's agent keeps running its tasks. To make it a manager again: \
+         `shoal node promote` it, then `shoal-manager join` with a manager token.",
+        data_dir.display()
+    );
     Ok(())
 }
 

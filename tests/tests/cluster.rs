@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use shoal_api::pb::{
     Availability, Empty, IdRequest, NodeState, RestartCondition, RestartPolicy, SecretSpec,
     ServiceMode, TaskState, UpdateNodeRequest, UpdateServiceRequest,
@@ -643,6 +643,25 @@ async fn promote_takes_effect_when_a_manager_joins_on_the_node_and_demote_leaves
     ensure!(
         !leader.voters().contains(&raft_id),
         "the demoted manager still votes"
+    );
+    // The demoted manager learns it from its peers and erases what only
+    // managers hold (the Raft log with the CA key, its data key, its
+    // manager certificate), as swarmkit's do.
+    let data_dir = cluster.options(second).data_dir.clone();
+    let mut running = cluster.managers[second].take().context("running")?;
+    let why = tokio::time::timeout(Duration::from_secs(60), running.demoted())
+        .await
+        .context("the demoted manager never learned that it was demoted")?;
+    ensure!(why.contains("no longer a manager"), "reason: {why}");
+    running.shutdown_and_erase().await?;
+    let left: Vec<String> = std::fs::read_dir(&data_dir)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    ensure!(left == ["LOCK"], "left in the data directory: {left:?}");
+    // The managers that stay are not disturbed by it.
+    ensure!(
+        cluster.wait_for_leader(WAIT).await? == 0,
+        "the leader changed"
     );
     // The last manager cannot be demoted.
     let me = cluster

@@ -133,10 +133,13 @@ pub fn decide(
     if let Some(cluster) = &state.cluster
         && cluster.removed_nodes.contains(&identity.node_id)
     {
-        return Err(Status::permission_denied(format!(
-            "node {} was removed from the cluster; its certificate is no longer accepted",
-            identity.node_id
-        )));
+        return Err(refusal(
+            format!(
+                "node {} was removed from the cluster; its certificate is no longer accepted",
+                identity.node_id
+            ),
+            "removed",
+        ));
     }
     // A certificate says what the node was when it was issued; the store
     // says what it is now. A demoted manager is a worker, whatever its
@@ -166,13 +169,24 @@ pub fn decide(
         // (A promoted node whose manager is joining is one already.)
         let desired = node.spec.as_ref().map(|s| s.desired_role());
         if node.role() != NodeRole::Manager && desired != Some(NodeRole::Manager) {
-            return Err(Status::permission_denied(format!(
-                "node {} is no longer a manager",
-                identity.node_id
-            )));
+            return Err(refusal(
+                format!("node {} is no longer a manager", identity.node_id),
+                "demoted",
+            ));
         }
     }
     Ok(())
+}
+
+/// A refusal of a certificate that no longer counts, saying why in
+/// metadata too: a demoted or removed manager acts on it (`demotion`).
+fn refusal(message: String, why: &'static str) -> Status {
+    let mut status = Status::permission_denied(message);
+    status.metadata_mut().insert(
+        shoal_api::REFUSAL_METADATA,
+        tonic::metadata::MetadataValue::from_static(why),
+    );
+    status
 }
 
 /// The tower layer that puts [`decide`] in front of every service.
@@ -335,14 +349,24 @@ mod tests {
         let state = state();
         let decide =
             |service, method, id, role| decide(&state, service, method, Some(&certified(id, role)));
+        let why = |err: &Status| {
+            err.metadata()
+                .get(shoal_api::REFUSAL_METADATA)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         let err = decide("Dispatcher", "Register", "gone", Role::Worker).unwrap_err();
         assert!(err.message().contains("removed"), "{}", err.message());
-        let err = decide("Membership", "Propose", "demoted", Role::Manager).unwrap_err();
+        assert_eq!(why(&err).as_deref(), Some("removed"));
+        let err = decide("Membership", "CheckManager", "demoted", Role::Manager).unwrap_err();
         assert!(
             err.message().contains("no longer a manager"),
             "{}",
             err.message()
         );
+        // The metadata a demoted manager acts on (`crate::demotion`).
+        assert_eq!(why(&err).as_deref(), Some("demoted"));
+        assert!(decide("Membership", "CheckManager", "m1", Role::Manager).is_ok());
         // Its agent may still talk to the dispatcher.
         assert!(decide("Dispatcher", "Register", "demoted", Role::Manager).is_ok());
         // A manager certificate the cluster never issued a node for (one

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use openraft::BasicNode;
 use shoal_api::pb::{
-    JoinManagerRequest, JoinManagerResponse, ManagerStatus, Meta, Node, NodeDescription, NodeRole,
-    NodeSpec, NodeState, NodeStatus, ProposeResponse, RaftMessage, StoreBatch,
+    Empty, JoinManagerRequest, JoinManagerResponse, ManagerStatus, Meta, Node, NodeDescription,
+    NodeRole, NodeSpec, NodeState, NodeStatus, ProposeResponse, RaftMessage, StoreBatch,
     membership_server::Membership,
 };
 use tonic::{Request, Response, Status};
@@ -143,6 +143,12 @@ impl Membership for MembershipService {
         }
         let index = self.manager.propose(request.into_inner()).await?;
         Ok(Response::new(ProposeResponse { index }))
+    }
+
+    /// The authorization layer has judged the caller by the time this
+    /// runs: reaching here means it is a manager (see `crate::demotion`).
+    async fn check_manager(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
+        Ok(Response::new(Empty {}))
     }
 }
 
