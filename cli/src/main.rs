@@ -63,8 +63,8 @@ enum Command {
     Cert(CertCommand),
     /// Show the Shoal version information.
     Version {
-        /// Print the versions as text (table) or as one JSON object.
-        #[arg(long, value_enum, default_value_t)]
+        /// Format output: 'table' (default), 'json', or a Go TEMPLATE (e.g. '{{.Server.Version}}').
+        #[arg(short, long, default_value_t)]
         format: output::Format,
     },
 }
