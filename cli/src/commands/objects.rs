@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use serde_json::json;
 use shoal_api::pb::{
@@ -34,6 +34,10 @@ pub enum ObjectCommand {
         /// {Object} labels (key=value); repeatable.
         #[arg(short, long)]
         label: Vec<String>,
+        /// Secret driver: Shoal keeps secrets in its own encrypted store, so
+        /// any external driver is refused (secrets only).
+        #[arg(short, long)]
+        driver: Option<String>,
     },
     /// List {objects}.
     #[command(alias = "list")]
@@ -185,6 +189,19 @@ pub(crate) struct Item {
     pub(crate) data: Vec<u8>,
 }
 
+/// `secret create --driver`: Docker hands the secret to a driver plugin;
+/// Shoal has none, so naming one is an error (configs have no such flag).
+fn refuse_driver(kind: Kind, driver: Option<&str>) -> Result<()> {
+    match (kind, driver) {
+        (_, None) => Ok(()),
+        (Kind::Config, Some(_)) => bail!("unknown flag: --driver"),
+        (Kind::Secret, Some(driver)) => bail!(
+            "secret driver {driver:?} is not available: Shoal keeps secrets in its own \
+             encrypted store and has no secret driver plugins"
+        ),
+    }
+}
+
 fn read_data(file: &str) -> Result<Vec<u8>> {
     let mut data = Vec::new();
     if file == "-" {
@@ -239,7 +256,13 @@ pub(crate) async fn list(client: &mut Client, kind: Kind) -> Result<Vec<Item>> {
 pub async fn run(client: &mut Client, kind: Kind, command: ObjectCommand) -> Result<()> {
     let word = kind.word();
     match command {
-        ObjectCommand::Create { name, file, label } => {
+        ObjectCommand::Create {
+            name,
+            file,
+            label,
+            driver,
+        } => {
+            refuse_driver(kind, driver.as_deref())?;
             let data = read_data(&file)?;
             let labels = label
                 .iter()
@@ -526,6 +549,19 @@ mod tests {
                 .to_string(),
             "invalid filter 'names'"
         );
+    }
+
+    #[test]
+    fn a_secret_driver_is_refused_by_name() {
+        assert!(refuse_driver(Kind::Secret, None).is_ok());
+        let error = refuse_driver(Kind::Secret, Some("vault"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("secret driver \"vault\" is not available"),
+            "{error}"
+        );
+        assert!(refuse_driver(Kind::Config, Some("x")).is_err());
     }
 
     #[test]
