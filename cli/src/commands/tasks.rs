@@ -203,7 +203,7 @@ fn passes(filters: &Filters, task: &Task, service: &Service) -> bool {
         task_id(task)
     );
     let labels = service.spec.as_ref().map(|s| &s.labels);
-    let desired = task.desired_state();
+    let desired = desired_state(task);
     filters.prefix("name", &swarm_name)
         && filters.prefix("id", task_id(task))
         && filters.labels("label", |k| {
@@ -227,6 +227,12 @@ fn passes(filters: &Filters, task: &Task, service: &Service) -> bool {
                     None => false,
                 }
             }))
+}
+
+/// The desired state `ps` shows and filters on (the one seam for what a
+/// job's finished task should read as).
+fn desired_state(task: &Task) -> TaskState {
+    task.desired_state()
 }
 
 fn slot_or_node(task: &Task) -> String {
@@ -305,7 +311,7 @@ pub fn task_listing(
             "Name": shown,
             "Image": if trunc { familiar_image(&image) } else { image },
             "Node": node,
-            "DesiredState": title(task.desired_state().word()),
+            "DesiredState": title(desired_state(task).word()),
             "CurrentState": format!(
                 "{} {} ago",
                 title(status.state().word()),

@@ -111,20 +111,6 @@ fn image(s: &Service) -> String {
         .unwrap_or_default()
 }
 
-fn ports(s: &Service) -> String {
-    s.spec
-        .as_ref()
-        .and_then(|s| s.endpoint.as_ref())
-        .map(|e| {
-            e.ports
-                .iter()
-                .map(|p| format!("*:{}->{}/{}", p.published_port, p.target_port, p.protocol))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default()
-}
-
 pub(crate) async fn services(client: &mut Client) -> Result<Vec<ServiceSummary>> {
     Ok(client
         .list_services(Empty {})
