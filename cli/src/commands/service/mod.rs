@@ -213,6 +213,9 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
             format,
             pretty,
         } => {
+            if pretty && format.is_some() {
+                bail!("--format is incompatible with human friendly format");
+            }
             let pretty = pretty || format.as_deref() == Some("pretty");
             let all = services(client).await?;
             let mut out = Vec::new();
