@@ -196,10 +196,15 @@ pub fn compare(command: &str, docker: &[Flag], shoal: Option<&[Flag]>) -> Covera
     }
 }
 
+/// Docker's CLI hides flags newer than the API of the engine it reaches,
+/// so it is asked with no engine to reach: every flag of 28.x shows.
+const NO_ENGINE: (&str, &str) = ("DOCKER_HOST", "unix:///nonexistent/shoal-flags/docker.sock");
+
 fn help_of(program: &Path, args: &[&str]) -> Option<String> {
     let output = Command::new(program)
         .args(args)
         .arg("--help")
+        .env(NO_ENGINE.0, NO_ENGINE.1)
         .output()
         .ok()?;
     output
@@ -211,6 +216,7 @@ fn help_of(program: &Path, args: &[&str]) -> Option<String> {
 fn docker_version(docker: &Path) -> Result<String> {
     let output = Command::new(docker)
         .args(["version", "--format", "{{.Client.Version}}"])
+        .env(NO_ENGINE.0, NO_ENGINE.1)
         .output()
         .with_context(|| format!("running {}", docker.display()))?;
     // The client's version prints even when no daemon answers.
@@ -295,12 +301,27 @@ pub fn report(all: &[Coverage]) -> (String, f64) {
     (out, percent)
 }
 
+/// The Docker 28 CLI: the one asked for, else `docker` on the PATH, else
+/// the one machines of this kind ship in /usr/local/bin (the engine's
+/// package may put an older client first on the PATH).
+fn docker_28(args: &FlagsArgs) -> Result<(PathBuf, String)> {
+    if let Some(docker) = &args.docker {
+        return Ok((docker.clone(), docker_version(docker)?));
+    }
+    let on_path = PathBuf::from("docker");
+    match docker_version(&on_path) {
+        Ok(version) => Ok((on_path, version)),
+        Err(error) => {
+            let shipped = PathBuf::from("/usr/local/bin/docker");
+            docker_version(&shipped)
+                .map(|version| (shipped, version))
+                .map_err(|_| error)
+        }
+    }
+}
+
 pub fn run(args: &FlagsArgs) -> Result<()> {
-    let docker = args
-        .docker
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("docker"));
-    let version = docker_version(&docker)?;
+    let (docker, version) = docker_28(args)?;
     let shoal = shoal_binary(args)?;
     println!("[flags] Docker {version} against {}", shoal.display());
     let all = measure(&docker, &shoal)?;
