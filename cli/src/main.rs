@@ -63,8 +63,8 @@ enum Command {
     Cert(CertCommand),
     /// Show the Shoal version information.
     Version {
-        /// Print the versions as text (table) or as one JSON object.
-        #[arg(long, value_enum, default_value_t)]
+        /// Format output: 'table' (default), 'json', or a Go TEMPLATE (e.g. '{{.Server.Version}}').
+        #[arg(short, long, default_value_t)]
         format: output::Format,
     },
 }
@@ -74,7 +74,12 @@ enum Command {
 fn command() -> clap::Command {
     Cli::command()
         .mut_subcommand("secret", |c| objects::Kind::Secret.name_texts(c))
-        .mut_subcommand("config", |c| objects::Kind::Config.name_texts(c))
+        .mut_subcommand("config", |c| {
+            // Docker's configs have no driver: not shown, and refused.
+            objects::Kind::Config
+                .name_texts(c)
+                .mut_subcommand("create", |c| c.mut_arg("driver", |a| a.hide(true)))
+        })
 }
 
 /// What `Cli::parse` does, over [`command`]'s texts.
@@ -148,6 +153,12 @@ mod tests {
                 assert!(!text.contains("{object"), "{text}");
             }
         }
+    }
+
+    #[test]
+    fn only_secrets_show_a_driver() {
+        assert!(help("secret", "create").contains("--driver"));
+        assert!(!help("config", "create").contains("--driver"));
     }
 
     #[test]

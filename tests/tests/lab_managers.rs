@@ -75,7 +75,8 @@ fn three_managers_survive_leader_loss_restart_and_a_cut_link() -> Result<()> {
         let pending = |row: &Value| {
             row["Error"]
                 .as_str()
-                .is_some_and(|e| e.starts_with("no suitable node"))
+                // Docker quotes task errors, in JSON too.
+                .is_some_and(|e| e.trim_matches('"').starts_with("no suitable node"))
         };
         if rows.len() == 2 && rows.iter().all(pending) || Instant::now() > deadline {
             break rows;
@@ -94,7 +95,8 @@ fn three_managers_survive_leader_loss_restart_and_a_cut_link() -> Result<()> {
         ensure!(
             row["Error"]
                 .as_str()
-                .is_some_and(|e| e.starts_with("no suitable node")),
+                // Docker quotes task errors, in JSON too.
+                .is_some_and(|e| e.trim_matches('"').starts_with("no suitable node")),
             "{row}"
         );
     }

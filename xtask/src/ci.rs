@@ -1,6 +1,6 @@
 //! `cargo xtask ci`: what `.ci/run` runs on a fresh machine. Setup, format,
 //! lints (warnings denied, the eBPF crate included), the binaries and test
-//! images, then every unit and lab end-to-end test under nextest, whose
+//! images, the flag coverage against Docker's CLI, then every unit and lab end-to-end test under nextest, whose
 //! summary closes the output. The lab is taken down whatever happens.
 
 use std::{process::Command, time::Instant};
@@ -8,7 +8,7 @@ use std::{process::Command, time::Instant};
 use anyhow::{Context, Result, bail};
 use shoal_lab::Lab;
 
-use crate::{build, images, setup, sh};
+use crate::{build, flags, images, setup, sh};
 
 pub fn run() -> Result<()> {
     let started = Instant::now();
@@ -24,6 +24,8 @@ pub fn run() -> Result<()> {
         build::run(&build::BuildArgs::default()).map(|_| ())
     })?;
     stage("images", images::build_all)?;
+    // A report, and a check that the figure never falls.
+    stage("flag coverage", || flags::run(&flags::FlagsArgs::default()))?;
 
     let lab = Lab::new();
     // Start from a clean lab so a leftover from an earlier run cannot pass for ours.

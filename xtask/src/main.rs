@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod ci;
 mod demo;
+mod flags;
 mod images;
 mod install;
 mod lab;
@@ -37,7 +38,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run a benchmark against its named peer (release build).
     Bench(bench::BenchArgs),
-    /// Run what CI runs: setup, fmt, clippy, unit tests, lab end-to-end tests.
+    /// Measure `shoal`'s coverage of Docker 28's Swarm-mode flags (fails below the minimum).
+    Flags(flags::FlagsArgs),
+    /// Run what CI runs: setup, fmt, clippy, flag coverage, unit tests, lab end-to-end tests.
     Ci,
 }
 
@@ -51,6 +54,7 @@ fn main() -> Result<()> {
         Command::Lab(command) => lab::run(command),
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Flags(args) => flags::run(&args),
         Command::Ci => ci::run(),
     }
 }

@@ -93,20 +93,18 @@ pub async fn version(host: &str, tls: &crate::tls::TlsArgs, format: Format) -> R
             .map_err(status_error),
         Err(e) => Err(e),
     };
-    match format {
-        Format::Json => {
-            let server = server.as_ref().ok().map(|s| {
-                serde_json::json!({
-                    "Component": "shoal-manager", "Version": s.version, "Os": s.os, "Arch": s.arch,
-                    "RaftId": s.raft_id, "LeaderRaftId": s.leader_raft_id,
-                })
-            });
-            println!(
-                "{}",
-                serde_json::json!({ "Client": info, "Server": server })
-            );
-        }
-        Format::Table => {
+    let as_json = || {
+        let server = server.as_ref().ok().map(|s| {
+            serde_json::json!({
+                "Component": "shoal-manager", "Version": s.version, "Os": s.os, "Arch": s.arch,
+                "RaftId": s.raft_id, "LeaderRaftId": s.leader_raft_id,
+            })
+        });
+        serde_json::json!({ "Client": info, "Server": server })
+    };
+    match format.as_str() {
+        "json" => println!("{}", as_json()),
+        "table" => {
             println!("Client: {}", info.component);
             println!(" Version:       {}", info.version);
             println!(" eBPF layout:   v{}", info.ebpf_layout);
@@ -128,6 +126,14 @@ pub async fn version(host: &str, tls: &crate::tls::TlsArgs, format: Format) -> R
                 }
                 Err(error) => println!("\nServer: {error:#}"),
             }
+        }
+        // `docker version --format '{{.Server.Version}}'`.
+        template => {
+            let template = crate::output::template::GoTemplate::parse(template)?;
+            println!(
+                "{}",
+                template.execute(&crate::output::template::to_value(&as_json()))?
+            );
         }
     }
     if server.is_err() {

@@ -3,6 +3,7 @@
 pub mod cert;
 pub mod cluster;
 pub mod network;
+pub mod network_list;
 pub mod node;
 pub mod objects;
 pub mod progress;
@@ -11,6 +12,7 @@ pub mod service_flags;
 pub mod service_update;
 pub mod stack;
 pub mod swarm;
+pub mod tasks;
 
 use anyhow::{Result, bail};
 

@@ -7,10 +7,14 @@ use clap::Subcommand;
 use serde_json::json;
 use shoal_api::pb::{Empty, IdRequest, Network, NetworkSpec};
 
-use super::{resolve, service_flags::parse_label};
+use super::{
+    network_list::{self, id, name},
+    resolve,
+    service_flags::parse_label,
+};
 use crate::{
     client::{Client, status_error},
-    output::{Format, Listing, print_inspect, rfc3339},
+    output::{Format, inspect::fail_on_missing, print_inspect_as, rfc3339},
 };
 
 #[derive(Subcommand)]
@@ -44,18 +48,30 @@ pub enum NetworkCommand {
     /// List networks.
     #[command(alias = "list")]
     Ls {
+        /// Provide filter values (dangling, driver, id, label, name, scope, type), e.g. "driver=overlay".
+        #[arg(short, long = "filter", value_name = "FILTER")]
+        filter: Vec<String>,
+        /// Format output: 'table' (default), 'table TEMPLATE', 'json', or a Go TEMPLATE.
+        #[arg(long, default_value_t)]
+        format: Format,
+        /// Do not truncate the output.
+        #[arg(long)]
+        no_trunc: bool,
         /// Only display network IDs.
         #[arg(short, long)]
         quiet: bool,
-        /// Print an aligned table or one JSON object per line.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
     },
     /// Display detailed information on one or more networks.
     Inspect {
         /// The networks to inspect (ID or name).
         #[arg(required = true)]
         names: Vec<String>,
+        /// Format output: 'json' or a Go TEMPLATE over the inspect JSON.
+        #[arg(short, long)]
+        format: Option<String>,
+        /// Verbose output: the services on the network and their tasks.
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// Remove one or more networks (refused while a service uses them).
     #[command(alias = "remove")]
@@ -66,12 +82,13 @@ pub enum NetworkCommand {
     },
 }
 
-fn id(n: &Network) -> &str {
-    n.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("")
-}
-
-fn name(n: &Network) -> &str {
-    n.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("")
+/// Every service's spec (what `dangling` and `inspect -v` look at).
+async fn service_specs(client: &mut Client) -> Result<Vec<shoal_api::pb::Service>> {
+    Ok(super::service::services(client)
+        .await?
+        .into_iter()
+        .filter_map(|s| s.service)
+        .collect())
 }
 
 async fn list(client: &mut Client) -> Result<Vec<Network>> {
@@ -103,25 +120,6 @@ pub fn inspect_json(n: &Network) -> serde_json::Value {
         "Options": { "com.docker.network.driver.overlay.vxlanid_list": n.vxlan_id.to_string() },
         "Labels": spec.labels,
     })
-}
-
-pub fn listing(networks: &[Network]) -> Listing {
-    let mut listing = Listing::new(&[
-        ("NETWORK ID", "ID"),
-        ("NAME", "Name"),
-        ("DRIVER", "Driver"),
-        ("SCOPE", "Scope"),
-    ]);
-    for n in networks {
-        let short: String = id(n).chars().take(12).collect();
-        let driver = n
-            .spec
-            .as_ref()
-            .map(|s| s.driver.clone())
-            .unwrap_or_default();
-        listing.row(vec![short, name(n).to_owned(), driver, "swarm".into()]);
-    }
-    listing
 }
 
 fn parse_opts(opts: &[String]) -> Result<BTreeMap<String, String>> {
@@ -169,17 +167,54 @@ pub async fn run(client: &mut Client, command: NetworkCommand) -> Result<()> {
                 .into_inner();
             println!("{}", id(&network));
         }
-        NetworkCommand::Ls { quiet, format } => {
+        NetworkCommand::Ls {
+            filter,
+            format,
+            no_trunc,
+            quiet,
+        } => {
+            let filters = network_list::network_filters(&filter)?;
             let networks = list(client).await?;
-            listing(&networks).print(format, quiet);
+            let services = if filters.has("dangling") {
+                service_specs(client).await?
+            } else {
+                Vec::new()
+            };
+            network_list::listing(&networks, &services, &filters, no_trunc)
+                .print(&format, quiet)?;
         }
-        NetworkCommand::Inspect { names } => {
+        NetworkCommand::Inspect {
+            names,
+            format,
+            verbose,
+        } => {
             let networks = list(client).await?;
+            let (services, tasks, nodes) = if verbose {
+                (
+                    service_specs(client).await?,
+                    crate::client::tasks(client).await?,
+                    crate::client::nodes(client).await?,
+                )
+            } else {
+                Default::default()
+            };
             let mut out = Vec::new();
+            let mut missing = Vec::new();
             for q in &names {
-                out.push(inspect_json(resolve("network", q, &networks, id, name)?));
+                match resolve("network", q, &networks, id, name) {
+                    Ok(n) => {
+                        let mut json = inspect_json(n);
+                        if verbose {
+                            json["Services"] =
+                                network_list::verbose_services(n, &services, &tasks, &nodes);
+                        }
+                        out.push(json);
+                    }
+                    Err(error) => missing.push(error),
+                }
             }
-            print_inspect(out)?;
+            print_inspect_as(out, format.as_deref())?;
+            fail_on_missing(missing)?;
         }
         NetworkCommand::Rm { names } => {
             let networks = list(client).await?;

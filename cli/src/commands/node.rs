@@ -1,16 +1,22 @@
-//! `shoal node ls|inspect|update|promote|demote|rm`.
+//! `shoal node ls|ps|inspect|update|promote|demote|rm`.
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
 use serde_json::json;
 use shoal_api::pb::{
-    Availability, Node, NodeRole, NodeState, RemoveNodeRequest, UpdateNodeRequest,
+    Availability, Empty, Node, NodeRole, NodeState, RemoveNodeRequest, UpdateNodeRequest,
 };
 
-use super::resolve;
+use super::{
+    resolve,
+    tasks::{hostname, natural_cmp, node_id, node_id_of, print_tasks, self_node},
+};
 use crate::{
     client::{self, Client, status_error},
-    output::{Format, Listing, print_inspect, rfc3339, title},
+    output::{
+        Columns, Filters, Format, Listing, inspect::fail_on_missing, print_inspect_as, rfc3339,
+        title,
+    },
 };
 
 #[derive(Subcommand)]
@@ -18,29 +24,47 @@ pub enum NodeCommand {
     /// List nodes in the cluster.
     #[command(alias = "list")]
     Ls {
+        /// Filter output based on conditions provided (id, label, membership, name, node.label, role).
+        #[arg(short, long = "filter", value_name = "FILTER")]
+        filter: Vec<String>,
         /// Only display IDs.
         #[arg(short, long)]
         quiet: bool,
-        /// Print an aligned table or one JSON object per line.
-        #[arg(long, value_enum, default_value_t)]
+        /// Format output: 'table' (default), 'table TEMPLATE', 'json', or a Go TEMPLATE.
+        #[arg(long, default_value_t)]
         format: Format,
+    },
+    /// List tasks running on one or more nodes, defaults to the node the manager runs on.
+    Ps {
+        /// The nodes whose tasks to list (ID, hostname or `self`).
+        #[arg(default_value = "self")]
+        nodes: Vec<String>,
+        #[command(flatten)]
+        ps: super::tasks::PsArgs,
     },
     /// Display detailed information on one or more nodes.
     Inspect {
-        /// The nodes to inspect (ID or hostname).
+        /// The nodes to inspect (ID, hostname or `self`).
         #[arg(required = true)]
         nodes: Vec<String>,
+        /// Format output: 'json', 'pretty', or a Go TEMPLATE over the inspect JSON.
+        #[arg(short, long)]
+        format: Option<String>,
         /// Print the information in a human friendly format.
         #[arg(long)]
         pretty: bool,
     },
-    /// Update a node's availability or labels.
+    /// Update a node's availability, role or labels.
     Update {
-        /// The node to update (ID or hostname).
+        /// The node to update (ID, hostname or `self`).
         node: String,
         /// Availability of the node: drain moves its tasks elsewhere.
         #[arg(long, value_parser = ["active", "pause", "drain"])]
         availability: Option<String>,
+        /// Role of the node: a worker promoted to manager still needs a
+        /// shoal-manager joined on it.
+        #[arg(long, value_parser = ["worker", "manager"])]
+        role: Option<String>,
         /// Add or update a node label (key=value or key); repeatable.
         #[arg(long = "label-add")]
         label_add: Vec<String>,
@@ -66,21 +90,14 @@ pub enum NodeCommand {
         /// The nodes to remove (ID or hostname).
         #[arg(required = true)]
         nodes: Vec<String>,
-        /// Remove a node even if it is not down.
+        /// Force remove a node from the cluster, even if it is not down.
         #[arg(short, long)]
         force: bool,
     },
 }
 
 fn id(n: &Node) -> &str {
-    n.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("")
-}
-
-fn hostname(n: &Node) -> &str {
-    n.description
-        .as_ref()
-        .map(|d| d.hostname.as_str())
-        .unwrap_or("")
+    node_id_of(n)
 }
 
 fn manager_status(n: &Node) -> String {
@@ -91,53 +108,160 @@ fn manager_status(n: &Node) -> String {
     }
 }
 
+pub static COLUMNS: Columns = Columns {
+    table: "table {{.ID}} {{if .Self}}*{{else}} {{ end }}\t{{.Hostname}}\t{{.Status}}\t{{.Availability}}\t{{.ManagerStatus}}\t{{.EngineVersion}}",
+    headers: &[
+        ("ID", "ID"),
+        ("Self", ""),
+        ("Hostname", "HOSTNAME"),
+        ("Status", "STATUS"),
+        ("Availability", "AVAILABILITY"),
+        ("ManagerStatus", "MANAGER STATUS"),
+        ("EngineVersion", "ENGINE VERSION"),
+        ("TLSStatus", "TLS STATUS"),
+    ],
+};
+
+/// The keys Docker's `node ls` takes.
+pub const FILTER_KEYS: &[&str] = &["id", "label", "membership", "name", "node.label", "role"];
+
+/// `--filter` of `node ls`, with Docker's errors for roles and memberships.
+pub fn node_filters(flags: &[String]) -> Result<Filters> {
+    let filters = Filters::parse(flags, FILTER_KEYS)?;
+    for role in filters.get("role") {
+        if NodeRole::from_word(role).is_none() && !role.is_empty() {
+            bail!("Invalid role filter: '{role}'");
+        }
+    }
+    for membership in filters.get("membership") {
+        if !["accepted", "pending"].contains(&membership.to_lowercase().as_str())
+            && !membership.is_empty()
+        {
+            bail!("Invalid membership filter: '{membership}'");
+        }
+    }
+    Ok(filters)
+}
+
+/// Whether `n` passes `filters`. Shoal nodes are accepted when they join
+/// (no pending membership) and report no engine labels, which `label`
+/// matches in Docker (`node.label` matches the node's own labels).
+fn passes(filters: &Filters, n: &Node) -> bool {
+    let labels = n.spec.as_ref().map(|s| &s.labels);
+    let role_word = n.role().word();
+    filters.prefix("name", hostname(n))
+        && filters.prefix("id", id(n))
+        && filters.labels("label", |_| None)
+        && filters.labels("node.label", |k| {
+            labels.and_then(|l| l.get(k)).map(String::as_str)
+        })
+        && (!filters.has("role")
+            || filters
+                .get("role")
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(role_word)))
+        && (!filters.has("membership")
+            || filters
+                .get("membership")
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case("accepted")))
+}
+
+/// `node ls` rows: Docker's node context (`Self` marks the manager's own node).
+pub fn node_listing(
+    nodes: &[Node],
+    filters: &Filters,
+    me: Option<&str>,
+    root_issuer: &str,
+) -> Listing {
+    let mut listing = Listing::new(&COLUMNS);
+    for n in nodes.iter().filter(|n| passes(filters, n)) {
+        let tls = if root_issuer.is_empty() || n.cert_issuer.is_empty() {
+            "Unknown"
+        } else if n.cert_issuer == root_issuer {
+            "Ready"
+        } else {
+            "Needs Rotation"
+        };
+        listing.row(json!({
+            "ID": id(n),
+            "Self": me == Some(id(n)),
+            "Hostname": hostname(n),
+            "Status": title(n.status.as_ref().map(|s| s.state()).unwrap_or_default().word()),
+            "Availability": title(n.spec.as_ref().map(|s| s.availability()).unwrap_or_default().word()),
+            "ManagerStatus": manager_status(n),
+            "EngineVersion": n.description.as_ref().map(|d| d.engine_version.clone()).unwrap_or_default(),
+            "TLSStatus": tls,
+        }));
+    }
+    listing
+}
+
+/// The fingerprint the cluster's current root puts in the certificates it
+/// issues (as nodes record theirs): empty when it cannot be read.
+async fn root_issuer(client: &mut Client) -> String {
+    let Ok(info) = client.get_cluster(Empty {}).await else {
+        return String::new();
+    };
+    shoal_pki::certs_from_pem(&info.into_inner().root_ca_pem)
+        .ok()
+        .and_then(|certs| certs.first().cloned())
+        .and_then(|cert| shoal_pki::identity::subject_fingerprint(&cert).ok())
+        .unwrap_or_default()
+}
+
+/// A node by ID, hostname, unique ID prefix or `self`.
+fn find<'a>(query: &str, nodes: &'a [Node], me: Option<&str>) -> Result<&'a Node> {
+    let wanted = node_id(query, nodes, me)?;
+    nodes
+        .iter()
+        .find(|n| id(n) == wanted)
+        .ok_or_else(|| anyhow::anyhow!("node {query} not found"))
+}
+
 pub async fn run(client: &mut Client, command: NodeCommand) -> Result<()> {
     let mut nodes = client::nodes(client).await?;
-    nodes.sort_by(|a, b| hostname(a).cmp(hostname(b)).then(id(a).cmp(id(b))));
+    nodes.sort_by(|a, b| natural_cmp(hostname(a), hostname(b)).then(id(a).cmp(id(b))));
+    let me = self_node(client, &nodes).await;
+    let me = me.as_deref();
     match command {
-        NodeCommand::Ls { quiet, format } => {
-            let mut listing = Listing::new(&[
-                ("ID", "ID"),
-                ("HOSTNAME", "Hostname"),
-                ("STATUS", "Status"),
-                ("AVAILABILITY", "Availability"),
-                ("MANAGER STATUS", "ManagerStatus"),
-                ("ENGINE VERSION", "EngineVersion"),
-            ]);
-            for n in &nodes {
-                listing.row(vec![
-                    id(n).to_owned(),
-                    hostname(n).to_owned(),
-                    title(
-                        n.status
-                            .as_ref()
-                            .map(|s| s.state())
-                            .unwrap_or_default()
-                            .word(),
-                    ),
-                    title(
-                        n.spec
-                            .as_ref()
-                            .map(|s| s.availability())
-                            .unwrap_or_default()
-                            .word(),
-                    ),
-                    manager_status(n),
-                    n.description
-                        .as_ref()
-                        .map(|d| d.engine_version.clone())
-                        .unwrap_or_default(),
-                ]);
+        NodeCommand::Ls {
+            filter,
+            quiet,
+            format,
+        } => {
+            let filters = node_filters(&filter)?;
+            let issuer = root_issuer(client).await;
+            node_listing(&nodes, &filters, me, &issuer).print(&format, quiet)?;
+        }
+        NodeCommand::Ps { nodes: queries, ps } => {
+            let mut ids = Vec::new();
+            for q in &queries {
+                ids.push(id(find(q, &nodes, me)?).to_owned());
             }
-            listing.print(format, quiet);
+            print_tasks(client, &ps, |filters| {
+                for node in &ids {
+                    filters.add("node", node);
+                }
+            })
+            .await?;
         }
         NodeCommand::Inspect {
             nodes: queries,
+            format,
             pretty,
         } => {
+            let pretty = pretty || format.as_deref() == Some("pretty");
             let mut out = Vec::new();
+            let mut missing = Vec::new();
             for q in &queries {
-                let n = resolve("node", q, &nodes, id, hostname)?;
+                let n = match find(q, &nodes, me) {
+                    Ok(n) => n,
+                    Err(error) => {
+                        missing.push(error);
+                        continue;
+                    }
+                };
                 if pretty {
                     print_pretty(n);
                 } else {
@@ -145,19 +269,24 @@ pub async fn run(client: &mut Client, command: NodeCommand) -> Result<()> {
                 }
             }
             if !pretty {
-                print_inspect(out)?;
+                print_inspect_as(out, format.as_deref())?;
             }
+            fail_on_missing(missing)?;
         }
         NodeCommand::Update {
             node,
             availability,
+            role,
             label_add,
             label_rm,
         } => {
-            let n = resolve("node", &node, &nodes, id, hostname)?;
+            let n = find(&node, &nodes, me)?;
             let mut spec = n.spec.clone().unwrap_or_default();
             if let Some(a) = availability {
                 spec.availability = Availability::from_word(&a).unwrap_or_default() as i32;
+            }
+            if let Some(r) = role {
+                spec.desired_role = NodeRole::from_word(&r).unwrap_or_default() as i32;
             }
             for label in label_add {
                 let (k, v) = label.split_once('=').unwrap_or((label.as_str(), ""));
@@ -172,7 +301,7 @@ pub async fn run(client: &mut Client, command: NodeCommand) -> Result<()> {
                 }
             }
             update(client, n, spec).await?;
-            println!("{}", id(n));
+            println!("{node}");
         }
         NodeCommand::Promote { nodes: queries } => {
             set_role(client, &queries, NodeRole::Manager).await?

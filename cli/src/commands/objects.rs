@@ -3,18 +3,21 @@
 
 use std::io::Read;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use serde_json::json;
 use shoal_api::pb::{
     ConfigSpec, Empty, IdRequest, Meta, SecretSpec, UpdateConfigRequest, UpdateSecretRequest,
 };
 
-use super::resolve;
+use super::{resolve, tasks::natural_cmp};
 use crate::{
     client::{Client, status_error},
     compose::convert::FileObject,
-    output::{Format, Listing, ago, print_inspect, rfc3339},
+    output::{
+        Columns, Filters, Format, Listing, ago, inspect::fail_on_missing, listing::labels_text,
+        print_inspect_as, rfc3339,
+    },
 };
 
 /// `secret`'s and `config`'s subcommands. Their texts say `{object}`,
@@ -31,15 +34,22 @@ pub enum ObjectCommand {
         /// {Object} labels (key=value); repeatable.
         #[arg(short, long)]
         label: Vec<String>,
+        /// Secret driver: Shoal keeps secrets in its own encrypted store, so
+        /// any external driver is refused (secrets only).
+        #[arg(short, long)]
+        driver: Option<String>,
     },
     /// List {objects}.
     #[command(alias = "list")]
     Ls {
+        /// Filter output based on conditions provided (id, label, name).
+        #[arg(short, long = "filter", value_name = "FILTER")]
+        filter: Vec<String>,
         /// Only display IDs.
         #[arg(short, long)]
         quiet: bool,
-        /// Print an aligned table or one JSON object per line.
-        #[arg(long, value_enum, default_value_t)]
+        /// Format output: 'table' (default), 'table TEMPLATE', 'json', or a Go TEMPLATE.
+        #[arg(long, default_value_t)]
         format: Format,
     },
     /// Display detailed information on one or more {objects}.
@@ -47,6 +57,12 @@ pub enum ObjectCommand {
         /// The {objects} to inspect (ID or name).
         #[arg(required = true)]
         names: Vec<String>,
+        /// Format output: 'json', 'pretty', or a Go TEMPLATE over the inspect JSON.
+        #[arg(short, long)]
+        format: Option<String>,
+        /// Print the information in a human friendly format.
+        #[arg(long)]
+        pretty: bool,
     },
     /// Remove one or more {objects}.
     #[command(alias = "remove")]
@@ -100,6 +116,14 @@ impl Kind {
             command = command.mut_subcommand(name, |sub| self.name_texts(sub));
         }
         command
+    }
+
+    /// The keys Docker's `secret ls` / `config ls` take.
+    fn filter_keys(self) -> &'static [&'static str] {
+        match self {
+            Self::Secret => &["id", "label", "name", "names"],
+            Self::Config => &["id", "label", "name"],
+        }
     }
 
     fn name(self, text: &str) -> String {
@@ -165,6 +189,19 @@ pub(crate) struct Item {
     pub(crate) data: Vec<u8>,
 }
 
+/// `secret create --driver`: Docker hands the secret to a driver plugin;
+/// Shoal has none, so naming one is an error (configs have no such flag).
+fn refuse_driver(kind: Kind, driver: Option<&str>) -> Result<()> {
+    match (kind, driver) {
+        (_, None) => Ok(()),
+        (Kind::Config, Some(_)) => bail!("unknown flag: --driver"),
+        (Kind::Secret, Some(driver)) => bail!(
+            "secret driver {driver:?} is not available: Shoal keeps secrets in its own \
+             encrypted store and has no secret driver plugins"
+        ),
+    }
+}
+
 fn read_data(file: &str) -> Result<Vec<u8>> {
     let mut data = Vec::new();
     if file == "-" {
@@ -219,7 +256,13 @@ pub(crate) async fn list(client: &mut Client, kind: Kind) -> Result<Vec<Item>> {
 pub async fn run(client: &mut Client, kind: Kind, command: ObjectCommand) -> Result<()> {
     let word = kind.word();
     match command {
-        ObjectCommand::Create { name, file, label } => {
+        ObjectCommand::Create {
+            name,
+            file,
+            label,
+            driver,
+        } => {
+            refuse_driver(kind, driver.as_deref())?;
             let data = read_data(&file)?;
             let labels = label
                 .iter()
@@ -245,53 +288,36 @@ pub async fn run(client: &mut Client, kind: Kind, command: ObjectCommand) -> Res
             };
             println!("{}", meta.unwrap_or_default().id);
         }
-        ObjectCommand::Ls { quiet, format } => {
+        ObjectCommand::Ls {
+            filter,
+            quiet,
+            format,
+        } => {
+            let filters = Filters::parse(&filter, kind.filter_keys())?;
             let mut items = list(client, kind).await?;
-            items.sort_by(|a, b| a.name.cmp(&b.name));
-            let mut listing = match kind {
-                Kind::Secret => Listing::new(&[
-                    ("ID", "ID"),
-                    ("NAME", "Name"),
-                    ("DRIVER", "Driver"),
-                    ("CREATED", "CreatedAt"),
-                    ("UPDATED", "UpdatedAt"),
-                ]),
-                Kind::Config => Listing::new(&[
-                    ("ID", "ID"),
-                    ("NAME", "Name"),
-                    ("CREATED", "CreatedAt"),
-                    ("UPDATED", "UpdatedAt"),
-                ]),
-            };
-            for item in &items {
-                let mut row = vec![item.meta.id.clone(), item.name.clone()];
-                if kind == Kind::Secret {
-                    row.push(String::new());
-                }
-                row.push(ago(item.meta.created_at));
-                row.push(ago(item.meta.updated_at));
-                listing.row(row);
-            }
-            listing.print(format, quiet);
+            items.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+            listing(kind, &items, &filters).print(&format, quiet)?;
         }
-        ObjectCommand::Inspect { names } => {
+        ObjectCommand::Inspect {
+            names,
+            format,
+            pretty,
+        } => {
+            let pretty = pretty || format.as_deref() == Some("pretty");
             let items = list(client, kind).await?;
             let mut out = Vec::new();
+            let mut missing = Vec::new();
             for q in &names {
-                let item = resolve(word, q, &items, |i| &i.meta.id, |i| &i.name)?;
-                let mut spec = json!({ "Name": item.name, "Labels": item.labels });
-                if kind == Kind::Config {
-                    spec["Data"] = json!(shoal_api::base64::encode(&item.data));
+                match resolve(word, q, &items, |i| &i.meta.id, |i| &i.name) {
+                    Ok(item) if pretty => print!("{}", pretty_text(kind, item)),
+                    Ok(item) => out.push(inspect_json(kind, item)),
+                    Err(error) => missing.push(error),
                 }
-                out.push(json!({
-                    "ID": item.meta.id,
-                    "Version": { "Index": item.meta.version },
-                    "CreatedAt": rfc3339(item.meta.created_at),
-                    "UpdatedAt": rfc3339(item.meta.updated_at),
-                    "Spec": spec,
-                }));
             }
-            print_inspect(out)?;
+            if !pretty {
+                print_inspect_as(out, format.as_deref())?;
+            }
+            fail_on_missing(missing)?;
         }
         ObjectCommand::Rm { names } => {
             let items = list(client, kind).await?;
@@ -305,4 +331,255 @@ pub async fn run(client: &mut Client, kind: Kind, command: ObjectCommand) -> Res
         }
     }
     Ok(())
+}
+
+pub static SECRET_COLUMNS: Columns = Columns {
+    table: "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.CreatedAt}}\t{{.UpdatedAt}}",
+    headers: &[
+        ("ID", "ID"),
+        ("Name", "NAME"),
+        ("Driver", "DRIVER"),
+        ("CreatedAt", "CREATED"),
+        ("UpdatedAt", "UPDATED"),
+        ("Labels", "LABELS"),
+    ],
+};
+
+pub static CONFIG_COLUMNS: Columns = Columns {
+    table: "table {{.ID}}\t{{.Name}}\t{{.CreatedAt}}\t{{.UpdatedAt}}",
+    headers: &[
+        ("ID", "ID"),
+        ("Name", "NAME"),
+        ("CreatedAt", "CREATED"),
+        ("UpdatedAt", "UPDATED"),
+        ("Labels", "LABELS"),
+    ],
+};
+
+/// `ls` rows: Docker's secret or config context (full IDs, ages, labels
+/// as `k=v,…`); `name` is a prefix, `names` (secrets) exact names.
+fn listing(kind: Kind, items: &[Item], filters: &Filters) -> Listing {
+    let mut listing = Listing::new(match kind {
+        Kind::Secret => &SECRET_COLUMNS,
+        Kind::Config => &CONFIG_COLUMNS,
+    });
+    let passes = |item: &Item| {
+        filters.prefix("id", &item.meta.id)
+            && filters.prefix("name", &item.name)
+            && filters.exact("names", &item.name)
+            && filters.labels("label", |k| item.labels.get(k).map(String::as_str))
+    };
+    for item in items.iter().filter(|i| passes(i)) {
+        let mut row = json!({
+            "ID": item.meta.id,
+            "Name": item.name,
+            "CreatedAt": ago(item.meta.created_at),
+            "UpdatedAt": ago(item.meta.updated_at),
+            "Labels": labels_text(&item.labels),
+        });
+        if kind == Kind::Secret {
+            row["Driver"] = json!("");
+        }
+        listing.row(row);
+    }
+    listing
+}
+
+/// `inspect`'s object, as the API shows it (a secret's data never).
+fn inspect_json(kind: Kind, item: &Item) -> serde_json::Value {
+    let mut spec = json!({ "Name": item.name, "Labels": item.labels });
+    if kind == Kind::Config {
+        spec["Data"] = json!(shoal_api::base64::encode(&item.data));
+    }
+    json!({
+        "ID": item.meta.id,
+        "Version": { "Index": item.meta.version },
+        "CreatedAt": rfc3339(item.meta.created_at),
+        "UpdatedAt": rfc3339(item.meta.updated_at),
+        "Spec": spec,
+    })
+}
+
+/// `inspect --pretty`, in Docker's layout for each kind.
+fn pretty_text(kind: Kind, item: &Item) -> String {
+    let mut out = String::new();
+    let labels = |out: &mut String| {
+        if !item.labels.is_empty() {
+            out.push_str("Labels:\n");
+            for (k, v) in &item.labels {
+                if v.is_empty() {
+                    out.push_str(&format!(" - {k}\n"));
+                } else {
+                    out.push_str(&format!(" - {k}={v}\n"));
+                }
+            }
+        }
+    };
+    match kind {
+        Kind::Secret => {
+            out.push_str(&format!("ID:              {}\n", item.meta.id));
+            out.push_str(&format!("Name:              {}\n", item.name));
+            labels(&mut out);
+            out.push_str("Driver:            \n");
+            out.push_str(&format!(
+                "Created at:        {}\n",
+                pretty_time(item.meta.created_at)
+            ));
+            out.push_str(&format!(
+                "Updated at:        {}\n",
+                pretty_time(item.meta.updated_at)
+            ));
+        }
+        Kind::Config => {
+            out.push_str(&format!("ID:\t\t\t{}\n", item.meta.id));
+            out.push_str(&format!("Name:\t\t\t{}\n", item.name));
+            labels(&mut out);
+            out.push_str(&format!(
+                "Created at:            \t{}\n",
+                pretty_time(item.meta.created_at)
+            ));
+            out.push_str(&format!(
+                "Updated at:            \t{}\n",
+                pretty_time(item.meta.updated_at)
+            ));
+            out.push_str("Data:\n");
+            out.push_str(&String::from_utf8_lossy(&item.data));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A time as Docker's pretty inspect prints one (Go's time.String, UTC).
+fn pretty_time(ms: i64) -> String {
+    let text = rfc3339(ms);
+    // 2024-05-01T10:00:00.123Z -> 2024-05-01 10:00:00.123 +0000 UTC
+    match text.strip_suffix('Z').and_then(|t| t.split_once('T')) {
+        Some((date, time)) => format!("{date} {time} +0000 UTC"),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: &str, name: &str, labels: &[(&str, &str)]) -> Item {
+        Item {
+            meta: Meta {
+                id: id.into(),
+                created_at: shoal_api::now_ms() - 3_600_000,
+                updated_at: shoal_api::now_ms() - 60_000,
+                ..Default::default()
+            },
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            data: b"hello".to_vec(),
+        }
+    }
+
+    fn render(kind: Kind, filters: &[&str], format: &str) -> String {
+        let items = [
+            item(
+                "s1aaaaaaaaaaaaaaaaaaaaaaa",
+                "db_password",
+                &[("com.docker.stack.namespace", "app")],
+            ),
+            item("s2bbbbbbbbbbbbbbbbbbbbbbb", "api_key", &[]),
+        ];
+        let flags: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
+        let filters = Filters::parse(&flags, kind.filter_keys()).unwrap();
+        listing(kind, &items, &filters)
+            .render(&format.parse().unwrap(), false)
+            .unwrap()
+    }
+
+    #[test]
+    fn ls_prints_dockers_columns_and_fields() {
+        let table = render(Kind::Secret, &[], "table");
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "ID                          NAME          DRIVER    CREATED             UPDATED"
+        );
+        assert!(
+            lines[1].starts_with(
+                "s1aaaaaaaaaaaaaaaaaaaaaaa   db_password             About an hour ago   "
+            ),
+            "{table}"
+        );
+        let config = render(Kind::Config, &[], r"table {{.Name}}\t{{.Labels}}");
+        assert_eq!(
+            config,
+            "NAME          LABELS\ndb_password   com.docker.stack.namespace=app\napi_key       \n"
+        );
+    }
+
+    #[test]
+    fn ls_filters_by_name_prefix_exact_names_ids_and_labels() {
+        assert_eq!(
+            render(Kind::Secret, &["name=db"], "{{.Name}}"),
+            "db_password\n"
+        );
+        assert_eq!(render(Kind::Secret, &["names=db"], "{{.Name}}"), "");
+        assert_eq!(
+            render(
+                Kind::Secret,
+                &["names=api_key", "names=db_password"],
+                "{{.Name}}"
+            ),
+            "db_password\napi_key\n"
+        );
+        assert_eq!(render(Kind::Config, &["id=s2"], "{{.Name}}"), "api_key\n");
+        assert_eq!(
+            render(
+                Kind::Config,
+                &["label=com.docker.stack.namespace=app"],
+                "{{.Name}}"
+            ),
+            "db_password\n"
+        );
+        let flags = vec!["names=x".to_owned()];
+        assert_eq!(
+            Filters::parse(&flags, Kind::Config.filter_keys())
+                .unwrap_err()
+                .to_string(),
+            "invalid filter 'names'"
+        );
+    }
+
+    #[test]
+    fn a_secret_driver_is_refused_by_name() {
+        assert!(refuse_driver(Kind::Secret, None).is_ok());
+        let error = refuse_driver(Kind::Secret, Some("vault"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("secret driver \"vault\" is not available"),
+            "{error}"
+        );
+        assert!(refuse_driver(Kind::Config, Some("x")).is_err());
+    }
+
+    #[test]
+    fn inspect_pretty_reads_as_dockers() {
+        let text = pretty_text(
+            Kind::Config,
+            &item("c1", "site", &[("a", "1"), ("flag", "")]),
+        );
+        assert!(
+            text.starts_with("ID:\t\t\tc1\nName:\t\t\tsite\nLabels:\n - a=1\n - flag\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("Data:\nhello\n"), "{text}");
+        let secret = pretty_text(Kind::Secret, &item("s1", "pw", &[]));
+        assert!(
+            secret.contains("Name:              pw\nDriver:            \nCreated at:        "),
+            "{secret}"
+        );
+        assert!(secret.contains(" +0000 UTC\n"), "{secret}");
+    }
 }

@@ -1,8 +1,9 @@
 //! Live progress of services converging after a create, update, rollback
 //! or stack deploy, as Docker users know it: `overall progress: N out of M
 //! tasks`, a bar per task (up to 20), then `verify: Service converged`.
-//! Redrawn in place on a terminal; plain lines, only when something
-//! changes, otherwise.
+//! Redrawn in place on a terminal, counting the rows lines take once they
+//! wrap on a narrow one; plain lines, only when something changes,
+//! otherwise.
 
 use std::{collections::BTreeMap, io::IsTerminal, time::Duration};
 
@@ -10,7 +11,10 @@ use anyhow::{Result, bail};
 use shoal_api::pb::{Service, ServiceMode, Task, TaskState};
 
 use super::service::{service_id, service_name, services};
-use crate::client::{Client, tasks};
+use crate::{
+    client::{Client, tasks},
+    output::tabwriter::display_width,
+};
 
 const BARS_SHOWN: usize = 20;
 const POLL: Duration = Duration::from_millis(300);
@@ -151,6 +155,41 @@ fn render(service: &str, snap: &Snapshot, verify: &str) -> Vec<String> {
     lines
 }
 
+/// The terminal's width, when stdout is one that says.
+fn terminal_columns() -> Option<usize> {
+    rustix::termios::tcgetwinsize(std::io::stdout())
+        .ok()
+        .map(|size| usize::from(size.ws_col))
+        .filter(|columns| *columns > 0)
+}
+
+/// Terminal rows `lines` take: a line wider than the terminal wraps onto
+/// more rows (by display width: wide characters take two columns).
+fn rows_taken(lines: &[String], columns: Option<usize>) -> usize {
+    lines
+        .iter()
+        .map(|line| match columns {
+            Some(columns) => display_width(line).div_ceil(columns).max(1),
+            None => 1,
+        })
+        .sum()
+}
+
+/// What replaces the `drawn` rows last drawn with `lines`: up to the first
+/// of them, clear to the end of the screen (rows a wrapped line left
+/// behind too), then the lines.
+fn redraw(drawn: usize, lines: &[String]) -> String {
+    let mut out = String::new();
+    if drawn > 0 {
+        out.push_str(&format!("\x1b[{drawn}A\r\x1b[J"));
+    }
+    for line in lines {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 /// Waits until each service in `ids` runs its desired tasks on its
 /// current spec and any update is complete, showing progress. Fails if an
 /// update pauses, or rolls back unless `rollback` asked for it.
@@ -187,13 +226,8 @@ pub async fn converge(client: &mut Client, ids: &[String], rollback: bool) -> Re
             };
             let lines = render(service_name(&service), &snap, &verify);
             if tty {
-                if drawn > 0 {
-                    print!("\x1b[{drawn}A");
-                }
-                for line in &lines {
-                    println!("\x1b[2K{line}");
-                }
-                drawn = lines.len();
+                print!("{}", redraw(drawn, &lines));
+                drawn = rows_taken(&lines, terminal_columns());
             } else {
                 // Plain output: what changed, once.
                 for line in &lines {
@@ -221,4 +255,38 @@ pub async fn converge(client: &mut Client, ids: &[String], rollback: bool) -> Re
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(texts: &[&str]) -> Vec<String> {
+        texts.iter().map(|t| t.to_string()).collect()
+    }
+
+    #[test]
+    fn wrapped_lines_count_every_row_they_take() {
+        let bar = format!("1/3: running   {}", bar(TaskState::Running));
+        assert_eq!(display_width(&bar), 68);
+        let drawn = lines(&["web", "overall progress: 1 out of 3 tasks", &bar]);
+        assert_eq!(rows_taken(&drawn, Some(80)), 3);
+        // 68 columns on a 40-column terminal: two rows, on 20: four; 34 on 20: two.
+        assert_eq!(rows_taken(&drawn, Some(40)), 1 + 1 + 2);
+        assert_eq!(rows_taken(&drawn, Some(20)), 1 + 2 + 4);
+        // Exactly as wide as the terminal: one row; empty: one row.
+        assert_eq!(rows_taken(&lines(&["abcd", ""]), Some(4)), 2);
+        // Wide characters take two columns each.
+        assert_eq!(rows_taken(&lines(&["数据库服务"]), Some(8)), 2);
+        // No known width: a row per line.
+        assert_eq!(rows_taken(&drawn, None), 3);
+    }
+
+    #[test]
+    fn redraws_go_back_over_every_row_and_clear_what_was_left() {
+        let first = redraw(0, &lines(&["a", "b"]));
+        assert_eq!(first, "a\nb\n");
+        let again = redraw(5, &lines(&["a", "c"]));
+        assert_eq!(again, "\x1b[5A\r\x1b[Ja\nc\n");
+    }
 }

@@ -19,8 +19,36 @@ use crate::{
         self,
         convert::{FileObject, STACK_LABEL},
     },
-    output::{Format, Listing},
+    output::{Columns, Format, Listing},
 };
+
+pub static COLUMNS: Columns = Columns {
+    table: "table {{.Name}}\t{{.Services}}",
+    headers: &[("Name", "NAME"), ("Services", "SERVICES")],
+};
+
+/// `stack ls` rows: each stack (services labelled with it) and how many
+/// services it has, by name.
+fn stack_listing(all: &[ServiceSummary]) -> Listing {
+    let mut stacks: std::collections::BTreeMap<&str, usize> = Default::default();
+    for summary in all {
+        if let Some(name) = summary
+            .service
+            .as_ref()
+            .and_then(|s| s.spec.as_ref())
+            .and_then(|s| s.labels.get(STACK_LABEL))
+        {
+            *stacks.entry(name).or_default() += 1;
+        }
+    }
+    let mut names: Vec<(&str, usize)> = stacks.into_iter().collect();
+    names.sort_by(|a, b| super::tasks::natural_cmp(a.0, b.0));
+    let mut listing = Listing::new(&COLUMNS);
+    for (name, count) in names {
+        listing.row(serde_json::json!({ "Name": name, "Services": count.to_string() }));
+    }
+    listing
+}
 
 #[derive(Subcommand)]
 pub enum StackCommand {
@@ -43,37 +71,30 @@ pub enum StackCommand {
     /// List stacks.
     #[command(alias = "list")]
     Ls {
-        /// Print an aligned table or one JSON object per line.
-        #[arg(long, value_enum, default_value_t)]
+        /// Format output: 'table' (default), 'table TEMPLATE', 'json', or a Go TEMPLATE.
+        #[arg(long, default_value_t)]
         format: Format,
     },
     /// List the services in a stack.
     Services {
         /// The stack whose services to list.
         stack: String,
+        /// Filter output based on conditions provided (id, label, mode, name).
+        #[arg(short, long = "filter", value_name = "FILTER")]
+        filter: Vec<String>,
         /// Only display IDs.
         #[arg(short, long)]
         quiet: bool,
-        /// Print an aligned table or one JSON object per line.
-        #[arg(long, value_enum, default_value_t)]
+        /// Format output: 'table' (default), 'table TEMPLATE', 'json', or a Go TEMPLATE.
+        #[arg(long, default_value_t)]
         format: Format,
     },
     /// List the tasks in a stack.
     Ps {
         /// The stack whose tasks to list.
         stack: String,
-        /// Do not truncate output.
-        #[arg(long)]
-        no_trunc: bool,
-        /// Filter output (desired-state=running|shutdown|accepted, node=N, name=N, id=ID).
-        #[arg(short, long = "filter")]
-        filter: Vec<String>,
-        /// Only display task IDs.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Print an aligned table or one JSON object per line.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
+        #[command(flatten)]
+        ps: super::tasks::PsArgs,
     },
     /// Remove one or more stacks.
     #[command(alias = "remove", alias = "down")]
@@ -131,57 +152,36 @@ pub async fn run(client: &mut Client, command: StackCommand) -> Result<()> {
         StackCommand::Config { compose_file } => config(&compose_file),
         StackCommand::Ls { format } => {
             let all = service::services(client).await?;
-            let mut stacks: std::collections::BTreeMap<String, usize> = Default::default();
-            for summary in &all {
-                if let Some(name) = summary
-                    .service
-                    .as_ref()
-                    .and_then(|s| s.spec.as_ref())
-                    .and_then(|s| s.labels.get(STACK_LABEL))
-                {
-                    *stacks.entry(name.clone()).or_default() += 1;
-                }
-            }
-            let mut listing = Listing::new(&[("NAME", "Name"), ("SERVICES", "Services")]);
-            for (name, count) in stacks {
-                listing.row(vec![name, count.to_string()]);
-            }
-            listing.print(format, false);
+            stack_listing(&all).print(&format, false)?;
             Ok(())
         }
         StackCommand::Services {
             stack,
-            quiet,
-            format,
-        } => {
-            let all: Vec<ServiceSummary> = service::services(client)
-                .await?
-                .into_iter()
-                .filter(|s| service_in_stack(s, &stack))
-                .collect();
-            if all.is_empty() {
-                bail!("nothing found in stack: {stack}");
-            }
-            service::print_service_list(&all, quiet, format);
-            Ok(())
-        }
-        StackCommand::Ps {
-            stack,
-            no_trunc,
             filter,
             quiet,
             format,
         } => {
-            let services: Vec<_> = service::services(client)
-                .await?
-                .into_iter()
-                .filter(|s| service_in_stack(s, &stack))
-                .filter_map(|s| s.service)
-                .collect();
-            if services.is_empty() {
+            let mut filters = service::service_filters(&filter)?;
+            filters.add("label", &format!("{STACK_LABEL}={stack}"));
+            let all = service::services(client).await?;
+            let listing = service::service_listing(&all, &filters);
+            if listing.len() == 0 {
+                eprintln!("Nothing found in stack: {stack}");
+                return Ok(());
+            }
+            listing.print(&format, quiet)?;
+            Ok(())
+        }
+        StackCommand::Ps { stack, ps } => {
+            let listing = super::tasks::fetch_tasks(client, &ps, |filters| {
+                filters.add("label", &format!("{STACK_LABEL}={stack}"));
+            })
+            .await?;
+            if listing.len() == 0 {
                 bail!("nothing found in stack: {stack}");
             }
-            service::print_tasks(client, &services, &filter, no_trunc, quiet, format).await
+            listing.print(&ps.format, ps.quiet)?;
+            Ok(())
         }
         StackCommand::Rm { stacks } => {
             let mut failed = false;

@@ -15,11 +15,11 @@ use shoal_api::pb::{Empty, IdRequest, Service, ServiceMode, ServiceSummary, Upda
 use super::{resolve, service_update};
 use crate::{
     client::{self, Client, status_error},
-    output::{Format, print_inspect, short},
+    output::{Format, print_inspect_as, short},
 };
 pub use create::CreateArgs;
 use inspect::{inspect_json, print_pretty};
-pub(crate) use list::{print_service_list, print_tasks};
+pub(crate) use list::{print_service_list, service_filters, service_listing};
 
 #[derive(Subcommand)]
 pub enum ServiceCommand {
@@ -28,11 +28,14 @@ pub enum ServiceCommand {
     /// List services.
     #[command(alias = "list")]
     Ls {
+        /// Filter output based on conditions provided (id, label, mode, name).
+        #[arg(short, long = "filter", value_name = "FILTER")]
+        filter: Vec<String>,
         /// Only display IDs.
         #[arg(short, long)]
         quiet: bool,
-        /// Print an aligned table or one JSON object per line.
-        #[arg(long, value_enum, default_value_t)]
+        /// Format output: 'table' (default), 'table TEMPLATE', 'json', or a Go TEMPLATE.
+        #[arg(long, default_value_t)]
         format: Format,
     },
     /// List the tasks of one or more services.
@@ -40,24 +43,17 @@ pub enum ServiceCommand {
         /// The services whose tasks to list (ID or name).
         #[arg(required = true)]
         services: Vec<String>,
-        /// Do not truncate output.
-        #[arg(long)]
-        no_trunc: bool,
-        /// Filter output (desired-state=running|shutdown|accepted, node=N, name=N, id=ID).
-        #[arg(short, long = "filter")]
-        filter: Vec<String>,
-        /// Only display task IDs.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Print an aligned table or one JSON object per line.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
+        #[command(flatten)]
+        ps: super::tasks::PsArgs,
     },
     /// Display detailed information on one or more services.
     Inspect {
         /// The services to inspect (ID or name).
         #[arg(required = true)]
         services: Vec<String>,
+        /// Format output: 'json', 'pretty', or a Go TEMPLATE over the inspect JSON.
+        #[arg(short, long)]
+        format: Option<String>,
         /// Print the information in a human friendly format.
         #[arg(long)]
         pretty: bool,
@@ -112,20 +108,6 @@ fn image(s: &Service) -> String {
         .and_then(|s| s.task.as_ref())
         .and_then(|t| t.container.as_ref())
         .map(|c| c.image.clone())
-        .unwrap_or_default()
-}
-
-fn ports(s: &Service) -> String {
-    s.spec
-        .as_ref()
-        .and_then(|s| s.endpoint.as_ref())
-        .map(|e| {
-            e.ports
-                .iter()
-                .map(|p| format!("*:{}->{}/{}", p.published_port, p.target_port, p.protocol))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
         .unwrap_or_default()
 }
 
@@ -201,32 +183,51 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
                 super::progress::converge(client, &[id], true).await?;
             }
         }
-        ServiceCommand::Ls { quiet, format } => {
-            let all = services(client).await?;
-            print_service_list(&all, quiet, format);
-        }
-        ServiceCommand::Ps {
-            services: queries,
-            no_trunc,
+        ServiceCommand::Ls {
             filter,
             quiet,
             format,
         } => {
+            let filters = list::service_filters(&filter)?;
             let all = services(client).await?;
-            let mut wanted = Vec::new();
+            print_service_list(&all, &filters, quiet, &format)?;
+        }
+        ServiceCommand::Ps {
+            services: queries,
+            ps,
+        } => {
+            let all = services(client).await?;
+            let mut ids = Vec::new();
             for q in &queries {
-                wanted.push(find(&all, q)?.clone());
+                ids.push(service_id(find(&all, q)?).to_owned());
             }
-            print_tasks(client, &wanted, &filter, no_trunc, quiet, format).await?;
+            super::tasks::print_tasks(client, &ps, |filters| {
+                for id in &ids {
+                    filters.add("service", id);
+                }
+            })
+            .await?;
         }
         ServiceCommand::Inspect {
             services: queries,
+            format,
             pretty,
         } => {
+            if pretty && format.is_some() {
+                bail!("--format is incompatible with human friendly format");
+            }
+            let pretty = pretty || format.as_deref() == Some("pretty");
             let all = services(client).await?;
             let mut out = Vec::new();
+            let mut missing = Vec::new();
             for q in &queries {
-                let s = find(&all, q)?;
+                let s = match find(&all, q) {
+                    Ok(s) => s,
+                    Err(error) => {
+                        missing.push(error);
+                        continue;
+                    }
+                };
                 let counters = all
                     .iter()
                     .find(|x| x.service.as_ref().map(service_id) == Some(service_id(s)))
@@ -245,8 +246,9 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
                 }
             }
             if !pretty {
-                print_inspect(out)?;
+                print_inspect_as(out, format.as_deref())?;
             }
+            crate::output::inspect::fail_on_missing(missing)?;
         }
         ServiceCommand::Scale { scales } => {
             let all = services(client).await?;
