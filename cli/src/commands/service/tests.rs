@@ -68,6 +68,7 @@ fn ps_shows_history_rows_states_and_docker_json_fields() {
         previous_spec: None,
         endpoint: None,
         update_status: None,
+        job_status: None,
     };
     let node = Node {
         meta: Some(Meta {
