@@ -2,6 +2,7 @@
 
 pub mod cert;
 pub mod cluster;
+mod job_progress;
 pub mod network;
 pub mod node;
 pub mod objects;

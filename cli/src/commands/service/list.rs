@@ -81,8 +81,8 @@ pub(crate) fn print_service_list(all: &[ServiceSummary], quiet: bool, format: Fo
         listing.row(vec![
             short(service_id(s), false),
             service_name(s).to_owned(),
-            mode.word().to_owned(),
-            format!("{}/{}", summary.running, summary.desired),
+            super::job::mode_column(mode).to_owned(),
+            super::job::replicas_column(summary),
             image(s),
             ports(s),
         ]);
@@ -166,7 +166,7 @@ pub(super) fn task_listing(
                 if filters
                     .desired
                     .as_ref()
-                    .is_some_and(|d| !d.contains(&t.desired_state()))
+                    .is_some_and(|d| !d.contains(&super::job::desired_state(t)))
                 {
                     continue;
                 }
@@ -214,7 +214,7 @@ pub(super) fn task_listing(
                         .map(|c| c.image.clone())
                         .unwrap_or_default(),
                     host.to_owned(),
-                    title(t.desired_state().word()),
+                    title(super::job::desired_state(t).word()),
                     format!("{} {}", title(status.state().word()), ago(status.timestamp)),
                     error,
                     String::new(),
