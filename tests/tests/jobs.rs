@@ -7,14 +7,19 @@ use std::{collections::BTreeSet, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use shoal_api::pb::{
-    Empty, RestartPolicy, ServiceMode, ServiceSpec, ServiceSummary, Task, TaskState,
-    UpdateConfig, UpdateServiceRequest,
+    Empty, RestartPolicy, ServiceMode, ServiceSpec, ServiceSummary, Task, TaskState, UpdateConfig,
+    UpdateServiceRequest,
 };
 use shoal_tests::cluster::{TestCluster, is_running, replicated, wait_until};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn job(name: &str, mode: ServiceMode, completions: u64, max_concurrent: Option<u64>) -> ServiceSpec {
+fn job(
+    name: &str,
+    mode: ServiceMode,
+    completions: u64,
+    max_concurrent: Option<u64>,
+) -> ServiceSpec {
     let mut spec = replicated(name, completions);
     spec.mode = mode as i32;
     spec.max_concurrent = max_concurrent;
@@ -51,7 +56,12 @@ async fn summary(cluster: &TestCluster, service: &str) -> Result<ServiceSummary>
         .into_inner()
         .services
         .into_iter()
-        .find(|s| s.service.as_ref().and_then(|s| s.meta.as_ref()).is_some_and(|m| m.id == service))
+        .find(|s| {
+            s.service
+                .as_ref()
+                .and_then(|s| s.meta.as_ref())
+                .is_some_and(|m| m.id == service)
+        })
         .context("the job is not listed")
 }
 
@@ -137,7 +147,9 @@ async fn a_replicated_job_completes_five_tasks_two_at_a_time_then_runs_again_on_
         "completed slots {complete:?}"
     );
     ensure!(
-        tasks.iter().any(|t| state(t) == TaskState::Failed && t.status.as_ref().unwrap().exit_code == 7),
+        tasks
+            .iter()
+            .any(|t| state(t) == TaskState::Failed && t.status.as_ref().unwrap().exit_code == 7),
         "the failed task is kept as history"
     );
     // Done: nothing runs, and nothing new starts.
@@ -166,7 +178,10 @@ async fn a_replicated_job_completes_five_tasks_two_at_a_time_then_runs_again_on_
         "an unchanged update still starts a new iteration: {:?}",
         updated.job_status
     );
-    ensure!(updated.update_status.is_none(), "no rolling update for jobs");
+    ensure!(
+        updated.update_status.is_none(),
+        "no rolling update for jobs"
+    );
     wait_until(WAIT, "the second iteration running", || async {
         let tasks = tasks_of(&cluster, &service).await.ok()?;
         let running: Vec<&Task> = tasks
@@ -177,7 +192,10 @@ async fn a_replicated_job_completes_five_tasks_two_at_a_time_then_runs_again_on_
     })
     .await?;
     let s = summary(&cluster, &service).await?;
-    ensure!(s.completed == 0, "completions of iteration 0 no longer count");
+    ensure!(
+        s.completed == 0,
+        "completions of iteration 0 no longer count"
+    );
 
     // Update settings are refused for jobs, in swarmkit's words.
     let mut with_update = updated.spec.clone().unwrap_or_default();
@@ -248,7 +266,11 @@ async fn a_global_job_completes_on_every_node_including_one_that_joins_later() -
         tasks.len(),
         nodes.len()
     );
-    ensure!(tasks.iter().all(|t| state(t) == TaskState::Complete && t.slot == 0));
+    ensure!(
+        tasks
+            .iter()
+            .all(|t| state(t) == TaskState::Complete && t.slot == 0)
+    );
     // Replicas make no sense for a global job.
     let err = control
         .create_service(job("bad", ServiceMode::GlobalJob, 2, None))
