@@ -161,11 +161,8 @@ fn step(state: TaskState) -> usize {
 
 fn bar(done: usize, of: usize) -> String {
     let width = 50;
-    let filled = if of == 0 {
-        width
-    } else {
-        width * done.min(of) / of
-    };
+    // Nothing to do is all done.
+    let filled = (width * done.min(of)).checked_div(of).unwrap_or(width);
     if filled >= width {
         format!("[{}>]", "=".repeat(width))
     } else {

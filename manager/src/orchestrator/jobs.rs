@@ -80,13 +80,7 @@ pub(super) fn reconcile<'a>(
         if batch.is_full() {
             return false;
         }
-        if task.job_iteration != Some(iteration) {
-            // An earlier iteration's task still under way gives way.
-            if is_live(task) && !is_complete(task) {
-                batch.put_task(shut_down(task, "superseded by a new job iteration"));
-            }
-            continue;
-        }
+        let current = task.job_iteration == Some(iteration);
         if is_complete(task) {
             if is_live(task) {
                 // Done: desired state Complete, as swarmkit's job tasks have.
@@ -94,7 +88,16 @@ pub(super) fn reconcile<'a>(
                 done.desired_state = TaskState::Complete as i32;
                 batch.put_task(done);
             }
-            holding.take(task.slot, &task.node_id);
+            if current {
+                holding.take(task.slot, &task.node_id);
+            }
+            continue;
+        }
+        if !current {
+            // An earlier iteration's task still under way gives way.
+            if is_live(task) {
+                batch.put_task(shut_down(task, "superseded by a new job iteration"));
+            }
             continue;
         }
         if !is_live(task) {

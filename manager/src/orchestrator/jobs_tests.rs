@@ -308,3 +308,41 @@ fn an_update_runs_the_job_again_as_a_new_iteration() {
     assert_eq!(done, [1, 2, 3]);
     assert!(w.live("batch").is_empty());
 }
+
+#[test]
+fn a_task_of_an_earlier_iteration_that_completes_late_is_marked_done_not_stopped() {
+    let mut w = World::new();
+    w.node("n1");
+    job(
+        &mut w,
+        "batch",
+        ServiceMode::ReplicatedJob,
+        1,
+        1,
+        RestartPolicy::default(),
+    );
+    w.settle();
+    w.run_all();
+    let first = w.live("batch").remove(0);
+    // The update lands, and the old task completes before the orchestrator
+    // looks.
+    job(
+        &mut w,
+        "batch",
+        ServiceMode::ReplicatedJob,
+        1,
+        1,
+        RestartPolicy::default(),
+    );
+    w.set_state(&first, TaskState::Complete, 0);
+    w.settle();
+    let old = &w.state.tasks[id(&first)];
+    assert_eq!(old.desired_state(), TaskState::Complete);
+    let live = w.live("batch");
+    assert_eq!(live.len(), 1);
+    assert_eq!(
+        live[0].job_iteration,
+        Some(1),
+        "the new iteration still runs"
+    );
+}
