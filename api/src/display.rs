@@ -38,7 +38,23 @@ words!(NodeState {
 });
 words!(Availability { Active => "active", Pause => "pause", Drain => "drain" });
 words!(NodeRole { Worker => "worker", Manager => "manager" });
-words!(ServiceMode { Replicated => "replicated", Global => "global" });
+words!(ServiceMode {
+    Replicated => "replicated", Global => "global",
+    ReplicatedJob => "replicated-job", GlobalJob => "global-job",
+});
+
+impl ServiceMode {
+    /// Jobs run their tasks to completion instead of keeping them running.
+    pub fn is_job(self) -> bool {
+        matches!(self, ServiceMode::ReplicatedJob | ServiceMode::GlobalJob)
+    }
+
+    /// Modes whose tasks fill numbered slots (`replicas` of them) rather
+    /// than one per node.
+    pub fn is_replicated(self) -> bool {
+        matches!(self, ServiceMode::Replicated | ServiceMode::ReplicatedJob)
+    }
+}
 words!(RestartCondition { Any => "any", OnFailure => "on-failure", None => "none" });
 words!(PublishMode { Ingress => "ingress", Host => "host" });
 

@@ -156,8 +156,9 @@ impl From<LimitError> for tonic::Status {
 /// (every node counts: it may become eligible).
 fn desired_tasks(state: &State, spec: &ServiceSpec) -> u64 {
     match spec.mode() {
-        ServiceMode::Replicated => spec.replicas,
-        ServiceMode::Global => state.nodes.len() as u64,
+        // A replicated job's completed tasks stay, one per completion.
+        ServiceMode::Replicated | ServiceMode::ReplicatedJob => spec.replicas,
+        ServiceMode::Global | ServiceMode::GlobalJob => state.nodes.len() as u64,
     }
 }
 
@@ -185,7 +186,7 @@ impl Limits {
         if asked <= before {
             return Ok(());
         }
-        if spec.mode() == ServiceMode::Replicated && spec.replicas > self.max_replicas_per_service {
+        if spec.mode().is_replicated() && spec.replicas > self.max_replicas_per_service {
             return Err(LimitError::Replicas {
                 service,
                 asked: spec.replicas,

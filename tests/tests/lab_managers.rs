@@ -180,7 +180,7 @@ fn the_cli_names_bad_input_and_hides_secret_data() -> Result<()> {
         .unwrap_err()
         .to_string();
     ensure!(
-        err.contains("--replicas can only be used with replicated mode"),
+        err.contains("--replicas can only be used with replicated or replicated-job mode"),
         "{err}"
     );
     let err = cluster

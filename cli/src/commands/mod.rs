@@ -2,6 +2,7 @@
 
 pub mod cert;
 pub mod cluster;
+mod job_progress;
 pub mod network;
 pub mod network_list;
 pub mod node;

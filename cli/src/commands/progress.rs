@@ -10,6 +10,7 @@ use std::{collections::BTreeMap, io::IsTerminal, time::Duration};
 use anyhow::{Result, bail};
 use shoal_api::pb::{Service, ServiceMode, Task, TaskState};
 
+use super::job_progress::JobWatch;
 use super::service::{service_id, service_name, services};
 use crate::{
     client::{Client, tasks},
@@ -67,7 +68,8 @@ fn snapshot(service: &Service, tasks: &[Task]) -> Snapshot {
     }
     let desired = match spec.mode() {
         ServiceMode::Replicated => spec.replicas as usize,
-        ServiceMode::Global => slots.len(),
+        // Jobs are watched by job_progress.
+        _ => slots.len(),
     };
     let rows: Vec<Row> = slots
         .values()
@@ -190,14 +192,46 @@ fn redraw(drawn: usize, lines: &[String]) -> String {
     out
 }
 
+/// Lines redrawn in place on a terminal; elsewhere, each new line once.
+struct Screen {
+    tty: bool,
+    drawn: usize,
+    last_plain: Vec<String>,
+}
+
+impl Screen {
+    fn new() -> Self {
+        Self {
+            tty: std::io::stdout().is_terminal(),
+            drawn: 0,
+            last_plain: Vec::new(),
+        }
+    }
+
+    fn show(&mut self, lines: Vec<String>) {
+        if self.tty {
+            print!("{}", redraw(self.drawn, &lines));
+            self.drawn = rows_taken(&lines, terminal_columns());
+        } else {
+            // Plain output: what changed, once.
+            for line in &lines {
+                if !self.last_plain.contains(line) {
+                    println!("{line}");
+                }
+            }
+            self.last_plain = lines;
+        }
+    }
+}
+
 /// Waits until each service in `ids` runs its desired tasks on its
 /// current spec and any update is complete, showing progress. Fails if an
-/// update pauses, or rolls back unless `rollback` asked for it.
+/// update pauses, or rolls back unless `rollback` asked for it. A job is
+/// waited for until it completes (its current iteration), as Docker's.
 pub async fn converge(client: &mut Client, ids: &[String], rollback: bool) -> Result<()> {
-    let tty = std::io::stdout().is_terminal();
     for id in ids {
-        let mut drawn = 0usize;
-        let mut last_plain: Vec<String> = Vec::new();
+        let mut screen = Screen::new();
+        let mut job = JobWatch::default();
         let mut stable_since: Option<std::time::Instant> = None;
         loop {
             let all = services(client).await?;
@@ -209,6 +243,18 @@ pub async fn converge(client: &mut Client, ids: &[String], rollback: bool) -> Re
                 bail!("service {id} was removed while deploying");
             };
             let tasks = tasks(client).await?;
+            if service.spec.as_ref().is_some_and(|s| s.mode().is_job()) {
+                let view = job.observe(&service, &tasks);
+                screen.show(view.lines);
+                if let Some(why) = view.failed {
+                    bail!("{why}");
+                }
+                if view.complete {
+                    break;
+                }
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
             let snap = snapshot(&service, &tasks);
             let update_state = snap.update.as_ref().map(|u| u.0.as_str()).unwrap_or("");
             let updating = matches!(update_state, "updating" | "rollback_started");
@@ -224,19 +270,7 @@ pub async fn converge(client: &mut Client, ids: &[String], rollback: bool) -> Re
                 (false, true) => "Waiting for the tasks to stay running...".to_owned(),
                 _ => String::new(),
             };
-            let lines = render(service_name(&service), &snap, &verify);
-            if tty {
-                print!("{}", redraw(drawn, &lines));
-                drawn = rows_taken(&lines, terminal_columns());
-            } else {
-                // Plain output: what changed, once.
-                for line in &lines {
-                    if !last_plain.contains(line) {
-                        println!("{line}");
-                    }
-                }
-                last_plain = lines;
-            }
+            screen.show(render(service_name(&service), &snap, &verify));
             match update_state {
                 "paused" | "rollback_paused" => {
                     let message = snap.update.map(|u| u.1).unwrap_or_default();

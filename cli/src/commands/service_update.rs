@@ -7,7 +7,7 @@ use shoal_api::pb::{
     ServiceSpec, UpdateConfig, UpdateFailureAction, UpdateOrder, UpdateServiceRequest,
 };
 
-use super::service_flags as flags;
+use super::{service::job, service_flags as flags};
 
 /// How tasks are replaced when the spec changes (`--update-*`).
 #[derive(Args, Default, Clone)]
@@ -151,9 +151,12 @@ pub struct UpdateArgs {
     /// Remove an environment variable (KEY); repeatable.
     #[arg(long)]
     pub env_rm: Vec<String>,
-    /// Number of tasks (replicated mode).
+    /// Number of tasks (replicated mode), or a replicated job's completions.
     #[arg(long)]
     pub replicas: Option<u64>,
+    /// Number of job tasks to run concurrently (replicated-job mode).
+    #[arg(long)]
+    pub max_concurrent: Option<u64>,
     /// Publish a port (as --publish); repeatable.
     #[arg(long)]
     pub publish_add: Vec<String>,
@@ -188,11 +191,12 @@ impl UpdateArgs {
     /// The spec after these changes.
     pub fn changed(&self, mut spec: ServiceSpec) -> Result<ServiceSpec> {
         if let Some(replicas) = self.replicas {
-            if spec.mode() != shoal_api::pb::ServiceMode::Replicated {
-                bail!("--replicas can only be used with replicated mode");
+            if !spec.mode().is_replicated() {
+                bail!("--replicas can only be used with replicated or replicated-job mode");
             }
             spec.replicas = replicas;
         }
+        job::set_max_concurrent(&mut spec, self.max_concurrent)?;
         let task = spec.task.get_or_insert_with(Default::default);
         let container = task.container.get_or_insert_with(Default::default);
         if let Some(image) = &self.image {
@@ -261,8 +265,12 @@ impl UpdateArgs {
         for add in &self.publish_add {
             endpoint.ports.push(flags::parse_publish(add)?);
         }
+        let configs = (spec.update, spec.rollback);
         self.update.apply(&mut spec)?;
         self.rollback.apply(&mut spec)?;
+        if (spec.update, spec.rollback) != configs {
+            job::refuse_update_config(&spec)?;
+        }
         Ok(spec)
     }
 

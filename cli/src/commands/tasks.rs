@@ -232,7 +232,7 @@ fn passes(filters: &Filters, task: &Task, service: &Service) -> bool {
 /// The desired state `ps` shows and filters on (the one seam for what a
 /// job's finished task should read as).
 fn desired_state(task: &Task) -> TaskState {
-    task.desired_state()
+    super::service::job::desired_state(task)
 }
 
 fn slot_or_node(task: &Task) -> String {

@@ -352,26 +352,11 @@ fn service_spec(
             )
         })?;
     let deploy = service.deploy.as_ref();
-    let mode = match deploy
-        .and_then(|d| d.mode.as_deref())
-        .unwrap_or("replicated")
-    {
-        "replicated" => ServiceMode::Replicated,
-        "global" => ServiceMode::Global,
-        other => {
-            return Err(err(
-                &[key("deploy"), key("mode")],
-                format!("mode {other:?}: expected replicated or global"),
-            ));
-        }
-    };
-    let replicas = deploy.and_then(|d| d.replicas).map(|r| r.0);
-    if mode == ServiceMode::Global && replicas.is_some() {
-        return Err(err(
-            &[key("deploy"), key("replicas")],
-            "replicas can only be used with mode: replicated".into(),
-        ));
-    }
+    let (mode, replicas, max_concurrent) = deploy_mode(
+        deploy.and_then(|d| d.mode.as_deref()),
+        deploy.and_then(|d| d.replicas).map(|r| r.0),
+    )
+    .map_err(|(field, message)| err(&[key("deploy"), key(field)], message))?;
 
     let mut container_labels = labels(service.labels.as_ref(), project, &at(&[key("labels")]))?;
     container_labels.insert(STACK_LABEL.into(), stack.into());
@@ -663,16 +648,52 @@ fn service_spec(
         labels: service_labels,
         task: Some(task),
         mode: mode as i32,
-        replicas: match mode {
-            ServiceMode::Replicated => replicas.unwrap_or(1),
-            ServiceMode::Global => 0,
-        },
+        replicas,
+        max_concurrent,
         endpoint: Some(EndpointSpec {
             mode: endpoint_mode,
             ports,
         }),
         update,
         rollback,
+    })
+}
+
+/// `deploy.mode` and `deploy.replicas` as `docker stack deploy` reads
+/// them: (mode, replicas, max_concurrent). A replicated job runs `replicas`
+/// completions, all at once (default 1); the field an error is about comes
+/// with it.
+fn deploy_mode(
+    mode: Option<&str>,
+    replicas: Option<u64>,
+) -> Result<(ServiceMode, u64, Option<u64>), (&'static str, String)> {
+    let mode = match mode.unwrap_or("replicated") {
+        "replicated" => ServiceMode::Replicated,
+        "global" => ServiceMode::Global,
+        "replicated-job" => ServiceMode::ReplicatedJob,
+        "global-job" => ServiceMode::GlobalJob,
+        other => {
+            return Err((
+                "mode",
+                format!(
+                    "mode {other:?}: expected replicated, global, replicated-job or global-job"
+                ),
+            ));
+        }
+    };
+    if !mode.is_replicated() && replicas.is_some() {
+        return Err((
+            "replicas",
+            "replicas can only be used with mode: replicated or replicated-job".into(),
+        ));
+    }
+    Ok(match mode {
+        ServiceMode::Replicated => (mode, replicas.unwrap_or(1), None),
+        ServiceMode::ReplicatedJob => {
+            let n = replicas.unwrap_or(1);
+            (mode, n, Some(n))
+        }
+        ServiceMode::Global | ServiceMode::GlobalJob => (mode, 0, None),
     })
 }
 

@@ -271,3 +271,43 @@ fn swarm_templates_reach_the_spec_as_written_for_the_agent_to_expand() {
     assert!(container.env.contains(&"NODE_ID={{.Node.ID}}".to_owned()));
     assert_eq!(container.mounts[0].source, "/srv/{{.Task.Slot}}");
 }
+
+#[test]
+fn deploy_mode_takes_jobs_as_docker_s_stack_deploy_does() {
+    let spec = |text: &str| {
+        load_one(text)
+            .and_then(|p| convert::convert(&p, "s", &env))
+            .map(|stack| stack.services[0].clone())
+    };
+    let job = spec("services:\n  batch:\n    image: x\n    deploy:\n      mode: replicated-job\n      replicas: 5\n").unwrap();
+    assert_eq!(
+        (job.mode(), job.replicas, job.max_concurrent),
+        (shoal_api::pb::ServiceMode::ReplicatedJob, 5, Some(5)),
+        "a replicated job runs its replicas all at once"
+    );
+    let job = spec("services:\n  batch:\n    image: x\n    deploy:\n      mode: replicated-job\n")
+        .unwrap();
+    assert_eq!((job.replicas, job.max_concurrent), (1, Some(1)));
+    let job =
+        spec("services:\n  setup:\n    image: x\n    deploy:\n      mode: global-job\n").unwrap();
+    assert_eq!(
+        (job.mode(), job.replicas, job.max_concurrent),
+        (shoal_api::pb::ServiceMode::GlobalJob, 0, None)
+    );
+    let error = spec("services:\n  setup:\n    image: x\n    deploy:\n      mode: global-job\n      replicas: 2\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("stack.yml:6:")
+            && error.contains("replicas can only be used with mode: replicated or replicated-job"),
+        "{error}"
+    );
+    let error = spec("services:\n  setup:\n    image: x\n    deploy:\n      mode: cron\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("stack.yml:5:")
+            && error.contains("expected replicated, global, replicated-job or global-job"),
+        "{error}"
+    );
+}

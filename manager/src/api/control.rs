@@ -168,6 +168,7 @@ fn complete_spec(state: &State, spec: &mut ServiceSpec, service_id: &str) -> Res
             "replicas can only be used with replicated mode",
         ));
     }
+    super::jobs::complete_mode(spec)?;
     let task = spec.task.get_or_insert_with(Default::default);
     let container = task.container.get_or_insert_with(Default::default);
     let placement = task.placement.clone().unwrap_or_default();
@@ -519,7 +520,7 @@ impl Control for ControlService {
                         .map_err(|e| {
                         Status::resource_exhausted(format!("service {}: {e}", spec.name))
                     })?;
-                let service = Service {
+                let mut service = Service {
                     meta: Some(Meta {
                         id,
                         ..Default::default()
@@ -528,7 +529,9 @@ impl Control for ControlService {
                     previous_spec: None,
                     endpoint: Some(endpoint),
                     update_status: None,
+                    job_status: None,
                 };
+                super::jobs::start_iteration(&mut service, shoal_api::now_ms());
                 let mut batch = Batch::default();
                 batch.put_service(service.clone());
                 Ok(Some((batch, service)))
@@ -569,15 +572,16 @@ impl Control for ControlService {
                     .count() as u64;
                 let desired = match spec.mode() {
                     ServiceMode::Replicated => spec.replicas,
-                    ServiceMode::Global => {
-                        state.tasks_of_service(id).filter(|t| is_live(t)).count() as u64
-                    }
+                    _ => state.tasks_of_service(id).filter(|t| is_live(t)).count() as u64,
                 };
+                let (running, desired, completed) =
+                    super::jobs::summary(&state, service).unwrap_or((running, desired, 0));
                 ServiceSummary {
                     service: Some(service.clone()),
                     running,
                     desired,
                     counters: Some(self.manager.service_counters(id)),
+                    completed,
                 }
             })
             .collect();
@@ -635,12 +639,17 @@ impl Control for ControlService {
                     service.endpoint.as_ref(),
                 )
                 .map_err(|e| Status::resource_exhausted(format!("service {}: {e}", spec.name)))?;
-                if spec == current && !request.rollback {
+                // Any update of a job runs it again, as a new iteration
+                // (swarmkit's): there is no rolling update to start.
+                let job = spec.mode().is_job();
+                if spec == current && !request.rollback && !job {
                     // Nothing changed (a stack deployed again): no write,
                     // no new version, no update.
                     return Ok(None);
                 }
-                if spec.task != current.task || request.rollback {
+                if job {
+                    super::jobs::start_iteration(&mut service, shoal_api::now_ms());
+                } else if spec.task != current.task || request.rollback {
                     let message = if request.rollback {
                         "manually requested rollback"
                     } else {

@@ -6,5 +6,6 @@ pub mod ca_service;
 mod certificates;
 pub mod control;
 mod forward;
+mod jobs;
 pub mod membership;
 mod validate;

@@ -1,6 +1,7 @@
 //! The orchestrators: keep each service's tasks as its spec says, on the
 //! leader, whenever the store changes or a delayed restart comes due.
 
+pub mod jobs;
 pub mod reconcile;
 pub mod update;
 
@@ -34,5 +35,7 @@ pub async fn run(manager: Arc<Manager>) {
     }
 }
 
+#[cfg(test)]
+mod jobs_tests;
 #[cfg(test)]
 mod tests;

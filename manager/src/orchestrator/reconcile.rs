@@ -37,8 +37,23 @@ pub(super) fn id(meta: &Option<Meta>) -> &str {
     meta.as_ref().map(|m| m.id.as_str()).unwrap_or("")
 }
 
+/// Moves a delayed restart on once its delay is over, or notes when to
+/// look again.
+pub(super) fn start_if_due(task: &Task, now: i64, batch: &mut Batch, wake_at: &mut Option<i64>) {
+    if task.desired_state() != TaskState::Ready || task.start_after <= 0 {
+        return;
+    }
+    if task.start_after <= now {
+        let mut t = task.clone();
+        t.desired_state = TaskState::Running as i32;
+        batch.put_task(t);
+    } else {
+        *wake_at = Some(wake_at.map_or(task.start_after, |w| w.min(task.start_after)));
+    }
+}
+
 /// Why a node can no longer keep a task, if it cannot.
-fn node_problem(node: Option<&Node>) -> Option<&'static str> {
+pub(super) fn node_problem(node: Option<&Node>) -> Option<&'static str> {
     let Some(node) = node else {
         return Some("node was removed");
     };
@@ -84,6 +99,7 @@ pub fn new_task(service: &Service, slot: u64, node_id: &str) -> Task {
         start_after: 0,
         // The allocator gives the addresses (NEW → PENDING).
         networks: Vec::new(),
+        job_iteration: super::jobs::iteration(service),
     }
 }
 
@@ -105,14 +121,25 @@ pub(super) fn shut_down(task: &Task, why: &str) -> Task {
 /// The restart policy's answer for a task that stopped while meant to run:
 /// the replacement task, or None when the policy says to leave it.
 fn restart(service: &Service, task: &Task, now: i64) -> Option<Task> {
+    let state = state_of(task);
+    let failed = matches!(state, TaskState::Failed | TaskState::Rejected)
+        || task.status.as_ref().is_some_and(|s| s.exit_code != 0);
+    restart_after(service, task, failed, now)
+}
+
+/// [`restart`] with the caller's word on whether the task failed (a job's
+/// task failed whenever it ended other than complete).
+pub(super) fn restart_after(
+    service: &Service,
+    task: &Task,
+    failed: bool,
+    now: i64,
+) -> Option<Task> {
     let policy = task
         .spec
         .as_ref()
         .and_then(|s| s.restart)
         .unwrap_or_default();
-    let state = state_of(task);
-    let failed = matches!(state, TaskState::Failed | TaskState::Rejected)
-        || task.status.as_ref().is_some_and(|s| s.exit_code != 0);
     match policy.condition() {
         RestartCondition::None => return None,
         RestartCondition::OnFailure if !failed => return None,
@@ -207,6 +234,14 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
         let service_id = id(&service.meta);
         let tasks = by_service.get(service_id).map(Vec::as_slice).unwrap_or(&[]);
         let spec = service.spec.clone().unwrap_or_default();
+        if spec.mode().is_job() {
+            if !super::jobs::reconcile(state, service, tasks, now, &mut batch, &mut wake_at) {
+                // The tasks not seen would look missing.
+                break;
+            }
+            reap_history(tasks, history_limit, &mut batch);
+            continue;
+        }
         let mut live: Vec<&Task> = Vec::new();
         let writes_before = batch.len();
 
@@ -219,16 +254,7 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
             if !is_live(task) {
                 continue;
             }
-            // Delayed restarts come due.
-            if task.desired_state() == TaskState::Ready && task.start_after > 0 {
-                if task.start_after <= now {
-                    let mut t = (*task).clone();
-                    t.desired_state = TaskState::Running as i32;
-                    batch.put_task(t);
-                } else {
-                    wake_at = Some(wake_at.map_or(task.start_after, |w| w.min(task.start_after)));
-                }
-            }
+            start_if_due(task, now, &mut batch, &mut wake_at);
             if !task.node_id.is_empty()
                 && let Some(problem) = node_problem(state.nodes.get(&task.node_id))
             {
@@ -357,6 +383,8 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
                     batch.put_task(shut_down(task, "node was removed"));
                 }
             }
+            // Reconciled by jobs::reconcile above.
+            ServiceMode::ReplicatedJob | ServiceMode::GlobalJob => {}
         }
 
         // A rolling update moves only once the slots are as they should

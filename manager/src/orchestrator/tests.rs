@@ -14,14 +14,16 @@ use super::{
 };
 use crate::store::{Batch, State};
 
-struct World {
-    state: State,
+/// A store and a clock the orchestrator runs against (the jobs tests use
+/// it too).
+pub(super) struct World {
+    pub(super) state: State,
     index: u64,
-    now: i64,
+    pub(super) now: i64,
 }
 
 impl World {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             state: State::default(),
             index: 0,
@@ -29,7 +31,7 @@ impl World {
         }
     }
 
-    fn write(&mut self, batch: Batch) {
+    pub(super) fn write(&mut self, batch: Batch) {
         self.index += 1;
         self.state
             .apply(self.index, &batch.into_proto())
@@ -37,7 +39,7 @@ impl World {
     }
 
     /// Runs the orchestrator until it has nothing more to change.
-    fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         for _ in 0..10 {
             let plan = reconcile(&self.state, self.now);
             if plan.batch.is_empty() {
@@ -48,7 +50,7 @@ impl World {
         panic!("the orchestrator did not settle");
     }
 
-    fn node(&mut self, id: &str) {
+    pub(super) fn node(&mut self, id: &str) {
         let mut b = Batch::default();
         b.put_node(Node {
             meta: Some(Meta {
@@ -86,6 +88,7 @@ impl World {
             previous_spec: None,
             endpoint: None,
             update_status: None,
+            job_status: None,
         });
         self.write(b);
     }
@@ -140,7 +143,7 @@ impl World {
     }
 
     /// What an agent would report: every live assigned-or-not task runs.
-    fn run_all(&mut self) {
+    pub(super) fn run_all(&mut self) {
         let mut b = Batch::default();
         for t in self.state.tasks.values() {
             if t.desired_state() == TaskState::Running
@@ -160,7 +163,7 @@ impl World {
         self.write(b);
     }
 
-    fn set_state(&mut self, task: &Task, state: TaskState, exit_code: i32) {
+    pub(super) fn set_state(&mut self, task: &Task, state: TaskState, exit_code: i32) {
         let mut t = self.state.tasks[&task.meta.as_ref().unwrap().id].clone();
         t.status = Some(TaskStatus {
             state: state as i32,
@@ -172,7 +175,7 @@ impl World {
         self.write(b);
     }
 
-    fn live(&self, service: &str) -> Vec<Task> {
+    pub(super) fn live(&self, service: &str) -> Vec<Task> {
         let mut v: Vec<Task> = self
             .state
             .tasks

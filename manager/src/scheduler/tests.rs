@@ -249,6 +249,7 @@ fn host_mode_ports_do_not_collide() {
             previous_spec: None,
             endpoint: None,
             update_status: None,
+            job_status: None,
         },
     );
     assert_eq!(assigned(&s), [("n1".into(), 1), ("n2".into(), 1)].into());

@@ -66,6 +66,8 @@ enum Command {
     },
     /// Sleep until stopped (the image's default command, for long-running toolbox tasks).
     Idle,
+    /// Sleep this many milliseconds, then exit 0 (a job's short task).
+    Sleep { ms: u64 },
 }
 
 fn main() -> ExitCode {
@@ -140,6 +142,11 @@ fn run(command: Command, timeout: Duration) -> Result<ExitCode> {
                 .recv_from(&mut buf)
                 .with_context(|| format!("no reply from {addr}"))?;
             println!("{}", String::from_utf8_lossy(&buf[..n]).trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sleep { ms } => {
+            shoal_testbins::exit_on_terminate();
+            std::thread::sleep(Duration::from_millis(ms));
             Ok(ExitCode::SUCCESS)
         }
         Command::Idle => {

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use shoal_api::pb::{
     ContainerSpec, EndpointSpec, HealthConfig, Placement, ResourceRequirements, Resources,
-    RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, TaskSpec,
+    RestartCondition, RestartPolicy, ServiceSpec, TaskSpec,
 };
 
 use crate::commands::service_flags as flags;
@@ -21,12 +21,17 @@ pub struct CreateArgs {
     /// Service name.
     #[arg(long)]
     name: Option<String>,
-    /// Number of tasks (replicated mode; default 1).
+    /// Number of tasks (replicated mode; default 1), or a replicated job's
+    /// completions.
     #[arg(long)]
     replicas: Option<u64>,
-    /// Service mode: a number of replicas, or one task on every node.
-    #[arg(long, value_parser = ["replicated", "global"], default_value = "replicated")]
+    /// Service mode: replicas or one task on every node, kept running;
+    /// or a job (replicated-job, global-job) whose tasks run to completion.
+    #[arg(long, value_parser = super::job::MODES, default_value = "replicated")]
     mode: String,
+    /// Number of job tasks to run concurrently (default equal to --replicas).
+    #[arg(long)]
+    max_concurrent: Option<u64>,
     /// Placement constraint, e.g. node.labels.zone==east; repeatable.
     #[arg(long)]
     constraint: Vec<String>,
@@ -135,13 +140,12 @@ pub struct CreateArgs {
 
 impl CreateArgs {
     pub(super) fn spec(self) -> Result<ServiceSpec> {
-        let mode = ServiceMode::from_word(&self.mode).unwrap_or_default();
-        if mode == ServiceMode::Global && self.replicas.is_some() {
-            bail!("--replicas can only be used with replicated mode");
-        }
-        if mode == ServiceMode::Global && self.replicas_max_per_node.is_some() {
-            bail!("--replicas-max-per-node can only be used with replicated mode");
-        }
+        let (mode, replicas, max_concurrent) = super::job::mode_fields(
+            &self.mode,
+            self.replicas,
+            self.max_concurrent,
+            self.replicas_max_per_node,
+        )?;
         let resources =
             |cpu: &Option<String>, memory: &Option<String>| -> Result<Option<Resources>> {
                 if cpu.is_none() && memory.is_none() {
@@ -241,10 +245,8 @@ impl CreateArgs {
                 .map(|l| flags::parse_label(l))
                 .collect::<Result<BTreeMap<_, _>>>()?,
             mode: mode as i32,
-            replicas: match mode {
-                ServiceMode::Replicated => self.replicas.unwrap_or(1),
-                ServiceMode::Global => 0,
-            },
+            replicas,
+            max_concurrent,
             task: Some(TaskSpec {
                 log_driver: None,
                 container: Some(ContainerSpec {
@@ -320,6 +322,7 @@ impl CreateArgs {
         };
         self.update.apply(&mut spec)?;
         self.rollback.apply(&mut spec)?;
+        super::job::refuse_update_config(&spec)?;
         Ok(spec)
     }
 }

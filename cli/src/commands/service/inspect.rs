@@ -1,7 +1,7 @@
 //! `service inspect`: Docker's JSON shape and the `--pretty` text.
 
 use serde_json::json;
-use shoal_api::pb::{Resources, Service, ServiceMode};
+use shoal_api::pb::{Resources, Service};
 
 use crate::commands::service_flags as flags;
 use crate::output::rfc3339;
@@ -11,10 +11,7 @@ pub(super) fn inspect_json(s: &Service) -> serde_json::Value {
     let spec = s.spec.clone().unwrap_or_default();
     let task = spec.task.clone().unwrap_or_default();
     let c = task.container.clone().unwrap_or_default();
-    let mode = match spec.mode() {
-        ServiceMode::Replicated => json!({ "Replicated": { "Replicas": spec.replicas } }),
-        ServiceMode::Global => json!({ "Global": {} }),
-    };
+    let mode = super::job::mode_json(&spec);
     let restart = task.restart.unwrap_or_default();
     let placement = task.placement.clone().unwrap_or_default();
     let res = task.resources.unwrap_or_default();
@@ -51,6 +48,7 @@ pub(super) fn inspect_json(s: &Service) -> serde_json::Value {
         "ID": meta.id,
         "Version": { "Index": meta.version },
         "UpdateStatus": update_status,
+        "JobStatus": super::job::status_json(s),
         "CreatedAt": rfc3339(meta.created_at),
         "UpdatedAt": rfc3339(meta.updated_at),
         "Spec": {
@@ -115,12 +113,8 @@ pub(super) fn print_pretty(s: &Service, counters: &shoal_api::pb::ServiceCounter
             println!(" {k}={v}");
         }
     }
-    match spec.mode() {
-        ServiceMode::Replicated => {
-            println!("Service Mode:\tReplicated");
-            println!(" Replicas:\t{}", spec.replicas);
-        }
-        ServiceMode::Global => println!("Service Mode:\tGlobal"),
+    for line in super::job::pretty_mode(&spec) {
+        println!("{line}");
     }
     if let Some(p) = &task.placement
         && (!p.constraints.is_empty() || !p.spread.is_empty() || p.max_replicas_per_node > 0)
@@ -151,6 +145,10 @@ pub(super) fn print_pretty(s: &Service, counters: &shoal_api::pb::ServiceCounter
         ("UpdateConfig", &spec.update),
         ("RollbackConfig", &spec.rollback),
     ] {
+        if spec.mode().is_job() {
+            // Jobs are not updated in rolling batches: they have neither.
+            continue;
+        }
         let u = config.unwrap_or_default();
         println!("{title}:");
         println!(" Parallelism:\t{}", u.parallelism.unwrap_or(1));

@@ -45,10 +45,11 @@ fn mode_word(mode: ServiceMode) -> &'static str {
 
 /// The MODE column (Docker words jobs "replicated job").
 fn mode_column(mode: ServiceMode) -> String {
-    mode_word(mode).replace('-', " ")
+    super::job::mode_column(mode).to_owned()
 }
 
-/// The REPLICAS column: running/desired, with the per-node cap if any.
+/// The REPLICAS column: running/desired, with the per-node cap if any,
+/// and for jobs Docker's `(completed/total completed)`.
 fn replicas_column(summary: &ServiceSummary) -> String {
     let spec = summary
         .service
@@ -66,7 +67,7 @@ fn replicas_column(summary: &ServiceSummary) -> String {
             summary.running, summary.desired
         )
     } else {
-        format!("{}/{}", summary.running, summary.desired)
+        super::job::replicas_column(summary)
     }
 }
 

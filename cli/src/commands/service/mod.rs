@@ -3,6 +3,9 @@
 
 mod create;
 mod inspect;
+pub(super) mod job;
+#[cfg(test)]
+mod job_tests;
 mod list;
 #[cfg(test)]
 mod tests;
@@ -10,7 +13,7 @@ mod tests;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use serde_json::json;
-use shoal_api::pb::{Empty, IdRequest, Service, ServiceMode, ServiceSummary, UpdateServiceRequest};
+use shoal_api::pb::{Empty, IdRequest, Service, ServiceSummary, UpdateServiceRequest};
 
 use super::{resolve, service_update};
 use crate::{
@@ -79,7 +82,7 @@ pub enum ServiceCommand {
         #[arg(short, long, env = "SHOAL_DETACH")]
         detach: bool,
     },
-    /// Scale one or more replicated services (SERVICE=REPLICAS).
+    /// Scale one or more replicated services or replicated jobs (SERVICE=REPLICAS).
     Scale {
         /// SERVICE=REPLICAS pairs, e.g. web=5.
         #[arg(required = true)]
@@ -265,8 +268,13 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
                     })?;
                     let s = find(&all, query)?;
                     let mut spec = s.spec.clone().unwrap_or_default();
-                    if spec.mode() != ServiceMode::Replicated {
-                        bail!("scale can only be used with replicated mode ({query} is global)");
+                    // A replicated job's replicas are its completions: scaling
+                    // it runs it again with the new total, as Docker's.
+                    if !spec.mode().is_replicated() {
+                        bail!(
+                            "scale can only be used with replicated or replicated-job mode ({query} is {})",
+                            spec.mode().word()
+                        );
                     }
                     spec.replicas = replicas;
                     client

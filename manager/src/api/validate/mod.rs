@@ -111,7 +111,7 @@ fn sample_context(spec: &ServiceSpec, service_id: &str) -> Context {
         service_name: spec.name.clone(),
         service_labels: spec.labels.clone(),
         node_id: SAMPLE_NODE_ID.into(),
-        slot: u64::from(spec.mode() != ServiceMode::Global),
+        slot: u64::from(spec.mode().is_replicated()),
         ..Default::default()
     };
     let node = NodeDescription {
