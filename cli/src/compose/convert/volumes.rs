@@ -1,165 +1,146 @@
-//! Mounts: named volumes, bind mounts and tmpfs, short and long syntax.
-
-use std::path::Path;
+//! Mounts from a service's volumes (already in their long form), as
+//! Docker's `convertVolumeToMount` makes them: a named volume must be
+//! declared and takes its stack name, labels and driver options from the
+//! declaration; options of another mount type are refused.
 
 use shoal_api::pb::Mount;
 
+use super::Names;
 use crate::compose::{Project, model};
 
-fn is_path(source: &str) -> bool {
-    source.starts_with('/') || source.starts_with('.') || source.starts_with('~')
-}
-
-fn host_path(project: &Project, source: &str) -> String {
-    if let Some(rest) = source.strip_prefix("~/") {
-        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-        return Path::new(&home).join(rest).display().to_string();
-    }
-    let path = project.dir.join(source);
-    // Normalise `./x` and `a/../b` without touching the filesystem.
-    let mut out = std::path::PathBuf::new();
-    for part in path.components() {
-        match part {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    if out.is_relative() {
-        std::env::current_dir()
-            .map(|d| d.join(&out))
-            .unwrap_or(out)
-            .display()
-            .to_string()
-    } else {
-        out.display().to_string()
-    }
-}
-
-fn volume_name(project: &Project, stack: &str, name: &str) -> Result<String, String> {
-    match project.file.volumes.get(name) {
-        None => Err(format!(
-            "volume {name:?} is not declared in the top-level volumes"
-        )),
-        Some(None) => Ok(format!("{stack}_{name}")),
-        Some(Some(volume)) => {
-            if let Some(driver) = volume.driver.as_deref().filter(|d| *d != "local") {
-                return Err(format!(
-                    "volume {name:?} uses driver {driver:?}: only local volumes are supported"
-                ));
-            }
-            if !volume.driver_opts.is_empty() {
-                return Err(format!("volume {name:?}: driver_opts are not supported"));
-            }
-            Ok(match &volume.external {
-                Some(e) if e.is_external() => e
-                    .name()
-                    .or(volume.name.as_deref())
-                    .unwrap_or(name)
-                    .to_owned(),
-                _ => volume
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| format!("{stack}_{name}")),
-            })
-        }
-    }
-}
-
-/// `SOURCE:TARGET[:MODE]` or `TARGET` (an anonymous volume).
-pub(super) fn short_volume(project: &Project, stack: &str, text: &str) -> Result<Mount, String> {
-    let parts: Vec<&str> = text.split(':').collect();
-    let (source, target, mode) = match parts.as_slice() {
-        [target] => ("", *target, ""),
-        [source, target] => (*source, *target, ""),
-        [source, target, mode] => (*source, *target, *mode),
-        _ => return Err(format!("{text:?}: expected SOURCE:TARGET[:ro]")),
-    };
-    let mut read_only = false;
-    for m in mode.split(',').filter(|m| !m.is_empty()) {
-        match m {
-            "ro" => read_only = true,
-            "rw" => read_only = false,
-            "z" | "Z" | "cached" | "delegated" | "consistent" | "nocopy" => {}
-            other => {
-                return Err(format!(
-                    "{text:?}: unknown mode {other:?} (expected ro or rw)"
-                ));
-            }
-        }
-    }
-    if !target.starts_with('/') {
-        return Err(format!("{text:?}: the target must be an absolute path"));
-    }
-    let (kind, source) = if source.is_empty() {
-        ("volume", String::new())
-    } else if is_path(source) {
-        ("bind", host_path(project, source))
-    } else {
-        ("volume", volume_name(project, stack, source)?)
-    };
-    Ok(Mount {
-        r#type: kind.into(),
-        source,
-        target: target.into(),
-        read_only,
-        options: Default::default(),
-    })
-}
-
-pub(super) fn long_volume(
+pub(super) fn mount(
     project: &Project,
-    stack: &str,
-    long: &model::LongVolume,
+    names: &Names,
+    volume: &model::ServiceVolume,
 ) -> Result<Mount, String> {
     let mut mount = Mount {
-        r#type: long.kind.clone(),
-        target: long.target.clone(),
-        read_only: long.read_only.is_some_and(|f| f.0),
+        r#type: volume.kind.clone(),
+        source: volume.source.clone(),
+        target: volume.target.clone(),
+        read_only: volume.read_only,
         ..Default::default()
     };
-    if !long.target.starts_with('/') {
-        return Err(format!("target {:?} must be an absolute path", long.target));
+    if !volume.consistency.is_empty() {
+        mount
+            .options
+            .insert("consistency".into(), volume.consistency.clone());
     }
-    match long.kind.as_str() {
-        "bind" => {
-            let source = long
-                .source
-                .as_deref()
-                .ok_or("a bind mount needs a source")?;
-            mount.source = host_path(project, source);
-            if let Some(p) = long.bind.as_ref().and_then(|b| b.propagation.as_ref()) {
-                mount.options.insert("bind-propagation".into(), p.clone());
+    let incompatible =
+        |what: &str, kind: &str| Err(format!("{what} options are incompatible with type {kind}"));
+    match volume.kind.as_str() {
+        "volume" | "" => {
+            mount.r#type = "volume".into();
+            if volume.tmpfs.is_some() {
+                return incompatible("tmpfs", "volume");
             }
-        }
-        "volume" => {
-            if let Some(source) = long.source.as_deref() {
-                mount.source = volume_name(project, stack, source)?;
+            if volume.bind.is_some() {
+                return incompatible("bind", "volume");
             }
-            if long
-                .volume
-                .as_ref()
-                .and_then(|v| v.nocopy)
-                .is_some_and(|f| f.0)
-            {
+            if volume.volume.as_ref().is_some_and(|v| v.nocopy) {
                 mount.options.insert("volume-nocopy".into(), "true".into());
+            }
+            if volume.source.is_empty() {
+                return target(mount);
+            }
+            let Some(declared) = project.file.volumes.get(&volume.source) else {
+                return Err(format!(
+                    "undefined volume {:?}: declare it in the top-level volumes",
+                    volume.source
+                ));
+            };
+            mount.source = if declared.name.is_empty() {
+                names.scoped(&volume.source)
+            } else {
+                declared.name.clone()
+            };
+            if declared.external.external {
+                return target(mount);
+            }
+            if !declared.driver.is_empty() && declared.driver != "local" {
+                return Err(format!(
+                    "volume {:?} uses driver {:?}: Shoal's nodes create local volumes only",
+                    volume.source, declared.driver
+                ));
+            }
+            mount.volume_labels = names.labels(&declared.labels).into_iter().collect();
+            mount.volume_driver_opts = declared.driver_opts.clone().into_iter().collect();
+        }
+        "bind" => {
+            if volume.source.is_empty() {
+                return Err("invalid bind source, source cannot be empty".into());
+            }
+            if volume.volume.is_some() {
+                return incompatible("volume", "bind");
+            }
+            if volume.tmpfs.is_some() {
+                return incompatible("tmpfs", "bind");
+            }
+            if let Some(bind) = volume.bind.as_ref().filter(|b| !b.propagation.is_empty()) {
+                mount
+                    .options
+                    .insert("bind-propagation".into(), bind.propagation.clone());
             }
         }
         "tmpfs" => {
-            if let Some(t) = &long.tmpfs {
-                if let Some(size) = &t.size {
-                    mount.options.insert("tmpfs-size".into(), size.0.clone());
-                }
-                if let Some(mode) = t.mode {
+            if !volume.source.is_empty() {
+                return Err("invalid tmpfs source, source must be empty".into());
+            }
+            if volume.bind.is_some() {
+                return incompatible("bind", "tmpfs");
+            }
+            if volume.volume.is_some() {
+                return incompatible("volume", "tmpfs");
+            }
+            if let Some(tmpfs) = &volume.tmpfs {
+                if tmpfs.size != 0 {
                     mount
                         .options
-                        .insert("tmpfs-mode".into(), format!("{:o}", mode.0));
+                        .insert("tmpfs-size".into(), tmpfs.size.to_string());
+                }
+                if let Some(mode) = tmpfs.mode {
+                    mount
+                        .options
+                        .insert("tmpfs-mode".into(), format!("{mode:o}"));
                 }
             }
         }
-        other => return Err(format!("type {other:?}: expected bind, volume or tmpfs")),
+        "npipe" | "cluster" | "image" => {
+            return Err(format!(
+                "volume type {:?} is not supported: Shoal mounts volume, bind and tmpfs",
+                volume.kind
+            ));
+        }
+        _ => return Err("volume type must be volume, bind, tmpfs, npipe, or cluster".into()),
+    }
+    target(mount)
+}
+
+fn target(mount: Mount) -> Result<Mount, String> {
+    if !mount.target.starts_with('/') {
+        return Err(format!(
+            "invalid mount target {:?}: it must be an absolute path",
+            mount.target
+        ));
     }
     Ok(mount)
+}
+
+/// `tmpfs: /run` or `/run:size=64m,mode=1777`.
+pub(super) fn short_tmpfs(text: &str) -> Result<Mount, String> {
+    let (path, options) = text.split_once(':').unwrap_or((text, ""));
+    let mut mount = Mount {
+        r#type: "tmpfs".into(),
+        target: path.to_owned(),
+        ..Default::default()
+    };
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        let (k, v) = option.split_once('=').unwrap_or((option, ""));
+        let k = match k {
+            "size" => "tmpfs-size",
+            "mode" => "tmpfs-mode",
+            _ => return Err(format!("tmpfs option {k:?}: expected size or mode")),
+        };
+        mount.options.insert(k.into(), v.into());
+    }
+    target(mount)
 }
