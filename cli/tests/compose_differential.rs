@@ -320,3 +320,42 @@ fn what_stack_config_prints_resolves_again_to_itself() {
     }
     assert!(checked >= 20, "only {checked} cases round-tripped");
 }
+
+/// `-c -` reads the file from the standard input, as Docker's does; paths
+/// in it are relative to the working directory.
+#[test]
+fn the_standard_input_is_read_as_a_file() {
+    use std::io::Write;
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "volumes-short")
+        .expect("the volumes-short case");
+    let text = std::fs::read(case.dir.join(&case.files[0])).unwrap();
+    let piped = |program: &str| {
+        let mut child = Command::new(program)
+            .current_dir(&case.dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", "/home/corpus")
+            .env(
+                "DOCKER_CONFIG",
+                std::env::temp_dir().join("shoal-corpus-docker"),
+            )
+            .args(["stack", "config", "-c", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&text).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{program}: {}", text(&out.stderr));
+        yaml_serde::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let from_file: Value = yaml_serde::from_slice(&run(shoal(), &case).stdout).unwrap();
+    let (docker, shoal) = (piped("docker"), piped(shoal()));
+    let mut found = Vec::new();
+    differences("", &docker, &shoal, &mut found);
+    differences("", &from_file, &shoal, &mut found);
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}

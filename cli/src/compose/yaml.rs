@@ -104,71 +104,86 @@ fn without_position(message: &str) -> String {
 
 /// Flow collections (`[[[…`) nested past [`MAX_DEPTH`] are refused before
 /// the parser sees them: its cost grows with the square of their depth
-/// (40,000 took 9 s). Quoted scalars and comments are skipped; a bracket
-/// inside a plain scalar may count, which only matters past the limit.
+/// (40,000 took 9 s). This reads just enough YAML to tell a bracket that
+/// opens a collection from one inside a quoted, plain or block scalar or a
+/// comment; what it cannot tell it leaves to the parser, which bounds
+/// depth again.
 fn check_flow_depth(text: &str) -> Result<(), SyntaxError> {
     let mut depth = 0usize;
     let mut quote: Option<char> = None;
-    let mut previous = '\n';
-    let (mut line, mut column) = (1, 0);
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        column += 1;
-        if c == '\n' {
-            (line, column) = (line + 1, 0);
-            if quote.is_none() {
+    // The indentation of a `|`/`>` header: more indented lines are text.
+    let mut block_scalar: Option<usize> = None;
+    for (number, line) in text.split('\n').enumerate() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if let Some(header) = block_scalar {
+            if quote.is_none() && (line.trim().is_empty() || indent > header) {
+                continue;
+            }
+            block_scalar = None;
+        }
+        // In block context, a node may start at the start of a line, after
+        // `key: ` and after an item marker (`- `, `? `).
+        let mut node_start = depth == 0 && quote.is_none();
+        let mut marker = false;
+        let mut previous = ' ';
+        let mut chars = line.chars().enumerate().peekable();
+        while let Some((column, c)) = chars.next() {
+            if let Some(q) = quote {
+                match (q, c) {
+                    ('\'', '\'') if chars.peek().is_some_and(|(_, d)| *d == '\'') => {
+                        chars.next();
+                    }
+                    ('"', '\\') => {
+                        chars.next();
+                    }
+                    (q, c) if q == c => quote = None,
+                    _ => {}
+                }
                 previous = c;
                 continue;
             }
-        }
-        match quote {
-            Some('\'') => {
-                if c == '\'' {
-                    if chars.peek() == Some(&'\'') {
-                        chars.next();
-                        column += 1;
-                    } else {
-                        quote = None;
+            let after_separator = previous.is_whitespace() || "[{,".contains(previous);
+            match c {
+                ' ' | '\t' => {
+                    if depth == 0 && (previous == ':' || marker) {
+                        node_start = true;
+                        marker = false;
                     }
                 }
-            }
-            Some(_) => {
-                if c == '\\' {
-                    chars.next();
-                    column += 1;
-                } else if c == '"' {
-                    quote = None;
-                }
-            }
-            None => match c {
-                '#' if previous.is_whitespace() => {
-                    for d in chars.by_ref() {
-                        if d == '\n' {
-                            (line, column) = (line + 1, 0);
-                            break;
-                        }
-                    }
-                    previous = '\n';
-                    continue;
-                }
-                '\'' | '"' if previous.is_whitespace() || "[{,:-".contains(previous) => {
+                '#' if previous.is_whitespace() => break,
+                '"' | '\'' if node_start || (depth > 0 && (after_separator || previous == ':')) => {
                     quote = Some(c);
+                    node_start = false;
                 }
-                '[' | '{' => {
+                '[' | '{' if node_start || depth > 0 => {
                     depth += 1;
+                    node_start = false;
                     if depth > MAX_DEPTH {
                         return Err(SyntaxError {
-                            line,
-                            column,
+                            line: number + 1,
+                            column: column + 1,
                             message: format!("collections nest deeper than {MAX_DEPTH} levels"),
                         });
                     }
                 }
-                ']' | '}' => depth = depth.saturating_sub(1),
-                _ => {}
-            },
+                ']' | '}' if depth > 0 => depth -= 1,
+                '|' | '>' if node_start => {
+                    block_scalar = Some(indent);
+                    break;
+                }
+                '-' | '?' if node_start => {
+                    marker = true;
+                    node_start = false;
+                }
+                _ => {
+                    if depth == 0 {
+                        node_start = false;
+                        marker = false;
+                    }
+                }
+            }
+            previous = c;
         }
-        previous = c;
     }
     Ok(())
 }
@@ -411,6 +426,17 @@ mod tests {
             "[".repeat(500)
         );
         assert!(parse(&quoted).is_ok());
+        // Nor are they in plain and block scalars.
+        let plain = format!(
+            "a: ${{A:-{}x{}\nb: |\n  {}\n  [[[\nc: [{{d: [e]}}]\n",
+            "${A:-".repeat(500),
+            "}".repeat(501),
+            "{".repeat(500)
+        );
+        assert!(parse(&plain).is_ok(), "{:?}", parse(&plain).err());
+        // Inside a flow collection, every bracket opens one.
+        let error = refused_quickly(&format!("a: [{}]", "[x, ".repeat(200)));
+        assert!(error.message.contains("nest deeper"), "{}", error.message);
     }
 
     #[test]

@@ -289,11 +289,15 @@ pub fn command<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D
             Ok(None)
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            split_words(v).map(Some).map_err(E::custom)
+            split_words(v).map_err(E::custom).map(non_empty)
         }
         fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-            texts(seq).map(Some)
+            texts(seq).map(non_empty)
         }
+    }
+    // An empty command is none (the image's), as in Docker.
+    fn non_empty(words: Vec<String>) -> Option<Vec<String>> {
+        (!words.is_empty()).then_some(words)
     }
     d.deserialize_any(V)
 }

@@ -348,9 +348,12 @@ impl Serialize for Ulimit {
         if self.single != 0 {
             return s.serialize_i64(self.single);
         }
+        // Docker leaves zero limits out (`core: 0` prints as `{}`).
         #[derive(Serialize)]
         struct Pair {
+            #[serde(skip_serializing_if = "is_zero_i64")]
             soft: i64,
+            #[serde(skip_serializing_if = "is_zero_i64")]
             hard: i64,
         }
         Pair {
@@ -387,12 +390,14 @@ impl<'de> Deserialize<'de> for Ulimit {
                 self.visit_i64(single)
             }
             fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Ulimit, A::Error> {
+                // Docker's schema wants both; what Docker prints for
+                // `core: 0` (`{}`) reads back as zeros here.
                 #[derive(Deserialize)]
                 #[serde(deny_unknown_fields)]
                 struct Pair {
-                    #[serde(deserialize_with = "forms::int")]
+                    #[serde(default, deserialize_with = "forms::int")]
                     soft: Option<i64>,
-                    #[serde(deserialize_with = "forms::int")]
+                    #[serde(default, deserialize_with = "forms::int")]
                     hard: Option<i64>,
                 }
                 let pair = Pair::deserialize(de::value::MapAccessDeserializer::new(map))?;
