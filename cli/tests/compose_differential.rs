@@ -330,7 +330,7 @@ fn the_standard_input_is_read_as_a_file() {
         .into_iter()
         .find(|c| c.name == "volumes-short")
         .expect("the volumes-short case");
-    let text = std::fs::read(case.dir.join(&case.files[0])).unwrap();
+    let file = std::fs::read(case.dir.join(&case.files[0])).unwrap();
     let piped = |program: &str| {
         let mut child = Command::new(program)
             .current_dir(&case.dir)
@@ -347,7 +347,7 @@ fn the_standard_input_is_read_as_a_file() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(&text).unwrap();
+        child.stdin.take().unwrap().write_all(&file).unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{program}: {}", text(&out.stderr));
         yaml_serde::from_slice::<Value>(&out.stdout).unwrap()
