@@ -253,6 +253,18 @@ fn file_object(
     })
 }
 
+/// A warning about `path`'s value, with its place, as the loader's read.
+fn warning(project: &Project, path: &[Seg], message: &str) -> String {
+    let at = project.error_at(path, "");
+    format!(
+        "{}:{}:{}: {}: {message}",
+        at.file.display(),
+        at.line,
+        at.column,
+        at.path
+    )
+}
+
 /// Stack names become prefixes of object names: Docker's rules.
 fn validate_stack_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()

@@ -5,7 +5,7 @@ use shoal_api::pb::{
     EndpointSpec, LogDriver, NetworkAttachmentConfig, PublishMode, ServiceSpec, TaskSpec,
 };
 
-use super::{IMAGE_LABEL, Names, container, deploy, ports};
+use super::{IMAGE_LABEL, Names, container, deploy, ports, warning};
 use crate::compose::{ComposeError, Project, key, locate::Seg, model};
 
 pub(super) fn spec(
@@ -51,6 +51,13 @@ pub(super) fn spec(
     let default_deploy = model::Deploy::default();
     let deploy = service.deploy.as_ref().unwrap_or(&default_deploy);
     let settings = deploy::apply(deploy, service, &mut task, &err)?;
+    if service.restart.is_some() && deploy.restart_policy.is_some() {
+        warnings.push(warning(
+            project,
+            &at(&[key("restart")]),
+            "Ignoring restart: deploy.restart_policy is the service's restart policy",
+        ));
+    }
     if settings.endpoint_mode == "dnsrr"
         && ports
             .iter()
@@ -104,13 +111,10 @@ fn attachments(
             ("driver_opts", !options.driver_opts.is_empty()),
         ] {
             if set {
-                let e = project.error_at(&here(k), "");
-                warnings.push(format!(
-                    "{}:{}:{}: {}: ignored: a service's tasks get their addresses from the network",
-                    e.file.display(),
-                    e.line,
-                    e.column,
-                    e.path
+                warnings.push(warning(
+                    project,
+                    &here(k),
+                    "Ignoring it: a service's tasks get their addresses from the network",
                 ));
             }
         }
