@@ -264,6 +264,15 @@ impl<'de> Visitor<'de> for Bounded<'_> {
         Ok(Value::Number(f.into()))
     }
 
+    /// An integer past 64 bits: a float, as Docker's YAML reads it.
+    fn visit_u128<E: de::Error>(self, u: u128) -> Result<Value, E> {
+        self.visit_f64(u as f64)
+    }
+
+    fn visit_i128<E: de::Error>(self, i: i128) -> Result<Value, E> {
+        self.visit_f64(i as f64)
+    }
+
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Value, E> {
         self.budget.take()?;
         Ok(Value::String(s.to_owned()))

@@ -71,7 +71,7 @@ pub fn uint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
             )))
         }
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Err(E::custom(format!("expected a whole number, found {v}")))
+            Err(E::custom(format!("expected a whole number, found {v:?}")))
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
             match v.trim().parse::<i128>() {
@@ -106,7 +106,7 @@ pub fn int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
             Ok(Some(v))
         }
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Err(E::custom(format!("expected a whole number, found {v}")))
+            Err(E::custom(format!("expected a whole number, found {v:?}")))
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
             v.trim()

@@ -385,6 +385,11 @@ impl<'de> Deserialize<'de> for Ulimit {
                     ..Default::default()
                 })
             }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Ulimit, E> {
+                Err(E::custom(format!(
+                    "expected a whole number (or soft and hard), found {v:?}"
+                )))
+            }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Ulimit, E> {
                 let single = forms::int(de::value::StrDeserializer::<E>::new(v))?.unwrap_or(0);
                 self.visit_i64(single)
