@@ -90,7 +90,7 @@ impl Extras {
     }
 
     /// Puts the extras back into a printed document.
-    pub fn restore(&self, document: &mut Value, keep_object: &dyn Fn(&str, &str) -> bool) {
+    pub fn restore(&self, document: &mut Value, keep: &dyn Fn(&str, &str, &str) -> bool) {
         let Some(top) = document.as_mapping_mut() else {
             return;
         };
@@ -107,17 +107,18 @@ impl Extras {
                 continue;
             };
             for (name, keys) in objects {
-                if section != "services" && !keep_object(section, name) {
+                let Some(object) = printed.get_mut(name.as_str()) else {
                     continue;
-                }
-                if let Some(object) = printed.get_mut(name.as_str()) {
+                };
+                for (k, v) in keys {
+                    if section != "services" && !keep(section, name, k) {
+                        continue;
+                    }
                     if object.is_null() {
                         *object = Value::Mapping(Mapping::new());
                     }
                     if let Some(object) = object.as_mapping_mut() {
-                        for (k, v) in keys {
-                            object.insert(Value::String(k.clone()), v.clone());
-                        }
+                        object.insert(Value::String(k.clone()), v.clone());
                     }
                 }
             }

@@ -158,14 +158,31 @@ impl Project {
             Err(e) => return format!("# cannot print: {e}\n"),
         };
         let file = &self.file;
-        // Docker keeps the extras of external networks and volumes only.
-        let keep = |section: &str, name: &str| match section {
+        // Docker keeps the extras of external networks and volumes only
+        // (and a volume's `x-cluster-spec`, a field of its own there).
+        let keep = |section: &str, name: &str, key: &str| match section {
             "networks" => file.networks.get(name).is_some_and(|n| n.external.external),
-            "volumes" => file.volumes.get(name).is_some_and(|v| v.external.external),
+            "volumes" => {
+                key == CLUSTER_SPEC || file.volumes.get(name).is_some_and(|v| v.external.external)
+            }
             _ => true,
         };
         self.extras.restore(&mut document, &keep);
         yaml::to_string(&document).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+}
+
+/// Docker's key for a cluster (CSI) volume's options, under a volume.
+pub const CLUSTER_SPEC: &str = "x-cluster-spec";
+
+impl Project {
+    /// Whether the top-level volume `name` is a cluster (CSI) volume.
+    pub fn is_cluster_volume(&self, name: &str) -> bool {
+        self.extras
+            .objects
+            .get("volumes")
+            .and_then(|v| v.get(name))
+            .is_some_and(|keys| keys.contains_key(CLUSTER_SPEC))
     }
 }
 

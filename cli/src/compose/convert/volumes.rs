@@ -48,6 +48,12 @@ pub(super) fn mount(
                     volume.source
                 ));
             };
+            if project.is_cluster_volume(&volume.source) {
+                return Err(format!(
+                    "volume {:?} is a cluster (CSI) volume (x-cluster-spec): Shoal's nodes create local volumes only",
+                    volume.source
+                ));
+            }
             mount.source = if declared.name.is_empty() {
                 names.scoped(&volume.source)
             } else {
