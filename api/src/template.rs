@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use crate::pb::{ContainerSpec, NodeDescription, Task};
 
+pub mod payload;
+
 /// Why a template is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
@@ -22,7 +24,7 @@ pub enum TemplateError {
         "unsupported action {0:?}: only placeholders (.Service.Name …) and index .Service.Labels \"key\" are supported"
     )]
     Unsupported(String),
-    #[error("bad argument {0:?} to index: expected a quoted string such as \"key\"")]
+    #[error("bad argument {0:?}: expected a quoted string such as \"key\"")]
     BadIndexArgument(String),
     #[error("index of {0}: only .Service.Labels can be indexed")]
     NotIndexable(String),
@@ -30,6 +32,10 @@ pub enum TemplateError {
     IndexArity(usize),
     #[error("no service label {0:?}")]
     MissingLabel(String),
+    #[error("{kind} target {target} not found (the task has no {kind} at that target)")]
+    NoSuchTarget { kind: &'static str, target: String },
+    #[error("{0} is only available in the content of a templated secret or config")]
+    PayloadOnly(String),
 }
 
 /// One value a template can print.
@@ -53,6 +59,13 @@ enum Value {
     TaskId,
     TaskName,
     TaskSlot,
+    /// `env "NAME"`: the task's environment variable (templated secrets and
+    /// configs only).
+    Env(String),
+    /// `secret "TARGET"`: the content of the task's secret at that target.
+    Secret(String),
+    /// `config "TARGET"`: the content of the task's config at that target.
+    Config(String),
 }
 
 impl Value {
@@ -162,6 +175,12 @@ impl Template {
     /// Parses `text`, refusing what Swarm would refuse (unknown
     /// placeholders, unclosed actions) and what Shoal does not support.
     pub fn parse(text: &str) -> Result<Self, TemplateError> {
+        Self::parse_with(text, false)
+    }
+
+    /// `functions`: `env`, `secret` and `config` may be called (the content
+    /// of a templated secret or config).
+    fn parse_with(text: &str, functions: bool) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = text;
         let mut trim_next = false;
@@ -187,7 +206,7 @@ impl Template {
             if !literal.is_empty() {
                 parts.push(Part::Text(literal.to_owned()));
             }
-            parts.push(Part::Value(action(inner)?));
+            parts.push(Part::Value(action(inner, functions)?));
             rest = &after[end + 2..];
         }
         let literal = if trim_next { rest.trim_start() } else { rest };
@@ -199,19 +218,39 @@ impl Template {
 
     /// The text for one task.
     pub fn expand(&self, context: &Context) -> Result<String, TemplateError> {
+        self.expand_with(context, None)
+    }
+
+    fn expand_with(
+        &self,
+        context: &Context,
+        payload: Option<&payload::Payload>,
+    ) -> Result<String, TemplateError> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),
-                Part::Value(value) => out.push_str(&value_of(value, context)?),
+                Part::Value(value) => out.push_str(&value_of(value, context, payload)?),
             }
         }
         Ok(out)
     }
 }
 
-fn value_of(value: &Value, c: &Context) -> Result<String, TemplateError> {
+fn value_of(
+    value: &Value,
+    c: &Context,
+    payload: Option<&payload::Payload>,
+) -> Result<String, TemplateError> {
+    let payload_only = |name: &str| TemplateError::PayloadOnly(name.to_owned());
     Ok(match value {
+        Value::Env(name) => payload.ok_or_else(|| payload_only("env"))?.env(name),
+        Value::Secret(target) => payload
+            .ok_or_else(|| payload_only("secret"))?
+            .secret(target)?,
+        Value::Config(target) => payload
+            .ok_or_else(|| payload_only("config"))?
+            .config(target)?,
         Value::ServiceId => c.service_id.clone(),
         Value::ServiceName => c.service_name.clone(),
         Value::ServiceLabels => go_map(&c.service_labels),
@@ -237,12 +276,23 @@ fn go_map(map: &BTreeMap<String, String>) -> String {
 }
 
 /// What one `{{ … }}` holds.
-fn action(inner: &str) -> Result<Value, TemplateError> {
+fn action(inner: &str, functions: bool) -> Result<Value, TemplateError> {
     let words = words(inner)?;
     match words.as_slice() {
         [] => Err(TemplateError::Empty),
         [field] if field.starts_with('.') => Value::field(field),
         [function, args @ ..] if function == "index" => index(args),
+        [function, arg] if matches!(function.as_str(), "env" | "secret" | "config") => {
+            if !functions {
+                return Err(TemplateError::PayloadOnly(function.clone()));
+            }
+            let arg = string_literal(arg)?;
+            Ok(match function.as_str() {
+                "env" => Value::Env(arg),
+                "secret" => Value::Secret(arg),
+                _ => Value::Config(arg),
+            })
+        }
         _ => Err(TemplateError::Unsupported(inner.trim().to_owned())),
     }
 }

@@ -101,8 +101,12 @@ async fn run(cli: Cli) -> Result<()> {
     if let Command::Version { format } = cli.command {
         return commands::cluster::version(&cli.host, &cli.tls, format).await;
     }
-    if let Command::Stack(StackCommand::Config { compose_file }) = &cli.command {
-        return commands::stack::config(compose_file);
+    if let Command::Stack(StackCommand::Config {
+        compose_file,
+        skip_interpolation,
+    }) = &cli.command
+    {
+        return commands::stack::config(compose_file, *skip_interpolation);
     }
     let mut client = client::connect(&cli.host, &cli.tls).await?;
     match cli.command {

@@ -99,6 +99,24 @@ pub fn pid_of(container: &str) -> Result<String> {
     )
 }
 
+/// `GET PATH` from the `shoal/echo` server inside `container` (port 80,
+/// from its own network namespace): `/file/PATH` is what the container
+/// reads at PATH. Status and body.
+pub fn get_in_container(container: &str, path: &str) -> Result<(u16, String)> {
+    let pid = pid_of(container)?;
+    let ns = format!("/proc/{pid}/ns/net");
+    let path = path.to_owned();
+    let response = netns::run_in_path(&ns, move || {
+        shoal_testbins::http::get(
+            "127.0.0.1:80".parse().expect("address"),
+            "localhost",
+            &path,
+            Duration::from_secs(3),
+        )
+    })??;
+    Ok((response.status, response.body))
+}
+
 /// Runs `/toolbox ARGS` inside a `shoal/toolbox` container: its own
 /// resolv.conf, so service names resolve through the node's DNS.
 pub fn toolbox_in(container: &str, args: &[&str]) -> Result<std::process::Output> {

@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{Result, ensure};
-use shoal_tests::{cmd, containers_of, lab_cluster::LabCluster};
+use shoal_tests::{cmd, containers_of, get_in_container, lab_cluster::LabCluster};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -206,23 +206,6 @@ fn a_restarted_agent_adopts_its_containers_and_a_silent_node_loses_its_tasks() -
         "tasks moved only after {moved:?}"
     );
     Ok(())
-}
-
-/// GET `path` from the echo server inside a container (through its own
-/// network namespace: task containers have no network until [4/6]).
-fn get_in_container(container: &str, path: &str) -> Result<(u16, String)> {
-    let pid = cmd::stdout("docker", &["inspect", "-f", "{{.State.Pid}}", container])?;
-    let ns = format!("/proc/{}/ns/net", pid.trim());
-    let path = path.to_owned();
-    let response = shoal_tests::netns::run_in_path(&ns, move || {
-        shoal_testbins::http::get(
-            "127.0.0.1:80".parse().expect("address"),
-            "localhost",
-            &path,
-            Duration::from_secs(3),
-        )
-    })??;
-    Ok((response.status, response.body))
 }
 
 #[test]

@@ -399,7 +399,7 @@ fn broken_compose_files_name_file_line_and_column() -> Result<()> {
         (
             "type.yml",
             "services:\n  web:\n    image: x\n    deploy:\n      replicas: two\n",
-            "type.yml:5:17: services.web.deploy.replicas: expected an integer, found \"two\"",
+            "type.yml:5:17: services.web.deploy.replicas: expected a whole number, found \"two\"",
         ),
         (
             "key.yml",
@@ -409,7 +409,7 @@ fn broken_compose_files_name_file_line_and_column() -> Result<()> {
         (
             "var.yml",
             "services:\n  web:\n    image: shoal/echo:${SHOAL_TEST_UNSET_TAG:?set the tag}\n",
-            "var.yml:3:12: services.web.image: required variable SHOAL_TEST_UNSET_TAG is missing a value: set the tag",
+            "var.yml:3:12: services.web.image: invalid interpolation format: \"required variable SHOAL_TEST_UNSET_TAG is missing a value: set the tag\"",
         ),
     ];
     for (name, text, want) in cases {

@@ -386,16 +386,21 @@ impl DockerExecutor {
         if task.node_id.is_empty() {
             task.node_id = self.node_id();
         }
+        let context = self.template_context(&task);
+        if let Some(container) = task.spec.as_mut().and_then(|s| s.container.as_mut()) {
+            *container = template::expand_container(container, &context)?;
+        }
+        Ok(task)
+    }
+
+    /// Swarm's template context of `task` on this node.
+    fn template_context(&self, task: &Task) -> template::Context {
         let node = NodeDescription {
             hostname: self.node_hostname.clone(),
             platform: Some(super::describe::platform()),
             ..Default::default()
         };
-        let context = template::Context::new(&task, &node);
-        if let Some(container) = task.spec.as_mut().and_then(|s| s.container.as_mut()) {
-            *container = template::expand_container(container, &context)?;
-        }
-        Ok(task)
+        template::Context::new(task, &node)
     }
 
     /// Plugs a started container into the task's networks.
@@ -610,7 +615,8 @@ impl Executor for Arc<DockerExecutor> {
                     let task = &task;
                     let mut mounts = files::service_mounts(task);
                     let resolver = self.overlay.as_ref().and_then(|o| o.resolver_for(task));
-                    let prepared = files::prepare(&self.run_dir, task, set, resolver);
+                    let context = self.template_context(task);
+                    let prepared = files::prepare(&self.run_dir, task, set, resolver, &context);
                     match prepared {
                         Ok(more) => mounts.extend(more),
                         Err(error) => {

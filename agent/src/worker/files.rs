@@ -3,9 +3,12 @@
 //! read-only once written ([`super::task_dir`]), then bind-mounted
 //! read-only into the container — secrets at `/run/secrets/<target>`,
 //! configs at their target path — with the uid, gid and mode the service
-//! asked for. The task's `/etc/resolv.conf` is written beside them.
+//! asked for; a templated one's content is expanded for the task first
+//! ([`super::templated`]). The task's `/etc/resolv.conf` is written beside
+//! them.
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     io::Write,
     net::Ipv4Addr,
@@ -18,15 +21,19 @@ use bollard::models::{Mount, MountType};
 use shoal_api::{
     file_target, mount,
     pb::{AssignmentSet, FileTarget, Task},
+    template,
 };
 
-use super::task_dir::{self, TaskDir};
+use super::{
+    task_dir::{self, TaskDir},
+    templated,
+};
 
 /// One file of the task's directory, before it is written.
 struct Planned<'a> {
     /// The file's name in the task's directory.
     name: String,
-    data: &'a [u8],
+    data: Cow<'a, [u8]>,
     uid: u32,
     gid: u32,
     mode: u32,
@@ -47,7 +54,11 @@ fn owner(kind: &str, name: &str, file: &FileTarget) -> Result<(u32, u32, u32)> {
 }
 
 /// The task's secrets and configs, with their data from `set`.
-fn plan<'a>(task: &Task, set: &'a AssignmentSet) -> Result<Vec<Planned<'a>>> {
+fn plan<'a>(
+    task: &Task,
+    set: &'a AssignmentSet,
+    context: &template::Context,
+) -> Result<Vec<Planned<'a>>> {
     let container = task
         .spec
         .as_ref()
@@ -68,9 +79,19 @@ fn plan<'a>(task: &Task, set: &'a AssignmentSet) -> Result<Vec<Planned<'a>>> {
             file.name.clone()
         };
         let (uid, gid, mode) = owner("secret", &r.secret_name, &file)?;
+        let spec = secret.spec.as_ref();
+        let data = templated::content(
+            "secret",
+            &r.secret_name,
+            spec.map_or(&[][..], |s| &s.data),
+            spec.map_or("", |s| &s.template_driver),
+            task,
+            set,
+            context,
+        )?;
         planned.push(Planned {
             name: format!("secret-{i}"),
-            data: secret.spec.as_ref().map_or(&[][..], |s| &s.data),
+            data,
             uid,
             gid,
             mode,
@@ -89,9 +110,19 @@ fn plan<'a>(task: &Task, set: &'a AssignmentSet) -> Result<Vec<Planned<'a>>> {
             .with_context(|| format!("config {} was not delivered with the task", r.config_name))?;
         let file = r.file.clone().unwrap_or_default();
         let (uid, gid, mode) = owner("config", &r.config_name, &file)?;
+        let spec = config.spec.as_ref();
+        let data = templated::content(
+            "config",
+            &r.config_name,
+            spec.map_or(&[][..], |c| &c.data),
+            spec.map_or("", |c| &c.template_driver),
+            task,
+            set,
+            context,
+        )?;
         planned.push(Planned {
             name: format!("config-{i}"),
-            data: config.spec.as_ref().map_or(&[][..], |c| &c.data),
+            data,
             uid,
             gid,
             mode,
@@ -135,12 +166,13 @@ fn resolv_conf_text(nameserver: Ipv4Addr) -> String {
 /// Writes the task's secrets, configs and, given the node's DNS server on
 /// the task's network, its `/etc/resolv.conf`; returns the mounts for
 /// them. A task with secrets or configs gets a tmpfs sized to them, sealed
-/// read-only once written.
+/// read-only once written. `context` expands templated contents.
 pub fn prepare(
     run_dir: &Path,
     task: &Task,
     set: &AssignmentSet,
     nameserver: Option<Ipv4Addr>,
+    context: &template::Context,
 ) -> Result<Vec<Mount>> {
     let id = task
         .meta
@@ -148,7 +180,7 @@ pub fn prepare(
         .map(|m| m.id.as_str())
         .unwrap_or_default();
     let dir = TaskDir::of(run_dir, id)?;
-    let planned = plan(task, set)?;
+    let planned = plan(task, set, context)?;
     let resolv = nameserver.map(resolv_conf_text);
     if planned.is_empty() && resolv.is_none() {
         return Ok(Vec::new());
@@ -164,7 +196,7 @@ pub fn prepare(
     let mut mounts = Vec::new();
     for p in &planned {
         let source = dir.path().join(&p.name);
-        write_file(&source, p.data, p.uid, p.gid, p.mode)?;
+        write_file(&source, &p.data, p.uid, p.gid, p.mode)?;
         mounts.push(bind(&source, &p.target));
     }
     if let Some(text) = resolv {
@@ -219,10 +251,15 @@ pub fn service_mounts(task: &Task) -> Vec<Mount> {
             // The manager checked each option against its type
             // (`shoal_api::mount::check_option`); these read them the same way.
             let option = |key: &str| m.options.get(key).map(String::as_str);
-            let pair = |key: &str| {
-                option(key)
+            // One pair from the `volume-label`/`volume-opt` option, any
+            // number from the mount's own maps (compose's declarations).
+            let pairs = |key: &str, more: &std::collections::BTreeMap<String, String>| {
+                let mut map: HashMap<String, String> = option(key)
                     .and_then(|kv| kv.split_once('='))
                     .map(|(k, v)| HashMap::from([(k.to_owned(), v.to_owned())]))
+                    .unwrap_or_default();
+                map.extend(more.iter().map(|(k, v)| (k.clone(), v.clone())));
+                (!map.is_empty()).then_some(map)
             };
             let tmpfs_options =
                 (typ == MountType::TMPFS).then(|| bollard::models::MountTmpfsOptions {
@@ -240,8 +277,8 @@ pub fn service_mounts(task: &Task) -> Vec<Mount> {
             let volume_options =
                 (typ == MountType::VOLUME).then(|| bollard::models::MountVolumeOptions {
                     no_copy: option("volume-nocopy").and_then(mount::parse_bool),
-                    labels: pair("volume-label"),
-                    driver_config: pair("volume-opt").map(|options| {
+                    labels: pairs("volume-label", &m.volume_labels),
+                    driver_config: pairs("volume-opt", &m.volume_driver_opts).map(|options| {
                         bollard::models::MountVolumeOptionsDriverConfig {
                             name: Some("local".into()),
                             options: Some(options),
@@ -310,6 +347,44 @@ mod tests {
         (task, set)
     }
 
+    #[test]
+    fn declared_volume_labels_and_options_reach_the_volume() {
+        let mut mount = shoal_api::pb::Mount {
+            r#type: "volume".into(),
+            source: "app_data".into(),
+            target: "/data".into(),
+            ..Default::default()
+        };
+        mount.options.insert("volume-label".into(), "one=1".into());
+        mount
+            .volume_labels
+            .insert("com.docker.stack.namespace".into(), "app".into());
+        mount.volume_labels.insert("tier".into(), "db".into());
+        mount
+            .volume_driver_opts
+            .insert("type".into(), "tmpfs".into());
+        mount
+            .volume_driver_opts
+            .insert("device".into(), "tmpfs".into());
+        let task = Task {
+            spec: Some(TaskSpec {
+                container: Some(ContainerSpec {
+                    mounts: vec![mount],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = service_mounts(&task)[0].volume_options.clone().unwrap();
+        let labels = options.labels.unwrap();
+        assert_eq!(labels.len(), 3);
+        assert_eq!(labels["tier"], "db");
+        assert_eq!(labels["one"], "1");
+        let driver = options.driver_config.unwrap();
+        assert_eq!(driver.options.unwrap()["type"], "tmpfs");
+    }
+
     /// The mount options of the file system mounted at `dir`.
     fn mount_of(dir: &Path) -> Option<(String, String)> {
         let wanted = dir.display().to_string();
@@ -332,7 +407,14 @@ mod tests {
             mode: 0o440,
         };
         let (task, set) = task_with("t1", file);
-        let mounts = prepare(run.path(), &task, &set, Some(Ipv4Addr::new(10, 0, 0, 2))).unwrap();
+        let mounts = prepare(
+            run.path(),
+            &task,
+            &set,
+            Some(Ipv4Addr::new(10, 0, 0, 2)),
+            &Default::default(),
+        )
+        .unwrap();
         let dir = TaskDir::of(run.path(), "t1").unwrap();
         let result = std::panic::catch_unwind(|| {
             let targets: Vec<_> = mounts.iter().filter_map(|m| m.target.clone()).collect();
@@ -368,8 +450,8 @@ mod tests {
         let run = tempfile::tempdir().unwrap();
         task_dir::secure_run_dir(run.path()).unwrap();
         let (task, set) = task_with("t2", FileTarget::default());
-        prepare(run.path(), &task, &set, None).unwrap();
-        let again = prepare(run.path(), &task, &set, None);
+        prepare(run.path(), &task, &set, None, &Default::default()).unwrap();
+        let again = prepare(run.path(), &task, &set, None, &Default::default());
         let dir = TaskDir::of(run.path(), "t2").unwrap();
         let meta = std::fs::metadata(dir.path().join("secret-0"));
         remove(run.path(), "t2");
@@ -391,7 +473,7 @@ mod tests {
             ..Default::default()
         };
         let (task, set) = task_with("t3", file);
-        let err = prepare(run.path(), &task, &set, None)
+        let err = prepare(run.path(), &task, &set, None, &Default::default())
             .unwrap_err()
             .to_string();
         assert!(
@@ -401,7 +483,7 @@ mod tests {
         assert!(!run.path().join("tasks/t3").exists());
         for id in ["../../escape", "a/b", ""] {
             let (task, set) = task_with(id, FileTarget::default());
-            let err = prepare(run.path(), &task, &set, None)
+            let err = prepare(run.path(), &task, &set, None, &Default::default())
                 .unwrap_err()
                 .to_string();
             assert!(err.starts_with("invalid task id"), "{id:?}: {err}");

@@ -8,3 +8,4 @@ pub mod describe;
 pub mod docker;
 pub mod files;
 pub mod task_dir;
+mod templated;

@@ -38,6 +38,10 @@ pub enum ObjectCommand {
         /// any external driver is refused (secrets only).
         #[arg(short, long)]
         driver: Option<String>,
+        /// Template driver: golang expands the content for each task
+        /// ({{.Service.Name}}, {{env "VAR"}}, {{secret "target"}}…).
+        #[arg(long, value_name = "string")]
+        template_driver: Option<String>,
     },
     /// List {objects}.
     #[command(alias = "list")]
@@ -154,26 +158,33 @@ impl Kind {
         data: &[u8],
     ) -> Result<(), tonic::Status> {
         let (name, labels, data) = (object.name.clone(), object.labels.clone(), data.to_vec());
+        let template_driver = object.template_driver.clone();
+        let secret = || SecretSpec {
+            name: name.clone(),
+            labels: labels.clone(),
+            data: data.clone(),
+            template_driver: template_driver.clone(),
+        };
+        let config = || ConfigSpec {
+            name: name.clone(),
+            labels: labels.clone(),
+            data: data.clone(),
+            template_driver: template_driver.clone(),
+        };
         match (self, id) {
-            (Self::Secret, None) => client
-                .create_secret(SecretSpec { name, labels, data })
-                .await
-                .map(drop),
+            (Self::Secret, None) => client.create_secret(secret()).await.map(drop),
             (Self::Secret, Some(id)) => client
                 .update_secret(UpdateSecretRequest {
                     id,
-                    spec: Some(SecretSpec { name, labels, data }),
+                    spec: Some(secret()),
                 })
                 .await
                 .map(drop),
-            (Self::Config, None) => client
-                .create_config(ConfigSpec { name, labels, data })
-                .await
-                .map(drop),
+            (Self::Config, None) => client.create_config(config()).await.map(drop),
             (Self::Config, Some(id)) => client
                 .update_config(UpdateConfigRequest {
                     id,
-                    spec: Some(ConfigSpec { name, labels, data }),
+                    spec: Some(config()),
                 })
                 .await
                 .map(drop),
@@ -261,8 +272,16 @@ pub async fn run(client: &mut Client, kind: Kind, command: ObjectCommand) -> Res
             file,
             label,
             driver,
+
+            template_driver,
         } => {
             refuse_driver(kind, driver.as_deref())?;
+            let template_driver = template_driver.unwrap_or_default();
+            if !template_driver.is_empty() && template_driver != "golang" {
+                anyhow::bail!(
+                    "--template-driver {template_driver:?}: the only template driver is golang"
+                );
+            }
             let data = read_data(&file)?;
             let labels = label
                 .iter()
@@ -271,7 +290,12 @@ pub async fn run(client: &mut Client, kind: Kind, command: ObjectCommand) -> Res
             let meta = match kind {
                 Kind::Secret => {
                     client
-                        .create_secret(SecretSpec { name, labels, data })
+                        .create_secret(SecretSpec {
+                            name,
+                            labels,
+                            data,
+                            template_driver,
+                        })
                         .await
                         .map_err(status_error)?
                         .into_inner()
@@ -279,7 +303,12 @@ pub async fn run(client: &mut Client, kind: Kind, command: ObjectCommand) -> Res
                 }
                 Kind::Config => {
                     client
-                        .create_config(ConfigSpec { name, labels, data })
+                        .create_config(ConfigSpec {
+                            name,
+                            labels,
+                            data,
+                            template_driver,
+                        })
                         .await
                         .map_err(status_error)?
                         .into_inner()

@@ -55,7 +55,8 @@ pub enum StackCommand {
     /// Deploy a new stack or update an existing one from compose files.
     #[command(alias = "up")]
     Deploy {
-        /// A compose file; repeat to merge several, in order.
+        /// Path to a Compose file, or "-" to read from stdin; repeat to
+        /// merge several, in order.
         #[arg(short = 'c', long = "compose-file", required = true)]
         compose_file: Vec<PathBuf>,
         /// Remove services of the stack that the files no longer name.
@@ -103,11 +104,15 @@ pub enum StackCommand {
         #[arg(required = true)]
         stacks: Vec<String>,
     },
-    /// Print the merged, interpolated compose files.
+    /// Outputs the final config file, after doing merges and interpolations.
     Config {
-        /// A compose file; repeat to merge several, in order.
+        /// Path to a Compose file, or "-" to read from stdin; repeat to
+        /// merge several, in order.
         #[arg(short = 'c', long = "compose-file", required = true)]
         compose_file: Vec<PathBuf>,
+        /// Skip interpolation and output only merged config.
+        #[arg(long)]
+        skip_interpolation: bool,
     },
 }
 
@@ -115,17 +120,36 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-fn load(files: &[PathBuf]) -> Result<compose::Project> {
-    let project = compose::load(files, &env)?;
+/// The files loaded and converted as the stack `name`, with every warning
+/// printed: `stack deploy` and `stack config` share this, so that a file
+/// `stack config` prints deploys, and both refuse a file with the same
+/// words.
+fn load(
+    files: &[PathBuf],
+    name: &str,
+    options: compose::Options,
+) -> Result<(compose::Project, compose::convert::Stack)> {
+    if files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
+        bail!("the standard input (-) can be read once: give -c - at most once");
+    }
+    let project = compose::load(files, &env, options)?;
     for warning in &project.warnings {
         eprintln!("{warning}");
     }
-    Ok(project)
+    let stack = compose::convert::convert(&project, name)?;
+    for warning in &stack.warnings {
+        eprintln!("{warning}");
+    }
+    Ok((project, stack))
 }
 
-/// `stack config` needs no cluster.
-pub fn config(files: &[PathBuf]) -> Result<()> {
-    print!("{}", load(files)?.to_yaml());
+/// `stack config` needs no cluster. It converts the files as a deploy
+/// would (under a placeholder stack name), then prints the resolved model
+/// as `docker stack config` does.
+pub fn config(files: &[PathBuf], skip_interpolation: bool) -> Result<()> {
+    let options = compose::Options { skip_interpolation };
+    let (project, _) = load(files, "stack", options)?;
+    print!("{}", project.to_yaml());
     Ok(())
 }
 
@@ -149,7 +173,10 @@ pub async fn run(client: &mut Client, command: StackCommand) -> Result<()> {
             detach,
             stack,
         } => deploy(client, &compose_file, prune, detach, &stack).await,
-        StackCommand::Config { compose_file } => config(&compose_file),
+        StackCommand::Config {
+            compose_file,
+            skip_interpolation,
+        } => config(&compose_file, skip_interpolation),
         StackCommand::Ls { format } => {
             let all = service::services(client).await?;
             stack_listing(&all).print(&format, false)?;
@@ -206,8 +233,7 @@ async fn deploy(
     detach: bool,
     name: &str,
 ) -> Result<()> {
-    let project = load(files)?;
-    let stack = compose::convert::convert(&project, name, &env)?;
+    let (_, stack) = load(files, name, compose::Options::default())?;
 
     let networks = client
         .list_networks(Empty {})

@@ -95,6 +95,7 @@ pub struct Found {
 }
 
 /// (how many steps of `path` were found, line, column of the value), 1-based.
+#[cfg(test)]
 pub fn locate(text: &str, path: &[Seg]) -> (usize, usize, usize) {
     let found = find(text, path);
     (found.depth, found.line, found.column)

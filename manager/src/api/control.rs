@@ -111,6 +111,7 @@ trait FileSpec {
     fn data(&self) -> &[u8];
     fn labels(&self) -> &std::collections::BTreeMap<String, String>;
     fn labels_mut(&mut self) -> &mut std::collections::BTreeMap<String, String>;
+    fn template_driver(&self) -> &str;
 }
 
 macro_rules! file_spec {
@@ -127,6 +128,9 @@ macro_rules! file_spec {
             }
             fn labels_mut(&mut self) -> &mut std::collections::BTreeMap<String, String> {
                 &mut self.labels
+            }
+            fn template_driver(&self) -> &str {
+                &self.template_driver
             }
         }
     };
@@ -148,6 +152,13 @@ fn relabelled<S: FileSpec>(kind: &str, mut current: S, wanted: &S) -> Result<Opt
         return Err(Status::failed_precondition(format!(
             "{kind} {name}: its content changed, but {kind}s are immutable (only labels can change): \
              give the new content a new name, e.g. {name}_v2, and point the services at it"
+        )));
+    }
+    if !wanted.data().is_empty() && wanted.template_driver() != current.template_driver() {
+        return Err(Status::failed_precondition(format!(
+            "{kind} {name}: its template driver cannot change ({:?} to {:?}): give it a new name",
+            current.template_driver(),
+            wanted.template_driver()
         )));
     }
     if current.labels() == wanted.labels() {
@@ -777,6 +788,7 @@ impl Control for ControlService {
         forward!(self, create_secret, request);
         let spec = request.into_inner();
         validate_name("secret", &spec.name)?;
+        super::validate::templating("secret", &spec.name, &spec.template_driver, &spec.data)?;
         self.manager.settings.limits.check_secret(&spec)?;
         let secret = self
             .manager
@@ -857,6 +869,7 @@ impl Control for ControlService {
         forward!(self, create_config, request);
         let spec = request.into_inner();
         validate_name("config", &spec.name)?;
+        super::validate::templating("config", &spec.name, &spec.template_driver, &spec.data)?;
         self.manager.settings.limits.check_config(&spec)?;
         let config = self
             .manager

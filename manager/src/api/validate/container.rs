@@ -169,6 +169,29 @@ fn mounts(raw: &[Mount], expanded: &[Mount]) -> Check {
                 return invalid!("invalid mount (target {:?}): {why}", m.target);
             }
         }
+        // A named volume's labels and driver options (from a compose
+        // file's top-level volumes) apply to the volume it creates.
+        let declared = [
+            ("labels", &m.volume_labels),
+            ("driver options", &m.volume_driver_opts),
+        ];
+        for (what, map) in declared {
+            if map.is_empty() {
+                continue;
+            }
+            if kind != "volume" {
+                return invalid!(
+                    "invalid {kind} mount (target {:?}): volume {what} apply to volume mounts only",
+                    m.target
+                );
+            }
+            if map.keys().any(String::is_empty) {
+                return invalid!(
+                    "invalid volume mount (target {:?}): volume {what} need a non-empty key",
+                    m.target
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 mod container;
 mod files;
 mod image;
+mod templating;
 
 use std::collections::BTreeSet;
 
@@ -54,6 +55,11 @@ const SAMPLE_SERVICE_ID: &str = "service0000000000000000000";
 const SAMPLE_NODE_ID: &str = "node000000000000000000000";
 const SAMPLE_TASK_ID: &str = "task000000000000000000000";
 const SAMPLE_NODE_HOSTNAME: &str = "node";
+
+/// Checks a secret's or config's template driver and templated content.
+pub fn templating(kind: &str, name: &str, driver: &str, data: &[u8]) -> Result<(), Status> {
+    Ok(templating::check(kind, name, driver, data)?)
+}
 
 /// Checks `spec` (of the service `service_id`; empty while it is being
 /// created) before the manager completes and stores it.

@@ -190,6 +190,20 @@ fn mounts_follow_dockers_rules() {
         c.mounts = vec![mount("volume", "a1", "/d"), mount("tmpfs", "", "/d/")]
     }));
     assert!(err.starts_with("duplicate mount point"), "{err}");
+    // A declared volume's labels and driver options: volume mounts only.
+    let mut labelled = mount("volume", "data", "/data");
+    labelled.volume_labels.insert("tier".into(), "db".into());
+    labelled
+        .volume_driver_opts
+        .insert("type".into(), "tmpfs".into());
+    accepted(&with_container(|c| c.mounts = vec![labelled.clone()]));
+    let mut bind = mount("bind", "/srv", "/data");
+    bind.volume_labels.insert("tier".into(), "db".into());
+    let err = refused(&with_container(|c| c.mounts = vec![bind]));
+    assert!(
+        err.contains("volume labels apply to volume mounts only"),
+        "{err}"
+    );
     let mut with_option = mount("bind", "/srv", "/data");
     with_option
         .options
