@@ -7,4 +7,4 @@ mod certificates;
 pub mod control;
 mod forward;
 pub mod membership;
-mod validate;
+pub(crate) mod validate;

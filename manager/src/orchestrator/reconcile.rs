@@ -84,6 +84,8 @@ pub fn new_task(service: &Service, slot: u64, node_id: &str) -> Task {
         start_after: 0,
         // The allocator gives the addresses (NEW → PENDING).
         networks: Vec::new(),
+        // The scheduler gives them (PENDING → ASSIGNED).
+        assigned_generic_resources: Vec::new(),
     }
 }
 
