@@ -7,4 +7,5 @@ mod certificates;
 pub mod control;
 mod forward;
 pub mod membership;
+mod names;
 pub(crate) mod validate;

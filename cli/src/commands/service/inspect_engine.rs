@@ -39,6 +39,12 @@ fn generic_json(r: &GenericResource) -> Value {
     }
 }
 
+/// Docker's JSON of a list of generic resources (a node's, a service's
+/// reservations).
+pub(crate) fn generic_resources_json(resources: &[GenericResource]) -> Value {
+    resources.iter().map(generic_json).collect()
+}
+
 /// Adds the options of `task` to `template` (`Spec.TaskTemplate`).
 pub(super) fn add_to_json(template: &mut Value, task: &TaskSpec) {
     let c = task.container.clone().unwrap_or_default();
@@ -100,11 +106,7 @@ pub(super) fn add_to_json(template: &mut Value, task: &TaskSpec) {
         if reservations.is_null() {
             *reservations = json!({});
         }
-        reservations["GenericResources"] = resources
-            .generic_reservations
-            .iter()
-            .map(generic_json)
-            .collect();
+        reservations["GenericResources"] = generic_resources_json(&resources.generic_reservations);
     }
 }
 

@@ -24,6 +24,7 @@ use crate::{
 };
 pub use create::CreateArgs;
 use inspect::{inspect_json, print_pretty};
+pub(crate) use inspect_engine::generic_resources_json;
 pub(crate) use list::{print_service_list, print_tasks};
 
 #[derive(Subcommand)]
