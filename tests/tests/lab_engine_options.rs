@@ -114,34 +114,70 @@ fn engine_options_reach_the_container_and_an_update_changes_them() -> Result<()>
     cluster.shoal(&["network", "create", "-d", "overlay", "appnet"])?;
     let secret = tempfile::NamedTempFile::new()?;
     std::fs::write(secret.path(), "sesame")?;
-    cluster.shoal(&["secret", "create", "pw", &secret.path().display().to_string()])?;
+    cluster.shoal(&[
+        "secret",
+        "create",
+        "pw",
+        &secret.path().display().to_string(),
+    ])?;
 
     // A value the engine would refuse is refused at once, naming the flag.
     let refused = cluster
         .shoal(&[
-            "service", "create", "--name", "bad", "--sysctl", "vm.swappiness=10",
+            "service",
+            "create",
+            "--name",
+            "bad",
+            "--sysctl",
+            "vm.swappiness=10",
             "shoal/toolbox",
         ])
         .expect_err("a sysctl outside the container's namespaces was accepted")
         .to_string();
     ensure!(
-        refused.contains("--sysctl: invalid sysctl vm.swappiness: not in a separate kernel namespace"),
+        refused
+            .contains("--sysctl: invalid sysctl vm.swappiness: not in a separate kernel namespace"),
         "{refused}"
     );
 
     cluster.shoal(&[
-        "service", "create", "--name", "opts", "--network", "appnet",
-        "--init", "-t", "--read-only",
-        "--ulimit", "nofile=1024:2048",
-        "--sysctl", "net.core.somaxconn=512",
-        "--cap-add", "NET_ADMIN", "--cap-drop", "CAP_MKNOD",
-        "--log-driver", "local", "--log-opt", "max-size=1m",
-        "--limit-pids", "64",
-        "--host", "db.example:192.0.2.200",
-        "--dns", "192.0.2.99", "--dns-search", "upstream.test", "--dns-option", "timeout:1",
-        "--group", "4242",
-        "--oom-score-adj", "-100",
-        "--secret", "pw",
+        "service",
+        "create",
+        "--name",
+        "opts",
+        "--network",
+        "appnet",
+        "--init",
+        "-t",
+        "--read-only",
+        "--ulimit",
+        "nofile=1024:2048",
+        "--sysctl",
+        "net.core.somaxconn=512",
+        "--cap-add",
+        "NET_ADMIN",
+        "--cap-drop",
+        "CAP_MKNOD",
+        "--log-driver",
+        "local",
+        "--log-opt",
+        "max-size=1m",
+        "--limit-pids",
+        "64",
+        "--host",
+        "db.example:192.0.2.200",
+        "--dns",
+        "192.0.2.99",
+        "--dns-search",
+        "upstream.test",
+        "--dns-option",
+        "timeout:1",
+        "--group",
+        "4242",
+        "--oom-score-adj",
+        "-100",
+        "--secret",
+        "pw",
         "shoal/toolbox",
     ])?;
     let first = new_container(&cluster, "opts", None)?;
@@ -157,10 +193,24 @@ fn engine_options_reach_the_container_and_an_update_changes_them() -> Result<()>
         host["Ulimits"]
     );
     ensure!(host["Sysctls"]["net.core.somaxconn"] == "512", "{host}");
-    ensure!(host["CapAdd"] == serde_json::json!(["CAP_NET_ADMIN"]), "{host}");
-    ensure!(host["CapDrop"] == serde_json::json!(["CAP_MKNOD"]), "{host}");
-    ensure!(host["LogConfig"]["Type"] == "local", "{}", host["LogConfig"]);
-    ensure!(host["LogConfig"]["Config"]["max-size"] == "1m", "{}", host["LogConfig"]);
+    ensure!(
+        host["CapAdd"] == serde_json::json!(["CAP_NET_ADMIN"]),
+        "{host}"
+    );
+    ensure!(
+        host["CapDrop"] == serde_json::json!(["CAP_MKNOD"]),
+        "{host}"
+    );
+    ensure!(
+        host["LogConfig"]["Type"] == "local",
+        "{}",
+        host["LogConfig"]
+    );
+    ensure!(
+        host["LogConfig"]["Config"]["max-size"] == "1m",
+        "{}",
+        host["LogConfig"]
+    );
     ensure!(host["PidsLimit"] == 64, "{host}");
     ensure!(
         host["ExtraHosts"] == serde_json::json!(["db.example:192.0.2.200"]),
@@ -171,7 +221,10 @@ fn engine_options_reach_the_container_and_an_update_changes_them() -> Result<()>
 
     // Their effect, seen from the host.
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
-    ensure!(comm.trim() == "docker-init", "PID 1 is {comm:?}, not the init");
+    ensure!(
+        comm.trim() == "docker-init",
+        "PID 1 is {comm:?}, not the init"
+    );
     ensure!(
         open_files_limit(&pid)? == ("1024".into(), "2048".into()),
         "{:?}",
@@ -197,8 +250,10 @@ fn engine_options_reach_the_container_and_an_update_changes_them() -> Result<()>
     // The node's resolver stays the nameserver; search and options are the service's.
     let resolv = file_in(&pid, "/etc/resolv.conf")?;
     ensure!(
-        resolv.lines().next().is_some_and(|l| l.starts_with("nameserver ")
-            && !l.contains("192.0.2.99")),
+        resolv
+            .lines()
+            .next()
+            .is_some_and(|l| l.starts_with("nameserver ") && !l.contains("192.0.2.99")),
         "{resolv}"
     );
     ensure!(resolv.contains("search upstream.test\n"), "{resolv}");
@@ -207,7 +262,10 @@ fn engine_options_reach_the_container_and_an_update_changes_them() -> Result<()>
     ensure!(file_in(&pid, "/run/secrets/pw")? == "sesame");
     // --dns: the cluster's names still answer; others go to 192.0.2.99,
     // where nothing answers.
-    ensure!(resolves(&first, "opts")?.is_some(), "the service's own name");
+    ensure!(
+        resolves(&first, "opts")?.is_some(),
+        "the service's own name"
+    );
     ensure!(
         resolves(&first, "www.upstream.test")?.is_none(),
         "a name outside the cluster was answered without asking the service's DNS server"
@@ -219,44 +277,84 @@ fn engine_options_reach_the_container_and_an_update_changes_them() -> Result<()>
     let spec: Value = serde_json::from_str(&cluster.shoal(&["service", "inspect", "opts"])?)?;
     let template = &spec[0]["Spec"]["TaskTemplate"];
     let c = &template["ContainerSpec"];
-    ensure!(c["Init"] == true && c["TTY"] == true && c["ReadOnly"] == true, "{c}");
-    ensure!(c["Hosts"] == serde_json::json!(["192.0.2.200 db.example"]), "{c}");
-    ensure!(c["DNSConfig"]["Nameservers"] == serde_json::json!(["192.0.2.99"]), "{c}");
-    ensure!(c["CapabilityAdd"] == serde_json::json!(["CAP_NET_ADMIN"]), "{c}");
+    ensure!(
+        c["Init"] == true && c["TTY"] == true && c["ReadOnly"] == true,
+        "{c}"
+    );
+    ensure!(
+        c["Hosts"] == serde_json::json!(["192.0.2.200 db.example"]),
+        "{c}"
+    );
+    ensure!(
+        c["DNSConfig"]["Nameservers"] == serde_json::json!(["192.0.2.99"]),
+        "{c}"
+    );
+    ensure!(
+        c["CapabilityAdd"] == serde_json::json!(["CAP_NET_ADMIN"]),
+        "{c}"
+    );
     ensure!(template["LogDriver"]["Name"] == "local", "{template}");
     ensure!(template["Resources"]["Limits"]["Pids"] == 64, "{template}");
     let pretty = cluster.shoal(&["service", "inspect", "--pretty", "opts"])?;
-    ensure!(pretty.contains(" Init:\t\ttrue") && pretty.contains("  PIDs:\t\t64"), "{pretty}");
+    ensure!(
+        pretty.contains(" Init:\t\ttrue") && pretty.contains("  PIDs:\t\t64"),
+        "{pretty}"
+    );
 
     // An update replaces the task with the new values.
     cluster.shoal(&[
-        "service", "update",
-        "--ulimit-add", "nofile=4096:8192",
-        "--sysctl-rm", "net.core.somaxconn",
-        "--cap-drop", "NET_ADMIN",
-        "--read-only=false", "--tty=false",
-        "--dns-rm", "192.0.2.99", "--dns-add", "192.0.2.53",
-        "--host-rm", "db.example",
-        "--limit-pids", "128",
+        "service",
+        "update",
+        "--ulimit-add",
+        "nofile=4096:8192",
+        "--sysctl-rm",
+        "net.core.somaxconn",
+        "--cap-drop",
+        "NET_ADMIN",
+        "--read-only=false",
+        "--tty=false",
+        "--dns-rm",
+        "192.0.2.99",
+        "--dns-add",
+        "192.0.2.53",
+        "--host-rm",
+        "db.example",
+        "--limit-pids",
+        "128",
         "opts",
     ])?;
     let second = new_container(&cluster, "opts", Some(&first))?;
     let info = inspect(&second)?;
     let host = &info["HostConfig"];
     let pid = info["State"]["Pid"].to_string();
-    ensure!(host["ReadonlyRootfs"] == false && info["Config"]["Tty"] == false, "{host}");
+    ensure!(
+        host["ReadonlyRootfs"] == false && info["Config"]["Tty"] == false,
+        "{host}"
+    );
     ensure!(
         host["Ulimits"] == serde_json::json!([{ "Name": "nofile", "Soft": 4096, "Hard": 8192 }]),
         "{}",
         host["Ulimits"]
     );
-    ensure!(host["Sysctls"].as_object().is_none_or(|m| m.is_empty()), "{host}");
+    ensure!(
+        host["Sysctls"].as_object().is_none_or(|m| m.is_empty()),
+        "{host}"
+    );
     // The capability the service added is taken off its list (Docker's
     // tri-state), not dropped: the engine's default set is back.
-    ensure!(host["CapAdd"].as_array().is_none_or(|a| a.is_empty()), "{host}");
-    ensure!(host["CapDrop"] == serde_json::json!(["CAP_MKNOD"]), "{host}");
+    ensure!(
+        host["CapAdd"].as_array().is_none_or(|a| a.is_empty()),
+        "{host}"
+    );
+    ensure!(
+        host["CapDrop"] == serde_json::json!(["CAP_MKNOD"]),
+        "{host}"
+    );
     ensure!(host["PidsLimit"] == 128, "{host}");
-    ensure!(host["ExtraHosts"].as_array().is_none_or(|a| a.is_empty()), "{host}");
+    ensure!(
+        host["ExtraHosts"].as_array().is_none_or(|a| a.is_empty()),
+        "{host}"
+    );
     ensure!(host["Init"] == true, "untouched options stay: {host}");
     ensure!(open_files_limit(&pid)? == ("4096".into(), "8192".into()));
     ensure!(capabilities(&pid)? & (1 << CAP_NET_ADMIN) == 0);

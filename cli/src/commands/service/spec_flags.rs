@@ -181,8 +181,13 @@ impl SpecFlags {
             if h.test.first().map(String::as_str) == Some("NONE") {
                 h.test.clear();
             }
+            // An empty command goes back to the image's test, as Docker's update.
             set(&self.health_cmd, &mut h.test, |cmd| {
-                super::create::health_test(cmd)
+                if cmd.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    super::create::health_test(cmd)
+                }
             })?;
             let ms = |d: &String| flags::duration_ms(d);
             set(&self.health_interval, &mut h.interval_ms, ms)?;
@@ -383,6 +388,13 @@ mod tests {
         let h = container(&again).healthcheck.unwrap();
         assert!(h.test.is_empty(), "back to the image's check: {h:?}");
         assert_eq!(h.interval_ms, 5_000);
+        let with_cmd = apply(&["--health-cmd", "true"], again).unwrap();
+        assert_eq!(
+            container(&with_cmd).healthcheck.unwrap().test,
+            ["CMD-SHELL", "true"]
+        );
+        let cleared = apply(&["--health-cmd", ""], with_cmd).unwrap();
+        assert!(container(&cleared).healthcheck.unwrap().test.is_empty());
         let err = apply(
             &["--no-healthcheck", "--health-retries", "3"],
             ServiceSpec::default(),
