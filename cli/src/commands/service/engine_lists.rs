@@ -24,7 +24,8 @@ pub struct EngineLists {
     #[arg(long)]
     pub dns_search: Vec<String>,
     /// Set one or more custom host-to-IP mappings (host:ip); repeatable.
-    #[arg(long)]
+    /// (Not the global -H/--host: give that before `service`, as Docker's.)
+    #[arg(long = "host", id = "extra_host", value_name = "HOST:IP")]
     pub host: Vec<String>,
     /// Add Linux capabilities (NET_ADMIN, CAP_SYS_TIME, ALL); repeatable.
     #[arg(long)]
