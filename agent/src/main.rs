@@ -65,6 +65,12 @@ struct JoinArgs {
     /// Node label (key=value) set when the node first joins; repeatable.
     #[arg(long)]
     label: Vec<String>,
+    /// A user-defined resource this node offers, as dockerd's
+    /// --node-generic-resource: KIND=COUNT (gpu=2) or, once per
+    /// instance, KIND=NAME (gpu=UUID1); repeatable. Services reserve them
+    /// with --generic-resource.
+    #[arg(long, value_name = "KIND=VALUE")]
+    generic_resource: Vec<String>,
     /// Where the agent keeps the node's identity.
     #[arg(long, default_value = "/var/lib/shoal/agent")]
     data_dir: PathBuf,
@@ -179,6 +185,8 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
         .iter()
         .map(|l| key_value(l))
         .collect::<Result<_>>()?;
+    let generic_resources = shoal_api::engine::parse_generic_resources(&args.generic_resource)
+        .map_err(|why| anyhow::anyhow!("--generic-resource: {why}"))?;
     let hostname = match args.hostname {
         Some(h) => h,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -237,6 +245,7 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
         .await
         .context("preparing the overlay")?;
     let mut description = worker::describe::describe(&hostname, "", args.max_tasks.unwrap_or(0));
+    description.generic_resources = generic_resources;
     let capacity = shoal_api::capacity::tasks_per_node(&description);
     tracing::info!(
         max_tasks = capacity,

@@ -9,6 +9,7 @@ pub mod base64;
 pub mod capacity;
 pub mod cidr;
 pub mod display;
+pub mod engine;
 pub mod file_target;
 pub mod id;
 pub mod mount;

@@ -25,7 +25,9 @@ use commands::{
 #[command(name = "shoal", version, about = "Shoal: a container orchestrator", long_about = None)]
 struct Cli {
     /// The manager to talk to: unix:///path, tcp://host:port or host:port.
-    #[arg(short = 'H', long, global = true, env = "SHOAL_HOST", default_value = concat!("unix://", "/run/shoal/manager.sock"))]
+    /// Given before the command, as Docker's `-H` (`service create --host`
+    /// is a container's host-to-IP mapping).
+    #[arg(short = 'H', long, env = "SHOAL_HOST", default_value = concat!("unix://", "/run/shoal/manager.sock"))]
     host: String,
     #[command(flatten)]
     tls: tls::TlsArgs,

@@ -207,12 +207,35 @@ impl TestCluster {
         Ok(self.managers.len() - 1)
     }
 
+    /// As `add_agent`, offering `generic` resources (`shoal-agent join
+    /// --generic-resource`).
+    pub async fn add_agent_offering(
+        &mut self,
+        hostname: &str,
+        generic: Vec<shoal_api::pb::GenericResource>,
+    ) -> Result<usize> {
+        let advertise = format!("192.0.2.{}", 100 + self.agents.len());
+        self.add_agent_described(hostname, &advertise, &[], generic)
+            .await
+    }
+
     /// As `add_agent`, advertising `advertise`.
     pub async fn add_agent_at(
         &mut self,
         hostname: &str,
         advertise: &str,
         labels: &[(&str, &str)],
+    ) -> Result<usize> {
+        self.add_agent_described(hostname, advertise, labels, Vec::new())
+            .await
+    }
+
+    async fn add_agent_described(
+        &mut self,
+        hostname: &str,
+        advertise: &str,
+        labels: &[(&str, &str)],
+        generic_resources: Vec<shoal_api::pb::GenericResource>,
     ) -> Result<usize> {
         let executor = Arc::new(SimExecutor::default());
         let (tx, rx) = watch::channel(SessionState::default());
@@ -241,6 +264,7 @@ impl TestCluster {
                     pids: 0,
                 }),
                 engine_version: "sim".into(),
+                generic_resources,
                 ..Default::default()
             },
             labels: labels

@@ -213,15 +213,13 @@ const ENGINE_KEYS: &str = "services:
         max-size: 1m
         max-file: \"2\"
     extra_hosts:
-      - db.example:10.9.8.7
+      - db.example:192.0.2.77
     stop_signal: SIGINT
 ";
 
-/// The per-container keys, as `docker inspect` shows them. The agent
-/// applies them with the engine options of issue 15's `specfields` work;
-/// until that branch is merged with this one, the containers have none.
+/// The per-container keys of a compose file, as `docker inspect` shows
+/// them on the running container.
 #[test]
-#[ignore = "needs the agent's engine options from the specfields branch of issue 15"]
 fn a_stack_s_engine_keys_take_effect_in_its_containers() -> Result<()> {
     let cluster = LabCluster::start(1, true)?;
     let dir = tempfile::tempdir()?;
@@ -276,7 +274,7 @@ fn a_stack_s_engine_keys_take_effect_in_its_containers() -> Result<()> {
     ensure!(
         host["ExtraHosts"].as_array().is_some_and(|h| h
             .iter()
-            .any(|h| h.as_str().is_some_and(|h| h.contains("10.9.8.7")))),
+            .any(|h| h.as_str().is_some_and(|h| h.contains("192.0.2.77")))),
         "extra hosts: {}",
         host["ExtraHosts"]
     );

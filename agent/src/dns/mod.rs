@@ -1,7 +1,8 @@
 //! The agent's DNS server: one per agent, listening on the gateway address
 //! of every network its containers use (each container's resolv.conf names
 //! it). It answers service names from the records the manager pushes and
-//! forwards every other name to the node's upstream resolvers. Messages are
+//! forwards every other name to the node's upstream resolvers, or to the
+//! asking container's own (its service's `--dns` servers). Messages are
 //! parsed and written with hickory-proto; a malformed query gets FORMERR
 //! (or is dropped when not even its header can be read), never a panic.
 //!
@@ -293,7 +294,10 @@ impl DnsServer {
                     let Ok(socket) = socket.try_clone() else {
                         continue;
                     };
-                    let upstreams = self.upstreams.clone();
+                    let upstreams = match self.records().upstreams_of(asker) {
+                        Some(own) => own.to_vec(),
+                        None => self.upstreams.clone(),
+                    };
                     runtime.spawn(async move {
                         let answer = match forward(&query, &upstreams).await {
                             Some(answer) => Some(answer),
@@ -598,6 +602,73 @@ mod tests {
         }
         assert_eq!(servfails, excess);
         assert_eq!(s.stats().shed, excess as u64);
+        s.stop("n");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_container_with_its_own_dns_servers_is_forwarded_to_them() {
+        // The service's --dns server (port 53, as resolv.conf has no port;
+        // root binds it, as the agent runs) answers; the node's upstream
+        // would not.
+        let own = std::net::UdpSocket::bind("127.53.0.1:53").unwrap();
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let s = DnsServer::new(vec![silent.local_addr().unwrap()]);
+        let mut set = AssignmentSet {
+            tasks: vec![Task {
+                meta: Some(Meta {
+                    id: "t".into(),
+                    ..Default::default()
+                }),
+                spec: Some(shoal_api::pb::TaskSpec {
+                    container: Some(shoal_api::pb::ContainerSpec {
+                        dns_config: Some(shoal_api::pb::DnsConfig {
+                            nameservers: vec!["127.53.0.1".into()],
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            endpoints: vec![endpoint("t", "127.0.0.1")],
+            ..Default::default()
+        };
+        s.update(Records::from_assignments(&set));
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let at = socket.local_addr().unwrap();
+        s.listen_socket("n", socket).unwrap();
+        let upstream = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            let (len, from) = own.recv_from(&mut buf).unwrap();
+            let mut reply = Message::from_vec(&buf[..len]).unwrap();
+            reply.metadata.message_type = MessageType::Response;
+            reply.metadata.response_code = ResponseCode::Refused;
+            own.send_to(&reply.to_vec().unwrap(), from).unwrap();
+        });
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client
+            .send_to(&query("www.example.test", 42), at)
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let len = tokio::time::timeout(UPSTREAM_TIMEOUT / 2, client.recv(&mut buf))
+            .await
+            .expect("the task's own DNS server answered")
+            .unwrap();
+        let reply = Message::from_vec(&buf[..len]).unwrap();
+        assert_eq!(
+            (reply.metadata.id, reply.metadata.response_code),
+            (42, ResponseCode::Refused),
+            "the answer of the task's server, not a SERVFAIL"
+        );
+        upstream.join().unwrap();
+        // Without its own servers, the node's upstream is asked.
+        set.tasks[0].spec = None;
+        assert_eq!(
+            Records::from_assignments(&set).upstreams_of("127.0.0.1".parse().unwrap()),
+            None
+        );
         s.stop("n");
     }
 

@@ -1,10 +1,12 @@
 //! The names one node answers, built from its assignment set: per network,
 //! each service's names (its name, its short name in a stack, its aliases)
-//! and `tasks.NAME`, and which networks each local container is on.
+//! and `tasks.NAME`, which networks each local container is on, and where
+//! the names that are not the cluster's go for a container whose service
+//! gave DNS servers (`--dns`; the node's own upstreams otherwise).
 
 use std::{
     collections::{HashMap, HashSet},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddr},
 };
 
 use shoal_api::pb::AssignmentSet;
@@ -52,6 +54,9 @@ pub struct Records {
     known: HashSet<String>,
     /// Networks with no way out (`--internal`): their names are all there is.
     internal: HashSet<String>,
+    /// A local container's address → its service's DNS servers, asked in
+    /// place of the node's upstreams (Swarm's `--dns` behind its embedded DNS).
+    upstreams: HashMap<Ipv4Addr, Vec<SocketAddr>>,
 }
 
 impl Records {
@@ -69,12 +74,21 @@ impl Records {
             .iter()
             .filter_map(|t| t.meta.as_ref().map(|m| m.id.as_str()))
             .collect();
+        let servers_of: HashMap<&str, Vec<SocketAddr>> = set
+            .tasks
+            .iter()
+            .filter_map(|t| Some((t.meta.as_ref()?.id.as_str(), dns_servers(t))))
+            .filter(|(_, servers)| !servers.is_empty())
+            .collect();
         for e in &set.endpoints {
             if let (Ok(addr), Some(nets)) = (e.addr.parse(), task_networks.get(e.task_id.as_str()))
             {
                 records.networks_of.insert(addr, nets.clone());
                 if here.contains(e.task_id.as_str()) {
                     records.local.insert(addr);
+                }
+                if let Some(servers) = servers_of.get(e.task_id.as_str()) {
+                    records.upstreams.insert(addr, servers.clone());
                 }
             }
         }
@@ -137,6 +151,12 @@ impl Records {
         }
     }
 
+    /// The DNS servers the container at `addr` forwards to, when its
+    /// service gave its own.
+    pub fn upstreams_of(&self, addr: Ipv4Addr) -> Option<&[SocketAddr]> {
+        self.upstreams.get(&addr).map(Vec::as_slice)
+    }
+
     /// Whether `networks` all lack egress: then no name goes upstream.
     pub fn all_internal(&self, networks: &[String]) -> bool {
         !networks.is_empty() && networks.iter().all(|n| self.internal.contains(n))
@@ -150,6 +170,22 @@ impl Records {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A task's `--dns` servers, port 53.
+fn dns_servers(task: &shoal_api::pb::Task) -> Vec<SocketAddr> {
+    task.spec
+        .as_ref()
+        .and_then(|s| s.container.as_ref())
+        .and_then(|c| c.dns_config.as_ref())
+        .map(|d| {
+            d.nameservers
+                .iter()
+                .filter_map(|n| n.parse::<std::net::IpAddr>().ok())
+                .map(|ip| SocketAddr::new(ip, 53))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -32,13 +32,15 @@ pub struct Owner<'a> {
 }
 
 /// The body of `task`'s container (`container` is its spec, templates
-/// already expanded), mounting `mounts`.
+/// already expanded), mounting `mounts`. `own_resolv_conf`: the agent
+/// writes its resolv.conf (see [`super::engine_options`]).
 pub fn body(
     task: &Task,
     task_id: &str,
     container: &ContainerSpec,
     owner: Owner<'_>,
     mounts: Vec<Mount>,
+    own_resolv_conf: bool,
 ) -> ContainerCreateBody {
     let mut labels: HashMap<String, String> = container.labels.clone().into_iter().collect();
     labels.extend(owner.extra_labels.clone());
@@ -69,7 +71,7 @@ pub fn body(
     } else {
         container.hostname.clone()
     };
-    ContainerCreateBody {
+    let mut body = ContainerCreateBody {
         image: Some(container.image.clone()),
         cmd: (!container.args.is_empty()).then(|| container.args.clone()),
         entrypoint: (!container.command.is_empty()).then(|| container.command.clone()),
@@ -88,7 +90,9 @@ pub fn body(
             ..Default::default()
         }),
         ..Default::default()
-    }
+    };
+    super::engine_options::apply(task, container, own_resolv_conf, &mut body);
+    body
 }
 
 /// The named volume `mount` uses, to create through the volume API (local

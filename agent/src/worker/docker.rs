@@ -312,7 +312,11 @@ impl DockerExecutor {
                 .clone(),
             extra_labels: &self.extra_labels,
         };
-        let body = container_body::body(task, &id, &container, owner, mounts);
+        let own_resolv_conf = self
+            .overlay
+            .as_ref()
+            .is_some_and(|o| o.resolver_for(task).is_some());
+        let body = container_body::body(task, &id, &container, owner, mounts, own_resolv_conf);
         let healthcheck = body.healthcheck.clone();
         let created = self
             .docker

@@ -159,10 +159,6 @@ fn write_file(path: &Path, data: &[u8], uid: u32, gid: u32, mode: u32) -> Result
     Ok(())
 }
 
-fn resolv_conf_text(nameserver: Ipv4Addr) -> String {
-    format!("nameserver {nameserver}\noptions ndots:0\n")
-}
-
 /// Writes the task's secrets, configs and, given the node's DNS server on
 /// the task's network, its `/etc/resolv.conf`; returns the mounts for
 /// them. A task with secrets or configs gets a tmpfs sized to them, sealed
@@ -181,7 +177,12 @@ pub fn prepare(
         .unwrap_or_default();
     let dir = TaskDir::of(run_dir, id)?;
     let planned = plan(task, set, context)?;
-    let resolv = nameserver.map(resolv_conf_text);
+    let container = task
+        .spec
+        .as_ref()
+        .and_then(|s| s.container.clone())
+        .unwrap_or_default();
+    let resolv = nameserver.map(|ns| super::engine_options::resolv_conf(ns, &container));
     if planned.is_empty() && resolv.is_none() {
         return Ok(Vec::new());
     }

@@ -6,6 +6,7 @@ pub mod admission;
 mod container_body;
 pub mod describe;
 pub mod docker;
+mod engine_options;
 pub mod files;
 pub mod task_dir;
 mod templated;

@@ -389,6 +389,10 @@ fn inspect_json(n: &Node) -> serde_json::Value {
         },
         "Status": { "State": s.state().word(), "Message": s.message, "Addr": s.addr },
     });
+    if !d.generic_resources.is_empty() {
+        value["Description"]["Resources"]["GenericResources"] =
+            crate::commands::service::generic_resources_json(&d.generic_resources);
+    }
     if let Some(m) = &n.manager_status {
         value["ManagerStatus"] = json!({
             "Leader": m.leader,

@@ -194,14 +194,17 @@ fn redraw(drawn: usize, lines: &[String]) -> String {
 
 /// Lines redrawn in place on a terminal; elsewhere, each new line once.
 struct Screen {
+    /// `-q`: nothing is drawn.
+    quiet: bool,
     tty: bool,
     drawn: usize,
     last_plain: Vec<String>,
 }
 
 impl Screen {
-    fn new() -> Self {
+    fn new(quiet: bool) -> Self {
         Self {
+            quiet,
             tty: std::io::stdout().is_terminal(),
             drawn: 0,
             last_plain: Vec::new(),
@@ -209,6 +212,9 @@ impl Screen {
     }
 
     fn show(&mut self, lines: Vec<String>) {
+        if self.quiet {
+            return;
+        }
         if self.tty {
             print!("{}", redraw(self.drawn, &lines));
             self.drawn = rows_taken(&lines, terminal_columns());
@@ -229,8 +235,19 @@ impl Screen {
 /// update pauses, or rolls back unless `rollback` asked for it. A job is
 /// waited for until it completes (its current iteration), as Docker's.
 pub async fn converge(client: &mut Client, ids: &[String], rollback: bool) -> Result<()> {
+    converge_with(client, ids, rollback, false).await
+}
+
+/// [`converge`], drawing nothing when `quiet` (`-q`: the wait and its
+/// errors stay).
+pub async fn converge_with(
+    client: &mut Client,
+    ids: &[String],
+    rollback: bool,
+    quiet: bool,
+) -> Result<()> {
     for id in ids {
-        let mut screen = Screen::new();
+        let mut screen = Screen::new(quiet);
         let mut job = JobWatch::default();
         let mut stable_since: Option<std::time::Instant> = None;
         loop {

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use shoal_api::pb::{
-    ServiceSpec, UpdateConfig, UpdateFailureAction, UpdateOrder, UpdateServiceRequest,
+    Network, ServiceSpec, UpdateConfig, UpdateFailureAction, UpdateOrder, UpdateServiceRequest,
 };
 
 use super::{service::job, service_flags as flags};
@@ -178,9 +178,19 @@ pub struct UpdateArgs {
     /// Replace the tasks even if nothing changed.
     #[arg(long)]
     pub force: bool,
+    /// Rollback to previous specification (no other change may be asked with it).
+    #[arg(long = "rollback")]
+    pub rollback_now: bool,
     /// Return at once instead of showing the update's progress.
     #[arg(short, long, env = "SHOAL_DETACH")]
     pub detach: bool,
+    /// Suppress progress output.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub spec: crate::commands::service::spec_flags::SpecFlags,
+    #[command(flatten)]
+    pub lists: crate::commands::service::update_lists::UpdateLists,
     #[command(flatten)]
     pub update: UpdateFlags,
     #[command(flatten)]
@@ -188,8 +198,26 @@ pub struct UpdateArgs {
 }
 
 impl UpdateArgs {
-    /// The spec after these changes.
-    pub fn changed(&self, mut spec: ServiceSpec) -> Result<ServiceSpec> {
+    /// Whether networks are named (the caller then lists them, to match
+    /// names with the ids a spec holds).
+    pub fn names_networks(&self) -> bool {
+        !self.lists.network_add.is_empty() || !self.lists.network_rm.is_empty()
+    }
+
+    /// The spec after these changes; `networks` are the cluster's (for
+    /// `--network-add`/`--network-rm` by name).
+    pub fn changed(&self, mut spec: ServiceSpec, networks: &[Network]) -> Result<ServiceSpec> {
+        let network_id = |query: &str| {
+            networks
+                .iter()
+                .find(|n| {
+                    n.meta.as_ref().is_some_and(|m| m.id == query)
+                        || n.spec.as_ref().is_some_and(|s| s.name == query)
+                })
+                .and_then(|n| n.meta.as_ref().map(|m| m.id.clone()))
+        };
+        self.spec.apply(&mut spec)?;
+        self.lists.apply(&mut spec, &network_id)?;
         if let Some(replicas) = self.replicas {
             if !spec.mode().is_replicated() {
                 bail!("--replicas can only be used with replicated or replicated-job mode");
@@ -274,16 +302,30 @@ impl UpdateArgs {
         Ok(spec)
     }
 
+    /// The update to send: the changed spec, or with `--rollback` the
+    /// previous one (Docker's rule: nothing else may be asked with it).
     pub fn request(
         &self,
         id: &str,
         version: u64,
         spec: ServiceSpec,
+        networks: &[Network],
     ) -> Result<UpdateServiceRequest> {
+        if self.rollback_now {
+            if self.force || self.changed(spec.clone(), networks)? != spec {
+                bail!("other flags may not be combined with --rollback");
+            }
+            return Ok(UpdateServiceRequest {
+                id: id.to_owned(),
+                version,
+                spec: None,
+                rollback: true,
+            });
+        }
         Ok(UpdateServiceRequest {
             id: id.to_owned(),
             version,
-            spec: Some(self.changed(spec)?),
+            spec: Some(self.changed(spec, networks)?),
             rollback: false,
         })
     }
@@ -305,7 +347,7 @@ mod tests {
     fn update(argv: &[&str], spec: ServiceSpec) -> Result<ServiceSpec> {
         let mut all = vec!["shoal", "web"];
         all.extend_from_slice(argv);
-        Cli::try_parse_from(all)?.args.changed(spec)
+        Cli::try_parse_from(all)?.args.changed(spec, &[])
     }
 
     fn spec() -> ServiceSpec {

@@ -510,11 +510,17 @@ impl Control for ControlService {
             .manager
             .update(|state| -> Result<_, Status> {
                 let mut spec = spec.clone();
-                if state
-                    .services
-                    .values()
-                    .any(|s| s.spec.as_ref().is_some_and(|x| x.name == spec.name))
-                {
+                let taken = |name: &str| {
+                    state
+                        .services
+                        .values()
+                        .any(|s| s.spec.as_ref().is_some_and(|x| x.name == name))
+                };
+                // Given no name, a service gets one, as Docker's does.
+                if spec.name.is_empty() {
+                    spec.name = super::names::service_name(taken);
+                }
+                if taken(&spec.name) {
                     return Err(Status::already_exists(format!(
                         "service {} already exists",
                         spec.name

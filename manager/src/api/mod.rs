@@ -8,4 +8,5 @@ pub mod control;
 mod forward;
 mod jobs;
 pub mod membership;
-mod validate;
+mod names;
+pub(crate) mod validate;

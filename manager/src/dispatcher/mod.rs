@@ -235,6 +235,9 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             .as_ref()
             .map(|d| d.hostname.clone())
             .unwrap_or_default();
+        if let Some(description) = &request.description {
+            crate::api::validate::node_generic_resources(&description.generic_resources)?;
+        }
         self.manager
             .update(|state| -> Result<_, Status> {
                 if state.cluster.is_none() {

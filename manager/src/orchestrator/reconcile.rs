@@ -100,6 +100,8 @@ pub fn new_task(service: &Service, slot: u64, node_id: &str) -> Task {
         // The allocator gives the addresses (NEW → PENDING).
         networks: Vec::new(),
         job_iteration: super::jobs::iteration(service),
+        // The scheduler gives them (PENDING → ASSIGNED).
+        assigned_generic_resources: Vec::new(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! whenever the store changes.
 
 pub mod constraint;
+pub mod generic;
 pub mod placement;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub fn assignments(state: &State, limits: &Limits) -> Batch {
         let updated = match decision.outcome {
             Outcome::Assign(node) => Task {
                 node_id: node,
+                assigned_generic_resources: decision.generic,
                 status: Some(TaskStatus {
                     timestamp: now,
                     state: TaskState::Assigned as i32,

@@ -2,16 +2,19 @@
 //! state, so it is tested and benchmarked without a cluster.
 //!
 //! As Swarm's scheduler: filters first (node ready and active, constraints,
-//! resources, max replicas per node, host-mode port conflicts), and, beyond
+//! resources and generic resources, max replicas per node, host-mode port
+//! conflicts), and, beyond
 //! Swarm, the node's task limit ([`Limits::tasks_on_node`]), then spread:
 //! placement-preference groups with fewer tasks of the service first, then
 //! nodes with fewer tasks of the service, then fewer tasks overall.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use shoal_api::pb::{Availability, Node, NodeState, PublishMode, Resources, Task, TaskState};
+use shoal_api::pb::{
+    Availability, GenericResource, Node, NodeState, PublishMode, Resources, Task, TaskState,
+};
 
-use super::constraint::Constraint;
+use super::{constraint::Constraint, generic::Pool};
 use crate::{limits::Limits, store::State};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +28,8 @@ pub enum Outcome {
 pub struct Decision {
     pub task_id: String,
     pub outcome: Outcome,
+    /// The generic resources the task takes on its node (assigned only).
+    pub generic: Vec<GenericResource>,
 }
 
 /// A task waiting for a node: allocated (PENDING), not yet assigned, and
@@ -62,6 +67,8 @@ struct Candidate<'a> {
     /// Whether the node reported its resources (a node that did not cannot
     /// take tasks that reserve any).
     known_resources: bool,
+    /// Generic resources not taken yet.
+    generic: Pool,
     total: u32,
     /// The most tasks the node holds.
     capacity: u64,
@@ -139,6 +146,14 @@ fn reservations(task: &Task) -> Resources {
         .unwrap_or_default()
 }
 
+fn generic_reservations(task: &Task) -> &[GenericResource] {
+    task.spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .map(|r| r.generic_reservations.as_slice())
+        .unwrap_or_default()
+}
+
 fn host_ports(
     task: &Task,
     service_ports: &HashMap<&str, Vec<(String, u32)>>,
@@ -192,6 +207,7 @@ pub fn plan(state: &State, limits: &Limits) -> Vec<Decision> {
             id,
             free: resources,
             known_resources: resources.nano_cpus > 0 || resources.memory_bytes > 0,
+            generic: Pool::of(node),
             total: 0,
             capacity: limits.tasks_on_node(node),
             host_ports: HashSet::new(),
@@ -208,6 +224,16 @@ pub fn plan(state: &State, limits: &Limits) -> Vec<Decision> {
                 let r = reservations(task);
                 c.free.nano_cpus -= r.nano_cpus;
                 c.free.memory_bytes -= r.memory_bytes;
+                // What the task was given; one placed before it was told
+                // holds what it reserves.
+                let held = if task.assigned_generic_resources.is_empty() {
+                    c.generic
+                        .claim(generic_reservations(task))
+                        .unwrap_or_default()
+                } else {
+                    task.assigned_generic_resources.clone()
+                };
+                c.generic.take(&held);
                 c.total += 1;
                 c.host_ports.extend(host_ports(task, &service_ports));
                 *per_service
@@ -236,6 +262,7 @@ pub fn plan(state: &State, limits: &Limits) -> Vec<Decision> {
                     decisions.push(Decision {
                         task_id: id_of(t),
                         outcome: Outcome::Unplaceable(e.to_string()),
+                        generic: Vec::new(),
                     });
                 }
                 continue;
@@ -275,6 +302,7 @@ pub fn plan(state: &State, limits: &Limits) -> Vec<Decision> {
             .unwrap_or_default();
         for task in tasks {
             let need = reservations(task);
+            let need_generic = generic_reservations(task);
             let mut refusals = Refusals::default();
             let fits = |c: &Candidate, count: u32, refusals: &mut Refusals| -> bool {
                 if u64::from(c.total) >= c.capacity {
@@ -286,6 +314,10 @@ pub fn plan(state: &State, limits: &Limits) -> Vec<Decision> {
                         || c.free.nano_cpus < need.nano_cpus
                         || c.free.memory_bytes < need.memory_bytes)
                 {
+                    refusals.add(RESOURCES);
+                    return false;
+                }
+                if !need_generic.is_empty() && c.generic.claim(need_generic).is_none() {
                     refusals.add(RESOURCES);
                     return false;
                 }
@@ -317,9 +349,12 @@ pub fn plan(state: &State, limits: &Limits) -> Vec<Decision> {
                     best = Some((i, group, key));
                 }
             }
+            let mut generic = Vec::new();
             let outcome = match best {
                 Some((i, group, _)) => {
                     let c = &mut candidates[i];
+                    generic = c.generic.claim(need_generic).unwrap_or_default();
+                    c.generic.take(&generic);
                     c.free.nano_cpus -= need.nano_cpus;
                     c.free.memory_bytes -= need.memory_bytes;
                     c.total += 1;
@@ -348,6 +383,7 @@ pub fn plan(state: &State, limits: &Limits) -> Vec<Decision> {
             decisions.push(Decision {
                 task_id: id_of(task),
                 outcome,
+                generic,
             });
         }
     }

@@ -368,3 +368,72 @@ fn a_global_task_for_a_full_node_stays_pending_naming_the_limit() {
         vec!["no suitable node (1 node at its task limit of 1 task)".to_string()]
     );
 }
+
+#[test]
+fn a_generic_reservation_lands_only_where_a_node_offers_it_and_uses_it_up() {
+    use shoal_api::engine::{discrete, named};
+    let gpu_task = |id: &str, slot| {
+        let mut t = task(id, "ml", slot, Placement::default());
+        t.spec.as_mut().unwrap().resources = Some(ResourceRequirements {
+            generic_reservations: vec![discrete("gpu", 1)],
+            ..Default::default()
+        });
+        t
+    };
+    let offering = |id: &str, resources| {
+        let mut n = node(id, &[]);
+        n.description.as_mut().unwrap().generic_resources = resources;
+        n
+    };
+    // n1 offers nothing, n2 two named GPUs, n3 one counted GPU; a task
+    // already on n2 holds UUID1.
+    let mut held = running_on(gpu_task("old", 9), "n2");
+    held.assigned_generic_resources = vec![named("gpu", "UUID1")];
+    let s = state(
+        vec![
+            node("n1", &[]),
+            offering("n2", vec![named("gpu", "UUID1"), named("gpu", "UUID2")]),
+            offering("n3", vec![discrete("gpu", 1)]),
+        ],
+        vec![gpu_task("a", 1), gpu_task("b", 2), gpu_task("c", 3), held],
+    );
+    let decisions = plan(&s, &Limits::default());
+    let placed: Vec<(String, Vec<_>)> = decisions
+        .iter()
+        .filter_map(|d| match &d.outcome {
+            Outcome::Assign(n) => Some((n.clone(), d.generic.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(placed.len(), 2, "{decisions:?}");
+    assert!(
+        placed.contains(&("n2".into(), vec![named("gpu", "UUID2")])),
+        "{placed:?}"
+    );
+    assert!(
+        placed.contains(&("n3".into(), vec![discrete("gpu", 1)])),
+        "{placed:?}"
+    );
+    assert_eq!(
+        reasons(&s, &Limits::default()),
+        ["no suitable node (insufficient resources on 3 nodes)"]
+    );
+    // The scheduler's write tells the task what it took.
+    let batch = super::assignments(&s, &Limits::default()).into_proto();
+    let written: Vec<Task> = batch
+        .actions
+        .into_iter()
+        .filter_map(|a| match a.action {
+            Some(shoal_api::pb::store_action::Action::Put(shoal_api::pb::Object {
+                object: Some(shoal_api::pb::object::Object::Task(t)),
+            })) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        written
+            .iter()
+            .any(|t| t.node_id == "n2" && t.assigned_generic_resources == [named("gpu", "UUID2")]),
+        "{written:?}"
+    );
+}

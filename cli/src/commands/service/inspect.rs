@@ -14,7 +14,7 @@ pub(super) fn inspect_json(s: &Service) -> serde_json::Value {
     let mode = super::job::mode_json(&spec);
     let restart = task.restart.unwrap_or_default();
     let placement = task.placement.clone().unwrap_or_default();
-    let res = task.resources.unwrap_or_default();
+    let res = task.resources.clone().unwrap_or_default();
     let resources = |r: Option<Resources>| {
         r.map(|r| json!({ "NanoCPUs": r.nano_cpus, "MemoryBytes": r.memory_bytes }))
     };
@@ -44,7 +44,7 @@ pub(super) fn inspect_json(s: &Service) -> serde_json::Value {
             "Message": u.message,
         })
     });
-    json!({
+    let mut json = json!({
         "ID": meta.id,
         "Version": { "Index": meta.version },
         "UpdateStatus": update_status,
@@ -95,7 +95,9 @@ pub(super) fn inspect_json(s: &Service) -> serde_json::Value {
             "Ports": ports,
             "VirtualIPs": s.endpoint.iter().flat_map(|e| &e.virtual_ips).map(|v| json!({ "NetworkID": v.network_id, "Addr": v.addr })).collect::<Vec<_>>(),
         },
-    })
+    });
+    super::inspect_engine::add_to_json(&mut json["Spec"]["TaskTemplate"], &task);
+    json
 }
 
 pub(super) fn print_pretty(s: &Service, counters: &shoal_api::pb::ServiceCounters) {
@@ -192,6 +194,7 @@ pub(super) fn print_pretty(s: &Service, counters: &shoal_api::pb::ServiceCounter
         " Stop grace period:\t{}",
         human_ms(c.stop_grace_period_ms.unwrap_or(10_000))
     );
+    super::inspect_engine::print_container(&c);
     if !c.mounts.is_empty() {
         println!("Mounts:");
         for m in &c.mounts {
@@ -235,6 +238,7 @@ pub(super) fn print_pretty(s: &Service, counters: &shoal_api::pb::ServiceCounter
             }
         }
     }
+    super::inspect_engine::print_task(&task);
     let endpoint = spec.endpoint.unwrap_or_default();
     println!("Endpoint Mode:\t{}", endpoint.mode);
     for vip in s.endpoint.iter().flat_map(|e| &e.virtual_ips) {

@@ -101,7 +101,7 @@ fn create_refuses_what_docker_refuses_for_each_mode() {
 fn update(flags: &[&str], spec: ServiceSpec) -> anyhow::Result<ServiceSpec> {
     let mut argv = vec!["shoal", "batch"];
     argv.extend_from_slice(flags);
-    Update::try_parse_from(argv)?.args.changed(spec)
+    Update::try_parse_from(argv)?.args.changed(spec, &[])
 }
 
 #[test]

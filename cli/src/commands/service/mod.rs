@@ -2,13 +2,18 @@
 //! command enum and its dispatch here; each concern in its own module.
 
 mod create;
+mod engine_lists;
+mod env_file;
 mod inspect;
+mod inspect_engine;
 pub(super) mod job;
 #[cfg(test)]
 mod job_tests;
 mod list;
+pub(crate) mod spec_flags;
 #[cfg(test)]
 mod tests;
+pub(crate) mod update_lists;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
@@ -22,6 +27,7 @@ use crate::{
 };
 pub use create::CreateArgs;
 use inspect::{inspect_json, print_pretty};
+pub(crate) use inspect_engine::generic_resources_json;
 pub(crate) use list::{print_service_list, service_filters, service_listing};
 
 #[derive(Subcommand)]
@@ -140,7 +146,7 @@ fn find<'a>(all: &'a [ServiceSummary], query: &str) -> Result<&'a Service> {
 pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
     match command {
         ServiceCommand::Create(args) => {
-            let detach = args.detach;
+            let (detach, quiet) = (args.detach, args.quiet);
             let spec = args.spec()?;
             let service = client
                 .create_service(spec)
@@ -149,23 +155,35 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
                 .into_inner();
             println!("{}", service_id(&service));
             if !detach {
-                super::progress::converge(client, &[service_id(&service).to_owned()], false)
-                    .await?;
+                let ids = [service_id(&service).to_owned()];
+                super::progress::converge_with(client, &ids, false, quiet).await?;
             }
         }
         ServiceCommand::Update(args) => {
             let all = services(client).await?;
             let s = find(&all, &args.service)?;
             let id = service_id(s).to_owned();
+            let networks = if args.names_networks() {
+                client
+                    .list_networks(Empty {})
+                    .await
+                    .map_err(status_error)?
+                    .into_inner()
+                    .networks
+            } else {
+                Vec::new()
+            };
             let request = args.request(
                 &id,
                 s.meta.as_ref().map_or(0, |m| m.version),
                 s.spec.clone().unwrap_or_default(),
+                &networks,
             )?;
             client.update_service(request).await.map_err(status_error)?;
             println!("{}", args.service);
             if !args.detach {
-                super::progress::converge(client, &[id], false).await?;
+                super::progress::converge_with(client, &[id], args.rollback_now, args.quiet)
+                    .await?;
             }
         }
         ServiceCommand::Rollback { service, detach } => {

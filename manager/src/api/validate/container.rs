@@ -216,6 +216,7 @@ fn healthcheck(h: &HealthConfig) -> Check {
         ("health-interval", h.interval_ms),
         ("health-timeout", h.timeout_ms),
         ("health-start-period", h.start_period_ms),
+        ("health-start-interval", h.start_interval_ms),
     ] {
         if ms < 0 {
             return invalid!("invalid {what} {ms}ms: cannot be negative");

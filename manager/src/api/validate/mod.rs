@@ -7,6 +7,7 @@
 //! by `control::complete_spec`; replica and task counts by the limits.
 
 mod container;
+mod engine;
 mod files;
 mod image;
 mod templating;
@@ -35,6 +36,8 @@ impl From<Invalid> for Status {
 }
 
 type Check = Result<(), Invalid>;
+
+pub use engine::node_generic_resources;
 
 /// `Err(Invalid(format!(…)))`.
 macro_rules! invalid {
@@ -76,6 +79,7 @@ fn check_service(spec: &ServiceSpec, service_id: &str) -> Check {
     let container_spec = task.container.clone().unwrap_or_default();
     container::check(&container_spec, &context)?;
     files::check(&spec.name, &container_spec)?;
+    engine::check(task)?;
     if let Some(resources) = &task.resources {
         resource_requirements(resources)?;
     }
