@@ -6,6 +6,7 @@ mod commands;
 mod compose;
 mod output;
 mod retry;
+mod timestamp;
 mod tls;
 
 use anyhow::Result;

@@ -491,58 +491,27 @@ impl Executor for Arc<DockerExecutor> {
     }
 
     fn logs(&self, request: &shoal_api::pb::LogRequest) -> Option<crate::session::LogStream> {
-        use bollard::{container::LogOutput, query_parameters::LogsOptions};
-        use tokio_stream::StreamExt;
-        let node_id = self.node_id();
-        let tracked: Vec<(String, Tracked)> = {
+        let tasks: Vec<super::logs::TaskContainer> = {
             let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
             request
                 .task_ids
                 .iter()
-                .filter_map(|id| tasks.get(id).map(|t| (id.clone(), t.clone())))
-                .filter(|(_, t)| !t.container.is_empty())
+                .filter_map(|id| {
+                    let t = tasks.get(id).filter(|t| !t.container.is_empty())?;
+                    Some(super::logs::TaskContainer {
+                        task_id: id.clone(),
+                        task_name: t.name.clone(),
+                        container: t.container.clone(),
+                    })
+                })
                 .collect()
         };
-        let options = LogsOptions {
-            follow: request.follow,
-            stdout: true,
-            stderr: true,
-            tail: if request.tail == 0 {
-                "all".into()
-            } else {
-                request.tail.to_string()
-            },
-            ..Default::default()
-        };
-        let mut streams = Vec::new();
-        for (task_id, t) in tracked {
-            let node_id = node_id.clone();
-            let lines = self
-                .docker
-                .logs(&t.container, Some(options.clone()))
-                .filter_map(move |item| {
-                    let (stream, data) = match item.ok()? {
-                        LogOutput::StdOut { message } => ("stdout", message),
-                        LogOutput::StdErr { message } => ("stderr", message),
-                        LogOutput::Console { message } => ("stdout", message),
-                        LogOutput::StdIn { .. } => return None,
-                    };
-                    Some(shoal_api::pb::LogLine {
-                        task_id: task_id.clone(),
-                        task_name: t.name.clone(),
-                        node_id: node_id.clone(),
-                        stream: stream.into(),
-                        data: data.to_vec(),
-                        timestamp: shoal_api::now_ms(),
-                    })
-                });
-            streams.push(Box::pin(lines) as crate::session::LogStream);
-        }
-        let merged = streams
-            .into_iter()
-            .reduce(|a, b| Box::pin(a.merge(b)))
-            .unwrap_or_else(|| Box::pin(tokio_stream::empty()));
-        Some(merged)
+        Some(super::logs::stream(
+            &self.docker,
+            &self.node_id(),
+            tasks,
+            request,
+        ))
     }
 
     async fn reconcile(

@@ -7,4 +7,5 @@ mod container_body;
 pub mod describe;
 pub mod docker;
 pub mod files;
+pub mod logs;
 pub mod task_dir;

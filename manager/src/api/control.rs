@@ -14,7 +14,7 @@ use shoal_api::pb::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{autolock, forward};
+use super::{autolock, forward, service_logs};
 use crate::{
     allocator::{self, Ipam, ipam::holds_addresses},
     ca,
@@ -940,29 +940,16 @@ impl Control for ControlService {
             return Ok(Response::new(Box::pin(stream)));
         }
         let request = request.into_inner();
-        let nodes = {
+        let options = service_logs::options(&request)?;
+        let targets = {
             let state = self.manager.store.read().await;
-            if !state.services.contains_key(&request.service_id) {
-                return Err(not_found("service", &request.service_id));
-            }
-            let mut nodes: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-            for task in state.tasks_of_service(&request.service_id) {
-                if !task.node_id.is_empty() {
-                    nodes
-                        .entry(task.node_id.clone())
-                        .or_default()
-                        .push(meta_id(&task.meta).to_owned());
-                }
-            }
-            nodes
+            service_logs::targets(&state, &request)?
         };
-        let lines = self
-            .manager
-            .logs
-            .subscribe(nodes, request.follow, request.tail)?;
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(lines),
-        )))
+        let lines = self.manager.logs.subscribe(targets.nodes, options)?;
+        Ok(Response::new(Box::pin(service_logs::annotated(
+            lines,
+            targets.tasks,
+        ))))
     }
 
     async fn create_network(

@@ -7,4 +7,5 @@ mod certificates;
 pub mod control;
 mod forward;
 pub mod membership;
+mod service_logs;
 mod validate;

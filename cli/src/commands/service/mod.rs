@@ -4,6 +4,7 @@
 mod create;
 mod inspect;
 mod list;
+mod logs;
 #[cfg(test)]
 mod tests;
 
@@ -14,8 +15,8 @@ use shoal_api::pb::{Empty, IdRequest, Service, ServiceMode, ServiceSummary, Upda
 
 use super::{resolve, service_update};
 use crate::{
-    client::{self, Client, status_error},
-    output::{Format, print_inspect, short},
+    client::{Client, status_error},
+    output::{Format, print_inspect},
 };
 pub use create::CreateArgs;
 use inspect::{inspect_json, print_pretty};
@@ -62,17 +63,8 @@ pub enum ServiceCommand {
         #[arg(long)]
         pretty: bool,
     },
-    /// Fetch the output of a service's tasks, from every node.
-    Logs {
-        /// The service whose output to fetch (ID or name).
-        service: String,
-        /// Follow the output.
-        #[arg(short, long)]
-        follow: bool,
-        /// Lines to show from the end of each task's output ("all" or a number).
-        #[arg(short = 'n', long, default_value = "all")]
-        tail: String,
-    },
+    /// Fetch the logs of a service or task.
+    Logs(logs::LogsArgs),
     /// Update a service; changed tasks are replaced as its update config says.
     Update(Box<service_update::UpdateArgs>),
     /// Revert changes to a service's configuration (back to its previous spec).
@@ -290,49 +282,7 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
                 std::process::exit(1);
             }
         }
-        ServiceCommand::Logs {
-            service,
-            follow,
-            tail,
-        } => {
-            let tail = match tail.as_str() {
-                "all" => 0,
-                n => n
-                    .parse()
-                    .with_context(|| format!("invalid --tail {n:?}: expected a number or all"))?,
-            };
-            let all = services(client).await?;
-            let id = service_id(find(&all, &service)?).to_owned();
-            let nodes = client::nodes(client).await?;
-            let hostname = |id: &str| {
-                nodes
-                    .iter()
-                    .find(|n| n.meta.as_ref().is_some_and(|m| m.id == id))
-                    .and_then(|n| n.description.as_ref().map(|d| d.hostname.clone()))
-                    .unwrap_or_else(|| id.to_owned())
-            };
-            let request = shoal_api::pb::LogsRequest {
-                service_id: id,
-                follow,
-                tail,
-            };
-            let mut stream = client
-                .service_logs(request)
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            while let Some(line) = stream.message().await.map_err(status_error)? {
-                let prefix = format!(
-                    "{}.{}@{}",
-                    line.task_name,
-                    short(&line.task_id, false),
-                    hostname(&line.node_id)
-                );
-                for text in String::from_utf8_lossy(&line.data).lines() {
-                    println!("{prefix}    | {text}");
-                }
-            }
-        }
+        ServiceCommand::Logs(args) => logs::run(client, args).await?,
         ServiceCommand::Rm { services: queries } => {
             let all = services(client).await?;
             for q in &queries {
