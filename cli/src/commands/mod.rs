@@ -11,6 +11,7 @@ pub mod service_flags;
 pub mod service_update;
 pub mod stack;
 pub mod swarm;
+pub mod wait;
 
 use anyhow::{Result, bail};
 

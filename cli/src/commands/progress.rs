@@ -155,6 +155,17 @@ fn render(service: &str, snap: &Snapshot, verify: &str) -> Vec<String> {
 /// current spec and any update is complete, showing progress. Fails if an
 /// update pauses, or rolls back unless `rollback` asked for it.
 pub async fn converge(client: &mut Client, ids: &[String], rollback: bool) -> Result<()> {
+    converge_showing(client, ids, rollback, true).await
+}
+
+/// As [`converge`], drawing the progress only if `show` (`-q` waits as
+/// long, silently).
+pub async fn converge_showing(
+    client: &mut Client,
+    ids: &[String],
+    rollback: bool,
+    show: bool,
+) -> Result<()> {
     let tty = std::io::stdout().is_terminal();
     for id in ids {
         let mut drawn = 0usize;
@@ -186,7 +197,8 @@ pub async fn converge(client: &mut Client, ids: &[String], rollback: bool) -> Re
                 _ => String::new(),
             };
             let lines = render(service_name(&service), &snap, &verify);
-            if tty {
+            if !show {
+            } else if tty {
                 if drawn > 0 {
                     print!("\x1b[{drawn}A");
                 }

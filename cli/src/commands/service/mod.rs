@@ -80,6 +80,9 @@ pub enum ServiceCommand {
         /// SERVICE=REPLICAS pairs, e.g. web=5.
         #[arg(required = true)]
         scales: Vec<String>,
+        /// Exit immediately instead of waiting for the service to converge.
+        #[arg(short, long, env = "SHOAL_DETACH")]
+        detach: bool,
     },
     /// Remove one or more services.
     #[command(alias = "remove")]
@@ -240,9 +243,10 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
                 print_inspect(out)?;
             }
         }
-        ServiceCommand::Scale { scales } => {
+        ServiceCommand::Scale { scales, detach } => {
             let all = services(client).await?;
             let mut failed = false;
+            let mut scaled = Vec::new();
             for scale in &scales {
                 let result = async {
                     let (query, replicas) = scale.split_once('=').with_context(|| {
@@ -270,13 +274,20 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
                         .await
                         .map_err(status_error)?;
                     println!("{query} scaled to {replicas}");
-                    Ok(())
+                    Ok(service_id(s).to_owned())
                 }
                 .await;
-                if let Err(error) = result {
-                    eprintln!("{error:#}");
-                    failed = true;
+                match result {
+                    Ok(id) => scaled.push(id),
+                    Err(error) => {
+                        eprintln!("{error:#}");
+                        failed = true;
+                    }
                 }
+            }
+            // Docker waits for each service it scaled, as `service update` does.
+            if !detach {
+                super::progress::converge(client, &scaled, false).await?;
             }
             if failed {
                 std::process::exit(1);
