@@ -12,6 +12,7 @@ pub mod display;
 pub mod file_target;
 pub mod id;
 pub mod mount;
+pub mod network;
 pub mod template;
 pub mod token;
 pub mod token_input;

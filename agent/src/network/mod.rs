@@ -79,6 +79,35 @@ fn is_ingress(n: &Network) -> bool {
     n.spec.as_ref().is_some_and(|s| s.ingress)
 }
 
+/// A network's subnets with their gateways, first the main one.
+struct Blocks(Vec<(Ipv4Cidr, Ipv4Addr)>);
+
+impl Blocks {
+    fn of(network: &Network) -> Result<Self> {
+        let id = network_id(network);
+        let blocks = shoal_api::network::blocks(network)
+            .iter()
+            .map(|b| {
+                let subnet: Ipv4Cidr = b
+                    .subnet
+                    .parse()
+                    .with_context(|| format!("network {id}: subnet {:?}", b.subnet))?;
+                let gateway: Ipv4Addr = b
+                    .gateway
+                    .parse()
+                    .with_context(|| format!("network {id}: gateway {:?}", b.gateway))?;
+                Ok((subnet, gateway))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        anyhow::ensure!(!blocks.is_empty(), "network {id} has no subnet");
+        Ok(Self(blocks))
+    }
+
+    fn first(&self) -> (Ipv4Cidr, Ipv4Addr) {
+        self.0[0]
+    }
+}
+
 /// The devices of one network on this node.
 #[derive(Debug, Clone, Copy)]
 struct Devices {
@@ -218,18 +247,16 @@ impl Overlay {
 
     async fn ensure_network(&self, network: &Network) -> Result<Devices> {
         let vni = network.vxlan_id;
-        let subnet: Ipv4Cidr = network
-            .subnet
-            .parse()
-            .with_context(|| format!("network {} has no subnet", network_id(network)))?;
-        let gateway: Ipv4Addr = network
-            .gateway
-            .parse()
-            .with_context(|| format!("network {} has no gateway", network_id(network)))?;
+        let blocks = Blocks::of(network)?;
+        let (_, gateway) = blocks.first();
         let bridge = self.nl.ensure_bridge(&bridge_name(vni), self.mtu).await?;
-        self.nl
-            .ensure_address(bridge.index, gateway, subnet.prefix)
-            .await?;
+        // A gateway address of every subnet: the node routes each one's
+        // egress, and reaches its containers, as Docker's bridges do.
+        for (subnet, gateway) in &blocks.0 {
+            self.nl
+                .ensure_address(bridge.index, *gateway, subnet.prefix)
+                .await?;
+        }
         // A bridge whose MAC was never set takes its lowest port's: a new
         // task's veth would change the gateway's MAC under every container
         // that has it in its ARP cache (DNS and egress lost until they ask
@@ -261,12 +288,14 @@ impl Overlay {
             .unwrap_or_else(|e| e.into_inner())
             .contains(&rules_key);
         if !applied {
-            firewall::apply(
-                &subnet.trunc().to_string(),
-                &bridge.name,
-                is_internal(network),
-            )
-            .await?;
+            for (subnet, _) in &blocks.0 {
+                firewall::apply(
+                    &subnet.trunc().to_string(),
+                    &bridge.name,
+                    is_internal(network),
+                )
+                .await?;
+            }
             self.rules_applied
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -652,6 +681,14 @@ impl Overlay {
             inside
                 .ensure_address(moved.index, addr.addr, addr.prefix)
                 .await?;
+            // The network's other subnets are on the same segment.
+            for (subnet, _) in Blocks::of(&network)?.0 {
+                if !subnet.contains(addr.addr) {
+                    inside
+                        .link_route(moved.index, subnet.network(), subnet.prefix)
+                        .await?;
+                }
+            }
             if is_ingress(&network) && self.bpf_root.is_some() {
                 self.with_maps(|maps| maps.add_local_task(addr.addr, host_link.index))?;
             }

@@ -346,6 +346,23 @@ impl Netlink {
         }
     }
 
+    /// An on-link route to `subnet` out of the link (another subnet of the
+    /// same overlay: one layer 2 segment, no gateway between them).
+    pub async fn link_route(&self, index: u32, subnet: Ipv4Addr, prefix: u8) -> Result<()> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(subnet, prefix)
+            .output_interface(index)
+            .scope(rtnetlink::packet_route::route::RouteScope::Link)
+            .build();
+        match self.handle.route().add(route).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if exists(&e) => Ok(()),
+            Err(e) => {
+                Err(e).with_context(|| format!("adding an on-link route to {subnet}/{prefix}"))
+            }
+        }
+    }
+
     /// Permanent FDB entries of a VXLAN device (MAC → remote VTEP).
     pub async fn fdb(&self, index: u32) -> Result<Vec<(Entry, NeighbourMessage)>> {
         self.entries(index, AddressFamily::Bridge).await

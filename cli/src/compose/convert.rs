@@ -173,6 +173,7 @@ pub fn convert(project: &Project, name: &str, lookup: Lookup) -> Result<Stack, C
             subnet,
             gateway,
             options: Default::default(),
+            ..Default::default()
         });
         network_names.insert(n.clone(), cluster_name);
     }

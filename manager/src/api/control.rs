@@ -14,9 +14,9 @@ use shoal_api::pb::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{autolock, forward, service_logs};
+use super::{autolock, forward, networks, service_logs};
 use crate::{
-    allocator::{self, Ipam, ipam::holds_addresses},
+    allocator::{self, Ipam},
     ca,
     manager::Manager,
     orchestrator::reconcile::is_live,
@@ -78,15 +78,15 @@ impl ControlService {
     }
 }
 
-fn not_found(kind: &str, id: &str) -> Status {
+pub(super) fn not_found(kind: &str, id: &str) -> Status {
     Status::not_found(format!("{kind} {id} not found"))
 }
 
-fn meta_id(meta: &Option<Meta>) -> &str {
+pub(super) fn meta_id(meta: &Option<Meta>) -> &str {
     meta.as_ref().map(|m| m.id.as_str()).unwrap_or("")
 }
 
-fn validate_name(kind: &str, name: &str) -> Result<(), Status> {
+pub(super) fn validate_name(kind: &str, name: &str) -> Result<(), Status> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -229,6 +229,7 @@ fn complete_spec(state: &State, spec: &mut ServiceSpec, service_id: &str) -> Res
                     || n.spec.as_ref().is_some_and(|s| s.name == network.target)
             })
             .ok_or_else(|| Status::not_found(format!("network {} not found", network.target)))?;
+        networks::check_attachable_by_service(found)?;
         network.target = meta_id(&found.meta).to_owned();
     }
     // Published ports: valid, not taken by another service, dynamic when 0.
@@ -957,95 +958,13 @@ impl Control for ControlService {
         request: Request<NetworkSpec>,
     ) -> Result<Response<Network>, Status> {
         forward!(self, create_network, request);
-        let mut spec = request.into_inner();
-        validate_network_spec(&mut spec)?;
-        let network = self
-            .manager
-            .update(|state| -> Result<_, Status> {
-                if state
-                    .networks
-                    .values()
-                    .any(|n| n.spec.as_ref().is_some_and(|x| x.name == spec.name))
-                {
-                    return Err(Status::already_exists(format!(
-                        "network {} already exists",
-                        spec.name
-                    )));
-                }
-                let id = shoal_api::new_id();
-                let mut network = Ipam::from_state(state)
-                    .network(&id, &spec)
-                    .map_err(|e| Status::invalid_argument(format!("network {}: {e}", spec.name)))?;
-                network.meta = Some(Meta {
-                    id,
-                    ..Default::default()
-                });
-                let mut batch = Batch::default();
-                batch.put_network(network.clone());
-                Ok(Some((batch, network)))
-            })
-            .await?
-            .unwrap_or_default();
-        let id = meta_id(&network.meta).to_owned();
-        let stored = self.manager.store.read().await.networks.get(&id).cloned();
-        Ok(Response::new(stored.unwrap_or(network)))
+        let network = networks::create(&self.manager, request.into_inner()).await?;
+        Ok(Response::new(network))
     }
 
     async fn remove_network(&self, request: Request<IdRequest>) -> Result<Response<Empty>, Status> {
         forward!(self, remove_network, request);
-        let id = request.into_inner().id;
-        self.manager
-            .update(|state| -> Result<_, Status> {
-                let network = state
-                    .networks
-                    .get(&id)
-                    .ok_or_else(|| not_found("network", &id))?;
-                let spec = network.spec.clone().unwrap_or_default();
-                if spec.ingress {
-                    return Err(Status::failed_precondition(
-                        "the ingress network carries the routing mesh and cannot be removed",
-                    ));
-                }
-                let mut users: Vec<&str> = state
-                    .services
-                    .values()
-                    .filter(|s| {
-                        s.spec
-                            .iter()
-                            .flat_map(|x| &x.task)
-                            .flat_map(|t| &t.networks)
-                            .any(|n| n.target == id)
-                    })
-                    .map(|s| s.spec.as_ref().map(|x| x.name.as_str()).unwrap_or(""))
-                    .collect();
-                // Tasks of removed services still stopping hold addresses.
-                users.extend(
-                    state
-                        .tasks
-                        .values()
-                        .filter(|t| {
-                            holds_addresses(t) && t.networks.iter().any(|n| n.network_id == id)
-                        })
-                        .map(|t| t.service_name.as_str()),
-                );
-                users.sort();
-                users.dedup();
-                if !users.is_empty() {
-                    return Err(Status::failed_precondition(format!(
-                        "network {} is in use by the following service: {}",
-                        spec.name,
-                        users.join(", ")
-                    )));
-                }
-                let mut batch = Batch::default();
-                batch.delete(
-                    Kind::Network,
-                    &id,
-                    network.meta.as_ref().map(|m| m.version).unwrap_or(0),
-                );
-                Ok(Some((batch, ())))
-            })
-            .await?;
+        networks::remove(&self.manager, &request.into_inner().id).await?;
         Ok(Response::new(Empty {}))
     }
 
@@ -1095,37 +1014,6 @@ impl Control for ControlService {
 
 /// Checks what `network create` asks for; what Shoal cannot do yet is an
 /// error that names it, never silently ignored.
-fn validate_network_spec(spec: &mut NetworkSpec) -> Result<(), Status> {
-    validate_name("network", &spec.name)?;
-    if spec.driver.is_empty() {
-        spec.driver = "overlay".into();
-    }
-    if spec.driver != "overlay" {
-        return Err(Status::invalid_argument(format!(
-            "network {}: driver {:?} is not supported: Shoal networks are overlays (-d overlay)",
-            spec.name, spec.driver
-        )));
-    }
-    if spec.ingress {
-        return Err(Status::invalid_argument(format!(
-            "network {}: the cluster has its ingress network already (created at init)",
-            spec.name
-        )));
-    }
-    if let Some((key, _)) = spec.options.iter().next() {
-        let why = if key == "encrypted" {
-            "overlay encryption is not implemented yet"
-        } else {
-            "no driver option is supported yet"
-        };
-        return Err(Status::invalid_argument(format!(
-            "network {}: option {key:?} is not supported ({why})",
-            spec.name
-        )));
-    }
-    Ok(())
-}
-
 fn container_of(service: &Service) -> Option<&shoal_api::pb::ContainerSpec> {
     service.spec.as_ref()?.task.as_ref()?.container.as_ref()
 }

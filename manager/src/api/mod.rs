@@ -7,5 +7,6 @@ mod certificates;
 pub mod control;
 mod forward;
 pub mod membership;
+mod networks;
 mod service_logs;
 mod validate;
