@@ -237,12 +237,21 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     tracing::info!(addr = %advertise, raft_id = running.manager.raft_id, "manager serving");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    let mut left = running.manager.left.subscribe();
+    let has_left = tokio::select! {
+        _ = term.recv() => false,
+        _ = tokio::signal::ctrl_c() => false,
+        _ = async { let _ = left.wait_for(|l| *l).await; } => true,
+    };
     tracing::info!("stopping");
     running.shutdown().await;
+    if has_left {
+        // `shoal swarm leave`: this node is no longer the cluster's, and
+        // its state would only make a restart fail. Docker clears it too.
+        std::fs::remove_dir_all(&data_dir)
+            .with_context(|| format!("clearing {} after leaving", data_dir.display()))?;
+        tracing::info!(data_dir = %data_dir.display(), "left the cluster; state cleared");
+    }
     Ok(())
 }
 

@@ -5,16 +5,16 @@
 use std::{collections::BTreeSet, sync::Arc};
 
 use shoal_api::pb::{
-    ClusterInfo, Config, ConfigList, ConfigSpec, Empty, IdRequest, Kind, Meta, Network,
-    NetworkList, NetworkSpec, NodeList, NodeRole, NodeState, PublishMode, RemoveNodeRequest,
-    RotateJoinTokenRequest, Secret, SecretList, SecretSpec, Service, ServiceList, ServiceMode,
-    ServiceSpec, ServiceSummary, TaskList, TaskState, UnlockKeyResponse, UpdateClusterRequest,
-    UpdateConfigRequest, UpdateNodeRequest, UpdateSecretRequest, UpdateServiceRequest,
-    VersionResponse, control_server::Control,
+    ClusterInfo, Config, ConfigList, ConfigSpec, Empty, IdRequest, Kind, LeaveClusterRequest, Meta,
+    Network, NetworkList, NetworkSpec, NodeList, NodeRole, NodeState, PublishMode,
+    RemoveNodeRequest, RotateJoinTokenRequest, Secret, SecretList, SecretSpec, Service,
+    ServiceList, ServiceMode, ServiceSpec, ServiceSummary, TaskList, TaskState, UnlockKeyResponse,
+    UpdateClusterRequest, UpdateConfigRequest, UpdateNodeRequest, UpdateSecretRequest,
+    UpdateServiceRequest, VersionResponse, control_server::Control,
 };
 use tonic::{Request, Response, Status};
 
-use super::{autolock, forward, networks, service_logs};
+use super::{authz, autolock, cluster_settings, forward, leave, networks, service_logs};
 use crate::{
     allocator::{self, Ipam},
     ca,
@@ -986,6 +986,7 @@ impl Control for ControlService {
         request: Request<UpdateClusterRequest>,
     ) -> Result<Response<ClusterInfo>, Status> {
         forward!(self, update_cluster, request);
+        cluster_settings::update(&self.manager, request.get_ref()).await?;
         autolock::update_cluster(&self.manager, request.get_ref()).await?;
         let state = self.manager.store.read().await;
         Ok(Response::new(self.cluster_info(&state)?))
@@ -1010,10 +1011,53 @@ impl Control for ControlService {
             autolock::rotate_unlock_key(&self.manager).await?,
         ))
     }
+
+    async fn leave_cluster(
+        &self,
+        request: Request<LeaveClusterRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let own = self.manager.credentials.identity().node_id;
+        let (node_id, local) = match authz::caller(&request)? {
+            authz::Caller::Local => (own.clone(), true),
+            authz::Caller::Certified(identity) if identity.role == shoal_pki::Role::Manager => {
+                (identity.node_id.clone(), false)
+            }
+            authz::Caller::Certified(identity) => {
+                return Err(Status::permission_denied(format!(
+                    "a {} certificate names no manager: a node leaves with `shoal swarm leave` on it",
+                    identity.role.name()
+                )));
+            }
+        };
+        if !self.manager.is_leader() {
+            // A certified caller must reach the leader itself (a forwarded
+            // call would name this manager); the local one is this manager.
+            if !local {
+                return Err(self.manager.not_leader());
+            }
+            let answer =
+                forward::to_leader(&self.manager, &request, |mut leader, call| async move {
+                    leader.leave_cluster(call).await
+                });
+            if let Some(answer) = answer.await? {
+                self.manager.left.send_replace(true);
+                return Ok(answer);
+            }
+        }
+        let force = request.get_ref().force;
+        match leave::manager_leaves(&self.manager, &node_id, force).await? {
+            leave::Outcome::Done | leave::Outcome::LastManager => {}
+            leave::Outcome::SteppedDown { others } => {
+                leave::finish_elsewhere(&self.manager, &others).await?;
+            }
+        }
+        if node_id == own {
+            self.manager.left.send_replace(true);
+        }
+        Ok(Response::new(Empty {}))
+    }
 }
 
-/// Checks what `network create` asks for; what Shoal cannot do yet is an
-/// error that names it, never silently ignored.
 fn container_of(service: &Service) -> Option<&shoal_api::pb::ContainerSpec> {
     service.spec.as_ref()?.task.as_ref()?.container.as_ref()
 }
