@@ -91,7 +91,13 @@ async fn managers_leave_raft_then_the_cluster_the_leader_too_and_the_last_only_w
     let cluster = TestCluster::start(3).await?;
     let leader = cluster.wait_for_leader(WAIT).await?;
     let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-    let manager = |i: usize| cluster.managers[i].as_ref().expect("running").manager.clone();
+    let manager = |i: usize| {
+        cluster.managers[i]
+            .as_ref()
+            .expect("running")
+            .manager
+            .clone()
+    };
     let node_of = |i: usize| manager(i).credentials.identity().node_id;
 
     // A certified manager must ask the leader itself (a follower would
@@ -117,9 +123,10 @@ async fn managers_leave_raft_then_the_cluster_the_leader_too_and_the_last_only_w
     let nodes = cluster.nodes().await?;
     ensure!(
         nodes.len() == 2
-            && !nodes
-                .iter()
-                .any(|n| n.meta.as_ref().is_some_and(|m| m.id == node_of(followers[0]))),
+            && !nodes.iter().any(|n| n
+                .meta
+                .as_ref()
+                .is_some_and(|m| m.id == node_of(followers[0]))),
         "{nodes:?}"
     );
 
@@ -130,7 +137,10 @@ async fn managers_leave_raft_then_the_cluster_the_leader_too_and_the_last_only_w
         .await?
         .leave_cluster(LeaveClusterRequest { force: false })
         .await?;
-    ensure!(*manager(leader).left.borrow(), "the leader was not told it left");
+    ensure!(
+        *manager(leader).left.borrow(),
+        "the leader was not told it left"
+    );
     wait_until(WAIT, "the last manager to lead", || async {
         manager(last).is_leader().then_some(())
     })
@@ -142,7 +152,11 @@ async fn managers_leave_raft_then_the_cluster_the_leader_too_and_the_last_only_w
         .into_inner()
         .nodes;
     ensure!(
-        nodes.len() == 1 && nodes[0].meta.as_ref().is_some_and(|m| m.id == node_of(last)),
+        nodes.len() == 1
+            && nodes[0]
+                .meta
+                .as_ref()
+                .is_some_and(|m| m.id == node_of(last)),
         "{nodes:?}"
     );
     ensure!(manager(last).voters() == [manager(last).raft_id]);

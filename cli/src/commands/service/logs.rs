@@ -3,10 +3,7 @@
 //! (`[TIME ]SERVICE.SLOT.TASK@NODE    | [DETAILS ]LINE`), stderr lines on
 //! stderr.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    io::Write,
-};
+use std::{collections::HashMap, io::Write};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -327,6 +324,8 @@ pub async fn run(client: &mut Client, args: LogsArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use shoal_api::pb::{Meta, ServiceSpec};
 
     use super::*;
