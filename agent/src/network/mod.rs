@@ -9,6 +9,7 @@
 pub mod firewall;
 pub mod guard;
 pub mod netlink;
+mod plug;
 pub mod routes;
 
 use std::{
@@ -620,90 +621,6 @@ impl Overlay {
             }
         }
         true
-    }
-
-    /// Plugs the container of `task` (process `pid`) into each of its
-    /// networks: `eth0`, `eth1`, … in the task's order, addresses from the
-    /// allocator, a default route through ingress if the task is on it
-    /// (it publishes ports), else through the first network that has
-    /// egress (none on internal networks).
-    pub async fn attach(&self, task: &Task, pid: u32) -> Result<()> {
-        if task.networks.is_empty() {
-            return Ok(());
-        }
-        let task_id = task.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("");
-        let inside = Netlink::in_netns_of(pid).await?;
-        if let Some(lo) = inside.link("lo").await? {
-            inside.up(lo.index).await?;
-        }
-        let mut routes = Vec::with_capacity(task.networks.len());
-        for (i, attachment) in task.networks.iter().enumerate() {
-            let network = self.network(&attachment.network_id).with_context(|| {
-                format!(
-                    "network {} is not assigned to this node",
-                    attachment.network_id
-                )
-            })?;
-            let addr: Ipv4Cidr = attachment
-                .addresses
-                .first()
-                .with_context(|| format!("no address on network {}", attachment.network_id))?
-                .parse()?;
-            let devices = {
-                let _guard = self.changing.lock().await;
-                self.ensure_network(&network).await?
-            };
-            let (host, peer) = veth_names(task_id, &attachment.network_id);
-            if let Some(stale) = self.nl.link(&host).await? {
-                self.nl.delete_link(stale.index).await?;
-            }
-            let (host_link, peer_link) = self.nl.create_veth(&host, &peer, self.mtu).await?;
-            self.nl.plug(host_link.index, devices.bridge).await?;
-            // The task's MAC is here now: a static bridge entry replaces
-            // whatever the bridge learned when its address (and so its MAC)
-            // belonged to a task on another node.
-            self.nl
-                .set_local_fdb(host_link.index, &mac_of(addr.addr))
-                .await?;
-            if let Some(root) = &self.bpf_root {
-                mesh::forget_interface(root, host_link.index);
-                mesh::attach_vip(root, host_link.index)?;
-            }
-            self.nl.move_to_netns_of(peer_link.index, pid).await?;
-            let moved = inside
-                .link(&peer)
-                .await?
-                .context("the veth did not arrive in the container")?;
-            let name = format!("eth{i}");
-            inside
-                .configure(moved.index, &name, mac_of(addr.addr), self.mtu)
-                .await?;
-            inside
-                .ensure_address(moved.index, addr.addr, addr.prefix)
-                .await?;
-            // The network's other subnets are on the same segment.
-            for (subnet, _) in Blocks::of(&network)?.0 {
-                if !subnet.contains(addr.addr) {
-                    inside
-                        .link_route(moved.index, subnet.network(), subnet.prefix)
-                        .await?;
-                }
-            }
-            if is_ingress(&network) && self.bpf_root.is_some() {
-                self.with_maps(|maps| maps.add_local_task(addr.addr, host_link.index))?;
-            }
-            routes.push(routes::RouteCandidate {
-                ingress: is_ingress(&network),
-                internal: is_internal(&network),
-                gateway: network.gateway.parse().ok(),
-            });
-        }
-        // Ingress if the task is on it: its published ports' replies must
-        // leave by it (see `routes`).
-        if let Some(gateway) = routes::default_gateway(&routes) {
-            inside.default_route(gateway).await?;
-        }
-        Ok(())
     }
 }
 

@@ -79,6 +79,8 @@ pub struct DockerExecutor {
     overlay: Option<Arc<Overlay>>,
     /// How many tasks may run here, and start at once.
     admission: Admission,
+    /// Containers `network connect` plugged in (no task's own).
+    attachments: Arc<super::attachments::Attachments>,
 }
 
 fn status(
@@ -124,7 +126,9 @@ impl DockerExecutor {
         let docker = Docker::connect_with_local_defaults()?
             .negotiate_version()
             .await?;
+        let attachments = super::attachments::Attachments::new(docker.clone(), overlay.clone());
         let executor = Arc::new(Self {
+            attachments,
             docker,
             node_id: Mutex::new(node_id.to_owned()),
             cluster_id: Mutex::default(),
@@ -525,7 +529,14 @@ impl Executor for Arc<DockerExecutor> {
         {
             tracing::warn!(error = %format!("{error:#}"), "overlay");
         }
-        let assigned: HashSet<String> = set.tasks.iter().map(task_id).collect();
+        // Containers plugged into networks by `network connect` are not
+        // the executor's: they go their own way.
+        let (plugs, tasks): (Vec<&Task>, Vec<&Task>) = set
+            .tasks
+            .iter()
+            .partition(|t| super::attachments::container_of(t).is_some());
+        self.attachments.sync(&plugs, report).await;
+        let assigned: HashSet<String> = tasks.iter().map(|t| task_id(t)).collect();
         // Tasks that run or start here (one being stopped is on its way out,
         // as the scheduler counts it).
         let mut holding = self
@@ -535,7 +546,7 @@ impl Executor for Arc<DockerExecutor> {
             .values()
             .filter(|t| !t.stopping && !t.reported.is_terminal())
             .count();
-        for task in &set.tasks {
+        for task in tasks {
             let id = task_id(task);
             let tracked = self
                 .tasks

@@ -3,6 +3,7 @@
 //! manager ([`describe`]).
 
 pub mod admission;
+mod attachments;
 mod container_body;
 pub mod describe;
 pub mod docker;

@@ -1,5 +1,6 @@
 //! `shoal network …`: overlay networks, as `docker network` shows them.
 
+mod connect;
 mod create;
 mod inspect;
 mod prune;
@@ -51,6 +52,11 @@ pub enum NetworkCommand {
     },
     /// Remove all unused networks.
     Prune(prune::PruneArgs),
+    /// Connect a container to a network (a container some node's engine
+    /// runs, to an --attachable network).
+    Connect(connect::ConnectArgs),
+    /// Disconnect a container from a network.
+    Disconnect(connect::DisconnectArgs),
 }
 
 fn id(n: &Network) -> &str {
@@ -165,6 +171,8 @@ pub async fn run(client: &mut Client, command: NetworkCommand) -> Result<()> {
                 bail!("not every network was removed");
             }
         }
+        NetworkCommand::Connect(args) => connect::connect(client, args).await?,
+        NetworkCommand::Disconnect(args) => connect::disconnect(client, args).await?,
         NetworkCommand::Prune(args) => {
             let networks = list(client).await?;
             prune::run(client, networks, args).await?;

@@ -3,7 +3,7 @@
 //! `unlock-key` manage the cluster's tokens, settings, root CA and autolock
 //! key, with Docker's flags and words.
 
-mod host;
+pub mod host;
 mod leave;
 mod setup;
 

@@ -5,16 +5,19 @@
 use std::{collections::BTreeSet, sync::Arc};
 
 use shoal_api::pb::{
-    ClusterInfo, Config, ConfigList, ConfigSpec, Empty, IdRequest, Kind, LeaveClusterRequest, Meta,
-    Network, NetworkList, NetworkSpec, NodeList, NodeRole, NodeState, PublishMode,
-    RemoveNodeRequest, RotateJoinTokenRequest, Secret, SecretList, SecretSpec, Service,
-    ServiceList, ServiceMode, ServiceSpec, ServiceSummary, TaskList, TaskState, UnlockKeyResponse,
-    UpdateClusterRequest, UpdateConfigRequest, UpdateNodeRequest, UpdateSecretRequest,
-    UpdateServiceRequest, VersionResponse, control_server::Control,
+    ClusterInfo, Config, ConfigList, ConfigSpec, ConnectContainerRequest,
+    DisconnectContainerRequest, Empty, IdRequest, Kind, LeaveClusterRequest, Meta, Network,
+    NetworkList, NetworkSpec, NodeList, NodeRole, NodeState, PublishMode, RemoveNodeRequest,
+    RotateJoinTokenRequest, Secret, SecretList, SecretSpec, Service, ServiceList, ServiceMode,
+    ServiceSpec, ServiceSummary, TaskList, TaskState, UnlockKeyResponse, UpdateClusterRequest,
+    UpdateConfigRequest, UpdateNodeRequest, UpdateSecretRequest, UpdateServiceRequest,
+    VersionResponse, control_server::Control,
 };
 use tonic::{Request, Response, Status};
 
-use super::{authz, autolock, cluster_settings, forward, leave, networks, service_logs};
+use super::{
+    attachments, authz, autolock, cluster_settings, forward, leave, networks, service_logs,
+};
 use crate::{
     allocator::{self, Ipam},
     ca,
@@ -965,6 +968,24 @@ impl Control for ControlService {
     async fn remove_network(&self, request: Request<IdRequest>) -> Result<Response<Empty>, Status> {
         forward!(self, remove_network, request);
         networks::remove(&self.manager, &request.into_inner().id).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn connect_container(
+        &self,
+        request: Request<ConnectContainerRequest>,
+    ) -> Result<Response<shoal_api::pb::Task>, Status> {
+        forward!(self, connect_container, request);
+        let task = attachments::connect(&self.manager, request.into_inner()).await?;
+        Ok(Response::new(task))
+    }
+
+    async fn disconnect_container(
+        &self,
+        request: Request<DisconnectContainerRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        forward!(self, disconnect_container, request);
+        attachments::disconnect(&self.manager, request.into_inner()).await?;
         Ok(Response::new(Empty {}))
     }
 

@@ -1,5 +1,6 @@
 //! The gRPC services every manager serves, and who may call them.
 
+pub mod attachments;
 pub mod authz;
 pub mod autolock;
 pub mod ca_service;

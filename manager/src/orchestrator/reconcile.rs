@@ -172,9 +172,19 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
             .push(task);
     }
 
+    // Containers plugged into networks (`network connect`): forgotten
+    // once they ended; they are no service's.
+    for task in crate::api::attachments::finished(state) {
+        batch.delete(
+            Kind::Task,
+            id(&task.meta),
+            task.meta.as_ref().map(|m| m.version).unwrap_or(0),
+        );
+    }
+
     // Tasks of removed services: stop them, then forget them.
     for (service_id, tasks) in &by_service {
-        if state.services.contains_key(*service_id) {
+        if state.services.contains_key(*service_id) || service_id.is_empty() {
             continue;
         }
         for task in tasks {

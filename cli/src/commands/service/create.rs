@@ -247,6 +247,7 @@ impl CreateArgs {
             },
             task: Some(TaskSpec {
                 log_driver: None,
+                attachment: None,
                 container: Some(ContainerSpec {
                     image: self.image,
                     args: self.command,
