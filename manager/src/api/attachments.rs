@@ -206,19 +206,33 @@ pub async fn disconnect(
     Ok(())
 }
 
+/// How long an attachment that ended stays: `network connect` reads why
+/// the node refused it (no such container) from it.
+pub const KEEP_ENDED_MS: i64 = 10_000;
+
 /// What the orchestrator does with attachment tasks: forget the ones whose
-/// node is gone, whose container went away (the agent reported them
-/// finished) or that were disconnected and unplugged.
-pub fn finished(state: &State) -> Vec<&Task> {
-    state
-        .tasks
-        .values()
-        .filter(|t| container_of(t).is_some())
-        .filter(|t| {
-            !state.nodes.contains_key(&t.node_id)
-                || t.status.as_ref().is_some_and(|s| s.state().is_terminal())
-        })
-        .collect()
+/// node is gone at once, and the ones that ended (their container went
+/// away, the node refused them, they were unplugged) after a while.
+/// Returns them, and when the next one is due.
+pub fn finished(state: &State, now: i64) -> (Vec<&Task>, Option<i64>) {
+    let mut due = Vec::new();
+    let mut next: Option<i64> = None;
+    for task in state.tasks.values().filter(|t| container_of(t).is_some()) {
+        if !state.nodes.contains_key(&task.node_id) {
+            due.push(task);
+            continue;
+        }
+        let Some(status) = task.status.as_ref().filter(|s| s.state().is_terminal()) else {
+            continue;
+        };
+        let at = status.timestamp + KEEP_ENDED_MS;
+        if at <= now {
+            due.push(task);
+        } else {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+    }
+    (due, next)
 }
 
 #[cfg(test)]
@@ -327,26 +341,23 @@ mod tests {
         state
             .tasks
             .insert("live".into(), task(TaskState::Running, "n1"));
-        state
-            .tasks
-            .insert("stopped".into(), task(TaskState::Failed, "n1"));
+        let mut stopped = task(TaskState::Failed, "n1");
+        stopped.status.as_mut().unwrap().timestamp = 1_000;
+        state.tasks.insert("stopped".into(), stopped);
         state
             .tasks
             .insert("orphan".into(), task(TaskState::Running, "gone"));
         state.tasks.insert("service".into(), Task::default());
-        let mut done: Vec<&str> = finished(&state)
-            .iter()
-            .map(|t| t.node_id.as_str())
-            .collect();
-        done.sort();
-        assert_eq!(done, ["gone", "n1"]);
-        assert_eq!(
-            finished(&state)
-                .iter()
-                .filter(|t| t.status.as_ref().unwrap().state() == TaskState::Running)
-                .count(),
-            1,
-            "only the orphan of the running ones"
-        );
+        // An ended one stays a while (connect reads why); one whose node
+        // left goes at once.
+        let (done, next) = finished(&state, 1_000 + KEEP_ENDED_MS - 1);
+        let nodes: Vec<&str> = done.iter().map(|t| t.node_id.as_str()).collect();
+        assert_eq!(nodes, ["gone"]);
+        assert_eq!(next, Some(1_000 + KEEP_ENDED_MS));
+        let (done, next) = finished(&state, 1_000 + KEEP_ENDED_MS);
+        let mut nodes: Vec<&str> = done.iter().map(|t| t.node_id.as_str()).collect();
+        nodes.sort();
+        assert_eq!(nodes, ["gone", "n1"]);
+        assert_eq!(next, None);
     }
 }

@@ -155,7 +155,6 @@ fn restart(service: &Service, task: &Task, now: i64) -> Option<Task> {
 /// never creates tasks for a service whose tasks it did not all see.
 pub fn reconcile(state: &State, now: i64) -> Plan {
     let mut batch = Batch::default();
-    let mut wake_at: Option<i64> = None;
     let history_limit = state
         .cluster
         .as_ref()
@@ -174,7 +173,8 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
 
     // Containers plugged into networks (`network connect`): forgotten
     // once they ended; they are no service's.
-    for task in crate::api::attachments::finished(state) {
+    let (ended, mut wake_at) = crate::api::attachments::finished(state, now);
+    for task in ended {
         batch.delete(
             Kind::Task,
             id(&task.meta),

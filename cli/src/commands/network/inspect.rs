@@ -109,11 +109,16 @@ pub fn verbose(
         let (hostname, addr) = node_addr(&task.node_id);
         peers.insert(hostname, addr.clone());
         let task_id = task.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+        // A connected container shows by its name, as Docker lists it.
+        let name = match task.spec.as_ref().and_then(|s| s.attachment.as_ref()) {
+            Some(attachment) => attachment.container.clone(),
+            None => shoal_api::template::task_name(task),
+        };
         by_service
             .entry(task.service_id.clone())
             .or_default()
             .push(json!({
-                "Name": shoal_api::template::task_name(task),
+                "Name": name,
                 "EndpointID": task_id,
                 "EndpointIP": attachment.addresses.first().map(|a| no_prefix(a)).unwrap_or(""),
                 "Info": { "Host IP": addr },
