@@ -54,8 +54,8 @@ pub struct LogsArgs {
 /// What the command reads: a service or one of its tasks.
 #[derive(Debug)]
 enum Target {
-    Service(Service),
-    Task(Task),
+    Service(Box<Service>),
+    Task(Box<Task>),
 }
 
 /// Docker's `--tail`: "all" or a count of lines per task (None: all).
@@ -76,7 +76,7 @@ fn find_target(services: &[Service], tasks: &[Task], query: &str) -> Result<Targ
     };
     if services.iter().any(is_service) {
         let s = resolve("service", query, services, service_id, service_name)?;
-        return Ok(Target::Service(s.clone()));
+        return Ok(Target::Service(Box::new(s.clone())));
     }
     fn task_id(t: &Task) -> &str {
         t.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("")
@@ -89,7 +89,7 @@ fn find_target(services: &[Service], tasks: &[Task], query: &str) -> Result<Targ
             .collect(),
     };
     match matches.as_slice() {
-        [one] => Ok(Target::Task((*one).clone())),
+        [one] => Ok(Target::Task(Box::new((*one).clone()))),
         [] => bail!("no such task or service: {query}"),
         many => bail!(
             "task {query} is ambiguous ({} matches by ID prefix)",
@@ -251,7 +251,7 @@ pub async fn run(client: &mut Client, args: LogsArgs) -> Result<()> {
                 1
             };
             let request = LogsRequest {
-                service_id: service_id(&s).to_owned(),
+                service_id: service_id(s.as_ref()).to_owned(),
                 ..Default::default()
             };
             (request, padding, tty(spec.task.as_ref()))

@@ -104,11 +104,7 @@ impl Host {
         let output = child.wait_with_output()?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            let last = stderr
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .next_back()
-                .unwrap_or("");
+            let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
             bail!(
                 "{program} {} failed: {last}",
                 args.first().map(String::as_str).unwrap_or("")
