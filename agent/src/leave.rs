@@ -29,16 +29,43 @@ fn managers_path(data_dir: &Path) -> PathBuf {
 }
 
 /// Takes the data dir's lock for a running agent: one agent per data dir,
-/// and `leave` can tell when it has stopped.
+/// and `leave` can tell when it has stopped (and which process it is).
 pub fn lock_data_dir(data_dir: &Path) -> Result<DataDirLock> {
+    use std::io::Write;
     let path = lock_path(data_dir);
-    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
         anyhow::anyhow!(
             "{} is in use by another shoal-agent ({errno})",
             data_dir.display()
         )
-    })
+    })?;
+    lock.set_len(0)?;
+    writeln!(lock, "{}", std::process::id())?;
+    Ok(lock)
+}
+
+/// Asks the agent running on `data_dir` to stop (SIGTERM): one whose
+/// managers are gone (the cluster's last manager left) would not notice.
+pub fn stop_agent(data_dir: &Path) -> Result<()> {
+    if !agent_running(data_dir) {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(lock_path(data_dir)).unwrap_or_default();
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("no agent pid in {}", lock_path(data_dir).display()))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .with_context(|| format!("stopping the agent (pid {pid})"))
 }
 
 /// Whether an agent runs on `data_dir` now.
@@ -181,6 +208,8 @@ mod tests {
         assert!(!agent_running(dir.path()));
         let lock = lock_data_dir(dir.path()).unwrap();
         assert!(agent_running(dir.path()));
+        let pid = std::fs::read_to_string(dir.path().join("LOCK")).unwrap();
+        assert_eq!(pid.trim(), std::process::id().to_string());
         let err = lock_data_dir(dir.path()).unwrap_err().to_string();
         assert!(err.contains("in use by another shoal-agent"), "{err}");
         drop(lock);

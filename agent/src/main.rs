@@ -338,11 +338,18 @@ async fn leave(root: &BpfRoot, args: LeaveArgs) -> Result<()> {
             Ok(Asked::AlreadyGone) => println!("the cluster had removed node {id} already"),
             Err(error) if args.force => {
                 eprintln!("warning: {error:#}; clearing this host anyway");
+                // No manager will refuse it: it would run on.
+                leave::stop_agent(data_dir)?;
             }
             Err(error) => return Err(error),
         }
-        // Refused from now on, the running agent stops by itself.
-        leave::wait_agent_stopped(data_dir, std::time::Duration::from_secs(30)).await?;
+        // Refused from now on, the running agent stops by itself; one
+        // that reaches no manager any more is told to.
+        let wait = std::time::Duration::from_secs(10);
+        if leave::wait_agent_stopped(data_dir, wait).await.is_err() {
+            leave::stop_agent(data_dir)?;
+            leave::wait_agent_stopped(data_dir, wait * 2).await?;
+        }
     } else if leave::agent_running(data_dir) {
         anyhow::bail!(
             "an agent runs on {} but it has no certificate yet: stop it first",

@@ -95,12 +95,21 @@ fn without_port(addr: &str) -> &str {
     addr.rsplit_once(':').map_or(addr, |(h, _)| h)
 }
 
-/// The flags `shoal-manager init|join` and `run` share.
-fn manager_flags(host: &Host, advertise: Option<&str>, listen: Option<&str>) -> Vec<String> {
+/// The flags `shoal-manager init|join` and `run` share; the control
+/// socket is the one this CLI talks to (`--host unix://…`).
+fn manager_flags(
+    host: &Host,
+    host_uri: &str,
+    advertise: Option<&str>,
+    listen: Option<&str>,
+) -> Vec<String> {
     let mut flags = vec![
         "--data-dir".to_owned(),
         host.manager_dir().display().to_string(),
     ];
+    if let Some(socket) = host_uri.strip_prefix("unix://") {
+        flags.extend(["--socket".to_owned(), socket.to_owned()]);
+    }
     if let Some(a) = advertise {
         flags.extend(["--advertise-addr".to_owned(), a.to_owned()]);
     }
@@ -269,6 +278,7 @@ pub async fn init(host_uri: &str, tls: &crate::tls::TlsArgs, args: InitArgs) -> 
     let mut flags = vec!["init".to_owned(), "--no-serve".to_owned()];
     flags.extend(manager_flags(
         &host,
+        host_uri,
         args.advertise_addr.as_deref(),
         args.listen_addr.as_deref(),
     ));
@@ -370,6 +380,7 @@ pub async fn join(host_uri: &str, tls: &crate::tls::TlsArgs, args: JoinArgs) -> 
             ];
             flags.extend(manager_flags(
                 &host,
+                host_uri,
                 args.advertise_addr.as_deref(),
                 args.listen_addr.as_deref(),
             ));
@@ -455,10 +466,17 @@ mod tests {
             statedir: "/var/lib/shoal".into(),
         };
         assert_eq!(
-            manager_flags(&host, Some("10.0.0.11"), Some("0.0.0.0")),
+            manager_flags(
+                &host,
+                "unix:///run/shoal/manager.sock",
+                Some("10.0.0.11"),
+                Some("0.0.0.0")
+            ),
             [
                 "--data-dir",
                 "/var/lib/shoal/manager",
+                "--socket",
+                "/run/shoal/manager.sock",
                 "--advertise-addr",
                 "10.0.0.11",
                 "--listen-addr",
