@@ -208,12 +208,33 @@ fn service_logs_take_dockers_flags_and_print_dockers_prefixes() -> Result<()> {
             followed.push(line);
         }
     }
-    let _ = follow.kill();
-    let _ = follow.wait();
     ensure!(followed.len() >= 5, "following gave {followed:?}");
     ensure!(
         followed.iter().all(|l| l.starts_with("ticker.1.")),
         "{followed:?}"
+    );
+    // As Docker's, following a service follows the task that replaces one.
+    let first_task = prefixes(&followed[0])[0].to_owned();
+    let container = shoal_tests::containers_of("ticker")?;
+    shoal_tests::cmd::run(
+        "docker",
+        &["kill", container.first().context("the ticker's container")?],
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut replaced = None;
+    while replaced.is_none() && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(500))
+            && line.starts_with("ticker.1.")
+            && !line.starts_with(&first_task)
+        {
+            replaced = Some(line);
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    ensure!(
+        replaced.is_some(),
+        "no line from the task replacing {first_task}"
     );
     Ok(())
 }

@@ -949,7 +949,19 @@ impl Control for ControlService {
             let state = self.manager.store.read().await;
             service_logs::targets(&state, &request)?
         };
-        let lines = self.manager.logs.subscribe(targets.nodes, options)?;
+        let lines = self
+            .manager
+            .logs
+            .subscribe(targets.nodes.clone(), options)?;
+        if options.follow && !request.service_id.is_empty() {
+            return Ok(Response::new(Box::pin(service_logs::follow_service(
+                self.manager.clone(),
+                request.service_id.clone(),
+                options,
+                targets,
+                lines,
+            ))));
+        }
         Ok(Response::new(Box::pin(service_logs::annotated(
             lines,
             targets.tasks,

@@ -2,14 +2,17 @@
 //! service's, or one task's), by node, and what the caller needs to name
 //! each line (the task's service and slot), which agents do not know.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
 
-use shoal_api::pb::{LogLine, LogsRequest};
+use shoal_api::pb::{LogLine, LogsRequest, TaskState};
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::Status;
 
-use crate::{logs::LogOptions, store::State};
+use crate::{logs::LogOptions, manager::Manager, store::State};
 
 /// The tasks a request reads, by node, and who each task is.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -92,6 +95,92 @@ pub fn annotated(
             line
         })
     })
+}
+
+/// Whether a task's container exists on its node (its logs can be read).
+fn started(state: &State, task_id: &str) -> bool {
+    state
+        .tasks
+        .get(task_id)
+        .and_then(|t| t.status.as_ref())
+        .is_some_and(|s| s.state() >= TaskState::Starting)
+}
+
+/// The tasks of `service_id` whose containers exist that `seen` does not
+/// hold yet (started since: a restart, a scale, an update).
+pub fn new_tasks(state: &State, service_id: &str, seen: &HashSet<String>) -> Targets {
+    let request = LogsRequest {
+        service_id: service_id.to_owned(),
+        ..Default::default()
+    };
+    let mut out = targets(state, &request).unwrap_or_default();
+    out.tasks.retain(|id, _| !seen.contains(id));
+    out.tasks.retain(|id, _| started(state, id));
+    for ids in out.nodes.values_mut() {
+        ids.retain(|id| out.tasks.contains_key(id));
+    }
+    out.nodes.retain(|_, ids| !ids.is_empty());
+    out
+}
+
+/// `service logs -f` of a service, as Docker's: the lines of its tasks,
+/// and of every task it starts while the caller listens.
+pub fn follow_service(
+    manager: Arc<Manager>,
+    service_id: String,
+    options: LogOptions,
+    first: Targets,
+    lines: mpsc::Receiver<Result<LogLine, Status>>,
+) -> impl Stream<Item = Result<LogLine, Status>> + Send + 'static {
+    let (tx, rx) = mpsc::channel(1024);
+    let forward = |lines, tasks, tx: mpsc::Sender<_>| {
+        tokio::spawn(async move {
+            let mut lines = Box::pin(annotated(lines, tasks));
+            while let Some(line) = lines.next().await {
+                if tx.send(line).await.is_err() {
+                    return;
+                }
+            }
+        });
+    };
+    let asked: Vec<String> = first.tasks.keys().cloned().collect();
+    forward(lines, first.tasks, tx.clone());
+    tokio::spawn(async move {
+        let mut applied = manager.store.applied();
+        // Tasks asked for before their container existed gave nothing:
+        // they are asked for again once it does.
+        let mut seen: HashSet<String> = {
+            let state = manager.store.read().await;
+            asked.into_iter().filter(|t| started(&state, t)).collect()
+        };
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return,
+                changed = applied.changed() => if changed.is_err() { return },
+            }
+            let found = {
+                let state = manager.store.read().await;
+                if !state.services.contains_key(&service_id) {
+                    return;
+                }
+                new_tasks(&state, &service_id, &seen)
+            };
+            if found.tasks.is_empty() {
+                continue;
+            }
+            seen.extend(found.tasks.keys().cloned());
+            // A new task's lines are all new: every one of them.
+            let options = LogOptions { tail: 0, ..options };
+            match manager.logs.subscribe(found.nodes, options) {
+                Ok(lines) => forward(lines, found.tasks, tx.clone()),
+                Err(error) => {
+                    let _ = tx.send(Err(error.into())).await;
+                    return;
+                }
+            }
+        }
+    });
+    ReceiverStream::new(rx)
 }
 
 #[cfg(test)]
@@ -189,6 +278,37 @@ mod tests {
             ..Default::default()
         };
         assert!(options(&request).unwrap_err().message().contains("1970"));
+    }
+
+    #[test]
+    fn a_follower_learns_of_tasks_placed_since() {
+        let mut state = state();
+        for t in state.tasks.values_mut() {
+            t.status = Some(shoal_api::pb::TaskStatus {
+                state: TaskState::Running as i32,
+                ..Default::default()
+            });
+        }
+        let seen: HashSet<String> = ["t1", "t2", "t3"].map(String::from).into();
+        assert!(new_tasks(&state, "s1", &seen).tasks.is_empty());
+        let mut restarted = task("t4", "s1", 1, "n2");
+        restarted.status = Some(shoal_api::pb::TaskStatus {
+            state: TaskState::Assigned as i32,
+            ..Default::default()
+        });
+        state.tasks.insert("t4".into(), restarted);
+        // Not before its container exists.
+        assert!(new_tasks(&state, "s1", &seen).tasks.is_empty());
+        state.tasks.get_mut("t4").unwrap().status = Some(shoal_api::pb::TaskStatus {
+            state: TaskState::Starting as i32,
+            ..Default::default()
+        });
+        let found = new_tasks(&state, "s1", &seen);
+        assert_eq!(
+            found.nodes,
+            BTreeMap::from([("n2".into(), vec!["t4".into()])])
+        );
+        assert_eq!(found.tasks["t4"], ("s1".into(), 1));
     }
 
     #[tokio::test]
