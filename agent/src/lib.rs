@@ -6,6 +6,7 @@
 pub mod datapath;
 pub mod dns;
 pub mod identity;
+pub mod leave;
 pub mod network;
 pub mod session;
 pub mod sim;

@@ -25,15 +25,28 @@ enum Command {
     /// Manage the node's eBPF data plane.
     #[command(subcommand)]
     Datapath(DatapathCommand),
-    /// Remove everything the agent built on this node (run it once the agent is stopped).
+    /// Leave the cluster: the managers remove this node (asked with its own
+    /// certificate), its agent stops, and everything it built goes.
     ///
-    /// Takes off its task containers, overlay devices and their rules, and
-    /// the pinned eBPF programs and maps.
-    Leave {
-        /// The agent's data dir (it holds the node id its containers carry).
-        #[arg(long, default_value = "/var/lib/shoal/agent")]
-        data_dir: PathBuf,
-    },
+    /// Takes off its task containers, overlay devices and their rules, the
+    /// pinned eBPF programs and maps, and the node's certificate (joining
+    /// again takes a token and makes a new node). `shoal swarm leave` runs it.
+    Leave(LeaveArgs),
+}
+
+#[derive(clap::Args)]
+struct LeaveArgs {
+    /// The agent's data dir (it holds the node's certificate and id).
+    #[arg(long, default_value = "/var/lib/shoal/agent")]
+    data_dir: PathBuf,
+    /// A manager to ask (host:port; port 2377 when omitted); repeatable.
+    /// Default: the managers the agent last knew.
+    #[arg(long = "manager", value_name = "MANAGER")]
+    managers: Vec<String>,
+    /// Clear this host even if no manager could be told (the cluster then
+    /// still lists the node: `shoal node rm` it there).
+    #[arg(short, long)]
+    force: bool,
 }
 
 #[derive(clap::Args)]
@@ -147,9 +160,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Join(args) => tokio::runtime::Runtime::new()?.block_on(join(*args, root)),
         Command::Datapath(command) => run_datapath(&root, command),
-        Command::Leave { data_dir } => {
-            tokio::runtime::Runtime::new()?.block_on(leave(&root, &data_dir))
-        }
+        Command::Leave(args) => tokio::runtime::Runtime::new()?.block_on(leave(&root, args)),
     }
 }
 
@@ -180,6 +191,8 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
     };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    // Held while the agent runs: `shoal-agent leave` waits for it.
+    let _lock = shoal_agent::leave::lock_data_dir(&args.data_dir)?;
     let container_labels = args
         .container_label
         .iter()
@@ -193,17 +206,8 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "localhost".into()),
     };
-    let managers: Vec<String> = args
-        .managers
-        .iter()
-        .map(|m| {
-            if m.contains(':') {
-                m.clone()
-            } else {
-                format!("{m}:{}", shoal_api::DEFAULT_PORT)
-            }
-        })
-        .collect();
+    let managers: Vec<String> = args.managers.iter().map(|m| with_port(m)).collect();
+    shoal_agent::leave::save_managers(&args.data_dir, &managers);
     let local: std::net::Ipv4Addr = match &args.advertise_addr {
         Some(a) => a
             .parse()
@@ -280,14 +284,25 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
     });
     let watched = executor.clone();
     let mut refused = changes.clone();
+    let data_dir = args.data_dir.clone();
     tokio::spawn(async move {
+        let mut known: Vec<String> = Vec::new();
         while changes.changed().await.is_ok() {
-            let (id, cluster) = {
+            let (id, cluster, managers) = {
                 let state = changes.borrow();
-                (state.node_id.clone(), state.cluster_id.clone())
+                (
+                    state.node_id.clone(),
+                    state.cluster_id.clone(),
+                    state.managers.clone(),
+                )
             };
             if !id.is_empty() {
                 watched.set_identity(&id, &cluster);
+            }
+            // For `shoal-agent leave`, which asks them to remove the node.
+            if managers != known {
+                shoal_agent::leave::save_managers(&data_dir, &managers);
+                known = managers;
             }
         }
     });
@@ -307,9 +322,49 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
     Ok(())
 }
 
-async fn leave(root: &BpfRoot, data_dir: &std::path::Path) -> Result<()> {
+fn with_port(manager: &str) -> String {
+    if manager.contains(':') {
+        manager.to_owned()
+    } else {
+        format!("{manager}:{}", shoal_api::DEFAULT_PORT)
+    }
+}
+
+async fn leave(root: &BpfRoot, args: LeaveArgs) -> Result<()> {
+    use shoal_agent::leave::{self, Asked};
+    let data_dir = args.data_dir.as_path();
     let node_id = std::fs::read_to_string(data_dir.join("node-id")).unwrap_or_default();
     let node_id = node_id.trim();
+    if let Some(credentials) = shoal_pki::Credentials::load(&data_dir.join("certificates"))? {
+        let managers: Vec<String> = if args.managers.is_empty() {
+            leave::saved_managers(data_dir)
+        } else {
+            args.managers.iter().map(|m| with_port(m)).collect()
+        };
+        let id = credentials.identity().node_id;
+        match leave::ask_to_leave(&credentials, &managers).await {
+            Ok(Asked::Removed) => println!("the cluster removed node {id}"),
+            Ok(Asked::AlreadyGone) => println!("the cluster had removed node {id} already"),
+            Err(error) if args.force => {
+                eprintln!("warning: {error:#}; clearing this host anyway");
+                // No manager will refuse it: it would run on.
+                leave::stop_agent(data_dir)?;
+            }
+            Err(error) => return Err(error),
+        }
+        // Refused from now on, the running agent stops by itself; one
+        // that reaches no manager any more is told to.
+        let wait = std::time::Duration::from_secs(10);
+        if leave::wait_agent_stopped(data_dir, wait).await.is_err() {
+            leave::stop_agent(data_dir)?;
+            leave::wait_agent_stopped(data_dir, wait * 2).await?;
+        }
+    } else if leave::agent_running(data_dir) {
+        anyhow::bail!(
+            "an agent runs on {} but it has no certificate yet: stop it first",
+            data_dir.display()
+        );
+    }
     if !node_id.is_empty() {
         let removed = shoal_agent::worker::docker::remove_node_containers(node_id)
             .await
@@ -323,6 +378,8 @@ async fn leave(root: &BpfRoot, data_dir: &std::path::Path) -> Result<()> {
         "removed the pinned eBPF programs and maps under {}",
         root.root().display()
     );
+    leave::forget_identity(data_dir)?;
+    println!("forgot this node's certificate: joining again takes a token");
     Ok(())
 }
 

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod file_target;
 pub mod id;
 pub mod mount;
+pub mod network;
 pub mod template;
 pub mod token;
 pub mod token_input;

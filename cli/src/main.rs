@@ -6,6 +6,7 @@ mod commands;
 mod compose;
 mod output;
 mod retry;
+mod timestamp;
 mod tls;
 
 use anyhow::Result;
@@ -58,7 +59,7 @@ enum Command {
     /// Manage the swarm: its settings, root CA, autolock and unlock key.
     #[command(subcommand)]
     Swarm(SwarmCommand),
-    /// Show (or rotate) the join token for workers or managers.
+    /// Show (or rotate) the join token for workers or managers (as `swarm join-token`).
     JoinToken(JoinToken),
     /// Manage client certificates.
     #[command(subcommand)]
@@ -110,6 +111,10 @@ async fn run(cli: Cli) -> Result<()> {
     {
         return commands::stack::config(compose_file, *skip_interpolation);
     }
+    // `swarm init|join|leave` work on this host before any manager answers.
+    if let Command::Swarm(c) = cli.command {
+        return commands::swarm::run(&cli.host, &cli.tls, c).await;
+    }
     let mut client = client::connect(&cli.host, &cli.tls).await?;
     match cli.command {
         Command::Node(c) => commands::node::run(&mut client, c).await,
@@ -118,7 +123,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Network(c) => commands::network::run(&mut client, c).await,
         Command::Secret(c) => objects::run(&mut client, objects::Kind::Secret, c).await,
         Command::Config(c) => objects::run(&mut client, objects::Kind::Config, c).await,
-        Command::Swarm(c) => commands::swarm::run(&cli.host, &cli.tls, &mut client, c).await,
+        Command::Swarm(_) => unreachable!("answered above"),
         Command::JoinToken(args) => commands::cluster::join_token(&mut client, args).await,
         Command::Cert(c) => commands::cert::run(&mut client, c).await,
         Command::Version { .. } => unreachable!("answered above"),

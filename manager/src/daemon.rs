@@ -605,6 +605,11 @@ async fn write_initial_state(
             ..Default::default()
         }),
         vxlan_id: 4096,
+        subnets: vec![shoal_api::pb::IpamConfig {
+            subnet: subnet.clone(),
+            gateway: gateway.clone(),
+            ..Default::default()
+        }],
         subnet,
         gateway,
     };

@@ -20,10 +20,22 @@ struct Subscription {
     nodes: BTreeMap<String, Vec<String>>,
     follow: bool,
     tail: u64,
+    since_ns: i64,
     /// Nodes that have not finished sending (non-follow requests end when
     /// every node is done).
     pending: HashSet<String>,
     lines: mpsc::Sender<Result<LogLine, Status>>,
+}
+
+/// What a log request asks of every node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Go on sending lines as they come.
+    pub follow: bool,
+    /// Lines per task from the end; 0: all.
+    pub tail: u64,
+    /// Only lines logged at or after this time (Unix ns); 0: all.
+    pub since_ns: i64,
 }
 
 pub struct LogBroker {
@@ -68,9 +80,13 @@ impl LogBroker {
     pub fn subscribe(
         &self,
         nodes: BTreeMap<String, Vec<String>>,
-        follow: bool,
-        tail: u64,
+        options: LogOptions,
     ) -> Result<mpsc::Receiver<Result<LogLine, Status>>, LimitError> {
+        let LogOptions {
+            follow,
+            tail,
+            since_ns,
+        } = options;
         let (lines, receiver) = mpsc::channel(1024);
         if nodes.is_empty() {
             return Ok(receiver); // nothing runs: the stream ends at once
@@ -86,6 +102,7 @@ impl LogBroker {
                 nodes,
                 follow,
                 tail,
+                since_ns,
                 pending,
                 lines,
             },
@@ -108,6 +125,7 @@ impl LogBroker {
                     task_ids: tasks.clone(),
                     follow: s.follow,
                     tail: s.tail,
+                    since_ns: s.since_ns,
                 })
             })
             .collect();
@@ -150,6 +168,14 @@ impl LogBroker {
 mod tests {
     use super::*;
 
+    fn opts(follow: bool, tail: u64) -> LogOptions {
+        LogOptions {
+            follow,
+            tail,
+            since_ns: 0,
+        }
+    }
+
     #[tokio::test]
     async fn lines_flow_to_the_caller_and_the_stream_ends_when_nodes_are_done() {
         let broker = LogBroker::default();
@@ -157,7 +183,7 @@ mod tests {
             ("n1".to_string(), vec!["t1".to_string()]),
             ("n2".to_string(), vec!["t2".to_string()]),
         ]);
-        let mut rx = broker.subscribe(nodes, false, 10).unwrap();
+        let mut rx = broker.subscribe(nodes, opts(false, 10)).unwrap();
         let requests = broker.requests_for("n1");
         assert_eq!(requests.len(), 1);
         assert_eq!(requests[0].task_ids, ["t1"]);
@@ -184,14 +210,34 @@ mod tests {
         let rx = broker
             .subscribe(
                 BTreeMap::from([("n1".to_string(), vec!["t1".to_string()])]),
-                true,
-                0,
+                opts(true, 0),
             )
             .unwrap();
         let id = broker.requests_for("n1")[0].id.clone();
         drop(rx);
         assert!(!broker.publish(&id, vec![LogLine::default()]).await);
         assert!(broker.requests_for("n1").is_empty());
+    }
+
+    #[test]
+    fn every_node_is_asked_with_the_callers_options() {
+        let broker = LogBroker::default();
+        let options = LogOptions {
+            follow: true,
+            tail: 5,
+            since_ns: 1_700_000_000_123_456_789,
+        };
+        let _rx = broker
+            .subscribe(
+                BTreeMap::from([("n1".to_string(), vec!["t1".to_string()])]),
+                options,
+            )
+            .unwrap();
+        let request = &broker.requests_for("n1")[0];
+        assert_eq!(
+            (request.follow, request.tail, request.since_ns),
+            (true, 5, 1_700_000_000_123_456_789)
+        );
     }
 
     #[tokio::test]
@@ -201,9 +247,9 @@ mod tests {
             ..Default::default()
         });
         let nodes = || BTreeMap::from([("n1".to_string(), vec!["t1".to_string()])]);
-        let first = broker.subscribe(nodes(), true, 0).unwrap();
-        let _second = broker.subscribe(nodes(), true, 0).unwrap();
-        let err = broker.subscribe(nodes(), true, 0).unwrap_err();
+        let first = broker.subscribe(nodes(), opts(true, 0)).unwrap();
+        let _second = broker.subscribe(nodes(), opts(true, 0)).unwrap();
+        let err = broker.subscribe(nodes(), opts(true, 0)).unwrap_err();
         assert!(err.to_string().contains("--max-log-streams"), "{err}");
         assert_eq!(
             broker.requests_for("n1").len(),
@@ -211,10 +257,10 @@ mod tests {
             "the refused one asks nothing"
         );
         // A request on no node holds no place.
-        broker.subscribe(BTreeMap::new(), true, 0).unwrap();
+        broker.subscribe(BTreeMap::new(), opts(true, 0)).unwrap();
         drop(first);
         broker
-            .subscribe(nodes(), true, 0)
+            .subscribe(nodes(), opts(true, 0))
             .expect("a caller that left frees its place");
     }
 }

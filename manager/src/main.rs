@@ -238,28 +238,53 @@ async fn main() -> Result<()> {
     }
     tracing::info!(addr = %advertise, raft_id = running.manager.raft_id, "manager serving");
     let mut running = running;
-    let demoted = tokio::select! {
-        _ = term.recv() => None,
-        _ = tokio::signal::ctrl_c() => None,
-        why = running.demoted() => Some(why),
+    let mut left = running.manager.left.subscribe();
+    let ended = tokio::select! {
+        _ = term.recv() => Ended::Stopped,
+        _ = tokio::signal::ctrl_c() => Ended::Stopped,
+        _ = async { let _ = left.wait_for(|l| *l).await; } => Ended::Left,
+        why = running.demoted() => Ended::Demoted(why),
     };
-    let Some(why) = demoted else {
-        tracing::info!("stopping");
-        running.shutdown().await;
-        return Ok(());
-    };
-    // Demoted or removed: what only managers hold goes, and the daemon
-    // ends without an error (a service manager restarts it only on one).
-    tracing::warn!(reason = %why, "this manager was demoted or removed: erasing its state");
-    running.shutdown_and_erase().await?;
-    eprintln!(
-        "This node is no longer a manager of the cluster ({why}). Its manager state in {} \
-         (the Raft log with the cluster's CA key, the data key, the manager certificate) \
-         is erased; the node's agent keeps running its tasks. To make it a manager again: \
-         `shoal node promote` it, then `shoal-manager join` with a manager token.",
-        data_dir.display()
-    );
+    match ended {
+        Ended::Stopped => {
+            tracing::info!("stopping");
+            running.shutdown().await;
+        }
+        Ended::Left => {
+            tracing::info!("stopping");
+            running.shutdown().await;
+            // `shoal swarm leave`: this node is no longer the cluster's, and
+            // its state would only make a restart fail. Docker clears it too.
+            std::fs::remove_dir_all(&data_dir)
+                .with_context(|| format!("clearing {} after leaving", data_dir.display()))?;
+            tracing::info!(data_dir = %data_dir.display(), "left the cluster; state cleared");
+        }
+        Ended::Demoted(why) => {
+            // Demoted or removed: what only managers hold goes, and the
+            // daemon ends without an error (a service manager restarts it
+            // only on one).
+            tracing::warn!(reason = %why, "this manager was demoted or removed: erasing its state");
+            running.shutdown_and_erase().await?;
+            eprintln!(
+                "This node is no longer a manager of the cluster ({why}). Its manager state in {} \
+                 (the Raft log with the cluster's CA key, the data key, the manager certificate) \
+                 is erased; the node's agent keeps running its tasks. To make it a manager again: \
+                 `shoal node promote` it, then `shoal-manager join` with a manager token.",
+                data_dir.display()
+            );
+        }
+    }
     Ok(())
+}
+
+/// Why the daemon stops serving.
+enum Ended {
+    /// SIGTERM or Ctrl-C.
+    Stopped,
+    /// `shoal swarm leave`.
+    Left,
+    /// The cluster demoted or removed this manager (with its peers' reason).
+    Demoted(String),
 }
 
 #[cfg(test)]

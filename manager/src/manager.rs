@@ -117,6 +117,9 @@ pub struct Manager {
     /// One TLS channel per peer manager, kept: a handshake per forwarded
     /// call would cost more than the call.
     channels: std::sync::Mutex<std::collections::HashMap<String, tonic::transport::Channel>>,
+    /// Turns true once this manager's node has left the cluster (`shoal
+    /// swarm leave --force`): the daemon then stops and clears its state.
+    pub left: tokio::sync::watch::Sender<bool>,
 }
 
 impl Manager {
@@ -149,6 +152,7 @@ impl Manager {
             write_lock: tokio::sync::Mutex::new(()),
             credentials,
             channels: Default::default(),
+            left: tokio::sync::watch::channel(false).0,
         })
     }
 

@@ -14,8 +14,8 @@ use std::{path::Path, sync::Arc, time::Duration};
 
 use shoal_api::{
     pb::{
-        IssueNodeCertificateRequest, NodeCertificate, RenewNodeCertificateRequest, RootCaRequest,
-        ca_client::CaClient,
+        CheckJoinTokenRequest, IssueNodeCertificateRequest, NodeCertificate, NodeRole,
+        RenewNodeCertificateRequest, RootCaRequest, ca_client::CaClient,
     },
     token::{JoinToken, ca_digest},
 };
@@ -60,14 +60,9 @@ pub async fn join(
     join_sealed(request, dir, None).await
 }
 
-/// As [`join`], the key kept sealed by `seal`.
-pub async fn join_sealed(
-    request: &JoinRequest<'_>,
-    dir: Option<&Path>,
-    seal: Option<Arc<dyn crate::KeySeal>>,
-) -> Result<Arc<Credentials>, JoinError> {
-    let token = JoinToken::parse(request.token)?;
-    let addr = request.manager;
+/// The root CA of the manager at `addr`, checked against the digest in
+/// `token`: the PEM to trust it by.
+async fn verified_root(addr: &str, token: &JoinToken) -> Result<String, JoinError> {
     let unreachable = |e: &dyn std::fmt::Display| JoinError::Unreachable {
         addr: addr.to_owned(),
         message: e.to_string(),
@@ -84,13 +79,60 @@ pub async fn join_sealed(
     if ca_digest(&root_der) != token.ca_digest {
         return Err(JoinError::WrongCluster(addr.to_owned()));
     }
+    Ok(root.cert_pem)
+}
+
+/// Which role `token` joins as, asked of the manager at `addr` once its
+/// root CA matches the token (as [`join`] checks it): `shoal swarm join`
+/// sets a host up as a manager or as a worker from it.
+pub async fn token_role(addr: &str, token: &str) -> Result<NodeRole, JoinError> {
+    let parsed = JoinToken::parse(token)?;
+    let trusted = verified_root(addr, &parsed).await?;
+    let channel = transport::channel(addr, Dialer::anonymous(&trusted)?)
+        .await
+        .map_err(|e| JoinError::Unreachable {
+            addr: addr.to_owned(),
+            message: e.to_string(),
+        })?;
+    let client = CaClient::new(channel);
+    let answer = retry_unavailable(|| {
+        let mut client = client.clone();
+        let request = CheckJoinTokenRequest {
+            token: token.to_owned(),
+        };
+        async move { client.check_join_token(request).await }
+    })
+    .await
+    .map_err(|s| JoinError::Refused {
+        addr: addr.to_owned(),
+        message: s.message().to_owned(),
+    })?;
+    NodeRole::from_word(&answer.role).ok_or_else(|| JoinError::Refused {
+        addr: addr.to_owned(),
+        message: format!("unknown role {:?}", answer.role),
+    })
+}
+
+/// As [`join`], the key kept sealed by `seal`.
+pub async fn join_sealed(
+    request: &JoinRequest<'_>,
+    dir: Option<&Path>,
+    seal: Option<Arc<dyn crate::KeySeal>>,
+) -> Result<Arc<Credentials>, JoinError> {
+    let token = JoinToken::parse(request.token)?;
+    let addr = request.manager;
+    let unreachable = |e: &dyn std::fmt::Display| JoinError::Unreachable {
+        addr: addr.to_owned(),
+        message: e.to_string(),
+    };
+    let root_pem = verified_root(addr, &token).await?;
     // From here on the manager must prove it holds a manager certificate of
     // that CA.
     // Only the root whose digest the token names: anything else in that
     // unverified answer (its trust list) could be a man in the middle's.
     // The roots to trust from then on come with the certificate, over TLS
     // that this root verified.
-    let trusted = &root.cert_pem;
+    let trusted = &root_pem;
     let key = KeyAndCsr::generate()?;
     // From the advertised address: the manager matches it with the address
     // the request comes from before giving a manager host's node away.

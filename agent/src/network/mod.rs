@@ -9,6 +9,7 @@
 pub mod firewall;
 pub mod guard;
 pub mod netlink;
+mod plug;
 pub mod routes;
 
 use std::{
@@ -77,6 +78,35 @@ fn is_internal(n: &Network) -> bool {
 
 fn is_ingress(n: &Network) -> bool {
     n.spec.as_ref().is_some_and(|s| s.ingress)
+}
+
+/// A network's subnets with their gateways, first the main one.
+struct Blocks(Vec<(Ipv4Cidr, Ipv4Addr)>);
+
+impl Blocks {
+    fn of(network: &Network) -> Result<Self> {
+        let id = network_id(network);
+        let blocks = shoal_api::network::blocks(network)
+            .iter()
+            .map(|b| {
+                let subnet: Ipv4Cidr = b
+                    .subnet
+                    .parse()
+                    .with_context(|| format!("network {id}: subnet {:?}", b.subnet))?;
+                let gateway: Ipv4Addr = b
+                    .gateway
+                    .parse()
+                    .with_context(|| format!("network {id}: gateway {:?}", b.gateway))?;
+                Ok((subnet, gateway))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        anyhow::ensure!(!blocks.is_empty(), "network {id} has no subnet");
+        Ok(Self(blocks))
+    }
+
+    fn first(&self) -> (Ipv4Cidr, Ipv4Addr) {
+        self.0[0]
+    }
 }
 
 /// The devices of one network on this node.
@@ -218,18 +248,16 @@ impl Overlay {
 
     async fn ensure_network(&self, network: &Network) -> Result<Devices> {
         let vni = network.vxlan_id;
-        let subnet: Ipv4Cidr = network
-            .subnet
-            .parse()
-            .with_context(|| format!("network {} has no subnet", network_id(network)))?;
-        let gateway: Ipv4Addr = network
-            .gateway
-            .parse()
-            .with_context(|| format!("network {} has no gateway", network_id(network)))?;
+        let blocks = Blocks::of(network)?;
+        let (_, gateway) = blocks.first();
         let bridge = self.nl.ensure_bridge(&bridge_name(vni), self.mtu).await?;
-        self.nl
-            .ensure_address(bridge.index, gateway, subnet.prefix)
-            .await?;
+        // A gateway address of every subnet: the node routes each one's
+        // egress, and reaches its containers, as Docker's bridges do.
+        for (subnet, gateway) in &blocks.0 {
+            self.nl
+                .ensure_address(bridge.index, *gateway, subnet.prefix)
+                .await?;
+        }
         // A bridge whose MAC was never set takes its lowest port's: a new
         // task's veth would change the gateway's MAC under every container
         // that has it in its ARP cache (DNS and egress lost until they ask
@@ -261,12 +289,14 @@ impl Overlay {
             .unwrap_or_else(|e| e.into_inner())
             .contains(&rules_key);
         if !applied {
-            firewall::apply(
-                &subnet.trunc().to_string(),
-                &bridge.name,
-                is_internal(network),
-            )
-            .await?;
+            for (subnet, _) in &blocks.0 {
+                firewall::apply(
+                    &subnet.trunc().to_string(),
+                    &bridge.name,
+                    is_internal(network),
+                )
+                .await?;
+            }
             self.rules_applied
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -591,82 +621,6 @@ impl Overlay {
             }
         }
         true
-    }
-
-    /// Plugs the container of `task` (process `pid`) into each of its
-    /// networks: `eth0`, `eth1`, … in the task's order, addresses from the
-    /// allocator, a default route through ingress if the task is on it
-    /// (it publishes ports), else through the first network that has
-    /// egress (none on internal networks).
-    pub async fn attach(&self, task: &Task, pid: u32) -> Result<()> {
-        if task.networks.is_empty() {
-            return Ok(());
-        }
-        let task_id = task.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("");
-        let inside = Netlink::in_netns_of(pid).await?;
-        if let Some(lo) = inside.link("lo").await? {
-            inside.up(lo.index).await?;
-        }
-        let mut routes = Vec::with_capacity(task.networks.len());
-        for (i, attachment) in task.networks.iter().enumerate() {
-            let network = self.network(&attachment.network_id).with_context(|| {
-                format!(
-                    "network {} is not assigned to this node",
-                    attachment.network_id
-                )
-            })?;
-            let addr: Ipv4Cidr = attachment
-                .addresses
-                .first()
-                .with_context(|| format!("no address on network {}", attachment.network_id))?
-                .parse()?;
-            let devices = {
-                let _guard = self.changing.lock().await;
-                self.ensure_network(&network).await?
-            };
-            let (host, peer) = veth_names(task_id, &attachment.network_id);
-            if let Some(stale) = self.nl.link(&host).await? {
-                self.nl.delete_link(stale.index).await?;
-            }
-            let (host_link, peer_link) = self.nl.create_veth(&host, &peer, self.mtu).await?;
-            self.nl.plug(host_link.index, devices.bridge).await?;
-            // The task's MAC is here now: a static bridge entry replaces
-            // whatever the bridge learned when its address (and so its MAC)
-            // belonged to a task on another node.
-            self.nl
-                .set_local_fdb(host_link.index, &mac_of(addr.addr))
-                .await?;
-            if let Some(root) = &self.bpf_root {
-                mesh::forget_interface(root, host_link.index);
-                mesh::attach_vip(root, host_link.index)?;
-            }
-            self.nl.move_to_netns_of(peer_link.index, pid).await?;
-            let moved = inside
-                .link(&peer)
-                .await?
-                .context("the veth did not arrive in the container")?;
-            let name = format!("eth{i}");
-            inside
-                .configure(moved.index, &name, mac_of(addr.addr), self.mtu)
-                .await?;
-            inside
-                .ensure_address(moved.index, addr.addr, addr.prefix)
-                .await?;
-            if is_ingress(&network) && self.bpf_root.is_some() {
-                self.with_maps(|maps| maps.add_local_task(addr.addr, host_link.index))?;
-            }
-            routes.push(routes::RouteCandidate {
-                ingress: is_ingress(&network),
-                internal: is_internal(&network),
-                gateway: network.gateway.parse().ok(),
-            });
-        }
-        // Ingress if the task is on it: its published ports' replies must
-        // leave by it (see `routes`).
-        if let Some(gateway) = routes::default_gateway(&routes) {
-            inside.default_route(gateway).await?;
-        }
-        Ok(())
     }
 }
 

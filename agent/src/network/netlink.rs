@@ -346,6 +346,38 @@ impl Netlink {
         }
     }
 
+    /// Whether the namespace has an IPv4 default route.
+    pub async fn has_default_route(&self) -> Result<bool> {
+        let mut routes = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute();
+        while let Some(route) = routes.try_next().await.context("listing routes")? {
+            if route.header.destination_prefix_length == 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// An on-link route to `subnet` out of the link (another subnet of the
+    /// same overlay: one layer 2 segment, no gateway between them).
+    pub async fn link_route(&self, index: u32, subnet: Ipv4Addr, prefix: u8) -> Result<()> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(subnet, prefix)
+            .output_interface(index)
+            .scope(rtnetlink::packet_route::route::RouteScope::Link)
+            .build();
+        match self.handle.route().add(route).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if exists(&e) => Ok(()),
+            Err(e) => {
+                Err(e).with_context(|| format!("adding an on-link route to {subnet}/{prefix}"))
+            }
+        }
+    }
+
     /// Permanent FDB entries of a VXLAN device (MAC → remote VTEP).
     pub async fn fdb(&self, index: u32) -> Result<Vec<(Entry, NeighbourMessage)>> {
         self.entries(index, AddressFamily::Bridge).await

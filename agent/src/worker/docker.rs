@@ -79,6 +79,8 @@ pub struct DockerExecutor {
     overlay: Option<Arc<Overlay>>,
     /// How many tasks may run here, and start at once.
     admission: Admission,
+    /// Containers `network connect` plugged in (no task's own).
+    attachments: Arc<super::attachments::Attachments>,
 }
 
 fn status(
@@ -124,7 +126,9 @@ impl DockerExecutor {
         let docker = Docker::connect_with_local_defaults()?
             .negotiate_version()
             .await?;
+        let attachments = super::attachments::Attachments::new(docker.clone(), overlay.clone());
         let executor = Arc::new(Self {
+            attachments,
             docker,
             node_id: Mutex::new(node_id.to_owned()),
             cluster_id: Mutex::default(),
@@ -500,58 +504,27 @@ impl Executor for Arc<DockerExecutor> {
     }
 
     fn logs(&self, request: &shoal_api::pb::LogRequest) -> Option<crate::session::LogStream> {
-        use bollard::{container::LogOutput, query_parameters::LogsOptions};
-        use tokio_stream::StreamExt;
-        let node_id = self.node_id();
-        let tracked: Vec<(String, Tracked)> = {
+        let tasks: Vec<super::logs::TaskContainer> = {
             let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
             request
                 .task_ids
                 .iter()
-                .filter_map(|id| tasks.get(id).map(|t| (id.clone(), t.clone())))
-                .filter(|(_, t)| !t.container.is_empty())
+                .filter_map(|id| {
+                    let t = tasks.get(id).filter(|t| !t.container.is_empty())?;
+                    Some(super::logs::TaskContainer {
+                        task_id: id.clone(),
+                        task_name: t.name.clone(),
+                        container: t.container.clone(),
+                    })
+                })
                 .collect()
         };
-        let options = LogsOptions {
-            follow: request.follow,
-            stdout: true,
-            stderr: true,
-            tail: if request.tail == 0 {
-                "all".into()
-            } else {
-                request.tail.to_string()
-            },
-            ..Default::default()
-        };
-        let mut streams = Vec::new();
-        for (task_id, t) in tracked {
-            let node_id = node_id.clone();
-            let lines = self
-                .docker
-                .logs(&t.container, Some(options.clone()))
-                .filter_map(move |item| {
-                    let (stream, data) = match item.ok()? {
-                        LogOutput::StdOut { message } => ("stdout", message),
-                        LogOutput::StdErr { message } => ("stderr", message),
-                        LogOutput::Console { message } => ("stdout", message),
-                        LogOutput::StdIn { .. } => return None,
-                    };
-                    Some(shoal_api::pb::LogLine {
-                        task_id: task_id.clone(),
-                        task_name: t.name.clone(),
-                        node_id: node_id.clone(),
-                        stream: stream.into(),
-                        data: data.to_vec(),
-                        timestamp: shoal_api::now_ms(),
-                    })
-                });
-            streams.push(Box::pin(lines) as crate::session::LogStream);
-        }
-        let merged = streams
-            .into_iter()
-            .reduce(|a, b| Box::pin(a.merge(b)))
-            .unwrap_or_else(|| Box::pin(tokio_stream::empty()));
-        Some(merged)
+        Some(super::logs::stream(
+            &self.docker,
+            &self.node_id(),
+            tasks,
+            request,
+        ))
     }
 
     async fn reconcile(
@@ -565,7 +538,14 @@ impl Executor for Arc<DockerExecutor> {
         {
             tracing::warn!(error = %format!("{error:#}"), "overlay");
         }
-        let assigned: HashSet<String> = set.tasks.iter().map(task_id).collect();
+        // Containers plugged into networks by `network connect` are not
+        // the executor's: they go their own way.
+        let (plugs, tasks): (Vec<&Task>, Vec<&Task>) = set
+            .tasks
+            .iter()
+            .partition(|t| super::attachments::container_of(t).is_some());
+        self.attachments.sync(&plugs, report).await;
+        let assigned: HashSet<String> = tasks.iter().map(|t| task_id(t)).collect();
         // Tasks that run or start here (one being stopped is on its way out,
         // as the scheduler counts it).
         let mut holding = self
@@ -575,7 +555,7 @@ impl Executor for Arc<DockerExecutor> {
             .values()
             .filter(|t| !t.stopping && !t.reported.is_terminal())
             .count();
-        for task in &set.tasks {
+        for task in tasks {
             let id = task_id(task);
             let tracked = self
                 .tasks

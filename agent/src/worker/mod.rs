@@ -3,10 +3,12 @@
 //! manager ([`describe`]).
 
 pub mod admission;
+mod attachments;
 mod container_body;
 pub mod describe;
 pub mod docker;
 mod engine_options;
 pub mod files;
+pub mod logs;
 pub mod task_dir;
 mod templated;

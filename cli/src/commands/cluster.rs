@@ -66,15 +66,11 @@ pub async fn join_token(client: &mut Client, args: JoinToken) -> Result<()> {
         .find(|m| m.leader)
         .map(|m| m.addr.clone())
         .unwrap_or_default();
-    let command = match role {
-        NodeRole::Worker => "shoal-agent join",
-        NodeRole::Manager => "shoal-manager join",
-    };
     println!(
-        "To add a {} to this cluster, run the following command:\n",
+        "To add a {} to this swarm, run the following command:\n",
         role.word()
     );
-    println!("    {command} --token {token} {leader}\n");
+    println!("    shoal swarm join --token {token} {leader}\n");
     Ok(())
 }
 

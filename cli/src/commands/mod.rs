@@ -14,6 +14,7 @@ pub mod service_update;
 pub mod stack;
 pub mod swarm;
 pub mod tasks;
+pub mod wait;
 
 use anyhow::{Result, bail};
 

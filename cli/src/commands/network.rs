@@ -1,50 +1,28 @@
 //! `shoal network …`: overlay networks, as `docker network` shows them.
 
-use std::collections::BTreeMap;
+mod connect;
+mod create;
+mod inspect;
+mod prune;
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
-use serde_json::json;
-use shoal_api::pb::{Empty, IdRequest, Network, NetworkSpec};
+use shoal_api::pb::{Empty, IdRequest, Network};
 
 use super::{
     network_list::{self, id, name},
     resolve,
-    service_flags::parse_label,
 };
 use crate::{
-    client::{Client, status_error},
-    output::{Format, inspect::fail_on_missing, print_inspect_as, rfc3339},
+    client::{self, Client, status_error},
+    output::{Format, inspect::fail_on_missing, print_inspect_as},
 };
+pub use inspect::inspect_json;
 
 #[derive(Subcommand)]
 pub enum NetworkCommand {
-    /// Create an overlay network.
-    Create {
-        /// Name of the network.
-        name: String,
-        /// Driver to manage the network: only `overlay` is supported.
-        #[arg(short, long, default_value = "overlay")]
-        driver: String,
-        /// Subnet in CIDR form; default: the next free one of the cluster's address pool.
-        #[arg(long)]
-        subnet: Option<String>,
-        /// Gateway address in the subnet; default: its first address.
-        #[arg(long)]
-        gateway: Option<String>,
-        /// Let standalone containers attach (recorded; Shoal runs services only).
-        #[arg(long)]
-        attachable: bool,
-        /// Restrict external access: containers reach only the network itself.
-        #[arg(long)]
-        internal: bool,
-        /// Set metadata on the network (key=value); repeatable.
-        #[arg(long)]
-        label: Vec<String>,
-        /// Set driver specific options (key=value); none is supported yet, so any is an error.
-        #[arg(short, long)]
-        opt: Vec<String>,
-    },
+    /// Create a network (an overlay across the swarm).
+    Create(Box<create::CreateArgs>),
     /// List networks.
     #[command(alias = "list")]
     Ls {
@@ -69,7 +47,8 @@ pub enum NetworkCommand {
         /// Format output: 'json' or a Go TEMPLATE over the inspect JSON.
         #[arg(short, long)]
         format: Option<String>,
-        /// Verbose output: the services on the network and their tasks.
+        /// Verbose output for diagnostics: the network's services, their
+        /// tasks and the nodes they run on.
         #[arg(short, long)]
         verbose: bool,
     },
@@ -79,7 +58,17 @@ pub enum NetworkCommand {
         /// The networks to remove (ID or name).
         #[arg(required = true)]
         names: Vec<String>,
+        /// Do not error if the network does not exist.
+        #[arg(short, long)]
+        force: bool,
     },
+    /// Remove all unused networks.
+    Prune(prune::PruneArgs),
+    /// Connect a container to a network (a container some node's engine
+    /// runs, to an --attachable network).
+    Connect(connect::ConnectArgs),
+    /// Disconnect a container from a network.
+    Disconnect(connect::DisconnectArgs),
 }
 
 /// Every service's spec (what `dangling` and `inspect -v` look at).
@@ -102,66 +91,11 @@ async fn list(client: &mut Client) -> Result<Vec<Network>> {
     Ok(networks)
 }
 
-/// `docker network inspect`'s shape.
-pub fn inspect_json(n: &Network) -> serde_json::Value {
-    let meta = n.meta.clone().unwrap_or_default();
-    let spec = n.spec.clone().unwrap_or_default();
-    json!({
-        "Name": spec.name,
-        "Id": meta.id,
-        "Created": rfc3339(meta.created_at),
-        "Scope": "swarm",
-        "Driver": spec.driver,
-        "EnableIPv6": false,
-        "IPAM": { "Driver": "default", "Config": [{ "Subnet": n.subnet, "Gateway": n.gateway }] },
-        "Internal": spec.internal,
-        "Attachable": spec.attachable,
-        "Ingress": spec.ingress,
-        "Options": { "com.docker.network.driver.overlay.vxlanid_list": n.vxlan_id.to_string() },
-        "Labels": spec.labels,
-    })
-}
-
-fn parse_opts(opts: &[String]) -> Result<BTreeMap<String, String>> {
-    opts.iter()
-        .map(|o| {
-            let (k, v) = o.split_once('=').unwrap_or((o, ""));
-            if k.is_empty() {
-                bail!("invalid --opt {o:?}: expected key=value");
-            }
-            Ok((k.to_owned(), v.to_owned()))
-        })
-        .collect()
-}
-
 pub async fn run(client: &mut Client, command: NetworkCommand) -> Result<()> {
     match command {
-        NetworkCommand::Create {
-            name,
-            driver,
-            subnet,
-            gateway,
-            attachable,
-            internal,
-            label,
-            opt,
-        } => {
-            let spec = NetworkSpec {
-                name,
-                labels: label
-                    .iter()
-                    .map(|l| parse_label(l))
-                    .collect::<Result<_>>()?,
-                driver,
-                internal,
-                attachable,
-                ingress: false,
-                subnet: subnet.unwrap_or_default(),
-                gateway: gateway.unwrap_or_default(),
-                options: parse_opts(&opt)?.into_iter().collect(),
-            };
+        NetworkCommand::Create(args) => {
             let network = client
-                .create_network(spec)
+                .create_network(args.spec()?)
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -189,11 +123,11 @@ pub async fn run(client: &mut Client, command: NetworkCommand) -> Result<()> {
             verbose,
         } => {
             let networks = list(client).await?;
-            let (services, tasks, nodes) = if verbose {
+            let (services, tasks, nodes): (Vec<_>, Vec<_>, Vec<_>) = if verbose {
                 (
                     service_specs(client).await?,
-                    crate::client::tasks(client).await?,
-                    crate::client::nodes(client).await?,
+                    client::tasks(client).await?,
+                    client::nodes(client).await?,
                 )
             } else {
                 Default::default()
@@ -202,11 +136,13 @@ pub async fn run(client: &mut Client, command: NetworkCommand) -> Result<()> {
             let mut missing = Vec::new();
             for q in &names {
                 match resolve("network", q, &networks, id, name) {
-                    Ok(n) => {
-                        let mut json = inspect_json(n);
+                    Ok(network) => {
+                        let mut json = inspect_json(network);
                         if verbose {
-                            json["Services"] =
-                                network_list::verbose_services(n, &services, &tasks, &nodes);
+                            let (services, peers) =
+                                inspect::verbose(network, &services, &tasks, &nodes);
+                            json["Services"] = services;
+                            json["Peers"] = peers;
                         }
                         out.push(json);
                     }
@@ -216,18 +152,43 @@ pub async fn run(client: &mut Client, command: NetworkCommand) -> Result<()> {
             print_inspect_as(out, format.as_deref())?;
             fail_on_missing(missing)?;
         }
-        NetworkCommand::Rm { names } => {
+        NetworkCommand::Rm { names, force } => {
             let networks = list(client).await?;
+            let mut failed = false;
             for q in &names {
-                let n = resolve("network", q, &networks, id, name)?;
-                client
-                    .remove_network(IdRequest {
-                        id: id(n).to_owned(),
-                    })
-                    .await
-                    .map_err(status_error)?;
-                println!("{q}");
+                let result = async {
+                    let n = match resolve("network", q, &networks, id, name) {
+                        Ok(n) => n,
+                        // Docker 28's `rm -f`: a network that is not there is no error.
+                        Err(_) if force && !networks.iter().any(|n| name(n) == q) => return Ok(()),
+                        Err(e) => return Err(e),
+                    };
+                    client
+                        .remove_network(IdRequest {
+                            id: id(n).to_owned(),
+                        })
+                        .await
+                        .map_err(status_error)?;
+                    Ok(())
+                }
+                .await;
+                match result {
+                    Ok(()) => println!("{q}"),
+                    Err(error) => {
+                        eprintln!("Error: {error:#}");
+                        failed = true;
+                    }
+                }
             }
+            if failed {
+                bail!("not every network was removed");
+            }
+        }
+        NetworkCommand::Connect(args) => connect::connect(client, args).await?,
+        NetworkCommand::Disconnect(args) => connect::disconnect(client, args).await?,
+        NetworkCommand::Prune(args) => {
+            let networks = list(client).await?;
+            prune::run(client, networks, args).await?;
         }
     }
     Ok(())

@@ -2,11 +2,9 @@
 //! fields, its filters (names and IDs as regular expressions, `dangling`,
 //! `type`), and the verbose inspect's services with their tasks.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Result, bail};
-use serde_json::{Value, json};
-use shoal_api::pb::{Network, Node, Service, Task, TaskState};
+use serde_json::json;
+use shoal_api::pb::{Network, Service};
 
 use crate::output::{Columns, Filters, Listing, listing::labels_text, rfc3339, short};
 
@@ -123,77 +121,6 @@ fn go_time(ms: i64) -> String {
         Some((date, time)) => format!("{date} {time} +0000 UTC"),
         None => text,
     }
-}
-
-/// `network inspect -v`: the services on `n` with their VIP, ports and
-/// running tasks, keyed by service name, as Docker's verbose swarm view.
-pub fn verbose_services(
-    n: &Network,
-    services: &[Service],
-    tasks: &[Task],
-    nodes: &[Node],
-) -> Value {
-    let hostnames: BTreeMap<&str, &str> = nodes
-        .iter()
-        .map(|node| {
-            (
-                node.meta.as_ref().map(|m| m.id.as_str()).unwrap_or(""),
-                node.description
-                    .as_ref()
-                    .map(|d| d.hostname.as_str())
-                    .unwrap_or(""),
-            )
-        })
-        .collect();
-    let mut out = serde_json::Map::new();
-    for s in services
-        .iter()
-        .filter(|s| in_use(n, std::slice::from_ref(s)))
-    {
-        let service_id = s.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("");
-        let service_name = s.spec.as_ref().map(|x| x.name.as_str()).unwrap_or("");
-        let vip = s
-            .endpoint
-            .iter()
-            .flat_map(|e| &e.virtual_ips)
-            .find(|v| v.network_id == id(n))
-            .map(|v| v.addr.split('/').next().unwrap_or_default().to_owned())
-            .unwrap_or_default();
-        let ports: Vec<String> = s
-            .spec
-            .as_ref()
-            .and_then(|x| x.endpoint.as_ref())
-            .map(|e| {
-                e.ports
-                    .iter()
-                    .map(|p| format!("Target: {}, Publish: {}", p.target_port, p.published_port))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let task_rows: Vec<Value> = tasks
-            .iter()
-            .filter(|t| t.service_id == service_id && t.desired_state() == TaskState::Running)
-            .filter_map(|t| {
-                let attachment = t.networks.iter().find(|a| a.network_id == id(n))?;
-                let task_name = if t.slot > 0 {
-                    format!("{service_name}.{}", t.slot)
-                } else {
-                    format!("{service_name}.{}", t.node_id)
-                };
-                let task_id = t.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("");
-                Some(json!({
-                    "Name": format!("{task_name}.{task_id}"),
-                    "EndpointIP": attachment.addresses.first().map(|a| a.split('/').next().unwrap_or_default()).unwrap_or_default(),
-                    "Info": { "Host IP": hostnames.get(t.node_id.as_str()).copied().unwrap_or_default() },
-                }))
-            })
-            .collect();
-        out.insert(
-            service_name.to_owned(),
-            json!({ "VIP": vip, "Ports": ports, "Tasks": task_rows }),
-        );
-    }
-    Value::Object(out)
 }
 
 #[cfg(test)]

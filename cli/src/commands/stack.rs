@@ -62,10 +62,23 @@ pub enum StackCommand {
         /// Remove services of the stack that the files no longer name.
         #[arg(long)]
         prune: bool,
-        /// Return once the changes are accepted, without waiting for the
-        /// services to converge.
-        #[arg(short, long, env = "SHOAL_DETACH")]
+        /// Exit immediately instead of waiting for the stack services to
+        /// converge (default true: `--detach=false` waits, showing progress).
+        #[arg(
+            short,
+            long,
+            env = "SHOAL_DETACH",
+            value_name = "true|false",
+            num_args = 0..=1,
+            require_equals = true,
+            default_value_t = true,
+            default_missing_value = "true",
+            action = clap::ArgAction::Set
+        )]
         detach: bool,
+        /// Suppress progress output.
+        #[arg(short, long)]
+        quiet: bool,
         /// Name of the stack to deploy or update.
         stack: String,
     },
@@ -103,6 +116,20 @@ pub enum StackCommand {
         /// The stacks to remove.
         #[arg(required = true)]
         stacks: Vec<String>,
+        /// Do not wait for stack removal (default true: `--detach=false`
+        /// waits until every task of the stack has stopped).
+        #[arg(
+            short,
+            long,
+            env = "SHOAL_DETACH",
+            value_name = "true|false",
+            num_args = 0..=1,
+            require_equals = true,
+            default_value_t = true,
+            default_missing_value = "true",
+            action = clap::ArgAction::Set
+        )]
+        detach: bool,
     },
     /// Outputs the final config file, after doing merges and interpolations.
     Config {
@@ -171,8 +198,16 @@ pub async fn run(client: &mut Client, command: StackCommand) -> Result<()> {
             compose_file,
             prune,
             detach,
+            quiet,
             stack,
-        } => deploy(client, &compose_file, prune, detach, &stack).await,
+        } => {
+            let wait = match (detach, quiet) {
+                (true, _) => Wait::No,
+                (false, false) => Wait::WithProgress,
+                (false, true) => Wait::Quietly,
+            };
+            deploy(client, &compose_file, prune, wait, &stack).await
+        }
         StackCommand::Config {
             compose_file,
             skip_interpolation,
@@ -210,11 +245,19 @@ pub async fn run(client: &mut Client, command: StackCommand) -> Result<()> {
             listing.print(&ps.format, ps.quiet)?;
             Ok(())
         }
-        StackCommand::Rm { stacks } => {
+        StackCommand::Rm { stacks, detach } => {
             let mut failed = false;
             for stack in &stacks {
-                if let Err(error) = remove(client, stack).await {
-                    eprintln!("Error: {error:#}");
+                let removed = match remove(client, stack).await {
+                    Ok(removed) => removed,
+                    Err(error) => {
+                        eprintln!("Error: {error:#}");
+                        failed = true;
+                        continue;
+                    }
+                };
+                if !detach && let Err(error) = super::wait::tasks_stopped(client, &removed).await {
+                    eprintln!("Error: failed to wait on tasks of stack: {stack}: {error:#}");
                     failed = true;
                 }
             }
@@ -226,11 +269,19 @@ pub async fn run(client: &mut Client, command: StackCommand) -> Result<()> {
     }
 }
 
+/// Whether `stack deploy` waits for its services to converge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    No,
+    WithProgress,
+    Quietly,
+}
+
 async fn deploy(
     client: &mut Client,
     files: &[PathBuf],
     prune: bool,
-    detach: bool,
+    wait: Wait,
     name: &str,
 ) -> Result<()> {
     let (_, stack) = load(files, name, compose::Options::default())?;
@@ -341,8 +392,10 @@ async fn deploy(
             }
         }
     }
-    if !detach {
-        progress::converge(client, &touched, false).await?;
+    match wait {
+        Wait::No => {}
+        Wait::WithProgress => progress::converge(client, &touched, false).await?,
+        Wait::Quietly => progress::converge_with(client, &touched, false, true).await?,
     }
     Ok(())
 }
@@ -394,15 +447,17 @@ fn files_list(files: &[PathBuf]) -> String {
         .join(", ")
 }
 
-/// Services first; networks once no task holds them; then secrets and
-/// configs (which services no longer use).
-async fn remove(client: &mut Client, stack: &str) -> Result<()> {
-    let services: Vec<_> = service::services(client)
+/// Docker's order: services, secrets, configs, then networks once no task
+/// holds them. Returns the ids of the services removed. A stack with
+/// nothing in it is no error (Docker says so on stderr and goes on).
+async fn remove(client: &mut Client, stack: &str) -> Result<Vec<String>> {
+    let mut services: Vec<_> = service::services(client)
         .await?
         .into_iter()
         .filter(|s| service_in_stack(s, stack))
         .filter_map(|s| s.service)
         .collect();
+    services.sort_by(|a, b| service::service_name(a).cmp(service::service_name(b)));
     let networks: Vec<_> = client
         .list_networks(Empty {})
         .await
@@ -421,17 +476,21 @@ async fn remove(client: &mut Client, stack: &str) -> Result<()> {
         }
     }
     if services.is_empty() && networks.is_empty() && files.is_empty() {
-        bail!("nothing found in stack: {stack}");
+        eprintln!("Nothing found in stack: {stack}");
+        return Ok(Vec::new());
     }
     for s in &services {
-        println!(
-            "Removing service {}",
-            s.spec.as_ref().map(|x| x.name.as_str()).unwrap_or("")
-        );
+        println!("Removing service {}", service::service_name(s));
         client
             .remove_service(IdRequest {
-                id: s.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default(),
+                id: service::service_id(s).to_owned(),
             })
+            .await
+            .map_err(status_error)?;
+    }
+    for (kind, listed) in files {
+        println!("Removing {} {}", kind.word(), listed.name);
+        kind.remove(client, listed.meta.id)
             .await
             .map_err(status_error)?;
     }
@@ -439,7 +498,8 @@ async fn remove(client: &mut Client, stack: &str) -> Result<()> {
         let name = n.spec.as_ref().map(|x| x.name.as_str()).unwrap_or("");
         println!("Removing network {name}");
         let id = n.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
-        // The removed services' tasks release the network as they stop.
+        // The removed services' tasks release the network as they stop:
+        // the manager deletes no network a running task is plugged into.
         let mut tries = 0;
         loop {
             match client.remove_network(IdRequest { id: id.clone() }).await {
@@ -455,11 +515,55 @@ async fn remove(client: &mut Client, stack: &str) -> Result<()> {
             }
         }
     }
-    for (kind, listed) in files {
-        println!("Removing {} {}", kind.word(), listed.name);
-        kind.remove(client, listed.meta.id)
-            .await
-            .map_err(status_error)?;
+    Ok(services
+        .iter()
+        .map(|s| service::service_id(s).to_owned())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        stack: StackCommand,
     }
-    Ok(())
+
+    fn parse(args: &[&str]) -> StackCommand {
+        Cli::try_parse_from([&["stack"], args].concat())
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .stack
+    }
+
+    fn deploy_detach(args: &[&str]) -> (bool, bool) {
+        let all = [&["deploy", "-c", "f.yml"], args, &["app"]].concat();
+        match parse(&all) {
+            StackCommand::Deploy { detach, quiet, .. } => (detach, quiet),
+            _ => panic!("deploy"),
+        }
+    }
+
+    #[test]
+    fn deploy_returns_at_once_unless_told_to_wait_as_docker_28() {
+        assert_eq!(deploy_detach(&[]), (true, false));
+        assert_eq!(deploy_detach(&["-d"]), (true, false));
+        assert_eq!(deploy_detach(&["--detach=false"]), (false, false));
+        assert_eq!(deploy_detach(&["--detach=false", "-q"]), (false, true));
+        assert_eq!(deploy_detach(&["--detach=true"]), (true, false));
+    }
+
+    #[test]
+    fn rm_returns_at_once_unless_told_to_wait() {
+        let detach = |args: &[&str]| match parse(&[&["rm"], args, &["app"]].concat()) {
+            StackCommand::Rm { detach, .. } => detach,
+            _ => panic!("rm"),
+        };
+        assert!(detach(&[]));
+        assert!(detach(&["-d"]));
+        assert!(!detach(&["--detach=false"]));
+    }
 }

@@ -1,5 +1,11 @@
-//! `shoal swarm update|ca|unlock|unlock-key`: cluster-wide settings, the
-//! root CA and the autolock unlock key, with Docker's flags and words.
+//! `shoal swarm`, in Docker's shape: `init`, `join` and `leave` set up (or
+//! clear) this host's daemons; `join-token`, `update`, `ca`, `unlock` and
+//! `unlock-key` manage the cluster's tokens, settings, root CA and autolock
+//! key, with Docker's flags and words.
+
+pub mod host;
+mod leave;
+mod setup;
 
 use std::{
     io::{BufRead, IsTerminal, Write},
@@ -20,6 +26,14 @@ use crate::client::{self, Client, status_error};
 
 #[derive(Subcommand)]
 pub enum SwarmCommand {
+    /// Initialize a swarm: this host's manager and agent, run by systemd.
+    Init(Box<setup::InitArgs>),
+    /// Join a swarm as a node and/or manager: this host's agent (and manager), run by systemd.
+    Join(Box<setup::JoinArgs>),
+    /// Manage join tokens.
+    JoinToken(super::cluster::JoinToken),
+    /// Leave the swarm: the cluster removes this node, and its daemons and state go.
+    Leave(leave::LeaveArgs),
     /// Update the swarm.
     Update(UpdateArgs),
     /// Display and rotate the root CA.
@@ -53,6 +67,12 @@ pub struct UpdateArgs {
     /// Validity period for node certificates (ns|us|ms|s|m|h).
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     cert_expiry: Option<Duration>,
+    /// Dispatcher heartbeat period (ns|us|ms|s|m|h).
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    dispatcher_heartbeat: Option<Duration>,
+    /// Task history retention limit.
+    #[arg(long)]
+    task_history_limit: Option<u64>,
 }
 
 #[derive(Args)]
@@ -68,24 +88,38 @@ pub struct CaArgs {
     quiet: bool,
 }
 
-/// `host` is the manager `client` talks to (`unlock` speaks another service).
-pub async fn run(
-    host: &str,
-    tls: &crate::tls::TlsArgs,
-    client: &mut Client,
-    command: SwarmCommand,
-) -> Result<()> {
+/// `host` is the manager to talk to: `init`, `join` and `leave` work on
+/// this host first, the others need the manager from the start.
+pub async fn run(host: &str, tls: &crate::tls::TlsArgs, command: SwarmCommand) -> Result<()> {
     match command {
+        SwarmCommand::Init(args) => return setup::init(host, tls, *args).await,
+        SwarmCommand::Join(args) => return setup::join(host, tls, *args).await,
+        SwarmCommand::Leave(args) => return leave::leave(host, tls, args).await,
+        SwarmCommand::Unlock => return unlock(host, tls).await,
+        _ => {}
+    }
+    let client = &mut client::connect(host, tls).await?;
+    match command {
+        SwarmCommand::JoinToken(args) => super::cluster::join_token(client, args).await,
         SwarmCommand::Update(args) => update(client, args).await,
         SwarmCommand::Ca(args) => ca(client, args).await,
         SwarmCommand::UnlockKey { quiet, rotate } => unlock_key(client, quiet, rotate).await,
-        SwarmCommand::Unlock => unlock(host, tls).await,
+        SwarmCommand::Init(_)
+        | SwarmCommand::Join(_)
+        | SwarmCommand::Leave(_)
+        | SwarmCommand::Unlock => unreachable!("handled above"),
     }
 }
 
 async fn update(client: &mut Client, args: UpdateArgs) -> Result<()> {
-    if args.autolock.is_none() && args.cert_expiry.is_none() {
-        bail!("nothing to update: give --autolock or --cert-expiry");
+    if args.autolock.is_none()
+        && args.cert_expiry.is_none()
+        && args.dispatcher_heartbeat.is_none()
+        && args.task_history_limit.is_none()
+    {
+        bail!(
+            "nothing to update: give --autolock, --cert-expiry, --dispatcher-heartbeat or --task-history-limit"
+        );
     }
     if let Some(expiry) = args.cert_expiry {
         client
@@ -95,10 +129,20 @@ async fn update(client: &mut Client, args: UpdateArgs) -> Result<()> {
             })
             .await
             .map_err(status_error)?;
-        if args.autolock.is_none() {
-            println!("Swarm updated.");
-            return Ok(());
-        }
+    }
+    if args.dispatcher_heartbeat.is_some() || args.task_history_limit.is_some() {
+        client
+            .update_cluster(UpdateClusterRequest {
+                heartbeat_period_ms: args.dispatcher_heartbeat.map(|d| d.as_millis() as i64),
+                task_history_limit: args.task_history_limit,
+                ..Default::default()
+            })
+            .await
+            .map_err(status_error)?;
+    }
+    if args.autolock.is_none() {
+        println!("Swarm updated.");
+        return Ok(());
     }
     let before = client
         .get_cluster(Empty {})
@@ -108,6 +152,7 @@ async fn update(client: &mut Client, args: UpdateArgs) -> Result<()> {
     let after = client
         .update_cluster(UpdateClusterRequest {
             autolock_managers: args.autolock,
+            ..Default::default()
         })
         .await
         .map_err(status_error)?

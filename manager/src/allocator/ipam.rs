@@ -11,7 +11,7 @@ use std::{
 
 use shoal_api::{
     cidr::Ipv4Cidr,
-    pb::{Network, NetworkSpec, Task, TaskState},
+    pb::{IpamConfig, Network, NetworkSpec, Task, TaskState},
 };
 
 use crate::store::State;
@@ -47,10 +47,38 @@ pub fn holds_addresses(task: &Task) -> bool {
         .is_terminal()
 }
 
+/// One address block of a network: its subnet and the range task
+/// addresses come from.
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    subnet: Ipv4Cidr,
+    range: Ipv4Cidr,
+}
+
+impl Block {
+    /// Addresses of the range a task may take: not the subnet's network or
+    /// broadcast address.
+    fn candidates(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        let last = self.subnet.nth(self.subnet.size().saturating_sub(1));
+        (0..self.range.size())
+            .filter_map(|n| self.range.nth(n))
+            .filter(move |a| *a != self.subnet.network() && Some(*a) != last)
+    }
+}
+
 struct NetworkAddrs {
     name: String,
-    subnet: Ipv4Cidr,
+    blocks: Vec<Block>,
     used: BTreeSet<Ipv4Addr>,
+}
+
+fn invalid(message: String) -> AllocError {
+    AllocError::Invalid(message)
+}
+
+fn parse_cidr(what: &str, text: &str) -> Result<Ipv4Cidr, AllocError> {
+    text.parse::<Ipv4Cidr>()
+        .map_err(|e| invalid(format!("{what}: {e}")))
 }
 
 pub struct Ipam {
@@ -87,13 +115,27 @@ impl Ipam {
             networks: HashMap::new(),
         };
         for (id, network) in &state.networks {
-            ipam.vnis.insert(network.vxlan_id);
-            let Ok(subnet) = network.subnet.parse::<Ipv4Cidr>() else {
-                continue;
-            };
+            if network.vxlan_id != 0 {
+                ipam.vnis.insert(network.vxlan_id);
+            }
+            let mut blocks = Vec::new();
             let mut used = BTreeSet::new();
-            if let Ok(gateway) = network.gateway.parse() {
-                used.insert(gateway);
+            for config in shoal_api::network::blocks(network) {
+                let Ok(subnet) = config.subnet.parse::<Ipv4Cidr>() else {
+                    continue;
+                };
+                let range = config.ip_range.parse::<Ipv4Cidr>().unwrap_or(subnet);
+                blocks.push(Block { subnet, range });
+                used.extend(config.gateway.parse::<Ipv4Addr>().ok());
+                used.extend(
+                    config
+                        .aux_addresses
+                        .values()
+                        .filter_map(|a| a.parse::<Ipv4Addr>().ok()),
+                );
+            }
+            if blocks.is_empty() {
+                continue;
             }
             let name = network
                 .spec
@@ -101,7 +143,7 @@ impl Ipam {
                 .map(|s| s.name.clone())
                 .unwrap_or_default();
             ipam.networks
-                .insert(id.clone(), NetworkAddrs { name, subnet, used });
+                .insert(id.clone(), NetworkAddrs { name, blocks, used });
         }
         for service in state.services.values() {
             for vip in service.endpoint.iter().flat_map(|e| &e.virtual_ips) {
@@ -134,84 +176,191 @@ impl Ipam {
         }
     }
 
-    /// A free address on the network, in CIDR form with the subnet's prefix.
+    /// A free address on the network, in CIDR form with its subnet's
+    /// prefix: from the first block's range with one left, in order.
     pub fn address(&mut self, network_id: &str) -> Result<String, AllocError> {
         let n = self
             .networks
             .get_mut(network_id)
             .ok_or_else(|| AllocError::UnknownNetwork(network_id.to_owned()))?;
-        let addr = n
-            .subnet
-            .hosts()
-            .find(|a| !n.used.contains(a))
-            .ok_or_else(|| AllocError::NetworkFull(n.name.clone()))?;
+        let found = n
+            .blocks
+            .iter()
+            .find_map(|b| Some((b.candidates().find(|a| !n.used.contains(a))?, b.subnet)));
+        let (addr, subnet) = found.ok_or_else(|| AllocError::NetworkFull(n.name.clone()))?;
         n.used.insert(addr);
         Ok(Ipv4Cidr {
             addr,
-            prefix: n.subnet.prefix,
+            prefix: subnet.prefix,
         }
         .to_string())
     }
 
-    /// VXLAN id, subnet and gateway for a new network: the subnet the spec
-    /// asks for (checked against every other network), or the first free
-    /// one of the pools.
+    /// `addr` on the network if it is free and in one of its subnets (a
+    /// caller's `--ip`), in CIDR form with that subnet's prefix.
+    pub fn claim(&mut self, network_id: &str, addr: Ipv4Addr) -> Result<String, AllocError> {
+        let n = self
+            .networks
+            .get_mut(network_id)
+            .ok_or_else(|| AllocError::UnknownNetwork(network_id.to_owned()))?;
+        let block = n
+            .blocks
+            .iter()
+            .find(|b| b.subnet.contains(addr))
+            .ok_or_else(|| invalid(format!("{addr} is in no subnet of network {}", n.name)))?;
+        let host = addr != block.subnet.network()
+            && Some(addr) != block.subnet.nth(block.subnet.size().saturating_sub(1));
+        if !host {
+            return Err(invalid(format!(
+                "{addr} is not a host address of subnet {}",
+                block.subnet
+            )));
+        }
+        if !n.used.insert(addr) {
+            return Err(invalid(format!(
+                "address {addr} is already in use on network {}",
+                n.name
+            )));
+        }
+        Ok(Ipv4Cidr {
+            addr,
+            prefix: block.subnet.prefix,
+        }
+        .to_string())
+    }
+
+    /// The network that has a block overlapping `subnet`, if any.
+    fn overlapping(&self, subnet: &Ipv4Cidr) -> Option<(&str, Ipv4Cidr)> {
+        self.networks.values().find_map(|n| {
+            n.blocks
+                .iter()
+                .find(|b| b.subnet.overlaps(subnet))
+                .map(|b| (n.name.as_str(), b.subnet))
+        })
+    }
+
+    /// VXLAN id, subnets and gateways for a new network: each block the
+    /// spec asks for (checked against every other network's), or the first
+    /// free subnet of the pools for a block that names none. A config-only
+    /// network takes nothing.
     pub fn network(&mut self, id: &str, spec: &NetworkSpec) -> Result<Network, AllocError> {
+        if spec.config_only {
+            return Ok(Network {
+                spec: Some(spec.clone()),
+                ..Default::default()
+            });
+        }
         let vni = (FIRST_VNI..=LAST_VNI)
             .find(|v| !self.vnis.contains(v))
             .ok_or(AllocError::NoVni)?;
-        let subnet = if spec.subnet.is_empty() {
-            self.free_subnet()?
-        } else {
-            let subnet: Ipv4Cidr = spec
-                .subnet
-                .parse()
-                .map_err(|e: shoal_api::cidr::CidrError| AllocError::Invalid(e.to_string()))?;
-            if subnet.prefix > 30 {
-                return Err(AllocError::Invalid(format!(
-                    "subnet {subnet} is too small: use /30 or larger"
-                )));
-            }
-            let subnet = subnet.trunc();
-            if let Some(other) = self.networks.values().find(|n| n.subnet.overlaps(&subnet)) {
-                return Err(AllocError::Overlap(
-                    subnet.to_string(),
-                    other.name.clone(),
-                    other.subnet.to_string(),
-                ));
-            }
-            subnet
-        };
-        let gateway = if spec.gateway.is_empty() {
-            subnet.nth(1).unwrap_or(subnet.addr)
-        } else {
-            let gateway: Ipv4Addr = spec
-                .gateway
-                .parse()
-                .map_err(|_| AllocError::Invalid(format!("invalid gateway {:?}", spec.gateway)))?;
-            if !subnet.hosts().any(|h| h == gateway) {
-                return Err(AllocError::Invalid(format!(
-                    "gateway {gateway} is not a host address of subnet {subnet}"
-                )));
-            }
-            gateway
-        };
-        self.vnis.insert(vni);
+        let mut configs = spec.ipam_configs.clone();
+        if configs.is_empty() {
+            configs.push(IpamConfig {
+                subnet: spec.subnet.clone(),
+                gateway: spec.gateway.clone(),
+                ..Default::default()
+            });
+        }
+        // Blocks are entered as they are taken: a later one of the same
+        // network may not overlap an earlier one either.
         self.networks.insert(
             id.to_owned(),
             NetworkAddrs {
                 name: spec.name.clone(),
-                subnet,
-                used: BTreeSet::from([gateway]),
+                blocks: Vec::new(),
+                used: BTreeSet::new(),
             },
         );
+        let allocated = self.blocks(id, &configs);
+        let subnets = match allocated {
+            Ok(subnets) => subnets,
+            Err(error) => {
+                self.networks.remove(id);
+                return Err(error);
+            }
+        };
+        self.vnis.insert(vni);
         Ok(Network {
             meta: None,
             spec: Some(spec.clone()),
             vxlan_id: vni,
-            subnet: subnet.to_string(),
-            gateway: gateway.to_string(),
+            subnet: subnets[0].subnet.clone(),
+            gateway: subnets[0].gateway.clone(),
+            subnets,
         })
+    }
+
+    fn blocks(&mut self, id: &str, configs: &[IpamConfig]) -> Result<Vec<IpamConfig>, AllocError> {
+        let mut out = Vec::new();
+        for config in configs {
+            let subnet = if config.subnet.is_empty() {
+                self.free_subnet()?
+            } else {
+                let subnet = parse_cidr("subnet", &config.subnet)?;
+                if subnet.prefix > 30 {
+                    return Err(invalid(format!(
+                        "subnet {subnet} is too small: use /30 or larger"
+                    )));
+                }
+                let subnet = subnet.trunc();
+                if let Some((other, theirs)) = self.overlapping(&subnet) {
+                    return Err(AllocError::Overlap(
+                        subnet.to_string(),
+                        other.to_owned(),
+                        theirs.to_string(),
+                    ));
+                }
+                subnet
+            };
+            let range = if config.ip_range.is_empty() {
+                subnet
+            } else {
+                let range = parse_cidr("ip-range", &config.ip_range)?.trunc();
+                if !subnet.contains(range.network()) || range.prefix < subnet.prefix {
+                    return Err(invalid(format!(
+                        "ip-range {range} is not inside subnet {subnet}"
+                    )));
+                }
+                range
+            };
+            let host = |what: &str, text: &str| -> Result<Ipv4Addr, AllocError> {
+                let addr: Ipv4Addr = text.parse().map_err(|_| {
+                    invalid(format!("invalid {what} {text:?}: expected an IPv4 address"))
+                })?;
+                if !subnet.hosts().any(|h| h == addr) {
+                    return Err(invalid(format!(
+                        "{what} {addr} is not a host address of subnet {subnet}"
+                    )));
+                }
+                Ok(addr)
+            };
+            let gateway = if config.gateway.is_empty() {
+                subnet.nth(1).unwrap_or(subnet.addr)
+            } else {
+                host("gateway", &config.gateway)?
+            };
+            let mut reserved = BTreeSet::from([gateway]);
+            for (name, aux) in &config.aux_addresses {
+                reserved.insert(host(&format!("aux-address {name}"), aux)?);
+            }
+            let n = self
+                .networks
+                .get_mut(id)
+                .ok_or_else(|| AllocError::UnknownNetwork(id.to_owned()))?;
+            n.blocks.push(Block { subnet, range });
+            n.used.extend(reserved);
+            out.push(IpamConfig {
+                subnet: subnet.to_string(),
+                ip_range: if config.ip_range.is_empty() {
+                    String::new()
+                } else {
+                    range.to_string()
+                },
+                gateway: gateway.to_string(),
+                aux_addresses: config.aux_addresses.clone(),
+            });
+        }
+        Ok(out)
     }
 
     fn free_subnet(&self) -> Result<Ipv4Cidr, AllocError> {
@@ -227,14 +376,10 @@ impl Ipam {
                     addr,
                     prefix: self.subnet_size,
                 };
-                match self
-                    .networks
-                    .values()
-                    .find(|n| n.subnet.overlaps(&candidate))
-                {
+                match self.overlapping(&candidate) {
                     // Skip past whatever is in the way.
-                    Some(n) => {
-                        let end = u64::from(u32::from(n.subnet.network())) + n.subnet.size();
+                    Some((_, taken)) => {
+                        let end = u64::from(u32::from(taken.network())) + taken.size();
                         let next = end.max(u64::from(u32::from(addr)) + step);
                         offset = next - u64::from(u32::from(pool.network()));
                         offset = offset.div_ceil(step) * step;
@@ -379,5 +524,100 @@ mod tests {
         let mut ipam = Ipam::from_state(&state);
         let got: Vec<_> = (0..3).map(|_| ipam.address("n").unwrap()).collect();
         assert_eq!(got, ["198.18.0.3/24", "198.18.0.5/24", "198.18.0.6/24"]);
+    }
+
+    fn block(subnet: &str, range: &str, gateway: &str) -> IpamConfig {
+        IpamConfig {
+            subnet: subnet.into(),
+            ip_range: range.into(),
+            gateway: gateway.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn several_subnets_fill_in_order_from_their_ranges() {
+        let mut state = state_with_pool("198.18.0.0/15", 24);
+        let mut spec = named("multi");
+        spec.ipam_configs = vec![
+            block("198.19.0.0/30", "", ""),
+            block("198.19.1.0/24", "198.19.1.128/25", "198.19.1.254"),
+        ];
+        spec.ipam_configs[1]
+            .aux_addresses
+            .insert("printer".into(), "198.19.1.129".into());
+        let n = Ipam::from_state(&state).network("m", &spec).unwrap();
+        assert_eq!(
+            (n.subnet.as_str(), n.gateway.as_str()),
+            ("198.19.0.0/30", "198.19.0.1")
+        );
+        assert_eq!(n.subnets.len(), 2);
+        assert_eq!(n.subnets[1].ip_range, "198.19.1.128/25");
+        assert_eq!(n.subnets[1].gateway, "198.19.1.254");
+        add(&mut state, "m", n);
+        // The /30 has one host left past its gateway; then the range of the
+        // second, skipping the aux address.
+        let mut ipam = Ipam::from_state(&state);
+        let got: Vec<_> = (0..3).map(|_| ipam.address("m").unwrap()).collect();
+        assert_eq!(got, ["198.19.0.2/30", "198.19.1.128/24", "198.19.1.130/24"]);
+        // A wanted address: in a subnet, free, a host.
+        assert_eq!(
+            ipam.claim("m", "198.19.1.5".parse().unwrap()).unwrap(),
+            "198.19.1.5/24"
+        );
+        for (addr, why) in [
+            ("198.19.1.5", "already in use"),
+            ("198.19.1.254", "already in use"),
+            ("198.19.2.1", "no subnet"),
+            ("198.19.1.255", "not a host"),
+        ] {
+            let err = ipam
+                .claim("m", addr.parse().unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{addr}: {err}");
+        }
+        // Another network may not overlap any block.
+        let mut other = named("other");
+        other.ipam_configs = vec![block("198.19.1.0/25", "", "")];
+        let err = Ipam::from_state(&state).network("o", &other).unwrap_err();
+        assert!(err.to_string().contains("overlaps network multi"), "{err}");
+    }
+
+    #[test]
+    fn blocks_are_checked_against_their_subnet_and_each_other() {
+        let state = state_with_pool("198.18.0.0/15", 24);
+        for (configs, why) in [
+            (
+                vec![block("198.19.0.0/24", "198.19.1.0/25", "")],
+                "not inside subnet",
+            ),
+            (
+                vec![block("198.19.0.0/24", "198.19.0.0/23", "")],
+                "not inside subnet",
+            ),
+            (
+                vec![block("198.19.0.0/24", "", "198.19.1.1")],
+                "not a host address",
+            ),
+            (
+                vec![
+                    block("198.19.0.0/24", "", ""),
+                    block("198.19.0.0/25", "", ""),
+                ],
+                "overlaps network n",
+            ),
+        ] {
+            let mut spec = named("n");
+            spec.ipam_configs = configs;
+            let err = Ipam::from_state(&state).network("n", &spec).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+        }
+        // A config-only network takes no VXLAN id and no subnet.
+        let mut spec = named("cfg");
+        spec.config_only = true;
+        spec.ipam_configs = vec![block("198.19.0.0/24", "", "")];
+        let n = Ipam::from_state(&state).network("c", &spec).unwrap();
+        assert_eq!((n.vxlan_id, n.subnet.as_str()), (0, ""));
     }
 }

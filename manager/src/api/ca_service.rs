@@ -4,8 +4,9 @@
 use std::{net::IpAddr, sync::Arc};
 
 use shoal_api::pb::{
-    IssueNodeCertificateRequest, Node, NodeCertificate, NodeRole, RenewNodeCertificateRequest,
-    RootCaRequest, RootCaResponse, ca_server::Ca,
+    CheckJoinTokenRequest, CheckJoinTokenResponse, IssueNodeCertificateRequest, Node,
+    NodeCertificate, NodeRole, RenewNodeCertificateRequest, RootCaRequest, RootCaResponse,
+    ca_server::Ca,
 };
 use shoal_pki::Role;
 use tonic::{Request, Response, Status};
@@ -147,6 +148,18 @@ impl Ca for CaService {
         }
         tracing::info!(node = %node_id, role = ?role, %peer, "issued a node certificate for a join token");
         self.answer(node_id, certificate).await
+    }
+
+    async fn check_join_token(
+        &self,
+        request: Request<CheckJoinTokenRequest>,
+    ) -> Result<Response<CheckJoinTokenResponse>, Status> {
+        let state = self.manager.store.read().await;
+        let role = ca::check_token(cluster(&state)?, &request.get_ref().token, None)
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
+        Ok(Response::new(CheckJoinTokenResponse {
+            role: role.word().to_owned(),
+        }))
     }
 
     async fn renew_node_certificate(

@@ -5,7 +5,8 @@
 use std::{collections::BTreeSet, sync::Arc};
 
 use shoal_api::pb::{
-    ClusterInfo, Config, ConfigList, ConfigSpec, Empty, IdRequest, Kind, Meta, Network,
+    ClusterInfo, Config, ConfigList, ConfigSpec, ConnectContainerRequest,
+    DisconnectContainerRequest, Empty, IdRequest, Kind, LeaveClusterRequest, Meta, Network,
     NetworkList, NetworkSpec, NodeList, NodeRole, NodeState, PublishMode, RemoveNodeRequest,
     RotateJoinTokenRequest, Secret, SecretList, SecretSpec, Service, ServiceList, ServiceMode,
     ServiceSpec, ServiceSummary, TaskList, TaskState, UnlockKeyResponse, UpdateClusterRequest,
@@ -14,9 +15,11 @@ use shoal_api::pb::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{autolock, forward};
+use super::{
+    attachments, authz, autolock, cluster_settings, forward, leave, networks, service_logs,
+};
 use crate::{
-    allocator::{self, Ipam, ipam::holds_addresses},
+    allocator::{self, Ipam},
     ca,
     manager::Manager,
     orchestrator::reconcile::is_live,
@@ -78,15 +81,15 @@ impl ControlService {
     }
 }
 
-fn not_found(kind: &str, id: &str) -> Status {
+pub(super) fn not_found(kind: &str, id: &str) -> Status {
     Status::not_found(format!("{kind} {id} not found"))
 }
 
-fn meta_id(meta: &Option<Meta>) -> &str {
+pub(super) fn meta_id(meta: &Option<Meta>) -> &str {
     meta.as_ref().map(|m| m.id.as_str()).unwrap_or("")
 }
 
-fn validate_name(kind: &str, name: &str) -> Result<(), Status> {
+pub(super) fn validate_name(kind: &str, name: &str) -> Result<(), Status> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -241,6 +244,7 @@ fn complete_spec(state: &State, spec: &mut ServiceSpec, service_id: &str) -> Res
                     || n.spec.as_ref().is_some_and(|s| s.name == network.target)
             })
             .ok_or_else(|| Status::not_found(format!("network {} not found", network.target)))?;
+        networks::check_attachable_by_service(found)?;
         network.target = meta_id(&found.meta).to_owned();
     }
     // Published ports: valid, not taken by another service, dynamic when 0.
@@ -968,29 +972,28 @@ impl Control for ControlService {
             return Ok(Response::new(Box::pin(stream)));
         }
         let request = request.into_inner();
-        let nodes = {
+        let options = service_logs::options(&request)?;
+        let targets = {
             let state = self.manager.store.read().await;
-            if !state.services.contains_key(&request.service_id) {
-                return Err(not_found("service", &request.service_id));
-            }
-            let mut nodes: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-            for task in state.tasks_of_service(&request.service_id) {
-                if !task.node_id.is_empty() {
-                    nodes
-                        .entry(task.node_id.clone())
-                        .or_default()
-                        .push(meta_id(&task.meta).to_owned());
-                }
-            }
-            nodes
+            service_logs::targets(&state, &request)?
         };
         let lines = self
             .manager
             .logs
-            .subscribe(nodes, request.follow, request.tail)?;
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(lines),
-        )))
+            .subscribe(targets.nodes.clone(), options)?;
+        if options.follow && !request.service_id.is_empty() {
+            return Ok(Response::new(Box::pin(service_logs::follow_service(
+                self.manager.clone(),
+                request.service_id.clone(),
+                options,
+                targets,
+                lines,
+            ))));
+        }
+        Ok(Response::new(Box::pin(service_logs::annotated(
+            lines,
+            targets.tasks,
+        ))))
     }
 
     async fn create_network(
@@ -998,95 +1001,31 @@ impl Control for ControlService {
         request: Request<NetworkSpec>,
     ) -> Result<Response<Network>, Status> {
         forward!(self, create_network, request);
-        let mut spec = request.into_inner();
-        validate_network_spec(&mut spec)?;
-        let network = self
-            .manager
-            .update(|state| -> Result<_, Status> {
-                if state
-                    .networks
-                    .values()
-                    .any(|n| n.spec.as_ref().is_some_and(|x| x.name == spec.name))
-                {
-                    return Err(Status::already_exists(format!(
-                        "network {} already exists",
-                        spec.name
-                    )));
-                }
-                let id = shoal_api::new_id();
-                let mut network = Ipam::from_state(state)
-                    .network(&id, &spec)
-                    .map_err(|e| Status::invalid_argument(format!("network {}: {e}", spec.name)))?;
-                network.meta = Some(Meta {
-                    id,
-                    ..Default::default()
-                });
-                let mut batch = Batch::default();
-                batch.put_network(network.clone());
-                Ok(Some((batch, network)))
-            })
-            .await?
-            .unwrap_or_default();
-        let id = meta_id(&network.meta).to_owned();
-        let stored = self.manager.store.read().await.networks.get(&id).cloned();
-        Ok(Response::new(stored.unwrap_or(network)))
+        let network = networks::create(&self.manager, request.into_inner()).await?;
+        Ok(Response::new(network))
     }
 
     async fn remove_network(&self, request: Request<IdRequest>) -> Result<Response<Empty>, Status> {
         forward!(self, remove_network, request);
-        let id = request.into_inner().id;
-        self.manager
-            .update(|state| -> Result<_, Status> {
-                let network = state
-                    .networks
-                    .get(&id)
-                    .ok_or_else(|| not_found("network", &id))?;
-                let spec = network.spec.clone().unwrap_or_default();
-                if spec.ingress {
-                    return Err(Status::failed_precondition(
-                        "the ingress network carries the routing mesh and cannot be removed",
-                    ));
-                }
-                let mut users: Vec<&str> = state
-                    .services
-                    .values()
-                    .filter(|s| {
-                        s.spec
-                            .iter()
-                            .flat_map(|x| &x.task)
-                            .flat_map(|t| &t.networks)
-                            .any(|n| n.target == id)
-                    })
-                    .map(|s| s.spec.as_ref().map(|x| x.name.as_str()).unwrap_or(""))
-                    .collect();
-                // Tasks of removed services still stopping hold addresses.
-                users.extend(
-                    state
-                        .tasks
-                        .values()
-                        .filter(|t| {
-                            holds_addresses(t) && t.networks.iter().any(|n| n.network_id == id)
-                        })
-                        .map(|t| t.service_name.as_str()),
-                );
-                users.sort();
-                users.dedup();
-                if !users.is_empty() {
-                    return Err(Status::failed_precondition(format!(
-                        "network {} is in use by the following service: {}",
-                        spec.name,
-                        users.join(", ")
-                    )));
-                }
-                let mut batch = Batch::default();
-                batch.delete(
-                    Kind::Network,
-                    &id,
-                    network.meta.as_ref().map(|m| m.version).unwrap_or(0),
-                );
-                Ok(Some((batch, ())))
-            })
-            .await?;
+        networks::remove(&self.manager, &request.into_inner().id).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn connect_container(
+        &self,
+        request: Request<ConnectContainerRequest>,
+    ) -> Result<Response<shoal_api::pb::Task>, Status> {
+        forward!(self, connect_container, request);
+        let task = attachments::connect(&self.manager, request.into_inner()).await?;
+        Ok(Response::new(task))
+    }
+
+    async fn disconnect_container(
+        &self,
+        request: Request<DisconnectContainerRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        forward!(self, disconnect_container, request);
+        attachments::disconnect(&self.manager, request.into_inner()).await?;
         Ok(Response::new(Empty {}))
     }
 
@@ -1108,6 +1047,7 @@ impl Control for ControlService {
         request: Request<UpdateClusterRequest>,
     ) -> Result<Response<ClusterInfo>, Status> {
         forward!(self, update_cluster, request);
+        cluster_settings::update(&self.manager, request.get_ref()).await?;
         autolock::update_cluster(&self.manager, request.get_ref()).await?;
         let state = self.manager.store.read().await;
         Ok(Response::new(self.cluster_info(&state)?))
@@ -1132,39 +1072,51 @@ impl Control for ControlService {
             autolock::rotate_unlock_key(&self.manager).await?,
         ))
     }
-}
 
-/// Checks what `network create` asks for; what Shoal cannot do yet is an
-/// error that names it, never silently ignored.
-fn validate_network_spec(spec: &mut NetworkSpec) -> Result<(), Status> {
-    validate_name("network", &spec.name)?;
-    if spec.driver.is_empty() {
-        spec.driver = "overlay".into();
-    }
-    if spec.driver != "overlay" {
-        return Err(Status::invalid_argument(format!(
-            "network {}: driver {:?} is not supported: Shoal networks are overlays (-d overlay)",
-            spec.name, spec.driver
-        )));
-    }
-    if spec.ingress {
-        return Err(Status::invalid_argument(format!(
-            "network {}: the cluster has its ingress network already (created at init)",
-            spec.name
-        )));
-    }
-    if let Some((key, _)) = spec.options.iter().next() {
-        let why = if key == "encrypted" {
-            "overlay encryption is not implemented yet"
-        } else {
-            "no driver option is supported yet"
+    async fn leave_cluster(
+        &self,
+        request: Request<LeaveClusterRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let own = self.manager.credentials.identity().node_id;
+        let (node_id, local) = match authz::caller(&request)? {
+            authz::Caller::Local => (own.clone(), true),
+            authz::Caller::Certified(identity) if identity.role == shoal_pki::Role::Manager => {
+                (identity.node_id.clone(), false)
+            }
+            authz::Caller::Certified(identity) => {
+                return Err(Status::permission_denied(format!(
+                    "a {} certificate names no manager: a node leaves with `shoal swarm leave` on it",
+                    identity.role.name()
+                )));
+            }
         };
-        return Err(Status::invalid_argument(format!(
-            "network {}: option {key:?} is not supported ({why})",
-            spec.name
-        )));
+        if !self.manager.is_leader() {
+            // A certified caller must reach the leader itself (a forwarded
+            // call would name this manager); the local one is this manager.
+            if !local {
+                return Err(self.manager.not_leader());
+            }
+            let answer =
+                forward::to_leader(&self.manager, &request, |mut leader, call| async move {
+                    leader.leave_cluster(call).await
+                });
+            if let Some(answer) = answer.await? {
+                self.manager.left.send_replace(true);
+                return Ok(answer);
+            }
+        }
+        let force = request.get_ref().force;
+        match leave::manager_leaves(&self.manager, &node_id, force).await? {
+            leave::Outcome::Done | leave::Outcome::LastManager => {}
+            leave::Outcome::SteppedDown { others } => {
+                leave::finish_elsewhere(&self.manager, &others).await?;
+            }
+        }
+        if node_id == own {
+            self.manager.left.send_replace(true);
+        }
+        Ok(Response::new(Empty {}))
     }
-    Ok(())
 }
 
 fn container_of(service: &Service) -> Option<&shoal_api::pb::ContainerSpec> {

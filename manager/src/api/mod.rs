@@ -1,12 +1,17 @@
 //! The gRPC services every manager serves, and who may call them.
 
+pub mod attachments;
 pub mod authz;
 pub mod autolock;
 pub mod ca_service;
 mod certificates;
+mod cluster_settings;
 pub mod control;
 mod forward;
 mod jobs;
+pub mod leave;
 pub mod membership;
 mod names;
+mod networks;
+mod service_logs;
 pub(crate) mod validate;

@@ -458,6 +458,17 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         Ok(Response::new(shoal_api::pb::PublishLogsResponse {}))
     }
 
+    async fn leave(
+        &self,
+        request: Request<shoal_api::pb::LeaveRequest>,
+    ) -> Result<Response<shoal_api::pb::LeaveResponse>, Status> {
+        self.require_leader()?;
+        // The node is the one the certificate names; the request names none.
+        let node_id = authz::certified_node(&request)?.node_id.clone();
+        crate::api::leave::worker_leaves(&self.manager, &node_id).await?;
+        Ok(Response::new(shoal_api::pb::LeaveResponse {}))
+    }
+
     async fn update_task_status(
         &self,
         request: Request<UpdateTaskStatusRequest>,

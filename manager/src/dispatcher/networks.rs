@@ -9,7 +9,7 @@ use shoal_api::{
     pb::{ClusterNode, Network, PublishedPort, ServiceRecord, Task, TaskEndpoint, TaskState},
 };
 
-use crate::{allocator::ipam::holds_addresses, store::State};
+use crate::{allocator::ipam::holds_addresses, api::attachments::container_of, store::State};
 
 /// Swarm's stack label: a service `STACK_web` of stack `STACK` is also
 /// `web` on the stack's networks.
@@ -108,6 +108,14 @@ pub fn network_view(state: &State, node_id: &str, local: &[Task]) -> NetworkView
             .and_then(|n| n.status.as_ref())
             .map(|s| s.addr.clone())
             .unwrap_or_default();
+        let task_id = task.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+        // A connected container is a "service" of its own for DNS: its
+        // name answers its address (see `attachment_records`).
+        let service_id = if container_of(task).is_some() {
+            task_id.clone()
+        } else {
+            task.service_id.clone()
+        };
         for attachment in task
             .networks
             .iter()
@@ -116,8 +124,8 @@ pub fn network_view(state: &State, node_id: &str, local: &[Task]) -> NetworkView
             for addr in attachment.addresses.iter().filter_map(|a| addr_of(a)) {
                 endpoints.push(TaskEndpoint {
                     network_id: attachment.network_id.clone(),
-                    task_id: task.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default(),
-                    service_id: task.service_id.clone(),
+                    task_id: task_id.clone(),
+                    service_id: service_id.clone(),
                     addr,
                     node_addr: node_addr.clone(),
                     running: observed == TaskState::Running
@@ -182,6 +190,7 @@ pub fn network_view(state: &State, node_id: &str, local: &[Task]) -> NetworkView
             });
         }
     }
+    services.extend(attachment_records(state, &ids));
     let ingress_addr = state
         .nodes
         .get(node_id)
@@ -195,6 +204,34 @@ pub fn network_view(state: &State, node_id: &str, local: &[Task]) -> NetworkView
         ingress_addr,
         published,
     }
+}
+
+/// DNS for containers connected to networks: the name given to `network
+/// connect` (and its aliases) answers the container's address.
+fn attachment_records(state: &State, ids: &BTreeSet<&str>) -> Vec<ServiceRecord> {
+    let mut out = Vec::new();
+    for task in state.tasks.values().filter(|t| holds_addresses(t)) {
+        let Some(container) = container_of(task) else {
+            continue;
+        };
+        let task_id = task.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+        for attachment in task
+            .networks
+            .iter()
+            .filter(|a| ids.contains(a.network_id.as_str()))
+        {
+            let mut names = vec![container.to_owned()];
+            names.extend(attachment.aliases.iter().cloned());
+            names.dedup();
+            out.push(ServiceRecord {
+                service_id: task_id.clone(),
+                network_id: attachment.network_id.clone(),
+                names,
+                vip: String::new(),
+            });
+        }
+    }
+    out
 }
 
 #[cfg(test)]

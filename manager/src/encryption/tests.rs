@@ -389,6 +389,7 @@ async fn a_locked_manager_serves_nothing_until_the_right_key() {
     client
         .update_cluster(UpdateClusterRequest {
             autolock_managers: Some(false),
+            ..Default::default()
         })
         .await
         .unwrap();

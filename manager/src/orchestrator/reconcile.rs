@@ -184,7 +184,6 @@ pub(super) fn restart_after(
 /// never creates tasks for a service whose tasks it did not all see.
 pub fn reconcile(state: &State, now: i64) -> Plan {
     let mut batch = Batch::default();
-    let mut wake_at: Option<i64> = None;
     let history_limit = state
         .cluster
         .as_ref()
@@ -201,9 +200,20 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
             .push(task);
     }
 
+    // Containers plugged into networks (`network connect`): forgotten
+    // once they ended; they are no service's.
+    let (ended, mut wake_at) = crate::api::attachments::finished(state, now);
+    for task in ended {
+        batch.delete(
+            Kind::Task,
+            id(&task.meta),
+            task.meta.as_ref().map(|m| m.version).unwrap_or(0),
+        );
+    }
+
     // Tasks of removed services: stop them, then forget them.
     for (service_id, tasks) in &by_service {
-        if state.services.contains_key(*service_id) {
+        if state.services.contains_key(*service_id) || service_id.is_empty() {
             continue;
         }
         for task in tasks {

@@ -107,6 +107,7 @@ impl CreateArgs {
             replicas,
             max_concurrent,
             task: Some(TaskSpec {
+                attachment: None,
                 container: Some(ContainerSpec {
                     image: self.image,
                     args: self.command,

@@ -10,6 +10,7 @@ pub(super) mod job;
 #[cfg(test)]
 mod job_tests;
 mod list;
+mod logs;
 pub(crate) mod spec_flags;
 #[cfg(test)]
 mod tests;
@@ -22,8 +23,8 @@ use shoal_api::pb::{Empty, IdRequest, Service, ServiceSummary, UpdateServiceRequ
 
 use super::{resolve, service_update};
 use crate::{
-    client::{self, Client, status_error},
-    output::{Format, print_inspect_as, short},
+    client::{Client, status_error},
+    output::{Format, print_inspect_as},
 };
 pub use create::CreateArgs;
 use inspect::{inspect_json, print_pretty};
@@ -67,17 +68,8 @@ pub enum ServiceCommand {
         #[arg(long)]
         pretty: bool,
     },
-    /// Fetch the output of a service's tasks, from every node.
-    Logs {
-        /// The service whose output to fetch (ID or name).
-        service: String,
-        /// Follow the output.
-        #[arg(short, long)]
-        follow: bool,
-        /// Lines to show from the end of each task's output ("all" or a number).
-        #[arg(short = 'n', long, default_value = "all")]
-        tail: String,
-    },
+    /// Fetch the logs of a service or task.
+    Logs(logs::LogsArgs),
     /// Update a service; changed tasks are replaced as its update config says.
     Update(Box<service_update::UpdateArgs>),
     /// Revert changes to a service's configuration (back to its previous spec).
@@ -93,6 +85,9 @@ pub enum ServiceCommand {
         /// SERVICE=REPLICAS pairs, e.g. web=5.
         #[arg(required = true)]
         scales: Vec<String>,
+        /// Exit immediately instead of waiting for the service to converge.
+        #[arg(short, long, env = "SHOAL_DETACH")]
+        detach: bool,
     },
     /// Remove one or more services.
     #[command(alias = "remove")]
@@ -271,9 +266,10 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
             }
             crate::output::inspect::fail_on_missing(missing)?;
         }
-        ServiceCommand::Scale { scales } => {
+        ServiceCommand::Scale { scales, detach } => {
             let all = services(client).await?;
             let mut failed = false;
+            let mut scaled = Vec::new();
             for scale in &scales {
                 let result = async {
                     let (query, replicas) = scale.split_once('=').with_context(|| {
@@ -306,61 +302,26 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
                         .await
                         .map_err(status_error)?;
                     println!("{query} scaled to {replicas}");
-                    Ok(())
+                    Ok(service_id(s).to_owned())
                 }
                 .await;
-                if let Err(error) = result {
-                    eprintln!("{error:#}");
-                    failed = true;
+                match result {
+                    Ok(id) => scaled.push(id),
+                    Err(error) => {
+                        eprintln!("{error:#}");
+                        failed = true;
+                    }
                 }
+            }
+            // Docker waits for each service it scaled, as `service update` does.
+            if !detach {
+                super::progress::converge(client, &scaled, false).await?;
             }
             if failed {
                 std::process::exit(1);
             }
         }
-        ServiceCommand::Logs {
-            service,
-            follow,
-            tail,
-        } => {
-            let tail = match tail.as_str() {
-                "all" => 0,
-                n => n
-                    .parse()
-                    .with_context(|| format!("invalid --tail {n:?}: expected a number or all"))?,
-            };
-            let all = services(client).await?;
-            let id = service_id(find(&all, &service)?).to_owned();
-            let nodes = client::nodes(client).await?;
-            let hostname = |id: &str| {
-                nodes
-                    .iter()
-                    .find(|n| n.meta.as_ref().is_some_and(|m| m.id == id))
-                    .and_then(|n| n.description.as_ref().map(|d| d.hostname.clone()))
-                    .unwrap_or_else(|| id.to_owned())
-            };
-            let request = shoal_api::pb::LogsRequest {
-                service_id: id,
-                follow,
-                tail,
-            };
-            let mut stream = client
-                .service_logs(request)
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            while let Some(line) = stream.message().await.map_err(status_error)? {
-                let prefix = format!(
-                    "{}.{}@{}",
-                    line.task_name,
-                    short(&line.task_id, false),
-                    hostname(&line.node_id)
-                );
-                for text in String::from_utf8_lossy(&line.data).lines() {
-                    println!("{prefix}    | {text}");
-                }
-            }
-        }
+        ServiceCommand::Logs(args) => logs::run(client, args).await?,
         ServiceCommand::Rm { services: queries } => {
             let all = services(client).await?;
             for q in &queries {

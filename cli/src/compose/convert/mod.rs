@@ -198,7 +198,7 @@ fn networks(project: &Project, names: &mut Names, stack: &mut Stack) -> Result<(
             ingress: false,
             subnet: pool.map(|p| p.subnet.clone()).unwrap_or_default(),
             gateway: pool.map(|p| p.gateway.clone()).unwrap_or_default(),
-            options: Default::default(),
+            ..Default::default()
         });
         names.networks.insert(n.clone(), cluster_name);
     }
