@@ -23,7 +23,7 @@ pub const GROUPS: &[&str] = &[
 ];
 
 /// The figure may not fall below this (percent of the flags that apply).
-pub const MINIMUM_PERCENT: f64 = 49.6;
+pub const MINIMUM_PERCENT: f64 = 94.3;
 
 /// Flags of Docker's that cannot apply to Shoal: (command, flag, reason).
 pub const EXCLUDED: &[(&str, &str, &str)] = &[
