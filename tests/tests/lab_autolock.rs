@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
-use shoal_lab::cluster::manager_socket;
+use shoal_lab::cluster::{manager_socket, node_dir};
 use shoal_tests::{
     bin,
     lab_cluster::LabCluster,
@@ -77,12 +77,18 @@ fn an_autolocked_manager_restarted_serves_nothing_until_unlocked_then_rejoins() 
         "an unlock key (SHKEY-1-…), got {key:?}"
     );
     ensure!(manager_port_open(2)?, "n2's manager port is open before");
+    // Each manager wraps its own data key with the unlock key when it
+    // applies the change: killed before that, n2 would restart unlocked.
+    let keys = node_dir(&cluster.lab, &Host::node(2)).join("manager/keys.json");
+    cluster.wait("n2's data key wrapped with the unlock key", WAIT, || {
+        let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&keys).ok()?).ok()?;
+        stored.get("kek").is_none().then_some(())
+    })?;
 
     cluster.lab.kill_node(LOCKED)?;
     cluster.lab.start_node(LOCKED)?;
 
-    // Locked: the socket answers, but only to say what to do. (Polled: a
-    // run once saw the first call after the restart refused at connect.)
+    // Locked: the socket answers, but only to say what to do.
     let why = cluster.wait("n2's socket answering as a locked manager", WAIT, || {
         let refused = shoal_on_socket(&cluster, LOCKED, &["node", "ls"], "").ok()?;
         let why = String::from_utf8_lossy(&refused.stderr).into_owned();
