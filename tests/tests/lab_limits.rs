@@ -58,7 +58,9 @@ fn task_states(cluster: &LabCluster, service: &str) -> Result<(usize, Vec<String
         if current.starts_with("Running") {
             running += 1;
         } else if current.starts_with("Pending") {
-            pending.push(row["Error"].as_str().unwrap_or("").to_owned());
+            // Docker's ERROR column quotes the message (`"…"`), --no-trunc or not.
+            let error = row["Error"].as_str().unwrap_or("");
+            pending.push(error.trim_matches('"').to_owned());
         }
     }
     Ok((running, pending))
