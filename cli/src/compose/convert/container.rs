@@ -157,37 +157,17 @@ fn environment(env: &BTreeMap<String, Option<String>>) -> Vec<String> {
     out
 }
 
-/// Docker's capability names: upper case, `CAP_` prefixed, `ALL` and
-/// `RESET` as they are.
-pub fn normalize_capability(capability: &str) -> String {
-    let upper = capability.trim().to_ascii_uppercase();
-    if upper == "ALL" || upper == "RESET" || upper.starts_with("CAP_") {
-        upper
-    } else {
-        format!("CAP_{upper}")
-    }
-}
-
-/// Docker's `EffectiveCapAddCapDrop`: `ALL` stands alone, a capability
-/// both added and dropped is added, `RESET` is dropped from both; sorted.
+/// `cap_add`/`cap_drop` as `docker stack deploy` passes them: Docker's
+/// effective sets ([`shoal_api::engine::effective_capabilities`]), with
+/// `RESET` (meaningful to `service update` only) dropped from both.
 pub fn effective_capabilities(add: &[String], drop: &[String]) -> (Vec<String>, Vec<String>) {
-    let set = |caps: &[String]| -> std::collections::BTreeSet<String> {
-        let all: std::collections::BTreeSet<String> =
-            caps.iter().map(|c| normalize_capability(c)).collect();
-        if all.contains("ALL") {
-            ["ALL".to_owned()].into_iter().collect()
-        } else {
-            all
-        }
+    let without_reset = |caps: &[String]| -> Vec<String> {
+        caps.iter()
+            .filter(|c| !c.trim().eq_ignore_ascii_case("RESET"))
+            .cloned()
+            .collect()
     };
-    let (add, drop) = (set(add), set(drop));
-    let drop_out = drop
-        .iter()
-        .filter(|c| !add.contains(*c) && *c != "RESET")
-        .cloned()
-        .collect();
-    let add_out = add.iter().filter(|c| *c != "RESET").cloned().collect();
-    (add_out, drop_out)
+    shoal_api::engine::effective_capabilities(&without_reset(add), &without_reset(drop))
 }
 
 #[cfg(test)]
