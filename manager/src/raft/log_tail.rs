@@ -198,8 +198,9 @@ mod tests {
         tail.written(&ids);
         assert_eq!(tail.first_index(), Some(1), "trimmed by the appender only");
         tail.trim();
-        // The oldest written ones made room; the unwritten five stay.
-        assert_eq!(tail.first_index(), Some(n - KEEP_ENTRIES as u64 + 1));
+        // The oldest written ones made room: the latest KEEP_ENTRIES written
+        // ones stay, and the five unwritten ones whatever the limit.
+        assert_eq!(tail.first_index(), Some(n - 5 - KEEP_ENTRIES as u64 + 1));
         assert_eq!(tail.last_log_id().unwrap().index, n);
         assert_eq!(
             indexes(&tail.range(n - 6..)),
