@@ -206,7 +206,10 @@ mod tests {
             indexes(&tail.range(n - 6..)),
             vec![n - 6, n - 5, n - 4, n - 3, n - 2, n - 1, n]
         );
-        assert!(tail.range(5..3).is_empty());
+        assert!(
+            tail.range((Bound::Included(5), Bound::Excluded(3)))
+                .is_empty()
+        );
     }
 
     #[test]
