@@ -481,7 +481,7 @@ async fn batch_proposals(raft: Raft, mut queue: mpsc::UnboundedReceiver<Queued>)
         }
         let raft = raft.clone();
         tokio::spawn(async move {
-            let write = raft.client_write(Payload(Proposal { batches }));
+            let write = raft.client_write(Payload::new(Proposal { batches }));
             let outcome = tokio::time::timeout_at(deadline, write).await.ok();
             drop(permit);
             let Some(outcome) = outcome else {

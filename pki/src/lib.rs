@@ -14,15 +14,19 @@
 //!   renewal and CA rotation replace while connections keep running.
 //! - [`transport`]: rustls configurations over those credentials, the TLS
 //!   listener a tonic server serves, and tonic channels that dial over TLS.
+//! - [`connection`]: an accepted TLS connection and who it is with
+//!   ([`PeerInfo`]), read once per connection.
 //! - [`join`]: getting a certificate for a join token, and renewing it.
 
 pub mod ca;
+pub mod connection;
 pub mod credentials;
 pub mod identity;
 pub mod join;
 pub mod transport;
 
 pub use ca::{CertificateAuthority, NodeRequest};
+pub use connection::PeerInfo;
 pub use credentials::{Credentials, KeyAndCsr, KeySeal};
 pub use identity::{Identity, Role};
 

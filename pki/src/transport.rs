@@ -21,10 +21,10 @@ use rustls::{
     sign::CertifiedKey,
 };
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{TlsAcceptor, TlsConnector, server::TlsStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::{Credentials, MANAGER_SERVER_NAME, PkiError, Result};
+use crate::{Credentials, MANAGER_SERVER_NAME, PkiError, Result, connection::TlsConnection};
 
 /// The cryptography every Shoal TLS configuration uses.
 pub fn provider() -> CryptoProvider {
@@ -149,12 +149,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HANDSHAKES: usize = 256;
 
 /// The TLS connections `listener` accepts, for tonic's
-/// `serve_with_incoming`. Handshakes run side by side, so one slow or
-/// silent peer holds up no one; failed ones are logged and dropped.
+/// `serve_with_incoming`, each with its peer's identity read once (see
+/// [`TlsConnection`]). Handshakes run side by side, so one slow or silent
+/// peer holds up no one; failed ones are logged and dropped.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
-) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsStream<TcpStream>>> {
+) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsConnection>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
@@ -182,7 +183,7 @@ pub fn incoming(
                 drop(permit);
                 match handshake {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
+                        let _ = tx.send(Ok(TlsConnection::new(tls))).await;
                     }
                     Ok(Err(error)) => {
                         tracing::debug!(%peer, %error, "TLS handshake refused");

@@ -15,18 +15,15 @@
 //! dispatcher knows which node calls from its certificate alone.
 
 use std::{
+    net::SocketAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
 use shoal_api::pb::NodeRole;
-use shoal_pki::{Identity, Role};
-use tonic::{
-    Status,
-    codegen::http,
-    transport::server::{TcpConnectInfo, TlsConnectInfo, UdsConnectInfo},
-};
+use shoal_pki::{Identity, PeerInfo, Role};
+use tonic::{Status, codegen::http, transport::server::UdsConnectInfo};
 
 use crate::{manager::Manager, store::State};
 
@@ -35,8 +32,9 @@ use crate::{manager::Manager, store::State};
 pub enum Caller {
     /// A process on this host, through the root-only control socket.
     Local,
-    /// The holder of a certificate of this cluster, verified by TLS.
-    Certified(Identity),
+    /// The holder of a certificate of this cluster, verified by TLS (read
+    /// once per connection, shared by its calls).
+    Certified(Arc<Identity>),
 }
 
 impl Caller {
@@ -67,11 +65,15 @@ pub fn certified_node<T>(request: &tonic::Request<T>) -> Result<&Identity, Statu
     }
 }
 
+/// The address a request came from over TCP (None: the local socket).
+pub fn remote_addr<T>(request: &tonic::Request<T>) -> Option<SocketAddr> {
+    PeerInfo::of(request).and_then(|peer| peer.remote_addr)
+}
+
 fn who<B>(request: &http::Request<B>) -> Option<Caller> {
     let extensions = request.extensions();
-    if let Some(tls) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
-        let certs = tls.peer_certs()?;
-        return shoal_pki::transport::peer_identity(&certs).map(Caller::Certified);
+    if let Some(peer) = extensions.get::<PeerInfo>() {
+        return peer.identity.clone().map(Caller::Certified);
     }
     extensions.get::<UdsConnectInfo>().map(|_| Caller::Local)
 }
@@ -237,14 +239,15 @@ where
         let manager = self.manager.clone();
         Box::pin(async move {
             let caller = who(&request);
-            let path = request.uri().path();
-            let (service, method) = (service_of(path).to_owned(), method_of(path).to_owned());
-            let verdict = decide(
-                &*manager.store.read().await,
-                &service,
-                &method,
-                caller.as_ref(),
-            );
+            let verdict = {
+                let path = request.uri().path();
+                decide(
+                    &*manager.store.read().await,
+                    service_of(path),
+                    method_of(path),
+                    caller.as_ref(),
+                )
+            };
             match (verdict, caller) {
                 (Ok(()), Some(caller)) => {
                     request.extensions_mut().insert(caller);
@@ -274,14 +277,14 @@ mod tests {
     use super::*;
 
     fn certified(id: &str, role: Role) -> Caller {
-        Caller::Certified(Identity {
+        Caller::Certified(Arc::new(Identity {
             node_id: id.into(),
             role,
             cluster_id: "c".into(),
             not_before: SystemTime::now(),
             not_after: SystemTime::now(),
             issuer: String::new(),
-        })
+        }))
     }
 
     fn state() -> State {

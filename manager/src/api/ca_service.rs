@@ -92,8 +92,7 @@ impl Ca for CaService {
         &self,
         request: Request<IssueNodeCertificateRequest>,
     ) -> Result<Response<NodeCertificate>, Status> {
-        let peer = request
-            .remote_addr()
+        let peer = authz::remote_addr(&request)
             .map(|a| a.ip().to_canonical())
             .ok_or_else(|| Status::failed_precondition("joining takes a TCP connection"))?;
         let request = request.into_inner();

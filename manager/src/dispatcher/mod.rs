@@ -221,7 +221,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
         self.require_leader()?;
-        let peer_ip = request.remote_addr().map(|a| a.ip().to_string());
+        let peer_ip = authz::remote_addr(&request).map(|a| a.ip().to_string());
         let caller = authz::certified_node(&request)?.clone();
         let node_id = caller.node_id.clone();
         let request = request.into_inner();

@@ -79,27 +79,51 @@ impl Cipher {
 
     /// Encrypts and authenticates `plaintext`, bound to `context`.
     pub fn seal(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, EncryptionError> {
+        let mut buffer = Self::buffer(plaintext.len());
+        buffer.extend_from_slice(plaintext);
+        self.seal_buffer(context, buffer)
+    }
+
+    /// An empty buffer to write a plaintext into for
+    /// [`seal_buffer`](Self::seal_buffer), with room for `capacity` bytes
+    /// of it: the value is then sealed where it was written, not copied.
+    pub fn buffer(capacity: usize) -> Vec<u8> {
+        let mut buffer = Vec::with_capacity(HEADER_LEN + capacity + TAG_LEN);
+        buffer.resize(HEADER_LEN, 0);
+        buffer
+    }
+
+    /// Seals, in place, the plaintext written after the start of a
+    /// [`buffer`](Self::buffer): the same as [`seal`](Self::seal) of it.
+    pub fn seal_buffer(
+        &self,
+        context: &[u8],
+        mut buffer: Vec<u8>,
+    ) -> Result<Vec<u8>, EncryptionError> {
+        if buffer.len() < HEADER_LEN {
+            return Err(EncryptionError::Crypto(
+                "a buffer to seal must come from Cipher::buffer".into(),
+            ));
+        }
         let counter = self.counter.fetch_add(1, Ordering::Relaxed);
         if counter == u64::MAX {
             return Err(EncryptionError::Crypto(
                 "this session sealed 2^64 values: restart the manager".into(),
             ));
         }
-        let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
-        out.push(FORMAT);
-        out.extend_from_slice(&self.session);
-        out.extend_from_slice(&counter.to_be_bytes());
-        out.extend_from_slice(plaintext);
+        buffer[0] = FORMAT;
+        buffer[1..1 + SESSION_LEN].copy_from_slice(&self.session);
+        buffer[1 + SESSION_LEN..HEADER_LEN].copy_from_slice(&counter.to_be_bytes());
         let tag = self
             .sealing
             .seal_in_place_separate_tag(
                 nonce(counter),
                 aead::Aad::from(context),
-                &mut out[HEADER_LEN..],
+                &mut buffer[HEADER_LEN..],
             )
             .map_err(|_| EncryptionError::Crypto("value too large to seal".into()))?;
-        out.extend_from_slice(tag.as_ref());
-        Ok(out)
+        buffer.extend_from_slice(tag.as_ref());
+        Ok(buffer)
     }
 
     /// The plaintext of a value [`seal`](Self::seal)ed with the same key and
@@ -208,6 +232,21 @@ mod tests {
         let mut flipped = sealed.clone();
         *flipped.last_mut().unwrap() ^= 1;
         assert!(cipher.open(b"log/7", &flipped, "entry 7").is_err());
+    }
+
+    #[test]
+    fn a_value_sealed_where_it_was_written_opens_as_any_other() {
+        let cipher = Cipher::new(&SecretKey::generate().unwrap()).unwrap();
+        let mut buffer = Cipher::buffer(4);
+        buffer.extend_from_slice(b"written in place");
+        let sealed = cipher.seal_buffer(b"ctx", buffer).unwrap();
+        assert_eq!(
+            cipher.open(b"ctx", &sealed, "v").unwrap(),
+            b"written in place"
+        );
+        assert_eq!(sealed.len(), HEADER_LEN + 16 + TAG_LEN);
+        let error = cipher.seal_buffer(b"ctx", vec![1, 2]).unwrap_err();
+        assert!(error.to_string().contains("Cipher::buffer"), "{error}");
     }
 
     #[test]

@@ -13,11 +13,13 @@
 //! Entries are sealed with this manager's data key before they are queued
 //! (`crate::encryption`): the file never holds a plaintext entry. The vote,
 //! committed and purged ids carry no object data and stay as they are.
+//!
+//! Readers find queued entries, and the latest written ones, in memory
+//! ([`LogTail`]); only older entries are read from the file.
 
 use std::{
-    collections::BTreeMap,
     fmt::Debug,
-    ops::{Bound, RangeBounds},
+    ops::RangeBounds,
     path::Path,
     sync::{Arc, Mutex, mpsc},
 };
@@ -29,7 +31,10 @@ use openraft::{
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::{RaftId, TypeConfig, io_err};
+use super::{
+    RaftId, TypeConfig, io_err,
+    log_tail::{self, LogTail},
+};
 use crate::encryption::{Cipher, files};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -57,8 +62,8 @@ pub struct LogStore {
     db: Arc<Database>,
     cipher: Arc<Cipher>,
     writer: mpsc::Sender<Op>,
-    /// Entries queued but not yet committed, by index.
-    pending: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>,
+    /// Entries queued but not yet committed, and the latest committed ones.
+    tail: Arc<Mutex<LogTail>>,
 }
 
 fn anyhow_io(e: anyhow::Error) -> openraft::AnyError {
@@ -76,24 +81,26 @@ impl LogStore {
         txn.open_table(META)?;
         txn.commit()?;
         let (writer, ops) = mpsc::channel();
-        let pending: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>> = Arc::default();
-        let (thread_db, thread_pending) = (db.clone(), pending.clone());
+        let tail: Arc<Mutex<LogTail>> = Arc::default();
+        let (thread_db, thread_tail) = (db.clone(), tail.clone());
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || write_loop(&thread_db, &thread_pending, ops))?;
+            .spawn(move || write_loop(&thread_db, &thread_tail, ops))?;
         Ok(Self {
             db,
             cipher,
             writer,
-            pending,
+            tail,
         })
     }
 
     fn seal_entry(&self, entry: &Entry<TypeConfig>) -> anyhow::Result<Vec<u8>> {
-        let json = serde_json::to_vec(entry)?;
+        // The JSON goes straight into the sealed value's buffer.
+        let mut buffer = Cipher::buffer(0);
+        serde_json::to_writer(&mut buffer, entry)?;
         Ok(self
             .cipher
-            .seal(entry_context(entry.log_id.index).as_bytes(), &json)?)
+            .seal_buffer(entry_context(entry.log_id.index).as_bytes(), buffer)?)
     }
 
     fn open_entry(&self, index: u64, sealed: &[u8]) -> anyhow::Result<Entry<TypeConfig>> {
@@ -105,8 +112,8 @@ impl LogStore {
         Ok(serde_json::from_slice(&json)?)
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry<TypeConfig>>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    fn tail(&self) -> std::sync::MutexGuard<'_, LogTail> {
+        lock_tail(&self.tail)
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> anyhow::Result<Option<T>> {
@@ -137,13 +144,13 @@ fn entry_context(index: u64) -> String {
     format!("raft-log/{index}")
 }
 
+fn lock_tail(tail: &Mutex<LogTail>) -> std::sync::MutexGuard<'_, LogTail> {
+    tail.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The writer thread: commits whatever is queued, in order, one fsync per
 /// batch. Ends when every LogStore handle is gone.
-fn write_loop(
-    db: &Database,
-    pending: &Mutex<BTreeMap<u64, Entry<TypeConfig>>>,
-    ops: mpsc::Receiver<Op>,
-) {
+fn write_loop(db: &Database, tail: &Mutex<LogTail>, ops: mpsc::Receiver<Op>) {
     while let Ok(first) = ops.recv() {
         let mut batch = vec![first];
         while let Ok(more) = ops.try_recv() {
@@ -170,13 +177,8 @@ fn write_loop(
             }
         }
         if result.is_ok() {
-            // Readers now find these in the file.
-            let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
-            for id in flushed {
-                if pending.get(&id.index).is_some_and(|e| e.log_id == id) {
-                    pending.remove(&id.index);
-                }
-            }
+            // Readers would now find these in the file too.
+            lock_tail(tail).written(&flushed);
         }
     }
 }
@@ -219,37 +221,30 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>> {
-        let read = || -> anyhow::Result<BTreeMap<u64, Entry<TypeConfig>>> {
+        // The tail is a contiguous run up to the last entry, and an entry
+        // leaves it only once it is in the file: what lies before the tail's
+        // first index is in the file.
+        let (kept, first) = {
+            let tail = self.tail();
+            (tail.range(range.clone()), tail.first_index())
+        };
+        let Some(older) = log_tail::before(&range, first) else {
+            return Ok(kept);
+        };
+        let read = || -> anyhow::Result<Vec<Entry<TypeConfig>>> {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(LOG)?;
-            let mut entries = BTreeMap::new();
-            for item in table.range(range.clone())? {
+            let mut entries = Vec::new();
+            for item in table.range(older)? {
                 let (index, value) = item?;
                 let index = index.value();
-                entries.insert(index, self.open_entry(index, value.value())?);
+                entries.push(self.open_entry(index, value.value())?);
             }
             Ok(entries)
         };
-        // Read the file first: an entry flushed meanwhile leaves `pending`
-        // only after it is in the file, so it is found in one or the other.
         let mut entries = read().map_err(|e| StorageIOError::read_logs(anyhow_io(e)))?;
-        let pending = self.pending();
-        let bounds = (
-            clone_bound(range.start_bound()),
-            clone_bound(range.end_bound()),
-        );
-        for (index, entry) in pending.range(bounds) {
-            entries.insert(*index, entry.clone());
-        }
-        Ok(entries.into_values().collect())
-    }
-}
-
-fn clone_bound(bound: Bound<&u64>) -> Bound<u64> {
-    match bound {
-        Bound::Included(v) => Bound::Included(*v),
-        Bound::Excluded(v) => Bound::Excluded(*v),
-        Bound::Unbounded => Bound::Unbounded,
+        entries.extend(kept);
+        Ok(entries)
     }
 }
 
@@ -261,7 +256,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .read_meta::<Option<LogId<RaftId>>>(PURGED)
             .map(Option::flatten)
             .map_err(|e| StorageIOError::read_logs(anyhow_io(e)))?;
-        let last_pending = self.pending().values().next_back().map(|e| e.log_id);
+        let last_pending = self.tail().last_log_id();
         let last_file = || -> anyhow::Result<Option<LogId<RaftId>>> {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(LOG)?;
@@ -318,14 +313,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut encoded = Vec::new();
         {
-            let mut pending = self.pending();
+            let mut tail = self.tail();
             for entry in entries {
                 let bytes = self
                     .seal_entry(&entry)
                     .map_err(|e| StorageIOError::write_logs(anyhow_io(e)))?;
+                let size = bytes.len();
                 encoded.push((entry.log_id, bytes));
-                pending.insert(entry.log_id.index, entry);
+                tail.push(entry, size);
             }
+            tail.trim();
         }
         self.writer
             .send(Op::Append(encoded, callback))
@@ -336,14 +333,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<RaftId>) -> Result<()> {
-        self.pending().retain(|index, _| *index < log_id.index);
+        self.tail().truncate(log_id.index);
         self.call(|reply| Op::Truncate(log_id.index, reply))
             .await
             .map_err(|e| StorageIOError::write_logs(anyhow_io(e)).into())
     }
 
     async fn purge(&mut self, log_id: LogId<RaftId>) -> Result<()> {
-        self.pending().retain(|index, _| *index > log_id.index);
+        self.tail().purge(log_id.index);
         self.call(|reply| Op::Purge(log_id, reply))
             .await
             .map_err(|e| StorageIOError::write_logs(anyhow_io(e)).into())

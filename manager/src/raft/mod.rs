@@ -6,10 +6,11 @@
 //! appends (fsynced) never wait behind state-machine writes.
 
 pub mod log_store;
+mod log_tail;
 pub mod network;
 pub mod state_machine;
 
-use std::io::Cursor;
+use std::{io::Cursor, sync::Arc};
 
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -31,8 +32,18 @@ pub type RaftId = u64;
 /// An entry's proposal, carried inside openraft's JSON messages and log
 /// records as base64 of its protobuf encoding: a quarter of the size of
 /// JSON's number-per-byte arrays, and far cheaper to parse.
+///
+/// Shared, not copied: openraft clones entries on their way to the log, to
+/// each follower and to the state machine, and an entry carries up to
+/// hundreds of writes.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Payload(pub Proposal);
+pub struct Payload(pub Arc<Proposal>);
+
+impl Payload {
+    pub fn new(proposal: Proposal) -> Self {
+        Self(Arc::new(proposal))
+    }
+}
 
 impl Serialize for Payload {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -45,7 +56,7 @@ impl<'de> Deserialize<'de> for Payload {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
         let bytes = shoal_api::base64::decode(&text).map_err(serde::de::Error::custom)?;
         Proposal::decode(bytes.as_slice())
-            .map(Payload)
+            .map(Payload::new)
             .map_err(serde::de::Error::custom)
     }
 }

@@ -63,6 +63,8 @@ pub const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis
 
 /// Applied changes the state file does not hold yet, by object key (the
 /// latest write of an object wins), and the progress they bring it to.
+/// Each object is encoded into a [`Cipher::buffer`], sealed in place when
+/// it is written.
 #[derive(Default)]
 struct Unwritten {
     objects: BTreeMap<String, Option<Vec<u8>>>,
@@ -86,8 +88,17 @@ fn object_context(key: &str) -> String {
 /// What a snapshot body's seal is bound to.
 const SNAPSHOT_CONTEXT: &[u8] = b"snapshot";
 
-fn seal_object(cipher: &Cipher, key: &str, plaintext: &[u8]) -> anyhow::Result<Vec<u8>> {
-    Ok(cipher.seal(object_context(key).as_bytes(), plaintext)?)
+fn seal_object(cipher: &Cipher, key: &str, object: &Object) -> anyhow::Result<Vec<u8>> {
+    Ok(cipher.seal_buffer(object_context(key).as_bytes(), encode_for_sealing(object))?)
+}
+
+/// `object`'s protobuf in a buffer [`Cipher::seal_buffer`] seals in place.
+fn encode_for_sealing(object: &Object) -> Vec<u8> {
+    let mut buffer = Cipher::buffer(object.encoded_len());
+    object
+        .encode(&mut buffer)
+        .expect("a Vec grows to hold any message");
+    buffer
 }
 
 fn open_object(cipher: &Cipher, key: &str, sealed: &[u8]) -> anyhow::Result<Object> {
@@ -117,11 +128,12 @@ fn flush(
     txn.set_durability(Durability::None)?;
     {
         let mut objects = txn.open_table(OBJECTS)?;
-        for (key, value) in &taken.objects {
+        for (key, value) in taken.objects {
             match value {
-                Some(bytes) => drop(
-                    objects.insert(key.as_str(), seal_object(cipher, key, bytes)?.as_slice())?,
-                ),
+                Some(buffer) => {
+                    let sealed = cipher.seal_buffer(object_context(&key).as_bytes(), buffer)?;
+                    drop(objects.insert(key.as_str(), sealed.as_slice())?)
+                }
                 None => drop(objects.remove(key.as_str())?),
             }
         }
@@ -249,7 +261,7 @@ impl StateMachine {
                     if let Some((kind, id)) = object_key(object) {
                         unwritten
                             .objects
-                            .insert(key(kind, &id), Some(object.encode_to_vec()));
+                            .insert(key(kind, &id), Some(encode_for_sealing(object)));
                     }
                 }
                 Change::Delete(r) => {
@@ -415,7 +427,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 for object in state.objects() {
                     if let Some((kind, id)) = object_key(&object) {
                         let key = key(kind, &id);
-                        let sealed = seal_object(&self.cipher, &key, &object.encode_to_vec())?;
+                        let sealed = seal_object(&self.cipher, &key, &object)?;
                         objects.insert(key.as_str(), sealed.as_slice())?;
                     }
                 }
