@@ -133,6 +133,11 @@ pub async fn run(
                 next = managers.iter().position(|m| *m == leader).unwrap_or(0);
                 continue;
             }
+            Ok(Redirect::Again) => {
+                // A new certificate: the same manager, at once, through a
+                // new connection that presents it.
+                continue;
+            }
             Ok(Redirect::Managers(list)) => {
                 for m in list {
                     if !managers.contains(&m) {
@@ -227,6 +232,8 @@ struct ReportChannel<'a> {
 enum Redirect {
     To(String),
     Managers(Vec<String>),
+    /// The node's certificate changed: register again with it.
+    Again,
 }
 
 fn leader_of(status: &tonic::Status) -> Option<String> {
@@ -245,6 +252,12 @@ async fn session(
     state: &watch::Sender<SessionState>,
     reports: ReportChannel<'_>,
 ) -> anyhow::Result<Redirect> {
+    // TLS shows a certificate once, at the handshake: when the node's is
+    // renewed (or a CA rotation replaces it), the session starts again on a
+    // new connection, so that the managers see, and record, the certificate
+    // the node now holds (and stores) rather than the one it was sent.
+    let mut credentials = config.credentials.watch();
+    let presented = config.credentials.files().chain_pem;
     let channel = shoal_pki::transport::lazy_channel(
         addr,
         shoal_pki::transport::Dialer::Node(config.credentials.clone()),
@@ -339,6 +352,12 @@ async fn session(
                         Some(leader) => Ok(Redirect::To(leader)),
                         None => Err(anyhow::anyhow!("heartbeat: {}", status.message())),
                     };
+                }
+            }
+            Ok(()) = credentials.changed() => {
+                if config.credentials.files().chain_pem != presented {
+                    tracing::info!(manager = %addr, "the node's certificate changed: registering again with it");
+                    return Ok(Redirect::Again);
                 }
             }
             Some(first) = report_rx.recv() => {

@@ -110,25 +110,6 @@ async fn record_manager_issuer(manager: &Manager, issuer: &str) -> Result<(), St
     Ok(())
 }
 
-/// Records that `node_id` now holds a certificate of `issuer`.
-pub async fn record_issuer(manager: &Manager, node_id: &str, issuer: &str) -> Result<(), Status> {
-    manager
-        .update(|state| -> Result<_, Status> {
-            let Some(mut node) = state.nodes.get(node_id).cloned() else {
-                return Ok(None);
-            };
-            if node.cert_issuer == issuer {
-                return Ok(None);
-            }
-            node.cert_issuer = issuer.to_owned();
-            let mut batch = Batch::default();
-            batch.put_node(node);
-            Ok(Some((batch, ())))
-        })
-        .await?;
-    Ok(())
-}
-
 /// Issues this manager a new certificate from the cluster's CA in the
 /// store, and trusts the cluster's roots.
 async fn renew_own(manager: &Manager) -> anyhow::Result<()> {

@@ -1,12 +1,21 @@
 //! The certificate life cycle in process (real managers, simulated agents
 //! speaking the real protocol over mutual TLS): renewal before half-life
 //! with no restart, a removed node told so, a root CA rotation that moves
-//! every node and changes the join tokens.
+//! every node and changes the join tokens, and only counts a node as moved
+//! once it shows a certificate of the new root.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use shoal_api::pb::{Empty, RemoveNodeRequest, UpdateCertificatesRequest};
+use shoal_api::pb::{
+    Empty, HeartbeatRequest, NodeDescription, RegisterRequest, RemoveNodeRequest, SessionRef,
+    UpdateCertificatesRequest, dispatcher_client::DispatcherClient,
+};
+use shoal_pki::{
+    credentials::Credentials,
+    join,
+    transport::{self, Dialer},
+};
 use shoal_tests::cluster::{TestCluster, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -164,4 +173,124 @@ async fn a_root_ca_rotation_moves_every_node_and_changes_the_tokens() -> Result<
     let err = format!("{:#}", refused.err().context("the old token still joins")?);
     ensure!(err.contains("another cluster"), "{err}");
     Ok(())
+}
+
+/// A node the manager sent a certificate of the new root to, but which
+/// never stored it (it died on the way), is still on the old root: the
+/// rotation must not end, or the old root would be dropped while that node
+/// can present only an old-root certificate. It ends once the node
+/// registers with the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_certificate_sent_but_never_presented_does_not_end_a_rotation() -> Result<()> {
+    let cluster = TestCluster::start(1).await?;
+    let addr = cluster.manager_addrs()[0].clone();
+    let node = shoal_agent::identity::obtain(
+        None,
+        &cluster.manager_addrs(),
+        Some(&cluster.worker_token),
+        "",
+        "frozen",
+    )
+    .await?;
+    let old_issuer = node.identity().issuer;
+    let session = HandSession::register(&addr, node.clone()).await?;
+    let mut control = cluster.control().await?;
+    control
+        .update_certificates(UpdateCertificatesRequest {
+            cert_expiry_ms: 0,
+            rotate_ca: true,
+        })
+        .await?;
+    // The manager issues a new-root certificate; the node never gets it.
+    let lost = Credentials::new(node.files())?;
+    join::renew_through(&addr, &lost)
+        .await
+        .map_err(|s| anyhow::anyhow!("renewing: {}", s.message()))?;
+    ensure!(
+        lost.identity().issuer != old_issuer,
+        "the renewal stayed on the old root"
+    );
+    let recorded = recorded_issuer(&cluster, &node.identity().node_id).await?;
+    ensure!(
+        recorded == old_issuer,
+        "an issued certificate counted as held: {recorded} (old root {old_issuer})"
+    );
+    let info = control.get_cluster(Empty {}).await?.into_inner();
+    ensure!(
+        info.ca_rotation_in_progress,
+        "the rotation ended with a node on the old root"
+    );
+    // The node stores the certificate and registers with it: done.
+    node.replace(lost.files())?;
+    drop(session);
+    let _session = HandSession::register(&addr, node.clone()).await?;
+    wait_until(WAIT, "the rotation to complete", || {
+        let mut control = control.clone();
+        async move {
+            let info = control.get_cluster(Empty {}).await.ok()?.into_inner();
+            (!info.ca_rotation_in_progress).then_some(())
+        }
+    })
+    .await?;
+    ensure!(
+        recorded_issuer(&cluster, &node.identity().node_id).await? == lost.identity().issuer,
+        "the new certificate was not recorded"
+    );
+    Ok(())
+}
+
+/// The root the cluster records for a node's certificate.
+async fn recorded_issuer(cluster: &TestCluster, node_id: &str) -> Result<String> {
+    cluster
+        .nodes()
+        .await?
+        .into_iter()
+        .find(|n| n.meta.as_ref().is_some_and(|m| m.id == node_id))
+        .map(|n| n.cert_issuer)
+        .context("the node is not listed")
+}
+
+/// A dispatcher session kept by hand (registered, heartbeating, renewing
+/// nothing by itself), ended when dropped.
+struct HandSession(tokio::task::JoinHandle<()>);
+
+impl HandSession {
+    async fn register(addr: &str, credentials: std::sync::Arc<Credentials>) -> Result<Self> {
+        let channel = transport::channel(addr, Dialer::Node(credentials)).await?;
+        let mut client = DispatcherClient::new(channel);
+        let registered = client
+            .register(RegisterRequest {
+                description: Some(NodeDescription {
+                    hostname: "frozen".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let session = SessionRef {
+            node_id: registered.node_id,
+            session_id: registered.session_id,
+        };
+        let period = Duration::from_millis(registered.heartbeat_period_ms.max(50) as u64);
+        Ok(Self(tokio::spawn(async move {
+            let mut beat = tokio::time::interval(period);
+            loop {
+                beat.tick().await;
+                let request = HeartbeatRequest {
+                    session: Some(session.clone()),
+                    counters: Vec::new(),
+                };
+                if client.heartbeat(request).await.is_err() {
+                    return;
+                }
+            }
+        })))
+    }
+}
+
+impl Drop for HandSession {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

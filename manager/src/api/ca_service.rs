@@ -205,14 +205,10 @@ impl Ca for CaService {
                 .map_err(|e| Status::invalid_argument(format!("{e:#}")))?
         };
         tracing::debug!(node = %identity.node_id, "renewed a node certificate");
-        if let Some(leaf) = shoal_pki::certs_from_pem(&certificate)
-            .ok()
-            .and_then(|c| c.into_iter().next())
-            && let Ok(issued) = shoal_pki::Identity::of_der(&leaf)
-        {
-            crate::certificates::record_issuer(&self.manager, &identity.node_id, &issued.issuer)
-                .await?;
-        }
+        // The node's recorded issuer is not changed here: the node may die
+        // before it stores what it is sent. It changes when the node
+        // registers with the new certificate (`Dispatcher::register`), which
+        // agents do as soon as they stored it.
         self.answer(identity.node_id, certificate).await
     }
 }
