@@ -6,7 +6,10 @@ use std::collections::BTreeSet;
 
 use shoal_api::{
     cidr::Ipv4Cidr,
-    pb::{ClusterNode, Network, PublishedPort, ServiceRecord, Task, TaskEndpoint, TaskState},
+    pb::{
+        ClusterNode, Network, PublishedPort, ServiceRecord, Task, TaskEndpoint, TaskHealth,
+        TaskState,
+    },
 };
 
 use crate::{allocator::ipam::holds_addresses, api::attachments::container_of, store::State};
@@ -69,6 +72,16 @@ pub fn cluster_nodes(state: &State) -> Vec<ClusterNode> {
     nodes
 }
 
+/// Whether a task takes new connections (mesh, VIP, DNS): running, meant
+/// to run, and not failing its health check. One with a check reports
+/// Running only after its first passing check.
+pub fn in_rotation(task: &Task) -> bool {
+    let status = task.status.clone().unwrap_or_default();
+    status.state() == TaskState::Running
+        && task.desired_state() == TaskState::Running
+        && status.health() != TaskHealth::Failing
+}
+
 fn addr_of(cidr: &str) -> Option<String> {
     cidr.parse::<Ipv4Cidr>().ok().map(|c| c.addr.to_string())
 }
@@ -128,8 +141,8 @@ pub fn network_view(state: &State, node_id: &str, local: &[Task]) -> NetworkView
                     service_id: service_id.clone(),
                     addr,
                     node_addr: node_addr.clone(),
-                    running: observed == TaskState::Running
-                        && task.desired_state() == TaskState::Running,
+                    running: in_rotation(task),
+                    draining: observed == TaskState::Running && !in_rotation(task),
                 });
             }
         }
@@ -148,6 +161,7 @@ pub fn network_view(state: &State, node_id: &str, local: &[Task]) -> NetworkView
                 addr,
                 node_addr: status.addr.clone(),
                 running: false,
+                draining: false,
             });
         }
     }
