@@ -81,11 +81,13 @@ fn every_node_answers_all(tasks: usize) -> bool {
 struct Load {
     child: Child,
     started: Instant,
+    /// Its output, read as it comes (a full pipe would stall it).
+    stdout: std::thread::JoinHandle<String>,
 }
 
 impl Load {
     fn start() -> Result<Self> {
-        let child = Command::new("ip")
+        let mut child = Command::new("ip")
             .args(["netns", "exec", topology::CLIENT_NS])
             .arg(bin("shoal-toolbox")?)
             .args(["--timeout-ms", "3000", "load"])
@@ -96,9 +98,17 @@ impl Load {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting the load client")?;
+        let started = Instant::now();
+        let mut pipe = child.stdout.take().context("the load client's stdout")?;
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+            text
+        });
         Ok(Self {
             child,
-            started: Instant::now(),
+            started,
+            stdout,
         })
     }
 
@@ -113,7 +123,10 @@ impl Load {
     fn finish(self) -> Result<Outcome> {
         cmd::run("kill", &["-TERM", &self.child.id().to_string()])?;
         let out = self.child.wait_with_output()?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = self
+            .stdout
+            .join()
+            .map_err(|_| anyhow::anyhow!("reading the load client's output failed"))?;
         let summary = text
             .lines()
             .rfind(|l| l.starts_with("# "))
@@ -170,6 +183,11 @@ struct Outcome {
 impl Outcome {
     fn check(&self, what: &str) -> Result<()> {
         println!("{what}: {}", self.summary);
+        let mut per_second: BTreeMap<u128, usize> = BTreeMap::new();
+        for (at, _) in &self.answers {
+            *per_second.entry(at / 1000).or_default() += 1;
+        }
+        println!("{what}: answers per second {per_second:?}");
         ensure!(
             self.failed == 0 && self.failures.is_empty(),
             "{what}: {} of {} requests failed, first: {:?}",
