@@ -40,7 +40,8 @@ fn task_of(body: &str) -> String {
         .unwrap_or_else(|| body.trim().to_owned())
 }
 
-pub fn run(load: &Load) -> Summary {
+/// Runs the load, writing one line per request and the summary to `out`.
+pub fn run(load: &Load, out: impl Write + Send + 'static) -> Summary {
     let workers = load.workers.max(1);
     let start = Instant::now();
     let end = start + Duration::from_secs(load.seconds);
@@ -48,7 +49,7 @@ pub fn run(load: &Load) -> Summary {
     let gap = Duration::from_secs_f64(f64::from(workers) / f64::from(load.rate.max(1)));
     let requests = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    let out = Arc::new(Mutex::new(std::io::stdout()));
+    let out = Arc::new(Mutex::new(out));
     let handles: Vec<_> = (0..workers)
         .map(|w| {
             let entries = load.entries.clone();
@@ -129,13 +130,16 @@ mod tests {
         });
         // Nothing listens on port 1 of loopback: refused at once.
         let down: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let summary = run(&Load {
-            entries: vec![up, down],
-            rate: 200,
-            workers: 2,
-            seconds: 1,
-            timeout: Duration::from_secs(1),
-        });
+        let summary = run(
+            &Load {
+                entries: vec![up, down],
+                rate: 200,
+                workers: 2,
+                seconds: 1,
+                timeout: Duration::from_secs(1),
+            },
+            std::io::sink(),
+        );
         assert!(summary.requests >= 100, "{summary:?}");
         assert_eq!(summary.failed * 2, summary.requests, "{summary:?}");
         assert_eq!(task_of("{\"task\":\"web.1\"}\n"), "web.1");

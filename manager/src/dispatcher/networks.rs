@@ -268,6 +268,42 @@ mod tests {
     }
 
     #[test]
+    fn only_running_healthy_tasks_take_connections_and_stopping_ones_drain() {
+        use shoal_api::pb::TaskStatus;
+        let task = |state: TaskState, health: TaskHealth, desired: TaskState| Task {
+            status: Some(TaskStatus {
+                state: state as i32,
+                health: health as i32,
+                ..Default::default()
+            }),
+            desired_state: desired as i32,
+            ..Default::default()
+        };
+        let (run, start, stop) = (TaskState::Running, TaskState::Starting, TaskState::Shutdown);
+        for (t, rotation, why) in [
+            (
+                task(run, TaskHealth::None, run),
+                true,
+                "no check: running is enough",
+            ),
+            (task(run, TaskHealth::Healthy, run), true, "passing"),
+            (
+                task(run, TaskHealth::Failing, run),
+                false,
+                "its last check failed",
+            ),
+            (
+                task(start, TaskHealth::Starting, run),
+                false,
+                "no check passed yet",
+            ),
+            (task(run, TaskHealth::Healthy, stop), false, "being stopped"),
+        ] {
+            assert_eq!(in_rotation(&t), rotation, "{why}");
+        }
+    }
+
+    #[test]
     fn every_node_with_an_address_is_listed_once_in_order() {
         let mut state = State::default();
         state

@@ -113,13 +113,16 @@ fn run(command: Command, timeout: Duration) -> Result<ExitCode> {
             seconds,
         } => {
             shoal_testbins::note_terminate();
-            let summary = shoal_testbins::load::run(&shoal_testbins::load::Load {
-                entries,
-                rate,
-                workers,
-                seconds,
-                timeout,
-            });
+            let summary = shoal_testbins::load::run(
+                &shoal_testbins::load::Load {
+                    entries,
+                    rate,
+                    workers,
+                    seconds,
+                    timeout,
+                },
+                std::io::stdout(),
+            );
             Ok(if summary.failed == 0 {
                 ExitCode::SUCCESS
             } else {
