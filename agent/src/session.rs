@@ -170,13 +170,21 @@ pub async fn run(
     }
 }
 
-/// Task status reports not yet acknowledged by a manager, newest per task.
+/// Task status reports not yet acknowledged by a manager, newest per task,
+/// and the version of the last assignment set this node applied if the
+/// manager has not heard of it yet.
 #[derive(Default)]
-struct Reports(BTreeMap<String, TaskStatusUpdate>);
+struct Reports(BTreeMap<String, TaskStatusUpdate>, u64);
 
 impl Reports {
     fn add(&mut self, update: TaskStatusUpdate) {
         self.0.insert(update.task_id.clone(), update);
+    }
+
+    /// This node's tables now hold assignment set `version`: the manager
+    /// waits for that before it stops a task other nodes stopped using.
+    fn applied(&mut self, version: u64) {
+        self.1 = version;
     }
 
     /// Sends every unacknowledged report; they are forgotten only once the
@@ -186,13 +194,14 @@ impl Reports {
         client: &mut DispatcherClient<Channel>,
         session: &SessionRef,
     ) -> anyhow::Result<()> {
-        if self.0.is_empty() {
+        if self.0.is_empty() && self.1 == 0 {
             return Ok(());
         }
         let updates = self.0.values().cloned().collect();
         let request = UpdateTaskStatusRequest {
             session: Some(session.clone()),
             updates,
+            applied_version: self.1,
         };
         bounded(
             "reporting task status",
@@ -202,6 +211,7 @@ impl Reports {
         .await
         .map_err(|status| anyhow::anyhow!("reporting task status: {}", status.message()))?;
         self.0.clear();
+        self.1 = 0;
         Ok(())
     }
 }
@@ -327,6 +337,15 @@ async fn session(
                         });
                     }
                     executor.reconcile(&set, report_tx).await;
+                    if set.version != 0 {
+                        // What the executor reported while applying it goes
+                        // with the acknowledgement, in one call.
+                        while let Ok(more) = report_rx.try_recv() {
+                            unsent.add(more);
+                        }
+                        unsent.applied(set.version);
+                        unsent.flush(&mut client, &session).await?;
+                    }
                     for request in &set.log_requests {
                         if answered.insert(request.id.clone()) {
                             ship_logs(client.clone(), &session, request, executor.logs(request));

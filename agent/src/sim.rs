@@ -36,6 +36,7 @@ fn update(task_id: &str, state: TaskState, exit_code: i32, message: &str) -> Tas
             },
             exit_code,
             container_id: String::new(),
+            health: 0,
         }),
     }
 }

@@ -69,6 +69,7 @@ fn assignments(args: &Args) -> AssignmentSet {
         addr: topology::CLIENT_ADDR.to_string(),
         node_addr: NODE_ADDR.to_string(),
         running: true,
+        draining: false,
     });
     for i in 0..args.services {
         set.services.push(ServiceRecord {
@@ -85,6 +86,7 @@ fn assignments(args: &Args) -> AssignmentSet {
                 addr: task_addr(i, t).to_string(),
                 node_addr: NODE_ADDR.to_string(),
                 running: true,
+                draining: false,
             });
         }
     }

@@ -112,10 +112,12 @@ pub fn get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> io::R
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
+    // One write: `write!` sends each formatted piece on its own, and
+    // Nagle's algorithm holds the later ones for the server's delayed ACK.
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: shoal-toolbox\r\n\r\n"
-    )?;
+    );
+    stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     BufReader::new(stream).read_to_end(&mut raw)?;
     parse_response(&raw)

@@ -123,6 +123,9 @@ pub struct VipService {
     pub vip: Ipv4Addr,
     /// Task addresses on that network, in a stable order.
     pub backends: Vec<Ipv4Addr>,
+    /// Tasks that take no new connection but keep their open ones
+    /// (stopping, or failing their health check): live, not picked.
+    pub draining: Vec<Ipv4Addr>,
 }
 
 /// One published port as the mesh serves it.
@@ -135,6 +138,9 @@ pub struct MeshService {
     pub mode: u16,
     /// (task address on the ingress network, target port), in a stable order.
     pub backends: Vec<(Ipv4Addr, u16)>,
+    /// As `backends`, the tasks that keep their open connections but take
+    /// no new one (stopping, or failing their health check).
+    pub draining: Vec<(Ipv4Addr, u16)>,
 }
 
 impl MeshService {
@@ -347,6 +353,14 @@ impl MeshMaps {
                 Ok(())
             })?;
             live_now.extend(backends.into_iter().map(|b| (b, slot)));
+            live_now.extend(s.draining.iter().map(|(addr, port)| {
+                let backend = Backend {
+                    addr: be_addr(*addr),
+                    port: be_port(*port),
+                    _pad: 0,
+                };
+                (backend, slot)
+            }));
         }
         for v in vips {
             let slot = self.slot(&v.key, MESH_FIRST_VIP_SLOT..MESH_MAX_SERVICES, &mut used)?;
@@ -374,8 +388,17 @@ impl MeshMaps {
                 Ok(())
             })?;
             live_now.extend(backends.into_iter().map(|b| (b, slot)));
+            live_now.extend(v.draining.iter().map(|addr| {
+                let backend = Backend {
+                    addr: be_addr(*addr),
+                    port: 0,
+                    _pad: 0,
+                };
+                (backend, slot)
+            }));
         }
-        // Which backends exist at all: a connection tracked to one that is
+        // Which backends exist at all (draining ones too: their open
+        // connections stay where they are): a connection tracked to one that is
         // gone moves at its next SYN.
         let stale: Vec<Backend> = self
             .written

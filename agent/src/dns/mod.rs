@@ -494,6 +494,7 @@ mod tests {
             addr: addr.into(),
             node_addr: String::new(),
             running: true,
+            draining: false,
         }
     }
 

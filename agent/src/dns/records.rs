@@ -201,6 +201,7 @@ mod tests {
             addr: addr.into(),
             node_addr: "192.0.2.11".into(),
             running,
+            draining: false,
         }
     }
 

@@ -108,6 +108,7 @@ mod tests {
             addr: addr.into(),
             node_addr: node.into(),
             running: false,
+            draining: false,
         }
     }
 

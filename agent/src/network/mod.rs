@@ -452,15 +452,20 @@ impl Overlay {
                 continue;
             };
             let host_mode = p.mode() == shoal_api::pb::PublishMode::Host;
-            let mut backends: Vec<(Ipv4Addr, u16)> = set
-                .endpoints
-                .iter()
-                .filter(|e| e.running && e.network_id == id && e.service_id == p.service_id)
-                .filter(|e| !host_mode || e.node_addr == local)
-                .filter_map(|e| Some((e.addr.parse().ok()?, p.target_port as u16)))
-                .collect();
-            backends.sort();
-            if host_mode && backends.is_empty() {
+            let tasks = |draining: bool| {
+                let mut out: Vec<(Ipv4Addr, u16)> = set
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.network_id == id && e.service_id == p.service_id)
+                    .filter(|e| if draining { e.draining } else { e.running })
+                    .filter(|e| !host_mode || e.node_addr == local)
+                    .filter_map(|e| Some((e.addr.parse().ok()?, p.target_port as u16)))
+                    .collect();
+                out.sort();
+                out
+            };
+            let (backends, draining) = (tasks(false), tasks(true));
+            if host_mode && backends.is_empty() && draining.is_empty() {
                 continue; // no task here: the port is not this node's
             }
             services.push(MeshService {
@@ -473,6 +478,7 @@ impl Overlay {
                     shoal_agent_common::MODE_INGRESS
                 },
                 backends,
+                draining,
             });
         }
         Ok(services)
@@ -529,21 +535,24 @@ impl Overlay {
             let Ok(vip) = record.vip.parse::<Ipv4Addr>() else {
                 continue; // dnsrr: no VIP
             };
-            let mut backends: Vec<Ipv4Addr> = set
-                .endpoints
-                .iter()
-                .filter(|e| {
-                    e.running
-                        && e.network_id == record.network_id
-                        && e.service_id == record.service_id
-                })
-                .filter_map(|e| e.addr.parse().ok())
-                .collect();
-            backends.sort();
+            let tasks = |draining: bool| {
+                let mut out: Vec<Ipv4Addr> = set
+                    .endpoints
+                    .iter()
+                    .filter(|e| {
+                        e.network_id == record.network_id && e.service_id == record.service_id
+                    })
+                    .filter(|e| if draining { e.draining } else { e.running })
+                    .filter_map(|e| e.addr.parse().ok())
+                    .collect();
+                out.sort();
+                out
+            };
             vips.push(VipService {
                 key: format!("{}/{}", record.service_id, record.network_id),
                 vip,
-                backends,
+                backends: tasks(false),
+                draining: tasks(true),
             });
         }
         if published.is_empty()

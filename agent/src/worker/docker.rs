@@ -6,19 +6,20 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use bollard::{
     Docker,
-    models::{HealthStatusEnum, Mount},
+    models::Mount,
     query_parameters::{
         CreateContainerOptions, InspectContainerOptions, ListContainersOptions,
         RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
     },
 };
 use shoal_api::{
-    pb::{AssignmentSet, NodeDescription, Task, TaskState, TaskStatus, TaskStatusUpdate},
+    pb::{
+        AssignmentSet, NodeDescription, Task, TaskHealth, TaskState, TaskStatus, TaskStatusUpdate,
+    },
     template,
 };
 use tokio::sync::mpsc;
@@ -30,6 +31,8 @@ use super::{
 };
 use crate::{network::Overlay, session::Executor};
 
+mod monitor;
+
 pub const LABEL_CLUSTER: &str = "com.shoal.cluster.id";
 pub const LABEL_NODE: &str = "com.shoal.node.id";
 pub const LABEL_SERVICE_ID: &str = "com.shoal.service.id";
@@ -37,14 +40,8 @@ pub const LABEL_SERVICE_NAME: &str = "com.shoal.service.name";
 pub const LABEL_TASK_ID: &str = "com.shoal.task.id";
 pub const LABEL_TASK_NAME: &str = "com.shoal.task.name";
 
-/// How often running containers are checked (exit, health).
-const MONITOR_PERIOD: Duration = Duration::from_millis(500);
 /// Swarm's default stop grace period.
 const DEFAULT_GRACE_MS: i64 = 10_000;
-/// How long a task on a network is left alone between leaving the rotation
-/// and its stop signal: the manager pushes its removal to every node at
-/// once (milliseconds), so by then no node sends it a new connection.
-const LEAVE_ROTATION: Duration = Duration::from_millis(1000);
 
 /// What the executor knows of one task's container.
 #[derive(Debug, Clone)]
@@ -59,6 +56,8 @@ struct Tracked {
     /// Being created, started and plugged in: the monitor and the network
     /// repair leave it alone until `start` has reported.
     starting: bool,
+    /// What its health check said when last reported.
+    health: TaskHealth,
 }
 
 pub struct DockerExecutor {
@@ -97,6 +96,7 @@ fn status(
         err: err.to_owned(),
         exit_code,
         container_id: container.to_owned(),
+        health: TaskHealth::None as i32,
     }
 }
 
@@ -141,7 +141,7 @@ impl DockerExecutor {
             admission,
         });
         executor.adopt().await?;
-        tokio::spawn(monitor(executor.clone()));
+        tokio::spawn(monitor::run(executor.clone()));
         Ok(executor)
     }
 
@@ -228,6 +228,7 @@ impl DockerExecutor {
                     reported: TaskState::New,
                     stopping: false,
                     starting: false,
+                    health: TaskHealth::None,
                 },
             );
         }
@@ -462,9 +463,9 @@ impl DockerExecutor {
             .and_then(|s| s.container.as_ref())
             .and_then(|c| c.stop_grace_period_ms)
             .unwrap_or(DEFAULT_GRACE_MS);
-        if !task.networks.is_empty() {
-            tokio::time::sleep(LEAVE_ROTATION).await;
-        }
+        // No wait here: the manager sends the stop only once every node
+        // has taken the task out of its tables (see the manager's
+        // `dispatcher::drain`), so no new connection reaches it from now on.
         let options = StopContainerOptions {
             t: Some((grace / 1000).max(0) as i32),
             ..Default::default()
@@ -577,6 +578,7 @@ impl Executor for Arc<DockerExecutor> {
                                 reported: TaskState::Rejected,
                                 stopping: false,
                                 starting: false,
+                                health: TaskHealth::None,
                             },
                         );
                         let _ = report.send(TaskStatusUpdate {
@@ -620,6 +622,7 @@ impl Executor for Arc<DockerExecutor> {
                             reported: TaskState::Preparing,
                             stopping: false,
                             starting: true,
+                            health: TaskHealth::None,
                         },
                     );
                     holding += 1;
@@ -707,89 +710,4 @@ pub async fn remove_node_containers(node_id: &str) -> anyhow::Result<usize> {
         removed += 1;
     }
     Ok(removed)
-}
-
-/// Watches tracked containers: exits become Complete/Failed, health
-/// results move Starting → Running or fail the task.
-async fn monitor(executor: Arc<DockerExecutor>) {
-    loop {
-        tokio::time::sleep(MONITOR_PERIOD).await;
-        let tracked: Vec<(String, Tracked)> = executor
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|(_, t)| {
-                !t.container.is_empty() && !t.stopping && !t.starting && !t.reported.is_terminal()
-            })
-            .map(|(id, t)| (id.clone(), t.clone()))
-            .collect();
-        for (id, t) in tracked {
-            let inspect = executor
-                .docker
-                .inspect_container(&t.container, None::<InspectContainerOptions>)
-                .await;
-            let state = match inspect {
-                Ok(info) => info.state.unwrap_or_default(),
-                Err(_) => {
-                    executor.set_reported(&id, TaskState::Failed);
-                    executor.send(
-                        &id,
-                        status(
-                            TaskState::Failed,
-                            "",
-                            "the container is gone",
-                            0,
-                            &t.container,
-                        ),
-                    );
-                    continue;
-                }
-            };
-            if !state.running.unwrap_or(false) {
-                let code = state.exit_code.unwrap_or(0) as i32;
-                let (next, err) = if code == 0 {
-                    (TaskState::Complete, String::new())
-                } else {
-                    (TaskState::Failed, format!("task: non-zero exit ({code})"))
-                };
-                executor.set_reported(&id, next);
-                executor.send(&id, status(next, "finished", &err, code, &t.container));
-                continue;
-            }
-            match state.health.and_then(|h| h.status) {
-                Some(HealthStatusEnum::UNHEALTHY) => {
-                    // A task never runs unhealthy: stop it and say why.
-                    executor.set_reported(&id, TaskState::Failed);
-                    let _ = executor
-                        .docker
-                        .stop_container(&t.container, None::<StopContainerOptions>)
-                        .await;
-                    executor.send(
-                        &id,
-                        status(
-                            TaskState::Failed,
-                            "",
-                            "task: unhealthy container",
-                            0,
-                            &t.container,
-                        ),
-                    );
-                }
-                Some(HealthStatusEnum::HEALTHY)
-                | None
-                | Some(HealthStatusEnum::NONE)
-                | Some(HealthStatusEnum::EMPTY)
-                    if t.reported < TaskState::Running =>
-                {
-                    executor.set_reported(&id, TaskState::Running);
-                    executor.send(
-                        &id,
-                        status(TaskState::Running, "started", "", 0, &t.container),
-                    );
-                }
-                _ => {}
-            }
-        }
-    }
 }

@@ -313,16 +313,33 @@ pub fn task_listing(
             "Node": node,
             "DesiredState": title(desired_state(task).word()),
             "CurrentState": format!(
-                "{} {} ago",
+                "{} {} ago{}",
                 title(status.state().word()),
                 shoal_api::display::human_duration(shoal_api::now_ms() - status.timestamp)
-                    .to_lowercase()
+                    .to_lowercase(),
+                health_suffix(&status)
             ),
             "Error": error,
             "Ports": "",
         }));
     }
     listing
+}
+
+/// A running task's health as `docker ps` words it (`Up 2 minutes
+/// (healthy)`): ` (healthy)`, or ` (unhealthy)` from its first failed
+/// check on (it takes no new connections then); nothing without a check.
+fn health_suffix(status: &shoal_api::pb::TaskStatus) -> &'static str {
+    use shoal_api::pb::{TaskHealth, TaskState};
+    if status.state() != TaskState::Running {
+        return "";
+    }
+    match status.health() {
+        TaskHealth::Healthy => " (healthy)",
+        TaskHealth::Failing => " (unhealthy)",
+        TaskHealth::Starting => " (health: starting)",
+        TaskHealth::None => "",
+    }
 }
 
 /// An image as tables show it: without its digest.

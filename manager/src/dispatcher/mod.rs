@@ -5,6 +5,7 @@
 //! certificate's node: a session, a status report or a log line of another
 //! node's is refused.
 
+pub mod drain;
 pub mod networks;
 
 use std::{
@@ -35,12 +36,17 @@ pub const MISSED_HEARTBEATS: u32 = 3;
 struct Session {
     id: String,
     last_seen: Instant,
+    /// How far the node's data plane is in line with the store.
+    sync: drain::NodeSync,
 }
 
 #[derive(Clone)]
 pub struct Dispatcher {
     manager: Arc<Manager>,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
+    /// Moves when a node acknowledges an assignment set: held stops are
+    /// looked at again.
+    acks: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Dispatcher {
@@ -48,6 +54,30 @@ impl Dispatcher {
         Self {
             manager,
             sessions: Arc::default(),
+            acks: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+
+    /// Every session's sync, by node.
+    fn synced(&self) -> HashMap<String, drain::NodeSync> {
+        self.sessions()
+            .iter()
+            .map(|(node, s)| (node.clone(), s.sync))
+            .collect()
+    }
+
+    /// Records what the session of `node_id` was sent (or computed and
+    /// found unchanged) at store index `index`.
+    fn computed(&self, node_id: &str, session_id: &str, index: u64, sent: bool) {
+        if let Some(s) = self
+            .sessions()
+            .get_mut(node_id)
+            .filter(|s| s.id == session_id)
+        {
+            if sent {
+                s.sync.sent = index;
+            }
+            s.sync.current = index;
         }
     }
 
@@ -209,6 +239,7 @@ pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
         trust_pem,
         root_issuer,
         nodes: networks::cluster_nodes(state),
+        version: 0,
     }
 }
 
@@ -277,6 +308,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             Session {
                 id: session_id.clone(),
                 last_seen: Instant::now(),
+                sync: drain::NodeSync::default(),
             },
         );
         let (period, cluster_id) = {
@@ -355,9 +387,13 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         tokio::spawn(async move {
             let mut applied = this.manager.store.applied();
             let mut log_requests = this.manager.logs.changes();
+            let mut acks = this.acks.subscribe();
             let mut last: Option<AssignmentSet> = None;
             let mut last_sent = std::time::Instant::now() - MIN_PUSH_INTERVAL;
             let mut changed = true;
+            // When a stop held back for the nodes' acknowledgements goes
+            // out anyway (Unix ms), if one is held.
+            let mut held: Option<i64> = None;
             loop {
                 let still_current = this
                     .sessions()
@@ -377,19 +413,46 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                     if since < MIN_PUSH_INTERVAL {
                         tokio::time::sleep(MIN_PUSH_INTERVAL - since).await;
                     }
-                    let mut set = assignment_set(&*this.manager.store.read().await, &node_id);
+                    // The index first: the state read after it is at
+                    // least as new, so the set holds everything up to it.
+                    let index = *applied.borrow_and_update();
+                    let mut set = {
+                        let state = this.manager.store.read().await;
+                        let mut set = assignment_set(&state, &node_id);
+                        held = drain::hold_stops(
+                            &mut set,
+                            &state,
+                            &this.synced(),
+                            shoal_api::now_ms(),
+                        );
+                        set
+                    };
                     set.log_requests = this.manager.logs.requests_for(&node_id);
-                    if last.as_ref() != Some(&set) {
-                        if tx.send(Ok(set.clone())).await.is_err() {
+                    let news = last.as_ref() != Some(&set);
+                    if news {
+                        last = Some(set.clone());
+                        set.version = index;
+                        if tx.send(Ok(set)).await.is_err() {
                             return;
                         }
-                        last = Some(set);
                         last_sent = std::time::Instant::now();
                     }
+                    this.computed(&node_id, &session.session_id, index, news);
                 }
+                let hold_ends = async {
+                    match held {
+                        Some(at) => {
+                            let wait = (at - shoal_api::now_ms()).max(0) as u64;
+                            tokio::time::sleep(Duration::from_millis(wait)).await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
                 changed = tokio::select! {
                     changed = applied.changed() => if changed.is_err() { return } else { true },
                     _ = log_requests.changed() => true,
+                    _ = acks.changed(), if held.is_some() => true,
+                    _ = hold_ends => true,
                     _ = tx.closed() => return,
                     // Notices a replaced session or lost leadership; with
                     // nothing changed there is nothing to recompute.
@@ -476,6 +539,15 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         self.require_leader()?;
         let node_id = self.check_session(&request, request.get_ref().session.as_ref())?;
         let request = request.into_inner();
+        if request.applied_version != 0 {
+            if let Some(s) = self.sessions().get_mut(&node_id) {
+                s.sync.acked = s.sync.acked.max(request.applied_version);
+            }
+            self.acks.send_modify(|n| *n += 1);
+        }
+        if request.updates.is_empty() {
+            return Ok(Response::new(UpdateTaskStatusResponse {}));
+        }
         self.manager
             .update(|state| -> Result<_, Status> {
                 let mut batch = Batch::default();
@@ -486,10 +558,16 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                     if task.node_id != node_id {
                         continue; // not this node's task (any more)
                     }
-                    let Some(status) = update.status.clone() else {
+                    let Some(mut status) = update.status.clone() else {
                         continue;
                     };
                     let current = task.status.clone().unwrap_or_default();
+                    // A health change of a running task is no new state:
+                    // `service ps` goes on saying since when it runs.
+                    if status.state() == TaskState::Running && current.state() == TaskState::Running
+                    {
+                        status.timestamp = current.timestamp;
+                    }
                     // States only move forward; a repeat with news is kept.
                     if status.state() < current.state() || status == current {
                         continue;

@@ -6,7 +6,10 @@ use std::collections::BTreeSet;
 
 use shoal_api::{
     cidr::Ipv4Cidr,
-    pb::{ClusterNode, Network, PublishedPort, ServiceRecord, Task, TaskEndpoint, TaskState},
+    pb::{
+        ClusterNode, Network, PublishedPort, ServiceRecord, Task, TaskEndpoint, TaskHealth,
+        TaskState,
+    },
 };
 
 use crate::{allocator::ipam::holds_addresses, api::attachments::container_of, store::State};
@@ -69,6 +72,16 @@ pub fn cluster_nodes(state: &State) -> Vec<ClusterNode> {
     nodes
 }
 
+/// Whether a task takes new connections (mesh, VIP, DNS): running, meant
+/// to run, and not failing its health check. One with a check reports
+/// Running only after its first passing check.
+pub fn in_rotation(task: &Task) -> bool {
+    let status = task.status.clone().unwrap_or_default();
+    status.state() == TaskState::Running
+        && task.desired_state() == TaskState::Running
+        && status.health() != TaskHealth::Failing
+}
+
 fn addr_of(cidr: &str) -> Option<String> {
     cidr.parse::<Ipv4Cidr>().ok().map(|c| c.addr.to_string())
 }
@@ -128,8 +141,8 @@ pub fn network_view(state: &State, node_id: &str, local: &[Task]) -> NetworkView
                     service_id: service_id.clone(),
                     addr,
                     node_addr: node_addr.clone(),
-                    running: observed == TaskState::Running
-                        && task.desired_state() == TaskState::Running,
+                    running: in_rotation(task),
+                    draining: observed == TaskState::Running && !in_rotation(task),
                 });
             }
         }
@@ -148,6 +161,7 @@ pub fn network_view(state: &State, node_id: &str, local: &[Task]) -> NetworkView
                 addr,
                 node_addr: status.addr.clone(),
                 running: false,
+                draining: false,
             });
         }
     }
@@ -250,6 +264,42 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_running_healthy_tasks_take_connections_and_stopping_ones_drain() {
+        use shoal_api::pb::TaskStatus;
+        let task = |state: TaskState, health: TaskHealth, desired: TaskState| Task {
+            status: Some(TaskStatus {
+                state: state as i32,
+                health: health as i32,
+                ..Default::default()
+            }),
+            desired_state: desired as i32,
+            ..Default::default()
+        };
+        let (run, start, stop) = (TaskState::Running, TaskState::Starting, TaskState::Shutdown);
+        for (t, rotation, why) in [
+            (
+                task(run, TaskHealth::None, run),
+                true,
+                "no check: running is enough",
+            ),
+            (task(run, TaskHealth::Healthy, run), true, "passing"),
+            (
+                task(run, TaskHealth::Failing, run),
+                false,
+                "its last check failed",
+            ),
+            (
+                task(start, TaskHealth::Starting, run),
+                false,
+                "no check passed yet",
+            ),
+            (task(run, TaskHealth::Healthy, stop), false, "being stopped"),
+        ] {
+            assert_eq!(in_rotation(&t), rotation, "{why}");
         }
     }
 

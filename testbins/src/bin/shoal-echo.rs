@@ -9,13 +9,16 @@
 //! - UDP echo on the same port: the datagram back, or the identity line for `whoami`.
 //! - TCP echo on `ECHO_TCP_ECHO_PORT` (7).
 //! - `shoal-echo healthcheck`: exit 0 if the local /healthz is 200 (for Docker health checks).
+//! - SIGTERM ends it at once; with `ECHO_GRACEFUL=1` it ends once no HTTP
+//!   connection is open (as a server that drains: `docker stop` kills it
+//!   at the end of the grace period otherwise).
 
 use std::{
     io::{BufReader, Read, Write},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread,
     time::Duration,
@@ -76,7 +79,14 @@ fn main() -> Result<()> {
             .is_ok_and(|r| r.status == 200);
         std::process::exit(if healthy { 0 } else { 1 });
     }
-    shoal_testbins::exit_on_terminate();
+    let open = Arc::new(AtomicUsize::new(0));
+    if std::env::var("ECHO_GRACEFUL").is_ok_and(|v| v == "1") {
+        shoal_testbins::note_terminate();
+        let open = open.clone();
+        thread::spawn(move || exit_when_drained(&open));
+    } else {
+        shoal_testbins::exit_on_terminate();
+    }
     let identity = Arc::new(Identity::from_env());
     let healthy = Arc::new(AtomicBool::new(
         std::env::var("ECHO_UNHEALTHY").map_or(true, |v| v != "1"),
@@ -103,16 +113,34 @@ fn main() -> Result<()> {
     });
     for stream in http_listener.incoming() {
         let Ok(stream) = stream else { continue };
-        let (identity, healthy) = (identity.clone(), healthy.clone());
+        let (identity, healthy, open) = (identity.clone(), healthy.clone(), open.clone());
+        open.fetch_add(1, Ordering::SeqCst);
         thread::spawn(move || {
             if let Err(error) = serve_http(stream, &identity, &healthy)
                 && error.kind() != std::io::ErrorKind::UnexpectedEof
             {
                 eprintln!("http: {error}");
             }
+            open.fetch_sub(1, Ordering::SeqCst);
         });
     }
     Ok(())
+}
+
+/// After SIGTERM, exits once no HTTP connection is open. Connections
+/// accepted meanwhile count too: the load balancer should send none.
+fn exit_when_drained(open: &AtomicUsize) {
+    while !shoal_testbins::TERMINATING.load(Ordering::SeqCst) {
+        thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "terminating: {} open connection(s) to finish",
+        open.load(Ordering::SeqCst)
+    );
+    while open.load(Ordering::SeqCst) > 0 {
+        thread::sleep(Duration::from_millis(10));
+    }
+    std::process::exit(0);
 }
 
 fn serve_http(stream: TcpStream, identity: &Identity, healthy: &AtomicBool) -> std::io::Result<()> {

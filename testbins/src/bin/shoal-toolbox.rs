@@ -64,6 +64,22 @@ enum Command {
         target: String,
         text: String,
     },
+    /// Steady HTTP load: GET / on a new connection each time, round-robin
+    /// over the entries, at --rate requests/s; one line per request
+    /// (`<ms> <entry> <task>` or `<ms> <entry> FAILED <why>`) and a summary
+    /// (`# requests=N failed=F seconds=S rate=R`); exits 1 if any failed.
+    /// Ends after --seconds or at SIGTERM.
+    Load {
+        /// IP:PORT, one or more.
+        #[arg(required = true)]
+        entries: Vec<SocketAddr>,
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        #[arg(long, default_value_t = 16)]
+        workers: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Sleep until stopped (the image's default command, for long-running toolbox tasks).
     Idle,
     /// Sleep this many milliseconds, then exit 0 (a job's short task).
@@ -90,6 +106,29 @@ fn run(command: Command, timeout: Duration) -> Result<ExitCode> {
             interval_ms,
             length,
         } => http_get(&url, count, interval_ms, length, timeout),
+        Command::Load {
+            entries,
+            rate,
+            workers,
+            seconds,
+        } => {
+            shoal_testbins::note_terminate();
+            let summary = shoal_testbins::load::run(
+                &shoal_testbins::load::Load {
+                    entries,
+                    rate,
+                    workers,
+                    seconds,
+                    timeout,
+                },
+                std::io::stdout(),
+            );
+            Ok(if summary.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Dns { name, server } => {
             let server = match server {
                 Some(s) => parse_server(&s)?,

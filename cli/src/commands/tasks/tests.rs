@@ -227,3 +227,19 @@ fn natural_order_compares_numbers_as_numbers() {
     assert_eq!(natural_cmp("a", "b"), Ordering::Less);
     assert_eq!(natural_cmp("web.1", "web.1.x"), Ordering::Less);
 }
+
+#[test]
+fn a_running_tasks_health_shows_as_docker_ps_words_it() {
+    use shoal_api::pb::TaskHealth;
+    let mut status = TaskStatus {
+        state: TaskState::Running as i32,
+        ..Default::default()
+    };
+    assert_eq!(health_suffix(&status), "", "no check: nothing to say");
+    status.health = TaskHealth::Healthy as i32;
+    assert_eq!(health_suffix(&status), " (healthy)");
+    status.health = TaskHealth::Failing as i32;
+    assert_eq!(health_suffix(&status), " (unhealthy)");
+    status.state = TaskState::Shutdown as i32;
+    assert_eq!(health_suffix(&status), "", "only while it runs");
+}
