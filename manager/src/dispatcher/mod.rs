@@ -5,6 +5,7 @@
 //! certificate's node: a session, a status report or a log line of another
 //! node's is refused.
 
+pub mod lb_policy;
 pub mod networks;
 
 use std::{
@@ -209,6 +210,7 @@ pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
         trust_pem,
         root_issuer,
         nodes: networks::cluster_nodes(state),
+        lb_policies: lb_policy::lb_policies(state),
     }
 }
 
