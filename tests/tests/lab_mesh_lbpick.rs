@@ -319,8 +319,12 @@ impl Drop for ExtraClients {
     }
 }
 
-/// One `whoami` per client through each node, from fresh ports: the
-/// task each (client, node) reached.
+/// One `whoami` per client through each node, from a port of its own
+/// for each round (1 to 799; each round's flows are new to every node):
+/// the task each (client, node) reached. Clients do not share a source
+/// port: connections of several clients to one task through one node
+/// need distinct ports on the node's ingress address, and the mesh tries
+/// only a few others when the client's own is taken.
 fn affinity_round(
     clients: &[Ipv4Addr],
     port: u16,
@@ -328,7 +332,11 @@ fn affinity_round(
 ) -> Result<BTreeMap<(Ipv4Addr, &'static str), Option<String>>> {
     let mut out = BTreeMap::new();
     for node in NODES {
-        let flows: Vec<(Ipv4Addr, u16)> = clients.iter().map(|c| (*c, 21_000 + round)).collect();
+        let flows: Vec<(Ipv4Addr, u16)> = clients
+            .iter()
+            .zip(0u16..)
+            .map(|(c, i)| (*c, 20_000 + round * 50 + i))
+            .collect();
         for (c, task) in clients.iter().zip(udp_whoami(&flows, at(node, port))?) {
             out.insert((*c, node), task);
         }
@@ -368,11 +376,30 @@ fn client_ip_affinity_holds_across_nodes_and_backend_changes_then_expires() -> R
     // Every node has the tables once a fresh client's connections through
     // it all answer; each client's first pick is the same on every node.
     let mut round = 0u16;
+    let mut last = String::new();
     let before = cluster.wait("every node to answer every client", WAIT, || {
-        round += 1;
-        let got = affinity_round(&clients.0, 8093, round).ok()?;
-        got.values().all(Option::is_some).then_some(got)
-    })?;
+        round = (round + 1).min(399);
+        let got = match affinity_round(&clients.0, 8093, round) {
+            Ok(got) => got,
+            Err(e) => {
+                last = format!("{e:#}");
+                return None;
+            }
+        };
+        let silent: Vec<_> = got
+            .iter()
+            .filter(|(_, t)| t.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        last = format!(
+            "{} of {} silent: {:?}",
+            silent.len(),
+            got.len(),
+            &silent[..silent.len().min(6)]
+        );
+        silent.is_empty().then_some(got)
+    });
+    let before = before.with_context(|| format!("last round: {last}"))?;
     let mut task_of_client: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
     for ((client, node), task) in &before {
         let task = task.clone().context("answered")?;
@@ -404,9 +431,9 @@ fn client_ip_affinity_holds_across_nodes_and_backend_changes_then_expires() -> R
     let refresher = {
         let (stop, seen, addrs) = (stop.clone(), seen.clone(), clients.0.clone());
         std::thread::spawn(move || -> Result<()> {
-            let mut round = 1_000u16;
+            let mut round = 400u16;
             while !stop.load(Ordering::Relaxed) {
-                round += 1;
+                round = (round + 1).min(798);
                 let got = affinity_round(&addrs, 8093, round)?;
                 seen.lock().unwrap_or_else(|e| e.into_inner()).push(got);
                 std::thread::sleep(Duration::from_millis(300));
@@ -450,7 +477,7 @@ fn client_ip_affinity_holds_across_nodes_and_backend_changes_then_expires() -> R
     // Idle longer than the timeout: each client gets the table's pick for
     // the new set, the same from every node; about 1/5 of them move.
     std::thread::sleep(Duration::from_secs(4));
-    let after = affinity_round(&clients.0, 8093, 2_000)?;
+    let after = affinity_round(&clients.0, 8093, 799)?;
     let mut moved = 0;
     for client in &clients.0 {
         let tasks: Vec<&Option<String>> = NODES.iter().map(|n| &after[&(*client, *n)]).collect();
