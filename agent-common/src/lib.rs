@@ -5,9 +5,12 @@
 //! older layout.
 #![no_std]
 
+mod pick;
+pub use pick::*;
+
 /// Version of the map layouts below. Pinned objects live under
 /// `<bpffs root>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 12;
+pub const LAYOUT_VERSION: u32 = 13;
 
 /// Names of the maps and programs in the eBPF object, as the loader looks them up.
 pub mod names {
@@ -29,6 +32,9 @@ pub mod names {
     pub const NODE_ADDRS: &str = "NODE_ADDRS";
     pub const GUARD_PORTS: &str = "GUARD_PORTS";
     pub const DROPS: &str = "DROPS";
+    pub const MESH_PICK: &str = "MESH_PICK";
+    pub const MESH_MAGLEV: &str = "MESH_MAGLEV";
+    pub const MESH_AFFINITY: &str = "MESH_AFFINITY";
     /// On each task's host-side veth, TC ingress: connections to a VIP.
     pub const VIP_OUT: &str = "vip_out";
     /// On each task's host-side veth, TC egress: their replies.

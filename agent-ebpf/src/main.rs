@@ -10,6 +10,7 @@ mod conntrack;
 mod counters;
 mod guard;
 mod mesh;
+mod pick;
 mod tunnel;
 mod vip;
 

@@ -14,7 +14,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use crate::{conntrack, guard, tunnel};
+use crate::{conntrack, guard, pick, tunnel};
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
     helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
@@ -440,7 +440,8 @@ fn live(entry: &CtEntry) -> bool {
     unsafe { MESH_LIVE.get(backend) }.is_some()
 }
 
-/// The service's next backend, round-robin.
+/// The service's next backend, round-robin (`pick` decides when the
+/// service asks for Maglev or affinity).
 #[inline(always)]
 pub(crate) fn next_backend(service: &PortEntry) -> Option<Backend> {
     let counter = MESH_RR.get_ptr_mut(service.service)?;
@@ -482,7 +483,7 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
             return None; // not a connection we saw begin
         }
     }
-    let backend = next_backend(&service)?;
+    let backend = pick::backend(&service, f)?;
     // Keep the client's port unless another connection to this backend
     // already holds it (two clients may share a port; the node's one
     // ingress address must not). A finished connection's port is taken

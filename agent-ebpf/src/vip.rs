@@ -16,8 +16,9 @@ use crate::{
     conntrack, guard,
     mesh::{
         self, Flow, L4_OFF, PROTO_TCP, TC_NEXT, TCP_ACK, TCP_FLAGS_OFF, TCP_SYN, confirm_handshake,
-        count, flow, mac_of, next_backend, rewrite, still_there, syn_seq,
+        count, flow, mac_of, rewrite, still_there, syn_seq,
     },
+    pick,
 };
 
 /// Service VIP (network order) → its slot and backends (ports kept).
@@ -85,7 +86,7 @@ fn new_vip_connection(ctx: &TcContext, f: &Flow, service: &PortEntry) -> Option<
             return None;
         }
     }
-    let backend = next_backend(service)?;
+    let backend = pick::backend(service, f)?;
     let forward = CtKey {
         saddr: f.saddr,
         daddr: f.daddr,

@@ -7,6 +7,9 @@
 //! - (b) Shoal ingress: n3:8080, balanced in eBPF over both tasks (VXLAN);
 //! - (c) HAProxy 2.6 on n3 (`mode tcp`, roundrobin) to the task addresses;
 //! - (d) iptables DNAT on n3 (`statistic nth` + SNAT), as kube-proxy does.
+//! - Shoal ingress again with `--lb maglev` (n3:8083) and with
+//!   `--endpoint-affinity client-ip` (n3:8084), over two other tasks on
+//!   the same nodes: each as a ratio of round-robin's figure in the run.
 //!
 //! Keep-alive requests/s, new connections/s (`Connection: close`), p99.
 //! Then connection latency with 1, 100, 1,000 and 10,000 published services for
@@ -305,6 +308,40 @@ pub fn run(args: Args) -> Result<()> {
         ],
     )?;
     wait("2 running web tasks", || running(&lab, bins, "web") == 2)?;
+    // The same two nodes' tasks for the other picks (issue 16): Maglev,
+    // and client-IP affinity (all of wrk's connections come from one
+    // client address, so they all reach one task: a bound, not a flaw).
+    for (name, port, pick) in [
+        ("web-maglev", "8083:80", ["--lb", "maglev"]),
+        (
+            "web-affinity",
+            "8084:80",
+            ["--endpoint-affinity", "client-ip"],
+        ),
+    ] {
+        shoal(
+            &lab,
+            bins,
+            &[
+                "service",
+                "create",
+                "--name",
+                name,
+                "--replicas",
+                "2",
+                "--constraint",
+                "node.hostname!=n3",
+                "--publish",
+                port,
+                pick[0],
+                pick[1],
+                "shoal/echo:1",
+            ],
+        )?;
+        wait(&format!("2 running {name} tasks"), || {
+            running(&lab, bins, name) == 2
+        })?;
+    }
     let containers = cmd::stdout(
         "docker",
         &["ps", "-q", "--filter", "label=com.shoal.service.name=web"],
@@ -487,6 +524,8 @@ pub fn run(args: Args) -> Result<()> {
         ("shoal ingress (n3, no task)", "http://192.0.2.13:8080/"),
         ("haproxy 2.6 on n3", "http://192.0.2.13:9000/"),
         ("iptables DNAT on n3", "http://192.0.2.13:9001/"),
+        ("shoal ingress, --lb maglev", "http://192.0.2.13:8083/"),
+        ("shoal ingress, affinity", "http://192.0.2.13:8084/"),
     ];
     println!(
         "mesh: 2 shoal/echo tasks (n1, n2); wrk -t2 -c{} -d{}s from {}; entry node n3 runs no task",
@@ -506,7 +545,7 @@ pub fn run(args: Args) -> Result<()> {
     // Between the peers and Shoal, the tasks' TIME_WAIT sockets of the
     // peers' connections (same source address and ports) must expire.
     let mut measured = Vec::new();
-    for i in [0, 1, 3, 4, 2] {
+    for i in [0, 1, 3, 4, 2, 5, 6] {
         let (name, url) = targets[i];
         if i == 2 {
             peers_off()?;
@@ -552,7 +591,18 @@ pub fn run(args: Args) -> Result<()> {
         shoal_k.rps / hop_k.rps,
         shoal_c.rps / hop_c.rps
     );
-    for (name, k, c) in &results[3..] {
+    // The other picks against round-robin in the same run (target >= 0.95)
+    // and against direct (target >= 0.9).
+    for (name, k, c) in &results[5..] {
+        println!(
+            "{name} / round-robin: keep-alive {:.2}x, new connections {:.2}x (target >= 0.95); / direct: {:.2}x, {:.2}x (target >= 0.9)",
+            k.rps / shoal_k.rps,
+            c.rps / shoal_c.rps,
+            k.rps / direct_k.rps,
+            c.rps / direct_c.rps,
+        );
+    }
+    for (name, k, c) in &results[3..5] {
         println!(
             "shoal / {name}: keep-alive {:.2}x, new connections {:.2}x, p99 {:.2}x / {:.2}x (lower is better; target >= 1 on throughput)",
             shoal_k.rps / k.rps,

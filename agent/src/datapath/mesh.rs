@@ -20,7 +20,11 @@ use shoal_agent_common::{
     ServiceStats, names,
 };
 
-use super::{BpfRoot, DatapathError, EBPF_OBJECT, loader::attach};
+use super::{
+    BpfRoot, DatapathError, EBPF_OBJECT,
+    loader::attach,
+    pick::{PickMaps, PickPolicy},
+};
 
 /// Network-order u32 of an address, as packets carry it.
 pub fn be_addr(addr: Ipv4Addr) -> u32 {
@@ -126,6 +130,7 @@ pub struct VipService {
     /// Tasks that take no new connection but keep their open ones
     /// (stopping, or failing their health check): live, not picked.
     pub draining: Vec<Ipv4Addr>,
+    pub pick: PickPolicy,
 }
 
 /// One published port as the mesh serves it.
@@ -141,6 +146,9 @@ pub struct MeshService {
     /// As `backends`, the tasks that keep their open connections but take
     /// no new one (stopping, or failing their health check).
     pub draining: Vec<(Ipv4Addr, u16)>,
+    /// Maglev and affinity (ingress mode only: host mode picks among
+    /// this node's own tasks).
+    pub pick: PickPolicy,
 }
 
 impl MeshService {
@@ -162,6 +170,7 @@ pub struct MeshMaps {
     vips: BpfHashMap<MapData, u32, PortEntry>,
     tunnels: BpfHashMap<MapData, u32, u32>,
     local: BpfHashMap<MapData, u32, u32>,
+    pick: PickMaps,
     /// What the maps hold: read once when opened, then kept by every
     /// write (the agent is their only writer), so a push costs map
     /// syscalls only for what changed, not for every entry.
@@ -219,6 +228,7 @@ impl MeshMaps {
             vips,
             tunnels,
             local,
+            pick: PickMaps::open(root)?,
             written,
             slots: HashMap::new(),
             next_slot: HashMap::new(),
@@ -345,6 +355,14 @@ impl MeshMaps {
                 backends: backends.len().min(usize::from(u16::MAX)) as u16,
                 mode: s.mode,
             };
+            // The table before the port: a new port never opens with a
+            // round-robin pick it did not ask for.
+            let policy = if s.mode == shoal_agent_common::MODE_INGRESS {
+                s.pick
+            } else {
+                PickPolicy::default()
+            };
+            self.pick.apply(slot, policy, &backends)?;
             self.write_entry(previous, entry, &backends, |this, entry| {
                 this.ports
                     .insert(key, entry, 0)
@@ -382,6 +400,7 @@ impl MeshMaps {
                 backends: backends.len().min(usize::from(u16::MAX)) as u16,
                 mode: 0,
             };
+            self.pick.apply(slot, v.pick, &backends)?;
             self.write_entry(previous, entry, &backends, |this, entry| {
                 this.vips.insert(key, entry, 0).map_err(|e| this.error(e))?;
                 this.written.vips.insert(key, entry);
@@ -425,6 +444,7 @@ impl MeshMaps {
                 self.ports.remove(&key).map_err(|e| self.error(e))?;
                 self.written.ports.remove(&key);
                 self.trim_backends(entry.service, 0, u32::from(entry.backends));
+                self.pick.clear(entry.service)?;
             }
         }
         for key in gone_vips {
@@ -432,6 +452,7 @@ impl MeshMaps {
                 self.vips.remove(&key).map_err(|e| self.error(e))?;
                 self.written.vips.remove(&key);
                 self.trim_backends(entry.service, 0, u32::from(entry.backends));
+                self.pick.clear(entry.service)?;
             }
         }
         Ok(())

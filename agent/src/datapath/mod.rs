@@ -9,7 +9,9 @@ mod bpffs;
 mod counters;
 pub mod guard;
 mod loader;
+mod maglev;
 pub mod mesh;
+pub mod pick;
 
 pub use bpffs::{BpfRoot, DEFAULT_ROOT};
 pub use counters::{CounterMap, InterfaceCount};

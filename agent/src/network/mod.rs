@@ -68,6 +68,17 @@ pub fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
+/// How a service's new connections pick a task (`--lb`, `--endpoint-affinity`).
+fn pick_policy(set: &AssignmentSet, service_id: &str) -> crate::datapath::pick::PickPolicy {
+    set.lb_policies
+        .get(service_id)
+        .map(|p| crate::datapath::pick::PickPolicy {
+            maglev: p.maglev,
+            affinity_timeout_s: p.affinity_timeout_s,
+        })
+        .unwrap_or_default()
+}
+
 fn network_id(n: &Network) -> &str {
     n.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("")
 }
@@ -479,6 +490,7 @@ impl Overlay {
                 },
                 backends,
                 draining,
+                pick: pick_policy(set, &p.service_id),
             });
         }
         Ok(services)
@@ -553,6 +565,7 @@ impl Overlay {
                 vip,
                 backends: tasks(false),
                 draining: tasks(true),
+                pick: pick_policy(set, &record.service_id),
             });
         }
         if published.is_empty()

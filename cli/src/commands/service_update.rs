@@ -374,6 +374,7 @@ mod tests {
                     published_port: 8080,
                     ..Default::default()
                 }],
+                ..Default::default()
             }),
             ..Default::default()
         }

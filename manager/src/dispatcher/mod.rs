@@ -6,6 +6,7 @@
 //! node's is refused.
 
 pub mod drain;
+pub mod lb_policy;
 pub mod networks;
 
 use std::{
@@ -240,6 +241,7 @@ pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
         root_issuer,
         nodes: networks::cluster_nodes(state),
         version: 0,
+        lb_policies: lb_policy::lb_policies(state),
     }
 }
 

@@ -156,6 +156,7 @@ impl CreateArgs {
                     .iter()
                     .map(|p| flags::parse_publish(p))
                     .collect::<Result<_>>()?,
+                ..Default::default()
             }),
             update: None,
             rollback: None,

@@ -97,6 +97,8 @@ pub(super) fn inspect_json(s: &Service) -> serde_json::Value {
         },
     });
     super::inspect_engine::add_to_json(&mut json["Spec"]["TaskTemplate"], &task);
+    super::lb_flags::add_to_json(&mut json["Spec"]["EndpointSpec"], &endpoint);
+    super::lb_flags::add_to_json(&mut json["Endpoint"]["Spec"], &endpoint);
     json
 }
 
@@ -241,6 +243,7 @@ pub(super) fn print_pretty(s: &Service, counters: &shoal_api::pb::ServiceCounter
     super::inspect_engine::print_task(&task);
     let endpoint = spec.endpoint.unwrap_or_default();
     println!("Endpoint Mode:\t{}", endpoint.mode);
+    super::lb_flags::print(&endpoint, human_ms);
     for vip in s.endpoint.iter().flat_map(|e| &e.virtual_ips) {
         println!(" VIP:\t\t{} (network {})", vip.addr, vip.network_id);
     }

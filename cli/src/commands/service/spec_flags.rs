@@ -107,6 +107,8 @@ pub struct SpecFlags {
     /// Logging driver option (key=value); repeatable.
     #[arg(long)]
     pub log_opt: Vec<String>,
+    #[command(flatten)]
+    pub lb: super::lb_flags::LbFlags,
 }
 
 /// Sets `field` when the flag was given, read by `read`.
@@ -132,6 +134,7 @@ impl SpecFlags {
         if let Some(mode) = &self.endpoint_mode {
             spec.endpoint.get_or_insert_with(Default::default).mode = mode.clone();
         }
+        self.lb.apply(spec)?;
         let task = spec.task.get_or_insert_with(Default::default);
         self.apply_container(task)?;
         self.apply_resources(task)?;

@@ -7,6 +7,7 @@
 mod container;
 mod deploy;
 mod health;
+mod lb;
 mod ports;
 mod service;
 mod volumes;

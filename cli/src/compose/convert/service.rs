@@ -5,7 +5,7 @@ use shoal_api::pb::{
     EndpointSpec, LogDriver, NetworkAttachmentConfig, PublishMode, ServiceSpec, TaskSpec,
 };
 
-use super::{IMAGE_LABEL, Names, container, deploy, ports, warning};
+use super::{IMAGE_LABEL, Names, container, deploy, lb, ports, warning};
 use crate::compose::{ComposeError, Project, key, locate::Seg, model};
 
 pub(super) fn spec(
@@ -68,6 +68,8 @@ pub(super) fn spec(
             "a dnsrr service can publish ports only with mode: host (the routing mesh balances over a VIP)".into(),
         ));
     }
+    let (lb, affinity) = lb::from_labels(&deploy.labels)
+        .map_err(|(label, m)| err(&[key("deploy"), key("labels"), key(label)], m))?;
     let mut labels = names.labels(&deploy.labels);
     labels.insert(IMAGE_LABEL.into(), image);
     Ok(ServiceSpec {
@@ -80,6 +82,8 @@ pub(super) fn spec(
         endpoint: Some(EndpointSpec {
             mode: settings.endpoint_mode,
             ports,
+            lb,
+            affinity,
         }),
         update: settings.update,
         rollback: settings.rollback,

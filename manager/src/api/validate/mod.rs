@@ -10,6 +10,7 @@ mod container;
 mod engine;
 mod files;
 mod image;
+mod lb;
 mod templating;
 
 use std::collections::BTreeSet;
@@ -265,6 +266,7 @@ fn endpoint_spec(endpoint: &EndpointSpec) -> Check {
             endpoint.mode
         );
     }
+    lb::check(endpoint)?;
     let mut published = BTreeSet::new();
     for port in &endpoint.ports {
         let protocol = if port.protocol.is_empty() {

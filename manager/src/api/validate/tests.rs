@@ -429,6 +429,7 @@ fn ports_follow_dockers_rules() {
         s.endpoint = Some(EndpointSpec {
             mode: mode.into(),
             ports,
+            ..Default::default()
         });
         s
     };
