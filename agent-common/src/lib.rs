@@ -230,6 +230,11 @@ pub struct CtEntry {
 
 /// The backend answered the connection's SYN (until then, a reset from it
 /// is hidden from the client, whose retransmitted SYN goes elsewhere).
+/// Set in a `MESH_LIVE` value (the service's slot otherwise): the backend
+/// keeps its open connections but takes no new one (stopping, or failing
+/// its health check). Affinity must not send a returning client there.
+pub const LIVE_DRAINING: u32 = 1 << 31;
+
 pub const CT_ESTABLISHED: u32 = 1;
 /// A host-mode connection: the client's address is kept both ways.
 pub const CT_HOST_MODE: u32 = 2;

@@ -24,8 +24,8 @@ use aya_ebpf::{
 };
 use shoal_agent_common::{
     Backend, BackendKey, CT_CLOSING, CT_ESTABLISHED, CT_HOST_MODE, CT_VIP, CtEntry, CtKey,
-    MESH_MAX_BACKENDS, MESH_MAX_SERVICES, MODE_HOST, MeshConfig, PortEntry, PortKey, ServiceStats,
-    VXLAN_PORT,
+    LIVE_DRAINING, MESH_MAX_BACKENDS, MESH_MAX_SERVICES, MODE_HOST, MeshConfig, PortEntry, PortKey,
+    ServiceStats, VXLAN_PORT,
 };
 
 /// `TCX_NEXT`: not ours; let the next program and the stack decide.
@@ -421,6 +421,19 @@ pub(crate) fn is_live_backend(addr: u32, port: u16) -> bool {
     };
     // SAFETY: a presence test.
     unsafe { MESH_LIVE.get(backend) }.is_some()
+}
+
+/// Whether `addr:port` (network order) may take a new connection: live
+/// and not draining.
+#[inline(always)]
+pub(crate) fn is_pickable_backend(addr: u32, port: u16) -> bool {
+    let backend = Backend {
+        addr,
+        port,
+        _pad: 0,
+    };
+    // SAFETY: a read of a whole u32 value.
+    unsafe { MESH_LIVE.get(backend) }.is_some_and(|v| v & LIVE_DRAINING == 0)
 }
 
 /// Whether a tracked connection's backend is still in the tables.

@@ -95,7 +95,8 @@ impl Table {
 }
 
 /// The client's backend on this node while it comes back within the
-/// timeout and the backend is still there; else the table's pick for
+/// timeout and the backend still takes new connections (not draining:
+/// stopping or failing its health check); else the table's pick for
 /// its address, remembered from now on.
 #[inline(always)]
 fn affine(table: &Table, pick: &PickEntry, f: &Flow) -> Option<Backend> {
@@ -112,7 +113,7 @@ fn affine(table: &Table, pick: &PickEntry, f: &Flow) -> Option<Backend> {
         let entry = unsafe { &mut *entry };
         let backend = entry.backend;
         if now.wrapping_sub(entry.used_ns) < timeout_ns
-            && mesh::is_live_backend(backend.addr, backend.port)
+            && mesh::is_pickable_backend(backend.addr, backend.port)
         {
             entry.used_ns = now;
             return Some(backend);

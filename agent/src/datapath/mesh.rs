@@ -16,8 +16,8 @@ use aya::{
     programs::{LinkOrder, TcAttachType},
 };
 use shoal_agent_common::{
-    Backend, BackendKey, MESH_FIRST_VIP_SLOT, MESH_MAX_SERVICES, MeshConfig, PortEntry, PortKey,
-    ServiceStats, names,
+    Backend, BackendKey, LIVE_DRAINING, MESH_FIRST_VIP_SLOT, MESH_MAX_SERVICES, MeshConfig,
+    PortEntry, PortKey, ServiceStats, names,
 };
 
 use super::{
@@ -377,7 +377,7 @@ impl MeshMaps {
                     port: be_port(*port),
                     _pad: 0,
                 };
-                (backend, slot)
+                (backend, slot | LIVE_DRAINING)
             }));
         }
         for v in vips {
@@ -413,7 +413,7 @@ impl MeshMaps {
                     port: 0,
                     _pad: 0,
                 };
-                (backend, slot)
+                (backend, slot | LIVE_DRAINING)
             }));
         }
         // Which backends exist at all (draining ones too: their open
