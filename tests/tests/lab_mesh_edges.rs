@@ -291,3 +291,269 @@ fn allow_lists_drop_unlisted_sources_at_every_entry_node_and_count_them() -> Res
     );
     Ok(())
 }
+
+/// The node timeouts the idle test shortens (documented in README, "Idle
+/// connections"), and what each is shortened to, in seconds.
+const SHORT_TIMEOUTS: [(&str, &str); 6] = [
+    ("net/netfilter/nf_conntrack_tcp_timeout_established", "5"),
+    ("net/netfilter/nf_conntrack_tcp_timeout_close_wait", "5"),
+    ("net/netfilter/nf_conntrack_tcp_timeout_unacknowledged", "5"),
+    ("net/netfilter/nf_conntrack_udp_timeout", "5"),
+    ("net/netfilter/nf_conntrack_udp_timeout_stream", "5"),
+    ("net/netfilter/nf_conntrack_generic_timeout", "5"),
+];
+/// Longer than every shortened timeout, with room for the kernel's
+/// garbage collection to have run.
+const IDLE: Duration = Duration::from_secs(20);
+
+/// Every node's shortened timeouts, the originals written back when dropped.
+struct ShortTimeouts(Vec<(String, &'static str, String)>);
+
+impl ShortTimeouts {
+    fn apply() -> Result<Self> {
+        let mut saved = Vec::new();
+        for n in 1..=3 {
+            let netns_name = topology::Host::node(n).netns;
+            for (key, value) in SHORT_TIMEOUTS {
+                let path = format!("/proc/sys/{key}");
+                let old = netns::run_in(&netns_name, move || std::fs::read_to_string(path))?
+                    .with_context(|| format!("reading {key} in {netns_name}"))?;
+                netns::write_sysctl(&netns_name, key, value)?;
+                saved.push((netns_name.clone(), key, old.trim().to_owned()));
+            }
+        }
+        Ok(Self(saved))
+    }
+}
+
+impl Drop for ShortTimeouts {
+    fn drop(&mut self) {
+        for (netns_name, key, old) in &self.0 {
+            let _ = netns::write_sysctl(netns_name, key, old);
+        }
+    }
+}
+
+/// The bridges' FDB ageing (learned entries), shortened to 1 s on every
+/// node: a learned entry that ages out makes the bridge flood, and the
+/// overlay's own FDB entries are permanent, so nothing may depend on it.
+fn shorten_bridge_ageing() -> Result<()> {
+    for n in 1..=3 {
+        let netns_name = topology::Host::node(n).netns;
+        let out = cmd::stdout(
+            "ip",
+            &["-n", &netns_name, "-o", "link", "show", "type", "bridge"],
+        )?;
+        for bridge in out.lines().filter_map(|l| l.split(": ").nth(1)) {
+            let bridge = bridge.split('@').next().unwrap_or(bridge);
+            cmd::run(
+                "ip",
+                &[
+                    "-n",
+                    &netns_name,
+                    "link",
+                    "set",
+                    "dev",
+                    bridge,
+                    "type",
+                    "bridge",
+                    "ageing_time",
+                    "100",
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Says `text` on `stream` and reads it back.
+fn say(stream: &mut TcpStream, text: &str) -> Result<()> {
+    stream.write_all(text.as_bytes())?;
+    let mut back = vec![0u8; text.len()];
+    stream.read_exact(&mut back)?;
+    ensure!(
+        back == text.as_bytes(),
+        "echoed {:?}",
+        String::from_utf8_lossy(&back)
+    );
+    Ok(())
+}
+
+/// The service's VIP on `network`.
+fn vip_of(cluster: &LabCluster, service: &str, network: &str) -> Result<Ipv4Addr> {
+    let net: Value = serde_json::from_str(&cluster.shoal(&["network", "inspect", network])?)?;
+    let id = net[0]["Id"].as_str().context("network id")?.to_owned();
+    let svc: Value = serde_json::from_str(&cluster.shoal(&["service", "inspect", service])?)?;
+    let vips = svc[0]["Endpoint"]["VirtualIPs"]
+        .as_array()
+        .context("no VIPs")?;
+    let vip = vips
+        .iter()
+        .find(|v| v["NetworkID"] == id.as_str())
+        .and_then(|v| v["Addr"].as_str())
+        .with_context(|| format!("no VIP on {network}: {vips:?}"))?;
+    Ok(vip.split('/').next().unwrap_or(vip).parse()?)
+}
+
+#[test]
+fn idle_connections_outlive_every_node_timeout() -> Result<()> {
+    let cluster = LabCluster::start(1, true)?;
+    cluster.shoal(&["network", "create", "--driver", "overlay", "idlenet"])?;
+    // The task runs on n1 only: connections entering at n2 and n3 cross
+    // the mesh to another node.
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "idle",
+        "--network",
+        "idlenet",
+        "--constraint",
+        "node.hostname==n1",
+        "--publish",
+        "8091:7",
+        "--publish",
+        "published=8092,target=80,protocol=udp",
+        "shoal/echo:1",
+    ])?;
+    // Three tasks: a new UDP flow would get another one, round-robin.
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "spread",
+        "--replicas",
+        "3",
+        "--publish",
+        "published=8093,target=80,protocol=udp",
+        "shoal/echo:1",
+    ])?;
+    // A client container on n3, on the same overlay: east-west via the VIP.
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "idler",
+        "--network",
+        "idlenet",
+        "--constraint",
+        "node.hostname==n3",
+        "shoal/echo:1",
+    ])?;
+    wait_running(&cluster, "idle", 1)?;
+    wait_running(&cluster, "spread", 3)?;
+    wait_running(&cluster, "idler", 1)?;
+    let vip = vip_of(&cluster, "idle", "idlenet")?;
+    let _timeouts = ShortTimeouts::apply()?;
+    shorten_bridge_ageing()?;
+
+    let mut held: Vec<(String, TcpStream)> = Vec::new();
+    for node in [2, 3] {
+        let entry = SocketAddrV4::new(node_addr(node), 8091);
+        let mut stream = cluster.wait(&format!("a connection through n{node}"), WAIT, || {
+            netns::run_in(topology::CLIENT_NS, move || {
+                TcpStream::connect_timeout(&entry.into(), Duration::from_secs(3))
+            })
+            .ok()?
+            .ok()
+        })?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        say(&mut stream, "before")?;
+        held.push((format!("published port 8091 through n{node}"), stream));
+    }
+    let idler = shoal_tests::containers_of("idler")?
+        .pop()
+        .context("no idler container")?;
+    let ns_path = format!("/proc/{}/ns/net", shoal_tests::pid_of(&idler)?);
+    let to_vip = SocketAddrV4::new(vip, 7);
+    let mut stream = cluster.wait("a connection to the VIP", WAIT, || {
+        netns::run_in_path(&ns_path, move || {
+            TcpStream::connect_timeout(&to_vip.into(), Duration::from_secs(3))
+        })
+        .ok()?
+        .ok()
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    say(&mut stream, "before")?;
+    held.push((format!("VIP {to_vip} from a container on n3"), stream));
+
+    // UDP flows: one to `idle` through n2, one to `spread` through n3
+    // (whose backend other flows then move on from).
+    let udp_idle = netns::run_in(topology::CLIENT_NS, || UdpSocket::bind("0.0.0.0:0"))??;
+    let udp_spread = netns::run_in(topology::CLIENT_NS, || UdpSocket::bind("0.0.0.0:0"))??;
+    for s in [&udp_idle, &udp_spread] {
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    }
+    let ask = |s: &UdpSocket, to: SocketAddrV4| -> Result<String> {
+        s.send_to(b"whoami", to)?;
+        let mut buf = [0u8; 2048];
+        let (n, _) = s
+            .recv_from(&mut buf)
+            .with_context(|| format!("no answer from {to}"))?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let idle_udp = SocketAddrV4::new(node_addr(2), 8092);
+    let spread_udp = SocketAddrV4::new(node_addr(3), 8093);
+    let first_idle = cluster.wait("UDP through n2", WAIT, || ask(&udp_idle, idle_udp).ok())?;
+    let first_spread = ask(&udp_spread, spread_udp)?;
+
+    // The kernel's conntrack of no node knows these connections (the
+    // mesh's packets never reach netfilter; bridged east-west traffic is
+    // NOTRACK): none of its timeouts can touch them.
+    for n in 1..=3 {
+        let netns_name = topology::Host::node(n).netns;
+        let table = netns::run_in(&netns_name, || {
+            std::fs::read_to_string("/proc/net/nf_conntrack")
+        })??;
+        let ours: Vec<&str> = table
+            .lines()
+            .filter(|l| l.contains(" dport=7 ") || l.contains(" sport=7 "))
+            .collect();
+        ensure!(
+            ours.is_empty(),
+            "n{n}'s conntrack tracks the echo connections: {ours:?}"
+        );
+    }
+    let started = std::time::Instant::now();
+    std::thread::sleep(IDLE / 2);
+    // Other flows meanwhile: the round-robin moves on.
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        let s = netns::run_in(topology::CLIENT_NS, || UdpSocket::bind("0.0.0.0:0"))??;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        others.push(ask(&s, spread_udp)?);
+    }
+    std::thread::sleep(IDLE.saturating_sub(started.elapsed()));
+
+    let mut failed = Vec::new();
+    for (what, stream) in held.iter_mut() {
+        if let Err(error) = say(stream, "after a long silence") {
+            failed.push(format!("{what}: {error:#}"));
+        }
+    }
+    let again_idle = ask(&udp_idle, idle_udp);
+    let again_spread = ask(&udp_spread, spread_udp);
+    println!(
+        "after {:?} idle (node timeouts shortened to 5 s, bridge ageing 1 s): {} of {} TCP \
+         connections still echo; UDP to idle {:?}, to spread first {first_spread:?} then \
+         {again_spread:?} (other flows meanwhile: {others:?})",
+        started.elapsed(),
+        held.len() - failed.len(),
+        held.len(),
+        again_idle.as_ref().map(|_| "answered"),
+    );
+    ensure!(failed.is_empty(), "idle connections broke: {failed:?}");
+    ensure!(
+        again_idle? == first_idle,
+        "the idle UDP flow to `idle` changed task"
+    );
+    ensure!(
+        again_spread? == first_spread,
+        "the idle UDP flow to `spread` changed task (it is tracked with no timeout)"
+    );
+    ensure!(
+        others.iter().any(|o| *o != first_spread),
+        "every new flow went to one task: round-robin proves nothing here ({others:?})"
+    );
+    Ok(())
+}

@@ -146,6 +146,7 @@ mod tests {
                     published_port: 8080,
                     target_port: 80,
                     mode: PublishMode::Ingress as i32,
+                    ..Default::default()
                 },
                 PublishedPort {
                     service_id: "web".into(),
@@ -153,6 +154,7 @@ mod tests {
                     published_port: 8053,
                     target_port: 53,
                     mode: PublishMode::Ingress as i32,
+                    ..Default::default()
                 },
                 PublishedPort {
                     service_id: "host".into(),
@@ -160,6 +162,7 @@ mod tests {
                     published_port: 8081,
                     target_port: 80,
                     mode: PublishMode::Host as i32,
+                    ..Default::default()
                 },
             ],
             ..Default::default()
