@@ -203,6 +203,8 @@ fn allow_lists_drop_unlisted_sources_at_every_entry_node_and_count_them() -> Res
         &format!("published=8095,target=7,allow={LISTED}"),
         "--publish",
         &format!("published=8096,target=80,protocol=udp,allow=10.0.0.0/8;{LISTED}"),
+        "--publish",
+        &format!("mode=host,published=8098,target=7,allow={LISTED}"),
         "shoal/echo:1",
     ])?;
     cluster.shoal(&[
@@ -243,6 +245,31 @@ fn allow_lists_drop_unlisted_sources_at_every_entry_node_and_count_them() -> Res
             "n{node} dropped a SYN to a port without a list"
         );
     }
+
+    // Host mode: only the task's node answers, with the same check.
+    let task_node = cluster.shoal(&[
+        "service",
+        "ps",
+        "listed",
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "{{.Node}}",
+    ])?;
+    let task_node: usize = task_node
+        .trim()
+        .strip_prefix('n')
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("the node of listed's task: {task_node:?}"))?;
+    cluster.wait("the host-mode port", WAIT, || {
+        tcp_echo_from(
+            topology::CLIENT_ADDR,
+            SocketAddrV4::new(node_addr(task_node), 8098),
+            "up",
+        )
+        .ok()
+    })?;
+    listed_in_stranger_dropped(task_node, 8098, None)?;
 
     // The node's list: every published port of the node, here 8097.
     for node in 1..=3 {
