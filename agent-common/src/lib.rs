@@ -10,7 +10,7 @@ pub use pick::*;
 
 /// Version of the map layouts below. Pinned objects live under
 /// `<bpffs root>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 13;
+pub const LAYOUT_VERSION: u32 = 14;
 
 /// Names of the maps and programs in the eBPF object, as the loader looks them up.
 pub mod names {
@@ -35,6 +35,8 @@ pub mod names {
     pub const MESH_PICK: &str = "MESH_PICK";
     pub const MESH_MAGLEV: &str = "MESH_MAGLEV";
     pub const MESH_AFFINITY: &str = "MESH_AFFINITY";
+    pub const ALLOW_PORTS: &str = "ALLOW_PORTS";
+    pub const ALLOW_CIDRS: &str = "ALLOW_CIDRS";
     /// On each task's host-side veth, TC ingress: connections to a VIP.
     pub const VIP_OUT: &str = "vip_out";
     /// On each task's host-side veth, TC egress: their replies.
@@ -131,11 +133,50 @@ pub const DROP_VXLAN_PORT: u32 = 1;
 /// A container's packet to this node's own ports, or to another node's
 /// `GUARD_PORTS`.
 pub const DROP_CONTAINER_TO_NODE: u32 = 2;
+/// A new connection to a published port from a source its allow-list
+/// (the port's `--publish …,allow=CIDR`, or the node's `--ingress-allow`)
+/// does not name.
+pub const DROP_NOT_ALLOWED: u32 = 3;
 /// How many drop reasons there are (slots in `DROPS`).
-pub const DROP_REASONS: u32 = 3;
+pub const DROP_REASONS: u32 = 4;
 /// The reasons' names, by slot, as `shoal-agent datapath drops` prints them.
-pub const DROP_NAMES: [&str; DROP_REASONS as usize] =
-    ["vxlan-source", "vxlan-port", "container-to-node"];
+pub const DROP_NAMES: [&str; DROP_REASONS as usize] = [
+    "vxlan-source",
+    "vxlan-port",
+    "container-to-node",
+    "ingress-allow",
+];
+
+// Allow-lists of published ports. `ALLOW_PORTS` holds the `PortKey`s that
+// have a list (a port without one admits every source), and
+// [`ALLOW_NODE_PORT`] when the node has one (`shoal node update
+// --ingress-allow`), which every published port of the node applies too.
+// `ALLOW_CIDRS` is one LPM trie for all the lists: its key is an
+// [`AllowKey`] after a prefix length of 32 (port, protocol, padding: the
+// list) plus the CIDR's own prefix length.
+
+/// The `PortKey` under which `ALLOW_PORTS` and `ALLOW_CIDRS` hold the
+/// node's own list (port 0 is never published).
+pub const ALLOW_NODE_PORT: PortKey = PortKey {
+    port: 0,
+    proto: 0,
+    _pad: 0,
+};
+/// CIDRs all allow-lists of a node hold together.
+pub const ALLOW_MAX_CIDRS: u32 = 65_536;
+/// Bits of an [`AllowKey`] before its address: the list it belongs to.
+pub const ALLOW_LIST_BITS: u32 = 32;
+
+/// The data of an `ALLOW_CIDRS` key: a list (a published port, or
+/// [`ALLOW_NODE_PORT`]) and a source address, both in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AllowKey {
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+    pub addr: u32,
+}
 
 /// A published port: `(port, protocol)`; the port in network byte order.
 #[repr(C)]
@@ -284,6 +325,8 @@ unsafe impl aya::Pod for CtEntry {}
 unsafe impl aya::Pod for ServiceStats {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for TargetKey {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for AllowKey {}
 
 /// How many interfaces one node's counter map can track.
 pub const MAX_COUNTED_INTERFACES: u32 = 1024;
@@ -329,6 +372,7 @@ mod tests {
         use core::mem::size_of;
         assert_eq!(size_of::<MeshConfig>(), 32);
         assert_eq!(size_of::<TargetKey>(), 8);
+        assert_eq!(size_of::<AllowKey>(), 8);
         assert_eq!(size_of::<PortKey>(), 4);
         assert_eq!(size_of::<PortEntry>(), 8);
         assert_eq!(size_of::<BackendKey>(), 8);

@@ -14,7 +14,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use crate::{conntrack, guard, pick, tunnel};
+use crate::{allow, conntrack, guard, pick, tunnel};
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
     helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
@@ -234,6 +234,9 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
         Some((entry, confirmed)) if still_there(ctx, &f, &entry, reply_to(&cfg, &f, &entry)) => {
             (entry, false, confirmed)
         }
+        _ if !allow::admits(&f) => {
+            return Some(guard::drop_packet(shoal_agent_common::DROP_NOT_ALLOWED));
+        }
         _ => (new_connection(ctx, &cfg, &f)?, true, false),
     };
     if !new && f.proto == PROTO_TCP {
@@ -409,6 +412,13 @@ fn reply_to(cfg: &MeshConfig, f: &Flow, entry: &CtEntry) -> u32 {
     } else {
         cfg.ingress_addr
     }
+}
+
+/// Whether a port is published on this node (in either mode).
+#[inline(always)]
+pub(crate) fn is_published(port: &PortKey) -> bool {
+    // SAFETY: a presence test.
+    unsafe { MESH_PORTS.get(port) }.is_some()
 }
 
 /// Whether `addr:port` (network order) is a backend of a published port.

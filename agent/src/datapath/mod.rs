@@ -5,6 +5,7 @@
 //! data plane keeps working while the agent is stopped or restarting; the
 //! agent reconciles against what it finds pinned.
 
+pub mod allow;
 mod bpffs;
 mod counters;
 pub mod guard;

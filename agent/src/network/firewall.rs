@@ -4,6 +4,19 @@
 //! leaving an `--internal` network. The routing mesh
 //! never uses iptables ([5/6] is eBPF); this is egress only, as Docker's
 //! own bridge does it.
+//!
+//! Traffic between two endpoints of one overlay (east-west, and every
+//! connection to a service VIP once `vip_out` has picked its task) is
+//! bridged, and with `br_netfilter` (which Docker loads) bridged IPv4
+//! passes the node's iptables and conntrack. Tracking it would tie those
+//! connections to the kernel's timeouts (`nf_conntrack_tcp_timeout_*`: an
+//! idle connection's entry expires, and whatever a host firewall does with
+//! the packets picked up afterwards, `--ctstate INVALID -j DROP` say, cuts
+//! it): it is marked untracked instead (`raw` table, `NOTRACK`), except
+//! what goes to the node's own addresses (DNS, replies to the node's
+//! software), which may need conntrack. The routing mesh's own packets
+//! never reach netfilter (TC redirects), so no kernel timeout applies to
+//! a connection through Shoal's data plane.
 
 use anyhow::{Context, Result, bail};
 use tokio::process::Command;
@@ -36,14 +49,37 @@ fn rules<'a>(
     bridge: &'a str,
     internal: bool,
 ) -> Vec<(&'static str, &'static str, Vec<&'a str>)> {
+    let untracked = (
+        "raw",
+        "PREROUTING",
+        vec![
+            "-i",
+            bridge,
+            "-s",
+            subnet,
+            "-d",
+            subnet,
+            "-m",
+            "addrtype",
+            "!",
+            "--dst-type",
+            "LOCAL",
+            "-j",
+            "NOTRACK",
+        ],
+    );
     if internal {
-        return vec![(
-            "filter",
-            "FORWARD",
-            vec!["-i", bridge, "!", "-o", bridge, "-j", "DROP"],
-        )];
+        return vec![
+            (
+                "filter",
+                "FORWARD",
+                vec!["-i", bridge, "!", "-o", bridge, "-j", "DROP"],
+            ),
+            untracked,
+        ];
     }
     vec![
+        untracked,
         (
             "nat",
             "POSTROUTING",
@@ -96,7 +132,11 @@ pub async fn apply(subnet: &str, bridge: &str, internal: bool) -> Result<()> {
 /// Takes away every rule that names `bridge` (whatever its subnet or kind
 /// was), when its network leaves the node.
 pub async fn clear(bridge: &str) {
-    for (table, chain) in [("nat", "POSTROUTING"), ("filter", "FORWARD")] {
+    for (table, chain) in [
+        ("nat", "POSTROUTING"),
+        ("filter", "FORWARD"),
+        ("raw", "PREROUTING"),
+    ] {
         let Ok(out) = Command::new("iptables")
             .args(["-w", "-t", table, "-S", chain])
             .output()
@@ -111,6 +151,31 @@ pub async fn clear(bridge: &str) {
                 let del = [&["-t", table, "-D", chain], rule.as_slice()].concat();
                 let _ = iptables(&del).await;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn east_west_traffic_is_untracked_except_to_the_node() {
+        for internal in [false, true] {
+            let all = rules("198.18.1.0/24", "shbr4097", internal);
+            let raw: Vec<_> = all.iter().filter(|(t, _, _)| *t == "raw").collect();
+            assert_eq!(raw.len(), 1, "internal={internal}");
+            let (_, chain, rule) = raw[0];
+            assert_eq!(*chain, "PREROUTING");
+            let text = rule.join(" ");
+            assert!(
+                text.starts_with("-i shbr4097 -s 198.18.1.0/24 -d 198.18.1.0/24"),
+                "{text}"
+            );
+            assert!(
+                text.ends_with("-m addrtype ! --dst-type LOCAL -j NOTRACK"),
+                "{text}"
+            );
         }
     }
 }

@@ -147,6 +147,7 @@ mod tests {
                     published_port: 8080,
                     target_port: 80,
                     mode: PublishMode::Ingress as i32,
+                    ..Default::default()
                 },
                 PublishedPort {
                     service_id: "web".into(),
@@ -154,6 +155,7 @@ mod tests {
                     published_port: 8053,
                     target_port: 53,
                     mode: PublishMode::Ingress as i32,
+                    ..Default::default()
                 },
                 PublishedPort {
                     service_id: "host".into(),
@@ -161,6 +163,7 @@ mod tests {
                     published_port: 8081,
                     target_port: 80,
                     mode: PublishMode::Host as i32,
+                    ..Default::default()
                 },
             ],
             ..Default::default()

@@ -6,6 +6,7 @@
 //! manager pushes them. Everything is named after what it serves, so a
 //! restarted agent finds, keeps and repairs what an earlier run built.
 
+mod allow;
 pub mod firewall;
 pub mod guard;
 pub mod netlink;
@@ -145,6 +146,7 @@ pub struct Overlay {
     bpf_root: Option<BpfRoot>,
     mesh: Mutex<Option<MeshMaps>>,
     guard: Mutex<Option<GuardMaps>>,
+    allow: allow::Allow,
 }
 
 impl Overlay {
@@ -168,6 +170,7 @@ impl Overlay {
             bpf_root,
             mesh: Mutex::default(),
             guard: Mutex::default(),
+            allow: allow::Allow::default(),
         }))
     }
 
@@ -196,6 +199,11 @@ impl Overlay {
         // and tasks before packets for them can come.
         if let Err(error) = self.program_guard(set).await {
             problems.push(format!("data plane guards: {error:#}"));
+        }
+        if let Some(root) = &self.bpf_root
+            && let Err(error) = self.allow.apply(root, set)
+        {
+            problems.push(format!("published ports' allow-lists: {error:#}"));
         }
         let mut published = Vec::new();
         // One dump serves the whole sync: the devices it creates are

@@ -9,6 +9,7 @@ use shoal_api::pb::{
 
 use super::{
     resolve,
+    service_flags::parse_allow,
     tasks::{hostname, natural_cmp, node_id, node_id_of, print_tasks, self_node},
 };
 use crate::{
@@ -71,6 +72,16 @@ pub enum NodeCommand {
         /// Remove a node label if it exists; repeatable.
         #[arg(long = "label-rm")]
         label_rm: Vec<String>,
+        /// Only these clients (IPv4 CIDRs or addresses, comma-separated;
+        /// repeatable) may connect to the ports published on this node.
+        #[arg(long = "ingress-allow", value_name = "CIDR[,CIDR]")]
+        ingress_allow: Vec<String>,
+        /// Remove CIDRs from the node's ingress allow-list; repeatable.
+        #[arg(long = "ingress-allow-rm", value_name = "CIDR")]
+        ingress_allow_rm: Vec<String>,
+        /// Empty the node's ingress allow-list: every client may connect.
+        #[arg(long = "ingress-allow-clear")]
+        ingress_allow_clear: bool,
     },
     /// Promote one or more nodes to manager.
     Promote {
@@ -279,6 +290,9 @@ pub async fn run(client: &mut Client, command: NodeCommand) -> Result<()> {
             role,
             label_add,
             label_rm,
+            ingress_allow,
+            ingress_allow_rm,
+            ingress_allow_clear,
         } => {
             let n = find(&node, &nodes, me)?;
             let mut spec = n.spec.clone().unwrap_or_default();
@@ -298,6 +312,24 @@ pub async fn run(client: &mut Client, command: NodeCommand) -> Result<()> {
             for k in label_rm {
                 if spec.labels.remove(&k).is_none() {
                     bail!("key {k} doesn't exist in node's labels");
+                }
+            }
+            if ingress_allow_clear {
+                spec.ingress_allow.clear();
+            }
+            for cidr in ingress_allow_rm {
+                let cidr = parse_allow(&cidr, "--ingress-allow-rm")?;
+                let before = spec.ingress_allow.len();
+                spec.ingress_allow.retain(|c| !cidr.contains(c));
+                if spec.ingress_allow.len() == before {
+                    bail!("{} is not in the node's ingress allow-list", cidr.join(","));
+                }
+            }
+            for value in ingress_allow {
+                for cidr in parse_allow(&value, "--ingress-allow")? {
+                    if !spec.ingress_allow.contains(&cidr) {
+                        spec.ingress_allow.push(cidr);
+                    }
                 }
             }
             update(client, n, spec).await?;
@@ -389,6 +421,9 @@ fn inspect_json(n: &Node) -> serde_json::Value {
         },
         "Status": { "State": s.state().word(), "Message": s.message, "Addr": s.addr },
     });
+    if !spec.ingress_allow.is_empty() {
+        value["Spec"]["IngressAllow"] = json!(spec.ingress_allow);
+    }
     if !d.generic_resources.is_empty() {
         value["Description"]["Resources"]["GenericResources"] =
             crate::commands::service::generic_resources_json(&d.generic_resources);
@@ -418,6 +453,9 @@ fn print_pretty(n: &Node) {
     println!(" State:\t\t\t{}", title(s.state().word()));
     println!(" Availability:\t\t{}", title(spec.availability().word()));
     println!(" Address:\t\t{}", s.addr);
+    if !spec.ingress_allow.is_empty() {
+        println!(" Ingress Allow:\t\t{}", spec.ingress_allow.join(", "));
+    }
     if s.state() != NodeState::Ready && !s.message.is_empty() {
         println!(" Message:\t\t{}", s.message);
     }

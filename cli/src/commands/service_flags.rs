@@ -74,9 +74,38 @@ fn parse_port(text: &str, what: &str, spec: &str) -> Result<u32> {
     Ok(port)
 }
 
+/// An allow-list value: IPv4 CIDRs separated by `;` (a `,` would end the
+/// `--publish` field), a bare address meaning itself (`/32`). `flag` names
+/// where it came from in the error.
+pub fn parse_allow(value: &str, flag: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in value
+        .split([';', ','])
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        let cidr = if entry.contains('/') {
+            entry.to_owned()
+        } else {
+            format!("{entry}/32")
+        };
+        if cidr.parse::<shoal_api::cidr::Ipv4Cidr>().is_err() {
+            bail!(
+                "invalid allow entry {entry:?} in {flag}: expected an IPv4 CIDR such as 192.0.2.0/24 or an address"
+            );
+        }
+        out.push(cidr);
+    }
+    if out.is_empty() {
+        bail!("{flag}: allow needs at least one IPv4 CIDR");
+    }
+    Ok(out)
+}
+
 /// `8080:80`, `8080:80/udp`, `80` (dynamic published port), each with an
 /// optional `,mode=host`; or the long form
-/// `published=8080,target=80,protocol=udp,mode=host`.
+/// `published=8080,target=80,protocol=udp,mode=host`. Shoal adds
+/// `allow=CIDR[;CIDR…]` (repeatable): only those clients may connect.
 pub fn parse_publish(spec: &str) -> Result<PortConfig> {
     let mut port = PortConfig {
         protocol: "tcp".into(),
@@ -113,8 +142,11 @@ pub fn parse_publish(spec: &str) -> Result<PortConfig> {
                     )
                 })? as i32
             }
+            "allow" => port
+                .allow
+                .extend(parse_allow(value, &format!("--publish {spec:?}"))?),
             other => bail!(
-                "invalid field {other:?} in --publish {spec:?}: expected published, target, protocol or mode"
+                "invalid field {other:?} in --publish {spec:?}: expected published, target, protocol, mode or allow"
             ),
         }
     }
@@ -336,6 +368,28 @@ mod tests {
         assert!(parse_cpus("-1").is_err());
         assert_eq!(duration_ms("1m30s").unwrap(), 90_000);
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn publish_allow_lists() {
+        let p = parse_publish("8080:80,allow=192.0.2.0/24,allow=198.18.0.1").unwrap();
+        assert_eq!(p.allow, ["192.0.2.0/24", "198.18.0.1/32"]);
+        let p =
+            parse_publish("published=53,target=53,protocol=udp,allow=10.0.0.0/8;192.0.2.100/32")
+                .unwrap();
+        assert_eq!(p.allow, ["10.0.0.0/8", "192.0.2.100/32"]);
+        let err = parse_publish("8080:80,allow=192.0.2.0/33")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("192.0.2.0/33") && err.contains("--publish"),
+            "{err}"
+        );
+        assert!(parse_publish("8080:80,allow=").is_err());
+        assert_eq!(
+            parse_allow("192.0.2.100, 10.0.0.0/8", "--ingress-allow").unwrap(),
+            ["192.0.2.100/32", "10.0.0.0/8"]
+        );
     }
 
     #[test]

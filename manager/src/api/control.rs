@@ -411,6 +411,7 @@ impl Control for ControlService {
         forward!(self, update_node, request);
         let request = request.into_inner();
         let spec = request.spec.clone().unwrap_or_default();
+        super::validate::allow_list(&format!("node {}", request.id), &spec.ingress_allow)?;
         let (current_role, raft_id) = {
             let state = self.manager.store.read().await;
             let node = state

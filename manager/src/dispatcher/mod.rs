@@ -237,6 +237,12 @@ pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
         services: view.services,
         ingress_addr: view.ingress_addr,
         published: view.published,
+        ingress_allow: state
+            .nodes
+            .get(node_id)
+            .and_then(|n| n.spec.as_ref())
+            .map(|s| s.ingress_allow.clone())
+            .unwrap_or_default(),
         trust_pem,
         root_issuer,
         nodes: networks::cluster_nodes(state),

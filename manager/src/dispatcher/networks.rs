@@ -43,6 +43,7 @@ fn published_ports(state: &State) -> Vec<PublishedPort> {
                 published_port: port.published_port,
                 target_port: port.target_port,
                 mode: port.publish_mode,
+                allow: port.allow.clone(),
             });
         }
     }

@@ -48,7 +48,7 @@ pub struct CreateArgs {
     /// Container labels (key=value); repeatable.
     #[arg(long)]
     container_label: Vec<String>,
-    /// Publish a port: published:target[/proto][,mode=ingress|host]; repeatable.
+    /// Publish a port: published:target[/proto][,mode=ingress|host][,allow=CIDR[;CIDR]]; repeatable.
     #[arg(short, long)]
     publish: Vec<String>,
     /// Network to attach to; repeatable.

@@ -22,7 +22,14 @@ pub(super) fn inspect_json(s: &Service) -> serde_json::Value {
     let ports: Vec<_> = endpoint
         .ports
         .iter()
-        .map(|p| json!({ "Protocol": p.protocol, "TargetPort": p.target_port, "PublishedPort": p.published_port, "PublishMode": p.publish_mode().word() }))
+        .map(|p| {
+            let mut port = json!({ "Protocol": p.protocol, "TargetPort": p.target_port, "PublishedPort": p.published_port, "PublishMode": p.publish_mode().word() });
+            // Shoal's own field, only where set (Docker has no allow-list).
+            if !p.allow.is_empty() {
+                port["Allow"] = json!(p.allow);
+            }
+            port
+        })
         .collect();
     let update_config = |u: &Option<shoal_api::pb::UpdateConfig>| {
         u.as_ref().map(|u| {
@@ -261,6 +268,9 @@ pub(super) fn print_pretty(s: &Service, counters: &shoal_api::pb::ServiceCounter
                 p.target_port,
                 p.publish_mode().word()
             );
+            if !p.allow.is_empty() {
+                println!("  Allow = {}", p.allow.join(", "));
+            }
         }
     }
 }

@@ -37,7 +37,15 @@ pub(super) fn spec(
 
     let container = container::container(project, names, service, image.clone(), &at, warnings)?;
     let networks = attachments(project, names, service, &at, warnings)?;
-    let ports = ports::ports(&service.ports).map_err(|(i, m)| err(&[key("ports"), i], m))?;
+    let mut ports = ports::ports(&service.ports).map_err(|(i, m)| err(&[key("ports"), i], m))?;
+    if let Some(lists) = project
+        .extras
+        .services
+        .get(service_name)
+        .and_then(|keys| keys.get(ports::ALLOW_KEY))
+    {
+        ports::allow(&mut ports, lists).map_err(|(k, m)| err(&[k], m))?;
+    }
 
     let mut task = TaskSpec {
         container: Some(container),

@@ -6,6 +6,7 @@
 //! and networks that must exist, published ports already taken) is checked
 //! by `control::complete_spec`; replica and task counts by the limits.
 
+mod allow;
 mod container;
 mod engine;
 mod files;
@@ -38,6 +39,7 @@ impl From<Invalid> for Status {
 
 type Check = Result<(), Invalid>;
 
+pub use allow::allow_list;
 pub use engine::node_generic_resources;
 
 /// `Err(Invalid(format!(…)))`.
@@ -296,6 +298,7 @@ fn endpoint_spec(endpoint: &EndpointSpec) -> Check {
                 "invalid port {shown}: a port published in ingress mode cannot be used with endpoint mode dnsrr (publish it with mode=host)"
             );
         }
+        allow_list(&format!("port {shown}"), &port.allow)?;
         if port.published_port != 0 && !published.insert((protocol, port.published_port)) {
             return invalid!(
                 "invalid port {shown}: {}/{protocol} is published twice",
