@@ -6,6 +6,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod clientip;
 mod conntrack;
 mod counters;
 mod guard;

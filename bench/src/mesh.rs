@@ -305,6 +305,28 @@ pub fn run(args: Args) -> Result<()> {
         ],
     )?;
     wait("2 running web tasks", || running(&lab, bins, "web") == 2)?;
+    // The same, with direct server return: the tasks' nodes answer the
+    // client themselves (a port's target can have it once: its own tasks).
+    shoal(
+        &lab,
+        bins,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web-dsr",
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.hostname!=n3",
+            "--publish",
+            "published=8084,target=80,dsr=true",
+            "shoal/echo:1",
+        ],
+    )?;
+    wait("2 running web-dsr tasks", || {
+        running(&lab, bins, "web-dsr") == 2
+    })?;
     let containers = cmd::stdout(
         "docker",
         &["ps", "-q", "--filter", "label=com.shoal.service.name=web"],
@@ -484,9 +506,10 @@ pub fn run(args: Args) -> Result<()> {
     let targets = [
         ("direct (host mode, n1's task)", "http://192.0.2.11:8081/"),
         ("direct, routed through n3", "http://192.0.2.11:8081/"),
-        ("shoal ingress (n3, no task)", "http://192.0.2.13:8080/"),
+        ("shoal ingress, client IP (n3)", "http://192.0.2.13:8080/"),
         ("haproxy 2.6 on n3", "http://192.0.2.13:9000/"),
         ("iptables DNAT on n3", "http://192.0.2.13:9001/"),
+        ("shoal ingress, dsr (n3)", "http://192.0.2.13:8084/"),
     ];
     println!(
         "mesh: 2 shoal/echo tasks (n1, n2); wrk -t2 -c{} -d{}s from {}; entry node n3 runs no task",
@@ -506,7 +529,7 @@ pub fn run(args: Args) -> Result<()> {
     // Between the peers and Shoal, the tasks' TIME_WAIT sockets of the
     // peers' connections (same source address and ports) must expire.
     let mut measured = Vec::new();
-    for i in [0, 1, 3, 4, 2] {
+    for i in [0, 1, 3, 4, 2, 5] {
         let (name, url) = targets[i];
         if i == 2 {
             peers_off()?;
@@ -552,7 +575,18 @@ pub fn run(args: Args) -> Result<()> {
         shoal_k.rps / hop_k.rps,
         shoal_c.rps / hop_c.rps
     );
-    for (name, k, c) in &results[3..] {
+    // The tasks see the client's own address on both shoal rows (tunnel
+    // return is the default; issue 16): compare with the SNAT figures of
+    // earlier runs in bench/RESULTS.md.
+    let (_, dsr_k, dsr_c) = &results[5];
+    println!(
+        "shoal dsr / direct: keep-alive {:.2}x, new connections {:.2}x; dsr / shoal (tunnel return): {:.2}x / {:.2}x",
+        dsr_k.rps / direct_k.rps,
+        dsr_c.rps / direct_c.rps,
+        dsr_k.rps / shoal_k.rps,
+        dsr_c.rps / shoal_c.rps
+    );
+    for (name, k, c) in &results[3..5] {
         println!(
             "shoal / {name}: keep-alive {:.2}x, new connections {:.2}x, p99 {:.2}x / {:.2}x (lower is better; target >= 1 on throughput)",
             shoal_k.rps / k.rps,

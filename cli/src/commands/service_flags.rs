@@ -76,7 +76,8 @@ fn parse_port(text: &str, what: &str, spec: &str) -> Result<u32> {
 
 /// `8080:80`, `8080:80/udp`, `80` (dynamic published port), each with an
 /// optional `,mode=host`; or the long form
-/// `published=8080,target=80,protocol=udp,mode=host`.
+/// `published=8080,target=80,protocol=udp,mode=host`. Shoal adds
+/// `dsr=true` (ingress mode: direct server return).
 pub fn parse_publish(spec: &str) -> Result<PortConfig> {
     let mut port = PortConfig {
         protocol: "tcp".into(),
@@ -113,8 +114,17 @@ pub fn parse_publish(spec: &str) -> Result<PortConfig> {
                     )
                 })? as i32
             }
+            "dsr" => {
+                port.direct_server_return = match value.to_ascii_lowercase().as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    other => bail!(
+                        "invalid value {other:?} for dsr in --publish {spec:?}: expected true or false"
+                    ),
+                }
+            }
             other => bail!(
-                "invalid field {other:?} in --publish {spec:?}: expected published, target, protocol or mode"
+                "invalid field {other:?} in --publish {spec:?}: expected published, target, protocol, mode or dsr"
             ),
         }
     }
@@ -368,6 +378,15 @@ mod tests {
                 .contains("1 to 65535")
         );
         assert!(parse_publish("8080:80/sctp").is_err());
+        let p = parse_publish("published=8080,target=80,dsr=true").unwrap();
+        assert!(p.direct_server_return && p.publish_mode() == PublishMode::Ingress);
+        assert!(!parse_publish("8080:80").unwrap().direct_server_return);
+        assert!(
+            parse_publish("8080:80,dsr=maybe")
+                .unwrap_err()
+                .to_string()
+                .contains("dsr")
+        );
         assert!(
             parse_publish("8080:80,mode=mesh")
                 .unwrap_err()

@@ -40,6 +40,7 @@ fn published_ports(state: &State) -> Vec<PublishedPort> {
                 published_port: port.published_port,
                 target_port: port.target_port,
                 mode: port.publish_mode,
+                direct_server_return: port.direct_server_return,
             });
         }
     }

@@ -22,7 +22,14 @@ pub(super) fn inspect_json(s: &Service) -> serde_json::Value {
     let ports: Vec<_> = endpoint
         .ports
         .iter()
-        .map(|p| json!({ "Protocol": p.protocol, "TargetPort": p.target_port, "PublishedPort": p.published_port, "PublishMode": p.publish_mode().word() }))
+        .map(|p| {
+            let mut port = json!({ "Protocol": p.protocol, "TargetPort": p.target_port, "PublishedPort": p.published_port, "PublishMode": p.publish_mode().word() });
+            // Shoal's own, shown only when set (Docker has no such field).
+            if p.direct_server_return {
+                port["DirectServerReturn"] = json!(true);
+            }
+            port
+        })
         .collect();
     let update_config = |u: &Option<shoal_api::pb::UpdateConfig>| {
         u.as_ref().map(|u| {
@@ -258,6 +265,9 @@ pub(super) fn print_pretty(s: &Service, counters: &shoal_api::pb::ServiceCounter
                 p.target_port,
                 p.publish_mode().word()
             );
+            if p.direct_server_return {
+                println!("  DirectServerReturn = true");
+            }
         }
     }
 }

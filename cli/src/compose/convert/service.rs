@@ -37,7 +37,19 @@ pub(super) fn spec(
 
     let container = container::container(project, names, service, image.clone(), &at, warnings)?;
     let networks = attachments(project, names, service, &at, warnings)?;
-    let ports = ports::ports(&service.ports).map_err(|(i, m)| err(&[key("ports"), i], m))?;
+    let mut ports = ports::ports(&service.ports).map_err(|(i, m)| err(&[key("ports"), i], m))?;
+    if let Some(dsr) = project
+        .extras
+        .services
+        .get(service_name)
+        .and_then(|keys| keys.get(ports::DSR_KEY))
+    {
+        ports::direct_return(dsr, &mut ports).map_err(|(i, m)| {
+            let mut path = vec![key(ports::DSR_KEY)];
+            path.extend(i.map(crate::compose::index));
+            err(&path, m)
+        })?;
+    }
 
     let mut task = TaskSpec {
         container: Some(container),
