@@ -122,7 +122,7 @@ fn task_port(ctx: &TcContext, inner: &Flow, entry: u32, via: u32) -> Result<u16,
         _pad: [0; 3],
     };
     // SAFETY: whole u32 values.
-    if let Some(port) = unsafe { MESH_RETURN.get(&moved) }.map(|p| *p as u16) {
+    if let Some(port) = unsafe { MESH_RETURN.get(moved) }.map(|p| *p as u16) {
         reply.dport = port;
         if let Some((slot, _)) = conntrack::get_ptr_mut(&reply) {
             // SAFETY: as above.
@@ -199,7 +199,7 @@ fn learn(inner: &Flow, entry: u32, via: u32, flags: u8, moved: &ReturnKey) -> Re
                 let _ = MESH_RETURN.remove(moved);
                 return Ok(port);
             }
-            return match MESH_RETURN.insert(moved, &u32::from(port), 0) {
+            return match MESH_RETURN.insert(moved, u32::from(port), 0) {
                 Ok(()) => Ok(port),
                 Err(_) => {
                     conntrack::remove(&reply);
