@@ -13,10 +13,7 @@
 //! client port on the task's node (`MESH_RETURN` keeps the change, keyed by
 //! entry node too), which is put back on its replies.
 
-use aya_ebpf::{
-    bindings::TC_ACT_SHOT, helpers::bpf_redirect_peer, macros::map, maps::LruHashMap,
-    programs::TcContext,
-};
+use aya_ebpf::{bindings::TC_ACT_SHOT, macros::map, maps::LruHashMap, programs::TcContext};
 use shoal_agent_common::{
     CT_CLOSING, CT_DSR, CT_RETURN, CtEntry, CtKey, MESH_MAX_EMBRYONIC, MeshConfig, ReturnKey,
     TARGET_DSR,
@@ -26,7 +23,7 @@ use crate::{
     conntrack, guard,
     mesh::{
         Flow, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_FLAGS_OFF, TCP_RST, TCP_SYN,
-        out_of_underlay, rewrite,
+        into_container, out_of_underlay, rewrite,
     },
     tunnel,
 };
@@ -81,8 +78,7 @@ pub fn arrive(ctx: &mut TcContext, inner: &Flow, entry: u32, via: u32, veth: u32
     {
         return Some(TC_ACT_SHOT); // unwrapped: no longer the kernel's
     }
-    // SAFETY: a plain helper call with an ifindex and no flags.
-    Some(unsafe { bpf_redirect_peer(veth, 0) } as i32)
+    Some(into_container(veth))
 }
 
 /// The client port the task sees for this packet. `Err(true)`: drop it (no
