@@ -29,6 +29,7 @@ pub mod names {
     pub const MESH_LOCAL: &str = "MESH_LOCAL";
     pub const MESH_SYN: &str = "MESH_SYN";
     pub const MESH_TARGETS: &str = "MESH_TARGETS";
+    pub const MESH_RETURN: &str = "MESH_RETURN";
     pub const NODE_ADDRS: &str = "NODE_ADDRS";
     pub const GUARD_PORTS: &str = "GUARD_PORTS";
     pub const DROPS: &str = "DROPS";
@@ -74,8 +75,9 @@ pub const MESH_MAX_EMBRYONIC: u32 = 65_536;
 pub struct MeshConfig {
     /// The node's underlay address: published ports answer on it.
     pub node_addr: u32,
-    /// The node's own address on the ingress network: the source of what
-    /// it sends to a task, so replies come back to it.
+    /// The node's own address on the ingress network (its bridge's MAC is
+    /// derived from it, and tasks' nodes learn it from that MAC to send the
+    /// replies of a connection back to the node it entered by).
     pub ingress_addr: u32,
     pub underlay_ifindex: u32,
     pub bridge_ifindex: u32,
@@ -123,6 +125,13 @@ pub struct TargetKey {
     pub proto: u8,
     pub _pad: u8,
 }
+
+/// `MESH_TARGETS` values: the target is published (every entry has it)…
+pub const TARGET_PUBLISHED: u32 = 1;
+/// …with direct server return: the published port is in the upper 16 bits
+/// (host order), the source port of the replies the task's node sends
+/// straight to the client.
+pub const TARGET_DSR: u32 = 2;
 
 /// Slots of the per-CPU `DROPS` counters: why the data plane dropped a packet.
 pub const DROP_VXLAN_SOURCE: u32 = 0;
@@ -198,12 +207,16 @@ pub struct PortEntry {
     pub mode: u16,
 }
 
-/// Ingress mode: every node answers, any task serves, the node's ingress
-/// address is the source the task sees.
+/// Ingress mode: every node answers, any task serves, and it sees the
+/// client's own address (its replies go back through the entry node).
 pub const MODE_INGRESS: u16 = 0;
 /// Host mode: only nodes with a task answer, a local task serves, and it
 /// sees the client's own address.
 pub const MODE_HOST: u16 = 1;
+/// Ingress mode with direct server return: the task's node sends the
+/// replies straight to the client (the entry node sees only the client's
+/// side, so it confirms a connection on the client's first ACK).
+pub const MODE_INGRESS_DSR: u16 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -279,12 +292,41 @@ pub const LIVE_DRAINING: u32 = 1 << 31;
 pub const CT_ESTABLISHED: u32 = 1;
 /// A host-mode connection: the client's address is kept both ways.
 pub const CT_HOST_MODE: u32 = 2;
+/// Direct server return: on the entry node, the connection is confirmed by
+/// the client's first ACK (no reply passes by); on the task's node (with
+/// `CT_RETURN`), replies go straight to the client from the entry node's
+/// address and `service` holds the published port (host order).
+pub const CT_DSR: u32 = 32;
 /// A connection to a service VIP (east-west): the reply entry's `addr` is
 /// the VIP to put back as the source.
 pub const CT_VIP: u32 = 4;
 /// A FIN or RST went by: the connection is ending, and a new connection
 /// may take its source port towards the same backend.
 pub const CT_CLOSING: u32 = 8;
+
+/// On a task's node, the reply entry of a connection another node (its
+/// entry node) forwarded with the client's own address: `addr` is that
+/// node's ingress address (the replies are wrapped back to it), `port` the
+/// client's port, `nat_port` the port the task sees (the client's, unless
+/// another connection to the task held that pair).
+pub const CT_RETURN: u32 = 16;
+
+/// On a task's node, a connection whose client port it had to change (the
+/// same client address and port reached the same task through two entry
+/// nodes): `MESH_RETURN` maps it to the port the task sees (network order,
+/// in a `u32`). Addresses and ports in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ReturnKey {
+    pub client: u32,
+    pub task: u32,
+    /// The entry node's underlay address.
+    pub entry: u32,
+    pub client_port: u16,
+    pub task_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
 
 /// VIP slots start here in the per-service maps (published ports below).
 pub const MESH_FIRST_VIP_SLOT: u32 = MESH_MAX_SERVICES / 2;
@@ -327,6 +369,8 @@ unsafe impl aya::Pod for ServiceStats {}
 unsafe impl aya::Pod for TargetKey {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for AllowKey {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ReturnKey {}
 
 /// How many interfaces one node's counter map can track.
 pub const MAX_COUNTED_INTERFACES: u32 = 1024;
@@ -380,6 +424,7 @@ mod tests {
         assert_eq!(size_of::<CtKey>(), 16);
         assert_eq!(size_of::<CtEntry>(), 24);
         assert_eq!(size_of::<ServiceStats>(), 24);
+        assert_eq!(size_of::<ReturnKey>(), 20);
     }
 
     #[test]

@@ -73,7 +73,9 @@ pub fn vxlan_in(ctx: &TcContext, cfg: &MeshConfig, outer: &Flow) -> Option<i32> 
         tunnel::Inner::Other => return None, // ARP, ICMP: no ports to check
         tunnel::Inner::Hidden => return Some(drop_packet(DROP_VXLAN_PORT)),
     };
-    let allowed = if inner.daddr == cfg.ingress_addr {
+    let allowed = if inner.daddr == cfg.ingress_addr
+        || crate::clientip::is_reply_to_client(ctx, cfg, &inner)
+    {
         // A task's reply to a connection this node forwards: `tunnel_in`
         // looks it up anyway (and decides with `untracked_reply`), except
         // in a GSO super-packet, which it leaves to the kernel.
@@ -97,6 +99,20 @@ pub fn vxlan_in(ctx: &TcContext, cfg: &MeshConfig, outer: &Flow) -> Option<i32> 
     } else {
         Some(drop_packet(DROP_VXLAN_PORT))
     }
+}
+
+/// What `MESH_TARGETS` says of a local task's published target port
+/// (`TARGET_*` bits), if it is one.
+#[inline(always)]
+pub fn target(addr: u32, port: u16, proto: u8) -> Option<u32> {
+    let key = TargetKey {
+        addr,
+        port,
+        proto,
+        _pad: 0,
+    };
+    // SAFETY: the agent writes whole u32 values.
+    unsafe { MESH_TARGETS.get(key) }.copied()
 }
 
 /// Whether a packet to this node's ingress address that no mesh connection

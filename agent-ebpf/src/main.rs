@@ -7,6 +7,7 @@
 #![feature(core_intrinsics)]
 
 mod allow;
+mod clientip;
 mod conntrack;
 mod counters;
 mod guard;

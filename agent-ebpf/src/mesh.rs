@@ -2,9 +2,10 @@
 //! node. `mesh_ingress` (TC ingress on the underlay interface) takes a new
 //! connection to `node:published`, picks the service's next task round-robin
 //! (one global counter per service, not per CPU: per-CPU counters would not
-//! be round-robin), rewrites it to `node-ingress-address:port' -> task:target`
-//! and hands it to the ingress network's bridge, which carries it to the
-//! task over VXLAN or to a local veth. `mesh_reply` (TC ingress on that
+//! be round-robin), rewrites it to `client:port -> task:target` (the
+//! client's own address; see `clientip` for how the replies find their way
+//! back) and hands it to the ingress network's bridge, which carries it to
+//! the task over VXLAN or to a local veth. `mesh_reply` (TC ingress on that
 //! bridge) turns the task's replies back into `node:published -> client`
 //! and sends them out of the underlay interface. Both directions are kept in
 //! one LRU connection table; checksums are fixed with the kernel's helpers.
@@ -14,7 +15,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use crate::{allow, conntrack, guard, pick, tunnel};
+use crate::{allow, clientip, conntrack, guard, pick, tunnel};
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
     helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
@@ -23,9 +24,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use shoal_agent_common::{
-    Backend, BackendKey, CT_CLOSING, CT_ESTABLISHED, CT_HOST_MODE, CT_VIP, CtEntry, CtKey,
-    LIVE_DRAINING, MESH_MAX_BACKENDS, MESH_MAX_SERVICES, MODE_HOST, MeshConfig, PortEntry, PortKey,
-    ServiceStats, VXLAN_PORT,
+    Backend, BackendKey, CT_CLOSING, CT_DSR, CT_ESTABLISHED, CT_HOST_MODE, CT_RETURN, CT_VIP,
+    CtEntry, CtKey, LIVE_DRAINING, MESH_MAX_BACKENDS, MESH_MAX_SERVICES, MODE_HOST,
+    MODE_INGRESS_DSR, MeshConfig, PortEntry, PortKey, ServiceStats, VXLAN_PORT,
 };
 
 /// `TCX_NEXT`: not ours; let the next program and the stack decide.
@@ -45,8 +46,8 @@ pub(crate) const PROTO_TCP: u8 = 6;
 pub(crate) const PROTO_UDP: u8 = 17;
 pub(crate) const TCP_SYN: u8 = 0x02;
 pub(crate) const TCP_ACK: u8 = 0x10;
-const TCP_RST: u8 = 0x04;
-const TCP_FIN: u8 = 0x01;
+pub(crate) const TCP_RST: u8 = 0x04;
+pub(crate) const TCP_FIN: u8 = 0x01;
 
 const BPF_F_PSEUDO_HDR: u64 = 0x10;
 const BPF_F_MARK_MANGLED_0: u64 = 0x20;
@@ -227,40 +228,39 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
         return None;
     }
     if tunnel::is_ingress_vxlan(ctx, &cfg, &f) {
-        return tunnel_in(ctx, &cfg);
+        return tunnel_in(ctx, &cfg, f.saddr);
     }
     let key = f.key();
     let (entry, new, confirmed) = match conntrack::lookup(&key) {
-        Some((entry, confirmed)) if still_there(ctx, &f, &entry, reply_to(&cfg, &f, &entry)) => {
+        Some((entry, confirmed)) if still_there(ctx, &f, &entry, f.saddr) => {
             (entry, false, confirmed)
         }
         _ if !allow::admits(&f) => {
             return Some(guard::drop_packet(shoal_agent_common::DROP_NOT_ALLOWED));
         }
-        _ => (new_connection(ctx, &cfg, &f)?, true, false),
+        _ => (new_connection(ctx, &f)?, true, false),
     };
-    if !new && f.proto == PROTO_TCP {
+    if !new {
         let reply = CtKey {
             saddr: entry.addr,
-            daddr: reply_to(&cfg, &f, &entry),
+            daddr: f.saddr,
             sport: entry.port,
             dport: entry.nat_port,
             proto: f.proto,
             _pad: [0; 3],
         };
-        if !confirmed {
+        if !confirmed && entry.flags & CT_DSR != 0 {
+            clientip::confirm_direct(ctx, &f, &key, &reply);
+        } else if !confirmed && f.proto == PROTO_TCP {
             confirm_handshake(ctx, &key, &reply);
         }
-        mark_closing(ctx, &key, &reply);
+        if f.proto == PROTO_TCP {
+            mark_closing(ctx, &key, &reply);
+        }
     }
-    // Host mode keeps the client's address (the task is local and replies
-    // through this node); ingress mode sends from the node's ingress address.
-    let source = if entry.flags & CT_HOST_MODE != 0 {
-        f.saddr
-    } else {
-        cfg.ingress_addr
-    };
-    rewrite(ctx, &f, source, entry.addr, entry.nat_port, entry.port)?;
+    // The client's own address, in both modes (its port too, unless
+    // another connection to the backend holds the pair).
+    rewrite(ctx, &f, f.saddr, entry.addr, entry.nat_port, entry.port)?;
     if new && f.proto == PROTO_TCP {
         clamp_mss(ctx, cfg.mss);
     }
@@ -293,8 +293,7 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
 /// backend is in the tables and its reply entry still leads back to this
 /// client; otherwise a SYN (a new connection reusing an old one's ports, or
 /// a retransmission that never got an answer) or a UDP datagram picks
-/// again. `reply_to` is where the backend's replies go (the node's ingress
-/// address, or the client itself in host and VIP modes).
+/// again. `reply_to` is where the backend's replies go: the client itself.
 #[inline(always)]
 pub(crate) fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry, reply_to: u32) -> bool {
     let reply = CtKey {
@@ -403,17 +402,6 @@ fn mark_closing(ctx: &TcContext, forward: &CtKey, reply: &CtKey) {
     }
 }
 
-/// Where a published-port connection's backend replies: the client in
-/// host mode, the node's ingress address otherwise.
-#[inline(always)]
-fn reply_to(cfg: &MeshConfig, f: &Flow, entry: &CtEntry) -> u32 {
-    if entry.flags & CT_HOST_MODE != 0 {
-        f.saddr
-    } else {
-        cfg.ingress_addr
-    }
-}
-
 /// Whether a port is published on this node (in either mode).
 #[inline(always)]
 pub(crate) fn is_published(port: &PortKey) -> bool {
@@ -488,7 +476,7 @@ pub(crate) fn next_backend(service: &PortEntry) -> Option<Backend> {
 /// A connection's first packet: the next backend, a source port no other
 /// connection to that backend uses, and both directions tracked.
 #[inline(always)]
-fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry> {
+fn new_connection(ctx: &TcContext, f: &Flow) -> Option<CtEntry> {
     let port = PortKey {
         port: f.dport,
         proto: f.proto,
@@ -508,8 +496,8 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
     }
     let backend = pick::backend(&service, f)?;
     // Keep the client's port unless another connection to this backend
-    // already holds it (two clients may share a port; the node's one
-    // ingress address must not). A finished connection's port is taken
+    // already holds the pair (the client reaching the same task by two
+    // published ports). A finished connection's port is taken
     // again at once by the same client and port, but by another client
     // only when nothing else is free: the backend keeps the finished
     // connection in TIME_WAIT for a minute, and a SYN from another client
@@ -518,10 +506,11 @@ fn new_connection(ctx: &TcContext, cfg: &MeshConfig, f: &Flow) -> Option<CtEntry
     let mut nat_port = f.sport;
     let mut found = false;
     let mut closing_port: Option<u16> = None;
-    let (reply_to, mode_flag) = if host_mode {
-        (f.saddr, CT_HOST_MODE)
-    } else {
-        (cfg.ingress_addr, 0)
+    let reply_to = f.saddr;
+    let mode_flag = match service.mode {
+        MODE_HOST => CT_HOST_MODE,
+        MODE_INGRESS_DSR => CT_DSR,
+        _ => 0,
     };
     for attempt in 0u16..8 {
         let reply = reply_key(&backend, reply_to, nat_port, f.proto);
@@ -601,10 +590,10 @@ fn reply_entry(f: &Flow, service: &PortEntry) -> CtEntry {
         port: f.sport,
         nat_port: f.dport,
         service: service.service,
-        flags: if service.mode == MODE_HOST {
-            CT_HOST_MODE
-        } else {
-            0
+        flags: match service.mode {
+            MODE_HOST => CT_HOST_MODE,
+            MODE_INGRESS_DSR => CT_DSR,
+            _ => 0,
         },
         syn_seq: 0,
         _pad: 0,
@@ -632,23 +621,29 @@ fn try_reply(ctx: &mut TcContext) -> Option<i32> {
 /// Straight into a local task's container: the peer of its host-side
 /// veth receives the packet as if from the wire, past the bridge.
 #[inline(always)]
-fn into_container(veth: u32) -> i32 {
+pub(crate) fn into_container(veth: u32) -> i32 {
     // SAFETY: a plain helper call with an ifindex and no flags.
     unsafe { bpf_redirect_peer(veth, 0) as i32 }
 }
 
-/// VXLAN on the ingress network, arriving at the underlay interface: a
-/// task's reply to a connection this node forwards goes on to its client
-/// unwrapped; a packet for a task here goes straight into its container.
-/// Anything else (ARP, VIP traffic, what the tables do not know) keeps
-/// going to the kernel's VXLAN device and the bridge.
+/// VXLAN on the ingress network, arriving at the underlay interface
+/// (`via`: the node it came from): a task's reply to a connection this
+/// node forwards goes on to its client unwrapped; a packet for a task here
+/// goes straight into its container. Anything else (ARP, VIP traffic, what
+/// the tables do not know) keeps going to the kernel's VXLAN device and
+/// the bridge.
 #[inline(always)]
-fn tunnel_in(ctx: &mut TcContext, cfg: &MeshConfig) -> Option<i32> {
+fn tunnel_in(ctx: &mut TcContext, cfg: &MeshConfig, via: u32) -> Option<i32> {
     let inner = flow_at(ctx, tunnel::INNER_IP_OFF)?;
-    if inner.daddr == cfg.ingress_addr {
+    if inner.daddr == cfg.ingress_addr || clientip::is_reply_to_client(ctx, cfg, &inner) {
         return tunnel_reply(ctx, cfg, &inner);
     }
     let veth = tunnel::local_veth(inner.daddr)?;
+    if let Some(entry) = clientip::forwarded_by(ctx, &inner)
+        && let Some(verdict) = clientip::arrive(ctx, &inner, entry, via, veth)
+    {
+        return Some(verdict);
+    }
     // Replies to a VIP connection a task here opened get the VIP back on
     // the task's veth (`vip_in`): those take the bridge.
     if conntrack::get(&inner.key()).is_some_and(|e| e.flags & CT_VIP != 0) {
@@ -668,12 +663,14 @@ fn tunnel_reply(ctx: &mut TcContext, cfg: &MeshConfig, inner: &Flow) -> Option<i
     let Some(back) = conntrack::get(&inner.key()) else {
         // Not the mesh's: the kernel's if it is a reply to the node's own
         // software, else dropped (see `guard`).
-        if guard::untracked_reply(ctx, inner, tunnel::INNER_IP_OFF + 20) {
+        if inner.daddr == cfg.ingress_addr
+            && guard::untracked_reply(ctx, inner, tunnel::INNER_IP_OFF + 20)
+        {
             return None;
         }
         return Some(guard::drop_packet(shoal_agent_common::DROP_VXLAN_PORT));
     };
-    if back.flags & CT_VIP != 0
+    if back.flags & (CT_VIP | CT_RETURN) != 0
         || !answers(ctx, cfg, inner, &back, tunnel::INNER_IP_OFF + 20)
         || !tunnel::unwrap(ctx)
     {
@@ -731,7 +728,7 @@ fn forward_key(cfg: &MeshConfig, back: &CtEntry, proto: u8) -> CtKey {
 /// Out of the underlay interface, the kernel filling in the MACs from its
 /// FIB and neighbour tables.
 #[inline(always)]
-fn out_of_underlay(cfg: &MeshConfig) -> i32 {
+pub(crate) fn out_of_underlay(cfg: &MeshConfig) -> i32 {
     // SAFETY: no parameters: the helper looks the next hop up itself.
     let action = unsafe { bpf_redirect_neigh(cfg.underlay_ifindex, core::ptr::null_mut(), 0, 0) };
     if action < 0 {
@@ -741,9 +738,10 @@ fn out_of_underlay(cfg: &MeshConfig) -> i32 {
     }
 }
 
-/// A task's reply to a published-port connection, at standard offsets:
-/// ingress mode to the node's ingress address, host mode to the client
-/// itself through this node's gateway (both tracked).
+/// A task's reply to a published-port connection, at standard offsets, to
+/// the client itself (or to this node's ingress address, for connections
+/// forwarded before it kept the client's address); wrapped back to the
+/// entry node if that is another node (`clientip`).
 #[inline(always)]
 fn reply(ctx: &mut TcContext, cfg: &MeshConfig, f: &Flow) -> Option<i32> {
     let key = f.key();
@@ -752,6 +750,9 @@ fn reply(ctx: &mut TcContext, cfg: &MeshConfig, f: &Flow) -> Option<i32> {
     let back = unsafe { *slot };
     if back.flags & CT_VIP != 0 {
         return None; // east-west: the task's own veth handles it
+    }
+    if back.flags & CT_RETURN != 0 {
+        return Some(clientip::send_back(ctx, cfg, f, slot, confirmed));
     }
     if !answers(ctx, cfg, f, &back, L4_OFF) {
         return None;
@@ -789,10 +790,11 @@ fn reply(ctx: &mut TcContext, cfg: &MeshConfig, f: &Flow) -> Option<i32> {
     Some(out_of_underlay(cfg))
 }
 
-/// A local task's packet to a mesh client: to its own node's ingress
-/// address or a host-mode client (replies this node rewrites), or to
-/// another node's ingress address (wrapped to that node). Only from the
-/// veth of the task that owns the source address.
+/// A local task's packet to a mesh client: a reply this node rewrites (the
+/// connection entered here), one it wraps back to the node the connection
+/// entered by (`clientip`), or one to another node's ingress address
+/// (wrapped to that node). Only from the veth of the task that owns the
+/// source address.
 #[inline(always)]
 pub(crate) fn task_reply(ctx: &mut TcContext, f: &Flow) -> Option<i32> {
     let cfg = config()?;

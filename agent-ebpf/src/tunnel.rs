@@ -27,7 +27,8 @@ pub const OVERHEAD: usize = 50;
 /// Where the inner frame's IPv4 header starts in a wrapped packet.
 pub const INNER_IP_OFF: usize = ETH_HLEN + OVERHEAD;
 const VXLAN_OFF: usize = L4_OFF + 8;
-const INNER_ETH_OFF: usize = VXLAN_OFF + 8;
+/// Where the inner Ethernet header starts in a wrapped packet.
+pub const INNER_ETH_OFF: usize = VXLAN_OFF + 8;
 /// VXLAN's "valid VNI" flag (RFC 7348).
 const VXLAN_FLAG_VNI: u8 = 0x08;
 const ENCAP_L2_SHIFT: u64 = 56;
@@ -66,6 +67,14 @@ pub fn node_of(ctx: &TcContext, cfg: &MeshConfig, task: u32) -> Option<u32> {
     }
     // SAFETY: the agent writes whole u32 values.
     unsafe { MESH_TUNNELS.get(task) }.copied()
+}
+
+/// The underlay address of the node that holds `addr` (a task's or a
+/// node's ingress address) on the ingress network, whatever the packet.
+#[inline(always)]
+pub fn node_holding(addr: u32) -> Option<u32> {
+    // SAFETY: the agent writes whole u32 values.
+    unsafe { MESH_TUNNELS.get(addr) }.copied()
 }
 
 /// Wraps the packet (already rewritten) in VXLAN from this node to

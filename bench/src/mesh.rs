@@ -342,6 +342,28 @@ pub fn run(args: Args) -> Result<()> {
             running(&lab, bins, name) == 2
         })?;
     }
+    // The same, with direct server return: the tasks' nodes answer the
+    // client themselves (a port's target can have it once: its own tasks).
+    shoal(
+        &lab,
+        bins,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web-dsr",
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.hostname!=n3",
+            "--publish",
+            "published=8085,target=80,dsr=true",
+            "shoal/echo:1",
+        ],
+    )?;
+    wait("2 running web-dsr tasks", || {
+        running(&lab, bins, "web-dsr") == 2
+    })?;
     let containers = cmd::stdout(
         "docker",
         &["ps", "-q", "--filter", "label=com.shoal.service.name=web"],
@@ -521,11 +543,12 @@ pub fn run(args: Args) -> Result<()> {
     let targets = [
         ("direct (host mode, n1's task)", "http://192.0.2.11:8081/"),
         ("direct, routed through n3", "http://192.0.2.11:8081/"),
-        ("shoal ingress (n3, no task)", "http://192.0.2.13:8080/"),
+        ("shoal ingress, client IP (n3)", "http://192.0.2.13:8080/"),
         ("haproxy 2.6 on n3", "http://192.0.2.13:9000/"),
         ("iptables DNAT on n3", "http://192.0.2.13:9001/"),
         ("shoal ingress, --lb maglev", "http://192.0.2.13:8083/"),
         ("shoal ingress, affinity", "http://192.0.2.13:8084/"),
+        ("shoal ingress, dsr (n3)", "http://192.0.2.13:8085/"),
     ];
     println!(
         "mesh: 2 shoal/echo tasks (n1, n2); wrk -t2 -c{} -d{}s from {}; entry node n3 runs no task",
@@ -545,7 +568,7 @@ pub fn run(args: Args) -> Result<()> {
     // Between the peers and Shoal, the tasks' TIME_WAIT sockets of the
     // peers' connections (same source address and ports) must expire.
     let mut measured = Vec::new();
-    for i in [0, 1, 3, 4, 2, 5, 6] {
+    for i in [0, 1, 3, 4, 2, 5, 6, 7] {
         let (name, url) = targets[i];
         if i == 2 {
             peers_off()?;
@@ -593,7 +616,7 @@ pub fn run(args: Args) -> Result<()> {
     );
     // The other picks against round-robin in the same run (target >= 0.95)
     // and against direct (target >= 0.9).
-    for (name, k, c) in &results[5..] {
+    for (name, k, c) in &results[5..7] {
         println!(
             "{name} / round-robin: keep-alive {:.2}x, new connections {:.2}x (target >= 0.95); / direct: {:.2}x, {:.2}x (target >= 0.9)",
             k.rps / shoal_k.rps,
@@ -602,6 +625,17 @@ pub fn run(args: Args) -> Result<()> {
             c.rps / direct_c.rps,
         );
     }
+    // The tasks see the client's own address on both shoal rows (tunnel
+    // return is the default; issue 16): compare with the SNAT figures of
+    // earlier runs in bench/RESULTS.md.
+    let (_, dsr_k, dsr_c) = &results[7];
+    println!(
+        "shoal dsr / direct: keep-alive {:.2}x, new connections {:.2}x; dsr / shoal (tunnel return): {:.2}x / {:.2}x",
+        dsr_k.rps / direct_k.rps,
+        dsr_c.rps / direct_c.rps,
+        dsr_k.rps / shoal_k.rps,
+        dsr_c.rps / shoal_c.rps
+    );
     for (name, k, c) in &results[3..5] {
         println!(
             "shoal / {name}: keep-alive {:.2}x, new connections {:.2}x, p99 {:.2}x / {:.2}x (lower is better; target >= 1 on throughput)",

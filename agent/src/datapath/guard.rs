@@ -11,7 +11,9 @@ use std::{
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
-use shoal_agent_common::{DROP_NAMES, DROP_REASONS, PortKey, TargetKey, names};
+use shoal_agent_common::{
+    DROP_NAMES, DROP_REASONS, PortKey, TARGET_DSR, TARGET_PUBLISHED, TargetKey, names,
+};
 
 use super::{
     BpfRoot, DatapathError,
@@ -28,6 +30,9 @@ pub struct GuardTables {
     /// (task's ingress address, target port, protocol number) of the
     /// ports published in ingress mode by tasks here.
     pub targets: HashSet<(Ipv4Addr, u16, u8)>,
+    /// The targets published with direct server return, and the
+    /// published port their replies leave from.
+    pub direct_return: HashMap<(Ipv4Addr, u16, u8), u16>,
 }
 
 /// The guards' pinned maps on one node.
@@ -93,7 +98,13 @@ impl GuardMaps {
                     proto: *proto,
                     _pad: 0,
                 };
-                (key, 1)
+                let value = match tables.direct_return.get(&(*addr, *port, *proto)) {
+                    Some(published) => {
+                        TARGET_PUBLISHED | TARGET_DSR | (u32::from(*published) << 16)
+                    }
+                    None => TARGET_PUBLISHED,
+                };
+                (key, value)
             })
             .collect();
         replace_all(&mut self.targets, &mut self.written_targets, targets).map_err(error)

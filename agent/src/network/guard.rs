@@ -74,6 +74,10 @@ pub fn tables(set: &AssignmentSet, own: &[Ipv4Addr], local: Ipv4Addr) -> GuardTa
         }) {
             if let Ok(addr) = e.addr.parse::<Ipv4Addr>() {
                 t.targets.insert((addr, port, proto));
+                if p.direct_server_return {
+                    t.direct_return
+                        .insert((addr, port, proto), p.published_port as u16);
+                }
             }
         }
     }
@@ -147,6 +151,7 @@ mod tests {
                     published_port: 8080,
                     target_port: 80,
                     mode: PublishMode::Ingress as i32,
+                    direct_server_return: false,
                     ..Default::default()
                 },
                 PublishedPort {
@@ -155,6 +160,7 @@ mod tests {
                     published_port: 8053,
                     target_port: 53,
                     mode: PublishMode::Ingress as i32,
+                    direct_server_return: true,
                     ..Default::default()
                 },
                 PublishedPort {
@@ -163,6 +169,7 @@ mod tests {
                     published_port: 8081,
                     target_port: 80,
                     mode: PublishMode::Host as i32,
+                    direct_server_return: false,
                     ..Default::default()
                 },
             ],
@@ -203,6 +210,13 @@ mod tests {
                 .into_iter()
                 .collect(),
             "ingress-mode targets of the tasks here only"
+        );
+        assert_eq!(
+            t.direct_return,
+            [(target("198.18.0.3", 53, UDP), 8053)]
+                .into_iter()
+                .collect(),
+            "targets with direct server return, with their published port"
         );
     }
 

@@ -493,6 +493,8 @@ impl Overlay {
                 port: p.published_port as u16,
                 mode: if host_mode {
                     shoal_agent_common::MODE_HOST
+                } else if p.direct_server_return {
+                    shoal_agent_common::MODE_INGRESS_DSR
                 } else {
                     shoal_agent_common::MODE_INGRESS
                 },

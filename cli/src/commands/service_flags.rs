@@ -106,6 +106,7 @@ pub fn parse_allow(value: &str, flag: &str) -> Result<Vec<String>> {
 /// optional `,mode=host`; or the long form
 /// `published=8080,target=80,protocol=udp,mode=host`. Shoal adds
 /// `allow=CIDR[;CIDR…]` (repeatable): only those clients may connect.
+/// `dsr=true` (ingress mode: direct server return).
 pub fn parse_publish(spec: &str) -> Result<PortConfig> {
     let mut port = PortConfig {
         protocol: "tcp".into(),
@@ -145,8 +146,17 @@ pub fn parse_publish(spec: &str) -> Result<PortConfig> {
             "allow" => port
                 .allow
                 .extend(parse_allow(value, &format!("--publish {spec:?}"))?),
+            "dsr" => {
+                port.direct_server_return = match value.to_ascii_lowercase().as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    other => bail!(
+                        "invalid value {other:?} for dsr in --publish {spec:?}: expected true or false"
+                    ),
+                }
+            }
             other => bail!(
-                "invalid field {other:?} in --publish {spec:?}: expected published, target, protocol, mode or allow"
+                "invalid field {other:?} in --publish {spec:?}: expected published, target, protocol, mode, allow or dsr"
             ),
         }
     }
@@ -422,6 +432,15 @@ mod tests {
                 .contains("1 to 65535")
         );
         assert!(parse_publish("8080:80/sctp").is_err());
+        let p = parse_publish("published=8080,target=80,dsr=true").unwrap();
+        assert!(p.direct_server_return && p.publish_mode() == PublishMode::Ingress);
+        assert!(!parse_publish("8080:80").unwrap().direct_server_return);
+        assert!(
+            parse_publish("8080:80,dsr=maybe")
+                .unwrap_err()
+                .to_string()
+                .contains("dsr")
+        );
         assert!(
             parse_publish("8080:80,mode=mesh")
                 .unwrap_err()

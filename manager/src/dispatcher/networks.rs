@@ -44,6 +44,7 @@ fn published_ports(state: &State) -> Vec<PublishedPort> {
                 target_port: port.target_port,
                 mode: port.publish_mode,
                 allow: port.allow.clone(),
+                direct_server_return: port.direct_server_return,
             });
         }
     }

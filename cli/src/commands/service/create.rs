@@ -48,7 +48,8 @@ pub struct CreateArgs {
     /// Container labels (key=value); repeatable.
     #[arg(long)]
     container_label: Vec<String>,
-    /// Publish a port: published:target[/proto][,mode=ingress|host][,allow=CIDR[;CIDR]]; repeatable.
+    /// Publish a port: published:target[/proto][,mode=ingress|host][,allow=CIDR[;CIDR]][,dsr=true];
+    /// repeatable (dsr: direct server return, the task's node answers the client itself).
     #[arg(short, long)]
     publish: Vec<String>,
     /// Network to attach to; repeatable.

@@ -28,6 +28,10 @@ pub(super) fn inspect_json(s: &Service) -> serde_json::Value {
             if !p.allow.is_empty() {
                 port["Allow"] = json!(p.allow);
             }
+            // Shoal's own, shown only when set (Docker has no such field).
+            if p.direct_server_return {
+                port["DirectServerReturn"] = json!(true);
+            }
             port
         })
         .collect();
@@ -270,6 +274,9 @@ pub(super) fn print_pretty(s: &Service, counters: &shoal_api::pb::ServiceCounter
             );
             if !p.allow.is_empty() {
                 println!("  Allow = {}", p.allow.join(", "));
+            }
+            if p.direct_server_return {
+                println!("  DirectServerReturn = true");
             }
         }
     }

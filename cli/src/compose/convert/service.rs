@@ -46,6 +46,18 @@ pub(super) fn spec(
     {
         ports::allow(&mut ports, lists).map_err(|(k, m)| err(&[k], m))?;
     }
+    if let Some(dsr) = project
+        .extras
+        .services
+        .get(service_name)
+        .and_then(|keys| keys.get(ports::DSR_KEY))
+    {
+        ports::direct_return(dsr, &mut ports).map_err(|(i, m)| {
+            let mut path = vec![key(ports::DSR_KEY)];
+            path.extend(i.map(crate::compose::index));
+            err(&path, m)
+        })?;
+    }
 
     let mut task = TaskSpec {
         container: Some(container),

@@ -293,6 +293,28 @@ fn endpoint_spec(endpoint: &EndpointSpec) -> Check {
         if port.target_port == 0 || port.target_port > 65535 || port.published_port > 65535 {
             return invalid!("invalid port {shown}: ports are 1 to 65535");
         }
+        if port.direct_server_return && port.publish_mode() != PublishMode::Ingress {
+            return invalid!(
+                "invalid port {shown}: dsr (direct server return) is for ports published in ingress mode; in host mode the task answers from its own node already"
+            );
+        }
+        let same_target = |p: &&shoal_api::pb::PortConfig| {
+            p.target_port == port.target_port
+                && (if p.protocol.is_empty() {
+                    "tcp"
+                } else {
+                    p.protocol.as_str()
+                }) == protocol
+                && p.publish_mode() == PublishMode::Ingress
+        };
+        if port.direct_server_return && endpoint.ports.iter().filter(same_target).count() > 1 {
+            // The task's node knows a connection's target port, not which
+            // published port it came by: its replies' source would be a guess.
+            return invalid!(
+                "invalid port {shown}: with dsr (direct server return), target {}/{protocol} may be published in ingress mode once",
+                port.target_port
+            );
+        }
         if endpoint.mode == "dnsrr" && port.publish_mode() == PublishMode::Ingress {
             return invalid!(
                 "invalid port {shown}: a port published in ingress mode cannot be used with endpoint mode dnsrr (publish it with mode=host)"

@@ -502,6 +502,31 @@ fn ports_follow_dockers_rules() {
         .contains("8080/tcp is published twice")
     );
     assert!(refused(&ports("rr", vec![])).contains("invalid endpoint mode \"rr\""));
+    let dsr = |published, target, mode| PortConfig {
+        direct_server_return: true,
+        ..port(published, target, "tcp", mode)
+    };
+    accepted(&ports(
+        "vip",
+        vec![
+            dsr(8080, 80, PublishMode::Ingress),
+            port(8080, 80, "udp", PublishMode::Ingress),
+        ],
+    ));
+    assert!(
+        refused(&ports("vip", vec![dsr(8080, 80, PublishMode::Host)]))
+            .contains("dsr (direct server return) is for ports published in ingress mode")
+    );
+    assert!(
+        refused(&ports(
+            "vip",
+            vec![
+                dsr(8080, 80, PublishMode::Ingress),
+                port(8081, 80, "", PublishMode::Ingress)
+            ]
+        ))
+        .contains("target 80/tcp may be published in ingress mode once")
+    );
 }
 
 #[test]
