@@ -88,7 +88,7 @@ fn n3_away_and_back(cluster: &LabCluster) -> Result<()> {
 #[test]
 fn tasks_move_onto_a_returning_node_only_when_asked_and_no_connection_fails() -> Result<()> {
     let cluster = LabCluster::start(1, true)?;
-    let start_ns = chrono_now_ns();
+    let start_ns = now_ns();
     // Nodes count as down sooner, so n3's tasks move off it quickly.
     cluster.shoal(&["swarm", "update", "--dispatcher-heartbeat", "1s"])?;
     cluster.shoal(&[
@@ -138,8 +138,15 @@ fn tasks_move_onto_a_returning_node_only_when_asked_and_no_connection_fails() ->
         (spread(&cluster, "web") == counts(&[("n1", 2), ("n2", 2), ("n3", 2)])).then_some(())
     })?;
     let (ok, failed) = finish(stream)?;
-    println!("service rebalance: {ok} connections answered, {} failed", failed.len());
-    ensure!(failed.is_empty() && ok == 600, "{} failed: {failed:?}", failed.len());
+    println!(
+        "service rebalance: {ok} connections answered, {} failed",
+        failed.len()
+    );
+    ensure!(
+        failed.is_empty() && ok == 600,
+        "{} failed: {failed:?}",
+        failed.len()
+    );
     let again = cluster.shoal(&["service", "rebalance", "web"])?;
     ensure!(again.contains("nothing to move"), "{again}");
 
@@ -151,13 +158,20 @@ fn tasks_move_onto_a_returning_node_only_when_asked_and_no_connection_fails() ->
         (spread(&cluster, "web") == counts(&[("n1", 2), ("n2", 2), ("n3", 2)])).then_some(())
     })?;
     let (ok, failed) = finish(stream)?;
-    println!("on-node-ready: {ok} connections answered, {} failed", failed.len());
-    ensure!(failed.is_empty() && ok == 600, "{} failed: {failed:?}", failed.len());
+    println!(
+        "on-node-ready: {ok} connections answered, {} failed",
+        failed.len()
+    );
+    ensure!(
+        failed.is_empty() && ok == 600,
+        "{} failed: {failed:?}",
+        failed.len()
+    );
 
     // `shoal events --since … --until …` replays what happened: n3 down
     // and ready again, the rebalances as service updates.
     let since = (start_ns as f64 / 1e9).to_string();
-    let now = (chrono_now_ns() as f64 / 1e9).to_string();
+    let now = (now_ns() as f64 / 1e9).to_string();
     let nodes = cluster.shoal(&[
         "events",
         "--since",
@@ -177,7 +191,14 @@ fn tasks_move_onto_a_returning_node_only_when_asked_and_no_connection_fails() ->
         "node events: {nodes}"
     );
     let services = cluster.shoal(&[
-        "events", "--since", &since, "--until", &now, "--filter", "service=web", "--filter",
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &now,
+        "--filter",
+        "service=web",
+        "--filter",
         "type=service",
     ])?;
     ensure!(
@@ -195,23 +216,45 @@ fn tasks_move_onto_a_returning_node_only_when_asked_and_no_connection_fails() ->
         .args(["events", "--filter", "type=service", "--format", "json"])
         .stdout(Stdio::piped())
         .spawn()?;
+    let stdout = follow.stdout.take().context("stdout")?;
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
     std::thread::sleep(Duration::from_millis(500));
     cluster.shoal(&["service", "scale", "--detach", "web=7"])?;
-    let mut first = String::new();
-    BufReader::new(follow.stdout.take().context("stdout")?).read_line(&mut first)?;
+    // Other service events (the last update completing) may come first.
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let found = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = lines_rx.recv_timeout(left) else {
+            break false;
+        };
+        let event: serde_json::Value = serde_json::from_str(&line)?;
+        ensure!(
+            event["Type"] == "service",
+            "a filtered-out event came: {line}"
+        );
+        seen.push(line);
+        if event["Action"] == "update" && event["Actor"]["Attributes"]["replicas.new"] == "7" {
+            break true;
+        }
+    };
     let _ = follow.kill();
     let _ = follow.wait();
-    let event: serde_json::Value = serde_json::from_str(&first)?;
     ensure!(
-        event["Type"] == "service"
-            && event["Action"] == "update"
-            && event["Actor"]["Attributes"]["replicas.new"] == "7",
-        "live event: {first}"
+        found,
+        "no live event for the scale within 10 s; got {seen:?}"
     );
     Ok(())
 }
 
-fn chrono_now_ns() -> i64 {
+fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)

@@ -187,7 +187,11 @@ mod tests {
             "service",
             "update",
             "abc123",
-            &[("replicas.old", "2"), ("name", "web"), ("replicas.new", "3")],
+            &[
+                ("replicas.old", "2"),
+                ("name", "web"),
+                ("replicas.new", "3"),
+            ],
         );
         assert_eq!(
             line(&e),

@@ -134,14 +134,13 @@ async fn update(client: &mut Client, args: UpdateArgs) -> Result<()> {
             .await
             .map_err(status_error)?;
     }
-    let rebalance = match args.rebalance.as_deref() {
-        Some(word) => Some(
-            Rebalance::from_word(word)
-                .with_context(|| format!("invalid --rebalance {word:?}: use on-node-ready or never"))?
-                as i32,
-        ),
-        None => None,
-    };
+    let rebalance =
+        match args.rebalance.as_deref() {
+            Some(word) => Some(Rebalance::from_word(word).with_context(|| {
+                format!("invalid --rebalance {word:?}: use on-node-ready or never")
+            })? as i32),
+            None => None,
+        };
     if args.dispatcher_heartbeat.is_some()
         || args.task_history_limit.is_some()
         || rebalance.is_some()

@@ -131,6 +131,10 @@ mod tests {
             ..Default::default()
         };
         let err = apply(&mut spec, &bad).unwrap_err();
-        assert!(err.message().contains("never or on-node-ready"), "{}", err.message());
+        assert!(
+            err.message().contains("never or on-node-ready"),
+            "{}",
+            err.message()
+        );
     }
 }

@@ -1015,7 +1015,10 @@ impl Control for ControlService {
                 "--until ({until} ns) is before --since ({since} ns)"
             )));
         }
-        let events = self.manager.events.stream(request.since_ns, request.until_ns);
+        let events = self
+            .manager
+            .events
+            .stream(request.since_ns, request.until_ns);
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(events),
         )))
@@ -1026,8 +1029,8 @@ impl Control for ControlService {
         request: Request<IdRequest>,
     ) -> Result<Response<shoal_api::pb::RebalanceResponse>, Status> {
         forward!(self, rebalance_service, request);
-        let answer = crate::orchestrator::rebalance::request(&self.manager, &request.get_ref().id)
-            .await?;
+        let answer =
+            crate::orchestrator::rebalance::request(&self.manager, &request.get_ref().id).await?;
         Ok(Response::new(answer))
     }
 

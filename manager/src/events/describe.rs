@@ -48,23 +48,43 @@ fn kind_word(kind: Kind) -> Option<&'static str> {
 
 /// The kind word, id and summary of an object; None for objects that make
 /// no event (the cluster object: its changes are settings and keys).
-fn summarize(object: &Object, service_name: &dyn Fn(&str) -> String) -> Option<(Kind, String, Summary)> {
+fn summarize(
+    object: &Object,
+    service_name: &dyn Fn(&str) -> String,
+) -> Option<(Kind, String, Summary)> {
     let mut tracked = BTreeMap::new();
     let mut fixed = BTreeMap::new();
     let meta_of = |m: &Option<shoal_api::pb::Meta>| m.clone().unwrap_or_default();
     let (kind, meta, name, fingerprint) = match object.object.as_ref()? {
         object::Object::Service(s) => {
             let spec = s.spec.clone().unwrap_or_default();
-            if matches!(spec.mode(), ServiceMode::Replicated | ServiceMode::ReplicatedJob) {
+            if matches!(
+                spec.mode(),
+                ServiceMode::Replicated | ServiceMode::ReplicatedJob
+            ) {
                 tracked.insert("replicas".into(), spec.replicas.to_string());
             }
-            let image = spec.task.as_ref().and_then(|t| t.container.as_ref()).map(|c| c.image.clone()).unwrap_or_default();
+            let image = spec
+                .task
+                .as_ref()
+                .and_then(|t| t.container.as_ref())
+                .map(|c| c.image.clone())
+                .unwrap_or_default();
             tracked.insert("image".into(), image);
-            let update = s.update_status.as_ref().map(|u| u.state.clone()).unwrap_or_default();
+            let update = s
+                .update_status
+                .as_ref()
+                .map(|u| u.state.clone())
+                .unwrap_or_default();
             if !update.is_empty() {
                 tracked.insert("updatestate".into(), update);
             }
-            (Kind::Service, meta_of(&s.meta), spec.name.clone(), Some(fingerprint(&spec)))
+            (
+                Kind::Service,
+                meta_of(&s.meta),
+                spec.name.clone(),
+                Some(fingerprint(&spec)),
+            )
         }
         object::Object::Node(n) => {
             let spec = n.spec.clone().unwrap_or_default();
@@ -72,7 +92,11 @@ fn summarize(object: &Object, service_name: &dyn Fn(&str) -> String) -> Option<(
             tracked.insert("role".into(), n.role().word().into());
             let state = n.status.as_ref().map(|s| s.state()).unwrap_or_default();
             tracked.insert("state".into(), state.word().into());
-            let name = n.description.as_ref().map(|d| d.hostname.clone()).unwrap_or_default();
+            let name = n
+                .description
+                .as_ref()
+                .map(|d| d.hostname.clone())
+                .unwrap_or_default();
             (Kind::Node, meta_of(&n.meta), name, Some(fingerprint(&spec)))
         }
         object::Object::Task(t) => {
@@ -95,15 +119,30 @@ fn summarize(object: &Object, service_name: &dyn Fn(&str) -> String) -> Option<(
         }
         object::Object::Network(n) => {
             let spec = n.spec.clone().unwrap_or_default();
-            (Kind::Network, meta_of(&n.meta), spec.name.clone(), Some(fingerprint(&spec)))
+            (
+                Kind::Network,
+                meta_of(&n.meta),
+                spec.name.clone(),
+                Some(fingerprint(&spec)),
+            )
         }
         object::Object::Secret(s) => {
             let spec = s.spec.clone().unwrap_or_default();
-            (Kind::Secret, meta_of(&s.meta), spec.name.clone(), Some(fingerprint(&spec)))
+            (
+                Kind::Secret,
+                meta_of(&s.meta),
+                spec.name.clone(),
+                Some(fingerprint(&spec)),
+            )
         }
         object::Object::Config(c) => {
             let spec = c.spec.clone().unwrap_or_default();
-            (Kind::Config, meta_of(&c.meta), spec.name.clone(), Some(fingerprint(&spec)))
+            (
+                Kind::Config,
+                meta_of(&c.meta),
+                spec.name.clone(),
+                Some(fingerprint(&spec)),
+            )
         }
         _ => return None,
     };
@@ -120,7 +159,13 @@ fn summarize(object: &Object, service_name: &dyn Fn(&str) -> String) -> Option<(
     ))
 }
 
-fn event(kind: &str, action: &str, id: &str, attributes: BTreeMap<String, String>, time_nano: i64) -> Event {
+fn event(
+    kind: &str,
+    action: &str,
+    id: &str,
+    attributes: BTreeMap<String, String>,
+    time_nano: i64,
+) -> Event {
     Event {
         r#type: kind.into(),
         action: action.into(),
@@ -206,12 +251,48 @@ impl Summaries {
     pub fn resync(&mut self, state: &State, time_nano: i64) -> Vec<Event> {
         let mut objects: Vec<Object> = Vec::new();
         let wrap = |o: object::Object| Object { object: Some(o) };
-        objects.extend(state.services.values().cloned().map(|s| wrap(object::Object::Service(s))));
-        objects.extend(state.nodes.values().cloned().map(|n| wrap(object::Object::Node(n))));
-        objects.extend(state.networks.values().cloned().map(|n| wrap(object::Object::Network(n))));
-        objects.extend(state.secrets.values().cloned().map(|s| wrap(object::Object::Secret(s))));
-        objects.extend(state.configs.values().cloned().map(|c| wrap(object::Object::Config(c))));
-        objects.extend(state.tasks.values().cloned().map(|t| wrap(object::Object::Task(t))));
+        objects.extend(
+            state
+                .services
+                .values()
+                .cloned()
+                .map(|s| wrap(object::Object::Service(s))),
+        );
+        objects.extend(
+            state
+                .nodes
+                .values()
+                .cloned()
+                .map(|n| wrap(object::Object::Node(n))),
+        );
+        objects.extend(
+            state
+                .networks
+                .values()
+                .cloned()
+                .map(|n| wrap(object::Object::Network(n))),
+        );
+        objects.extend(
+            state
+                .secrets
+                .values()
+                .cloned()
+                .map(|s| wrap(object::Object::Secret(s))),
+        );
+        objects.extend(
+            state
+                .configs
+                .values()
+                .cloned()
+                .map(|c| wrap(object::Object::Config(c))),
+        );
+        objects.extend(
+            state
+                .tasks
+                .values()
+                .cloned()
+                .map(|t| wrap(object::Object::Task(t))),
+        );
         let mut events = Vec::new();
         let mut present = std::collections::HashSet::new();
         for object in &objects {

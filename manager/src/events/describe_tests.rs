@@ -80,7 +80,10 @@ fn attrs(event: &Event) -> Vec<String> {
 fn a_service_is_created_updated_and_removed() {
     let mut s = Summaries::default();
     let created = s.apply(&service(1, 2), 5).unwrap();
-    assert_eq!((created.r#type.as_str(), created.action.as_str()), ("service", "create"));
+    assert_eq!(
+        (created.r#type.as_str(), created.action.as_str()),
+        ("service", "create")
+    );
     assert_eq!(created.actor_id, "s1");
     assert_eq!(created.time_nano, 5);
     assert_eq!(attrs(&created), ["name=web"]);
@@ -121,11 +124,7 @@ fn a_node_going_down_says_old_and_new_state() {
     let down = s.apply(&node(3, NodeState::Down), 0).unwrap();
     assert_eq!(
         attrs(&down),
-        [
-            "name=host1",
-            "state.new=down",
-            "state.old=ready"
-        ]
+        ["name=host1", "state.new=down", "state.old=ready"]
     );
 }
 
@@ -134,10 +133,7 @@ fn tasks_report_state_changes_only() {
     let mut s = Summaries::default();
     s.apply(&service(1, 2), 0);
     let created = s.apply(&task(2, TaskState::Pending, ""), 0).unwrap();
-    assert_eq!(
-        attrs(&created),
-        ["name=web.2", "node=n1", "service=web"]
-    );
+    assert_eq!(attrs(&created), ["name=web.2", "node=n1", "service=web"]);
     assert!(s.apply(&task(3, TaskState::Pending, "still"), 0).is_none());
     let running = s.apply(&task(4, TaskState::Running, ""), 0).unwrap();
     assert_eq!(

@@ -144,7 +144,10 @@ pub async fn record(store: Store, log: Arc<EventLog>) {
                 }
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::debug!(missed, "events fell behind the store; catching up from its state");
+                tracing::debug!(
+                    missed,
+                    "events fell behind the store; catching up from its state"
+                );
                 let state = store.read().await;
                 for event in summaries.resync(&state, now_ns()) {
                     log.push(event);
@@ -203,6 +206,42 @@ mod tests {
             got.push(event.unwrap().actor_id);
         }
         assert_eq!(got, ["10", "20"]);
+    }
+
+    #[tokio::test]
+    async fn the_recorder_turns_applied_changes_into_events() {
+        use shoal_api::pb::{Meta, Service, ServiceSpec};
+        let store = Store::new();
+        let log = Arc::new(EventLog::default());
+        let mut rx = log.stream(None, None);
+        tokio::spawn(record(store.clone(), log.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut batch = crate::store::Batch::default();
+        batch.put_service(Service {
+            meta: Some(Meta {
+                id: "s1".into(),
+                ..Default::default()
+            }),
+            spec: Some(ServiceSpec {
+                name: "web".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let changes = store.write().await.apply(1, &batch.into_proto()).unwrap();
+        store.publish(crate::store::StoreEvent { index: 1, changes });
+        let event = rx.recv().await.unwrap().unwrap();
+        assert_eq!(
+            (
+                event.r#type.as_str(),
+                event.action.as_str(),
+                event.actor_id.as_str()
+            ),
+            ("service", "create", "s1")
+        );
+        assert_eq!(event.attributes["name"], "web");
+        let (past, _) = log.subscribe(Some(0));
+        assert_eq!(past.len(), 1);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use shoal_api::pb::{
-    Availability, NodeState, RebalanceResponse, Rebalance, Service, ServiceMode, Task,
+    Availability, NodeState, Rebalance, RebalanceResponse, Service, ServiceMode, Task,
 };
 use tonic::Status;
 
@@ -95,17 +95,15 @@ pub fn tasks_to_move<'a>(state: &'a State, service: &'a Service) -> Vec<&'a Task
     }
     let mut counts: BTreeMap<&str, usize> = on.iter().map(|(n, t)| (*n, t.len())).collect();
     let mut moving = Vec::new();
-    loop {
-        let Some((&fullest, &most)) = counts.iter().max_by_key(|(n, c)| (**c, std::cmp::Reverse(**n)))
-        else {
-            break;
-        };
-        let Some((&emptiest, &least)) = counts.iter().min_by_key(|(n, c)| (**c, **n)) else {
-            break;
-        };
-        if most <= least + 1 {
-            break;
-        }
+    // The fullest and emptiest nodes while they differ by more than one.
+    let uneven = |counts: &BTreeMap<&'a str, usize>| {
+        let (&fullest, &most) = counts
+            .iter()
+            .max_by_key(|(n, c)| (**c, std::cmp::Reverse(**n)))?;
+        let (&emptiest, &least) = counts.iter().min_by_key(|(n, c)| (**c, **n))?;
+        (most > least + 1).then_some((fullest, most, emptiest, least))
+    };
+    while let Some((fullest, most, emptiest, least)) = uneven(&counts) {
         let Some(task) = on.get_mut(fullest).and_then(|t| t.pop()) else {
             break;
         };
@@ -163,8 +161,13 @@ fn ready_nodes(state: &State) -> HashSet<String> {
         .nodes
         .iter()
         .filter(|(_, n)| {
-            n.status.as_ref().is_some_and(|s| s.state() == NodeState::Ready)
-                && n.spec.as_ref().map(|s| s.availability()).unwrap_or_default()
+            n.status
+                .as_ref()
+                .is_some_and(|s| s.state() == NodeState::Ready)
+                && n.spec
+                    .as_ref()
+                    .map(|s| s.availability())
+                    .unwrap_or_default()
                     == Availability::Active
         })
         .map(|(id, _)| id.clone())
@@ -188,7 +191,11 @@ fn mark_all(state: &State, now: i64) -> Batch {
             let moving = mark(state, service, now, &mut batch);
             if moving > 0 {
                 let name = service.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("");
-                tracing::info!(service = name, moving, "rebalancing onto a node that became ready");
+                tracing::info!(
+                    service = name,
+                    moving,
+                    "rebalancing onto a node that became ready"
+                );
             }
         }
     }
@@ -207,7 +214,10 @@ pub async fn follow(manager: std::sync::Arc<Manager>) {
         }
         let (now_ready, on) = {
             let state = manager.store.read().await;
-            (ready_nodes(&state), setting(&state) == Rebalance::OnNodeReady)
+            (
+                ready_nodes(&state),
+                setting(&state) == Rebalance::OnNodeReady,
+            )
         };
         let arrived = now_ready.difference(&ready).next().is_some();
         ready = now_ready;
@@ -215,9 +225,7 @@ pub async fn follow(manager: std::sync::Arc<Manager>) {
             continue;
         }
         let written = manager
-            .update(|state| {
-                Ok::<_, WriteError>(Some((mark_all(state, shoal_api::now_ms()), ())))
-            })
+            .update(|state| Ok::<_, WriteError>(Some((mark_all(state, shoal_api::now_ms()), ()))))
             .await;
         if let Err(error) = written {
             tracing::warn!(%error, "rebalance on node ready failed");
