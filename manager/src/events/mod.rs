@@ -132,9 +132,25 @@ impl EventLog {
 /// Follows `store` for as long as it runs, recording its changes in `log`.
 pub async fn record(store: Store, log: Arc<EventLog>) {
     let mut changes = store.subscribe();
+    let mut resets = store.resets();
     let mut summaries = describe::Summaries::of(&*store.read().await);
     loop {
-        match changes.recv().await {
+        let next = tokio::select! {
+            next = changes.recv() => next,
+            reset = resets.changed() => {
+                if reset.is_err() {
+                    return;
+                }
+                // A snapshot replaced the state: what changed is the
+                // difference.
+                let state = store.read().await;
+                for event in summaries.resync(&state, now_ns()) {
+                    log.push(event);
+                }
+                continue;
+            }
+        };
+        match next {
             Ok(applied) => {
                 let now = now_ns();
                 for change in &applied.changes {
@@ -242,6 +258,16 @@ mod tests {
         assert_eq!(event.attributes["name"], "web");
         let (past, _) = log.subscribe(Some(0));
         assert_eq!(past.len(), 1);
+
+        // A snapshot replaces the state with no change events: the
+        // difference still comes out.
+        *store.write().await = crate::store::State::default();
+        store.publish_reset(9);
+        let removed = rx.recv().await.unwrap().unwrap();
+        assert_eq!(
+            (removed.action.as_str(), removed.actor_id.as_str()),
+            ("remove", "s1")
+        );
     }
 
     #[test]
