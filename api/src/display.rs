@@ -2,7 +2,8 @@
 //! `replicated`, …), both ways, and Docker's human durations.
 
 use crate::pb::{
-    Availability, NodeRole, NodeState, PublishMode, RestartCondition, ServiceMode, TaskState,
+    Availability, NodeRole, NodeState, PublishMode, Rebalance, RestartCondition, ServiceMode,
+    TaskState,
 };
 
 macro_rules! words {
@@ -57,6 +58,7 @@ impl ServiceMode {
 }
 words!(RestartCondition { Any => "any", OnFailure => "on-failure", None => "none" });
 words!(PublishMode { Ingress => "ingress", Host => "host" });
+words!(Rebalance { Never => "never", OnNodeReady => "on-node-ready" });
 
 impl TaskState {
     /// States from which a task never moves on.

@@ -64,6 +64,8 @@ enum Command {
     /// Manage client certificates.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Get real time events from the cluster (Docker's swarm events, and tasks').
+    Events(commands::events::EventsArgs),
     /// Show the Shoal version information.
     Version {
         /// Format output: 'table' (default), 'json', or a Go TEMPLATE (e.g. '{{.Server.Version}}').
@@ -126,6 +128,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Swarm(_) => unreachable!("answered above"),
         Command::JoinToken(args) => commands::cluster::join_token(&mut client, args).await,
         Command::Cert(c) => commands::cert::run(&mut client, c).await,
+        Command::Events(args) => commands::events::run(&mut client, args).await,
         Command::Version { .. } => unreachable!("answered above"),
     }
 }

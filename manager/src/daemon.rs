@@ -423,6 +423,10 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
         });
     }
     tasks.spawn(lead_when_leader(manager.clone(), dispatcher));
+    tasks.spawn(crate::events::record(
+        manager.store.clone(),
+        manager.events.clone(),
+    ));
     tasks.spawn(crate::certificates::keep_current(manager.clone()));
     let (demoted_tx, demoted) = tokio::sync::watch::channel(None);
     let watch_stop = stop_serving.subscribe();
@@ -583,6 +587,8 @@ async fn write_initial_state(
             subnet_size,
             cert_expiry_ms: ca::DEFAULT_CERT_EXPIRY.as_millis() as i64,
             autolock_managers: unlock.is_some(),
+            // Swarm's: running tasks never move on their own.
+            rebalance: shoal_api::pb::Rebalance::Never as i32,
         }),
         root_ca_cert_pem: new.ca.cert_pem().to_owned(),
         root_ca_key_pem: new.ca.key_pem(),
@@ -682,6 +688,7 @@ async fn lead_when_leader(manager: Arc<Manager>, dispatcher: Dispatcher) {
                     components.spawn(allocator::run(m.clone()));
                     components.spawn(scheduler::run(m.clone()));
                     components.spawn(orchestrator::run(m.clone()));
+                    components.spawn(orchestrator::rebalance::follow(m.clone()));
                     components.spawn(d.monitor());
                     components.spawn(crate::certificates::finish_rotations(m.clone()));
                     components.join_all().await;

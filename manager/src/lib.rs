@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod demotion;
 pub mod dispatcher;
 pub mod encryption;
+pub mod events;
 pub mod limits;
 pub mod logs;
 pub mod manager;

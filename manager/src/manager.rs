@@ -105,6 +105,9 @@ pub struct Manager {
     pub peer_health: network::PeerHealth,
     /// Log requests in flight (`service logs`), answered by agents.
     pub logs: crate::logs::LogBroker,
+    /// The events `shoal events` streams, recorded from this manager's own
+    /// store (see [`crate::events`]).
+    pub events: Arc<crate::events::EventLog>,
     /// Each node's load-balancer counters, as its last heartbeat said (on
     /// the leader; observability, not replicated state).
     pub counters: std::sync::Mutex<BTreeMap<String, Vec<shoal_api::pb::ServiceCounters>>>,
@@ -146,6 +149,7 @@ impl Manager {
             addr,
             hostname,
             logs: crate::logs::LogBroker::new(settings.limits.clone()),
+            events: Default::default(),
             settings,
             peer_health,
             counters: Default::default(),

@@ -2,6 +2,7 @@
 
 pub mod cert;
 pub mod cluster;
+pub mod events;
 mod job_progress;
 pub mod network;
 pub mod network_list;

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use shoal_api::{
     pb::{
-        Empty, UnlockRequest, UpdateCertificatesRequest, UpdateClusterRequest,
+        Empty, Rebalance, UnlockRequest, UpdateCertificatesRequest, UpdateClusterRequest,
         lock_client::LockClient,
     },
     token::unlock_key_notice,
@@ -73,6 +73,9 @@ pub struct UpdateArgs {
     /// Task history retention limit.
     #[arg(long)]
     task_history_limit: Option<u64>,
+    /// Move tasks onto a node that becomes Ready, as a rolling update (on-node-ready|never; default never, as Swarm).
+    #[arg(long, value_name = "on-node-ready|never", value_parser = ["on-node-ready", "never"])]
+    rebalance: Option<String>,
 }
 
 #[derive(Args)]
@@ -116,9 +119,10 @@ async fn update(client: &mut Client, args: UpdateArgs) -> Result<()> {
         && args.cert_expiry.is_none()
         && args.dispatcher_heartbeat.is_none()
         && args.task_history_limit.is_none()
+        && args.rebalance.is_none()
     {
         bail!(
-            "nothing to update: give --autolock, --cert-expiry, --dispatcher-heartbeat or --task-history-limit"
+            "nothing to update: give --autolock, --cert-expiry, --dispatcher-heartbeat, --task-history-limit or --rebalance"
         );
     }
     if let Some(expiry) = args.cert_expiry {
@@ -130,11 +134,22 @@ async fn update(client: &mut Client, args: UpdateArgs) -> Result<()> {
             .await
             .map_err(status_error)?;
     }
-    if args.dispatcher_heartbeat.is_some() || args.task_history_limit.is_some() {
+    let rebalance =
+        match args.rebalance.as_deref() {
+            Some(word) => Some(Rebalance::from_word(word).with_context(|| {
+                format!("invalid --rebalance {word:?}: use on-node-ready or never")
+            })? as i32),
+            None => None,
+        };
+    if args.dispatcher_heartbeat.is_some()
+        || args.task_history_limit.is_some()
+        || rebalance.is_some()
+    {
         client
             .update_cluster(UpdateClusterRequest {
                 heartbeat_period_ms: args.dispatcher_heartbeat.map(|d| d.as_millis() as i64),
                 task_history_limit: args.task_history_limit,
+                rebalance,
                 ..Default::default()
             })
             .await

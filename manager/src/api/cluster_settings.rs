@@ -1,10 +1,10 @@
-//! `shoal swarm update --dispatcher-heartbeat|--task-history-limit`: the
+//! `shoal swarm update --dispatcher-heartbeat|--task-history-limit|--rebalance`: the
 //! cluster-wide settings the dispatcher and the orchestrator read from the
 //! Cluster object at each use, so a change takes effect at once.
 
 use std::time::Duration;
 
-use shoal_api::pb::{ClusterSpec, UpdateClusterRequest};
+use shoal_api::pb::{ClusterSpec, Rebalance, UpdateClusterRequest};
 use tonic::Status;
 
 use crate::{manager::Manager, store::Batch};
@@ -39,11 +39,24 @@ pub fn apply(spec: &mut ClusterSpec, request: &UpdateClusterRequest) -> Result<b
         changed |= spec.task_history_limit != limit;
         spec.task_history_limit = limit;
     }
+    if let Some(rebalance) = request.rebalance {
+        if Rebalance::try_from(rebalance).is_err() {
+            return Err(Status::invalid_argument(format!(
+                "rebalance {rebalance} is unknown: use {}",
+                Rebalance::words().join(" or ")
+            )));
+        }
+        changed |= spec.rebalance != rebalance;
+        spec.rebalance = rebalance;
+    }
     Ok(changed)
 }
 
 pub async fn update(manager: &Manager, request: &UpdateClusterRequest) -> Result<(), Status> {
-    if request.heartbeat_period_ms.is_none() && request.task_history_limit.is_none() {
+    if request.heartbeat_period_ms.is_none()
+        && request.task_history_limit.is_none()
+        && request.rebalance.is_none()
+    {
         return Ok(());
     }
     manager
@@ -101,5 +114,27 @@ mod tests {
             let err = apply(&mut spec, &bad).unwrap_err();
             assert!(err.message().contains("out of range"), "{}", err.message());
         }
+    }
+
+    #[test]
+    fn rebalance_defaults_to_never_and_takes_only_known_values() {
+        let mut spec = ClusterSpec::default();
+        assert_eq!(spec.rebalance(), Rebalance::Never);
+        let on = UpdateClusterRequest {
+            rebalance: Some(Rebalance::OnNodeReady as i32),
+            ..Default::default()
+        };
+        assert!(apply(&mut spec, &on).unwrap());
+        assert_eq!(spec.rebalance(), Rebalance::OnNodeReady);
+        let bad = UpdateClusterRequest {
+            rebalance: Some(7),
+            ..Default::default()
+        };
+        let err = apply(&mut spec, &bad).unwrap_err();
+        assert!(
+            err.message().contains("never or on-node-ready"),
+            "{}",
+            err.message()
+        );
     }
 }

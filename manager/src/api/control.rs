@@ -77,6 +77,7 @@ impl ControlService {
             nodes_on_old_ca: crate::certificates::nodes_on_old_roots(state),
             root_ca_pem: cluster.root_ca_cert_pem.clone(),
             autolock_managers: spec.autolock_managers,
+            rebalance: spec.rebalance,
         })
     }
 }
@@ -995,6 +996,43 @@ impl Control for ControlService {
             lines,
             targets.tasks,
         ))))
+    }
+
+    type EventsStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<shoal_api::pb::Event, Status>> + Send>,
+    >;
+
+    async fn events(
+        &self,
+        request: Request<shoal_api::pb::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        // Every manager applies the same log: this one's own events answer,
+        // even with no leader.
+        let request = request.into_inner();
+        if let (Some(since), Some(until)) = (request.since_ns, request.until_ns)
+            && until < since
+        {
+            return Err(Status::invalid_argument(format!(
+                "--until ({until} ns) is before --since ({since} ns)"
+            )));
+        }
+        let events = self
+            .manager
+            .events
+            .stream(request.since_ns, request.until_ns);
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(events),
+        )))
+    }
+
+    async fn rebalance_service(
+        &self,
+        request: Request<IdRequest>,
+    ) -> Result<Response<shoal_api::pb::RebalanceResponse>, Status> {
+        forward!(self, rebalance_service, request);
+        let answer =
+            crate::orchestrator::rebalance::request(&self.manager, &request.get_ref().id).await?;
+        Ok(Response::new(answer))
     }
 
     async fn create_network(

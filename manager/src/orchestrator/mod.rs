@@ -2,6 +2,7 @@
 //! leader, whenever the store changes or a delayed restart comes due.
 
 pub mod jobs;
+pub mod rebalance;
 pub mod reconcile;
 pub mod update;
 

@@ -102,6 +102,8 @@ pub fn new_task(service: &Service, slot: u64, node_id: &str) -> Task {
         job_iteration: super::jobs::iteration(service),
         // The scheduler gives them (PENDING → ASSIGNED).
         assigned_generic_resources: Vec::new(),
+        // A new task is where the scheduler put it: nothing to move.
+        rebalance: false,
     }
 }
 

@@ -53,8 +53,9 @@ impl Config {
 }
 
 /// Whether a task runs an older spec than its service's.
+/// Tasks a rebalance marked count as outdated: the update replaces them.
 pub fn is_outdated(service: &Service, task: &Task) -> bool {
-    task.spec.as_ref() != service.spec.as_ref().and_then(|s| s.task.as_ref())
+    task.rebalance || task.spec.as_ref() != service.spec.as_ref().and_then(|s| s.task.as_ref())
 }
 
 /// The status a service gets when its task spec changes.
@@ -141,8 +142,10 @@ pub fn step(
         if failed.len() as f32 > config.max_failure_ratio * updated {
             let culprit = id(&failed[0].meta);
             let mut next = service.clone();
+            // A rebalance changed no spec: there is nothing to roll back.
             if config.failure_action == UpdateFailureAction::Rollback
                 && !rolling_back
+                && !super::rebalance::is_rebalance(service)
                 && let Some(previous) = service.previous_spec.clone()
             {
                 next.previous_spec = service.spec.clone();

@@ -29,6 +29,8 @@ pub struct Store {
     state: Arc<RwLock<State>>,
     events: broadcast::Sender<Arc<StoreEvent>>,
     applied: watch::Sender<u64>,
+    /// Bumped when the state is replaced wholesale (no change events).
+    resets: watch::Sender<u64>,
 }
 
 impl Default for Store {
@@ -43,6 +45,7 @@ impl Store {
             state: Arc::default(),
             events: broadcast::channel(4096).0,
             applied: watch::channel(0).0,
+            resets: watch::channel(0).0,
         }
     }
 
@@ -79,6 +82,13 @@ impl Store {
 
     /// Marks the state as replaced wholesale (snapshot install).
     pub(crate) fn publish_reset(&self, index: u64) {
+        self.resets.send_modify(|n| *n += 1);
         self.applied.send_replace(index);
+    }
+
+    /// Changes whenever the state is replaced wholesale: followers of the
+    /// change events must re-read it.
+    pub fn resets(&self) -> watch::Receiver<u64> {
+        self.resets.subscribe()
     }
 }

@@ -1,4 +1,4 @@
-//! `shoal service create|ls|ps|inspect|scale|rm|update|rollback|logs`: the
+//! `shoal service create|ls|ps|inspect|scale|rm|update|rollback|rebalance|logs`: the
 //! command enum and its dispatch here; each concern in its own module.
 
 mod create;
@@ -80,6 +80,17 @@ pub enum ServiceCommand {
         /// Return at once instead of showing the rollback's progress.
         #[arg(short, long, env = "SHOAL_DETACH")]
         detach: bool,
+    },
+    /// Spread a replicated service's tasks evenly over its nodes, as a rolling update with its update config.
+    Rebalance {
+        /// The service to rebalance (ID or name).
+        service: String,
+        /// Return at once instead of showing the rebalance's progress.
+        #[arg(short, long, env = "SHOAL_DETACH")]
+        detach: bool,
+        /// Suppress progress output.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Scale one or more replicated services or replicated jobs (SERVICE=REPLICAS).
     Scale {
@@ -198,6 +209,27 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
             println!("{service}");
             if !detach {
                 super::progress::converge(client, &[id], true).await?;
+            }
+        }
+        ServiceCommand::Rebalance {
+            service,
+            detach,
+            quiet,
+        } => {
+            let all = services(client).await?;
+            let id = service_id(find(&all, &service)?).to_owned();
+            let answer = client
+                .rebalance_service(IdRequest { id: id.clone() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!("{service}");
+            if answer.moving == 0 {
+                if !quiet {
+                    println!("nothing to move: its tasks are as evenly spread as its nodes allow");
+                }
+            } else if !detach {
+                super::progress::converge_with(client, &[id], false, quiet).await?;
             }
         }
         ServiceCommand::Ls {

@@ -1,0 +1,325 @@
+//! Store changes as Docker's swarm events: `service update <id> (name=web,
+//! replicas.new=3, replicas.old=2)`. The watch stream carries only the new
+//! objects, so [`Summaries`] keeps what each object's event needs of its
+//! last version and tells creates, real updates and removes apart.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{Hash, Hasher},
+};
+
+use prost::Message;
+use shoal_api::pb::{Event, Kind, Object, ObjectRef, ServiceMode, object};
+
+use crate::store::{Change, State};
+
+/// What an object's events say about it, as of its last version seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Summary {
+    version: u64,
+    name: String,
+    /// Always printed (a task's service and node).
+    fixed: BTreeMap<String, String>,
+    /// Printed as `key.old` / `key.new` when they change.
+    tracked: BTreeMap<String, String>,
+    /// Changes of anything else in the spec: an update with only the name
+    /// (Docker's event for any spec change). None: such changes are not
+    /// events (tasks, whose status is rewritten all the time).
+    fingerprint: Option<u64>,
+}
+
+fn fingerprint(message: &impl Message) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    message.encode_to_vec().hash(&mut hasher);
+    hasher.finish()
+}
+
+fn kind_word(kind: Kind) -> Option<&'static str> {
+    Some(match kind {
+        Kind::Node => "node",
+        Kind::Service => "service",
+        Kind::Task => "task",
+        Kind::Network => "network",
+        Kind::Secret => "secret",
+        Kind::Config => "config",
+        _ => return None,
+    })
+}
+
+/// The kind word, id and summary of an object; None for objects that make
+/// no event (the cluster object: its changes are settings and keys).
+fn summarize(
+    object: &Object,
+    service_name: &dyn Fn(&str) -> String,
+) -> Option<(Kind, String, Summary)> {
+    let mut tracked = BTreeMap::new();
+    let mut fixed = BTreeMap::new();
+    let meta_of = |m: &Option<shoal_api::pb::Meta>| m.clone().unwrap_or_default();
+    let (kind, meta, name, fingerprint) = match object.object.as_ref()? {
+        object::Object::Service(s) => {
+            let spec = s.spec.clone().unwrap_or_default();
+            if matches!(
+                spec.mode(),
+                ServiceMode::Replicated | ServiceMode::ReplicatedJob
+            ) {
+                tracked.insert("replicas".into(), spec.replicas.to_string());
+            }
+            let image = spec
+                .task
+                .as_ref()
+                .and_then(|t| t.container.as_ref())
+                .map(|c| c.image.clone())
+                .unwrap_or_default();
+            tracked.insert("image".into(), image);
+            let update = s
+                .update_status
+                .as_ref()
+                .map(|u| u.state.clone())
+                .unwrap_or_default();
+            if !update.is_empty() {
+                tracked.insert("updatestate".into(), update);
+            }
+            (
+                Kind::Service,
+                meta_of(&s.meta),
+                spec.name.clone(),
+                Some(fingerprint(&spec)),
+            )
+        }
+        object::Object::Node(n) => {
+            let spec = n.spec.clone().unwrap_or_default();
+            tracked.insert("availability".into(), spec.availability().word().into());
+            tracked.insert("role".into(), n.role().word().into());
+            let state = n.status.as_ref().map(|s| s.state()).unwrap_or_default();
+            tracked.insert("state".into(), state.word().into());
+            let name = n
+                .description
+                .as_ref()
+                .map(|d| d.hostname.clone())
+                .unwrap_or_default();
+            (Kind::Node, meta_of(&n.meta), name, Some(fingerprint(&spec)))
+        }
+        object::Object::Task(t) => {
+            let state = t.status.as_ref().map(|s| s.state()).unwrap_or_default();
+            tracked.insert("state".into(), state.word().into());
+            tracked.insert("desiredstate".into(), t.desired_state().word().into());
+            let service = if t.service_name.is_empty() {
+                service_name(&t.service_id)
+            } else {
+                t.service_name.clone()
+            };
+            let name = if t.slot > 0 {
+                format!("{service}.{}", t.slot)
+            } else {
+                format!("{service}.{}", t.node_id)
+            };
+            fixed.insert("service".into(), service);
+            fixed.insert("node".into(), t.node_id.clone());
+            (Kind::Task, meta_of(&t.meta), name, None)
+        }
+        object::Object::Network(n) => {
+            let spec = n.spec.clone().unwrap_or_default();
+            (
+                Kind::Network,
+                meta_of(&n.meta),
+                spec.name.clone(),
+                Some(fingerprint(&spec)),
+            )
+        }
+        object::Object::Secret(s) => {
+            let spec = s.spec.clone().unwrap_or_default();
+            (
+                Kind::Secret,
+                meta_of(&s.meta),
+                spec.name.clone(),
+                Some(fingerprint(&spec)),
+            )
+        }
+        object::Object::Config(c) => {
+            let spec = c.spec.clone().unwrap_or_default();
+            (
+                Kind::Config,
+                meta_of(&c.meta),
+                spec.name.clone(),
+                Some(fingerprint(&spec)),
+            )
+        }
+        _ => return None,
+    };
+    Some((
+        kind,
+        meta.id,
+        Summary {
+            version: meta.version,
+            name,
+            fixed,
+            tracked,
+            fingerprint,
+        },
+    ))
+}
+
+fn event(
+    kind: &str,
+    action: &str,
+    id: &str,
+    attributes: BTreeMap<String, String>,
+    time_nano: i64,
+) -> Event {
+    Event {
+        r#type: kind.into(),
+        action: action.into(),
+        actor_id: id.into(),
+        attributes: attributes.into_iter().collect(),
+        time_nano,
+    }
+}
+
+/// The last version seen of every object, to turn changes into events.
+#[derive(Default)]
+pub struct Summaries {
+    known: HashMap<(Kind, String), Summary>,
+    /// Service id → name, for tasks written without their service's name.
+    services: HashMap<String, String>,
+}
+
+impl Summaries {
+    /// Everything in `state` as already seen: no events for it.
+    pub fn of(state: &State) -> Self {
+        let mut out = Self::default();
+        out.resync(state, 0);
+        out
+    }
+
+    /// One applied change as an event, if it is one.
+    pub fn apply(&mut self, change: &Change, time_nano: i64) -> Option<Event> {
+        match change {
+            Change::Put(object) => self.put(object, time_nano),
+            Change::Delete(r) => self.delete(r, time_nano),
+        }
+    }
+
+    fn put(&mut self, object: &Object, time_nano: i64) -> Option<Event> {
+        let services = self.services.clone();
+        let lookup = |id: &str| services.get(id).cloned().unwrap_or_default();
+        let (kind, id, new) = summarize(object, &lookup)?;
+        if kind == Kind::Service {
+            self.services.insert(id.clone(), new.name.clone());
+        }
+        let word = kind_word(kind)?;
+        let key = (kind, id);
+        let event = match self.known.get(&key) {
+            // A change the state already held when it was read.
+            Some(old) if old.version >= new.version && new.version != 0 => return None,
+            Some(old) => {
+                let mut attributes = new.fixed.clone();
+                attributes.insert("name".into(), new.name.clone());
+                let mut changed = old.fingerprint != new.fingerprint || old.name != new.name;
+                for (k, v) in &new.tracked {
+                    let before = old.tracked.get(k).cloned().unwrap_or_default();
+                    if &before != v {
+                        attributes.insert(format!("{k}.old"), before);
+                        attributes.insert(format!("{k}.new"), v.clone());
+                        changed = true;
+                    }
+                }
+                changed.then(|| event(word, "update", &key.1, attributes, time_nano))
+            }
+            None => {
+                let mut attributes = new.fixed.clone();
+                attributes.insert("name".into(), new.name.clone());
+                Some(event(word, "create", &key.1, attributes, time_nano))
+            }
+        };
+        self.known.insert(key, new);
+        event
+    }
+
+    fn delete(&mut self, r: &ObjectRef, time_nano: i64) -> Option<Event> {
+        let word = kind_word(r.kind())?;
+        let old = self.known.remove(&(r.kind(), r.id.clone()))?;
+        if r.kind() == Kind::Service {
+            self.services.remove(&r.id);
+        }
+        let mut attributes = old.fixed;
+        attributes.insert("name".into(), old.name);
+        Some(event(word, "remove", &r.id, attributes, time_nano))
+    }
+
+    /// Catches up with `state` wholesale (after missing watch events): the
+    /// events of every difference, creates and updates before removes.
+    pub fn resync(&mut self, state: &State, time_nano: i64) -> Vec<Event> {
+        let mut objects: Vec<Object> = Vec::new();
+        let wrap = |o: object::Object| Object { object: Some(o) };
+        objects.extend(
+            state
+                .services
+                .values()
+                .cloned()
+                .map(|s| wrap(object::Object::Service(s))),
+        );
+        objects.extend(
+            state
+                .nodes
+                .values()
+                .cloned()
+                .map(|n| wrap(object::Object::Node(n))),
+        );
+        objects.extend(
+            state
+                .networks
+                .values()
+                .cloned()
+                .map(|n| wrap(object::Object::Network(n))),
+        );
+        objects.extend(
+            state
+                .secrets
+                .values()
+                .cloned()
+                .map(|s| wrap(object::Object::Secret(s))),
+        );
+        objects.extend(
+            state
+                .configs
+                .values()
+                .cloned()
+                .map(|c| wrap(object::Object::Config(c))),
+        );
+        objects.extend(
+            state
+                .tasks
+                .values()
+                .cloned()
+                .map(|t| wrap(object::Object::Task(t))),
+        );
+        let mut events = Vec::new();
+        let mut present = std::collections::HashSet::new();
+        for object in &objects {
+            let services = self.services.clone();
+            let lookup = |id: &str| services.get(id).cloned().unwrap_or_default();
+            if let Some((kind, id, _)) = summarize(object, &lookup) {
+                present.insert((kind, id));
+            }
+            events.extend(self.put(object, time_nano));
+        }
+        let gone: Vec<(Kind, String)> = self
+            .known
+            .keys()
+            .filter(|k| !present.contains(*k))
+            .cloned()
+            .collect();
+        for (kind, id) in gone {
+            let r = ObjectRef {
+                kind: kind as i32,
+                id,
+            };
+            events.extend(self.delete(&r, time_nano));
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+#[path = "describe_tests.rs"]
+mod tests;
