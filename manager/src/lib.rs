@@ -14,6 +14,7 @@ pub mod encryption;
 pub mod limits;
 pub mod logs;
 pub mod manager;
+pub mod metrics;
 pub mod orchestrator;
 pub mod raft;
 pub mod scheduler;
