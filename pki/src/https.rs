@@ -114,3 +114,102 @@ pub fn require_role(
         Some(identity) => Ok(identity.clone()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::{CertificateAuthority, NodeRequest, Role, credentials::CredentialFiles, transport};
+
+    fn issue(ca: &CertificateAuthority, id: &str, role: Role) -> (String, String) {
+        ca.issue_with_new_key(&NodeRequest {
+            node_id: id,
+            role,
+            cluster_id: "c",
+            validity: Duration::from_secs(3600),
+        })
+        .unwrap()
+    }
+
+    /// The status line of `GET path` over HTTP/1.1 to `addr`, checking the
+    /// server as `server_name`, with the client certificate given.
+    async fn get(
+        addr: std::net::SocketAddr,
+        server_name: &'static str,
+        roots: &str,
+        client: Option<(String, String)>,
+        path: &str,
+    ) -> String {
+        let identity = client.map(|(chain, key)| {
+            let key = rustls::pki_types::PrivateKeyDer::try_from(
+                pem::parse(key).unwrap().into_contents(),
+            )
+            .unwrap();
+            (crate::certs_from_pem(&chain).unwrap(), key)
+        });
+        let roots = Arc::new(crate::credentials::root_store(roots).unwrap());
+        let mut config = transport::client_config(roots, identity).unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(server_name).unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut answer = String::new();
+        let _ = tls.read_to_string(&mut answer).await;
+        answer.lines().next().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn only_the_allowed_roles_read_and_others_are_told_why() {
+        let ca = CertificateAuthority::create("c").unwrap();
+        let roots = ca.cert_pem().to_owned();
+        let (chain_pem, key_pem) = issue(&ca, "w1", Role::Worker);
+        let server = Credentials::new(CredentialFiles {
+            chain_pem,
+            key_pem,
+            roots_pem: roots.clone(),
+        })
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(
+            listener,
+            server,
+            |peer, request: Request<Incoming>| async move {
+                match require_role(&peer, &[Role::Manager, Role::Admin], "/metrics") {
+                    Ok(who) => text(StatusCode::OK, format!("{} {}", who.node_id, request.uri())),
+                    Err(refusal) => refusal,
+                }
+            },
+        ));
+        let admin = issue(&ca, "op", Role::Admin);
+        let manager = issue(&ca, "m1", Role::Manager);
+        let worker = issue(&ca, "w2", Role::Worker);
+        // A worker's endpoint answers to the name its certificate carries.
+        let server_name = "shoal-worker";
+        assert_eq!(
+            get(addr, server_name, &roots, Some(admin), "/metrics").await,
+            "HTTP/1.1 200 OK"
+        );
+        assert_eq!(
+            get(addr, server_name, &roots, Some(manager), "/metrics").await,
+            "HTTP/1.1 200 OK"
+        );
+        assert_eq!(
+            get(addr, server_name, &roots, Some(worker), "/metrics").await,
+            "HTTP/1.1 403 Forbidden"
+        );
+        assert_eq!(
+            get(addr, server_name, &roots, None, "/metrics").await,
+            "HTTP/1.1 401 Unauthorized"
+        );
+    }
+}
