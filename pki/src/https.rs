@@ -84,6 +84,19 @@ where
     Ok(())
 }
 
+/// Why a caller may not read an endpoint, and the status that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn into_response(self) -> Response<Body> {
+        text(self.status, self.message)
+    }
+}
+
 /// The caller's identity if its certificate has one of the `allowed`
 /// roles; else the refusal to send, naming what is needed (401 with no
 /// certificate, 403 with the wrong one).
@@ -91,26 +104,26 @@ pub fn require_role(
     peer: &PeerInfo,
     allowed: &[crate::Role],
     what: &str,
-) -> std::result::Result<Arc<crate::Identity>, Response<Body>> {
+) -> std::result::Result<Arc<crate::Identity>, Refusal> {
     let roles = allowed
         .iter()
         .map(|r| r.name())
         .collect::<Vec<_>>()
         .join(" or ");
     match &peer.identity {
-        None => Err(text(
-            StatusCode::UNAUTHORIZED,
-            format!(
+        None => Err(Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            message: format!(
                 "{what} needs a client certificate of this cluster ({roles}: `shoal cert issue --role admin`)\n"
             ),
-        )),
-        Some(identity) if !allowed.contains(&identity.role) => Err(text(
-            StatusCode::FORBIDDEN,
-            format!(
+        }),
+        Some(identity) if !allowed.contains(&identity.role) => Err(Refusal {
+            status: StatusCode::FORBIDDEN,
+            message: format!(
                 "a {} certificate does not allow reading {what} ({roles} only)\n",
                 identity.role.name()
             ),
-        )),
+        }),
         Some(identity) => Ok(identity.clone()),
     }
 }
@@ -186,7 +199,7 @@ mod tests {
             |peer, request: Request<Incoming>| async move {
                 match require_role(&peer, &[Role::Manager, Role::Admin], "/metrics") {
                     Ok(who) => text(StatusCode::OK, format!("{} {}", who.node_id, request.uri())),
-                    Err(refusal) => refusal,
+                    Err(refusal) => refusal.into_response(),
                 }
             },
         ));

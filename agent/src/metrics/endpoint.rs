@@ -45,7 +45,7 @@ fn answer(sources: &Sources, peer: &PeerInfo, request: &Request<Incoming>) -> Re
         return https::text(StatusCode::METHOD_NOT_ALLOWED, "/metrics takes GET\n");
     }
     if let Err(refusal) = https::require_role(peer, &[Role::Manager, Role::Admin], "/metrics") {
-        return refusal;
+        return refusal.into_response();
     }
     match super::render(&sources.read()) {
         Ok(text) => {

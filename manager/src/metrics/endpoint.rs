@@ -55,7 +55,7 @@ async fn answer(
     }
     let identity = match https::require_role(peer, &[Role::Manager, Role::Admin], "/metrics") {
         Ok(identity) => identity,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let state = manager.store.read().await;
     // The cluster's record decides too: removed or demoted nodes' old
