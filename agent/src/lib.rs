@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod dns;
 pub mod identity;
 pub mod leave;
+pub mod metrics;
 pub mod network;
 pub mod session;
 pub mod sim;

@@ -105,6 +105,11 @@ struct JoinArgs {
     #[arg(long, value_name = "N", default_value_t = shoal_agent::worker::admission::DEFAULT_CONCURRENT_STARTS,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_concurrent_starts: usize,
+    /// Where `/metrics` is served for Prometheus: IP:PORT, an IP (port
+    /// 9324), or `none`. HTTPS readable with a manager or admin client
+    /// certificate only (default: this node's address, port 9324).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -244,10 +249,34 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
             })
             .collect::<Result<_>>()?
     };
+    let metrics_addr = match &args.metrics_addr {
+        Some(given) => shoal_api::metrics_addr(given, shoal_api::AGENT_METRICS_PORT)
+            .map_err(anyhow::Error::msg)?,
+        None => Some((local, shoal_api::AGENT_METRICS_PORT).into()),
+    };
     let dns = shoal_agent::dns::DnsServer::new(upstreams);
-    let overlay = shoal_agent::network::Overlay::new(local, dns, Some(root))
+    let overlay = shoal_agent::network::Overlay::new(local, dns.clone(), Some(root.clone()))
         .await
         .context("preparing the overlay")?;
+    if let Some(addr) = metrics_addr {
+        // Bound now, so a taken port fails the start naming it.
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for /metrics on {addr} (--metrics-addr)"))?;
+        let sources = shoal_agent::metrics::Sources {
+            overlay: overlay.clone(),
+            dns,
+            bpf: root,
+        };
+        let credentials = credentials.clone();
+        tokio::spawn(async move {
+            if let Err(error) =
+                shoal_agent::metrics::endpoint::serve(listener, credentials, sources).await
+            {
+                tracing::error!(error = %format!("{error:#}"), "the /metrics endpoint stopped");
+            }
+        });
+    }
     let mut description = worker::describe::describe(&hostname, "", args.max_tasks.unwrap_or(0));
     description.generic_resources = generic_resources;
     let capacity = shoal_api::capacity::tasks_per_node(&description);

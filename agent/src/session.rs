@@ -178,6 +178,9 @@ struct Reports(BTreeMap<String, TaskStatusUpdate>, u64);
 
 impl Reports {
     fn add(&mut self, update: TaskStatusUpdate) {
+        if let Some(status) = &update.status {
+            crate::metrics::task_reported(status.state());
+        }
         self.0.insert(update.task_id.clone(), update);
     }
 

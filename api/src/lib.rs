@@ -40,6 +40,32 @@ pub const REFUSAL_METADATA: &str = "shoal-refusal";
 /// The manager's TCP port for the control API, the agent protocol and Raft.
 pub const DEFAULT_PORT: u16 = 2377;
 
+/// A manager's `/metrics` port (HTTPS; `shoal-manager --metrics-addr`):
+/// dockerd's customary metrics port.
+pub const MANAGER_METRICS_PORT: u16 = 9323;
+
+/// An agent's `/metrics` port (HTTPS; `shoal-agent join --metrics-addr`),
+/// the next one: a manager's host runs an agent too.
+pub const AGENT_METRICS_PORT: u16 = 9324;
+
+/// Where a daemon serves `/metrics`: `none`, an IP (at `default_port`) or
+/// IP:PORT; None if `none`.
+pub fn metrics_addr(
+    given: &str,
+    default_port: u16,
+) -> Result<Option<std::net::SocketAddr>, String> {
+    if given == "none" {
+        return Ok(None);
+    }
+    if let Ok(addr) = given.parse::<std::net::SocketAddr>() {
+        return Ok(Some(addr));
+    }
+    given
+        .parse::<std::net::IpAddr>()
+        .map(|ip| Some((ip, default_port).into()))
+        .map_err(|_| format!("invalid --metrics-addr {given:?}: expected IP, IP:PORT or `none`"))
+}
+
 /// The connection settings every manager-to-manager and agent-to-manager
 /// channel uses (`shoal_pki::transport` dials them over TLS): a short
 /// connect timeout, and HTTP/2 pings every second
@@ -115,5 +141,25 @@ mod tests {
                 .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
         );
         assert_ne!(a, b);
+    }
+}
+
+#[cfg(test)]
+mod metrics_addr_tests {
+    use super::*;
+
+    #[test]
+    fn metrics_addresses() {
+        assert_eq!(metrics_addr("none", 9323), Ok(None));
+        assert_eq!(
+            metrics_addr("192.0.2.11", 9323),
+            Ok(Some("192.0.2.11:9323".parse().unwrap()))
+        );
+        assert_eq!(
+            metrics_addr("127.0.0.1:9999", 9323),
+            Ok(Some("127.0.0.1:9999".parse().unwrap()))
+        );
+        let error = metrics_addr("nowhere", 9323).unwrap_err();
+        assert!(error.contains("--metrics-addr \"nowhere\""), "{error}");
     }
 }

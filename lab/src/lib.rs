@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod cmd;
 pub mod container;
 pub mod netns;
+pub mod prometheus;
 pub mod readiness;
 pub mod state;
 pub mod systemd;

@@ -74,6 +74,9 @@ pub struct Options {
     /// The local control socket; None serves TCP only.
     pub socket: Option<PathBuf>,
     pub hostname: String,
+    /// Where `/metrics` is served (HTTPS, manager or admin client
+    /// certificate); None serves none.
+    pub metrics: Option<SocketAddr>,
     pub timing: Timing,
     pub settings: Settings,
 }
@@ -422,6 +425,23 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
             }
         });
     }
+    if let Some(addr) = options.metrics {
+        // Bound before anything else is served, so a taken port fails the
+        // start with its address rather than later in a log line.
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for /metrics on {addr} (--metrics-addr)"))?;
+        let (m, d) = (manager.clone(), dispatcher.clone());
+        tasks.spawn(async move {
+            if let Err(error) = crate::metrics::endpoint::serve(listener, m, d).await {
+                tracing::error!(%error, "the /metrics endpoint stopped");
+            }
+        });
+    }
+    tasks.spawn(crate::metrics::count_leader_changes(
+        raft.clone(),
+        manager.metrics.clone(),
+    ));
     tasks.spawn(lead_when_leader(manager.clone(), dispatcher));
     tasks.spawn(crate::events::record(
         manager.store.clone(),

@@ -15,6 +15,7 @@ pub mod events;
 pub mod limits;
 pub mod logs;
 pub mod manager;
+pub mod metrics;
 pub mod orchestrator;
 pub mod raft;
 pub mod scheduler;

@@ -91,6 +91,11 @@ struct Common {
     /// Address the API listens on.
     #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
     listen_addr: SocketAddr,
+    /// Where `/metrics` is served for Prometheus: IP:PORT, an IP (port
+    /// 9323), or `none`. HTTPS readable with a manager or admin client
+    /// certificate only (default: the --listen-addr IP, port 9323).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
     /// The local control socket the `shoal` CLI talks to.
     #[arg(long, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
@@ -123,7 +128,16 @@ impl Common {
                 .map(|h| h.trim().to_owned())
                 .unwrap_or_else(|_| "localhost".into()),
         };
+        let metrics = match &self.metrics_addr {
+            Some(given) => shoal_api::metrics_addr(given, shoal_api::MANAGER_METRICS_PORT)
+                .map_err(anyhow::Error::msg)?,
+            None => Some(SocketAddr::new(
+                self.listen_addr.ip(),
+                shoal_api::MANAGER_METRICS_PORT,
+            )),
+        };
         Ok(Options {
+            metrics,
             data_dir: self.data_dir.clone(),
             listen: self.listen_addr,
             advertise,

@@ -123,6 +123,8 @@ pub struct Manager {
     /// Turns true once this manager's node has left the cluster (`shoal
     /// swarm leave --force`): the daemon then stops and clears its state.
     pub left: tokio::sync::watch::Sender<bool>,
+    /// What `/metrics` reports that is counted as it happens.
+    pub metrics: Arc<crate::metrics::ManagerMetrics>,
 }
 
 impl Manager {
@@ -157,6 +159,7 @@ impl Manager {
             credentials,
             channels: Default::default(),
             left: tokio::sync::watch::channel(false).0,
+            metrics: Default::default(),
         })
     }
 
@@ -333,6 +336,7 @@ impl Manager {
     /// `settings.leader_wait`; a leader that stops answering is given up
     /// for the next one within the same bound.
     pub async fn propose(&self, batch: StoreBatch) -> Result<u64, WriteError> {
+        self.metrics.proposals.inc();
         let deadline = tokio::time::Instant::now() + self.settings.leader_wait;
         let mut avoid: Option<String> = None;
         loop {

@@ -16,11 +16,13 @@
 //!   listener a tonic server serves, and tonic channels that dial over TLS.
 //! - [`connection`]: an accepted TLS connection and who it is with
 //!   ([`PeerInfo`]), read once per connection.
+//! - [`https`]: HTTPS endpoints (metrics) on the same TLS, peer read once.
 //! - [`join`]: getting a certificate for a join token, and renewing it.
 
 pub mod ca;
 pub mod connection;
 pub mod credentials;
+pub mod https;
 pub mod identity;
 pub mod join;
 pub mod transport;

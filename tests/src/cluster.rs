@@ -122,6 +122,7 @@ impl TestCluster {
                 advertise: listen.to_string(),
                 socket: autolock.then(|| dir.path().join(format!("m{i}.sock"))),
                 hostname: format!("manager{i}"),
+                metrics: None,
                 timing: timing(),
                 settings: Settings {
                     limits: limits.clone(),
@@ -190,6 +191,7 @@ impl TestCluster {
             advertise: listen.to_string(),
             socket: None,
             hostname: hostname.to_owned(),
+            metrics: None,
             timing: timing(),
             settings: self.options[0].settings.clone(),
         };

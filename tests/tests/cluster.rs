@@ -548,6 +548,7 @@ async fn bad_input_is_refused_with_a_clear_error_and_writes_nothing() -> Result<
         advertise: listen.to_string(),
         socket: None,
         hostname: "x".into(),
+        metrics: None,
         timing: shoal_tests::cluster::timing(),
         settings: Default::default(),
     };

@@ -167,6 +167,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         println!("{}:\n{}", node.name, counts.trim_end());
     }
 
+    crate::demo_metrics::show(&lab, &bins, NODES, NODES)?;
+
     println!(
         "\n== Next steps\n\
          A rolling update: `cargo xtask lab shoal -- service update --image shoal/echo:2 \\\n\

@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod ci;
 mod demo;
+mod demo_metrics;
 mod flags;
 mod images;
 mod install;

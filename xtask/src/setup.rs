@@ -29,6 +29,9 @@ pub fn run() -> Result<()> {
         // The mesh bench's load generator and peers.
         ("wrk", "wrk"),
         ("haproxy", "haproxy"),
+        // The metrics test's scraper, and its client for Prometheus's API.
+        ("prometheus", "prometheus"),
+        ("curl", "curl"),
     ] {
         ensure_binary(&mut apt, binary, package)?;
     }

@@ -540,6 +540,33 @@ impl MeshMaps {
     /// Connections, packets and bytes per service on this node (its
     /// published ports and its VIPs together).
     pub fn stats(&mut self) -> HashMap<String, ServiceStats> {
+        let mut out: HashMap<String, ServiceStats> = HashMap::new();
+        for (id, total) in self.slot_stats() {
+            // Slot keys are `SERVICE:PORT/PROTO` and `SERVICE/NETWORK`.
+            let service = id.split([':', '/']).next().unwrap_or(&id).to_owned();
+            out.entry(service).or_default().add(&total);
+        }
+        out
+    }
+
+    /// Entries the agent keeps in each of the mesh's maps (its mirror of
+    /// them: it is their only writer), by map name.
+    pub fn occupancy(&self) -> [(&'static str, usize); 6] {
+        let w = &self.written;
+        [
+            (names::MESH_PORTS, w.ports.len()),
+            (names::MESH_VIPS, w.vips.len()),
+            (names::MESH_BACKENDS, w.backends.len()),
+            (names::MESH_LIVE, w.live.len()),
+            (names::MESH_TUNNELS, w.tunnels.len()),
+            (names::MESH_LOCAL, w.local.len()),
+        ]
+    }
+
+    /// Connections, packets and bytes per slot: each published port
+    /// (`SERVICE:PORT/PROTO`, the protocol's number) and each VIP
+    /// (`SERVICE/NETWORK`).
+    pub fn slot_stats(&mut self) -> Vec<(String, ServiceStats)> {
         // Only a port or VIP with backends can count anything new (a
         // connection is counted once it has one; established ones to a
         // backend just removed still count a while): the idle ones are
@@ -559,7 +586,7 @@ impl MeshMaps {
         if refresh_idle {
             self.idle_read_at = Some(std::time::Instant::now());
         }
-        let mut out: HashMap<String, ServiceStats> = HashMap::new();
+        let mut out = Vec::with_capacity(self.slots.len());
         for (id, slot) in &self.slots {
             let cached = self.stats_cache.get(slot).copied();
             let total = match cached {
@@ -576,9 +603,7 @@ impl MeshMaps {
                     total
                 }
             };
-            // Slot keys are `SERVICE:PORT/PROTO` and `SERVICE/NETWORK`.
-            let service = id.split([':', '/']).next().unwrap_or(id).to_owned();
-            out.entry(service).or_default().add(&total);
+            out.push((id.clone(), total));
         }
         let in_use: std::collections::HashSet<u32> = self.slots.values().copied().collect();
         self.stats_cache.retain(|slot, _| in_use.contains(slot));

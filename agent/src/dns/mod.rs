@@ -13,6 +13,7 @@
 //! SERVFAIL at once instead of piling up tasks and sockets. Both are
 //! counted ([`DnsServer::stats`]) and logged.
 
+mod answer_codes;
 pub mod records;
 
 use std::{
@@ -93,6 +94,8 @@ pub struct DnsServer {
     refused: AtomicU64,
     /// Forwarded queries answered SERVFAIL because too many were in flight.
     shed: AtomicU64,
+    /// Answers sent, by response code.
+    answers: answer_codes::AnswerCodes,
     /// When refusals and shed queries were last logged, and their totals then.
     logged: Mutex<(Option<Instant>, DnsStats)>,
 }
@@ -116,6 +119,7 @@ impl DnsServer {
             upstream_slots: Arc::new(tokio::sync::Semaphore::new(MAX_UPSTREAM_IN_FLIGHT)),
             refused: AtomicU64::new(0),
             shed: AtomicU64::new(0),
+            answers: Default::default(),
             logged: Mutex::default(),
         })
     }
@@ -126,6 +130,11 @@ impl DnsServer {
             refused: self.refused.load(Ordering::Relaxed),
             shed: self.shed.load(Ordering::Relaxed),
         }
+    }
+
+    /// Answers sent since it started, by response code (`NOERROR`, …).
+    pub fn answers_by_code(&self) -> Vec<(&'static str, u64)> {
+        self.answers.counts()
     }
 
     /// A log line with the totals when they grew, at most every
@@ -279,6 +288,7 @@ impl DnsServer {
             };
             match self.answer(&buf[..len], asker, &network) {
                 Reply::Send(bytes) => {
+                    self.answers.count(&bytes);
                     let _ = socket.send_to(&bytes, peer);
                 }
                 Reply::Forward => {
@@ -287,6 +297,7 @@ impl DnsServer {
                         self.shed.fetch_add(1, Ordering::Relaxed);
                         self.log_turned_away();
                         if let Some(answer) = error_reply(&query, ResponseCode::ServFail) {
+                            self.answers.count(&answer);
                             let _ = socket.send_to(&answer, peer);
                         }
                         continue;
@@ -298,6 +309,7 @@ impl DnsServer {
                         Some(own) => own.to_vec(),
                         None => self.upstreams.clone(),
                     };
+                    let server = self.clone();
                     runtime.spawn(async move {
                         let answer = match forward(&query, &upstreams).await {
                             Some(answer) => Some(answer),
@@ -305,6 +317,7 @@ impl DnsServer {
                         };
                         drop(permit);
                         if let Some(answer) = answer {
+                            server.answers.count(&answer);
                             let _ = socket.send_to(&answer, peer);
                         }
                     });

@@ -25,6 +25,9 @@ pub fn tables(set: &AssignmentSet, own: &[Ipv4Addr], local: Ipv4Addr) -> GuardTa
     // advertise are added below.
     t.node_ports.insert((shoal_api::DEFAULT_PORT, TCP));
     t.node_ports.insert((VXLAN_PORT, UDP));
+    // Nor do they scrape the nodes' /metrics (at its default ports).
+    t.node_ports.insert((shoal_api::MANAGER_METRICS_PORT, TCP));
+    t.node_ports.insert((shoal_api::AGENT_METRICS_PORT, TCP));
     for node in &set.nodes {
         if let Ok(addr) = node.addr.parse::<Ipv4Addr>() {
             *t.addrs.entry(addr).or_default() |= ADDR_CLUSTER_NODE;
@@ -199,9 +202,15 @@ mod tests {
         assert_eq!(kind("127.0.0.1"), 0, "loopback is the container's own");
         assert_eq!(
             t.node_ports,
-            [(2377, TCP), (4242, TCP), (4789, UDP)]
-                .into_iter()
-                .collect()
+            [
+                (2377, TCP),
+                (4242, TCP),
+                (4789, UDP),
+                (9323, TCP),
+                (9324, TCP)
+            ]
+            .into_iter()
+            .collect()
         );
         let target = |a: &str, p, proto| (a.parse().unwrap(), p, proto);
         assert_eq!(

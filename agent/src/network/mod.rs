@@ -604,6 +604,13 @@ impl Overlay {
         Ok(f(maps)?)
     }
 
+    /// `f` on the mesh's maps if this agent has opened them (for
+    /// `/metrics`; None before the first push set the mesh up).
+    pub fn read_mesh<T>(&self, f: impl FnOnce(&mut MeshMaps) -> T) -> Option<T> {
+        let mut guard = self.mesh.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_mut().map(f)
+    }
+
     /// The load balancer's counters on this node, per service.
     pub fn counters(&self) -> Vec<shoal_api::pb::ServiceCounters> {
         let mut guard = self.mesh.lock().unwrap_or_else(|e| e.into_inner());

@@ -82,6 +82,11 @@ impl Dispatcher {
         }
     }
 
+    /// Agent sessions open now (for `/metrics`).
+    pub fn session_count(&self) -> usize {
+        self.sessions().len()
+    }
+
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -347,6 +352,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         self.require_leader()?;
         let node_id = self.check_session(&request, request.get_ref().session.as_ref())?;
+        self.manager.metrics.heartbeats.inc();
         self.manager
             .counters
             .lock()

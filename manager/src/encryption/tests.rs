@@ -32,6 +32,7 @@ fn options(dir: &Path, name: &str) -> Options {
         advertise: listen.to_string(),
         socket: Some(dir.join(format!("{name}.sock"))),
         hostname: name.into(),
+        metrics: None,
         timing: Timing {
             heartbeat_ms: 100,
             election_min_ms: 600,

@@ -66,12 +66,17 @@ pub fn assignments(state: &State, limits: &Limits) -> Batch {
 pub async fn run(manager: Arc<Manager>) {
     let mut applied = manager.store.applied();
     loop {
+        let started = std::time::Instant::now();
         let written = manager
             .update(|state| {
                 let batch = assignments(state, &manager.settings.limits);
                 Ok::<_, WriteError>(Some((batch, ())))
             })
             .await;
+        manager
+            .metrics
+            .scheduler_pass
+            .observe(started.elapsed().as_secs_f64());
         match written {
             Ok(Some(())) => {}
             Ok(None) => {}

@@ -1,0 +1,114 @@
+use shoal_api::pb::{Task, TaskState, TaskStatus};
+
+use super::*;
+use crate::store::State;
+
+fn task(id: &str, state: TaskState) -> Task {
+    Task {
+        service_id: id.into(),
+        status: Some(TaskStatus {
+            state: state as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn rendered(metrics: &ManagerMetrics, state: &State, sessions: usize) -> String {
+    let raft = openraft::RaftMetrics::new_initial(1);
+    metrics
+        .render(&Snapshot {
+            raft: &raft,
+            state,
+            sessions,
+        })
+        .expect("encodes")
+}
+
+#[test]
+fn present_state_is_read_at_each_scrape() {
+    let metrics = ManagerMetrics::default();
+    let mut state = State::default();
+    for (id, s) in [
+        ("a", TaskState::Running),
+        ("b", TaskState::Running),
+        ("c", TaskState::Failed),
+    ] {
+        state.tasks.insert(id.into(), task(id, s));
+    }
+    let text = rendered(&metrics, &state, 2);
+    assert_eq!(value_of(&text, "shoal_tasks{state=\"running\"}"), Some(2.0));
+    assert_eq!(value_of(&text, "shoal_tasks{state=\"failed\"}"), Some(1.0));
+    assert_eq!(
+        value_of(&text, "shoal_store_objects{kind=\"task\"}"),
+        Some(3.0)
+    );
+    assert_eq!(
+        value_of(&text, "shoal_store_objects{kind=\"service\"}"),
+        Some(0.0)
+    );
+    assert_eq!(value_of(&text, "shoal_dispatcher_sessions"), Some(2.0));
+    assert_eq!(value_of(&text, "shoal_raft_term"), Some(0.0));
+    assert_eq!(value_of(&text, "shoal_raft_has_leader"), Some(0.0));
+    assert!(text.ends_with("# EOF\n"), "one exposition, one EOF: {text}");
+
+    // A state no task is in any more leaves no series behind.
+    state.tasks.remove("c");
+    let text = rendered(&metrics, &state, 0);
+    assert_eq!(value_of(&text, "shoal_tasks{state=\"failed\"}"), None);
+}
+
+#[test]
+fn counters_accumulate_across_scrapes() {
+    let metrics = ManagerMetrics::default();
+    let state = State::default();
+    metrics.proposals.inc();
+    metrics.proposals.inc();
+    metrics.heartbeats.inc();
+    metrics.scheduler_pass.observe(0.002);
+    let text = rendered(&metrics, &state, 0);
+    assert_eq!(value_of(&text, "shoal_raft_proposals_total"), Some(2.0));
+    assert_eq!(
+        value_of(&text, "shoal_dispatcher_heartbeats_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value_of(&text, "shoal_raft_leader_changes_total"),
+        Some(0.0)
+    );
+    assert_eq!(
+        value_of(&text, "shoal_scheduler_pass_seconds_count"),
+        Some(1.0)
+    );
+    assert_eq!(
+        text.matches("# TYPE shoal_raft_proposals counter").count(),
+        1,
+        "{text}"
+    );
+}
+
+#[test]
+fn commit_index_is_what_a_majority_holds() {
+    use std::collections::BTreeMap;
+    let mut raft: openraft::RaftMetrics<u64, openraft::BasicNode> =
+        openraft::RaftMetrics::new_initial(1);
+    // A follower knows no commit index: none is reported.
+    assert_eq!(commit_index(&raft), None);
+    let members = BTreeMap::from([
+        (1, openraft::BasicNode::new("a")),
+        (2, openraft::BasicNode::new("b")),
+        (3, openraft::BasicNode::new("c")),
+    ]);
+    let membership = openraft::Membership::new(vec![members.keys().copied().collect()], members);
+    raft.membership_config = std::sync::Arc::new(openraft::StoredMembership::new(None, membership));
+    raft.last_log_index = Some(10);
+    let log = |index| {
+        Some(openraft::LogId::new(
+            openraft::CommittedLeaderId::new(1, 1),
+            index,
+        ))
+    };
+    raft.replication = Some(BTreeMap::from([(2, log(7)), (3, log(4))]));
+    // The leader holds 10, one follower 7, the other 4: two of three hold 7.
+    assert_eq!(commit_index(&raft), Some(7));
+}
