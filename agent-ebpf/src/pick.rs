@@ -107,7 +107,7 @@ fn affine(table: &Table, pick: &PickEntry, f: &Flow) -> Option<Backend> {
     // SAFETY: a helper with no arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let timeout_ns = u64::from(pick.affinity_timeout_s) * 1_000_000_000;
-    if let Some(entry) = MESH_AFFINITY.get_ptr_mut(&key) {
+    if let Some(entry) = MESH_AFFINITY.get_ptr_mut(key) {
         // SAFETY: the entry stays valid while the program runs (RCU);
         // fields are read and written whole.
         let entry = unsafe { &mut *entry };
@@ -121,8 +121,8 @@ fn affine(table: &Table, pick: &PickEntry, f: &Flow) -> Option<Backend> {
     }
     let backend = table.get(client_hash(f.saddr))?;
     let _ = MESH_AFFINITY.insert(
-        &key,
-        &AffinityEntry {
+        key,
+        AffinityEntry {
             backend,
             used_ns: now,
         },
