@@ -18,3 +18,4 @@ pub mod orchestrator;
 pub mod raft;
 pub mod scheduler;
 pub mod store;
+pub mod web;
