@@ -275,7 +275,7 @@ async fn main() -> Result<()> {
     let (web, defaulted) = web;
     for addr in web {
         match shoal_manager::web::serve(running.manager.clone(), addr).await {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(error) if defaulted => tracing::warn!("{error:#}; serving no visualizer"),
             Err(error) => return Err(error),
         }

@@ -49,7 +49,10 @@ impl Browser {
             bail!("{CHROMIUM} is missing: run `cargo xtask setup` (Debian's chromium)");
         }
         let dir = tempfile::tempdir()?;
-        let (to, from) = (dir.path().join("to-browser"), dir.path().join("from-browser"));
+        let (to, from) = (
+            dir.path().join("to-browser"),
+            dir.path().join("from-browser"),
+        );
         for fifo in [&to, &from] {
             cmd::run("mkfifo", &["-m", "0600", &fifo.display().to_string()])?;
         }
@@ -100,7 +103,10 @@ impl Browser {
             _dir: dir,
         };
         let target = browser.call("Target.createTarget", json!({"url": "about:blank"}))?;
-        let target_id = target["targetId"].as_str().context("no targetId")?.to_owned();
+        let target_id = target["targetId"]
+            .as_str()
+            .context("no targetId")?
+            .to_owned();
         let attached = browser.call(
             "Target.attachToTarget",
             json!({"targetId": target_id, "flatten": true}),
@@ -147,12 +153,26 @@ impl Browser {
         }
     }
 
+    /// Opens `url` and waits until the page has loaded.
     pub fn navigate(&mut self, url: &str) -> Result<()> {
         let result = self.call("Page.navigate", json!({"url": url}))?;
         if let Some(error) = result.get("errorText") {
             bail!("chromium could not open {url}: {error}");
         }
-        Ok(())
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        loop {
+            // While the old document goes, evaluating may fail: not yet.
+            let state = self.eval("[location.href, document.readyState]").ok();
+            if state == Some(json!([url, "complete"])) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{url} did not load in chromium within {COMMAND_TIMEOUT:?} (last seen: {state:?})"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The value of a JavaScript expression in the page (JSON-able).

@@ -28,18 +28,11 @@ const DRAWN: &str = r#"[...document.querySelectorAll('.node')].map(n => ({
 /// Where the screenshots go for a person to look at: target/visualizer/.
 fn screenshot_dir() -> Result<PathBuf> {
     let debug = bin("shoal")?.parent().context("bin dir")?.to_owned();
-    Ok(debug
-        .parent()
-        .context("target dir")?
-        .join("visualizer"))
+    Ok(debug.parent().context("target dir")?.join("visualizer"))
 }
 
 fn drawn(browser: &mut Browser) -> Result<Vec<Value>> {
-    Ok(browser
-        .eval(DRAWN)?
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
+    Ok(browser.eval(DRAWN)?.as_array().cloned().unwrap_or_default())
 }
 
 /// Tasks of `service` on the page, by node hostname.
@@ -48,12 +41,15 @@ fn cards_of(columns: &[Value], service: &str) -> BTreeSet<(String, String)> {
         .iter()
         .flat_map(|c| {
             let host = c["hostname"].as_str().unwrap_or("").to_owned();
-            c["tasks"].as_array().cloned().unwrap_or_default().into_iter().filter_map(
-                move |t| {
+            c["tasks"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(move |t| {
                     (t["service"] == service)
                         .then(|| (host.clone(), t["id"].as_str().unwrap_or("").to_owned()))
-                },
-            )
+                })
         })
         .collect()
 }
@@ -61,7 +57,14 @@ fn cards_of(columns: &[Value], service: &str) -> BTreeSet<(String, String)> {
 /// The running tasks of `service` as `service ps` lists them: (node, id).
 fn listed(cluster: &LabCluster, service: &str) -> Result<BTreeSet<(String, String)>> {
     Ok(cluster
-        .json_rows(&["service", "ps", "--no-trunc", "--filter", "desired-state=running", service])?
+        .json_rows(&[
+            "service",
+            "ps",
+            "--no-trunc",
+            "--filter",
+            "desired-state=running",
+            service,
+        ])?
         .iter()
         .map(|r| {
             (
@@ -76,14 +79,37 @@ fn listed(cluster: &LabCluster, service: &str) -> Result<BTreeSet<(String, Strin
 fn the_page_draws_the_cluster_and_follows_it_live() -> Result<()> {
     require_images()?;
     let cluster = LabCluster::start(1, true)?;
-    cluster.shoal(&["service", "create", "--name", "web", "--replicas", "3", "shoal/echo:1"])?;
-    cluster.shoal(&["service", "create", "--name", "api", "--replicas", "2", "shoal/echo:2"])?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "shoal/echo:1",
+    ])?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "api",
+        "--replicas",
+        "2",
+        "shoal/echo:2",
+    ])?;
     cluster.wait("5 tasks running", WAIT, || {
         let rows = cluster.json_rows(&["service", "ps", "web"]).ok()?;
         let more = cluster.json_rows(&["service", "ps", "api"]).ok()?;
-        (rows.iter().chain(&more).filter(|r| {
-            r["CurrentState"].as_str().is_some_and(|s| s.starts_with("Running"))
-        }).count() == 5)
+        (rows
+            .iter()
+            .chain(&more)
+            .filter(|r| {
+                r["CurrentState"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("Running"))
+            })
+            .count()
+            == 5)
             .then_some(())
     })?;
 
@@ -104,7 +130,10 @@ fn the_page_draws_the_cluster_and_follows_it_live() -> Result<()> {
         })
         .collect();
     let (web, api) = (listed(&cluster, "web")?, listed(&cluster, "api")?);
-    ensure!(web.len() == 3 && api.len() == 2, "service ps: {web:?} {api:?}");
+    ensure!(
+        web.len() == 3 && api.len() == 2,
+        "service ps: {web:?} {api:?}"
+    );
     let deadline = Instant::now() + WAIT;
     let mut columns;
     loop {
@@ -118,7 +147,10 @@ fn the_page_draws_the_cluster_and_follows_it_live() -> Result<()> {
                 )
             })
             .collect();
-        if shown == expected_nodes && cards_of(&columns, "web") == web && cards_of(&columns, "api") == api {
+        if shown == expected_nodes
+            && cards_of(&columns, "web") == web
+            && cards_of(&columns, "api") == api
+        {
             break;
         }
         ensure!(
@@ -167,7 +199,10 @@ fn the_page_draws_the_cluster_and_follows_it_live() -> Result<()> {
         {
             break;
         }
-        ensure!(Instant::now() < deadline, "n3 is not drawn down: {columns:?}");
+        ensure!(
+            Instant::now() < deadline,
+            "n3 is not drawn down: {columns:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     println!("n3 drawn down {:?} after it was killed", killed.elapsed());
@@ -182,11 +217,24 @@ fn the_page_draws_the_cluster_and_follows_it_live() -> Result<()> {
 
 #[test]
 fn on_the_nodes_address_the_page_asks_a_manager_or_admin_certificate() -> Result<()> {
-    let cluster = LabCluster::start(1, false)?;
+    let cluster = LabCluster::start(1, true)?;
     let n1 = Host::node(1);
-    let url = format!("https://{}:2378/", n1.addr);
+    // Managers' certificates name `shoal-manager`: curl checks it and the
+    // cluster's CA when it is given them.
+    let resolve = format!("shoal-manager:2378:{}", n1.addr);
+    let url = "https://shoal-manager:2378/".to_string();
     let curl = |extra: &[&str]| -> Result<String> {
-        let mut args = vec!["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"];
+        let mut args = vec![
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ];
+        args.extend(["--resolve", &resolve]);
         args.extend(extra);
         args.push(&url);
         let output = cmd::in_netns("shoal-client", args[0])
@@ -196,19 +244,60 @@ fn on_the_nodes_address_the_page_asks_a_manager_or_admin_certificate() -> Result
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     };
     // No certificate: the TLS connection is made, the page refused.
-    ensure!(curl(&["-k"])? == "401", "no certificate: {}", curl(&["-k"])?);
+    ensure!(
+        curl(&["-k"])? == "401",
+        "no certificate: {}",
+        curl(&["-k"])?
+    );
     // An admin certificate of the cluster, as `shoal cert issue` writes it.
     let dir = tempfile::tempdir()?;
     let out = dir.path().display().to_string();
     cluster.shoal(&["cert", "issue", "--out", &out])?;
-    let (ca, cert, key) = (format!("{out}/ca.pem"), format!("{out}/cert.pem"), format!("{out}/key.pem"));
-    // The manager's certificate names the cluster's manager, not the IP.
-    let with_cert = ["--cacert", &ca, "--cert", &cert, "--key", &key, "-k"];
-    ensure!(curl(&with_cert)? == "200", "admin certificate: {}", curl(&with_cert)?);
+    let (ca, cert, key) = (
+        format!("{out}/ca.pem"),
+        format!("{out}/cert.pem"),
+        format!("{out}/key.pem"),
+    );
+    let with_cert = ["--cacert", &ca, "--cert", &cert, "--key", &key];
+    ensure!(
+        curl(&with_cert)? == "200",
+        "admin certificate: {}",
+        curl(&with_cert)?
+    );
+    // A worker's own certificate (n2's agent) is of the cluster, and
+    // refused: the control API's rule.
+    let worker = shoal_lab::cluster::node_dir(&cluster.lab, &Host::node(2))
+        .join("agent/certificates/current");
+    let (worker_cert, worker_key) = (
+        worker.join("node.crt").display().to_string(),
+        worker.join("node.key").display().to_string(),
+    );
+    let as_worker = [
+        "--cacert",
+        &ca,
+        "--cert",
+        &worker_cert,
+        "--key",
+        &worker_key,
+    ];
+    ensure!(
+        curl(&as_worker)? == "403",
+        "worker certificate: {}",
+        curl(&as_worker)?
+    );
     // A plain-HTTP request on the TLS port gets nothing.
     let plain = format!("http://{}:2378/", n1.addr);
     let output = cmd::in_netns("shoal-client", "curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", &plain])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            &plain,
+        ])
         .output()?;
     ensure!(
         String::from_utf8_lossy(&output.stdout) != "200",

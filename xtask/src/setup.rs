@@ -29,6 +29,10 @@ pub fn run() -> Result<()> {
         // The mesh bench's load generator and peers.
         ("wrk", "wrk"),
         ("haproxy", "haproxy"),
+        // The visualizer's page test (headless, over the DevTools pipe)
+        // and its certificate check.
+        ("chromium", "chromium"),
+        ("curl", "curl"),
     ] {
         ensure_binary(&mut apt, binary, package)?;
     }

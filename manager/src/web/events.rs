@@ -65,7 +65,10 @@ mod tests {
 
     #[test]
     fn events_are_one_line_of_json() {
-        let bytes = sse("change", &serde_json::json!({"put": [], "delete": ["a\nb"]}));
+        let bytes = sse(
+            "change",
+            &serde_json::json!({"put": [], "delete": ["a\nb"]}),
+        );
         let text = std::str::from_utf8(&bytes).unwrap();
         assert_eq!(
             text,

@@ -57,10 +57,12 @@ enum Peer {
 
 /// Binds `addr` and serves the page there until the process ends: plain
 /// HTTP on loopback, TLS with client certificates elsewhere (module doc).
-pub async fn serve(manager: Arc<Manager>, addr: SocketAddr) -> Result<()> {
+/// Returns the bound address (port 0 picks one).
+pub async fn serve(manager: Arc<Manager>, addr: SocketAddr) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("visualizer: listening on {addr} (--web-addr)"))?;
+    let addr = listener.local_addr().unwrap_or(addr);
     if addr.ip().is_loopback() {
         tracing::info!(%addr, "visualizer served on loopback (plain HTTP, this host only)");
         tokio::spawn(async move {
@@ -77,7 +79,8 @@ pub async fn serve(manager: Arc<Manager>, addr: SocketAddr) -> Result<()> {
     } else {
         // The control API's TLS setup, with HTTP/1.1 offered beside h2:
         // browsers speak either.
-        let mut config = (*shoal_pki::transport::server_config(manager.credentials.clone())?).clone();
+        let mut config =
+            (*shoal_pki::transport::server_config(manager.credentials.clone())?).clone();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let mut incoming = shoal_pki::transport::incoming(listener, Arc::new(config));
         tracing::info!(%addr, "visualizer served over TLS (manager or admin client certificate)");
@@ -89,7 +92,7 @@ pub async fn serve(manager: Arc<Manager>, addr: SocketAddr) -> Result<()> {
             }
         });
     }
-    Ok(())
+    Ok(addr)
 }
 
 fn connection<S>(manager: Arc<Manager>, stream: S, peer: Peer)
@@ -115,7 +118,10 @@ async fn respond(manager: Arc<Manager>, peer: &Peer, request: Request<Incoming>)
         return text(status, message);
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here".into());
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET is served here".into(),
+        );
     }
     match request.uri().path() {
         "/" | "/index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
@@ -163,7 +169,9 @@ fn asset(content_type: &'static str, body: &'static str) -> Response<Body> {
             header::CONTENT_SECURITY_POLICY,
             "default-src 'self'; img-src 'self' data:",
         )
-        .body(BodyExt::boxed(Full::new(Bytes::from_static(body.as_bytes()))))
+        .body(BodyExt::boxed(Full::new(Bytes::from_static(
+            body.as_bytes(),
+        ))))
         .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "response".into()))
 }
 

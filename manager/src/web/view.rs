@@ -168,7 +168,10 @@ mod tests {
         assert_eq!(image_tag("shoal/echo:2"), "2");
         assert_eq!(image_tag("registry:5000/echo"), "latest");
         assert_eq!(image_tag("nginx"), "latest");
-        assert_eq!(image_tag("a@sha256:0123456789abcdef0123"), "sha256:0123456789ab");
+        assert_eq!(
+            image_tag("a@sha256:0123456789abcdef0123"),
+            "sha256:0123456789ab"
+        );
     }
 
     #[test]
