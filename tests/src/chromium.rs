@@ -42,9 +42,9 @@ impl Drop for Browser {
 }
 
 impl Browser {
-    /// Starts chromium in `netns` with a page of `width`×`height` CSS
-    /// pixels (a laptop screen: 1366×768).
-    pub fn start(netns: &str, width: u32, height: u32) -> Result<Self> {
+    /// Starts chromium in `netns` (None: this host's) with a page of
+    /// `width`×`height` CSS pixels (a laptop screen: 1366×768).
+    pub fn start(netns: Option<&str>, width: u32, height: u32) -> Result<Self> {
         if !Path::new(CHROMIUM).exists() {
             bail!("{CHROMIUM} is missing: run `cargo xtask setup` (Debian's chromium)");
         }
@@ -66,7 +66,11 @@ impl Browser {
             to.display(),
             from.display()
         );
-        let child = cmd::in_netns(netns, "sh")
+        let mut command = match netns {
+            Some(netns) => cmd::in_netns(netns, "sh"),
+            None => std::process::Command::new("sh"),
+        };
+        let child = command
             .args(["-c", &script])
             .env("HOME", dir.path())
             .stdin(Stdio::null())

@@ -114,7 +114,7 @@ fn the_page_draws_the_cluster_and_follows_it_live() -> Result<()> {
     })?;
 
     let n1 = Host::node(1);
-    let mut browser = Browser::start(&n1.netns, 1366, 768)?;
+    let mut browser = Browser::start(Some(&n1.netns), 1366, 768)?;
     browser.navigate(PAGE)?;
 
     // Every node of `node ls` is a column with its status, every task of

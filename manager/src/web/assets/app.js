@@ -38,18 +38,42 @@ function taskName(t) {
   return t.slot > 0 ? `${svc}.${t.slot}` : svc;
 }
 
-function card(t) {
+// A card names its slot only: its service heads the group it is in. The
+// image tag shows on the card when the group's tasks differ in it (during
+// a rolling update), else once in the group's head.
+function card(t, withTag) {
   const name = taskName(t);
   const health = t.health ? ` (${t.health})` : "";
+  const label = t.slot > 0 ? `.${t.slot}` : (nodes.get(t.node) || {}).hostname || "global";
   return el("div", {
     class: "task", "data-task-id": t.id, "data-service": t.service, "data-state": t.state,
     "data-desired": t.desired, "data-health": t.health, style: `--hue:${hue(t.service || "")}`,
     title: `${name} ${t.image}\n${t.state}${health}${t.error ? "\n" + t.error : ""}\n${t.id}`,
-  }, el("span", { class: "svc" }, name), " ", el("span", { class: "tag" }, t.tag), " ",
-  el("span", { class: "state" }, t.health && t.state === "running" ? t.health : t.state));
+  }, el("span", { class: "dot" }), el("span", { class: "slot" }, label),
+  ...(withTag ? [" ", el("span", { class: "tag" }, t.tag)] : []));
 }
 
-function column(n, cards) {
+// One node's tasks, grouped by service, each group in slot order.
+function groups(list) {
+  const bySvc = new Map();
+  for (const t of list) {
+    const svc = t.service || (services.get(t.service_id) || {}).name || t.service_id;
+    if (!bySvc.has(svc)) bySvc.set(svc, []);
+    bySvc.get(svc).push(t);
+  }
+  return [...bySvc.keys()].sort().map(svc => {
+    const ts = bySvc.get(svc).sort((a, b) => a.slot - b.slot);
+    const tags = new Set(ts.map(t => t.tag));
+    const head = el("div", { class: "group-head", style: `--hue:${hue(svc)}` },
+      el("span", { class: "svc" }, svc), " ",
+      el("span", { class: "tag" }, tags.size === 1 ? `:${ts[0].tag}` : "mixed"), " ",
+      el("span", { class: "n" }, `×${ts.length}`));
+    return el("div", { class: "group" }, head,
+      el("div", { class: "tasks" }, ...ts.map(t => card(t, tags.size > 1))));
+  });
+}
+
+function column(n, list) {
   const labels = el("div", { class: "labels" },
     ...Object.entries(n.labels || {}).sort().map(([k, v]) => el("span", {}, v ? `${k}=${v}` : k)));
   const role = n.role + (n.leader ? " (leader)" : "");
@@ -57,8 +81,8 @@ function column(n, cards) {
     el("h2", { title: n.id }, n.hostname || n.id),
     el("div", { class: "meta" }, role, " · ", el("span", { class: "status" }, n.status), " · ", n.availability),
     labels,
-    el("div", { class: "count" }, `${cards.length} task${cards.length === 1 ? "" : "s"}`),
-    el("div", { class: "tasks" }, ...cards));
+    el("div", { class: "count" }, `${list.length} task${list.length === 1 ? "" : "s"}`),
+    ...groups(list));
 }
 
 function draw() {
@@ -67,15 +91,14 @@ function draw() {
     if (!byNode.has(t.node)) byNode.set(t.node, []);
     byNode.get(t.node).push(t);
   }
-  const order = (a, b) => taskName(a).localeCompare(taskName(b), undefined, { numeric: true });
   const sorted = [...nodes.values()].sort((a, b) =>
     (a.role === b.role ? 0 : a.role === "manager" ? -1 : 1) ||
     (a.hostname || "").localeCompare(b.hostname || "", undefined, { numeric: true }));
-  const columns = sorted.map(n => column(n, (byNode.get(n.id) || []).sort(order).map(card)));
+  const columns = sorted.map(n => column(n, byNode.get(n.id) || []));
   // Tasks not placed yet (pending) get a column of their own.
-  const unplaced = [...tasks.values()].filter(t => !t.node || !nodes.has(t.node)).sort(order);
+  const unplaced = [...tasks.values()].filter(t => !t.node || !nodes.has(t.node));
   if (unplaced.length) {
-    columns.push(column({ id: "", hostname: "unassigned", role: "", status: "unknown", availability: "" }, unplaced.map(card)));
+    columns.push(column({ id: "", hostname: "unassigned", role: "", status: "unknown", availability: "" }, unplaced));
   }
   document.getElementById("nodes").replaceChildren(...columns);
   const running = [...tasks.values()].filter(t => t.state === "running").length;
