@@ -16,6 +16,8 @@ use crate::{
 /// The lab's default address pool (never Swarm's 10.0.0.0/8 in the lab).
 pub const LAB_ADDR_POOL: &str = "198.18.0.0/15";
 pub const MANAGER_PORT: u16 = 2377;
+/// The visualizer's port (`shoal-manager --web-addr`, its default port).
+pub const WEB_PORT: u16 = 2378;
 /// The label every task container of an agent carries.
 pub const TASK_LABEL: &str = "com.shoal.task.id";
 
@@ -46,6 +48,13 @@ fn manager_args(lab: &Lab, host: &Host) -> Vec<String> {
         manager_socket(lab, host).display().to_string(),
         "--hostname".into(),
         host.name.clone(),
+        // The visualizer on the node's address (TLS, client certificates)
+        // and on the node's own loopback, where a browser started in the
+        // node's namespace needs none (the lab's page test, the demo).
+        "--web-addr".into(),
+        format!("{}:{WEB_PORT}", host.addr),
+        "--web-addr".into(),
+        format!("127.0.0.1:{WEB_PORT}"),
     ]
 }
 

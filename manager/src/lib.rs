@@ -20,3 +20,4 @@ pub mod orchestrator;
 pub mod raft;
 pub mod scheduler;
 pub mod store;
+pub mod web;

@@ -102,6 +102,12 @@ struct Common {
     /// The name this manager's node shows (default: the host's name).
     #[arg(long)]
     hostname: Option<String>,
+    /// Where the visualizer web page is served (IP:port; repeat for more;
+    /// `none`: not served). Default: the --listen-addr IP at port 2378.
+    /// Over TLS asking a manager or admin client certificate
+    /// (`shoal cert issue`), or plain HTTP on a loopback address.
+    #[arg(long, value_name = "ADDR")]
+    web_addr: Vec<String>,
     /// What one request may ask of the cluster; refused past these with an
     /// error naming the limit. Give every manager the same.
     #[command(flatten)]
@@ -109,6 +115,32 @@ struct Common {
 }
 
 impl Common {
+    /// The visualizer's addresses (see `--web-addr`), and whether they
+    /// are the default (which may be taken: another manager on this
+    /// host's loopback, say; the manager then runs without a page).
+    fn web_addrs(&self) -> Result<(Vec<SocketAddr>, bool)> {
+        if self.web_addr.is_empty() {
+            let default = SocketAddr::new(self.listen_addr.ip(), shoal_manager::web::DEFAULT_PORT);
+            return Ok((vec![default], true));
+        }
+        if self.web_addr.iter().any(|a| a == "none") {
+            if self.web_addr.len() > 1 {
+                bail!("--web-addr none serves no visualizer: give it alone");
+            }
+            return Ok((Vec::new(), false));
+        }
+        let addrs = self
+            .web_addr
+            .iter()
+            .map(|a| {
+                a.parse().with_context(|| {
+                    format!("--web-addr {a:?}: expected IP:port (e.g. 127.0.0.1:2378) or none")
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok((addrs, false))
+    }
+
     /// The daemon's options; on a `restart` the advertise address may be
     /// left out: the data dir holds the one the cluster knows.
     fn options(&self, heartbeat_period: Duration, restart: bool) -> Result<Options> {
@@ -162,7 +194,7 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let (options, bootstrap, no_serve) = match Cli::parse().command {
+    let (options, bootstrap, no_serve, web) = match Cli::parse().command {
         Command::Version => {
             let info = VersionInfo::of("shoal-manager", env!("CARGO_PKG_VERSION"), 0);
             println!("{}", serde_json::to_string(&info)?);
@@ -183,6 +215,7 @@ async fn main() -> Result<()> {
                 autolock,
             },
             no_serve,
+            common.web_addrs()?,
         ),
         Command::Join {
             common,
@@ -210,12 +243,14 @@ async fn main() -> Result<()> {
                     remote,
                 },
                 no_serve,
+                common.web_addrs()?,
             )
         }
         Command::Run { common } => (
             common.options(Duration::from_secs(5), true)?,
             Bootstrap::Restart,
             false,
+            common.web_addrs()?,
         ),
     };
     let data_dir = options.data_dir.clone();
@@ -251,6 +286,14 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     tracing::info!(addr = %advertise, raft_id = running.manager.raft_id, "manager serving");
+    let (web, defaulted) = web;
+    for addr in web {
+        match shoal_manager::web::serve(running.manager.clone(), addr).await {
+            Ok(_) => {}
+            Err(error) if defaulted => tracing::warn!("{error:#}; serving no visualizer"),
+            Err(error) => return Err(error),
+        }
+    }
     let mut running = running;
     let mut left = running.manager.left.subscribe();
     let ended = tokio::select! {

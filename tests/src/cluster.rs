@@ -217,7 +217,15 @@ impl TestCluster {
         generic: Vec<shoal_api::pb::GenericResource>,
     ) -> Result<usize> {
         let advertise = format!("192.0.2.{}", 100 + self.agents.len());
-        self.add_agent_described(hostname, &advertise, &[], generic)
+        self.add_agent_described(hostname, &advertise, &[], generic, 0)
+            .await
+    }
+
+    /// As `add_agent`, holding up to `max_tasks` tasks (`shoal-agent join
+    /// --max-tasks`) instead of the 128 its simulated 4 GiB allow.
+    pub async fn add_agent_holding(&mut self, hostname: &str, max_tasks: u64) -> Result<usize> {
+        let advertise = format!("192.0.2.{}", 100 + self.agents.len());
+        self.add_agent_described(hostname, &advertise, &[], Vec::new(), max_tasks)
             .await
     }
 
@@ -228,7 +236,7 @@ impl TestCluster {
         advertise: &str,
         labels: &[(&str, &str)],
     ) -> Result<usize> {
-        self.add_agent_described(hostname, advertise, labels, Vec::new())
+        self.add_agent_described(hostname, advertise, labels, Vec::new(), 0)
             .await
     }
 
@@ -238,6 +246,7 @@ impl TestCluster {
         advertise: &str,
         labels: &[(&str, &str)],
         generic_resources: Vec<shoal_api::pb::GenericResource>,
+        max_tasks: u64,
     ) -> Result<usize> {
         let executor = Arc::new(SimExecutor::default());
         let (tx, rx) = watch::channel(SessionState::default());
@@ -267,6 +276,7 @@ impl TestCluster {
                 }),
                 engine_version: "sim".into(),
                 generic_resources,
+                max_tasks,
                 ..Default::default()
             },
             labels: labels

@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+pub mod chromium;
 pub mod cluster;
 pub mod lab_cluster;
 pub mod packets;

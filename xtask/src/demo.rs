@@ -168,6 +168,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     }
 
     crate::demo_metrics::show(&lab, &bins, NODES, NODES)?;
+    visualizer()?;
 
     println!(
         "\n== Next steps\n\
@@ -178,6 +179,46 @@ pub fn run(args: &DemoArgs) -> Result<()> {
          \nFrom the outside: `ip netns exec shoal-client curl http://192.0.2.12:8080/` (any node).\n\
          \nThe lab stays up: `cargo xtask lab shoal -- service ps web`, `cargo xtask lab kill n2`,\n\
          `cargo xtask lab status`. Stop it with `cargo xtask demo down`."
+    );
+    Ok(())
+}
+
+/// Where the visualizer is and how to open it: every manager serves it on
+/// its node's address (TLS, with a client certificate) and, in the lab, on
+/// the node's loopback (plain HTTP, for a browser in its namespace).
+fn visualizer() -> Result<()> {
+    let port = shoal_lab::cluster::WEB_PORT;
+    let n1 = topology::Host::node(1);
+    let answer = in_node(
+        &n1,
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            &format!("http://127.0.0.1:{port}/"),
+        ],
+    )?;
+    let tls: Vec<String> = (1..=NODES)
+        .map(|i| format!("https://{}:{port}/", topology::Host::node(i).addr))
+        .collect();
+    println!(
+        "\n== The visualizer: nodes as columns, tasks as cards, live (every manager serves it; n1's page answered {answer})\n\
+         In a browser in n1's namespace (plain HTTP on the node's loopback, no certificate):\n\
+         \x20   ip netns exec {} chromium --no-sandbox --user-data-dir=$(mktemp -d) http://127.0.0.1:{port}/\n\
+         On the managers' addresses, TLS asking a client certificate: {}\n\
+         \x20   cargo xtask lab shoal -- cert issue --out /tmp/shoal-admin   (ca.pem, cert.pem, key.pem: an admin certificate)\n\
+         \x20   ip netns exec shoal-client curl --cacert /tmp/shoal-admin/ca.pem --cert /tmp/shoal-admin/cert.pem \\\n\
+         \x20       --key /tmp/shoal-admin/key.pem --resolve shoal-manager:{port}:{} https://shoal-manager:{port}/\n\
+         (Managers' certificates name `shoal-manager`, not their address.)\n\
+         (A browser takes the same certificate as a PKCS#12 file: openssl pkcs12 -export -in cert.pem -inkey key.pem.)",
+        n1.netns,
+        tls.join(" "),
+        n1.addr,
     );
     Ok(())
 }

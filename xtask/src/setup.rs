@@ -31,6 +31,9 @@ pub fn run() -> Result<()> {
         ("haproxy", "haproxy"),
         // The metrics test's scraper, and its client for Prometheus's API.
         ("prometheus", "prometheus"),
+        // The visualizer's page test (headless, over the DevTools pipe)
+        // and its certificate check.
+        ("chromium", "chromium"),
         ("curl", "curl"),
     ] {
         ensure_binary(&mut apt, binary, package)?;
