@@ -119,15 +119,20 @@ fn ensure_docker(apt: &mut Apt) -> Result<()> {
     dockerd
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0);
+        .stderr(log);
     // dockerd outlives this command: it must keep no descriptor this
-    // process inherited. A `flock` around CI holds the lab's lock through
-    // one, and a dockerd started under it held the lock for good.
-    // SAFETY: close_range(2) is async-signal-safe and touches only the
-    // child's descriptors above stderr, after stdio is set up.
+    // process inherited (a `flock` around CI holds the lab's lock through
+    // one, and a dockerd started under it held the lock for good), and
+    // it must not die with the shell session that ran setup (a job runner
+    // that cleans up its session's processes once the job ends killed
+    // dockerd under every later test): a session of its own, as a daemon.
+    // SAFETY: setsid(2) and close_range(2) are async-signal-safe and touch
+    // only the child, after stdio is set up.
     unsafe {
         dockerd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
             Ok(())
         });
