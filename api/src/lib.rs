@@ -40,6 +40,9 @@ pub const REFUSAL_METADATA: &str = "shoal-refusal";
 /// The manager's TCP port for the control API, the agent protocol and Raft.
 pub const DEFAULT_PORT: u16 = 2377;
 
+/// A manager's visualizer port (`shoal-manager --web-addr`), beside 2377.
+pub const VISUALIZER_PORT: u16 = 2378;
+
 /// A manager's `/metrics` port (HTTPS; `shoal-manager --metrics-addr`):
 /// dockerd's customary metrics port.
 pub const MANAGER_METRICS_PORT: u16 = 9323;

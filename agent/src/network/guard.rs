@@ -25,7 +25,9 @@ pub fn tables(set: &AssignmentSet, own: &[Ipv4Addr], local: Ipv4Addr) -> GuardTa
     // advertise are added below.
     t.node_ports.insert((shoal_api::DEFAULT_PORT, TCP));
     t.node_ports.insert((VXLAN_PORT, UDP));
-    // Nor do they scrape the nodes' /metrics (at its default ports).
+    // Nor do they scrape the nodes' /metrics or open the managers'
+    // visualizer (at their default ports).
+    t.node_ports.insert((shoal_api::VISUALIZER_PORT, TCP));
     t.node_ports.insert((shoal_api::MANAGER_METRICS_PORT, TCP));
     t.node_ports.insert((shoal_api::AGENT_METRICS_PORT, TCP));
     for node in &set.nodes {
@@ -206,6 +208,7 @@ mod tests {
                 (2377, TCP),
                 (4242, TCP),
                 (4789, UDP),
+                (2378, TCP),
                 (9323, TCP),
                 (9324, TCP)
             ]

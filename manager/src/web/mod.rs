@@ -37,7 +37,7 @@ use crate::{api::authz, manager::Manager};
 
 /// The visualizer's port when `--web-addr` is not given: beside the
 /// manager's 2377, on the address the manager listens on.
-pub const DEFAULT_PORT: u16 = 2378;
+pub const DEFAULT_PORT: u16 = shoal_api::VISUALIZER_PORT;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
