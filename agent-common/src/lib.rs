@@ -10,7 +10,7 @@ pub use pick::*;
 
 /// Version of the map layouts below. Pinned objects live under
 /// `<bpffs root>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 14;
+pub const LAYOUT_VERSION: u32 = 15;
 
 /// Names of the maps and programs in the eBPF object, as the loader looks them up.
 pub mod names {
@@ -338,6 +338,9 @@ pub struct ServiceStats {
     pub connections: u64,
     pub packets: u64,
     pub bytes: u64,
+    /// Packets the mesh dropped at this published port (a client its
+    /// allow-lists do not admit).
+    pub drops: u64,
 }
 
 impl ServiceStats {
@@ -345,6 +348,7 @@ impl ServiceStats {
         self.connections = self.connections.wrapping_add(other.connections);
         self.packets = self.packets.wrapping_add(other.packets);
         self.bytes = self.bytes.wrapping_add(other.bytes);
+        self.drops = self.drops.wrapping_add(other.drops);
     }
 }
 

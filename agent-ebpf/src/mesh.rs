@@ -149,6 +149,24 @@ pub(crate) fn count(service: u32, bytes: u32, new: bool) {
     }
 }
 
+/// Counts a packet dropped at a published port, for its service.
+#[inline(always)]
+fn count_drop(port: u16, proto: u8) {
+    let key = PortKey {
+        port,
+        proto,
+        _pad: 0,
+    };
+    // SAFETY: the agent writes whole entries.
+    let Some(service) = (unsafe { MESH_PORTS.get(key) }).map(|e| e.service) else {
+        return;
+    };
+    if let Some(stats) = MESH_STATS.get_ptr_mut(service) {
+        // SAFETY: a per-CPU slot, touched only by this CPU while we run.
+        unsafe { (*stats).drops += 1 };
+    }
+}
+
 /// Rewrites the addresses and ports of an IPv4 TCP/UDP packet, fixing the
 /// IP and L4 checksums with the kernel's helpers.
 #[inline(always)]
@@ -236,6 +254,7 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
             (entry, false, confirmed)
         }
         _ if !allow::admits(&f) => {
+            count_drop(f.dport, f.proto);
             return Some(guard::drop_packet(shoal_agent_common::DROP_NOT_ALLOWED));
         }
         _ => (new_connection(ctx, &f)?, true, false),

@@ -205,6 +205,40 @@ fn prometheus_scrapes_every_manager_and_agent() -> Result<()> {
             .then_some(())
     })?;
 
+    // A port whose allow-list leaves the client out: its drops are counted
+    // per port.
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "closed",
+        "--publish",
+        "published=8081,target=80,allow=192.0.2.250/32",
+        "shoal/echo:1",
+    ])?;
+    cluster.wait("closed to run", WAIT, || {
+        let rows = cluster.json_rows(&["service", "ls"]).ok()?;
+        rows.iter()
+            .any(|r| r["Name"] == "closed" && r["Replicas"] == "1/1")
+            .then_some(())
+    })?;
+    let refused = in_client(
+        &toolbox,
+        &[
+            "--timeout-ms",
+            "500",
+            "http-get",
+            "http://192.0.2.13:8081/",
+            "--count",
+            "1",
+        ],
+    )
+    .output()?;
+    ensure!(
+        !String::from_utf8_lossy(&refused.stdout).contains(" 200 "),
+        "a client the allow-list leaves out was answered"
+    );
+
     let config = prometheus::config(&Scrape {
         managers: &addrs(MANAGER_PORT),
         agents: &addrs(AGENT_PORT),
@@ -259,10 +293,16 @@ fn prometheus_scrapes_every_manager_and_agent() -> Result<()> {
         ))?;
         (result.first().and_then(value)? >= 10.0).then_some(())
     })?;
+    cluster.wait("the allow-list's drops on 192.0.2.13:8081", WAIT, || {
+        let result = query(&format!(
+            "shoal_mesh_drops_total{{instance=\"192.0.2.13:{AGENT_PORT}\",port=\"8081\",protocol=\"tcp\"}}"
+        ))?;
+        (result.first().and_then(value)? >= 1.0).then_some(())
+    })?;
     let running = query("shoal_tasks{state=\"running\"}").context("querying tasks")?;
     ensure!(
-        running.iter().any(|s| value(s) == Some(2.0)),
-        "the leader's store holds 2 running tasks: {running:?}"
+        running.iter().any(|s| value(s) == Some(3.0)),
+        "the leader's store holds 3 running tasks: {running:?}"
     );
     Ok(())
 }

@@ -114,6 +114,7 @@ struct Traffic<L> {
     connections: Family<L, Counter>,
     packets: Family<L, Counter>,
     bytes: Family<L, Counter>,
+    drops: Family<L, Counter>,
 }
 
 impl<L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static>
@@ -124,6 +125,7 @@ impl<L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send +
             connections: Family::default(),
             packets: Family::default(),
             bytes: Family::default(),
+            drops: Family::default(),
         }
     }
 
@@ -133,6 +135,7 @@ impl<L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send +
             .inc_by(stats.connections);
         self.packets.get_or_create(labels).inc_by(stats.packets);
         self.bytes.get_or_create(labels).inc_by(stats.bytes);
+        self.drops.get_or_create(labels).inc_by(stats.drops);
     }
 
     fn register(self, registry: &mut Registry, prefix: &str, what: &str) {
@@ -150,6 +153,11 @@ impl<L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send +
             format!("{prefix}_bytes"),
             format!("Bytes of connections balanced {what}"),
             self.bytes,
+        );
+        registry.register(
+            format!("{prefix}_drops"),
+            format!("Packets dropped {what} (clients its allow-lists do not admit)"),
+            self.drops,
         );
     }
 }

@@ -10,6 +10,7 @@ fn stats(connections: u64, packets: u64, bytes: u64) -> ServiceStats {
         connections,
         packets,
         bytes,
+        drops: connections * 2,
     }
 }
 
@@ -42,6 +43,10 @@ fn ports_and_vips_get_their_own_labels() {
     assert_eq!(
         value_of(&text, &format!("shoal_mesh_bytes_total{port}")),
         Some(3000.0)
+    );
+    assert_eq!(
+        value_of(&text, &format!("shoal_mesh_drops_total{port}")),
+        Some(6.0)
     );
     assert_eq!(
         value_of(
