@@ -322,7 +322,7 @@ async fn session(
     )
     .await
     .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
-    let period = Duration::from_millis(registered.heartbeat_period_ms.max(50) as u64);
+    let mut period = Duration::from_millis(registered.heartbeat_period_ms.max(50) as u64);
     let mut heartbeat = tokio::time::interval(period);
     let mut answered = std::collections::HashSet::new();
     // What earlier sessions could not report goes first.
@@ -366,14 +366,27 @@ async fn session(
                 // lost: the manager is gone or cut off. Going elsewhere now
                 // keeps this node from being marked down while it is up.
                 let beat = HeartbeatRequest { session: Some(session.clone()), counters: executor.counters() };
-                if let Err(status) = bounded("heartbeat", period, client.heartbeat(beat)).await {
-                    if status.code() == tonic::Code::PermissionDenied {
-                        return Err(Refused(status.message().to_owned()).into());
+                match bounded("heartbeat", period, client.heartbeat(beat)).await {
+                    // `swarm update --dispatcher-heartbeat` reaches a node
+                    // in the answer: it beats at the new pace from now on.
+                    Ok(answer) => {
+                        let told_ms = answer.period_ms;
+                        let told = Duration::from_millis(told_ms.max(50) as u64);
+                        if told_ms > 0 && told != period {
+                            tracing::info!(?told, "the cluster changed the heartbeat period");
+                            period = told;
+                            heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                        }
                     }
-                    return match leader_of(&status) {
-                        Some(leader) => Ok(Redirect::To(leader)),
-                        None => Err(anyhow::anyhow!("heartbeat: {}", status.message())),
-                    };
+                    Err(status) => {
+                        if status.code() == tonic::Code::PermissionDenied {
+                            return Err(Refused(status.message().to_owned()).into());
+                        }
+                        return match leader_of(&status) {
+                            Some(leader) => Ok(Redirect::To(leader)),
+                            None => Err(anyhow::anyhow!("heartbeat: {}", status.message())),
+                        };
+                    }
                 }
             }
             Ok(()) = credentials.changed() => {

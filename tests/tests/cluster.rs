@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 use anyhow::{Context, Result, ensure};
 use shoal_api::pb::{
     Availability, Empty, IdRequest, NodeState, RestartCondition, RestartPolicy, SecretSpec,
-    ServiceMode, TaskState, UpdateNodeRequest, UpdateServiceRequest,
+    ServiceMode, TaskState, UpdateClusterRequest, UpdateNodeRequest, UpdateServiceRequest,
 };
 use shoal_tests::cluster::{HEARTBEAT, TestCluster, is_running, replicated, wait_until};
 
@@ -1005,5 +1005,45 @@ async fn addresses_are_never_handed_out_twice_across_leader_changes() -> Result<
         "{}",
         err.message()
     );
+    Ok(())
+}
+
+/// `swarm update --dispatcher-heartbeat` lowered on a running cluster:
+/// every node learns the new period from its next heartbeat's answer and
+/// stays Ready. (Agents used to keep the period they registered with, so
+/// a node beating every second against a 3 × 100 ms deadline flapped Down.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lowered_heartbeat_period_reaches_every_node_and_none_goes_down() -> Result<()> {
+    let mut cluster = TestCluster::start(1).await?;
+    let mut control = cluster.control().await?;
+    let period = |ms| UpdateClusterRequest {
+        heartbeat_period_ms: Some(ms),
+        ..Default::default()
+    };
+    // The agents register while the period is 1 s, then it drops to 100 ms.
+    control.update_cluster(period(1000)).await?;
+    for host in ["n1", "n2"] {
+        cluster.add_agent(host, &[]).await?;
+    }
+    control.update_cluster(period(100)).await?;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let nodes = cluster.nodes().await?;
+        let down: Vec<_> = nodes
+            .iter()
+            .filter_map(|n| {
+                let host = n.description.as_ref()?.hostname.clone();
+                let ready = n.status.as_ref().map(|s| s.state()) == Some(NodeState::Ready);
+                // The agents' nodes (the manager runs no agent here).
+                (host.starts_with('n') && !ready).then_some(host)
+            })
+            .collect();
+        ensure!(
+            down.is_empty(),
+            "{down:?} not Ready {:?} after the period went from 1s to 100ms",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
 }

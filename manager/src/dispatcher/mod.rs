@@ -37,6 +37,10 @@ pub const MISSED_HEARTBEATS: u32 = 3;
 struct Session {
     id: String,
     last_seen: Instant,
+    /// The heartbeat period the node was last told (at registration and in
+    /// each heartbeat's answer): it beats at that pace until its next
+    /// answer tells it another, so its deadline counts from that period.
+    told: Duration,
     /// How far the node's data plane is in line with the store.
     sync: drain::NodeSync,
 }
@@ -102,6 +106,13 @@ impl Dispatcher {
             .unwrap_or(self.manager.settings.heartbeat_period)
     }
 
+    /// Records the heartbeat period a node's session is being told.
+    fn tell_period(&self, node_id: &str, period: Duration) {
+        if let Some(session) = self.sessions().get_mut(node_id) {
+            session.told = period;
+        }
+    }
+
     /// Agents are served by the leader only. A follower names the leader;
     /// a leader cut off from the quorum sends its agents to the others (it
     /// can record nothing, and the others will elect a new leader), so that
@@ -164,7 +175,11 @@ impl Dispatcher {
                         }
                         // A node this leader never heard from gets the same
                         // grace from the moment it took over.
-                        let last = sessions.get(id).map(|s| s.last_seen).unwrap_or(since);
+                        let (last, limit) = sessions.get(id).map_or((since, limit), |s| {
+                            // A lowered period reaches the node with its
+                            // next answer: until then it beats at the old one.
+                            (s.last_seen, limit.max(s.told * MISSED_HEARTBEATS))
+                        });
                         if now.duration_since(last) > limit {
                             tracing::warn!(
                                 node = id,
@@ -321,6 +336,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             Session {
                 id: session_id.clone(),
                 last_seen: Instant::now(),
+                told: self.manager.settings.heartbeat_period,
                 sync: drain::NodeSync::default(),
             },
         );
@@ -337,6 +353,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         let mut managers: Vec<String> = self.manager.members().into_values().collect();
         managers.sort_by_key(|a| Some(a) != self.manager.leader_addr().as_ref());
         tracing::info!(node = %node_id, %hostname, %addr, "agent registered");
+        self.tell_period(&node_id, period);
         Ok(Response::new(RegisterResponse {
             node_id,
             session_id,
@@ -382,6 +399,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 })
                 .await?;
         }
+        self.tell_period(&node_id, period);
         Ok(Response::new(HeartbeatResponse {
             period_ms: period.as_millis() as i64,
         }))
