@@ -427,7 +427,7 @@ mod tests {
         assert_eq!(size_of::<Backend>(), 8);
         assert_eq!(size_of::<CtKey>(), 16);
         assert_eq!(size_of::<CtEntry>(), 24);
-        assert_eq!(size_of::<ServiceStats>(), 24);
+        assert_eq!(size_of::<ServiceStats>(), 32);
         assert_eq!(size_of::<ReturnKey>(), 20);
     }
 
