@@ -13,7 +13,9 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
-use shoal_tests::{bin, cmd, containers_of, get_in_container, lab_cluster::LabCluster, topology};
+use shoal_tests::{
+    bin, cmd, containers_of, get_in_container, lab_cluster::LabCluster, toolbox_in, topology,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 const ENTRIES: [&str; 3] = ["192.0.2.11:8080", "192.0.2.12:8080", "192.0.2.13:8080"];
@@ -374,5 +376,116 @@ fn a_failing_health_check_takes_a_task_out_of_every_node_and_back() -> Result<()
         "{task} came back only {} ms after passing",
         first_back - first_passed
     );
+    Ok(())
+}
+
+/// Where `count` fresh connections from container `tb` to the VIP of
+/// `web` went, by task.
+fn vip_tally(tb: &str, count: usize) -> Result<BTreeMap<String, usize>> {
+    let out = toolbox_in(
+        tb,
+        &["http-get", "http://web/", "--count", &count.to_string()],
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut by_task = BTreeMap::new();
+    for line in text.lines() {
+        let json: serde_json::Value =
+            serde_json::from_str(line.splitn(3, ' ').nth(2).unwrap_or(""))
+                .with_context(|| format!("not an answer: {line}"))?;
+        *by_task
+            .entry(json["task"].as_str().unwrap_or("").to_owned())
+            .or_default() += 1;
+    }
+    Ok(by_task)
+}
+
+/// Whether `service ps web` shows `task` running with this health word.
+fn shows(cluster: &LabCluster, task: &str, health: &str) -> bool {
+    cluster
+        .json_rows(&["service", "ps", "web"])
+        .is_ok_and(|rows| {
+            rows.iter().any(|r| {
+                r["Name"] == task
+                    && r["DesiredState"] == "Running"
+                    && r["CurrentState"]
+                        .as_str()
+                        .is_some_and(|s| s.ends_with(&format!("({health})")))
+            })
+        })
+}
+
+/// The same through a service VIP, from a container on the service's
+/// network: a task failing its check gets none of the VIP's new
+/// connections, and gets them again once it passes.
+#[test]
+fn a_failing_task_leaves_the_vip_and_comes_back() -> Result<()> {
+    shoal_tests::require_images()?;
+    let cluster = LabCluster::start(1, true)?;
+    cluster.shoal(&["network", "create", "appnet"])?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "--network",
+        "appnet",
+        "--health-cmd",
+        r#"["CMD","/echo","healthcheck"]"#,
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "30",
+        "shoal/echo:1",
+    ])?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "tb",
+        "--network",
+        "appnet",
+        "shoal/toolbox",
+    ])?;
+    let tb = cluster.wait("the toolbox container", WAIT, || {
+        containers_of("tb").ok()?.pop()
+    })?;
+    cluster.wait("the VIP to reach 3 healthy tasks", WAIT, || {
+        (vip_tally(&tb, 30).ok()?.len() == 3).then_some(())
+    })?;
+    let container = containers_of("web")?.pop().context("no web container")?;
+    let task = task_of_container(&container)?;
+
+    get_in_container(&container, "/healthz/fail")?;
+    cluster.wait("service ps to show the task unhealthy", WAIT, || {
+        shows(&cluster, &task, "unhealthy").then_some(())
+    })?;
+    // The manager knows: within one interval every node's tables follow.
+    let deadline = Instant::now() + Duration::from_millis(INTERVAL_MS as u64);
+    let failing = loop {
+        let tally = vip_tally(&tb, 30)?;
+        if !tally.contains_key(&task) || Instant::now() >= deadline {
+            break tally;
+        }
+    };
+    ensure!(
+        !failing.contains_key(&task) && failing.values().sum::<usize>() == 30,
+        "while {task} fails its check, 30 VIP connections went {failing:?}"
+    );
+    // And it stays out while it fails.
+    let again = vip_tally(&tb, 30)?;
+    ensure!(
+        !again.contains_key(&task),
+        "{task} got VIP connections while failing: {again:?}"
+    );
+
+    get_in_container(&container, "/healthz/pass")?;
+    cluster.wait("service ps to show the task healthy again", WAIT, || {
+        shows(&cluster, &task, "healthy").then_some(())
+    })?;
+    cluster.wait("the VIP to reach the task again", WAIT, || {
+        vip_tally(&tb, 30).ok()?.contains_key(&task).then_some(())
+    })?;
     Ok(())
 }
