@@ -15,6 +15,7 @@ pub mod id;
 pub mod mount;
 pub mod network;
 pub mod template;
+pub mod test_port;
 pub mod token;
 pub mod token_input;
 

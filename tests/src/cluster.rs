@@ -5,7 +5,6 @@
 use std::{
     collections::BTreeMap,
     future::Future,
-    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -82,11 +81,6 @@ pub struct TestCluster {
     pub unlock_key: Option<String>,
 }
 
-fn free_port() -> Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
-}
-
 impl TestCluster {
     /// `managers` managers: the first inits, the others join.
     pub async fn start(managers: usize) -> Result<Self> {
@@ -115,7 +109,7 @@ impl TestCluster {
         let dir = tempfile::tempdir()?;
         let mut options = Vec::new();
         for i in 0..managers {
-            let listen = free_port()?;
+            let listen = shoal_api::test_port::unused_loopback_port()?;
             options.push(Options {
                 data_dir: dir.path().join(format!("m{i}")),
                 listen,

@@ -541,7 +541,7 @@ async fn bad_input_is_refused_with_a_clear_error_and_writes_nothing() -> Result<
     // A token of another cluster is refused before anything is sent.
     let other = TestCluster::start(1).await?;
     let dir = tempfile::tempdir()?;
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let listen = shoal_api::test_port::unused_loopback_port()?;
     let options = shoal_manager::daemon::Options {
         data_dir: dir.path().join("m"),
         listen,

@@ -23,9 +23,7 @@ use crate::{
 const MARKER: &str = "at-rest-marker-5b1d7e0c4a9f2e83d6c1b7a05f4e9d2c";
 
 fn options(dir: &Path, name: &str) -> Options {
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port");
+    let listen = shoal_api::test_port::unused_loopback_port().expect("a free loopback port");
     Options {
         data_dir: dir.join(name),
         listen,
