@@ -13,5 +13,7 @@ pub mod leave;
 pub mod membership;
 mod names;
 mod networks;
+mod secrets_configs;
 mod service_logs;
+mod services;
 pub(crate) mod validate;
