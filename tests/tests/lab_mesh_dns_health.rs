@@ -3,16 +3,20 @@
 //! `tasks.<service>` and a dnsrr service's own name on every node within
 //! one check interval of its first failed check, and comes back within one
 //! interval of its first passing one. Read from a toolbox container on
-//! each node, all at once (one thread per node).
+//! each node, all at once (one thread per node, asking from inside the
+//! container's network namespace).
 
 use std::{
     collections::BTreeSet,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddr},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, ensure};
-use shoal_tests::{cmd, containers_of, get_in_container, lab_cluster::LabCluster, toolbox_in};
+use shoal_testbins::dns::{Answer, resolve_a};
+use shoal_tests::{
+    cmd, containers_of, get_in_container, lab_cluster::LabCluster, netns, toolbox_in,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// The service's check interval.
@@ -90,11 +94,46 @@ fn first_check(container: &str, since: u128, passing: bool) -> Result<u128> {
     }
 }
 
+/// Asks a toolbox container's DNS server from inside its network namespace
+/// (no `docker exec`, whose hundreds of milliseconds would blur the timing).
+struct Asker {
+    ns: String,
+    server: SocketAddr,
+}
+
+impl Asker {
+    fn of(container: &str) -> Result<Self> {
+        let pid = shoal_tests::pid_of(container)?;
+        let conf = std::fs::read_to_string(format!("/proc/{pid}/root/etc/resolv.conf"))?;
+        let server = conf
+            .lines()
+            .find_map(|l| l.strip_prefix("nameserver "))
+            .and_then(|ip| ip.trim().parse::<Ipv4Addr>().ok())
+            .with_context(|| format!("no nameserver in {container}'s resolv.conf: {conf}"))?;
+        Ok(Self {
+            ns: format!("/proc/{pid}/ns/net"),
+            server: SocketAddr::from((server, 53)),
+        })
+    }
+
+    fn tasks(&self) -> Result<BTreeSet<Ipv4Addr>> {
+        let server = self.server;
+        let answer = netns::run_in_path(&self.ns, move || {
+            resolve_a(server, "tasks.web", Duration::from_secs(2))
+        })?
+        .map_err(|e| anyhow::anyhow!("asking {server} for tasks.web: {e:?}"))?;
+        match answer {
+            Answer::Addresses(addrs) => Ok(addrs.into_iter().collect()),
+            other => anyhow::bail!("{server} answered tasks.web with {other:?}"),
+        }
+    }
+}
+
 /// Polls `tasks.web` on every toolbox at once (a thread each), runs
 /// `toggle`, and returns, per toolbox, the Unix ms at which `addr`'s
 /// presence became `present` (the end of the first lookup that saw it).
 fn when_everywhere(
-    toolboxes: &[String],
+    toolboxes: &[Asker],
     addr: Ipv4Addr,
     present: bool,
     toggle: impl FnOnce() -> Result<()>,
@@ -106,16 +145,18 @@ fn when_everywhere(
                 scope.spawn(move || -> Result<u128> {
                     let deadline = Instant::now() + WAIT;
                     loop {
-                        let seen = resolve(tb, "tasks.web")?;
+                        let seen = tb.tasks()?;
                         let at = unix_ms();
                         if seen.contains(&addr) == present {
                             return Ok(at);
                         }
                         ensure!(
                             Instant::now() < deadline,
-                            "{tb}: {addr} still {} in {seen:?}",
+                            "{}: {addr} still {} in {seen:?}",
+                            tb.ns,
                             if present { "missing" } else { "there" }
                         );
+                        std::thread::sleep(Duration::from_millis(10));
                     }
                 })
             })
@@ -191,6 +232,10 @@ fn a_failing_task_leaves_dns_on_every_node_and_comes_back() -> Result<()> {
         (first.len() == 3 && same).then_some(first)
     })?;
     let container = containers_of("web")?.pop().context("no web container")?;
+    let askers = toolboxes
+        .iter()
+        .map(|tb| Asker::of(tb))
+        .collect::<Result<Vec<_>>>()?;
 
     let (_, body) = get_in_container(&container, "/")?;
     let task: serde_json::Value = serde_json::from_str(&body)?;
@@ -204,7 +249,7 @@ fn a_failing_task_leaves_dns_on_every_node_and_comes_back() -> Result<()> {
     let failing = failing.with_context(|| format!("no address of {all:?} answers as {task}"))?;
 
     let toggled = unix_ms();
-    let gone = when_everywhere(&toolboxes, failing, false, || {
+    let gone = when_everywhere(&askers, failing, false, || {
         let (status, _) = get_in_container(&container, "/healthz/fail")?;
         ensure!(status == 200, "/healthz/fail answered {status}");
         Ok(())
@@ -235,7 +280,7 @@ fn a_failing_task_leaves_dns_on_every_node_and_comes_back() -> Result<()> {
     }
 
     let toggled = unix_ms();
-    let back = when_everywhere(&toolboxes, failing, true, || {
+    let back = when_everywhere(&askers, failing, true, || {
         get_in_container(&container, "/healthz/pass").map(|_| ())
     })?;
     let passed = first_check(&container, toggled, true)?;
