@@ -5,12 +5,14 @@
 //! older layout.
 #![no_std]
 
+pub mod close;
 mod pick;
+pub use close::{CT_ENDING, CT_FIN_CLIENT, CT_FIN_TASK, CT_RESET};
 pub use pick::*;
 
 /// Version of the map layouts below. Pinned objects live under
 /// `<bpffs root>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 15;
+pub const LAYOUT_VERSION: u32 = 16;
 
 /// Names of the maps and programs in the eBPF object, as the loader looks them up.
 pub mod names {
@@ -279,7 +281,11 @@ pub struct CtEntry {
     /// tells a retransmitted SYN (same connection) from a new connection
     /// that reuses the ports of an old one.
     pub syn_seq: u32,
-    pub _pad: u32,
+    /// TCP: the sequence number of the client's last segment seen here
+    /// (host order; its initial one at first), against which its FIN or
+    /// RST is checked (see [`close`]). Kept in the entries its packets
+    /// find: the forward entry, or on a task's node the reply entry.
+    pub client_seq: u32,
 }
 
 /// The backend answered the connection's SYN (until then, a reset from it

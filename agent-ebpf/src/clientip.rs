@@ -20,10 +20,10 @@ use shoal_agent_common::{
 };
 
 use crate::{
-    conntrack, guard,
+    closing, conntrack, guard,
     mesh::{
-        Flow, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_FLAGS_OFF, TCP_RST, TCP_SYN,
-        into_container, out_of_underlay, rewrite,
+        Flow, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FLAGS_OFF, TCP_SYN, into_container,
+        out_of_underlay, rewrite,
     },
     tunnel,
 };
@@ -85,11 +85,13 @@ pub fn arrive(ctx: &mut TcContext, inner: &Flow, entry: u32, via: u32, veth: u32
 /// port free for a new connection); `Err(false)`: not a mesh connection.
 #[inline(always)]
 fn task_port(ctx: &TcContext, inner: &Flow, entry: u32, via: u32) -> Result<u16, bool> {
-    let flags: u8 = if inner.proto == PROTO_TCP {
-        ctx.load(tunnel::INNER_IP_OFF + 20 + 13)
-            .map_err(|_| false)?
+    let tcp = tunnel::INNER_IP_OFF + 20;
+    let (flags, seq) = if inner.proto == PROTO_TCP {
+        let flags: u8 = ctx.load(tcp + 13).map_err(|_| false)?;
+        let seq: u32 = ctx.load(tcp + 4).map_err(|_| false)?;
+        (flags, u32::from_be(seq))
     } else {
-        0
+        (0, 0)
     };
     let mut reply = CtKey {
         saddr: inner.daddr,
@@ -104,7 +106,9 @@ fn task_port(ctx: &TcContext, inner: &Flow, entry: u32, via: u32) -> Result<u16,
         // SAFETY: the entry stays valid while this program runs (RCU).
         let back = unsafe { *slot };
         if back.flags & CT_RETURN != 0 && back.addr == entry && back.port == inner.sport {
-            mark(slot, &back, flags);
+            if inner.proto == PROTO_TCP {
+                let _ = closing::from_client(ctx, slot, tcp);
+            }
             return Ok(inner.sport);
         }
     }
@@ -124,30 +128,14 @@ fn task_port(ctx: &TcContext, inner: &Flow, entry: u32, via: u32) -> Result<u16,
             // SAFETY: as above.
             let back = unsafe { *slot };
             if back.flags & CT_RETURN != 0 && back.addr == entry && back.port == inner.sport {
-                mark(slot, &back, flags);
+                if inner.proto == PROTO_TCP {
+                    let _ = closing::from_client(ctx, slot, tcp);
+                }
                 return Ok(port);
             }
         }
     }
-    learn(inner, entry, via, flags, &moved)
-}
-
-/// A FIN or RST marks the connection as ending (its pair may serve a
-/// connection through another node then); a new SYN on the pair takes it
-/// again.
-#[inline(always)]
-fn mark(slot: *mut CtEntry, back: &CtEntry, flags: u8) {
-    let wanted = if flags & (TCP_FIN | TCP_RST) != 0 {
-        back.flags | CT_CLOSING
-    } else if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-        back.flags & !CT_CLOSING
-    } else {
-        return;
-    };
-    if wanted != back.flags {
-        // SAFETY: one word of a live entry, written whole.
-        unsafe { (*slot).flags = wanted };
-    }
+    learn(inner, entry, via, (flags, seq), &moved)
 }
 
 /// A connection this node has no reply entry for: only from the node its
@@ -156,7 +144,13 @@ fn mark(slot: *mut CtEntry, back: &CtEntry, flags: u8) {
 /// that pair, then another one (a connection's first packet only: a TCP
 /// connection already under way cannot change ports).
 #[inline(always)]
-fn learn(inner: &Flow, entry: u32, via: u32, flags: u8, moved: &ReturnKey) -> Result<u16, bool> {
+fn learn(
+    inner: &Flow,
+    entry: u32,
+    via: u32,
+    (flags, seq): (u8, u32),
+    moved: &ReturnKey,
+) -> Result<u16, bool> {
     if tunnel::node_holding(entry) != Some(via) {
         return Err(false);
     }
@@ -188,7 +182,7 @@ fn learn(inner: &Flow, entry: u32, via: u32, flags: u8, moved: &ReturnKey) -> Re
             service: published,
             flags: CT_RETURN | mode,
             syn_seq: 0,
-            _pad: 0,
+            client_seq: seq,
         };
         if free && conntrack::insert_new(&reply, &back, taken.is_none()) {
             if port == inner.sport {
@@ -234,12 +228,18 @@ pub fn send_back(
     } else {
         0
     };
+    let mut slot = slot;
     if !confirmed && (f.proto == PROTO_UDP || flags & TCP_SYN == 0) {
         let key = f.key();
         conntrack::confirm(&key, &key);
+        // The entry moved: a FIN now (a task that closes at once) must
+        // mark the confirmed copy.
+        if let Some((moved, _)) = conntrack::get_ptr_mut(&key) {
+            slot = moved;
+        }
     }
-    if flags & (TCP_FIN | TCP_RST) != 0 {
-        mark(slot, &back, flags);
+    if f.proto == PROTO_TCP {
+        let _ = closing::from_task(ctx, slot, crate::mesh::L4_OFF);
     }
     let Some(node) = tunnel::node_holding(back.addr) else {
         return TC_ACT_SHOT; // the entry node left

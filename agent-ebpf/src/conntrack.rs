@@ -30,6 +30,16 @@ pub fn lookup(key: &CtKey) -> Option<(CtEntry, bool)> {
     unsafe { MESH_SYN.get(key) }.map(|e| (*e, false))
 }
 
+/// A tracked direction's entry (a copy, and where it is, for in-place
+/// updates: it stays valid while the program runs, RCU), and whether it is
+/// confirmed. One lookup, as [`lookup`].
+#[inline(always)]
+pub fn lookup_ptr(key: &CtKey) -> Option<(CtEntry, *mut CtEntry, bool)> {
+    let (slot, confirmed) = get_ptr_mut(key)?;
+    // SAFETY: as in `lookup`.
+    Some((unsafe { *slot }, slot, confirmed))
+}
+
 /// A tracked direction's entry, from either table.
 #[inline(always)]
 pub fn get(key: &CtKey) -> Option<CtEntry> {

@@ -8,6 +8,7 @@
 
 mod allow;
 mod clientip;
+mod closing;
 mod conntrack;
 mod counters;
 mod guard;

@@ -15,7 +15,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use crate::{allow, clientip, conntrack, guard, pick, tunnel};
+use crate::{allow, clientip, closing, conntrack, guard, pick, tunnel};
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
     helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
@@ -249,15 +249,15 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
         return tunnel_in(ctx, &cfg, f.saddr);
     }
     let key = f.key();
-    let (entry, new, confirmed) = match conntrack::lookup(&key) {
-        Some((entry, confirmed)) if still_there(ctx, &f, &entry, f.saddr) => {
-            (entry, false, confirmed)
+    let (entry, slot, new, confirmed) = match conntrack::lookup_ptr(&key) {
+        Some((entry, slot, confirmed)) if still_there(ctx, &f, &entry, f.saddr) => {
+            (entry, slot, false, confirmed)
         }
         _ if !allow::admits(&f) => {
             count_drop(f.dport, f.proto);
             return Some(guard::drop_packet(shoal_agent_common::DROP_NOT_ALLOWED));
         }
-        _ => (new_connection(ctx, &f)?, true, false),
+        _ => (new_connection(ctx, &f)?, core::ptr::null_mut(), true, false),
     };
     if !new {
         let reply = CtKey {
@@ -273,8 +273,10 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
         } else if !confirmed && f.proto == PROTO_TCP {
             confirm_handshake(ctx, &key, &reply);
         }
-        if f.proto == PROTO_TCP {
-            mark_closing(ctx, &key, &reply);
+        if f.proto == PROTO_TCP
+            && let Some(ending) = closing::from_client(ctx, slot, L4_OFF)
+        {
+            closing::copy_to(&reply, ending);
         }
     }
     // The client's own address, in both modes (its port too, unless
@@ -401,23 +403,6 @@ fn clamp_mss(ctx: &mut TcContext, mss: u16) {
         .is_ok()
     {
         let _ = ctx.store(L4_OFF + 22, &clamped, 0);
-    }
-}
-
-/// On a FIN or RST, marks both directions of a connection as ending, so
-/// that its source port may serve a new connection (the table would
-/// otherwise run out of ports for a busy client long before LRU frees them).
-#[inline(always)]
-fn mark_closing(ctx: &TcContext, forward: &CtKey, reply: &CtKey) {
-    let flags: u8 = ctx.load(TCP_FLAGS_OFF).unwrap_or(0);
-    if flags & (TCP_FIN | TCP_RST) == 0 {
-        return;
-    }
-    for key in [forward, reply] {
-        if let Some((entry, _)) = conntrack::get_ptr_mut(key) {
-            // SAFETY: one word of a live entry, written whole.
-            unsafe { (*entry).flags |= CT_CLOSING };
-        }
     }
 }
 
@@ -572,7 +557,7 @@ fn new_connection(ctx: &TcContext, f: &Flow) -> Option<CtEntry> {
         service: service.service,
         flags: mode_flag,
         syn_seq: syn_seq(ctx, f),
-        _pad: 0,
+        client_seq: u32::from_be(syn_seq(ctx, f)),
     };
     let key = CtKey {
         saddr: f.saddr,
@@ -615,7 +600,7 @@ fn reply_entry(f: &Flow, service: &PortEntry) -> CtEntry {
             _ => 0,
         },
         syn_seq: 0,
-        _pad: 0,
+        client_seq: 0,
     }
 }
 
@@ -634,7 +619,7 @@ fn try_reply(ctx: &mut TcContext) -> Option<i32> {
     if cfg.ingress_addr == 0 {
         return None;
     }
-    reply(ctx, &cfg, &f)
+    reply(ctx, &cfg, &f, None)
 }
 
 /// Straight into a local task's container: the peer of its host-side
@@ -679,7 +664,7 @@ fn tunnel_in(ctx: &mut TcContext, cfg: &MeshConfig, via: u32) -> Option<i32> {
 /// the mesh tracks (anything else keeps going to the kernel's device).
 #[inline(always)]
 fn tunnel_reply(ctx: &mut TcContext, cfg: &MeshConfig, inner: &Flow) -> Option<i32> {
-    let Some(back) = conntrack::get(&inner.key()) else {
+    let Some((back, slot, confirmed)) = conntrack::lookup_ptr(&inner.key()) else {
         // Not the mesh's: the kernel's if it is a reply to the node's own
         // software, else dropped (see `guard`).
         if inner.daddr == cfg.ingress_addr
@@ -696,7 +681,7 @@ fn tunnel_reply(ctx: &mut TcContext, cfg: &MeshConfig, inner: &Flow) -> Option<i
         return None;
     }
     // Unwrapped, it is no longer the kernel's to deliver.
-    Some(reply(ctx, cfg, inner).unwrap_or(TC_ACT_SHOT))
+    Some(reply(ctx, cfg, inner, Some((slot, confirmed))).unwrap_or(TC_ACT_SHOT))
 }
 
 /// Whether a packet from a task belongs to the mesh connection its
@@ -762,9 +747,18 @@ pub(crate) fn out_of_underlay(cfg: &MeshConfig) -> i32 {
 /// forwarded before it kept the client's address); wrapped back to the
 /// entry node if that is another node (`clientip`).
 #[inline(always)]
-fn reply(ctx: &mut TcContext, cfg: &MeshConfig, f: &Flow) -> Option<i32> {
+fn reply(
+    ctx: &mut TcContext,
+    cfg: &MeshConfig,
+    f: &Flow,
+    found: Option<(*mut CtEntry, bool)>,
+) -> Option<i32> {
     let key = f.key();
-    let (slot, confirmed) = conntrack::get_ptr_mut(&key)?;
+    // The caller's lookup, when it made one: one lookup a packet.
+    let (slot, confirmed) = match found {
+        Some(found) => found,
+        None => conntrack::get_ptr_mut(&key)?,
+    };
     // SAFETY: the entry stays valid while this program runs (RCU).
     let back = unsafe { *slot };
     if back.flags & CT_VIP != 0 {
@@ -800,9 +794,10 @@ fn reply(ctx: &mut TcContext, cfg: &MeshConfig, f: &Flow) -> Option<i32> {
         // The backend answered: the flow is confirmed.
         conntrack::confirm(&forward_key(cfg, &back, f.proto), &key);
     }
-    if f.proto == PROTO_TCP {
-        let forward = forward_key(cfg, &back, f.proto);
-        mark_closing(ctx, &forward, &key);
+    if f.proto == PROTO_TCP
+        && let Some(ending) = closing::from_task(ctx, slot, L4_OFF)
+    {
+        closing::copy_to(&forward_key(cfg, &back, f.proto), ending);
     }
     rewrite(ctx, f, cfg.node_addr, back.addr, back.nat_port, back.port)?;
     count(back.service, ctx.len(), false);
@@ -825,8 +820,8 @@ pub(crate) fn task_reply(ctx: &mut TcContext, f: &Flow) -> Option<i32> {
     if veth != unsafe { (*ctx.skb.skb).ifindex } {
         return None;
     }
-    if conntrack::get(&f.key()).is_some() {
-        return reply(ctx, &cfg, f);
+    if let Some(found) = conntrack::get_ptr_mut(&f.key()) {
+        return reply(ctx, &cfg, f, Some(found));
     }
     let node = tunnel::node_of(ctx, &cfg, f.daddr)?;
     match tunnel::wrap(ctx, &cfg, f, &mac_of(f.saddr), f.daddr, node) {

@@ -13,7 +13,7 @@ use aya_ebpf::{
 use shoal_agent_common::{CT_ESTABLISHED, CT_VIP, CtEntry, CtKey, MESH_MAX_SERVICES, PortEntry};
 
 use crate::{
-    conntrack, guard,
+    closing, conntrack, guard,
     mesh::{
         self, Flow, L4_OFF, PROTO_TCP, TC_NEXT, TCP_ACK, TCP_FLAGS_OFF, TCP_SYN, confirm_handshake,
         count, flow, mac_of, rewrite, still_there, syn_seq,
@@ -52,9 +52,9 @@ pub fn vip_out(mut ctx: TcContext) -> i32 {
 #[inline(always)]
 fn try_vip_out(ctx: &mut TcContext, f: &Flow, service: &PortEntry) -> Option<()> {
     let key = f.key();
-    let (backend, new) = match conntrack::lookup(&key) {
-        Some((entry, confirmed)) if still_there(ctx, f, &entry, f.saddr) => {
-            if !confirmed && f.proto == PROTO_TCP {
+    let (backend, new) = match conntrack::lookup_ptr(&key) {
+        Some((entry, slot, confirmed)) if still_there(ctx, f, &entry, f.saddr) => {
+            if f.proto == PROTO_TCP {
                 let reply = CtKey {
                     saddr: entry.addr,
                     daddr: f.saddr,
@@ -63,7 +63,12 @@ fn try_vip_out(ctx: &mut TcContext, f: &Flow, service: &PortEntry) -> Option<()>
                     proto: f.proto,
                     _pad: [0; 3],
                 };
-                confirm_handshake(ctx, &key, &reply);
+                if !confirmed {
+                    confirm_handshake(ctx, &key, &reply);
+                }
+                if let Some(ending) = closing::from_client(ctx, slot, L4_OFF) {
+                    closing::copy_to(&reply, ending);
+                }
             }
             (entry.addr, false)
         }
@@ -110,7 +115,7 @@ fn new_vip_connection(ctx: &TcContext, f: &Flow, service: &PortEntry) -> Option<
         service: service.service,
         flags: CT_VIP,
         syn_seq: syn_seq(ctx, f),
-        _pad: 0,
+        client_seq: u32::from_be(syn_seq(ctx, f)),
     };
     let back = CtEntry {
         addr: f.daddr,
@@ -119,7 +124,7 @@ fn new_vip_connection(ctx: &TcContext, f: &Flow, service: &PortEntry) -> Option<
         service: service.service,
         flags: CT_VIP,
         syn_seq: 0,
-        _pad: 0,
+        client_seq: 0,
     };
     // Unconfirmed until the handshake completes, as at the mesh's entry:
     // a container sending SYNs from made-up sources must not push other
@@ -178,6 +183,19 @@ fn try_vip_in(ctx: &mut TcContext) -> Option<()> {
             };
             conntrack::confirm(&forward, &key);
         }
+    }
+    if f.proto == PROTO_TCP
+        && let Some(ending) = closing::from_task(ctx, slot, L4_OFF)
+    {
+        let forward = CtKey {
+            saddr: f.daddr,
+            daddr: back.addr,
+            sport: f.dport,
+            dport: f.sport,
+            proto: f.proto,
+            _pad: [0; 3],
+        };
+        closing::copy_to(&forward, ending);
     }
     rewrite(ctx, &f, back.addr, f.daddr, f.sport, f.dport)?;
     ctx.store(6, &mac_of(back.addr), 0).ok()?;

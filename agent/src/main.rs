@@ -110,6 +110,23 @@ struct JoinArgs {
     /// certificate only (default: this node's address, port 9324).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<String>,
+    /// How long the routing mesh keeps a TCP connection's entries after
+    /// it ended (both sides sent a FIN, or one reset it), as TIME_WAIT:
+    /// retransmitted FINs and last ACKs still pass meanwhile. 1s to 1h;
+    /// entries go within it plus two sweeps (a sweep every quarter of it).
+    #[arg(long, value_name = "DURATION", env = "SHOAL_MESH_CLOSE_LINGER", default_value = "10s",
+          value_parser = parse_linger)]
+    mesh_close_linger: std::time::Duration,
+}
+
+fn parse_linger(text: &str) -> Result<std::time::Duration, String> {
+    let linger = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("invalid duration {text:?} ({e}): expected e.g. 10s or 1m"))?;
+    let (min, max) = datapath::sweep::LINGER_RANGE;
+    if linger < min || linger > max {
+        return Err(format!("{text:?} is out of range: 1s to 1h"));
+    }
+    Ok(linger)
 }
 
 #[derive(Subcommand)]
@@ -136,6 +153,13 @@ enum DatapathCommand {
         /// Only these interfaces (default: every counted one).
         #[arg(value_name = "IFACE")]
         interfaces: Vec<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the routing mesh's tracked connections (both directions of
+    /// each: the confirmed table MESH_CT and the unconfirmed MESH_SYN).
+    Conntrack {
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
@@ -254,6 +278,11 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
             .map_err(anyhow::Error::msg)?,
         None => Some((local, shoal_api::AGENT_METRICS_PORT).into()),
     };
+    // Ended connections' entries leave the mesh's tables once they lingered.
+    tokio::spawn(datapath::sweep::keep_sweeping(
+        root.clone(),
+        args.mesh_close_linger,
+    ));
     let dns = shoal_agent::dns::DnsServer::new(upstreams);
     let overlay = shoal_agent::network::Overlay::new(local, dns.clone(), Some(root.clone()))
         .await
@@ -456,6 +485,31 @@ fn run_datapath(root: &BpfRoot, command: DatapathCommand) -> Result<()> {
                     .collect::<Result<Vec<_>, _>>()?
             };
             print_counts(&counts, json)?;
+        }
+        DatapathCommand::Conntrack { json } => {
+            let tracked = datapath::conntrack::list(root)?;
+            if json {
+                for t in &tracked {
+                    println!("{}", serde_json::to_string(t)?);
+                }
+            } else {
+                println!(
+                    "{:<8} {:<5} {:<21} {:<21} {:<21} {:>8}  FLAGS",
+                    "TABLE", "PROTO", "SOURCE", "DESTINATION", "PEER", "NAT-PORT"
+                );
+                for t in tracked {
+                    println!(
+                        "{:<8} {:<5} {:<21} {:<21} {:<21} {:>8}  {}",
+                        t.table,
+                        t.protocol,
+                        t.source,
+                        t.destination,
+                        t.peer,
+                        t.nat_port,
+                        t.flags.join(",")
+                    );
+                }
+            }
         }
         DatapathCommand::Drops { json } => {
             let drops = datapath::guard::drops(root)?;

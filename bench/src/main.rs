@@ -5,6 +5,7 @@
 mod control_plane;
 mod dns;
 mod mesh;
+mod mesh_baseline;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -39,6 +39,12 @@ pub struct Args {
     /// Service counts for the latency-vs-services part.
     #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000")]
     services: Vec<usize>,
+    /// Binaries of an older build (`cargo xtask bench mesh --baseline-rev
+    /// REV` builds them): at the end, the lab is started afresh with them
+    /// and the default rows (direct, shoal ingress) measured again, so
+    /// that today's default compares with the old one in the same run.
+    #[arg(long)]
+    baseline_bin_dir: Option<PathBuf>,
 }
 
 const ENTRY: &str = "n3";
@@ -71,10 +77,10 @@ fn addresses(netns: &str, dev: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-struct Wrk {
-    rps: f64,
-    p99_ms: f64,
-    errors: u64,
+pub(crate) struct Wrk {
+    pub(crate) rps: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) errors: u64,
 }
 
 fn parse_ms(text: &str) -> Option<f64> {
@@ -88,7 +94,13 @@ fn parse_ms(text: &str) -> Option<f64> {
     })
 }
 
-fn wrk(url: &str, connections: usize, threads: usize, seconds: u64, close: bool) -> Result<Wrk> {
+pub(crate) fn wrk(
+    url: &str,
+    connections: usize,
+    threads: usize,
+    seconds: u64,
+    close: bool,
+) -> Result<Wrk> {
     let mut args = vec![
         "netns".to_owned(),
         "exec".into(),
@@ -151,7 +163,7 @@ fn shoal(lab: &Lab, bins: &Path, args: &[&str]) -> Result<String> {
     Ok(lab.shoal(bins, args)?)
 }
 
-fn running(lab: &Lab, bins: &Path, service: &str) -> usize {
+pub(crate) fn running(lab: &Lab, bins: &Path, service: &str) -> usize {
     shoal(lab, bins, &["service", "ps", service, "--format", "json"])
         .map(|out| {
             out.lines()
@@ -263,7 +275,7 @@ fn median_p99(url: &str) -> Result<f64> {
     Ok(runs[1])
 }
 
-fn wait(what: &str, mut ok: impl FnMut() -> bool) -> Result<()> {
+pub(crate) fn wait(what: &str, mut ok: impl FnMut() -> bool) -> Result<()> {
     for _ in 0..150 {
         if ok() {
             return Ok(());
@@ -273,23 +285,24 @@ fn wait(what: &str, mut ok: impl FnMut() -> bool) -> Result<()> {
     bail!("timed out waiting for {what}")
 }
 
-pub fn run(args: Args) -> Result<()> {
-    let lab = Lab::new();
+/// A 3-node lab cluster (1 manager) of the binaries in `bins`, with the
+/// `web` service: 2 tasks on n1 and n2, 8080 in ingress mode, 8081 in
+/// host mode.
+pub(crate) fn start_with_web(lab: &Lab, bins: &Path) -> Result<()> {
     lab.up(3, &mut |_| {})?;
     lab.stop_cluster()?;
-    lab.start_managers(1, &args.bin_dir, &mut |_| {})?;
-    lab.start_agents(&args.bin_dir, &mut |_| {})?;
+    lab.start_managers(1, bins, &mut |_| {})?;
+    lab.start_agents(bins, &mut |_| {})?;
     // The client closes first, so its ports sit in TIME_WAIT; without
     // reuse, a few seconds of new connections exhaust them and connect()
     // itself becomes the bottleneck (measured: 7,400 → 460 connections/s
     // against a plain server in a second run). Every path gets the same.
     shoal_lab::netns::write_sysctl(topology::CLIENT_NS, "net/ipv4/tcp_tw_reuse", "1")?;
-    let bins = args.bin_dir.as_path();
     wait("3 ready nodes", || {
-        shoal(&lab, bins, &["node", "ls"]).is_ok_and(|o| o.matches(" Ready ").count() == 3)
+        shoal(lab, bins, &["node", "ls"]).is_ok_and(|o| o.matches(" Ready ").count() == 3)
     })?;
     shoal(
-        &lab,
+        lab,
         bins,
         &[
             "service",
@@ -307,7 +320,13 @@ pub fn run(args: Args) -> Result<()> {
             "shoal/echo:1",
         ],
     )?;
-    wait("2 running web tasks", || running(&lab, bins, "web") == 2)?;
+    wait("2 running web tasks", || running(lab, bins, "web") == 2)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let lab = Lab::new();
+    let bins = args.bin_dir.as_path();
+    start_with_web(&lab, bins)?;
     // The same two nodes' tasks for the other picks (issue 16): Maglev,
     // and client-IP affinity (all of wrk's connections come from one
     // client address, so they all reach one task: a bound, not a flaw).
@@ -728,6 +747,9 @@ pub fn run(args: Args) -> Result<()> {
         &["-w", "-t", "nat", "-F", "SHOAL_BENCH"],
     );
     peers_off()?;
+    if let Some(old) = &args.baseline_bin_dir {
+        crate::mesh_baseline::compare(&lab, old, (args.connections, args.seconds), &results)?;
+    }
     println!("\nThe lab cluster stays up (cargo xtask lab down).");
     Ok(())
 }

@@ -35,9 +35,9 @@ fn process_name(host: &Host, component: &str) -> String {
     format!("{}-{component}", host.name)
 }
 
-fn manager_args(lab: &Lab, host: &Host) -> Vec<String> {
+fn manager_args(lab: &Lab, host: &Host, web: bool) -> Vec<String> {
     let dir = node_dir(lab, host);
-    vec![
+    let mut args = vec![
         "--data-dir".into(),
         dir.join("manager").display().to_string(),
         "--advertise-addr".into(),
@@ -48,14 +48,29 @@ fn manager_args(lab: &Lab, host: &Host) -> Vec<String> {
         manager_socket(lab, host).display().to_string(),
         "--hostname".into(),
         host.name.clone(),
+    ];
+    if web {
         // The visualizer on the node's address (TLS, client certificates)
         // and on the node's own loopback, where a browser started in the
         // node's namespace needs none (the lab's page test, the demo).
-        "--web-addr".into(),
-        format!("{}:{WEB_PORT}", host.addr),
-        "--web-addr".into(),
-        format!("127.0.0.1:{WEB_PORT}"),
-    ]
+        args.extend([
+            "--web-addr".into(),
+            format!("{}:{WEB_PORT}", host.addr),
+            "--web-addr".into(),
+            format!("127.0.0.1:{WEB_PORT}"),
+        ]);
+    }
+    args
+}
+
+/// Whether a manager binary has the visualizer (`--web-addr`): a build
+/// older than it does not, and a bench may run one beside today's
+/// (`cargo xtask bench mesh --baseline-rev`).
+fn has_visualizer(manager_bin: &str) -> bool {
+    std::process::Command::new(manager_bin)
+        .args(["run", "--help"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--web-addr"))
 }
 
 /// How long a starting manager has to open its control socket.
@@ -77,6 +92,7 @@ impl Lab {
         let manager_bin = readiness::require_binary(bin_dir, "shoal-manager")?;
         // Joining managers ask the first for a token with the CLI.
         let cli = readiness::require_binary(bin_dir, "shoal")?;
+        let web = has_visualizer(&manager_bin);
         let first = topology::Host::node(1);
         for index in 1..=managers {
             let host = topology::Host::node(index);
@@ -90,7 +106,7 @@ impl Lab {
                 what: format!("creating {}", node_dir(self, &host).display()),
                 source,
             })?;
-            let common = manager_args(self, &host);
+            let common = manager_args(self, &host, web);
             let mut command = vec![manager_bin.clone()];
             let how = if data_dir.join("manager.json").exists() {
                 command.push("run".into());

@@ -79,6 +79,20 @@ pub fn tcp_syn(src: SocketAddrV4, dst: SocketAddrV4, seq: u32) -> Vec<u8> {
     ipv4(*src.ip(), *dst.ip(), PROTO_TCP, &t)
 }
 
+/// A TCP RST (no ACK) with sequence number `seq` in an IPv4 packet: what
+/// an off-path attacker sends to cut someone else's connection.
+pub fn tcp_rst(src: SocketAddrV4, dst: SocketAddrV4, seq: u32) -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&src.port().to_be_bytes());
+    t[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[12] = 5 << 4; // 20 bytes of header
+    t[13] = 0x04; // RST
+    let sum = checksum(&t, pseudo(*src.ip(), *dst.ip(), PROTO_TCP, t.len()));
+    t[16..18].copy_from_slice(&sum.to_be_bytes());
+    ipv4(*src.ip(), *dst.ip(), PROTO_TCP, &t)
+}
+
 /// A VXLAN payload (the UDP datagram's content to port 4789): VNI `vni`,
 /// an Ethernet frame to `dst_mac` carrying the IPv4 packet `inner`.
 pub fn vxlan(vni: u32, dst_mac: [u8; 6], inner: &[u8]) -> Vec<u8> {
@@ -148,6 +162,13 @@ mod tests {
             0
         );
         assert_eq!(syn.len(), 44);
+        let rst = tcp_rst(src, dst, 9);
+        let l4 = &rst[20..];
+        assert_eq!(
+            checksum(l4, pseudo(*src.ip(), *dst.ip(), PROTO_TCP, l4.len())),
+            0
+        );
+        assert_eq!(l4[13], 0x04);
         let frame = vxlan(4096, task_mac(*dst.ip()), &packet);
         assert_eq!(&frame[4..7], &[0, 0x10, 0], "VNI 4096");
         assert_eq!(&frame[8..14], &[0x02, 0x42, 198, 18, 0, 3]);

@@ -22,12 +22,23 @@ pub enum Name {
 pub struct BenchArgs {
     /// The benchmark to run.
     name: Name,
+    /// mesh: also measure the binaries of this git revision (e.g. 9f14783,
+    /// the last main before issue 16: SNAT to the entry node's ingress
+    /// address) in the same run, and print today's default against it.
+    /// Its tree is exported (`git archive`) and built under
+    /// target/baseline/REV, once.
+    #[arg(long, value_name = "REV")]
+    baseline_rev: Option<String>,
     /// Extra arguments for the bench (`-- --help` lists them).
     #[arg(last = true)]
     args: Vec<String>,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    anyhow::ensure!(
+        args.baseline_rev.is_none() || matches!(args.name, Name::Mesh),
+        "--baseline-rev applies to `bench mesh` only"
+    );
     sh::run(sh::cargo().args([
         "build",
         "--release",
@@ -53,6 +64,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             sh::run(sh::cargo().args(["build", "--release", "-q", "--bins"]))?;
             crate::images::build_all()?;
             command.arg("mesh").arg("--bin-dir").arg(&release);
+            if let Some(rev) = &args.baseline_rev {
+                command
+                    .arg("--baseline-bin-dir")
+                    .arg(crate::baseline::build(rev)?);
+            }
         }
     }
     sh::run(command.args(&args.args))

@@ -1,5 +1,6 @@
 //! `cargo xtask …`: everything a developer or CI does beyond plain cargo.
 
+mod baseline;
 mod bench;
 mod build;
 mod ci;

@@ -7,12 +7,14 @@
 
 pub mod allow;
 mod bpffs;
+pub mod conntrack;
 mod counters;
 pub mod guard;
 mod loader;
 mod maglev;
 pub mod mesh;
 pub mod pick;
+pub mod sweep;
 
 pub use bpffs::{BpfRoot, DEFAULT_ROOT};
 pub use counters::{CounterMap, InterfaceCount};

@@ -38,6 +38,15 @@ static TASK_STARTS: LazyLock<Counter> = LazyLock::new(Counter::default);
 /// Reports of a task failed or rejected.
 static TASK_FAILURES: LazyLock<Counter> = LazyLock::new(Counter::default);
 
+/// Entries of ended connections the sweeper removed from the mesh's
+/// connection tables (`datapath::sweep`).
+static CONNECTIONS_REMOVED: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// Counts entries of ended connections removed from the mesh's tables.
+pub fn connections_removed(entries: u64) {
+    CONNECTIONS_REMOVED.inc_by(entries);
+}
+
 /// Counts a task status this agent reported to the cluster.
 pub fn task_reported(state: TaskState) {
     TASK_REPORTS
@@ -289,6 +298,11 @@ pub fn render(reading: &Reading) -> Result<String, std::fmt::Error> {
         "shoal_dns_shed",
         "DNS queries for upstream answered SERVFAIL: too many in flight",
         reading.dns_shed,
+    );
+    registry.register(
+        "shoal_mesh_closed_entries_removed",
+        "Connection-table entries of ended TCP connections (both FINs, or a reset) removed after their linger",
+        CONNECTIONS_REMOVED.clone(),
     );
     registry.register(
         "shoal_task_starts",

@@ -116,3 +116,15 @@ fn malformed_slot_keys_are_skipped() {
     assert!(slot("svc:8080").is_none());
     assert!(matches!(slot("svc/net"), Some(Slot::Vip(_))));
 }
+
+#[test]
+fn removed_connection_entries_are_counted() {
+    let text = render(&Reading::default()).expect("encodes");
+    let before = value_of(&text, "shoal_mesh_closed_entries_removed_total").unwrap_or(0.0);
+    super::connections_removed(3);
+    let text = render(&Reading::default()).expect("encodes");
+    assert_eq!(
+        value_of(&text, "shoal_mesh_closed_entries_removed_total"),
+        Some(before + 3.0)
+    );
+}
