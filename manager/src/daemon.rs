@@ -340,8 +340,12 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
     };
 
     let store = Store::new();
-    let log = LogStore::open(&options.data_dir.join("raft-log.redb"), cipher.clone())
-        .context("opening the Raft log")?;
+    let log = LogStore::open(
+        &options.data_dir.join("raft-log.redb"),
+        &options.data_dir.join("raft-log"),
+        cipher.clone(),
+    )
+    .context("opening the Raft log")?;
     let state_machine = StateMachine::open(
         &options.data_dir.join("state.redb"),
         store.clone(),

@@ -15,10 +15,11 @@ mod pb {
 }
 
 pub use pb::{PutRequest, kv_client::KvClient};
+use pb::{StatusRequest, maintenance_client::MaintenanceClient};
 
 const MEMBERS: usize = 3;
 
-/// The running members and a client of the first one.
+/// The running members and a client of the leader.
 pub struct EtcdCluster {
     /// Stopped when the cluster is dropped.
     _procs: Procs,
@@ -126,8 +127,40 @@ pub async fn start(root: &Path) -> Result<EtcdCluster> {
                 .context("starting etcd (cargo xtask setup installs etcd-server)")?,
         );
     }
-    let channel = shoal_pki::transport::lazy_channel("127.0.0.1:23791", certificates.client()?)?;
+    let dialer = certificates.client()?;
+    let member = |i: usize| {
+        shoal_pki::transport::lazy_channel(&format!("127.0.0.1:{}", 23791 + i), dialer.clone())
+    };
+    let first = member(0)?;
     wait_for("etcd to accept a write over TLS", || {
+        let mut kv = KvClient::new(first.clone());
+        async move {
+            kv.put(PutRequest {
+                key: b"warmup".to_vec(),
+                value: b"x".to_vec(),
+            })
+            .await
+            .ok()
+        }
+    })
+    .await?;
+    // Writes go to the leader, as Shoal's do: a follower would forward each
+    // one, a hop Shoal's writes do not take.
+    let mut channel = None;
+    for i in 0..MEMBERS {
+        let candidate = member(i)?;
+        let status = MaintenanceClient::new(candidate.clone())
+            .status(StatusRequest {})
+            .await
+            .with_context(|| format!("asking etcd{i} for its status"))?
+            .into_inner();
+        if status.header.is_some_and(|h| h.member_id == status.leader) {
+            channel = Some(candidate);
+            break;
+        }
+    }
+    let channel = channel.context("no etcd member says it leads")?;
+    wait_for("etcd's leader to accept a write over TLS", || {
         let mut kv = KvClient::new(channel.clone());
         async move {
             kv.put(PutRequest {

@@ -1,14 +1,15 @@
-//! The Raft log in redb: entries by index, plus the vote, the committed id
-//! and the last purged id.
+//! The Raft log: entries in an append-only file set ([`Wal`]), the vote,
+//! the committed id and the last purged id in redb.
 //!
 //! Group commit: openraft 0.9 hands the log each client write on its own
 //! and waits for `append` to return before taking the next one, so an
 //! fsync per `append` caps writes at one per fsync. Here `append` only
 //! queues the entries (readers see them at once) and returns; one writer
-//! thread commits everything queued in a single fsynced transaction and then
-//! tells openraft, through each append's callback, that it is flushed.
-//! Truncate, purge and the vote go through the same queue, so the file sees
-//! every operation in openraft's order.
+//! thread writes everything queued with a single fsync and then tells
+//! openraft, through each append's callback, that it is flushed. Truncate,
+//! purge and the vote go through the same queue, so the files see every
+//! operation in openraft's order. (Older managers kept entries in redb too:
+//! they move to the file set the first time the log opens.)
 //!
 //! Entries are sealed with this manager's data key before they are queued
 //! (`crate::encryption`): the file never holds a plaintext entry. The vote,
@@ -34,9 +35,11 @@ use tokio::sync::oneshot;
 use super::{
     RaftId, TypeConfig, io_err,
     log_tail::{self, LogTail},
+    wal::{Wal, WalReader},
 };
 use crate::encryption::{Cipher, files};
 
+/// Where older managers kept entries; moved to the [`Wal`] on open.
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -60,6 +63,7 @@ enum Op {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    wal: WalReader,
     cipher: Arc<Cipher>,
     writer: mpsc::Sender<Op>,
     /// Entries queued but not yet committed, and the latest committed ones.
@@ -71,23 +75,27 @@ fn anyhow_io(e: anyhow::Error) -> openraft::AnyError {
 }
 
 impl LogStore {
-    /// Opens (or creates, `0600`) the log at `path`, its entries sealed
-    /// with `cipher`.
-    pub fn open(path: &Path, cipher: Arc<Cipher>) -> anyhow::Result<Self> {
+    /// Opens (or creates, `0600`) the log's metadata at `path` and its
+    /// entries in the directory `entries`, sealed with `cipher`.
+    pub fn open(path: &Path, entries: &Path, cipher: Arc<Cipher>) -> anyhow::Result<Self> {
         files::private_file(path)?;
         let db = Arc::new(Database::create(path)?);
         let txn = db.begin_write()?;
         txn.open_table(LOG)?;
         txn.open_table(META)?;
         txn.commit()?;
+        let purged = read_meta::<Option<LogId<RaftId>>>(&db, PURGED)?.flatten();
+        let mut wal = Wal::open(entries, purged.map(|p| p.index))?;
+        move_entries_from_redb(&db, &mut wal)?;
         let (writer, ops) = mpsc::channel();
         let tail: Arc<Mutex<LogTail>> = Arc::default();
-        let (thread_db, thread_tail) = (db.clone(), tail.clone());
+        let (thread_db, thread_tail, reader) = (db.clone(), tail.clone(), wal.reader());
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || write_loop(&thread_db, &thread_tail, ops))?;
+            .spawn(move || write_loop(&thread_db, &mut wal, &thread_tail, ops))?;
         Ok(Self {
             db,
+            wal: reader,
             cipher,
             writer,
             tail,
@@ -117,12 +125,7 @@ impl LogStore {
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> anyhow::Result<Option<T>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(META)?;
-        Ok(match table.get(key)? {
-            Some(v) => Some(serde_json::from_slice(v.value())?),
-            None => None,
-        })
+        read_meta(&self.db, key)
     }
 
     /// Queues `op` built around a reply channel and waits for the writer.
@@ -139,6 +142,47 @@ impl LogStore {
     }
 }
 
+fn read_meta<T: serde::de::DeserializeOwned>(
+    db: &Database,
+    key: &str,
+) -> anyhow::Result<Option<T>> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(META)?;
+    Ok(match table.get(key)? {
+        Some(v) => Some(serde_json::from_slice(v.value())?),
+        None => None,
+    })
+}
+
+/// Moves entries an older manager kept in redb into the file set (sealed
+/// as they are: same seal, same context). A crash midway moves them again.
+fn move_entries_from_redb(db: &Database, wal: &mut Wal) -> anyhow::Result<()> {
+    let entries: Vec<(u64, Vec<u8>)> = {
+        let txn = db.begin_read()?;
+        let table = txn.open_table(LOG)?;
+        table
+            .iter()?
+            .map(|item| {
+                let (index, value) = item?;
+                Ok((index.value(), value.value().to_vec()))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    if entries.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(
+        entries = entries.len(),
+        "moving the Raft log's entries out of redb"
+    );
+    wal.append(&entries)?;
+    wal.sync()?;
+    let txn = db.begin_write()?;
+    txn.open_table(LOG)?.retain(|_, _| false)?;
+    txn.commit()?;
+    Ok(())
+}
+
 /// What an entry's seal is bound to: its place in the log.
 fn entry_context(index: u64) -> String {
     format!("raft-log/{index}")
@@ -150,13 +194,13 @@ fn lock_tail(tail: &Mutex<LogTail>) -> std::sync::MutexGuard<'_, LogTail> {
 
 /// The writer thread: commits whatever is queued, in order, one fsync per
 /// batch. Ends when every LogStore handle is gone.
-fn write_loop(db: &Database, tail: &Mutex<LogTail>, ops: mpsc::Receiver<Op>) {
+fn write_loop(db: &Database, wal: &mut Wal, tail: &Mutex<LogTail>, ops: mpsc::Receiver<Op>) {
     while let Ok(first) = ops.recv() {
         let mut batch = vec![first];
         while let Ok(more) = ops.try_recv() {
             batch.push(more);
         }
-        let result = commit(db, &batch);
+        let result = commit(db, wal, &batch);
         let mut flushed: Vec<LogId<RaftId>> = Vec::new();
         for op in batch {
             let outcome = result
@@ -183,25 +227,54 @@ fn write_loop(db: &Database, tail: &Mutex<LogTail>, ops: mpsc::Receiver<Op>) {
     }
 }
 
-fn commit(db: &Database, batch: &[Op]) -> anyhow::Result<()> {
+/// Entries go to the file set (one fsync for all of them); the vote, the
+/// purged and committed ids to redb, durably only when the vote or a purge
+/// is among them (the committed id may lag: see `save_committed`). A purge
+/// deletes entries' files only once the purged id is durable.
+fn commit(db: &Database, wal: &mut Wal, batch: &[Op]) -> anyhow::Result<()> {
+    let mut entries_written = false;
+    for op in batch {
+        match op {
+            Op::Append(entries, _) => {
+                let entries: Vec<(u64, Vec<u8>)> = entries
+                    .iter()
+                    .map(|(id, bytes)| (id.index, bytes.clone()))
+                    .collect();
+                wal.append(&entries)?;
+                entries_written = true;
+            }
+            Op::Truncate(from, _) => {
+                wal.truncate(*from)?;
+                entries_written = true;
+            }
+            Op::Purge(..) | Op::Vote(..) | Op::Committed(_) => {}
+        }
+    }
+    if entries_written {
+        wal.sync()?;
+    }
+    let meta_ops: Vec<&Op> = batch
+        .iter()
+        .filter(|op| matches!(op, Op::Purge(..) | Op::Vote(..) | Op::Committed(_)))
+        .collect();
+    if meta_ops.is_empty() {
+        return Ok(());
+    }
+    let durable = meta_ops
+        .iter()
+        .any(|op| matches!(op, Op::Purge(..) | Op::Vote(..)));
     let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
+    txn.set_durability(if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    })?;
     {
-        let mut log = txn.open_table(LOG)?;
         let mut meta = txn.open_table(META)?;
-        for op in batch {
+        for op in &meta_ops {
             match op {
-                Op::Append(entries, _) => {
-                    for (id, bytes) in entries {
-                        log.insert(id.index, bytes.as_slice())?;
-                    }
-                }
-                Op::Truncate(from, _) => {
-                    log.retain_in(*from.., |_, _| false)?;
-                }
                 Op::Purge(upto, _) => {
                     meta.insert(PURGED, serde_json::to_vec(&Some(upto))?.as_slice())?;
-                    log.retain_in(..=upto.index, |_, _| false)?;
                 }
                 Op::Vote(bytes, _) => {
                     meta.insert(VOTE, bytes.as_slice())?;
@@ -209,10 +282,16 @@ fn commit(db: &Database, batch: &[Op]) -> anyhow::Result<()> {
                 Op::Committed(bytes) => {
                     meta.insert(COMMITTED, bytes.as_slice())?;
                 }
+                Op::Append(..) | Op::Truncate(..) => {}
             }
         }
     }
     txn.commit()?;
+    for op in meta_ops {
+        if let Op::Purge(upto, _) = op {
+            wal.purge(upto.index)?;
+        }
+    }
     Ok(())
 }
 
@@ -232,15 +311,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
             return Ok(kept);
         };
         let read = || -> anyhow::Result<Vec<Entry<TypeConfig>>> {
-            let txn = self.db.begin_read()?;
-            let table = txn.open_table(LOG)?;
-            let mut entries = Vec::new();
-            for item in table.range(older)? {
-                let (index, value) = item?;
-                let index = index.value();
-                entries.push(self.open_entry(index, value.value())?);
-            }
-            Ok(entries)
+            self.wal
+                .read(older)?
+                .into_iter()
+                .map(|(index, sealed)| self.open_entry(index, &sealed))
+                .collect()
         };
         let mut entries = read().map_err(|e| StorageIOError::read_logs(anyhow_io(e)))?;
         entries.extend(kept);
@@ -258,10 +333,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::read_logs(anyhow_io(e)))?;
         let last_pending = self.tail().last_log_id();
         let last_file = || -> anyhow::Result<Option<LogId<RaftId>>> {
-            let txn = self.db.begin_read()?;
-            let table = txn.open_table(LOG)?;
-            Ok(match table.last()? {
-                Some((index, value)) => Some(self.open_entry(index.value(), value.value())?.log_id),
+            let Some(last) = self.wal.last_index() else {
+                return Ok(None);
+            };
+            Ok(match self.wal.read(last..=last)?.pop() {
+                Some((index, sealed)) => Some(self.open_entry(index, &sealed)?.log_id),
                 None => None,
             })
         };

@@ -2,13 +2,16 @@
 //!
 //! Why 0.9: it is openraft's released line (0.9.25); 0.10 exists only as
 //! alphas whose storage and network traits still change between releases.
-//! The log and the state machine each live in their own redb file, so log
-//! appends (fsynced) never wait behind state-machine writes.
+//! The log and the state machine each live in their own files, so log
+//! appends (fsynced) never wait behind state-machine writes: the log's
+//! entries in an append-only file set (`wal`), its vote and ids and the
+//! state machine in redb.
 
 pub mod log_store;
 mod log_tail;
 pub mod network;
 pub mod state_machine;
+mod wal;
 
 use std::{io::Cursor, sync::Arc};
 
