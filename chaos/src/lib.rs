@@ -1,0 +1,7 @@
+//! `cargo xtask chaos`: faults in a seeded order on a 5-node lab cluster
+//! (3 managers) while clients write to the store and load flows through the
+//! mesh; then the checks (linearizable history, no address handed out
+//! twice) and the figures (failover, node loss, failed requests).
+
+pub mod linearize;
+pub mod model;
