@@ -157,12 +157,19 @@ fn check_key(key: &str, ops: &[&Operation]) -> Result<(), Violation> {
     let mut stack: Vec<(usize, Obj)> = Vec::new();
     // The deepest point reached, for the report.
     let mut best: (Vec<usize>, Obj) = (Vec::new(), Obj::Absent);
+    // Operations with no answer never have to be placed: they may take
+    // effect at the end, or never. Placing one that changes nothing is
+    // pointless, and would multiply the search by every subset of them.
+    let mut definite_left = ops.iter().filter(|op| op.complete.is_some()).count();
     let mut entry = events[0].next;
-    while events[0].next != NONE {
+    while events[0].next != NONE && definite_left > 0 {
         let event = events[entry];
         if event.kind == Kind::Call {
             let op = ops[event.op];
-            if let Some(next) = step(&state, &op.input, &op.output) {
+            let unknown = op.complete.is_none();
+            if let Some(next) = step(&state, &op.input, &op.output)
+                && !(unknown && next == state)
+            {
                 let mut with = linearized.clone();
                 with.set(event.op);
                 if cache.insert((with.clone(), next.clone())) {
@@ -170,6 +177,9 @@ fn check_key(key: &str, ops: &[&Operation]) -> Result<(), Violation> {
                     state = next;
                     linearized = with;
                     lift(&mut events, entry);
+                    if !unknown {
+                        definite_left -= 1;
+                    }
                     entry = events[0].next;
                     continue;
                 }
@@ -186,6 +196,9 @@ fn check_key(key: &str, ops: &[&Operation]) -> Result<(), Violation> {
                 return Err(violation(key, ops, &best.0, best.1));
             };
             state = before;
+            if ops[events[call].op].complete.is_some() {
+                definite_left += 1;
+            }
             linearized.clear(events[call].op);
             unlift(&mut events, call);
             entry = events[call].next;

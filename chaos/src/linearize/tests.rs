@@ -201,3 +201,23 @@ fn many_concurrent_clients_stay_tractable() {
     }
     assert!(h.check().is_empty());
 }
+
+#[test]
+fn many_lost_writes_that_changed_nothing_do_not_blow_up_the_search() {
+    // 40 lost updates by a stale id (each could be a no-op anywhere), among
+    // reads: linearizable, and quick.
+    let mut h = H::new().op(0, create(1), created("a"), 0, 5);
+    for i in 0..40u64 {
+        h = h.lost(1, update("gone", 100 + i), 10 + i * 10);
+        h = h.op(
+            0,
+            Input::Read,
+            read(Some(("a", 1))),
+            12 + i * 10,
+            14 + i * 10,
+        );
+    }
+    let started = std::time::Instant::now();
+    assert!(h.check().is_empty());
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}

@@ -1,0 +1,302 @@
+//! The run's verdict and figures: (1) the history linearizable (no
+//! acknowledged write lost, no stale read), (2) no address handed out
+//! twice, (3) leader failover, (4) node loss to tasks running elsewhere,
+//! (5) failed requests, split by blame.
+
+use std::{
+    fmt::{self, Write as _},
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use crate::{
+    failures::{self, Window},
+    linearize::{self, Operation, Violation},
+    model::Input,
+    schedule::Step,
+    stats,
+    traffic::{Request, Route},
+    workload::Counters,
+};
+
+pub struct Scan {
+    pub when: String,
+    pub store: Vec<String>,
+    pub containers: Vec<String>,
+}
+
+pub struct Inputs {
+    pub seed: u64,
+    pub steps: Vec<Step>,
+    pub history: Vec<Operation>,
+    pub counters: Arc<Counters>,
+    pub requests: Vec<Request>,
+    pub windows: Vec<Window>,
+    /// When each leader kill happened (µs since the start).
+    pub leader_kills: Vec<u64>,
+    pub node_loss: Vec<Duration>,
+    pub not_rescheduled: Vec<String>,
+    pub scans: Vec<Scan>,
+    pub errors: Vec<String>,
+    pub elapsed: Duration,
+}
+
+pub struct Report {
+    inputs: Inputs,
+    violations: Vec<Violation>,
+    failovers: Vec<Duration>,
+}
+
+fn is_write(input: &Input) -> bool {
+    !matches!(input, Input::Read)
+}
+
+/// For each kill time: until the first write invoked after it was answered.
+pub fn failovers(history: &[Operation], kills: &[u64]) -> Vec<Duration> {
+    kills
+        .iter()
+        .filter_map(|&killed| {
+            history
+                .iter()
+                .filter(|op| is_write(&op.input) && op.invoke >= killed)
+                .filter_map(|op| op.complete)
+                .min()
+                .map(|done| Duration::from_micros(done - killed))
+        })
+        .collect()
+}
+
+fn seconds(us: u64) -> String {
+    if us == u64::MAX {
+        "never".into()
+    } else {
+        format!("{:.3} s", us as f64 / 1e6)
+    }
+}
+
+impl Report {
+    pub fn build(inputs: Inputs) -> Self {
+        let violations = linearize::check(&inputs.history);
+        let failovers = failovers(&inputs.history, &inputs.leader_kills);
+        Self {
+            inputs,
+            violations,
+            failovers,
+        }
+    }
+
+    fn duplicates(&self) -> Vec<String> {
+        self.inputs
+            .scans
+            .iter()
+            .flat_map(|s| {
+                s.store
+                    .iter()
+                    .map(move |d| format!("{}: in the store: {d}", s.when))
+                    .chain(
+                        s.containers
+                            .iter()
+                            .map(move |d| format!("{}: in containers: {d}", s.when)),
+                    )
+            })
+            .collect()
+    }
+
+    /// What failed, empty if the run passed.
+    pub fn failures(&self) -> Vec<String> {
+        let mut failed = Vec::new();
+        if !self.violations.is_empty() {
+            failed.push(format!(
+                "(1) {} name(s) with a history that is not linearizable",
+                self.violations.len()
+            ));
+        }
+        let dups = self.duplicates();
+        if !dups.is_empty() {
+            failed.push(format!("(2) {} address(es) handed out twice", dups.len()));
+        }
+        let split = failures::split(&self.inputs.requests, &self.inputs.windows);
+        if !split.others.is_empty() {
+            failed.push(format!(
+                "(5) {} failed request(s) not explained by a fault (goal 0)",
+                split.others.len()
+            ));
+        }
+        for error in &self.inputs.errors {
+            failed.push(format!("fault driver: {error}"));
+        }
+        failed
+    }
+}
+
+fn describe(op: &Operation) -> String {
+    let client = if op.client == usize::MAX {
+        "final".to_owned()
+    } else {
+        format!("client {}", op.client)
+    };
+    format!(
+        "  {client:>9}  {:>11} .. {:<11}  {:?} -> {:?}",
+        seconds(op.invoke),
+        op.complete.map_or("unknown".into(), seconds),
+        op.input,
+        op.output
+    )
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inputs;
+        let mut out = String::new();
+        writeln!(
+            out,
+            "== chaos report: seed {}, {:.0} s, {} faults",
+            i.seed,
+            i.elapsed.as_secs_f64(),
+            i.windows.len()
+        )?;
+        let c = &i.counters;
+        writeln!(
+            out,
+            "store: {} calls, {} with no answer (unknown), {} refused; {} operations checked",
+            c.calls.load(Ordering::Relaxed),
+            c.unknown.load(Ordering::Relaxed),
+            c.refused.load(Ordering::Relaxed),
+            i.history.len()
+        )?;
+        if self.violations.is_empty() {
+            writeln!(
+                out,
+                "(1) linearizable: yes (no acknowledged write lost, no stale read)"
+            )?;
+        } else {
+            writeln!(out, "(1) linearizable: NO")?;
+            for v in &self.violations {
+                writeln!(
+                    out,
+                    "  {}: {} operations linearized, then stuck in state {:?}; the history around it:",
+                    v.key, v.prefix_len, v.state
+                )?;
+                for op in &v.slice {
+                    writeln!(out, "{}", describe(op))?;
+                }
+            }
+        }
+        let dups = self.duplicates();
+        writeln!(
+            out,
+            "(2) addresses handed out twice: {} ({} scans of the store and of the containers)",
+            dups.len(),
+            i.scans.len()
+        )?;
+        for d in &dups {
+            writeln!(out, "  {d}")?;
+        }
+        writeln!(
+            out,
+            "(3) leader failover, kill -> a write succeeds: {}",
+            stats::summary(&self.failovers)
+        )?;
+        writeln!(
+            out,
+            "(4) node loss -> its tasks running elsewhere: {}",
+            stats::summary(&i.node_loss)
+        )?;
+        for why in &i.not_rescheduled {
+            writeln!(out, "  {why}")?;
+        }
+        let split = failures::split(&i.requests, &i.windows);
+        writeln!(
+            out,
+            "(5) requests: {} made, {} failed: {} to a node being faulted, {} others (goal 0)",
+            split.total,
+            split.faulted.len() + split.others.len(),
+            split.faulted.len(),
+            split.others.len()
+        )?;
+        for route in [Route::Mesh, Route::Vip, Route::Dns] {
+            let made = i.requests.iter().filter(|r| r.path == route).count();
+            let faulted = split.faulted.iter().filter(|r| r.path == route).count();
+            let others = split.others.iter().filter(|r| r.path == route).count();
+            writeln!(
+                out,
+                "  {route:<24} {made:>6} made, {faulted:>4} faulted, {others:>4} others"
+            )?;
+        }
+        for r in split.others.iter().take(20) {
+            writeln!(
+                out,
+                "  other: {} via {} {}: {}",
+                seconds(r.at),
+                r.via,
+                r.path,
+                r.detail
+            )?;
+        }
+        writeln!(out, "faults:")?;
+        for w in &i.windows {
+            writeln!(
+                out,
+                "  {:<14} {:<3} {} .. {} (backends on {:?})",
+                w.fault.to_string(),
+                w.node,
+                seconds(w.from),
+                seconds(w.to),
+                w.backends
+            )?;
+        }
+        let failed = self.failures();
+        if failed.is_empty() {
+            writeln!(out, "PASSED (seed {})", i.seed)?;
+        } else {
+            writeln!(
+                out,
+                "FAILED (seed {}; `cargo xtask chaos --seed {0}` repeats the schedule):",
+                i.seed
+            )?;
+            for f in failed {
+                writeln!(out, "  {f}")?;
+            }
+        }
+        let _ = &i.steps;
+        f.write_str(&out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Output;
+
+    fn write(invoke: u64, complete: Option<u64>) -> Operation {
+        Operation {
+            client: 0,
+            key: "k".into(),
+            input: Input::Update {
+                id: "a".into(),
+                value: 1,
+            },
+            output: if complete.is_some() {
+                Output::Updated
+            } else {
+                Output::Unknown
+            },
+            invoke,
+            complete,
+        }
+    }
+
+    #[test]
+    fn failover_runs_to_the_first_answered_write_invoked_after_the_kill() {
+        let history = vec![
+            write(0, Some(2_500_000)), // invoked before the kill
+            write(1_100_000, None),    // no answer
+            write(1_200_000, Some(4_000_000)),
+            write(3_000_000, Some(3_500_000)),
+        ];
+        assert_eq!(
+            failovers(&history, &[1_000_000]),
+            vec![Duration::from_micros(2_500_000)]
+        );
+    }
+}
