@@ -21,6 +21,9 @@ use crate::{
 
 pub struct Scan {
     pub when: String,
+    /// Addresses allocated in the store, and held inside containers.
+    pub allocations: usize,
+    pub held: usize,
     pub store: Vec<String>,
     pub containers: Vec<String>,
 }
@@ -189,6 +192,13 @@ impl fmt::Display for Report {
             dups.len(),
             i.scans.len()
         )?;
+        if let Some(last) = i.scans.last() {
+            writeln!(
+                out,
+                "  the last scan saw {} allocations in the store and {} addresses in containers",
+                last.allocations, last.held
+            )?;
+        }
         for d in &dups {
             writeln!(out, "  {d}")?;
         }
@@ -284,6 +294,70 @@ mod tests {
             invoke,
             complete,
         }
+    }
+
+    fn inputs(history: Vec<Operation>, requests: Vec<Request>, scans: Vec<Scan>) -> Inputs {
+        Inputs {
+            seed: 9,
+            steps: Vec::new(),
+            history,
+            counters: Arc::new(Counters::default()),
+            requests,
+            windows: Vec::new(),
+            leader_kills: Vec::new(),
+            node_loss: Vec::new(),
+            not_rescheduled: Vec::new(),
+            scans,
+            errors: Vec::new(),
+            elapsed: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_clean_run_passes_and_each_kind_of_evidence_fails_it() {
+        let clean = Report::build(inputs(vec![write(0, None)], Vec::new(), Vec::new()));
+        assert!(clean.failures().is_empty(), "{clean}");
+        assert!(clean.to_string().contains("PASSED (seed 9)"));
+
+        // A read that misses an acknowledged create.
+        let lost = vec![
+            Operation {
+                input: Input::Create { value: 1 },
+                output: Output::Created { id: "a".into() },
+                ..write(0, Some(10))
+            },
+            Operation {
+                input: Input::Read,
+                output: Output::Read(None),
+                ..write(20, Some(30))
+            },
+        ];
+        let report = Report::build(inputs(lost, Vec::new(), Vec::new()));
+        assert_eq!(report.failures().len(), 1);
+        let text = report.to_string();
+        assert!(text.contains("linearizable: NO"), "{text}");
+        assert!(text.contains("--seed 9"), "{text}");
+        assert!(text.contains("Read(None)"), "the slice is printed: {text}");
+
+        let scan = Scan {
+            when: "at the end".into(),
+            allocations: 2,
+            held: 2,
+            store: Vec::new(),
+            containers: vec!["198.18.1.2 held by container a, container b".into()],
+        };
+        let report = Report::build(inputs(Vec::new(), Vec::new(), vec![scan]));
+        assert!(report.failures()[0].starts_with("(2) 1 address"));
+
+        let failed = Request {
+            at: 5,
+            path: Route::Mesh,
+            via: "n1".into(),
+            ok: false,
+            detail: "FAILED timed out".into(),
+        };
+        let report = Report::build(inputs(Vec::new(), vec![failed], Vec::new()));
+        assert!(report.failures()[0].starts_with("(5) 1 failed request"));
     }
 
     #[test]
