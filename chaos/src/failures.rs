@@ -29,8 +29,11 @@ impl Window {
             self.fault,
             Fault::KillAgent | Fault::RestartEngine | Fault::Isolate
         );
+        // In flight at any point of the window: a request sent just before
+        // the fault and cut by it is the fault's.
         node_level
-            && (self.from..=self.to).contains(&request.at)
+            && request.at <= self.to
+            && request.until >= self.from
             && (request.via == self.node || self.backends.contains(&self.node))
     }
 }
@@ -65,6 +68,7 @@ mod tests {
     fn failed(at: u64, via: &str) -> Request {
         Request {
             at,
+            until: at + 20,
             path: Route::Mesh,
             via: via.into(),
             ok: false,
@@ -98,6 +102,17 @@ mod tests {
         assert_eq!(split.faulted.len(), 2);
         assert_eq!(split.others.len(), 1);
         assert_eq!(split.others[0].at, 250);
+    }
+
+    #[test]
+    fn a_request_in_flight_when_the_fault_began_is_the_fault_s() {
+        // Seen in seed 11's run: a request sent 10 ms before an isolation
+        // timed out 2 s later, and was counted against no fault.
+        let requests = vec![failed(90, "n1"), failed(50, "n1")];
+        let split = split(&requests, &[window(Fault::Isolate, "n2", &["n2"])]);
+        assert_eq!(split.faulted.len(), 1);
+        assert_eq!(split.faulted[0].at, 90);
+        assert_eq!(split.others.len(), 1);
     }
 
     #[test]

@@ -351,6 +351,7 @@ mod tests {
 
         let failed = Request {
             at: 5,
+            until: 6,
             path: Route::Mesh,
             via: "n1".into(),
             ok: false,

@@ -40,8 +40,11 @@ impl std::fmt::Display for Route {
 /// One request.
 #[derive(Clone, Debug)]
 pub struct Request {
-    /// Microseconds since the run began.
+    /// When it was sent, microseconds since the run began; it was in
+    /// flight at some point of [at, until] (a failure may come at the end
+    /// of its timeout; requests from a container are timed by their round).
     pub at: u64,
+    pub until: u64,
     pub path: Route,
     /// The node the request entered (mesh) or came from (vip, dns).
     pub via: String,
@@ -51,6 +54,9 @@ pub struct Request {
 }
 
 pub type Log = Arc<Mutex<Vec<Request>>>;
+
+/// How long one request may take before it counts as failed.
+const TIMEOUT_US: u64 = 2_000_000;
 
 fn push(log: &Log, request: Request) {
     log.lock().unwrap_or_else(|e| e.into_inner()).push(request);
@@ -88,7 +94,7 @@ impl MeshLoad {
             .collect();
         let mut command = cmd::in_netns(topology::CLIENT_NS, &toolbox.display().to_string());
         command
-            .args(["--timeout-ms", "2000", "load"])
+            .args(["--timeout-ms", &(TIMEOUT_US / 1000).to_string(), "load"])
             .args(&entries)
             .args(["--rate", &rate.to_string(), "--workers", "8"])
             .args(["--seconds", "86400"])
@@ -108,10 +114,12 @@ impl MeshLoad {
                 };
                 let Ok(ms) = ms.parse::<u64>() else { continue };
                 let failed = rest.starts_with("FAILED");
+                let at = began + ms * 1000;
                 push(
                     &log,
                     Request {
-                        at: began + ms * 1000,
+                        at,
+                        until: at + TIMEOUT_US,
                         path: Route::Mesh,
                         via: node_of(entry),
                         ok: !failed,
@@ -175,7 +183,8 @@ pub fn vip_rounds(
         let node = hostname_of(&node_id);
         let round = start.elapsed().as_micros() as u64;
         let output = Command::new("docker")
-            .args(["exec", &container, "/toolbox", "--timeout-ms", "2000"])
+            .args(["exec", &container, "/toolbox", "--timeout-ms"])
+            .arg((TIMEOUT_US / 1000).to_string())
             .args(["http-get", &url, "--count", &per_round.to_string()])
             .args(["--interval-ms", "50"])
             .output();
@@ -185,8 +194,12 @@ pub fn vip_rounds(
         };
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
+        // The requests of a round are timed by the round: `docker exec`
+        // adds a delay of its own before the first.
+        let until = start.elapsed().as_micros() as u64;
         let request = |path, ok, detail: String, at| Request {
             at,
+            until,
             path,
             via: node.clone(),
             ok,
@@ -207,11 +220,10 @@ pub fn vip_rounds(
             continue;
         }
         push(&log, request(Route::Dns, true, String::new(), round));
-        for (n, line) in stdout.lines().enumerate() {
+        for line in stdout.lines() {
             // `<n> 200 <json>` or `<n> error <why>`.
             let ok = line.split(' ').nth(1) == Some("200");
-            let at = round + (n as u64) * 50_000;
-            push(&log, request(Route::Vip, ok, line.to_owned(), at));
+            push(&log, request(Route::Vip, ok, line.to_owned(), round));
         }
     }
 }
