@@ -69,6 +69,38 @@ pub fn failovers(history: &[Operation], kills: &[u64]) -> Vec<Duration> {
         .collect()
 }
 
+/// Failed requests grouped into bursts (a gap of more than 2 s starts a
+/// new one): when, how many, on which routes, and the first error.
+pub fn bursts(failed: &[&Request]) -> Vec<String> {
+    let mut sorted: Vec<&Request> = failed.to_vec();
+    sorted.sort_by_key(|r| r.at);
+    let mut groups: Vec<Vec<&Request>> = Vec::new();
+    for request in sorted {
+        match groups.last_mut() {
+            Some(group) if request.at <= group[group.len() - 1].at + 2_000_000 => {
+                group.push(request)
+            }
+            _ => groups.push(vec![request]),
+        }
+    }
+    groups
+        .iter()
+        .map(|g| {
+            let mut routes: Vec<String> = g.iter().map(|r| r.path.to_string()).collect();
+            routes.sort();
+            routes.dedup();
+            format!(
+                "{} .. {}: {} failed ({}); first: {}",
+                seconds(g[0].at),
+                seconds(g[g.len() - 1].at),
+                g.len(),
+                routes.join(", "),
+                g[0].detail
+            )
+        })
+        .collect()
+}
+
 fn seconds(us: u64) -> String {
     if us == u64::MAX {
         "never".into()
@@ -233,6 +265,9 @@ impl fmt::Display for Report {
                 "  {route:<24} {made:>6} made, {faulted:>4} faulted, {others:>4} others"
             )?;
         }
+        for burst in bursts(&split.others) {
+            writeln!(out, "  others: {burst}")?;
+        }
         for r in split.others.iter().take(20) {
             writeln!(
                 out,
@@ -359,6 +394,27 @@ mod tests {
         };
         let report = Report::build(inputs(Vec::new(), vec![failed], Vec::new()));
         assert!(report.failures()[0].starts_with("(5) 1 failed request"));
+    }
+
+    #[test]
+    fn failures_more_than_2_s_apart_are_separate_bursts() {
+        let at = |t: u64| Request {
+            at: t,
+            until: t + 1,
+            path: Route::Mesh,
+            via: "n1".into(),
+            ok: false,
+            detail: format!("FAILED at {t}"),
+        };
+        let requests = [at(1_000_000), at(2_500_000), at(9_000_000)];
+        let refs: Vec<&Request> = requests.iter().rev().collect();
+        let bursts = bursts(&refs);
+        assert_eq!(bursts.len(), 2, "{bursts:?}");
+        assert!(
+            bursts[0].starts_with("1.000 s .. 2.500 s: 2 failed"),
+            "{bursts:?}"
+        );
+        assert!(bursts[1].contains("FAILED at 9000000"), "{bursts:?}");
     }
 
     #[test]
