@@ -34,6 +34,9 @@ pub fn run(args: &BuildArgs) -> Result<PathBuf> {
         // builds test targets only, so a clean checkout needs it built here.
         "-p",
         "shoal-testbins",
+        // `cargo xtask chaos` and CI's short chaos run.
+        "-p",
+        "shoal-chaos",
     ]);
     if args.release {
         cargo.arg("--release");

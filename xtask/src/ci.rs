@@ -1,7 +1,8 @@
 //! `cargo xtask ci`: what `.ci/run` runs on a fresh machine. Setup, format,
 //! lints (warnings denied, the eBPF crate included), the binaries and test
-//! images, the flag coverage against Docker's CLI, then every unit and lab end-to-end test under nextest, whose
-//! summary closes the output. The lab is taken down whatever happens.
+//! images, the flag coverage against Docker's CLI, then every unit and lab end-to-end test under
+//! nextest, then a short chaos run (`cargo xtask chaos`) on its own 5-node lab. The lab is taken
+//! down whatever happens.
 
 use std::{process::Command, time::Instant};
 
@@ -36,7 +37,6 @@ pub fn run() -> Result<()> {
         lab.up(3, &mut |line| println!("[lab] {line}"))
             .context("lab up")
     })?;
-    // Nothing is printed after the tests: the output ends with nextest's summary.
     println!(
         "[ci] tests (stages before them took {:.0?})",
         started.elapsed()
@@ -48,10 +48,12 @@ pub fn run() -> Result<()> {
     if let Err(error) = lab.down(&mut |_| {}) {
         eprintln!("[ci] lab down failed: {error}");
     }
+    // The short chaos run brings up its own 5-node lab and takes it down.
+    let chaos = stage("chaos (short run)", crate::chaos::short_run);
     if !tests.success() {
         bail!("tests failed");
     }
-    Ok(())
+    chaos
 }
 
 fn stage(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {

@@ -3,6 +3,7 @@
 mod baseline;
 mod bench;
 mod build;
+mod chaos;
 mod ci;
 mod demo;
 mod demo_metrics;
@@ -38,6 +39,8 @@ enum Command {
     Lab(lab::LabCommand),
     /// Run the main job: a lab cluster serving a demo (see README).
     Demo(demo::DemoArgs),
+    /// Inject faults in a seeded order into a 5-node lab cluster under load; check and report.
+    Chaos(chaos::ChaosArgs),
     /// Run a benchmark against its named peer (release build).
     Bench(bench::BenchArgs),
     /// Measure `shoal`'s coverage of Docker 28's Swarm-mode flags (fails below the minimum).
@@ -55,6 +58,7 @@ fn main() -> Result<()> {
         Command::Images => images::build_all(),
         Command::Lab(command) => lab::run(command),
         Command::Demo(args) => demo::run(&args),
+        Command::Chaos(args) => chaos::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Flags(args) => flags::run(&args),
         Command::Ci => ci::run(),
