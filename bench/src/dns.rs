@@ -215,10 +215,14 @@ pub async fn run(args: Args) -> Result<()> {
 
     let server = DnsServer::new(Vec::new());
     server.update(Records::from_assignments(&assignments(&args)));
-    let socket = netns::run_in(NODE_NS, || {
-        std::net::UdpSocket::bind(SocketAddr::from((NODE_ADDR, SHOAL_PORT)))
+    let at = SocketAddr::from((NODE_ADDR, SHOAL_PORT));
+    let (socket, tcp) = netns::run_in(NODE_NS, move || {
+        Ok::<_, std::io::Error>((
+            std::net::UdpSocket::bind(at)?,
+            std::net::TcpListener::bind(at)?,
+        ))
     })??;
-    server.listen_socket(NETWORK, socket)?;
+    server.listen_socket(NETWORK, socket, tcp)?;
     let _dnsmasq = start_dnsmasq(&hosts)?;
 
     println!(
