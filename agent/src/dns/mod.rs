@@ -15,10 +15,12 @@
 
 mod answer_codes;
 mod message;
+mod plain_a;
 pub mod records;
 mod tcp;
 #[cfg(test)]
 mod transport_tests;
+mod udp;
 mod upstream;
 
 use std::{
@@ -40,6 +42,7 @@ use tokio::sync::OwnedSemaphorePermit;
 pub use message::Transport;
 use message::{encode, error_reply, reply_code, response_to, rfc8482_hinfo, size_limit};
 pub use records::{Entry, Lookup, Records};
+pub use udp::MAX_BATCH as MAX_UDP_BATCH;
 
 /// How long an upstream resolver has to answer before the next is tried.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
@@ -93,10 +96,17 @@ impl Listener {
 
 pub struct DnsServer {
     records: RwLock<Arc<Records>>,
+    /// Bumped by each [`Self::update`]: the receive loops keep their own
+    /// `Arc` of the records and take the lock only when this moved (a
+    /// lock and a shared count touched per query cost both cores).
+    generation: AtomicU64,
     upstreams: Vec<SocketAddr>,
     listeners: Mutex<HashMap<String, Listener>>,
-    /// Rotates multi-address answers (round-robin across queries).
+    /// Rotates multi-address answers (round-robin across queries) on the
+    /// general path; the receive loops keep their own.
     turn: AtomicUsize,
+    /// Datagrams taken per receive call ([`udp::MAX_BATCH`] at most).
+    udp_batch: usize,
     /// Permits for forwarded queries in flight.
     upstream_slots: Arc<tokio::sync::Semaphore>,
     /// Permits for open TCP connections.
@@ -122,8 +132,16 @@ pub struct DnsStats {
 
 impl DnsServer {
     pub fn new(upstreams: Vec<SocketAddr>) -> Arc<Self> {
+        Self::with_udp_batch(upstreams, udp::MAX_BATCH)
+    }
+
+    /// A server taking at most `batch` datagrams per receive call (1: one
+    /// `recvmmsg` and one `sendmmsg` per query; the bench compares).
+    pub fn with_udp_batch(upstreams: Vec<SocketAddr>, batch: usize) -> Arc<Self> {
         Arc::new(Self {
+            udp_batch: batch,
             records: RwLock::default(),
+            generation: AtomicU64::new(0),
             upstreams,
             listeners: Mutex::default(),
             turn: AtomicUsize::new(0),
@@ -170,6 +188,7 @@ impl DnsServer {
 
     pub fn update(&self, records: Records) {
         *self.records.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(records);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     fn records(&self) -> Arc<Records> {
@@ -212,11 +231,9 @@ impl DnsServer {
     /// `socket`, TCP on `tcp` (the same address: RFC 7766 §5 makes TCP a
     /// must wherever UDP is served).
     ///
-    /// Answers come from plain threads blocked in `recv_from`, one per core
-    /// on the same socket, as a classic DNS server's loop: a lookup is a
-    /// few microseconds, and a waking async task costs about as much again
-    /// and adds jitter. Forwarding (which waits on the network) runs on the
-    /// tokio runtime that called this.
+    /// UDP is answered by plain threads, one per core, on the socket
+    /// ([`udp`]); TCP and forwarding run on the tokio runtime that called
+    /// this.
     pub fn listen_socket(
         self: &Arc<Self>,
         network_id: &str,
@@ -239,7 +256,7 @@ impl DnsServer {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("dns-{i}"))
-                    .spawn(move || this.serve(socket, network, stop, runtime))?,
+                    .spawn(move || udp::serve(this, socket, network, stop, runtime))?,
             );
         }
         let listener = Listener {
@@ -280,62 +297,6 @@ impl DnsServer {
             .keys()
             .cloned()
             .collect()
-    }
-
-    fn serve(
-        self: Arc<Self>,
-        socket: std::net::UdpSocket,
-        network: String,
-        stop: Arc<AtomicBool>,
-        runtime: tokio::runtime::Handle,
-    ) {
-        let mut buf = vec![0u8; 4096];
-        while !stop.load(Ordering::Relaxed) {
-            let (len, peer) = match socket.recv_from(&mut buf) {
-                Ok(r) => r,
-                Err(error) => {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    tracing::debug!(%error, "DNS receive");
-                    continue;
-                }
-            };
-            let asker = match peer {
-                SocketAddr::V4(v4) => *v4.ip(),
-                SocketAddr::V6(_) => continue,
-            };
-            match self.answer(&buf[..len], asker, &network) {
-                Reply::Send(bytes) => {
-                    self.answers.count(&bytes);
-                    let _ = socket.send_to(&bytes, peer);
-                }
-                Reply::Forward => {
-                    let query = buf[..len].to_vec();
-                    let permit = match self.forward_slot(&query) {
-                        Ok(permit) => permit,
-                        Err(servfail) => {
-                            if let Some(answer) = servfail {
-                                let _ = socket.send_to(&answer, peer);
-                            }
-                            continue;
-                        }
-                    };
-                    let Ok(socket) = socket.try_clone() else {
-                        continue;
-                    };
-                    let server = self.clone();
-                    runtime.spawn(async move {
-                        let answer = server.forwarded(query, asker, Transport::Udp, permit).await;
-                        if let Some(answer) = answer {
-                            let _ = socket.send_to(&answer, peer);
-                        }
-                    });
-                }
-                Reply::Refuse => self.log_turned_away(),
-                Reply::Drop => {}
-            }
-        }
     }
 
     /// A permit to forward one more query upstream, or, when

@@ -373,3 +373,71 @@ async fn tcp_connections_are_bounded() {
     .unwrap();
     s.stop("n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_over_udp_gets_every_answer_batched_or_not() {
+    for batch in [1, super::MAX_UDP_BATCH] {
+        let s = DnsServer::with_udp_batch(vec![], batch);
+        s.update(records(60));
+        let (udp, tcp) = loopback_sockets();
+        let at = udp.local_addr().unwrap();
+        s.listen_socket("n", udp, tcp).unwrap();
+        let answered = tokio::task::spawn_blocking(move || {
+            let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            // The plain path (A), the general one (AAAA, a cut answer).
+            let asked = [
+                ("web", RecordType::A),
+                ("tasks.web", RecordType::A),
+                ("web", RecordType::AAAA),
+                ("nosuch", RecordType::A),
+            ];
+            let total = 400u16;
+            // Answers are read as they come: the client's own receive
+            // buffer would not hold 400 of them.
+            let reader = client.try_clone().unwrap();
+            let reading = std::thread::spawn(move || {
+                let mut seen = vec![false; usize::from(total)];
+                let mut buf = [0u8; 1024];
+                while let Ok(len) = reader.recv(&mut buf) {
+                    let m = Message::from_vec(&buf[..len]).unwrap();
+                    let id = usize::from(m.metadata.id);
+                    assert!(!seen[id], "answered twice: {id}");
+                    seen[id] = true;
+                    let expect = match id % 4 {
+                        0 => (ResponseCode::NoError, 1, false),
+                        1 => (ResponseCode::NoError, 30, true),
+                        2 => (ResponseCode::NoError, 0, false),
+                        _ => (ResponseCode::NXDomain, 0, false),
+                    };
+                    assert_eq!(
+                        (
+                            m.metadata.response_code,
+                            m.answers.len(),
+                            m.metadata.truncation
+                        ),
+                        expect,
+                        "query {id}"
+                    );
+                }
+                seen
+            });
+            for id in 0..total {
+                let (name, kind) = asked[usize::from(id) % asked.len()];
+                client.send_to(&query(name, kind, id, None), at).unwrap();
+                if id % 32 == 31 {
+                    // Paced: a full receive buffer would drop queries.
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            let seen = reading.join().unwrap();
+            seen.iter().filter(|s| **s).count()
+        })
+        .await
+        .unwrap();
+        assert_eq!(answered, 400, "batch {batch}");
+        s.stop("n");
+    }
+}
