@@ -6,7 +6,7 @@
 
 use std::{
     fmt::Write as _,
-    net::{Ipv4Addr, SocketAddr},
+    net::{Ipv4Addr, SocketAddrV4},
     path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -38,6 +38,10 @@ pub struct Args {
     /// Datagrams Shoal's server takes per `recvmmsg` (1: a call per query).
     #[arg(long, default_value_t = shoal_agent::dns::MAX_UDP_BATCH)]
     udp_batch: usize,
+    /// UDP sockets for Shoal's server: 1 is shared by a loop per core; more
+    /// are a SO_REUSEPORT group, a loop each.
+    #[arg(long, default_value_t = 1)]
+    udp_sockets: usize,
 }
 
 const NODE_NS: &str = "shoal-n1";
@@ -218,26 +222,28 @@ pub async fn run(args: Args) -> Result<()> {
 
     let server = DnsServer::with_udp_batch(Vec::new(), args.udp_batch);
     server.update(Records::from_assignments(&assignments(&args)));
-    let at = SocketAddr::from((NODE_ADDR, SHOAL_PORT));
-    let (socket, tcp) = netns::run_in(NODE_NS, move || {
+    let at = SocketAddrV4::new(NODE_ADDR, SHOAL_PORT);
+    let group = args.udp_sockets;
+    let (sockets, tcp) = netns::run_in(NODE_NS, move || {
         Ok::<_, std::io::Error>((
-            std::net::UdpSocket::bind(at)?,
+            shoal_agent::dns::bind_udp_group(at, group)?,
             std::net::TcpListener::bind(at)?,
         ))
     })??;
-    server.listen_socket(NETWORK, socket, tcp)?;
+    server.listen_sockets(NETWORK, sockets, tcp)?;
     let _dnsmasq = start_dnsmasq(&hosts)?;
 
     println!(
         "dns: {} services x {} tasks; query mix: svcN, tasks.svcN, nosuchN ({} names); \
-         dnsperf -c {} -q {} from {}; both servers on {NODE_NS}; shoal's UDP batch {}",
+         dnsperf -c {} -q {} from {}; both servers on {NODE_NS}; shoal's UDP batch {}, sockets {}",
         args.services,
         args.tasks_per_service,
         args.services * 3,
         args.clients,
         args.outstanding,
         topology::CLIENT_NS,
-        args.udp_batch
+        args.udp_batch,
+        args.udp_sockets
     );
     // The same answers first: one pass over the mix, response codes equal.
     let once = ["-n".to_owned(), "1".to_owned()];

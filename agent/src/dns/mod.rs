@@ -67,7 +67,7 @@ pub enum Reply {
 /// task accepting TCP connections.
 struct Listener {
     at: SocketAddr,
-    socket: std::net::UdpSocket,
+    sockets: Vec<std::net::UdpSocket>,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
     tcp: tcp::Acceptor,
@@ -83,14 +83,12 @@ impl Listener {
     fn shut(self) {
         self.tcp.stop();
         self.stop.store(true, Ordering::Relaxed);
-        // SAFETY: shutdown(2) on a socket this listener owns; it only ends
-        // the blocked receives (the fd is closed when the last clone drops).
-        unsafe {
-            libc::shutdown(
-                std::os::fd::AsRawFd::as_raw_fd(&self.socket),
-                libc::SHUT_RDWR,
-            )
-        };
+        for socket in &self.sockets {
+            // SAFETY: shutdown(2) on a socket this listener owns; it only
+            // ends the blocked receives (the fd is closed when the last
+            // clone drops).
+            unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(socket), libc::SHUT_RDWR) };
+        }
     }
 }
 
@@ -240,18 +238,36 @@ impl DnsServer {
         socket: std::net::UdpSocket,
         tcp: std::net::TcpListener,
     ) -> anyhow::Result<()> {
-        let at = socket.local_addr()?;
+        self.listen_sockets(network_id, vec![socket], tcp)
+    }
+
+    /// [`Self::listen_socket`] with a UDP socket per receive loop (a
+    /// [`bind_udp_group`]): one socket is shared by a loop per core.
+    pub fn listen_sockets(
+        self: &Arc<Self>,
+        network_id: &str,
+        sockets: Vec<std::net::UdpSocket>,
+        tcp: std::net::TcpListener,
+    ) -> anyhow::Result<()> {
+        let Some(first) = sockets.first() else {
+            anyhow::bail!("DNS: no UDP socket to serve");
+        };
+        let at = first.local_addr()?;
         if at.is_ipv6() {
             anyhow::bail!("DNS listens on IPv4 only");
         }
         let tcp = tcp::Acceptor::start(self.clone(), tcp, network_id)?;
-        socket.set_nonblocking(false)?;
         let runtime = tokio::runtime::Handle::current();
         let stop = Arc::new(AtomicBool::new(false));
-        let loops = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let loops = match sockets.len() {
+            1 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            n => n,
+        };
         let mut threads = Vec::new();
         for i in 0..loops {
-            let (this, socket, stop) = (self.clone(), socket.try_clone()?, stop.clone());
+            let socket = sockets[i % sockets.len()].try_clone()?;
+            socket.set_nonblocking(false)?;
+            let (this, stop) = (self.clone(), stop.clone());
             let (runtime, network) = (runtime.clone(), network_id.to_owned());
             threads.push(
                 std::thread::Builder::new()
@@ -261,7 +277,7 @@ impl DnsServer {
         }
         let listener = Listener {
             at,
-            socket,
+            sockets,
             stop,
             threads,
             tcp,
@@ -440,6 +456,36 @@ impl DnsServer {
         }
         encode(response, limit)
     }
+}
+
+/// `n` UDP sockets bound to `at` with `SO_REUSEPORT`: the kernel spreads
+/// askers over them by flow, so that each receive loop has a queue of its
+/// own rather than all contending for one socket's. Port 0: the first
+/// socket's port, for all.
+pub fn bind_udp_group(
+    mut at: std::net::SocketAddrV4,
+    n: usize,
+) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, bind, setsockopt, socket, sockopt,
+    };
+    let mut group = Vec::with_capacity(n.max(1));
+    for _ in 0..n.max(1) {
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        setsockopt(&fd, sockopt::ReusePort, &true)?;
+        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(at))?;
+        let socket = std::net::UdpSocket::from(fd);
+        if at.port() == 0 {
+            at.set_port(socket.local_addr()?.port());
+        }
+        group.push(socket);
+    }
+    Ok(group)
 }
 
 /// The node's resolvers from `/etc/resolv.conf` (port 53).

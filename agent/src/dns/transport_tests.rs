@@ -376,12 +376,16 @@ async fn tcp_connections_are_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_over_udp_gets_every_answer_batched_or_not() {
-    for batch in [1, super::MAX_UDP_BATCH] {
+    // One shared socket a call per query, batched, and a SO_REUSEPORT
+    // group of two.
+    for (batch, sockets) in [(1, 1), (super::MAX_UDP_BATCH, 1), (super::MAX_UDP_BATCH, 2)] {
         let s = DnsServer::with_udp_batch(vec![], batch);
         s.update(records(60));
-        let (udp, tcp) = loopback_sockets();
-        let at = udp.local_addr().unwrap();
-        s.listen_socket("n", udp, tcp).unwrap();
+        let group = super::bind_udp_group("127.0.0.1:0".parse().unwrap(), sockets).unwrap();
+        let at = group[0].local_addr().unwrap();
+        assert!(group.iter().all(|g| g.local_addr().unwrap() == at));
+        let tcp = std::net::TcpListener::bind(at).unwrap();
+        s.listen_sockets("n", group, tcp).unwrap();
         let answered = tokio::task::spawn_blocking(move || {
             let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             client
@@ -437,7 +441,7 @@ async fn a_burst_over_udp_gets_every_answer_batched_or_not() {
         })
         .await
         .unwrap();
-        assert_eq!(answered, 400, "batch {batch}");
+        assert_eq!(answered, 400, "batch {batch}, {sockets} sockets");
         s.stop("n");
     }
 }
