@@ -1,6 +1,9 @@
 //! `cargo xtask images`: the test images, with no registry. Each is a static
 //! binary from `testbins`, put in an otherwise empty rootfs and brought into
-//! Docker with `docker import`.
+//! Docker with `docker import`; `shoal/glibc` adds the host's own `getent`
+//! and the libraries `ldd` lists, so that a test can resolve names the way
+//! every dynamically linked program in a container does (glibc's stub
+//! resolver: no EDNS, TCP after a truncated answer).
 
 use std::{fs, path::Path, process::Command};
 
@@ -19,9 +22,13 @@ struct Image {
     entrypoint: &'static str,
     cmd: Option<&'static str>,
     expose: &'static [&'static str],
+    /// Host programs copied in at their own paths, with their libraries.
+    host_programs: &'static [&'static str],
+    /// Further files: path in the image, contents.
+    files: &'static [(&'static str, &'static str)],
 }
 
-const IMAGES: [Image; 3] = [
+const IMAGES: [Image; 4] = [
     Image {
         tag: "shoal/echo:1",
         binary: "shoal-echo",
@@ -30,6 +37,8 @@ const IMAGES: [Image; 3] = [
         entrypoint: r#"["/echo"]"#,
         cmd: None,
         expose: &["80/tcp", "80/udp", "7/tcp"],
+        host_programs: &[],
+        files: &[],
     },
     Image {
         tag: "shoal/echo:2",
@@ -39,6 +48,8 @@ const IMAGES: [Image; 3] = [
         entrypoint: r#"["/echo"]"#,
         cmd: None,
         expose: &["80/tcp", "80/udp", "7/tcp"],
+        host_programs: &[],
+        files: &[],
     },
     Image {
         tag: "shoal/toolbox:latest",
@@ -48,6 +59,21 @@ const IMAGES: [Image; 3] = [
         entrypoint: r#"["/toolbox"]"#,
         cmd: Some(r#"["idle"]"#),
         expose: &[],
+        host_programs: &[],
+        files: &[],
+    },
+    // The toolbox idling, plus glibc's `getent` (`getent ahosts NAME` is
+    // getaddrinfo). glibc 2.34+ has its files and dns NSS modules in libc.
+    Image {
+        tag: "shoal/glibc:latest",
+        binary: "shoal-toolbox",
+        path: "/toolbox",
+        env: &[],
+        entrypoint: r#"["/toolbox"]"#,
+        cmd: Some(r#"["idle"]"#),
+        expose: &[],
+        host_programs: &["/usr/bin/getent"],
+        files: &[("etc/nsswitch.conf", "hosts: files dns\n")],
     },
 ];
 
@@ -77,7 +103,11 @@ pub fn build_all() -> Result<()> {
 }
 
 fn import(image: &Image, binary: &Path) -> Result<()> {
-    let digest = sha256(binary)?;
+    let mut digest = sha256(binary)?;
+    let host_files = host_files(image.host_programs)?;
+    for file in &host_files {
+        digest.push_str(&sha256(Path::new(file))?[..16]);
+    }
     let marker = format!("SHOAL_IMAGE_DIGEST={digest}");
     let current = sh::output(
         "docker",
@@ -102,6 +132,16 @@ fn import(image: &Image, binary: &Path) -> Result<()> {
     // Docker bind-mounts these three over whatever the image has.
     for file in ["etc/hosts", "etc/hostname", "etc/resolv.conf"] {
         fs::write(rootfs.join(file), "")?;
+    }
+    for file in &host_files {
+        let to = rootfs.join(file.trim_start_matches('/'));
+        if let Some(dir) = to.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        fs::copy(file, &to).with_context(|| format!("copying {file}"))?;
+    }
+    for (path, contents) in image.files {
+        fs::write(rootfs.join(path), contents)?;
     }
     let mut import = Command::new("docker");
     import.arg("import");
@@ -137,6 +177,25 @@ fn import(image: &Image, binary: &Path) -> Result<()> {
     let _ = fs::remove_file(&tarball);
     println!("[images] {}: imported", image.tag);
     Ok(())
+}
+
+/// `programs` and every library `ldd` lists for them, sorted (copied at
+/// the paths the loader looks for, links followed).
+fn host_files(programs: &[&str]) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    for program in programs {
+        files.push((*program).to_owned());
+        let listed = sh::output("ldd", &[program])
+            .with_context(|| format!("ldd {program}: is it installed?"))?;
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or
+        // "/lib64/ld-linux-x86-64.so.2 (0x…)"; the vDSO has no file.
+        for word in listed.split_whitespace().filter(|w| w.starts_with('/')) {
+            files.push(word.to_owned());
+        }
+    }
+    files.sort();
+    files.dedup();
+    Ok(files)
 }
 
 fn sha256(path: &Path) -> Result<String> {

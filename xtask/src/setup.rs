@@ -26,6 +26,8 @@ pub fn run() -> Result<()> {
         ("etcd", "etcd-server"),
         // The dns bench's load generator (its peer is dnsmasq, above).
         ("dnsperf", "dnsperf"),
+        // The DNS lab test's client (UDP without EDNS, +tcp, ANY).
+        ("dig", "bind9-dnsutils"),
         // The mesh bench's load generator and peers.
         ("wrk", "wrk"),
         ("haproxy", "haproxy"),

@@ -14,7 +14,14 @@
 //! counted ([`DnsServer::stats`]) and logged.
 
 mod answer_codes;
+mod message;
+mod plain_a;
 pub mod records;
+mod tcp;
+#[cfg(test)]
+mod transport_tests;
+mod udp;
+mod upstream;
 
 use std::{
     collections::HashMap,
@@ -30,14 +37,15 @@ use hickory_proto::{
     op::{Message, MessageType, OpCode, ResponseCode},
     rr::{DNSClass, RData, Record, RecordType, rdata::A},
 };
-use tokio::net::UdpSocket;
+use tokio::sync::OwnedSemaphorePermit;
 
+pub use message::Transport;
+use message::{encode, error_reply, reply_code, response_to, rfc8482_hinfo, size_limit};
 pub use records::{Entry, Lookup, Records};
+pub use udp::MAX_BATCH as MAX_UDP_BATCH;
 
 /// How long an upstream resolver has to answer before the next is tried.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
-/// A plain DNS message over UDP (no EDNS): answers beyond it are cut.
-const UDP_LIMIT: usize = 512;
 /// Forwarded queries waiting on upstream resolvers at once. Each holds a
 /// socket and a task for up to [`UPSTREAM_TIMEOUT`] per upstream: a flood
 /// of names upstream does not answer would otherwise hold thousands.
@@ -55,41 +63,52 @@ pub enum Reply {
     Refuse,
 }
 
-/// The threads answering on one network's address.
+/// What answers on one network's address: threads on the UDP socket, a
+/// task accepting TCP connections.
 struct Listener {
     at: SocketAddr,
-    socket: std::net::UdpSocket,
+    sockets: Vec<std::net::UdpSocket>,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    tcp: tcp::Acceptor,
 }
 
 impl Listener {
     fn alive(&self) -> bool {
-        self.threads.iter().any(|t| !t.is_finished())
+        self.threads.iter().any(|t| !t.is_finished()) && self.tcp.alive()
     }
 
     /// Stops its threads: shutting the socket down wakes them from recv.
+    /// TCP stops accepting; its open connections end with their idle timeout.
     fn shut(self) {
+        self.tcp.stop();
         self.stop.store(true, Ordering::Relaxed);
-        // SAFETY: shutdown(2) on a socket this listener owns; it only ends
-        // the blocked receives (the fd is closed when the last clone drops).
-        unsafe {
-            libc::shutdown(
-                std::os::fd::AsRawFd::as_raw_fd(&self.socket),
-                libc::SHUT_RDWR,
-            )
-        };
+        for socket in &self.sockets {
+            // SAFETY: shutdown(2) on a socket this listener owns; it only
+            // ends the blocked receives (the fd is closed when the last
+            // clone drops).
+            unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(socket), libc::SHUT_RDWR) };
+        }
     }
 }
 
 pub struct DnsServer {
     records: RwLock<Arc<Records>>,
+    /// Bumped by each [`Self::update`]: the receive loops keep their own
+    /// `Arc` of the records and take the lock only when this moved (a
+    /// lock and a shared count touched per query cost both cores).
+    generation: AtomicU64,
     upstreams: Vec<SocketAddr>,
     listeners: Mutex<HashMap<String, Listener>>,
-    /// Rotates multi-address answers (round-robin across queries).
+    /// Rotates multi-address answers (round-robin across queries) on the
+    /// general path; the receive loops keep their own.
     turn: AtomicUsize,
+    /// Datagrams taken per receive call ([`udp::MAX_BATCH`] at most).
+    udp_batch: usize,
     /// Permits for forwarded queries in flight.
     upstream_slots: Arc<tokio::sync::Semaphore>,
+    /// Permits for open TCP connections.
+    tcp_slots: Arc<tokio::sync::Semaphore>,
     /// Datagrams from askers that are not this node's tasks (unanswered).
     refused: AtomicU64,
     /// Forwarded queries answered SERVFAIL because too many were in flight.
@@ -111,12 +130,21 @@ pub struct DnsStats {
 
 impl DnsServer {
     pub fn new(upstreams: Vec<SocketAddr>) -> Arc<Self> {
+        Self::with_udp_batch(upstreams, udp::MAX_BATCH)
+    }
+
+    /// A server taking at most `batch` datagrams per receive call (1: one
+    /// `recvmmsg` and one `sendmmsg` per query; the bench compares).
+    pub fn with_udp_batch(upstreams: Vec<SocketAddr>, batch: usize) -> Arc<Self> {
         Arc::new(Self {
+            udp_batch: batch,
             records: RwLock::default(),
+            generation: AtomicU64::new(0),
             upstreams,
             listeners: Mutex::default(),
             turn: AtomicUsize::new(0),
             upstream_slots: Arc::new(tokio::sync::Semaphore::new(MAX_UPSTREAM_IN_FLIGHT)),
+            tcp_slots: Arc::new(tokio::sync::Semaphore::new(tcp::MAX_TCP_CONNECTIONS)),
             refused: AtomicU64::new(0),
             shed: AtomicU64::new(0),
             answers: Default::default(),
@@ -158,6 +186,7 @@ impl DnsServer {
 
     pub fn update(&self, records: Records) {
         *self.records.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(records);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     fn records(&self) -> Arc<Records> {
@@ -188,47 +217,70 @@ impl DnsServer {
                 return Ok(());
             }
         }
-        let socket =
-            std::net::UdpSocket::bind(at).map_err(|e| anyhow::anyhow!("DNS: binding {at}: {e}"))?;
-        self.listen_socket(network_id, socket)
+        let socket = std::net::UdpSocket::bind(at)
+            .map_err(|e| anyhow::anyhow!("DNS: binding {at} (UDP): {e}"))?;
+        let tcp = std::net::TcpListener::bind(at)
+            .map_err(|e| anyhow::anyhow!("DNS: binding {at} (TCP): {e}"))?;
+        self.listen_socket(network_id, socket, tcp)
     }
 
-    /// Serves `network_id` on a socket bound elsewhere (in another network
-    /// namespace, say: a socket keeps the namespace it was made in).
+    /// Serves `network_id` on sockets bound elsewhere (in another network
+    /// namespace, say: a socket keeps the namespace it was made in): UDP on
+    /// `socket`, TCP on `tcp` (the same address: RFC 7766 §5 makes TCP a
+    /// must wherever UDP is served).
     ///
-    /// Answers come from plain threads blocked in `recv_from`, one per core
-    /// on the same socket, as a classic DNS server's loop: a lookup is a
-    /// few microseconds, and a waking async task costs about as much again
-    /// and adds jitter. Forwarding (which waits on the network) runs on the
-    /// tokio runtime that called this.
+    /// UDP is answered by plain threads, one per core, on the socket
+    /// ([`udp`]); TCP and forwarding run on the tokio runtime that called
+    /// this.
     pub fn listen_socket(
         self: &Arc<Self>,
         network_id: &str,
         socket: std::net::UdpSocket,
+        tcp: std::net::TcpListener,
     ) -> anyhow::Result<()> {
-        let at = socket.local_addr()?;
+        self.listen_sockets(network_id, vec![socket], tcp)
+    }
+
+    /// [`Self::listen_socket`] with a UDP socket per receive loop (a
+    /// [`bind_udp_group`]): one socket is shared by a loop per core.
+    pub fn listen_sockets(
+        self: &Arc<Self>,
+        network_id: &str,
+        sockets: Vec<std::net::UdpSocket>,
+        tcp: std::net::TcpListener,
+    ) -> anyhow::Result<()> {
+        let Some(first) = sockets.first() else {
+            anyhow::bail!("DNS: no UDP socket to serve");
+        };
+        let at = first.local_addr()?;
         if at.is_ipv6() {
             anyhow::bail!("DNS listens on IPv4 only");
         }
-        socket.set_nonblocking(false)?;
+        let tcp = tcp::Acceptor::start(self.clone(), tcp, network_id)?;
         let runtime = tokio::runtime::Handle::current();
         let stop = Arc::new(AtomicBool::new(false));
-        let loops = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let loops = match sockets.len() {
+            1 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            n => n,
+        };
         let mut threads = Vec::new();
         for i in 0..loops {
-            let (this, socket, stop) = (self.clone(), socket.try_clone()?, stop.clone());
+            let socket = sockets[i % sockets.len()].try_clone()?;
+            socket.set_nonblocking(false)?;
+            let (this, stop) = (self.clone(), stop.clone());
             let (runtime, network) = (runtime.clone(), network_id.to_owned());
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("dns-{i}"))
-                    .spawn(move || this.serve(socket, network, stop, runtime))?,
+                    .spawn(move || udp::serve(this, socket, network, stop, runtime))?,
             );
         }
         let listener = Listener {
             at,
-            socket,
+            sockets,
             stop,
             threads,
+            tcp,
         };
         if let Some(old) = self
             .listeners
@@ -263,69 +315,46 @@ impl DnsServer {
             .collect()
     }
 
-    fn serve(
+    /// A permit to forward one more query upstream, or, when
+    /// [`MAX_UPSTREAM_IN_FLIGHT`] already wait, the SERVFAIL to send at
+    /// once (counted as shed and as sent).
+    fn forward_slot(&self, query: &[u8]) -> Result<OwnedSemaphorePermit, Option<Vec<u8>>> {
+        self.upstream_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                self.shed.fetch_add(1, Ordering::Relaxed);
+                self.log_turned_away();
+                let answer = error_reply(query, ResponseCode::ServFail);
+                if let Some(answer) = &answer {
+                    self.answers.count(answer);
+                }
+                answer
+            })
+    }
+
+    /// Asks `asker`'s upstreams (its service's `--dns` servers, else the
+    /// node's): the answer to send, SERVFAIL when none answered, counted.
+    async fn forwarded(
         self: Arc<Self>,
-        socket: std::net::UdpSocket,
-        network: String,
-        stop: Arc<AtomicBool>,
-        runtime: tokio::runtime::Handle,
-    ) {
-        let mut buf = vec![0u8; 4096];
-        while !stop.load(Ordering::Relaxed) {
-            let (len, peer) = match socket.recv_from(&mut buf) {
-                Ok(r) => r,
-                Err(error) => {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    tracing::debug!(%error, "DNS receive");
-                    continue;
-                }
-            };
-            let asker = match peer {
-                SocketAddr::V4(v4) => *v4.ip(),
-                SocketAddr::V6(_) => continue,
-            };
-            match self.answer(&buf[..len], asker, &network) {
-                Reply::Send(bytes) => {
-                    self.answers.count(&bytes);
-                    let _ = socket.send_to(&bytes, peer);
-                }
-                Reply::Forward => {
-                    let query = buf[..len].to_vec();
-                    let Ok(permit) = self.upstream_slots.clone().try_acquire_owned() else {
-                        self.shed.fetch_add(1, Ordering::Relaxed);
-                        self.log_turned_away();
-                        if let Some(answer) = error_reply(&query, ResponseCode::ServFail) {
-                            self.answers.count(&answer);
-                            let _ = socket.send_to(&answer, peer);
-                        }
-                        continue;
-                    };
-                    let Ok(socket) = socket.try_clone() else {
-                        continue;
-                    };
-                    let upstreams = match self.records().upstreams_of(asker) {
-                        Some(own) => own.to_vec(),
-                        None => self.upstreams.clone(),
-                    };
-                    let server = self.clone();
-                    runtime.spawn(async move {
-                        let answer = match forward(&query, &upstreams).await {
-                            Some(answer) => Some(answer),
-                            None => error_reply(&query, ResponseCode::ServFail),
-                        };
-                        drop(permit);
-                        if let Some(answer) = answer {
-                            server.answers.count(&answer);
-                            let _ = socket.send_to(&answer, peer);
-                        }
-                    });
-                }
-                Reply::Refuse => self.log_turned_away(),
-                Reply::Drop => {}
-            }
+        query: Vec<u8>,
+        asker: Ipv4Addr,
+        transport: Transport,
+        permit: OwnedSemaphorePermit,
+    ) -> Option<Vec<u8>> {
+        let upstreams = match self.records().upstreams_of(asker) {
+            Some(own) => own.to_vec(),
+            None => self.upstreams.clone(),
+        };
+        let answer = match upstream::forward(&query, &upstreams, transport).await {
+            Some(answer) => Some(answer),
+            None => error_reply(&query, ResponseCode::ServFail),
+        };
+        drop(permit);
+        if let Some(answer) = &answer {
+            self.answers.count(answer);
         }
+        answer
     }
 
     /// The answer to one datagram from `asker`, received on `network`'s
@@ -333,6 +362,19 @@ impl DnsServer {
     /// receiving network's if its address is not listed on any); an asker
     /// that is not one of this node's tasks gets nothing.
     pub fn answer(&self, datagram: &[u8], asker: Ipv4Addr, network: &str) -> Reply {
+        self.answer_over(datagram, asker, network, Transport::Udp)
+    }
+
+    /// [`Self::answer`] for a query that came over `transport`: the same
+    /// answer, within that transport's size (TCP's is never cut below
+    /// 65535 bytes).
+    pub fn answer_over(
+        &self,
+        datagram: &[u8],
+        asker: Ipv4Addr,
+        network: &str,
+        transport: Transport,
+    ) -> Reply {
         let records = self.records();
         if !records.is_local(asker) {
             self.refused.fetch_add(1, Ordering::Relaxed);
@@ -351,11 +393,12 @@ impl DnsServer {
             return Reply::Drop;
         }
         let id = query.metadata.id;
+        let limit = size_limit(&query, transport);
         if query.metadata.op_code != OpCode::Query {
-            return reply_code(&query, id, ResponseCode::NotImp);
+            return reply_code(&query, id, ResponseCode::NotImp, limit);
         }
         let [question] = query.queries.as_slice() else {
-            return reply_code(&query, id, ResponseCode::FormErr);
+            return reply_code(&query, id, ResponseCode::FormErr, limit);
         };
         let own;
         let networks: &[String] = match records.networks_of(asker) {
@@ -375,7 +418,7 @@ impl DnsServer {
         let name = name.as_str();
         let entry = match records.lookup(networks, name) {
             Lookup::Found(entry) => entry,
-            Lookup::NotShared => return reply_code(&query, id, ResponseCode::NXDomain),
+            Lookup::NotShared => return reply_code(&query, id, ResponseCode::NXDomain, limit),
             // Bare names and tasks.* are this cluster's to answer: not
             // known means no such name, not a question for upstream. Nor
             // does anything leave an internal network, names included.
@@ -384,12 +427,15 @@ impl DnsServer {
                     || name.starts_with("tasks.")
                     || records.all_internal(networks) =>
             {
-                return reply_code(&query, id, ResponseCode::NXDomain);
+                return reply_code(&query, id, ResponseCode::NXDomain, limit);
             }
             Lookup::Unknown => return Reply::Forward,
         };
         let mut response = response_to(&query, id, ResponseCode::NoError);
-        if question.query_type() == RecordType::A && question.query_class() == DNSClass::IN {
+        let (kind, class) = (question.query_type(), question.query_class());
+        if kind == RecordType::ANY && matches!(class, DNSClass::IN | DNSClass::ANY) {
+            response.add_answer(rfc8482_hinfo(question.name().clone(), entry.ttl()));
+        } else if kind == RecordType::A && class == DNSClass::IN {
             let owner = question.name().clone();
             let addrs: &[Ipv4Addr] = match entry {
                 Entry::Vip(vip) => std::slice::from_ref(vip),
@@ -408,78 +454,38 @@ impl DnsServer {
                 ));
             }
         }
-        encode(response, query.edns.is_some())
+        encode(response, limit)
     }
 }
 
-fn response_to(query: &Message, id: u16, code: ResponseCode) -> Message {
-    let mut response = Message::response(id, OpCode::Query);
-    response.metadata.response_code = code;
-    response.metadata.recursion_desired = query.metadata.recursion_desired;
-    response.metadata.recursion_available = true;
-    response.queries = query.queries.clone();
-    response
-}
-
-fn reply_code(query: &Message, id: u16, code: ResponseCode) -> Reply {
-    encode(response_to(query, id, code), query.edns.is_some())
-}
-
-/// Encodes; without EDNS, answers past 512 bytes are cut and TC set.
-fn encode(mut response: Message, edns: bool) -> Reply {
-    loop {
-        match response.to_vec() {
-            Ok(bytes) if edns || bytes.len() <= UDP_LIMIT || response.answers.is_empty() => {
-                return Reply::Send(bytes);
-            }
-            Ok(_) => {
-                let keep = response.answers.len() / 2;
-                response.answers.truncate(keep);
-                response.metadata.truncation = true;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "DNS: encoding an answer");
-                return Reply::Drop;
-            }
+/// `n` UDP sockets bound to `at` with `SO_REUSEPORT`: the kernel spreads
+/// askers over them by flow, so that each receive loop has a queue of its
+/// own rather than all contending for one socket's. Port 0: the first
+/// socket's port, for all.
+pub fn bind_udp_group(
+    mut at: std::net::SocketAddrV4,
+    n: usize,
+) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, bind, setsockopt, socket, sockopt,
+    };
+    let mut group = Vec::with_capacity(n.max(1));
+    for _ in 0..n.max(1) {
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        setsockopt(&fd, sockopt::ReusePort, &true)?;
+        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(at))?;
+        let socket = std::net::UdpSocket::from(fd);
+        if at.port() == 0 {
+            at.set_port(socket.local_addr()?.port());
         }
+        group.push(socket);
     }
-}
-
-/// A bare error answer echoing the query's id, for a message that could
-/// not be parsed whole: None when not even its header is there, or when it
-/// is itself a response.
-fn error_reply(datagram: &[u8], code: ResponseCode) -> Option<Vec<u8>> {
-    if datagram.len() < 12 || datagram[2] & 0x80 != 0 {
-        return None;
-    }
-    let id = u16::from_be_bytes([datagram[0], datagram[1]]);
-    let mut reply = [0u8; 12];
-    reply[..2].copy_from_slice(&id.to_be_bytes());
-    // QR=1, the query's opcode and RD; RA=1; the code.
-    reply[2] = 0x80 | (datagram[2] & 0x79);
-    reply[3] = 0x80 | (u16::from(code) as u8 & 0x0f);
-    Some(reply.to_vec())
-}
-
-/// Asks each upstream in turn; the first answer wins.
-async fn forward(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
-    for upstream in upstreams {
-        let Ok(socket) = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await else {
-            return None;
-        };
-        if socket.connect(upstream).await.is_err() || socket.send(query).await.is_err() {
-            continue;
-        }
-        let mut buf = vec![0u8; 4096];
-        match tokio::time::timeout(UPSTREAM_TIMEOUT, socket.recv(&mut buf)).await {
-            Ok(Ok(len)) if len >= 2 && buf[..2] == query[..2] => {
-                buf.truncate(len);
-                return Some(buf);
-            }
-            _ => tracing::debug!(%upstream, "DNS upstream did not answer"),
-        }
-    }
-    None
+    Ok(group)
 }
 
 /// The node's resolvers from `/etc/resolv.conf` (port 53).
@@ -498,6 +504,7 @@ mod tests {
     use super::*;
     use hickory_proto::rr::Name;
     use shoal_api::pb::{AssignmentSet, Meta, ServiceRecord, Task, TaskEndpoint};
+    use tokio::net::UdpSocket;
 
     fn endpoint(task: &str, addr: &str) -> TaskEndpoint {
         TaskEndpoint {
@@ -537,6 +544,16 @@ mod tests {
             }],
             ..Default::default()
         })
+    }
+
+    /// A UDP socket and a TCP listener on the same loopback port.
+    pub(super) fn loopback_sockets() -> (std::net::UdpSocket, std::net::TcpListener) {
+        loop {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            if let Ok(tcp) = std::net::TcpListener::bind(udp.local_addr().unwrap()) {
+                return (udp, tcp);
+            }
+        }
     }
 
     fn server() -> Arc<DnsServer> {
@@ -590,9 +607,9 @@ mod tests {
         let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let s = DnsServer::new(vec![silent.local_addr().unwrap()]);
         s.update(records("127.0.0.1"));
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (socket, tcp) = loopback_sockets();
         let at = socket.local_addr().unwrap();
-        s.listen_socket("n", socket).unwrap();
+        s.listen_socket("n", socket, tcp).unwrap();
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let excess = 40;
         for i in 0..MAX_UPSTREAM_IN_FLIGHT + excess {
@@ -649,9 +666,9 @@ mod tests {
             ..Default::default()
         };
         s.update(Records::from_assignments(&set));
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (socket, tcp) = loopback_sockets();
         let at = socket.local_addr().unwrap();
-        s.listen_socket("n", socket).unwrap();
+        s.listen_socket("n", socket, tcp).unwrap();
         let upstream = std::thread::spawn(move || {
             let mut buf = [0u8; 512];
             let (len, from) = own.recv_from(&mut buf).unwrap();
