@@ -268,6 +268,7 @@ pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
         nodes: networks::cluster_nodes(state),
         version: 0,
         lb_policies: lb_policy::lb_policies(state),
+        ..Default::default()
     }
 }
 
@@ -420,7 +421,9 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             let mut applied = this.manager.store.applied();
             let mut log_requests = this.manager.logs.changes();
             let mut acks = this.acks.subscribe();
-            let mut last: Option<AssignmentSet> = None;
+            // The first push is complete; later ones are deltas to an
+            // agent that asked for them.
+            let mut sender = shoal_api::assignments::Sender::new(session.deltas);
             let mut last_sent = std::time::Instant::now() - MIN_PUSH_INTERVAL;
             let mut changed = true;
             // When a stop held back for the nodes' acknowledgements goes
@@ -460,11 +463,12 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         set
                     };
                     set.log_requests = this.manager.logs.requests_for(&node_id);
-                    let news = last.as_ref() != Some(&set);
-                    if news {
-                        last = Some(set.clone());
-                        set.version = index;
-                        if tx.send(Ok(set)).await.is_err() {
+                    set.version = index;
+                    let message = sender.next(set);
+                    let news = message.is_some();
+                    if let Some(message) = message {
+                        this.manager.metrics.assignment_pushed(&message);
+                        if tx.send(Ok(message)).await.is_err() {
                             return;
                         }
                         last_sent = std::time::Instant::now();
