@@ -81,6 +81,11 @@ fn diff_list<T: Clone + PartialEq>(
     new: &[T],
     key: fn(&T) -> String,
 ) -> (Vec<T>, Vec<String>) {
+    // Most lists of most pushes did not change (a thousand nodes' list,
+    // pushed to each of them on a change to one task).
+    if old == new {
+        return (Vec::new(), Vec::new());
+    }
     let mut before: HashMap<String, &T> = old.iter().map(|t| (key(t), t)).collect();
     let mut changed = Vec::new();
     for item in new {

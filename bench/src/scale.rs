@@ -49,6 +49,9 @@ pub struct Args {
     join_concurrency: usize,
     #[arg(long, default_value_t = 16)]
     clients: usize,
+    /// The longest one node may take to join.
+    #[arg(long, default_value_t = 600)]
+    join_timeout_seconds: u64,
     /// How long the leader's CPU and memory are sampled at idle.
     #[arg(long, default_value_t = 30)]
     idle_seconds: u64,
@@ -183,15 +186,16 @@ async fn join(cluster: &shoal::ShoalCluster, args: &Args) -> Result<Vec<Node>> {
     for i in 0..args.nodes {
         let (managers, token) = (cluster.addrs.clone(), cluster.worker_token.clone());
         let permits = permits.clone();
+        let limit = Duration::from_secs(args.join_timeout_seconds);
         joins.spawn(async move {
             let _permit = permits.acquire_owned().await?;
             let executor = Arc::new(SimExecutor::default());
             let joined = tokio::time::timeout(
-                Duration::from_secs(120),
+                limit,
                 joins::join_one(i, managers, token, started, executor.clone()),
             )
             .await
-            .with_context(|| format!("simulated node {i} did not join within 120 s"))?
+            .with_context(|| format!("simulated node {i} did not join within {limit:?}"))?
             .with_context(|| format!("simulated node {i}"))?;
             Ok::<_, anyhow::Error>(Node {
                 executor,
