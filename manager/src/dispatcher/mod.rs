@@ -596,7 +596,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
 mod tests {
     use super::*;
     use shoal_api::pb::{
-        ContainerSpec, Secret, SecretReference, SecretSpec, Task, TaskSpec, TaskStatus,
+        ContainerSpec, Secret, SecretReference, SecretSpec, Task, TaskSpec, TaskState, TaskStatus,
     };
 
     fn task(id: &str, node: &str, secret: &str, state: TaskState) -> Task {
