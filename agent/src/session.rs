@@ -371,7 +371,7 @@ async fn session(
                             changed
                         });
                     }
-                    executor.reconcile(&set, report_tx).await;
+                    executor.reconcile(set, report_tx).await;
                     if set.version != 0 {
                         // What the executor reported while applying it goes
                         // with the acknowledgement, in one call.
