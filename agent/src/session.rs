@@ -5,6 +5,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
+use shoal_api::assignments::Receiver;
 use shoal_api::pb::{
     AssignmentSet, HeartbeatRequest, LogLine, LogMessage, LogRequest, NodeDescription,
     RegisterRequest, SessionRef, TaskStatusUpdate, UpdateTaskStatusRequest,
@@ -65,6 +66,16 @@ pub struct SessionState {
     /// the last assignments said: the identity task follows a CA rotation.
     pub trust_pem: String,
     pub root_issuer: String,
+    /// Assignment messages received over this node's life, and their
+    /// encoded bytes (what the manager pushed: deltas after the first).
+    pub assignments_received: u64,
+    pub assignment_bytes: u64,
+    /// Of those, the complete sets (a stream's first message, or every
+    /// one from a manager that sends no deltas).
+    pub complete_assignments: u64,
+    /// The encoded size of the complete set the messages add up to now:
+    /// what one push would cost without deltas.
+    pub set_bytes: u64,
 }
 
 /// The longest a registration or a status report may take: the manager
@@ -297,6 +308,7 @@ async fn session(
     let session = SessionRef {
         node_id: registered.node_id.clone(),
         session_id: registered.session_id.clone(),
+        deltas: true,
     };
     // (Cloned first: borrowing inside send_replace would deadlock.)
     let before = state.borrow().clone();
@@ -315,13 +327,10 @@ async fn session(
         rx: report_rx,
         unsent,
     } = reports;
-    let mut stream = bounded(
-        "opening the assignment stream",
-        CALL_DEADLINE,
-        client.assignments(session.clone()),
-    )
-    .await
-    .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+    let mut stream = open_assignments(&mut client, &session).await?;
+    // The complete set the stream's messages (a complete one, then deltas)
+    // add up to: what the executor applies each time.
+    let mut assignments = Receiver::default();
     let mut period = Duration::from_millis(registered.heartbeat_period_ms.max(50) as u64);
     let mut heartbeat = tokio::time::interval(period);
     let mut answered = std::collections::HashSet::new();
@@ -330,7 +339,30 @@ async fn session(
     loop {
         tokio::select! {
             message = stream.message() => match message {
-                Ok(Some(set)) => {
+                Ok(Some(message)) => {
+                    let bytes = prost::Message::encoded_len(&message) as u64;
+                    let complete = u64::from(!message.delta);
+                    let set = match assignments.take(message) {
+                        Ok(set) => set,
+                        Err(gap) => {
+                            // Start over from a complete set: a new stream
+                            // begins with one.
+                            tracing::warn!(%gap, "asking the manager for a complete assignment set");
+                            stream = open_assignments(&mut client, &session).await?;
+                            assignments = Receiver::default();
+                            continue;
+                        }
+                    };
+                    let set_bytes = prost::Message::encoded_len(set) as u64;
+                    // Counted without waking the state's watchers (the
+                    // identity task reloads the roots when woken).
+                    state.send_if_modified(|s| {
+                        s.assignments_received += 1;
+                        s.assignment_bytes += bytes;
+                        s.complete_assignments += complete;
+                        s.set_bytes = set_bytes;
+                        false
+                    });
                     if !set.trust_pem.is_empty() {
                         state.send_if_modified(|s| {
                             let changed = s.trust_pem != set.trust_pem || s.root_issuer != set.root_issuer;
@@ -339,7 +371,7 @@ async fn session(
                             changed
                         });
                     }
-                    executor.reconcile(&set, report_tx).await;
+                    executor.reconcile(set, report_tx).await;
                     if set.version != 0 {
                         // What the executor reported while applying it goes
                         // with the acknowledgement, in one call.
@@ -404,6 +436,21 @@ async fn session(
             }
         }
     }
+}
+
+/// Opens the session's assignment stream, asking for deltas after the
+/// first (complete) set.
+async fn open_assignments(
+    client: &mut DispatcherClient<Channel>,
+    session: &SessionRef,
+) -> anyhow::Result<tonic::Streaming<AssignmentSet>> {
+    bounded(
+        "opening the assignment stream",
+        CALL_DEADLINE,
+        client.assignments(session.clone()),
+    )
+    .await
+    .map_err(|s| anyhow::anyhow!("{}", s.message()))
 }
 
 /// Answers one log request: a first (empty) message says which node

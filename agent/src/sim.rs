@@ -19,6 +19,8 @@ pub struct SimExecutor {
 struct Inner {
     /// Observed state per task id, as this "node" last reported it.
     tasks: BTreeMap<String, TaskState>,
+    /// The service of each task it was given.
+    services: BTreeMap<String, String>,
     report: Option<mpsc::UnboundedSender<TaskStatusUpdate>>,
 }
 
@@ -53,6 +55,28 @@ impl SimExecutor {
             .collect()
     }
 
+    /// How many tasks this node runs now.
+    pub fn running_count(&self) -> usize {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .tasks
+            .values()
+            .filter(|s| **s == TaskState::Running)
+            .count()
+    }
+
+    /// Ids of the tasks of service `service_id` this node runs now.
+    pub fn running_of(&self, service_id: &str) -> Vec<String> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .tasks
+            .iter()
+            .filter(|(_, s)| **s == TaskState::Running)
+            .filter(|(id, _)| inner.services.get(*id).map(String::as_str) == Some(service_id))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Makes a running task exit with `exit_code` (0: complete, else failed).
     pub fn exit(&self, task_id: &str, exit_code: i32) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -83,6 +107,9 @@ impl Executor for SimExecutor {
         inner.report = Some(report.clone());
         for task in &set.tasks {
             let id = task.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+            if !inner.services.contains_key(&id) {
+                inner.services.insert(id.clone(), task.service_id.clone());
+            }
             let known = inner.tasks.get(&id).copied();
             let desired = task.desired_state();
             if desired <= TaskState::Running {

@@ -5,6 +5,7 @@
 //! agent receives them, the CLI prints them. They are compiled by protox, so a
 //! fresh machine needs no `protoc`.
 
+pub mod assignments;
 pub mod base64;
 pub mod capacity;
 pub mod cidr;

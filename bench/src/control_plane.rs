@@ -25,8 +25,8 @@ use shoal_manager::{
 use shoal_pki::transport::Dialer;
 
 mod etcd;
-mod joins;
-mod shoal;
+pub(crate) mod joins;
+pub(crate) mod shoal;
 
 /// Replicated writes before TLS, as bench/RESULTS.md records them
 /// (2026-11-24, this bench with plaintext gRPC for both): what the TLS
@@ -143,6 +143,13 @@ fn scheduler(args: &Args) -> Result<()> {
 }
 
 pub struct Procs(Vec<Child>);
+
+impl Procs {
+    /// The processes' ids, in the order they were started.
+    pub fn pids(&self) -> Vec<u32> {
+        self.0.iter().map(Child::id).collect()
+    }
+}
 
 impl Drop for Procs {
     fn drop(&mut self) {

@@ -6,6 +6,7 @@ mod control_plane;
 mod dns;
 mod mesh;
 mod mesh_baseline;
+mod scale;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -26,6 +27,9 @@ enum Bench {
     Dns(dns::Args),
     /// The routing mesh beside direct, HAProxy and iptables DNAT (wrk).
     Mesh(mesh::Args),
+    /// Simulated nodes join, services are created until every task runs;
+    /// then idle cost, bytes pushed per change, a rolling update.
+    Scale(scale::Args),
 }
 
 #[tokio::main]
@@ -34,5 +38,6 @@ async fn main() -> Result<()> {
         Bench::ControlPlane(args) => control_plane::run(args).await,
         Bench::Dns(args) => dns::run(args).await,
         Bench::Mesh(args) => tokio::task::spawn_blocking(move || mesh::run(args)).await?,
+        Bench::Scale(args) => scale::run(args).await,
     }
 }

@@ -271,6 +271,7 @@ impl HandSession {
         let session = SessionRef {
             node_id: registered.node_id,
             session_id: registered.session_id,
+            deltas: false,
         };
         let period = Duration::from_millis(registered.heartbeat_period_ms.max(50) as u64);
         Ok(Self(tokio::spawn(async move {

@@ -221,6 +221,7 @@ fn outsiders_get_nothing_and_nodes_only_what_their_certificate_names() -> Result
                     session: Some(SessionRef {
                         node_id: victim.clone(),
                         session_id: registered.session_id.clone(),
+                        deltas: false,
                     }),
                     counters: Vec::new(),
                 })

@@ -16,6 +16,8 @@ pub enum Name {
     Dns,
     /// The routing mesh vs direct, HAProxy and iptables DNAT (wrk); latency vs 1/100/1,000/10,000 services.
     Mesh,
+    /// 1,000 simulated nodes, 10,000 services / 100,000 tasks: join, converge, idle, bytes per change, rolling update.
+    Scale,
 }
 
 #[derive(Args)]
@@ -59,6 +61,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         Name::Dns => {
             command.arg("dns");
+        }
+        Name::Scale => {
+            command
+                .arg("scale")
+                .arg("--manager-bin")
+                .arg(release.join("shoal-manager"));
         }
         Name::Mesh => {
             sh::run(sh::cargo().args(["build", "--release", "-q", "--bins"]))?;

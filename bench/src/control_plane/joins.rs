@@ -44,8 +44,12 @@ pub async fn run(cluster: &ShoalCluster, nodes: usize) -> Result<Joins> {
         let managers = cluster.addrs.clone();
         let token = cluster.worker_token.clone();
         joins.spawn(async move {
-            let outcome =
-                tokio::time::timeout(JOIN_DEADLINE, join_one(i, managers, token, started)).await;
+            let executor = Arc::new(SimExecutor::default());
+            let outcome = tokio::time::timeout(
+                JOIN_DEADLINE,
+                join_one(i, managers, token, started, executor),
+            )
+            .await;
             match outcome {
                 Ok(outcome) => outcome.with_context(|| format!("simulated node {i}")),
                 Err(_) => bail!("simulated node {i} did not join within {JOIN_DEADLINE:?}"),
@@ -56,10 +60,10 @@ pub async fn run(cluster: &ShoalCluster, nodes: usize) -> Result<Joins> {
     let mut registered = Vec::with_capacity(nodes);
     let mut sessions = Vec::with_capacity(nodes);
     while let Some(joined) = joins.join_next().await {
-        let (cert, reg, session) = joined??;
-        certified.push(cert);
-        registered.push(reg);
-        sessions.push(session);
+        let joined = joined??;
+        certified.push(joined.certified);
+        registered.push(joined.registered);
+        sessions.push(joined.session);
     }
     let elapsed = started.elapsed();
     for session in sessions {
@@ -75,14 +79,25 @@ pub async fn run(cluster: &ShoalCluster, nodes: usize) -> Result<Joins> {
     })
 }
 
-/// One node: (time to its certificate, time to its registration, its
-/// session).
-async fn join_one(
+/// A simulated node that joined.
+pub struct Joined {
+    /// From the start to its certificate, and to its registration.
+    pub certified: Duration,
+    pub registered: Duration,
+    /// Its session (it ends when aborted) and where the session stands.
+    pub session: tokio::task::JoinHandle<()>,
+    pub state: watch::Receiver<SessionState>,
+}
+
+/// Node `i` joins with its own address and `executor`; times count from
+/// `started`.
+pub async fn join_one(
     i: usize,
     managers: Vec<String>,
     token: String,
     started: Instant,
-) -> Result<(Duration, Duration, tokio::task::JoinHandle<()>)> {
+    executor: Arc<SimExecutor>,
+) -> Result<Joined> {
     let advertise = address(i);
     let hostname = format!("sim{i:03}");
     let credentials =
@@ -109,11 +124,7 @@ async fn join_one(
         },
         labels: Default::default(),
     };
-    let session = tokio::spawn(session::run(
-        config,
-        Arc::new(SimExecutor::default()),
-        state_tx,
-    ));
+    let session = tokio::spawn(session::run(config, executor, state_tx));
     let registered = state
         .wait_for(|s| s.connected_to.is_some() || s.refused.is_some())
         .await
@@ -123,5 +134,10 @@ async fn join_one(
         session.abort();
         bail!("the cluster refused the node: {refused}");
     }
-    Ok((certified, started.elapsed(), session))
+    Ok(Joined {
+        certified,
+        registered: started.elapsed(),
+        session,
+        state,
+    })
 }

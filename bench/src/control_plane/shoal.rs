@@ -27,7 +27,7 @@ const MANAGERS: usize = 3;
 
 pub struct ShoalCluster {
     /// Stopped when the cluster is dropped.
-    _procs: Procs,
+    procs: Procs,
     /// Every manager's address, the first (the leader `init` made) first.
     pub addrs: Vec<String>,
     pub worker_token: String,
@@ -37,6 +37,11 @@ pub struct ShoalCluster {
 impl ShoalCluster {
     pub fn leader(&self) -> &str {
         &self.addrs[0]
+    }
+
+    /// The process id of the leader `init` made (the first manager).
+    pub fn leader_pid(&self) -> u32 {
+        self.procs.pids()[0]
     }
 
     /// Credentials to propose writes with: Membership/Propose is how a
@@ -79,10 +84,22 @@ async fn local_channel(socket: &Path) -> Result<Channel> {
 /// Starts the managers with their data under `root` and waits until all
 /// three are reachable voters.
 pub async fn start(root: &Path, manager_bin: &Path) -> Result<ShoalCluster> {
+    Ok(start_with(root, manager_bin, MANAGERS, &[]).await?.0)
+}
+
+/// Starts `managers` managers (the first `init`s, the others join) with
+/// their data under `root` and `flags` on their command lines; waits until
+/// all are reachable voters. Also returns an admin client's credentials.
+pub async fn start_with(
+    root: &Path,
+    manager_bin: &Path,
+    managers: usize,
+    flags: &[String],
+) -> Result<(ShoalCluster, Dialer)> {
     // Each manager on its own loopback address, as on its own host: the CA
     // tells a joining manager's node from others by the address it joins
     // from (two joining at once from one address get one node).
-    let addrs: Vec<String> = (0..MANAGERS)
+    let addrs: Vec<String> = (0..managers)
         .map(|i| format!("127.0.0.{}:{}", i + 1, 23771 + i))
         .collect();
     let socket = |i: usize| root.join(format!("shoal{i}.sock"));
@@ -96,6 +113,7 @@ pub async fn start(root: &Path, manager_bin: &Path) -> Result<ShoalCluster> {
             .arg("--socket")
             .arg(socket(i))
             .args(["--hostname", &format!("m{i}")])
+            .args(flags)
             .env("RUST_LOG", "error");
         command
     };
@@ -120,7 +138,7 @@ pub async fn start(root: &Path, manager_bin: &Path) -> Result<ShoalCluster> {
     .await?;
     let admin = admin_dialer(&first_socket).await?;
 
-    for i in 1..MANAGERS {
+    for i in 1..managers {
         // The token in the environment, not on the command line.
         let mut join = command(i, "join");
         join.env(shoal_api::token_input::ENV, &cluster.manager_token)
@@ -129,8 +147,11 @@ pub async fn start(root: &Path, manager_bin: &Path) -> Result<ShoalCluster> {
             .0
             .push(spawn_quiet(&mut join).with_context(|| started(manager_bin))?);
     }
-    let control = ControlClient::new(shoal_pki::transport::lazy_channel(&addrs[0], admin)?);
-    wait_for("three reachable managers (control API over TLS)", || {
+    let control = ControlClient::new(shoal_pki::transport::lazy_channel(
+        &addrs[0],
+        admin.clone(),
+    )?);
+    wait_for("every manager reachable (control API over TLS)", || {
         let mut control = control.clone();
         async move {
             let nodes = control.list_nodes(Empty {}).await.ok()?.into_inner().nodes;
@@ -139,16 +160,19 @@ pub async fn start(root: &Path, manager_bin: &Path) -> Result<ShoalCluster> {
                 .filter_map(|n| n.manager_status.as_ref())
                 .filter(|m| m.leader || m.reachability == "reachable")
                 .count();
-            (reachable == MANAGERS).then_some(())
+            (reachable == managers).then_some(())
         }
     })
     .await?;
-    Ok(ShoalCluster {
-        _procs: procs,
-        addrs,
-        worker_token: cluster.worker_token,
-        manager_token: cluster.manager_token,
-    })
+    Ok((
+        ShoalCluster {
+            procs,
+            addrs,
+            worker_token: cluster.worker_token,
+            manager_token: cluster.manager_token,
+        },
+        admin,
+    ))
 }
 
 /// An admin client certificate, as `shoal cert issue` gets one: a key made

@@ -44,6 +44,21 @@ impl NodeSync {
     }
 }
 
+/// Whether `task`'s stop may be held: it runs, is to stop, and other
+/// nodes may send it connections.
+fn may_hold(task: &shoal_api::pb::Task) -> bool {
+    let observed = task.status.as_ref().map(|s| s.state()).unwrap_or_default();
+    task.desired_state() > TaskState::Running
+        && observed == TaskState::Running
+        && !task.networks.is_empty()
+}
+
+/// Whether [`hold_stops`] has anything to look at in `set` (the nodes'
+/// sync need not be gathered otherwise).
+pub fn holds_any(set: &AssignmentSet) -> bool {
+    set.tasks.iter().any(may_hold)
+}
+
 /// Rewrites `set` (node `node_id`'s) so that each of its running tasks
 /// that is to stop, and that other nodes may still send connections to,
 /// stays running until every Ready node is synced past the stop. Returns
@@ -56,11 +71,7 @@ pub fn hold_stops(
 ) -> Option<i64> {
     let mut next = None;
     for task in &mut set.tasks {
-        let observed = task.status.as_ref().map(|s| s.state()).unwrap_or_default();
-        if task.desired_state() <= TaskState::Running
-            || observed != TaskState::Running
-            || task.networks.is_empty()
-        {
+        if !may_hold(task) {
             continue;
         }
         let (decided_at, version) = task

@@ -8,6 +8,8 @@
 pub mod drain;
 pub mod lb_policy;
 pub mod networks;
+pub mod shared;
+pub mod status;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -18,7 +20,7 @@ use std::{
 
 use shoal_api::pb::{
     AssignmentSet, HeartbeatRequest, HeartbeatResponse, Meta, Node, NodeSpec, NodeState,
-    NodeStatus, RegisterRequest, RegisterResponse, SessionRef, TaskState, UpdateTaskStatusRequest,
+    NodeStatus, RegisterRequest, RegisterResponse, SessionRef, UpdateTaskStatusRequest,
     UpdateTaskStatusResponse, dispatcher_server,
 };
 use tokio::time::Instant;
@@ -52,14 +54,20 @@ pub struct Dispatcher {
     /// Moves when a node acknowledges an assignment set: held stops are
     /// looked at again.
     acks: Arc<tokio::sync::watch::Sender<u64>>,
+    /// One scan of the state per index for every node's set.
+    shared: Arc<shared::SharedCache>,
+    /// Writes the nodes' task status reports, many to a write.
+    statuses: status::StatusWriter,
 }
 
 impl Dispatcher {
     pub fn new(manager: Arc<Manager>) -> Self {
         Self {
+            statuses: status::StatusWriter::start(manager.clone()),
             manager,
             sessions: Arc::default(),
             acks: Arc::new(tokio::sync::watch::channel(0).0),
+            shared: Arc::default(),
         }
     }
 
@@ -208,16 +216,13 @@ const MIN_PUSH_INTERVAL: Duration = Duration::from_millis(50);
 /// What a node must know now: its non-finished assigned tasks and the
 /// secrets and configs they use.
 pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
-    let mut tasks: Vec<_> = state
-        .tasks
-        .values()
-        .filter(|t| t.node_id == node_id)
-        .filter(|t| {
-            let observed = t.status.as_ref().map(|s| s.state()).unwrap_or_default();
-            observed >= TaskState::Assigned && !observed.is_terminal()
-        })
-        .cloned()
-        .collect();
+    assignment_set_from(state, &shared::Shared::of(state, 0), node_id)
+}
+
+/// [`assignment_set`], cut from a scan of the same (or a slightly older)
+/// state.
+pub fn assignment_set_from(state: &State, shared: &shared::Shared, node_id: &str) -> AssignmentSet {
+    let mut tasks = shared.tasks_of(state, node_id);
     tasks.sort_by(|a, b| {
         a.meta
             .as_ref()
@@ -240,12 +245,7 @@ pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
         }
     }
     let role = state.nodes.get(node_id).map(|n| n.role).unwrap_or_default();
-    let (trust_pem, root_issuer) = state
-        .cluster
-        .as_ref()
-        .map(|c| (crate::ca::trust_pem(c), crate::certificates::root_issuer(c)))
-        .unwrap_or_default();
-    let view = networks::network_view(state, node_id, &tasks);
+    let view = networks::view(&shared.networks, state, node_id, &tasks);
     AssignmentSet {
         tasks,
         secrets: secrets.into_values().collect(),
@@ -263,11 +263,12 @@ pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
             .and_then(|n| n.spec.as_ref())
             .map(|s| s.ingress_allow.clone())
             .unwrap_or_default(),
-        trust_pem,
-        root_issuer,
-        nodes: networks::cluster_nodes(state),
+        trust_pem: shared.trust_pem.clone(),
+        root_issuer: shared.root_issuer.clone(),
+        nodes: shared.nodes.clone(),
         version: 0,
-        lb_policies: lb_policy::lb_policies(state),
+        lb_policies: shared.lb_policies.clone(),
+        ..Default::default()
     }
 }
 
@@ -420,7 +421,9 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             let mut applied = this.manager.store.applied();
             let mut log_requests = this.manager.logs.changes();
             let mut acks = this.acks.subscribe();
-            let mut last: Option<AssignmentSet> = None;
+            // The first push is complete; later ones are deltas to an
+            // agent that asked for them.
+            let mut sender = shoal_api::assignments::Sender::new(session.deltas);
             let mut last_sent = std::time::Instant::now() - MIN_PUSH_INTERVAL;
             let mut changed = true;
             // When a stop held back for the nodes' acknowledgements goes
@@ -450,21 +453,25 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                     let index = *applied.borrow_and_update();
                     let mut set = {
                         let state = this.manager.store.read().await;
-                        let mut set = assignment_set(&state, &node_id);
-                        held = drain::hold_stops(
-                            &mut set,
-                            &state,
-                            &this.synced(),
-                            shoal_api::now_ms(),
-                        );
+                        let shared = this.shared.at(&state, index).await;
+                        let mut set = assignment_set_from(&state, &shared, &node_id);
+                        // Every session's sync is gathered only for a set
+                        // with a stop to hold (a copy per node per change
+                        // is a thousand squared at scale).
+                        held = if drain::holds_any(&set) {
+                            drain::hold_stops(&mut set, &state, &this.synced(), shoal_api::now_ms())
+                        } else {
+                            None
+                        };
                         set
                     };
                     set.log_requests = this.manager.logs.requests_for(&node_id);
-                    let news = last.as_ref() != Some(&set);
-                    if news {
-                        last = Some(set.clone());
-                        set.version = index;
-                        if tx.send(Ok(set)).await.is_err() {
+                    set.version = index;
+                    let message = sender.next(set);
+                    let news = message.is_some();
+                    if let Some(message) = message {
+                        this.manager.metrics.assignment_pushed(&message);
+                        if tx.send(Ok(message)).await.is_err() {
                             return;
                         }
                         last_sent = std::time::Instant::now();
@@ -580,37 +587,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         if request.updates.is_empty() {
             return Ok(Response::new(UpdateTaskStatusResponse {}));
         }
-        self.manager
-            .update(|state| -> Result<_, Status> {
-                let mut batch = Batch::default();
-                for update in &request.updates {
-                    let Some(task) = state.tasks.get(&update.task_id) else {
-                        continue;
-                    };
-                    if task.node_id != node_id {
-                        continue; // not this node's task (any more)
-                    }
-                    let Some(mut status) = update.status.clone() else {
-                        continue;
-                    };
-                    let current = task.status.clone().unwrap_or_default();
-                    // A health change of a running task is no new state:
-                    // `service ps` goes on saying since when it runs.
-                    if status.state() == TaskState::Running && current.state() == TaskState::Running
-                    {
-                        status.timestamp = current.timestamp;
-                    }
-                    // States only move forward; a repeat with news is kept.
-                    if status.state() < current.state() || status == current {
-                        continue;
-                    }
-                    let mut task = task.clone();
-                    task.status = Some(status);
-                    batch.put_task(task);
-                }
-                Ok(Some((batch, ())))
-            })
-            .await?;
+        self.statuses.write(&node_id, request.updates).await?;
         Ok(Response::new(UpdateTaskStatusResponse {}))
     }
 }
@@ -619,7 +596,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
 mod tests {
     use super::*;
     use shoal_api::pb::{
-        ContainerSpec, Secret, SecretReference, SecretSpec, Task, TaskSpec, TaskStatus,
+        ContainerSpec, Secret, SecretReference, SecretSpec, Task, TaskSpec, TaskState, TaskStatus,
     };
 
     fn task(id: &str, node: &str, secret: &str, state: TaskState) -> Task {

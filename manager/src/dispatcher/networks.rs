@@ -2,7 +2,7 @@
 //! every task endpoint on them (its overlay's FDB and neighbour entries, and
 //! its DNS answers), and the services reachable on them by name.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use shoal_api::{
     cidr::Ipv4Cidr,
@@ -88,18 +88,155 @@ fn addr_of(cidr: &str) -> Option<String> {
     cidr.parse::<Ipv4Cidr>().ok().map(|c| c.addr.to_string())
 }
 
+/// What every node's view is cut from, found in one scan of the state and
+/// shared by every node's set at that state: without it, each of a
+/// thousand nodes scanned every task and service on each change.
+#[derive(Default)]
+pub struct NetworkIndex {
+    published: Vec<PublishedPort>,
+    ingress: Option<String>,
+    /// Every endpoint by network: task endpoints, and on the ingress
+    /// network each node's own address.
+    endpoints: HashMap<String, Vec<TaskEndpoint>>,
+    /// Every name record by network (services and connected containers).
+    services: HashMap<String, Vec<ServiceRecord>>,
+}
+
+impl NetworkIndex {
+    pub fn of(state: &State) -> Self {
+        let ingress = crate::allocator::ingress_network(state).map(str::to_owned);
+        let mut endpoints: HashMap<String, Vec<TaskEndpoint>> = HashMap::new();
+        for task in state.tasks.values() {
+            if task.node_id.is_empty() || !holds_addresses(task) {
+                continue;
+            }
+            let observed = task.status.as_ref().map(|s| s.state()).unwrap_or_default();
+            if observed < TaskState::Assigned {
+                continue;
+            }
+            let node_addr = state
+                .nodes
+                .get(&task.node_id)
+                .and_then(|n| n.status.as_ref())
+                .map(|s| s.addr.clone())
+                .unwrap_or_default();
+            let task_id = task.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+            // A connected container is a "service" of its own for DNS: its
+            // name answers its address (see `attachment_records`).
+            let service_id = if container_of(task).is_some() {
+                task_id.clone()
+            } else {
+                task.service_id.clone()
+            };
+            for attachment in &task.networks {
+                for addr in attachment.addresses.iter().filter_map(|a| addr_of(a)) {
+                    endpoints
+                        .entry(attachment.network_id.clone())
+                        .or_default()
+                        .push(TaskEndpoint {
+                            network_id: attachment.network_id.clone(),
+                            task_id: task_id.clone(),
+                            service_id: service_id.clone(),
+                            addr,
+                            node_addr: node_addr.clone(),
+                            running: in_rotation(task),
+                            draining: observed == TaskState::Running && !in_rotation(task),
+                        });
+                }
+            }
+        }
+        // Each node's own ingress address: the mesh's replies come back to it.
+        if let Some(ingress) = &ingress {
+            for (id, node) in &state.nodes {
+                let (Some(addr), Some(status)) =
+                    (addr_of(&node.ingress_addr), node.status.as_ref())
+                else {
+                    continue;
+                };
+                endpoints
+                    .entry(ingress.clone())
+                    .or_default()
+                    .push(TaskEndpoint {
+                        network_id: ingress.clone(),
+                        task_id: format!("node:{id}"),
+                        service_id: String::new(),
+                        addr,
+                        node_addr: status.addr.clone(),
+                        running: false,
+                        draining: false,
+                    });
+            }
+        }
+        let mut services: HashMap<String, Vec<ServiceRecord>> = HashMap::new();
+        for (service_id, service) in &state.services {
+            let spec = service.spec.clone().unwrap_or_default();
+            let short = spec
+                .labels
+                .get(STACK_NAMESPACE_LABEL)
+                .and_then(|stack| spec.name.strip_prefix(&format!("{stack}_")))
+                .map(str::to_owned);
+            for (network_id, aliases) in crate::allocator::service_networks(state, &spec) {
+                let is_ingress = state
+                    .networks
+                    .get(&network_id)
+                    .and_then(|n| n.spec.as_ref())
+                    .is_some_and(|s| s.ingress);
+                if is_ingress {
+                    continue; // the routing mesh's network has no names
+                }
+                let mut names = vec![spec.name.clone()];
+                names.extend(short.clone());
+                names.extend(aliases);
+                names.dedup();
+                let vip = service
+                    .endpoint
+                    .iter()
+                    .flat_map(|e| &e.virtual_ips)
+                    .find(|v| v.network_id == network_id)
+                    .and_then(|v| addr_of(&v.addr))
+                    .unwrap_or_default();
+                services
+                    .entry(network_id.clone())
+                    .or_default()
+                    .push(ServiceRecord {
+                        service_id: service_id.clone(),
+                        network_id,
+                        names,
+                        vip,
+                    });
+            }
+        }
+        for record in attachment_records(state) {
+            services
+                .entry(record.network_id.clone())
+                .or_default()
+                .push(record);
+        }
+        Self {
+            published: published_ports(state),
+            ingress,
+            endpoints,
+            services,
+        }
+    }
+}
+
 /// The view for the node `node_id` running `local` tasks. Every node has
 /// the ingress network while any port is published: a node with no task of
 /// a service still answers its port.
 pub fn network_view(state: &State, node_id: &str, local: &[Task]) -> NetworkView {
-    let published = published_ports(state);
-    let ingress = crate::allocator::ingress_network(state);
+    view(&NetworkIndex::of(state), state, node_id, local)
+}
+
+/// [`network_view`] cut from an index of the same state.
+pub fn view(index: &NetworkIndex, state: &State, node_id: &str, local: &[Task]) -> NetworkView {
+    let ingress = index.ingress.as_deref();
     let mut ids: BTreeSet<&str> = local
         .iter()
         .flat_map(|t| &t.networks)
         .map(|n| n.network_id.as_str())
         .collect();
-    if !published.is_empty()
+    if !index.published.is_empty()
         && let Some(ingress) = ingress
     {
         ids.insert(ingress);
@@ -108,105 +245,8 @@ pub fn network_view(state: &State, node_id: &str, local: &[Task]) -> NetworkView
         .iter()
         .filter_map(|id| state.networks.get(*id).cloned())
         .collect();
-    let mut endpoints = Vec::new();
-    for task in state.tasks.values() {
-        if task.node_id.is_empty() || !holds_addresses(task) {
-            continue;
-        }
-        let observed = task.status.as_ref().map(|s| s.state()).unwrap_or_default();
-        if observed < TaskState::Assigned {
-            continue;
-        }
-        let node_addr = state
-            .nodes
-            .get(&task.node_id)
-            .and_then(|n| n.status.as_ref())
-            .map(|s| s.addr.clone())
-            .unwrap_or_default();
-        let task_id = task.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
-        // A connected container is a "service" of its own for DNS: its
-        // name answers its address (see `attachment_records`).
-        let service_id = if container_of(task).is_some() {
-            task_id.clone()
-        } else {
-            task.service_id.clone()
-        };
-        for attachment in task
-            .networks
-            .iter()
-            .filter(|a| ids.contains(a.network_id.as_str()))
-        {
-            for addr in attachment.addresses.iter().filter_map(|a| addr_of(a)) {
-                endpoints.push(TaskEndpoint {
-                    network_id: attachment.network_id.clone(),
-                    task_id: task_id.clone(),
-                    service_id: service_id.clone(),
-                    addr,
-                    node_addr: node_addr.clone(),
-                    running: in_rotation(task),
-                    draining: observed == TaskState::Running && !in_rotation(task),
-                });
-            }
-        }
-    }
-    // Each node's own ingress address: the mesh's replies come back to it.
-    if let Some(ingress) = ingress.filter(|i| ids.contains(i)) {
-        for (id, node) in &state.nodes {
-            let (Some(addr), Some(status)) = (addr_of(&node.ingress_addr), node.status.as_ref())
-            else {
-                continue;
-            };
-            endpoints.push(TaskEndpoint {
-                network_id: ingress.to_owned(),
-                task_id: format!("node:{id}"),
-                service_id: String::new(),
-                addr,
-                node_addr: status.addr.clone(),
-                running: false,
-                draining: false,
-            });
-        }
-    }
-    let mut services = Vec::new();
-    for (service_id, service) in &state.services {
-        let spec = service.spec.clone().unwrap_or_default();
-        let short = spec
-            .labels
-            .get(STACK_NAMESPACE_LABEL)
-            .and_then(|stack| spec.name.strip_prefix(&format!("{stack}_")))
-            .map(str::to_owned);
-        for (network_id, aliases) in crate::allocator::service_networks(state, &spec) {
-            if !ids.contains(network_id.as_str()) {
-                continue;
-            }
-            let is_ingress = state
-                .networks
-                .get(&network_id)
-                .and_then(|n| n.spec.as_ref())
-                .is_some_and(|s| s.ingress);
-            if is_ingress {
-                continue; // the routing mesh's network has no names
-            }
-            let mut names = vec![spec.name.clone()];
-            names.extend(short.clone());
-            names.extend(aliases);
-            names.dedup();
-            let vip = service
-                .endpoint
-                .iter()
-                .flat_map(|e| &e.virtual_ips)
-                .find(|v| v.network_id == network_id)
-                .and_then(|v| addr_of(&v.addr))
-                .unwrap_or_default();
-            services.push(ServiceRecord {
-                service_id: service_id.clone(),
-                network_id,
-                names,
-                vip,
-            });
-        }
-    }
-    services.extend(attachment_records(state, &ids));
+    let endpoints = on_networks(&index.endpoints, &ids);
+    let services = on_networks(&index.services, &ids);
     let ingress_addr = state
         .nodes
         .get(node_id)
@@ -218,24 +258,29 @@ pub fn network_view(state: &State, node_id: &str, local: &[Task]) -> NetworkView
         endpoints,
         services,
         ingress_addr,
-        published,
+        published: index.published.clone(),
     }
+}
+
+/// The items of `by` on the networks `ids`.
+fn on_networks<T: Clone>(by: &HashMap<String, Vec<T>>, ids: &BTreeSet<&str>) -> Vec<T> {
+    ids.iter()
+        .filter_map(|id| by.get(*id))
+        .flatten()
+        .cloned()
+        .collect()
 }
 
 /// DNS for containers connected to networks: the name given to `network
 /// connect` (and its aliases) answers the container's address.
-fn attachment_records(state: &State, ids: &BTreeSet<&str>) -> Vec<ServiceRecord> {
+fn attachment_records(state: &State) -> Vec<ServiceRecord> {
     let mut out = Vec::new();
     for task in state.tasks.values().filter(|t| holds_addresses(t)) {
         let Some(container) = container_of(task) else {
             continue;
         };
         let task_id = task.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
-        for attachment in task
-            .networks
-            .iter()
-            .filter(|a| ids.contains(a.network_id.as_str()))
-        {
+        for attachment in &task.networks {
             let mut names = vec![container.to_owned()];
             names.extend(attachment.aliases.iter().cloned());
             names.dedup();

@@ -39,6 +39,10 @@ pub struct ManagerMetrics {
     pub heartbeats: Counter,
     /// How long one scheduler pass took (read state, place, write).
     pub scheduler_pass: Histogram,
+    /// Assignment messages pushed to agents, and their encoded bytes, by
+    /// kind (`complete` or `delta`).
+    assignments: Family<KindLabel, Counter>,
+    assignment_bytes: Family<KindLabel, Counter>,
 }
 
 impl Default for ManagerMetrics {
@@ -70,13 +74,40 @@ impl Default for ManagerMetrics {
             "Time of one scheduler pass (read the state, place tasks, write)",
             scheduler_pass.clone(),
         );
+        let assignments = Family::<KindLabel, Counter>::default();
+        let assignment_bytes = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "shoal_dispatcher_assignments",
+            "Assignment messages pushed to agents, complete sets or deltas",
+            assignments.clone(),
+        );
+        registry.register(
+            "shoal_dispatcher_assignment_bytes",
+            "Encoded bytes of the assignment messages pushed to agents",
+            assignment_bytes.clone(),
+        );
         Self {
             registry,
             proposals,
             leader_changes,
             heartbeats,
             scheduler_pass,
+            assignments,
+            assignment_bytes,
         }
+    }
+}
+
+impl ManagerMetrics {
+    /// Counts one assignment message pushed to an agent.
+    pub fn assignment_pushed(&self, message: &shoal_api::pb::AssignmentSet) {
+        let kind = KindLabel {
+            kind: if message.delta { "delta" } else { "complete" },
+        };
+        self.assignments.get_or_create(&kind).inc();
+        self.assignment_bytes
+            .get_or_create(&kind)
+            .inc_by(prost::Message::encoded_len(message) as u64);
     }
 }
 

@@ -66,7 +66,25 @@ fn counters_accumulate_across_scrapes() {
     metrics.proposals.inc();
     metrics.heartbeats.inc();
     metrics.scheduler_pass.observe(0.002);
+    let delta = shoal_api::pb::AssignmentSet {
+        delta: true,
+        sequence: 2,
+        ..Default::default()
+    };
+    metrics.assignment_pushed(&delta);
+    metrics.assignment_pushed(&delta);
     let text = rendered(&metrics, &state, 0);
+    assert_eq!(
+        value_of(&text, "shoal_dispatcher_assignments_total{kind=\"delta\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        value_of(
+            &text,
+            "shoal_dispatcher_assignment_bytes_total{kind=\"delta\"}"
+        ),
+        Some(2.0 * prost::Message::encoded_len(&delta) as f64)
+    );
     assert_eq!(value_of(&text, "shoal_raft_proposals_total"), Some(2.0));
     assert_eq!(
         value_of(&text, "shoal_dispatcher_heartbeats_total"),
