@@ -10,7 +10,7 @@ mod bpffs;
 mod counters;
 pub mod guard;
 mod loader;
-mod maglev;
+pub(crate) mod maglev;
 pub mod mesh;
 pub mod pick;
 
