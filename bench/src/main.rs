@@ -5,6 +5,7 @@
 mod control_plane;
 mod dns;
 mod mesh;
+mod proxyv2;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ enum Bench {
     Dns(dns::Args),
     /// The routing mesh beside direct, HAProxy and iptables DNAT (wrk).
     Mesh(mesh::Args),
+    /// A relayed `proxy-protocol=v2` port beside the eBPF mesh (wrk).
+    ProxyV2(proxyv2::Args),
 }
 
 #[tokio::main]
@@ -33,5 +36,6 @@ async fn main() -> Result<()> {
         Bench::ControlPlane(args) => control_plane::run(args).await,
         Bench::Dns(args) => dns::run(args).await,
         Bench::Mesh(args) => tokio::task::spawn_blocking(move || mesh::run(args)).await?,
+        Bench::ProxyV2(args) => tokio::task::spawn_blocking(move || proxyv2::run(args)).await?,
     }
 }

@@ -71,10 +71,10 @@ fn addresses(netns: &str, dev: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-struct Wrk {
-    rps: f64,
-    p99_ms: f64,
-    errors: u64,
+pub(crate) struct Wrk {
+    pub rps: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
 }
 
 fn parse_ms(text: &str) -> Option<f64> {
@@ -88,7 +88,13 @@ fn parse_ms(text: &str) -> Option<f64> {
     })
 }
 
-fn wrk(url: &str, connections: usize, threads: usize, seconds: u64, close: bool) -> Result<Wrk> {
+pub(crate) fn wrk(
+    url: &str,
+    connections: usize,
+    threads: usize,
+    seconds: u64,
+    close: bool,
+) -> Result<Wrk> {
     let mut args = vec![
         "netns".to_owned(),
         "exec".into(),
@@ -147,11 +153,11 @@ fn wrk(url: &str, connections: usize, threads: usize, seconds: u64, close: bool)
     })
 }
 
-fn shoal(lab: &Lab, bins: &Path, args: &[&str]) -> Result<String> {
+pub(crate) fn shoal(lab: &Lab, bins: &Path, args: &[&str]) -> Result<String> {
     Ok(lab.shoal(bins, args)?)
 }
 
-fn running(lab: &Lab, bins: &Path, service: &str) -> usize {
+pub(crate) fn running(lab: &Lab, bins: &Path, service: &str) -> usize {
     shoal(lab, bins, &["service", "ps", service, "--format", "json"])
         .map(|out| {
             out.lines()
@@ -263,7 +269,7 @@ fn median_p99(url: &str) -> Result<f64> {
     Ok(runs[1])
 }
 
-fn wait(what: &str, mut ok: impl FnMut() -> bool) -> Result<()> {
+pub(crate) fn wait(what: &str, mut ok: impl FnMut() -> bool) -> Result<()> {
     for _ in 0..150 {
         if ok() {
             return Ok(());

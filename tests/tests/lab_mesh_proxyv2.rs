@@ -114,7 +114,8 @@ fn tasks_reached(port: u16, count: usize) -> Result<BTreeSet<String>> {
     let mut tasks = BTreeSet::new();
     for node in NODES {
         for _ in 0..count {
-            let v = proxied_identity(SocketAddrV4::new(node, port))?;
+            let to = SocketAddrV4::new(node, port);
+            let v = proxied_identity(to).with_context(|| format!("GET / via {to}"))?;
             tasks.insert(v["task"].as_str().unwrap_or_default().to_owned());
         }
     }
@@ -166,10 +167,21 @@ fn every_entry_node_relays_with_the_clients_address_in_a_proxy_v2_header() -> Re
         (running(&cluster, "proxied", false) == 3).then_some(())
     })?;
     let inspect = cluster.shoal(&["service", "inspect", "proxied"])?;
-    ensure!(
-        inspect.matches("\"ProxyProtocol\": \"v2\"").count() == 2,
-        "service inspect does not show proxy-protocol on both ports: {inspect}"
-    );
+    let shown: Value = serde_json::from_str(&inspect)?;
+    let ports = shown[0]["Endpoint"]["Ports"]
+        .as_array()
+        .with_context(|| format!("no Endpoint.Ports in {inspect}"))?;
+    for p in ports {
+        let expected = if p["PublishedPort"] == 8087 {
+            Value::Null
+        } else {
+            Value::from("v2")
+        };
+        ensure!(
+            p["ProxyProtocol"] == expected,
+            "service inspect shows port {p} (expected ProxyProtocol {expected})"
+        );
+    }
     cluster.wait("every node to relay to all 3 tasks", WAIT, || {
         (tasks_reached(8088, 3).ok()?.len() == 3).then_some(())
     })?;
@@ -267,11 +279,12 @@ fn a_task_failing_its_health_check_gets_no_new_relayed_connection() -> Result<()
         .next()
         .context("no container")?;
     // Its task's name, asked from inside (loopback needs no header).
-    let (_, line) = get_in_container(&container, "/")?;
+    let (_, line) = get_in_container(&container, "/").context("GET / inside the task")?;
     let me: Value = serde_json::from_str(line.trim())?;
     let task = me["task"].as_str().context("no task name")?.to_owned();
 
-    let (status, _) = get_in_container(&container, "/healthz/fail")?;
+    let (status, _) =
+        get_in_container(&container, "/healthz/fail").context("GET /healthz/fail inside")?;
     ensure!(status == 200, "/healthz/fail answered {status}");
     cluster.wait(&format!("{task} to show unhealthy"), WAIT, || {
         let rows = cluster.json_rows(&["service", "ps", "checked"]).ok()?;
@@ -285,14 +298,15 @@ fn a_task_failing_its_health_check_gets_no_new_relayed_connection() -> Result<()
     })?;
     // The agents read check results every 250 ms.
     std::thread::sleep(Duration::from_millis(500));
-    let reached = tasks_reached(8078, 10)?;
+    let reached = tasks_reached(8078, 10).context("30 connections while a task fails")?;
     ensure!(
         !reached.contains(&task) && reached.len() == 2,
         "30 connections while {task} fails its check reached {reached:?}"
     );
     println!("{task} failing: 30 relayed connections reached only {reached:?}");
 
-    let (status, _) = get_in_container(&container, "/healthz/pass")?;
+    let (status, _) =
+        get_in_container(&container, "/healthz/pass").context("GET /healthz/pass inside")?;
     ensure!(status == 200, "/healthz/pass answered {status}");
     cluster.wait(
         &format!("{task} to get relayed connections again"),

@@ -16,6 +16,8 @@ pub enum Name {
     Dns,
     /// The routing mesh vs direct, HAProxy and iptables DNAT (wrk); latency vs 1/100/1,000/10,000 services.
     Mesh,
+    /// A relayed `proxy-protocol=v2` port vs the eBPF mesh to the same kind of tasks (wrk).
+    ProxyV2,
 }
 
 #[derive(Args)]
@@ -53,6 +55,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             sh::run(sh::cargo().args(["build", "--release", "-q", "--bins"]))?;
             crate::images::build_all()?;
             command.arg("mesh").arg("--bin-dir").arg(&release);
+        }
+        Name::ProxyV2 => {
+            sh::run(sh::cargo().args(["build", "--release", "-q", "--bins"]))?;
+            crate::images::build_all()?;
+            command.arg("proxy-v2").arg("--bin-dir").arg(&release);
         }
     }
     sh::run(command.args(&args.args))

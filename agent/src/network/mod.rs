@@ -519,9 +519,14 @@ impl Overlay {
                         .collect(),
                     pick,
                 });
-                // In the mesh's table with no backend: its allow-lists
-                // apply, then it leaves the connection to the node's stack.
-                (backends, draining, pick) = (Vec::new(), Vec::new(), Default::default());
+                // In the mesh's table with no backend to pick: its
+                // allow-lists apply, then it leaves the connection to the
+                // node's stack. Its tasks are listed live but never picked
+                // (as draining ones are), so their replies to the relay's
+                // ingress address pass the guards (`untracked_reply`).
+                draining.append(&mut backends);
+                draining.sort();
+                pick = Default::default();
             }
             ingress.published.push(MeshService {
                 service_id: p.service_id.clone(),

@@ -196,11 +196,27 @@ async fn accept_loop(
         let choice = choice.clone();
         let from = *lock(&source);
         tokio::spawn(async move {
-            if let Err(error) = relay_one(client, &choice, from).await {
-                tracing::debug!(%peer, "relay: {error:#}");
+            match relay_one(client, &choice, from).await {
+                Ok(()) => {}
+                // No task took it: the client was refused, worth a line.
+                Err(RelayFailure::NoTask(why)) => tracing::warn!(%peer, "relay: {why}"),
+                // A side that reset or vanished: their business.
+                Err(RelayFailure::Stream(error)) => tracing::debug!(%peer, "relay: {error}"),
             }
             drop(permit);
         });
+    }
+}
+
+/// Why a relayed connection ended early.
+enum RelayFailure {
+    NoTask(String),
+    Stream(std::io::Error),
+}
+
+impl From<std::io::Error> for RelayFailure {
+    fn from(error: std::io::Error) -> Self {
+        Self::Stream(error)
     }
 }
 
@@ -209,22 +225,26 @@ async fn relay_one(
     mut client: TcpStream,
     choice: &Mutex<Choice>,
     from: Option<Ipv4Addr>,
-) -> anyhow::Result<()> {
+) -> Result<(), RelayFailure> {
     let (SocketAddr::V4(peer), SocketAddr::V4(local)) = (client.peer_addr()?, client.local_addr()?)
     else {
-        anyhow::bail!("not an IPv4 connection");
+        return Err(RelayFailure::NoTask("not an IPv4 connection".into()));
     };
     let mut failed = Vec::new();
     let mut task = loop {
         let Some(backend) = lock(choice).pick(peer, Instant::now(), &failed) else {
             // No task (left) to take it: the client sees its connection
             // closed, as a refused one through the mesh.
-            anyhow::bail!("no task to relay {peer} to ({} failed)", failed.len());
+            return Err(RelayFailure::NoTask(format!(
+                "no task to relay port {} to ({} failed: {failed:?})",
+                local.port(),
+                failed.len()
+            )));
         };
         match connect(backend, from).await {
             Ok(stream) => break stream,
             Err(error) => {
-                tracing::debug!(%backend, %error, "relay: connecting to a task, trying another");
+                tracing::warn!(%backend, %error, "relay: connecting to a task, trying another");
                 failed.push(backend);
             }
         }
