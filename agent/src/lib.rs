@@ -9,6 +9,7 @@ pub mod identity;
 pub mod leave;
 pub mod metrics;
 pub mod network;
+pub mod relay;
 pub mod session;
 pub mod sim;
 pub mod worker;

@@ -7,6 +7,7 @@ mod dns;
 mod mesh;
 mod mesh_baseline;
 mod scale;
+mod proxyv2;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -30,6 +31,8 @@ enum Bench {
     /// Simulated nodes join, services are created until every task runs;
     /// then idle cost, bytes pushed per change, a rolling update.
     Scale(scale::Args),
+    /// A relayed `proxy-protocol=v2` port beside the eBPF mesh (wrk).
+    ProxyV2(proxyv2::Args),
 }
 
 #[tokio::main]
@@ -39,5 +42,6 @@ async fn main() -> Result<()> {
         Bench::Dns(args) => dns::run(args).await,
         Bench::Mesh(args) => tokio::task::spawn_blocking(move || mesh::run(args)).await?,
         Bench::Scale(args) => scale::run(args).await,
+        Bench::ProxyV2(args) => tokio::task::spawn_blocking(move || proxyv2::run(args)).await?,
     }
 }

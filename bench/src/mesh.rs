@@ -159,7 +159,7 @@ pub(crate) fn wrk(
     })
 }
 
-fn shoal(lab: &Lab, bins: &Path, args: &[&str]) -> Result<String> {
+pub(crate) fn shoal(lab: &Lab, bins: &Path, args: &[&str]) -> Result<String> {
     Ok(lab.shoal(bins, args)?)
 }
 

@@ -5,6 +5,7 @@
 pub mod dns;
 pub mod http;
 pub mod load;
+pub mod proxy;
 
 /// Makes SIGTERM and SIGINT end the process at once. Needed because a
 /// container's PID 1 ignores signals it installs no handler for, and

@@ -18,6 +18,8 @@ pub enum Name {
     Mesh,
     /// 1,000 simulated nodes, 10,000 services / 100,000 tasks: join, converge, idle, bytes per change, rolling update.
     Scale,
+    /// A relayed `proxy-protocol=v2` port vs the eBPF mesh to the same kind of tasks (wrk).
+    ProxyV2,
 }
 
 #[derive(Args)]
@@ -77,6 +79,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     .arg("--baseline-bin-dir")
                     .arg(crate::baseline::build(rev)?);
             }
+        }
+        Name::ProxyV2 => {
+            sh::run(sh::cargo().args(["build", "--release", "-q", "--bins"]))?;
+            crate::images::build_all()?;
+            command.arg("proxy-v2").arg("--bin-dir").arg(&release);
         }
     }
     sh::run(command.args(&args.args))

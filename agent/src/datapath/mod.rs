@@ -11,7 +11,7 @@ pub mod conntrack;
 mod counters;
 pub mod guard;
 mod loader;
-mod maglev;
+pub(crate) mod maglev;
 pub mod mesh;
 pub mod pick;
 pub mod sweep;

@@ -228,7 +228,7 @@ impl PickMaps {
 
 /// A backend's stable identity for its Maglev permutation: its address
 /// and port as the maps hold them (a task keeps both for its life).
-fn identity(backend: &Backend) -> [u8; 6] {
+pub(crate) fn identity(backend: &Backend) -> [u8; 6] {
     let mut id = [0u8; 6];
     id[..4].copy_from_slice(&backend.addr.to_ne_bytes());
     id[4..].copy_from_slice(&backend.port.to_ne_bytes());

@@ -32,6 +32,7 @@ use crate::{
         mesh::{self, MeshMaps, MeshService, VipService},
     },
     dns::{DnsServer, Records},
+    relay::{Relay, RelayPort},
 };
 use netlink::{Entry, Netlink};
 
@@ -147,6 +148,18 @@ pub struct Overlay {
     mesh: Mutex<Option<MeshMaps>>,
     guard: Mutex<Option<GuardMaps>>,
     allow: allow::Allow,
+    /// Published ports with `proxy-protocol=v2` (see `relay`).
+    relay: Relay,
+}
+
+/// What the ingress network's push makes of the published ports: those
+/// the mesh forwards, those the relay takes, and the node's ingress
+/// address (the relay's source towards tasks).
+#[derive(Default)]
+struct Ingress {
+    published: Vec<MeshService>,
+    relayed: Vec<RelayPort>,
+    source: Option<Ipv4Addr>,
 }
 
 impl Overlay {
@@ -171,6 +184,7 @@ impl Overlay {
             mesh: Mutex::default(),
             guard: Mutex::default(),
             allow: allow::Allow::default(),
+            relay: Relay::new(local),
         }))
     }
 
@@ -205,7 +219,7 @@ impl Overlay {
         {
             problems.push(format!("published ports' allow-lists: {error:#}"));
         }
-        let mut published = Vec::new();
+        let mut ingress = Ingress::default();
         // One dump serves the whole sync: the devices it creates are
         // wanted ones, and the veths it looks up are made by `attach`
         // (which tells the mesh itself).
@@ -215,7 +229,7 @@ impl Overlay {
                 let devices = self.ensure_network(network).await?;
                 self.program_peers(network, devices, set).await?;
                 if is_ingress(network) {
-                    published = self.program_ingress(network, devices, set, &links).await?;
+                    ingress = self.program_ingress(network, devices, set, &links).await?;
                 }
                 Ok::<_, anyhow::Error>(())
             }
@@ -224,8 +238,13 @@ impl Overlay {
                 problems.push(format!("{}: {error:#}", network_id(network)));
             }
         }
-        if let Err(error) = self.program_tables(set, &published) {
+        if let Err(error) = self.program_tables(set, &ingress.published) {
             problems.push(format!("load balancing tables: {error:#}"));
+        }
+        // After the tables: a relayed port's entry (no backend) is in the
+        // mesh, so its SYNs reach the relay's listener.
+        if let Err(error) = self.relay.sync(&ingress.relayed, ingress.source) {
+            problems.push(format!("{error}"));
         }
         // Devices of networks no task here uses any more go.
         for link in &links {
@@ -401,19 +420,19 @@ impl Overlay {
     /// MAC derived from it, as every endpoint's), where tasks reply to the
     /// mesh; the mesh programs go on the underlay and that bridge, with the
     /// node's facts in their config. Returns the published ports as the
-    /// mesh will serve them.
+    /// mesh and the relay will serve them.
     async fn program_ingress(
         &self,
         network: &Network,
         devices: Devices,
         set: &AssignmentSet,
         links: &[netlink::Link],
-    ) -> Result<Vec<MeshService>> {
+    ) -> Result<Ingress> {
         let Some(root) = &self.bpf_root else {
-            return Ok(Vec::new());
+            return Ok(Ingress::default());
         };
         let Ok(ingress_addr) = set.ingress_addr.parse::<Ipv4Addr>() else {
-            return Ok(Vec::new()); // not allocated yet: the next push brings it
+            return Ok(Ingress::default()); // not allocated yet: the next push brings it
         };
         let subnet: Ipv4Cidr = network.subnet.parse()?;
         self.nl
@@ -465,7 +484,10 @@ impl Overlay {
             maps.set_tunnels(&remote)?;
             maps.set_local_tasks(&here)
         })?;
-        let mut services = Vec::new();
+        let mut ingress = Ingress {
+            source: Some(ingress_addr),
+            ..Default::default()
+        };
         for p in &set.published {
             let Some(proto) = mesh::proto_number(&p.protocol) else {
                 continue;
@@ -483,11 +505,30 @@ impl Overlay {
                 out.sort();
                 out
             };
-            let (backends, draining) = (tasks(false), tasks(true));
+            let (mut backends, mut draining) = (tasks(false), tasks(true));
             if host_mode && backends.is_empty() && draining.is_empty() {
                 continue; // no task here: the port is not this node's
             }
-            services.push(MeshService {
+            let mut pick = pick_policy(set, &p.service_id);
+            if !host_mode && !p.proxy_protocol.is_empty() && proto == 6 {
+                ingress.relayed.push(RelayPort {
+                    published: p.published_port as u16,
+                    backends: backends
+                        .iter()
+                        .map(|(a, port)| std::net::SocketAddrV4::new(*a, *port))
+                        .collect(),
+                    pick,
+                });
+                // In the mesh's table with no backend to pick: its
+                // allow-lists apply, then it leaves the connection to the
+                // node's stack. Its tasks are listed live but never picked
+                // (as draining ones are), so their replies to the relay's
+                // ingress address pass the guards (`untracked_reply`).
+                draining.append(&mut backends);
+                draining.sort();
+                pick = Default::default();
+            }
+            ingress.published.push(MeshService {
                 service_id: p.service_id.clone(),
                 proto,
                 port: p.published_port as u16,
@@ -500,10 +541,10 @@ impl Overlay {
                 },
                 backends,
                 draining,
-                pick: pick_policy(set, &p.service_id),
+                pick,
             });
         }
-        Ok(services)
+        Ok(ingress)
     }
 
     /// The data plane's guards (see `guard`): their tables, the node's

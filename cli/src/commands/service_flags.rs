@@ -106,7 +106,8 @@ pub fn parse_allow(value: &str, flag: &str) -> Result<Vec<String>> {
 /// optional `,mode=host`; or the long form
 /// `published=8080,target=80,protocol=udp,mode=host`. Shoal adds
 /// `allow=CIDR[;CIDR…]` (repeatable): only those clients may connect.
-/// `dsr=true` (ingress mode: direct server return).
+/// `dsr=true` (ingress mode: direct server return); `proxy-protocol=v2`
+/// (ingress mode, TCP: the agent's relay writes a PROXY v2 header first).
 pub fn parse_publish(spec: &str) -> Result<PortConfig> {
     let mut port = PortConfig {
         protocol: "tcp".into(),
@@ -155,8 +156,16 @@ pub fn parse_publish(spec: &str) -> Result<PortConfig> {
                     ),
                 }
             }
+            "proxy-protocol" => {
+                port.proxy_protocol = match value.to_ascii_lowercase().as_str() {
+                    "v2" => "v2".into(),
+                    other => bail!(
+                        "invalid value {other:?} for proxy-protocol in --publish {spec:?}: expected v2"
+                    ),
+                }
+            }
             other => bail!(
-                "invalid field {other:?} in --publish {spec:?}: expected published, target, protocol, mode, allow or dsr"
+                "invalid field {other:?} in --publish {spec:?}: expected published, target, protocol, mode, allow, dsr or proxy-protocol"
             ),
         }
     }
@@ -169,7 +178,31 @@ pub fn parse_publish(spec: &str) -> Result<PortConfig> {
             port.protocol
         );
     }
+    check_proxy_protocol(&port, spec)?;
     Ok(port)
+}
+
+/// What the relay behind `proxy-protocol=v2` cannot do, refused before the
+/// manager is asked (it refuses the same, for any client).
+fn check_proxy_protocol(port: &PortConfig, spec: &str) -> Result<()> {
+    if port.proxy_protocol.is_empty() {
+        return Ok(());
+    }
+    if port.protocol != "tcp" {
+        bail!(
+            "--publish {spec:?}: proxy-protocol=v2 is for tcp ports; Shoal does not relay {}",
+            port.protocol
+        );
+    }
+    if port.publish_mode() == PublishMode::Host {
+        bail!(
+            "--publish {spec:?}: proxy-protocol=v2 is for ports published in ingress mode; in host mode the task sees its client's address already"
+        );
+    }
+    if port.direct_server_return {
+        bail!("--publish {spec:?}: proxy-protocol=v2 and dsr=true cannot be combined");
+    }
+    Ok(())
 }
 
 fn parse_bool(value: Option<&str>, key: &str, spec: &str) -> Result<bool> {
@@ -441,6 +474,14 @@ mod tests {
                 .to_string()
                 .contains("dsr")
         );
+        let p = parse_publish("published=8080,target=80,proxy-protocol=v2").unwrap();
+        assert_eq!(p.proxy_protocol, "v2");
+        assert!(parse_publish("8080:80").unwrap().proxy_protocol.is_empty());
+        let refused = |spec: &str| parse_publish(spec).unwrap_err().to_string();
+        assert!(refused("8080:80,proxy-protocol=v1").contains("expected v2"));
+        assert!(refused("8080:80/udp,proxy-protocol=v2").contains("Shoal does not relay udp"));
+        assert!(refused("8080:80,mode=host,proxy-protocol=v2").contains("ingress mode"));
+        assert!(refused("8080:80,dsr=true,proxy-protocol=v2").contains("cannot be combined"));
         assert!(
             parse_publish("8080:80,mode=mesh")
                 .unwrap_err()

@@ -45,6 +45,7 @@ fn published_ports(state: &State) -> Vec<PublishedPort> {
                 mode: port.publish_mode,
                 allow: port.allow.clone(),
                 direct_server_return: port.direct_server_return,
+                proxy_protocol: port.proxy_protocol.clone(),
             });
         }
     }

@@ -9,6 +9,13 @@
 //! - UDP echo on the same port: the datagram back, or the identity line for `whoami`.
 //! - TCP echo on `ECHO_TCP_ECHO_PORT` (7).
 //! - `shoal-echo healthcheck`: exit 0 if the local /healthz is 200 (for Docker health checks).
+//! - `ECHO_PROXY_PROTOCOL=v2`: every HTTP connection must start with a
+//!   PROXY protocol v2 header (read strictly, `shoal_testbins::proxy`; a
+//!   connection without one is closed, the error logged; connections from
+//!   loopback, the health check's and the tests' inside the container,
+//!   need none: a relay never connects from there); the identity
+//!   line then also has `proxy_source` and `proxy_destination`, the
+//!   addresses the header carries, next to `client`, the peer it sees.
 //! - SIGTERM ends it at once; with `ECHO_GRACEFUL=1` it ends once no HTTP
 //!   connection is open (as a server that drains: `docker stop` kills it
 //!   at the end of the grace period otherwise).
@@ -25,7 +32,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use shoal_testbins::http;
+use shoal_testbins::{http, proxy};
 
 /// The largest `/bytes/N` answer: 64 MiB.
 const MAX_BYTES: usize = 64 << 20;
@@ -52,12 +59,20 @@ impl Identity {
     }
 
     fn line(&self, client: SocketAddr) -> String {
-        let value = serde_json::json!({
+        self.proxied_line(client, None)
+    }
+
+    fn proxied_line(&self, client: SocketAddr, proxy: Option<&proxy::Header>) -> String {
+        let mut value = serde_json::json!({
             "hostname": self.hostname,
             "task": self.task,
             "version": self.version,
             "client": client.to_string(),
         });
+        if let Some(h) = proxy {
+            value["proxy_source"] = h.source.to_string().into();
+            value["proxy_destination"] = h.destination.to_string().into();
+        }
         format!("{value}\n")
     }
 }
@@ -92,6 +107,11 @@ fn main() -> Result<()> {
         std::env::var("ECHO_UNHEALTHY").map_or(true, |v| v != "1"),
     ));
     let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let proxied = match std::env::var("ECHO_PROXY_PROTOCOL").as_deref() {
+        Ok("v2") => true,
+        Ok("") | Err(_) => false,
+        Ok(other) => anyhow::bail!("ECHO_PROXY_PROTOCOL={other:?}: expected v2"),
+    };
 
     let http_listener =
         TcpListener::bind((any, port)).with_context(|| format!("binding tcp/{port}"))?;
@@ -116,7 +136,7 @@ fn main() -> Result<()> {
         let (identity, healthy, open) = (identity.clone(), healthy.clone(), open.clone());
         open.fetch_add(1, Ordering::SeqCst);
         thread::spawn(move || {
-            if let Err(error) = serve_http(stream, &identity, &healthy)
+            if let Err(error) = serve_http(stream, &identity, &healthy, proxied)
                 && error.kind() != std::io::ErrorKind::UnexpectedEof
             {
                 eprintln!("http: {error}");
@@ -143,15 +163,31 @@ fn exit_when_drained(open: &AtomicUsize) {
     std::process::exit(0);
 }
 
-fn serve_http(stream: TcpStream, identity: &Identity, healthy: &AtomicBool) -> std::io::Result<()> {
+fn serve_http(
+    stream: TcpStream,
+    identity: &Identity,
+    healthy: &AtomicBool,
+    proxied: bool,
+) -> std::io::Result<()> {
     let client = stream.peer_addr()?;
     let mut out = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
+    let header =
+        if proxied && !client.ip().is_loopback() {
+            Some(proxy::read_v2(&mut reader).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("connection from {client}: {e}"))
+            })?)
+        } else {
+            None
+        };
     while let Some(request) = http::read_request(&mut reader)? {
         let keep_alive = request.keep_alive;
         let (status, body): (u16, Vec<u8>) = match (request.method.as_str(), request.path.as_str())
         {
-            ("GET", "/") => (200, identity.line(client).into_bytes()),
+            ("GET", "/") => (
+                200,
+                identity.proxied_line(client, header.as_ref()).into_bytes(),
+            ),
             ("GET", "/healthz") if healthy.load(Ordering::Relaxed) => (200, b"ok\n".to_vec()),
             ("GET", "/healthz") => (503, b"unhealthy\n".to_vec()),
             ("GET" | "POST", "/healthz/fail") => {

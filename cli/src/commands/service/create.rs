@@ -48,8 +48,10 @@ pub struct CreateArgs {
     /// Container labels (key=value); repeatable.
     #[arg(long)]
     container_label: Vec<String>,
-    /// Publish a port: published:target[/proto][,mode=ingress|host][,allow=CIDR[;CIDR]][,dsr=true];
-    /// repeatable (dsr: direct server return, the task's node answers the client itself).
+    /// Publish a port: published:target[/proto][,mode=ingress|host][,allow=CIDR[;CIDR]][,dsr=true]
+    /// [,proxy-protocol=v2]; repeatable (dsr: direct server return, the task's node answers the
+    /// client itself; proxy-protocol=v2: TCP in ingress mode, each connection reaches the task
+    /// through the agent's relay with a PROXY protocol v2 header carrying the client's address).
     #[arg(short, long)]
     publish: Vec<String>,
     /// Network to attach to; repeatable.

@@ -32,6 +32,9 @@ pub(super) fn inspect_json(s: &Service) -> serde_json::Value {
             if p.direct_server_return {
                 port["DirectServerReturn"] = json!(true);
             }
+            if !p.proxy_protocol.is_empty() {
+                port["ProxyProtocol"] = json!(p.proxy_protocol);
+            }
             port
         })
         .collect();
@@ -277,6 +280,9 @@ pub(super) fn print_pretty(s: &Service, counters: &shoal_api::pb::ServiceCounter
             }
             if p.direct_server_return {
                 println!("  DirectServerReturn = true");
+            }
+            if !p.proxy_protocol.is_empty() {
+                println!("  ProxyProtocol = {}", p.proxy_protocol);
             }
         }
     }

@@ -99,6 +99,10 @@ pub(super) fn allow(ports: &mut [PortConfig], value: &Value) -> Result<(), (Seg,
 /// as published ports (`8080`, `"8096/udp"`).
 pub const DSR_KEY: &str = "x-shoal-dsr";
 
+/// The service's extension key for PROXY protocol v2 (a list like
+/// `x-shoal-dsr`'s, for the same reason): `x-shoal-proxy-protocol: [8080]`.
+pub const PROXY_PROTOCOL_KEY: &str = "x-shoal-proxy-protocol";
+
 /// Marks the ports `x-shoal-dsr` names (`value`: the key's value) for
 /// direct server return; each must be a port the service publishes in
 /// ingress mode. Errors name the list entry.
@@ -106,12 +110,52 @@ pub(super) fn direct_return(
     value: &crate::compose::yaml::Value,
     ports: &mut [PortConfig],
 ) -> Result<(), (Option<usize>, String)> {
+    for (_, index) in listed_ingress_ports(value, ports)? {
+        ports[index].direct_server_return = true;
+    }
+    Ok(())
+}
+
+/// Marks the ports `x-shoal-proxy-protocol` names for the relay's PROXY
+/// protocol v2 header; each must be a TCP port the service publishes in
+/// ingress mode (the relay has no datagram path).
+pub(super) fn proxy_protocol(
+    value: &crate::compose::yaml::Value,
+    ports: &mut [PortConfig],
+) -> Result<(), (Option<usize>, String)> {
+    for (i, index) in listed_ingress_ports(value, ports)? {
+        let port = &mut ports[index];
+        if port.protocol != "tcp" {
+            return Err((
+                Some(i),
+                format!(
+                    "{}/{}: proxy-protocol v2 is for tcp ports; Shoal does not relay {}",
+                    port.published_port, port.protocol, port.protocol
+                ),
+            ));
+        }
+        port.proxy_protocol = "v2".into();
+    }
+    Ok(())
+}
+
+/// A list's error: the entry it names (none: the whole list) and why.
+type ListError = (Option<usize>, String);
+
+/// The ports a service-level list (`[8080, "8096/udp"]`) names: for each
+/// entry, its index in the list and the index of the port in `ports`,
+/// which must be published by the service in ingress mode.
+fn listed_ingress_ports(
+    value: &crate::compose::yaml::Value,
+    ports: &[PortConfig],
+) -> Result<Vec<(usize, usize)>, ListError> {
     let Some(list) = value.as_sequence() else {
         return Err((
             None,
             "expected a list of published ports (8080, \"8096/udp\")".into(),
         ));
     };
+    let mut out = Vec::new();
     for (i, item) in list.iter().enumerate() {
         let text = match (item.as_u64(), item.as_str()) {
             (Some(n), _) => n.to_string(),
@@ -130,13 +174,13 @@ pub(super) fn direct_return(
             .ok()
             .filter(|p| (1..=65535).contains(p))
             .ok_or_else(|| (Some(i), format!("{text:?} is not a published port")))?;
-        let found = ports.iter_mut().find(|p| {
+        let found = ports.iter().position(|p| {
             p.published_port == published
                 && p.protocol == protocol
                 && p.publish_mode() == PublishMode::Ingress
         });
         match found {
-            Some(p) => p.direct_server_return = true,
+            Some(index) => out.push((i, index)),
             None => {
                 return Err((
                     Some(i),
@@ -147,7 +191,7 @@ pub(super) fn direct_return(
             }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -215,6 +259,34 @@ mod tests {
         ] {
             let value: crate::compose::yaml::Value = yaml_serde::from_str(bad).unwrap();
             let (_, message) = direct_return(&value, &mut ports).unwrap_err();
+            assert!(message.contains(why), "{bad}: {message}");
+        }
+    }
+
+    #[test]
+    fn proxy_protocol_marks_the_listed_tcp_ingress_ports() {
+        let mut ports = vec![
+            port(8080, "tcp", PublishMode::Ingress),
+            port(8096, "udp", PublishMode::Ingress),
+            port(8081, "tcp", PublishMode::Host),
+        ];
+        let value: crate::compose::yaml::Value = yaml_serde::from_str("[8080]").unwrap();
+        proxy_protocol(&value, &mut ports).unwrap();
+        let marked: Vec<&str> = ports.iter().map(|p| p.proxy_protocol.as_str()).collect();
+        assert_eq!(marked, ["v2", "", ""]);
+        for (bad, why) in [
+            (
+                "[\"8096/udp\"]",
+                "8096/udp: proxy-protocol v2 is for tcp ports",
+            ),
+            (
+                "[8081]",
+                "8081/tcp is not a port this service publishes in ingress mode",
+            ),
+            ("{}", "expected a list"),
+        ] {
+            let value: crate::compose::yaml::Value = yaml_serde::from_str(bad).unwrap();
+            let (_, message) = proxy_protocol(&value, &mut ports).unwrap_err();
             assert!(message.contains(why), "{bad}: {message}");
         }
     }

@@ -58,6 +58,18 @@ pub(super) fn spec(
             err(&path, m)
         })?;
     }
+    if let Some(listed) = project
+        .extras
+        .services
+        .get(service_name)
+        .and_then(|keys| keys.get(ports::PROXY_PROTOCOL_KEY))
+    {
+        ports::proxy_protocol(listed, &mut ports).map_err(|(i, m)| {
+            let mut path = vec![key(ports::PROXY_PROTOCOL_KEY)];
+            path.extend(i.map(crate::compose::index));
+            err(&path, m)
+        })?;
+    }
 
     let mut task = TaskSpec {
         container: Some(container),

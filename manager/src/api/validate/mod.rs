@@ -12,6 +12,7 @@ mod engine;
 mod files;
 mod image;
 mod lb;
+mod proxy;
 mod templating;
 
 use std::collections::BTreeSet;
@@ -298,6 +299,7 @@ fn endpoint_spec(endpoint: &EndpointSpec) -> Check {
                 "invalid port {shown}: dsr (direct server return) is for ports published in ingress mode; in host mode the task answers from its own node already"
             );
         }
+        proxy::check(&shown, protocol, port)?;
         let same_target = |p: &&shoal_api::pb::PortConfig| {
             p.target_port == port.target_port
                 && (if p.protocol.is_empty() {

@@ -530,6 +530,58 @@ fn ports_follow_dockers_rules() {
 }
 
 #[test]
+fn proxy_protocol_ports() {
+    let ports = |mode: &str, ports: Vec<PortConfig>| {
+        let mut s = spec();
+        s.endpoint = Some(EndpointSpec {
+            mode: mode.into(),
+            ports,
+            ..Default::default()
+        });
+        s
+    };
+    let port = |published, target, protocol: &str, mode: PublishMode| PortConfig {
+        published_port: published,
+        target_port: target,
+        protocol: protocol.into(),
+        publish_mode: mode as i32,
+        ..Default::default()
+    };
+    let proxy = |protocol: &str, mode| PortConfig {
+        proxy_protocol: "v2".into(),
+        ..port(8080, 80, protocol, mode)
+    };
+    accepted(&ports("vip", vec![proxy("tcp", PublishMode::Ingress)]));
+    accepted(&ports("vip", vec![proxy("", PublishMode::Ingress)]));
+    assert!(
+        refused(&ports("vip", vec![proxy("udp", PublishMode::Ingress)])).contains(
+            "invalid port 8080:80/udp: proxy-protocol=v2 is for tcp ports; Shoal does not relay udp"
+        )
+    );
+    assert!(
+        refused(&ports("vip", vec![proxy("tcp", PublishMode::Host)])).contains(
+            "invalid port 8080:80/tcp: proxy-protocol=v2 is for ports published in ingress mode"
+        )
+    );
+    let with_dsr = PortConfig {
+        direct_server_return: true,
+        ..proxy("tcp", PublishMode::Ingress)
+    };
+    assert!(
+        refused(&ports("vip", vec![with_dsr]))
+            .contains("proxy-protocol=v2 and dsr (direct server return) cannot be combined")
+    );
+    let v1 = PortConfig {
+        proxy_protocol: "v1".into(),
+        ..port(8080, 80, "tcp", PublishMode::Ingress)
+    };
+    assert!(
+        refused(&ports("vip", vec![v1]))
+            .contains("proxy-protocol \"v1\" is not supported (expected v2)")
+    );
+}
+
+#[test]
 fn networks_and_mode() {
     let attach = |target: &str, aliases: &[&str]| NetworkAttachmentConfig {
         target: target.into(),
