@@ -13,6 +13,7 @@ mod loader;
 mod maglev;
 pub mod mesh;
 pub mod pick;
+pub mod unattached;
 
 pub use bpffs::{BpfRoot, DEFAULT_ROOT};
 pub use counters::{CounterMap, InterfaceCount};
