@@ -190,10 +190,13 @@ impl Node {
         }
         let before = self.connections();
         let mut out = vec![0u8; frame.len() + HEADROOM];
-        let RunResult { verdict, len } = self
-            .programs
-            .run(program, frame, &mut out)
-            .unwrap_or_else(|e| panic!("{program}: BPF_PROG_TEST_RUN failed: {e}"));
+        let RunResult { verdict, len } = match self.programs.run(program, frame, &mut out) {
+            Ok(result) => result,
+            // The kernel builds no skb from an IPv4 (or IPv6) frame too
+            // short for its header: no program ran.
+            Err(error) if refused_frame(&error) => return,
+            Err(error) => panic!("{program}: BPF_PROG_TEST_RUN failed: {error:?}"),
+        };
         assert!(VERDICTS.contains(&verdict), "{program}: verdict {verdict}");
         let after = self.connections();
         if !for_the_mesh(program, frame) {
@@ -347,6 +350,19 @@ impl Node {
 struct Tables {
     confirmed: HashMap<CtKey, CtEntry>,
     new: HashMap<CtKey, CtEntry>,
+}
+
+/// EINVAL from `BPF_PROG_TEST_RUN` itself: the frame, not the program.
+fn refused_frame(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            // EINVAL
+            return io.kind() == std::io::ErrorKind::InvalidInput;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Whether `program` may act on `frame` at all: the mesh reads IPv4

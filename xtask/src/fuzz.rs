@@ -104,6 +104,9 @@ fn cargo_fuzz() -> Command {
     command
         .current_dir(sh::workspace_root())
         .args(["run", "nightly", "cargo", "fuzz"])
+        // cargo-fuzz runs $CARGO when set: `cargo xtask`'s (stable) would
+        // build everything again with other fingerprints.
+        .env_remove("CARGO")
         .env_remove("RUSTC")
         .env_remove("RUSTC_WORKSPACE_WRAPPER");
     command
