@@ -271,7 +271,7 @@ impl Case {
                 ports,
                 ..Default::default()
             }),
-            update: Some(self.update.value.clone()),
+            update: Some(self.update.value),
             ..Default::default()
         }
     }
