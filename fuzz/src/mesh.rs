@@ -118,7 +118,7 @@ impl Node {
                     mode: MODE_INGRESS,
                     backends: BACKENDS.iter().map(|b| (*b, TARGET_PORT)).collect(),
                     draining: vec![(DRAINING, TARGET_PORT)],
-                    pick: pick.clone(),
+                    pick,
                 },
                 MeshService {
                     service_id: "dns".into(),
@@ -127,7 +127,7 @@ impl Node {
                     mode: MODE_HOST,
                     backends: vec![(BACKENDS[0], 53)],
                     draining: vec![],
-                    pick: pick.clone(),
+                    pick,
                 },
             ],
             &[VipService {
