@@ -3,13 +3,13 @@
 
 mod client;
 mod commands;
-mod compose;
 mod output;
 mod retry;
 mod timestamp;
 mod tls;
 
 use anyhow::Result;
+// The compose loader lives in the library (src/lib.rs), which the fuzz targets drive too.
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use commands::{
     cert::CertCommand,
@@ -21,6 +21,7 @@ use commands::{
     stack::StackCommand,
     swarm::SwarmCommand,
 };
+use shoal_cli::compose;
 
 #[derive(Parser)]
 #[command(name = "shoal", version, about = "Shoal: a container orchestrator", long_about = None)]

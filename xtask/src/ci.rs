@@ -9,7 +9,7 @@ use std::{process::Command, time::Instant};
 use anyhow::{Context, Result, bail};
 use shoal_lab::Lab;
 
-use crate::{build, flags, images, setup, sh};
+use crate::{build, flags, fuzz, images, setup, sh};
 
 pub fn run() -> Result<()> {
     let started = Instant::now();
@@ -25,6 +25,8 @@ pub fn run() -> Result<()> {
         build::run(&build::BuildArgs::default()).map(|_| ())
     })?;
     stage("images", images::build_all)?;
+    // Seconds per target: a crash found since the last change fails CI.
+    stage("fuzz (smoke)", || fuzz::run(&fuzz::FuzzArgs::default()))?;
     // A report, and a check that the figure never falls.
     stage("flag coverage", || flags::run(&flags::FlagsArgs::default()))?;
 

@@ -8,6 +8,7 @@ mod ci;
 mod demo;
 mod demo_metrics;
 mod flags;
+mod fuzz;
 mod images;
 mod install;
 mod lab;
@@ -45,6 +46,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measure `shoal`'s coverage of Docker 28's Swarm-mode flags (fails below the minimum).
     Flags(flags::FlagsArgs),
+    /// Run the fuzz targets in fuzz/ for a few seconds each (fails on a crash).
+    Fuzz(fuzz::FuzzArgs),
     /// Run what CI runs: setup, fmt, clippy, flag coverage, unit tests, lab end-to-end tests.
     Ci,
 }
@@ -61,6 +64,7 @@ fn main() -> Result<()> {
         Command::Chaos(args) => chaos::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Flags(args) => flags::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
         Command::Ci => ci::run(),
     }
 }

@@ -10,6 +10,8 @@ use crate::sh;
 
 /// bpf-linker built against rustc's own LLVM: needs no system LLVM.
 const BPF_LINKER_VERSION: &str = "0.10.4";
+/// `cargo xtask fuzz`'s driver (libFuzzer through libfuzzer-sys 0.4).
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
 const DOCKERD_LOG: &str = "/var/log/shoal-dockerd.log";
 
 pub fn run() -> Result<()> {
@@ -53,6 +55,7 @@ pub fn run() -> Result<()> {
         &["nextest", "--version"],
         &["install", "cargo-nextest", "--locked"],
     )?;
+    ensure_cargo_fuzz()?;
     ensure_bpffs()?;
     println!("[setup] done");
     Ok(())
@@ -217,6 +220,26 @@ fn ensure_cargo_tool(name: &str, probe: &[&str], install: &[&str]) -> Result<()>
     }
     sh::run(sh::cargo().args(install))?;
     step(name, "installed");
+    Ok(())
+}
+
+/// cargo-fuzz at its pinned version: another one is replaced.
+fn ensure_cargo_fuzz() -> Result<()> {
+    let found = sh::output("cargo", &["fuzz", "--version"]);
+    if found
+        .as_deref()
+        .is_some_and(|v| v.split_whitespace().last() == Some(CARGO_FUZZ_VERSION))
+    {
+        step("cargo-fuzz", "present, skipped");
+        return Ok(());
+    }
+    sh::run(sh::cargo().args([
+        "install",
+        "--locked",
+        "--force",
+        &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"),
+    ]))?;
+    step("cargo-fuzz", "installed");
     Ok(())
 }
 

@@ -15,6 +15,7 @@ pub(crate) mod maglev;
 pub mod mesh;
 pub mod pick;
 pub mod sweep;
+pub mod unattached;
 
 pub use bpffs::{BpfRoot, DEFAULT_ROOT};
 pub use counters::{CounterMap, InterfaceCount};

@@ -10,7 +10,7 @@ pub mod node;
 pub mod objects;
 pub mod progress;
 pub mod service;
-pub mod service_flags;
+pub use shoal_cli::commands::service_flags;
 pub mod service_update;
 pub mod stack;
 pub mod swarm;

@@ -16,6 +16,7 @@
 //! words ([`properties`]); every problem names its file, line, column and
 //! key path.
 
+mod bounded;
 pub mod convert;
 mod extras;
 mod interpolate;
@@ -81,13 +82,11 @@ impl Source {
             message,
         };
         let bytes = if path == Path::new("-") {
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
-                .map_err(|e| error(format!("cannot read the standard input: {e}")))?;
-            bytes
+            bounded::read_stream(std::io::stdin(), Path::new("the standard input"))
         } else {
-            std::fs::read(path).map_err(|e| error(format!("cannot read: {e}")))?
-        };
+            bounded::read(path)
+        }
+        .map_err(error)?;
         let text = String::from_utf8(bytes).map_err(|_| error("not UTF-8 text".into()))?;
         Ok(Self {
             name: path.to_owned(),

@@ -181,7 +181,7 @@ fn update_environment(
 /// `#` comments skipped, leading white space trimmed, the rest verbatim
 /// (quotes kept); a line without `=` is looked up, and dropped if unset.
 pub fn read_env_file(path: &Path, lookup: Lookup) -> Result<Vec<String>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes = super::bounded::read(path)?;
     let text = String::from_utf8(bytes)
         .map_err(|_| format!("invalid env file ({}): not UTF-8 text", path.display()))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);

@@ -622,3 +622,24 @@ fn template_drivers_are_passed_on_and_checked() {
         .to_string();
     assert!(error.contains("template driver \"jinja\""), "{error}");
 }
+
+/// Found while fuzzing the loader: `env_file: /dev/zero` (or a secret's
+/// `file:`) made the client read until the kernel killed it.
+#[test]
+fn endless_files_it_names_are_refused_with_their_place() {
+    let err = load_one("services:\n  web:\n    image: x\n    env_file: /dev/zero\n")
+        .err()
+        .expect("refused");
+    assert_eq!(err.path, "services.web.env_file[0]");
+    assert!(err.message.ends_with("larger than 16 MiB"), "{err}");
+
+    let project = load_one(
+        "services:\n  web:\n    image: x\n    secrets: [s]\nsecrets:\n  s:\n    file: /dev/zero\n",
+    )
+    .unwrap();
+    let Err(err) = convert::convert(&project, "app") else {
+        panic!("a secret read from /dev/zero was accepted");
+    };
+    assert_eq!(err.path, "secrets.s.file");
+    assert!(err.message.ends_with("larger than 16 MiB"), "{err}");
+}

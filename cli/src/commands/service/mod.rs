@@ -9,7 +9,7 @@ mod inspect_engine;
 pub(super) mod job;
 #[cfg(test)]
 mod job_tests;
-pub(crate) mod lb_flags;
+pub(crate) use shoal_cli::commands::service::lb_flags;
 mod list;
 mod logs;
 pub(crate) mod spec_flags;

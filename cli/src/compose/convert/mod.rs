@@ -232,9 +232,10 @@ fn file_object(
             ),
         ));
     } else {
-        Some(std::fs::read(&object.file).map_err(|e| {
-            project.error_at(&at("file"), format!("cannot read {}: {e}", object.file))
-        })?)
+        Some(
+            super::bounded::read(std::path::Path::new(&object.file))
+                .map_err(|message| project.error_at(&at("file"), message))?,
+        )
     };
     if !object.template_driver.is_empty() && object.template_driver != "golang" {
         return Err(project.error_at(

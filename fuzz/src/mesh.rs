@@ -1,0 +1,398 @@
+//! One simulated node's data plane for the eBPF fuzz target, and the
+//! checks run after every packet:
+//!
+//! - the verdict is one a TC program may give (`TCX_NEXT`, `TC_ACT_OK`,
+//!   `TC_ACT_SHOT`, `TC_ACT_REDIRECT`);
+//! - a packet that is not for the mesh (not an IPv4 TCP/UDP packet it can
+//!   read ports from; on the underlay, not for the node's address) and
+//!   every packet through the counters passes untouched, with no
+//!   connection tracked;
+//! - every tracked connection leads to a backend the agent wrote, in a
+//!   slot the agent gave out, and a confirmed one has its reply direction
+//!   confirmed too;
+//! - counters (per service, drops, per interface) only grow.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+    sync::{Mutex, OnceLock},
+};
+
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use shoal_agent::datapath::{
+    BpfRoot,
+    mesh::{MeshMaps, MeshService, VipService, be_addr},
+    pick::PickPolicy,
+    unattached::{RunResult, Unattached},
+};
+use shoal_agent_common::{
+    CtEntry, CtKey, DROP_REASONS, IfaceCounters, MODE_HOST, MODE_INGRESS, PortEntry, PortKey,
+    ServiceStats, names,
+};
+
+pub const NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+pub const OTHER_NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+pub const INGRESS_ADDR: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 2);
+/// Tasks on the ingress network: the first runs here.
+pub const BACKENDS: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(10, 255, 0, 5),
+    Ipv4Addr::new(10, 255, 0, 6),
+    Ipv4Addr::new(10, 255, 0, 7),
+];
+pub const DRAINING: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 8);
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 2);
+pub const VIP_BACKENDS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 0, 9, 5), Ipv4Addr::new(10, 0, 9, 6)];
+pub const PUBLISHED_TCP: u16 = 8080;
+pub const PUBLISHED_UDP: u16 = 5353;
+pub const TARGET_PORT: u16 = 80;
+
+/// `TCX_NEXT`, `TC_ACT_OK`, `TC_ACT_SHOT`, `TC_ACT_REDIRECT`.
+const VERDICTS: [i32; 4] = [-1, 0, 2, 7];
+/// Room for what a program adds (VXLAN, outer IPv4, UDP, Ethernet).
+const HEADROOM: usize = 512;
+/// What `BPF_PROG_TEST_RUN` takes: an Ethernet header, at most a page.
+const FRAME_LEN: std::ops::RangeInclusive<usize> = 14..=1500;
+
+pub struct Node {
+    programs: Unattached,
+    /// Addresses (network order) a forward entry may lead to.
+    backends: HashSet<u32>,
+    /// Service slots the agent gave out.
+    slots: HashSet<u32>,
+    /// Addresses (network order) forward entries are keyed by.
+    fronts: HashSet<u32>,
+    last: Mutex<Counters>,
+    /// Handles of their own on the connection tables, to empty them.
+    tables: Mutex<Vec<CtTable>>,
+}
+
+type CtTable = BpfHashMap<MapData, CtKey, CtEntry>;
+
+#[derive(Default, Clone, PartialEq, Eq, Debug)]
+struct Counters {
+    stats: HashMap<u32, ServiceStats>,
+    drops: Vec<u64>,
+    ifaces: HashMap<u32, IfaceCounters>,
+}
+
+impl Node {
+    /// The node, set up once per process.
+    pub fn get() -> &'static Node {
+        static NODE_ONCE: OnceLock<Node> = OnceLock::new();
+        NODE_ONCE
+            .get_or_init(|| Node::set_up().unwrap_or_else(|e| panic!("setting the node up: {e}")))
+    }
+
+    fn set_up() -> Result<Node, Box<dyn std::error::Error>> {
+        let root = BpfRoot::new(format!("/sys/fs/bpf/shoal-fuzz-{}", std::process::id()));
+        let programs = Unattached::load(&root)?;
+        let mut maps = MeshMaps::open(&root)?;
+        let tables = [names::MESH_CT, names::MESH_SYN]
+            .into_iter()
+            .map(|name| -> Result<CtTable, Box<dyn std::error::Error>> {
+                let data = MapData::from_pin(root.map(name))?;
+                Ok(CtTable::try_from(Map::from_map_data(data)?)?)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // The pins go at once: the loaded object holds the maps, and a
+        // fuzzer killed mid-run leaves nothing behind in the kernel.
+        let _ = std::fs::remove_dir_all(root.root());
+        maps.update_config(|c| {
+            c.node_addr = be_addr(NODE);
+            c.ingress_addr = be_addr(INGRESS_ADDR);
+            c.underlay_ifindex = 1;
+            c.bridge_ifindex = 1;
+            c.bridge_mac = [0x02, 0x42, 10, 255, 0, 2];
+            c.mss = 1410;
+            c.ingress_vni = 4096;
+        })?;
+        maps.set_tunnels(&BACKENDS[1..].iter().map(|b| (*b, OTHER_NODE)).collect())?;
+        maps.set_local_tasks(&[(BACKENDS[0], 1)].into_iter().collect())?;
+        let pick = PickPolicy::default();
+        maps.sync(
+            &[
+                MeshService {
+                    service_id: "web".into(),
+                    proto: 6,
+                    port: PUBLISHED_TCP,
+                    mode: MODE_INGRESS,
+                    backends: BACKENDS.iter().map(|b| (*b, TARGET_PORT)).collect(),
+                    draining: vec![(DRAINING, TARGET_PORT)],
+                    pick,
+                },
+                MeshService {
+                    service_id: "dns".into(),
+                    proto: 17,
+                    port: PUBLISHED_UDP,
+                    mode: MODE_HOST,
+                    backends: vec![(BACKENDS[0], 53)],
+                    draining: vec![],
+                    pick,
+                },
+            ],
+            &[VipService {
+                key: "api@net".into(),
+                vip: VIP,
+                backends: VIP_BACKENDS.to_vec(),
+                draining: vec![],
+                pick,
+            }],
+        )?;
+        drop(maps);
+        let mut slots = HashSet::new();
+        for entry in entries::<PortKey, PortEntry>(programs.ebpf().map(names::MESH_PORTS)) {
+            slots.insert(entry.1.service);
+        }
+        for entry in entries::<u32, PortEntry>(programs.ebpf().map(names::MESH_VIPS)) {
+            slots.insert(entry.1.service);
+        }
+        assert_eq!(
+            slots.len(),
+            3,
+            "the agent gave {slots:?} for three services"
+        );
+        let backends = BACKENDS
+            .iter()
+            .chain(&VIP_BACKENDS)
+            .chain([&DRAINING])
+            .map(|a| be_addr(*a))
+            .collect();
+        let fronts = [NODE, VIP].iter().map(|a| be_addr(*a)).collect();
+        let node = Node {
+            programs,
+            backends,
+            slots,
+            fronts,
+            last: Mutex::default(),
+            tables: Mutex::new(tables),
+        };
+        let counters = node.counters();
+        *node.last.lock().unwrap_or_else(|e| e.into_inner()) = counters;
+        Ok(node)
+    }
+
+    /// Empties the connection tables (and affinity), so that each input
+    /// starts from the same state.
+    pub fn forget_connections(&self) {
+        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        for table in tables.iter_mut() {
+            let keys: Vec<CtKey> = table.keys().filter_map(Result::ok).collect();
+            for key in keys {
+                let _ = table.remove(&key);
+            }
+        }
+    }
+
+    /// Runs one frame through `program` and checks everything above.
+    pub fn run_and_check(&self, program: &'static str, frame: &[u8]) {
+        if !FRAME_LEN.contains(&frame.len()) {
+            return;
+        }
+        let before = self.connections();
+        let mut out = vec![0u8; frame.len() + HEADROOM];
+        let RunResult { verdict, len } = match self.programs.run(program, frame, &mut out) {
+            Ok(result) => result,
+            // The kernel builds no skb from an IPv4 (or IPv6) frame too
+            // short for its header: no program ran.
+            Err(error) if refused_frame(&error) => return,
+            Err(error) => panic!("{program}: BPF_PROG_TEST_RUN failed: {error:?}"),
+        };
+        assert!(VERDICTS.contains(&verdict), "{program}: verdict {verdict}");
+        let after = self.connections();
+        if !for_the_mesh(program, frame) {
+            assert_eq!(
+                verdict, -1,
+                "{program}: a packet not for the mesh got verdict {verdict}"
+            );
+            assert_eq!(
+                &out[..len],
+                frame,
+                "{program}: a packet not for the mesh was changed"
+            );
+            assert_eq!(
+                before, after,
+                "{program}: a packet not for the mesh was tracked"
+            );
+        }
+        self.check_connections(program, &after);
+        self.check_counters(program);
+    }
+
+    fn check_connections(&self, program: &str, tables: &Tables) {
+        for (table, confirmed) in [(&tables.confirmed, true), (&tables.new, false)] {
+            for (key, entry) in table {
+                if !self.fronts.contains(&key.daddr) {
+                    continue; // a reply direction
+                }
+                assert!(
+                    self.backends.contains(&entry.addr),
+                    "{program}: {key:?} leads to {entry:?}, no backend"
+                );
+                assert!(
+                    self.slots.contains(&entry.service),
+                    "{program}: {key:?} is in slot {}, not given out",
+                    entry.service
+                );
+                let reply = CtKey {
+                    saddr: entry.addr,
+                    daddr: key.saddr,
+                    sport: entry.port,
+                    dport: entry.nat_port,
+                    proto: key.proto,
+                    _pad: [0; 3],
+                };
+                if confirmed {
+                    assert!(
+                        tables.confirmed.contains_key(&reply),
+                        "{program}: confirmed {key:?} has no confirmed reply {reply:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_counters(&self, program: &str) {
+        let now = self.counters();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        for (slot, stats) in &now.stats {
+            let was = last.stats.get(slot).copied().unwrap_or_default();
+            assert!(
+                stats.connections >= was.connections
+                    && stats.packets >= was.packets
+                    && stats.bytes >= was.bytes
+                    && stats.drops >= was.drops,
+                "{program}: slot {slot}'s counters went from {was:?} to {stats:?}"
+            );
+        }
+        for (i, (now_drops, was)) in now.drops.iter().zip(&last.drops).enumerate() {
+            assert!(
+                now_drops >= was,
+                "{program}: drops[{i}] went from {was} to {now_drops}"
+            );
+        }
+        for (ifindex, count) in &now.ifaces {
+            let was = last.ifaces.get(ifindex).copied().unwrap_or_default();
+            assert!(
+                count.rx_packets >= was.rx_packets
+                    && count.rx_bytes >= was.rx_bytes
+                    && count.tx_packets >= was.tx_packets
+                    && count.tx_bytes >= was.tx_bytes,
+                "{program}: interface {ifindex}'s counters went from {was:?} to {count:?}"
+            );
+        }
+        *last = now;
+    }
+
+    fn map(&self, name: &str) -> &Map {
+        self.programs
+            .ebpf()
+            .map(name)
+            .unwrap_or_else(|| panic!("the object has no map {name}"))
+    }
+
+    fn connections(&self) -> Tables {
+        Tables {
+            confirmed: entries(Some(self.map(names::MESH_CT))).collect(),
+            new: entries(Some(self.map(names::MESH_SYN))).collect(),
+        }
+    }
+
+    fn counters(&self) -> Counters {
+        let stats = PerCpuArray::<&MapData, ServiceStats>::try_from(self.map(names::MESH_STATS))
+            .unwrap_or_else(|e| panic!("MESH_STATS: {e}"));
+        let drops = PerCpuArray::<&MapData, u64>::try_from(self.map(names::DROPS))
+            .unwrap_or_else(|e| panic!("DROPS: {e}"));
+        let ifaces = PerCpuHashMap::<&MapData, u32, IfaceCounters>::try_from(
+            self.map(names::IFACE_COUNTERS),
+        )
+        .unwrap_or_else(|e| panic!("IFACE_COUNTERS: {e}"));
+        Counters {
+            stats: self
+                .slots
+                .iter()
+                .map(|slot| {
+                    let mut total = ServiceStats::default();
+                    for cpu in stats
+                        .get(slot, 0)
+                        .unwrap_or_else(|e| panic!("MESH_STATS[{slot}]: {e}"))
+                        .iter()
+                    {
+                        total.add(cpu);
+                    }
+                    (*slot, total)
+                })
+                .collect(),
+            drops: (0..DROP_REASONS)
+                .map(|i| {
+                    drops
+                        .get(&i, 0)
+                        .unwrap_or_else(|e| panic!("DROPS[{i}]: {e}"))
+                        .iter()
+                        .fold(0u64, |sum, v| sum.wrapping_add(*v))
+                })
+                .collect(),
+            ifaces: ifaces
+                .iter()
+                .filter_map(Result::ok)
+                .map(|(ifindex, cpus)| {
+                    let mut total = IfaceCounters::default();
+                    for cpu in cpus.iter() {
+                        total.add(cpu);
+                    }
+                    (ifindex, total)
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Tables {
+    confirmed: HashMap<CtKey, CtEntry>,
+    new: HashMap<CtKey, CtEntry>,
+}
+
+/// EINVAL from `BPF_PROG_TEST_RUN` itself: the frame, not the program.
+fn refused_frame(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            // EINVAL
+            return io.kind() == std::io::ErrorKind::InvalidInput;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Whether `program` may act on `frame` at all: the mesh reads IPv4
+/// TCP/UDP packets without options or fragments whose ports are there;
+/// on the underlay, only those for the node's own address. The counters
+/// never act.
+pub fn for_the_mesh(program: &str, frame: &[u8]) -> bool {
+    if program == names::COUNT_INGRESS || program == names::COUNT_EGRESS {
+        return false;
+    }
+    const IP: usize = 14;
+    let readable = frame.len() >= IP + 24
+        && frame[12..14] == [0x08, 0x00]
+        && frame[IP] == 0x45
+        && u16::from_be_bytes([frame[IP + 6], frame[IP + 7]]) & 0x3fff == 0
+        && matches!(frame[IP + 9], 6 | 17);
+    if !readable {
+        return false;
+    }
+    program != names::MESH_INGRESS || frame[IP + 16..IP + 20] == NODE.octets()
+}
+
+fn entries<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
+    map: Option<&Map>,
+) -> impl Iterator<Item = (K, V)> + '_ {
+    let map = map.expect("a map of the object");
+    BpfHashMap::<&MapData, K, V>::try_from(map)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .filter_map(Result::ok)
+        .collect::<Vec<_>>()
+        .into_iter()
+}
