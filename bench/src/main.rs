@@ -6,8 +6,8 @@ mod control_plane;
 mod dns;
 mod mesh;
 mod mesh_baseline;
-mod scale;
 mod proxyv2;
+mod scale;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
