@@ -139,7 +139,19 @@ async fn one_service_scaled_by_one_pushes_a_delta_to_its_node_only_and_a_reconne
     }
 
     // The manager restarts: every agent registers again, gets a complete
-    // set on its new stream, and keeps running what it ran.
+    // set on its new stream, and keeps running what it ran. That holds for
+    // an agent back within its heartbeat grace; the test's 300 ms period
+    // gives a restarted leader's nodes 0.9 s, which a loaded machine can
+    // miss (the node then goes Down and its tasks move, rightly), so the
+    // period is raised first: the grace then lasts 3 x 5 s.
+    cluster
+        .control()
+        .await?
+        .update_cluster(shoal_api::pb::UpdateClusterRequest {
+            heartbeat_period_ms: Some(5_000),
+            ..Default::default()
+        })
+        .await?;
     let ran: Vec<Vec<String>> = cluster
         .agents
         .iter()

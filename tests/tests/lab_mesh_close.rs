@@ -23,9 +23,13 @@ use shoal_tests::{lab_cluster::LabCluster, netns, packets, run_in_host, topology
 
 const WAIT: Duration = Duration::from_secs(30);
 const LINGER: &str = "2s";
-/// The linger, two sweeps (one a second at this linger) and the time a
-/// sweep of three nodes' tables and this test's reads take.
-const GONE_WITHIN: Duration = Duration::from_secs(7);
+/// The linger and two sweeps (one a second at this linger) take about
+/// 4 s; this test's own reads of three nodes' tables (a process in each
+/// namespace per read) add seconds on a loaded machine (8.7 s was seen in
+/// CI). Nothing but the sweeper removes an ended entry within a test's
+/// time (the tables evict only when full), so any bound well under `WAIT`
+/// shows the sweeper at work; the time taken is printed, not judged.
+const GONE_WITHIN: Duration = Duration::from_secs(20);
 const PORT: u16 = 8094;
 
 fn node_addr(n: usize) -> Ipv4Addr {
