@@ -275,6 +275,19 @@ fn median_p99(url: &str) -> Result<f64> {
     Ok(runs[1])
 }
 
+/// One row of the rate table: keep-alive and new-connection rates, their
+/// p99s and the errors of both.
+pub(crate) fn print_row(name: &str, keep: &Wrk, close: &Wrk) {
+    println!(
+        "{name:<32} {:>12.0} {:>10.2} {:>14.0} {:>10.2} {:>7}",
+        keep.rps,
+        keep.p99_ms,
+        close.rps,
+        close.p99_ms,
+        keep.errors + close.errors
+    );
+}
+
 pub(crate) fn wait(what: &str, mut ok: impl FnMut() -> bool) -> Result<()> {
     for _ in 0..150 {
         if ok() {
@@ -605,14 +618,7 @@ pub fn run(args: Args) -> Result<()> {
     measured.sort_by_key(|m| m.0);
     let mut results = Vec::new();
     for (_, name, keep, close) in measured {
-        println!(
-            "{name:<32} {:>12.0} {:>10.2} {:>14.0} {:>10.2} {:>7}",
-            keep.rps,
-            keep.p99_ms,
-            close.rps,
-            close.p99_ms,
-            keep.errors + close.errors
-        );
+        print_row(name, &keep, &close);
         results.push((name, keep, close));
     }
     let (_, direct_k, direct_c) = &results[0];

@@ -47,14 +47,7 @@ pub fn compare(
         ("direct (host mode, n1's task)", &old_direct),
         ("shoal ingress (old default)", &old_shoal),
     ] {
-        println!(
-            "{name:<32} {:>12.0} {:>10.2} {:>14.0} {:>10.2} {:>7}",
-            keep.rps,
-            keep.p99_ms,
-            close.rps,
-            close.p99_ms,
-            keep.errors + close.errors
-        );
+        super::mesh::print_row(name, keep, close);
     }
     let (Some((_, today_direct_k, today_direct_c)), Some(_)) = (today.first(), today.get(2)) else {
         anyhow::bail!("the run's rows are missing");

@@ -91,14 +91,7 @@ pub fn run(args: Args) -> Result<()> {
     ] {
         let keep = wrk(url, args.connections, 2, args.seconds, false)?;
         let close = wrk(url, args.connections, 2, args.seconds, true)?;
-        println!(
-            "{name:<32} {:>12.0} {:>10.2} {:>14.0} {:>10.2} {:>7}",
-            keep.rps,
-            keep.p99_ms,
-            close.rps,
-            close.p99_ms,
-            keep.errors + close.errors
-        );
+        crate::mesh::print_row(name, &keep, &close);
         results.push((keep, close));
     }
     let ((mesh_k, mesh_c), (relay_k, relay_c)) = (&results[0], &results[1]);

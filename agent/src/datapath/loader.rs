@@ -66,15 +66,7 @@ pub(crate) fn attach(
             name: format!("#{ifindex}"),
         })?;
         let program_error = |source| DatapathError::Program { name, source };
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .ok_or(DatapathError::Program {
-                name,
-                source: aya::programs::ProgramError::UnexpectedProgramType,
-            })?
-            .try_into()
-            .map_err(program_error)?;
-        program.load().map_err(program_error)?;
+        let program = loaded_classifier(&mut ebpf, name)?;
         let link_id = program
             .attach_with_options(&iface, *hook, TcAttachOptions::TcxOrder(order()))
             .map_err(program_error)?;
@@ -145,4 +137,23 @@ pub fn remove_all(root: &BpfRoot) -> Result<(), DatapathError> {
             source,
         }),
     }
+}
+
+/// The TC program `name` of `ebpf`, loaded into the kernel (the verifier
+/// runs here), not yet attached anywhere.
+pub(super) fn loaded_classifier<'a>(
+    ebpf: &'a mut aya::Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, DatapathError> {
+    let program_error = |source| DatapathError::Program { name, source };
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or(DatapathError::Program {
+            name,
+            source: aya::programs::ProgramError::UnexpectedProgramType,
+        })?
+        .try_into()
+        .map_err(program_error)?;
+    program.load().map_err(program_error)?;
+    Ok(program)
 }

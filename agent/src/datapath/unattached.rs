@@ -41,16 +41,7 @@ impl Unattached {
             .default_map_pin_directory(root.maps_dir())
             .load(EBPF_OBJECT)?;
         for name in PROGRAMS {
-            let program_error = |source| DatapathError::Program { name, source };
-            let program: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or(DatapathError::Program {
-                    name,
-                    source: aya::programs::ProgramError::UnexpectedProgramType,
-                })?
-                .try_into()
-                .map_err(program_error)?;
-            program.load().map_err(program_error)?;
+            super::loader::loaded_classifier(&mut ebpf, name)?;
         }
         Ok(Self { ebpf })
     }
