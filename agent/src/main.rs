@@ -187,7 +187,17 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = BpfRoot::new(cli.bpffs);
     match cli.command {
-        Command::Join(args) => tokio::runtime::Runtime::new()?.block_on(join(*args, root)),
+        Command::Join(args) => {
+            // The data dir's lock goes last: `shoal-agent leave` (and so
+            // `swarm leave`) takes its release for the agent's exit, and
+            // the runtime, dropped at the end of the next statement, still
+            // waits for its blocking work (a sweep of the connection
+            // tables) after `join` returns.
+            let mut lock = None;
+            let result = tokio::runtime::Runtime::new()?.block_on(join(*args, root, &mut lock));
+            drop(lock);
+            result
+        }
         Command::Datapath(command) => run_datapath(&root, command),
         Command::Leave(args) => tokio::runtime::Runtime::new()?.block_on(leave(&root, args)),
     }
@@ -199,7 +209,12 @@ fn key_value(text: &str) -> Result<(String, String)> {
     Ok((k.to_owned(), v.to_owned()))
 }
 
-async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
+/// Runs the agent; `lock` receives the data dir's lock, held while it runs.
+async fn join(
+    args: JoinArgs,
+    root: BpfRoot,
+    lock: &mut Option<shoal_agent::leave::DataDirLock>,
+) -> Result<()> {
     use shoal_agent::{session, worker};
     // A node that has its certificate needs no token: it is not read (its
     // file may be gone, or hold a token rotated since). Otherwise a missing
@@ -221,7 +236,7 @@ async fn join(args: JoinArgs, root: BpfRoot) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     // Held while the agent runs: `shoal-agent leave` waits for it.
-    let _lock = shoal_agent::leave::lock_data_dir(&args.data_dir)?;
+    *lock = Some(shoal_agent::leave::lock_data_dir(&args.data_dir)?);
     let container_labels = args
         .container_label
         .iter()
