@@ -228,18 +228,14 @@ pub fn send_back(
     } else {
         0
     };
-    let mut slot = slot;
+    // Marked before a confirmation moves the entry (a task that closes at
+    // once): the confirmed copy carries the mark.
+    if f.proto == PROTO_TCP {
+        let _ = closing::from_task(ctx, slot, crate::mesh::L4_OFF);
+    }
     if !confirmed && (f.proto == PROTO_UDP || flags & TCP_SYN == 0) {
         let key = f.key();
         conntrack::confirm(&key, &key);
-        // The entry moved: a FIN now (a task that closes at once) must
-        // mark the confirmed copy.
-        if let Some((moved, _)) = conntrack::get_ptr_mut(&key) {
-            slot = moved;
-        }
-    }
-    if f.proto == PROTO_TCP {
-        let _ = closing::from_task(ctx, slot, crate::mesh::L4_OFF);
     }
     let Some(node) = tunnel::node_holding(back.addr) else {
         return TC_ACT_SHOT; // the entry node left

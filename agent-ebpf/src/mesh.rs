@@ -268,15 +268,18 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
             proto: f.proto,
             _pad: [0; 3],
         };
-        if !confirmed && entry.flags & CT_DSR != 0 {
-            clientip::confirm_direct(ctx, &f, &key, &reply);
-        } else if !confirmed && f.proto == PROTO_TCP {
-            confirm_handshake(ctx, &key, &reply);
-        }
+        // Marked before a confirmation moves the entries: `slot` points
+        // into the table the lookup found it in, and a move frees it there
+        // (the confirmed copies carry the marks).
         if f.proto == PROTO_TCP
             && let Some(ending) = closing::from_client(ctx, slot, L4_OFF)
         {
             closing::copy_to(&reply, ending);
+        }
+        if !confirmed && entry.flags & CT_DSR != 0 {
+            clientip::confirm_direct(ctx, &f, &key, &reply);
+        } else if !confirmed && f.proto == PROTO_TCP {
+            confirm_handshake(ctx, &key, &reply);
         }
     }
     // The client's own address, in both modes (its port too, unless

@@ -63,11 +63,13 @@ fn try_vip_out(ctx: &mut TcContext, f: &Flow, service: &PortEntry) -> Option<()>
                     proto: f.proto,
                     _pad: [0; 3],
                 };
-                if !confirmed {
-                    confirm_handshake(ctx, &key, &reply);
-                }
+                // Marked before a confirmation moves the entries (see
+                // `mesh::try_ingress`).
                 if let Some(ending) = closing::from_client(ctx, slot, L4_OFF) {
                     closing::copy_to(&reply, ending);
+                }
+                if !confirmed {
+                    confirm_handshake(ctx, &key, &reply);
                 }
             }
             (entry.addr, false)
