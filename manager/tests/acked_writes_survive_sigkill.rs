@@ -93,12 +93,6 @@ async fn configs_after_restart(socket: &Path) -> Result<BTreeSet<String>> {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn config_batch(id: &str) -> shoal_api::pb::StoreBatch {
     let mut batch = Batch::default();
     batch.put_config(Config {
@@ -120,7 +114,7 @@ async fn every_acknowledged_write_is_there_after_a_sigkill() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let data: PathBuf = dir.path().join("m0");
     let socket = dir.path().join("m0.sock");
-    let listen = format!("127.0.0.1:{}", free_port()?);
+    let listen = shoal_api::test_port::unused_loopback_port()?.to_string();
     let first = manager("init", &data, &listen, &socket)?;
 
     let deadline = Instant::now() + Duration::from_secs(30);

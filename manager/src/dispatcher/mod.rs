@@ -214,13 +214,8 @@ impl Dispatcher {
 const MIN_PUSH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// What a node must know now: its non-finished assigned tasks and the
-/// secrets and configs they use.
-pub fn assignment_set(state: &State, node_id: &str) -> AssignmentSet {
-    assignment_set_from(state, &shared::Shared::of(state, 0), node_id)
-}
-
-/// [`assignment_set`], cut from a scan of the same (or a slightly older)
-/// state.
+/// secrets and configs they use, cut from a scan of the same (or a slightly
+/// older) state that every node's set shares.
 pub fn assignment_set_from(state: &State, shared: &shared::Shared, node_id: &str) -> AssignmentSet {
     let mut tasks = shared.tasks_of(state, node_id);
     tasks.sort_by(|a, b| {
@@ -652,7 +647,7 @@ mod tests {
                 },
             );
         }
-        let set = assignment_set(&state, "n1");
+        let set = assignment_set_from(&state, &shared::Shared::of(&state, 0), "n1");
         let tasks: Vec<_> = set
             .tasks
             .iter()

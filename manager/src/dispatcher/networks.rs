@@ -222,14 +222,9 @@ impl NetworkIndex {
     }
 }
 
-/// The view for the node `node_id` running `local` tasks. Every node has
-/// the ingress network while any port is published: a node with no task of
-/// a service still answers its port.
-pub fn network_view(state: &State, node_id: &str, local: &[Task]) -> NetworkView {
-    view(&NetworkIndex::of(state), state, node_id, local)
-}
-
-/// [`network_view`] cut from an index of the same state.
+/// The view for the node `node_id` running `local` tasks, cut from an index
+/// of the same state. Every node has the ingress network while any port is
+/// published: a node with no task of a service still answers its port.
 pub fn view(index: &NetworkIndex, state: &State, node_id: &str, local: &[Task]) -> NetworkView {
     let ingress = index.ingress.as_deref();
     let mut ids: BTreeSet<&str> = local

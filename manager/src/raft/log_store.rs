@@ -236,9 +236,10 @@ fn commit(db: &Database, wal: &mut Wal, batch: &[Op]) -> anyhow::Result<()> {
     for op in batch {
         match op {
             Op::Append(entries, _) => {
-                let entries: Vec<(u64, Vec<u8>)> = entries
+                // The sealed bytes are written where they are, not copied.
+                let entries: Vec<(u64, &[u8])> = entries
                     .iter()
-                    .map(|(id, bytes)| (id.index, bytes.clone()))
+                    .map(|(id, bytes)| (id.index, bytes.as_slice()))
                     .collect();
                 wal.append(&entries)?;
                 entries_written = true;

@@ -380,10 +380,10 @@ impl Wal {
 
     /// Writes entries (index, sealed bytes); readers find them in the file
     /// once [`sync`](Self::sync) returns.
-    pub fn append(&mut self, entries: &[(u64, Vec<u8>)]) -> Result<()> {
+    pub fn append<B: AsRef<[u8]>>(&mut self, entries: &[(u64, B)]) -> Result<()> {
         let records: Vec<_> = entries
             .iter()
-            .map(|(index, bytes)| (ENTRY, *index, bytes.as_slice()))
+            .map(|(index, bytes)| (ENTRY, *index, bytes.as_ref()))
             .collect();
         let locations = self.write(&records)?;
         self.unpublished.extend(
