@@ -41,7 +41,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 pub use message::Transport;
 use message::{encode, error_reply, reply_code, response_to, rfc8482_hinfo, size_limit};
-pub use records::{Entry, Lookup, Records};
+pub use records::{Entry, Lookup, Records, Resolved};
 pub use udp::MAX_BATCH as MAX_UDP_BATCH;
 
 /// How long an upstream resolver has to answer before the next is tried.
@@ -400,14 +400,6 @@ impl DnsServer {
         let [question] = query.queries.as_slice() else {
             return reply_code(&query, id, ResponseCode::FormErr, limit);
         };
-        let own;
-        let networks: &[String] = match records.networks_of(asker) {
-            Some(n) => n,
-            None => {
-                own = [network.to_owned()];
-                &own
-            }
-        };
         let mut name = String::with_capacity(64);
         for label in question.name().iter() {
             if !name.is_empty() {
@@ -416,20 +408,10 @@ impl DnsServer {
             name.extend(label.iter().map(|b| b.to_ascii_lowercase() as char));
         }
         let name = name.as_str();
-        let entry = match records.lookup(networks, name) {
-            Lookup::Found(entry) => entry,
-            Lookup::NotShared => return reply_code(&query, id, ResponseCode::NXDomain, limit),
-            // Bare names and tasks.* are this cluster's to answer: not
-            // known means no such name, not a question for upstream. Nor
-            // does anything leave an internal network, names included.
-            Lookup::Unknown
-                if !name.contains('.')
-                    || name.starts_with("tasks.")
-                    || records.all_internal(networks) =>
-            {
-                return reply_code(&query, id, ResponseCode::NXDomain, limit);
-            }
-            Lookup::Unknown => return Reply::Forward,
+        let entry = match records.resolve(asker, network, name) {
+            Resolved::Found(entry) => entry,
+            Resolved::NoSuchName => return reply_code(&query, id, ResponseCode::NXDomain, limit),
+            Resolved::Upstream => return Reply::Forward,
         };
         let mut response = response_to(&query, id, ResponseCode::NoError);
         let (kind, class) = (question.query_type(), question.query_class());

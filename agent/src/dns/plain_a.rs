@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 
 use super::{
     message::UDP_LIMIT,
-    records::{Entry, Lookup, Records},
+    records::{Entry, Records, Resolved},
 };
 
 const HEADER: usize = 12;
@@ -78,25 +78,10 @@ pub fn answer(
     let Ok(name) = std::str::from_utf8(&name[..len]) else {
         return false;
     };
-    let own;
-    let networks: &[String] = match records.networks_of(asker) {
-        Some(n) => n,
-        None => {
-            own = [network.to_owned()];
-            &own
-        }
-    };
-    let (code, entry) = match records.lookup(networks, name) {
-        Lookup::Found(entry) => (NOERROR, Some(entry)),
-        Lookup::NotShared => (NXDOMAIN, None),
-        Lookup::Unknown
-            if !name.contains('.')
-                || name.starts_with("tasks.")
-                || records.all_internal(networks) =>
-        {
-            (NXDOMAIN, None)
-        }
-        Lookup::Unknown => return false,
+    let (code, entry) = match records.resolve(asker, network, name) {
+        Resolved::Found(entry) => (NOERROR, Some(entry)),
+        Resolved::NoSuchName => (NXDOMAIN, None),
+        Resolved::Upstream => return false,
     };
     let addrs: &[Ipv4Addr] = match entry {
         Some(Entry::Vip(vip)) => std::slice::from_ref(vip),

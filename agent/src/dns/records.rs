@@ -42,6 +42,17 @@ pub enum Lookup<'a> {
     Unknown,
 }
 
+/// What the server does with a name asked by one of its containers.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resolved<'a> {
+    Found(&'a Entry),
+    /// NXDOMAIN: a service's name on none of the asker's networks, or a
+    /// name that is this cluster's to answer and is not known.
+    NoSuchName,
+    /// Not this cluster's: the upstream resolvers are asked.
+    Upstream,
+}
+
 #[derive(Debug, Default)]
 pub struct Records {
     /// A container's address → the networks it is attached to.
@@ -148,6 +159,35 @@ impl Records {
             Lookup::NotShared
         } else {
             Lookup::Unknown
+        }
+    }
+
+    /// `name` (lowercase, no trailing dot) asked by the container at
+    /// `asker` on `network`: looked up on the asker's networks (that one
+    /// network for an asker this node does not know).
+    pub fn resolve<'a>(&'a self, asker: Ipv4Addr, network: &str, name: &str) -> Resolved<'a> {
+        let own;
+        let networks: &[String] = match self.networks_of(asker) {
+            Some(n) => n,
+            None => {
+                own = [network.to_owned()];
+                &own
+            }
+        };
+        match self.lookup(networks, name) {
+            Lookup::Found(entry) => Resolved::Found(entry),
+            Lookup::NotShared => Resolved::NoSuchName,
+            // Bare names and tasks.* are this cluster's to answer: not
+            // known means no such name, not a question for upstream. Nor
+            // does anything leave an internal network, names included.
+            Lookup::Unknown
+                if !name.contains('.')
+                    || name.starts_with("tasks.")
+                    || self.all_internal(networks) =>
+            {
+                Resolved::NoSuchName
+            }
+            Lookup::Unknown => Resolved::Upstream,
         }
     }
 
