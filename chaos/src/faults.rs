@@ -7,17 +7,13 @@
 //! shutdown), and the agent sees them exit. Not simulated: the agent's
 //! engine connection going away for the restart's duration.
 
-use std::time::{Duration, Instant};
-
-use anyhow::{Context, Result, bail};
-use shoal_lab::{Lab, cmd, readiness};
+use anyhow::Result;
+use shoal_lab::{Lab, cmd};
 
 use crate::schedule::Fault;
 
 /// The label every task container carries with its node's id.
 const NODE_LABEL: &str = "com.shoal.node.id";
-/// How long a restarted manager has to open its socket.
-const MANAGER_START: Duration = Duration::from_secs(20);
 
 /// A fault in effect, and what its recovery needs.
 #[derive(Clone, Debug)]
@@ -27,41 +23,6 @@ pub struct Injected {
     pub node: String,
     /// Process records to start again (names such as `n2-manager`).
     pub killed: Vec<String>,
-}
-
-/// SIGKILLs the lab process `name` (`n2-manager`, `n4-agent`).
-fn kill_process(lab: &Lab, name: &str) -> Result<()> {
-    let record = lab
-        .state()
-        .process(name)
-        .with_context(|| format!("the lab runs no process {name}"))?;
-    if !record.alive() {
-        bail!("{name} is not running");
-    }
-    cmd::run("kill", &["-KILL", &record.pid.to_string()])?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while record.alive() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
-}
-
-/// Starts a killed lab process again; a manager once its socket is open.
-fn restart_process(lab: &Lab, name: &str) -> Result<()> {
-    let record = lab
-        .state()
-        .process(name)
-        .with_context(|| format!("the lab runs no process {name}"))?;
-    if record.alive() {
-        return Ok(());
-    }
-    let restarted = lab.state().respawn(&record)?;
-    if let Some(node) = name.strip_suffix("-manager") {
-        let host = lab.host(node)?;
-        let socket = shoal_lab::cluster::manager_socket(lab, &host);
-        readiness::wait_for_socket(&restarted, &socket, MANAGER_START)?;
-    }
-    Ok(())
 }
 
 /// Stops every task container of `node_id` at once, as a dockerd shutdown
@@ -84,12 +45,12 @@ pub fn inject(lab: &Lab, fault: Fault, node: &str, node_id: &str) -> Result<Inje
     match fault {
         Fault::KillLeader | Fault::KillFollower => {
             let name = format!("{node}-manager");
-            kill_process(lab, &name)?;
+            lab.kill_process(&name)?;
             killed.push(name);
         }
         Fault::KillAgent => {
             let name = format!("{node}-agent");
-            kill_process(lab, &name)?;
+            lab.kill_process(&name)?;
             killed.push(name);
         }
         Fault::RestartEngine => {
@@ -111,7 +72,7 @@ pub fn recover(lab: &Lab, injected: &Injected) -> Result<()> {
         lab.heal(&injected.node)?;
     }
     for name in &injected.killed {
-        restart_process(lab, name)?;
+        lab.start_process(name)?;
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Shoal processes on lab nodes: managers on the first M nodes (the first
-//! inits, the others join), and the controls tests build on — kill a node's
-//! processes with SIGKILL, start them again from their data directories,
-//! cut and restore a node's underlay link.
+//! inits, the others join), and the controls tests and chaos build on — kill
+//! a node's processes (or one of them) with SIGKILL, start them again from
+//! their data directories, freeze and thaw one, cut and restore a node's
+//! underlay link.
 
 use std::{
     path::{Path, PathBuf},
@@ -279,14 +280,7 @@ impl Lab {
             .into_iter()
             .filter(|p| p.netns == host.netns && p.alive())
         {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(record.pid, libc::SIGKILL) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while record.alive() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            // SAFETY: a null status pointer is allowed.
-            unsafe { libc::waitpid(record.pid, std::ptr::null_mut(), libc::WNOHANG) };
+            kill_record(&record);
             killed.push(record.name);
         }
         Ok(killed)
@@ -302,17 +296,70 @@ impl Lab {
             .into_iter()
             .filter(|p| p.netns == host.netns && !p.alive())
         {
-            let restarted = self.state().respawn(&record)?;
-            if record.name.ends_with("-manager") {
-                readiness::wait_for_socket(
-                    &restarted,
-                    &manager_socket(self, &host),
-                    MANAGER_START_TIMEOUT,
-                )?;
-            }
+            self.respawn_record(&record)?;
             started.push(record.name);
         }
         Ok(started)
+    }
+
+    /// The record of the running lab process `name` (`n2-manager`).
+    fn running(&self, name: &str) -> Result<crate::state::ProcessRecord, LabError> {
+        let record = self
+            .state()
+            .process(name)
+            .ok_or_else(|| LabError::NoSuchProcess(name.to_owned()))?;
+        if !record.alive() {
+            return Err(LabError::NotRunning(name.to_owned()));
+        }
+        Ok(record)
+    }
+
+    /// SIGKILLs the one lab process `name` (`n2-manager`, `n4-agent`), the
+    /// node's other processes untouched; its record stays, so
+    /// `start_process` brings it back.
+    pub fn kill_process(&self, name: &str) -> Result<(), LabError> {
+        kill_record(&self.running(name)?);
+        Ok(())
+    }
+
+    /// Starts the killed lab process `name` again from its data dir (a
+    /// manager once its socket is open); one still running is left alone.
+    pub fn start_process(&self, name: &str) -> Result<(), LabError> {
+        let record = self
+            .state()
+            .process(name)
+            .ok_or_else(|| LabError::NoSuchProcess(name.to_owned()))?;
+        if !record.alive() {
+            self.respawn_record(&record)?;
+        }
+        Ok(())
+    }
+
+    /// Freezes the lab process `name` (SIGSTOP): it keeps its sockets and
+    /// memory but answers nothing until `resume_process`, as a process
+    /// stalled by its host would.
+    pub fn pause_process(&self, name: &str) -> Result<(), LabError> {
+        signal(&self.running(name)?, libc::SIGSTOP);
+        Ok(())
+    }
+
+    /// Lets a process frozen by `pause_process` run again (SIGCONT).
+    pub fn resume_process(&self, name: &str) -> Result<(), LabError> {
+        signal(&self.running(name)?, libc::SIGCONT);
+        Ok(())
+    }
+
+    fn respawn_record(&self, record: &crate::state::ProcessRecord) -> Result<(), LabError> {
+        let restarted = self.state().respawn(record)?;
+        if let Some(node) = record.name.strip_suffix("-manager") {
+            let host = self.host(node)?;
+            readiness::wait_for_socket(
+                &restarted,
+                &manager_socket(self, &host),
+                MANAGER_START_TIMEOUT,
+            )?;
+        }
+        Ok(())
     }
 
     /// Stops every Shoal process of the lab and forgets their state (the lab
@@ -358,6 +405,24 @@ impl Lab {
         cmd::ip_in(WAN_NS, &["link", "set", &host.wan_port(), "up"])?;
         Ok(())
     }
+}
+
+/// Sends `sig` to a lab process.
+fn signal(record: &crate::state::ProcessRecord, sig: libc::c_int) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(record.pid, sig) };
+}
+
+/// SIGKILLs a lab process and waits (at most 5 s) until it is gone.
+fn kill_record(record: &crate::state::ProcessRecord) {
+    signal(record, libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while record.alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Reaped if it was this process's child (a lab test's); else a no-op.
+    // SAFETY: a null status pointer is allowed.
+    unsafe { libc::waitpid(record.pid, std::ptr::null_mut(), libc::WNOHANG) };
 }
 
 /// Writes a join token for `component` of a node into an owner-only file

@@ -61,6 +61,10 @@ pub enum LabError {
     EmptyCommand,
     #[error("a thread in namespace {0} panicked")]
     Panicked(String),
+    #[error("the lab runs no process {0}")]
+    NoSuchProcess(String),
+    #[error("{0} is not running")]
+    NotRunning(String),
     #[error("no lab node runs a manager (run `cargo xtask lab up --managers 1`)")]
     NoManager,
     #[error("{} is not built (run `cargo xtask build`)", .0.display())]
