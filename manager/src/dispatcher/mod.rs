@@ -7,6 +7,7 @@
 
 pub mod drain;
 pub mod lb_policy;
+pub mod liveness;
 pub mod networks;
 pub mod shared;
 pub mod status;
@@ -33,8 +34,7 @@ use crate::{
     store::{Batch, State},
 };
 
-/// Heartbeats a node may miss before it is down (Swarm's 3).
-pub const MISSED_HEARTBEATS: u32 = 3;
+pub use liveness::MISSED_HEARTBEATS;
 
 struct Session {
     id: String,
@@ -163,13 +163,13 @@ impl Dispatcher {
         }
     }
 
-    /// Marks nodes down that missed their heartbeats; runs on the leader.
+    /// Marks nodes down that missed their heartbeats; runs on the leader,
+    /// from the start of each term (see `liveness`).
     pub async fn monitor(self) {
-        let since = Instant::now();
+        let term_began = Instant::now();
         loop {
             let period = self.period(&*self.manager.store.read().await);
             tokio::time::sleep(period / 2).await;
-            let limit = period * MISSED_HEARTBEATS;
             let now = Instant::now();
             let result = self
                 .manager
@@ -181,14 +181,11 @@ impl Dispatcher {
                         if node.status.as_ref().map(|s| s.state()) != Some(NodeState::Ready) {
                             continue;
                         }
-                        // A node this leader never heard from gets the same
-                        // grace from the moment it took over.
-                        let (last, limit) = sessions.get(id).map_or((since, limit), |s| {
-                            // A lowered period reaches the node with its
-                            // next answer: until then it beats at the old one.
-                            (s.last_seen, limit.max(s.told * MISSED_HEARTBEATS))
+                        let heard = sessions.get(id).map(|s| liveness::Heard {
+                            last_seen: s.last_seen,
+                            told: s.told,
                         });
-                        if now.duration_since(last) > limit {
+                        if liveness::missed(heard, term_began, now, period) {
                             tracing::warn!(
                                 node = id,
                                 "node missed {MISSED_HEARTBEATS} heartbeats: down"
