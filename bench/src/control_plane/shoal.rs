@@ -117,6 +117,7 @@ pub async fn start_with(
             .env("RUST_LOG", "error");
         command
     };
+    ports_free(&addrs)?;
     let started = |what: &Path| format!("starting {}", what.display());
     let mut procs = Procs(Vec::new());
     procs
@@ -175,6 +176,18 @@ pub async fn start_with(
     ))
 }
 
+/// Fails, naming the address, when a manager address is taken (by
+/// another bench's cluster, most likely): the manager would fail to start
+/// and the bench would only time out waiting for it.
+fn ports_free(addrs: &[String]) -> Result<()> {
+    for addr in addrs {
+        std::net::TcpListener::bind(addr.as_str()).with_context(|| {
+            format!("{addr} is in use (another bench's managers?): the managers need it")
+        })?;
+    }
+    Ok(())
+}
+
 /// An admin client certificate, as `shoal cert issue` gets one: a key made
 /// here, a CSR sent over the manager's local socket.
 async fn admin_dialer(socket: &Path) -> Result<Dialer> {
@@ -193,4 +206,19 @@ async fn admin_dialer(socket: &Path) -> Result<Dialer> {
         &key.key_pem,
         &issued.trust_pem,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_manager_address_is_named() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let error = ports_free(std::slice::from_ref(&addr)).unwrap_err();
+        assert!(format!("{error:#}").starts_with(&format!("{addr} is in use")));
+        drop(taken);
+        ports_free(&[addr]).unwrap();
+    }
 }

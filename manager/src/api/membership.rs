@@ -12,20 +12,25 @@ use shoal_api::pb::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::{api::authz, manager::Manager, store::Batch};
+use crate::{api::authz, manager::Manager, raft::wire, store::Batch};
 
 pub struct MembershipService {
     pub manager: Arc<Manager>,
 }
 
-fn decode<T: serde::de::DeserializeOwned>(m: &RaftMessage) -> Result<T, Status> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(m: &RaftMessage) -> Result<T, Status> {
     serde_json::from_slice(&m.json)
         .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
     serde_json::to_vec(value)
-        .map(|json| Response::new(RaftMessage { json }))
+        .map(|json| {
+            Response::new(RaftMessage {
+                json,
+                ..Default::default()
+            })
+        })
         .map_err(|e| Status::internal(e.to_string()))
 }
 
@@ -115,8 +120,22 @@ impl Membership for MembershipService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let rpc = decode(request.get_ref())?;
-        encode(&self.manager.raft.append_entries(rpc).await)
+        let message = request.get_ref();
+        if message.binary.is_empty() {
+            // A leader that predates the binary encoding.
+            let rpc = decode(message)?;
+            return encode(&self.manager.raft.append_entries(rpc).await);
+        }
+        // Not "bad raft message": that is how a sender learns its peer
+        // predates the binary encoding (`raft::network`).
+        let rpc = wire::decode_append(&message.binary)
+            .map_err(|e| Status::invalid_argument(format!("bad binary AppendEntries: {e}")))?;
+        let reply = self.manager.raft.append_entries(rpc).await;
+        let binary = wire::encode_reply(&reply).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(RaftMessage {
+            binary,
+            ..Default::default()
+        }))
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {

@@ -4,6 +4,7 @@
 //! last version and tells creates, real updates and removes apart.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap},
     hash::{Hash, Hasher},
 };
@@ -34,6 +35,20 @@ fn fingerprint(message: &impl Message) -> u64 {
     hasher.finish()
 }
 
+/// A spec where it lies, or a default one: not a clone per change (a
+/// config's or secret's spec holds its data).
+fn borrowed_or_default<T: Clone + Default>(spec: Option<&T>) -> Cow<'_, T> {
+    spec.map(Cow::Borrowed).unwrap_or_default()
+}
+
+/// The id and version of an object's meta (not the labels: a clone of the
+/// whole meta per change was most of what an event cost).
+fn id_version(meta: &Option<shoal_api::pb::Meta>) -> (String, u64) {
+    meta.as_ref()
+        .map(|m| (m.id.clone(), m.version))
+        .unwrap_or_default()
+}
+
 fn kind_word(kind: Kind) -> Option<&'static str> {
     Some(match kind {
         Kind::Node => "node",
@@ -54,10 +69,9 @@ fn summarize(
 ) -> Option<(Kind, String, Summary)> {
     let mut tracked = BTreeMap::new();
     let mut fixed = BTreeMap::new();
-    let meta_of = |m: &Option<shoal_api::pb::Meta>| m.clone().unwrap_or_default();
-    let (kind, meta, name, fingerprint) = match object.object.as_ref()? {
+    let (kind, (id, version), name, fingerprint) = match object.object.as_ref()? {
         object::Object::Service(s) => {
-            let spec = s.spec.clone().unwrap_or_default();
+            let spec = borrowed_or_default(s.spec.as_ref());
             if matches!(
                 spec.mode(),
                 ServiceMode::Replicated | ServiceMode::ReplicatedJob
@@ -81,13 +95,13 @@ fn summarize(
             }
             (
                 Kind::Service,
-                meta_of(&s.meta),
+                id_version(&s.meta),
                 spec.name.clone(),
-                Some(fingerprint(&spec)),
+                Some(fingerprint(&*spec)),
             )
         }
         object::Object::Node(n) => {
-            let spec = n.spec.clone().unwrap_or_default();
+            let spec = borrowed_or_default(n.spec.as_ref());
             tracked.insert("availability".into(), spec.availability().word().into());
             tracked.insert("role".into(), n.role().word().into());
             let state = n.status.as_ref().map(|s| s.state()).unwrap_or_default();
@@ -97,7 +111,12 @@ fn summarize(
                 .as_ref()
                 .map(|d| d.hostname.clone())
                 .unwrap_or_default();
-            (Kind::Node, meta_of(&n.meta), name, Some(fingerprint(&spec)))
+            (
+                Kind::Node,
+                id_version(&n.meta),
+                name,
+                Some(fingerprint(&*spec)),
+            )
         }
         object::Object::Task(t) => {
             let state = t.status.as_ref().map(|s| s.state()).unwrap_or_default();
@@ -115,42 +134,42 @@ fn summarize(
             };
             fixed.insert("service".into(), service);
             fixed.insert("node".into(), t.node_id.clone());
-            (Kind::Task, meta_of(&t.meta), name, None)
+            (Kind::Task, id_version(&t.meta), name, None)
         }
         object::Object::Network(n) => {
-            let spec = n.spec.clone().unwrap_or_default();
+            let spec = borrowed_or_default(n.spec.as_ref());
             (
                 Kind::Network,
-                meta_of(&n.meta),
+                id_version(&n.meta),
                 spec.name.clone(),
-                Some(fingerprint(&spec)),
+                Some(fingerprint(&*spec)),
             )
         }
         object::Object::Secret(s) => {
-            let spec = s.spec.clone().unwrap_or_default();
+            let spec = borrowed_or_default(s.spec.as_ref());
             (
                 Kind::Secret,
-                meta_of(&s.meta),
+                id_version(&s.meta),
                 spec.name.clone(),
-                Some(fingerprint(&spec)),
+                Some(fingerprint(&*spec)),
             )
         }
         object::Object::Config(c) => {
-            let spec = c.spec.clone().unwrap_or_default();
+            let spec = borrowed_or_default(c.spec.as_ref());
             (
                 Kind::Config,
-                meta_of(&c.meta),
+                id_version(&c.meta),
                 spec.name.clone(),
-                Some(fingerprint(&spec)),
+                Some(fingerprint(&*spec)),
             )
         }
         _ => return None,
     };
     Some((
         kind,
-        meta.id,
+        id,
         Summary {
-            version: meta.version,
+            version,
             name,
             fixed,
             tracked,
@@ -200,7 +219,9 @@ impl Summaries {
     }
 
     fn put(&mut self, object: &Object, time_nano: i64) -> Option<Event> {
-        let services = self.services.clone();
+        // Borrowed, not cloned: with thousands of services a copy of the
+        // map per change cost more than everything else here.
+        let services = &self.services;
         let lookup = |id: &str| services.get(id).cloned().unwrap_or_default();
         let (kind, id, new) = summarize(object, &lookup)?;
         if kind == Kind::Service {
@@ -296,7 +317,7 @@ impl Summaries {
         let mut events = Vec::new();
         let mut present = std::collections::HashSet::new();
         for object in &objects {
-            let services = self.services.clone();
+            let services = &self.services;
             let lookup = |id: &str| services.get(id).cloned().unwrap_or_default();
             if let Some((kind, id, _)) = summarize(object, &lookup) {
                 present.insert((kind, id));

@@ -14,6 +14,8 @@
 //! Entries are sealed with this manager's data key before they are queued
 //! (`crate::encryption`): the file never holds a plaintext entry. The vote,
 //! committed and purged ids carry no object data and stay as they are.
+//! An entry is encoded in protobuf (`wire`); records written as JSON by
+//! older managers are read as they are.
 //!
 //! Readers find queued entries, and the latest written ones, in memory
 //! ([`LogTail`]); only older entries are read from the file.
@@ -25,6 +27,7 @@ use std::{
     sync::{Arc, Mutex, mpsc},
 };
 
+use anyhow::Context;
 use openraft::{
     Entry, LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote,
     storage::{LogFlushed, RaftLogStorage},
@@ -36,6 +39,7 @@ use super::{
     RaftId, TypeConfig, io_err,
     log_tail::{self, LogTail},
     wal::{Wal, WalReader},
+    wire,
 };
 use crate::encryption::{Cipher, files};
 
@@ -103,21 +107,21 @@ impl LogStore {
     }
 
     fn seal_entry(&self, entry: &Entry<TypeConfig>) -> anyhow::Result<Vec<u8>> {
-        // The JSON goes straight into the sealed value's buffer.
+        // Encoded straight into the sealed value's buffer.
         let mut buffer = Cipher::buffer(0);
-        serde_json::to_writer(&mut buffer, entry)?;
+        wire::encode_entry(entry, &mut buffer)?;
         Ok(self
             .cipher
             .seal_buffer(entry_context(entry.log_id.index).as_bytes(), buffer)?)
     }
 
     fn open_entry(&self, index: u64, sealed: &[u8]) -> anyhow::Result<Entry<TypeConfig>> {
-        let json = self.cipher.open(
+        let plain = self.cipher.open(
             entry_context(index).as_bytes(),
             sealed,
             &format!("Raft log entry {index}"),
         )?;
-        Ok(serde_json::from_slice(&json)?)
+        wire::decode_entry(&plain).with_context(|| format!("Raft log entry {index}"))
     }
 
     fn tail(&self) -> std::sync::MutexGuard<'_, LogTail> {
@@ -423,3 +427,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::write_logs(anyhow_io(e)).into())
     }
 }
+
+#[cfg(test)]
+#[path = "log_store/tests.rs"]
+mod tests;

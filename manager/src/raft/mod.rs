@@ -12,6 +12,7 @@ mod log_tail;
 pub mod network;
 pub mod state_machine;
 mod wal;
+pub mod wire;
 
 use std::{io::Cursor, sync::Arc};
 

@@ -1,5 +1,8 @@
-//! Raft messages between managers over the Membership gRPC service. The
-//! payloads are openraft's own request and response types as JSON.
+//! Raft messages between managers over the Membership gRPC service.
+//! AppendEntries, the message every write rides on, goes in a binary
+//! encoding (`wire`); votes and snapshots, rare, as openraft's own types
+//! in JSON. A peer that predates the binary encoding refuses it as a bad
+//! message: it then gets JSON, the form it knows.
 
 use std::{
     collections::HashMap,
@@ -20,7 +23,7 @@ use shoal_api::pb::{RaftMessage, membership_client::MembershipClient};
 use shoal_pki::transport::Dialer;
 use tonic::transport::Channel;
 
-use super::{RaftId, TypeConfig};
+use super::{RaftId, TypeConfig, wire};
 
 /// When each peer last answered a Raft message: the leader's view of which
 /// managers are reachable (`node ls`'s MANAGER STATUS).
@@ -68,6 +71,8 @@ pub struct Peer {
     client: Option<MembershipClient<Channel>>,
     health: PeerHealth,
     dialer: Dialer,
+    /// The peer refused a binary AppendEntries (it predates them).
+    json_only: bool,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -80,6 +85,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             client: None,
             health: self.health.clone(),
             dialer: self.dialer.clone(),
+            json_only: false,
         }
     }
 }
@@ -101,6 +107,36 @@ impl Peer {
         Ok(self.client.clone().expect("just set"))
     }
 
+    /// Sends `message`; an error status drops the channel (the next call
+    /// reconnects: the peer may have restarted on a new connection).
+    async fn send(
+        &mut self,
+        method: Method,
+        message: RaftMessage,
+        option: &RPCOption,
+    ) -> Result<RaftMessage, tonic::Status> {
+        let mut client = self
+            .client()
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut message = tonic::Request::new(message);
+        message.set_timeout(option.hard_ttl());
+        let reply = match method {
+            Method::Append => client.append_entries(message).await,
+            Method::Vote => client.vote(message).await,
+            Method::Snapshot => client.install_snapshot(message).await,
+        };
+        match reply {
+            Ok(reply) => {
+                self.health.answered(self.target);
+                Ok(reply.into_inner())
+            }
+            Err(status) => {
+                self.client = None;
+                Err(status)
+            }
+        }
+    }
+
     async fn call<Req, Resp, E>(
         &mut self,
         method: Method,
@@ -115,30 +151,52 @@ impl Peer {
     {
         let json =
             serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut client = self.client().map_err(RPCError::Network)?;
-        let mut message = tonic::Request::new(RaftMessage { json });
-        message.set_timeout(option.hard_ttl());
-        let reply = match method {
-            Method::Append => client.append_entries(message).await,
-            Method::Vote => client.vote(message).await,
-            Method::Snapshot => client.install_snapshot(message).await,
+        let message = RaftMessage {
+            json,
+            ..Default::default()
         };
-        let reply = match reply {
-            Ok(reply) => {
-                self.health.answered(self.target);
-                reply.into_inner()
-            }
-            Err(status) => {
-                // Drop the channel: the next call reconnects (the peer may
-                // have restarted on a new connection).
-                self.client = None;
-                return Err(RPCError::Unreachable(Unreachable::new(&status)));
-            }
-        };
+        let reply = self
+            .send(method, message, option)
+            .await
+            .map_err(|status| RPCError::Unreachable(Unreachable::new(&status)))?;
         let result: Result<Resp, E> = serde_json::from_slice(&reply.json)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(0, e)))
     }
+
+    /// AppendEntries in the binary encoding; `Ok(None)` when the peer
+    /// predates it (and refused it as a bad message).
+    async fn append_binary(
+        &mut self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> RpcResult<Option<AppendEntriesResponse<RaftId>>, RaftError<RaftId>> {
+        let binary =
+            wire::encode_append(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let message = RaftMessage {
+            binary,
+            ..Default::default()
+        };
+        let reply = match self.send(Method::Append, message, option).await {
+            Ok(reply) => reply,
+            Err(status) if predates_binary(&status) => return Ok(None),
+            Err(status) => return Err(RPCError::Unreachable(Unreachable::new(&status))),
+        };
+        match wire::decode_reply(&reply.binary) {
+            Ok(Ok(response)) => Ok(Some(response)),
+            Ok(Err(e)) => Err(RPCError::RemoteError(openraft::error::RemoteError::new(
+                0, e,
+            ))),
+            Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
+        }
+    }
+}
+
+/// How a manager without the binary encoding refuses a binary message: it
+/// finds no JSON in it (see `api::membership`).
+fn predates_binary(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::InvalidArgument
+        && status.message().starts_with("bad raft message")
 }
 
 enum Method {
@@ -153,6 +211,16 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<RaftId>, RaftError<RaftId>> {
+        if !self.json_only {
+            if let Some(response) = self.append_binary(&rpc, &option).await? {
+                return Ok(response);
+            }
+            tracing::info!(
+                peer = self.target,
+                "this peer predates binary Raft messages: sending it JSON"
+            );
+            self.json_only = true;
+        }
         self.call(Method::Append, &rpc, &option).await
     }
 
@@ -170,5 +238,36 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<RaftId>, RaftError<RaftId>> {
         self.call(Method::Vote, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::Vote;
+
+    use super::*;
+
+    #[test]
+    fn a_peer_without_the_binary_encoding_is_recognised_by_its_refusal() {
+        // What a manager before the binary encoding does with a binary
+        // AppendEntries: it reads the (empty) JSON field.
+        let rpc = AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new(1, 1),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        };
+        let message = RaftMessage {
+            binary: wire::encode_append(&rpc).unwrap(),
+            ..Default::default()
+        };
+        let refusal = crate::api::membership::decode::<AppendEntriesRequest<TypeConfig>>(&message)
+            .unwrap_err();
+        assert!(predates_binary(&refusal), "{refusal:?}");
+        // Other failures are not taken for it: the peer stays on binary.
+        assert!(!predates_binary(&tonic::Status::unavailable("down")));
+        assert!(!predates_binary(&tonic::Status::invalid_argument(
+            "bad binary AppendEntries: not protobuf"
+        )));
     }
 }

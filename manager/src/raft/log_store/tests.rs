@@ -1,0 +1,54 @@
+use openraft::{CommittedLeaderId, EntryPayload};
+use shoal_api::pb::{Proposal, StoreBatch};
+
+use super::*;
+use crate::{encryption::keys::SecretKey, raft::Payload};
+
+fn entry(index: u64) -> Entry<TypeConfig> {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(2, 1), index),
+        payload: EntryPayload::Normal(Payload::new(Proposal {
+            batches: vec![StoreBatch::default(); index as usize],
+        })),
+    }
+}
+
+/// How managers before the binary format sealed an entry: openraft's JSON.
+fn sealed_as_json(cipher: &Cipher, entry: &Entry<TypeConfig>) -> Vec<u8> {
+    let mut buffer = Cipher::buffer(0);
+    serde_json::to_writer(&mut buffer, entry).unwrap();
+    cipher
+        .seal_buffer(entry_context(entry.log_id.index).as_bytes(), buffer)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_log_written_as_json_by_an_older_manager_is_read_and_continued() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries_dir = dir.path().join("entries");
+    let cipher = Arc::new(Cipher::new(&SecretKey::generate().unwrap()).unwrap());
+    // Entries 1–3 as an older manager left them, 4–5 as this one writes
+    // them (what `LogStore::seal_entry` seals).
+    let sealed = |i: u64| {
+        let mut buffer = Cipher::buffer(0);
+        wire::encode_entry(&entry(i), &mut buffer).unwrap();
+        cipher
+            .seal_buffer(entry_context(i).as_bytes(), buffer)
+            .unwrap()
+    };
+    {
+        let mut wal = Wal::open(&entries_dir, None).unwrap();
+        let mut records: Vec<(u64, Vec<u8>)> = (1..=3)
+            .map(|i| (i, sealed_as_json(&cipher, &entry(i))))
+            .collect();
+        records.extend((4..=5).map(|i| (i, sealed(i))));
+        wal.append(&records).unwrap();
+        wal.sync().unwrap();
+    }
+    let mut store =
+        LogStore::open(&dir.path().join("log.redb"), &entries_dir, cipher.clone()).unwrap();
+    let read = store.try_get_log_entries(1..=5).await.unwrap();
+    assert_eq!(read, (1..=5).map(entry).collect::<Vec<_>>());
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id, Some(entry(5).log_id));
+}
