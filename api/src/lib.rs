@@ -13,6 +13,7 @@ pub mod display;
 pub mod engine;
 pub mod file_target;
 pub mod id;
+pub mod local_socket;
 pub mod mount;
 pub mod network;
 pub mod proxy_protocol;
