@@ -33,25 +33,9 @@ const N1: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
 const N2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 12);
 const N3: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 13);
 
-fn running(cluster: &LabCluster, service: &str) -> usize {
-    cluster
-        .json_rows(&["service", "ps", service])
-        .map(|rows| {
-            rows.iter()
-                .filter(|r| r["DesiredState"] == "Running")
-                .filter(|r| {
-                    r["CurrentState"]
-                        .as_str()
-                        .is_some_and(|s| s.starts_with("Running"))
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 fn wait_running(cluster: &LabCluster, service: &str, n: usize) -> Result<()> {
     cluster.wait(&format!("{n} running {service}"), WAIT, || {
-        (running(cluster, service) == n).then_some(())
+        (cluster.running_tasks(service) == n).then_some(())
     })
 }
 

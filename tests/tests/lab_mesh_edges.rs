@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
-use shoal_tests::{cmd, lab_cluster::LabCluster, netns, run_in_host, topology};
+use shoal_tests::{client::say, cmd, lab_cluster::LabCluster, netns, run_in_host, topology};
 use socket2::{Domain, Protocol, Socket, Type};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -390,19 +390,6 @@ fn shorten_bridge_ageing() -> Result<()> {
             )?;
         }
     }
-    Ok(())
-}
-
-/// Says `text` on `stream` and reads it back.
-fn say(stream: &mut TcpStream, text: &str) -> Result<()> {
-    stream.write_all(text.as_bytes())?;
-    let mut back = vec![0u8; text.len()];
-    stream.read_exact(&mut back)?;
-    ensure!(
-        back == text.as_bytes(),
-        "echoed {:?}",
-        String::from_utf8_lossy(&back)
-    );
     Ok(())
 }
 
