@@ -9,7 +9,7 @@ use std::{
     fmt::Display,
     io::{Read, Write},
     net::TcpStream,
-    process::{Command, Output},
+    process::{Child, Command, Output, Stdio},
 };
 
 use anyhow::{Context, Result, ensure};
@@ -30,6 +30,24 @@ pub fn toolbox(args: &[&str]) -> Result<Command> {
 /// `shoal-toolbox args…` in the client's namespace, run to its end.
 pub fn toolbox_output(args: &[&str]) -> Result<Output> {
     Ok(toolbox(args)?.output()?)
+}
+
+/// Fresh connections to `url` in the background, one every 20 ms, each
+/// allowed 5 s (SYN retransmits included); stdout and stderr piped.
+pub fn http_stream(url: &str, count: usize) -> Result<Child> {
+    Ok(toolbox(&[
+        "--timeout-ms",
+        "5000",
+        "http-get",
+        url,
+        "--count",
+        &count.to_string(),
+        "--interval-ms",
+        "20",
+    ])?
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()?)
 }
 
 /// The echo's JSON of one `http-get` line (`N STATUS JSON`).

@@ -5,7 +5,7 @@
 
 use std::{
     collections::BTreeMap,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::Duration,
 };
 
@@ -186,19 +186,7 @@ fn a_published_port_answers_on_every_node_round_robin_over_every_task() -> Resul
 /// A stream of fresh connections through `node` in the background: one
 /// every 20 ms, each allowed 5 s (SYN retransmits included).
 fn stream(node: &str, count: usize) -> Result<Child> {
-    Ok(client::toolbox(&[
-        "--timeout-ms",
-        "5000",
-        "http-get",
-        &format!("http://{node}:8080/"),
-        "--count",
-        &count.to_string(),
-        "--interval-ms",
-        "20",
-    ])?
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()?)
+    client::http_stream(&format!("http://{node}:8080/"), count)
 }
 
 /// Waits for a stream; returns (ok, failed) and the failed lines.

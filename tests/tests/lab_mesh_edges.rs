@@ -9,7 +9,6 @@
 //!   of the nodes (shortened for the test) and still carry data.
 
 use std::{
-    io::{Read, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
     time::Duration,
 };
@@ -124,15 +123,7 @@ fn tcp_echo_from(from: Ipv4Addr, to: SocketAddrV4, text: &str) -> Result<()> {
         },
     )??;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(text.as_bytes())?;
-    let mut back = vec![0u8; text.len()];
-    stream.read_exact(&mut back)?;
-    ensure!(
-        back == text.as_bytes(),
-        "echoed {:?}",
-        String::from_utf8_lossy(&back)
-    );
-    Ok(())
+    say(&mut stream, text)
 }
 
 /// One UDP exchange from `from` to `to` (the echo image answers `whoami`);

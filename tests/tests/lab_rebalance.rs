@@ -43,19 +43,7 @@ fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
 /// Fresh connections through n1's published port from the lab's client,
 /// one every 20 ms, each allowed 5 s.
 fn traffic(count: usize) -> Result<Child> {
-    Ok(client::toolbox(&[
-        "--timeout-ms",
-        "5000",
-        "http-get",
-        "http://192.0.2.11:8080/",
-        "--count",
-        &count.to_string(),
-        "--interval-ms",
-        "20",
-    ])?
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()?)
+    client::http_stream("http://192.0.2.11:8080/", count)
 }
 
 /// (answered, failed lines) of a finished stream.
