@@ -2,7 +2,7 @@
 //! `MESH_SYN`, unconfirmed ones) as the agent reads them: for the sweeper
 //! (`sweep`) and for `shoal-agent datapath conntrack`, which lists them.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, os::unix::fs::MetadataExt};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use serde::Serialize;
@@ -17,6 +17,9 @@ use super::{BpfRoot, DatapathError, mesh::open_map, sweep::ConnectionTable};
 pub struct PinnedTable {
     name: &'static str,
     map: BpfHashMap<MapData, CtKey, CtEntry>,
+    /// The pin's inode when it was opened: a data plane pinned anew (a
+    /// node that left and joined again) has another.
+    pin: u64,
 }
 
 impl PinnedTable {
@@ -34,21 +37,38 @@ impl PinnedTable {
 
     fn open(root: &BpfRoot, name: &'static str) -> Result<Self, DatapathError> {
         let path = root.map(name);
+        let pin = pin_inode(&path).map_err(|source| DatapathError::Bpffs {
+            path: path.clone(),
+            source,
+        })?;
         let map =
             BpfHashMap::try_from(open_map(root, name)?).map_err(|source| DatapathError::Map {
                 path: path.clone(),
                 source,
             })?;
-        Ok(Self { name, map })
+        Ok(Self { name, map, pin })
+    }
+
+    /// Whether this is still the table pinned under `root` (one stat, no
+    /// map opened): the sweeper keeps its handles while it is.
+    pub fn still_pinned(&self, root: &BpfRoot) -> bool {
+        pin_inode(&root.map(self.name)).is_ok_and(|pin| pin == self.pin)
     }
 
     /// Every entry now (an entry removed during the walk may end it early:
     /// the next sweep sees the rest).
     pub fn entries(&self) -> Vec<(CtKey, CtEntry)> {
         let mut out = Vec::new();
+        self.walk(|key, entry| out.push((key, entry)));
+        out
+    }
+
+    /// Calls `f` with each entry, as the walk reads it (nothing copied
+    /// aside: a table holds up to 262,144 entries).
+    fn walk(&self, mut f: impl FnMut(CtKey, CtEntry)) {
         for item in self.map.iter() {
             match item {
-                Ok(pair) => out.push(pair),
+                Ok((key, entry)) => f(key, entry),
                 Err(aya::maps::MapError::KeyNotFound) => continue,
                 Err(error) => {
                     tracing::debug!(table = self.name, %error, "walking a connection table");
@@ -56,7 +76,6 @@ impl PinnedTable {
                 }
             }
         }
-        out
     }
 
     pub fn name(&self) -> &'static str {
@@ -66,11 +85,13 @@ impl PinnedTable {
 
 impl ConnectionTable for PinnedTable {
     fn closed(&self) -> Result<Vec<(CtKey, CtEntry)>, DatapathError> {
-        Ok(self
-            .entries()
-            .into_iter()
-            .filter(|(_, entry)| is_closed(entry.flags))
-            .collect())
+        let mut closed = Vec::new();
+        self.walk(|key, entry| {
+            if is_closed(entry.flags) {
+                closed.push((key, entry));
+            }
+        });
+        Ok(closed)
     }
 
     fn get(&self, key: &CtKey) -> Option<CtEntry> {
@@ -80,6 +101,10 @@ impl ConnectionTable for PinnedTable {
     fn remove(&mut self, key: &CtKey) -> bool {
         self.map.remove(key).is_ok()
     }
+}
+
+fn pin_inode(path: &std::path::Path) -> std::io::Result<u64> {
+    Ok(std::fs::metadata(path)?.ino())
 }
 
 /// One direction of a tracked connection, as `datapath conntrack` prints it.
