@@ -17,9 +17,7 @@ use super::{BpfRoot, DatapathError, mesh::open_map, sweep::ConnectionTable};
 pub struct PinnedTable {
     name: &'static str,
     map: BpfHashMap<MapData, CtKey, CtEntry>,
-    /// The pin's inode when it was opened: a data plane pinned anew (a
-    /// node that left and joined again) has another.
-    pin: u64,
+    pin: PinIdentity,
 }
 
 impl PinnedTable {
@@ -37,7 +35,7 @@ impl PinnedTable {
 
     fn open(root: &BpfRoot, name: &'static str) -> Result<Self, DatapathError> {
         let path = root.map(name);
-        let pin = pin_inode(&path).map_err(|source| DatapathError::Bpffs {
+        let pin = PinIdentity::of(&path).map_err(|source| DatapathError::Bpffs {
             path: path.clone(),
             source,
         })?;
@@ -52,7 +50,7 @@ impl PinnedTable {
     /// Whether this is still the table pinned under `root` (one stat, no
     /// map opened): the sweeper keeps its handles while it is.
     pub fn still_pinned(&self, root: &BpfRoot) -> bool {
-        pin_inode(&root.map(self.name)).is_ok_and(|pin| pin == self.pin)
+        self.pin.still(&root.map(self.name))
     }
 
     /// Every entry now (an entry removed during the walk may end it early:
@@ -103,8 +101,21 @@ impl ConnectionTable for PinnedTable {
     }
 }
 
-fn pin_inode(path: &std::path::Path) -> std::io::Result<u64> {
-    Ok(std::fs::metadata(path)?.ino())
+/// Which pin a table was opened from: its inode. A data plane pinned
+/// anew (a node that left and joined again) has other pins, with other
+/// inodes, under the same names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PinIdentity(u64);
+
+impl PinIdentity {
+    fn of(path: &std::path::Path) -> std::io::Result<Self> {
+        Ok(Self(std::fs::metadata(path)?.ino()))
+    }
+
+    /// Whether `path` is still this pin (false once it is gone or replaced).
+    fn still(&self, path: &std::path::Path) -> bool {
+        Self::of(path).is_ok_and(|now| now == *self)
+    }
 }
 
 /// One direction of a tracked connection, as `datapath conntrack` prints it.
@@ -186,6 +197,22 @@ pub fn list(root: &BpfRoot) -> Result<Vec<Tracked>, DatapathError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pin_removed_or_made_anew_is_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("MESH_CT");
+        std::fs::write(&path, b"").unwrap();
+        let pin = PinIdentity::of(&path).unwrap();
+        assert!(pin.still(&path));
+        // Kept open elsewhere, as the old map is by the sweeper's handle:
+        // the new file cannot reuse its inode.
+        let _old = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(!pin.still(&path), "a pin that is gone");
+        std::fs::write(&path, b"").unwrap();
+        assert!(!pin.still(&path), "a pin made anew under the same name");
+    }
 
     #[test]
     fn an_entry_prints_with_host_order_ports_and_its_flags() {
