@@ -21,10 +21,8 @@ use shoal_agent_common::{
 
 use crate::{
     closing, conntrack, guard,
-    mesh::{
-        Flow, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FLAGS_OFF, TCP_SYN, into_container,
-        out_of_underlay, rewrite,
-    },
+    mesh::{Flow, PROTO_TCP, PROTO_UDP, TCP_SYN, into_container, out_of_underlay, rewrite},
+    segment::Segment,
     tunnel,
 };
 
@@ -85,14 +83,7 @@ pub fn arrive(ctx: &mut TcContext, inner: &Flow, entry: u32, via: u32, veth: u32
 /// port free for a new connection); `Err(false)`: not a mesh connection.
 #[inline(always)]
 fn task_port(ctx: &TcContext, inner: &Flow, entry: u32, via: u32) -> Result<u16, bool> {
-    let tcp = tunnel::INNER_IP_OFF + 20;
-    let (flags, seq) = if inner.proto == PROTO_TCP {
-        let flags: u8 = ctx.load(tcp + 13).map_err(|_| false)?;
-        let seq: u32 = ctx.load(tcp + 4).map_err(|_| false)?;
-        (flags, u32::from_be(seq))
-    } else {
-        (0, 0)
-    };
+    let seg = Segment::read(ctx, inner, tunnel::INNER_IP_OFF + 20).ok_or(false)?;
     let mut reply = CtKey {
         saddr: inner.daddr,
         daddr: inner.saddr,
@@ -107,7 +98,7 @@ fn task_port(ctx: &TcContext, inner: &Flow, entry: u32, via: u32) -> Result<u16,
         let back = unsafe { *slot };
         if back.flags & CT_RETURN != 0 && back.addr == entry && back.port == inner.sport {
             if inner.proto == PROTO_TCP {
-                let _ = closing::from_client(ctx, slot, tcp);
+                let _ = closing::from_client(&seg, slot);
             }
             return Ok(inner.sport);
         }
@@ -129,13 +120,13 @@ fn task_port(ctx: &TcContext, inner: &Flow, entry: u32, via: u32) -> Result<u16,
             let back = unsafe { *slot };
             if back.flags & CT_RETURN != 0 && back.addr == entry && back.port == inner.sport {
                 if inner.proto == PROTO_TCP {
-                    let _ = closing::from_client(ctx, slot, tcp);
+                    let _ = closing::from_client(&seg, slot);
                 }
                 return Ok(port);
             }
         }
     }
-    learn(inner, entry, via, (flags, seq), &moved)
+    learn(inner, entry, via, &seg, &moved)
 }
 
 /// A connection this node has no reply entry for: only from the node its
@@ -148,7 +139,7 @@ fn learn(
     inner: &Flow,
     entry: u32,
     via: u32,
-    (flags, seq): (u8, u32),
+    seg: &Segment,
     moved: &ReturnKey,
 ) -> Result<u16, bool> {
     if tunnel::node_holding(entry) != Some(via) {
@@ -162,7 +153,7 @@ fn learn(
     } else {
         (0, 0)
     };
-    let first = inner.proto == PROTO_UDP || flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let first = inner.proto == PROTO_UDP || seg.is_syn();
     let mut port = inner.sport;
     for attempt in 0u16..8 {
         let reply = CtKey {
@@ -182,7 +173,7 @@ fn learn(
             service: published,
             flags: CT_RETURN | mode,
             syn_seq: 0,
-            client_seq: seq,
+            client_seq: u32::from_be(seg.seq),
         };
         if free && conntrack::insert_new(&reply, &back, taken.is_none()) {
             if port == inner.sport {
@@ -218,22 +209,18 @@ pub fn send_back(
     ctx: &mut TcContext,
     cfg: &MeshConfig,
     f: &Flow,
+    seg: &Segment,
     slot: *mut CtEntry,
     confirmed: bool,
 ) -> i32 {
     // SAFETY: the entry stays valid while this program runs (RCU).
     let back = unsafe { *slot };
-    let flags: u8 = if f.proto == PROTO_TCP {
-        ctx.load(TCP_FLAGS_OFF).unwrap_or(0)
-    } else {
-        0
-    };
     // Marked before a confirmation moves the entry (a task that closes at
     // once): the confirmed copy carries the mark.
     if f.proto == PROTO_TCP {
-        let _ = closing::from_task(ctx, slot, crate::mesh::L4_OFF);
+        let _ = closing::from_task(seg, slot);
     }
-    if !confirmed && (f.proto == PROTO_UDP || flags & TCP_SYN == 0) {
+    if !confirmed && (f.proto == PROTO_UDP || seg.flags & TCP_SYN == 0) {
         let key = f.key();
         conntrack::confirm(&key, &key);
     }
@@ -262,12 +249,9 @@ pub fn send_back(
 /// second datagram (UDP) confirms it. (A client spoofing its source could
 /// confirm one with a blind ACK: the SYN-ACK check is not possible here.)
 #[inline(always)]
-pub fn confirm_direct(ctx: &TcContext, f: &Flow, forward: &CtKey, reply: &CtKey) {
-    if f.proto == PROTO_TCP {
-        let flags: u8 = ctx.load(TCP_FLAGS_OFF).unwrap_or(TCP_SYN);
-        if flags & TCP_SYN != 0 {
-            return;
-        }
+pub fn confirm_direct(f: &Flow, seg: &Segment, forward: &CtKey, reply: &CtKey) {
+    if f.proto == PROTO_TCP && seg.flags & TCP_SYN != 0 {
+        return;
     }
     conntrack::confirm(forward, reply);
 }

@@ -7,29 +7,26 @@
 //! of an ended connection is left for the agent's sweeper, which removes
 //! it once it has lingered (retransmitted FINs and last ACKs still pass).
 
-use aya_ebpf::programs::TcContext;
 use shoal_agent_common::{CT_ENDING, CtEntry, CtKey, close};
 
 use crate::{
     conntrack,
-    mesh::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    mesh::{TCP_FIN, TCP_RST},
+    segment::Segment,
 };
 
-/// A client's packet (TCP header at `l4`) on the connection of `slot`:
+/// A client's packet (its TCP fields: `seg`) on the connection of `slot`:
 /// its sequence number kept, its FIN or RST marking the connection ending
 /// if it is in the client's window (a guess from off the path is not).
 /// Returns the ending bits to copy to the connection's other entry, if any.
 #[inline(always)]
-pub fn from_client(ctx: &TcContext, slot: *mut CtEntry, l4: usize) -> Option<u32> {
-    let (Ok(seq), Ok(tcp_flags)) = (ctx.load::<u32>(l4 + 4), ctx.load::<u8>(l4 + 13)) else {
-        return None;
-    };
-    let seq = u32::from_be(seq);
+pub fn from_client(seg: &Segment, slot: *mut CtEntry) -> Option<u32> {
+    let (seq, tcp_flags) = (u32::from_be(seg.seq), seg.flags);
     // SAFETY: the entry stays valid while this program runs (RCU); whole
     // words are read and written.
     let (last, flags) = unsafe { ((*slot).client_seq, (*slot).flags) };
     if tcp_flags & (TCP_FIN | TCP_RST) == 0 {
-        if tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        if seg.is_syn() {
             // A SYN on the ports again: this connection starts afresh.
             // SAFETY: as above.
             unsafe {
@@ -54,12 +51,12 @@ pub fn from_client(ctx: &TcContext, slot: *mut CtEntry, l4: usize) -> Option<u32
     Some(wanted & CT_ENDING)
 }
 
-/// A task's packet (TCP header at `l4`) on the connection of `slot`: its
+/// A task's packet (its TCP fields: `seg`) on the connection of `slot`: its
 /// FIN or RST marks the connection ending. Returns the ending bits to copy
 /// to the connection's other entry, if any.
 #[inline(always)]
-pub fn from_task(ctx: &TcContext, slot: *mut CtEntry, l4: usize) -> Option<u32> {
-    let tcp_flags: u8 = ctx.load(l4 + 13).ok()?;
+pub fn from_task(seg: &Segment, slot: *mut CtEntry) -> Option<u32> {
+    let tcp_flags = seg.flags;
     if tcp_flags & (TCP_FIN | TCP_RST) == 0 {
         return None;
     }

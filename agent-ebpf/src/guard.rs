@@ -23,7 +23,8 @@ use shoal_agent_common::{
 
 use crate::{
     conntrack,
-    mesh::{self, Flow, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FLAGS_OFF, TCP_SYN},
+    mesh::{self, Flow, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_SYN},
+    segment::Segment,
     tunnel,
 };
 
@@ -139,12 +140,9 @@ pub fn untracked_reply(ctx: &TcContext, inner: &Flow, l4: usize) -> bool {
 /// connection can start without one, and a task's SYN-ACK to the mesh goes
 /// to this node's ingress address), every datagram for UDP.
 #[inline(always)]
-pub fn container_blocked(ctx: &TcContext, f: &Flow) -> bool {
-    if f.proto == PROTO_TCP {
-        let flags: u8 = ctx.load(TCP_FLAGS_OFF).unwrap_or(0);
-        if flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
-            return false;
-        }
+pub fn container_blocked(f: &Flow, seg: &Segment) -> bool {
+    if f.proto == PROTO_TCP && !seg.is_syn() {
+        return false;
     }
     let kind = addr_flags(f.daddr);
     if kind == 0 {

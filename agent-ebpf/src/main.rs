@@ -14,6 +14,7 @@ mod counters;
 mod guard;
 mod mesh;
 mod pick;
+mod segment;
 mod tunnel;
 mod vip;
 

@@ -15,7 +15,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use crate::{allow, clientip, closing, conntrack, guard, pick, tunnel};
+use crate::{allow, clientip, closing, conntrack, guard, pick, segment::Segment, tunnel};
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
     helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
@@ -39,7 +39,6 @@ const IP_SRC_OFF: usize = ETH_HLEN + 12;
 const IP_DST_OFF: usize = ETH_HLEN + 16;
 /// The mesh handles IPv4 without options: L4 starts here.
 pub(crate) const L4_OFF: usize = ETH_HLEN + 20;
-pub(crate) const TCP_FLAGS_OFF: usize = L4_OFF + 13;
 const TCP_CSUM_OFF: usize = L4_OFF + 16;
 const UDP_CSUM_OFF: usize = L4_OFF + 6;
 pub(crate) const PROTO_TCP: u8 = 6;
@@ -249,15 +248,21 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
         return tunnel_in(ctx, &cfg, f.saddr);
     }
     let key = f.key();
+    let seg = Segment::read(ctx, &f, L4_OFF)?;
     let (entry, slot, new, confirmed) = match conntrack::lookup_ptr(&key) {
-        Some((entry, slot, confirmed)) if still_there(ctx, &f, &entry, f.saddr) => {
+        Some((entry, slot, confirmed)) if still_there(&f, &seg, &entry, f.saddr) => {
             (entry, slot, false, confirmed)
         }
         _ if !allow::admits(&f) => {
             count_drop(f.dport, f.proto);
             return Some(guard::drop_packet(shoal_agent_common::DROP_NOT_ALLOWED));
         }
-        _ => (new_connection(ctx, &f)?, core::ptr::null_mut(), true, false),
+        _ => (
+            new_connection(&f, &seg, &key)?,
+            core::ptr::null_mut(),
+            true,
+            false,
+        ),
     };
     if !new {
         let reply = CtKey {
@@ -272,14 +277,14 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
         // into the table the lookup found it in, and a move frees it there
         // (the confirmed copies carry the marks).
         if f.proto == PROTO_TCP
-            && let Some(ending) = closing::from_client(ctx, slot, L4_OFF)
+            && let Some(ending) = closing::from_client(&seg, slot)
         {
             closing::copy_to(&reply, ending);
         }
         if !confirmed && entry.flags & CT_DSR != 0 {
-            clientip::confirm_direct(ctx, &f, &key, &reply);
+            clientip::confirm_direct(&f, &seg, &key, &reply);
         } else if !confirmed && f.proto == PROTO_TCP {
-            confirm_handshake(ctx, &key, &reply);
+            confirm_handshake(&seg, &key, &reply);
         }
     }
     // The client's own address, in both modes (its port too, unless
@@ -319,7 +324,7 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
 /// a retransmission that never got an answer) or a UDP datagram picks
 /// again. `reply_to` is where the backend's replies go: the client itself.
 #[inline(always)]
-pub(crate) fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry, reply_to: u32) -> bool {
+pub(crate) fn still_there(f: &Flow, seg: &Segment, entry: &CtEntry, reply_to: u32) -> bool {
     let reply = CtKey {
         saddr: entry.addr,
         daddr: reply_to,
@@ -333,14 +338,13 @@ pub(crate) fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry, reply_to: 
     if f.proto == PROTO_UDP {
         return intact && live(entry);
     }
-    let flags: u8 = ctx.load(TCP_FLAGS_OFF).unwrap_or(0);
-    if flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+    if !seg.is_syn() {
         // An established connection finishes (or fails) where it is.
         return true;
     }
     // A SYN: the same connection again (its first SYN got no answer) stays
     // while its backend does; a new connection on old ports starts afresh.
-    intact && live(entry) && entry.syn_seq == syn_seq(ctx, f)
+    intact && live(entry) && entry.syn_seq == seg.seq
 }
 
 /// The client's ACK that completes the handshake (it acknowledges the
@@ -348,28 +352,17 @@ pub(crate) fn still_there(ctx: &TcContext, f: &Flow, entry: &CtEntry, reply_to: 
 /// the connection to the confirmed table. A spoofed SYN's source never
 /// sees the SYN-ACK, so it cannot send this ACK.
 #[inline(always)]
-pub(crate) fn confirm_handshake(ctx: &TcContext, forward: &CtKey, reply: &CtKey) {
-    let flags: u8 = ctx.load(TCP_FLAGS_OFF).unwrap_or(0);
-    if flags & (TCP_SYN | TCP_ACK) != TCP_ACK {
+pub(crate) fn confirm_handshake(seg: &Segment, forward: &CtKey, reply: &CtKey) {
+    if seg.flags & (TCP_SYN | TCP_ACK) != TCP_ACK {
         return;
     }
-    let (Ok(ack), Some(back)) = (ctx.load::<u32>(L4_OFF + 8), conntrack::get(reply)) else {
+    let Some(back) = conntrack::get(reply) else {
         return;
     };
     if back.flags & CT_ESTABLISHED != 0
-        && u32::from_be(back.syn_seq).wrapping_add(1) == u32::from_be(ack)
+        && u32::from_be(back.syn_seq).wrapping_add(1) == u32::from_be(seg.ack)
     {
         conntrack::confirm(forward, reply);
-    }
-}
-
-/// A TCP packet's sequence number (0 for UDP).
-#[inline(always)]
-pub(crate) fn syn_seq(ctx: &TcContext, f: &Flow) -> u32 {
-    if f.proto == PROTO_TCP {
-        ctx.load(L4_OFF + 4).unwrap_or(0)
-    } else {
-        0
     }
 }
 
@@ -480,10 +473,11 @@ pub(crate) fn next_backend(service: &PortEntry) -> Option<Backend> {
     unsafe { MESH_BACKENDS.get(key) }.copied()
 }
 
-/// A connection's first packet: the next backend, a source port no other
-/// connection to that backend uses, and both directions tracked.
+/// A connection's first packet (`key`: its direction's key): the next
+/// backend, a source port no other connection to that backend uses, and
+/// both directions tracked.
 #[inline(always)]
-fn new_connection(ctx: &TcContext, f: &Flow) -> Option<CtEntry> {
+fn new_connection(f: &Flow, seg: &Segment, key: &CtKey) -> Option<CtEntry> {
     let port = PortKey {
         port: f.dport,
         proto: f.proto,
@@ -495,11 +489,8 @@ fn new_connection(ctx: &TcContext, f: &Flow) -> Option<CtEntry> {
         return None; // nothing runs: let the stack refuse it
     }
     let host_mode = service.mode == MODE_HOST;
-    if f.proto == PROTO_TCP {
-        let flags: u8 = ctx.load(TCP_FLAGS_OFF).ok()?;
-        if flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
-            return None; // not a connection we saw begin
-        }
+    if f.proto == PROTO_TCP && !seg.is_syn() {
+        return None; // not a connection we saw begin
     }
     let backend = pick::backend(&service, f)?;
     // Keep the client's port unless another connection to this backend
@@ -559,20 +550,12 @@ fn new_connection(ctx: &TcContext, f: &Flow) -> Option<CtEntry> {
         nat_port,
         service: service.service,
         flags: mode_flag,
-        syn_seq: syn_seq(ctx, f),
-        client_seq: u32::from_be(syn_seq(ctx, f)),
-    };
-    let key = CtKey {
-        saddr: f.saddr,
-        daddr: f.daddr,
-        sport: f.sport,
-        dport: f.dport,
-        proto: f.proto,
-        _pad: [0; 3],
+        syn_seq: seg.seq,
+        client_seq: u32::from_be(seg.seq),
     };
     // Unconfirmed until the handshake completes (TCP) or the backend
     // answers (UDP); an old connection's entry on the same ports goes.
-    conntrack::insert_new(&key, &entry, false).then_some(entry)
+    conntrack::insert_new(key, &entry, false).then_some(entry)
 }
 
 /// The key of the replies `backend` sends to `reply_to:nat_port`.
@@ -622,7 +605,9 @@ fn try_reply(ctx: &mut TcContext) -> Option<i32> {
     if cfg.ingress_addr == 0 {
         return None;
     }
-    reply(ctx, &cfg, &f, None)
+    let found = conntrack::get_ptr_mut(&f.key())?;
+    let seg = Segment::read(ctx, &f, L4_OFF)?;
+    reply(ctx, &cfg, &f, &seg, found)
 }
 
 /// Straight into a local task's container: the peer of its host-side
@@ -677,14 +662,18 @@ fn tunnel_reply(ctx: &mut TcContext, cfg: &MeshConfig, inner: &Flow) -> Option<i
         }
         return Some(guard::drop_packet(shoal_agent_common::DROP_VXLAN_PORT));
     };
-    if back.flags & (CT_VIP | CT_RETURN) != 0
-        || !answers(ctx, cfg, inner, &back, tunnel::INNER_IP_OFF + 20)
-        || !tunnel::unwrap(ctx)
-    {
+    if back.flags & (CT_VIP | CT_RETURN) != 0 {
+        return None;
+    }
+    // Read before the unwrap moves the header to standard offsets: the
+    // same fields `reply` goes on with.
+    let seg = Segment::read(ctx, inner, tunnel::INNER_IP_OFF + 20)?;
+    let forward = forward_key(cfg, &back, inner.proto);
+    if !answers(inner, &seg, &back, &forward) || !tunnel::unwrap(ctx) {
         return None;
     }
     // Unwrapped, it is no longer the kernel's to deliver.
-    Some(reply(ctx, cfg, inner, Some((slot, confirmed))).unwrap_or(TC_ACT_SHOT))
+    Some(reply(ctx, cfg, inner, &seg, (slot, confirmed)).unwrap_or(TC_ACT_SHOT))
 }
 
 /// Whether a packet from a task belongs to the mesh connection its
@@ -696,22 +685,15 @@ fn tunnel_reply(ctx: &mut TcContext, cfg: &MeshConfig, inner: &Flow) -> Option<i
 /// ports, so the entry of the one that had them before goes, and the rest
 /// of the new connection goes to the kernel too. (An entry the mesh has
 /// just written, for a SYN no answer has come to yet, stays: the SYN-ACK
-/// may be a late one for an earlier connection.)
+/// may be a late one for an earlier connection.) `forward`: the
+/// connection's client-to-node key ([`forward_key`]).
 #[inline(always)]
-fn answers(ctx: &TcContext, cfg: &MeshConfig, f: &Flow, back: &CtEntry, l4: usize) -> bool {
-    if f.proto != PROTO_TCP {
+fn answers(f: &Flow, seg: &Segment, back: &CtEntry, forward: &CtKey) -> bool {
+    if f.proto != PROTO_TCP || !seg.is_syn_ack() {
         return true;
     }
-    let flags: u8 = ctx.load(l4 + 13).unwrap_or(0);
-    if flags & (TCP_SYN | TCP_ACK) != TCP_SYN | TCP_ACK {
-        return true;
-    }
-    let Ok(ack) = ctx.load::<u32>(l4 + 8) else {
-        return false;
-    };
-    let forward = forward_key(cfg, back, f.proto);
-    let ours = conntrack::get(&forward)
-        .is_some_and(|e| u32::from_be(e.syn_seq).wrapping_add(1) == u32::from_be(ack));
+    let ours = conntrack::get(forward)
+        .is_some_and(|e| u32::from_be(e.syn_seq).wrapping_add(1) == u32::from_be(seg.ack));
     if !ours && back.flags & (CT_ESTABLISHED | CT_CLOSING) != 0 {
         conntrack::remove(&f.key());
     }
@@ -748,59 +730,54 @@ pub(crate) fn out_of_underlay(cfg: &MeshConfig) -> i32 {
 /// A task's reply to a published-port connection, at standard offsets, to
 /// the client itself (or to this node's ingress address, for connections
 /// forwarded before it kept the client's address); wrapped back to the
-/// entry node if that is another node (`clientip`).
+/// entry node if that is another node (`clientip`). `found`: the caller's
+/// lookup of the packet's entry (one lookup a packet).
 #[inline(always)]
 fn reply(
     ctx: &mut TcContext,
     cfg: &MeshConfig,
     f: &Flow,
-    found: Option<(*mut CtEntry, bool)>,
+    seg: &Segment,
+    (slot, confirmed): (*mut CtEntry, bool),
 ) -> Option<i32> {
     let key = f.key();
-    // The caller's lookup, when it made one: one lookup a packet.
-    let (slot, confirmed) = match found {
-        Some(found) => found,
-        None => conntrack::get_ptr_mut(&key)?,
-    };
     // SAFETY: the entry stays valid while this program runs (RCU).
     let back = unsafe { *slot };
     if back.flags & CT_VIP != 0 {
         return None; // east-west: the task's own veth handles it
     }
     if back.flags & CT_RETURN != 0 {
-        return Some(clientip::send_back(ctx, cfg, f, slot, confirmed));
+        return Some(clientip::send_back(ctx, cfg, f, seg, slot, confirmed));
     }
-    if !answers(ctx, cfg, f, &back, L4_OFF) {
+    let forward = forward_key(cfg, &back, f.proto);
+    if !answers(f, seg, &back, &forward) {
         return None;
     }
     if f.proto == PROTO_TCP && back.flags & CT_ESTABLISHED == 0 {
-        let flags: u8 = ctx.load(TCP_FLAGS_OFF).ok()?;
-        if flags & TCP_RST != 0 {
+        if seg.flags & TCP_RST != 0 {
             // A backend refused a connection it never accepted (it died,
             // or is stopping): forget the pick and hide the reset. The
             // client's retransmitted SYN goes to another backend.
-            let forward = forward_key(cfg, &back, f.proto);
             conntrack::remove(&forward);
             conntrack::remove(&key);
             return Some(TC_ACT_SHOT);
         }
         // The SYN-ACK's sequence number: the client's ACK of it confirms
         // the connection (`confirm_handshake`).
-        let seq: u32 = ctx.load(L4_OFF + 4).unwrap_or(0);
         // SAFETY: as above; whole words.
         unsafe {
-            (*slot).syn_seq = seq;
+            (*slot).syn_seq = seg.seq;
             (*slot).flags = back.flags | CT_ESTABLISHED;
         }
     }
     if f.proto == PROTO_UDP && !confirmed {
         // The backend answered: the flow is confirmed.
-        conntrack::confirm(&forward_key(cfg, &back, f.proto), &key);
+        conntrack::confirm(&forward, &key);
     }
     if f.proto == PROTO_TCP
-        && let Some(ending) = closing::from_task(ctx, slot, L4_OFF)
+        && let Some(ending) = closing::from_task(seg, slot)
     {
-        closing::copy_to(&forward_key(cfg, &back, f.proto), ending);
+        closing::copy_to(&forward, ending);
     }
     rewrite(ctx, f, cfg.node_addr, back.addr, back.nat_port, back.port)?;
     count(back.service, ctx.len(), false);
@@ -813,7 +790,7 @@ fn reply(
 /// (wrapped to that node). Only from the veth of the task that owns the
 /// source address.
 #[inline(always)]
-pub(crate) fn task_reply(ctx: &mut TcContext, f: &Flow) -> Option<i32> {
+pub(crate) fn task_reply(ctx: &mut TcContext, f: &Flow, seg: &Segment) -> Option<i32> {
     let cfg = config()?;
     if cfg.ingress_addr == 0 {
         return None;
@@ -824,7 +801,7 @@ pub(crate) fn task_reply(ctx: &mut TcContext, f: &Flow) -> Option<i32> {
         return None;
     }
     if let Some(found) = conntrack::get_ptr_mut(&f.key()) {
-        return reply(ctx, &cfg, f, Some(found));
+        return reply(ctx, &cfg, f, seg, found);
     }
     let node = tunnel::node_of(ctx, &cfg, f.daddr)?;
     match tunnel::wrap(ctx, &cfg, f, &mac_of(f.saddr), f.daddr, node) {

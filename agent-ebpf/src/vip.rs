@@ -15,10 +15,11 @@ use shoal_agent_common::{CT_ESTABLISHED, CT_VIP, CtEntry, CtKey, MESH_MAX_SERVIC
 use crate::{
     closing, conntrack, guard,
     mesh::{
-        self, Flow, L4_OFF, PROTO_TCP, TC_NEXT, TCP_ACK, TCP_FLAGS_OFF, TCP_SYN, confirm_handshake,
-        count, flow, mac_of, rewrite, still_there, syn_seq,
+        self, Flow, L4_OFF, PROTO_TCP, TC_NEXT, confirm_handshake, count, flow, mac_of, rewrite,
+        still_there,
     },
     pick,
+    segment::Segment,
 };
 
 /// Service VIP (network order) → its slot and backends (ports kept).
@@ -38,22 +39,25 @@ pub fn vip_out(mut ctx: TcContext) -> i32 {
     let Some(f) = flow(&ctx) else {
         return TC_NEXT;
     };
-    if guard::container_blocked(&ctx, &f) {
+    let Some(seg) = Segment::read(&ctx, &f, L4_OFF) else {
+        return TC_NEXT;
+    };
+    if guard::container_blocked(&f, &seg) {
         return guard::drop_packet(shoal_agent_common::DROP_CONTAINER_TO_NODE);
     }
     // SAFETY: the agent writes whole entries.
     if let Some(service) = unsafe { MESH_VIPS.get(f.daddr) }.copied() {
-        let _ = try_vip_out(&mut ctx, &f, &service);
+        let _ = try_vip_out(&mut ctx, &f, &seg, &service);
         return TC_NEXT;
     }
-    mesh::task_reply(&mut ctx, &f).unwrap_or(TC_NEXT)
+    mesh::task_reply(&mut ctx, &f, &seg).unwrap_or(TC_NEXT)
 }
 
 #[inline(always)]
-fn try_vip_out(ctx: &mut TcContext, f: &Flow, service: &PortEntry) -> Option<()> {
+fn try_vip_out(ctx: &mut TcContext, f: &Flow, seg: &Segment, service: &PortEntry) -> Option<()> {
     let key = f.key();
     let (backend, new) = match conntrack::lookup_ptr(&key) {
-        Some((entry, slot, confirmed)) if still_there(ctx, f, &entry, f.saddr) => {
+        Some((entry, slot, confirmed)) if still_there(f, seg, &entry, f.saddr) => {
             if f.proto == PROTO_TCP {
                 let reply = CtKey {
                     saddr: entry.addr,
@@ -65,16 +69,16 @@ fn try_vip_out(ctx: &mut TcContext, f: &Flow, service: &PortEntry) -> Option<()>
                 };
                 // Marked before a confirmation moves the entries (see
                 // `mesh::try_ingress`).
-                if let Some(ending) = closing::from_client(ctx, slot, L4_OFF) {
+                if let Some(ending) = closing::from_client(seg, slot) {
                     closing::copy_to(&reply, ending);
                 }
                 if !confirmed {
-                    confirm_handshake(ctx, &key, &reply);
+                    confirm_handshake(seg, &key, &reply);
                 }
             }
             (entry.addr, false)
         }
-        _ => (new_vip_connection(ctx, f, service)?, true),
+        _ => (new_vip_connection(f, seg, &key, service)?, true),
     };
     rewrite(ctx, f, f.saddr, backend, f.sport, f.dport)?;
     ctx.store(0, &mac_of(backend), 0).ok()?;
@@ -82,26 +86,22 @@ fn try_vip_out(ctx: &mut TcContext, f: &Flow, service: &PortEntry) -> Option<()>
     Some(())
 }
 
+/// A task's first packet to a VIP (`forward`: its key): the service's
+/// next task, both directions tracked.
 #[inline(always)]
-fn new_vip_connection(ctx: &TcContext, f: &Flow, service: &PortEntry) -> Option<u32> {
+fn new_vip_connection(
+    f: &Flow,
+    seg: &Segment,
+    forward: &CtKey,
+    service: &PortEntry,
+) -> Option<u32> {
     if service.backends == 0 {
         return None;
     }
-    if f.proto == PROTO_TCP {
-        let flags: u8 = ctx.load(TCP_FLAGS_OFF).ok()?;
-        if flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
-            return None;
-        }
+    if f.proto == PROTO_TCP && !seg.is_syn() {
+        return None;
     }
     let backend = pick::backend(service, f)?;
-    let forward = CtKey {
-        saddr: f.saddr,
-        daddr: f.daddr,
-        sport: f.sport,
-        dport: f.dport,
-        proto: f.proto,
-        _pad: [0; 3],
-    };
     let reply = CtKey {
         saddr: backend.addr,
         daddr: f.saddr,
@@ -116,8 +116,8 @@ fn new_vip_connection(ctx: &TcContext, f: &Flow, service: &PortEntry) -> Option<
         nat_port: f.sport,
         service: service.service,
         flags: CT_VIP,
-        syn_seq: syn_seq(ctx, f),
-        client_seq: u32::from_be(syn_seq(ctx, f)),
+        syn_seq: seg.seq,
+        client_seq: u32::from_be(seg.seq),
     };
     let back = CtEntry {
         addr: f.daddr,
@@ -131,7 +131,7 @@ fn new_vip_connection(ctx: &TcContext, f: &Flow, service: &PortEntry) -> Option<
     // Unconfirmed until the handshake completes, as at the mesh's entry:
     // a container sending SYNs from made-up sources must not push other
     // connections out either.
-    (conntrack::insert_new(&reply, &back, false) && conntrack::insert_new(&forward, &there, false))
+    (conntrack::insert_new(&reply, &back, false) && conntrack::insert_new(forward, &there, false))
         .then_some(backend.addr)
 }
 
@@ -146,57 +146,42 @@ pub fn vip_in(mut ctx: TcContext) -> i32 {
 #[inline(always)]
 fn try_vip_in(ctx: &mut TcContext) -> Option<()> {
     let f = flow(ctx)?;
-    let key = CtKey {
-        saddr: f.saddr,
-        daddr: f.daddr,
-        sport: f.sport,
-        dport: f.dport,
-        proto: f.proto,
-        _pad: [0; 3],
-    };
+    let key = f.key();
     let (slot, confirmed) = conntrack::get_ptr_mut(&key)?;
     // SAFETY: the entry stays valid while this program runs (RCU).
     let back = unsafe { *slot };
     if back.flags & CT_VIP == 0 {
         return None;
     }
+    let seg = Segment::read(ctx, &f, L4_OFF)?;
+    // The client task's direction: to the VIP (`back.addr`), as it left.
+    let forward = CtKey {
+        saddr: f.daddr,
+        daddr: back.addr,
+        sport: f.dport,
+        dport: f.sport,
+        proto: f.proto,
+        _pad: [0; 3],
+    };
     if !confirmed {
         if f.proto == PROTO_TCP {
-            let flags: u8 = ctx.load(TCP_FLAGS_OFF).unwrap_or(0);
-            if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
+            if seg.is_syn_ack() {
                 // The SYN-ACK: the client's ACK of it confirms the
                 // connection (in `try_vip_out`).
-                let seq: u32 = ctx.load(L4_OFF + 4).unwrap_or(0);
                 // SAFETY: as above; whole words.
                 unsafe {
-                    (*slot).syn_seq = seq;
+                    (*slot).syn_seq = seg.seq;
                     (*slot).flags = back.flags | CT_ESTABLISHED;
                 }
             }
         } else {
             // The backend answered the datagram: confirmed.
-            let forward = CtKey {
-                saddr: f.daddr,
-                daddr: back.addr,
-                sport: f.dport,
-                dport: f.sport,
-                proto: f.proto,
-                _pad: [0; 3],
-            };
             conntrack::confirm(&forward, &key);
         }
     }
     if f.proto == PROTO_TCP
-        && let Some(ending) = closing::from_task(ctx, slot, L4_OFF)
+        && let Some(ending) = closing::from_task(&seg, slot)
     {
-        let forward = CtKey {
-            saddr: f.daddr,
-            daddr: back.addr,
-            sport: f.dport,
-            dport: f.sport,
-            proto: f.proto,
-            _pad: [0; 3],
-        };
         closing::copy_to(&forward, ending);
     }
     rewrite(ctx, &f, back.addr, f.daddr, f.sport, f.dport)?;

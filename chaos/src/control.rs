@@ -4,9 +4,8 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use hyper_util::rt::TokioIo;
 use shoal_api::pb::control_client::ControlClient;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 pub type Client = ControlClient<Channel>;
 
@@ -41,17 +40,7 @@ impl Manager {
 }
 
 async fn dial(path: PathBuf) -> Option<Client> {
-    let endpoint = Endpoint::try_from("http://[::1]:1")
-        .ok()?
-        .connect_timeout(Duration::from_secs(1));
-    // The URI is a placeholder: the connector dials the socket.
-    let channel = endpoint
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
+    let channel = shoal_api::local_socket::channel_within(path, Duration::from_secs(1))
         .await
         .ok()?;
     Some(ControlClient::new(channel))

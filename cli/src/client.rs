@@ -2,9 +2,8 @@
 //! `host:port` with a client certificate (see [`crate::tls`]).
 
 use anyhow::{Context, Result};
-use hyper_util::rt::TokioIo;
 use shoal_api::pb::{Empty, Node, Task, control_client::ControlClient};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 /// A client whose calls wait out elections (see [`crate::retry`]).
 pub type Client = ControlClient<crate::retry::Retrying>;
@@ -18,15 +17,7 @@ pub async fn connect(host: &str, tls: &crate::tls::TlsArgs) -> Result<Client> {
 /// A connection to the manager at `host`, for any of its services.
 pub async fn channel(host: &str, tls: &crate::tls::TlsArgs) -> Result<Channel> {
     let channel = if let Some(path) = host.strip_prefix("unix://") {
-        let path = path.to_owned();
-        // The URI is a placeholder: the connector below dials the socket.
-        Endpoint::try_from("http://[::1]:1")?
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-                }
-            }))
+        shoal_api::local_socket::channel(path)
             .await
             .with_context(|| format!("cannot reach a manager at {host} (is shoal-manager running? set --host or SHOAL_HOST)"))?
     } else {

@@ -12,7 +12,6 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use hyper_util::rt::TokioIo;
 use shoal_api::pb::{
     Config, ConfigSpec, Empty, Meta, control_client::ControlClient,
     membership_client::MembershipClient,
@@ -22,7 +21,7 @@ use shoal_pki::{
     join::{self, JoinRequest},
     transport::Dialer,
 };
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 const WRITERS: usize = 32;
 
@@ -53,18 +52,9 @@ fn manager(verb: &str, data: &Path, listen: &str, socket: &Path) -> Result<Kille
 }
 
 async fn local_control(socket: &Path) -> Result<ControlClient<Channel>> {
-    let socket = socket.to_owned();
-    let channel = Endpoint::try_from("http://[::1]:1")?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await?;
-    Ok(ControlClient::new(channel))
+    Ok(ControlClient::new(
+        shoal_api::local_socket::channel(socket).await?,
+    ))
 }
 
 /// The configs the manager serves once it answers again.

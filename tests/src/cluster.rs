@@ -387,17 +387,7 @@ impl TestCluster {
 
 /// A channel to a manager's local control socket.
 pub async fn unix_channel(socket: &std::path::Path) -> Result<Channel> {
-    let socket = socket.to_owned();
-    Ok(tonic::transport::Endpoint::try_from("http://[::1]:1")?
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await?)
+    Ok(shoal_api::local_socket::channel(socket).await?)
 }
 
 pub fn is_running(task: &Task) -> bool {

@@ -88,6 +88,22 @@ impl LabCluster {
         parse_rows(&self.shoal(&all)?)
     }
 
+    /// How many of `service`'s tasks are running and meant to be.
+    pub fn running_tasks(&self, service: &str) -> usize {
+        self.json_rows(&["service", "ps", service])
+            .map(|rows| {
+                rows.iter()
+                    .filter(|r| r["DesiredState"] == "Running")
+                    .filter(|r| {
+                        r["CurrentState"]
+                            .as_str()
+                            .is_some_and(|s| s.starts_with("Running"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// `shoal … --format json` rows from the manager on `node`.
     pub fn json_rows_via(&self, node: &str, args: &[&str]) -> Result<Vec<Value>> {
         let mut all = args.to_vec();

@@ -15,6 +15,7 @@ use std::{
 };
 
 pub mod chromium;
+pub mod client;
 pub mod cluster;
 pub mod lab_cluster;
 pub mod packets;

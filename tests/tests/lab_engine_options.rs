@@ -17,28 +17,12 @@ const WAIT: Duration = Duration::from_secs(45);
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_MKNOD: u32 = 27;
 
-fn running(cluster: &LabCluster, service: &str) -> usize {
-    cluster
-        .json_rows(&["service", "ps", service])
-        .map(|rows| {
-            rows.iter()
-                .filter(|r| r["DesiredState"] == "Running")
-                .filter(|r| {
-                    r["CurrentState"]
-                        .as_str()
-                        .is_some_and(|s| s.starts_with("Running"))
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 /// The service's one running container, once it is not `old`.
 fn new_container(cluster: &LabCluster, service: &str, old: Option<&str>) -> Result<String> {
     cluster.wait(&format!("a new running {service} container"), WAIT, || {
         let ids = containers_of(service).ok()?;
         match ids.as_slice() {
-            [one] if Some(one.as_str()) != old && running(cluster, service) == 1 => {
+            [one] if Some(one.as_str()) != old && cluster.running_tasks(service) == 1 => {
                 Some(one.clone())
             }
             _ => None,
@@ -385,7 +369,7 @@ fn a_service_given_no_name_gets_one_from_the_manager() -> Result<()> {
         .with_context(|| format!("{name:?} is not adjective_surname"))?;
     ensure!(!adjective.is_empty() && !surname.is_empty(), "{name}");
     cluster.wait("the named service running", WAIT, || {
-        (running(&cluster, &name) == 1).then_some(())
+        (cluster.running_tasks(&name) == 1).then_some(())
     })?;
     Ok(())
 }

@@ -13,7 +13,6 @@
 //! packet went.
 
 use std::{
-    io::{Read, Write},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     time::{Duration, Instant},
 };
@@ -21,7 +20,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use shoal_tests::{
-    bin, cmd, containers_of,
+    bin, client, cmd, containers_of,
     lab_cluster::LabCluster,
     netns,
     packets::{self, RawSender},
@@ -33,25 +32,9 @@ const N1: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
 const N2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 12);
 const N3: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 13);
 
-fn running(cluster: &LabCluster, service: &str) -> usize {
-    cluster
-        .json_rows(&["service", "ps", service])
-        .map(|rows| {
-            rows.iter()
-                .filter(|r| r["DesiredState"] == "Running")
-                .filter(|r| {
-                    r["CurrentState"]
-                        .as_str()
-                        .is_some_and(|s| s.starts_with("Running"))
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 fn wait_running(cluster: &LabCluster, service: &str, n: usize) -> Result<()> {
     cluster.wait(&format!("{n} running {service}"), WAIT, || {
-        (running(cluster, service) == n).then_some(())
+        (cluster.running_tasks(service) == n).then_some(())
     })
 }
 
@@ -225,19 +208,6 @@ fn vxlan_from_strangers_and_to_unpublished_ports_reaches_no_container() -> Resul
     Ok(())
 }
 
-/// A client connection to the echo's TCP port that says `text` and reads it back.
-fn echo(stream: &mut TcpStream, text: &str) -> Result<()> {
-    stream.write_all(text.as_bytes())?;
-    let mut back = vec![0u8; text.len()];
-    stream.read_exact(&mut back)?;
-    ensure!(
-        back == text.as_bytes(),
-        "echoed {:?}",
-        String::from_utf8_lossy(&back)
-    );
-    Ok(())
-}
-
 /// Each connection takes two entries (both directions): a flood of this
 /// many SYNs would fill the table four times over if each were tracked.
 const FLOOD_SYNS: usize = 2 * shoal_agent_common::MESH_MAX_CONNECTIONS as usize;
@@ -268,7 +238,7 @@ fn a_spoofed_syn_flood_larger_than_the_table_leaves_established_connections_work
             TcpStream::connect_timeout(&entry.into(), Duration::from_secs(5))
         })??;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        echo(&mut stream, &format!("hello {i}"))
+        client::say(&mut stream, &format!("hello {i}"))
             .with_context(|| format!("connection {i} before the flood"))?;
         streams.push(stream);
     }
@@ -292,7 +262,7 @@ fn a_spoofed_syn_flood_larger_than_the_table_leaves_established_connections_work
     std::thread::sleep(Duration::from_secs(3));
     let mut failed = Vec::new();
     for (i, stream) in streams.iter_mut().enumerate() {
-        if let Err(error) = echo(stream, &format!("again {i}")) {
+        if let Err(error) = client::say(stream, &format!("again {i}")) {
             failed.push(format!("{i}: {error:#}"));
         }
     }
@@ -322,7 +292,7 @@ fn a_spoofed_syn_flood_larger_than_the_table_leaves_established_connections_work
         TcpStream::connect_timeout(&entry.into(), Duration::from_secs(5))
     })??;
     fresh.set_read_timeout(Some(Duration::from_secs(10)))?;
-    echo(&mut fresh, "new after the flood")?;
+    client::say(&mut fresh, "new after the flood")?;
     Ok(())
 }
 

@@ -5,32 +5,19 @@
 
 use std::{
     collections::BTreeMap,
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command},
     time::Duration,
 };
 
 use anyhow::{Context, Result, ensure};
-use shoal_tests::{bin, cmd, containers_of, lab_cluster::LabCluster, toolbox_in, topology};
+use shoal_tests::{bin, client, cmd, containers_of, lab_cluster::LabCluster, toolbox_in};
 
 const WAIT: Duration = Duration::from_secs(30);
 const NODES: [&str; 3] = ["192.0.2.11", "192.0.2.12", "192.0.2.13"];
 
-fn client(args: &[&str]) -> Result<Command> {
-    let mut command = Command::new("ip");
-    command
-        .args(["netns", "exec", topology::CLIENT_NS])
-        .arg(bin("shoal-toolbox")?)
-        .args(args);
-    Ok(command)
-}
-
-fn client_output(args: &[&str]) -> Result<Output> {
-    Ok(client(args)?.output()?)
-}
-
 /// Task names answering `count` fresh connections to `url`, by count.
 fn answers(url: &str, count: usize) -> Result<BTreeMap<String, usize>> {
-    let out = client_output(&["http-get", url, "--count", &count.to_string()])?;
+    let out = client::toolbox_output(&["http-get", url, "--count", &count.to_string()])?;
     let mut by_task = BTreeMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let json = line.splitn(3, ' ').nth(2).unwrap_or("");
@@ -41,22 +28,6 @@ fn answers(url: &str, count: usize) -> Result<BTreeMap<String, usize>> {
         *by_task.entry(task).or_default() += 1;
     }
     Ok(by_task)
-}
-
-fn running(cluster: &LabCluster, service: &str) -> usize {
-    cluster
-        .json_rows(&["service", "ps", service])
-        .map(|rows| {
-            rows.iter()
-                .filter(|r| r["DesiredState"] == "Running")
-                .filter(|r| {
-                    r["CurrentState"]
-                        .as_str()
-                        .is_some_and(|s| s.starts_with("Running"))
-                })
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 #[test]
@@ -76,7 +47,7 @@ fn a_published_port_answers_on_every_node_round_robin_over_every_task() -> Resul
         "shoal/echo:1",
     ])?;
     cluster.wait("6 running web tasks", WAIT, || {
-        (running(&cluster, "web") == 6).then_some(())
+        (cluster.running_tasks("web") == 6).then_some(())
     })?;
     let tasks: Vec<String> = (1..=6).map(|i| format!("web.{i}")).collect();
     for node in NODES {
@@ -96,32 +67,14 @@ fn a_published_port_answers_on_every_node_round_robin_over_every_task() -> Resul
     // Full-size segments from the underlay fit the overlay: the mesh clamps
     // the SYN's MSS (3,000 bytes through the TCP echo, via a remote task).
     let big = "x".repeat(3000);
-    let out = client_output(&["tcp-connect", "192.0.2.13:8082", "--send", &big])?;
+    let out = client::toolbox_output(&["tcp-connect", "192.0.2.13:8082", "--send", &big])?;
     ensure!(
         String::from_utf8_lossy(&out.stdout).contains(&big),
         "3,000 bytes through the mesh did not come back: {out:?}"
     );
     // Transfers of many segments, both ways through the mesh's own VXLAN
-    // and its fallbacks (the tasks send GSO super-packets, which the
-    // kernel's VXLAN device carries), arrive whole through every node.
-    for node in NODES {
-        let out = client_output(&[
-            "--timeout-ms",
-            "10000",
-            "http-get",
-            &format!("http://{node}:8080/bytes/4000000"),
-            "--count",
-            "6",
-            "--length",
-        ])?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        ensure!(
-            out.status.success()
-                && text.lines().count() == 6
-                && text.lines().all(|l| l.ends_with(" 200 4000000 bytes")),
-            "4 MB through {node}: {text}"
-        );
-    }
+    // and its fallbacks, arrive whole through every node.
+    client::big_replies_arrive_whole(&NODES)?;
 
     // The nodes' counters reach `service inspect` with their heartbeats.
     let counted = cluster.wait("180 connections counted in service inspect", WAIT, || {
@@ -147,10 +100,10 @@ fn a_published_port_answers_on_every_node_round_robin_over_every_task() -> Resul
         "shoal/echo:1",
     ])?;
     cluster.wait("2 running dns-like tasks", WAIT, || {
-        (running(&cluster, "dns-like") == 2).then_some(())
+        (cluster.running_tasks("dns-like") == 2).then_some(())
     })?;
     let udp_task = || -> Option<String> {
-        let out = client_output(&["udp-send", "192.0.2.13:5353", "whoami"]).ok()?;
+        let out = client::toolbox_output(&["udp-send", "192.0.2.13:5353", "whoami"]).ok()?;
         let reply: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         reply["task"].as_str().map(str::to_owned)
     };
@@ -159,7 +112,7 @@ fn a_published_port_answers_on_every_node_round_robin_over_every_task() -> Resul
     })?;
     let mut seen = BTreeMap::new();
     for _ in 0..4 {
-        let out = client_output(&["udp-send", "192.0.2.13:5353", "whoami"])?;
+        let out = client::toolbox_output(&["udp-send", "192.0.2.13:5353", "whoami"])?;
         let reply: serde_json::Value = serde_json::from_slice(&out.stdout)
             .with_context(|| format!("UDP via n3 (no task there): {out:?}"))?;
         *seen
@@ -186,7 +139,7 @@ fn a_published_port_answers_on_every_node_round_robin_over_every_task() -> Resul
         "shoal/echo:1",
     ])?;
     cluster.wait("2 running hm tasks", WAIT, || {
-        (running(&cluster, "hm") == 2).then_some(())
+        (cluster.running_tasks("hm") == 2).then_some(())
     })?;
     let mut host_tasks = Vec::new();
     for node in &NODES[..2] {
@@ -196,7 +149,8 @@ fn a_published_port_answers_on_every_node_round_robin_over_every_task() -> Resul
         })?;
     }
     for node in &NODES[..2] {
-        let out = client_output(&["http-get", &format!("http://{node}:8081/"), "--count", "3"])?;
+        let out =
+            client::toolbox_output(&["http-get", &format!("http://{node}:8081/"), "--count", "3"])?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         ensure!(
             text.lines().count() == 3 && text.lines().all(|l| l.contains(" 200 ")),
@@ -217,14 +171,14 @@ fn a_published_port_answers_on_every_node_round_robin_over_every_task() -> Resul
         host_tasks.len() == 2 && host_tasks[0] != host_tasks[1],
         "{host_tasks:?}"
     );
-    let out = client_output(&["--timeout-ms", "500", "tcp-connect", "192.0.2.13:8081"])?;
+    let out = client::toolbox_output(&["--timeout-ms", "500", "tcp-connect", "192.0.2.13:8081"])?;
     ensure!(
         !out.status.success(),
         "host mode answered on a node without a task"
     );
 
     // Unpublished ports are not taken: the stack refuses them as before.
-    let out = client_output(&["--timeout-ms", "500", "tcp-connect", "192.0.2.11:8089"])?;
+    let out = client::toolbox_output(&["--timeout-ms", "500", "tcp-connect", "192.0.2.11:8089"])?;
     ensure!(!out.status.success(), "an unpublished port answered");
     Ok(())
 }
@@ -232,19 +186,7 @@ fn a_published_port_answers_on_every_node_round_robin_over_every_task() -> Resul
 /// A stream of fresh connections through `node` in the background: one
 /// every 20 ms, each allowed 5 s (SYN retransmits included).
 fn stream(node: &str, count: usize) -> Result<Child> {
-    Ok(client(&[
-        "--timeout-ms",
-        "5000",
-        "http-get",
-        &format!("http://{node}:8080/"),
-        "--count",
-        &count.to_string(),
-        "--interval-ms",
-        "20",
-    ])?
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()?)
+    client::http_stream(&format!("http://{node}:8080/"), count)
 }
 
 /// Waits for a stream; returns (ok, failed) and the failed lines.
@@ -277,7 +219,7 @@ fn no_connection_fails_while_tasks_die_scale_and_the_entry_agent_is_killed() -> 
         "shoal/echo:1",
     ])?;
     cluster.wait("6 running web tasks", WAIT, || {
-        (running(&cluster, "web") == 6).then_some(())
+        (cluster.running_tasks("web") == 6).then_some(())
     })?;
 
     // A task killed, then 6 -> 3 -> 6, under a stream of new connections.
@@ -294,12 +236,12 @@ fn no_connection_fails_while_tasks_die_scale_and_the_entry_agent_is_killed() -> 
     std::thread::sleep(Duration::from_secs(2));
     cluster.shoal(&["service", "scale", "web=3"])?;
     cluster.wait("3 running", WAIT, || {
-        (running(&cluster, "web") == 3).then_some(())
+        (cluster.running_tasks("web") == 3).then_some(())
     })?;
     std::thread::sleep(Duration::from_secs(1));
     cluster.shoal(&["service", "scale", "web=6"])?;
     cluster.wait("6 running", WAIT, || {
-        (running(&cluster, "web") == 6).then_some(())
+        (cluster.running_tasks("web") == 6).then_some(())
     })?;
     let (ok, failed, lines) = finish(traffic)?;
     println!("kill + scale 6->3->6: {ok} connections answered, {failed} failed");
@@ -385,7 +327,7 @@ fn a_service_vip_balances_connections_from_containers_round_robin() -> Result<()
     ])?;
     for (service, n) in [("web", 3), ("rr", 2), ("tb", 1)] {
         cluster.wait(&format!("{n} running {service}"), WAIT, || {
-            (running(&cluster, service) == n).then_some(())
+            (cluster.running_tasks(service) == n).then_some(())
         })?;
     }
     let tb = cmd::stdout(
@@ -397,14 +339,9 @@ fn a_service_vip_balances_connections_from_containers_round_robin() -> Result<()
     // seeing the client's own address.
     let out = toolbox_in(&tb, &["http-get", "http://web/", "--count", "30"])?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut by_task: BTreeMap<String, usize> = BTreeMap::new();
+    let by_task = client::tally_tasks(&text)?;
     for line in text.lines() {
-        let json: serde_json::Value =
-            serde_json::from_str(line.splitn(3, ' ').nth(2).unwrap_or(""))
-                .with_context(|| format!("not an answer: {line}"))?;
-        *by_task
-            .entry(json["task"].as_str().unwrap_or("").to_owned())
-            .or_default() += 1;
+        let json = client::answer_json(line)?;
         ensure!(
             !json["client"]
                 .as_str()
@@ -461,7 +398,7 @@ fn shoal_agent_leave_takes_the_node_s_mesh_overlay_and_tasks_away() -> Result<()
         "shoal/echo:1",
     ])?;
     cluster.wait("3 running web tasks", WAIT, || {
-        (running(&cluster, "web") == 3).then_some(())
+        (cluster.running_tasks("web") == 3).then_some(())
     })?;
     let url = "http://192.0.2.13:8080/";
     cluster.wait("n3 to answer on 8080", WAIT, || {
@@ -496,7 +433,7 @@ fn shoal_agent_leave_takes_the_node_s_mesh_overlay_and_tasks_away() -> Result<()
         !links.contains("shbr") && !links.contains("shvx"),
         "overlay devices left on n3: {links}"
     );
-    let out = client_output(&["--timeout-ms", "500", "tcp-connect", "192.0.2.13:8080"])?;
+    let out = client::toolbox_output(&["--timeout-ms", "500", "tcp-connect", "192.0.2.13:8080"])?;
     ensure!(!out.status.success(), "n3 still answers 8080 after leave");
     let left = cmd::stdout(
         "docker",
@@ -569,7 +506,7 @@ fn published_ports_answer_on_every_node_when_tasks_are_on_several_networks() -> 
     ])?;
     for (service, n) in [("multi_hm", 3), ("multi_im", 3), ("multi_tb", 1)] {
         cluster.wait(&format!("{n} running {service}"), WAIT, || {
-            (running(&cluster, service) == n).then_some(())
+            (cluster.running_tasks(service) == n).then_some(())
         })?;
     }
 
@@ -591,7 +528,7 @@ fn published_ports_answer_on_every_node_when_tasks_are_on_several_networks() -> 
             "30 connections to {node}:8080 (ingress mode, tasks on 3 networks) went {got:?}"
         );
         for _ in 0..3 {
-            let out = client_output(&["udp-send", &format!("{node}:8080"), "whoami"])?;
+            let out = client::toolbox_output(&["udp-send", &format!("{node}:8080"), "whoami"])?;
             ensure!(
                 String::from_utf8_lossy(&out.stdout).contains("\"task\":\"multi_im."),
                 "UDP to {node}:8080 (ingress mode, tasks on 3 networks): {out:?}"
@@ -613,7 +550,7 @@ fn published_ports_answer_on_every_node_when_tasks_are_on_several_networks() -> 
         cluster.wait(&format!("{node}:8081 (host mode) to answer"), WAIT, || {
             (answers(&url, 1).ok()?.contains_key(&task)).then_some(())
         })?;
-        let out = client_output(&["http-get", &url, "--count", "20"])?;
+        let out = client::toolbox_output(&["http-get", &url, "--count", "20"])?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         ensure!(
             text.lines().count() == 20
@@ -624,7 +561,7 @@ fn published_ports_answer_on_every_node_when_tasks_are_on_several_networks() -> 
              from the client's own address, got: {text}"
         );
         for _ in 0..5 {
-            let out = client_output(&["udp-send", &format!("{node}:8081"), "whoami"])?;
+            let out = client::toolbox_output(&["udp-send", &format!("{node}:8081"), "whoami"])?;
             let reply = String::from_utf8_lossy(&out.stdout).into_owned();
             ensure!(
                 out.status.success()

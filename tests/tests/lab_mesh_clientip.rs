@@ -8,12 +8,11 @@
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
-    process::Output,
     time::Duration,
 };
 
 use anyhow::{Context, Result, ensure};
-use shoal_tests::{bin, lab_cluster::LabCluster, netns, topology};
+use shoal_tests::{client, lab_cluster::LabCluster, netns, topology};
 use socket2::{Domain, Protocol, Socket, Type};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -22,30 +21,6 @@ const NODES: [Ipv4Addr; 3] = [
     Ipv4Addr::new(192, 0, 2, 12),
     Ipv4Addr::new(192, 0, 2, 13),
 ];
-
-fn client_output(args: &[&str]) -> Result<Output> {
-    Ok(std::process::Command::new("ip")
-        .args(["netns", "exec", topology::CLIENT_NS])
-        .arg(bin("shoal-toolbox")?)
-        .args(args)
-        .output()?)
-}
-
-fn running(cluster: &LabCluster, service: &str) -> usize {
-    cluster
-        .json_rows(&["service", "ps", service])
-        .map(|rows| {
-            rows.iter()
-                .filter(|r| r["DesiredState"] == "Running")
-                .filter(|r| {
-                    r["CurrentState"]
-                        .as_str()
-                        .is_some_and(|s| s.starts_with("Running"))
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
 
 /// The echo's identity line: `(task, client)`.
 fn identity(json: &str) -> Option<(String, String)> {
@@ -58,7 +33,7 @@ fn identity(json: &str) -> Option<(String, String)> {
 
 /// `(task, client)` of each of `count` fresh connections to `url`.
 fn http_identities(url: &str, count: usize) -> Result<Vec<(String, String)>> {
-    let out = client_output(&["http-get", url, "--count", &count.to_string()])?;
+    let out = client::toolbox_output(&["http-get", url, "--count", &count.to_string()])?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.lines()
         .map(|line| {
@@ -72,7 +47,7 @@ fn http_identities(url: &str, count: usize) -> Result<Vec<(String, String)>> {
 
 /// `(task, client)` of a UDP `whoami` to `to`.
 fn udp_identity(to: SocketAddr) -> Result<(String, String)> {
-    let out = client_output(&["udp-send", &to.to_string(), "whoami"])?;
+    let out = client::toolbox_output(&["udp-send", &to.to_string(), "whoami"])?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     identity(&text).with_context(|| format!("UDP to {to}: {out:?}"))
 }
@@ -126,7 +101,7 @@ fn the_task_sees_the_client_address_through_every_entry_node() -> Result<()> {
         "shoal/echo:1",
     ])?;
     cluster.wait("3 running web tasks", WAIT, || {
-        (running(&cluster, "web") == 3).then_some(())
+        (cluster.running_tasks("web") == 3).then_some(())
     })?;
     for node in NODES {
         let url = format!("http://{node}:8080/");
@@ -173,25 +148,7 @@ fn the_task_sees_the_client_address_through_every_entry_node() -> Result<()> {
 
     // Replies of many segments (the tasks send GSO super-packets, which
     // the task's node wraps back to the entry node) arrive whole.
-    for node in NODES {
-        let out = client_output(&[
-            "--timeout-ms",
-            "10000",
-            "http-get",
-            &format!("http://{node}:8080/bytes/4000000"),
-            "--count",
-            "6",
-            "--length",
-        ])?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        ensure!(
-            out.status.success()
-                && text.lines().count() == 6
-                && text.lines().all(|l| l.ends_with(" 200 4000000 bytes")),
-            "4 MB through {node}: {text}"
-        );
-    }
-    Ok(())
+    client::big_replies_arrive_whole(&NODES)
 }
 
 #[test]
@@ -213,7 +170,7 @@ fn one_client_port_through_two_entry_nodes_reaches_one_task_as_two_connections()
         "shoal/echo:1",
     ])?;
     cluster.wait("1 running task", WAIT, || {
-        (running(&cluster, "one") == 1).then_some(())
+        (cluster.running_tasks("one") == 1).then_some(())
     })?;
     for node in &NODES[..2] {
         let url = format!("http://{node}:8090/");
@@ -299,7 +256,7 @@ fn direct_server_return_answers_the_client_from_the_task_node() -> Result<()> {
         "shoal/echo:1",
     ])?;
     cluster.wait("1 running task", WAIT, || {
-        (running(&cluster, "direct") == 1).then_some(())
+        (cluster.running_tasks("direct") == 1).then_some(())
     })?;
     let inspect = cluster.shoal(&["service", "inspect", "direct"])?;
     ensure!(
@@ -328,7 +285,7 @@ fn direct_server_return_answers_the_client_from_the_task_node() -> Result<()> {
     // 4 MB entering at n1: the replies leave n3 straight to the client, so
     // n1 sends little more than the client's ACKs on to n3.
     let before = underlay_tx_bytes("n1")?;
-    let out = client_output(&[
+    let out = client::toolbox_output(&[
         "--timeout-ms",
         "10000",
         "http-get",

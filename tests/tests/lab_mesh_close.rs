@@ -12,14 +12,14 @@
 //! each node.
 
 use std::{
-    io::{Read, Write},
+    io::Read,
     net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use shoal_tests::{lab_cluster::LabCluster, netns, packets, run_in_host, topology};
+use shoal_tests::{client::say, lab_cluster::LabCluster, netns, packets, run_in_host, topology};
 
 const WAIT: Duration = Duration::from_secs(30);
 const LINGER: &str = "2s";
@@ -83,18 +83,6 @@ fn open(cluster: &LabCluster, node: usize) -> Result<TcpStream> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     say(&mut stream, "hello")?;
     Ok(stream)
-}
-
-fn say(stream: &mut TcpStream, text: &str) -> Result<()> {
-    stream.write_all(text.as_bytes())?;
-    let mut back = vec![0u8; text.len()];
-    stream.read_exact(&mut back)?;
-    ensure!(
-        back == text.as_bytes(),
-        "echoed {:?}",
-        String::from_utf8_lossy(&back)
-    );
-    Ok(())
 }
 
 fn local_port(stream: &TcpStream) -> Result<u16> {

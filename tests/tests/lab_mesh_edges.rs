@@ -9,14 +9,13 @@
 //!   of the nodes (shortened for the test) and still carry data.
 
 use std::{
-    io::{Read, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
     time::Duration,
 };
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
-use shoal_tests::{cmd, lab_cluster::LabCluster, netns, run_in_host, topology};
+use shoal_tests::{client::say, cmd, lab_cluster::LabCluster, netns, run_in_host, topology};
 use socket2::{Domain, Protocol, Socket, Type};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -124,15 +123,7 @@ fn tcp_echo_from(from: Ipv4Addr, to: SocketAddrV4, text: &str) -> Result<()> {
         },
     )??;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(text.as_bytes())?;
-    let mut back = vec![0u8; text.len()];
-    stream.read_exact(&mut back)?;
-    ensure!(
-        back == text.as_bytes(),
-        "echoed {:?}",
-        String::from_utf8_lossy(&back)
-    );
-    Ok(())
+    say(&mut stream, text)
 }
 
 /// One UDP exchange from `from` to `to` (the echo image answers `whoami`);
@@ -390,19 +381,6 @@ fn shorten_bridge_ageing() -> Result<()> {
             )?;
         }
     }
-    Ok(())
-}
-
-/// Says `text` on `stream` and reads it back.
-fn say(stream: &mut TcpStream, text: &str) -> Result<()> {
-    stream.write_all(text.as_bytes())?;
-    let mut back = vec![0u8; text.len()];
-    stream.read_exact(&mut back)?;
-    ensure!(
-        back == text.as_bytes(),
-        "echoed {:?}",
-        String::from_utf8_lossy(&back)
-    );
     Ok(())
 }
 

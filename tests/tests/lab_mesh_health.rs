@@ -8,13 +8,13 @@
 
 use std::{
     collections::BTreeMap,
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, ensure};
 use shoal_tests::{
-    bin, cmd, containers_of, get_in_container, lab_cluster::LabCluster, toolbox_in, topology,
+    client, cmd, containers_of, get_in_container, lab_cluster::LabCluster, toolbox_in,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -64,11 +64,8 @@ fn create_web(cluster: &LabCluster, retries: &str) -> Result<()> {
 /// Whether each entry node spreads 6 connections over `tasks` tasks.
 fn every_node_answers_all(tasks: usize) -> bool {
     ENTRIES.iter().all(|entry| {
-        let out = Command::new("ip")
-            .args(["netns", "exec", topology::CLIENT_NS])
-            .arg(bin("shoal-toolbox").unwrap_or_default())
-            .args(["http-get", &format!("http://{entry}/"), "--count", "6"])
-            .output();
+        let out =
+            client::toolbox_output(&["http-get", &format!("http://{entry}/"), "--count", "6"]);
         let Ok(out) = out else { return false };
         let text = String::from_utf8_lossy(&out.stdout);
         let names: std::collections::BTreeSet<&str> = text
@@ -89,10 +86,7 @@ struct Load {
 
 impl Load {
     fn start() -> Result<Self> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", topology::CLIENT_NS])
-            .arg(bin("shoal-toolbox")?)
-            .args(["--timeout-ms", "3000", "load"])
+        let mut child = client::toolbox(&["--timeout-ms", "3000", "load"])?
             .args(ENTRIES)
             .args(["--rate", &RATE.to_string(), "--workers", "32"])
             .args(["--seconds", "300"])
@@ -386,17 +380,7 @@ fn vip_tally(tb: &str, count: usize) -> Result<BTreeMap<String, usize>> {
         tb,
         &["http-get", "http://web/", "--count", &count.to_string()],
     )?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut by_task = BTreeMap::new();
-    for line in text.lines() {
-        let json: serde_json::Value =
-            serde_json::from_str(line.splitn(3, ' ').nth(2).unwrap_or(""))
-                .with_context(|| format!("not an answer: {line}"))?;
-        *by_task
-            .entry(json["task"].as_str().unwrap_or("").to_owned())
-            .or_default() += 1;
-    }
-    Ok(by_task)
+    client::tally_tasks(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// Whether `service ps web` shows `task` running with this health word.

@@ -26,22 +26,6 @@ use shoal_tests::{cmd, lab_cluster::LabCluster, netns, topology};
 const WAIT: Duration = Duration::from_secs(60);
 const NODES: [&str; 3] = ["192.0.2.11", "192.0.2.12", "192.0.2.13"];
 
-fn running(cluster: &LabCluster, service: &str) -> usize {
-    cluster
-        .json_rows(&["service", "ps", service])
-        .map(|rows| {
-            rows.iter()
-                .filter(|r| r["DesiredState"] == "Running")
-                .filter(|r| {
-                    r["CurrentState"]
-                        .as_str()
-                        .is_some_and(|s| s.starts_with("Running"))
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 /// The task named in a `shoal/echo` identity line.
 fn task_of(reply: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(reply).ok()?;
@@ -156,7 +140,7 @@ fn maglev_picks_the_same_task_from_every_node_and_moves_few_flows_when_one_goes(
         "shoal/echo:1",
     ])?;
     cluster.wait("5 running mg tasks", WAIT, || {
-        (running(&cluster, "mg") == 5).then_some(())
+        (cluster.running_tasks("mg") == 5).then_some(())
     })?;
     let inspect: serde_json::Value =
         serde_json::from_str(&cluster.shoal(&["service", "inspect", "mg"])?)?;
@@ -213,7 +197,7 @@ fn maglev_picks_the_same_task_from_every_node_and_moves_few_flows_when_one_goes(
     // them (no connection entry keeps any of them where it was).
     cluster.shoal(&["service", "scale", "mg=4"])?;
     cluster.wait("4 running mg tasks", WAIT, || {
-        (running(&cluster, "mg") == 4).then_some(())
+        (cluster.running_tasks("mg") == 4).then_some(())
     })?;
     wait_balanced(&cluster, 8091, 4)?;
     let third = udp_whoami(&flows, at(NODES[2], 8091))?;
@@ -364,7 +348,7 @@ fn client_ip_affinity_holds_across_nodes_and_backend_changes_then_expires() -> R
         "shoal/echo:1",
     ])?;
     cluster.wait("4 running sticky tasks", WAIT, || {
-        (running(&cluster, "sticky") == 4).then_some(())
+        (cluster.running_tasks("sticky") == 4).then_some(())
     })?;
     let inspect: serde_json::Value =
         serde_json::from_str(&cluster.shoal(&["service", "inspect", "sticky"])?)?;
@@ -444,7 +428,7 @@ fn client_ip_affinity_holds_across_nodes_and_backend_changes_then_expires() -> R
     let scaled = (|| -> Result<()> {
         cluster.shoal(&["service", "scale", "sticky=5"])?;
         cluster.wait("5 running sticky tasks", WAIT, || {
-            (running(&cluster, "sticky") == 5).then_some(())
+            (cluster.running_tasks("sticky") == 5).then_some(())
         })?;
         // The new task is in every node's table once a client never seen
         // before can reach it (a fresh address has no affinity entry).

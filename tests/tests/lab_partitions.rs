@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
-use shoal_tests::{bin, lab_cluster::LabCluster, topology};
+use shoal_tests::{client, lab_cluster::LabCluster, topology};
 
 /// The lab managers' heartbeat period (Swarm's default): a node is down
 /// after 3 missed heartbeats.
@@ -83,10 +83,7 @@ const ATTEMPT: Duration = Duration::from_millis(1000);
 
 impl Load {
     fn start(node: &str, count: usize) -> Result<Self> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", topology::CLIENT_NS])
-            .arg(bin("shoal-toolbox")?)
-            .args(["--timeout-ms", &ATTEMPT.as_millis().to_string()])
+        let mut child = client::toolbox(&["--timeout-ms", &ATTEMPT.as_millis().to_string()])?
             .args(["http-get", &format!("http://{}:8080/", addr_of(node))])
             .args(["--count", &count.to_string(), "--interval-ms", "50"])
             .stdout(Stdio::piped())

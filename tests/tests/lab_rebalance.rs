@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
-use shoal_tests::{bin, lab_cluster::LabCluster, topology};
+use shoal_tests::{bin, client, lab_cluster::LabCluster};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -43,22 +43,7 @@ fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
 /// Fresh connections through n1's published port from the lab's client,
 /// one every 20 ms, each allowed 5 s.
 fn traffic(count: usize) -> Result<Child> {
-    Ok(Command::new("ip")
-        .args(["netns", "exec", topology::CLIENT_NS])
-        .arg(bin("shoal-toolbox")?)
-        .args([
-            "--timeout-ms",
-            "5000",
-            "http-get",
-            "http://192.0.2.11:8080/",
-            "--count",
-            &count.to_string(),
-            "--interval-ms",
-            "20",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?)
+    client::http_stream("http://192.0.2.11:8080/", count)
 }
 
 /// (answered, failed lines) of a finished stream.

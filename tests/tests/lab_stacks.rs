@@ -6,12 +6,12 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
 use anyhow::{Context, Result, ensure};
-use shoal_tests::{bin, containers_of, lab_cluster::LabCluster, toolbox_in, topology};
+use shoal_tests::{bin, client, containers_of, lab_cluster::LabCluster, toolbox_in};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -133,26 +133,6 @@ fn every_example_stack_deploys_and_stack_rm_leaves_nothing() -> Result<()> {
     Ok(())
 }
 
-/// A constant stream of new connections to `url` from the client host.
-fn stream(url: &str, count: usize) -> Result<std::process::Child> {
-    Ok(Command::new("ip")
-        .args(["netns", "exec", topology::CLIENT_NS])
-        .arg(bin("shoal-toolbox")?)
-        .args([
-            "--timeout-ms",
-            "5000",
-            "http-get",
-            url,
-            "--count",
-            &count.to_string(),
-            "--interval-ms",
-            "20",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?)
-}
-
 const ROLLING: &str = "services:
   web:
     image: ${WEB_IMAGE:-shoal/echo:1}
@@ -262,11 +242,7 @@ fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<(
     phase("converged");
     // Every node answers before the stream starts.
     cluster.wait("the mesh to serve app_web", WAIT, || {
-        let out = Command::new("ip")
-            .args(["netns", "exec", topology::CLIENT_NS])
-            .arg(bin("shoal-toolbox").ok()?)
-            .args(["http-get", "http://192.0.2.12:8080/", "--count", "4"])
-            .output()
+        let out = client::toolbox_output(&["http-get", "http://192.0.2.12:8080/", "--count", "4"])
             .ok()?;
         (String::from_utf8_lossy(&out.stdout)
             .matches(" 200 ")
@@ -277,7 +253,7 @@ fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<(
 
     phase("mesh serves");
     // The update: parallelism 2, delay 2 s, under ~50 new connections/s.
-    let client = stream("http://192.0.2.12:8080/", 600)?;
+    let stream = client::http_stream("http://192.0.2.12:8080/", 600)?;
     let started = std::time::Instant::now();
     let out = deploy_with("shoal/echo:2")?;
     ensure!(out.contains("Updating service app_web"), "{out}");
@@ -289,7 +265,7 @@ fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<(
         (update_state(&cluster, "app_web")? == "completed").then_some(())
     })?;
     let took = started.elapsed();
-    let out = client.wait_with_output()?;
+    let out = stream.wait_with_output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let ok = text.lines().filter(|l| l.contains(" 200 ")).count();
     let failed: Vec<&str> = text.lines().filter(|l| !l.contains(" 200 ")).collect();

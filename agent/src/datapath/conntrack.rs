@@ -2,7 +2,7 @@
 //! `MESH_SYN`, unconfirmed ones) as the agent reads them: for the sweeper
 //! (`sweep`) and for `shoal-agent datapath conntrack`, which lists them.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, os::unix::fs::MetadataExt};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use serde::Serialize;
@@ -17,6 +17,7 @@ use super::{BpfRoot, DatapathError, mesh::open_map, sweep::ConnectionTable};
 pub struct PinnedTable {
     name: &'static str,
     map: BpfHashMap<MapData, CtKey, CtEntry>,
+    pin: PinIdentity,
 }
 
 impl PinnedTable {
@@ -34,21 +35,38 @@ impl PinnedTable {
 
     fn open(root: &BpfRoot, name: &'static str) -> Result<Self, DatapathError> {
         let path = root.map(name);
+        let pin = PinIdentity::of(&path).map_err(|source| DatapathError::Bpffs {
+            path: path.clone(),
+            source,
+        })?;
         let map =
             BpfHashMap::try_from(open_map(root, name)?).map_err(|source| DatapathError::Map {
                 path: path.clone(),
                 source,
             })?;
-        Ok(Self { name, map })
+        Ok(Self { name, map, pin })
+    }
+
+    /// Whether this is still the table pinned under `root` (one stat, no
+    /// map opened): the sweeper keeps its handles while it is.
+    pub fn still_pinned(&self, root: &BpfRoot) -> bool {
+        self.pin.still(&root.map(self.name))
     }
 
     /// Every entry now (an entry removed during the walk may end it early:
     /// the next sweep sees the rest).
     pub fn entries(&self) -> Vec<(CtKey, CtEntry)> {
         let mut out = Vec::new();
+        self.walk(|key, entry| out.push((key, entry)));
+        out
+    }
+
+    /// Calls `f` with each entry, as the walk reads it (nothing copied
+    /// aside: a table holds up to 262,144 entries).
+    fn walk(&self, mut f: impl FnMut(CtKey, CtEntry)) {
         for item in self.map.iter() {
             match item {
-                Ok(pair) => out.push(pair),
+                Ok((key, entry)) => f(key, entry),
                 Err(aya::maps::MapError::KeyNotFound) => continue,
                 Err(error) => {
                     tracing::debug!(table = self.name, %error, "walking a connection table");
@@ -56,7 +74,6 @@ impl PinnedTable {
                 }
             }
         }
-        out
     }
 
     pub fn name(&self) -> &'static str {
@@ -66,11 +83,13 @@ impl PinnedTable {
 
 impl ConnectionTable for PinnedTable {
     fn closed(&self) -> Result<Vec<(CtKey, CtEntry)>, DatapathError> {
-        Ok(self
-            .entries()
-            .into_iter()
-            .filter(|(_, entry)| is_closed(entry.flags))
-            .collect())
+        let mut closed = Vec::new();
+        self.walk(|key, entry| {
+            if is_closed(entry.flags) {
+                closed.push((key, entry));
+            }
+        });
+        Ok(closed)
     }
 
     fn get(&self, key: &CtKey) -> Option<CtEntry> {
@@ -79,6 +98,23 @@ impl ConnectionTable for PinnedTable {
 
     fn remove(&mut self, key: &CtKey) -> bool {
         self.map.remove(key).is_ok()
+    }
+}
+
+/// Which pin a table was opened from: its inode. A data plane pinned
+/// anew (a node that left and joined again) has other pins, with other
+/// inodes, under the same names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PinIdentity(u64);
+
+impl PinIdentity {
+    fn of(path: &std::path::Path) -> std::io::Result<Self> {
+        Ok(Self(std::fs::metadata(path)?.ino()))
+    }
+
+    /// Whether `path` is still this pin (false once it is gone or replaced).
+    fn still(&self, path: &std::path::Path) -> bool {
+        Self::of(path).is_ok_and(|now| now == *self)
     }
 }
 
@@ -161,6 +197,22 @@ pub fn list(root: &BpfRoot) -> Result<Vec<Tracked>, DatapathError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pin_removed_or_made_anew_is_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("MESH_CT");
+        std::fs::write(&path, b"").unwrap();
+        let pin = PinIdentity::of(&path).unwrap();
+        assert!(pin.still(&path));
+        // Kept open elsewhere, as the old map is by the sweeper's handle:
+        // the new file cannot reuse its inode.
+        let _old = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(!pin.still(&path), "a pin that is gone");
+        std::fs::write(&path, b"").unwrap();
+        assert!(!pin.still(&path), "a pin made anew under the same name");
+    }
 
     #[test]
     fn an_entry_prints_with_host_order_ports_and_its_flags() {

@@ -98,27 +98,51 @@ impl Sweeper {
     }
 }
 
+/// The sweeper and the tables it sweeps, opened once and kept while
+/// their pins stay (a stat a tick, not two maps opened).
+struct Sweeping {
+    sweeper: Sweeper,
+    tables: Option<[PinnedTable; 2]>,
+}
+
+impl Sweeping {
+    /// One sweep of the node's tables (none while the data plane has not
+    /// pinned them).
+    fn tick(&mut self, root: &BpfRoot) -> Result<usize, DatapathError> {
+        let kept = self
+            .tables
+            .take()
+            .filter(|tables| tables.iter().all(|t| t.still_pinned(root)));
+        self.tables = match kept {
+            Some(tables) => Some(tables),
+            None => PinnedTable::open_both(root)?,
+        };
+        let Some([confirmed, embryonic]) = self.tables.as_mut() else {
+            return Ok(0);
+        };
+        self.sweeper
+            .sweep(&mut [confirmed, embryonic], Instant::now())
+    }
+}
+
 /// Sweeps the node's tables every [`period`] for as long as the agent
 /// runs (nothing while the data plane has not pinned them yet), counting
 /// what it removes in `/metrics`.
 pub async fn keep_sweeping(root: BpfRoot, linger: Duration) {
-    let mut sweeper = Some(Sweeper::new(linger));
+    let mut sweeping = Some(Sweeping {
+        sweeper: Sweeper::new(linger),
+        tables: None,
+    });
     let mut tick = tokio::time::interval(period(linger));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(mut owned) = sweeper.take() else {
+        let Some(mut owned) = sweeping.take() else {
             return;
         };
         let root = root.clone();
         let done = tokio::task::spawn_blocking(move || {
-            let result = match PinnedTable::open_both(&root) {
-                Ok(Some([mut confirmed, mut embryonic])) => {
-                    owned.sweep(&mut [&mut confirmed, &mut embryonic], Instant::now())
-                }
-                Ok(None) => Ok(0),
-                Err(error) => Err(error),
-            };
+            let result = owned.tick(&root);
             (owned, result)
         })
         .await;
@@ -132,11 +156,14 @@ pub async fn keep_sweeping(root: BpfRoot, linger: Duration) {
                     }
                     Err(error) => tracing::warn!(%error, "sweeping the mesh's connection tables"),
                 }
-                sweeper = Some(owned);
+                sweeping = Some(owned);
             }
             Err(error) => {
                 tracing::error!(%error, "the connection sweeper failed; starting it afresh");
-                sweeper = Some(Sweeper::new(linger));
+                sweeping = Some(Sweeping {
+                    sweeper: Sweeper::new(linger),
+                    tables: None,
+                });
             }
         }
     }

@@ -15,7 +15,8 @@
 
 mod answer_codes;
 mod message;
-mod plain_a;
+/// Public for the fuzz target, which runs it beside the general path.
+pub mod plain_a;
 pub mod records;
 mod tcp;
 #[cfg(test)]

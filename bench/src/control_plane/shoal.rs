@@ -10,7 +10,6 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use hyper_util::rt::TokioIo;
 use shoal_api::pb::{
     ClusterInfo, Empty, IssueClientCertificateRequest, control_client::ControlClient,
 };
@@ -19,7 +18,7 @@ use shoal_pki::{
     join::{self, JoinRequest},
     transport::Dialer,
 };
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 use super::{Procs, spawn_quiet, wait_for};
 
@@ -67,18 +66,7 @@ impl ShoalCluster {
 
 /// A channel to a manager's local socket (no TLS: the socket is root's).
 async fn local_channel(socket: &Path) -> Result<Channel> {
-    let socket = socket.to_owned();
-    // The URI is a placeholder: the connector dials the socket.
-    Ok(Endpoint::try_from("http://[::1]:1")?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await?)
+    Ok(shoal_api::local_socket::channel(socket).await?)
 }
 
 /// Starts the managers with their data under `root` and waits until all

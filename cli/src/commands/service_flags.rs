@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use shoal_api::pb::{ConfigReference, FileTarget, Mount, PortConfig, PublishMode, SecretReference};
 
 /// Docker's RAMInBytes: `512m`, `1g`, `1.5GiB`, `1024` (bytes); 1024-based.
@@ -183,26 +183,9 @@ pub fn parse_publish(spec: &str) -> Result<PortConfig> {
 }
 
 /// What the relay behind `proxy-protocol=v2` cannot do, refused before the
-/// manager is asked (it refuses the same, for any client).
+/// manager is asked (it refuses the same, for any client: one rule).
 fn check_proxy_protocol(port: &PortConfig, spec: &str) -> Result<()> {
-    if port.proxy_protocol.is_empty() {
-        return Ok(());
-    }
-    if port.protocol != "tcp" {
-        bail!(
-            "--publish {spec:?}: proxy-protocol=v2 is for tcp ports; Shoal does not relay {}",
-            port.protocol
-        );
-    }
-    if port.publish_mode() == PublishMode::Host {
-        bail!(
-            "--publish {spec:?}: proxy-protocol=v2 is for ports published in ingress mode; in host mode the task sees its client's address already"
-        );
-    }
-    if port.direct_server_return {
-        bail!("--publish {spec:?}: proxy-protocol=v2 and dsr=true cannot be combined");
-    }
-    Ok(())
+    shoal_api::proxy_protocol::check(port).map_err(|why| anyhow!("--publish {spec:?}: {why}"))
 }
 
 fn parse_bool(value: Option<&str>, key: &str, spec: &str) -> Result<bool> {

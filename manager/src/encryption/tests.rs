@@ -59,20 +59,6 @@ async fn control(manager: &RunningManager) -> ControlClient<Channel> {
     ControlClient::new(channel)
 }
 
-async fn unix_channel(socket: &Path) -> anyhow::Result<Channel> {
-    let socket = socket.to_owned();
-    Ok(tonic::transport::Endpoint::try_from("http://[::1]:1")?
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await?)
-}
-
 /// Every way `needle` may be stored: as it is, and inside base64 (as Raft
 /// entries carry protobuf) at each of the three alignments.
 fn forms(needle: &[u8]) -> Vec<Vec<u8>> {
@@ -340,7 +326,7 @@ async fn a_locked_manager_serves_nothing_until_the_right_key() {
         tokio::net::TcpStream::connect(o1.listen).await.is_err(),
         "nothing listens on TCP while locked"
     );
-    let channel = unix_channel(&socket).await.unwrap();
+    let channel = shoal_api::local_socket::channel(&socket).await.unwrap();
     let status = ControlClient::new(channel.clone())
         .get_cluster(Empty {})
         .await

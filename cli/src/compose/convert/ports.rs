@@ -117,24 +117,25 @@ pub(super) fn direct_return(
 }
 
 /// Marks the ports `x-shoal-proxy-protocol` names for the relay's PROXY
-/// protocol v2 header; each must be a TCP port the service publishes in
-/// ingress mode (the relay has no datagram path).
+/// protocol v2 header; each must be a port the service publishes in
+/// ingress mode, and one the relay can serve (`shoal_api::proxy_protocol`:
+/// TCP, not with `x-shoal-dsr`).
 pub(super) fn proxy_protocol(
     value: &crate::compose::yaml::Value,
     ports: &mut [PortConfig],
 ) -> Result<(), (Option<usize>, String)> {
     for (i, index) in listed_ingress_ports(value, ports)? {
-        let port = &mut ports[index];
-        if port.protocol != "tcp" {
+        let marked = PortConfig {
+            proxy_protocol: shoal_api::proxy_protocol::VERSIONS[0].into(),
+            ..ports[index].clone()
+        };
+        if let Err(why) = shoal_api::proxy_protocol::check(&marked) {
             return Err((
                 Some(i),
-                format!(
-                    "{}/{}: proxy-protocol v2 is for tcp ports; Shoal does not relay {}",
-                    port.published_port, port.protocol, port.protocol
-                ),
+                format!("{}/{}: {why}", marked.published_port, marked.protocol),
             ));
         }
-        port.proxy_protocol = "v2".into();
+        ports[index] = marked;
     }
     Ok(())
 }
@@ -277,7 +278,7 @@ mod tests {
         for (bad, why) in [
             (
                 "[\"8096/udp\"]",
-                "8096/udp: proxy-protocol v2 is for tcp ports",
+                "8096/udp: proxy-protocol=v2 is for tcp ports; Shoal does not relay udp",
             ),
             (
                 "[8081]",
@@ -289,5 +290,17 @@ mod tests {
             let (_, message) = proxy_protocol(&value, &mut ports).unwrap_err();
             assert!(message.contains(why), "{bad}: {message}");
         }
+        // With `x-shoal-dsr` on the same port: the manager's rule, refused
+        // here with the list entry named.
+        let dsr: crate::compose::yaml::Value = yaml_serde::from_str("[8080]").unwrap();
+        direct_return(&dsr, &mut ports).unwrap();
+        let (entry, message) = proxy_protocol(&value, &mut ports).unwrap_err();
+        assert_eq!(entry, Some(0));
+        assert!(
+            message.starts_with(
+                "8080/tcp: proxy-protocol=v2 and dsr (direct server return) cannot be combined"
+            ),
+            "{message}"
+        );
     }
 }

@@ -12,7 +12,6 @@ mod engine;
 mod files;
 mod image;
 mod lb;
-mod proxy;
 mod templating;
 
 use std::collections::BTreeSet;
@@ -299,7 +298,10 @@ fn endpoint_spec(endpoint: &EndpointSpec) -> Check {
                 "invalid port {shown}: dsr (direct server return) is for ports published in ingress mode; in host mode the task answers from its own node already"
             );
         }
-        proxy::check(&shown, protocol, port)?;
+        // The relay's rule, shared with the CLI and the compose converter.
+        if let Err(why) = shoal_api::proxy_protocol::check(port) {
+            return invalid!("invalid port {shown}: {why}");
+        }
         let same_target = |p: &&shoal_api::pb::PortConfig| {
             p.target_port == port.target_port
                 && (if p.protocol.is_empty() {
