@@ -12,7 +12,7 @@ pub use pick::*;
 
 /// Version of the map layouts below. Pinned objects live under
 /// `<bpffs root>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 16;
+pub const LAYOUT_VERSION: u32 = 17;
 
 /// Names of the maps and programs in the eBPF object, as the loader looks them up.
 pub mod names {
@@ -306,6 +306,12 @@ pub const CT_DSR: u32 = 32;
 /// A connection to a service VIP (east-west): the reply entry's `addr` is
 /// the VIP to put back as the source.
 pub const CT_VIP: u32 = 4;
+/// On a VIP connection, its reply entry (keyed backend → client task, `addr`
+/// the VIP). The forward entry (client task → VIP, `addr` the backend) has
+/// the same shape of ports, so without this mark a packet of the forward
+/// direction pushed onto the task's veth (a spoof, a hairpin) matched it in
+/// `vip_in` and confirmed the connection without its reply entry.
+pub const CT_VIP_REPLY: u32 = 512;
 /// A FIN or RST went by: the connection is ending, and a new connection
 /// may take its source port towards the same backend.
 pub const CT_CLOSING: u32 = 8;

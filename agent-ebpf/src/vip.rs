@@ -10,7 +10,9 @@ use aya_ebpf::{
     maps::HashMap,
     programs::TcContext,
 };
-use shoal_agent_common::{CT_ESTABLISHED, CT_VIP, CtEntry, CtKey, MESH_MAX_SERVICES, PortEntry};
+use shoal_agent_common::{
+    CT_ESTABLISHED, CT_VIP, CT_VIP_REPLY, CtEntry, CtKey, MESH_MAX_SERVICES, PortEntry,
+};
 
 use crate::{
     closing, conntrack, guard,
@@ -124,7 +126,7 @@ fn new_vip_connection(
         port: f.sport,
         nat_port: f.dport,
         service: service.service,
-        flags: CT_VIP,
+        flags: CT_VIP | CT_VIP_REPLY,
         syn_seq: 0,
         client_seq: 0,
     };
@@ -150,7 +152,9 @@ fn try_vip_in(ctx: &mut TcContext) -> Option<()> {
     let (slot, confirmed) = conntrack::get_ptr_mut(&key)?;
     // SAFETY: the entry stays valid while this program runs (RCU).
     let back = unsafe { *slot };
-    if back.flags & CT_VIP == 0 {
+    // Only a reply entry: a packet that matched the forward entry is not a
+    // reply (see `CT_VIP_REPLY`), and the kernel's to handle.
+    if back.flags & CT_VIP_REPLY == 0 {
         return None;
     }
     let seg = Segment::read(ctx, &f, L4_OFF)?;

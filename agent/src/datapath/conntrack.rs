@@ -8,7 +8,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData};
 use serde::Serialize;
 use shoal_agent_common::{
     CT_CLOSING, CT_DSR, CT_ESTABLISHED, CT_FIN_CLIENT, CT_FIN_TASK, CT_HOST_MODE, CT_RESET,
-    CT_RETURN, CT_VIP, CtEntry, CtKey, close::is_closed, names,
+    CT_RETURN, CT_VIP, CT_VIP_REPLY, CtEntry, CtKey, close::is_closed, names,
 };
 
 use super::{BpfRoot, DatapathError, mesh::open_map, sweep::ConnectionTable};
@@ -136,10 +136,11 @@ pub struct Tracked {
     pub client_seq: u32,
 }
 
-const FLAG_NAMES: [(u32, &str); 9] = [
+const FLAG_NAMES: [(u32, &str); 10] = [
     (CT_ESTABLISHED, "established"),
     (CT_HOST_MODE, "host"),
     (CT_VIP, "vip"),
+    (CT_VIP_REPLY, "vip-reply"),
     (CT_CLOSING, "closing"),
     (CT_RETURN, "return"),
     (CT_DSR, "dsr"),
