@@ -15,6 +15,7 @@ pub mod file_target;
 pub mod id;
 pub mod mount;
 pub mod network;
+pub mod node_list;
 pub mod template;
 pub mod test_port;
 pub mod token;
