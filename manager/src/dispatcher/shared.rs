@@ -158,8 +158,11 @@ mod tests {
         }
         let mut senders: Vec<Sender> = nodes.iter().map(|_| Sender::new(true)).collect();
         let mut receivers: Vec<Receiver> = nodes.iter().map(|_| Receiver::default()).collect();
-        let push = |state: &State, senders: &mut Vec<Sender>, receivers: &mut Vec<Receiver>| {
-            let shared = Shared::of(state, 1);
+        // One line of node lists, as the cache keeps it.
+        let mut list = Arc::default();
+        let mut push = |state: &State, senders: &mut Vec<Sender>, receivers: &mut Vec<Receiver>| {
+            let shared = Shared::after(state, 1, &list);
+            list = shared.nodes.clone();
             let mut reached = Vec::new();
             for (i, node) in nodes.iter().enumerate() {
                 let set = super::super::assignment_set_from(state, &shared, node);
