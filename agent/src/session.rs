@@ -73,10 +73,14 @@ pub struct SessionState {
     /// Of those, the complete sets (a stream's first message, or every
     /// one from a manager that sends no deltas).
     pub complete_assignments: u64,
-    /// The encoded size of the complete set the messages add up to now:
-    /// what one push would cost without deltas.
+    /// The encoded size of the complete set the messages add up to (as of
+    /// the last complete message, or within [`SET_BYTES_EVERY`] after
+    /// deltas): what one push would cost without deltas.
     pub set_bytes: u64,
 }
+
+/// How often the size of the set deltas add up to is measured.
+pub const SET_BYTES_EVERY: Duration = Duration::from_secs(1);
 
 /// The longest a registration or a status report may take: the manager
 /// holds a call up to 10 s while a leader is elected, and answers after.
@@ -334,6 +338,7 @@ async fn session(
     let mut period = Duration::from_millis(registered.heartbeat_period_ms.max(50) as u64);
     let mut heartbeat = tokio::time::interval(period);
     let mut answered = std::collections::HashSet::new();
+    let mut sized: Option<tokio::time::Instant> = None;
     // What earlier sessions could not report goes first.
     unsent.flush(&mut client, &session).await?;
     loop {
@@ -353,14 +358,27 @@ async fn session(
                             continue;
                         }
                     };
-                    let set_bytes = prost::Message::encoded_len(set) as u64;
+                    // The whole set's size is an encoding pass over all
+                    // of it: on a complete message it is the message's,
+                    // and after deltas it is measured at most once a
+                    // second, not on every push.
+                    let set_bytes = if complete == 1 {
+                        Some(bytes)
+                    } else if sized.is_none_or(|at| at.elapsed() >= SET_BYTES_EVERY) {
+                        sized = Some(tokio::time::Instant::now());
+                        Some(prost::Message::encoded_len(set) as u64)
+                    } else {
+                        None
+                    };
                     // Counted without waking the state's watchers (the
                     // identity task reloads the roots when woken).
                     state.send_if_modified(|s| {
                         s.assignments_received += 1;
                         s.assignment_bytes += bytes;
                         s.complete_assignments += complete;
-                        s.set_bytes = set_bytes;
+                        if let Some(set_bytes) = set_bytes {
+                            s.set_bytes = set_bytes;
+                        }
                         false
                     });
                     if !set.trust_pem.is_empty() {

@@ -8,8 +8,9 @@
 //! The manager keeps a [`Sender`] per stream, the agent a [`Receiver`]; the
 //! agent's executor still gets the complete resulting set each time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{collections::HashMap, sync::Arc};
 
+use crate::node_list::NodeList;
 use crate::pb::{
     AssignmentRemovals, AssignmentSet, ClusterNode, Config, Network, PublishedPort, Secret,
     ServiceRecord, Task, TaskEndpoint,
@@ -76,7 +77,7 @@ pub fn normalize(set: &mut AssignmentSet) -> bool {
 
 /// The items of `new` not in `old` as they are, and the keys of `old`'s
 /// items that `new` lacks.
-fn diff_list<T: Clone + PartialEq>(
+pub(crate) fn diff_list<T: Clone + PartialEq>(
     old: &[T],
     new: &[T],
     key: fn(&T) -> String,
@@ -100,24 +101,26 @@ fn diff_list<T: Clone + PartialEq>(
 }
 
 /// `list` (in key order) with `removed` taken out and `changed` put in,
-/// in key order again.
+/// in key order again. A delta changes a few items of a long list (one
+/// node of a thousand): each is found by binary search.
 fn apply_list<T: Clone>(
     list: &mut Vec<T>,
     changed: &[T],
     removed: &[String],
     key: fn(&T) -> String,
 ) {
-    if changed.is_empty() && removed.is_empty() {
-        return;
-    }
-    let mut items: BTreeMap<String, T> = list.drain(..).map(|t| (key(&t), t)).collect();
     for k in removed {
-        items.remove(k);
+        if let Ok(at) = list.binary_search_by(|item| key(item).as_str().cmp(k)) {
+            list.remove(at);
+        }
     }
     for item in changed {
-        items.insert(key(item), item.clone());
+        let k = key(item);
+        match list.binary_search_by(|probe| key(probe).cmp(&k)) {
+            Ok(at) => list[at] = item.clone(),
+            Err(at) => list.insert(at, item.clone()),
+        }
     }
-    list.extend(items.into_values());
 }
 
 /// The delta that turns `old` into `new` (both normalized), numbered
@@ -231,6 +234,9 @@ pub struct Sender {
     /// The agent applies deltas (it said so opening the stream).
     deltas: bool,
     last: Option<AssignmentSet>,
+    /// The node list the agent holds, when it is given apart from the set
+    /// ([`Sender::next_shared`]; `last` then holds no nodes).
+    nodes: Option<Arc<NodeList>>,
     sequence: u64,
 }
 
@@ -260,6 +266,50 @@ impl Sender {
         };
         let message = message.unwrap_or_else(|| AssignmentSet {
             sequence: self.sequence,
+            ..set.clone()
+        });
+        self.last = Some(set);
+        Some(message)
+    }
+
+    /// As [`Sender::next`], for a `set` without nodes and the node list
+    /// every stream shares: a list this agent holds already costs nothing
+    /// to compare, a changed one is sent as the changes since the
+    /// generation it holds. Every list given to one sender must come from
+    /// one line of [`NodeList::update`]s.
+    pub fn next_shared(
+        &mut self,
+        mut set: AssignmentSet,
+        nodes: &Arc<NodeList>,
+    ) -> Option<AssignmentSet> {
+        set.nodes.clear();
+        let expressible = normalize(&mut set);
+        let held = self.nodes.replace(nodes.clone());
+        let nodes_held = held.as_ref().is_some_and(|h| Arc::ptr_eq(h, nodes));
+        if let Some(last) = &self.last {
+            let version = std::mem::replace(&mut set.version, last.version);
+            if set == *last && nodes_held {
+                return None;
+            }
+            set.version = version;
+        }
+        self.sequence += 1;
+        let message = match (&self.last, &held) {
+            (Some(last), Some(held)) if self.deltas && expressible => {
+                diff(last, &set, self.sequence).map(|mut delta| {
+                    if !nodes_held {
+                        let (changed, removed) = nodes.delta_from(held);
+                        delta.nodes = changed;
+                        delta.removed.get_or_insert_with(Default::default).nodes = removed;
+                    }
+                    delta
+                })
+            }
+            _ => None,
+        };
+        let message = message.unwrap_or_else(|| AssignmentSet {
+            sequence: self.sequence,
+            nodes: nodes.nodes.clone(),
             ..set.clone()
         });
         self.last = Some(set);
@@ -410,6 +460,46 @@ mod tests {
             });
         }
         set
+    }
+
+    #[test]
+    fn a_shared_node_list_adds_up_to_the_same_sets() {
+        let mut rng = Rng(0xfeed);
+        let mut sender = Sender::new(true);
+        let mut receiver = Receiver::default();
+        let mut nodes = Arc::new(NodeList::default());
+        let mut skipped = 0;
+        let mut previous = AssignmentSet::default();
+        for version in 1..500 {
+            // Now and then nothing changes (the set pushed again at a new
+            // version, the list as it was).
+            let repeat = version > 1 && rng.below(4) == 0;
+            let mut set = if repeat {
+                previous.clone()
+            } else {
+                random_set(&mut rng)
+            };
+            set.version = version;
+            previous = set.clone();
+            // The list moves on some pushes and now and then by several
+            // generations between two pushes to this stream.
+            for _ in 0..if repeat { 0 } else { rng.below(3) } {
+                let more = random_set(&mut rng).nodes;
+                nodes = NodeList::update(&nodes, more);
+            }
+            set.nodes = nodes.nodes.clone();
+            let Some(message) = sender.next_shared(set.clone(), &nodes) else {
+                assert!(repeat, "version {version}: a change pushed nothing");
+                skipped += 1;
+                continue;
+            };
+            assert!(version == 1 || message.delta, "deltas after the first");
+            let got = receiver.take(message).expect("in order").clone();
+            let mut want = set;
+            assert!(normalize(&mut want));
+            assert_eq!(got, want, "version {version}");
+        }
+        assert!(skipped > 0, "an unchanged set and list push nothing");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod id;
 pub mod local_socket;
 pub mod mount;
 pub mod network;
+pub mod node_list;
 pub mod proxy_protocol;
 pub mod template;
 pub mod test_port;

@@ -180,35 +180,21 @@ pub async fn run(args: Args) -> Result<()> {
 
 /// Joins every node, `--join-concurrency` at a time.
 async fn join(cluster: &shoal::ShoalCluster, args: &Args) -> Result<Vec<Node>> {
-    let started = Instant::now();
-    let permits = Arc::new(tokio::sync::Semaphore::new(args.join_concurrency.max(1)));
-    let mut joins = JoinSet::new();
-    for i in 0..args.nodes {
-        let (managers, token) = (cluster.addrs.clone(), cluster.worker_token.clone());
-        let permits = permits.clone();
-        let limit = Duration::from_secs(args.join_timeout_seconds);
-        joins.spawn(async move {
-            let _permit = permits.acquire_owned().await?;
-            let executor = Arc::new(SimExecutor::default());
-            let joined = tokio::time::timeout(
-                limit,
-                joins::join_one(i, managers, token, started, executor.clone()),
-            )
-            .await
-            .with_context(|| format!("simulated node {i} did not join within {limit:?}"))?
-            .with_context(|| format!("simulated node {i}"))?;
-            Ok::<_, anyhow::Error>(Node {
-                executor,
-                state: joined.state,
-                _session: AbortOnDrop(joined.session),
-            })
-        });
-    }
-    let mut nodes = Vec::with_capacity(args.nodes);
-    while let Some(node) = joins.join_next().await {
-        nodes.push(node??);
-    }
-    Ok(nodes)
+    let joined = joins::join_all(
+        cluster,
+        args.nodes,
+        args.join_concurrency,
+        Duration::from_secs(args.join_timeout_seconds),
+    )
+    .await?;
+    Ok(joined
+        .into_iter()
+        .map(|j| Node {
+            executor: j.executor,
+            state: j.state,
+            _session: AbortOnDrop(j.session),
+        })
+        .collect())
 }
 
 fn spec(name: String, replicas: u64, update: Option<UpdateConfig>) -> ServiceSpec {

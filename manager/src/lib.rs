@@ -12,6 +12,7 @@ pub mod demotion;
 pub mod dispatcher;
 pub mod encryption;
 pub mod events;
+pub mod group_commit;
 pub mod limits;
 pub mod logs;
 pub mod manager;

@@ -8,12 +8,13 @@ use shoal_api::pb::{Proposal, StoreBatch, membership_client::MembershipClient};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::{
+    group_commit::GroupCommit,
     raft::{Payload, Raft, RaftId, network},
     store::{Batch, State, Store},
 };
 
 /// Why a write did not happen.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
     #[error("conflict: {0}")]
     Conflict(String),
@@ -112,9 +113,10 @@ pub struct Manager {
     /// the leader; observability, not replicated state).
     pub counters: std::sync::Mutex<BTreeMap<String, Vec<shoal_api::pb::ServiceCounters>>>,
     proposals: mpsc::UnboundedSender<Queued>,
-    /// Serialises read-modify-write cycles on the leader, so components
-    /// rarely meet version conflicts (which stay as the safety net).
-    write_lock: tokio::sync::Mutex<()>,
+    /// Orders read-modify-write cycles, so components rarely meet version
+    /// conflicts (which stay as the safety net), and lets the cycles queued
+    /// during one Raft round share the next.
+    writes: GroupCommit,
     /// This manager's certificate and key, and the roots it trusts.
     pub credentials: Arc<shoal_pki::Credentials>,
     /// One TLS channel per peer manager, kept: a handshake per forwarded
@@ -143,7 +145,19 @@ impl Manager {
         } = member;
         let (proposals, queue) = mpsc::unbounded_channel();
         tokio::spawn(batch_proposals(raft.clone(), queue));
-        Arc::new(Self {
+        Arc::new_cyclic(|this: &std::sync::Weak<Self>| Self {
+            writes: GroupCommit::start(store.clone(), {
+                let this = this.clone();
+                move |batch| {
+                    let this = this.clone();
+                    async move {
+                        match this.upgrade() {
+                            Some(manager) => manager.propose(batch).await,
+                            None => Err(WriteError::Raft("the manager is shutting down".into())),
+                        }
+                    }
+                }
+            }),
             proposals,
             raft,
             store,
@@ -155,7 +169,6 @@ impl Manager {
             settings,
             peer_health,
             counters: Default::default(),
-            write_lock: tokio::sync::Mutex::new(()),
             credentials,
             channels: Default::default(),
             left: tokio::sync::watch::channel(false).0,
@@ -401,33 +414,17 @@ impl Manager {
 
     /// Reads the state, builds a batch and proposes it, retrying when a
     /// concurrent write changed what was read. `build` returns `Ok(None)`
-    /// when there is nothing to write.
+    /// when there is nothing to write. `build` sees every write queued
+    /// before it, committed or not; the writes queued during one Raft round
+    /// are committed together in the next (see [`crate::group_commit`]).
     pub async fn update<T, E>(
         &self,
-        mut build: impl FnMut(&State) -> Result<Option<(Batch, T)>, E>,
+        build: impl FnMut(&State) -> Result<Option<(Batch, T)>, E>,
     ) -> Result<Option<T>, E>
     where
         E: From<WriteError>,
     {
-        let _guard = self.write_lock.lock().await;
-        let mut attempts = 0;
-        loop {
-            let built = {
-                let state = self.store.read().await;
-                build(&state)?
-            };
-            let Some((batch, value)) = built else {
-                return Ok(None);
-            };
-            if batch.is_empty() {
-                return Ok(Some(value));
-            }
-            match self.propose(batch.into_proto()).await {
-                Ok(_) => return Ok(Some(value)),
-                Err(WriteError::Conflict(_)) if attempts < 5 => attempts += 1,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.writes.update(build).await
     }
 
     /// Waits until the state this manager serves includes every write the

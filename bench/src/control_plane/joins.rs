@@ -39,35 +39,12 @@ fn address(i: usize) -> String {
 /// returns.
 pub async fn run(cluster: &ShoalCluster, nodes: usize) -> Result<Joins> {
     let started = Instant::now();
-    let mut joins = JoinSet::new();
-    for i in 0..nodes {
-        let managers = cluster.addrs.clone();
-        let token = cluster.worker_token.clone();
-        joins.spawn(async move {
-            let executor = Arc::new(SimExecutor::default());
-            let outcome = tokio::time::timeout(
-                JOIN_DEADLINE,
-                join_one(i, managers, token, started, executor),
-            )
-            .await;
-            match outcome {
-                Ok(outcome) => outcome.with_context(|| format!("simulated node {i}")),
-                Err(_) => bail!("simulated node {i} did not join within {JOIN_DEADLINE:?}"),
-            }
-        });
-    }
-    let mut certified = Vec::with_capacity(nodes);
-    let mut registered = Vec::with_capacity(nodes);
-    let mut sessions = Vec::with_capacity(nodes);
-    while let Some(joined) = joins.join_next().await {
-        let joined = joined??;
-        certified.push(joined.certified);
-        registered.push(joined.registered);
-        sessions.push(joined.session);
-    }
+    let joined = join_all(cluster, nodes, nodes, JOIN_DEADLINE).await?;
     let elapsed = started.elapsed();
-    for session in sessions {
-        session.abort();
+    let mut certified: Vec<Duration> = joined.iter().map(|j| j.certified).collect();
+    let mut registered: Vec<Duration> = joined.iter().map(|j| j.registered).collect();
+    for j in joined {
+        j.session.abort();
     }
     certified.sort();
     registered.sort();
@@ -79,6 +56,41 @@ pub async fn run(cluster: &ShoalCluster, nodes: usize) -> Result<Joins> {
     })
 }
 
+/// Joins `nodes` simulated nodes, `concurrency` at a time, each within
+/// `deadline`; their sessions run until aborted (`Joined::session`).
+/// Times count from the call.
+pub async fn join_all(
+    cluster: &ShoalCluster,
+    nodes: usize,
+    concurrency: usize,
+    deadline: Duration,
+) -> Result<Vec<Joined>> {
+    let started = Instant::now();
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut joins = JoinSet::new();
+    for i in 0..nodes {
+        let managers = cluster.addrs.clone();
+        let token = cluster.worker_token.clone();
+        let permits = permits.clone();
+        joins.spawn(async move {
+            let _permit = permits.acquire_owned().await?;
+            let executor = Arc::new(SimExecutor::default());
+            let outcome =
+                tokio::time::timeout(deadline, join_one(i, managers, token, started, executor))
+                    .await;
+            match outcome {
+                Ok(outcome) => outcome.with_context(|| format!("simulated node {i}")),
+                Err(_) => bail!("simulated node {i} did not join within {deadline:?}"),
+            }
+        });
+    }
+    let mut joined = Vec::with_capacity(nodes);
+    while let Some(one) = joins.join_next().await {
+        joined.push(one??);
+    }
+    Ok(joined)
+}
+
 /// A simulated node that joined.
 pub struct Joined {
     /// From the start to its certificate, and to its registration.
@@ -87,6 +99,8 @@ pub struct Joined {
     /// Its session (it ends when aborted) and where the session stands.
     pub session: tokio::task::JoinHandle<()>,
     pub state: watch::Receiver<SessionState>,
+    /// What "runs" its tasks.
+    pub executor: Arc<SimExecutor>,
 }
 
 /// Node `i` joins with its own address and `executor`; times count from
@@ -124,7 +138,7 @@ pub async fn join_one(
         },
         labels: Default::default(),
     };
-    let session = tokio::spawn(session::run(config, executor, state_tx));
+    let session = tokio::spawn(session::run(config, executor.clone(), state_tx));
     let registered = state
         .wait_for(|s| s.connected_to.is_some() || s.refused.is_some())
         .await
@@ -139,5 +153,6 @@ pub async fn join_one(
         registered: started.elapsed(),
         session,
         state,
+        executor,
     })
 }

@@ -257,7 +257,8 @@ pub fn assignment_set_from(state: &State, shared: &shared::Shared, node_id: &str
             .unwrap_or_default(),
         trust_pem: shared.trust_pem.clone(),
         root_issuer: shared.root_issuer.clone(),
-        nodes: shared.nodes.clone(),
+        // Sent apart: `Sender::next_shared`.
+        nodes: Vec::new(),
         version: 0,
         lb_policies: shared.lb_policies.clone(),
         ..Default::default()
@@ -443,7 +444,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                     // The index first: the state read after it is at
                     // least as new, so the set holds everything up to it.
                     let index = *applied.borrow_and_update();
-                    let mut set = {
+                    let (mut set, nodes) = {
                         let state = this.manager.store.read().await;
                         let shared = this.shared.at(&state, index).await;
                         let mut set = assignment_set_from(&state, &shared, &node_id);
@@ -455,11 +456,11 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         } else {
                             None
                         };
-                        set
+                        (set, shared.nodes.clone())
                     };
                     set.log_requests = this.manager.logs.requests_for(&node_id);
                     set.version = index;
-                    let message = sender.next(set);
+                    let message = sender.next_shared(set, &nodes);
                     let news = message.is_some();
                     if let Some(message) = message {
                         this.manager.metrics.assignment_pushed(&message);

@@ -10,7 +10,10 @@ use std::{
     sync::Arc,
 };
 
-use shoal_api::pb::{ClusterNode, LbPolicy, Task, TaskState};
+use shoal_api::{
+    node_list::NodeList,
+    pb::{LbPolicy, Task, TaskState},
+};
 
 use super::{lb_policy, networks};
 use crate::store::State;
@@ -21,7 +24,9 @@ pub struct Shared {
     /// The ids of each node's live tasks (assigned and not finished).
     tasks: HashMap<String, Vec<String>>,
     pub networks: networks::NetworkIndex,
-    pub nodes: Vec<ClusterNode>,
+    /// Every node's set holds it; it is sent apart (see
+    /// [`shoal_api::node_list`]): sorted and diffed here, once per change.
+    pub nodes: Arc<NodeList>,
     pub lb_policies: BTreeMap<String, LbPolicy>,
     pub trust_pem: String,
     pub root_issuer: String,
@@ -34,7 +39,14 @@ pub fn live(task: &Task) -> bool {
 }
 
 impl Shared {
+    /// A scan with a node list of its own (tests; streams take
+    /// [`SharedCache::at`], whose lists follow each other).
     pub fn of(state: &State, index: u64) -> Self {
+        Self::after(state, index, &Arc::default())
+    }
+
+    /// The scan of `state` at `index`, its node list following `nodes`.
+    fn after(state: &State, index: u64, nodes: &Arc<NodeList>) -> Self {
         let mut tasks: HashMap<String, Vec<String>> = HashMap::new();
         for (id, task) in state.tasks.iter().filter(|(_, t)| live(t)) {
             tasks
@@ -51,7 +63,7 @@ impl Shared {
             index,
             tasks,
             networks: networks::NetworkIndex::of(state),
-            nodes: networks::cluster_nodes(state),
+            nodes: NodeList::update(nodes, networks::cluster_nodes(state)),
             lb_policies: lb_policy::lb_policies(state),
             trust_pem,
             root_issuer,
@@ -86,7 +98,8 @@ impl SharedCache {
         if let Some(shared) = cached.as_ref().filter(|s| s.index >= index) {
             return shared.clone();
         }
-        let shared = Arc::new(Shared::of(state, index));
+        let nodes = cached.as_ref().map(|s| s.nodes.clone()).unwrap_or_default();
+        let shared = Arc::new(Shared::after(state, index, &nodes));
         *cached = Some(shared.clone());
         shared
     }
@@ -145,15 +158,19 @@ mod tests {
         }
         let mut senders: Vec<Sender> = nodes.iter().map(|_| Sender::new(true)).collect();
         let mut receivers: Vec<Receiver> = nodes.iter().map(|_| Receiver::default()).collect();
-        let push = |state: &State, senders: &mut Vec<Sender>, receivers: &mut Vec<Receiver>| {
-            let shared = Shared::of(state, 1);
+        // One line of node lists, as the cache keeps it.
+        let mut list = Arc::default();
+        let mut push = |state: &State, senders: &mut Vec<Sender>, receivers: &mut Vec<Receiver>| {
+            let shared = Shared::after(state, 1, &list);
+            list = shared.nodes.clone();
             let mut reached = Vec::new();
             for (i, node) in nodes.iter().enumerate() {
                 let set = super::super::assignment_set_from(state, &shared, node);
-                if let Some(message) = senders[i].next(set.clone()) {
+                if let Some(message) = senders[i].next_shared(set.clone(), &shared.nodes) {
                     reached.push((*node, message.delta));
                     let got = receivers[i].take(message).expect("in order").clone();
                     let mut want = set;
+                    want.nodes = shared.nodes.nodes.clone();
                     shoal_api::assignments::normalize(&mut want);
                     assert_eq!(got, want, "{node}: the deltas add up to its set");
                 }

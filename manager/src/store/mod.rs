@@ -57,6 +57,12 @@ impl Store {
         self.state.write().await
     }
 
+    /// The write lock, held by the group-commit writer across callers'
+    /// turns (see [`crate::group_commit`]).
+    pub(crate) async fn write_owned(&self) -> tokio::sync::OwnedRwLockWriteGuard<State> {
+        self.state.clone().write_owned().await
+    }
+
     /// Change events, in log order. A receiver that falls behind gets
     /// `Lagged` and should re-read the state.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoreEvent>> {
