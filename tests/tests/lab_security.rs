@@ -114,6 +114,7 @@ fn outsiders_get_nothing_and_nodes_only_what_their_certificate_names() -> Result
                     MembershipClient::new(anonymous.clone())
                         .append_entries(RaftMessage {
                             json: b"{}".to_vec(),
+                            ..Default::default()
                         })
                         .await,
                 ),
@@ -177,6 +178,7 @@ fn outsiders_get_nothing_and_nodes_only_what_their_certificate_names() -> Result
                     MembershipClient::new(channel.clone())
                         .vote(RaftMessage {
                             json: b"{}".to_vec(),
+                            ..Default::default()
                         })
                         .await,
                 ),
