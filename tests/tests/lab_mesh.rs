@@ -223,6 +223,7 @@ fn no_connection_fails_while_tasks_die_scale_and_the_entry_agent_is_killed() -> 
     })?;
 
     // A task killed, then 6 -> 3 -> 6, under a stream of new connections.
+    let spawned = std::time::Instant::now();
     let traffic = stream(NODES[1], 500)?;
     std::thread::sleep(Duration::from_secs(1));
     let filter = "label=com.shoal.service.name=web";
@@ -233,6 +234,7 @@ fn no_connection_fails_while_tasks_die_scale_and_the_entry_agent_is_killed() -> 
         .context("no web container")?
         .to_owned();
     cmd::run("docker", &["kill", &victim])?;
+    let killed_by = spawned.elapsed();
     std::thread::sleep(Duration::from_secs(2));
     cluster.shoal(&["service", "scale", "web=3"])?;
     cluster.wait("3 running", WAIT, || {
@@ -243,9 +245,23 @@ fn no_connection_fails_while_tasks_die_scale_and_the_entry_agent_is_killed() -> 
     cluster.wait("6 running", WAIT, || {
         (cluster.running_tasks("web") == 6).then_some(())
     })?;
-    let (ok, failed, lines) = finish(traffic)?;
-    println!("kill + scale 6->3->6: {ok} connections answered, {failed} failed");
-    ensure!(failed == 0 && ok == 500, "{failed} failed: {lines:?}");
+    let (ok, _, lines) = finish(traffic)?;
+    // The one request that may be on the victim when SIGKILL lands is cut
+    // mid-answer: nothing can finish it. The stream is sequential (one
+    // request, then 20 ms), so at most one is, and it started before the
+    // kill. A refusal, a timeout, a cut later on or a second cut fails.
+    let (cut, failed): (Vec<&String>, Vec<&String>) = lines
+        .iter()
+        .partition(|line| in_flight_at_the_kill(line, killed_by));
+    println!(
+        "kill + scale 6->3->6: {ok} connections answered, {} failed, {} cut by the kill",
+        failed.len(),
+        cut.len()
+    );
+    ensure!(
+        failed.is_empty() && cut.len() <= 1 && ok + cut.len() == 500,
+        "failed: {failed:?}, cut: {cut:?}"
+    );
 
     // The entry node's agent SIGKILLed and restarted mid-stream, as an
     // upgrade whose programs changed (same map layout) would be: its entry
@@ -272,6 +288,21 @@ fn no_connection_fails_while_tasks_die_scale_and_the_entry_agent_is_killed() -> 
         "the other build's entry program is still pinned: {pins:?}"
     );
     Ok(())
+}
+
+/// Whether a stream's failed line (`N error WHY`) is the request that a
+/// task's SIGKILL, done within `killed_by` of the stream's start, cut
+/// mid-answer: request N starts no sooner than (N - 1) x 20 ms in.
+fn in_flight_at_the_kill(line: &str, killed_by: Duration) -> bool {
+    let mut words = line.splitn(3, ' ');
+    let (Some(n), Some("error"), Some(why)) = (words.next(), words.next(), words.next()) else {
+        return false;
+    };
+    let Ok(n) = n.parse::<u128>() else {
+        return false;
+    };
+    let cut = why.contains("no end of headers") || why.contains("reset");
+    cut && n.saturating_sub(1) * 20 <= killed_by.as_millis()
 }
 
 /// Pinned objects under `dir` (at any depth) whose names start with `prefix`.

@@ -357,8 +357,11 @@ fn client_ip_affinity_holds_across_nodes_and_backend_changes_then_expires() -> R
         affinity["Mode"] == "client-ip" && affinity["Timeout"] == 3_000_000_000u64,
         "service inspect: {affinity}"
     );
-    // Every node has the tables once a fresh client's connections through
-    // it all answer; each client's first pick is the same on every node.
+    // Every node has the tables once every client's connections through
+    // every node answer and agree: a node that has 3 of the 4 tasks yet
+    // answers every client too, but picks from 3 (and keeps the pick while
+    // the client comes back). Picks that disagree are let expire (3 s idle)
+    // before the next round.
     let mut round = 0u16;
     let mut last = String::new();
     let before = cluster.wait("every node to answer every client", WAIT, || {
@@ -375,13 +378,23 @@ fn client_ip_affinity_holds_across_nodes_and_backend_changes_then_expires() -> R
             .filter(|(_, t)| t.is_none())
             .map(|(k, _)| *k)
             .collect();
+        let mut first: BTreeMap<Ipv4Addr, &Option<String>> = BTreeMap::new();
+        let disagree: Vec<Ipv4Addr> = got
+            .iter()
+            .filter(|((client, _), task)| *first.entry(*client).or_insert(task) != *task)
+            .map(|((client, _), _)| *client)
+            .collect();
         last = format!(
-            "{} of {} silent: {:?}",
+            "{} of {} silent: {:?}; clients whose nodes disagree: {:?}",
             silent.len(),
             got.len(),
-            &silent[..silent.len().min(6)]
+            &silent[..silent.len().min(6)],
+            &disagree[..disagree.len().min(6)]
         );
-        silent.is_empty().then_some(got)
+        if silent.is_empty() && !disagree.is_empty() {
+            std::thread::sleep(Duration::from_millis(3_500));
+        }
+        (silent.is_empty() && disagree.is_empty()).then_some(got)
     });
     let before = before.with_context(|| format!("last round: {last}"))?;
     let mut task_of_client: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
