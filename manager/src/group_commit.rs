@@ -8,7 +8,8 @@
 //! batch (one Raft entry, one fsync'd round) and every caller is answered
 //! after it commits. Serializable as before: each closure sees every write
 //! queued before it. A closure that refuses (an error, nothing to write)
-//! affects only itself; a group that fails to commit fails for every caller
+//! affects only itself, and if it saw earlier writes of its group it is
+//! answered only once they commit (its answer rests on them); a group that fails to commit fails for every caller
 //! in it, and nothing of it is applied (it is one batch: the state machine
 //! applies all of it or none).
 //!
@@ -53,7 +54,8 @@ type Outcome = Result<u64, WriteError>;
 /// A caller waiting for its turn.
 struct Request {
     turn: oneshot::Sender<Turn>,
-    /// The group's outcome, for a caller that wrote.
+    /// The group's outcome, for a caller that wrote in it or decided on
+    /// its writes.
     outcome: oneshot::Sender<Outcome>,
 }
 
@@ -242,35 +244,59 @@ impl GroupCommit {
             let Turn { working, joined } = my_turn.await.map_err(|_| shutting_down())?;
             // From here to the end of the turn nothing awaits: the turn
             // cannot be cancelled half-way.
-            let added = {
+            let (turned, saw_pending) = {
                 let mut slot = working.lock().unwrap_or_else(|e| e.into_inner());
                 let Some(working) = slot.as_mut() else {
                     return Err(shutting_down().into());
                 };
-                let Some((batch, value)) = build(&working.state)? else {
-                    return Ok(None);
+                let saw_pending = !working.actions.is_empty();
+                let turned = match build(&working.state) {
+                    Err(e) => Turned::Answer(Err(e)),
+                    Ok(None) => Turned::Answer(Ok(None)),
+                    Ok(Some((batch, value))) if batch.is_empty() => Turned::Answer(Ok(Some(value))),
+                    Ok(Some((batch, value))) => match working.add(batch.into_proto()) {
+                        Ok(()) => Turned::Wrote(value),
+                        Err(WriteError::Conflict(_)) if attempts < MAX_RETRIES => Turned::Again,
+                        Err(e) => Turned::Answer(Err(e.into())),
+                    },
                 };
-                if batch.is_empty() {
-                    return Ok(Some(value));
-                }
-                working.add(batch.into_proto()).map(|()| value)
+                (turned, saw_pending)
             };
-            let value = match added {
-                Ok(value) => value,
-                Err(WriteError::Conflict(_)) if attempts < MAX_RETRIES => {
+            let answer = match turned {
+                Turned::Again => {
                     attempts += 1;
                     continue;
                 }
-                Err(e) => return Err(e.into()),
+                Turned::Wrote(value) => Ok(Some(value)),
+                // Decided on committed state only: nothing to wait for.
+                Turned::Answer(answer) if !saw_pending => return answer,
+                // Decided on writes of the group not yet committed (a
+                // refusal because an earlier caller deleted the object, a
+                // read of what it wrote): answered only once they are, or
+                // the caller could act on a write that then fails, or read
+                // the committed state back without it (chaos seed 1: an
+                // update refused NotFound, then a read still finding it).
+                Turned::Answer(answer) => answer,
             };
             let _ = joined.send(());
             match committed.await.map_err(|_| shutting_down())? {
-                Ok(_) => return Ok(Some(value)),
+                Ok(_) => return answer,
+                // The group it wrote in, or decided on, was not applied.
                 Err(WriteError::Conflict(_)) if attempts < MAX_RETRIES => attempts += 1,
                 Err(e) => return Err(e.into()),
             }
         }
     }
+}
+
+/// What a caller's turn came to.
+enum Turned<T, E> {
+    /// Its batch joined the group.
+    Wrote(T),
+    /// Its answer, with nothing to write.
+    Answer(Result<Option<T>, E>),
+    /// Its batch conflicted with the working copy: run it again.
+    Again,
 }
 
 fn shutting_down() -> WriteError {

@@ -281,3 +281,62 @@ async fn deleting_and_creating_again_in_one_group_applies_both() {
     assert_eq!(labels.get("again").map(String::as_str), Some("yes"));
     assert!(!labels.contains_key("seq"));
 }
+
+/// Deletes node `id` if it is there; a refusal naming it otherwise.
+async fn delete(writer: &GroupCommit, id: &str) -> Result<Option<()>, WriteError> {
+    writer
+        .update(|state| {
+            if !state.nodes.contains_key(id) {
+                return Err(WriteError::Conflict(format!("{id}: not found")));
+            }
+            let mut batch = Batch::default();
+            batch.delete(Kind::Node, id, state.version_of(Kind::Node, id));
+            Ok(Some((batch, ())))
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_refusal_resting_on_its_groups_writes_is_answered_once_they_commit() {
+    let store = Store::new();
+    let raft = FakeRaft::new(&store);
+    let writer = raft.writer();
+    append(&writer, "a", 1).await.unwrap();
+    // The second delete sees the first's uncommitted delete and refuses: by
+    // the time it is told so, the committed state must say so too (a read
+    // right after it must not find the node).
+    type Told<'a> =
+        std::pin::Pin<Box<dyn Future<Output = (Result<Option<()>, WriteError>, bool)> + 'a>>;
+    let first: Told = Box::pin(async { (delete(&writer, "a").await, false) });
+    let second: Told = Box::pin(async {
+        let answer = delete(&writer, "a").await;
+        (answer, store.read().await.nodes.contains_key("a"))
+    });
+    let mut told = join_in_order(vec![first, second]).await;
+    let (second, still_there) = told.pop().unwrap();
+    let (first, _) = told.pop().unwrap();
+    assert!(matches!(first, Ok(Some(()))), "{first:?}");
+    assert!(
+        matches!(&second, Err(WriteError::Conflict(m)) if m == "a: not found"),
+        "{second:?}"
+    );
+    assert!(
+        !still_there,
+        "refused before the delete it rests on committed"
+    );
+
+    // When the group fails, the refusal it rested on is not given: the
+    // caller gets the group's error (the node is still there).
+    append(&writer, "b", 1).await.unwrap();
+    raft.fail.store(true, Ordering::SeqCst);
+    let (first, second) = tokio::join!(delete(&writer, "b"), delete(&writer, "b"));
+    assert!(
+        matches!(first, Err(WriteError::NotCommitted(_))),
+        "{first:?}"
+    );
+    assert!(
+        matches!(second, Err(WriteError::NotCommitted(_))),
+        "{second:?}"
+    );
+    assert!(store.read().await.nodes.contains_key("b"));
+}
