@@ -4,6 +4,7 @@
 //! count packets on the underlay.
 
 use std::{
+    collections::BTreeMap,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -102,6 +103,54 @@ impl LabCluster {
                     .count()
             })
             .unwrap_or(0)
+    }
+
+    /// Every node's status by hostname, as the manager on `via` sees it.
+    pub fn node_statuses_via(&self, via: &str) -> Result<BTreeMap<String, String>> {
+        Ok(self
+            .json_rows_via(via, &["node", "ls"])?
+            .iter()
+            .map(|r| {
+                (
+                    r["Hostname"].as_str().unwrap_or("").to_owned(),
+                    r["Status"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect())
+    }
+
+    /// The leader's hostname, as the manager on `via` sees it.
+    pub fn leader_via(&self, via: &str) -> Option<String> {
+        self.json_rows_via(via, &["node", "ls"])
+            .ok()?
+            .iter()
+            .find(|r| r["ManagerStatus"] == "Leader")
+            .and_then(|r| r["Hostname"].as_str().map(str::to_owned))
+    }
+
+    /// `service`'s tasks running and meant to be, as the manager on `via`
+    /// sees them: task id → node.
+    pub fn running_task_nodes_via(
+        &self,
+        via: &str,
+        service: &str,
+    ) -> Result<BTreeMap<String, String>> {
+        Ok(self
+            .json_rows_via(via, &["service", "ps", service])?
+            .iter()
+            .filter(|r| r["DesiredState"] == "Running")
+            .filter(|r| {
+                r["CurrentState"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("Running"))
+            })
+            .map(|r| {
+                (
+                    r["ID"].as_str().unwrap_or("").to_owned(),
+                    r["Node"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect())
     }
 
     /// `shoal … --format json` rows from the manager on `node`.

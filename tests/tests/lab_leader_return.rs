@@ -13,7 +13,6 @@
 //! every node until the replacements ran.
 
 use std::{
-    collections::BTreeMap,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -32,50 +31,6 @@ const RATE: u32 = 40;
 fn addr_of(node: &str) -> String {
     let index: usize = node.trim_start_matches('n').parse().unwrap_or(1);
     topology::Host::node(index).addr.to_string()
-}
-
-/// Every node's status by hostname, as the manager on `via` sees it.
-fn statuses(cluster: &LabCluster, via: &str) -> Result<BTreeMap<String, String>> {
-    Ok(cluster
-        .json_rows_via(via, &["node", "ls"])?
-        .iter()
-        .map(|r| {
-            (
-                r["Hostname"].as_str().unwrap_or("").to_owned(),
-                r["Status"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect())
-}
-
-/// The leader's hostname, as the manager on `via` sees it.
-fn leader_via(cluster: &LabCluster, via: &str) -> Option<String> {
-    cluster
-        .json_rows_via(via, &["node", "ls"])
-        .ok()?
-        .iter()
-        .find(|r| r["ManagerStatus"] == "Leader")
-        .and_then(|r| r["Hostname"].as_str().map(str::to_owned))
-}
-
-/// Running `web` tasks: task id → node.
-fn running(cluster: &LabCluster, via: &str) -> Result<BTreeMap<String, String>> {
-    Ok(cluster
-        .json_rows_via(via, &["service", "ps", "web"])?
-        .iter()
-        .filter(|r| r["DesiredState"] == "Running")
-        .filter(|r| {
-            r["CurrentState"]
-                .as_str()
-                .is_some_and(|s| s.starts_with("Running"))
-        })
-        .map(|r| {
-            (
-                r["ID"].as_str().unwrap_or("").to_owned(),
-                r["Node"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect())
 }
 
 /// New connections to the published port through every node, from the
@@ -168,10 +123,10 @@ fn a_leader_back_for_a_second_term_marks_no_node_down_and_the_mesh_refuses_nothi
         "1s",
         "shoal/echo:1",
     ])?;
-    let first = cluster.wait("a leader", WAIT, || leader_via(&cluster, "n1"))?;
+    let first = cluster.wait("a leader", WAIT, || cluster.leader_via("n1"))?;
     let others: Vec<&str> = NODES.into_iter().filter(|n| *n != first).collect();
     cluster.wait("3 web tasks, one on each node", WAIT, || {
-        let now = running(&cluster, &first).ok()?;
+        let now = cluster.running_task_nodes_via(&first, "web").ok()?;
         (now.len() == 3 && NODES.iter().all(|n| now.values().any(|on| on == n))).then_some(())
     })?;
 
@@ -180,21 +135,23 @@ fn a_leader_back_for_a_second_term_marks_no_node_down_and_the_mesh_refuses_nothi
     // first term's sessions still in its memory.
     cluster.lab.isolate(&first)?;
     let outcome = cluster.wait("the cut-off leader down, its task elsewhere", WAIT, || {
-        let down = statuses(&cluster, others[0])
+        let down = cluster
+            .node_statuses_via(others[0])
             .ok()?
             .get(first.as_str())
             .is_some_and(|s| s == "Down");
-        let now = running(&cluster, others[0]).ok()?;
+        let now = cluster.running_task_nodes_via(others[0], "web").ok()?;
         (down && now.len() == 3 && now.values().all(|on| *on != first)).then_some(())
     });
     cluster.lab.heal(&first)?;
     outcome?;
     let second = cluster.wait("every node Ready, a leader", WAIT, || {
-        let all_ready = statuses(&cluster, &first)
+        let all_ready = cluster
+            .node_statuses_via(&first)
             .ok()?
             .values()
             .all(|s| s == "Ready");
-        leader_via(&cluster, &first).filter(|_| all_ready)
+        cluster.leader_via(&first).filter(|_| all_ready)
     })?;
     ensure!(second != first, "{first} leads again right after the heal");
     let third = others
@@ -202,7 +159,7 @@ fn a_leader_back_for_a_second_term_marks_no_node_down_and_the_mesh_refuses_nothi
         .find(|n| **n != second)
         .context("a third manager")?
         .to_string();
-    let tasks_before = running(&cluster, &first)?;
+    let tasks_before = cluster.running_task_nodes_via(&first, "web")?;
     ensure!(
         tasks_before.len() == 3,
         "web before the kill: {tasks_before:?}"
@@ -236,7 +193,7 @@ fn a_leader_back_for_a_second_term_marks_no_node_down_and_the_mesh_refuses_nothi
     std::thread::sleep(Duration::from_secs(2));
     frozen.thaw()?;
     let back = cluster.wait("a new leader", WAIT, || {
-        leader_via(&cluster, &first).filter(|l| *l != second)
+        cluster.leader_via(&first).filter(|l| *l != second)
     })?;
     let elected = killed.elapsed();
     if back != first {
@@ -250,7 +207,7 @@ fn a_leader_back_for_a_second_term_marks_no_node_down_and_the_mesh_refuses_nothi
     let mut not_ready = Vec::new();
     let watch = Instant::now();
     while watch.elapsed() < Duration::from_secs(10) {
-        if let Ok(now) = statuses(&cluster, &first) {
+        if let Ok(now) = cluster.node_statuses_via(&first) {
             for (node, status) in now.iter().filter(|(_, s)| *s != "Ready") {
                 not_ready.push(format!(
                     "{node} {status} at +{:.1} s",
@@ -261,7 +218,7 @@ fn a_leader_back_for_a_second_term_marks_no_node_down_and_the_mesh_refuses_nothi
         std::thread::sleep(Duration::from_millis(250));
     }
     let (answered, failed) = load.finish()?;
-    let tasks_after = running(&cluster, &first)?;
+    let tasks_after = cluster.running_task_nodes_via(&first, "web")?;
     cluster.lab.start_process(&format!("{second}-manager"))?;
     eprintln!(
         "{first} led, was cut off and led again {elected:?} after {second} was killed; \

@@ -6,7 +6,7 @@
 //! is `Ready` again within a heartbeat period and no task moves back.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
@@ -24,40 +24,6 @@ const WAIT: Duration = Duration::from_secs(60);
 fn addr_of(node: &str) -> String {
     let index: usize = node.trim_start_matches('n').parse().unwrap_or(1);
     topology::Host::node(index).addr.to_string()
-}
-
-/// Every node's status by hostname, from `node ls`.
-fn statuses(cluster: &LabCluster, via: &str) -> Result<BTreeMap<String, String>> {
-    Ok(cluster
-        .json_rows_via(via, &["node", "ls"])?
-        .iter()
-        .map(|r| {
-            (
-                r["Hostname"].as_str().unwrap_or("").to_owned(),
-                r["Status"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect())
-}
-
-/// Running `web` tasks: task id → node.
-fn running(cluster: &LabCluster, via: &str) -> Result<BTreeMap<String, String>> {
-    Ok(cluster
-        .json_rows_via(via, &["service", "ps", "web"])?
-        .iter()
-        .filter(|r| r["DesiredState"] == "Running")
-        .filter(|r| {
-            r["CurrentState"]
-                .as_str()
-                .is_some_and(|s| s.starts_with("Running"))
-        })
-        .map(|r| {
-            (
-                r["ID"].as_str().unwrap_or("").to_owned(),
-                r["Node"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect())
 }
 
 fn leader(cluster: &LabCluster) -> Result<String> {
@@ -139,7 +105,7 @@ fn cut_and_heal(cluster: &LabCluster, node: &str, replicas: usize) -> Result<Str
         .context("a manager on a node that stays connected")?
         .clone();
     let via = via.as_str();
-    let before = running(cluster, via)?;
+    let before = cluster.running_task_nodes_via(via, "web")?;
     ensure!(before.len() == replicas, "web before the cut: {before:?}");
     let loads = others
         .iter()
@@ -151,7 +117,7 @@ fn cut_and_heal(cluster: &LabCluster, node: &str, replicas: usize) -> Result<Str
     let cut = Instant::now();
     // Only the cut node goes down, and not before its heartbeats are missed.
     let down_after = cluster.wait(&format!("{node} Down"), WAIT, || {
-        let now = statuses(cluster, via).ok()?;
+        let now = cluster.node_statuses_via(via).ok()?;
         now.get(node).is_some_and(|s| s == "Down").then_some(now)
     });
     let down_after = match down_after {
@@ -166,7 +132,7 @@ fn cut_and_heal(cluster: &LabCluster, node: &str, replicas: usize) -> Result<Str
         }
         Err(e) => {
             cluster.lab.heal(node)?;
-            return Err(e.context(format!("node ls: {:?}", statuses(cluster, via))));
+            return Err(e.context(format!("node ls: {:?}", cluster.node_statuses_via(via))));
         }
     };
     ensure!(
@@ -175,7 +141,7 @@ fn cut_and_heal(cluster: &LabCluster, node: &str, replicas: usize) -> Result<Str
     );
     // Its tasks, and only those, are replaced on the other nodes.
     let replaced = cluster.wait("the cut node's tasks replaced", WAIT, || {
-        let now = running(cluster, via).ok()?;
+        let now = cluster.running_task_nodes_via(via, "web").ok()?;
         (now.len() == replicas && now.values().all(|n| n != node)).then_some(now)
     })?;
     let rescheduled_after = cut.elapsed();
@@ -225,7 +191,7 @@ fn cut_and_heal(cluster: &LabCluster, node: &str, replicas: usize) -> Result<Str
     cluster.lab.heal(node)?;
     let healed = Instant::now();
     cluster.wait(&format!("{node} Ready after the heal"), WAIT, || {
-        let now = statuses(cluster, via).ok()?;
+        let now = cluster.node_statuses_via(via).ok()?;
         now.values().all(|s| s == "Ready").then_some(())
     })?;
     let ready_after = healed.elapsed();
@@ -235,7 +201,7 @@ fn cut_and_heal(cluster: &LabCluster, node: &str, replicas: usize) -> Result<Str
     );
     // Nothing moves back (Swarm's rule): the placement stays as it is.
     std::thread::sleep(HEARTBEAT);
-    let after = running(cluster, via)?;
+    let after = cluster.running_task_nodes_via(via, "web")?;
     ensure!(
         after == replaced,
         "tasks moved after the heal: {replaced:?} -> {after:?}"
@@ -258,7 +224,7 @@ fn create_web(cluster: &LabCluster, replicas: usize) -> Result<()> {
         "shoal/echo:1",
     ])?;
     cluster.wait(&format!("{replicas} running web tasks"), WAIT, || {
-        let now = running(cluster, "n1").ok()?;
+        let now = cluster.running_task_nodes_via("n1", "web").ok()?;
         let nodes: BTreeSet<&String> = now.values().collect();
         (now.len() == replicas && nodes.len() == 3).then_some(())
     })?;
@@ -278,7 +244,7 @@ fn a_cut_off_manager_node_leader_or_follower_is_the_only_node_down() -> Result<(
     // The cluster is whole again: now the node of a follower that runs
     // tasks (the healed node got none back).
     let now = leader(&cluster)?;
-    let placed = running(&cluster, &now)?;
+    let placed = cluster.running_task_nodes_via(&now, "web")?;
     let follower = ["n1", "n2", "n3"]
         .into_iter()
         .find(|n| *n != now && placed.values().any(|on| on == n))

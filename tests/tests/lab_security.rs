@@ -354,15 +354,6 @@ fn statuses(cluster: &LabCluster) -> Result<BTreeMap<String, String>> {
         .collect())
 }
 
-fn leader(cluster: &LabCluster, via: &str) -> Option<String> {
-    cluster
-        .json_rows_via(via, &["node", "ls"])
-        .ok()?
-        .iter()
-        .find(|r| r["ManagerStatus"] == "Leader")
-        .and_then(|r| r["Hostname"].as_str().map(str::to_owned))
-}
-
 fn task_ids(cluster: &LabCluster) -> Result<BTreeSet<String>> {
     Ok(running_tasks(cluster)?.into_keys().collect())
 }
@@ -409,7 +400,7 @@ fn a_rotated_token_and_a_new_leader_lock_out_no_one_and_the_ca_rotates_under_tra
     // Agents never send the token again: rotating it and electing a new
     // leader (every agent registers anew) leaves every node Ready.
     cluster.shoal(&["join-token", "--rotate", "worker"])?;
-    let old = cluster.wait("a leader", WAIT, || leader(&cluster, "n1"))?;
+    let old = cluster.wait("a leader", WAIT, || cluster.leader_via("n1"))?;
     let via = if old == "n1" { "n2" } else { "n1" };
     let pids = shoal_lab::netns::pids(&format!("shoal-{old}"));
     let manager_pids: Vec<i32> = pids
@@ -426,7 +417,7 @@ fn a_rotated_token_and_a_new_leader_lock_out_no_one_and_the_ca_rotates_under_tra
             .status()?;
     }
     cluster.wait("a new leader", WAIT, || {
-        leader(&cluster, via).filter(|l| *l != old)
+        cluster.leader_via(via).filter(|l| *l != old)
     })?;
     // The old leader's node stays Ready too: its agent moves to another
     // manager with its certificate.
