@@ -280,7 +280,7 @@ impl Lab {
             .into_iter()
             .filter(|p| p.netns == host.netns && p.alive())
         {
-            kill_record(&record);
+            kill_record(&record)?;
             killed.push(record.name);
         }
         Ok(killed)
@@ -318,8 +318,7 @@ impl Lab {
     /// node's other processes untouched; its record stays, so
     /// `start_process` brings it back.
     pub fn kill_process(&self, name: &str) -> Result<(), LabError> {
-        kill_record(&self.running(name)?);
-        Ok(())
+        kill_record(&self.running(name)?)
     }
 
     /// Starts the killed lab process `name` again from its data dir (a
@@ -413,17 +412,32 @@ fn signal(record: &crate::state::ProcessRecord, sig: libc::c_int) {
     unsafe { libc::kill(record.pid, sig) };
 }
 
-/// SIGKILLs a lab process and waits (at most 5 s) until it is gone.
-fn kill_record(record: &crate::state::ProcessRecord) {
+/// SIGKILLs a lab process and waits until every thread of it is gone (its
+/// files, locks and sockets closed), so that starting it again cannot race
+/// its own remains. A process that outlives the wait is an error: the lab
+/// would otherwise go on with a node it believes dead.
+fn kill_record(record: &crate::state::ProcessRecord) -> Result<(), LabError> {
     signal(record, libc::SIGKILL);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while record.alive() && Instant::now() < deadline {
+    let deadline = Instant::now() + KILL_WAIT;
+    while record.alive() {
+        if Instant::now() > deadline {
+            return Err(LabError::Undying {
+                name: record.name.clone(),
+                pid: record.pid,
+                waited: KILL_WAIT,
+            });
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
     // Reaped if it was this process's child (a lab test's); else a no-op.
     // SAFETY: a null status pointer is allowed.
     unsafe { libc::waitpid(record.pid, std::ptr::null_mut(), libc::WNOHANG) };
+    Ok(())
 }
+
+/// How long a SIGKILLed process may take to exit: threads blocked in the
+/// kernel (netlink, BPF, a slow disk) finish their call first.
+const KILL_WAIT: Duration = Duration::from_secs(30);
 
 /// Writes a join token for `component` of a node into an owner-only file
 /// in its dir and returns the file's path: tokens never go on a command

@@ -65,6 +65,12 @@ pub enum LabError {
     NoSuchProcess(String),
     #[error("{0} is not running")]
     NotRunning(String),
+    #[error("{name} (pid {pid}) still runs {waited:?} after SIGKILL")]
+    Undying {
+        name: String,
+        pid: i32,
+        waited: std::time::Duration,
+    },
     #[error("no lab node runs a manager (run `cargo xtask lab up --managers 1`)")]
     NoManager,
     #[error("{} is not built (run `cargo xtask build`)", .0.display())]

@@ -39,18 +39,29 @@ pub struct ProcessRecord {
 }
 
 impl ProcessRecord {
+    /// Whether any thread of the process still runs. The main thread's
+    /// state alone is not enough: after a SIGKILL it turns zombie while
+    /// other threads are still exiting, and those still hold the
+    /// process's open files, so an agent's data-dir lock outlives the
+    /// "dead" process and a restart at that moment is refused.
     pub fn alive(&self) -> bool {
-        // A zombie still answers kill(0); check /proc for the real state.
-        match fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
-            Ok(stat) => !stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z'),
-            Err(_) => false,
-        }
+        let Ok(threads) = fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return false;
+        };
+        threads.flatten().any(|thread| {
+            fs::read_to_string(thread.path().join("stat")).is_ok_and(|stat| !is_zombie(&stat))
+        })
     }
+}
+
+/// Whether a `/proc/.../stat` line shows a zombie (state `Z`, after the
+/// command name in parentheses, which may itself hold `)`).
+fn is_zombie(stat: &str) -> bool {
+    stat.rsplit(')')
+        .next()
+        .unwrap_or("")
+        .trim_start()
+        .starts_with('Z')
 }
 
 #[derive(Clone, Debug)]
@@ -255,4 +266,48 @@ pub fn terminate(pid: i32, grace: Duration, alive: impl Fn() -> bool) {
     // Reap it if it is our own child (ECHILD otherwise, which is fine).
     // SAFETY: a null status pointer is allowed.
     unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(pid: u32) -> ProcessRecord {
+        ProcessRecord {
+            name: "sleeper".into(),
+            netns: String::new(),
+            pid: pid as i32,
+            command: vec![],
+            restart: None,
+            env: None,
+            log: PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn a_killed_process_is_dead_while_still_a_zombie() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let sleeper = record(child.id());
+        assert!(sleeper.alive());
+        child.kill().expect("kill");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sleeper.alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Not reaped yet: /proc still lists it, as a zombie.
+        assert!(fs::metadata(format!("/proc/{}", child.id())).is_ok());
+        assert!(!sleeper.alive(), "a zombie counts as dead");
+        child.wait().expect("reap");
+        assert!(!sleeper.alive(), "a reaped process counts as dead");
+    }
+
+    #[test]
+    fn the_state_follows_the_last_parenthesis_of_a_stat_line() {
+        assert!(is_zombie("42 (a) b) Z 1 42"));
+        assert!(!is_zombie("42 (Z) S 1 42"));
+        assert!(!is_zombie("42 (a) (b) R 1 42"));
+    }
 }
