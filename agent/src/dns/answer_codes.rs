@@ -17,6 +17,25 @@ impl AnswerCodes {
         }
     }
 
+    /// Adds a receive loop's own tallies (indexed by RCODE, from
+    /// [`Self::tally`]) and zeroes them: one shared write per code per
+    /// batch instead of one per answer.
+    pub fn add(&self, tallies: &mut [u64; 16]) {
+        for (counter, n) in self.0.iter().zip(tallies.iter_mut()) {
+            if *n > 0 {
+                counter.fetch_add(*n, Ordering::Relaxed);
+                *n = 0;
+            }
+        }
+    }
+
+    /// Counts `answer` in a loop's own `tallies` (as [`Self::count`]).
+    pub fn tally(tallies: &mut [u64; 16], answer: &[u8]) {
+        if let Some(flags) = answer.get(3) {
+            tallies[usize::from(flags & 0x0f)] += 1;
+        }
+    }
+
     /// The codes answered so far with their counts, by the names `dig`
     /// prints (`NOERROR`, `NXDOMAIN`, …).
     pub fn counts(&self) -> Vec<(&'static str, u64)> {
@@ -64,5 +83,15 @@ mod tests {
         codes.count(&header(3));
         codes.count(&[0x12]);
         assert_eq!(codes.counts(), vec![("NOERROR", 2), ("NXDOMAIN", 1)]);
+        let mut tallies = [0; 16];
+        AnswerCodes::tally(&mut tallies, &header(3));
+        AnswerCodes::tally(&mut tallies, &header(5));
+        AnswerCodes::tally(&mut tallies, &[0x12]);
+        codes.add(&mut tallies);
+        assert_eq!(tallies, [0; 16], "added tallies start again from zero");
+        assert_eq!(
+            codes.counts(),
+            vec![("NOERROR", 2), ("NXDOMAIN", 2), ("REFUSED", 1)]
+        );
     }
 }

@@ -71,6 +71,8 @@ struct Listener {
     sockets: Vec<std::net::UdpSocket>,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// Each receive loop's own counts.
+    counters: Vec<Arc<udp::LoopCounters>>,
     tcp: tcp::Acceptor,
 }
 
@@ -84,6 +86,10 @@ impl Listener {
     fn shut(self) {
         self.tcp.stop();
         self.stop.store(true, Ordering::Relaxed);
+        // Helpers asleep until the first loop wakes them: woken to stop.
+        for thread in &self.threads {
+            thread.thread().unpark();
+        }
         for socket in &self.sockets {
             // SAFETY: shutdown(2) on a socket this listener owns; it only
             // ends the blocked receives (the fd is closed when the last
@@ -106,6 +112,9 @@ pub struct DnsServer {
     turn: AtomicUsize,
     /// Datagrams taken per receive call ([`udp::MAX_BATCH`] at most).
     udp_batch: usize,
+    /// Receive loops on one shared UDP socket (None: one per two cores, 1
+    /// to 4): the first waits for datagrams, the others help with backlogs.
+    udp_loops: Option<usize>,
     /// Permits for forwarded queries in flight.
     upstream_slots: Arc<tokio::sync::Semaphore>,
     /// Permits for open TCP connections.
@@ -137,8 +146,15 @@ impl DnsServer {
     /// A server taking at most `batch` datagrams per receive call (1: one
     /// `recvmmsg` and one `sendmmsg` per query; the bench compares).
     pub fn with_udp_batch(upstreams: Vec<SocketAddr>, batch: usize) -> Arc<Self> {
+        Self::with_udp(upstreams, batch, None)
+    }
+
+    /// [`Self::with_udp_batch`] with `loops` receive loops on a shared
+    /// socket (None: one per two cores the process may run on, 1 to 4).
+    pub fn with_udp(upstreams: Vec<SocketAddr>, batch: usize, loops: Option<usize>) -> Arc<Self> {
         Arc::new(Self {
             udp_batch: batch,
+            udp_loops: loops.map(|n| n.max(1)),
             records: RwLock::default(),
             generation: AtomicU64::new(0),
             upstreams,
@@ -230,9 +246,8 @@ impl DnsServer {
     /// `socket`, TCP on `tcp` (the same address: RFC 7766 §5 makes TCP a
     /// must wherever UDP is served).
     ///
-    /// UDP is answered by plain threads, one per core, on the socket
-    /// ([`udp`]); TCP and forwarding run on the tokio runtime that called
-    /// this.
+    /// UDP is answered by plain threads on the socket (see [`udp::Role`]);
+    /// TCP and forwarding run on the tokio runtime that called this.
     pub fn listen_socket(
         self: &Arc<Self>,
         network_id: &str,
@@ -243,7 +258,7 @@ impl DnsServer {
     }
 
     /// [`Self::listen_socket`] with a UDP socket per receive loop (a
-    /// [`bind_udp_group`]): one socket is shared by a loop per core.
+    /// [`bind_udp_group`]): one socket is shared by [`Self::with_udp`]'s loops.
     pub fn listen_sockets(
         self: &Arc<Self>,
         network_id: &str,
@@ -260,27 +275,50 @@ impl DnsServer {
         let tcp = tcp::Acceptor::start(self.clone(), tcp, network_id)?;
         let runtime = tokio::runtime::Handle::current();
         let stop = Arc::new(AtomicBool::new(false));
+        // One loop per two cores: the askers are this node's containers,
+        // which need the other cores, and one loop with large batches spent
+        // 15–30% less CPU per query than two on this 2-core machine under
+        // dnsperf (bench/RESULTS.md, dns 2026-11-30 evening).
         let loops = match sockets.len() {
-            1 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            1 => self.udp_loops.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 4))
+            }),
             n => n,
         };
+        // On one shared socket, loop 0 waits and the others help when it
+        // finds a backlog ([`udp::Role`]); each socket of a group has a
+        // loop of its own that waits.
+        let shared = sockets.len() == 1;
         let mut threads = Vec::new();
-        for i in 0..loops {
+        let mut counters = Vec::new();
+        let mut helpers = Vec::new();
+        for i in (0..loops).rev() {
             let socket = sockets[i % sockets.len()].try_clone()?;
             socket.set_nonblocking(false)?;
             let (this, stop) = (self.clone(), stop.clone());
             let (runtime, network) = (runtime.clone(), network_id.to_owned());
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("dns-{i}"))
-                    .spawn(move || udp::serve(this, socket, network, stop, runtime))?,
-            );
+            let mine = Arc::new(udp::LoopCounters::default());
+            counters.push(mine.clone());
+            let role = match (shared, i) {
+                (true, 0) => udp::Role::First(std::mem::take(&mut helpers)),
+                (true, _) => udp::Role::Helper,
+                (false, _) => udp::Role::First(Vec::new()),
+            };
+            let helps = matches!(role, udp::Role::Helper);
+            let thread = std::thread::Builder::new()
+                .name(format!("dns-{i}"))
+                .spawn(move || udp::serve(this, socket, network, stop, runtime, mine, role))?;
+            if helps {
+                helpers.push(thread.thread().clone());
+            }
+            threads.push(thread);
         }
         let listener = Listener {
             at,
             sockets,
             stop,
             threads,
+            counters,
             tcp,
         };
         if let Some(old) = self
@@ -304,6 +342,19 @@ impl DnsServer {
         {
             listener.shut();
         }
+    }
+
+    /// UDP receive calls that returned datagrams and the datagrams they
+    /// took, over the listeners open now: their ratio is the mean batch
+    /// `recvmmsg` found queued (1 when the loops keep up one by one).
+    pub fn udp_batching(&self) -> (u64, u64) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .flat_map(|l| &l.counters)
+            .map(|c| c.read())
+            .fold((0, 0), |(r, d), (r2, d2)| (r + r2, d + d2))
     }
 
     /// The networks it listens for.

@@ -376,10 +376,11 @@ async fn tcp_connections_are_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_over_udp_gets_every_answer_batched_or_not() {
-    // One shared socket a call per query, batched, and a SO_REUSEPORT
-    // group of two.
-    for (batch, sockets) in [(1, 1), (super::MAX_UDP_BATCH, 1), (super::MAX_UDP_BATCH, 2)] {
-        let s = DnsServer::with_udp_batch(vec![], batch);
+    // One shared socket a call per query, batched, batched with a helper
+    // loop, and a SO_REUSEPORT group of two.
+    let max = super::MAX_UDP_BATCH;
+    for (batch, sockets, loops) in [(1, 1, 1), (max, 1, 1), (max, 1, 2), (max, 2, 2)] {
+        let s = DnsServer::with_udp(vec![], batch, Some(loops));
         s.update(records(60));
         let group = super::bind_udp_group("127.0.0.1:0".parse().unwrap(), sockets).unwrap();
         let at = group[0].local_addr().unwrap();
@@ -442,6 +443,19 @@ async fn a_burst_over_udp_gets_every_answer_batched_or_not() {
         .await
         .unwrap();
         assert_eq!(answered, 400, "batch {batch}, {sockets} sockets");
+        // Every datagram counted once; a call per datagram when unbatched.
+        let (receives, datagrams) = s.udp_batching();
+        assert_eq!(datagrams, 400, "batch {batch}, {sockets} sockets");
+        assert!((1..=400).contains(&receives), "{receives} receive calls");
+        if batch == 1 {
+            assert_eq!(receives, 400);
+        }
+        // Codes tallied per batch add up to the answers sent.
+        assert_eq!(
+            s.answers_by_code(),
+            vec![("NOERROR", 300), ("NXDOMAIN", 100)],
+            "batch {batch}, {sockets} sockets"
+        );
         s.stop("n");
     }
 }

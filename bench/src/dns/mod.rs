@@ -2,7 +2,13 @@
 //! the same lab node, in the same run, with the same query mix (service
 //! names, `tasks.*` names, unknown names), driven by dnsperf from the lab's
 //! client host. Throughput at full load, then latency at the same offered
-//! load for both (p50/p99 from dnsperf's per-query report).
+//! load for both (p50/p99 from dnsperf's per-query report). Each
+//! throughput run also records what it cost ([`cpu`]): the server's own
+//! CPU per query, dnsperf's, the machine's softirq and idle time, so that
+//! the servers are compared on what they can do per core even when the
+//! client or the path is the ceiling of raw queries/s.
+
+mod cpu;
 
 use std::{
     fmt::Write as _,
@@ -32,16 +38,30 @@ pub struct Args {
     clients: usize,
     #[arg(long, default_value_t = 200)]
     outstanding: usize,
+    /// dnsperf threads (`-T`).
+    #[arg(long, default_value_t = 1)]
+    dnsperf_threads: usize,
+    /// Alternating throughput runs per server.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// dnsperf on CPU 0, the server under test on CPU 1 (Shoal's receive
+    /// loops; dnsmasq).
+    #[arg(long)]
+    pin: bool,
     /// Offered load for the latency runs (queries/s, the same for both).
     #[arg(long, default_value_t = 20_000)]
     latency_qps: u64,
     /// Datagrams Shoal's server takes per `recvmmsg` (1: a call per query).
     #[arg(long, default_value_t = shoal_agent::dns::MAX_UDP_BATCH)]
     udp_batch: usize,
-    /// UDP sockets for Shoal's server: 1 is shared by a loop per core; more
+    /// UDP sockets for Shoal's server: 1 is shared by `--udp-loops` loops; more
     /// are a SO_REUSEPORT group, a loop each.
     #[arg(long, default_value_t = 1)]
     udp_sockets: usize,
+    /// Receive loops on Shoal's one socket (default: one per two cores it
+    /// may run on, as the agent).
+    #[arg(long)]
+    udp_loops: Option<usize>,
 }
 
 const NODE_NS: &str = "shoal-n1";
@@ -132,8 +152,19 @@ impl Drop for Dnsmasq {
     }
 }
 
-fn start_dnsmasq(hosts: &Path) -> Result<Dnsmasq> {
-    let child = cmd::in_netns(NODE_NS, "dnsmasq")
+/// CPUs `taskset` pins to: dnsperf's and the servers'.
+const CLIENT_CPU: &str = "0";
+const SERVER_CPU: &str = "1";
+
+fn start_dnsmasq(hosts: &Path, pin: bool) -> Result<Dnsmasq> {
+    let mut command = if pin {
+        let mut c = cmd::in_netns(NODE_NS, "taskset");
+        c.args(["-c", SERVER_CPU, "dnsmasq"]);
+        c
+    } else {
+        cmd::in_netns(NODE_NS, "dnsmasq")
+    };
+    let child = command
         .args([
             "--keep-in-foreground",
             "--conf-file=/dev/null",
@@ -158,10 +189,15 @@ fn start_dnsmasq(hosts: &Path) -> Result<Dnsmasq> {
     Ok(Dnsmasq(child))
 }
 
-/// dnsperf from the client host; returns its stdout.
-fn dnsperf(port: u16, file: &Path, extra: &[String]) -> Result<String> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", topology::CLIENT_NS, "dnsperf", "-s"])
+/// dnsperf from the client host (on [`CLIENT_CPU`] when `pin`); returns its stdout.
+fn dnsperf(port: u16, file: &Path, pin: bool, extra: &[String]) -> Result<String> {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", topology::CLIENT_NS]);
+    if pin {
+        command.args(["taskset", "-c", CLIENT_CPU]);
+    }
+    let out = command
+        .args(["dnsperf", "-s"])
         .arg(NODE_ADDR.to_string())
         .arg("-p")
         .arg(port.to_string())
@@ -211,16 +247,65 @@ fn percentiles(report: &str) -> Result<(f64, f64, usize)> {
     Ok((at(0.50), at(0.99), lat.len()))
 }
 
+/// One throughput run of one server.
+struct Run {
+    qps: f64,
+    lost: f64,
+    completed: f64,
+    usage: cpu::Usage,
+}
+
+impl Run {
+    /// The server's own CPU per answered query, in microseconds.
+    fn server_us(&self) -> f64 {
+        self.usage.server * 1e6 / self.completed.max(1.0)
+    }
+
+    /// Queries per second of one core of the server's own CPU.
+    fn per_core(&self) -> f64 {
+        self.completed / self.usage.server.max(0.01)
+    }
+
+    /// [`Self::server_us`] with the softirq time on the server's CPU
+    /// (pinned runs): the most its answers could have cost.
+    fn with_softirq_us(&self) -> f64 {
+        (self.usage.server + self.usage.server_cpu_softirq) * 1e6 / self.completed.max(1.0)
+    }
+}
+
+/// Pins this process's threads (Shoal's receive loops among them) and
+/// every thread it starts later to [`SERVER_CPU`].
+fn pin_self() -> Result<()> {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", SERVER_CPU])
+        .arg(std::process::id().to_string())
+        .stdout(Stdio::null())
+        .status()
+        .context("running taskset")?;
+    ensure!(status.success(), "taskset -a -p -c {SERVER_CPU} failed");
+    Ok(())
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 pub async fn run(args: Args) -> Result<()> {
     let lab = Lab::new();
     lab.up(3, &mut |_| {})?;
+    if args.pin {
+        // Before the server starts: it counts the cores it may use.
+        pin_self()?;
+    }
     let dir = tempfile::tempdir()?;
     let hosts = dir.path().join("hosts");
     let query_file = dir.path().join("queries");
     std::fs::write(&hosts, hosts_file(&args))?;
     std::fs::write(&query_file, queries(&args))?;
 
-    let server = DnsServer::with_udp_batch(Vec::new(), args.udp_batch);
+    let server = DnsServer::with_udp(Vec::new(), args.udp_batch, args.udp_loops);
     server.update(Records::from_assignments(&assignments(&args)));
     let at = SocketAddrV4::new(NODE_ADDR, SHOAL_PORT);
     let group = args.udp_sockets;
@@ -231,25 +316,33 @@ pub async fn run(args: Args) -> Result<()> {
         ))
     })??;
     server.listen_sockets(NETWORK, sockets, tcp)?;
-    let _dnsmasq = start_dnsmasq(&hosts)?;
+    let dnsmasq = start_dnsmasq(&hosts, args.pin)?;
+    let loops = cpu::own_thread_ids("dns-")?.len();
 
     println!(
         "dns: {} services x {} tasks; query mix: svcN, tasks.svcN, nosuchN ({} names); \
-         dnsperf -c {} -q {} from {}; both servers on {NODE_NS}; shoal's UDP batch {}, sockets {}",
+         dnsperf -c {} -q {} -T {} from {}; both servers on {NODE_NS}; shoal's UDP batch {}, \
+         sockets {}, receive loops {loops}; {}",
         args.services,
         args.tasks_per_service,
         args.services * 3,
         args.clients,
         args.outstanding,
+        args.dnsperf_threads,
         topology::CLIENT_NS,
         args.udp_batch,
-        args.udp_sockets
+        args.udp_sockets,
+        if args.pin {
+            format!("pinned: dnsperf on CPU {CLIENT_CPU}, each server on CPU {SERVER_CPU}")
+        } else {
+            "not pinned".to_owned()
+        }
     );
     // The same answers first: one pass over the mix, response codes equal.
     let once = ["-n".to_owned(), "1".to_owned()];
     let (shoal_codes, dnsmasq_codes) = (
-        codes(&dnsperf(SHOAL_PORT, &query_file, &once)?),
-        codes(&dnsperf(DNSMASQ_PORT, &query_file, &once)?),
+        codes(&dnsperf(SHOAL_PORT, &query_file, args.pin, &once)?),
+        codes(&dnsperf(DNSMASQ_PORT, &query_file, args.pin, &once)?),
     );
     println!("response codes: shoal [{shoal_codes}], dnsmasq [{dnsmasq_codes}]");
     ensure!(
@@ -262,21 +355,78 @@ pub async fn run(args: Args) -> Result<()> {
         args.clients.to_string(),
         "-q".to_owned(),
         args.outstanding.to_string(),
+        "-T".to_owned(),
+        args.dnsperf_threads.to_string(),
         "-l".to_owned(),
         args.seconds.to_string(),
     ];
-    // Alternating runs, best of two each: the machine's noise hits both.
-    let mut best = [(0.0f64, 0.0f64); 2];
-    for _round in 0..2 {
-        for (i, port) in [SHOAL_PORT, DNSMASQ_PORT].into_iter().enumerate() {
-            let report = dnsperf(port, &query_file, &load)?;
-            let qps = field(&report, "Queries per second:")?;
-            let lost = field(&report, "Queries lost:")?;
-            if qps > best[i].0 {
-                best[i] = (qps, lost);
-            }
+    // Alternating runs: the machine's noise hits both.
+    println!(
+        "\n{:<8} {:>5} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10} {:>11} {:>12} {:>12}  load",
+        "server",
+        "round",
+        "queries/s",
+        "lost",
+        "server s",
+        "dnsperf s",
+        "softirq s",
+        "idle s",
+        "server us/q",
+        "q/s per core",
+        "+sirq us/q"
+    );
+    let servers = [
+        ("shoal", SHOAL_PORT, cpu::Server::OwnThreads),
+        (
+            "dnsmasq",
+            DNSMASQ_PORT,
+            cpu::Server::Process(dnsmasq.0.id()),
+        ),
+    ];
+    let server_cpu = args.pin.then_some(SERVER_CPU);
+    let mut runs: [Vec<Run>; 2] = Default::default();
+    let batching_before = server.udp_batching();
+    for round in 1..=args.rounds.max(1) {
+        for (i, (name, port, whose)) in servers.into_iter().enumerate() {
+            let before = cpu::snapshot(whose, server_cpu)?;
+            let report = dnsperf(port, &query_file, args.pin, &load)?;
+            let usage = before.until(&cpu::snapshot(whose, server_cpu)?);
+            let run = Run {
+                qps: field(&report, "Queries per second:")?,
+                lost: field(&report, "Queries lost:")?,
+                completed: field(&report, "Queries completed:")?,
+                usage,
+            };
+            println!(
+                "{name:<8} {round:>5} {:>10.0} {:>7.0} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>11.2} {:>12.0} {:>12}  {}",
+                run.qps,
+                run.lost,
+                usage.server,
+                usage.dnsperf,
+                usage.softirq,
+                usage.idle,
+                run.server_us(),
+                run.per_core(),
+                if args.pin {
+                    format!("{:.2}", run.with_softirq_us())
+                } else {
+                    "-".to_owned()
+                },
+                load_average(),
+            );
+            runs[i].push(run);
         }
     }
+    let batching = server.udp_batching();
+    let (receives, datagrams) = (
+        batching.0 - batching_before.0,
+        batching.1 - batching_before.1,
+    );
+    println!(
+        "shoal's recvmmsg calls: {receives}, datagrams {datagrams}, mean batch {:.2}",
+        datagrams as f64 / receives.max(1) as f64
+    );
+
     let paced = [
         "-c".to_owned(),
         args.clients.to_string(),
@@ -286,28 +436,58 @@ pub async fn run(args: Args) -> Result<()> {
         "5".to_owned(),
         "-v".to_owned(),
     ];
-    let shoal_lat = percentiles(&dnsperf(SHOAL_PORT, &query_file, &paced)?)?;
-    let dnsmasq_lat = percentiles(&dnsperf(DNSMASQ_PORT, &query_file, &paced)?)?;
+    let shoal_lat = percentiles(&dnsperf(SHOAL_PORT, &query_file, args.pin, &paced)?)?;
+    let dnsmasq_lat = percentiles(&dnsperf(DNSMASQ_PORT, &query_file, args.pin, &paced)?)?;
 
+    let best = |runs: &[Run]| runs.iter().map(|r| r.qps).fold(0.0, f64::max);
+    let lost = |runs: &[Run]| runs.iter().map(|r| r.lost).fold(0.0, f64::max);
+    // Per core: all of a server's runs together (queries over CPU seconds).
+    let per_core = |runs: &[Run]| {
+        runs.iter().map(|r| r.completed).sum::<f64>()
+            / runs.iter().map(|r| r.usage.server).sum::<f64>().max(0.01)
+    };
     println!(
-        "\n{:<10} {:>14} {:>8} {:>14} {:>14}",
-        "server", "queries/s", "lost", "p50 (us)", "p99 (us)"
+        "\n{:<10} {:>14} {:>8} {:>14} {:>14} {:>14}",
+        "server", "queries/s", "lost", "q/s per core", "p50 (us)", "p99 (us)"
     );
-    println!("{}", "-".repeat(64));
-    for (name, (qps, lost), (p50, p99, _)) in [
-        ("shoal", best[0], shoal_lat),
-        ("dnsmasq", best[1], dnsmasq_lat),
+    println!("{}", "-".repeat(79));
+    for (name, runs, (p50, p99, _)) in [
+        ("shoal", &runs[0], shoal_lat),
+        ("dnsmasq", &runs[1], dnsmasq_lat),
     ] {
-        println!("{name:<10} {qps:>14.0} {lost:>8.0} {p50:>14.0} {p99:>14.0}");
+        println!(
+            "{name:<10} {:>14.0} {:>8.0} {:>14.0} {p50:>14.0} {p99:>14.0}",
+            best(runs),
+            lost(runs),
+            per_core(runs)
+        );
     }
     println!(
-        "\nshoal / dnsmasq: queries/s {:.2}x, p99 at {} q/s {:.2}x (lower is better; {} and {} queries timed)",
-        best[0].0 / best[1].0,
+        "\nshoal / dnsmasq: queries/s {:.2}x, queries per second of the server's own CPU {:.2}x, \
+         p99 at {} q/s {:.2}x (lower is better; {} and {} queries timed)",
+        best(&runs[0]) / best(&runs[1]),
+        per_core(&runs[0]) / per_core(&runs[1]),
         args.latency_qps,
         shoal_lat.1 / dnsmasq_lat.1,
         shoal_lat.2,
         dnsmasq_lat.2,
     );
+    if args.pin {
+        // All of a server's runs together, as per_core.
+        let us = |runs: &[Run]| {
+            runs.iter()
+                .map(|r| r.usage.server + r.usage.server_cpu_softirq)
+                .sum::<f64>()
+                * 1e6
+                / runs.iter().map(|r| r.completed).sum::<f64>().max(1.0)
+        };
+        let (shoal_us, dnsmasq_us) = (us(&runs[0]), us(&runs[1]));
+        println!(
+            "with the softirq on CPU {SERVER_CPU} counted as the server's: shoal {shoal_us:.2} us per \
+             query, dnsmasq {dnsmasq_us:.2}: {:.2}x the queries per core",
+            dnsmasq_us / shoal_us
+        );
+    }
     println!("target: shoal >= 1.5x dnsmasq on queries/s, p99 no higher");
     Ok(())
 }
