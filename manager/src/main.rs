@@ -381,9 +381,11 @@ mod tests {
     #[test]
     fn one_worker_thread_by_default_and_zero_is_refused_naming_the_flag() {
         use clap::Parser;
-        let threads = |args: &[&str]| match super::Cli::try_parse_from(args)?.command {
-            super::Command::Run { common } => Ok(common.worker_threads),
-            _ => unreachable!("parsed as `run`"),
+        let threads = |args: &[&str]| -> Result<u16, clap::Error> {
+            match super::Cli::try_parse_from(args)?.command {
+                super::Command::Run { common } => Ok(common.worker_threads),
+                _ => unreachable!("parsed as `run`"),
+            }
         };
         assert_eq!(threads(&["shoal-manager", "run"]).unwrap(), 1);
         assert_eq!(
