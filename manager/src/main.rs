@@ -112,6 +112,16 @@ struct Common {
     /// error naming the limit. Give every manager the same.
     #[command(flatten)]
     limits: Limits,
+    /// Threads running the manager's tasks (API calls, Raft, the
+    /// dispatcher, the scheduler); file writes and fsyncs have threads of
+    /// their own. One by default: a write passes through a dozen tasks
+    /// (the call, the proposal batcher, the Raft core, replication, apply,
+    /// the answer), and on one thread handing it on is a queue push where
+    /// on several it is a wake-up of another thread (bench/RESULTS.md:
+    /// about a fifth less CPU per write). More help a leader of a large
+    /// cluster that is CPU-bound (scheduling, many joins at once).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: u16,
 }
 
 impl Common {
@@ -185,8 +195,23 @@ impl Common {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let threads = match &cli.command {
+        Command::Init { common, .. } | Command::Join { common, .. } | Command::Run { common } => {
+            common.worker_threads
+        }
+        Command::Version => 1,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(threads))
+        .enable_all()
+        .build()
+        .context("starting the manager's runtime")?
+        .block_on(serve(cli))
+}
+
+async fn serve(cli: Cli) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -194,7 +219,7 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let (options, bootstrap, no_serve, web) = match Cli::parse().command {
+    let (options, bootstrap, no_serve, web) = match cli.command {
         Command::Version => {
             let info = VersionInfo::of("shoal-manager", env!("CARGO_PKG_VERSION"), 0);
             println!("{}", serde_json::to_string(&info)?);
@@ -351,5 +376,25 @@ mod tests {
     #[test]
     fn every_command_and_argument_says_what_it_does() {
         shoal_help_check::assert_documented(&super::Cli::command());
+    }
+
+    #[test]
+    fn one_worker_thread_by_default_and_zero_is_refused_naming_the_flag() {
+        use clap::Parser;
+        let threads = |args: &[&str]| -> Result<u16, clap::Error> {
+            match super::Cli::try_parse_from(args)?.command {
+                super::Command::Run { common } => Ok(common.worker_threads),
+                _ => unreachable!("parsed as `run`"),
+            }
+        };
+        assert_eq!(threads(&["shoal-manager", "run"]).unwrap(), 1);
+        assert_eq!(
+            threads(&["shoal-manager", "run", "--worker-threads", "4"]).unwrap(),
+            4
+        );
+        let refused = threads(&["shoal-manager", "run", "--worker-threads", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("--worker-threads"), "{refused}");
     }
 }
