@@ -266,6 +266,10 @@ async fn writes(args: &Args) -> Result<()> {
         etcd.p99.as_secs_f64() * 1e3
     );
 
+    println!(
+        "shoal: 3 managers, each with --worker-threads {}",
+        shoal::WRITE_BENCH_WORKERS
+    );
     let cluster = shoal::start(root.path(), &args.manager_bin).await?;
     let writer = cluster.manager_identity("127.0.0.100").await?;
     let ch = shoal_pki::transport::lazy_channel(cluster.leader(), Dialer::Node(writer))?;

@@ -114,14 +114,14 @@ struct Common {
     limits: Limits,
     /// Threads running the manager's tasks (API calls, Raft, the
     /// dispatcher, the scheduler); file writes and fsyncs have threads of
-    /// their own. One by default: a write passes through a dozen tasks
-    /// (the call, the proposal batcher, the Raft core, replication, apply,
-    /// the answer), and on one thread handing it on is a queue push where
-    /// on several it is a wake-up of another thread (bench/RESULTS.md:
-    /// about a fifth less CPU per write). More help a leader of a large
-    /// cluster that is CPU-bound (scheduling, many joins at once).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    worker_threads: u16,
+    /// their own. Default: one per core. One (`--worker-threads 1`) takes
+    /// about a seventh less CPU per write, since a write passes through a
+    /// dozen tasks and on one thread handing it on is a queue push rather
+    /// than a wake-up of another thread, but joins at once run about a
+    /// quarter slower (TLS and signing share one core): bench/RESULTS.md,
+    /// "one worker thread per manager".
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: Option<u16>,
 }
 
 impl Common {
@@ -201,10 +201,13 @@ fn main() -> Result<()> {
         Command::Init { common, .. } | Command::Join { common, .. } | Command::Run { common } => {
             common.worker_threads
         }
-        Command::Version => 1,
+        Command::Version => Some(1),
     };
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(usize::from(threads))
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        runtime.worker_threads(usize::from(threads));
+    }
+    runtime
         .enable_all()
         .build()
         .context("starting the manager's runtime")?
@@ -379,18 +382,18 @@ mod tests {
     }
 
     #[test]
-    fn one_worker_thread_by_default_and_zero_is_refused_naming_the_flag() {
+    fn a_worker_per_core_by_default_and_zero_is_refused_naming_the_flag() {
         use clap::Parser;
-        let threads = |args: &[&str]| -> Result<u16, clap::Error> {
+        let threads = |args: &[&str]| -> Result<Option<u16>, clap::Error> {
             match super::Cli::try_parse_from(args)?.command {
                 super::Command::Run { common } => Ok(common.worker_threads),
                 _ => unreachable!("parsed as `run`"),
             }
         };
-        assert_eq!(threads(&["shoal-manager", "run"]).unwrap(), 1);
+        assert_eq!(threads(&["shoal-manager", "run"]).unwrap(), None);
         assert_eq!(
             threads(&["shoal-manager", "run", "--worker-threads", "4"]).unwrap(),
-            4
+            Some(4)
         );
         let refused = threads(&["shoal-manager", "run", "--worker-threads", "0"])
             .unwrap_err()
