@@ -6,6 +6,8 @@ mod control_plane;
 mod dns;
 mod mesh;
 mod mesh_baseline;
+mod mesh_peers;
+mod mesh_rounds;
 mod proxyv2;
 mod scale;
 

@@ -11,19 +11,23 @@
 //!   `--endpoint-affinity client-ip` (n3:8084), over two other tasks on
 //!   the same nodes: each as a ratio of round-robin's figure in the run.
 //!
-//! Keep-alive requests/s, new connections/s (`Connection: close`), p99.
+//! Keep-alive requests/s, new connections/s (`Connection: close`), p99,
+//! every row measured in interleaved rounds (`mesh_rounds`): the machine is
+//! shared, and one run per row swung ±15% between runs.
 //! Then connection latency with 1, 100, 1,000 and 10,000 published services for
 //! Shoal and for iptables (one DNAT rule per service ahead of the measured
 //! one): the mesh looks a port up in a hash map, iptables walks its rules.
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
 use anyhow::{Context, Result, bail, ensure};
 use shoal_lab::{Lab, cmd, topology};
+
+use crate::mesh_rounds::{self, Rate, Row, Runs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,8 +35,14 @@ pub struct Args {
     #[arg(long)]
     bin_dir: PathBuf,
     /// Seconds per wrk run.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 3)]
     seconds: u64,
+    /// Rounds: each round measures every compared row once (keep-alive,
+    /// then new connections), interleaved, so that the machine's load
+    /// drifts hit all rows alike; rows are medians of the rounds and
+    /// ratios medians of per-round ratios.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
     /// wrk connections (2 threads).
     #[arg(long, default_value_t = 50)]
     connections: usize,
@@ -40,9 +50,9 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000")]
     services: Vec<usize>,
     /// Binaries of an older build (`cargo xtask bench mesh --baseline-rev
-    /// REV` builds them): at the end, the lab is started afresh with them
-    /// and the default rows (direct, shoal ingress) measured again, so
-    /// that today's default compares with the old one in the same run.
+    /// REV` builds them): every round then also starts the lab afresh with
+    /// them and measures their default rows (direct, shoal ingress), so
+    /// that today's rows compare with the old default round by round.
     #[arg(long)]
     baseline_bin_dir: Option<PathBuf>,
 }
@@ -50,16 +60,7 @@ pub struct Args {
 const ENTRY: &str = "n3";
 const ENTRY_ADDR: &str = "192.0.2.13";
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn in_netns(netns: &str, program: &str, args: &[&str]) -> Result<String> {
+pub(crate) fn in_netns(netns: &str, program: &str, args: &[&str]) -> Result<String> {
     let mut full = vec![format!("--net=/run/netns/{netns}"), program.to_owned()];
     full.extend(args.iter().map(|a| a.to_string()));
     let full: Vec<&str> = full.iter().map(String::as_str).collect();
@@ -336,66 +337,100 @@ pub(crate) fn start_with_web(lab: &Lab, bins: &Path) -> Result<()> {
     wait("2 running web tasks", || running(lab, bins, "web") == 2)
 }
 
-pub fn run(args: Args) -> Result<()> {
-    let lab = Lab::new();
-    let bins = args.bin_dir.as_path();
-    start_with_web(&lab, bins)?;
-    // The same two nodes' tasks for the other picks (issue 16): Maglev,
-    // and client-IP affinity (all of wrk's connections come from one
-    // client address, so they all reach one task: a bound, not a flaw).
+/// The rows measured in today's lab, round by round.
+const DIRECT: Row = Row {
+    name: "direct (host mode, n1's task)",
+    url: "http://192.0.2.11:8081/",
+};
+const ROUTED: Row = Row {
+    name: "direct, routed through n3",
+    url: "http://192.0.2.11:8081/",
+};
+const SHOAL: Row = Row {
+    name: "shoal ingress, client IP (n3)",
+    url: "http://192.0.2.13:8080/",
+};
+const TODAY: [Row; 6] = [
+    DIRECT,
+    ROUTED,
+    SHOAL,
+    Row {
+        name: "shoal ingress, --lb maglev",
+        url: "http://192.0.2.13:8083/",
+    },
+    Row {
+        name: "shoal ingress, affinity",
+        url: "http://192.0.2.13:8084/",
+    },
+    Row {
+        name: "shoal ingress, dsr (n3)",
+        url: "http://192.0.2.13:8085/",
+    },
+];
+const I_DIRECT: usize = 0;
+const I_ROUTED: usize = 1;
+const I_SHOAL: usize = 2;
+const I_MAGLEV: usize = 3;
+const I_AFFINITY: usize = 4;
+const I_DSR: usize = 5;
+/// The peers' rows, in rounds of their own (with the direct path, their
+/// yardstick): their iptables rules must be out while Shoal runs.
+const PEERS: [Row; 3] = [
+    DIRECT,
+    Row {
+        name: "haproxy 2.6 on n3",
+        url: "http://192.0.2.13:9000/",
+    },
+    Row {
+        name: "iptables DNAT on n3",
+        url: "http://192.0.2.13:9001/",
+    },
+];
+
+/// What today's lab needs beyond `start_with_web`: the other picks'
+/// services, and the addresses the peers forward to and from.
+struct Today {
+    tasks: [String; 2],
+    ingress: String,
+}
+
+/// Starts today's lab afresh: `web`, then the same two nodes' tasks for
+/// the other picks (issue 16): Maglev, client-IP affinity (all of wrk's
+/// connections come from one client address, so they all reach one task:
+/// a bound, not a flaw), and direct server return (the tasks' nodes
+/// answer the client themselves; a port's target can have it once: its
+/// own tasks).
+fn start_today(lab: &Lab, bins: &Path) -> Result<Today> {
+    lab.down(&mut |_| {})?;
+    start_with_web(lab, bins)?;
     for (name, port, pick) in [
-        ("web-maglev", "8083:80", ["--lb", "maglev"]),
+        ("web-maglev", "8083:80", &["--lb", "maglev"][..]),
         (
             "web-affinity",
             "8084:80",
-            ["--endpoint-affinity", "client-ip"],
+            &["--endpoint-affinity", "client-ip"][..],
         ),
+        ("web-dsr", "published=8085,target=80,dsr=true", &[][..]),
     ] {
-        shoal(
-            &lab,
-            bins,
-            &[
-                "service",
-                "create",
-                "--name",
-                name,
-                "--replicas",
-                "2",
-                "--constraint",
-                "node.hostname!=n3",
-                "--publish",
-                port,
-                pick[0],
-                pick[1],
-                "shoal/echo:1",
-            ],
-        )?;
-        wait(&format!("2 running {name} tasks"), || {
-            running(&lab, bins, name) == 2
-        })?;
-    }
-    // The same, with direct server return: the tasks' nodes answer the
-    // client themselves (a port's target can have it once: its own tasks).
-    shoal(
-        &lab,
-        bins,
-        &[
+        let mut create = vec![
             "service",
             "create",
             "--name",
-            "web-dsr",
+            name,
             "--replicas",
             "2",
             "--constraint",
             "node.hostname!=n3",
             "--publish",
-            "published=8085,target=80,dsr=true",
-            "shoal/echo:1",
-        ],
-    )?;
-    wait("2 running web-dsr tasks", || {
-        running(&lab, bins, "web-dsr") == 2
-    })?;
+            port,
+        ];
+        create.extend(pick);
+        create.push("shoal/echo:1");
+        shoal(lab, bins, &create)?;
+        wait(&format!("2 running {name} tasks"), || {
+            running(lab, bins, name) == 2
+        })?;
+    }
     let containers = cmd::stdout(
         "docker",
         &["ps", "-q", "--filter", "label=com.shoal.service.name=web"],
@@ -426,7 +461,9 @@ pub fn run(args: Args) -> Result<()> {
             .context("task address")?;
         tasks.push(addr.to_owned());
     }
-    ensure!(tasks.len() == 2, "tasks: {tasks:?}");
+    let tasks: [String; 2] = tasks
+        .try_into()
+        .map_err(|t| anyhow::anyhow!("expected 2 web tasks, found {t:?}"))?;
     let entry_ns = format!("shoal-{ENTRY}");
     wait("n3's ingress address", || {
         addresses(&entry_ns, "shbr4096").is_ok_and(|a| a.len() == 2)
@@ -435,153 +472,63 @@ pub fn run(args: Args) -> Result<()> {
         .into_iter()
         .find(|a| !a.ends_with(".1"))
         .context("n3 has no ingress address")?;
-    // Let every node's tables follow the last push.
+    settle();
+    Ok(Today { tasks, ingress })
+}
+
+/// Lets every node's tables follow the last push, and the control plane
+/// go quiet, before a lab's rows run.
+pub(crate) fn settle() {
     std::thread::sleep(Duration::from_secs(2));
-
-    // (c) HAProxy on the entry node, L4 like the others.
-    let dir = tempfile::tempdir()?;
-    let cfg = dir.path().join("haproxy.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "global\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\
-             frontend f\n  bind {ENTRY_ADDR}:9000\n  default_backend b\n\
-             backend b\n  balance roundrobin\n  source {ingress}\n  server t1 {}:80\n  server t2 {}:80\n",
-            tasks[0], tasks[1]
-        ),
-    )?;
-    let _haproxy = Killed(
-        cmd::in_netns(&entry_ns, "haproxy")
-            .args(["-db", "-f"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting haproxy (cargo xtask setup installs it)")?,
-    );
-    // (d) iptables DNAT on the entry node, round-robin by `statistic nth`.
-    let iptables = |rule: &[&str]| -> Result<()> {
-        in_netns(&entry_ns, "iptables", &[&["-w"], rule].concat())?;
-        Ok(())
-    };
-    let dnat = |port: u16, every: &str, packet: &str, to: &str| -> Vec<String> {
-        vec![
-            "-t".into(),
-            "nat".into(),
-            "-A".into(),
-            "SHOAL_BENCH".into(),
-            "-d".into(),
-            ENTRY_ADDR.into(),
-            "-p".into(),
-            "tcp".into(),
-            "--dport".into(),
-            port.to_string(),
-            "-m".into(),
-            "statistic".into(),
-            "--mode".into(),
-            "nth".into(),
-            "--every".into(),
-            every.into(),
-            "--packet".into(),
-            packet.into(),
-            "-j".into(),
-            "DNAT".into(),
-            "--to-destination".into(),
-            format!("{to}:80"),
-        ]
-    };
-    let _ = in_netns(
-        &entry_ns,
-        "iptables",
-        &["-w", "-t", "nat", "-N", "SHOAL_BENCH"],
-    );
-    iptables(&["-t", "nat", "-F", "SHOAL_BENCH"])?;
-    let _ = in_netns(
-        &entry_ns,
-        "iptables",
-        &["-w", "-t", "nat", "-D", "PREROUTING", "-j", "SHOAL_BENCH"],
-    );
-    iptables(&["-t", "nat", "-I", "PREROUTING", "-j", "SHOAL_BENCH"])?;
-    for rule in [
-        dnat(9001, "2", "0", &tasks[0]),
-        dnat(9001, "1", "0", &tasks[1]),
-    ] {
-        let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
-        iptables(&rule)?;
+    if !wait_for_idle_control_plane(Duration::from_secs(30)) {
+        eprintln!("[bench] the control plane did not go idle within 30 s: measuring anyway");
     }
-    let snat = [
-        "-t",
-        "nat",
-        "-I",
-        "POSTROUTING",
-        "-d",
-        "198.18.0.0/15",
-        "-p",
-        "tcp",
-        "--dport",
-        "80",
-        "-j",
-        "SNAT",
-        "--to-source",
-        &ingress,
-    ];
-    iptables(&snat)?;
-    // The iptables path's rules must not touch the mesh's packets: they
-    // meet n3's netfilter too once bridged (br_netfilter), and a SNAT
-    // binding, or a conntrack entry left in TIME_WAIT, rewrites their ports.
-    shoal_lab::netns::write_sysctl(
-        &entry_ns,
-        "net/netfilter/nf_conntrack_tcp_timeout_time_wait",
-        "1",
-    )?;
-    let peers_off = || -> Result<()> {
-        let del = [&["-w"], &snat[..]].concat();
-        let del: Vec<&str> = del
-            .iter()
-            .map(|a| if *a == "-I" { "-D" } else { a })
-            .collect();
-        let _ = in_netns(&entry_ns, "iptables", &del);
-        let _ = in_netns(
-            &entry_ns,
-            "iptables",
-            &["-w", "-t", "nat", "-D", "PREROUTING", "-j", "SHOAL_BENCH"],
-        );
-        Ok(())
-    };
-    let peers_on = || -> Result<()> {
-        iptables(&["-t", "nat", "-I", "PREROUTING", "-j", "SHOAL_BENCH"])?;
-        iptables(&snat)
-    };
+}
 
-    // (e) The direct path again, with n3 as a plain IP router on the way
-    // both ways (no NAT, no VXLAN): what entering at a node with no task
-    // costs in this lab before any load balancing, since each hop is one
-    // more veth crossing on the same two cores.
-    let routed_via_entry = |on: bool| -> Result<()> {
-        shoal_lab::netns::write_sysctl(&entry_ns, "net/ipv4/conf/all/send_redirects", "0")?;
-        shoal_lab::netns::write_sysctl(&entry_ns, "net/ipv4/conf/eth0/send_redirects", "0")?;
-        for (ns, to) in [
-            (topology::CLIENT_NS, "192.0.2.11/32"),
-            ("shoal-n1", "192.0.2.100/32"),
-        ] {
-            if on {
-                cmd::ip_in(ns, &["route", "replace", to, "via", ENTRY_ADDR])?;
-            } else {
-                let _ = cmd::ip_in(ns, &["route", "del", to]);
-            }
+/// The direct path with n3 as a plain IP router on the way both ways (no
+/// NAT, no VXLAN): what entering at a node with no task costs in this lab
+/// before any load balancing, since each hop is one more veth crossing on
+/// the same two cores.
+fn routed_via_entry(on: bool) -> Result<()> {
+    let entry_ns = format!("shoal-{ENTRY}");
+    shoal_lab::netns::write_sysctl(&entry_ns, "net/ipv4/conf/all/send_redirects", "0")?;
+    shoal_lab::netns::write_sysctl(&entry_ns, "net/ipv4/conf/eth0/send_redirects", "0")?;
+    for (ns, to) in [
+        (topology::CLIENT_NS, "192.0.2.11/32"),
+        ("shoal-n1", "192.0.2.100/32"),
+    ] {
+        if on {
+            cmd::ip_in(ns, &["route", "replace", to, "via", ENTRY_ADDR])?;
+        } else {
+            let _ = cmd::ip_in(ns, &["route", "del", to]);
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+/// The mesh's packets and the peers' share n3's ingress address and the
+/// client's ports: the tasks' TIME_WAIT sockets of one side's connections
+/// must expire before the other side's rows (and the mesh's reply program
+/// would take the peers' replies for its own finished connections).
+fn wait_for_time_wait() {
+    println!("(waiting 65 s for the tasks' TIME_WAIT sockets of the other side's connections)");
+    std::thread::sleep(Duration::from_secs(65));
+}
+
+pub fn run(args: Args) -> Result<()> {
+    ensure!(args.rounds >= 1, "--rounds must be at least 1");
+    ensure!(args.seconds >= 1, "--seconds must be at least 1");
+    ensure!(
+        args.connections >= 2,
+        "--connections must be at least 2 (wrk -t2)"
+    );
+    let lab = Lab::new();
+    let bins = args.bin_dir.as_path();
+    let rate = Rate {
+        connections: args.connections,
+        seconds: args.seconds,
     };
-    let targets = [
-        ("direct (host mode, n1's task)", "http://192.0.2.11:8081/"),
-        ("direct, routed through n3", "http://192.0.2.11:8081/"),
-        ("shoal ingress, client IP (n3)", "http://192.0.2.13:8080/"),
-        ("haproxy 2.6 on n3", "http://192.0.2.13:9000/"),
-        ("iptables DNAT on n3", "http://192.0.2.13:9001/"),
-        ("shoal ingress, --lb maglev", "http://192.0.2.13:8083/"),
-        ("shoal ingress, affinity", "http://192.0.2.13:8084/"),
-        ("shoal ingress, dsr (n3)", "http://192.0.2.13:8085/"),
-    ];
+    let started = std::time::Instant::now();
     println!(
         "mesh: 2 shoal/echo tasks (n1, n2); wrk -t2 -c{} -d{}s from {}; entry node n3 runs no task",
         args.connections,
@@ -589,135 +536,163 @@ pub fn run(args: Args) -> Result<()> {
         topology::CLIENT_NS
     );
     println!(
-        "\n{:<32} {:>12} {:>10} {:>14} {:>10} {:>7}",
-        "path", "keep-alive/s", "p99 ms", "new conns/s", "p99 ms", "errors"
-    );
-    // The peers run before Shoal: they send from n3's ingress address too
-    // (the only one the tasks can answer), and the mesh's reply program
-    // would take their replies for its own connections where a finished
-    // mesh connection's entry has the same ports (entries stay until the
-    // LRU needs the room). Host mode (direct) tracks by client address.
-    // Between the peers and Shoal, the tasks' TIME_WAIT sockets of the
-    // peers' connections (same source address and ports) must expire.
-    let mut measured = Vec::new();
-    for i in [0, 1, 3, 4, 2, 5, 6, 7] {
-        let (name, url) = targets[i];
-        if i == 2 {
-            peers_off()?;
-            println!("(waiting 65 s for the tasks' TIME_WAIT sockets of the peers' connections)");
-            std::thread::sleep(Duration::from_secs(65));
+        "{} rounds: each round measures every row once, interleaved (keep-alive, then Connection: close){}.\n\
+         Rows: median of the rounds [min-max]. Ratios: median of the per-round ratios [min-max];\n\
+         a ratio is BELOW its target only if its whole spread is.",
+        args.rounds,
+        if args.baseline_bin_dir.is_some() {
+            "; each round starts today's lab afresh, then the baseline build's"
+        } else {
+            ""
         }
-        routed_via_entry(i == 1)?;
-        let runs = (
-            wrk(url, args.connections, 2, args.seconds, false),
-            wrk(url, args.connections, 2, args.seconds, true),
+    );
+    let dir = tempfile::tempdir()?;
+    let mut today = TODAY.map(|_| Runs::default());
+    let mut peers_runs = PEERS.map(|_| Runs::default());
+    let mut old = crate::mesh_baseline::ROWS.map(|_| Runs::default());
+    let mut latency = Vec::new();
+    for round in 0..args.rounds {
+        let block = std::time::Instant::now();
+        let setup = start_today(&lab, bins)?;
+        eprintln!(
+            "[bench] round {}: today's lab up in {:.0?}",
+            round + 1,
+            block.elapsed()
         );
-        routed_via_entry(false)?;
-        measured.push((i, name, runs.0?, runs.1?));
+        if round == 0 {
+            // The peers and the iptables half of the latency part first,
+            // in their own rounds.
+            let peers = crate::mesh_peers::Peers::start(
+                &format!("shoal-{ENTRY}"),
+                ENTRY_ADDR,
+                &setup.ingress,
+                setup.tasks.clone(),
+                dir.path(),
+            )?;
+            for peers_round in 0..args.rounds {
+                mesh_rounds::round(&PEERS, &mut peers_runs, peers_round, rate, |_, _| Ok(()))?;
+            }
+            for &n in &args.services {
+                peers.set_other_services(n, dir.path())?;
+                std::thread::sleep(Duration::from_secs(1));
+                latency.push((n, median_p99("http://192.0.2.13:9001/")?, f64::NAN));
+            }
+            drop(peers);
+            wait_for_time_wait();
+        }
+        mesh_rounds::round(&TODAY, &mut today, round, rate, |row, before| {
+            if row.name == ROUTED.name {
+                routed_via_entry(before)?;
+            }
+            Ok(())
+        })?;
+        if round == 0 {
+            shoal_latency(&lab, bins, &mut latency)?;
+        }
+        if let Some(old_bins) = &args.baseline_bin_dir {
+            let block = std::time::Instant::now();
+            crate::mesh_baseline::start(&lab, old_bins)?;
+            eprintln!(
+                "[bench] round {}: the baseline's lab up in {:.0?}",
+                round + 1,
+                block.elapsed()
+            );
+            mesh_rounds::round(
+                &crate::mesh_baseline::ROWS,
+                &mut old,
+                round,
+                rate,
+                |_, _| Ok(()),
+            )?;
+        }
     }
-    measured.sort_by_key(|m| m.0);
-    let mut results = Vec::new();
-    for (_, name, keep, close) in measured {
-        print_row(name, &keep, &close);
-        results.push((name, keep, close));
-    }
-    let (_, direct_k, direct_c) = &results[0];
-    let (_, hop_k, hop_c) = &results[1];
-    let (_, shoal_k, shoal_c) = &results[2];
-    println!(
-        "\nshoal / direct:   keep-alive {:.2}x, new connections {:.2}x (target >= 0.9)",
-        shoal_k.rps / direct_k.rps,
-        shoal_c.rps / direct_c.rps
+    let rows: Vec<(&str, &Runs)> = TODAY.iter().map(|r| r.name).zip(&today).collect();
+    mesh_rounds::print_table("path", &rows);
+    let peer_rows: Vec<(&str, &Runs)> = PEERS.iter().map(|r| r.name).zip(&peers_runs).collect();
+    mesh_rounds::print_table("path (the peers' own rounds)", &peer_rows);
+    println!();
+    let (direct, shoal_rr) = (&today[I_DIRECT], &today[I_SHOAL]);
+    let print_ratio = mesh_rounds::print_ratio;
+    print_ratio(
+        "shoal / direct",
+        mesh_rounds::ratio(shoal_rr, direct),
+        Some(0.9),
     );
-    println!(
-        "the extra hop alone (direct, routed through n3) / direct: keep-alive {:.2}x, new connections {:.2}x",
-        hop_k.rps / direct_k.rps,
-        hop_c.rps / direct_c.rps
+    print_ratio(
+        "the extra hop alone (direct, routed through n3) / direct",
+        mesh_rounds::ratio(&today[I_ROUTED], direct),
+        None,
     );
-    println!(
-        "shoal / direct routed through n3: keep-alive {:.2}x, new connections {:.2}x",
-        shoal_k.rps / hop_k.rps,
-        shoal_c.rps / hop_c.rps
+    print_ratio(
+        "shoal / direct routed through n3",
+        mesh_rounds::ratio(shoal_rr, &today[I_ROUTED]),
+        None,
     );
-    // The other picks against round-robin in the same run (target >= 0.95)
-    // and against direct (target >= 0.9).
-    for (name, k, c) in &results[5..7] {
-        println!(
-            "{name} / round-robin: keep-alive {:.2}x, new connections {:.2}x (target >= 0.95); / direct: {:.2}x, {:.2}x (target >= 0.9)",
-            k.rps / shoal_k.rps,
-            c.rps / shoal_c.rps,
-            k.rps / direct_k.rps,
-            c.rps / direct_c.rps,
+    for i in [I_MAGLEV, I_AFFINITY] {
+        let name = TODAY[i].name;
+        print_ratio(
+            &format!("{name} / round-robin"),
+            mesh_rounds::ratio(&today[i], shoal_rr),
+            Some(0.95),
+        );
+        print_ratio(
+            &format!("{name} / direct"),
+            mesh_rounds::ratio(&today[i], direct),
+            Some(0.9),
         );
     }
-    // The tasks see the client's own address on both shoal rows (tunnel
-    // return is the default; issue 16): compare with the SNAT figures of
-    // earlier runs in bench/RESULTS.md.
-    let (_, dsr_k, dsr_c) = &results[7];
-    println!(
-        "shoal dsr / direct: keep-alive {:.2}x, new connections {:.2}x; dsr / shoal (tunnel return): {:.2}x / {:.2}x",
-        dsr_k.rps / direct_k.rps,
-        dsr_c.rps / direct_c.rps,
-        dsr_k.rps / shoal_k.rps,
-        dsr_c.rps / shoal_c.rps
+    // The tasks see the client's own address on every shoal row but dsr's
+    // replies leave n1 and n2 straight to the client.
+    print_ratio(
+        "shoal dsr / direct",
+        mesh_rounds::ratio(&today[I_DSR], direct),
+        None,
     );
-    for (name, k, c) in &results[3..5] {
-        println!(
-            "shoal / {name}: keep-alive {:.2}x, new connections {:.2}x, p99 {:.2}x / {:.2}x (lower is better; target >= 1 on throughput)",
-            shoal_k.rps / k.rps,
-            shoal_c.rps / c.rps,
-            shoal_k.p99_ms / k.p99_ms,
-            shoal_c.p99_ms / c.p99_ms,
+    print_ratio(
+        "shoal dsr / shoal (tunnel return)",
+        mesh_rounds::ratio(&today[I_DSR], shoal_rr),
+        None,
+    );
+    for i in 1..PEERS.len() {
+        // Different rounds (minutes apart): each against its own direct.
+        print_ratio(
+            &format!(
+                "shoal / {} (each against direct in its own rounds; target >= 1 on throughput)",
+                PEERS[i].name
+            ),
+            mesh_rounds::ratio_against_direct((shoal_rr, direct), (&peers_runs[i], &peers_runs[0])),
+            None,
         );
     }
-
-    // Connection latency against the number of published services.
+    if let Some(old_bins) = &args.baseline_bin_dir {
+        let today_rows = [I_SHOAL, I_MAGLEV, I_AFFINITY, I_DSR].map(|i| (TODAY[i].name, &today[i]));
+        crate::mesh_baseline::print(old_bins, &old, direct, &today_rows);
+    }
     println!("\nconnection latency (1 client, Connection: close) vs published services:");
     println!(
         "{:>9} {:>18} {:>18}",
         "services", "shoal p99 ms", "iptables p99 ms"
     );
-    // iptables first (see above), then Shoal, which creates the services.
-    // Shoal's connections just now used the same ingress address and
-    // client ports: their TIME_WAIT sockets on the tasks must expire first
-    // (iptables' NAT cannot know of them, and keeps the client's port).
-    std::thread::sleep(Duration::from_secs(65));
-    peers_on()?;
-    let mut iptables_p99 = Vec::new();
-    for &n in &args.services {
-        // n-1 rules for other services ahead of the measured ones.
-        iptables(&["-t", "nat", "-F", "SHOAL_BENCH"])?;
-        let mut restore = String::from("*nat\n");
-        for i in 1..n {
-            restore.push_str(&format!(
-                "-A SHOAL_BENCH -d {ENTRY_ADDR}/32 -p tcp -m tcp --dport {} -j DNAT --to-destination {}:80\n",
-                20000 + i,
-                tasks[0]
-            ));
-        }
-        for (every, to) in [("2", &tasks[0]), ("1", &tasks[1])] {
-            restore.push_str(&format!(
-                "-A SHOAL_BENCH -d {ENTRY_ADDR}/32 -p tcp -m tcp --dport 9001 -m statistic --mode nth --every {every} --packet 0 -j DNAT --to-destination {to}:80\n"
-            ));
-        }
-        restore.push_str("COMMIT\n");
-        let file = dir.path().join("rules");
-        std::fs::write(&file, restore)?;
-        in_netns(
-            &entry_ns,
-            "iptables-restore",
-            &["-w", "--noflush", &file.display().to_string()],
-        )?;
-        std::thread::sleep(Duration::from_secs(1));
-        iptables_p99.push(median_p99("http://192.0.2.13:9001/")?);
+    for (n, iptables_ms, shoal_ms) in latency {
+        println!("{n:>9} {shoal_ms:>18.3} {iptables_ms:>18.3}");
     }
-    peers_off()?;
-    std::thread::sleep(Duration::from_secs(65)); // TIME_WAIT, as above
+    println!(
+        "\nbench took {:.0?}. The lab cluster stays up (cargo xtask lab down).",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// The Shoal half of the latency part: creates the idle services up to
+/// each count and fills `latency`'s third column (the iptables half ran
+/// with the peers).
+fn shoal_latency(lab: &Lab, bins: &Path, latency: &mut [(usize, f64, f64)]) -> Result<()> {
     let mut created = 1;
     let entry_maps = Lab::bpffs_root(&lab.host(ENTRY)?);
-    for (&n, iptables_ms) in args.services.iter().zip(iptables_p99) {
+    for (n, _, shoal_ms) in latency.iter_mut() {
+        let n = *n;
         let started = std::time::Instant::now();
-        create_idle_services(&lab, bins, created..n)?;
+        create_idle_services(lab, bins, created..n)?;
         created = n.max(created);
         let pushed = started.elapsed();
         // Measure once the entry node serves every port (web's 8080 and
@@ -744,18 +719,7 @@ pub fn run(args: Args) -> Result<()> {
                 " (never fully: measured anyway)"
             }
         );
-        let shoal_ms = median_p99("http://192.0.2.13:8080/")?;
-        println!("{n:>9} {shoal_ms:>18.3} {iptables_ms:>18.3}");
+        *shoal_ms = median_p99("http://192.0.2.13:8080/")?;
     }
-    let _ = in_netns(
-        &entry_ns,
-        "iptables",
-        &["-w", "-t", "nat", "-F", "SHOAL_BENCH"],
-    );
-    peers_off()?;
-    if let Some(old) = &args.baseline_bin_dir {
-        crate::mesh_baseline::compare(&lab, old, (args.connections, args.seconds), &results)?;
-    }
-    println!("\nThe lab cluster stays up (cargo xtask lab down).");
     Ok(())
 }
