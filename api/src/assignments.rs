@@ -317,6 +317,25 @@ impl Sender {
     }
 }
 
+impl Sender {
+    /// As [`Sender::next_shared`] for the set given last, unchanged (the
+    /// caller knows nothing it holds moved): only a changed node list is
+    /// news, and the set is neither rebuilt nor compared. None before a
+    /// first set.
+    pub fn next_nodes(&mut self, nodes: &Arc<NodeList>, version: u64) -> Option<AssignmentSet> {
+        if self
+            .nodes
+            .as_ref()
+            .is_some_and(|held| Arc::ptr_eq(held, nodes))
+        {
+            return None;
+        }
+        let mut set = self.last.clone()?;
+        set.version = version;
+        self.next_shared(set, nodes)
+    }
+}
+
 /// A message that does not follow the one before: the agent must open the
 /// stream again to get a complete set.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -500,6 +519,37 @@ mod tests {
             assert_eq!(got, want, "version {version}");
         }
         assert!(skipped > 0, "an unchanged set and list push nothing");
+    }
+
+    #[test]
+    fn an_unchanged_set_sends_only_a_moved_node_list() {
+        let mut rng = Rng(0xbeef);
+        let mut sender = Sender::new(true);
+        let mut receiver = Receiver::default();
+        let mut nodes = Arc::new(NodeList::default());
+        assert!(
+            sender.next_nodes(&nodes, 1).is_none(),
+            "nothing before a first set"
+        );
+        let set = random_set(&mut rng);
+        let first = sender
+            .next_shared(set.clone(), &nodes)
+            .expect("a first set");
+        receiver.take(first).expect("in order");
+        assert!(
+            sender.next_nodes(&nodes, 2).is_none(),
+            "the same list: nothing to send"
+        );
+        nodes = NodeList::update(&nodes, random_set(&mut rng).nodes);
+        let message = sender.next_nodes(&nodes, 3).expect("the list moved");
+        assert!(message.delta);
+        assert!(message.tasks.is_empty(), "the set is not sent again");
+        let got = receiver.take(message).expect("in order").clone();
+        let mut want = set;
+        want.nodes = nodes.nodes.clone();
+        want.version = 3;
+        assert!(normalize(&mut want));
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! measure the bytes pushed for one change, and a service is updated
 //! rolling. Printed beside the published anchors and this project's goals.
 
+mod failure;
 mod measure;
 mod report;
 
@@ -248,7 +249,7 @@ async fn create(control: &ControlClient<Channel>, args: &Args) -> Result<()> {
                 control
                     .create_service(spec.clone())
                     .await
-                    .map_err(|s| anyhow::anyhow!("creating {}: {}", spec.name, s.message()))?;
+                    .map_err(|s| failure::describe(&format!("creating {}", spec.name), &s))?;
             }
         });
     }
@@ -297,7 +298,7 @@ async fn service(control: &ControlClient<Channel>, name: &str) -> Result<Service
         .clone()
         .list_services(Empty {})
         .await
-        .map_err(|s| anyhow::anyhow!("listing services: {}", s.message()))?
+        .map_err(|s| failure::describe("listing services", &s))?
         .into_inner()
         .services;
     services
@@ -328,7 +329,7 @@ async fn update(
             rollback: false,
         })
         .await
-        .map_err(|s| anyhow::anyhow!("updating {name}: {}", s.message()))?;
+        .map_err(|s| failure::describe(&format!("updating {name}"), &s))?;
     Ok(())
 }
 

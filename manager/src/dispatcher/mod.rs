@@ -5,12 +5,14 @@
 //! certificate's node: a session, a status report or a log line of another
 //! node's is refused.
 
+pub mod digest;
 pub mod drain;
 pub mod lb_policy;
 pub mod liveness;
 pub mod networks;
 pub mod shared;
 pub mod status;
+pub mod stream;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -205,6 +207,16 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// What woke a node's stream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// A write to the store: the set is rebuilt only if its inputs moved.
+    Store,
+    /// Something the store's fingerprint does not cover (log requests,
+    /// acknowledgements or the clock for a held stop): rebuilt.
+    Other,
 }
 
 /// The least time between two pushes to one node.
@@ -416,9 +428,9 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             let mut acks = this.acks.subscribe();
             // The first push is complete; later ones are deltas to an
             // agent that asked for them.
-            let mut sender = shoal_api::assignments::Sender::new(session.deltas);
+            let mut stream = stream::NodeStream::new(session.deltas);
             let mut last_sent = std::time::Instant::now() - MIN_PUSH_INTERVAL;
-            let mut changed = true;
+            let mut wake = Some(Wake::Store);
             // When a stop held back for the nodes' acknowledgements goes
             // out anyway (Unix ms), if one is held.
             let mut held: Option<i64> = None;
@@ -436,7 +448,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 // A burst of writes (a stack deploy, thousands of services)
                 // becomes one push per interval, not one per write: each push
                 // is computed from the whole state under its read lock.
-                if changed {
+                if let Some(cause) = wake {
                     let since = last_sent.elapsed();
                     if since < MIN_PUSH_INTERVAL {
                         tokio::time::sleep(MIN_PUSH_INTERVAL - since).await;
@@ -444,23 +456,36 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                     // The index first: the state read after it is at
                     // least as new, so the set holds everything up to it.
                     let index = *applied.borrow_and_update();
-                    let (mut set, nodes) = {
+                    let message = {
                         let state = this.manager.store.read().await;
                         let shared = this.shared.at(&state, index).await;
-                        let mut set = assignment_set_from(&state, &shared, &node_id);
-                        // Every session's sync is gathered only for a set
-                        // with a stop to hold (a copy per node per change
-                        // is a thousand squared at scale).
-                        held = if drain::holds_any(&set) {
-                            drain::hold_stops(&mut set, &state, &this.synced(), shoal_api::now_ms())
+                        // Only a set whose inputs moved is rebuilt (see
+                        // `stream`): a change elsewhere costs this stream a
+                        // lookup and at most a node list delta.
+                        if stream.must_compute(&shared, &node_id, cause == Wake::Other) {
+                            let mut set = assignment_set_from(&state, &shared, &node_id);
+                            // Every session's sync is gathered only for a set
+                            // with a stop to hold (a copy per node per change
+                            // is a thousand squared at scale).
+                            let holds = drain::holds_any(&set);
+                            held = if holds {
+                                drain::hold_stops(
+                                    &mut set,
+                                    &state,
+                                    &this.synced(),
+                                    shoal_api::now_ms(),
+                                )
+                            } else {
+                                None
+                            };
+                            set.log_requests = this.manager.logs.requests_for(&node_id);
+                            set.version = index;
+                            let digest = shared.digest_of(&node_id);
+                            stream.computed(set, &shared.nodes, digest, holds)
                         } else {
-                            None
-                        };
-                        (set, shared.nodes.clone())
+                            stream.unchanged(&shared.nodes, index)
+                        }
                     };
-                    set.log_requests = this.manager.logs.requests_for(&node_id);
-                    set.version = index;
-                    let message = sender.next_shared(set, &nodes);
                     let news = message.is_some();
                     if let Some(message) = message {
                         this.manager.metrics.assignment_pushed(&message);
@@ -480,15 +505,15 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         None => std::future::pending().await,
                     }
                 };
-                changed = tokio::select! {
-                    changed = applied.changed() => if changed.is_err() { return } else { true },
-                    _ = log_requests.changed() => true,
-                    _ = acks.changed(), if held.is_some() => true,
-                    _ = hold_ends => true,
+                wake = tokio::select! {
+                    changed = applied.changed() => if changed.is_err() { return } else { Some(Wake::Store) },
+                    _ = log_requests.changed() => Some(Wake::Other),
+                    _ = acks.changed(), if held.is_some() => Some(Wake::Other),
+                    _ = hold_ends => Some(Wake::Other),
                     _ = tx.closed() => return,
                     // Notices a replaced session or lost leadership; with
                     // nothing changed there is nothing to recompute.
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => None,
                 };
             }
         });

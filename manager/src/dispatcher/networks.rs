@@ -222,6 +222,35 @@ impl NetworkIndex {
     }
 }
 
+impl NetworkIndex {
+    /// Each network's endpoints and name records, fingerprinted (see
+    /// [`super::digest`]).
+    pub fn digests(&self) -> HashMap<String, u64> {
+        let mut out: HashMap<String, u64> = HashMap::new();
+        for (id, endpoints) in &self.endpoints {
+            out.insert(id.clone(), super::digest::of_messages(endpoints));
+        }
+        for (id, records) in &self.services {
+            let records = super::digest::of_messages(records);
+            let entry = out.entry(id.clone()).or_default();
+            *entry = entry.rotate_left(1) ^ records;
+        }
+        out
+    }
+
+    /// The network every node has (see [`view`]): the ingress network while
+    /// any port is published.
+    pub fn shared_ingress(&self) -> Option<&str> {
+        self.ingress
+            .as_deref()
+            .filter(|_| !self.published.is_empty())
+    }
+
+    pub fn published(&self) -> &[PublishedPort] {
+        &self.published
+    }
+}
+
 /// The view for the node `node_id` running `local` tasks, cut from an index
 /// of the same state. Every node has the ingress network while any port is
 /// published: a node with no task of a service still answers its port.

@@ -15,7 +15,7 @@ use shoal_api::{
     pb::{LbPolicy, Task, TaskState},
 };
 
-use super::{lb_policy, networks};
+use super::{digest, lb_policy, networks};
 use crate::store::State;
 
 pub struct Shared {
@@ -30,6 +30,9 @@ pub struct Shared {
     pub lb_policies: BTreeMap<String, LbPolicy>,
     pub trust_pem: String,
     pub root_issuer: String,
+    /// Each node's fingerprint of what its set is cut from (see
+    /// [`super::digest`]).
+    digests: HashMap<String, u64>,
 }
 
 /// Whether a node is told about a task: assigned to it and not finished.
@@ -46,7 +49,7 @@ impl Shared {
     }
 
     /// The scan of `state` at `index`, its node list following `nodes`.
-    fn after(state: &State, index: u64, nodes: &Arc<NodeList>) -> Self {
+    pub(super) fn after(state: &State, index: u64, nodes: &Arc<NodeList>) -> Self {
         let mut tasks: HashMap<String, Vec<String>> = HashMap::new();
         for (id, task) in state.tasks.iter().filter(|(_, t)| live(t)) {
             tasks
@@ -59,15 +62,34 @@ impl Shared {
             .as_ref()
             .map(|c| (crate::ca::trust_pem(c), crate::certificates::root_issuer(c)))
             .unwrap_or_default();
+        let networks = networks::NetworkIndex::of(state);
+        let lb_policies = lb_policy::lb_policies(state);
+        let ingress = networks.shared_ingress();
+        let global = digest::global(
+            networks.published(),
+            &lb_policies,
+            &trust_pem,
+            &root_issuer,
+            ingress,
+        );
+        let digests = digest::per_node(state, &tasks, &networks.digests(), global, ingress);
         Self {
             index,
             tasks,
-            networks: networks::NetworkIndex::of(state),
+            networks,
             nodes: NodeList::update(nodes, networks::cluster_nodes(state)),
-            lb_policies: lb_policy::lb_policies(state),
+            lb_policies,
             trust_pem,
             root_issuer,
+            digests,
         }
+    }
+
+    /// The fingerprint of what node `node_id`'s set is cut from in this
+    /// scan: equal in two scans, the set is equal too (but for the node
+    /// list, sent apart). None for a node the scan does not know.
+    pub fn digest_of(&self, node_id: &str) -> Option<u64> {
+        self.digests.get(node_id).copied()
     }
 
     /// Node `node_id`'s live tasks as `state` has them now, by id. `state`

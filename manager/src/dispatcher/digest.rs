@@ -1,0 +1,137 @@
+//! A fingerprint, per node, of everything its assignment set is cut from,
+//! taken in the shared scan: a stream whose node's fingerprint did not move
+//! since the set it last computed has nothing new to send (but a changed
+//! node list, which travels apart), so it neither rebuilds, clones nor
+//! compares that set. Without it every change made each of a thousand
+//! streams rebuild and compare its whole set: O(tasks) per change.
+//!
+//! What a set holds (see [`super::assignment_set_from`]): the node's live
+//! tasks (their id and store version: every write gives an object a new
+//! version), the secrets and configs they name (id and version), the node
+//! itself (role, ingress address and allow-list), the networks its tasks
+//! use plus the ingress network while a port is published (the network
+//! object's version and the content of every endpoint and name record on
+//! it), and what every set shares (published ports, load-balancing
+//! policies, the roots, the ingress network's id). A 64-bit SipHash of
+//! these: two different inputs share a fingerprint with odds of 2^-64.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    hash::{DefaultHasher, Hash, Hasher},
+};
+
+use prost::Message;
+use shoal_api::pb::{LbPolicy, PublishedPort};
+
+use crate::store::State;
+
+fn hash_of(value: impl Hash) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// An order-free fingerprint of `items` (each hashed by its encoding, so a
+/// field added to the message later counts too): maps iterate in orders
+/// that may differ between two scans of equal content.
+pub fn of_messages<'a, M: Message + 'a>(items: impl IntoIterator<Item = &'a M>) -> u64 {
+    let mut buf = Vec::new();
+    let mut sum = 0u64;
+    let mut count = 0u64;
+    for item in items {
+        buf.clear();
+        // A Vec grows as needed: encoding into it cannot fail.
+        if item.encode(&mut buf).is_ok() {
+            sum = sum.wrapping_add(hash_of(&buf));
+        }
+        count += 1;
+    }
+    hash_of((sum, count))
+}
+
+/// What every node's set shares.
+pub fn global(
+    published: &[PublishedPort],
+    lb_policies: &std::collections::BTreeMap<String, LbPolicy>,
+    trust_pem: &str,
+    root_issuer: &str,
+    ingress: Option<&str>,
+) -> u64 {
+    hash_of((
+        of_messages(published),
+        lb_policies,
+        trust_pem,
+        root_issuer,
+        ingress,
+    ))
+}
+
+fn version(meta: Option<&shoal_api::pb::Meta>) -> u64 {
+    meta.map(|m| m.version).unwrap_or(0)
+}
+
+/// Every node's fingerprint, from the scan of `state`: `live` is each
+/// node's live task ids, `networks` each network's endpoint and record
+/// fingerprint, `global` what every set shares, `ingress` the ingress
+/// network when a port is published (every node then has it).
+pub fn per_node(
+    state: &State,
+    live: &HashMap<String, Vec<String>>,
+    networks: &HashMap<String, u64>,
+    global: u64,
+    ingress: Option<&str>,
+) -> HashMap<String, u64> {
+    let none = Vec::new();
+    let mut out = HashMap::with_capacity(state.nodes.len());
+    for (node_id, node) in &state.nodes {
+        let ids = live.get(node_id).unwrap_or(&none);
+        let mut tasks = 0u64;
+        let mut secrets = BTreeSet::new();
+        let mut configs = BTreeSet::new();
+        let mut nets: BTreeSet<&str> = BTreeSet::new();
+        for task in ids.iter().filter_map(|id| state.tasks.get(id)) {
+            tasks = tasks.wrapping_add(hash_of((
+                task.meta.as_ref().map(|m| m.id.as_str()),
+                version(task.meta.as_ref()),
+            )));
+            let container = task.spec.as_ref().and_then(|s| s.container.as_ref());
+            for r in container.map(|c| c.secrets.as_slice()).unwrap_or_default() {
+                let v = version(
+                    state
+                        .secrets
+                        .get(&r.secret_id)
+                        .and_then(|s| s.meta.as_ref()),
+                );
+                secrets.insert((r.secret_id.as_str(), v));
+            }
+            for r in container.map(|c| c.configs.as_slice()).unwrap_or_default() {
+                let v = version(
+                    state
+                        .configs
+                        .get(&r.config_id)
+                        .and_then(|c| c.meta.as_ref()),
+                );
+                configs.insert((r.config_id.as_str(), v));
+            }
+            nets.extend(task.networks.iter().map(|n| n.network_id.as_str()));
+        }
+        nets.extend(ingress);
+        let nets: Vec<(&str, u64, u64)> = nets
+            .into_iter()
+            .map(|id| {
+                let object = version(state.networks.get(id).and_then(|n| n.meta.as_ref()));
+                (id, object, networks.get(id).copied().unwrap_or(0))
+            })
+            .collect();
+        let digest = hash_of((
+            global,
+            version(node.meta.as_ref()),
+            (tasks, ids.len()),
+            secrets,
+            configs,
+            nets,
+        ));
+        out.insert(node_id.clone(), digest);
+    }
+    out
+}
