@@ -8,6 +8,7 @@ mod mesh;
 mod mesh_baseline;
 mod mesh_peers;
 mod mesh_rounds;
+mod proc_stat;
 mod proxyv2;
 mod scale;
 

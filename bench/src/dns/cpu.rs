@@ -6,8 +6,7 @@
 
 use anyhow::{Context, Result};
 
-/// Clock ticks per second of /proc's CPU times (USER_HZ: 100 on Linux).
-const TICKS_PER_SECOND: f64 = 100.0;
+use crate::proc_stat;
 
 /// Whose CPU time is the server's.
 #[derive(Clone, Copy)]
@@ -48,12 +47,9 @@ pub struct Usage {
 pub fn snapshot(server: Server, server_cpu: Option<&str>) -> Result<Snapshot> {
     let server = match server {
         Server::OwnThreads => own_threads("dns-")?,
-        Server::Process(pid) => {
-            let f = stat_fields(&format!("/proc/{pid}/stat"))?;
-            f.utime + f.stime
-        }
+        Server::Process(pid) => proc_stat::read(&format!("/proc/{pid}/stat"))?.own(),
     };
-    let me = stat_fields("/proc/self/stat")?;
+    let me = proc_stat::read("/proc/self/stat")?;
     let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
     let (softirq, idle) =
         parse_system(&stat, "cpu").with_context(|| format!("/proc/stat: no cpu line: {stat:?}"))?;
@@ -78,7 +74,7 @@ pub fn snapshot(server: Server, server_cpu: Option<&str>) -> Result<Snapshot> {
 impl Snapshot {
     /// The CPU used since `self`, read from `later`.
     pub fn until(&self, later: &Snapshot) -> Usage {
-        let s = |a: u64, b: u64| b.saturating_sub(a) as f64 / TICKS_PER_SECOND;
+        let s = |a: u64, b: u64| proc_stat::seconds(b.saturating_sub(a));
         Usage {
             server: s(self.server, later.server),
             dnsperf: s(self.children, later.children),
@@ -89,43 +85,11 @@ impl Snapshot {
     }
 }
 
-struct StatFields {
-    utime: u64,
-    stime: u64,
-    cutime: u64,
-    cstime: u64,
-}
-
-/// utime, stime, cutime and cstime of a `/proc/.../stat` line (fields 14
-/// to 17; counted from after the command name's last ')', which may hold
-/// spaces and parentheses).
-fn stat_fields(path: &str) -> Result<StatFields> {
-    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-    parse_stat(&stat).with_context(|| format!("{path}: not a stat line: {stat:?}"))
-}
-
-fn parse_stat(stat: &str) -> Option<StatFields> {
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| fields.get(i)?.parse().ok();
-    Some(StatFields {
-        utime: field(11)?,
-        stime: field(12)?,
-        cutime: field(13)?,
-        cstime: field(14)?,
-    })
-}
-
 /// utime + stime of this process's threads whose name starts with `prefix`.
 fn own_threads(prefix: &str) -> Result<u64> {
     let mut ticks = 0;
-    for task in std::fs::read_dir("/proc/self/task").context("reading /proc/self/task")? {
-        let dir = task?.path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.starts_with(prefix) {
-            let f = stat_fields(&dir.join("stat").to_string_lossy())?;
-            ticks += f.utime + f.stime;
-        }
+    for id in own_thread_ids(prefix)? {
+        ticks += proc_stat::read(&format!("/proc/self/task/{id}/stat"))?.own();
     }
     Ok(ticks)
 }
@@ -165,14 +129,6 @@ pub fn own_thread_ids(prefix: &str) -> Result<Vec<u32>> {
 mod tests {
     use super::*;
     use std::time::Instant;
-
-    #[test]
-    fn reads_stat_lines_whatever_the_command_name() {
-        let line = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 9 4 20 0 1 0";
-        let f = parse_stat(line).expect("parsed");
-        assert_eq!((f.utime, f.stime, f.cutime, f.cstime), (250, 75, 9, 4));
-        assert!(parse_stat("42 (cut short) S 1").is_none());
-    }
 
     #[test]
     fn reads_softirq_and_idle_from_proc_stat() {

@@ -4,33 +4,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-/// Clock ticks per second of /proc's CPU times (USER_HZ: 100 on Linux).
-const TICKS_PER_SECOND: f64 = 100.0;
-
 /// CPU time (user + system) process `pid` used so far, in clock ticks.
 pub fn cpu_ticks(pid: u32) -> Result<u64> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    // The command name may hold spaces and parentheses: fields count from
-    // after its last ')'. utime and stime are fields 14 and 15 of the line,
-    // the 12th and 13th after the name.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .with_context(|| format!("{path}: no ')' after the command name"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| -> Result<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .with_context(|| format!("{path}: field {} is not a number", i + 3))
-    };
-    Ok(field(11)? + field(12)?)
+    Ok(crate::proc_stat::read(&format!("/proc/{pid}/stat"))?.own())
 }
 
-pub fn seconds(ticks: u64) -> f64 {
-    ticks as f64 / TICKS_PER_SECOND
-}
+pub use crate::proc_stat::seconds;
 
 /// A field of /proc/PID/status in kB, as MiB.
 fn status_mib(pid: u32, name: &str) -> Result<f64> {

@@ -94,24 +94,21 @@ pub fn per_node(
                 task.meta.as_ref().map(|m| m.id.as_str()),
                 version(task.meta.as_ref()),
             )));
-            let container = task.spec.as_ref().and_then(|s| s.container.as_ref());
-            for r in container.map(|c| c.secrets.as_slice()).unwrap_or_default() {
-                let v = version(
-                    state
-                        .secrets
-                        .get(&r.secret_id)
-                        .and_then(|s| s.meta.as_ref()),
+            if let Some(c) = task.spec.as_ref().and_then(|s| s.container.as_ref()) {
+                let secret =
+                    |id: &str| version(state.secrets.get(id).and_then(|s| s.meta.as_ref()));
+                let config =
+                    |id: &str| version(state.configs.get(id).and_then(|c| c.meta.as_ref()));
+                secrets.extend(
+                    c.secrets
+                        .iter()
+                        .map(|r| (r.secret_id.as_str(), secret(&r.secret_id))),
                 );
-                secrets.insert((r.secret_id.as_str(), v));
-            }
-            for r in container.map(|c| c.configs.as_slice()).unwrap_or_default() {
-                let v = version(
-                    state
-                        .configs
-                        .get(&r.config_id)
-                        .and_then(|c| c.meta.as_ref()),
+                configs.extend(
+                    c.configs
+                        .iter()
+                        .map(|r| (r.config_id.as_str(), config(&r.config_id))),
                 );
-                configs.insert((r.config_id.as_str(), v));
             }
             nets.extend(task.networks.iter().map(|n| n.network_id.as_str()));
         }
