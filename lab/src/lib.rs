@@ -38,6 +38,10 @@ pub enum LabError {
         command: String,
         source: std::io::Error,
     },
+    #[error(
+        "`{command}` did not return within {waited:?} and was killed (a wedged Docker engine? see its log)"
+    )]
+    Overran { command: String, waited: Duration },
     #[error("`{command}` failed (exit {status:?}): {stderr}")]
     Command {
         command: String,
