@@ -6,8 +6,10 @@
 #![no_std]
 
 pub mod close;
+mod dns;
 mod pick;
 pub use close::{CT_ENDING, CT_FIN_CLIENT, CT_FIN_TASK, CT_RESET};
+pub use dns::*;
 pub use pick::*;
 
 /// Version of the map layouts below. Pinned objects live under
@@ -40,6 +42,9 @@ pub mod names {
     pub const MESH_AFFINITY: &str = "MESH_AFFINITY";
     pub const ALLOW_PORTS: &str = "ALLOW_PORTS";
     pub const ALLOW_CIDRS: &str = "ALLOW_CIDRS";
+    pub const DNS_ASKERS: &str = "DNS_ASKERS";
+    pub const DNS_NAMES: &str = "DNS_NAMES";
+    pub const DNS_STATS: &str = "DNS_STATS";
     /// On each task's host-side veth, TC ingress: connections to a VIP.
     pub const VIP_OUT: &str = "vip_out";
     /// On each task's host-side veth, TC egress: their replies.

@@ -11,6 +11,7 @@ mod clientip;
 mod closing;
 mod conntrack;
 mod counters;
+mod dns;
 mod guard;
 mod mesh;
 mod pick;

@@ -3,7 +3,8 @@
 //! TC ingress of its host-side veth), and the replies get the VIP back as
 //! they reach it (`vip_in`, TC egress of the same veth). `vip_out` is also
 //! where a container's packets are first seen: the guard against reaching
-//! the node's own ports sits there.
+//! the node's own ports sits there, and the plain service-name DNS queries
+//! are answered there (see `dns`).
 
 use aya_ebpf::{
     macros::{classifier, map},
@@ -15,10 +16,10 @@ use shoal_agent_common::{
 };
 
 use crate::{
-    closing, conntrack, guard,
+    closing, conntrack, dns, guard,
     mesh::{
-        self, Flow, L4_OFF, PROTO_TCP, TC_NEXT, confirm_handshake, count, flow, mac_of, rewrite,
-        still_there,
+        self, Flow, L4_OFF, PROTO_TCP, PROTO_UDP, TC_NEXT, confirm_handshake, count, flow, mac_of,
+        rewrite, still_there,
     },
     pick,
     segment::Segment,
@@ -46,6 +47,14 @@ pub fn vip_out(mut ctx: TcContext) -> i32 {
     };
     if guard::container_blocked(&f, &seg) {
         return guard::drop_packet(shoal_agent_common::DROP_CONTAINER_TO_NODE);
+    }
+    // A plain query for a service name: answered here, never reaching the
+    // agent's server (which gets every other query unchanged).
+    if f.proto == PROTO_UDP
+        && f.dport == dns::DNS_PORT.to_be()
+        && let Some(verdict) = dns::answer(&mut ctx, &f)
+    {
+        return verdict;
     }
     // SAFETY: the agent writes whole entries.
     if let Some(service) = unsafe { MESH_VIPS.get(f.daddr) }.copied() {

@@ -46,7 +46,9 @@ pub fn proto_number(protocol: &str) -> Option<u8> {
 /// Loads the object once so that its maps exist (pinned), if they do not.
 pub fn ensure_maps(root: &BpfRoot) -> Result<(), DatapathError> {
     root.prepare()?;
-    if root.map(names::MESH_CONFIG).exists() {
+    // Maps a newer object added (the DNS ones) are created by loading it
+    // again: pinned maps that exist are reused as they are.
+    if root.map(names::MESH_CONFIG).exists() && root.map(names::DNS_NAMES).exists() {
         return Ok(());
     }
     EbpfLoader::new()

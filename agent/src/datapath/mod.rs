@@ -9,6 +9,9 @@ pub mod allow;
 mod bpffs;
 pub mod conntrack;
 mod counters;
+pub mod dns;
+#[cfg(test)]
+mod dns_tests;
 pub mod guard;
 mod loader;
 pub(crate) mod maglev;

@@ -191,6 +191,25 @@ impl Records {
         }
     }
 
+    /// Every name `networks` hold, with the entry [`Self::lookup`] finds
+    /// for it (the first of `networks` that has it): what the server
+    /// answers an asker on exactly these networks. Other names (unknown,
+    /// upstream, denied) are not here.
+    pub fn found_on(&self, networks: &[String]) -> HashMap<&str, &Entry> {
+        let mut found = HashMap::new();
+        for network in networks {
+            for (name, entry) in self.names.get(network).into_iter().flatten() {
+                found.entry(name.as_str()).or_insert(entry);
+            }
+        }
+        found
+    }
+
+    /// The addresses of this node's own tasks, the askers it answers.
+    pub fn local_askers(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.local.iter().copied()
+    }
+
     /// The DNS servers the container at `addr` forwards to, when its
     /// service gave its own.
     pub fn upstreams_of(&self, addr: Ipv4Addr) -> Option<&[SocketAddr]> {

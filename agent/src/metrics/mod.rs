@@ -190,6 +190,9 @@ pub struct Reading {
     pub dns_answers: Vec<(&'static str, u64)>,
     pub dns_refused: u64,
     pub dns_shed: u64,
+    /// What the veths' DNS program answered and left to the server;
+    /// None before the first push set its maps up.
+    pub dns_ebpf: Option<crate::datapath::dns::DnsCounts>,
 }
 
 impl Sources {
@@ -216,6 +219,7 @@ impl Sources {
             dns_answers: self.dns.answers_by_code(),
             dns_refused: stats.refused,
             dns_shed: stats.shed,
+            dns_ebpf: self.overlay.dns_counts(),
         }
     }
 }
@@ -299,6 +303,20 @@ pub fn render(reading: &Reading) -> Result<String, std::fmt::Error> {
         "DNS queries for upstream answered SERVFAIL: too many in flight",
         reading.dns_shed,
     );
+    if let Some(ebpf) = &reading.dns_ebpf {
+        counter(
+            &mut registry,
+            "shoal_dns_ebpf_answers",
+            "DNS queries answered in eBPF at the tasks' veths (never reaching the server)",
+            ebpf.answered,
+        );
+        counter(
+            &mut registry,
+            "shoal_dns_ebpf_passed",
+            "DNS queries of this node's tasks the veths' program left to the server",
+            ebpf.passed,
+        );
+    }
     registry.register(
         "shoal_mesh_closed_entries_removed",
         "Connection-table entries of ended TCP connections (both FINs, or a reset) removed after their linger",

@@ -29,6 +29,10 @@ fn ports_and_vips_get_their_own_labels() {
         dns_answers: vec![("NOERROR", 7), ("NXDOMAIN", 2)],
         dns_refused: 1,
         dns_shed: 0,
+        dns_ebpf: Some(crate::datapath::dns::DnsCounts {
+            answered: 40,
+            passed: 3,
+        }),
     };
     let text = render(&reading).expect("encodes");
     let port = r#"{service="svc1",port="8080",protocol="tcp"}"#;
@@ -78,6 +82,8 @@ fn ports_and_vips_get_their_own_labels() {
         Some(2.0)
     );
     assert_eq!(value_of(&text, "shoal_dns_refused_total"), Some(1.0));
+    assert_eq!(value_of(&text, "shoal_dns_ebpf_answers_total"), Some(40.0));
+    assert_eq!(value_of(&text, "shoal_dns_ebpf_passed_total"), Some(3.0));
     assert!(text.ends_with("# EOF\n"), "{text}");
 }
 

@@ -7,6 +7,7 @@
 //! restarted agent finds, keeps and repairs what an earlier run built.
 
 mod allow;
+mod dns_maps;
 pub mod firewall;
 pub mod guard;
 pub mod netlink;
@@ -146,6 +147,8 @@ pub struct Overlay {
     /// Where the routing mesh is pinned (none: no mesh, as in tests).
     bpf_root: Option<BpfRoot>,
     mesh: Mutex<Option<MeshMaps>>,
+    /// The DNS names answered at the task veths (see `dns_maps`).
+    dns_maps: Mutex<Option<crate::datapath::dns::DnsMaps>>,
     guard: Mutex<Option<GuardMaps>>,
     allow: allow::Allow,
     /// Published ports with `proxy-protocol=v2` (see `relay`).
@@ -182,6 +185,7 @@ impl Overlay {
             changing: tokio::sync::Mutex::new(()),
             bpf_root,
             mesh: Mutex::default(),
+            dns_maps: Mutex::default(),
             guard: Mutex::default(),
             allow: allow::Allow::default(),
             relay: Relay::new(local),
@@ -206,9 +210,23 @@ impl Overlay {
             .iter()
             .map(|n| (network_id(n).to_owned(), n.clone()))
             .collect();
-        self.dns.update(Records::from_assignments(set));
-        let wanted: HashSet<u32> = set.networks.iter().map(|n| n.vxlan_id).collect();
+        let records = Records::from_assignments(set);
+        // One dump serves the whole sync: the devices it creates are
+        // wanted ones, and the veths it looks up are made by `attach`
+        // (which tells the mesh itself).
+        let links = self.nl.links().await;
         let mut problems = Vec::new();
+        // The veths' DNS answers change before (never after) the server's.
+        let dns_maps = match &links {
+            Ok(links) => self.sync_dns_maps(set, &records, links),
+            Err(error) => Err(anyhow::anyhow!("listing links: {error:#}")),
+        };
+        if let Err(error) = dns_maps {
+            problems.push(format!("DNS maps: {error:#}"));
+        }
+        self.dns.update(records);
+        let links = links?;
+        let wanted: HashSet<u32> = set.networks.iter().map(|n| n.vxlan_id).collect();
         // Before any device or table: the guards know this push's nodes
         // and tasks before packets for them can come.
         if let Err(error) = self.program_guard(set).await {
@@ -220,10 +238,6 @@ impl Overlay {
             problems.push(format!("published ports' allow-lists: {error:#}"));
         }
         let mut ingress = Ingress::default();
-        // One dump serves the whole sync: the devices it creates are
-        // wanted ones, and the veths it looks up are made by `attach`
-        // (which tells the mesh itself).
-        let links = self.nl.links().await?;
         for network in &set.networks {
             let result = async {
                 let devices = self.ensure_network(network).await?;

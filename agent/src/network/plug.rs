@@ -159,6 +159,15 @@ impl Overlay {
         if is_ingress(&network) && self.bpf_root.is_some() {
             self.with_maps(|maps| maps.add_local_task(addr.addr, host_link.index))?;
         }
+        if self.bpf_root.is_some()
+            && let Ok(gateway) = network.gateway.parse()
+        {
+            self.dns_plugged(crate::datapath::dns::Asker {
+                ifindex: host_link.index,
+                addr: addr.addr,
+                gateway,
+            });
+        }
         Ok(RouteCandidate {
             ingress: is_ingress(&network),
             internal: is_internal(&network),

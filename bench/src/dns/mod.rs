@@ -7,8 +7,16 @@
 //! CPU per query, dnsperf's, the machine's softirq and idle time, so that
 //! the servers are compared on what they can do per core even when the
 //! client or the path is the ceiling of raw queries/s.
+//!
+//! The veth rows run dnsperf where a container sits ([`seat`]): behind a
+//! veth carrying the agent's `vip_out`, which answers the plain service-name
+//! queries in eBPF before they reach any server, asking Shoal's server (for
+//! the rest) or dnsmasq at the veth's gateway address. Their CPU per query
+//! counts the machine's softirq time with the server's: the program runs
+//! there, in the sender's context.
 
 mod cpu;
+mod seat;
 
 use std::{
     fmt::Write as _,
@@ -69,6 +77,9 @@ const NODE_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
 const SHOAL_PORT: u16 = 5301;
 const DNSMASQ_PORT: u16 = 5302;
 const NETWORK: &str = "bench-net";
+/// The listener at the veth seat's gateway (the records are `NETWORK`'s:
+/// the seat's task is known, so its own networks decide).
+const VETH_NETWORK: &str = "bench-veth";
 
 fn vip(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + (i as u32) * 8 + 1)
@@ -82,22 +93,29 @@ fn task_addr(i: usize, t: usize) -> Ipv4Addr {
 /// server answers only the node's own tasks: dnsperf's host plays one.
 fn assignments(args: &Args) -> AssignmentSet {
     let mut set = AssignmentSet::default();
-    set.tasks.push(Task {
-        meta: Some(Meta {
-            id: "dnsperf".into(),
+    // dnsperf plays two of the node's tasks: on the lab's client host, and
+    // in the veth seat.
+    for (task, addr) in [
+        ("dnsperf", topology::CLIENT_ADDR),
+        ("dnsperf-veth", seat::CONTAINER_ADDR),
+    ] {
+        set.tasks.push(Task {
+            meta: Some(Meta {
+                id: task.into(),
+                ..Default::default()
+            }),
             ..Default::default()
-        }),
-        ..Default::default()
-    });
-    set.endpoints.push(TaskEndpoint {
-        network_id: NETWORK.into(),
-        task_id: "dnsperf".into(),
-        service_id: String::new(),
-        addr: topology::CLIENT_ADDR.to_string(),
-        node_addr: NODE_ADDR.to_string(),
-        running: true,
-        draining: false,
-    });
+        });
+        set.endpoints.push(TaskEndpoint {
+            network_id: NETWORK.into(),
+            task_id: task.into(),
+            service_id: String::new(),
+            addr: addr.to_string(),
+            node_addr: NODE_ADDR.to_string(),
+            running: true,
+            draining: false,
+        });
+    }
     for i in 0..args.services {
         set.services.push(ServiceRecord {
             service_id: format!("s{i}"),
@@ -180,6 +198,7 @@ fn start_dnsmasq(hosts: &Path, pin: bool) -> Result<Dnsmasq> {
         ])
         .arg(format!("--addn-hosts={}", hosts.display()))
         .arg(format!("--listen-address={NODE_ADDR}"))
+        .arg(format!("--listen-address={}", seat::GATEWAY))
         .arg(format!("--port={DNSMASQ_PORT}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -189,16 +208,44 @@ fn start_dnsmasq(hosts: &Path, pin: bool) -> Result<Dnsmasq> {
     Ok(Dnsmasq(child))
 }
 
-/// dnsperf from the client host (on [`CLIENT_CPU`] when `pin`); returns its stdout.
-fn dnsperf(port: u16, file: &Path, pin: bool, extra: &[String]) -> Result<String> {
+/// Where dnsperf runs and whom it asks.
+#[derive(Clone, Copy)]
+struct Target {
+    /// dnsperf's namespace.
+    from: &'static str,
+    server: Ipv4Addr,
+    port: u16,
+}
+
+/// From the lab's client host to the node's address, as before the veth rows.
+const fn from_client(port: u16) -> Target {
+    Target {
+        from: topology::CLIENT_NS,
+        server: NODE_ADDR,
+        port,
+    }
+}
+
+/// From the veth seat to its gateway.
+const fn from_seat(port: u16) -> Target {
+    Target {
+        from: seat::CONTAINER_NS,
+        server: seat::GATEWAY,
+        port,
+    }
+}
+
+/// dnsperf (on [`CLIENT_CPU`] when `pin`); returns its stdout.
+fn dnsperf(target: Target, file: &Path, pin: bool, extra: &[String]) -> Result<String> {
+    let port = target.port;
     let mut command = Command::new("ip");
-    command.args(["netns", "exec", topology::CLIENT_NS]);
+    command.args(["netns", "exec", target.from]);
     if pin {
         command.args(["taskset", "-c", CLIENT_CPU]);
     }
     let out = command
         .args(["dnsperf", "-s"])
-        .arg(NODE_ADDR.to_string())
+        .arg(target.server.to_string())
         .arg("-p")
         .arg(port.to_string())
         .arg("-d")
@@ -266,6 +313,14 @@ impl Run {
         self.completed / self.usage.server.max(0.01)
     }
 
+    /// The server's CPU and the whole machine's softirq time per answered
+    /// query, in microseconds: for the veth rows, where the program
+    /// answers in softirq, the honest cost of an answer (it also counts
+    /// the delivery of every answer to dnsperf, in all rows alike).
+    fn all_softirq_us(&self) -> f64 {
+        (self.usage.server + self.usage.softirq) * 1e6 / self.completed.max(1.0)
+    }
+
     /// [`Self::server_us`] with the softirq time on the server's CPU
     /// (pinned runs): the most its answers could have cost.
     fn with_softirq_us(&self) -> f64 {
@@ -305,24 +360,32 @@ pub async fn run(args: Args) -> Result<()> {
     std::fs::write(&hosts, hosts_file(&args))?;
     std::fs::write(&query_file, queries(&args))?;
 
+    let records = || Records::from_assignments(&assignments(&args));
+    // Before the servers bind: the seat's veth holds the gateway address.
+    let seat = seat::Seat::set_up(NODE_NS, &records())?;
     let server = DnsServer::with_udp(Vec::new(), args.udp_batch, args.udp_loops);
-    server.update(Records::from_assignments(&assignments(&args)));
-    let at = SocketAddrV4::new(NODE_ADDR, SHOAL_PORT);
+    server.update(records());
     let group = args.udp_sockets;
-    let (sockets, tcp) = netns::run_in(NODE_NS, move || {
-        Ok::<_, std::io::Error>((
-            shoal_agent::dns::bind_udp_group(at, group)?,
-            std::net::TcpListener::bind(at)?,
-        ))
-    })??;
-    server.listen_sockets(NETWORK, sockets, tcp)?;
+    for (network, at) in [
+        (NETWORK, SocketAddrV4::new(NODE_ADDR, SHOAL_PORT)),
+        // Port 53 at the gateway: the only port the veth program answers.
+        (VETH_NETWORK, SocketAddrV4::new(seat::GATEWAY, 53)),
+    ] {
+        let (sockets, tcp) = netns::run_in(NODE_NS, move || {
+            Ok::<_, std::io::Error>((
+                shoal_agent::dns::bind_udp_group(at, group)?,
+                std::net::TcpListener::bind(at)?,
+            ))
+        })??;
+        server.listen_sockets(network, sockets, tcp)?;
+    }
     let dnsmasq = start_dnsmasq(&hosts, args.pin)?;
     let loops = cpu::own_thread_ids("dns-")?.len();
 
     println!(
         "dns: {} services x {} tasks; query mix: svcN, tasks.svcN, nosuchN ({} names); \
-         dnsperf -c {} -q {} -T {} from {}; both servers on {NODE_NS}; shoal's UDP batch {}, \
-         sockets {}, receive loops {loops}; {}",
+         dnsperf -c {} -q {} -T {} from {} (and from {} for the veth rows); both servers on \
+         {NODE_NS}; shoal's UDP batch {}, sockets {}, receive loops {loops}; {}",
         args.services,
         args.tasks_per_service,
         args.services * 3,
@@ -330,6 +393,7 @@ pub async fn run(args: Args) -> Result<()> {
         args.outstanding,
         args.dnsperf_threads,
         topology::CLIENT_NS,
+        seat::CONTAINER_NS,
         args.udp_batch,
         args.udp_sockets,
         if args.pin {
@@ -338,16 +402,38 @@ pub async fn run(args: Args) -> Result<()> {
             "not pinned".to_owned()
         }
     );
+    let servers = [
+        ("shoal", from_client(SHOAL_PORT), cpu::Server::OwnThreads),
+        (
+            "dnsmasq",
+            from_client(DNSMASQ_PORT),
+            cpu::Server::Process(dnsmasq.0.id()),
+        ),
+        ("shoal-veth", from_seat(53), cpu::Server::OwnThreads),
+        (
+            "dnsmasq-veth",
+            from_seat(DNSMASQ_PORT),
+            cpu::Server::Process(dnsmasq.0.id()),
+        ),
+    ];
     // The same answers first: one pass over the mix, response codes equal.
     let once = ["-n".to_owned(), "1".to_owned()];
-    let (shoal_codes, dnsmasq_codes) = (
-        codes(&dnsperf(SHOAL_PORT, &query_file, args.pin, &once)?),
-        codes(&dnsperf(DNSMASQ_PORT, &query_file, args.pin, &once)?),
-    );
-    println!("response codes: shoal [{shoal_codes}], dnsmasq [{dnsmasq_codes}]");
+    let before = seat.counts()?;
+    let mut all_codes = Vec::new();
+    for (name, target, _) in servers {
+        let codes = codes(&dnsperf(target, &query_file, args.pin, &once)?);
+        println!("response codes: {name} [{codes}]");
+        all_codes.push(codes);
+    }
+    let after = seat.counts()?;
     ensure!(
-        shoal_codes == dnsmasq_codes,
-        "the two servers answer the mix differently"
+        all_codes.iter().all(|c| *c == all_codes[0]),
+        "the servers answer the mix differently"
+    );
+    println!(
+        "one pass over the mix from the seat: {} answered at the veth, {} left to the server",
+        after.answered - before.answered,
+        after.passed - before.passed
     );
 
     let load = [
@@ -360,9 +446,9 @@ pub async fn run(args: Args) -> Result<()> {
         "-l".to_owned(),
         args.seconds.to_string(),
     ];
-    // Alternating runs: the machine's noise hits both.
+    // Alternating runs: the machine's noise hits all of them.
     println!(
-        "\n{:<8} {:>5} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10} {:>11} {:>12} {:>12}  load",
+        "\n{:<12} {:>5} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10} {:>11} {:>12} {:>12} {:>12}  load",
         "server",
         "round",
         "queries/s",
@@ -373,24 +459,24 @@ pub async fn run(args: Args) -> Result<()> {
         "idle s",
         "server us/q",
         "q/s per core",
-        "+sirq us/q"
+        "+sirq us/q",
+        "+allsirq us/q"
     );
-    let servers = [
-        ("shoal", SHOAL_PORT, cpu::Server::OwnThreads),
-        (
-            "dnsmasq",
-            DNSMASQ_PORT,
-            cpu::Server::Process(dnsmasq.0.id()),
-        ),
-    ];
     let server_cpu = args.pin.then_some(SERVER_CPU);
-    let mut runs: [Vec<Run>; 2] = Default::default();
+    let mut runs: [Vec<Run>; 4] = Default::default();
+    let mut at_veth = (0u64, 0u64);
     let batching_before = server.udp_batching();
     for round in 1..=args.rounds.max(1) {
-        for (i, (name, port, whose)) in servers.into_iter().enumerate() {
+        for (i, (name, target, whose)) in servers.into_iter().enumerate() {
+            let counts_before = seat.counts()?;
             let before = cpu::snapshot(whose, server_cpu)?;
-            let report = dnsperf(port, &query_file, args.pin, &load)?;
+            let report = dnsperf(target, &query_file, args.pin, &load)?;
             let usage = before.until(&cpu::snapshot(whose, server_cpu)?);
+            let counts = seat.counts()?;
+            if name == "shoal-veth" {
+                at_veth.0 += counts.answered - counts_before.answered;
+                at_veth.1 += counts.passed - counts_before.passed;
+            }
             let run = Run {
                 qps: field(&report, "Queries per second:")?,
                 lost: field(&report, "Queries lost:")?,
@@ -398,7 +484,7 @@ pub async fn run(args: Args) -> Result<()> {
                 usage,
             };
             println!(
-                "{name:<8} {round:>5} {:>10.0} {:>7.0} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>11.2} {:>12.0} {:>12}  {}",
+                "{name:<12} {round:>5} {:>10.0} {:>7.0} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>11.2} {:>12.0} {:>12} {:>12.2}  {}",
                 run.qps,
                 run.lost,
                 usage.server,
@@ -412,6 +498,7 @@ pub async fn run(args: Args) -> Result<()> {
                 } else {
                     "-".to_owned()
                 },
+                run.all_softirq_us(),
                 load_average(),
             );
             runs[i].push(run);
@@ -426,6 +513,12 @@ pub async fn run(args: Args) -> Result<()> {
         "shoal's recvmmsg calls: {receives}, datagrams {datagrams}, mean batch {:.2}",
         datagrams as f64 / receives.max(1) as f64
     );
+    println!(
+        "shoal-veth runs: {} queries answered at the veth, {} left to the server ({:.1}% at the veth)",
+        at_veth.0,
+        at_veth.1,
+        100.0 * at_veth.0 as f64 / (at_veth.0 + at_veth.1).max(1) as f64
+    );
 
     let paced = [
         "-c".to_owned(),
@@ -436,8 +529,15 @@ pub async fn run(args: Args) -> Result<()> {
         "5".to_owned(),
         "-v".to_owned(),
     ];
-    let shoal_lat = percentiles(&dnsperf(SHOAL_PORT, &query_file, args.pin, &paced)?)?;
-    let dnsmasq_lat = percentiles(&dnsperf(DNSMASQ_PORT, &query_file, args.pin, &paced)?)?;
+    let mut latencies = Vec::new();
+    for (_, target, _) in servers {
+        latencies.push(percentiles(&dnsperf(
+            target,
+            &query_file,
+            args.pin,
+            &paced,
+        )?)?);
+    }
 
     let best = |runs: &[Run]| runs.iter().map(|r| r.qps).fold(0.0, f64::max);
     let lost = |runs: &[Run]| runs.iter().map(|r| r.lost).fold(0.0, f64::max);
@@ -446,32 +546,62 @@ pub async fn run(args: Args) -> Result<()> {
         runs.iter().map(|r| r.completed).sum::<f64>()
             / runs.iter().map(|r| r.usage.server).sum::<f64>().max(0.01)
     };
+    // Server CPU and all softirq per query, all runs together.
+    let all_sirq_us = |runs: &[Run]| {
+        runs.iter()
+            .map(|r| r.usage.server + r.usage.softirq)
+            .sum::<f64>()
+            * 1e6
+            / runs.iter().map(|r| r.completed).sum::<f64>().max(1.0)
+    };
+    // Server, dnsperf and all softirq per query: everything a query cost
+    // the machine, wherever the kernel accounted the work (softirq run at
+    // the end of dnsperf's send call may count as dnsperf's system time).
+    let whole_us = |runs: &[Run]| {
+        runs.iter()
+            .map(|r| r.usage.server + r.usage.dnsperf + r.usage.softirq)
+            .sum::<f64>()
+            * 1e6
+            / runs.iter().map(|r| r.completed).sum::<f64>().max(1.0)
+    };
     println!(
-        "\n{:<10} {:>14} {:>8} {:>14} {:>14} {:>14}",
-        "server", "queries/s", "lost", "q/s per core", "p50 (us)", "p99 (us)"
+        "\n{:<12} {:>12} {:>8} {:>14} {:>16} {:>14} {:>10} {:>10}",
+        "server",
+        "queries/s",
+        "lost",
+        "q/s per core",
+        "srv+sirq us/q",
+        "+dnsperf us/q",
+        "p50 (us)",
+        "p99 (us)"
     );
-    println!("{}", "-".repeat(79));
-    for (name, runs, (p50, p99, _)) in [
-        ("shoal", &runs[0], shoal_lat),
-        ("dnsmasq", &runs[1], dnsmasq_lat),
-    ] {
+    println!("{}", "-".repeat(103));
+    for (i, (name, _, _)) in servers.iter().enumerate() {
+        let (p50, p99, _) = latencies[i];
         println!(
-            "{name:<10} {:>14.0} {:>8.0} {:>14.0} {p50:>14.0} {p99:>14.0}",
-            best(runs),
-            lost(runs),
-            per_core(runs)
+            "{name:<12} {:>12.0} {:>8.0} {:>14.0} {:>16.2} {:>14.2} {p50:>10.0} {p99:>10.0}",
+            best(&runs[i]),
+            lost(&runs[i]),
+            per_core(&runs[i]),
+            all_sirq_us(&runs[i]),
+            whole_us(&runs[i]),
         );
     }
-    println!(
-        "\nshoal / dnsmasq: queries/s {:.2}x, queries per second of the server's own CPU {:.2}x, \
-         p99 at {} q/s {:.2}x (lower is better; {} and {} queries timed)",
-        best(&runs[0]) / best(&runs[1]),
-        per_core(&runs[0]) / per_core(&runs[1]),
-        args.latency_qps,
-        shoal_lat.1 / dnsmasq_lat.1,
-        shoal_lat.2,
-        dnsmasq_lat.2,
-    );
+    for (label, shoal, dnsmasq) in [("from the client host", 0, 1), ("from the veth seat", 2, 3)] {
+        println!(
+            "\nshoal / dnsmasq {label}: queries/s {:.2}x, queries per second of the server's own \
+             CPU {:.2}x, per (server + softirq) CPU {:.2}x, per (server + dnsperf + softirq) \
+             CPU {:.2}x, p99 at {} q/s {:.2}x (lower is better; {} and {} queries timed)",
+            best(&runs[shoal]) / best(&runs[dnsmasq]),
+            per_core(&runs[shoal]) / per_core(&runs[dnsmasq]),
+            all_sirq_us(&runs[dnsmasq]) / all_sirq_us(&runs[shoal]),
+            whole_us(&runs[dnsmasq]) / whole_us(&runs[shoal]),
+            args.latency_qps,
+            latencies[shoal].1 / latencies[dnsmasq].1,
+            latencies[shoal].2,
+            latencies[dnsmasq].2,
+        );
+    }
     if args.pin {
         // All of a server's runs together, as per_core.
         let us = |runs: &[Run]| {
@@ -489,5 +619,6 @@ pub async fn run(args: Args) -> Result<()> {
         );
     }
     println!("target: shoal >= 1.5x dnsmasq on queries/s, p99 no higher");
+    drop(seat);
     Ok(())
 }
