@@ -109,7 +109,9 @@ pub fn allocate_tasks(state: &State) -> Batch {
             }
         }
     }
-    for task in state.tasks.values() {
+    // Only tasks not yet on a node can be New: a scan of every task per
+    // write was O(tasks) on the leader's write path.
+    for task in state.tasks_waiting() {
         if batch.is_full() {
             break;
         }
