@@ -160,7 +160,9 @@ impl Ipam {
                 ipam.mark(&ingress, &node.ingress_addr);
             }
         }
-        for task in state.tasks.values().filter(|t| holds_addresses(t)) {
+        // Only tasks on a network hold addresses: not a scan of every task
+        // (this runs for each service created and each allocator pass).
+        for task in state.tasks_on_networks().filter(|t| holds_addresses(t)) {
             for attachment in &task.networks {
                 for addr in &attachment.addresses {
                     ipam.mark(&attachment.network_id, addr);

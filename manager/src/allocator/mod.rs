@@ -98,18 +98,28 @@ pub fn allocate_tasks(state: &State) -> Batch {
     let mut batch = Batch::default();
     let mut ipam: Option<Ipam> = None;
     if let Some(ingress) = ingress_network(state) {
-        for node in state.nodes.values().filter(|n| n.ingress_addr.is_empty()) {
+        let mut without = state.nodes.values().filter(|n| n.ingress_addr.is_empty());
+        for node in without.by_ref() {
             let ipam = ipam.get_or_insert_with(|| Ipam::from_state(state));
             match ipam.address(ingress) {
                 Ok(addr) => batch.put_node(shoal_api::pb::Node {
                     ingress_addr: addr,
                     ..node.clone()
                 }),
-                Err(error) => tracing::warn!(%error, "no ingress address for a node"),
+                Err(error) => {
+                    // A full ingress subnet is full for the next node too:
+                    // trying each of them (and saying so) on every write
+                    // was most of a 1,000-node leader's work once the /24
+                    // default ran out.
+                    warn_no_ingress_address(&error, 1 + without.count());
+                    break;
+                }
             }
         }
     }
-    for task in state.tasks.values() {
+    // Only tasks not yet on a node can be New: a scan of every task per
+    // write was O(tasks) on the leader's write path.
+    for task in state.tasks_waiting() {
         if batch.is_full() {
             break;
         }
@@ -146,6 +156,22 @@ pub fn allocate_tasks(state: &State) -> Batch {
         }
     }
     batch
+}
+
+/// Says that nodes got no ingress address, at most once a minute (the
+/// allocator runs on every write).
+fn warn_no_ingress_address(error: &AllocError, nodes: usize) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST_MS: AtomicI64 = AtomicI64::new(0);
+    let now = shoal_api::now_ms();
+    let last = LAST_MS.load(Ordering::Relaxed);
+    if now - last >= 60_000
+        && LAST_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(%error, nodes, "no ingress address for these nodes (said at most once a minute)");
+    }
 }
 
 fn attachments(

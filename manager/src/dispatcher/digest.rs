@@ -70,65 +70,61 @@ fn version(meta: Option<&shoal_api::pb::Meta>) -> u64 {
     meta.map(|m| m.version).unwrap_or(0)
 }
 
-/// Every node's fingerprint, from the scan of `state`: `live` is each
-/// node's live task ids, `networks` each network's endpoint and record
-/// fingerprint, `global` what every set shares, `ingress` the ingress
-/// network when a port is published (every node then has it).
-pub fn per_node(
+/// Node `node_id`'s fingerprint: `networks` is each network's endpoint
+/// and record fingerprint, `global` what every set shares, `ingress` the
+/// ingress network when a port is published (every node then has it).
+pub fn of_node(
     state: &State,
-    live: &HashMap<String, Vec<String>>,
+    node_id: &str,
+    node: &shoal_api::pb::Node,
     networks: &HashMap<String, u64>,
     global: u64,
     ingress: Option<&str>,
-) -> HashMap<String, u64> {
-    let none = Vec::new();
-    let mut out = HashMap::with_capacity(state.nodes.len());
-    for (node_id, node) in &state.nodes {
-        let ids = live.get(node_id).unwrap_or(&none);
-        let mut tasks = 0u64;
-        let mut secrets = BTreeSet::new();
-        let mut configs = BTreeSet::new();
-        let mut nets: BTreeSet<&str> = BTreeSet::new();
-        for task in ids.iter().filter_map(|id| state.tasks.get(id)) {
-            tasks = tasks.wrapping_add(hash_of((
-                task.meta.as_ref().map(|m| m.id.as_str()),
-                version(task.meta.as_ref()),
-            )));
-            if let Some(c) = task.spec.as_ref().and_then(|s| s.container.as_ref()) {
-                let secret =
-                    |id: &str| version(state.secrets.get(id).and_then(|s| s.meta.as_ref()));
-                let config =
-                    |id: &str| version(state.configs.get(id).and_then(|c| c.meta.as_ref()));
-                secrets.extend(
-                    c.secrets
-                        .iter()
-                        .map(|r| (r.secret_id.as_str(), secret(&r.secret_id))),
-                );
-                configs.extend(
-                    c.configs
-                        .iter()
-                        .map(|r| (r.config_id.as_str(), config(&r.config_id))),
-                );
-            }
-            nets.extend(task.networks.iter().map(|n| n.network_id.as_str()));
+) -> u64 {
+    let mut tasks = 0u64;
+    let mut count = 0usize;
+    let mut secrets = BTreeSet::new();
+    let mut configs = BTreeSet::new();
+    let mut nets: BTreeSet<&str> = BTreeSet::new();
+    for task in state
+        .tasks_on_node(node_id)
+        .filter(|t| super::shared::live(t))
+    {
+        count += 1;
+        tasks = tasks.wrapping_add(hash_of((
+            task.meta.as_ref().map(|m| m.id.as_str()),
+            version(task.meta.as_ref()),
+        )));
+        if let Some(c) = task.spec.as_ref().and_then(|s| s.container.as_ref()) {
+            let secret = |id: &str| version(state.secrets.get(id).and_then(|s| s.meta.as_ref()));
+            let config = |id: &str| version(state.configs.get(id).and_then(|c| c.meta.as_ref()));
+            secrets.extend(
+                c.secrets
+                    .iter()
+                    .map(|r| (r.secret_id.as_str(), secret(&r.secret_id))),
+            );
+            configs.extend(
+                c.configs
+                    .iter()
+                    .map(|r| (r.config_id.as_str(), config(&r.config_id))),
+            );
         }
-        nets.extend(ingress);
-        let nets: Vec<(&str, u64, u64)> = nets
-            .into_iter()
-            .map(|id| {
-                let object = version(state.networks.get(id).and_then(|n| n.meta.as_ref()));
-                (id, object, networks.get(id).copied().unwrap_or(0))
-            })
-            .collect();
-        let digest = hash_of((
-            global,
-            version(node.meta.as_ref()),
-            (tasks, ids.len()),
-            secrets,
-            configs,
-            nets,
-        ));
-        out.insert(node_id.clone(), digest);
+        nets.extend(task.networks.iter().map(|n| n.network_id.as_str()));
     }
-    out
+    nets.extend(ingress);
+    let nets: Vec<(&str, u64, u64)> = nets
+        .into_iter()
+        .map(|id| {
+            let object = version(state.networks.get(id).and_then(|n| n.meta.as_ref()));
+            (id, object, networks.get(id).copied().unwrap_or(0))
+        })
+        .collect();
+    hash_of((
+        global,
+        version(node.meta.as_ref()),
+        (tasks, count),
+        secrets,
+        configs,
+        nets,
+    ))
 }

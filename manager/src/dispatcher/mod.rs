@@ -13,6 +13,7 @@ pub mod networks;
 pub mod shared;
 pub mod status;
 pub mod stream;
+pub mod touched;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -219,7 +220,8 @@ enum Wake {
     Other,
 }
 
-/// The least time between two pushes to one node.
+/// The least time between two looks at one node's set (so between two
+/// pushes to it too).
 const MIN_PUSH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// What a node must know now: its non-finished assigned tasks and the
@@ -272,7 +274,7 @@ pub fn assignment_set_from(state: &State, shared: &shared::Shared, node_id: &str
         // Sent apart: `Sender::next_shared`.
         nodes: Vec::new(),
         version: 0,
-        lb_policies: shared.lb_policies.clone(),
+        lb_policies: shared.lb_policies.as_ref().clone(),
         ..Default::default()
     }
 }
@@ -429,7 +431,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             // The first push is complete; later ones are deltas to an
             // agent that asked for them.
             let mut stream = stream::NodeStream::new(session.deltas);
-            let mut last_sent = std::time::Instant::now() - MIN_PUSH_INTERVAL;
+            let mut last_looked = std::time::Instant::now() - MIN_PUSH_INTERVAL;
             let mut wake = Some(Wake::Store);
             // When a stop held back for the nodes' acknowledgements goes
             // out anyway (Unix ms), if one is held.
@@ -446,19 +448,21 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                     return;
                 }
                 // A burst of writes (a stack deploy, thousands of services)
-                // becomes one push per interval, not one per write: each push
-                // is computed from the whole state under its read lock.
+                // becomes one look per interval, not one per write: a look
+                // costs little, but a thousand streams looking at every
+                // write was O(nodes) per write on the leader.
                 if let Some(cause) = wake {
-                    let since = last_sent.elapsed();
+                    let since = last_looked.elapsed();
                     if since < MIN_PUSH_INTERVAL {
                         tokio::time::sleep(MIN_PUSH_INTERVAL - since).await;
                     }
+                    last_looked = std::time::Instant::now();
                     // The index first: the state read after it is at
                     // least as new, so the set holds everything up to it.
                     let index = *applied.borrow_and_update();
                     let message = {
                         let state = this.manager.store.read().await;
-                        let shared = this.shared.at(&state, index).await;
+                        let shared = this.shared.at(&this.manager.store, &state, index).await;
                         // Only a set whose inputs moved is rebuilt (see
                         // `stream`): a change elsewhere costs this stream a
                         // lookup and at most a node list delta.
@@ -492,7 +496,6 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         if tx.send(Ok(message)).await.is_err() {
                             return;
                         }
-                        last_sent = std::time::Instant::now();
                     }
                     this.computed(&node_id, &session.session_id, index, news);
                 }

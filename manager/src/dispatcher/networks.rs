@@ -107,7 +107,8 @@ impl NetworkIndex {
     pub fn of(state: &State) -> Self {
         let ingress = crate::allocator::ingress_network(state).map(str::to_owned);
         let mut endpoints: HashMap<String, Vec<TaskEndpoint>> = HashMap::new();
-        for task in state.tasks.values() {
+        // Only tasks on a network have endpoints (an index, not a scan).
+        for task in state.tasks_on_networks() {
             if task.node_id.is_empty() || !holds_addresses(task) {
                 continue;
             }
@@ -240,6 +241,16 @@ impl NetworkIndex {
 
     /// The network every node has (see [`view`]): the ingress network while
     /// any port is published.
+    /// Whether there is no ingress network, no endpoint or name record on
+    /// any network, and no published port: a node's addresses are then in
+    /// no one's set but the node list.
+    pub fn is_empty(&self) -> bool {
+        self.ingress.is_none()
+            && self.endpoints.is_empty()
+            && self.services.is_empty()
+            && self.published.is_empty()
+    }
+
     pub fn shared_ingress(&self) -> Option<&str> {
         self.ingress
             .as_deref()
@@ -300,7 +311,7 @@ fn on_networks<T: Clone>(by: &HashMap<String, Vec<T>>, ids: &BTreeSet<&str>) -> 
 /// connect` (and its aliases) answers the container's address.
 fn attachment_records(state: &State) -> Vec<ServiceRecord> {
     let mut out = Vec::new();
-    for task in state.tasks.values().filter(|t| holds_addresses(t)) {
+    for task in state.tasks_on_networks().filter(|t| holds_addresses(t)) {
         let Some(container) = container_of(task) else {
             continue;
         };

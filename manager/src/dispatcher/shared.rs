@@ -15,21 +15,23 @@ use shoal_api::{
     pb::{LbPolicy, Task, TaskState},
 };
 
-use super::{digest, lb_policy, networks};
-use crate::store::State;
+use super::{digest, lb_policy, networks, touched::Touched};
+use crate::store::{State, Store};
 
 pub struct Shared {
     /// The store index the scan holds at least.
     pub index: u64,
-    /// The ids of each node's live tasks (assigned and not finished).
-    tasks: HashMap<String, Vec<String>>,
-    pub networks: networks::NetworkIndex,
+    pub networks: Arc<networks::NetworkIndex>,
+    /// Each network's fingerprint of its endpoints and name records.
+    network_digests: Arc<HashMap<String, u64>>,
     /// Every node's set holds it; it is sent apart (see
     /// [`shoal_api::node_list`]): sorted and diffed here, once per change.
     pub nodes: Arc<NodeList>,
-    pub lb_policies: BTreeMap<String, LbPolicy>,
+    pub lb_policies: Arc<BTreeMap<String, LbPolicy>>,
     pub trust_pem: String,
     pub root_issuer: String,
+    /// The fingerprint of what every set shares (see [`digest::global`]).
+    global: u64,
     /// Each node's fingerprint of what its set is cut from (see
     /// [`super::digest`]).
     digests: HashMap<String, u64>,
@@ -48,40 +50,112 @@ impl Shared {
         Self::after(state, index, &Arc::default())
     }
 
-    /// The scan of `state` at `index`, its node list following `nodes`.
+    /// The whole scan of `state` at `index`, its node list following
+    /// `nodes`.
     pub(super) fn after(state: &State, index: u64, nodes: &Arc<NodeList>) -> Self {
-        let mut tasks: HashMap<String, Vec<String>> = HashMap::new();
-        for (id, task) in state.tasks.iter().filter(|(_, t)| live(t)) {
-            tasks
-                .entry(task.node_id.clone())
-                .or_default()
-                .push(id.clone());
-        }
         let (trust_pem, root_issuer) = state
             .cluster
             .as_ref()
             .map(|c| (crate::ca::trust_pem(c), crate::certificates::root_issuer(c)))
             .unwrap_or_default();
         let networks = networks::NetworkIndex::of(state);
+        let network_digests = networks.digests();
         let lb_policies = lb_policy::lb_policies(state);
-        let ingress = networks.shared_ingress();
         let global = digest::global(
             networks.published(),
             &lb_policies,
             &trust_pem,
             &root_issuer,
-            ingress,
+            networks.shared_ingress(),
         );
-        let digests = digest::per_node(state, &tasks, &networks.digests(), global, ingress);
-        Self {
+        let mut shared = Self {
             index,
-            tasks,
-            networks,
+            networks: Arc::new(networks),
+            network_digests: Arc::new(network_digests),
             nodes: NodeList::update(nodes, networks::cluster_nodes(state)),
-            lb_policies,
+            lb_policies: Arc::new(lb_policies),
             trust_pem,
             root_issuer,
-            digests,
+            global,
+            digests: HashMap::with_capacity(state.nodes.len()),
+        };
+        for node_id in state.nodes.keys() {
+            shared.digest_node(state, node_id);
+        }
+        shared
+    }
+
+    /// The scan of `state` at `index` from the one before it, redoing only
+    /// what the writes between them `touched`: a write to one service's
+    /// tasks costs the fingerprints of the nodes they are on, not a scan
+    /// of every task (which, once per write, was O(tasks) per write).
+    pub(super) fn next(prev: &Shared, state: &State, index: u64, touched: &Touched) -> Self {
+        if touched.everything {
+            return Self::after(state, index, &prev.nodes);
+        }
+        let mut shared = Self {
+            index,
+            networks: prev.networks.clone(),
+            network_digests: prev.network_digests.clone(),
+            nodes: prev.nodes.clone(),
+            lb_policies: prev.lb_policies.clone(),
+            trust_pem: prev.trust_pem.clone(),
+            root_issuer: prev.root_issuer.clone(),
+            global: prev.global,
+            digests: prev.digests.clone(),
+        };
+        let mut all_nodes = false;
+        if touched.networks {
+            let networks = networks::NetworkIndex::of(state);
+            let network_digests = networks.digests();
+            let lb_policies = lb_policy::lb_policies(state);
+            shared.global = digest::global(
+                networks.published(),
+                &lb_policies,
+                &shared.trust_pem,
+                &shared.root_issuer,
+                networks.shared_ingress(),
+            );
+            // Which nodes use a network whose records moved is the nodes'
+            // own business: all of them look again (networks change
+            // seldom; their tasks' endpoints more often, but then so do
+            // the nodes that hold them).
+            all_nodes = shared.global != prev.global || network_digests != *prev.network_digests;
+            shared.networks = Arc::new(networks);
+            shared.network_digests = Arc::new(network_digests);
+            shared.lb_policies = Arc::new(lb_policies);
+        }
+        if touched.node_list {
+            shared.nodes = NodeList::update(&prev.nodes, networks::cluster_nodes(state));
+        }
+        if all_nodes {
+            shared.digests.clear();
+            for node_id in state.nodes.keys() {
+                shared.digest_node(state, node_id);
+            }
+        } else {
+            for node_id in &touched.nodes {
+                if state.nodes.contains_key(node_id) {
+                    shared.digest_node(state, node_id);
+                } else {
+                    shared.digests.remove(node_id);
+                }
+            }
+        }
+        shared
+    }
+
+    fn digest_node(&mut self, state: &State, node_id: &str) {
+        if let Some(node) = state.nodes.get(node_id) {
+            let digest = digest::of_node(
+                state,
+                node_id,
+                node,
+                &self.network_digests,
+                self.global,
+                self.networks.shared_ingress(),
+            );
+            self.digests.insert(node_id.to_owned(), digest);
         }
     }
 
@@ -92,37 +166,59 @@ impl Shared {
         self.digests.get(node_id).copied()
     }
 
-    /// Node `node_id`'s live tasks as `state` has them now, by id. `state`
-    /// may be newer than the scan: a task that finished since is left out,
-    /// one assigned since comes with the next index's scan.
+    /// Node `node_id`'s live tasks as `state` has them now, by id (`state`
+    /// may be newer than the scan: its fingerprints then move at the next
+    /// scan, and the set is rebuilt once more).
     pub fn tasks_of(&self, state: &State, node_id: &str) -> Vec<Task> {
-        self.tasks
-            .get(node_id)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| state.tasks.get(id))
-            .filter(|t| live(t) && t.node_id == node_id)
+        state
+            .tasks_on_node(node_id)
+            .filter(|t| live(t))
             .cloned()
             .collect()
     }
 }
 
 /// The latest scan, made by whichever stream first needs a newer one; the
-/// others wait for it rather than scan too.
+/// others wait for it rather than scan too. It follows the store's change
+/// events to redo only what they touched.
 #[derive(Default)]
-pub struct SharedCache(tokio::sync::Mutex<Option<Arc<Shared>>>);
+pub struct SharedCache(tokio::sync::Mutex<Cached>);
+
+#[derive(Default)]
+struct Cached {
+    scan: Option<Arc<Shared>>,
+    /// Subscribed under the read lock of the first whole scan: no write
+    /// after that scan is missed.
+    touched: Option<super::touched::Tracker>,
+}
 
 impl SharedCache {
     /// A scan holding at least store index `index`, made from `state` (read
-    /// after `index` was published) if the cached one is older.
-    pub async fn at(&self, state: &State, index: u64) -> Arc<Shared> {
-        let mut cached = self.0.lock().await;
-        if let Some(shared) = cached.as_ref().filter(|s| s.index >= index) {
+    /// under `store`'s read lock after `index` was published) if the cached
+    /// one is older.
+    pub async fn at(&self, store: &Store, state: &State, index: u64) -> Arc<Shared> {
+        let mut guard = self.0.lock().await;
+        let cached = &mut *guard;
+        if let Some(shared) = cached.scan.as_ref().filter(|s| s.index >= index) {
             return shared.clone();
         }
-        let nodes = cached.as_ref().map(|s| s.nodes.clone()).unwrap_or_default();
-        let shared = Arc::new(Shared::after(state, index, &nodes));
-        *cached = Some(shared.clone());
+        let shared = match (cached.scan.as_ref(), cached.touched.as_mut()) {
+            (Some(prev), Some(tracker)) => {
+                let touched = tracker.take(state, &prev.networks);
+                Arc::new(Shared::next(prev, state, index, &touched))
+            }
+            _ => {
+                let tracker = super::touched::Tracker::new(store, state);
+                let nodes = cached
+                    .scan
+                    .as_ref()
+                    .map(|s| s.nodes.clone())
+                    .unwrap_or_default();
+                cached.touched = Some(tracker);
+                Arc::new(Shared::after(state, index, &nodes))
+            }
+        };
+        cached.scan = Some(shared.clone());
         shared
     }
 }
@@ -246,17 +342,18 @@ mod tests {
     #[tokio::test]
     async fn the_cache_scans_once_per_index_and_never_goes_back() {
         let mut state = cluster(&["n1"]);
+        let store = Store::new();
         let cache = SharedCache::default();
-        let first = cache.at(&state, 3).await;
-        assert!(Arc::ptr_eq(&first, &cache.at(&state, 3).await));
+        let first = cache.at(&store, &state, 3).await;
+        assert!(Arc::ptr_eq(&first, &cache.at(&store, &state, 3).await));
         assert!(
-            Arc::ptr_eq(&first, &cache.at(&state, 2).await),
+            Arc::ptr_eq(&first, &cache.at(&store, &state, 2).await),
             "a newer scan serves an older index"
         );
         state
             .tasks
             .insert("t1".into(), task("t1", "a", "n1", TaskState::Running));
-        let next = cache.at(&state, 4).await;
+        let next = cache.at(&store, &state, 4).await;
         assert!(!Arc::ptr_eq(&first, &next));
         assert_eq!(next.tasks_of(&state, "n1").len(), 1);
     }

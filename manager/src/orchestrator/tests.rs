@@ -20,6 +20,8 @@ pub(super) struct World {
     pub(super) state: State,
     index: u64,
     pub(super) now: i64,
+    /// Every write's change event, as the store would send them.
+    pub(super) events: Vec<crate::store::StoreEvent>,
 }
 
 impl World {
@@ -28,14 +30,20 @@ impl World {
             state: State::default(),
             index: 0,
             now: 1_000_000,
+            events: Vec::new(),
         }
     }
 
     pub(super) fn write(&mut self, batch: Batch) {
         self.index += 1;
-        self.state
+        let changes = self
+            .state
             .apply(self.index, &batch.into_proto())
             .expect("no conflict");
+        self.events.push(crate::store::StoreEvent {
+            index: self.index,
+            changes,
+        });
     }
 
     /// Runs the orchestrator until it has nothing more to change.
@@ -67,7 +75,13 @@ impl World {
         self.write(b);
     }
 
-    fn service(&mut self, id: &str, mode: ServiceMode, replicas: u64, restart: RestartPolicy) {
+    pub(super) fn service(
+        &mut self,
+        id: &str,
+        mode: ServiceMode,
+        replicas: u64,
+        restart: RestartPolicy,
+    ) {
         let existing = self.state.services.get(id).cloned();
         let mut b = Batch::default();
         b.put_service(Service {

@@ -1,0 +1,112 @@
+//! Task ids by service and by node, kept by [`super::State`]'s `put` and
+//! `delete`. Sets of ids, in id order, as a scan of the task map would
+//! find them: passes that walk one service's tasks decide in the same
+//! order as before.
+
+use std::collections::{BTreeSet, HashMap};
+
+use shoal_api::pb::{Task, TaskState};
+
+/// A task not yet on a node: New (the allocator's) or Pending (the
+/// scheduler's).
+pub fn is_waiting(task: &Task) -> bool {
+    task.status.as_ref().map(|s| s.state()).unwrap_or_default() < TaskState::Assigned
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TaskIndex {
+    by_service: HashMap<String, BTreeSet<String>>,
+    by_node: HashMap<String, BTreeSet<String>>,
+    /// Tasks [`is_waiting`].
+    waiting: BTreeSet<String>,
+    /// Tasks attached to a network (the only ones holding addresses).
+    on_networks: BTreeSet<String>,
+    /// How many tasks the index holds.
+    len: usize,
+}
+
+fn add(map: &mut HashMap<String, BTreeSet<String>>, key: &str, id: &str) -> bool {
+    if let Some(set) = map.get_mut(key) {
+        return set.insert(id.to_owned());
+    }
+    map.insert(key.to_owned(), BTreeSet::from([id.to_owned()]));
+    true
+}
+
+fn take(map: &mut HashMap<String, BTreeSet<String>>, key: &str, id: &str) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(id);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+impl TaskIndex {
+    /// Indexes task `id` under its service and node (again, for a task
+    /// already known: see [`TaskIndex::forget_old`]).
+    pub fn insert(&mut self, id: &str, task: &Task) {
+        if add(&mut self.by_service, &task.service_id, id) {
+            self.len += 1;
+        }
+        if !task.node_id.is_empty() {
+            add(&mut self.by_node, &task.node_id, id);
+        }
+        if is_waiting(task) {
+            self.waiting.insert(id.to_owned());
+        } else {
+            self.waiting.remove(id);
+        }
+        if task.networks.is_empty() {
+            self.on_networks.remove(id);
+        } else {
+            self.on_networks.insert(id.to_owned());
+        }
+    }
+
+    /// After task `id` was replaced by `new`: drops the keys only `old`
+    /// had (a task moved to a node, or a test's task changing service).
+    pub fn forget_old(&mut self, id: &str, old: &Task, new: &Task) {
+        if old.service_id != new.service_id {
+            take(&mut self.by_service, &old.service_id, id);
+            self.len -= 1;
+        }
+        if old.node_id != new.node_id && !old.node_id.is_empty() {
+            take(&mut self.by_node, &old.node_id, id);
+        }
+    }
+
+    pub fn remove(&mut self, id: &str, task: &Task) {
+        if self
+            .by_service
+            .get(&task.service_id)
+            .is_some_and(|s| s.contains(id))
+        {
+            self.len -= 1;
+        }
+        take(&mut self.by_service, &task.service_id, id);
+        take(&mut self.by_node, &task.node_id, id);
+        self.waiting.remove(id);
+        self.on_networks.remove(id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn of_service<'a>(&'a self, service_id: &str) -> impl Iterator<Item = &'a String> + 'a {
+        self.by_service.get(service_id).into_iter().flatten()
+    }
+
+    pub fn waiting(&self) -> impl Iterator<Item = &String> + '_ {
+        self.waiting.iter()
+    }
+
+    pub fn on_networks(&self) -> impl Iterator<Item = &String> + '_ {
+        self.on_networks.iter()
+    }
+
+    pub fn on_node<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a String> + 'a {
+        self.by_node.get(node_id).into_iter().flatten()
+    }
+}
