@@ -172,8 +172,5 @@ pub async fn start(root: &Path) -> Result<EtcdCluster> {
         }
     })
     .await?;
-    Ok(EtcdCluster {
-        procs,
-        channel,
-    })
+    Ok(EtcdCluster { procs, channel })
 }
