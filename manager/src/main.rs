@@ -113,15 +113,13 @@ struct Common {
     #[command(flatten)]
     limits: Limits,
     /// Threads running the manager's tasks (API calls, Raft, the
-    /// dispatcher, the scheduler). Default: one. A replicated write passes
-    /// through a dozen tasks, and on one thread handing it on is a queue
-    /// push rather than a wake-up of another thread: a third more writes
-    /// per second than one thread per core (bench/RESULTS.md, "the
-    /// default runtime"). File writes and fsyncs, certificate signing and
-    /// TLS handshakes run on threads of their own (one per core for the
-    /// handshakes), so joins at once still use every core. More threads
-    /// help the leader of a large cluster whose own tasks (scheduling,
-    /// dispatching) are CPU-bound.
+    /// dispatcher, the scheduler); file writes and fsyncs have threads of
+    /// their own. Default: one per core. One (`--worker-threads 1`) takes
+    /// about a seventh less CPU per write, since a write passes through a
+    /// dozen tasks and on one thread handing it on is a queue push rather
+    /// than a wake-up of another thread, but joins at once run about a
+    /// quarter slower (TLS and signing share one core): bench/RESULTS.md,
+    /// "one worker thread per manager".
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
 }
@@ -197,34 +195,23 @@ impl Common {
     }
 }
 
-/// The manager's worker threads unless `--worker-threads` says otherwise.
-const DEFAULT_WORKER_THREADS: u16 = 1;
-
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let threads = match &cli.command {
         Command::Init { common, .. } | Command::Join { common, .. } | Command::Run { common } => {
             common.worker_threads
         }
-        Command::Version => None,
+        Command::Version => Some(1),
     };
-    // TLS handshakes get a runtime of their own with a thread per core
-    // (see `shoal_pki::transport::run_handshakes_on`): CPU work that comes
-    // in bursts (nodes joining at once), kept off the manager's one worker.
-    let handshakes = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("shoal-tls")
-        .enable_time()
-        .build()
-        .context("starting the TLS handshakes' runtime")?;
-    shoal_pki::transport::run_handshakes_on(handshakes.handle().clone());
-    let outcome = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(usize::from(threads.unwrap_or(DEFAULT_WORKER_THREADS)))
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        runtime.worker_threads(usize::from(threads));
+    }
+    runtime
         .enable_all()
         .build()
         .context("starting the manager's runtime")?
-        .block_on(serve(cli));
-    handshakes.shutdown_background();
-    outcome
+        .block_on(serve(cli))
 }
 
 async fn serve(cli: Cli) -> Result<()> {
@@ -395,7 +382,7 @@ mod tests {
     }
 
     #[test]
-    fn worker_threads_default_unless_given_and_zero_is_refused_naming_the_flag() {
+    fn a_worker_per_core_by_default_and_zero_is_refused_naming_the_flag() {
         use clap::Parser;
         let threads = |args: &[&str]| -> Result<Option<u16>, clap::Error> {
             match super::Cli::try_parse_from(args)?.command {

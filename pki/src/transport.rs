@@ -148,23 +148,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// flood of silent peers costs a bounded number of tasks and buffers.
 const MAX_HANDSHAKES: usize = 256;
 
-/// Where [`incoming`] runs handshakes, when set: see
-/// [`run_handshakes_on`].
-static HANDSHAKE_RUNTIME: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
-
-/// Runs the server side of every TLS handshake of this process (key
-/// exchange, signature, the client's chain checked: a few hundred µs of CPU
-/// each) on `runtime` rather than on the runtime that accepted the
-/// connection. A manager serves on few worker threads, since a replicated
-/// write hops between a dozen tasks and each hop to another thread costs a
-/// wake-up; a burst of nodes joining at once is CPU work that then goes to
-/// the other cores. The connection, once up, is served where it was
-/// accepted (its socket stays registered with that runtime's reactor).
-/// Set once; later calls are ignored, and return false.
-pub fn run_handshakes_on(runtime: tokio::runtime::Handle) -> bool {
-    HANDSHAKE_RUNTIME.set(runtime).is_ok()
-}
-
 /// The TLS connections `listener` accepts, for tonic's
 /// `serve_with_incoming`, each with its peer's identity read once (see
 /// [`TlsConnection`]). Handshakes run side by side, so one slow or silent
@@ -195,7 +178,7 @@ pub fn incoming(
             };
             let _ = tcp.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            let handshake = async move {
+            tokio::spawn(async move {
                 let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
                 drop(permit);
                 match handshake {
@@ -207,11 +190,7 @@ pub fn incoming(
                     }
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
-            };
-            match HANDSHAKE_RUNTIME.get() {
-                Some(runtime) => drop(runtime.spawn(handshake)),
-                None => drop(tokio::spawn(handshake)),
-            }
+            });
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)

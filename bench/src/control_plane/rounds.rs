@@ -41,7 +41,7 @@ impl fmt::Display for System {
 
 /// The order of round `round` (counted from 0): who writes first.
 pub fn order(round: usize) -> [System; 2] {
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         [System::Etcd, System::Shoal]
     } else {
         [System::Shoal, System::Etcd]

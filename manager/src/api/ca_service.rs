@@ -70,23 +70,6 @@ fn node_on_host<'a>(
     })
 }
 
-/// Signs a certificate for `csr_der` on the blocking pool: parsing the CA
-/// and the request, checking its signature and signing take a few hundred
-/// µs of CPU, and a manager runs its tasks on few worker threads (one by
-/// default), so a burst of joins would otherwise hold up Raft and every
-/// other call for as long.
-async fn issue_off_the_workers(
-    cluster: shoal_api::pb::Cluster,
-    csr_der: Vec<u8>,
-    node_id: String,
-    role: shoal_pki::Role,
-) -> Result<String, Status> {
-    tokio::task::spawn_blocking(move || ca::issue(&cluster, &csr_der, &node_id, role))
-        .await
-        .map_err(|e| Status::internal(format!("signing a certificate: {e}")))?
-        .map_err(|e| Status::invalid_argument(format!("{e:#}")))
-}
-
 fn internal(e: anyhow::Error) -> Status {
     Status::internal(format!("{e:#}"))
 }
@@ -112,7 +95,7 @@ impl Ca for CaService {
         let peer = authz::remote_addr(&request)
             .map(|a| a.ip().to_canonical())
             .ok_or_else(|| Status::failed_precondition("joining takes a TCP connection"))?;
-        let mut request = request.into_inner();
+        let request = request.into_inner();
         if request.csr_der.len() > MAX_CSR {
             return Err(Status::invalid_argument(format!(
                 "the certificate signing request is {} bytes; at most {MAX_CSR}",
@@ -131,13 +114,8 @@ impl Ca for CaService {
                 .and_then(|n| n.meta.as_ref())
                 .map(|m| m.id.clone())
                 .unwrap_or_else(shoal_api::new_id);
-            let certificate = issue_off_the_workers(
-                cluster.clone(),
-                std::mem::take(&mut request.csr_der),
-                node_id.clone(),
-                ca::cert_role(role),
-            )
-            .await?;
+            let certificate = ca::issue(cluster, &request.csr_der, &node_id, ca::cert_role(role))
+                .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
             (
                 node_id,
                 role,
