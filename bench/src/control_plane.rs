@@ -3,8 +3,9 @@
 //! of 3 `shoal-manager` processes on loopback, beside 3 `etcd` members on the
 //! same machine and disk, with the same client stack (tonic over rustls),
 //! concurrency and value size, both with mutual TLS between clients and
-//! members; (c) simulated nodes joining at once (certificate, then
-//! registration).
+//! members, the managers with the product's default settings, in rounds
+//! that alternate who writes first (see `rounds`); (c) simulated nodes
+//! joining at once (certificate, then registration).
 
 use std::{
     path::PathBuf,
@@ -15,17 +16,18 @@ use std::{
 
 use anyhow::{Result, bail};
 use shoal_api::pb::{
-    Config, ConfigSpec, Meta, Node, NodeDescription, NodeSpec, NodeState, NodeStatus, Resources,
-    StoreBatch, Task, TaskSpec, TaskState, TaskStatus, membership_client::MembershipClient,
+    Meta, Node, NodeDescription, NodeSpec, NodeState, NodeStatus, Resources, Task, TaskSpec,
+    TaskState, TaskStatus,
 };
 use shoal_manager::{
     scheduler::placement::{Outcome, plan},
-    store::{Batch, State},
+    store::State,
 };
 use shoal_pki::transport::Dialer;
 
 mod etcd;
 pub(crate) mod joins;
+mod rounds;
 pub(crate) mod shoal;
 
 /// Replicated writes before TLS, as bench/RESULTS.md records them
@@ -40,9 +42,19 @@ pub struct Args {
     nodes: usize,
     #[arg(long, default_value_t = 100_000)]
     tasks: usize,
-    /// Writes per system (long enough that run-to-run noise stays small).
+    /// Writes per system and round (long enough that run-to-run noise
+    /// stays small).
     #[arg(long, default_value_t = 50_000)]
     writes: usize,
+    /// Rounds of writes; the two systems alternate who writes first, and
+    /// the ratio is printed as a spread over the rounds.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
+    /// An extra flag for every manager (repeat for more), to compare a
+    /// setting with the defaults, e.g. `--manager-arg=--worker-threads
+    /// --manager-arg=2`. None: the product's defaults.
+    #[arg(long, allow_hyphen_values = true)]
+    manager_arg: Vec<String>,
     /// Concurrent writers.
     #[arg(long, default_value_t = 64)]
     clients: usize,
@@ -243,74 +255,54 @@ async fn writes(args: &Args) -> Result<()> {
     );
 
     let etcd_cluster = etcd::start(root.path()).await?;
-    let ch = etcd_cluster.channel.clone();
-    let v = value.clone();
-    let etcd = load(args.writes, args.clients, move |i| {
-        let mut kv = etcd::KvClient::new(ch.clone());
-        let value = v.clone();
-        async move {
-            kv.put(etcd::PutRequest {
-                key: format!("bench/{i:08}").into_bytes(),
-                value,
-            })
-            .await?;
-            Ok(())
-        }
-    })
-    .await?;
-    drop(etcd_cluster);
-    println!(
-        "etcd 3.4:  {:>8.0} writes/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
-        etcd.per_second,
-        etcd.p50.as_secs_f64() * 1e3,
-        etcd.p99.as_secs_f64() * 1e3
-    );
-
-    println!(
-        "shoal: 3 managers, each with --worker-threads {}",
-        shoal::WRITE_BENCH_WORKERS
-    );
-    let cluster = shoal::start(root.path(), &args.manager_bin).await?;
-    let writer = cluster.manager_identity("127.0.0.100").await?;
-    let ch = shoal_pki::transport::lazy_channel(cluster.leader(), Dialer::Node(writer))?;
-    let shoal = load(args.writes, args.clients, move |i| {
-        let mut m = MembershipClient::new(ch.clone());
-        let mut batch = Batch::default();
-        batch.put_config(Config {
-            meta: Some(Meta {
-                id: format!("bench{i:08}"),
-                ..Default::default()
-            }),
-            spec: Some(ConfigSpec {
-                name: format!("bench{i:08}"),
-                data: value.clone(),
-                ..Default::default()
-            }),
-        });
-        let batch: StoreBatch = batch.into_proto();
-        async move {
-            m.propose(batch).await?;
-            Ok(())
-        }
-    })
-    .await?;
-    println!(
-        "shoal:     {:>8.0} writes/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
-        shoal.per_second,
-        shoal.p50.as_secs_f64() * 1e3,
-        shoal.p99.as_secs_f64() * 1e3
-    );
-    println!(
-        "ratio shoal/etcd: writes/s {:.2}, p99 latency {:.2} (lower is better)",
-        shoal.per_second / etcd.per_second,
-        shoal.p99.as_secs_f64() / etcd.p99.as_secs_f64()
-    );
-    for ((name, writes, p99_ms), now) in PLAINTEXT.into_iter().zip([&shoal, &etcd]) {
+    let cluster = shoal::start(root.path(), &args.manager_bin, &args.manager_arg).await?;
+    if args.manager_arg.is_empty() {
+        println!("shoal: 3 managers with the product's default settings");
+    } else {
         println!(
-            "{name} with TLS / plaintext (bench/RESULTS.md, 2026-11-24: {writes:.0} writes/s, p99 {p99_ms:.2} ms): writes/s {:.2}, p99 {:.2}",
-            now.per_second / writes,
-            now.p99.as_secs_f64() * 1e3 / p99_ms
+            "shoal: 3 managers with {} (not the defaults)",
+            args.manager_arg.join(" ")
         );
+    }
+    let writer = cluster.manager_identity("127.0.0.100").await?;
+    let targets = rounds::Targets {
+        etcd: etcd_cluster.channel.clone(),
+        etcd_pids: etcd_cluster.procs.pids(),
+        shoal: shoal_pki::transport::lazy_channel(cluster.leader(), Dialer::Node(writer))?,
+        shoal_pids: cluster.pids(),
+        writes: args.writes,
+        clients: args.clients,
+        value,
+    };
+    let results = rounds::run(&targets, args.rounds as usize).await?;
+    drop(etcd_cluster);
+    if let Some(spread) = rounds::spread(&results) {
+        let [w_min, w_mean, w_max] = spread.writes;
+        let [p_min, p_mean, p_max] = spread.p99;
+        println!(
+            "ratio shoal/etcd over {} alternating rounds: writes/s {w_min:.2}-{w_max:.2} (mean {w_mean:.2}), p99 latency {p_min:.2}-{p_max:.2} (mean {p_mean:.2}, lower is better)",
+            results.len()
+        );
+        let mean = |f: &dyn Fn(&(rounds::Phase, rounds::Phase)) -> f64| {
+            results.iter().map(f).sum::<f64>() / results.len() as f64
+        };
+        let shoal_mean = (
+            mean(&|(_, s)| s.load.per_second),
+            mean(&|(_, s)| s.load.p99.as_secs_f64() * 1e3),
+        );
+        let etcd_mean = (
+            mean(&|(e, _)| e.load.per_second),
+            mean(&|(e, _)| e.load.p99.as_secs_f64() * 1e3),
+        );
+        for ((name, writes, p99_ms), (now_writes, now_p99)) in
+            PLAINTEXT.into_iter().zip([shoal_mean, etcd_mean])
+        {
+            println!(
+                "{name} with TLS / plaintext (bench/RESULTS.md, 2026-11-24: {writes:.0} writes/s, p99 {p99_ms:.2} ms): writes/s {:.2}, p99 {:.2}",
+                now_writes / writes,
+                now_p99 / p99_ms
+            );
+        }
     }
 
     if args.joins > 0 {

@@ -22,7 +22,7 @@ const MEMBERS: usize = 3;
 /// The running members and a client of the leader.
 pub struct EtcdCluster {
     /// Stopped when the cluster is dropped.
-    _procs: Procs,
+    pub procs: Procs,
     pub channel: Channel,
 }
 
@@ -172,8 +172,5 @@ pub async fn start(root: &Path) -> Result<EtcdCluster> {
         }
     })
     .await?;
-    Ok(EtcdCluster {
-        _procs: procs,
-        channel,
-    })
+    Ok(EtcdCluster { procs, channel })
 }

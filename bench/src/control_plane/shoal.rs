@@ -38,6 +38,11 @@ impl ShoalCluster {
         &self.addrs[0]
     }
 
+    /// Every manager's process id, the leader `init` made first.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.pids()
+    }
+
     /// The process id of the leader `init` made (the first manager).
     pub fn leader_pid(&self) -> u32 {
         self.procs.pids()[0]
@@ -69,19 +74,11 @@ async fn local_channel(socket: &Path) -> Result<Channel> {
     Ok(shoal_api::local_socket::channel(socket).await?)
 }
 
-/// Worker threads of each manager in the write bench: one, the setting
-/// that takes the least CPU per write (bench/RESULTS.md, "one worker
-/// thread per manager"); the product's default is one per core.
-pub const WRITE_BENCH_WORKERS: &str = "1";
-
-/// Starts the managers with their data under `root` and waits until all
-/// three are reachable voters.
-pub async fn start(root: &Path, manager_bin: &Path) -> Result<ShoalCluster> {
-    let flags = [
-        "--worker-threads".to_owned(),
-        WRITE_BENCH_WORKERS.to_owned(),
-    ];
-    Ok(start_with(root, manager_bin, MANAGERS, &flags).await?.0)
+/// Starts the managers with their data under `root` and `flags` on their
+/// command lines (none: the product's defaults, what operators run) and
+/// waits until all three are reachable voters.
+pub async fn start(root: &Path, manager_bin: &Path, flags: &[String]) -> Result<ShoalCluster> {
+    Ok(start_with(root, manager_bin, MANAGERS, flags).await?.0)
 }
 
 /// Starts `managers` managers (the first `init`s, the others join) with
