@@ -74,6 +74,9 @@ impl Dirty {
                     Some(O::Service(s)) => {
                         self.services.extend(s.meta.as_ref().map(|m| m.id.clone()));
                     }
+                    // A task of no service is a `network connect`
+                    // attachment: only a whole pass forgets ended ones.
+                    Some(O::Task(t)) if t.service_id.is_empty() => self.everything = true,
                     Some(O::Task(t)) => {
                         self.services.insert(t.service_id.clone());
                     }

@@ -140,3 +140,59 @@ fn changes_that_name_no_service_make_the_pass_whole() {
         [("a".to_owned(), TaskState::Running, String::new())]
     );
 }
+
+#[test]
+fn a_task_of_no_service_makes_the_pass_whole() {
+    // A `network connect` attachment ending: only a whole pass forgets it.
+    let mut w = World::new();
+    w.node("n1");
+    let from = w.events.len();
+    let mut batch = Batch::default();
+    batch.put_task(Task {
+        meta: Some(Meta {
+            id: "attachment".into(),
+            ..Default::default()
+        }),
+        node_id: "n1".into(),
+        ..Default::default()
+    });
+    w.write(batch);
+    assert!(dirty_since(&w, from).is_everything());
+}
+
+#[test]
+fn a_restart_held_by_its_window_is_due_when_the_window_reopens() {
+    let mut w = World::new();
+    w.node("n1");
+    let policy = RestartPolicy {
+        delay_ms: Some(0),
+        max_attempts: 1,
+        window_ms: 10_000,
+        ..Default::default()
+    };
+    w.service("a", ServiceMode::Replicated, 1, policy);
+    w.settle();
+    w.run_all();
+    let first = w.live("a").remove(0);
+    w.set_state(&first, TaskState::Failed, 1);
+    w.settle();
+    let restarted_at = w.now;
+    w.run_all();
+    w.now += 2_000;
+    let second = w.live("a").remove(0);
+    assert_ne!(second.meta, first.meta, "the first failure restarts");
+    let from = w.events.len();
+    w.set_state(&second, TaskState::Failed, 1);
+    // The narrow pass over this service keeps the task (one attempt in
+    // the window) and says when to come back: nothing else may write.
+    let plan = dirty_since(&w, from).reconcile(&w.state, w.now);
+    assert!(task_writes(plan.batch.into_proto()).is_empty());
+    assert_eq!(plan.wake_at, Some(restarted_at + 10_000));
+    w.now = restarted_at + 10_000;
+    w.settle();
+    assert_ne!(
+        w.live("a").remove(0).meta,
+        second.meta,
+        "restarted once the window reopened"
+    );
+}

@@ -131,6 +131,35 @@ fn restart(service: &Service, task: &Task, now: i64) -> Option<Task> {
     restart_after(service, task, failed, now)
 }
 
+/// When a task whose restart policy ran out of attempts within its window
+/// may restart again: the moment enough of the counted restarts age out of
+/// the window. None when the window is not what holds it.
+pub(super) fn restart_window_reopens(task: &Task, now: i64) -> Option<i64> {
+    let policy = task
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart)
+        .unwrap_or_default();
+    if policy.condition() == RestartCondition::None
+        || policy.window_ms <= 0
+        || policy.max_attempts == 0
+    {
+        return None;
+    }
+    let max = usize::try_from(policy.max_attempts).ok()?;
+    let mut within: Vec<i64> = task
+        .restarts
+        .iter()
+        .copied()
+        .filter(|t| now - t < policy.window_ms)
+        .collect();
+    if within.len() < max {
+        return None;
+    }
+    within.sort_unstable();
+    Some(within[within.len() - max] + policy.window_ms)
+}
+
 /// [`restart`] with the caller's word on whether the task failed (a job's
 /// task failed whenever it ended other than complete).
 pub(super) fn restart_after(
@@ -324,8 +353,16 @@ pub fn reconcile_in(state: &State, now: i64, scope: Scope) -> Plan {
                         batch.put_task(shut_down(task, "restarting"));
                         batch.put_task(next);
                     }
-                    // The policy keeps the stopped task in its slot.
-                    None => live.push(task),
+                    // The policy keeps the stopped task in its slot, and
+                    // when only its window's attempts did, a pass is due
+                    // once the oldest of them ages out (a narrow pass
+                    // would not come back to this service by itself).
+                    None => {
+                        if let Some(at) = restart_window_reopens(task, now) {
+                            wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
+                        }
+                        live.push(task);
+                    }
                 }
                 continue;
             }

@@ -33,13 +33,16 @@ fn add(map: &mut HashMap<String, BTreeSet<String>>, key: &str, id: &str) -> bool
     true
 }
 
-fn take(map: &mut HashMap<String, BTreeSet<String>>, key: &str, id: &str) {
-    if let Some(set) = map.get_mut(key) {
-        set.remove(id);
-        if set.is_empty() {
-            map.remove(key);
-        }
+/// Removes `id` from `key`'s set; whether it was there.
+fn take(map: &mut HashMap<String, BTreeSet<String>>, key: &str, id: &str) -> bool {
+    let Some(set) = map.get_mut(key) else {
+        return false;
+    };
+    let removed = set.remove(id);
+    if set.is_empty() {
+        map.remove(key);
     }
+    removed
 }
 
 impl TaskIndex {
@@ -67,8 +70,7 @@ impl TaskIndex {
     /// After task `id` was replaced by `new`: drops the keys only `old`
     /// had (a task moved to a node, or a test's task changing service).
     pub fn forget_old(&mut self, id: &str, old: &Task, new: &Task) {
-        if old.service_id != new.service_id {
-            take(&mut self.by_service, &old.service_id, id);
+        if old.service_id != new.service_id && take(&mut self.by_service, &old.service_id, id) {
             self.len -= 1;
         }
         if old.node_id != new.node_id && !old.node_id.is_empty() {
