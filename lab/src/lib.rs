@@ -324,6 +324,11 @@ fn plug_host(host: &Host) -> Result<bool, LabError> {
     if host.name == "client" {
         let dns = format!("{UPSTREAM_DNS_ADDR}/{PREFIX_LEN}");
         cmd::ip_in(&host.netns, &["addr", "replace", &dns, "dev", "eth0"])?;
+        netns::write_sysctl(
+            &host.netns,
+            "net/ipv4/ip_local_port_range",
+            &format!("{} 65535", topology::CLIENT_EPHEMERAL_PORTS_START),
+        )?;
     } else {
         // Nodes route for the containers they will host.
         netns::write_sysctl(&host.netns, "net/ipv4/ip_forward", "1")?;

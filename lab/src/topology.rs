@@ -9,6 +9,12 @@ pub const WAN_NS: &str = "shoal-wan";
 pub const WAN_BRIDGE: &str = "br-wan";
 pub const CLIENT_NS: &str = "shoal-client";
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+/// The client host's kernel picks ephemeral ports from here up (IANA's
+/// dynamic range) rather than from Linux's 32768: tests bind fixed client
+/// ports below it (a flow is a client address and port) while other tests
+/// share the host, and a fixed port inside the kernel's range could already
+/// be some other test's ephemeral one (`EADDRINUSE`, seen in CI).
+pub const CLIENT_EPHEMERAL_PORTS_START: u16 = 49152;
 /// The upstream resolver (dnsmasq), a second address of the client host.
 pub const UPSTREAM_DNS_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
 pub const PREFIX_LEN: u8 = 24;

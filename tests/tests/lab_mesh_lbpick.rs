@@ -43,6 +43,11 @@ fn udp_whoami(flows: &[(Ipv4Addr, u16)], to: SocketAddr) -> Result<Vec<Option<St
         topology::CLIENT_NS,
         move || -> Result<Vec<Option<String>>> {
             let mut out = Vec::with_capacity(flows.len());
+            if let Some((addr, port)) = flows.iter().find(|(_, p)| !is_fixed_client_port(*p)) {
+                bail!(
+                    "{addr}:{port}: a fixed client port must stay below the kernel's ephemeral range"
+                );
+            }
             for batch in flows.chunks(500) {
                 let sockets: Vec<UdpSocket> = batch
                     .iter()
@@ -78,6 +83,10 @@ fn udp_whoami(flows: &[(Ipv4Addr, u16)], to: SocketAddr) -> Result<Vec<Option<St
 
 /// `GET /` over TCP from `client:port` to `to`: the task that answered.
 fn tcp_whoami(client: Ipv4Addr, port: u16, to: SocketAddr) -> Result<String> {
+    ensure!(
+        is_fixed_client_port(port),
+        "{client}:{port}: a fixed client port must stay below the kernel's ephemeral range"
+    );
     netns::run_in(topology::CLIENT_NS, move || -> Result<String> {
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
@@ -97,6 +106,12 @@ fn tcp_whoami(client: Ipv4Addr, port: u16, to: SocketAddr) -> Result<String> {
     })?
 }
 
+/// Whether a test may bind `port` on the client host: below the kernel's
+/// ephemeral range there, so no other socket can hold it already.
+fn is_fixed_client_port(port: u16) -> bool {
+    port < topology::CLIENT_EPHEMERAL_PORTS_START
+}
+
 fn at(node: &str, port: u16) -> SocketAddr {
     format!("{node}:{port}").parse().expect("address")
 }
@@ -110,7 +125,7 @@ fn wait_balanced(cluster: &LabCluster, port: u16, tasks: usize) -> Result<()> {
     let mut round = 0u16;
     for node in NODES {
         cluster.wait(&format!("{node}:{port} over {tasks} tasks"), WAIT, || {
-            round = (round + 1) % 250;
+            round = (round + 1) % 90;
             // Fresh ports each time: a tracked flow keeps its task.
             let flows: Vec<_> = probe.iter().map(|(a, p)| (*a, p + 100 * round)).collect();
             let got = udp_whoami(&flows, at(node, port)).ok()?;
@@ -304,7 +319,8 @@ impl Drop for ExtraClients {
 }
 
 /// One `whoami` per client through each node, from a port of its own
-/// for each round (1 to 799; each round's flows are new to every node):
+/// for each round (1 to 799; each round's flows are new to every node;
+/// 8,000 + 50 × round + client stays below the ephemeral range):
 /// the task each (client, node) reached. Clients do not share a source
 /// port: connections of several clients to one task through one node
 /// need distinct ports on the node's ingress address, and the mesh tries
@@ -319,7 +335,7 @@ fn affinity_round(
         let flows: Vec<(Ipv4Addr, u16)> = clients
             .iter()
             .zip(0u16..)
-            .map(|(c, i)| (*c, 20_000 + round * 50 + i))
+            .map(|(c, i)| (*c, 8_000 + round * 50 + i))
             .collect();
         for (c, task) in clients.iter().zip(udp_whoami(&flows, at(node, port))?) {
             out.insert((*c, node), task);
