@@ -597,7 +597,7 @@ async fn write_initial_state(
     } else {
         pools
     };
-    let ingress_subnet = first_subnet(&pools[0], subnet_size)?;
+    let ingress_subnet = first_subnet(&pools[0], ingress_prefix(&pools[0], subnet_size))?;
     let cluster = Cluster {
         meta: Some(Meta {
             id: cluster_id,
@@ -663,6 +663,24 @@ async fn write_initial_state(
 }
 
 /// The first `/size` block of a pool and its first address (the gateway).
+/// The ingress network holds one address per node (its entry to the mesh)
+/// besides the VIPs of the services that publish ports: Swarm's /24 leaves
+/// room for ~250 nodes and then refuses the rest their ingress address.
+/// Shoal gives it a /20 (4,094 addresses) when the pool is that large and
+/// the subnets asked for (`--default-addr-pool-mask-length`) are not larger
+/// still.
+const INGRESS_PREFIX: u32 = 20;
+
+/// The ingress subnet's prefix: [`INGRESS_PREFIX`], or `subnet_size` if
+/// larger, but never larger than the first pool itself.
+fn ingress_prefix(pool: &str, subnet_size: u32) -> u32 {
+    let pool_bits = pool
+        .split_once('/')
+        .and_then(|(_, bits)| bits.parse::<u32>().ok())
+        .unwrap_or(subnet_size);
+    INGRESS_PREFIX.min(subnet_size).max(pool_bits)
+}
+
 fn first_subnet(pool: &str, size: u32) -> Result<(String, String)> {
     let (base, bits) = pool
         .split_once('/')
@@ -746,5 +764,23 @@ mod tests {
         );
         assert!(first_subnet("10.0.0.0", 24).is_err());
         assert!(first_subnet("10.0.0.0/25", 24).is_err());
+    }
+
+    #[test]
+    fn ingress_gets_a_slash_20_unless_the_pool_or_the_subnets_say_otherwise() {
+        assert_eq!(ingress_prefix("198.18.0.0/15", 24), 20, "the lab's pool");
+        assert_eq!(ingress_prefix("10.0.0.0/8", 24), 20, "the default pool");
+        assert_eq!(ingress_prefix("10.0.0.0/8", 16), 16, "larger subnets asked");
+        assert_eq!(ingress_prefix("10.9.0.0/22", 24), 22, "a pool under a /20");
+        assert_eq!(
+            ingress_prefix("10.9.0.0/24", 24),
+            24,
+            "a pool of one subnet"
+        );
+        let prefix = ingress_prefix("198.18.0.0/15", 24);
+        assert_eq!(
+            first_subnet("198.18.0.0/15", prefix).unwrap(),
+            ("198.18.0.0/20".into(), "198.18.0.1".into())
+        );
     }
 }
