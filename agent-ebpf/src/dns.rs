@@ -7,9 +7,14 @@
 //! view. The packet becomes the answer the server would have written,
 //! byte for byte (header flags, the question, one A record per address
 //! with a pointer to the question's name, rotated round-robin by a
-//! per-name counter), and goes back into the task. Anything else — other
-//! types, EDNS, names the map does not hold (unknown, upstream, denied,
-//! too long, too many addresses) — passes unchanged to the server.
+//! per-name counter), and goes back into the task. A bare name (one label)
+//! the view does not hold gets the server's NXDOMAIN: bare names are the
+//! cluster's to answer (`Records::resolve`), and the view holds every name
+//! its networks give, those it cannot answer here as empty entries (the
+//! agent clears the askers when a sync fails, so a view an asker points at
+//! is whole). Anything else — other types, EDNS, dotted names the map does
+//! not hold (upstream, denied), names with no address or too many, too
+//! long — passes unchanged to the server.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
@@ -57,6 +62,11 @@ const UDP_CSUM_OFF: usize = L4_OFF + 6;
 const UDP_HLEN: usize = 8;
 const DNS_OFF: usize = L4_OFF + UDP_HLEN;
 const DNS_HEADER: usize = 12;
+/// The response codes written here.
+const NOERROR: u8 = 0;
+const NXDOMAIN: u8 = 3;
+/// The longest DNS label (RFC 1035).
+const MAX_LABEL: usize = 63;
 /// QTYPE A, QCLASS IN.
 const TYPE_A_CLASS_IN: [u8; 4] = [0, 1, 0, 1];
 /// QDCOUNT 1, ANCOUNT, NSCOUNT, ARCOUNT 0.
@@ -103,6 +113,8 @@ struct Plain {
     udp_len_raw: u16,
     /// Query header bytes 2 and 3 (flags).
     flags: [u8; 2],
+    /// NOERROR with `count` records, or NXDOMAIN with none.
+    code: u8,
     /// Where the records go: right after the question.
     records_at: usize,
     records_len: usize,
@@ -176,12 +188,25 @@ fn plain_answer(ctx: &TcContext, view: u32) -> Option<Plain> {
             *b |= 0x20;
         }
     }
+    let no_records = Plain {
+        ip_len_raw,
+        udp_len_raw,
+        flags: [header[2], header[3]],
+        code: NXDOMAIN,
+        records_at: 0,
+        records_len: 0,
+        count: 0,
+    };
     // By reference: the key stays in the scratch map, off the stack.
     #[allow(clippy::needless_borrows_for_generic_args)]
-    let entry = DNS_NAMES.get_ptr_mut(&scratch.key)?;
+    let Some(entry) = DNS_NAMES.get_ptr_mut(&scratch.key) else {
+        return is_plain_bare_name(&scratch.key.name, name_len).then_some(no_records);
+    };
     // SAFETY: map values stay valid while this program runs (RCU); the
     // agent replaces whole entries.
     let (count, ttl, addrs) = unsafe { ((*entry).count as usize, (*entry).ttl, (*entry).addrs) };
+    // Empty: a name of the view that the server answers (no address, or
+    // more than fit here).
     if count == 0 || count > DNS_MAX_ADDRS {
         return None;
     }
@@ -232,10 +257,35 @@ fn plain_answer(ctx: &TcContext, view: u32) -> Option<Plain> {
         ip_len_raw,
         udp_len_raw,
         flags: [header[2], header[3]],
+        code: NOERROR,
         records_at: DNS_OFF + DNS_HEADER + name_len + TYPE_A_CLASS_IN.len(),
         records_len,
         count,
     })
+}
+
+/// Whether `name` (the question's, `len` bytes in wire format, lowercase)
+/// is one label the server's plain path takes: 1 to 63 ASCII bytes, no
+/// dot among them, then the root label ending the name.
+#[inline(always)]
+fn is_plain_bare_name(name: &[u8; DNS_MAX_NAME], len: usize) -> bool {
+    let label = name[0] as usize;
+    if label == 0 || label > MAX_LABEL || len != label + 2 {
+        return false;
+    }
+    // Within the buffer for the verifier; `label + 1` is at most 64.
+    if name[opaque(label + 1) & (DNS_MAX_NAME - 1)] != 0 {
+        return false;
+    }
+    for (i, b) in name.iter().enumerate().take(MAX_LABEL + 1).skip(1) {
+        if i > label {
+            break;
+        }
+        if !b.is_ascii() || *b == b'.' {
+            return false;
+        }
+    }
+    true
 }
 
 /// Rewrites the query into the answer `plain` describes: grows it by the
@@ -243,13 +293,36 @@ fn plain_answer(ctx: &TcContext, view: u32) -> Option<Plain> {
 /// and turns it around. None: a helper failed part of the way.
 #[inline(always)]
 fn write_answer(ctx: &mut TcContext, f: &Flow, plain: &Plain) -> Option<()> {
+    if plain.count > 0 {
+        append_records(ctx, plain)?;
+    }
+    // Header: QR, the query's RD, RA, the code.
+    let flags = plain.flags;
+    let old_flags = u16::from_ne_bytes(flags);
+    let new_flags = u16::from_ne_bytes([0x80 | (flags[0] & 0x01), 0x80 | plain.code]);
+    replace_udp_word(ctx, DNS_OFF + 2, old_flags, new_flags, 0)?;
+    // Back to the asker: addresses, ports and MACs swapped (sums unchanged).
+    ctx.store(ETH_HLEN + 12, &[f.daddr, f.saddr], 0).ok()?;
+    ctx.store(L4_OFF, &[f.dport, f.sport], 0).ok()?;
+    let macs: [u8; 12] = ctx.load(0).ok()?;
+    let mut swapped = [0u8; 12];
+    swapped[..6].copy_from_slice(&macs[6..]);
+    swapped[6..].copy_from_slice(&macs[..6]);
+    ctx.store(0, &swapped, 0).ok()?;
+    Some(())
+}
+
+/// Grows the query by the records (from this CPU's scratch) and sets
+/// ANCOUNT, the lengths and the checksums for them.
+#[inline(always)]
+fn append_records(ctx: &mut TcContext, plain: &Plain) -> Option<()> {
     let Plain {
         ip_len_raw,
         udp_len_raw,
-        flags,
         records_at,
         records_len,
         count,
+        ..
     } = *plain;
     let scratch = DNS_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's own slot, filled by `plain_answer` just before.
@@ -300,10 +373,6 @@ fn write_answer(ctx: &mut TcContext, f: &Flow, plain: &Plain) -> Option<()> {
     ctx.l4_csum_replace(UDP_CSUM_OFF, 0, sum, BPF_F_MARK_MANGLED_0)
         .ok()?;
 
-    // Header: QR, the query's RD, RA, NOERROR; ANCOUNT.
-    let old_flags = u16::from_ne_bytes(flags);
-    let new_flags = u16::from_ne_bytes([0x80 | (flags[0] & 0x01), 0x80]);
-    replace_udp_word(ctx, DNS_OFF + 2, old_flags, new_flags, 0)?;
     let answers = u16::from_ne_bytes((count as u16).to_be_bytes());
     replace_udp_word(ctx, DNS_OFF + 6, 0, answers, 0)?;
     // Lengths: UDP's (in its header and in the pseudo-header), then IP's.
@@ -319,16 +388,7 @@ fn write_answer(ctx: &mut TcContext, f: &Flow, plain: &Plain) -> Option<()> {
     let new_ip_len = (u16::from_be(ip_len_raw) + records_len as u16).to_be();
     ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(ip_len_raw), u64::from(new_ip_len), 2)
         .ok()?;
-    ctx.store(IP_LEN_OFF, &new_ip_len, 0).ok()?;
-    // Back to the asker: addresses, ports and MACs swapped (sums unchanged).
-    ctx.store(ETH_HLEN + 12, &[f.daddr, f.saddr], 0).ok()?;
-    ctx.store(L4_OFF, &[f.dport, f.sport], 0).ok()?;
-    let macs: [u8; 12] = ctx.load(0).ok()?;
-    let mut swapped = [0u8; 12];
-    swapped[..6].copy_from_slice(&macs[6..]);
-    swapped[6..].copy_from_slice(&macs[..6]);
-    ctx.store(0, &swapped, 0).ok()?;
-    Some(())
+    ctx.store(IP_LEN_OFF, &new_ip_len, 0).ok()
 }
 
 /// `v`, through memory the compiler must read again: a mask applied to

@@ -3,7 +3,9 @@
 //! (`getent hosts`) get the server's own answer while the veth program's
 //! counter rises; EDNS, AAAA and upstream names still reach the server
 //! (the program leaves them, its other counter rises, its answers do not);
-//! scaling a service reaches the veth's answer.
+//! a bare unknown name gets the server's NXDOMAIN at the veth, a dotted one
+//! from the server; scaling a service, and creating one under a name the
+//! veth said NXDOMAIN to, reach the veth's answer.
 
 use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
@@ -200,12 +202,55 @@ fn plain_queries_are_answered_at_the_veth_as_the_server_answers_them() -> Result
         "AAAA and upstream reach the server"
     );
 
-    // (d) Scaling reaches the veth's answer.
+    // (d) NXDOMAIN: a bare name the cluster does not hold is answered at
+    // the veth, as the server answers it; a dotted one is the server's.
+    let before = counts()?;
+    for name in ["late", "Late"] {
+        let veth = dig(&client, &server, &["+noedns", name])?;
+        let tcp = dig(&client, &server, &["+tcp", name])?;
+        ensure!(
+            status(&veth).as_deref() == Some("NXDOMAIN") && status(&tcp) == status(&veth),
+            "{name}: veth {veth}\nserver {tcp}"
+        );
+    }
+    let after = counts()?;
+    ensure!(
+        after.answered >= before.answered + 2,
+        "2 bare unknown names, {} answered at the veth",
+        after.answered - before.answered
+    );
+    let before = counts()?;
+    let dotted = dig(&client, &server, &["+noedns", "tasks.late"])?;
+    ensure!(
+        status(&dotted).as_deref() == Some("NXDOMAIN"),
+        "tasks.late: {dotted}"
+    );
+    let after = counts()?;
+    ensure!(
+        after.passed > before.passed && after.answered == before.answered,
+        "tasks.late: left to the server ({before:?} -> {after:?})"
+    );
+
+    // (e) Scaling reaches the veth's answer.
     cluster.shoal(&["service", "scale", "web=3"])?;
     running(&cluster, "web", 3)?;
     cluster.wait("the veth to answer tasks.web with 3 tasks", WAIT, || {
         let veth = veth_answer("tasks.web").ok()?;
         (veth.len() == 3 && veth == server_answer("tasks.web").ok()?).then_some(())
+    })?;
+    // (f) A name the veth said NXDOMAIN to, once a service holds it.
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "late",
+        "--network",
+        "appnet",
+        "shoal/toolbox",
+    ])?;
+    cluster.wait("the veth to answer late", WAIT, || {
+        let veth = veth_answer("late").ok()?;
+        (veth.len() == 1 && veth == server_answer("late").ok()?).then_some(())
     })?;
     println!("answered at the veth: {:?}", counts()?);
     Ok(())

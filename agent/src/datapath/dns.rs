@@ -5,12 +5,14 @@
 //! A veth's task sees the names of all its networks, the first network
 //! that has a name winning ([`Records::lookup`]): each distinct list of
 //! networks is a *view* with a number of its own, and a name's key is
-//! (view, its wire format in lowercase). Only answers the server would
-//! write on its plain path ([`crate::dns::plain_a`]) go in: names with 1
-//! to [`DNS_MAX_ADDRS`] addresses whose answer fits 512 bytes, names of up
-//! to [`DNS_MAX_NAME`] bytes on the wire. Names the server denies
-//! (NXDOMAIN), names that go upstream, empty answers and everything else
-//! miss in the map and go to the server.
+//! (view, its wire format in lowercase). Every name of the view that fits
+//! the key ([`DNS_MAX_NAME`] bytes on the wire) goes in: with its records
+//! when the server's plain path ([`crate::dns::plain_a`]) would answer it
+//! so (1 to [`DNS_MAX_ADDRS`] addresses, an answer within 512 bytes),
+//! empty otherwise (no address, too many: the program leaves those to the
+//! server). The view being whole is what lets the program answer NXDOMAIN
+//! for a bare name it does not hold, as the server does; dotted names it
+//! does not hold (upstream, denied) go to the server.
 //!
 //! Updates never expose a wrong answer: names are written before the
 //! askers that point at their view, askers removed before names, and view
@@ -189,9 +191,10 @@ impl DnsMaps {
                     };
                     views.insert(networks.to_vec(), view);
                     for (name, entry) in records.found_on(networks) {
-                        if let Some(key) = name_key(view, name)
-                            && let Some(answer) = answer_of(entry, key.len as usize)
-                        {
+                        if let Some(key) = name_key(view, name) {
+                            // Held even when not answered here: a bare
+                            // name missing from its view is NXDOMAIN.
+                            let answer = answer_of(entry, key.len as usize).unwrap_or_default();
                             names_wanted.insert(key, answer);
                         }
                     }
@@ -304,7 +307,8 @@ impl DnsMaps {
         Ok(())
     }
 
-    /// How many names the maps answer (all views), for logs and tests.
+    /// How many names the maps hold (all views, empty ones too), for logs
+    /// and tests.
     pub fn names_held(&self) -> usize {
         self.written_names.len()
     }

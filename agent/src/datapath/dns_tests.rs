@@ -83,6 +83,12 @@ fn query(name: &str, kind: RecordType, rd: bool, edns: bool) -> Vec<u8> {
     q.to_vec().unwrap()
 }
 
+/// An A/IN query, RD set, for `wire_name` as given (labels unchecked).
+fn raw_query(wire_name: &[u8]) -> Vec<u8> {
+    let header = [0xbe, 0xef, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    [&header[..], wire_name, &[0, 1, 0, 1]].concat()
+}
+
 /// One's complement sum of `bytes` (odd length padded), folded.
 fn ones_sum(bytes: &[u8], mut sum: u32) -> u32 {
     for pair in bytes.chunks(2) {
@@ -205,6 +211,10 @@ fn answers_plain_queries_as_the_server_does_and_passes_the_rest() {
         "tasks.DB",
         "stack_db",
         "db",
+        // Bare names the view does not hold: the server's NXDOMAIN (one
+        // unknown, one a service on a network the asker is not on).
+        "nosuch",
+        "FAR",
     ] {
         for rd in [true, false] {
             for _ in 0..3 {
@@ -238,10 +248,18 @@ fn answers_plain_queries_as_the_server_does_and_passes_the_rest() {
         query("web", RecordType::A, true, true),
         query("www.example.test", RecordType::A, true, false),
         query("tasks.big", RecordType::A, true, false),
+        // A bare name with 40 addresses: held empty, not NXDOMAIN.
+        query("big", RecordType::A, true, false),
         // No task: an empty NOERROR, the server's to write.
         query("tasks.web", RecordType::A, true, false),
-        query("nosuch", RecordType::A, true, false),
-        query("far", RecordType::A, true, false),
+        // Dotted names the view does not hold: NXDOMAIN or upstream, the
+        // server decides.
+        query("tasks.nosuch", RecordType::A, true, false),
+        query("nosuch.stack", RecordType::A, true, false),
+        // Bare in length only: a dot or a non-ASCII byte in the label is
+        // not the plain path's.
+        raw_query(b"\x03a.b\x00"),
+        raw_query(b"\x04caf\xe9\x00"),
         [query("web", RecordType::A, true, false), vec![0]].concat(),
         query(
             &["a".repeat(63), "b".repeat(63)].join("."),
