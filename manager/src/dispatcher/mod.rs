@@ -48,6 +48,9 @@ struct Session {
     told: Duration,
     /// How far the node's data plane is in line with the store.
     sync: drain::NodeSync,
+    /// Dropped with the session (replaced by a new registration): the
+    /// session's streams, which hold receivers, notice at once.
+    ended: tokio::sync::watch::Sender<()>,
 }
 
 #[derive(Clone)]
@@ -61,17 +64,37 @@ pub struct Dispatcher {
     shared: Arc<shared::SharedCache>,
     /// Writes the nodes' task status reports, many to a write.
     statuses: status::StatusWriter,
+    /// Moves each second this manager does not lead: the open streams end.
+    /// One timer for all of them (a timer per stream was a thousand
+    /// wakeups a second on an idle leader of a thousand nodes).
+    not_leading: tokio::sync::watch::Receiver<()>,
 }
 
 impl Dispatcher {
     pub fn new(manager: Arc<Manager>) -> Self {
+        let (tell, not_leading) = tokio::sync::watch::channel(());
+        tokio::spawn(watch_leadership(manager.clone(), tell));
         Self {
             statuses: status::StatusWriter::start(manager.clone()),
             manager,
             sessions: Arc::default(),
             acks: Arc::new(tokio::sync::watch::channel(0).0),
             shared: Arc::default(),
+            not_leading,
         }
+    }
+
+    /// A receiver that errs once `session_id` is no longer `node_id`'s
+    /// session (None if it is not now).
+    fn session_ended(
+        &self,
+        node_id: &str,
+        session_id: &str,
+    ) -> Option<tokio::sync::watch::Receiver<()>> {
+        self.sessions()
+            .get(node_id)
+            .filter(|s| s.id == session_id)
+            .map(|s| s.ended.subscribe())
     }
 
     /// Every session's sync, by node.
@@ -206,6 +229,19 @@ impl Dispatcher {
             if let Err(error) = result {
                 tracing::warn!(%error, "marking nodes down failed");
             }
+        }
+    }
+}
+
+/// Tells the streams, each second this manager does not lead, to look (they
+/// end). Stops with the dispatcher (no receiver left).
+async fn watch_leadership(manager: Arc<Manager>, tell: tokio::sync::watch::Sender<()>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !manager.is_leader() && tell.send(()).is_err() {
+            return;
         }
     }
 }
@@ -346,6 +382,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 last_seen: Instant::now(),
                 told: self.manager.settings.heartbeat_period,
                 sync: drain::NodeSync::default(),
+                ended: tokio::sync::watch::channel(()).0,
             },
         );
         let (period, cluster_id) = {
@@ -424,6 +461,11 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         let session = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let this = self.clone();
+        let mut ended = self
+            .session_ended(&node_id, &session.session_id)
+            .ok_or_else(|| Status::not_found("session expired or unknown; register again"))?;
+        let mut not_leading = self.not_leading.clone();
+        not_leading.mark_unchanged();
         tokio::spawn(async move {
             let mut applied = this.manager.store.applied();
             let mut log_requests = this.manager.logs.changes();
@@ -514,9 +556,10 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                     _ = acks.changed(), if held.is_some() => Some(Wake::Other),
                     _ = hold_ends => Some(Wake::Other),
                     _ = tx.closed() => return,
-                    // Notices a replaced session or lost leadership; with
-                    // nothing changed there is nothing to recompute.
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => None,
+                    // A replaced session or lost leadership, looked at
+                    // above; with nothing changed nothing is recomputed.
+                    _ = ended.changed() => None,
+                    _ = not_leading.changed() => None,
                 };
             }
         });
