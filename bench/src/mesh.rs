@@ -10,6 +10,9 @@
 //! - Shoal ingress again with `--lb maglev` (n3:8083) and with
 //!   `--endpoint-affinity client-ip` (n3:8084), over two other tasks on
 //!   the same nodes: each as a ratio of round-robin's figure in the run.
+//! - Shoal ingress entered at the node of its one task (n1:8086): the
+//!   mesh's own cost against direct, with no hop between nodes (n3's rows
+//!   pay one, which the "routed through n3" row measures alone).
 //!
 //! Keep-alive requests/s, new connections/s (`Connection: close`), p99,
 //! every row measured in interleaved rounds (`mesh_rounds`): the machine is
@@ -350,7 +353,7 @@ const SHOAL: Row = Row {
     name: "shoal ingress, client IP (n3)",
     url: "http://192.0.2.13:8080/",
 };
-const TODAY: [Row; 6] = [
+const TODAY: [Row; 7] = [
     DIRECT,
     ROUTED,
     SHOAL,
@@ -366,6 +369,10 @@ const TODAY: [Row; 6] = [
         name: "shoal ingress, dsr (n3)",
         url: "http://192.0.2.13:8085/",
     },
+    Row {
+        name: "shoal ingress at its task's node (n1)",
+        url: "http://192.0.2.11:8086/",
+    },
 ];
 const I_DIRECT: usize = 0;
 const I_ROUTED: usize = 1;
@@ -373,6 +380,7 @@ const I_SHOAL: usize = 2;
 const I_MAGLEV: usize = 3;
 const I_AFFINITY: usize = 4;
 const I_DSR: usize = 5;
+const I_LOCAL: usize = 6;
 /// The peers' rows, in rounds of their own (with the direct path, their
 /// yardstick): their iptables rules must be out while Shoal runs.
 const PEERS: [Row; 3] = [
@@ -403,22 +411,31 @@ struct Today {
 fn start_today(lab: &Lab, bins: &Path) -> Result<Today> {
     lab.down(&mut |_| {})?;
     start_with_web(lab, bins)?;
-    for (name, port, pick) in [
-        ("web-maglev", "8083:80", &["--lb", "maglev"][..]),
+    for (name, port, replicas, pick) in [
+        ("web-maglev", "8083:80", 2, &["--lb", "maglev"][..]),
         (
             "web-affinity",
             "8084:80",
+            2,
             &["--endpoint-affinity", "client-ip"][..],
         ),
-        ("web-dsr", "published=8085,target=80,dsr=true", &[][..]),
+        ("web-dsr", "published=8085,target=80,dsr=true", 2, &[][..]),
+        // One task, on n1: entered at n1, no hop between nodes.
+        (
+            "web-local",
+            "8086:80",
+            1,
+            &["--constraint", "node.hostname==n1"][..],
+        ),
     ] {
+        let count = replicas.to_string();
         let mut create = vec![
             "service",
             "create",
             "--name",
             name,
             "--replicas",
-            "2",
+            &count,
             "--constraint",
             "node.hostname!=n3",
             "--publish",
@@ -427,8 +444,8 @@ fn start_today(lab: &Lab, bins: &Path) -> Result<Today> {
         create.extend(pick);
         create.push("shoal/echo:1");
         shoal(lab, bins, &create)?;
-        wait(&format!("2 running {name} tasks"), || {
-            running(lab, bins, name) == 2
+        wait(&format!("{replicas} running {name} tasks"), || {
+            running(lab, bins, name) == replicas
         })?;
     }
     let containers = cmd::stdout(
@@ -643,6 +660,11 @@ pub fn run(args: Args) -> Result<()> {
     }
     // The tasks see the client's own address on every shoal row but dsr's
     // replies leave n1 and n2 straight to the client.
+    print_ratio(
+        "shoal at its task's node / direct (the mesh's own cost, no hop)",
+        mesh_rounds::ratio(&today[I_LOCAL], direct),
+        Some(0.9),
+    );
     print_ratio(
         "shoal dsr / direct",
         mesh_rounds::ratio(&today[I_DSR], direct),
