@@ -50,16 +50,42 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<DataDirLock> {
     Ok(lock)
 }
 
+/// The pid the running agent wrote into its lock (None if no agent runs:
+/// the file may hold a pid of an agent long gone, maybe reused since).
+fn running_agent_pid(data_dir: &Path) -> Option<i32> {
+    if !agent_running(data_dir) {
+        return None;
+    }
+    std::fs::read_to_string(lock_path(data_dir))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether process `pid` still runs (it exists and is no zombie).
+fn process_runs(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
 /// Asks the agent running on `data_dir` to stop (SIGTERM): one whose
 /// managers are gone (the cluster's last manager left) would not notice.
 pub fn stop_agent(data_dir: &Path) -> Result<()> {
     if !agent_running(data_dir) {
         return Ok(());
     }
-    let text = std::fs::read_to_string(lock_path(data_dir)).unwrap_or_default();
-    let pid: i32 = text
-        .trim()
-        .parse()
+    let pid = running_agent_pid(data_dir)
         .with_context(|| format!("no agent pid in {}", lock_path(data_dir).display()))?;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -76,17 +102,22 @@ pub fn agent_running(data_dir: &Path) -> bool {
     Flock::lock(file, FlockArg::LockExclusiveNonblock).is_err()
 }
 
-/// Waits (up to `timeout`) for the agent on `data_dir` to stop.
+/// Waits (up to `timeout`) for the agent on `data_dir` to stop: its lock
+/// released, and then its process gone. The lock goes a moment before the
+/// process does (the agent drops it last, but its exit still runs after),
+/// and a `leave` that returned then left a caller seeing the agent alive
+/// (once in CI).
 pub async fn wait_agent_stopped(data_dir: &Path, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    while agent_running(data_dir) {
+    let pid = running_agent_pid(data_dir);
+    while agent_running(data_dir) || pid.is_some_and(process_runs) {
         if Instant::now() > deadline {
             anyhow::bail!(
                 "the agent on {} still runs {timeout:?} after the cluster let the node go: stop it (systemctl stop shoal-agent), then leave again",
                 data_dir.display()
             );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
 }
@@ -214,6 +245,35 @@ mod tests {
         assert!(err.contains("in use by another shoal-agent"), "{err}");
         drop(lock);
         assert!(!agent_running(dir.path()));
+    }
+
+    /// An agent whose lock goes before its process does (as every agent's
+    /// does, if only for a moment): the wait lasts until the process is
+    /// gone, not only the lock.
+    #[tokio::test]
+    async fn the_wait_outlasts_the_lock_until_the_process_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = "exec 9>LOCK; flock 9; echo $$ >&9; sleep 0.3; flock -u 9; sleep 0.7";
+        let mut agent = std::process::Command::new("sh")
+            .args(["-c", script])
+            .current_dir(dir.path())
+            .spawn()
+            .expect("sh (and util-linux's flock, which cargo xtask setup installs)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running_agent_pid(dir.path()) != Some(agent.id() as i32) {
+            assert!(
+                Instant::now() < deadline,
+                "the stand-in never took the lock"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        wait_agent_stopped(dir.path(), Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(
+            agent.try_wait().unwrap().is_some(),
+            "the wait returned while the agent's process still ran"
+        );
     }
 
     #[test]
