@@ -9,7 +9,9 @@
 pub const DNS_MAX_NAME: usize = 128;
 /// Addresses one answer carries at most (longer answers go to the server).
 pub const DNS_MAX_ADDRS: usize = 16;
-/// Names (per view) one node's map holds.
+/// Names one node's map holds, all views together (each view holds every
+/// name its networks give; a restarted agent's first sync briefly holds
+/// the views of the agent before it too).
 pub const DNS_MAX_NAMES: u32 = 65_536;
 /// Task veths one node's map holds.
 pub const DNS_MAX_ASKERS: u32 = 8192;

@@ -597,7 +597,9 @@ async fn write_initial_state(
     } else {
         pools
     };
-    let ingress_subnet = first_subnet(&pools[0], ingress_prefix(&pools[0], subnet_size))?;
+    // The size asked for must fit the pool, whatever ingress takes.
+    first_subnet(&pools[0], subnet_size)?;
+    let ingress_subnet = last_subnet(&pools[0], ingress_prefix(&pools[0], subnet_size))?;
     let cluster = Cluster {
         meta: Some(Meta {
             id: cluster_id,
@@ -668,7 +670,9 @@ async fn write_initial_state(
 /// room for ~250 nodes and then refuses the rest their ingress address.
 /// Shoal gives it a /20 (4,094 addresses) when the pool is that large and
 /// the subnets asked for (`--default-addr-pool-mask-length`) are not larger
-/// still.
+/// still, at the end of the pool (as Docker's first ingress, 10.255.0.0/16):
+/// the subnets users pick by hand from a pool's start (10.0.1.0/24, …)
+/// stay free.
 const INGRESS_PREFIX: u32 = 20;
 
 /// The ingress subnet's prefix: [`INGRESS_PREFIX`], or `subnet_size` if
@@ -681,6 +685,28 @@ fn ingress_prefix(pool: &str, subnet_size: u32) -> u32 {
     INGRESS_PREFIX.min(subnet_size).max(pool_bits)
 }
 
+/// The last `/size` subnet of `pool`, and its first address (the gateway).
+fn last_subnet(pool: &str, size: u32) -> Result<(String, String)> {
+    // Checks the pool and the size, and gives the pool's network address.
+    let (first, _) = first_subnet(pool, size)?;
+    let network: std::net::Ipv4Addr = first
+        .split_once('/')
+        .and_then(|(addr, _)| addr.parse().ok())
+        .with_context(|| format!("invalid address pool {pool:?}"))?;
+    let bits: u32 = pool
+        .split_once('/')
+        .and_then(|(_, bits)| bits.parse().ok())
+        .with_context(|| format!("invalid address pool {pool:?}"))?;
+    // Both sizes are powers of two and the pool holds the subnet.
+    let offset = (1u64 << (32 - bits)) - (1u64 << (32 - size));
+    let last = u32::from(network) + offset as u32;
+    Ok((
+        format!("{}/{size}", std::net::Ipv4Addr::from(last)),
+        std::net::Ipv4Addr::from(last + 1).to_string(),
+    ))
+}
+
+/// The first `/size` subnet of `pool`, and its first address (the gateway).
 fn first_subnet(pool: &str, size: u32) -> Result<(String, String)> {
     let (base, bits) = pool
         .split_once('/')
@@ -779,8 +805,18 @@ mod tests {
         );
         let prefix = ingress_prefix("198.18.0.0/15", 24);
         assert_eq!(
-            first_subnet("198.18.0.0/15", prefix).unwrap(),
-            ("198.18.0.0/20".into(), "198.18.0.1".into())
+            last_subnet("198.18.0.0/15", prefix).unwrap(),
+            ("198.19.240.0/20".into(), "198.19.240.1".into())
         );
+        assert_eq!(
+            last_subnet("10.0.0.0/8", 20).unwrap(),
+            ("10.255.240.0/20".into(), "10.255.240.1".into())
+        );
+        assert_eq!(
+            last_subnet("10.9.0.0/24", 24).unwrap(),
+            ("10.9.0.0/24".into(), "10.9.0.1".into()),
+            "a pool of one subnet"
+        );
+        assert!(last_subnet("10.0.0.0/25", 24).is_err());
     }
 }

@@ -97,7 +97,7 @@ impl CounterMap {
 }
 
 /// aya reports a missing key on delete as the raw ENOENT of the syscall.
-fn is_missing_key(error: &aya::maps::MapError) -> bool {
+pub(super) fn is_missing_key(error: &aya::maps::MapError) -> bool {
     match error {
         aya::maps::MapError::KeyNotFound => true,
         aya::maps::MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),

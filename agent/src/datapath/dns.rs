@@ -28,6 +28,7 @@ use shoal_agent_common::{
 
 use super::{
     BpfRoot, DatapathError,
+    counters::is_missing_key,
     mesh::{be_addr, open_hash, open_map},
 };
 use crate::dns::{Entry, Records};
@@ -170,7 +171,35 @@ impl DnsMaps {
     /// Makes the maps answer what `records` answer, for the veths in
     /// `askers` (those whose address is not one of this node's tasks in
     /// `records` are left out: the server would not answer them either).
+    ///
+    /// On failure the names of views numbered in this attempt are taken out
+    /// again (the next attempt numbers them anew, and the map would fill
+    /// with leftovers), and the caller clears the askers.
     pub fn sync(&mut self, records: &Records, askers: &[Asker]) -> Result<(), DatapathError> {
+        let mut fresh = Vec::new();
+        let result = self.try_sync(records, askers, &mut fresh);
+        if result.is_err() && !fresh.is_empty() {
+            let leftovers: Vec<DnsNameKey> = self
+                .written_names
+                .keys()
+                .filter(|k| fresh.contains(&k.view))
+                .copied()
+                .collect();
+            for key in leftovers {
+                // Best effort: the error being returned says what failed.
+                let _ = self.names.remove(&key);
+                self.written_names.remove(&key);
+            }
+        }
+        result
+    }
+
+    fn try_sync(
+        &mut self,
+        records: &Records,
+        askers: &[Asker],
+        fresh: &mut Vec<u32>,
+    ) -> Result<(), DatapathError> {
         let mut views = HashMap::new();
         let mut view_of = HashMap::new();
         let mut names_wanted = HashMap::new();
@@ -186,6 +215,7 @@ impl DnsMaps {
                         None => {
                             let view = self.next_view;
                             self.next_view = self.next_view.wrapping_add(1);
+                            fresh.push(view);
                             view
                         }
                     };
@@ -256,8 +286,8 @@ impl DnsMaps {
             .collect();
         for key in gone {
             match self.names.remove(&key) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(self.error(e)),
+                Err(e) if !is_missing_key(&e) => return Err(self.error(e)),
+                _ => {}
             }
             self.written_names.remove(&key);
         }
@@ -268,8 +298,8 @@ impl DnsMaps {
 
     fn remove_asker(&mut self, ifindex: u32) -> Result<(), DatapathError> {
         match self.askers.remove(&ifindex) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(self.error(e)),
+            Err(e) if !is_missing_key(&e) => return Err(self.error(e)),
+            _ => {}
         }
         self.written_askers.remove(&ifindex);
         Ok(())
@@ -295,8 +325,10 @@ impl DnsMaps {
     }
 
     /// Sends every query to the server (when the maps could not be brought
-    /// in line with its records).
+    /// in line with its records), veths plugged later too until a sync
+    /// succeeds: their views may lack names the server has.
     pub fn clear_askers(&mut self) -> Result<(), DatapathError> {
+        self.view_of.clear();
         let all: Vec<u32> = self.askers.keys().filter_map(Result::ok).collect();
         for ifindex in all
             .into_iter()

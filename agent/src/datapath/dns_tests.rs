@@ -301,6 +301,19 @@ fn answers_plain_queries_as_the_server_does_and_passes_the_rest() {
         plain_a::answer(&scaled, &q, ASKER, "n", turn, &mut expected) && expected == payload
     });
     assert!(matches_a_turn, "db after scaling to 2 tasks");
+    // Askers cleared (a sync failed): a veth plugged before the next good
+    // sync stays with the server, its view may lack the server's names.
+    fx.maps.clear_askers().unwrap();
+    let f = frame(ASKER, GATEWAY, 40_006, 53, &q);
+    assert_eq!(fx.run(&f), (TC_NEXT, f.clone()), "no asker after a clear");
+    assert!(
+        !fx.maps.plugged(asker).unwrap(),
+        "plugged into a stale view"
+    );
+    assert_eq!(fx.run(&f), (TC_NEXT, f.clone()), "still the server's");
+    fx.maps.sync(&scaled, &[asker]).unwrap();
+    assert_eq!(fx.run(&f).0, TC_ACT_REDIRECT, "answered after a good sync");
+
     fx.maps.sync(&Records::default(), &[asker]).unwrap();
     let f = frame(ASKER, GATEWAY, 40_005, 53, &q);
     assert_eq!(fx.run(&f), (TC_NEXT, f.clone()), "nothing left to answer");

@@ -19,8 +19,9 @@ use crate::{
 
 impl Overlay {
     /// Writes what `records` answer to the DNS maps, for this node's task
-    /// veths among `links`. On failure no veth is answered in eBPF any
-    /// more (the server answers them all), so the two never disagree.
+    /// veths among `links`. On failure the caller calls
+    /// [`Self::stop_dns_at_veths`] (the server answers them all), so the
+    /// two never disagree.
     pub(super) fn sync_dns_maps(
         &self,
         set: &AssignmentSet,
@@ -58,18 +59,35 @@ impl Overlay {
             *guard = Some(DnsMaps::open(root)?);
         }
         let maps = guard.as_mut().context("DNS maps")?;
-        if let Err(error) = maps.sync(records, &askers) {
-            if let Err(clear) = maps.clear_askers() {
-                tracing::error!(%clear, "DNS maps: could not stop answering in eBPF");
-            }
-            return Err(error).context("DNS maps");
-        }
+        // On failure the caller stops every veth answering.
+        maps.sync(records, &askers).context("DNS maps")?;
         tracing::debug!(
             askers = askers.len(),
             names = maps.names_held(),
             "DNS maps in line with the records"
         );
         Ok(())
+    }
+
+    /// After a push whose DNS maps could not be written (or not even
+    /// opened): no veth answers from views older than the records the
+    /// server is about to take, so none can say NXDOMAIN for a new name.
+    pub(super) fn stop_dns_at_veths(&self) {
+        let Some(root) = &self.bpf_root else {
+            return;
+        };
+        let mut guard = self.dns_maps.lock().unwrap_or_else(|e| e.into_inner());
+        let result = match guard.as_mut() {
+            Some(maps) => maps.clear_askers(),
+            None => DnsMaps::open(root).and_then(|mut maps| {
+                let cleared = maps.clear_askers();
+                *guard = Some(maps);
+                cleared
+            }),
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, "DNS maps: could not stop answering at the veths; they may answer from older records");
+        }
     }
 
     /// A task's veth plugged in since the last push.

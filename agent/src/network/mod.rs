@@ -222,6 +222,7 @@ impl Overlay {
             Err(error) => Err(anyhow::anyhow!("listing links: {error:#}")),
         };
         if let Err(error) = dns_maps {
+            self.stop_dns_at_veths();
             problems.push(format!("DNS maps: {error:#}"));
         }
         self.dns.update(records);

@@ -240,7 +240,7 @@ async fn watch_leadership(manager: Arc<Manager>, tell: tokio::sync::watch::Sende
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if !manager.is_leader() && tell.send(()).is_err() {
+        if tell.is_closed() || (!manager.is_leader() && tell.send(()).is_err()) {
             return;
         }
     }
