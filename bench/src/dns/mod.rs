@@ -72,6 +72,9 @@ pub struct Args {
     udp_loops: Option<usize>,
 }
 
+/// Server CPU seconds below which a server did no measurable work (every
+/// query answered at the veth: `/proc` counts in 10 ms ticks).
+const NO_SERVER_WORK: f64 = 0.05;
 const NODE_NS: &str = "shoal-n1";
 const NODE_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
 const SHOAL_PORT: u16 = 5301;
@@ -308,9 +311,13 @@ impl Run {
         self.usage.server * 1e6 / self.completed.max(1.0)
     }
 
-    /// Queries per second of one core of the server's own CPU.
-    fn per_core(&self) -> f64 {
-        self.completed / self.usage.server.max(0.01)
+    /// Queries per second of one core of the server's own CPU ("-" when
+    /// the server did no measurable work).
+    fn per_core(&self) -> String {
+        if self.usage.server < NO_SERVER_WORK {
+            return "-".to_owned();
+        }
+        format!("{:.0}", self.completed / self.usage.server)
     }
 
     /// The server's CPU and the whole machine's softirq time per answered
@@ -484,7 +491,7 @@ pub async fn run(args: Args) -> Result<()> {
                 usage,
             };
             println!(
-                "{name:<12} {round:>5} {:>10.0} {:>7.0} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>11.2} {:>12.0} {:>12} {:>12.2}  {}",
+                "{name:<12} {round:>5} {:>10.0} {:>7.0} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>11.2} {:>12} {:>12} {:>12.2}  {}",
                 run.qps,
                 run.lost,
                 usage.server,
@@ -542,9 +549,16 @@ pub async fn run(args: Args) -> Result<()> {
     let best = |runs: &[Run]| runs.iter().map(|r| r.qps).fold(0.0, f64::max);
     let lost = |runs: &[Run]| runs.iter().map(|r| r.lost).fold(0.0, f64::max);
     // Per core: all of a server's runs together (queries over CPU seconds).
+    // None when the server did no measurable work (every query answered
+    // at the veth): a ratio would only divide by the clock's resolution.
     let per_core = |runs: &[Run]| {
-        runs.iter().map(|r| r.completed).sum::<f64>()
-            / runs.iter().map(|r| r.usage.server).sum::<f64>().max(0.01)
+        let cpu = runs.iter().map(|r| r.usage.server).sum::<f64>();
+        (cpu >= NO_SERVER_WORK).then(|| runs.iter().map(|r| r.completed).sum::<f64>() / cpu)
+    };
+    let show = |v: Option<f64>, digits: usize| {
+        v.map_or("n/a (no server CPU)".to_owned(), |v| {
+            format!("{v:.digits$}")
+        })
     };
     // Server CPU and all softirq per query, all runs together.
     let all_sirq_us = |runs: &[Run]| {
@@ -579,10 +593,10 @@ pub async fn run(args: Args) -> Result<()> {
     for (i, (name, _, _)) in servers.iter().enumerate() {
         let (p50, p99, _) = latencies[i];
         println!(
-            "{name:<12} {:>12.0} {:>8.0} {:>14.0} {:>16.2} {:>14.2} {p50:>10.0} {p99:>10.0}",
+            "{name:<12} {:>12.0} {:>8.0} {:>14} {:>16.2} {:>14.2} {p50:>10.0} {p99:>10.0}",
             best(&runs[i]),
             lost(&runs[i]),
-            per_core(&runs[i]),
+            show(per_core(&runs[i]), 0),
             all_sirq_us(&runs[i]),
             whole_us(&runs[i]),
         );
@@ -590,10 +604,15 @@ pub async fn run(args: Args) -> Result<()> {
     for (label, shoal, dnsmasq) in [("from the client host", 0, 1), ("from the veth seat", 2, 3)] {
         println!(
             "\nshoal / dnsmasq {label}: queries/s {:.2}x, queries per second of the server's own \
-             CPU {:.2}x, per (server + softirq) CPU {:.2}x, per (server + dnsperf + softirq) \
+             CPU {}x, per (server + softirq) CPU {:.2}x, per (server + dnsperf + softirq) \
              CPU {:.2}x, p99 at {} q/s {:.2}x (lower is better; {} and {} queries timed)",
             best(&runs[shoal]) / best(&runs[dnsmasq]),
-            per_core(&runs[shoal]) / per_core(&runs[dnsmasq]),
+            show(
+                per_core(&runs[shoal])
+                    .zip(per_core(&runs[dnsmasq]))
+                    .map(|(s, d)| s / d),
+                2
+            ),
             all_sirq_us(&runs[dnsmasq]) / all_sirq_us(&runs[shoal]),
             whole_us(&runs[dnsmasq]) / whole_us(&runs[shoal]),
             args.latency_qps,
