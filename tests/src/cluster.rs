@@ -429,3 +429,31 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Registers a simulated node through `client` (its certificate names the
+/// node) as `hostname`: the session to heartbeat and stream with (full
+/// sets, no deltas), and the heartbeat period the manager told it.
+pub async fn register_node(
+    client: &mut shoal_api::pb::dispatcher_client::DispatcherClient<tonic::transport::Channel>,
+    hostname: &str,
+) -> Result<(shoal_api::pb::SessionRef, std::time::Duration)> {
+    let registered = client
+        .register(shoal_api::pb::RegisterRequest {
+            description: Some(shoal_api::pb::NodeDescription {
+                hostname: hostname.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let period = std::time::Duration::from_millis(registered.heartbeat_period_ms.max(50) as u64);
+    Ok((
+        shoal_api::pb::SessionRef {
+            node_id: registered.node_id,
+            session_id: registered.session_id,
+            deltas: false,
+        },
+        period,
+    ))
+}

@@ -8,15 +8,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use shoal_api::pb::{
-    Empty, HeartbeatRequest, NodeDescription, RegisterRequest, RemoveNodeRequest, SessionRef,
-    UpdateCertificatesRequest, dispatcher_client::DispatcherClient,
+    Empty, HeartbeatRequest, RemoveNodeRequest, UpdateCertificatesRequest,
+    dispatcher_client::DispatcherClient,
 };
 use shoal_pki::{
     credentials::Credentials,
     join,
     transport::{self, Dialer},
 };
-use shoal_tests::cluster::{TestCluster, wait_until};
+use shoal_tests::cluster::{TestCluster, register_node, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -258,22 +258,7 @@ impl HandSession {
     async fn register(addr: &str, credentials: std::sync::Arc<Credentials>) -> Result<Self> {
         let channel = transport::channel(addr, Dialer::Node(credentials)).await?;
         let mut client = DispatcherClient::new(channel);
-        let registered = client
-            .register(RegisterRequest {
-                description: Some(NodeDescription {
-                    hostname: "frozen".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        let session = SessionRef {
-            node_id: registered.node_id,
-            session_id: registered.session_id,
-            deltas: false,
-        };
-        let period = Duration::from_millis(registered.heartbeat_period_ms.max(50) as u64);
+        let (session, period) = register_node(&mut client, "frozen").await?;
         Ok(Self(tokio::spawn(async move {
             let mut beat = tokio::time::interval(period);
             loop {

@@ -7,31 +7,15 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use shoal_api::pb::{
-    NodeDescription, RegisterRequest, SessionRef, dispatcher_client::DispatcherClient,
-};
+use shoal_api::pb::{SessionRef, dispatcher_client::DispatcherClient};
 use shoal_pki::transport::{self, Dialer};
-use shoal_tests::cluster::TestCluster;
+use shoal_tests::cluster::{TestCluster, register_node};
 use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn register(client: &mut DispatcherClient<Channel>) -> Result<SessionRef> {
-    let registered = client
-        .register(RegisterRequest {
-            description: Some(NodeDescription {
-                hostname: "twice".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    Ok(SessionRef {
-        node_id: registered.node_id,
-        session_id: registered.session_id,
-        deltas: false,
-    })
+    Ok(register_node(client, "twice").await?.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
