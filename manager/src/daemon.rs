@@ -598,8 +598,8 @@ async fn write_initial_state(
         pools
     };
     // The size asked for must fit the pool, whatever ingress takes.
-    first_subnet(&pools[0], subnet_size)?;
-    let ingress_subnet = last_subnet(&pools[0], ingress_prefix(&pools[0], subnet_size))?;
+    allocator::pools::check_subnet_size(&pools[0], subnet_size)?;
+    let ingress_subnet = allocator::pools::ingress_subnet(&pools[0], subnet_size)?;
     let cluster = Cluster {
         meta: Some(Meta {
             id: cluster_id,
@@ -664,69 +664,6 @@ async fn write_initial_state(
     Ok(tokens)
 }
 
-/// The first `/size` block of a pool and its first address (the gateway).
-/// The ingress network holds one address per node (its entry to the mesh)
-/// besides the VIPs of the services that publish ports: Swarm's /24 leaves
-/// room for ~250 nodes and then refuses the rest their ingress address.
-/// Shoal gives it a /20 (4,094 addresses) when the pool is that large and
-/// the subnets asked for (`--default-addr-pool-mask-length`) are not larger
-/// still, at the end of the pool (as Docker's first ingress, 10.255.0.0/16):
-/// the subnets users pick by hand from a pool's start (10.0.1.0/24, …)
-/// stay free.
-const INGRESS_PREFIX: u32 = 20;
-
-/// The ingress subnet's prefix: [`INGRESS_PREFIX`], or `subnet_size` if
-/// larger, but never larger than the first pool itself.
-fn ingress_prefix(pool: &str, subnet_size: u32) -> u32 {
-    let pool_bits = pool
-        .split_once('/')
-        .and_then(|(_, bits)| bits.parse::<u32>().ok())
-        .unwrap_or(subnet_size);
-    INGRESS_PREFIX.min(subnet_size).max(pool_bits)
-}
-
-/// The last `/size` subnet of `pool`, and its first address (the gateway).
-fn last_subnet(pool: &str, size: u32) -> Result<(String, String)> {
-    // Checks the pool and the size, and gives the pool's network address.
-    let (first, _) = first_subnet(pool, size)?;
-    let network: std::net::Ipv4Addr = first
-        .split_once('/')
-        .and_then(|(addr, _)| addr.parse().ok())
-        .with_context(|| format!("invalid address pool {pool:?}"))?;
-    let bits: u32 = pool
-        .split_once('/')
-        .and_then(|(_, bits)| bits.parse().ok())
-        .with_context(|| format!("invalid address pool {pool:?}"))?;
-    // Both sizes are powers of two and the pool holds the subnet.
-    let offset = (1u64 << (32 - bits)) - (1u64 << (32 - size));
-    let last = u32::from(network) + offset as u32;
-    Ok((
-        format!("{}/{size}", std::net::Ipv4Addr::from(last)),
-        std::net::Ipv4Addr::from(last + 1).to_string(),
-    ))
-}
-
-/// The first `/size` subnet of `pool`, and its first address (the gateway).
-fn first_subnet(pool: &str, size: u32) -> Result<(String, String)> {
-    let (base, bits) = pool
-        .split_once('/')
-        .with_context(|| format!("invalid address pool {pool:?}: expected CIDR like 10.0.0.0/8"))?;
-    let base: std::net::Ipv4Addr = base
-        .parse()
-        .with_context(|| format!("invalid address pool {pool:?}"))?;
-    let bits: u32 = bits
-        .parse()
-        .with_context(|| format!("invalid address pool {pool:?}"))?;
-    if bits > size || size > 30 {
-        bail!("address pool {pool} cannot hold /{size} subnets");
-    }
-    let net = u32::from(base) & (u32::MAX.checked_shl(32 - bits).unwrap_or(0));
-    Ok((
-        format!("{}/{size}", std::net::Ipv4Addr::from(net)),
-        std::net::Ipv4Addr::from(net + 1).to_string(),
-    ))
-}
-
 /// Runs the leader-only components while this manager leads.
 async fn lead_when_leader(manager: Arc<Manager>, dispatcher: Dispatcher) {
     let mut metrics = manager.raft.metrics();
@@ -775,48 +712,5 @@ async fn lead_when_leader(manager: Arc<Manager>, dispatcher: Dispatcher) {
         if metrics.changed().await.is_err() {
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_first_subnet_of_a_pool() {
-        assert_eq!(
-            first_subnet("198.18.0.0/15", 24).unwrap(),
-            ("198.18.0.0/24".into(), "198.18.0.1".into())
-        );
-        assert!(first_subnet("10.0.0.0", 24).is_err());
-        assert!(first_subnet("10.0.0.0/25", 24).is_err());
-    }
-
-    #[test]
-    fn ingress_gets_a_slash_20_unless_the_pool_or_the_subnets_say_otherwise() {
-        assert_eq!(ingress_prefix("198.18.0.0/15", 24), 20, "the lab's pool");
-        assert_eq!(ingress_prefix("10.0.0.0/8", 24), 20, "the default pool");
-        assert_eq!(ingress_prefix("10.0.0.0/8", 16), 16, "larger subnets asked");
-        assert_eq!(ingress_prefix("10.9.0.0/22", 24), 22, "a pool under a /20");
-        assert_eq!(
-            ingress_prefix("10.9.0.0/24", 24),
-            24,
-            "a pool of one subnet"
-        );
-        let prefix = ingress_prefix("198.18.0.0/15", 24);
-        assert_eq!(
-            last_subnet("198.18.0.0/15", prefix).unwrap(),
-            ("198.19.240.0/20".into(), "198.19.240.1".into())
-        );
-        assert_eq!(
-            last_subnet("10.0.0.0/8", 20).unwrap(),
-            ("10.255.240.0/20".into(), "10.255.240.1".into())
-        );
-        assert_eq!(
-            last_subnet("10.9.0.0/24", 24).unwrap(),
-            ("10.9.0.0/24".into(), "10.9.0.1".into()),
-            "a pool of one subnet"
-        );
-        assert!(last_subnet("10.0.0.0/25", 24).is_err());
     }
 }

@@ -4,6 +4,7 @@
 //! every network it needs.
 
 pub mod ipam;
+pub mod pools;
 
 use std::{sync::Arc, time::Duration};
 
