@@ -286,7 +286,7 @@ async fn session(
     // the node now holds (and stores) rather than the one it was sent.
     let mut credentials = config.credentials.watch();
     let presented = config.credentials.files().chain_pem;
-    let channel = shoal_pki::transport::lazy_channel(
+    let channel = shoal_pki::transport::node_session_channel(
         addr,
         shoal_pki::transport::Dialer::Node(config.credentials.clone()),
     )?;
