@@ -113,13 +113,18 @@ impl Executor for SimExecutor {
             let known = inner.tasks.get(&id).copied();
             let desired = task.desired_state();
             if desired <= TaskState::Running {
-                if known.is_none() {
-                    if desired == TaskState::Running {
+                // A set does not carry a task's status (the node reports
+                // it): what this node did is what it remembers.
+                match known {
+                    None | Some(TaskState::Ready) if desired == TaskState::Running => {
                         inner.tasks.insert(id.clone(), TaskState::Running);
                         let _ = report.send(update(&id, TaskState::Running, 0, "started"));
-                    } else if task.status.as_ref().map(|s| s.state()) < Some(TaskState::Ready) {
+                    }
+                    None => {
+                        inner.tasks.insert(id.clone(), TaskState::Ready);
                         let _ = report.send(update(&id, TaskState::Ready, 0, "prepared"));
                     }
+                    Some(_) => {}
                 }
             } else if known.is_none_or(|s| !s.is_terminal()) {
                 inner.tasks.insert(id.clone(), TaskState::Shutdown);

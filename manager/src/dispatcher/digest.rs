@@ -6,8 +6,9 @@
 //! streams rebuild and compare its whole set: O(tasks) per change.
 //!
 //! What a set holds (see [`super::assignment_set_from`]): the node's live
-//! tasks (their id and store version: every write gives an object a new
-//! version), the secrets and configs they name (id and version), the node
+//! tasks (their id and the version at which they last changed in anything
+//! but their status: the node reports that status, it is not sent back;
+//! see [`crate::store::State::assignment_version`]), the secrets and configs they name (id and version), the node
 //! itself (role, ingress address and allow-list), the networks its tasks
 //! use plus the ingress network while a port is published (the network
 //! object's version and the content of every endpoint and name record on
@@ -93,7 +94,7 @@ pub fn of_node(
         count += 1;
         tasks = tasks.wrapping_add(hash_of((
             task.meta.as_ref().map(|m| m.id.as_str()),
-            version(task.meta.as_ref()),
+            state.assignment_version(task),
         )));
         if let Some(c) = task.spec.as_ref().and_then(|s| s.container.as_ref()) {
             let secret = |id: &str| version(state.secrets.get(id).and_then(|s| s.meta.as_ref()));

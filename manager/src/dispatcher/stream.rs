@@ -10,7 +10,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shoal_api::{assignments::Sender, node_list::NodeList, pb::AssignmentSet};
+use shoal_api::{
+    assignments::Sender,
+    node_list::NodeList,
+    pb::{AssignmentSet, Meta},
+};
 
 use super::shared::Shared;
 
@@ -31,6 +35,24 @@ pub struct NodeStream {
 /// At a thousand nodes that is about 17 rebuilds a second under constant
 /// change, against a thousand per change without fingerprints.
 const REBUILD_AT_LEAST_EVERY: Duration = Duration::from_secs(60);
+
+/// `set` as its node is told it: each task without its status and with
+/// only its id of the store's metadata. The status is the node's own
+/// report and the metadata moves with it: sent back, every report would
+/// push its task to its node once more. (The fingerprint ignores them too:
+/// [`crate::store::State::assignment_version`].)
+pub fn as_told_to_node(mut set: AssignmentSet) -> AssignmentSet {
+    for task in &mut set.tasks {
+        task.status = None;
+        if let Some(meta) = &mut task.meta {
+            *meta = Meta {
+                id: std::mem::take(&mut meta.id),
+                ..Default::default()
+            };
+        }
+    }
+    set
+}
 
 impl NodeStream {
     pub fn new(deltas: bool) -> Self {
@@ -63,7 +85,7 @@ impl NodeStream {
     ) -> Option<AssignmentSet> {
         self.digest = if holds { None } else { digest };
         self.rebuilt_at = Instant::now();
-        self.sender.next_shared(set, nodes)
+        self.sender.next_shared(as_told_to_node(set), nodes)
     }
 
     /// The message when the set did not change: a node list delta, if the
@@ -212,7 +234,8 @@ mod tests {
                 if let Some(message) = message {
                     sent.push(*node);
                     let got = receiver.take(message).expect("in order").clone();
-                    let mut want = super::super::assignment_set_from(state, &shared, node);
+                    let mut want =
+                        as_told_to_node(super::super::assignment_set_from(state, &shared, node));
                     want.nodes = shared.nodes.nodes.clone();
                     normalize(&mut want);
                     let mut got = got;
@@ -237,9 +260,9 @@ mod tests {
         );
 
         // A's task changes: B's stream does no work at all.
-        state
-            .tasks
-            .insert("ta".into(), task("ta", "a", 5, None, None));
+        let mut changed = task("ta", "a", 5, None, None);
+        changed.spec_version = 2;
+        state.tasks.insert("ta".into(), changed);
         assert_eq!(streams.push(&state), (vec!["a"], vec!["a"]));
 
         // The secret B's task uses changes: B rebuilds and is sent it; A,
@@ -267,5 +290,49 @@ mod tests {
             },
         );
         assert_eq!(streams.push(&state), (vec![], vec!["a", "b"]));
+    }
+
+    fn put(state: &mut State, task: Task) {
+        state.put(shoal_api::pb::Object {
+            object: Some(shoal_api::pb::object::Object::Task(task)),
+        });
+    }
+
+    #[test]
+    fn a_status_report_is_not_sent_back_to_its_node() {
+        let mut state = State::default();
+        state.nodes = self::state().nodes;
+        put(&mut state, task("ta", "a", 2, None, None));
+        let mut streams = Streams::new();
+        assert_eq!(streams.push(&state), (vec!["a", "b"], vec!["a", "b"]));
+
+        // Node A reports its task: a new store version, the same
+        // assignment. Nothing is rebuilt, nothing is sent back.
+        let mut reported = task("ta", "a", 3, None, None);
+        reported.status = Some(TaskStatus {
+            state: TaskState::Running as i32,
+            message: "started".into(),
+            container_id: "c1".into(),
+            ..Default::default()
+        });
+        put(&mut state, reported.clone());
+        assert_eq!(streams.push(&state), (vec![], vec![]));
+
+        // What the manager decides reaches it.
+        let mut stop = reported;
+        stop.meta = meta("ta", 4);
+        stop.desired_state = TaskState::Shutdown as i32;
+        put(&mut state, stop);
+        assert_eq!(streams.push(&state), (vec!["a"], vec!["a"]));
+
+        // A task that ends leaves the set (its status took it out).
+        let mut ended = task("ta", "a", 5, None, None);
+        ended.desired_state = TaskState::Shutdown as i32;
+        ended.status = Some(TaskStatus {
+            state: TaskState::Shutdown as i32,
+            ..Default::default()
+        });
+        put(&mut state, ended);
+        assert_eq!(streams.push(&state), (vec!["a"], vec!["a"]));
     }
 }

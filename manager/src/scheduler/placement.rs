@@ -167,7 +167,8 @@ fn host_ports(
 /// Decides a node for every pending task of `state`, placing no more on a
 /// node than `limits` and the node itself allow.
 pub fn plan(state: &State, limits: &Limits) -> Vec<Decision> {
-    // Host-mode published ports, per service.
+    // Host-mode published ports, of the services that publish any (most
+    // publish none: the map stays small and usually empty).
     let service_ports: HashMap<&str, Vec<(String, u32)>> = state
         .services
         .iter()
@@ -186,6 +187,7 @@ pub fn plan(state: &State, limits: &Limits) -> Vec<Decision> {
                 .unwrap_or_default();
             (id.as_str(), ports)
         })
+        .filter(|(_, ports): &(&str, Vec<(String, u32)>)| !ports.is_empty())
         .collect();
 
     let mut candidates: Vec<Candidate> = Vec::new();
@@ -214,36 +216,44 @@ pub fn plan(state: &State, limits: &Limits) -> Vec<Decision> {
         });
     }
 
-    // What running and assigned tasks already hold.
-    let mut per_service: HashMap<&str, HashMap<usize, u32>> = HashMap::new();
+    // The pending tasks, from the store's index of waiting ones.
     let mut pending: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for task in state.tasks_waiting().filter(|t| is_pending(t)) {
+        pending.entry(&task.service_id).or_default().push(task);
+    }
+    // What running and assigned tasks already hold; spread counts only
+    // for the services placed now (a pass during a burst of creations
+    // weighs every task, but counts few services).
+    let mut per_service: HashMap<&str, HashMap<usize, u32>> = HashMap::new();
     for task in state.tasks.values() {
-        if occupies_node(task) {
-            if let Some(&i) = index_of.get(task.node_id.as_str()) {
-                let c = &mut candidates[i];
-                let r = reservations(task);
-                c.free.nano_cpus -= r.nano_cpus;
-                c.free.memory_bytes -= r.memory_bytes;
-                // What the task was given; one placed before it was told
-                // holds what it reserves.
-                let held = if task.assigned_generic_resources.is_empty() {
-                    c.generic
-                        .claim(generic_reservations(task))
-                        .unwrap_or_default()
-                } else {
-                    task.assigned_generic_resources.clone()
-                };
-                c.generic.take(&held);
-                c.total += 1;
+        if occupies_node(task)
+            && let Some(&i) = index_of.get(task.node_id.as_str())
+        {
+            let c = &mut candidates[i];
+            let r = reservations(task);
+            c.free.nano_cpus -= r.nano_cpus;
+            c.free.memory_bytes -= r.memory_bytes;
+            // What the task was given; one placed before it was told
+            // holds what it reserves.
+            let held = if task.assigned_generic_resources.is_empty() {
+                c.generic
+                    .claim(generic_reservations(task))
+                    .unwrap_or_default()
+            } else {
+                task.assigned_generic_resources.clone()
+            };
+            c.generic.take(&held);
+            c.total += 1;
+            if !service_ports.is_empty() {
                 c.host_ports.extend(host_ports(task, &service_ports));
+            }
+            if pending.contains_key(task.service_id.as_str()) {
                 *per_service
                     .entry(&task.service_id)
                     .or_default()
                     .entry(i)
                     .or_default() += 1;
             }
-        } else if is_pending(task) {
-            pending.entry(&task.service_id).or_default().push(task);
         }
     }
 

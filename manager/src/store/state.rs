@@ -139,7 +139,7 @@ impl State {
                 let Some(id) = o.meta.as_ref().map(|m| m.id.clone()) else {
                     return;
                 };
-                self.task_index.insert(&id, &o);
+                self.task_index.insert(&id, &o, self.tasks.get(&id));
                 if let Some(old) = self.tasks.insert(id.clone(), o) {
                     self.task_index.forget_old(&id, &old, &self.tasks[&id]);
                 }
@@ -208,6 +208,19 @@ impl State {
         self.indexed(self.task_index.on_node(node_id), move |t| {
             t.node_id == node_id
         })
+    }
+
+    /// The store version at which `task` last changed in anything its
+    /// node is told (not its status, which the node itself reports).
+    pub fn assignment_version(&self, task: &Task) -> u64 {
+        let id = task
+            .meta
+            .as_ref()
+            .map(|m| m.id.as_str())
+            .unwrap_or_default();
+        self.task_index
+            .assignment_version(id)
+            .unwrap_or_else(|| task.meta.as_ref().map(|m| m.version).unwrap_or(0))
     }
 
     /// The tasks not yet on a node (New or Pending), by id: what the
@@ -392,5 +405,42 @@ mod tests {
         );
         assert_eq!(ids(state.tasks_of_service("a")), ["t"]);
         assert_eq!(ids(state.tasks_on_node("n1")), ["t"]);
+    }
+
+    #[test]
+    fn a_status_alone_leaves_the_assignment_version_where_it_was() {
+        use shoal_api::pb::TaskState::{Assigned, Running, Shutdown};
+        let mut state = State::default();
+        let mut batch = Batch::default();
+        batch.put_task(task("t", "a", "n1", Assigned));
+        state.apply(1, &batch.into_proto()).unwrap();
+        assert_eq!(state.assignment_version(&state.tasks["t"]), 1);
+
+        // The node reports the task running: a new store version only.
+        let mut t = state.tasks["t"].clone();
+        t.status = Some(shoal_api::pb::TaskStatus {
+            state: Running as i32,
+            message: "started".into(),
+            ..Default::default()
+        });
+        let mut batch = Batch::default();
+        batch.put_task(t.clone());
+        state.apply(2, &batch.into_proto()).unwrap();
+        assert_eq!(state.version_of(Kind::Task, "t"), 2);
+        assert_eq!(state.assignment_version(&state.tasks["t"]), 1);
+
+        // The manager wants it stopped: the node must hear of it.
+        t.meta = state.tasks["t"].meta.clone();
+        t.desired_state = Shutdown as i32;
+        let mut batch = Batch::default();
+        batch.put_task(t);
+        state.apply(3, &batch.into_proto()).unwrap();
+        assert_eq!(state.assignment_version(&state.tasks["t"]), 3);
+
+        // Deleted, it is forgotten.
+        let mut batch = Batch::default();
+        batch.delete(Kind::Task, "t", 3);
+        state.apply(4, &batch.into_proto()).unwrap();
+        assert_eq!(state.task_index.assignment_version("t"), None);
     }
 }

@@ -23,6 +23,53 @@ pub(crate) struct TaskIndex {
     on_networks: BTreeSet<String>,
     /// How many tasks the index holds.
     len: usize,
+    /// Per task, the store version at which it last changed in anything
+    /// its node is told ([`same_for_its_node`]): a status report moves the
+    /// task's version but not this one, so the node is not sent back what
+    /// it just said.
+    assignment_version: HashMap<String, u64>,
+}
+
+/// Whether `a` and `b` differ at most in what the node reports (status)
+/// and the store's bookkeeping (meta). The pattern names every field: a
+/// field added to `Task` fails to compile here until it is decided on.
+pub fn same_for_its_node(a: &Task, b: &Task) -> bool {
+    let Task {
+        meta: _,
+        status: _,
+        service_id,
+        slot,
+        node_id,
+        spec,
+        spec_version,
+        desired_state,
+        service_name,
+        restarts,
+        start_after,
+        networks,
+        service_labels,
+        job_iteration,
+        assigned_generic_resources,
+        rebalance,
+    } = a;
+    *service_id == b.service_id
+        && *slot == b.slot
+        && *node_id == b.node_id
+        && *spec_version == b.spec_version
+        && *desired_state == b.desired_state
+        && *start_after == b.start_after
+        && *job_iteration == b.job_iteration
+        && *rebalance == b.rebalance
+        && *service_name == b.service_name
+        && *restarts == b.restarts
+        && *networks == b.networks
+        && *assigned_generic_resources == b.assigned_generic_resources
+        && *service_labels == b.service_labels
+        && *spec == b.spec
+}
+
+fn version(task: &Task) -> u64 {
+    task.meta.as_ref().map(|m| m.version).unwrap_or(0)
 }
 
 fn add(map: &mut HashMap<String, BTreeSet<String>>, key: &str, id: &str) -> bool {
@@ -47,8 +94,14 @@ fn take(map: &mut HashMap<String, BTreeSet<String>>, key: &str, id: &str) -> boo
 
 impl TaskIndex {
     /// Indexes task `id` under its service and node (again, for a task
-    /// already known: see [`TaskIndex::forget_old`]).
-    pub fn insert(&mut self, id: &str, task: &Task) {
+    /// already known: see [`TaskIndex::forget_old`]), `old` being what the
+    /// store held under that id.
+    pub fn insert(&mut self, id: &str, task: &Task, old: Option<&Task>) {
+        let kept = old
+            .filter(|old| same_for_its_node(old, task))
+            .and_then(|_| self.assignment_version.get(id).copied());
+        self.assignment_version
+            .insert(id.to_owned(), kept.unwrap_or_else(|| version(task)));
         if add(&mut self.by_service, &task.service_id, id) {
             self.len += 1;
         }
@@ -88,6 +141,7 @@ impl TaskIndex {
         }
         take(&mut self.by_service, &task.service_id, id);
         take(&mut self.by_node, &task.node_id, id);
+        self.assignment_version.remove(id);
         self.waiting.remove(id);
         self.on_networks.remove(id);
     }
@@ -106,6 +160,12 @@ impl TaskIndex {
 
     pub fn on_networks(&self) -> impl Iterator<Item = &String> + '_ {
         self.on_networks.iter()
+    }
+
+    /// See [`TaskIndex::assignment_version`]; None for a task the index
+    /// does not hold.
+    pub fn assignment_version(&self, id: &str) -> Option<u64> {
+        self.assignment_version.get(id).copied()
     }
 
     pub fn on_node<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a String> + 'a {
