@@ -320,9 +320,21 @@ fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<(
         "0",
         "app_web",
     ])?;
-    cluster.wait("service update to complete", WAIT, || {
+    let show = |cluster: &LabCluster| {
+        for args in [
+            &["service", "inspect", "app_web"][..],
+            &["service", "ps", "app_web"],
+        ] {
+            println!("{}", cluster.shoal(args).unwrap_or_else(|e| e.to_string()));
+        }
+    };
+    let updated = cluster.wait("service update to complete", WAIT, || {
         (update_state(&cluster, "app_web")? == "completed").then_some(())
-    })?;
+    });
+    if updated.is_err() {
+        show(&cluster);
+    }
+    updated?;
     cluster.wait("echo:1 on every task", WAIT, || {
         images_are(&cluster, "shoal/echo:1")
     })?;
@@ -331,12 +343,7 @@ fn a_rolling_update_loses_no_connection_and_a_bad_image_rolls_back() -> Result<(
         (update_state(&cluster, "app_web")? == "rollback_completed").then_some(())
     });
     if rolled_back.is_err() {
-        for args in [
-            &["service", "inspect", "app_web"][..],
-            &["service", "ps", "app_web"],
-        ] {
-            println!("{}", cluster.shoal(args).unwrap_or_else(|e| e.to_string()));
-        }
+        show(&cluster);
     }
     rolled_back?;
     cluster.wait("echo:2 back on every task", WAIT, || {
