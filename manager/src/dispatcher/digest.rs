@@ -120,7 +120,11 @@ pub fn of_node_walked(
     let mut nets: BTreeSet<&str> = BTreeSet::new();
     for task in state.tasks_on_node(node_id).filter(|t| is_live(t)) {
         count += 1;
-        let id = task.meta.as_ref().map(|m| m.id.as_str()).unwrap_or_default();
+        let id = task
+            .meta
+            .as_ref()
+            .map(|m| m.id.as_str())
+            .unwrap_or_default();
         tasks = tasks.wrapping_add(task_fingerprint(id, state.assignment_version(task)));
         if let Some(c) = task.spec.as_ref().and_then(|s| s.container.as_ref()) {
             secrets.extend(c.secrets.iter().map(|r| r.secret_id.as_str()));
@@ -129,7 +133,15 @@ pub fn of_node_walked(
         nets.extend(task.networks.iter().map(|n| n.network_id.as_str()));
     }
     finish(
-        state, node, networks, global, ingress, (tasks, count), secrets, configs, nets,
+        state,
+        node,
+        networks,
+        global,
+        ingress,
+        (tasks, count),
+        secrets,
+        configs,
+        nets,
     )
 }
 
@@ -149,11 +161,21 @@ fn finish<'a>(
 ) -> u64 {
     let secrets: BTreeSet<(&str, u64)> = secret_ids
         .into_iter()
-        .map(|id| (id, version(state.secrets.get(id).and_then(|s| s.meta.as_ref()))))
+        .map(|id| {
+            (
+                id,
+                version(state.secrets.get(id).and_then(|s| s.meta.as_ref())),
+            )
+        })
         .collect();
     let configs: BTreeSet<(&str, u64)> = config_ids
         .into_iter()
-        .map(|id| (id, version(state.configs.get(id).and_then(|c| c.meta.as_ref()))))
+        .map(|id| {
+            (
+                id,
+                version(state.configs.get(id).and_then(|c| c.meta.as_ref())),
+            )
+        })
         .collect();
     let mut nets: BTreeSet<&str> = network_ids.into_iter().collect();
     nets.extend(ingress);
@@ -179,8 +201,8 @@ mod tests {
     use super::*;
     use crate::store::Batch;
     use shoal_api::pb::{
-        ConfigReference, ContainerSpec, Kind, Meta, NetworkAttachment, Node, SecretReference,
-        Task, TaskSpec, TaskState, TaskStatus,
+        ConfigReference, ContainerSpec, Kind, Meta, NetworkAttachment, Node, SecretReference, Task,
+        TaskSpec, TaskState, TaskStatus,
     };
 
     fn task(id: &str, node: &str, observed: TaskState, refs: &[&str]) -> Task {
@@ -267,7 +289,9 @@ mod tests {
         for id in delete {
             batch.delete(Kind::Task, id, state.version_of(Kind::Task, id));
         }
-        state.apply(index, &batch.into_proto()).expect("no conflict");
+        state
+            .apply(index, &batch.into_proto())
+            .expect("no conflict");
     }
 
     #[test]
@@ -291,7 +315,10 @@ mod tests {
         apply(
             &mut state,
             2,
-            vec![task("t1", "a", Running, &["x"]), task("t3", "b", Failed, &[])],
+            vec![
+                task("t1", "a", Running, &["x"]),
+                task("t3", "b", Failed, &[]),
+            ],
             &[],
         );
         check(&state, &nodes);
@@ -313,7 +340,12 @@ mod tests {
 
         // A group commit that failed puts the old objects back.
         let before = state.clone();
-        apply(&mut state, 5, vec![task("t2", "c", Running, &["x"])], &["t4"]);
+        apply(
+            &mut state,
+            5,
+            vec![task("t2", "c", Running, &["x"])],
+            &["t4"],
+        );
         for t in before.tasks.values() {
             state.put(shoal_api::pb::Object {
                 object: Some(shoal_api::pb::object::Object::Task(t.clone())),

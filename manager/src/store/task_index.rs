@@ -181,9 +181,7 @@ impl TaskIndex {
         if let (Some(old), Some(held)) = (old, held) {
             self.account_live(id, old, held, false);
         }
-        let kept = old
-            .filter(|old| same_for_its_node(old, task))
-            .and(held);
+        let kept = old.filter(|old| same_for_its_node(old, task)).and(held);
         let assignment_version = kept.unwrap_or_else(|| version(task));
         self.assignment_version
             .insert(id.to_owned(), assignment_version);
