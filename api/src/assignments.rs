@@ -8,7 +8,7 @@
 //! The manager keeps a [`Sender`] per stream, the agent a [`Receiver`]; the
 //! agent's executor still gets the complete resulting set each time.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{cmp::Ordering, collections::HashMap, sync::Arc};
 
 use crate::node_list::NodeList;
 use crate::pb::{
@@ -76,7 +76,7 @@ pub fn normalize(set: &mut AssignmentSet) -> bool {
 }
 
 /// The items of `new` not in `old` as they are, and the keys of `old`'s
-/// items that `new` lacks.
+/// items that `new` lacks (in key order).
 pub(crate) fn diff_list<T: Clone + PartialEq>(
     old: &[T],
     new: &[T],
@@ -87,6 +87,68 @@ pub(crate) fn diff_list<T: Clone + PartialEq>(
     if old == new {
         return (Vec::new(), Vec::new());
     }
+    diff_sorted(old, new, key).unwrap_or_else(|| diff_unsorted(old, new, key))
+}
+
+/// [`diff_list`] for lists in key order (as [`normalize`] leaves them):
+/// one walk down both, a key made once per item, no map. None when a list
+/// turns out not to be in order.
+fn diff_sorted<T: Clone + PartialEq>(
+    old: &[T],
+    new: &[T],
+    key: fn(&T) -> String,
+) -> Option<(Vec<T>, Vec<String>)> {
+    let (mut changed, mut removed) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    let mut old_key = old.first().map(key);
+    let mut new_key = new.first().map(key);
+    // The next key of a list, None past its end; fails on a key that is
+    // not above the one before.
+    let next = |list: &[T], at: usize, previous: &str| -> Result<Option<String>, ()> {
+        match list.get(at).map(key) {
+            Some(k) if k.as_str() <= previous => Err(()),
+            k => Ok(k),
+        }
+    };
+    loop {
+        // A list past its end sorts after every key.
+        let order = match (&old_key, &new_key) {
+            (None, None) => return Some((changed, removed)),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(o), Some(n)) => o.cmp(n),
+        };
+        if order != Ordering::Greater {
+            // `old`'s item: kept (compared) or gone.
+            let o = old_key.take().unwrap_or_default();
+            if order == Ordering::Equal {
+                if old[i] != new[j] {
+                    changed.push(new[j].clone());
+                }
+            } else {
+                removed.push(o.clone());
+            }
+            i += 1;
+            old_key = next(old, i, &o).ok()?;
+        }
+        if order != Ordering::Less {
+            // `new`'s item: compared above, or added.
+            let n = new_key.take().unwrap_or_default();
+            if order == Ordering::Greater {
+                changed.push(new[j].clone());
+            }
+            j += 1;
+            new_key = next(new, j, &n).ok()?;
+        }
+    }
+}
+
+/// [`diff_list`] for lists in any order.
+fn diff_unsorted<T: Clone + PartialEq>(
+    old: &[T],
+    new: &[T],
+    key: fn(&T) -> String,
+) -> (Vec<T>, Vec<String>) {
     let mut before: HashMap<String, &T> = old.iter().map(|t| (key(t), t)).collect();
     let mut changed = Vec::new();
     for item in new {
@@ -392,6 +454,41 @@ mod tests {
             self.0 ^= self.0 << 17;
             self.0 % n
         }
+    }
+
+    /// Keyed items: (key, content).
+    fn keyed(k: &(String, u8)) -> String {
+        k.0.clone()
+    }
+
+    #[test]
+    fn the_walk_down_sorted_lists_finds_what_a_map_finds() {
+        let mut rng = Rng(0x5eed_1234);
+        for _ in 0..2000 {
+            let list = |rng: &mut Rng| -> Vec<(String, u8)> {
+                let mut l = Vec::new();
+                for k in 0..20 {
+                    if rng.below(2) == 0 {
+                        l.push((format!("k{k:02}"), rng.below(3) as u8));
+                    }
+                }
+                l
+            };
+            let (old, new) = (list(&mut rng), list(&mut rng));
+            assert_eq!(
+                diff_sorted(&old, &new, keyed),
+                Some(diff_unsorted(&old, &new, keyed)),
+                "{old:?} -> {new:?}"
+            );
+        }
+        // Out of order, the walk gives up and the map answers.
+        let old = vec![("b".to_string(), 0), ("a".to_string(), 0)];
+        let new = vec![("a".to_string(), 1)];
+        assert_eq!(diff_sorted(&old, &new, keyed), None);
+        assert_eq!(
+            diff_list(&old, &new, keyed),
+            (vec![("a".to_string(), 1)], vec!["b".to_string()])
+        );
     }
 
     fn meta(id: String) -> Option<Meta> {

@@ -16,7 +16,7 @@ use crate::{
     manager::{Manager, WriteError},
     store::{Batch, State},
 };
-pub use ipam::{AllocError, Ipam};
+pub use ipam::{AllocError, Ipam, LazyIpam};
 
 /// The networks a service's tasks attach to, with their aliases: `ingress`
 /// first when the service publishes a port (in host mode too: the task
@@ -45,7 +45,7 @@ pub fn service_networks(state: &State, spec: &ServiceSpec) -> Vec<(String, Vec<S
 /// new ones on networks it joins; none in dnsrr mode.
 pub fn service_endpoint(
     state: &State,
-    ipam: &mut Ipam,
+    ipam: &mut LazyIpam,
     spec: &ServiceSpec,
     current: Option<&Endpoint>,
 ) -> Result<Endpoint, AllocError> {
@@ -74,7 +74,7 @@ pub fn service_endpoint(
         let vip = match kept {
             Some(vip) => vip,
             None => VirtualIp {
-                addr: ipam.address(&network_id)?,
+                addr: ipam.get().address(&network_id)?,
                 network_id,
             },
         };
@@ -97,12 +97,11 @@ pub fn ingress_network(state: &State) -> Option<&str> {
 /// and for every node its own address on the ingress network.
 pub fn allocate_tasks(state: &State) -> Batch {
     let mut batch = Batch::default();
-    let mut ipam: Option<Ipam> = None;
+    let mut ipam = LazyIpam::new(state);
     if let Some(ingress) = ingress_network(state) {
         let mut without = state.nodes.values().filter(|n| n.ingress_addr.is_empty());
         for node in without.by_ref() {
-            let ipam = ipam.get_or_insert_with(|| Ipam::from_state(state));
-            match ipam.address(ingress) {
+            match ipam.get().address(ingress) {
                 Ok(addr) => batch.put_node(shoal_api::pb::Node {
                     ingress_addr: addr,
                     ..node.clone()
@@ -131,8 +130,7 @@ pub fn allocate_tasks(state: &State) -> Batch {
         let Some(service) = state.services.get(&task.service_id) else {
             continue;
         };
-        let ipam = ipam.get_or_insert_with(|| Ipam::from_state(state));
-        match attachments(state, ipam, service) {
+        match attachments(state, &mut ipam, service) {
             Ok(networks) => batch.put_task(Task {
                 networks,
                 status: Some(TaskStatus {
@@ -177,13 +175,15 @@ fn warn_no_ingress_address(error: &AllocError, nodes: usize) {
 
 fn attachments(
     state: &State,
-    ipam: &mut Ipam,
+    ipam: &mut LazyIpam,
     service: &Service,
 ) -> Result<Vec<NetworkAttachment>, AllocError> {
-    let spec = service.spec.clone().unwrap_or_default();
+    let Some(spec) = service.spec.as_ref() else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::new();
-    for (network_id, aliases) in service_networks(state, &spec) {
-        let addr = ipam.address(&network_id)?;
+    for (network_id, aliases) in service_networks(state, spec) {
+        let addr = ipam.get().address(&network_id)?;
         out.push(NetworkAttachment {
             network_id,
             addresses: vec![addr],

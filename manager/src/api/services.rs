@@ -15,7 +15,7 @@ use super::{
     networks,
 };
 use crate::{
-    allocator::{self, Ipam},
+    allocator::{self, LazyIpam},
     manager::Manager,
     orchestrator::reconcile::is_live,
     scheduler::constraint::Constraint,
@@ -186,7 +186,7 @@ pub(super) async fn create(manager: &Manager, spec: ServiceSpec) -> Result<Servi
             complete_spec(state, &mut spec, &id)?;
             manager.settings.limits.check_service(state, &spec, &id)?;
             let endpoint =
-                allocator::service_endpoint(state, &mut Ipam::from_state(state), &spec, None)
+                allocator::service_endpoint(state, &mut LazyIpam::new(state), &spec, None)
                     .map_err(|e| {
                         Status::resource_exhausted(format!("service {}: {e}", spec.name))
                     })?;
@@ -298,7 +298,7 @@ pub(super) async fn update(
                 .check_service(state, &spec, &request.id)?;
             let endpoint = allocator::service_endpoint(
                 state,
-                &mut Ipam::from_state(state),
+                &mut LazyIpam::new(state),
                 &spec,
                 service.endpoint.as_ref(),
             )

@@ -24,7 +24,10 @@ use std::{
 use prost::Message;
 use shoal_api::pb::{LbPolicy, PublishedPort};
 
-use crate::store::State;
+use crate::store::{
+    State,
+    task_index::{LiveOnNode, is_live, task_fingerprint},
+};
 
 fn hash_of(value: impl Hash) -> u64 {
     let mut hasher = DefaultHasher::new();
@@ -82,36 +85,99 @@ pub fn of_node(
     global: u64,
     ingress: Option<&str>,
 ) -> u64 {
+    let Some(live) = state.live_on_node(node_id) else {
+        return of_node_walked(state, node_id, node, networks, global, ingress);
+    };
+    let empty = LiveOnNode::default();
+    let live = live.unwrap_or(&empty);
+    finish(
+        state,
+        node,
+        networks,
+        global,
+        ingress,
+        (live.sum, live.count),
+        live.secrets.keys().map(String::as_str),
+        live.configs.keys().map(String::as_str),
+        live.networks.keys().map(String::as_str),
+    )
+}
+
+/// As [`of_node`], walking the node's tasks: what the store's running sums
+/// must equal (tests), and the way when the index is not whole.
+pub fn of_node_walked(
+    state: &State,
+    node_id: &str,
+    node: &shoal_api::pb::Node,
+    networks: &HashMap<String, u64>,
+    global: u64,
+    ingress: Option<&str>,
+) -> u64 {
     let mut tasks = 0u64;
     let mut count = 0usize;
     let mut secrets = BTreeSet::new();
     let mut configs = BTreeSet::new();
     let mut nets: BTreeSet<&str> = BTreeSet::new();
-    for task in state
-        .tasks_on_node(node_id)
-        .filter(|t| super::shared::live(t))
-    {
+    for task in state.tasks_on_node(node_id).filter(|t| is_live(t)) {
         count += 1;
-        tasks = tasks.wrapping_add(hash_of((
-            task.meta.as_ref().map(|m| m.id.as_str()),
-            state.assignment_version(task),
-        )));
+        let id = task
+            .meta
+            .as_ref()
+            .map(|m| m.id.as_str())
+            .unwrap_or_default();
+        tasks = tasks.wrapping_add(task_fingerprint(id, state.assignment_version(task)));
         if let Some(c) = task.spec.as_ref().and_then(|s| s.container.as_ref()) {
-            let secret = |id: &str| version(state.secrets.get(id).and_then(|s| s.meta.as_ref()));
-            let config = |id: &str| version(state.configs.get(id).and_then(|c| c.meta.as_ref()));
-            secrets.extend(
-                c.secrets
-                    .iter()
-                    .map(|r| (r.secret_id.as_str(), secret(&r.secret_id))),
-            );
-            configs.extend(
-                c.configs
-                    .iter()
-                    .map(|r| (r.config_id.as_str(), config(&r.config_id))),
-            );
+            secrets.extend(c.secrets.iter().map(|r| r.secret_id.as_str()));
+            configs.extend(c.configs.iter().map(|r| r.config_id.as_str()));
         }
         nets.extend(task.networks.iter().map(|n| n.network_id.as_str()));
     }
+    finish(
+        state,
+        node,
+        networks,
+        global,
+        ingress,
+        (tasks, count),
+        secrets,
+        configs,
+        nets,
+    )
+}
+
+/// The fingerprint of a node's set from what its live tasks add up to and
+/// the ids they name (each looked up for its version).
+#[allow(clippy::too_many_arguments)]
+fn finish<'a>(
+    state: &State,
+    node: &shoal_api::pb::Node,
+    networks: &HashMap<String, u64>,
+    global: u64,
+    ingress: Option<&'a str>,
+    tasks: (u64, usize),
+    secret_ids: impl IntoIterator<Item = &'a str>,
+    config_ids: impl IntoIterator<Item = &'a str>,
+    network_ids: impl IntoIterator<Item = &'a str>,
+) -> u64 {
+    let secrets: BTreeSet<(&str, u64)> = secret_ids
+        .into_iter()
+        .map(|id| {
+            (
+                id,
+                version(state.secrets.get(id).and_then(|s| s.meta.as_ref())),
+            )
+        })
+        .collect();
+    let configs: BTreeSet<(&str, u64)> = config_ids
+        .into_iter()
+        .map(|id| {
+            (
+                id,
+                version(state.configs.get(id).and_then(|c| c.meta.as_ref())),
+            )
+        })
+        .collect();
+    let mut nets: BTreeSet<&str> = network_ids.into_iter().collect();
     nets.extend(ingress);
     let nets: Vec<(&str, u64, u64)> = nets
         .into_iter()
@@ -123,9 +189,168 @@ pub fn of_node(
     hash_of((
         global,
         version(node.meta.as_ref()),
-        (tasks, count),
+        tasks,
         secrets,
         configs,
         nets,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Batch;
+    use shoal_api::pb::{
+        ConfigReference, ContainerSpec, Kind, Meta, NetworkAttachment, Node, SecretReference, Task,
+        TaskSpec, TaskState, TaskStatus,
+    };
+
+    fn task(id: &str, node: &str, observed: TaskState, refs: &[&str]) -> Task {
+        Task {
+            meta: Some(Meta {
+                id: id.into(),
+                ..Default::default()
+            }),
+            service_id: "svc".into(),
+            node_id: node.into(),
+            spec: Some(TaskSpec {
+                container: Some(ContainerSpec {
+                    secrets: refs
+                        .iter()
+                        .map(|r| SecretReference {
+                            secret_id: format!("s-{r}"),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    configs: refs
+                        .iter()
+                        .map(|r| ConfigReference {
+                            config_id: format!("c-{r}"),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            networks: refs
+                .iter()
+                .map(|r| NetworkAttachment {
+                    network_id: format!("n-{r}"),
+                    ..Default::default()
+                })
+                .collect(),
+            status: Some(TaskStatus {
+                state: observed as i32,
+                ..Default::default()
+            }),
+            desired_state: TaskState::Running as i32,
+            ..Default::default()
+        }
+    }
+
+    /// Every node's fingerprint from the store's kept sums equals the one
+    /// from walking its tasks, and the sums equal fresh ones.
+    fn check(state: &State, nodes: &[&str]) {
+        let nets = HashMap::from([("n-x".to_string(), 7u64)]);
+        for id in nodes {
+            let node = Node::default();
+            assert_eq!(
+                of_node(state, id, &node, &nets, 1, Some("ingress")),
+                of_node_walked(state, id, &node, &nets, 1, Some("ingress")),
+                "node {id}"
+            );
+        }
+        let mut fresh = State::default();
+        for t in state.tasks.values() {
+            fresh.put(shoal_api::pb::Object {
+                object: Some(shoal_api::pb::object::Object::Task(t.clone())),
+            });
+        }
+        for id in nodes {
+            let kept = state.live_on_node(id).expect("the index is whole");
+            let fresh = fresh.live_on_node(id).expect("the index is whole");
+            assert_eq!(
+                kept.map(|l| (&l.secrets, &l.configs, &l.networks, l.count)),
+                fresh.map(|l| (&l.secrets, &l.configs, &l.networks, l.count)),
+                "node {id}"
+            );
+        }
+    }
+
+    fn apply(state: &mut State, index: u64, put: Vec<Task>, delete: &[&str]) {
+        let mut batch = Batch::default();
+        for mut t in put {
+            let id = t.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+            let version = state.version_of(Kind::Task, &id);
+            t.meta.get_or_insert_with(Default::default).version = version;
+            batch.put_task(t);
+        }
+        for id in delete {
+            batch.delete(Kind::Task, id, state.version_of(Kind::Task, id));
+        }
+        state
+            .apply(index, &batch.into_proto())
+            .expect("no conflict");
+    }
+
+    #[test]
+    fn the_kept_sums_give_the_fingerprint_a_walk_of_the_tasks_gives() {
+        use TaskState::{Assigned, Failed, Pending, Running};
+        let nodes = ["a", "b", "c"];
+        let mut state = State::default();
+        apply(
+            &mut state,
+            1,
+            vec![
+                task("t1", "a", Assigned, &["x"]),
+                task("t2", "a", Assigned, &["x", "y"]),
+                task("t3", "b", Assigned, &[]),
+                task("t4", "", Pending, &["y"]),
+            ],
+            &[],
+        );
+        check(&state, &nodes);
+        // Reports: t1 runs, t3 fails (it leaves b's set).
+        apply(
+            &mut state,
+            2,
+            vec![
+                task("t1", "a", Running, &["x"]),
+                task("t3", "b", Failed, &[]),
+            ],
+            &[],
+        );
+        check(&state, &nodes);
+        // t4 is placed on c; t2 moves to b with other references.
+        apply(
+            &mut state,
+            3,
+            vec![
+                task("t4", "c", Assigned, &["y"]),
+                task("t2", "b", Assigned, &["z"]),
+            ],
+            &[],
+        );
+        check(&state, &nodes);
+        // t1 and t3 deleted: a has no live task left.
+        apply(&mut state, 4, vec![], &["t1", "t3"]);
+        check(&state, &nodes);
+        assert_eq!(state.live_on_node("a"), Some(None));
+
+        // A group commit that failed puts the old objects back.
+        let before = state.clone();
+        apply(
+            &mut state,
+            5,
+            vec![task("t2", "c", Running, &["x"])],
+            &["t4"],
+        );
+        for t in before.tasks.values() {
+            state.put(shoal_api::pb::Object {
+                object: Some(shoal_api::pb::object::Object::Task(t.clone())),
+            });
+        }
+        check(&state, &nodes);
+    }
 }

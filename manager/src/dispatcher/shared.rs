@@ -12,7 +12,7 @@ use std::{
 
 use shoal_api::{
     node_list::NodeList,
-    pb::{LbPolicy, Task, TaskState},
+    pb::{LbPolicy, Task},
 };
 
 use super::{digest, lb_policy, networks, touched::Touched};
@@ -39,8 +39,7 @@ pub struct Shared {
 
 /// Whether a node is told about a task: assigned to it and not finished.
 pub fn live(task: &Task) -> bool {
-    let observed = task.status.as_ref().map(|s| s.state()).unwrap_or_default();
-    !task.node_id.is_empty() && observed >= TaskState::Assigned && !observed.is_terminal()
+    crate::store::task_index::is_live(task)
 }
 
 impl Shared {
@@ -228,7 +227,7 @@ mod tests {
     use super::*;
     use shoal_api::{
         assignments::{Receiver, Sender},
-        pb::{Meta, Node, NodeStatus, TaskStatus},
+        pb::{Meta, Node, NodeStatus, TaskState, TaskStatus},
     };
 
     fn task(id: &str, service: &str, node: &str, state: TaskState) -> Task {

@@ -221,10 +221,7 @@ pub fn plan(state: &State, limits: &Limits) -> Vec<Decision> {
     for task in state.tasks_waiting().filter(|t| is_pending(t)) {
         pending.entry(&task.service_id).or_default().push(task);
     }
-    // What running and assigned tasks already hold; spread counts only
-    // for the services placed now (a pass during a burst of creations
-    // weighs every task, but counts few services).
-    let mut per_service: HashMap<&str, HashMap<usize, u32>> = HashMap::new();
+    // What running and assigned tasks already hold.
     for task in state.tasks.values() {
         if occupies_node(task)
             && let Some(&i) = index_of.get(task.node_id.as_str())
@@ -247,9 +244,20 @@ pub fn plan(state: &State, limits: &Limits) -> Vec<Decision> {
             if !service_ports.is_empty() {
                 c.host_ports.extend(host_ports(task, &service_ports));
             }
-            if pending.contains_key(task.service_id.as_str()) {
+        }
+    }
+    // Spread counts only for the services placed now, from the store's
+    // index of each service's tasks (a pass during a burst of creations
+    // weighs every task, but counts few services).
+    let mut per_service: HashMap<&str, HashMap<usize, u32>> = HashMap::new();
+    for service_id in pending.keys() {
+        for task in state
+            .tasks_of_service(service_id)
+            .filter(|t| occupies_node(t))
+        {
+            if let Some(&i) = index_of.get(task.node_id.as_str()) {
                 *per_service
-                    .entry(&task.service_id)
+                    .entry(service_id)
                     .or_default()
                     .entry(i)
                     .or_default() += 1;

@@ -7,7 +7,7 @@
 
 pub mod batch;
 pub mod state;
-mod task_index;
+pub(crate) mod task_index;
 
 use std::sync::Arc;
 

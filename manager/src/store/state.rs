@@ -223,6 +223,14 @@ impl State {
             .unwrap_or_else(|| task.meta.as_ref().map(|m| m.version).unwrap_or(0))
     }
 
+    /// Node `node_id`'s live tasks summed up (see
+    /// [`super::task_index::LiveOnNode`]): `Some(None)` when it has none,
+    /// None when the index does not hold every task (a test that inserted
+    /// into `tasks` directly: the caller walks the tasks instead).
+    pub fn live_on_node(&self, node_id: &str) -> Option<Option<&super::task_index::LiveOnNode>> {
+        (self.task_index.len() == self.tasks.len()).then(|| self.task_index.live_on_node(node_id))
+    }
+
     /// The tasks not yet on a node (New or Pending), by id: what the
     /// allocator and the scheduler look for, without scanning every task.
     pub fn tasks_waiting(&self) -> Box<dyn Iterator<Item = &Task> + '_> {

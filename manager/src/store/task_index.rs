@@ -3,7 +3,10 @@
 //! find them: passes that walk one service's tasks decide in the same
 //! order as before.
 
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    hash::{DefaultHasher, Hash, Hasher},
+};
 
 use shoal_api::pb::{Task, TaskState};
 
@@ -11,6 +14,79 @@ use shoal_api::pb::{Task, TaskState};
 /// scheduler's).
 pub fn is_waiting(task: &Task) -> bool {
     task.status.as_ref().map(|s| s.state()).unwrap_or_default() < TaskState::Assigned
+}
+
+/// A task its node runs or is to run: placed (Assigned or later) and not
+/// ended. These make a node's assignment set.
+pub fn is_live(task: &Task) -> bool {
+    let observed = task.status.as_ref().map(|s| s.state()).unwrap_or_default();
+    !task.node_id.is_empty() && observed >= TaskState::Assigned && !observed.is_terminal()
+}
+
+/// One live task's share of its node's fingerprint: its id and
+/// assignment version (see [`TaskIndex::assignment_version`]).
+pub fn task_fingerprint(id: &str, assignment_version: u64) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    (Some(id), assignment_version).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// What a node's live tasks add up to, kept as they are written, so that
+/// the node's fingerprint costs what it names, not a walk of its tasks
+/// (each a lookup among every task of the cluster).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LiveOnNode {
+    /// The wrapping sum of the tasks' [`task_fingerprint`]s.
+    pub sum: u64,
+    pub count: usize,
+    /// Secret, config and network ids the tasks name, each with how many
+    /// tasks name it.
+    pub secrets: BTreeMap<String, u32>,
+    pub configs: BTreeMap<String, u32>,
+    pub networks: BTreeMap<String, u32>,
+}
+
+fn count_in(map: &mut BTreeMap<String, u32>, key: &str) {
+    if let Some(n) = map.get_mut(key) {
+        *n += 1;
+    } else {
+        map.insert(key.to_owned(), 1);
+    }
+}
+
+fn count_out(map: &mut BTreeMap<String, u32>, key: &str) {
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+impl LiveOnNode {
+    /// Adds (`add`) or takes out task `id`'s share.
+    fn account(&mut self, id: &str, task: &Task, assignment_version: u64, add: bool) {
+        let share = task_fingerprint(id, assignment_version);
+        let change: fn(&mut BTreeMap<String, u32>, &str) = if add { count_in } else { count_out };
+        if add {
+            self.sum = self.sum.wrapping_add(share);
+            self.count += 1;
+        } else {
+            self.sum = self.sum.wrapping_sub(share);
+            self.count = self.count.saturating_sub(1);
+        }
+        if let Some(c) = task.spec.as_ref().and_then(|s| s.container.as_ref()) {
+            for r in &c.secrets {
+                change(&mut self.secrets, &r.secret_id);
+            }
+            for r in &c.configs {
+                change(&mut self.configs, &r.config_id);
+            }
+        }
+        for n in &task.networks {
+            change(&mut self.networks, &n.network_id);
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -28,6 +104,8 @@ pub(crate) struct TaskIndex {
     /// task's version but not this one, so the node is not sent back what
     /// it just said.
     assignment_version: HashMap<String, u64>,
+    /// Per node, its live tasks' sum (see [`LiveOnNode`]).
+    live_on_node: HashMap<String, LiveOnNode>,
 }
 
 /// Whether `a` and `b` differ at most in what the node reports (status)
@@ -97,11 +175,17 @@ impl TaskIndex {
     /// already known: see [`TaskIndex::forget_old`]), `old` being what the
     /// store held under that id.
     pub fn insert(&mut self, id: &str, task: &Task, old: Option<&Task>) {
-        let kept = old
-            .filter(|old| same_for_its_node(old, task))
-            .and_then(|_| self.assignment_version.get(id).copied());
+        // What the index holds of `old` (nothing when it was put around
+        // the index, as some tests do).
+        let held = self.assignment_version.get(id).copied();
+        if let (Some(old), Some(held)) = (old, held) {
+            self.account_live(id, old, held, false);
+        }
+        let kept = old.filter(|old| same_for_its_node(old, task)).and(held);
+        let assignment_version = kept.unwrap_or_else(|| version(task));
         self.assignment_version
-            .insert(id.to_owned(), kept.unwrap_or_else(|| version(task)));
+            .insert(id.to_owned(), assignment_version);
+        self.account_live(id, task, assignment_version, true);
         if add(&mut self.by_service, &task.service_id, id) {
             self.len += 1;
         }
@@ -131,7 +215,29 @@ impl TaskIndex {
         }
     }
 
+    /// Adds or takes out `task`'s share of its node's [`LiveOnNode`], if
+    /// it is live.
+    fn account_live(&mut self, id: &str, task: &Task, assignment_version: u64, add: bool) {
+        if !is_live(task) {
+            return;
+        }
+        if add {
+            self.live_on_node
+                .entry(task.node_id.clone())
+                .or_default()
+                .account(id, task, assignment_version, true);
+        } else if let Some(live) = self.live_on_node.get_mut(&task.node_id) {
+            live.account(id, task, assignment_version, false);
+            if live.count == 0 {
+                self.live_on_node.remove(&task.node_id);
+            }
+        }
+    }
+
     pub fn remove(&mut self, id: &str, task: &Task) {
+        if let Some(held) = self.assignment_version.get(id).copied() {
+            self.account_live(id, task, held, false);
+        }
         if self
             .by_service
             .get(&task.service_id)
@@ -166,6 +272,11 @@ impl TaskIndex {
     /// does not hold.
     pub fn assignment_version(&self, id: &str) -> Option<u64> {
         self.assignment_version.get(id).copied()
+    }
+
+    /// Node `node_id`'s live tasks' sum; None when it has none.
+    pub fn live_on_node(&self, node_id: &str) -> Option<&LiveOnNode> {
+        self.live_on_node.get(node_id)
     }
 
     pub fn on_node<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a String> + 'a {
