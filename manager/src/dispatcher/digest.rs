@@ -26,7 +26,7 @@ use shoal_api::pb::{LbPolicy, PublishedPort};
 
 use crate::store::{
     State,
-    task_index::{LiveOnNode, is_live, task_fingerprint},
+    task_index::{LiveOnNode, is_live},
 };
 
 fn hash_of(value: impl Hash) -> u64 {
@@ -85,26 +85,23 @@ pub fn of_node(
     global: u64,
     ingress: Option<&str>,
 ) -> u64 {
-    let Some(live) = state.live_on_node(node_id) else {
+    let Some(kept) = state.live_on_node(node_id) else {
         return of_node_walked(state, node_id, node, networks, global, ingress);
     };
     let empty = LiveOnNode::default();
-    let live = live.unwrap_or(&empty);
     finish(
         state,
         node,
         networks,
         global,
         ingress,
-        (live.sum, live.count),
-        live.secrets.keys().map(String::as_str),
-        live.configs.keys().map(String::as_str),
-        live.networks.keys().map(String::as_str),
+        kept.unwrap_or(&empty),
     )
 }
 
-/// As [`of_node`], walking the node's tasks: what the store's running sums
-/// must equal (tests), and the way when the index is not whole.
+/// As [`of_node`], from the node's tasks summed up afresh: what the
+/// store's running sums must equal (tests), and the way when its index is
+/// not whole.
 pub fn of_node_walked(
     state: &State,
     node_id: &str,
@@ -113,71 +110,43 @@ pub fn of_node_walked(
     global: u64,
     ingress: Option<&str>,
 ) -> u64 {
-    let mut tasks = 0u64;
-    let mut count = 0usize;
-    let mut secrets = BTreeSet::new();
-    let mut configs = BTreeSet::new();
-    let mut nets: BTreeSet<&str> = BTreeSet::new();
+    let mut live = LiveOnNode::default();
     for task in state.tasks_on_node(node_id).filter(|t| is_live(t)) {
-        count += 1;
         let id = task
             .meta
             .as_ref()
             .map(|m| m.id.as_str())
             .unwrap_or_default();
-        tasks = tasks.wrapping_add(task_fingerprint(id, state.assignment_version(task)));
-        if let Some(c) = task.spec.as_ref().and_then(|s| s.container.as_ref()) {
-            secrets.extend(c.secrets.iter().map(|r| r.secret_id.as_str()));
-            configs.extend(c.configs.iter().map(|r| r.config_id.as_str()));
-        }
-        nets.extend(task.networks.iter().map(|n| n.network_id.as_str()));
+        live.add(id, task, state.assignment_version(task));
     }
-    finish(
-        state,
-        node,
-        networks,
-        global,
-        ingress,
-        (tasks, count),
-        secrets,
-        configs,
-        nets,
-    )
+    finish(state, node, networks, global, ingress, &live)
+}
+
+/// Each id with the version `version_of` gives it.
+fn with_versions<'a>(
+    ids: impl Iterator<Item = &'a String>,
+    version_of: impl Fn(&str) -> u64,
+) -> BTreeSet<(&'a str, u64)> {
+    ids.map(|id| (id.as_str(), version_of(id))).collect()
 }
 
 /// The fingerprint of a node's set from what its live tasks add up to and
 /// the ids they name (each looked up for its version).
-#[allow(clippy::too_many_arguments)]
-fn finish<'a>(
+fn finish(
     state: &State,
     node: &shoal_api::pb::Node,
     networks: &HashMap<String, u64>,
     global: u64,
-    ingress: Option<&'a str>,
-    tasks: (u64, usize),
-    secret_ids: impl IntoIterator<Item = &'a str>,
-    config_ids: impl IntoIterator<Item = &'a str>,
-    network_ids: impl IntoIterator<Item = &'a str>,
+    ingress: Option<&str>,
+    live: &LiveOnNode,
 ) -> u64 {
-    let secrets: BTreeSet<(&str, u64)> = secret_ids
-        .into_iter()
-        .map(|id| {
-            (
-                id,
-                version(state.secrets.get(id).and_then(|s| s.meta.as_ref())),
-            )
-        })
-        .collect();
-    let configs: BTreeSet<(&str, u64)> = config_ids
-        .into_iter()
-        .map(|id| {
-            (
-                id,
-                version(state.configs.get(id).and_then(|c| c.meta.as_ref())),
-            )
-        })
-        .collect();
-    let mut nets: BTreeSet<&str> = network_ids.into_iter().collect();
+    let secrets = with_versions(live.secrets.keys(), |id| {
+        version(state.secrets.get(id).and_then(|s| s.meta.as_ref()))
+    });
+    let configs = with_versions(live.configs.keys(), |id| {
+        version(state.configs.get(id).and_then(|c| c.meta.as_ref()))
+    });
+    let mut nets: BTreeSet<&str> = live.networks.keys().map(String::as_str).collect();
     nets.extend(ingress);
     let nets: Vec<(&str, u64, u64)> = nets
         .into_iter()
@@ -189,7 +158,7 @@ fn finish<'a>(
     hash_of((
         global,
         version(node.meta.as_ref()),
-        tasks,
+        (live.sum, live.count),
         secrets,
         configs,
         nets,

@@ -25,7 +25,7 @@ pub fn is_live(task: &Task) -> bool {
 
 /// One live task's share of its node's fingerprint: its id and
 /// assignment version (see [`TaskIndex::assignment_version`]).
-pub fn task_fingerprint(id: &str, assignment_version: u64) -> u64 {
+fn task_fingerprint(id: &str, assignment_version: u64) -> u64 {
     let mut hasher = DefaultHasher::new();
     (Some(id), assignment_version).hash(&mut hasher);
     hasher.finish()
@@ -64,6 +64,11 @@ fn count_out(map: &mut BTreeMap<String, u32>, key: &str) {
 }
 
 impl LiveOnNode {
+    /// Adds live task `id`'s share, at `assignment_version`.
+    pub fn add(&mut self, id: &str, task: &Task, assignment_version: u64) {
+        self.account(id, task, assignment_version, true);
+    }
+
     /// Adds (`add`) or takes out task `id`'s share.
     fn account(&mut self, id: &str, task: &Task, assignment_version: u64, add: bool) {
         let share = task_fingerprint(id, assignment_version);
