@@ -1,6 +1,7 @@
-//! `cargo xtask fuzz [TARGET] [--seconds N]`: builds the cargo-fuzz targets
-//! in `fuzz/` (nightly, libFuzzer; no sanitizer: the code under test is
-//! safe Rust, and debug assertions and overflow checks stay on) and runs
+//! `cargo xtask fuzz [TARGET] [--seconds N] [--dev]`: builds the cargo-fuzz
+//! targets in `fuzz/` (nightly, libFuzzer; no sanitizer: the code under test
+//! is safe Rust, and debug assertions and overflow checks stay on;
+//! optimized unless `--dev`) and runs
 //! each for N seconds from its seed corpus (`fuzz/seeds/TARGET`) plus
 //! what earlier runs found (`target/fuzz-corpus/TARGET`). A crash, a
 //! failed check, a hang past 10 s or a run past 2 GiB fails the command
@@ -30,14 +31,33 @@ pub struct FuzzArgs {
     /// How long each target runs, in seconds.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// Build without optimizations: half the build time, a tenth of the
+    /// runs per second. For short runs (CI's smoke pass), where the build
+    /// is most of the time.
+    #[arg(long)]
+    pub dev: bool,
 }
 
-impl Default for FuzzArgs {
-    fn default() -> Self {
+impl FuzzArgs {
+    /// CI's pass: every target for a few seconds from a quick build. It
+    /// replays the seeds and whatever earlier runs found, and explores a
+    /// little; the hours of search are runs by hand with an optimized build.
+    pub fn smoke() -> Self {
         Self {
             target: None,
             seconds: 5,
+            dev: true,
         }
+    }
+
+    /// No sanitizer (safe Rust); parallel codegen: the build is most of the
+    /// time a short run takes on two cores.
+    fn build_flags(&self) -> Vec<&'static str> {
+        let mut flags = vec!["--sanitizer", "none", "--codegen-units", "16"];
+        if self.dev {
+            flags.push("--dev");
+        }
+        flags
     }
 }
 
@@ -54,22 +74,16 @@ pub fn run(args: &FuzzArgs) -> Result<()> {
         bail!("--seconds must be at least 1");
     }
     sh::stage("fuzz", "build", || {
-        sh::run(cargo_fuzz().arg("build").args(BUILD_FLAGS))
+        sh::run(cargo_fuzz().arg("build").args(args.build_flags()))
     })?;
     let target_dir = target_dir();
     for target in targets {
-        sh::stage("fuzz", target, || {
-            run_one(&target_dir, target, args.seconds)
-        })?;
+        sh::stage("fuzz", target, || run_one(&target_dir, target, args))?;
     }
     Ok(())
 }
 
-/// No sanitizer (safe Rust); parallel codegen: the build is most of the
-/// time a short run takes on two cores.
-const BUILD_FLAGS: [&str; 4] = ["--sanitizer", "none", "--codegen-units", "16"];
-
-fn run_one(target_dir: &Path, target: &str, seconds: u64) -> Result<()> {
+fn run_one(target_dir: &Path, target: &str, args: &FuzzArgs) -> Result<()> {
     let corpus = target_dir.join("fuzz-corpus").join(target);
     let artifacts = target_dir.join("fuzz-artifacts").join(target);
     for dir in [&corpus, &artifacts] {
@@ -78,12 +92,12 @@ fn run_one(target_dir: &Path, target: &str, seconds: u64) -> Result<()> {
     let seeds = sh::workspace_root().join("fuzz").join("seeds").join(target);
     let status = cargo_fuzz()
         .args(["run"])
-        .args(BUILD_FLAGS)
+        .args(args.build_flags())
         .arg(target)
         .arg(&corpus)
         .arg(&seeds)
         .arg("--")
-        .arg(format!("-max_total_time={seconds}"))
+        .arg(format!("-max_total_time={}", args.seconds))
         .arg(format!("-artifact_prefix={}/", artifacts.display()))
         .args(["-timeout=10", "-rss_limit_mb=2048", "-max_len=4096"])
         .args(["-print_final_stats=1"])
