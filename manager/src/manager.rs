@@ -64,6 +64,10 @@ pub struct Settings {
     pub leader_wait: Duration,
     /// What one request may ask of the cluster.
     pub limits: crate::limits::Limits,
+    /// The most heartbeats a second the leader asks of all nodes together.
+    /// Past `period × this` nodes each is told a longer period (see
+    /// `dispatcher::liveness::spread`).
+    pub max_heartbeats_per_second: u32,
 }
 
 impl Default for Settings {
@@ -73,6 +77,7 @@ impl Default for Settings {
             leader_lease: Duration::from_secs(4),
             leader_wait: Duration::from_secs(10),
             limits: Default::default(),
+            max_heartbeats_per_second: crate::dispatcher::liveness::MAX_HEARTBEATS_PER_SECOND,
         }
     }
 }

@@ -89,16 +89,25 @@ impl TestCluster {
 
     /// As `start`, every manager enforcing `limits`.
     pub async fn start_with_limits(managers: usize, limits: Limits) -> Result<Self> {
-        Self::start_with(managers, limits, false).await
+        let settings = Settings {
+            limits,
+            ..settings()
+        };
+        Self::start_with(managers, settings, false).await
+    }
+
+    /// As `start`, every manager started with `settings`.
+    pub async fn start_with_settings(managers: usize, settings: Settings) -> Result<Self> {
+        Self::start_with(managers, settings, false).await
     }
 
     /// As `start`, initialised with `--autolock`; each manager has a control
     /// socket in the cluster's directory (a locked one is unlocked there).
     pub async fn start_autolocked(managers: usize) -> Result<Self> {
-        Self::start_with(managers, Limits::default(), true).await
+        Self::start_with(managers, settings(), true).await
     }
 
-    async fn start_with(managers: usize, limits: Limits, autolock: bool) -> Result<Self> {
+    async fn start_with(managers: usize, settings: Settings, autolock: bool) -> Result<Self> {
         // RUST_LOG=info shows what the managers and agents do.
         if std::env::var_os("RUST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
@@ -118,10 +127,7 @@ impl TestCluster {
                 hostname: format!("manager{i}"),
                 metrics: None,
                 timing: timing(),
-                settings: Settings {
-                    limits: limits.clone(),
-                    ..settings()
-                },
+                settings: settings.clone(),
             });
         }
         let first = daemon::start(

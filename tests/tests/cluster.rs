@@ -1008,6 +1008,60 @@ async fn addresses_are_never_handed_out_twice_across_leader_changes() -> Result<
     Ok(())
 }
 
+/// The leader bounds the heartbeats it asks for: eight nodes on the tests'
+/// 300 ms period would beat 27 times a second; with a bound of 4 a second
+/// each is told 2 s instead (Nomad's rule), the leader hears about 4 a
+/// second, and no node goes down for beating at the pace it was told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn past_the_leaders_bound_nodes_are_told_a_longer_period_and_stay_ready() -> Result<()> {
+    const NODES: usize = 8;
+    const BOUND: u32 = 4;
+    let settings = shoal_manager::manager::Settings {
+        max_heartbeats_per_second: BOUND,
+        ..shoal_tests::cluster::settings()
+    };
+    let mut cluster = TestCluster::start_with_settings(1, settings).await?;
+    for i in 0..NODES {
+        cluster.add_agent(&format!("n{i}"), &[]).await?;
+    }
+    let manager = cluster.managers[0]
+        .as_ref()
+        .context("manager 0 runs")?
+        .manager
+        .clone();
+    // Every node has beaten at the pace it was told when it registered
+    // (shorter for the first ones) and been told the spread period since.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let window = Duration::from_secs(6);
+    let before = manager.metrics.heartbeats.get();
+    let started = std::time::Instant::now();
+    while started.elapsed() < window {
+        let nodes = cluster.nodes().await?;
+        let not_ready: Vec<_> = nodes
+            .iter()
+            .filter(|n| n.status.as_ref().map(|s| s.state()) != Some(NodeState::Ready))
+            .filter_map(|n| Some(n.description.as_ref()?.hostname.clone()))
+            // The agents' nodes (the manager runs no agent here).
+            .filter(|host| host.starts_with('n'))
+            .collect();
+        ensure!(
+            not_ready.is_empty(),
+            "{not_ready:?} not Ready while beating at a spread period"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let heard = manager.metrics.heartbeats.get() - before;
+    // 8 nodes every 2 s for 6 s: 24, give or take a beat each at the window's edges.
+    let bound = u64::from(BOUND) * window.as_secs();
+    ensure!(
+        (bound - NODES as u64..=bound + NODES as u64).contains(&heard),
+        "{heard} heartbeats in {window:?} from {NODES} nodes: the bound is {BOUND} a second \
+         (unbounded at {HEARTBEAT:?} they would be {})",
+        NODES as u64 * window.as_millis() as u64 / HEARTBEAT.as_millis() as u64
+    );
+    Ok(())
+}
+
 /// `swarm update --dispatcher-heartbeat` lowered on a running cluster:
 /// every node learns the new period from its next heartbeat's answer and
 /// stays Ready. (Agents used to keep the period they registered with, so

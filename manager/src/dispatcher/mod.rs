@@ -140,6 +140,17 @@ impl Dispatcher {
             .unwrap_or(self.manager.settings.heartbeat_period)
     }
 
+    /// The heartbeat period nodes are told now: the cluster's, spread over
+    /// more time when the nodes with a session would beat faster together
+    /// than the leader's bound (`liveness::spread`).
+    fn period_to_tell(&self, state: &State) -> Duration {
+        liveness::spread(
+            self.period(state),
+            self.sessions().len(),
+            self.manager.settings.max_heartbeats_per_second,
+        )
+    }
+
     /// Records the heartbeat period a node's session is being told.
     fn tell_period(&self, node_id: &str, period: Duration) {
         if let Some(session) = self.sessions().get_mut(node_id) {
@@ -393,7 +404,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 .and_then(|c| c.meta.as_ref())
                 .map(|m| m.id.clone())
                 .unwrap_or_default();
-            (self.period(&state), cluster_id)
+            (self.period_to_tell(&state), cluster_id)
         };
         let mut managers: Vec<String> = self.manager.members().into_values().collect();
         managers.sort_by_key(|a| Some(a) != self.manager.leader_addr().as_ref());
@@ -426,7 +437,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 .nodes
                 .get(&node_id)
                 .is_some_and(|n| n.status.as_ref().map(|s| s.state()) != Some(NodeState::Ready));
-            (down, self.period(&state))
+            (down, self.period_to_tell(&state))
         };
         if down {
             // A node that was marked down and heartbeats again is back.
