@@ -122,4 +122,6 @@ async fn plan_once(manager: &Manager, last_plan: &mut std::time::Instant) {
 }
 
 #[cfg(test)]
+mod loads_tests;
+#[cfg(test)]
 mod tests;

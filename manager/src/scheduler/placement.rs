@@ -39,13 +39,8 @@ pub fn is_pending(task: &Task) -> bool {
         && task.desired_state() <= TaskState::Running
 }
 
-/// A task that holds a place on its node (resources, ports, spread counts).
-pub fn occupies_node(task: &Task) -> bool {
-    !task.node_id.is_empty()
-        && task.desired_state() <= TaskState::Running
-        && task.status.as_ref().map(|s| s.state()).unwrap_or_default() >= TaskState::Assigned
-        && task.status.as_ref().map(|s| s.state()).unwrap_or_default() <= TaskState::Running
-}
+pub use crate::store::task_index::occupies_node;
+use crate::store::task_index::{generic_reservations, reservations};
 
 /// Whether new tasks may go to `node` at all.
 pub fn accepts_tasks(node: &Node) -> bool {
@@ -138,22 +133,6 @@ const MAX_REPLICAS: &str = "max replicas per node limit exceed";
 const PORTS: &str = "host-mode port already in use";
 const TASK_LIMIT: &str = "task limit";
 
-fn reservations(task: &Task) -> Resources {
-    task.spec
-        .as_ref()
-        .and_then(|s| s.resources.as_ref())
-        .and_then(|r| r.reservations)
-        .unwrap_or_default()
-}
-
-fn generic_reservations(task: &Task) -> &[GenericResource] {
-    task.spec
-        .as_ref()
-        .and_then(|s| s.resources.as_ref())
-        .map(|r| r.generic_reservations.as_slice())
-        .unwrap_or_default()
-}
-
 fn host_ports(
     task: &Task,
     service_ports: &HashMap<&str, Vec<(String, u32)>>,
@@ -164,91 +143,37 @@ fn host_ports(
         .unwrap_or_default()
 }
 
+/// How a plan learns what the tasks already on each node hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loads {
+    /// From the store's per-node sums (`State::occupied_on_node`), walking
+    /// only the nodes with generic resources taken and the tasks of
+    /// services that publish host-mode ports; a walk when the store's
+    /// index is not whole.
+    Kept,
+    /// From every task of the cluster: what the kept sums must equal.
+    Walked,
+}
+
 /// Decides a node for every pending task of `state`, placing no more on a
 /// node than `limits` and the node itself allow.
 pub fn plan(state: &State, limits: &Limits) -> Vec<Decision> {
-    // Host-mode published ports, of the services that publish any (most
-    // publish none: the map stays small and usually empty).
-    let service_ports: HashMap<&str, Vec<(String, u32)>> = state
-        .services
-        .iter()
-        .map(|(id, s)| {
-            let ports = s
-                .spec
-                .as_ref()
-                .and_then(|s| s.endpoint.as_ref())
-                .map(|e| {
-                    e.ports
-                        .iter()
-                        .filter(|p| p.publish_mode() == PublishMode::Host && p.published_port != 0)
-                        .map(|p| (p.protocol.clone(), p.published_port))
-                        .collect()
-                })
-                .unwrap_or_default();
-            (id.as_str(), ports)
-        })
-        .filter(|(_, ports): &(&str, Vec<(String, u32)>)| !ports.is_empty())
-        .collect();
+    plan_with(state, limits, Loads::Kept)
+}
 
-    let mut candidates: Vec<Candidate> = Vec::new();
-    let mut index_of: HashMap<&str, usize> = HashMap::new();
-    let mut unavailable = 0u32;
-    for (id, node) in &state.nodes {
-        if !accepts_tasks(node) {
-            unavailable += 1;
-            continue;
-        }
-        let resources = node
-            .description
-            .as_ref()
-            .and_then(|d| d.resources)
-            .unwrap_or_default();
-        index_of.insert(id.as_str(), candidates.len());
-        candidates.push(Candidate {
-            node,
-            id,
-            free: resources,
-            known_resources: resources.nano_cpus > 0 || resources.memory_bytes > 0,
-            generic: Pool::of(node),
-            total: 0,
-            capacity: limits.tasks_on_node(node),
-            host_ports: HashSet::new(),
-        });
-    }
+/// As [`plan`], with node loads learnt the way `loads` says.
+pub fn plan_with(state: &State, limits: &Limits, loads: Loads) -> Vec<Decision> {
+    let service_ports = host_port_services(state);
+    let (mut candidates, index_of, unavailable) =
+        loaded_candidates(state, limits, loads, &service_ports);
 
     // The pending tasks, from the store's index of waiting ones.
     let mut pending: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
     for task in state.tasks_waiting().filter(|t| is_pending(t)) {
         pending.entry(&task.service_id).or_default().push(task);
     }
-    // What running and assigned tasks already hold.
-    for task in state.tasks.values() {
-        if occupies_node(task)
-            && let Some(&i) = index_of.get(task.node_id.as_str())
-        {
-            let c = &mut candidates[i];
-            let r = reservations(task);
-            c.free.nano_cpus -= r.nano_cpus;
-            c.free.memory_bytes -= r.memory_bytes;
-            // What the task was given; one placed before it was told
-            // holds what it reserves.
-            let held = if task.assigned_generic_resources.is_empty() {
-                c.generic
-                    .claim(generic_reservations(task))
-                    .unwrap_or_default()
-            } else {
-                task.assigned_generic_resources.clone()
-            };
-            c.generic.take(&held);
-            c.total += 1;
-            if !service_ports.is_empty() {
-                c.host_ports.extend(host_ports(task, &service_ports));
-            }
-        }
-    }
     // Spread counts only for the services placed now, from the store's
-    // index of each service's tasks (a pass during a burst of creations
-    // weighs every task, but counts few services).
+    // index of each service's tasks.
     let mut per_service: HashMap<&str, HashMap<usize, u32>> = HashMap::new();
     for service_id in pending.keys() {
         for task in state
@@ -406,6 +331,171 @@ pub fn plan(state: &State, limits: &Limits) -> Vec<Decision> {
         }
     }
     decisions
+}
+
+/// Host-mode published ports, of the services that publish any (most
+/// publish none: the map stays small and usually empty).
+fn host_port_services(state: &State) -> HashMap<&str, Vec<(String, u32)>> {
+    state
+        .services
+        .iter()
+        .map(|(id, s)| {
+            let ports = s
+                .spec
+                .as_ref()
+                .and_then(|s| s.endpoint.as_ref())
+                .map(|e| {
+                    e.ports
+                        .iter()
+                        .filter(|p| p.publish_mode() == PublishMode::Host && p.published_port != 0)
+                        .map(|p| (p.protocol.clone(), p.published_port))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (id.as_str(), ports)
+        })
+        .filter(|(_, ports): &(&str, Vec<(String, u32)>)| !ports.is_empty())
+        .collect()
+}
+
+/// The nodes that accept tasks, each with what the tasks already on it
+/// hold taken off; by node id, the index of its candidate; how many nodes
+/// accept none.
+fn loaded_candidates<'a>(
+    state: &'a State,
+    limits: &Limits,
+    loads: Loads,
+    service_ports: &HashMap<&str, Vec<(String, u32)>>,
+) -> (Vec<Candidate<'a>>, HashMap<&'a str, usize>, u32) {
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut index_of: HashMap<&str, usize> = HashMap::new();
+    let mut unavailable = 0u32;
+    for (id, node) in &state.nodes {
+        if !accepts_tasks(node) {
+            unavailable += 1;
+            continue;
+        }
+        let resources = node
+            .description
+            .as_ref()
+            .and_then(|d| d.resources)
+            .unwrap_or_default();
+        index_of.insert(id.as_str(), candidates.len());
+        candidates.push(Candidate {
+            node,
+            id,
+            free: resources,
+            known_resources: resources.nano_cpus > 0 || resources.memory_bytes > 0,
+            generic: Pool::of(node),
+            total: 0,
+            capacity: limits.tasks_on_node(node),
+            host_ports: HashSet::new(),
+        });
+    }
+
+    if loads == Loads::Kept && state.task_index_is_whole() {
+        take_kept(state, &mut candidates, &index_of, service_ports);
+    } else {
+        take_walked(state, &mut candidates, &index_of, service_ports);
+    }
+    (candidates, index_of, unavailable)
+}
+
+/// Each candidate node's load as [`plan_with`] sees it: id, free CPU and
+/// memory, tasks, generic resources left, host ports taken (sorted).
+#[cfg(test)]
+pub fn node_loads(state: &State, limits: &Limits, loads: Loads) -> Vec<String> {
+    let service_ports = host_port_services(state);
+    let (candidates, _, _) = loaded_candidates(state, limits, loads, &service_ports);
+    candidates
+        .iter()
+        .map(|c| {
+            let mut ports: Vec<_> = c.host_ports.iter().collect();
+            ports.sort();
+            format!(
+                "{} cpu {} mem {} tasks {} generic {:?} ports {ports:?}",
+                c.id, c.free.nano_cpus, c.free.memory_bytes, c.total, c.generic
+            )
+        })
+        .collect()
+}
+
+/// Takes from each candidate what an occupying task holds: its
+/// reservations, a place in its task limit, the generic resources it was
+/// given (or, placed before it was told, those it reserves) and the
+/// host-mode ports its service publishes.
+fn take_task(c: &mut Candidate, task: &Task, service_ports: &HashMap<&str, Vec<(String, u32)>>) {
+    let r = reservations(task);
+    c.free.nano_cpus -= r.nano_cpus;
+    c.free.memory_bytes -= r.memory_bytes;
+    take_generic(c, task);
+    c.total += 1;
+    if !service_ports.is_empty() {
+        c.host_ports.extend(host_ports(task, service_ports));
+    }
+}
+
+fn take_generic(c: &mut Candidate, task: &Task) {
+    let held = if task.assigned_generic_resources.is_empty() {
+        c.generic
+            .claim(generic_reservations(task))
+            .unwrap_or_default()
+    } else {
+        task.assigned_generic_resources.clone()
+    };
+    c.generic.take(&held);
+}
+
+/// Node loads from every task of the cluster.
+fn take_walked(
+    state: &State,
+    candidates: &mut [Candidate],
+    index_of: &HashMap<&str, usize>,
+    service_ports: &HashMap<&str, Vec<(String, u32)>>,
+) {
+    for task in state.tasks.values() {
+        if occupies_node(task)
+            && let Some(&i) = index_of.get(task.node_id.as_str())
+        {
+            take_task(&mut candidates[i], task, service_ports);
+        }
+    }
+}
+
+/// Node loads from the store's sums: the same as [`take_walked`] (a
+/// node's generic claims are made in task id order either way), at the
+/// cost of the nodes rather than of every task.
+fn take_kept(
+    state: &State,
+    candidates: &mut [Candidate],
+    index_of: &HashMap<&str, usize>,
+    service_ports: &HashMap<&str, Vec<(String, u32)>>,
+) {
+    for c in candidates.iter_mut() {
+        let Some(Some(occupied)) = state.occupied_on_node(c.id) else {
+            continue;
+        };
+        c.free.nano_cpus -= occupied.nano_cpus;
+        c.free.memory_bytes -= occupied.memory_bytes;
+        c.total += occupied.tasks;
+        if occupied.with_generic > 0 {
+            for task in state.tasks_on_node(c.id).filter(|t| occupies_node(t)) {
+                take_generic(c, task);
+            }
+        }
+    }
+    for service_id in service_ports.keys() {
+        for task in state
+            .tasks_of_service(service_id)
+            .filter(|t| occupies_node(t))
+        {
+            if let Some(&i) = index_of.get(task.node_id.as_str()) {
+                candidates[i]
+                    .host_ports
+                    .extend(host_ports(task, service_ports));
+            }
+        }
+    }
 }
 
 fn id_of(task: &Task) -> String {

@@ -231,6 +231,23 @@ impl State {
         (self.task_index.len() == self.tasks.len()).then(|| self.task_index.live_on_node(node_id))
     }
 
+    /// Whether the task index holds every task (a test may insert into
+    /// `tasks` directly; readers of the index then walk the tasks).
+    pub fn task_index_is_whole(&self) -> bool {
+        self.task_index.len() == self.tasks.len()
+    }
+
+    /// What the tasks holding a place on node `node_id` take from it (see
+    /// [`super::task_index::OccupiedOnNode`]): `Some(None)` when none does,
+    /// None when the index does not hold every task (the caller walks).
+    pub fn occupied_on_node(
+        &self,
+        node_id: &str,
+    ) -> Option<Option<&super::task_index::OccupiedOnNode>> {
+        self.task_index_is_whole()
+            .then(|| self.task_index.occupied_on_node(node_id))
+    }
+
     /// The tasks not yet on a node (New or Pending), by id: what the
     /// allocator and the scheduler look for, without scanning every task.
     pub fn tasks_waiting(&self) -> Box<dyn Iterator<Item = &Task> + '_> {

@@ -8,7 +8,7 @@ use std::{
     hash::{DefaultHasher, Hash, Hasher},
 };
 
-use shoal_api::pb::{Task, TaskState};
+use shoal_api::pb::{GenericResource, Resources, Task, TaskState};
 
 /// A task not yet on a node: New (the allocator's) or Pending (the
 /// scheduler's).
@@ -21,6 +21,71 @@ pub fn is_waiting(task: &Task) -> bool {
 pub fn is_live(task: &Task) -> bool {
     let observed = task.status.as_ref().map(|s| s.state()).unwrap_or_default();
     !task.node_id.is_empty() && observed >= TaskState::Assigned && !observed.is_terminal()
+}
+
+/// A task that holds a place on its node (its reservations, its share of
+/// the node's task limit and of spread): placed, not ended, and still
+/// meant to run. The scheduler's test.
+pub fn occupies_node(task: &Task) -> bool {
+    let observed = task.status.as_ref().map(|s| s.state()).unwrap_or_default();
+    !task.node_id.is_empty()
+        && task.desired_state() <= TaskState::Running
+        && observed >= TaskState::Assigned
+        && observed <= TaskState::Running
+}
+
+/// The CPU and memory a task reserves on its node.
+pub fn reservations(task: &Task) -> Resources {
+    task.spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.reservations)
+        .unwrap_or_default()
+}
+
+/// The generic resources (GPUs, …) a task reserves on its node.
+pub fn generic_reservations(task: &Task) -> &[GenericResource] {
+    task.spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .map(|r| r.generic_reservations.as_slice())
+        .unwrap_or_default()
+}
+
+/// What the tasks that [`occupies_node`] take from their node, kept as they
+/// are written: a scheduler pass reads a node's load here instead of
+/// walking every task of the cluster (100,000 of them, at every pass of a
+/// burst of creations, under the store's write lock).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OccupiedOnNode {
+    pub tasks: u32,
+    pub nano_cpus: i64,
+    pub memory_bytes: i64,
+    /// Of those, the ones that reserve or were given generic resources: a
+    /// pool's claims depend on which instances each took, so the scheduler
+    /// walks such a node's tasks for them.
+    pub with_generic: u32,
+}
+
+impl OccupiedOnNode {
+    /// Adds `task`'s share (or takes it out).
+    pub fn account(&mut self, task: &Task, add: bool) {
+        let r = reservations(task);
+        let generic = u32::from(
+            !task.assigned_generic_resources.is_empty() || !generic_reservations(task).is_empty(),
+        );
+        if add {
+            self.tasks += 1;
+            self.nano_cpus += r.nano_cpus;
+            self.memory_bytes += r.memory_bytes;
+            self.with_generic += generic;
+        } else {
+            self.tasks = self.tasks.saturating_sub(1);
+            self.nano_cpus -= r.nano_cpus;
+            self.memory_bytes -= r.memory_bytes;
+            self.with_generic = self.with_generic.saturating_sub(generic);
+        }
+    }
 }
 
 /// One live task's share of its node's fingerprint: its id and
@@ -111,6 +176,8 @@ pub(crate) struct TaskIndex {
     assignment_version: HashMap<String, u64>,
     /// Per node, its live tasks' sum (see [`LiveOnNode`]).
     live_on_node: HashMap<String, LiveOnNode>,
+    /// Per node, what the tasks holding a place on it take.
+    occupied_on_node: HashMap<String, OccupiedOnNode>,
 }
 
 /// Whether `a` and `b` differ at most in what the node reports (status)
@@ -185,12 +252,14 @@ impl TaskIndex {
         let held = self.assignment_version.get(id).copied();
         if let (Some(old), Some(held)) = (old, held) {
             self.account_live(id, old, held, false);
+            self.account_occupied(old, false);
         }
         let kept = old.filter(|old| same_for_its_node(old, task)).and(held);
         let assignment_version = kept.unwrap_or_else(|| version(task));
         self.assignment_version
             .insert(id.to_owned(), assignment_version);
         self.account_live(id, task, assignment_version, true);
+        self.account_occupied(task, true);
         if add(&mut self.by_service, &task.service_id, id) {
             self.len += 1;
         }
@@ -239,9 +308,29 @@ impl TaskIndex {
         }
     }
 
+    /// Adds or takes out `task`'s share of its node's [`OccupiedOnNode`],
+    /// if it holds a place there.
+    fn account_occupied(&mut self, task: &Task, add: bool) {
+        if !occupies_node(task) {
+            return;
+        }
+        if add {
+            self.occupied_on_node
+                .entry(task.node_id.clone())
+                .or_default()
+                .account(task, true);
+        } else if let Some(occupied) = self.occupied_on_node.get_mut(&task.node_id) {
+            occupied.account(task, false);
+            if occupied.tasks == 0 {
+                self.occupied_on_node.remove(&task.node_id);
+            }
+        }
+    }
+
     pub fn remove(&mut self, id: &str, task: &Task) {
         if let Some(held) = self.assignment_version.get(id).copied() {
             self.account_live(id, task, held, false);
+            self.account_occupied(task, false);
         }
         if self
             .by_service
@@ -282,6 +371,12 @@ impl TaskIndex {
     /// Node `node_id`'s live tasks' sum; None when it has none.
     pub fn live_on_node(&self, node_id: &str) -> Option<&LiveOnNode> {
         self.live_on_node.get(node_id)
+    }
+
+    /// What the tasks holding a place on node `node_id` take; None when
+    /// none does.
+    pub fn occupied_on_node(&self, node_id: &str) -> Option<&OccupiedOnNode> {
+        self.occupied_on_node.get(node_id)
     }
 
     pub fn on_node<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a String> + 'a {
