@@ -99,8 +99,11 @@ fn complete_spec(state: &State, spec: &mut ServiceSpec, service_id: &str) -> Res
         network.target = meta_id(&found.meta).to_owned();
     }
     // Published ports: valid, not taken by another service, dynamic when 0.
+    // (Only a spec that publishes ports looks at what every other service
+    // publishes: a create among 10,000 services is not a scan of them all.)
     let mut taken: BTreeSet<(String, u32)> = BTreeSet::new();
-    for (id, other) in &state.services {
+    let publishes = spec.endpoint.as_ref().is_some_and(|e| !e.ports.is_empty());
+    for (id, other) in state.services.iter().filter(|_| publishes) {
         if id == service_id {
             continue;
         }
