@@ -268,8 +268,26 @@ enum Wake {
 }
 
 /// The least time between two looks at one node's set (so between two
-/// pushes to it too).
+/// pushes to it too), up to 100 nodes.
 const MIN_PUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// The most it grows to with the number of nodes (swarmkit batches a
+/// node's assignment changes for up to 500 ms too).
+const MAX_PUSH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The least time between two looks at one node's set when `nodes` have a
+/// session: 50 ms per hundred nodes, from 50 ms to 500 ms. A lone change
+/// goes out at once (the interval only spaces looks); under a burst of
+/// writes that reaches every node (thousands of services created), each
+/// look rebuilds a set, and a thousand nodes looking every 50 ms were 20,000
+/// rebuilds a second, most of a leader's work while the burst lasted.
+fn push_interval(nodes: usize) -> Duration {
+    let hundreds = u32::try_from(nodes.div_ceil(100))
+        .unwrap_or(u32::MAX)
+        .max(1);
+    MIN_PUSH_INTERVAL
+        .saturating_mul(hundreds)
+        .min(MAX_PUSH_INTERVAL)
+}
 
 /// What a node must know now: its non-finished assigned tasks and the
 /// secrets and configs they use, cut from a scan of the same (or a slightly
@@ -484,7 +502,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
             // The first push is complete; later ones are deltas to an
             // agent that asked for them.
             let mut stream = stream::NodeStream::new(session.deltas);
-            let mut last_looked = std::time::Instant::now() - MIN_PUSH_INTERVAL;
+            let mut last_looked = std::time::Instant::now() - MAX_PUSH_INTERVAL;
             let mut wake = Some(Wake::Store);
             // When a stop held back for the nodes' acknowledgements goes
             // out anyway (Unix ms), if one is held.
@@ -506,8 +524,9 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 // write was O(nodes) per write on the leader.
                 if let Some(cause) = wake {
                     let since = last_looked.elapsed();
-                    if since < MIN_PUSH_INTERVAL {
-                        tokio::time::sleep(MIN_PUSH_INTERVAL - since).await;
+                    let interval = push_interval(this.session_count());
+                    if since < interval {
+                        tokio::time::sleep(interval - since).await;
                     }
                     last_looked = std::time::Instant::now();
                     // The index first: the state read after it is at
@@ -669,6 +688,20 @@ impl dispatcher_server::Dispatcher for Dispatcher {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn looks_are_spaced_by_the_number_of_nodes_within_bounds() {
+        use super::push_interval;
+        use std::time::Duration;
+        let ms = Duration::from_millis;
+        assert_eq!(push_interval(0), ms(50));
+        assert_eq!(push_interval(5), ms(50));
+        assert_eq!(push_interval(100), ms(50));
+        assert_eq!(push_interval(101), ms(100));
+        assert_eq!(push_interval(1000), ms(500));
+        assert_eq!(push_interval(5000), ms(500));
+        assert_eq!(push_interval(usize::MAX), ms(500));
+    }
+
     use super::*;
     use shoal_api::pb::{
         ContainerSpec, Secret, SecretReference, SecretSpec, Task, TaskSpec, TaskState, TaskStatus,
