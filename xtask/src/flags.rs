@@ -89,6 +89,16 @@ pub struct FlagsArgs {
     shoal: Option<PathBuf>,
 }
 
+impl FlagsArgs {
+    /// Measures the `shoal` binary at `path` against the `docker` on the PATH.
+    pub fn of_binary(path: PathBuf) -> Self {
+        Self {
+            docker: None,
+            shoal: Some(path),
+        }
+    }
+}
+
 /// One flag: its long name, and its one-letter form if it has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flag {
