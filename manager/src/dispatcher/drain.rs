@@ -16,7 +16,8 @@ use shoal_api::pb::{AssignmentSet, NodeState, TaskState};
 use crate::store::State;
 
 /// The longest a stop waits for the nodes' acknowledgements (ms). A node
-/// that misses it is probably down (a heartbeat failure takes 15 s).
+/// that misses it is probably down (a heartbeat failure takes three
+/// periods: 15 s on Swarm's 5 s, longer past 500 nodes).
 pub const DRAIN_WAIT_LIMIT_MS: i64 = 3_000;
 
 /// How far one node's data plane is known to be in line with the store.

@@ -28,7 +28,9 @@ pub const MISSED_HEARTBEATS: u32 = 3;
 /// of an idle leader's 6.5% of a core. Nomad bounds its servers the same
 /// way (`max_heartbeats_per_second`, 50 there). Up to 500 nodes nothing
 /// changes at 5 s; past that a node's loss takes longer to notice (30 s at
-/// 1,000 nodes), in exchange for a leader whose idle work stays flat.
+/// 1,000 nodes), in exchange for heartbeat work that stops growing with the
+/// cluster. The nodes counted are the Ready ones whose session beats (the
+/// monitor counts them at each check).
 pub const MAX_HEARTBEATS_PER_SECOND: u32 = 100;
 
 /// The heartbeat period a node is told: the cluster's `period`, or longer

@@ -68,6 +68,10 @@ pub struct Dispatcher {
     /// One timer for all of them (a timer per stream was a thousand
     /// wakeups a second on an idle leader of a thousand nodes).
     not_leading: tokio::sync::watch::Receiver<()>,
+    /// Ready nodes with a session that beats, as the liveness monitor last
+    /// counted them: what the heartbeat period and the push interval grow
+    /// with. (The session map also holds nodes removed or down since.)
+    live_sessions: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Dispatcher {
@@ -81,7 +85,14 @@ impl Dispatcher {
             acks: Arc::new(tokio::sync::watch::channel(0).0),
             shared: Arc::default(),
             not_leading,
+            live_sessions: Arc::default(),
         }
+    }
+
+    /// See `live_sessions`.
+    fn live_sessions(&self) -> usize {
+        self.live_sessions
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A receiver that errs once `session_id` is no longer `node_id`'s
@@ -146,7 +157,7 @@ impl Dispatcher {
     fn period_to_tell(&self, state: &State) -> Duration {
         liveness::spread(
             self.period(state),
-            self.sessions().len(),
+            self.live_sessions(),
             self.manager.settings.max_heartbeats_per_second,
         )
     }
@@ -213,6 +224,7 @@ impl Dispatcher {
                 .update(|state| {
                     let mut batch = Batch::default();
                     let sessions = self.sessions();
+                    let mut live = 0;
                     for node in state.nodes.values() {
                         let id = node.meta.as_ref().map(|m| m.id.as_str()).unwrap_or("");
                         if node.status.as_ref().map(|s| s.state()) != Some(NodeState::Ready) {
@@ -222,7 +234,9 @@ impl Dispatcher {
                             last_seen: s.last_seen,
                             told: s.told,
                         });
-                        if liveness::missed(heard, term_began, now, period) {
+                        let missed = liveness::missed(heard, term_began, now, period);
+                        live += usize::from(heard.is_some() && !missed);
+                        if missed {
                             tracing::warn!(
                                 node = id,
                                 "node missed {MISSED_HEARTBEATS} heartbeats: down"
@@ -234,6 +248,8 @@ impl Dispatcher {
                             batch.put_node(node);
                         }
                     }
+                    self.live_sessions
+                        .store(live, std::sync::atomic::Ordering::Relaxed);
                     Ok::<_, crate::manager::WriteError>(Some((batch, ())))
                 })
                 .await;
@@ -524,7 +540,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                 // write was O(nodes) per write on the leader.
                 if let Some(cause) = wake {
                     let since = last_looked.elapsed();
-                    let interval = push_interval(this.session_count());
+                    let interval = push_interval(this.live_sessions());
                     if since < interval {
                         tokio::time::sleep(interval - since).await;
                     }
