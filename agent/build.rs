@@ -52,6 +52,9 @@ fn main() -> Result<()> {
         .env_remove("RUSTC")
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .env_remove("RUSTC_WRAPPER")
+        .env_remove("CARGO_BUILD_RUSTC")
+        .env_remove("CARGO_BUILD_RUSTC_WRAPPER")
+        .env_remove("CARGO_BUILD_RUSTC_WORKSPACE_WRAPPER")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS")
         .output()
@@ -71,12 +74,21 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// `$CARGO_TARGET_DIR/ebpf` when the builder set one, else the workspace's
+/// `$CARGO_TARGET_DIR/ebpf` when the builder set one (a relative one taken
+/// from the workspace root, where cargo is run), else the workspace's
 /// `target/ebpf`: beside the outer build's own directories, never inside
-/// one it holds a lock on.
+/// one it holds a lock on. Absolute: the inner cargo runs elsewhere.
 fn shared_target_dir(manifest_dir: &Path) -> PathBuf {
-    env::var_os("CARGO_TARGET_DIR")
+    let workspace = manifest_dir.join("..");
+    let target = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| manifest_dir.join("../target"))
-        .join("ebpf")
+        .map(|dir| {
+            if dir.is_relative() {
+                workspace.join(dir)
+            } else {
+                dir
+            }
+        })
+        .unwrap_or_else(|| workspace.join("target"));
+    target.join("ebpf")
 }

@@ -42,10 +42,13 @@ pub fn run(args: &BuildArgs) -> Result<PathBuf> {
         cargo.arg("--release");
     }
     sh::run(&mut cargo)?;
-    let dir =
-        sh::workspace_root()
-            .join("target")
-            .join(if args.release { "release" } else { "debug" });
+    // Where cargo put them: $CARGO_TARGET_DIR when set (relative to the
+    // workspace root, where `cargo xtask` runs cargo), else target/.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .map(|dir| sh::workspace_root().join(dir))
+        .unwrap_or_else(|| sh::workspace_root().join("target"));
+    let dir = target.join(if args.release { "release" } else { "debug" });
     for binary in BINARIES {
         println!("[build] {}", dir.join(binary).display());
     }
