@@ -348,10 +348,12 @@ impl DockerExecutor {
         {
             t.container = created.id.clone();
         }
-        self.send(
-            &id,
-            status(TaskState::Starting, "starting", "", 0, &created.id),
-        );
+        // Created, not started: Ready, as Swarm names it. Starting is for a
+        // started container waiting for its health check, which a rolling
+        // update times against its monitor window; the start itself and
+        // the network plumbing after it are not timed (on a loaded host
+        // they took past a 2 s window, and a healthy update rolled back).
+        self.send(&id, status(TaskState::Ready, "created", "", 0, &created.id));
         self.docker
             .start_container(&created.id, None::<StartContainerOptions>)
             .await

@@ -505,6 +505,59 @@ fn a_failing_update_rolls_back_by_itself_and_start_first_overlaps() {
     assert_eq!(w.update_state("web"), update::ROLLBACK_COMPLETED);
 }
 
+/// A container whose creation and start outlast the monitor window (a
+/// loaded host: the agent reports it Ready until it runs) is not a failed
+/// task: the update waits for it and completes. (lab_stacks' update with
+/// parallelism 0 rolled back when four starts at once took past 2 s.)
+#[test]
+fn a_slow_start_past_the_monitor_window_is_not_a_failure() {
+    let mut w = World::new();
+    w.node("n1");
+    w.service("web", ServiceMode::Replicated, 1, RestartPolicy::default());
+    w.settle();
+    w.run_all();
+    w.settle();
+    let update = UpdateConfig {
+        parallelism: Some(1),
+        monitor_ms: Some(2_000),
+        failure_action: UpdateFailureAction::Rollback as i32,
+        ..Default::default()
+    };
+    w.update_image("web", "slow:1", update, UpdateConfig::default());
+    w.settle();
+    let new = w
+        .live("web")
+        .into_iter()
+        .find(|t| t.spec.as_ref().unwrap().container.as_ref().unwrap().image == "slow:1")
+        .expect("the first batch started");
+    // Created, not yet started, for three monitor windows.
+    let mut t = new.clone();
+    t.node_id = "n1".into();
+    t.status = Some(TaskStatus {
+        state: TaskState::Ready as i32,
+        timestamp: w.now,
+        ..Default::default()
+    });
+    let mut b = Batch::default();
+    b.put_task(t);
+    w.write(b);
+    w.settle();
+    w.now += 6_000;
+    w.settle();
+    assert_eq!(
+        w.update_state("web"),
+        update::UPDATING,
+        "still waiting for it"
+    );
+    // It runs: the update completes, nothing rolled back.
+    w.run_all();
+    w.settle();
+    w.now += 3_000;
+    w.settle();
+    assert_eq!(w.update_state("web"), update::COMPLETED);
+    assert_eq!(w.images("web"), ["slow:1"]);
+}
+
 #[test]
 fn a_task_never_healthy_within_the_monitor_window_pauses_the_update() {
     let mut w = World::new();

@@ -1,7 +1,9 @@
 //! Rolling updates and rollbacks: a service whose tasks run an older spec
 //! than its own gets them replaced `parallelism` at a time, waiting for
-//! each batch to run, then `delay`; a new task that fails, or is not
-//! running (healthy) within the monitor window, counts as a failure, and
+//! each batch to run, then `delay`; a new task that fails, or that once
+//! started does not pass its health check within the monitor window
+//! (Starting past it), counts as a failure (a container being created or
+//! started, Ready, is not timed: a slow host is not a failed task), and
 //! too many failures pause the update, roll it back, or are ignored, as
 //! its `failure_action` says. Swarm's defaults throughout. A pure function
 //! of the state and the clock, like the rest of the orchestrators; its
