@@ -168,9 +168,8 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Batch;
     use shoal_api::pb::{
-        ConfigReference, ContainerSpec, Kind, Meta, NetworkAttachment, Node, SecretReference, Task,
+        ConfigReference, ContainerSpec, Meta, NetworkAttachment, Node, SecretReference, Task,
         TaskSpec, TaskState, TaskStatus,
     };
 
@@ -248,19 +247,7 @@ mod tests {
     }
 
     fn apply(state: &mut State, index: u64, put: Vec<Task>, delete: &[&str]) {
-        let mut batch = Batch::default();
-        for mut t in put {
-            let id = t.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
-            let version = state.version_of(Kind::Task, &id);
-            t.meta.get_or_insert_with(Default::default).version = version;
-            batch.put_task(t);
-        }
-        for id in delete {
-            batch.delete(Kind::Task, id, state.version_of(Kind::Task, id));
-        }
-        state
-            .apply(index, &batch.into_proto())
-            .expect("no conflict");
+        state.apply_tasks(index, put, delete);
     }
 
     #[test]

@@ -505,6 +505,26 @@ fn a_failing_update_rolls_back_by_itself_and_start_first_overlaps() {
     assert_eq!(w.update_state("web"), update::ROLLBACK_COMPLETED);
 }
 
+/// Node n1 reports the first live task of `web` running `image` in
+/// `state`, now.
+fn report_first_new(w: &mut World, image: &str, state: TaskState) {
+    let mut t = w
+        .live("web")
+        .into_iter()
+        .find(|t| t.spec.as_ref().unwrap().container.as_ref().unwrap().image == image)
+        .expect("the first batch started")
+        .clone();
+    t.node_id = "n1".into();
+    t.status = Some(TaskStatus {
+        state: state as i32,
+        timestamp: w.now,
+        ..Default::default()
+    });
+    let mut b = Batch::default();
+    b.put_task(t);
+    w.write(b);
+}
+
 /// A container whose creation and start outlast the monitor window (a
 /// loaded host: the agent reports it Ready until it runs) is not a failed
 /// task: the update waits for it and completes. (lab_stacks' update with
@@ -525,22 +545,8 @@ fn a_slow_start_past_the_monitor_window_is_not_a_failure() {
     };
     w.update_image("web", "slow:1", update, UpdateConfig::default());
     w.settle();
-    let new = w
-        .live("web")
-        .into_iter()
-        .find(|t| t.spec.as_ref().unwrap().container.as_ref().unwrap().image == "slow:1")
-        .expect("the first batch started");
     // Created, not yet started, for three monitor windows.
-    let mut t = new.clone();
-    t.node_id = "n1".into();
-    t.status = Some(TaskStatus {
-        state: TaskState::Ready as i32,
-        timestamp: w.now,
-        ..Default::default()
-    });
-    let mut b = Batch::default();
-    b.put_task(t);
-    w.write(b);
+    report_first_new(&mut w, "slow:1", TaskState::Ready);
     w.settle();
     w.now += 6_000;
     w.settle();
@@ -573,22 +579,8 @@ fn a_task_never_healthy_within_the_monitor_window_pauses_the_update() {
     };
     w.update_image("web", "unhealthy:1", update, UpdateConfig::default());
     w.settle();
-    let new = w
-        .live("web")
-        .into_iter()
-        .find(|t| t.spec.as_ref().unwrap().container.as_ref().unwrap().image == "unhealthy:1")
-        .expect("the first batch started");
     // Its container runs but its health check never passes: Starting.
-    let mut t = new.clone();
-    t.node_id = "n1".into();
-    t.status = Some(TaskStatus {
-        state: TaskState::Starting as i32,
-        timestamp: w.now,
-        ..Default::default()
-    });
-    let mut b = Batch::default();
-    b.put_task(t);
-    w.write(b);
+    report_first_new(&mut w, "unhealthy:1", TaskState::Starting);
     w.settle();
     w.now += 2_000;
     w.settle();

@@ -14,10 +14,7 @@ use shoal_api::{
 };
 
 use super::placement::{Loads, node_loads, plan_with};
-use crate::{
-    limits::Limits,
-    store::{Batch, State},
-};
+use crate::{limits::Limits, store::State};
 
 /// xorshift64*: the same histories on every run, no dependency.
 struct Rng(u64);
@@ -165,22 +162,6 @@ fn random_task(rng: &mut Rng, id: &str) -> Task {
     }
 }
 
-/// Puts `tasks` and deletes `delete` as one committed batch would.
-fn apply(state: &mut State, index: u64, tasks: Vec<Task>, delete: &[String]) {
-    let mut batch = Batch::default();
-    for mut t in tasks {
-        let id = t.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
-        t.meta.get_or_insert_with(Default::default).version = state.version_of(Kind::Task, &id);
-        batch.put_task(t);
-    }
-    for id in delete {
-        batch.delete(Kind::Task, id, state.version_of(Kind::Task, id));
-    }
-    state
-        .apply(index, &batch.into_proto())
-        .expect("no conflict");
-}
-
 fn check(state: &State, step: usize) {
     assert!(state.task_index_is_whole(), "step {step}");
     let limits = Limits::default();
@@ -238,7 +219,7 @@ fn kept_node_loads_equal_a_walk_of_every_task_through_generated_histories() {
             }
             // Now and then a group commit fails: what it changed is put back.
             let before = (rng.below(8) == 0).then(|| state.clone());
-            apply(&mut state, step as u64 + 1, tasks, &delete);
+            state.apply_tasks(step as u64 + 1, tasks, &delete);
             if let Some(before) = before {
                 for (id, t) in &before.tasks {
                     if state.tasks.get(id) != Some(t) {

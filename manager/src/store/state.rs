@@ -228,7 +228,30 @@ impl State {
     /// None when the index does not hold every task (a test that inserted
     /// into `tasks` directly: the caller walks the tasks instead).
     pub fn live_on_node(&self, node_id: &str) -> Option<Option<&super::task_index::LiveOnNode>> {
-        (self.task_index.len() == self.tasks.len()).then(|| self.task_index.live_on_node(node_id))
+        self.task_index_is_whole()
+            .then(|| self.task_index.live_on_node(node_id))
+    }
+
+    /// Puts `put` (each at the version the state holds) and deletes
+    /// `delete` as one committed batch at `index` would (tests).
+    #[cfg(test)]
+    pub fn apply_tasks(
+        &mut self,
+        index: u64,
+        put: Vec<shoal_api::pb::Task>,
+        delete: &[impl AsRef<str>],
+    ) {
+        let mut batch = super::Batch::default();
+        for mut t in put {
+            let id = t.meta.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+            t.meta.get_or_insert_with(Default::default).version = self.version_of(Kind::Task, &id);
+            batch.put_task(t);
+        }
+        for id in delete {
+            let id = id.as_ref();
+            batch.delete(Kind::Task, id, self.version_of(Kind::Task, id));
+        }
+        self.apply(index, &batch.into_proto()).expect("no conflict");
     }
 
     /// Whether the task index holds every task (a test may insert into
