@@ -92,11 +92,18 @@ fn task_port(ctx: &TcContext, inner: &Flow, entry: u32, via: u32) -> Result<u16,
         proto: inner.proto,
         _pad: [0; 3],
     };
-    // The common case, one lookup: the pair is this connection's.
+    // The common case, one lookup: the pair is this connection's. (A SYN
+    // on an ended connection's ports is a new connection: learnt afresh,
+    // so that it gets its own published port's mode.)
+    let restarts = |back: &CtEntry| seg.is_syn() && back.flags & CT_CLOSING != 0;
     if let Some((slot, _)) = conntrack::get_ptr_mut(&reply) {
         // SAFETY: the entry stays valid while this program runs (RCU).
         let back = unsafe { *slot };
-        if back.flags & CT_RETURN != 0 && back.addr == entry && back.port == inner.sport {
+        if back.flags & CT_RETURN != 0
+            && back.addr == entry
+            && back.port == inner.sport
+            && !restarts(&back)
+        {
             if inner.proto == PROTO_TCP {
                 let _ = closing::from_client(&seg, slot);
             }
@@ -118,7 +125,11 @@ fn task_port(ctx: &TcContext, inner: &Flow, entry: u32, via: u32) -> Result<u16,
         if let Some((slot, _)) = conntrack::get_ptr_mut(&reply) {
             // SAFETY: as above.
             let back = unsafe { *slot };
-            if back.flags & CT_RETURN != 0 && back.addr == entry && back.port == inner.sport {
+            if back.flags & CT_RETURN != 0
+                && back.addr == entry
+                && back.port == inner.sport
+                && !restarts(&back)
+            {
                 if inner.proto == PROTO_TCP {
                     let _ = closing::from_client(&seg, slot);
                 }

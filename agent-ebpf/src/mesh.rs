@@ -501,6 +501,12 @@ fn new_connection(f: &Flow, seg: &Segment, key: &CtKey) -> Option<CtEntry> {
     // connection in TIME_WAIT for a minute, and a SYN from another client
     // (whose TCP timestamps start elsewhere) is answered there with an ACK
     // for the old connection, costing the client a reset and a 1 s retry.
+    //
+    // Two modes never change the port: host mode (the client's own
+    // address and port reach a task here), and direct server return to a
+    // task on another node, whose replies go straight to the client and so
+    // never pass here to have a changed port put back.
+    let direct = service.mode == MODE_INGRESS_DSR && tunnel::local_veth(backend.addr).is_none();
     let mut nat_port = f.sport;
     let mut found = false;
     let mut closing_port: Option<u16> = None;
@@ -527,7 +533,11 @@ fn new_connection(f: &Flow, seg: &Segment, key: &CtKey) -> Option<CtEntry> {
             found = true;
             break;
         }
-        if host_mode {
+        if direct && taken.is_some_and(|old| direct_may_take(f, &old)) {
+            found = conntrack::insert_new(&reply, &reply_entry(f, &service), false);
+            break;
+        }
+        if host_mode || direct {
             break; // the client's own port and address: nothing to choose
         }
         // Another port from the ephemeral range, spread by the attempt.
@@ -556,6 +566,20 @@ fn new_connection(f: &Flow, seg: &Segment, key: &CtKey) -> Option<CtEntry> {
     // Unconfirmed until the handshake completes (TCP) or the backend
     // answers (UDP); an old connection's entry on the same ports goes.
     conntrack::insert_new(key, &entry, false).then_some(entry)
+}
+
+/// Whether a direct-server-return connection to a task on another node
+/// may take over the reply entry `old` holds on its client's own port
+/// (it cannot have another): yes unless a live TCP connection this node
+/// forwarded holds it. An ended one's port is the client's to reuse (its
+/// TIME_WAIT at the task is the same client's, whose timestamps go on); a
+/// UDP entry never ends and is only the last flow's; an entry this node
+/// learnt as a task's node (`CT_RETURN`) is stale, the task being
+/// elsewhere now. Refused otherwise: the client's port is already in use
+/// towards that task through this node (another published port of it).
+#[inline(always)]
+fn direct_may_take(f: &Flow, old: &CtEntry) -> bool {
+    f.proto == PROTO_UDP || old.flags & (CT_CLOSING | CT_RETURN) != 0
 }
 
 /// The key of the replies `backend` sends to `reply_to:nat_port`.

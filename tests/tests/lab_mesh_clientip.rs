@@ -317,3 +317,98 @@ fn direct_server_return_answers_the_client_from_the_task_node() -> Result<()> {
     println!("4 MB answered with dsr through n1, which sent {sent} bytes");
     Ok(())
 }
+
+#[test]
+fn a_direct_connection_keeps_its_client_port_whatever_the_entry_node_tracked() -> Result<()> {
+    let cluster = LabCluster::start(1, true)?;
+    // One task on n3, first reached through n1 by two tunnel-return ports
+    // to its port 80.
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "kept",
+        "--constraint",
+        "node.hostname==n3",
+        "--publish",
+        "8097:80",
+        "--publish",
+        "8098:80",
+        "shoal/echo:1",
+    ])?;
+    cluster.wait("1 running task", WAIT, || {
+        (cluster.running_tasks("kept") == 1).then_some(())
+    })?;
+    let n1 = NODES[0];
+    for port in [8097, 8098] {
+        let url = format!("http://{n1}:{port}/");
+        cluster.wait(&format!("{url} to answer"), WAIT, || {
+            (!http_identities(&url, 1).ok()?.is_empty()).then_some(())
+        })?;
+    }
+
+    // One client port through both ports at once: n1 gives the second
+    // connection another port towards the task, and its tables keep what
+    // it did once that connection has ended.
+    let port = 47_011;
+    let open = shared_port_stream(port, SocketAddr::from((n1, 8097)))?;
+    let (task, seen) = get_identity(shared_port_stream(port, SocketAddr::from((n1, 8098)))?)?;
+    let moved = client_port(&seen).with_context(|| format!("the task saw {seen}"))?;
+    ensure!(
+        moved != port,
+        "two connections from {port} through n1 reached the task as one"
+    );
+    get_identity(open)?;
+
+    // The same task published with direct server return instead (Docker's
+    // `--publish-rm` names the target port: both go).
+    cluster.shoal(&[
+        "service",
+        "update",
+        "--publish-rm",
+        "80",
+        "--publish-add",
+        "published=8099,target=80,dsr=true",
+        "kept",
+    ])?;
+    let url = format!("http://{n1}:8099/");
+    cluster.wait(&format!("{url} to answer"), WAIT, || {
+        (!http_identities(&url, 1).ok()?.is_empty()).then_some(())
+    })?;
+
+    // A direct connection from the client port n1 moved the other one to:
+    // its replies leave n3 straight for the client, so n1 cannot change its
+    // port (it could never put it back). It keeps it, past the ended
+    // connection's entry.
+    let (now, seen) = get_identity(shared_port_stream(moved, SocketAddr::from((n1, 8099)))?)?;
+    ensure!(
+        now == task,
+        "the update replaced {task} by {now}: the test needs the same task"
+    );
+    ensure!(
+        client_port(&seen) == Some(moved),
+        "a direct connection from port {moved} reached the task as {seen}"
+    );
+    // A 4 MB answer on the same ports again comes straight from n3 (n1
+    // sends the client's ACKs on, little more): n3 learnt the direct mode
+    // for the new connection, not the ended one's.
+    let before = underlay_tx_bytes("n1")?;
+    let mut stream = shared_port_stream(moved, SocketAddr::from((n1, 8099)))?;
+    stream.write_all(b"GET /bytes/4000000 HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n")?;
+    let mut body = Vec::new();
+    stream.read_to_end(&mut body)?;
+    let sent = underlay_tx_bytes("n1")? - before;
+    ensure!(
+        body.len() > 4_000_000 && body.starts_with(b"HTTP/1.1 200"),
+        "4 MB through n1:8099 from port {moved}: {} bytes",
+        body.len()
+    );
+    ensure!(
+        sent < 1_000_000,
+        "n1 sent {sent} bytes for a 4 MB direct answer: the replies came back through it"
+    );
+    println!(
+        "client port {moved}, moved by n1 before, kept through n1:8099 (dsr); n1 sent {sent} bytes"
+    );
+    Ok(())
+}
