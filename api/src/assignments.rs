@@ -380,6 +380,67 @@ impl Sender {
 }
 
 impl Sender {
+    /// As [`Sender::next_shared`] when the caller knows how the tasks
+    /// changed since the set this sender gave last: `set` holds every list
+    /// but the tasks (its `tasks` is ignored), `changed` the tasks that are
+    /// new or changed (whole, in any order), `removed` the ids of those
+    /// gone. The tasks are then neither compared nor copied whole: a push
+    /// costs what changed, not what the node runs (a hundred tasks, one of
+    /// them new). Before a first set, `changed` must be every task.
+    pub fn next_with_task_changes(
+        &mut self,
+        mut set: AssignmentSet,
+        mut changed: Vec<Task>,
+        removed: Vec<String>,
+        nodes: &Arc<NodeList>,
+    ) -> Option<AssignmentSet> {
+        let Some(mut last) = self.last.take() else {
+            set.tasks = changed;
+            return self.next_shared(set, nodes);
+        };
+        set.nodes.clear();
+        set.tasks.clear();
+        let others_expressible = normalize(&mut set);
+        sort_list(&mut changed, task_key);
+        let mut tasks = std::mem::take(&mut last.tasks);
+        apply_list(&mut tasks, &changed, &removed, task_key);
+        let held = self.nodes.replace(nodes.clone());
+        let nodes_held = held.as_ref().is_some_and(|h| Arc::ptr_eq(h, nodes));
+        let version = std::mem::replace(&mut set.version, last.version);
+        if changed.is_empty() && removed.is_empty() && set == last && nodes_held {
+            last.tasks = tasks;
+            self.last = Some(last);
+            return None;
+        }
+        set.version = version;
+        self.sequence += 1;
+        let message = match &held {
+            Some(held) if self.deltas && others_expressible => {
+                // Every list but the tasks compared as `next_shared` does
+                // (both sets without tasks here); the tasks as given.
+                diff(&last, &set, self.sequence).map(|mut delta| {
+                    delta.tasks = changed;
+                    delta.removed.get_or_insert_with(Default::default).tasks = removed;
+                    if !Arc::ptr_eq(held, nodes) {
+                        let (changed, removed) = nodes.delta_from(held);
+                        delta.nodes = changed;
+                        delta.removed.get_or_insert_with(Default::default).nodes = removed;
+                    }
+                    delta
+                })
+            }
+            _ => None,
+        };
+        set.tasks = tasks;
+        let message = message.unwrap_or_else(|| AssignmentSet {
+            sequence: self.sequence,
+            nodes: nodes.nodes.clone(),
+            ..set.clone()
+        });
+        self.last = Some(set);
+        Some(message)
+    }
+
     /// As [`Sender::next_shared`] for the set given last, unchanged (the
     /// caller knows nothing it holds moved): only a changed node list is
     /// news, and the set is neither rebuilt nor compared. None before a

@@ -47,17 +47,11 @@ impl NodeSync {
 
 /// Whether `task`'s stop may be held: it runs, is to stop, and other
 /// nodes may send it connections.
-fn may_hold(task: &shoal_api::pb::Task) -> bool {
+pub fn may_hold(task: &shoal_api::pb::Task) -> bool {
     let observed = task.status.as_ref().map(|s| s.state()).unwrap_or_default();
     task.desired_state() > TaskState::Running
         && observed == TaskState::Running
         && !task.networks.is_empty()
-}
-
-/// Whether [`hold_stops`] has anything to look at in `set` (the nodes'
-/// sync need not be gathered otherwise).
-pub fn holds_any(set: &AssignmentSet) -> bool {
-    set.tasks.iter().any(may_hold)
 }
 
 /// Rewrites `set` (node `node_id`'s) so that each of its running tasks

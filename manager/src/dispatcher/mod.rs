@@ -309,16 +309,23 @@ fn push_interval(nodes: usize) -> Duration {
 /// secrets and configs they use, cut from a scan of the same (or a slightly
 /// older) state that every node's set shares.
 pub fn assignment_set_from(state: &State, shared: &shared::Shared, node_id: &str) -> AssignmentSet {
-    let mut tasks = shared.tasks_of(state, node_id);
-    tasks.sort_by(|a, b| {
-        a.meta
-            .as_ref()
-            .map(|m| &m.id)
-            .cmp(&b.meta.as_ref().map(|m| &m.id))
-    });
+    let tasks = shared.tasks_of(state, node_id);
+    let mut set = set_around(state, shared, node_id, &tasks);
+    set.tasks = tasks.into_iter().cloned().collect();
+    set
+}
+
+/// Node `node_id`'s set but its tasks: what `tasks` (its live tasks, as
+/// [`shared::Shared::tasks_of`] gives them) use, and what every node holds.
+pub fn set_around(
+    state: &State,
+    shared: &shared::Shared,
+    node_id: &str,
+    tasks: &[&shoal_api::pb::Task],
+) -> AssignmentSet {
     let mut secrets = BTreeMap::new();
     let mut configs = BTreeMap::new();
-    for task in &tasks {
+    for task in tasks {
         let container = task.spec.as_ref().and_then(|s| s.container.as_ref());
         for r in container.map(|c| c.secrets.as_slice()).unwrap_or_default() {
             if let Some(s) = state.secrets.get(&r.secret_id) {
@@ -332,9 +339,8 @@ pub fn assignment_set_from(state: &State, shared: &shared::Shared, node_id: &str
         }
     }
     let role = state.nodes.get(node_id).map(|n| n.role).unwrap_or_default();
-    let view = networks::view(&shared.networks, state, node_id, &tasks);
+    let view = networks::view(&shared.networks, state, node_id, tasks);
     AssignmentSet {
-        tasks,
         secrets: secrets.into_values().collect(),
         configs: configs.into_values().collect(),
         role,
@@ -555,25 +561,26 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         // `stream`): a change elsewhere costs this stream a
                         // lookup and at most a node list delta.
                         if stream.must_compute(&shared, &node_id, cause == Wake::Other) {
-                            let mut set = assignment_set_from(&state, &shared, &node_id);
-                            // Every session's sync is gathered only for a set
-                            // with a stop to hold (a copy per node per change
-                            // is a thousand squared at scale).
-                            let holds = drain::holds_any(&set);
-                            held = if holds {
-                                drain::hold_stops(
-                                    &mut set,
-                                    &state,
-                                    &this.synced(),
-                                    shoal_api::now_ms(),
-                                )
-                            } else {
-                                None
-                            };
-                            set.log_requests = this.manager.logs.requests_for(&node_id);
-                            set.version = index;
-                            let digest = shared.digest_of(&node_id);
-                            stream.computed(set, &shared.nodes, digest, holds)
+                            let rebuilt = stream.rebuilt(
+                                &state,
+                                &shared,
+                                &node_id,
+                                index,
+                                this.manager.logs.requests_for(&node_id),
+                                // Every session's sync is gathered only for a
+                                // set with a stop to hold (a copy per node per
+                                // change is a thousand squared at scale).
+                                |set| {
+                                    drain::hold_stops(
+                                        set,
+                                        &state,
+                                        &this.synced(),
+                                        shoal_api::now_ms(),
+                                    )
+                                },
+                            );
+                            held = rebuilt.held;
+                            rebuilt.message
                         } else {
                             stream.unchanged(&shared.nodes, index)
                         }

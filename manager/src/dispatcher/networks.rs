@@ -265,7 +265,7 @@ impl NetworkIndex {
 /// The view for the node `node_id` running `local` tasks, cut from an index
 /// of the same state. Every node has the ingress network while any port is
 /// published: a node with no task of a service still answers its port.
-pub fn view(index: &NetworkIndex, state: &State, node_id: &str, local: &[Task]) -> NetworkView {
+pub fn view(index: &NetworkIndex, state: &State, node_id: &str, local: &[&Task]) -> NetworkView {
     let ingress = index.ingress.as_deref();
     let mut ids: BTreeSet<&str> = local
         .iter()

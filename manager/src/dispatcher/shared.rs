@@ -37,6 +37,14 @@ pub struct Shared {
     digests: HashMap<String, u64>,
 }
 
+/// A task's id (empty without metadata).
+pub fn task_id(task: &Task) -> &str {
+    task.meta
+        .as_ref()
+        .map(|m| m.id.as_str())
+        .unwrap_or_default()
+}
+
 /// Whether a node is told about a task: assigned to it and not finished.
 pub fn live(task: &Task) -> bool {
     crate::store::task_index::is_live(task)
@@ -165,15 +173,13 @@ impl Shared {
         self.digests.get(node_id).copied()
     }
 
-    /// Node `node_id`'s live tasks as `state` has them now, by id (`state`
-    /// may be newer than the scan: its fingerprints then move at the next
-    /// scan, and the set is rebuilt once more).
-    pub fn tasks_of(&self, state: &State, node_id: &str) -> Vec<Task> {
-        state
-            .tasks_on_node(node_id)
-            .filter(|t| live(t))
-            .cloned()
-            .collect()
+    /// Node `node_id`'s live tasks as `state` has them now, in id order
+    /// (`state` may be newer than the scan: its fingerprints then move at
+    /// the next scan, and the set is rebuilt once more).
+    pub fn tasks_of<'a>(&self, state: &'a State, node_id: &'a str) -> Vec<&'a Task> {
+        let mut tasks: Vec<&Task> = state.tasks_on_node(node_id).filter(|t| live(t)).collect();
+        tasks.sort_by(|a, b| task_id(a).cmp(task_id(b)));
+        tasks
     }
 }
 
