@@ -239,8 +239,22 @@ mod tests {
             let kept = state.live_on_node(id).expect("the index is whole");
             let fresh = fresh.live_on_node(id).expect("the index is whole");
             assert_eq!(
-                kept.map(|l| (&l.secrets, &l.configs, &l.networks, l.count)),
-                fresh.map(|l| (&l.secrets, &l.configs, &l.networks, l.count)),
+                kept.map(|l| (l.count, l.tasks.keys().collect::<Vec<_>>(), l.holding)),
+                fresh.map(|l| (l.count, l.tasks.keys().collect::<Vec<_>>(), l.holding)),
+                "node {id}"
+            );
+            // Each at the version the store's index gives it (a fresh store
+            // starts every task's afresh: compared with the one it came from).
+            for (task, version) in kept.map(|l| &l.tasks).into_iter().flatten() {
+                assert_eq!(
+                    *version,
+                    state.assignment_version(&state.tasks[task]),
+                    "node {id}, task {task}"
+                );
+            }
+            assert_eq!(
+                kept.map(|l| (&l.secrets, &l.configs, &l.networks)),
+                fresh.map(|l| (&l.secrets, &l.configs, &l.networks)),
                 "node {id}"
             );
         }

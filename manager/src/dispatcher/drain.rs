@@ -48,10 +48,7 @@ impl NodeSync {
 /// Whether `task`'s stop may be held: it runs, is to stop, and other
 /// nodes may send it connections.
 pub fn may_hold(task: &shoal_api::pb::Task) -> bool {
-    let observed = task.status.as_ref().map(|s| s.state()).unwrap_or_default();
-    task.desired_state() > TaskState::Running
-        && observed == TaskState::Running
-        && !task.networks.is_empty()
+    crate::store::task_index::may_hold_stop(task)
 }
 
 /// Rewrites `set` (node `node_id`'s) so that each of its running tasks

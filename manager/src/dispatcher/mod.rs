@@ -16,7 +16,7 @@ pub mod stream;
 pub mod touched;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     pin::Pin,
     sync::{Arc, Mutex},
     time::Duration,
@@ -310,39 +310,69 @@ fn push_interval(nodes: usize) -> Duration {
 /// older) state that every node's set shares.
 pub fn assignment_set_from(state: &State, shared: &shared::Shared, node_id: &str) -> AssignmentSet {
     let tasks = shared.tasks_of(state, node_id);
-    let mut set = set_around(state, shared, node_id, &tasks);
+    let mut set = set_around(state, shared, node_id, &Uses::of_tasks(&tasks));
     set.tasks = tasks.into_iter().cloned().collect();
     set
 }
 
-/// Node `node_id`'s set but its tasks: what `tasks` (its live tasks, as
-/// [`shared::Shared::tasks_of`] gives them) use, and what every node holds.
+/// The secrets, configs and networks a node's live tasks name.
+#[derive(Default)]
+pub struct Uses<'a> {
+    pub secrets: BTreeSet<&'a str>,
+    pub configs: BTreeSet<&'a str>,
+    pub networks: BTreeSet<&'a str>,
+}
+
+impl<'a> Uses<'a> {
+    pub fn of_tasks(tasks: &[&'a shoal_api::pb::Task]) -> Self {
+        let mut uses = Self::default();
+        for task in tasks {
+            if let Some(c) = task.spec.as_ref().and_then(|s| s.container.as_ref()) {
+                uses.secrets
+                    .extend(c.secrets.iter().map(|r| r.secret_id.as_str()));
+                uses.configs
+                    .extend(c.configs.iter().map(|r| r.config_id.as_str()));
+            }
+            uses.networks
+                .extend(task.networks.iter().map(|n| n.network_id.as_str()));
+        }
+        uses
+    }
+
+    /// As the store's index sums them up (no task looked at).
+    pub fn of_live(live: &'a crate::store::task_index::LiveOnNode) -> Self {
+        let keys = |m: &'a BTreeMap<String, u32>| m.keys().map(String::as_str).collect();
+        Self {
+            secrets: keys(&live.secrets),
+            configs: keys(&live.configs),
+            networks: keys(&live.networks),
+        }
+    }
+}
+
+/// Node `node_id`'s set but its tasks: what its live tasks use (`uses`),
+/// and what every node holds.
 pub fn set_around(
     state: &State,
     shared: &shared::Shared,
     node_id: &str,
-    tasks: &[&shoal_api::pb::Task],
+    uses: &Uses,
 ) -> AssignmentSet {
-    let mut secrets = BTreeMap::new();
-    let mut configs = BTreeMap::new();
-    for task in tasks {
-        let container = task.spec.as_ref().and_then(|s| s.container.as_ref());
-        for r in container.map(|c| c.secrets.as_slice()).unwrap_or_default() {
-            if let Some(s) = state.secrets.get(&r.secret_id) {
-                secrets.insert(r.secret_id.clone(), s.clone());
-            }
-        }
-        for r in container.map(|c| c.configs.as_slice()).unwrap_or_default() {
-            if let Some(c) = state.configs.get(&r.config_id) {
-                configs.insert(r.config_id.clone(), c.clone());
-            }
-        }
-    }
+    let secrets = uses
+        .secrets
+        .iter()
+        .filter_map(|id| state.secrets.get(*id).cloned())
+        .collect();
+    let configs = uses
+        .configs
+        .iter()
+        .filter_map(|id| state.configs.get(*id).cloned())
+        .collect();
     let role = state.nodes.get(node_id).map(|n| n.role).unwrap_or_default();
-    let view = networks::view(&shared.networks, state, node_id, tasks);
+    let view = networks::view(&shared.networks, state, node_id, &uses.networks);
     AssignmentSet {
-        secrets: secrets.into_values().collect(),
-        configs: configs.into_values().collect(),
+        secrets,
+        configs,
         role,
         log_requests: Vec::new(),
         networks: view.networks,

@@ -171,13 +171,22 @@ impl NetworkIndex {
         }
         let mut services: HashMap<String, Vec<ServiceRecord>> = HashMap::new();
         for (service_id, service) in &state.services {
-            let spec = service.spec.clone().unwrap_or_default();
+            // Most services of a big cluster may be on no network: they
+            // cost one look here (this runs at every scan a node's write
+            // touches), no copy.
+            let Some(spec) = service.spec.as_ref() else {
+                continue;
+            };
+            let on = crate::allocator::service_networks(state, spec);
+            if on.is_empty() {
+                continue;
+            }
             let short = spec
                 .labels
                 .get(STACK_NAMESPACE_LABEL)
                 .and_then(|stack| spec.name.strip_prefix(&format!("{stack}_")))
                 .map(str::to_owned);
-            for (network_id, aliases) in crate::allocator::service_networks(state, &spec) {
+            for (network_id, aliases) in on {
                 let is_ingress = state
                     .networks
                     .get(&network_id)
@@ -265,13 +274,14 @@ impl NetworkIndex {
 /// The view for the node `node_id` running `local` tasks, cut from an index
 /// of the same state. Every node has the ingress network while any port is
 /// published: a node with no task of a service still answers its port.
-pub fn view(index: &NetworkIndex, state: &State, node_id: &str, local: &[&Task]) -> NetworkView {
+pub fn view(
+    index: &NetworkIndex,
+    state: &State,
+    node_id: &str,
+    local: &BTreeSet<&str>,
+) -> NetworkView {
     let ingress = index.ingress.as_deref();
-    let mut ids: BTreeSet<&str> = local
-        .iter()
-        .flat_map(|t| &t.networks)
-        .map(|n| n.network_id.as_str())
-        .collect();
+    let mut ids = local.clone();
     if !index.published.is_empty()
         && let Some(ingress) = ingress
     {

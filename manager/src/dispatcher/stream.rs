@@ -25,8 +25,11 @@ use shoal_api::{
     pb::{AssignmentSet, Meta, Task},
 };
 
-use super::shared::{Shared, task_id};
-use crate::store::State;
+use super::{
+    Uses,
+    shared::{Shared, task_id},
+};
+use crate::store::{State, task_index::LiveOnNode};
 
 /// What [`NodeStream::rebuilt`] gives: the message to send, if any, and
 /// when a stop held back goes out anyway (Unix ms), if one is held.
@@ -121,19 +124,57 @@ impl NodeStream {
         log_requests: Vec<shoal_api::pb::LogRequest>,
         hold: impl FnOnce(&mut AssignmentSet) -> Option<i64>,
     ) -> Rebuilt {
-        let tasks = shared.tasks_of(state, node_id);
-        let mut set = super::set_around(state, shared, node_id, &tasks);
-        set.log_requests = log_requests;
-        set.version = index;
         let digest = shared.digest_of(node_id);
+        let around = |uses: &Uses| {
+            let mut set = super::set_around(state, shared, node_id, uses);
+            set.log_requests = log_requests;
+            set.version = index;
+            set
+        };
+        // The store's sums name the tasks and what they use: no task is
+        // looked at but those that changed.
+        let empty = LiveOnNode::default();
+        if let Some(live) = state.live_on_node(node_id).map(|l| l.unwrap_or(&empty))
+            && live.holding == 0
+        {
+            let versions = live.tasks.iter().map(|(id, v)| (id.as_str(), *v)).collect();
+            let set = around(&Uses::of_live(live));
+            let message = self.computed_from(
+                set,
+                versions,
+                |id| state.tasks.get(id),
+                &shared.nodes,
+                digest,
+            );
+            return Rebuilt {
+                message,
+                held: None,
+            };
+        }
+        // A stop to hold, or an index that does not hold every task (some
+        // tests): the node's tasks walked.
+        let tasks = shared.tasks_of(state, node_id);
+        let mut set = around(&Uses::of_tasks(&tasks));
         if tasks.iter().any(|t| super::drain::may_hold(t)) {
             set.tasks = tasks.into_iter().cloned().collect();
             let held = hold(&mut set);
             let message = self.computed(set, &shared.nodes, digest, true);
             return Rebuilt { message, held };
         }
+        let versions = tasks
+            .iter()
+            .map(|t| (task_id(t), state.assignment_version(t)))
+            .collect();
+        let by_id: HashMap<&str, &Task> = tasks.iter().map(|t| (task_id(t), *t)).collect();
+        let message = self.computed_from(
+            set,
+            versions,
+            |id| by_id.get(id).copied(),
+            &shared.nodes,
+            digest,
+        );
         Rebuilt {
-            message: self.computed_from(set, &tasks, state, &shared.nodes, digest),
+            message,
             held: None,
         }
     }
@@ -155,43 +196,52 @@ impl NodeStream {
     }
 
     /// The message for the set of `around` (every list but the tasks, see
-    /// [`super::set_around`]) and `tasks` (the node's live tasks in
-    /// `state`, where none holds a stop), at a scan whose fingerprint for
-    /// this node is `digest`: only the tasks whose assignment version moved
-    /// since the last set are copied and sent.
-    fn computed_from(
+    /// [`super::set_around`]) and the tasks `versions` names (the node's
+    /// live tasks, by id, each at its assignment version; none holding a
+    /// stop), each found by `task`, at a scan whose fingerprint for this
+    /// node is `digest`: only the tasks whose version moved since the last
+    /// set are looked up, copied and sent.
+    fn computed_from<'a>(
         &mut self,
         mut around: AssignmentSet,
-        tasks: &[&Task],
-        state: &State,
+        versions: Vec<(&'a str, u64)>,
+        task: impl Fn(&str) -> Option<&'a Task>,
         nodes: &Arc<NodeList>,
         digest: Option<u64>,
     ) -> Option<AssignmentSet> {
         self.digest = digest;
-        let versions = tasks
-            .iter()
-            .map(|t| (task_id(t), state.assignment_version(t)));
         let whole = self.rebuilt_at.elapsed() >= REBUILD_AT_LEAST_EVERY;
         let told = match self.told.as_mut() {
             Some(told) if !whole => told,
             _ => {
                 // Whole: copied, and compared with the last set.
                 self.rebuilt_at = Instant::now();
-                self.told = Some(versions.map(|(id, v)| (id.to_owned(), v)).collect());
-                around.tasks = tasks.iter().map(|t| told_copy(t)).collect();
+                around.tasks = versions
+                    .iter()
+                    .filter_map(|(id, _)| task(id))
+                    .map(told_copy)
+                    .collect();
+                self.told = Some(
+                    versions
+                        .into_iter()
+                        .map(|(id, v)| (id.to_owned(), v))
+                        .collect(),
+                );
                 return self.sender.next_shared(around, nodes);
             }
         };
         let mut changed = Vec::new();
-        for (task, (id, version)) in tasks.iter().zip(versions) {
-            if told.get(id) != Some(&version) {
-                changed.push(told_copy(task));
+        for &(id, version) in &versions {
+            if told.get(id) != Some(&version)
+                && let Some(t) = task(id)
+            {
+                changed.push(told_copy(t));
                 told.insert(id.to_owned(), version);
             }
         }
         let mut removed = Vec::new();
-        if told.len() > tasks.len() {
-            let live: HashSet<&str> = tasks.iter().map(|t| task_id(t)).collect();
+        if told.len() > versions.len() {
+            let live: HashSet<&str> = versions.iter().map(|(id, _)| *id).collect();
             told.retain(|id, _| {
                 let keep = live.contains(id.as_str());
                 if !keep {

@@ -109,6 +109,22 @@ pub struct LiveOnNode {
     pub secrets: BTreeMap<String, u32>,
     pub configs: BTreeMap<String, u32>,
     pub networks: BTreeMap<String, u32>,
+    /// The tasks, each at its assignment version: what a node's stream
+    /// compares with what it told the node, with no lookup among every
+    /// task of the cluster.
+    pub tasks: BTreeMap<String, u64>,
+    /// How many of them may have their stop held ([`may_hold_stop`]).
+    pub holding: usize,
+}
+
+/// Whether `task`'s stop may be held back from its node until every node
+/// stopped sending it connections (see the dispatcher's `drain`): it runs,
+/// is to stop, and is on a network.
+pub fn may_hold_stop(task: &Task) -> bool {
+    let observed = task.status.as_ref().map(|s| s.state()).unwrap_or_default();
+    task.desired_state() > TaskState::Running
+        && observed == TaskState::Running
+        && !task.networks.is_empty()
 }
 
 fn count_in(map: &mut BTreeMap<String, u32>, key: &str) {
@@ -138,12 +154,17 @@ impl LiveOnNode {
     fn account(&mut self, id: &str, task: &Task, assignment_version: u64, add: bool) {
         let share = task_fingerprint(id, assignment_version);
         let change: fn(&mut BTreeMap<String, u32>, &str) = if add { count_in } else { count_out };
+        let holding = usize::from(may_hold_stop(task));
         if add {
             self.sum = self.sum.wrapping_add(share);
             self.count += 1;
+            self.tasks.insert(id.to_owned(), assignment_version);
+            self.holding += holding;
         } else {
             self.sum = self.sum.wrapping_sub(share);
             self.count = self.count.saturating_sub(1);
+            self.tasks.remove(id);
+            self.holding = self.holding.saturating_sub(holding);
         }
         if let Some(c) = task.spec.as_ref().and_then(|s| s.container.as_ref()) {
             for r in &c.secrets {
