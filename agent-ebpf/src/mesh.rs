@@ -26,7 +26,7 @@ use aya_ebpf::{
 use shoal_agent_common::{
     Backend, BackendKey, CT_CLOSING, CT_DSR, CT_ESTABLISHED, CT_HOST_MODE, CT_RETURN, CT_VIP,
     CtEntry, CtKey, LIVE_DRAINING, MESH_MAX_BACKENDS, MESH_MAX_SERVICES, MODE_HOST,
-    MODE_INGRESS_DSR, MeshConfig, PortEntry, PortKey, ServiceStats, VXLAN_PORT,
+    MODE_INGRESS_DSR, MeshConfig, PortEntry, PortKey, ServiceStats, VXLAN_PORT, close,
 };
 
 /// `TCX_NEXT`: not ours; let the next program and the stack decide.
@@ -571,15 +571,33 @@ fn new_connection(f: &Flow, seg: &Segment, key: &CtKey) -> Option<CtEntry> {
 /// Whether a direct-server-return connection to a task on another node
 /// may take over the reply entry `old` holds on its client's own port
 /// (it cannot have another): yes unless a live TCP connection this node
-/// forwarded holds it. An ended one's port is the client's to reuse (its
-/// TIME_WAIT at the task is the same client's, whose timestamps go on); a
-/// UDP entry never ends and is only the last flow's; an entry this node
-/// learnt as a task's node (`CT_RETURN`) is stale, the task being
-/// elsewhere now. Refused otherwise: the client's port is already in use
-/// towards that task through this node (another published port of it).
+/// forwarded holds it.
+/// - The same client, port and published port: this SYN is the client's
+///   own new connection on the old one's ports (its stack let them go; the
+///   task may have reset the old one, which this node never sees).
+/// - An ended connection: its port is the client's to reuse (its TIME_WAIT
+///   at the task is the same client's, whose timestamps go on). A direct
+///   connection's entry here only ever sees the client's FIN, so that one
+///   counts; any other must be closed both ways or reset (a half-closed
+///   one may still be sending).
+/// - A UDP entry never ends and is only the last flow's.
+/// - An entry this node learnt as a task's node (`CT_RETURN`) is stale,
+///   the task being elsewhere now.
+///
+/// Refused otherwise: the client's port is in use towards that task
+/// through this node (another service's published port, once at the same
+/// address).
 #[inline(always)]
 fn direct_may_take(f: &Flow, old: &CtEntry) -> bool {
-    f.proto == PROTO_UDP || old.flags & (CT_CLOSING | CT_RETURN) != 0
+    let ended = if old.flags & CT_DSR != 0 {
+        old.flags & CT_CLOSING != 0
+    } else {
+        close::is_closed(old.flags)
+    };
+    f.proto == PROTO_UDP
+        || ended
+        || old.flags & CT_RETURN != 0
+        || (old.addr == f.saddr && old.port == f.sport && old.nat_port == f.dport)
 }
 
 /// The key of the replies `backend` sends to `reply_to:nat_port`.
