@@ -52,7 +52,7 @@ fn udp_whoami(flows: &[(Ipv4Addr, u16)], to: SocketAddr) -> Result<Vec<Option<St
                 let sockets: Vec<UdpSocket> = batch
                     .iter()
                     .map(|(addr, port)| {
-                        let s = UdpSocket::bind(SocketAddrV4::new(*addr, *port))
+                        let s = bind_reusable(SocketAddrV4::new(*addr, *port))
                             .with_context(|| format!("binding {addr}:{port}"))?;
                         s.set_read_timeout(Some(Duration::from_millis(500)))?;
                         Ok(s)
@@ -79,6 +79,19 @@ fn udp_whoami(flows: &[(Ipv4Addr, u16)], to: SocketAddr) -> Result<Vec<Option<St
             Ok(out)
         },
     )?
+}
+
+/// A UDP socket bound to `addr` with `SO_REUSEADDR`. The same flows are
+/// asked of each node in turn, so a port is bound again as soon as the
+/// socket before it is dropped; a process another thread of the test
+/// spawns at that moment (a `shoal` command) holds a copy of every open
+/// descriptor until it execs, and the dropped socket with it: without the
+/// option, that instant's bind fails with "address in use".
+fn bind_reusable(addr: SocketAddrV4) -> std::io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SocketAddr::from(addr).into())?;
+    Ok(socket.into())
 }
 
 /// `GET /` over TCP from `client:port` to `to`: the task that answered.
