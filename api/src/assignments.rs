@@ -360,9 +360,7 @@ impl Sender {
             (Some(last), Some(held)) if self.deltas && expressible => {
                 diff(last, &set, self.sequence).map(|mut delta| {
                     if !nodes_held {
-                        let (changed, removed) = nodes.delta_from(held);
-                        delta.nodes = changed;
-                        delta.removed.get_or_insert_with(Default::default).nodes = removed;
+                        add_node_delta(&mut delta, nodes, held);
                     }
                     delta
                 })
@@ -421,10 +419,8 @@ impl Sender {
                 diff(&last, &set, self.sequence).map(|mut delta| {
                     delta.tasks = changed;
                     delta.removed.get_or_insert_with(Default::default).tasks = removed;
-                    if !Arc::ptr_eq(held, nodes) {
-                        let (changed, removed) = nodes.delta_from(held);
-                        delta.nodes = changed;
-                        delta.removed.get_or_insert_with(Default::default).nodes = removed;
+                    if !nodes_held {
+                        add_node_delta(&mut delta, nodes, held);
                     }
                     delta
                 })
@@ -457,6 +453,14 @@ impl Sender {
         set.version = version;
         self.next_shared(set, nodes)
     }
+}
+
+/// Puts into `delta` how the node list `nodes` differs from the one the
+/// agent holds (`held`).
+fn add_node_delta(delta: &mut AssignmentSet, nodes: &NodeList, held: &NodeList) {
+    let (changed, removed) = nodes.delta_from(held);
+    delta.nodes = changed;
+    delta.removed.get_or_insert_with(Default::default).nodes = removed;
 }
 
 /// A message that does not follow the one before: the agent must open the

@@ -5,7 +5,7 @@
 //! compares that set. Without it every change made each of a thousand
 //! streams rebuild and compare its whole set: O(tasks) per change.
 //!
-//! What a set holds (see [`super::assignment_set_from`]): the node's live
+//! What a set holds (its tasks and [`super::set_around`]): the node's live
 //! tasks (their id and the version at which they last changed in anything
 //! but their status: the node reports that status, it is not sent back;
 //! see [`crate::store::State::assignment_version`]), the secrets and configs they name (id and version), the node

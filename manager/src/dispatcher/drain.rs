@@ -45,12 +45,6 @@ impl NodeSync {
     }
 }
 
-/// Whether `task`'s stop may be held: it runs, is to stop, and other
-/// nodes may send it connections.
-pub fn may_hold(task: &shoal_api::pb::Task) -> bool {
-    crate::store::task_index::may_hold_stop(task)
-}
-
 /// Rewrites `set` (node `node_id`'s) so that each of its running tasks
 /// that is to stop, and that other nodes may still send connections to,
 /// stays running until every Ready node is synced past the stop. Returns
@@ -63,7 +57,7 @@ pub fn hold_stops(
 ) -> Option<i64> {
     let mut next = None;
     for task in &mut set.tasks {
-        if !may_hold(task) {
+        if !crate::store::task_index::may_hold_stop(task) {
             continue;
         }
         let (decided_at, version) = task

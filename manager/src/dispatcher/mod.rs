@@ -307,7 +307,10 @@ fn push_interval(nodes: usize) -> Duration {
 
 /// What a node must know now: its non-finished assigned tasks and the
 /// secrets and configs they use, cut from a scan of the same (or a slightly
-/// older) state that every node's set shares.
+/// older) state that every node's set shares. Built whole: the tests'
+/// reference for what a stream's messages add up to (a stream builds it
+/// from what changed, `stream::NodeStream::rebuilt`).
+#[cfg(test)]
 pub fn assignment_set_from(state: &State, shared: &shared::Shared, node_id: &str) -> AssignmentSet {
     let tasks = shared.tasks_of(state, node_id);
     let mut set = set_around(state, shared, node_id, &Uses::of_tasks(&tasks));

@@ -29,7 +29,10 @@ use super::{
     Uses,
     shared::{Shared, task_id},
 };
-use crate::store::{State, task_index::LiveOnNode};
+use crate::store::{
+    State,
+    task_index::{LiveOnNode, may_hold_stop},
+};
 
 /// What [`NodeStream::rebuilt`] gives: the message to send, if any, and
 /// when a stop held back goes out anyway (Unix ms), if one is held.
@@ -155,7 +158,7 @@ impl NodeStream {
         // tests): the node's tasks walked.
         let tasks = shared.tasks_of(state, node_id);
         let mut set = around(&Uses::of_tasks(&tasks));
-        if tasks.iter().any(|t| super::drain::may_hold(t)) {
+        if tasks.iter().any(|t| may_hold_stop(t)) {
             set.tasks = tasks.into_iter().cloned().collect();
             let held = hold(&mut set);
             let message = self.computed(set, &shared.nodes, digest, true);
@@ -216,15 +219,15 @@ impl NodeStream {
             _ => {
                 // Whole: copied, and compared with the last set.
                 self.rebuilt_at = Instant::now();
-                around.tasks = versions
-                    .iter()
-                    .filter_map(|(id, _)| task(id))
-                    .map(told_copy)
+                let found: Vec<_> = versions
+                    .into_iter()
+                    .filter_map(|(id, v)| Some((id, v, task(id)?)))
                     .collect();
+                around.tasks = found.iter().map(|(_, _, t)| told_copy(t)).collect();
                 self.told = Some(
-                    versions
+                    found
                         .into_iter()
-                        .map(|(id, v)| (id.to_owned(), v))
+                        .map(|(id, v, _)| (id.to_owned(), v))
                         .collect(),
                 );
                 return self.sender.next_shared(around, nodes);
