@@ -234,11 +234,11 @@ impl Reports {
     }
 }
 
-/// Aborts a background task when dropped (the session's renewal ends with
-/// the session).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Aborts a background task when dropped (the certificate's renewal ends
+/// with the agent's session loop, the heartbeats with their session).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -335,8 +335,17 @@ async fn session(
     // The complete set the stream's messages (a complete one, then deltas)
     // add up to: what the executor applies each time.
     let mut assignments = Receiver::default();
-    let mut period = Duration::from_millis(registered.heartbeat_period_ms.max(50) as u64);
-    let mut heartbeat = tokio::time::interval(period);
+    // Heartbeats go on by themselves: a status report or a set being
+    // applied may take longer than the heartbeats a node may miss (a report
+    // waits up to 10 s for a leader election, and the manager marks a node
+    // down after three missed beats).
+    let period = Duration::from_millis(registered.heartbeat_period_ms.max(50) as u64);
+    let mut beating = AbortOnDrop(tokio::spawn(heartbeats(
+        client.clone(),
+        session.clone(),
+        period,
+        executor.clone(),
+    )));
     let mut answered = std::collections::HashSet::new();
     let mut sized: Option<tokio::time::Instant> = None;
     // What earlier sessions could not report goes first.
@@ -411,33 +420,8 @@ async fn session(
                     None => Err(anyhow::anyhow!("assignment stream: {}", status.message())),
                 },
             },
-            _ = heartbeat.tick() => {
-                // A heartbeat not answered within a period is as good as
-                // lost: the manager is gone or cut off. Going elsewhere now
-                // keeps this node from being marked down while it is up.
-                let beat = HeartbeatRequest { session: Some(session.clone()), counters: executor.counters() };
-                match bounded("heartbeat", period, client.heartbeat(beat)).await {
-                    // `swarm update --dispatcher-heartbeat` reaches a node
-                    // in the answer: it beats at the new pace from now on.
-                    Ok(answer) => {
-                        let told_ms = answer.period_ms;
-                        let told = Duration::from_millis(told_ms.max(50) as u64);
-                        if told_ms > 0 && told != period {
-                            tracing::info!(?told, "the cluster changed the heartbeat period");
-                            period = told;
-                            heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-                        }
-                    }
-                    Err(status) => {
-                        if status.code() == tonic::Code::PermissionDenied {
-                            return Err(Refused(status.message().to_owned()).into());
-                        }
-                        return match leader_of(&status) {
-                            Some(leader) => Ok(Redirect::To(leader)),
-                            None => Err(anyhow::anyhow!("heartbeat: {}", status.message())),
-                        };
-                    }
-                }
+            ended = &mut beating.0 => {
+                return ended.unwrap_or_else(|e| Err(anyhow::anyhow!("heartbeat task: {e}")));
             }
             Ok(()) = credentials.changed() => {
                 if config.credentials.files().chain_pem != presented {
@@ -451,6 +435,50 @@ async fn session(
                     unsent.add(more);
                 }
                 unsent.flush(&mut client, &session).await?;
+            }
+        }
+    }
+}
+
+/// Beats for `session` every `period` (or the period a manager's answer
+/// tells) until a beat fails: then says where to go next.
+async fn heartbeats(
+    mut client: DispatcherClient<Channel>,
+    session: SessionRef,
+    mut period: Duration,
+    executor: Arc<dyn Executor>,
+) -> anyhow::Result<Redirect> {
+    let mut heartbeat = tokio::time::interval(period);
+    loop {
+        heartbeat.tick().await;
+        // A heartbeat not answered within a period is as good as lost: the
+        // manager is gone or cut off. Going elsewhere now keeps this node
+        // from being marked down while it is up.
+        let beat = HeartbeatRequest {
+            session: Some(session.clone()),
+            counters: executor.counters(),
+        };
+        match bounded("heartbeat", period, client.heartbeat(beat)).await {
+            // `swarm update --dispatcher-heartbeat` reaches a node in the
+            // answer: it beats at the new pace from now on.
+            Ok(answer) => {
+                let told_ms = answer.period_ms;
+                let told = Duration::from_millis(told_ms.max(50) as u64);
+                if told_ms > 0 && told != period {
+                    tracing::info!(?told, "the cluster changed the heartbeat period");
+                    period = told;
+                    heartbeat =
+                        tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                }
+            }
+            Err(status) => {
+                if status.code() == tonic::Code::PermissionDenied {
+                    return Err(Refused(status.message().to_owned()).into());
+                }
+                return match leader_of(&status) {
+                    Some(leader) => Ok(Redirect::To(leader)),
+                    None => Err(anyhow::anyhow!("heartbeat: {}", status.message())),
+                };
             }
         }
     }

@@ -22,6 +22,8 @@ struct Inner {
     /// The service of each task it was given.
     services: BTreeMap<String, String>,
     report: Option<mpsc::UnboundedSender<TaskStatusUpdate>>,
+    /// How long applying a set takes (as an engine under load may).
+    apply_delay: std::time::Duration,
 }
 
 fn update(task_id: &str, state: TaskState, exit_code: i32, message: &str) -> TaskStatusUpdate {
@@ -77,6 +79,14 @@ impl SimExecutor {
             .collect()
     }
 
+    /// Makes every later set take `delay` to apply.
+    pub fn set_apply_delay(&self, delay: std::time::Duration) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply_delay = delay;
+    }
+
     /// Makes a running task exit with `exit_code` (0: complete, else failed).
     pub fn exit(&self, task_id: &str, exit_code: i32) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -103,6 +113,14 @@ impl Executor for SimExecutor {
         set: &AssignmentSet,
         report: &mpsc::UnboundedSender<TaskStatusUpdate>,
     ) {
+        let delay = self
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.report = Some(report.clone());
         for task in &set.tasks {
