@@ -321,28 +321,30 @@ pub async fn channel_from(
         .await
 }
 
-/// How often a node's session channel pings its manager. Each session
-/// also heartbeats (every 5 s by default) with a deadline of one period,
-/// which notices a dead manager on its own; a ping a second from every node
-/// was most of an idle leader's work (1,000 nodes: 1,000 TLS records in and
-/// out a second, against 200 heartbeats). Every 5 s, 3 s to answer, keeps
-/// a black-holed manager noticed within the heartbeat's bound.
-pub const NODE_PING_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Like [`lazy_channel`], for a node's session with its manager: pings
-/// every [`NODE_PING_INTERVAL`] rather than each second.
+/// Like [`lazy_channel`], for a node's session with its manager: without
+/// HTTP/2 pings. The session's heartbeat is its liveness check: each has a
+/// deadline of one period, so a black-holed manager is noticed within two
+/// periods, before the three a node may miss (and the heartbeats keep the
+/// connection busy for any middlebox). Pings on top were most of an idle
+/// leader's work: 1,000 nodes pinging every 5 s were 200 TLS records in and
+/// out a second, against 100 heartbeats.
 pub fn node_session_channel(addr: &str, dialer: Dialer) -> Result<Channel> {
-    Ok(endpoint(addr)?
-        .http2_keep_alive_interval(NODE_PING_INTERVAL)
-        .connect_with_connector_lazy(connector(addr, dialer, None)))
+    let endpoint = bare_endpoint(addr)?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(2));
+    Ok(endpoint.connect_with_connector_lazy(connector(addr, dialer, None)))
 }
 
 fn endpoint(addr: &str) -> Result<Endpoint> {
-    // The URI only names the peer for HTTP/2; the connector dials `addr`.
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| PkiError::Invalid(format!("manager address {addr:?}: {e}")))?;
     // Shoal's keepalive settings, with time for the TLS handshake too.
-    Ok(shoal_api::keepalive(endpoint).connect_timeout(Duration::from_secs(2)))
+    Ok(shoal_api::keepalive(bare_endpoint(addr)?).connect_timeout(Duration::from_secs(2)))
+}
+
+/// An endpoint for `addr` with tonic's defaults. The URI only names the
+/// peer for HTTP/2; the connector dials `addr`.
+fn bare_endpoint(addr: &str) -> Result<Endpoint> {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| PkiError::Invalid(format!("manager address {addr:?}: {e}")))
 }
 
 fn connector(
