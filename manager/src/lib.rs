@@ -21,4 +21,6 @@ pub mod orchestrator;
 pub mod raft;
 pub mod scheduler;
 pub mod store;
+#[cfg(test)]
+mod test_rng;
 pub mod web;

@@ -22,7 +22,7 @@
 //! Each manager enforces the limits it was started with while it leads:
 //! start every manager with the same flags (as the installed units do).
 
-use shoal_api::pb::{ConfigSpec, SecretSpec, ServiceMode, ServiceSpec};
+use shoal_api::pb::{ConfigSpec, SecretSpec, ServiceSpec};
 
 use crate::store::State;
 
@@ -155,11 +155,7 @@ impl From<LimitError> for tonic::Status {
 /// The tasks a service asks for: its replicas, or one per node when global
 /// (every node counts: it may become eligible).
 fn desired_tasks(state: &State, spec: &ServiceSpec) -> u64 {
-    match spec.mode() {
-        // A replicated job's completed tasks stay, one per completion.
-        ServiceMode::Replicated | ServiceMode::ReplicatedJob => spec.replicas,
-        ServiceMode::Global | ServiceMode::GlobalJob => state.nodes.len() as u64,
-    }
+    crate::store::service_index::desired_tasks(spec, state.nodes.len() as u64)
 }
 
 impl Limits {
@@ -193,13 +189,7 @@ impl Limits {
                 limit: self.max_replicas_per_service,
             });
         }
-        let others: u64 = state
-            .services
-            .iter()
-            .filter(|(id, _)| id.as_str() != service_id)
-            .filter_map(|(_, s)| s.spec.as_ref())
-            .map(|s| desired_tasks(state, s))
-            .fold(0, u64::saturating_add);
+        let others = state.desired_tasks_except(service_id);
         let total = others.saturating_add(asked);
         if total > self.max_tasks {
             return Err(LimitError::Tasks {

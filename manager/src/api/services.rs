@@ -169,12 +169,7 @@ pub(super) async fn create(manager: &Manager, spec: ServiceSpec) -> Result<Servi
     let service = manager
         .update(|state| -> Result<_, Status> {
             let mut spec = spec.clone();
-            let taken = |name: &str| {
-                state
-                    .services
-                    .values()
-                    .any(|s| s.spec.as_ref().is_some_and(|x| x.name == name))
-            };
+            let taken = |name: &str| state.service_name_taken(name);
             // Given no name, a service gets one, as Docker's does.
             if spec.name.is_empty() {
                 spec.name = super::names::service_name(taken);

@@ -525,17 +525,7 @@ mod tests {
         assert_eq!(streams.push(&state), (vec!["a"], vec!["a"]));
     }
 
-    /// xorshift64*: the same histories on every run, no dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-        }
-    }
+    use crate::test_rng::Rng;
 
     #[test]
     fn a_push_carries_only_the_tasks_that_changed() {

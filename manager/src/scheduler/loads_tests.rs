@@ -16,25 +16,7 @@ use shoal_api::{
 use super::placement::{Loads, node_loads, plan_with};
 use crate::{limits::Limits, store::State};
 
-/// xorshift64*: the same histories on every run, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a, T>(&mut self, of: &'a [T]) -> &'a T {
-        &of[self.below(of.len() as u64) as usize]
-    }
-}
+use crate::test_rng::Rng;
 
 const NODES: [&str; 4] = ["n1", "n2", "n3", "n4"];
 /// Plain, host-mode port 8080, a counted GPU, a named GPU.

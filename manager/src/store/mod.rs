@@ -6,6 +6,7 @@
 //! [`StoreEvent`] watch stream.
 
 pub mod batch;
+pub(crate) mod service_index;
 pub mod state;
 pub(crate) mod task_index;
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::task_index::TaskIndex;
+use super::{service_index::ServiceIndex, task_index::TaskIndex};
 
 use shoal_api::pb::{
     Cluster, Config, Kind, Meta, Network, Node, Object, ObjectRef, Secret, Service, StoreBatch,
@@ -27,6 +27,9 @@ pub struct State {
     /// node's tasks need not scan every task (O(tasks) per write at
     /// 100,000 tasks was most of the leader's work).
     pub(crate) task_index: TaskIndex,
+    /// Service names and the tasks services ask for: a create need not scan
+    /// every service.
+    pub(crate) service_index: ServiceIndex,
 }
 
 /// Equal objects make equal states: the index follows from the tasks.
@@ -133,7 +136,13 @@ impl State {
                 insert(&mut self.nodes, o.meta.as_ref().map(|m| m.id.clone()), o)
             }
             object::Object::Service(o) => {
-                insert(&mut self.services, o.meta.as_ref().map(|m| m.id.clone()), o)
+                let Some(id) = o.meta.as_ref().map(|m| m.id.clone()) else {
+                    return;
+                };
+                self.service_index.insert(&o);
+                if let Some(old) = self.services.insert(id, o) {
+                    self.service_index.remove(&old);
+                }
             }
             object::Object::Task(o) => {
                 let Some(id) = o.meta.as_ref().map(|m| m.id.clone()) else {
@@ -160,7 +169,11 @@ impl State {
     pub fn delete(&mut self, kind: Kind, id: &str) {
         match kind {
             Kind::Node => drop(self.nodes.remove(id)),
-            Kind::Service => drop(self.services.remove(id)),
+            Kind::Service => {
+                if let Some(old) = self.services.remove(id) {
+                    self.service_index.remove(&old);
+                }
+            }
             Kind::Task => {
                 if let Some(old) = self.tasks.remove(id) {
                     self.task_index.remove(id, &old);
@@ -252,6 +265,45 @@ impl State {
             batch.delete(Kind::Task, id, self.version_of(Kind::Task, id));
         }
         self.apply(index, &batch.into_proto()).expect("no conflict");
+    }
+
+    /// Whether a service is named `name`.
+    pub fn service_name_taken(&self, name: &str) -> bool {
+        if self.service_index_is_whole() {
+            return self.service_index.has_name(name);
+        }
+        self.services
+            .values()
+            .any(|s| s.spec.as_ref().is_some_and(|x| x.name == name))
+    }
+
+    /// The tasks every service but `except` asks for (global ones a task
+    /// per node), at most `u64::MAX`.
+    pub fn desired_tasks_except(&self, except: &str) -> u64 {
+        let nodes = self.nodes.len() as u64;
+        let of = |s: &Service| {
+            s.spec
+                .as_ref()
+                .map_or(0, |spec| super::service_index::desired_tasks(spec, nodes))
+        };
+        if self.service_index_is_whole() {
+            let excepted = self.services.get(except).map_or(0, of);
+            return self
+                .service_index
+                .desired_tasks(nodes)
+                .saturating_sub(excepted);
+        }
+        self.services
+            .iter()
+            .filter(|(id, _)| id.as_str() != except)
+            .map(|(_, s)| of(s))
+            .fold(0, u64::saturating_add)
+    }
+
+    /// Whether the service index counts every service (a test may insert
+    /// into `services` directly; its readers then walk the services).
+    fn service_index_is_whole(&self) -> bool {
+        self.service_index.len() == self.services.len()
     }
 
     /// Whether the task index holds every task (a test may insert into
@@ -398,6 +450,103 @@ mod tests {
         tasks
             .filter_map(|t| t.meta.as_ref().map(|m| m.id.clone()))
             .collect()
+    }
+
+    /// Generated histories of service writes (names reused, modes and
+    /// replicas changed, services deleted and created again, a batch that
+    /// conflicts): after each, the index answers as a scan of every service.
+    #[test]
+    fn the_service_index_answers_as_a_scan_through_generated_writes() {
+        use shoal_api::pb::{ServiceMode, ServiceSpec};
+        const NAMES: [&str; 4] = ["web", "api", "db", "cache"];
+        const IDS: [&str; 6] = ["s1", "s2", "s3", "s4", "s5", "s6"];
+        const MODES: [ServiceMode; 4] = [
+            ServiceMode::Replicated,
+            ServiceMode::Global,
+            ServiceMode::ReplicatedJob,
+            ServiceMode::GlobalJob,
+        ];
+        let scanned_taken = |state: &State, name: &str| {
+            state
+                .services
+                .values()
+                .any(|s| s.spec.as_ref().is_some_and(|x| x.name == name))
+        };
+        let scanned_desired = |state: &State, except: &str| -> u64 {
+            let nodes = state.nodes.len() as u64;
+            state
+                .services
+                .iter()
+                .filter(|(id, _)| id.as_str() != except)
+                .filter_map(|(_, s)| s.spec.as_ref())
+                .map(|spec| match spec.mode() {
+                    ServiceMode::Replicated | ServiceMode::ReplicatedJob => spec.replicas,
+                    _ => nodes,
+                })
+                .sum()
+        };
+        let mut rng = crate::test_rng::Rng(0x5eed_cafe);
+        let mut state = State::default();
+        let mut index = 0;
+        for _ in 0..600 {
+            index += 1;
+            let id = *rng.pick(&IDS);
+            let version = state.version_of(Kind::Service, id);
+            let mut batch = Batch::default();
+            match rng.below(8) {
+                0 if version != 0 => batch.delete(Kind::Service, id, version),
+                1 => batch.put_node(node(&format!("n{index}"), 0)),
+                2 if !state.nodes.is_empty() => {
+                    let gone = state.nodes.keys().next().cloned().unwrap_or_default();
+                    let v = state.version_of(Kind::Node, &gone);
+                    batch.delete(Kind::Node, &gone, v);
+                }
+                _ => {
+                    let mode = *rng.pick(&MODES);
+                    let replicas = match mode {
+                        ServiceMode::Replicated | ServiceMode::ReplicatedJob => rng.below(1000),
+                        _ => 0,
+                    };
+                    batch.put_service(Service {
+                        meta: Some(Meta {
+                            id: id.into(),
+                            version,
+                            ..Default::default()
+                        }),
+                        spec: Some(ServiceSpec {
+                            name: rng.pick(&NAMES).to_string(),
+                            mode: mode as i32,
+                            replicas,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    });
+                }
+            }
+            // Now and then a batch that conflicts: nothing of it applies.
+            if rng.below(10) == 0 {
+                batch.put_node(node("stale", 99));
+                assert!(state.apply(index, &batch.into_proto()).is_err());
+            } else {
+                state.apply(index, &batch.into_proto()).unwrap();
+            }
+            assert!(state.service_index_is_whole());
+            for name in NAMES {
+                assert_eq!(
+                    state.service_name_taken(name),
+                    scanned_taken(&state, name),
+                    "{name} at write {index}"
+                );
+            }
+            for except in IDS.iter().chain(&["none"]) {
+                assert_eq!(
+                    state.desired_tasks_except(except),
+                    scanned_desired(&state, except),
+                    "all but {except} at write {index}"
+                );
+            }
+        }
+        assert!(!state.services.is_empty() && !state.nodes.is_empty());
     }
 
     #[test]
