@@ -56,7 +56,25 @@ async fn ten_nodes_of_two_hundred_tasks_fit_a_laptop_screen() -> Result<()> {
     })
     .await;
     if placed_all.is_err() {
-        anyhow::bail!("tasks placed per node: {:?}", placed().await);
+        // Which nodes went down, if any: a live node marked down has its
+        // tasks replaced, and the count per node grows past 200.
+        let states: Vec<_> = cluster
+            .nodes()
+            .await?
+            .iter()
+            .map(|n| {
+                let status = n.status.clone().unwrap_or_default();
+                (
+                    n.description.clone().unwrap_or_default().hostname,
+                    status.state(),
+                    status.message,
+                )
+            })
+            .collect();
+        anyhow::bail!(
+            "tasks placed per node: {:?}; nodes: {states:?}",
+            placed().await
+        );
     }
 
     let manager = cluster.managers[0]
