@@ -331,7 +331,6 @@ async fn session(
         rx: report_rx,
         unsent,
     } = reports;
-    let mut stream = open_assignments(&mut client, &session).await?;
     // The complete set the stream's messages (a complete one, then deltas)
     // add up to: what the executor applies each time.
     let mut assignments = Receiver::default();
@@ -346,10 +345,26 @@ async fn session(
         period,
         executor.clone(),
     )));
+    // Calls to the manager below are raced against the heartbeats' end:
+    // when a beat fails, the session moves on at once rather than after
+    // the call's own deadline (each is safe to drop: a report stays queued
+    // until acknowledged, and a new session begins with a complete set).
+    let mut stream =
+        match unless_beats_end(&mut beating, open_assignments(&mut client, &session)).await {
+            Raced::Done(opened) => opened?,
+            Raced::BeatsEnded(ended) => return ended,
+        };
+    // Log streams end with the session that shipped them: a manager that
+    // went silent would otherwise hold them (and the engine's log
+    // followers) open for good.
+    let mut shipping: Vec<AbortOnDrop<()>> = Vec::new();
     let mut answered = std::collections::HashSet::new();
     let mut sized: Option<tokio::time::Instant> = None;
     // What earlier sessions could not report goes first.
-    unsent.flush(&mut client, &session).await?;
+    match unless_beats_end(&mut beating, unsent.flush(&mut client, &session)).await {
+        Raced::Done(flushed) => flushed?,
+        Raced::BeatsEnded(ended) => return ended,
+    }
     loop {
         tokio::select! {
             message = stream.message() => match message {
@@ -362,7 +377,10 @@ async fn session(
                             // Start over from a complete set: a new stream
                             // begins with one.
                             tracing::warn!(%gap, "asking the manager for a complete assignment set");
-                            stream = open_assignments(&mut client, &session).await?;
+                            stream = match unless_beats_end(&mut beating, open_assignments(&mut client, &session)).await {
+                                Raced::Done(opened) => opened?,
+                                Raced::BeatsEnded(ended) => return ended,
+                            };
                             assignments = Receiver::default();
                             continue;
                         }
@@ -406,11 +424,15 @@ async fn session(
                             unsent.add(more);
                         }
                         unsent.applied(set.version);
-                        unsent.flush(&mut client, &session).await?;
+                        match unless_beats_end(&mut beating, unsent.flush(&mut client, &session)).await {
+                            Raced::Done(flushed) => flushed?,
+                            Raced::BeatsEnded(ended) => return ended,
+                        }
                     }
                     for request in &set.log_requests {
                         if answered.insert(request.id.clone()) {
-                            ship_logs(client.clone(), &session, request, executor.logs(request));
+                            shipping.retain(|task| !task.0.is_finished());
+                            shipping.extend(ship_logs(client.clone(), &session, request, executor.logs(request)));
                         }
                     }
                 }
@@ -420,9 +442,7 @@ async fn session(
                     None => Err(anyhow::anyhow!("assignment stream: {}", status.message())),
                 },
             },
-            ended = &mut beating.0 => {
-                return ended.unwrap_or_else(|e| Err(anyhow::anyhow!("heartbeat task: {e}")));
-            }
+            ended = &mut beating.0 => return heartbeats_ended(ended),
             Ok(()) = credentials.changed() => {
                 if config.credentials.files().chain_pem != presented {
                     tracing::info!(manager = %addr, "the node's certificate changed: registering again with it");
@@ -434,7 +454,10 @@ async fn session(
                 while let Ok(more) = report_rx.try_recv() {
                     unsent.add(more);
                 }
-                unsent.flush(&mut client, &session).await?;
+                match unless_beats_end(&mut beating, unsent.flush(&mut client, &session)).await {
+                    Raced::Done(flushed) => flushed?,
+                    Raced::BeatsEnded(ended) => return ended,
+                }
             }
         }
     }
@@ -484,6 +507,30 @@ async fn heartbeats(
     }
 }
 
+/// What a call raced against the session's heartbeats came to.
+enum Raced<T> {
+    Done(T),
+    /// The heartbeats ended first, saying where to go next.
+    BeatsEnded(anyhow::Result<Redirect>),
+}
+
+/// `call`, unless the session's heartbeats end first.
+async fn unless_beats_end<T>(
+    beating: &mut AbortOnDrop<anyhow::Result<Redirect>>,
+    call: impl std::future::Future<Output = T>,
+) -> Raced<T> {
+    tokio::select! {
+        done = call => Raced::Done(done),
+        ended = &mut beating.0 => Raced::BeatsEnded(heartbeats_ended(ended)),
+    }
+}
+
+fn heartbeats_ended(
+    ended: Result<anyhow::Result<Redirect>, tokio::task::JoinError>,
+) -> anyhow::Result<Redirect> {
+    ended.unwrap_or_else(|e| Err(anyhow::anyhow!("heartbeat task: {e}")))
+}
+
 /// Opens the session's assignment stream, asking for deltas after the
 /// first (complete) set.
 async fn open_assignments(
@@ -506,10 +553,10 @@ fn ship_logs(
     session: &SessionRef,
     request: &LogRequest,
     lines: Option<LogStream>,
-) {
+) -> [AbortOnDrop<()>; 2] {
     let (session, request_id) = (session.clone(), request.id.clone());
     let (tx, rx) = mpsc::channel::<LogMessage>(256);
-    tokio::spawn(async move {
+    let read = tokio::spawn(async move {
         let message = |lines| LogMessage {
             session: Some(session.clone()),
             request_id: request_id.clone(),
@@ -525,10 +572,11 @@ fn ship_logs(
             }
         }
     });
-    tokio::spawn(async move {
+    let send = tokio::spawn(async move {
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         if let Err(status) = client.publish_logs(stream).await {
             tracing::debug!(error = %status.message(), "log stream ended");
         }
     });
+    [AbortOnDrop(read), AbortOnDrop(send)]
 }

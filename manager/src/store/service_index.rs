@@ -56,11 +56,9 @@ impl ServiceIndex {
         self.names.contains_key(name)
     }
 
-    /// The tasks every service asks for on `nodes` nodes, at most
-    /// `u64::MAX`.
-    pub fn desired_tasks(&self, nodes: u64) -> u64 {
-        let total = self.replicas + u128::from(self.global) * u128::from(nodes);
-        u64::try_from(total).unwrap_or(u64::MAX)
+    /// The tasks every service asks for on `nodes` nodes.
+    pub fn desired_tasks(&self, nodes: u64) -> u128 {
+        self.replicas + u128::from(self.global) * u128::from(nodes)
     }
 }
 

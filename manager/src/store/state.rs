@@ -287,11 +287,13 @@ impl State {
                 .map_or(0, |spec| super::service_index::desired_tasks(spec, nodes))
         };
         if self.service_index_is_whole() {
-            let excepted = self.services.get(except).map_or(0, of);
-            return self
+            // Subtracted before the cap, as the scan caps only the others.
+            let excepted = u128::from(self.services.get(except).map_or(0, of));
+            let others = self
                 .service_index
                 .desired_tasks(nodes)
                 .saturating_sub(excepted);
+            return u64::try_from(others).unwrap_or(u64::MAX);
         }
         self.services
             .iter()
@@ -483,7 +485,7 @@ mod tests {
                     ServiceMode::Replicated | ServiceMode::ReplicatedJob => spec.replicas,
                     _ => nodes,
                 })
-                .sum()
+                .fold(0, u64::saturating_add)
         };
         let mut rng = crate::test_rng::Rng(0x5eed_cafe);
         let mut state = State::default();
@@ -504,6 +506,12 @@ mod tests {
                 _ => {
                     let mode = *rng.pick(&MODES);
                     let replicas = match mode {
+                        // Now and then the most there is: sums past u64.
+                        ServiceMode::Replicated | ServiceMode::ReplicatedJob
+                            if rng.below(20) == 0 =>
+                        {
+                            u64::MAX
+                        }
                         ServiceMode::Replicated | ServiceMode::ReplicatedJob => rng.below(1000),
                         _ => 0,
                     };
