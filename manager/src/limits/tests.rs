@@ -17,20 +17,21 @@ fn spec(name: &str, replicas: u64) -> ServiceSpec {
     }
 }
 
+/// A state holding `services`, put as a write puts them (so the store's
+/// service index, which the checks read, counts them).
 fn with_services(services: &[(&str, ServiceSpec)]) -> State {
     let mut state = State::default();
     for (id, spec) in services {
-        state.services.insert(
-            id.to_string(),
-            Service {
+        state.put(shoal_api::pb::Object {
+            object: Some(shoal_api::pb::object::Object::Service(Service {
                 meta: Some(Meta {
                     id: id.to_string(),
                     ..Default::default()
                 }),
                 spec: Some(spec.clone()),
                 ..Default::default()
-            },
-        );
+            })),
+        });
     }
     state
 }
