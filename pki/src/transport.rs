@@ -331,13 +331,16 @@ pub async fn channel_from(
 pub fn node_session_channel(addr: &str, dialer: Dialer) -> Result<Channel> {
     let endpoint = bare_endpoint(addr)?
         .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(2));
+        .connect_timeout(CONNECT_TIMEOUT);
     Ok(endpoint.connect_with_connector_lazy(connector(addr, dialer, None)))
 }
 
+/// How long a connection to a manager may take, its TLS handshake included.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 fn endpoint(addr: &str) -> Result<Endpoint> {
     // Shoal's keepalive settings, with time for the TLS handshake too.
-    Ok(shoal_api::keepalive(bare_endpoint(addr)?).connect_timeout(Duration::from_secs(2)))
+    Ok(shoal_api::keepalive(bare_endpoint(addr)?).connect_timeout(CONNECT_TIMEOUT))
 }
 
 /// An endpoint for `addr` with tonic's defaults. The URI only names the

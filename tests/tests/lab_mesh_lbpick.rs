@@ -52,8 +52,10 @@ fn udp_whoami(flows: &[(Ipv4Addr, u16)], to: SocketAddr) -> Result<Vec<Option<St
                 let sockets: Vec<UdpSocket> = batch
                     .iter()
                     .map(|(addr, port)| {
-                        let s = bind_reusable(SocketAddrV4::new(*addr, *port))
-                            .with_context(|| format!("binding {addr}:{port}"))?;
+                        let s: UdpSocket =
+                            bind_reusable(socket2::Type::DGRAM, SocketAddrV4::new(*addr, *port))
+                                .with_context(|| format!("binding {addr}:{port}"))?
+                                .into();
                         s.set_read_timeout(Some(Duration::from_millis(500)))?;
                         Ok(s)
                     })
@@ -81,17 +83,17 @@ fn udp_whoami(flows: &[(Ipv4Addr, u16)], to: SocketAddr) -> Result<Vec<Option<St
     )?
 }
 
-/// A UDP socket bound to `addr` with `SO_REUSEADDR`. The same flows are
-/// asked of each node in turn, so a port is bound again as soon as the
+/// A socket of `kind` bound to `addr` with `SO_REUSEADDR`. The same flows
+/// are asked of each node in turn, so a port is bound again as soon as the
 /// socket before it is dropped; a process another thread of the test
 /// spawns at that moment (a `shoal` command) holds a copy of every open
 /// descriptor until it execs, and the dropped socket with it: without the
 /// option, that instant's bind fails with "address in use".
-fn bind_reusable(addr: SocketAddrV4) -> std::io::Result<UdpSocket> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+fn bind_reusable(kind: socket2::Type, addr: SocketAddrV4) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, kind, None)?;
     socket.set_reuse_address(true)?;
     socket.bind(&SocketAddr::from(addr).into())?;
-    Ok(socket.into())
+    Ok(socket)
 }
 
 /// `GET /` over TCP from `client:port` to `to`: the task that answered.
@@ -101,9 +103,7 @@ fn tcp_whoami(client: Ipv4Addr, port: u16, to: SocketAddr) -> Result<String> {
         "{client}:{port}: a fixed client port must stay below the kernel's ephemeral range"
     );
     netns::run_in(topology::CLIENT_NS, move || -> Result<String> {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-        socket.set_reuse_address(true)?;
-        socket.bind(&SocketAddr::from(SocketAddrV4::new(client, port)).into())?;
+        let socket = bind_reusable(socket2::Type::STREAM, SocketAddrV4::new(client, port))?;
         socket.connect_timeout(&to.into(), Duration::from_secs(3))?;
         let mut stream: TcpStream = socket.into();
         stream.set_read_timeout(Some(Duration::from_secs(3)))?;
