@@ -547,7 +547,10 @@ async fn open_assignments(
 }
 
 /// Answers one log request: a first (empty) message says which node
-/// answers, then the lines; the stream ends when the lines do.
+/// answers, then the lines, then a last (empty) message says they ended.
+/// A stream cut short (the session ended and dropped these tasks) ends
+/// without that last message: a followed request is then asked again of
+/// the node's next session.
 fn ship_logs(
     mut client: DispatcherClient<Channel>,
     session: &SessionRef,
@@ -557,20 +560,23 @@ fn ship_logs(
     let (session, request_id) = (session.clone(), request.id.clone());
     let (tx, rx) = mpsc::channel::<LogMessage>(256);
     let read = tokio::spawn(async move {
-        let message = |lines| LogMessage {
+        let message = |lines, end| LogMessage {
             session: Some(session.clone()),
             request_id: request_id.clone(),
             lines,
+            end,
         };
-        if tx.send(message(Vec::new())).await.is_err() {
+        if tx.send(message(Vec::new(), false)).await.is_err() {
             return;
         }
-        let Some(mut lines) = lines else { return };
-        while let Some(line) = lines.next().await {
-            if tx.send(message(vec![line])).await.is_err() {
-                return; // nobody listens any more
+        if let Some(mut lines) = lines {
+            while let Some(line) = lines.next().await {
+                if tx.send(message(vec![line], false)).await.is_err() {
+                    return; // nobody listens any more
+                }
             }
         }
+        let _ = tx.send(message(Vec::new(), true)).await;
     });
     let send = tokio::spawn(async move {
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);

@@ -3,6 +3,13 @@
 //! assignment sets); their lines flow back through `PublishLogs` into the
 //! caller's stream. Nothing is stored: a log request lives as long as its
 //! caller listens.
+//!
+//! A node may answer a request more than once: a followed request stays
+//! asked of a node whose stream broke off (its session ended: a network
+//! cut, a new certificate, an agent restart), and the node's next session
+//! reads each task's log again from the request's start. The broker passes
+//! on only what is newer than the last line it passed of that task (a
+//! task's lines come in time order), so the caller sees every line once.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -24,7 +31,40 @@ struct Subscription {
     /// Nodes that have not finished sending (non-follow requests end when
     /// every node is done).
     pending: HashSet<String>,
+    /// Per task, the engine's time (Unix ns) of the last line passed on:
+    /// a line no later than it was passed on already.
+    passed_ns: HashMap<String, i64>,
     lines: mpsc::Sender<Result<LogLine, Status>>,
+}
+
+impl Subscription {
+    /// Keeps the lines not passed on yet, and notes them as passed.
+    fn take_new(&mut self, lines: Vec<LogLine>) -> Vec<LogLine> {
+        lines
+            .into_iter()
+            .filter(|line| {
+                // A line without the engine's time cannot be told apart.
+                if line.timestamp_ns <= 0 {
+                    return true;
+                }
+                let passed = self.passed_ns.entry(line.task_id.clone()).or_insert(0);
+                let new = line.timestamp_ns > *passed;
+                *passed = (*passed).max(line.timestamp_ns);
+                new
+            })
+            .collect()
+    }
+}
+
+/// How a node's stream of lines for a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The node said its lines ended (or the manager ended it: nobody
+    /// listens, or the request is no longer the node's to answer).
+    Finished,
+    /// It ended without the node saying so (the node's session ended, the
+    /// connection was lost): the node did not finish.
+    BrokeOff,
 }
 
 /// What a log request asks of every node.
@@ -104,6 +144,7 @@ impl LogBroker {
                 tail,
                 since_ns,
                 pending,
+                passed_ns: HashMap::new(),
                 lines,
             },
         );
@@ -133,10 +174,11 @@ impl LogBroker {
         out
     }
 
-    /// Passes lines on; false when nobody listens any more.
+    /// Passes on the lines not passed on before (see the module's note);
+    /// false when nobody listens any more.
     pub async fn publish(&self, request_id: &str, lines: Vec<LogLine>) -> bool {
-        let sender = match self.subscriptions().get(request_id) {
-            Some(s) => s.lines.clone(),
+        let (sender, lines) = match self.subscriptions().get_mut(request_id) {
+            Some(s) => (s.lines.clone(), s.take_new(lines)),
             None => return false,
         };
         for line in lines {
@@ -147,6 +189,20 @@ impl LogBroker {
             }
         }
         true
+    }
+
+    /// A node's stream for a request ended. A followed request that broke
+    /// off stays asked of the node, whose next session answers it again;
+    /// otherwise the node is done with it.
+    pub fn node_stream_ended(&self, request_id: &str, node_id: &str, end: StreamEnd) {
+        let follows = self
+            .subscriptions()
+            .get(request_id)
+            .is_some_and(|s| s.follow);
+        if end == StreamEnd::BrokeOff && follows {
+            return;
+        }
+        self.node_done(request_id, node_id);
     }
 
     /// A node finished its part of a request.
@@ -216,6 +272,71 @@ mod tests {
         let id = broker.requests_for("n1")[0].id.clone();
         drop(rx);
         assert!(!broker.publish(&id, vec![LogLine::default()]).await);
+        assert!(broker.requests_for("n1").is_empty());
+    }
+
+    fn line(task: &str, timestamp_ns: i64) -> LogLine {
+        LogLine {
+            task_id: task.into(),
+            timestamp_ns,
+            data: format!("{task}@{timestamp_ns}\n").into_bytes(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_answering_again_passes_on_only_lines_not_passed_before() {
+        let broker = LogBroker::default();
+        let nodes = BTreeMap::from([("n1".to_string(), vec!["t1".into(), "t2".into()])]);
+        let mut rx = broker.subscribe(nodes, opts(true, 0)).unwrap();
+        let id = broker.requests_for("n1")[0].id.clone();
+        let first = vec![line("t1", 10), line("t2", 5), line("t1", 20)];
+        assert!(broker.publish(&id, first).await);
+        // The node's next session reads both logs again from the start,
+        // and on: t1's third line and t2's second are new; so is a line
+        // without the engine's time, which cannot be told apart.
+        let again = vec![
+            line("t1", 10),
+            line("t2", 5),
+            line("t1", 20),
+            line("t2", 15),
+            line("t1", 30),
+            line("t1", 0),
+        ];
+        assert!(broker.publish(&id, again).await);
+        let mut seen = Vec::new();
+        while let Ok(Some(Ok(line))) =
+            tokio::time::timeout(std::time::Duration::from_millis(50), rx.recv()).await
+        {
+            seen.push(String::from_utf8(line.data).unwrap());
+        }
+        assert_eq!(
+            seen,
+            [
+                "t1@10\n", "t2@5\n", "t1@20\n", "t2@15\n", "t1@30\n", "t1@0\n"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_followed_request_that_broke_off_is_asked_again_of_the_node() {
+        let broker = LogBroker::default();
+        let nodes = || BTreeMap::from([("n1".to_string(), vec!["t1".to_string()])]);
+        let _follow = broker.subscribe(nodes(), opts(true, 0)).unwrap();
+        let id = broker.requests_for("n1")[0].id.clone();
+        broker.node_stream_ended(&id, "n1", StreamEnd::BrokeOff);
+        assert_eq!(
+            broker.requests_for("n1").len(),
+            1,
+            "still asked: the node's next session answers it"
+        );
+        broker.node_stream_ended(&id, "n1", StreamEnd::Finished);
+        assert!(broker.requests_for("n1").is_empty(), "the node finished");
+        // Without follow a broken-off node is done with it: the caller
+        // is not kept waiting for a node that may not come back.
+        let _once = broker.subscribe(nodes(), opts(false, 0)).unwrap();
+        let id = broker.requests_for("n1")[0].id.clone();
+        broker.node_stream_ended(&id, "n1", StreamEnd::BrokeOff);
         assert!(broker.requests_for("n1").is_empty());
     }
 

@@ -3,14 +3,22 @@
 //! stream of a session ends, saying so, once the node registers again,
 //! with no timer of its own to notice (the leader holds none per stream),
 //! and the new session's stream gets the node's set. A node whose sets
-//! take longer to apply than the heartbeats it may miss stays up.
+//! take longer to apply than the heartbeats it may miss stays up. A
+//! followed `service logs` goes on, each line once, across a node's new
+//! session.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use shoal_api::pb::{NodeState, SessionRef, dispatcher_client::DispatcherClient};
+use shoal_api::pb::{
+    AssignmentSet, HeartbeatRequest, LogLine, LogMessage, LogsRequest, NodeState, SessionRef,
+    TaskState, TaskStatus, TaskStatusUpdate, UpdateTaskStatusRequest,
+    dispatcher_client::DispatcherClient,
+};
 use shoal_pki::transport::{self, Dialer};
-use shoal_tests::cluster::{TestCluster, register_node, replicated, settings};
+use shoal_tests::cluster::{TestCluster, register_node, replicated, settings, wait_until};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -132,5 +140,190 @@ async fn a_node_slow_to_apply_its_set_is_not_marked_down() -> Result<()> {
         "tasks replaced: {} tasks for 2 replicas",
         tasks.len()
     );
+    Ok(())
+}
+
+/// Beats for whichever session `session` holds, every `period`.
+async fn beat(
+    mut client: DispatcherClient<Channel>,
+    session: watch::Receiver<SessionRef>,
+    period: Duration,
+) {
+    let mut ticks = tokio::time::interval(period);
+    loop {
+        ticks.tick().await;
+        let beat = HeartbeatRequest {
+            session: Some(session.borrow().clone()),
+            counters: Vec::new(),
+        };
+        let _ = client.heartbeat(beat).await;
+    }
+}
+
+/// The next set on `stream` that `check` accepts.
+async fn set_where(
+    stream: &mut tonic::Streaming<AssignmentSet>,
+    what: &str,
+    check: impl Fn(&AssignmentSet) -> bool,
+) -> Result<AssignmentSet> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let set = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .with_context(|| format!("no set with {what} within {WAIT:?}"))??
+            .with_context(|| format!("the stream ended before a set with {what}"))?;
+        if check(&set) {
+            return Ok(set);
+        }
+    }
+}
+
+fn log_message(session: &SessionRef, request: &str, lines: Vec<LogLine>) -> LogMessage {
+    LogMessage {
+        session: Some(session.clone()),
+        request_id: request.into(),
+        lines,
+        end: false,
+    }
+}
+
+/// Task `task`'s line `n`, logged by the engine at `n` seconds.
+fn line(task: &str, n: i64) -> LogLine {
+    LogLine {
+        task_id: task.into(),
+        stream: "stdout".into(),
+        data: format!("line {n}\n").into_bytes(),
+        timestamp_ns: n * 1_000_000_000,
+        ..Default::default()
+    }
+}
+
+/// `service logs -f` goes on across a node's new session (a network cut,
+/// a renewed certificate, an agent restart), each line once. The node's
+/// stream for the request ends without its last message when its session
+/// ends: the request stays asked of the node, whose next session reads the
+/// task's log again from the start, and only what is newer than the last
+/// line passed on reaches the caller. (Before, a stream that ended in any
+/// way counted as the node being done: the caller heard no more from it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_log_goes_on_once_across_a_nodes_new_session() -> Result<()> {
+    let cluster = TestCluster::start(1).await?;
+    let addr = cluster.manager_addrs()[0].clone();
+    let node = shoal_agent::identity::obtain(
+        None,
+        &cluster.manager_addrs(),
+        Some(&cluster.worker_token),
+        "",
+        "logger",
+    )
+    .await?;
+    let channel = transport::channel(&addr, Dialer::Node(node)).await?;
+    let mut client = DispatcherClient::new(channel);
+    let (first, period) = register_node(&mut client, "logger").await?;
+    let (session_tx, session_rx) = watch::channel(first.clone());
+    let beats = tokio::spawn(beat(client.clone(), session_rx, period));
+
+    let mut control = cluster.control().await?;
+    let service = control
+        .create_service(replicated("web", 1))
+        .await?
+        .into_inner();
+    let service_id = service.meta.context("the service's meta")?.id;
+    let mut sets = client.assignments(first.clone()).await?.into_inner();
+    let set = set_where(&mut sets, "web's task", |s| !s.tasks.is_empty()).await?;
+    let task = set.tasks[0]
+        .meta
+        .as_ref()
+        .context("the task's meta")?
+        .id
+        .clone();
+    client
+        .update_task_status(UpdateTaskStatusRequest {
+            session: Some(first.clone()),
+            updates: vec![TaskStatusUpdate {
+                task_id: task.clone(),
+                status: Some(TaskStatus {
+                    state: TaskState::Running as i32,
+                    ..Default::default()
+                }),
+            }],
+            applied_version: set.version,
+        })
+        .await?;
+    wait_until(WAIT, "web's task running", || async {
+        let tasks = cluster.tasks().await.ok()?;
+        let running = tasks.iter().find(|t| {
+            t.meta.as_ref().is_some_and(|m| m.id == task)
+                && t.status.as_ref().map(|s| s.state()) == Some(TaskState::Running)
+        });
+        running.map(|_| ())
+    })
+    .await?;
+
+    let mut logs = control
+        .service_logs(LogsRequest {
+            service_id,
+            follow: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut next_line = async || -> Result<String> {
+        let line = tokio::time::timeout(WAIT, logs.message())
+            .await
+            .context("no log line within the wait")??
+            .context("the caller's log stream ended")?;
+        Ok(String::from_utf8(line.data)?)
+    };
+    let asked = set_where(&mut sets, "a log request", |s| !s.log_requests.is_empty()).await?;
+    let request = asked.log_requests[0].id.clone();
+
+    // The first session answers with three lines, then its stream is cut
+    // short (the agent drops its sender when the session ends).
+    let (lines_tx, lines_rx) = mpsc::channel(8);
+    let mut publisher = client.clone();
+    let shipped =
+        tokio::spawn(async move { publisher.publish_logs(ReceiverStream::new(lines_rx)).await });
+    lines_tx
+        .send(log_message(&first, &request, Vec::new()))
+        .await?;
+    let three = (1..=3).map(|n| line(&task, n)).collect();
+    lines_tx.send(log_message(&first, &request, three)).await?;
+    for n in 1..=3 {
+        ensure!(next_line().await? == format!("line {n}\n"));
+    }
+    drop(lines_tx);
+    tokio::time::timeout(WAIT, shipped)
+        .await
+        .context("the manager did not end the cut stream")???;
+
+    // The node's next session is asked again, and reads the log again
+    // from the start: the caller gets lines 4 and 5 next, not 1 to 3.
+    let (second, _) = register_node(&mut client, "logger").await?;
+    session_tx.send_replace(second.clone());
+    let mut sets = client.assignments(second.clone()).await?.into_inner();
+    let set = set_where(&mut sets, "the complete set", |_| true).await?;
+    ensure!(
+        set.log_requests.iter().any(|r| r.id == request),
+        "the followed request is no longer asked of the node after its stream broke off: {:?}",
+        set.log_requests
+    );
+    let (lines_tx, lines_rx) = mpsc::channel(8);
+    let mut publisher = client.clone();
+    let _shipping =
+        tokio::spawn(async move { publisher.publish_logs(ReceiverStream::new(lines_rx)).await });
+    lines_tx
+        .send(log_message(&second, &request, Vec::new()))
+        .await?;
+    let five = (1..=5).map(|n| line(&task, n)).collect();
+    lines_tx.send(log_message(&second, &request, five)).await?;
+    for n in 4..=5 {
+        let got = next_line().await?;
+        ensure!(
+            got == format!("line {n}\n"),
+            "after the new session the caller got {got:?}, not line {n}"
+        );
+    }
+    beats.abort();
     Ok(())
 }

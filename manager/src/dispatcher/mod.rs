@@ -33,6 +33,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     api::authz,
+    logs::StreamEnd,
     manager::Manager,
     store::{Batch, State},
 };
@@ -662,7 +663,7 @@ impl dispatcher_server::Dispatcher for Dispatcher {
         let caller = request.extensions().get::<authz::Caller>().cloned();
         let mut stream = request.into_inner();
         let mut current: Option<(String, String)> = None; // (request, node)
-        loop {
+        let end = loop {
             match stream.message().await {
                 Ok(Some(mut message)) => {
                     let mut check = Request::new(());
@@ -680,13 +681,14 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         .any(|r| r.id == message.request_id)
                     {
                         tracing::debug!(node = %node_id, request = %message.request_id, "log lines for a request not sent to this node (or ended): dropped");
-                        break;
+                        break StreamEnd::Finished;
                     }
                     // Lines say which node they come from: the one that
                     // sent them, whatever they claim.
                     for line in &mut message.lines {
                         line.node_id.clone_from(&node_id);
                     }
+                    let last = message.end;
                     current = Some((message.request_id.clone(), node_id));
                     if !self
                         .manager
@@ -694,18 +696,24 @@ impl dispatcher_server::Dispatcher for Dispatcher {
                         .publish(&message.request_id, message.lines)
                         .await
                     {
-                        break; // nobody listens any more: end the agent's stream
+                        break StreamEnd::Finished; // nobody listens any more: end the agent's stream
+                    }
+                    if last {
+                        break StreamEnd::Finished;
                     }
                 }
-                Ok(None) => break,
+                // Closed without its last message: cut short by the node.
+                Ok(None) => break StreamEnd::BrokeOff,
                 Err(status) => {
-                    tracing::debug!(error = %status.message(), "log stream from an agent ended");
-                    break;
+                    tracing::debug!(error = %status.message(), "log stream from an agent broke off");
+                    break StreamEnd::BrokeOff;
                 }
             }
-        }
+        };
         if let Some((request_id, node_id)) = current {
-            self.manager.logs.node_done(&request_id, &node_id);
+            self.manager
+                .logs
+                .node_stream_ended(&request_id, &node_id, end);
         }
         Ok(Response::new(shoal_api::pb::PublishLogsResponse {}))
     }
