@@ -24,6 +24,8 @@ struct Inner {
     report: Option<mpsc::UnboundedSender<TaskStatusUpdate>>,
     /// How long applying a set takes (as an engine under load may).
     apply_delay: std::time::Duration,
+    /// Log requests in the sets it began to apply.
+    log_requests_seen: usize,
 }
 
 fn update(task_id: &str, state: TaskState, exit_code: i32, message: &str) -> TaskStatusUpdate {
@@ -87,6 +89,15 @@ impl SimExecutor {
             .apply_delay = delay;
     }
 
+    /// How many log requests came in the sets this node began to apply
+    /// (a session answers them once the set is applied).
+    pub fn log_requests_seen(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .log_requests_seen
+    }
+
     /// Makes a running task exit with `exit_code` (0: complete, else failed).
     pub fn exit(&self, task_id: &str, exit_code: i32) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -113,11 +124,11 @@ impl Executor for SimExecutor {
         set: &AssignmentSet,
         report: &mpsc::UnboundedSender<TaskStatusUpdate>,
     ) {
-        let delay = self
-            .inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .apply_delay;
+        let delay = {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.log_requests_seen += set.log_requests.len();
+            inner.apply_delay
+        };
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }

@@ -10,9 +10,16 @@
 //! reads each task's log again from the request's start. The broker passes
 //! on only what is newer than the last line it passed of that task (a
 //! task's lines come in time order), so the caller sees every line once.
+//!
+//! A node that cannot answer (down when asked, or marked down before it
+//! finished) does not hold a request without follow open: the caller gets
+//! the other nodes' lines, then Docker's error naming it ("warning:
+//! incomplete log stream. some logs could not be retrieved for the
+//! following reasons: node … is not available"). A followed request keeps
+//! asking it: it may come back.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Mutex,
 };
 
@@ -34,7 +41,43 @@ struct Subscription {
     /// Per task, the engine's time (Unix ns) of the last line passed on:
     /// a line no later than it was passed on already.
     passed_ns: HashMap<String, i64>,
+    /// Nodes that could not answer: named in the error that ends the
+    /// caller's stream.
+    unavailable: BTreeSet<String>,
     lines: mpsc::Sender<Result<LogLine, Status>>,
+}
+
+/// Docker's words for a log stream some nodes could not add to.
+fn incomplete(unavailable: &BTreeSet<String>) -> Status {
+    let reasons: Vec<String> = unavailable
+        .iter()
+        .map(|node| format!("node {node} is not available"))
+        .collect();
+    Status::unknown(format!(
+        "warning: incomplete log stream. some logs could not be retrieved for the following reasons: {}",
+        reasons.join(", ")
+    ))
+}
+
+/// Ends a request's stream: after its lines, the error naming the nodes
+/// that could not answer, if any.
+fn end(subscription: Subscription) {
+    if subscription.unavailable.is_empty() {
+        return; // dropping the sender ends the stream
+    }
+    let error = incomplete(&subscription.unavailable);
+    let lines = subscription.lines;
+    match lines.try_send(Err(error)) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+        // A slow reader's buffer is full: the error waits its turn.
+        Err(mpsc::error::TrySendError::Full(error)) => {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = lines.send(error).await;
+                });
+            }
+        }
+    }
 }
 
 impl Subscription {
@@ -115,12 +158,14 @@ impl LogBroker {
 
     /// Starts a request for `nodes` (node → task ids); the receiver gets the
     /// lines. It ends when every node finished (unless following) or when
-    /// the caller drops it. Refused when the limit of open requests is
+    /// the caller drops it; `unavailable` nodes (down: not asked) are named
+    /// in an error at its end. Refused when the limit of open requests is
     /// reached (each holds a log reader per task on its nodes).
     pub fn subscribe(
         &self,
         nodes: BTreeMap<String, Vec<String>>,
         options: LogOptions,
+        unavailable: BTreeSet<String>,
     ) -> Result<mpsc::Receiver<Result<LogLine, Status>>, LimitError> {
         let LogOptions {
             follow,
@@ -129,7 +174,18 @@ impl LogBroker {
         } = options;
         let (lines, receiver) = mpsc::channel(1024);
         if nodes.is_empty() {
-            return Ok(receiver); // nothing runs: the stream ends at once
+            // Nothing to ask: the stream ends at once.
+            end(Subscription {
+                nodes,
+                follow,
+                tail,
+                since_ns,
+                pending: HashSet::new(),
+                passed_ns: HashMap::new(),
+                unavailable,
+                lines,
+            });
+            return Ok(receiver);
         }
         let id = shoal_api::new_id();
         let pending = nodes.keys().cloned().collect();
@@ -145,6 +201,7 @@ impl LogBroker {
                 since_ns,
                 pending,
                 passed_ns: HashMap::new(),
+                unavailable,
                 lines,
             },
         );
@@ -212,10 +269,38 @@ impl LogBroker {
             s.pending.remove(node_id);
             s.pending.is_empty()
         });
-        if finished {
-            subscriptions.remove(request_id); // dropping the sender ends the stream
-        }
+        let ended = if finished {
+            subscriptions.remove(request_id)
+        } else {
+            None
+        };
         drop(subscriptions);
+        if let Some(subscription) = ended {
+            end(subscription);
+        }
+        self.bump();
+    }
+
+    /// A node went down: requests without follow stop waiting for it and
+    /// will name it when they end (followed ones keep asking: it may come
+    /// back and answer).
+    pub fn node_down(&self, node_id: &str) {
+        let mut subscriptions = self.subscriptions();
+        let mut ended = Vec::new();
+        for (id, s) in subscriptions.iter_mut() {
+            if !s.follow && s.pending.remove(node_id) {
+                s.unavailable.insert(node_id.to_owned());
+                if s.pending.is_empty() {
+                    ended.push(id.clone());
+                }
+            }
+        }
+        let ended: Vec<Subscription> = ended
+            .iter()
+            .filter_map(|id| subscriptions.remove(id))
+            .collect();
+        drop(subscriptions);
+        ended.into_iter().for_each(end);
         self.bump();
     }
 }
@@ -239,7 +324,9 @@ mod tests {
             ("n1".to_string(), vec!["t1".to_string()]),
             ("n2".to_string(), vec!["t2".to_string()]),
         ]);
-        let mut rx = broker.subscribe(nodes, opts(false, 10)).unwrap();
+        let mut rx = broker
+            .subscribe(nodes, opts(false, 10), BTreeSet::new())
+            .unwrap();
         let requests = broker.requests_for("n1");
         assert_eq!(requests.len(), 1);
         assert_eq!(requests[0].task_ids, ["t1"]);
@@ -267,6 +354,7 @@ mod tests {
             .subscribe(
                 BTreeMap::from([("n1".to_string(), vec!["t1".to_string()])]),
                 opts(true, 0),
+                BTreeSet::new(),
             )
             .unwrap();
         let id = broker.requests_for("n1")[0].id.clone();
@@ -288,7 +376,9 @@ mod tests {
     async fn a_node_answering_again_passes_on_only_lines_not_passed_before() {
         let broker = LogBroker::default();
         let nodes = BTreeMap::from([("n1".to_string(), vec!["t1".into(), "t2".into()])]);
-        let mut rx = broker.subscribe(nodes, opts(true, 0)).unwrap();
+        let mut rx = broker
+            .subscribe(nodes, opts(true, 0), BTreeSet::new())
+            .unwrap();
         let id = broker.requests_for("n1")[0].id.clone();
         let first = vec![line("t1", 10), line("t2", 5), line("t1", 20)];
         assert!(broker.publish(&id, first).await);
@@ -322,7 +412,9 @@ mod tests {
     fn a_followed_request_that_broke_off_is_asked_again_of_the_node() {
         let broker = LogBroker::default();
         let nodes = || BTreeMap::from([("n1".to_string(), vec!["t1".to_string()])]);
-        let _follow = broker.subscribe(nodes(), opts(true, 0)).unwrap();
+        let _follow = broker
+            .subscribe(nodes(), opts(true, 0), BTreeSet::new())
+            .unwrap();
         let id = broker.requests_for("n1")[0].id.clone();
         broker.node_stream_ended(&id, "n1", StreamEnd::BrokeOff);
         assert_eq!(
@@ -334,10 +426,107 @@ mod tests {
         assert!(broker.requests_for("n1").is_empty(), "the node finished");
         // Without follow a broken-off node is done with it: the caller
         // is not kept waiting for a node that may not come back.
-        let _once = broker.subscribe(nodes(), opts(false, 0)).unwrap();
+        let _once = broker
+            .subscribe(nodes(), opts(false, 0), BTreeSet::new())
+            .unwrap();
         let id = broker.requests_for("n1")[0].id.clone();
         broker.node_stream_ended(&id, "n1", StreamEnd::BrokeOff);
         assert!(broker.requests_for("n1").is_empty());
+    }
+
+    /// Everything the caller's stream holds until it ends: lines as text,
+    /// then the error that ended it, if any.
+    async fn drain(
+        rx: &mut mpsc::Receiver<Result<LogLine, Status>>,
+    ) -> (Vec<String>, Option<String>) {
+        let mut lines = Vec::new();
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await {
+                Ok(Some(Ok(line))) => lines.push(String::from_utf8(line.data).unwrap()),
+                Ok(Some(Err(status))) => {
+                    assert!(rx.recv().await.is_none(), "nothing after the error");
+                    return (lines, Some(status.message().to_owned()));
+                }
+                Ok(None) => return (lines, None),
+                Err(_) => panic!("the stream did not end: {lines:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_down_when_asked_is_named_after_the_others_lines_as_docker_does() {
+        let broker = LogBroker::default();
+        let nodes = BTreeMap::from([("n1".to_string(), vec!["t1".to_string()])]);
+        let down = BTreeSet::from(["n2".to_string()]);
+        let mut rx = broker.subscribe(nodes, opts(false, 0), down).unwrap();
+        let id = broker.requests_for("n1")[0].id.clone();
+        assert!(
+            broker.requests_for("n2").is_empty(),
+            "a down node is not asked"
+        );
+        assert!(broker.publish(&id, vec![line("t1", 10)]).await);
+        broker.node_stream_ended(&id, "n1", StreamEnd::Finished);
+        let (lines, error) = drain(&mut rx).await;
+        assert_eq!(lines, ["t1@10\n"]);
+        assert_eq!(
+            error.as_deref(),
+            Some(
+                "warning: incomplete log stream. some logs could not be retrieved for the following reasons: node n2 is not available"
+            )
+        );
+        // Every node down: the error at once.
+        let down = BTreeSet::from(["n1".to_string(), "n2".to_string()]);
+        let mut rx = broker
+            .subscribe(BTreeMap::new(), opts(false, 0), down)
+            .unwrap();
+        let (lines, error) = drain(&mut rx).await;
+        assert!(lines.is_empty());
+        assert!(
+            error
+                .unwrap()
+                .ends_with("node n1 is not available, node n2 is not available")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_that_goes_down_before_it_answers_ends_the_wait_but_not_a_follow() {
+        let broker = LogBroker::default();
+        let nodes = || {
+            BTreeMap::from([
+                ("n1".to_string(), vec!["t1".to_string()]),
+                ("n2".to_string(), vec!["t2".to_string()]),
+            ])
+        };
+        let mut once = broker
+            .subscribe(nodes(), opts(false, 0), BTreeSet::new())
+            .unwrap();
+        let _follow = broker
+            .subscribe(nodes(), opts(true, 0), BTreeSet::new())
+            .unwrap();
+        let ids: Vec<String> = broker
+            .requests_for("n1")
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let once_id = ids
+            .iter()
+            .find(|id| {
+                !broker
+                    .requests_for("n1")
+                    .iter()
+                    .any(|r| &r.id == *id && r.follow)
+            })
+            .unwrap()
+            .clone();
+        assert!(broker.publish(&once_id, vec![line("t1", 10)]).await);
+        broker.node_stream_ended(&once_id, "n1", StreamEnd::Finished);
+        // n2 never answered: it goes down.
+        broker.node_down("n2");
+        let (lines, error) = drain(&mut once).await;
+        assert_eq!(lines, ["t1@10\n"]);
+        assert!(error.unwrap().ends_with("node n2 is not available"));
+        let asked: Vec<bool> = broker.requests_for("n2").iter().map(|r| r.follow).collect();
+        assert_eq!(asked, [true], "the followed request still asks n2");
     }
 
     #[test]
@@ -352,6 +541,7 @@ mod tests {
             .subscribe(
                 BTreeMap::from([("n1".to_string(), vec!["t1".to_string()])]),
                 options,
+                BTreeSet::new(),
             )
             .unwrap();
         let request = &broker.requests_for("n1")[0];
@@ -368,9 +558,15 @@ mod tests {
             ..Default::default()
         });
         let nodes = || BTreeMap::from([("n1".to_string(), vec!["t1".to_string()])]);
-        let first = broker.subscribe(nodes(), opts(true, 0)).unwrap();
-        let _second = broker.subscribe(nodes(), opts(true, 0)).unwrap();
-        let err = broker.subscribe(nodes(), opts(true, 0)).unwrap_err();
+        let first = broker
+            .subscribe(nodes(), opts(true, 0), BTreeSet::new())
+            .unwrap();
+        let _second = broker
+            .subscribe(nodes(), opts(true, 0), BTreeSet::new())
+            .unwrap();
+        let err = broker
+            .subscribe(nodes(), opts(true, 0), BTreeSet::new())
+            .unwrap_err();
         assert!(err.to_string().contains("--max-log-streams"), "{err}");
         assert_eq!(
             broker.requests_for("n1").len(),
@@ -378,10 +574,12 @@ mod tests {
             "the refused one asks nothing"
         );
         // A request on no node holds no place.
-        broker.subscribe(BTreeMap::new(), opts(true, 0)).unwrap();
+        broker
+            .subscribe(BTreeMap::new(), opts(true, 0), BTreeSet::new())
+            .unwrap();
         drop(first);
         broker
-            .subscribe(nodes(), opts(true, 0))
+            .subscribe(nodes(), opts(true, 0), BTreeSet::new())
             .expect("a caller that left frees its place");
     }
 }

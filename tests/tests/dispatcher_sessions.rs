@@ -327,3 +327,103 @@ async fn a_followed_log_goes_on_once_across_a_nodes_new_session() -> Result<()> 
     beats.abort();
     Ok(())
 }
+
+/// Waits until the manager has marked `node` down.
+async fn marked_down(cluster: &TestCluster, node: &str) -> Result<()> {
+    wait_until(WAIT, "the node marked down", || async {
+        let nodes = cluster.nodes().await.ok()?;
+        let found = nodes
+            .iter()
+            .find(|n| n.meta.as_ref().is_some_and(|m| m.id == node))?;
+        (found.status.as_ref()?.state() == NodeState::Down).then_some(())
+    })
+    .await
+}
+
+/// Whatever ends `logs`: Ok(()) if it closed, the status if it failed.
+async fn stream_end(logs: &mut tonic::Streaming<LogLine>) -> Result<Result<(), tonic::Status>> {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match logs.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return Ok(()),
+                Err(status) => return Err(status),
+            }
+        }
+    })
+    .await
+    .context("the log stream still waits for a node after the wait")
+}
+
+/// `service logs` without follow, with a task on a node that cannot answer,
+/// ends naming that node as Docker's does ("warning: incomplete log
+/// stream. some logs could not be retrieved for the following reasons: node
+/// … is not available") instead of waiting for it: a node already down is
+/// not asked, and one that goes down before it answers ends the wait when
+/// it is marked down. (Before, the call waited for them for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_logs_name_a_node_that_cannot_answer_instead_of_waiting() -> Result<()> {
+    let mut cluster = TestCluster::start(1).await?;
+    for host in ["up", "lost", "slow"] {
+        cluster.add_agent(host, &[]).await?;
+    }
+    let mut control = cluster.control().await?;
+    let service_id = control
+        .create_service(replicated("web", 3))
+        .await?
+        .into_inner()
+        .meta
+        .context("the service's meta")?
+        .id;
+    wait_until(WAIT, "one web task per node", || async {
+        let per_node = cluster.running_per_node(&service_id).await.ok()?;
+        (per_node.len() == 3).then_some(())
+    })
+    .await?;
+    let incomplete = |node: &str| {
+        format!(
+            "warning: incomplete log stream. some logs could not be retrieved for the following reasons: node {node} is not available"
+        )
+    };
+    // Down when asked: not asked, named at the end.
+    let lost = cluster.agents.remove(1);
+    let lost_id = lost.node_id();
+    drop(lost);
+    marked_down(&cluster, &lost_id).await?;
+    let request = LogsRequest {
+        service_id: service_id.clone(),
+        ..Default::default()
+    };
+    let mut logs = control.service_logs(request.clone()).await?.into_inner();
+    match stream_end(&mut logs).await? {
+        Err(status) => ensure!(
+            status.message() == incomplete(&lost_id),
+            "the stream ended with {status:?}"
+        ),
+        Ok(()) => bail!("the stream ended without naming the down node {lost_id}"),
+    }
+
+    // Up when asked, then lost before it answers: a node applying a set
+    // (here for a minute) answers log requests only after it.
+    let slow = cluster.agents.remove(1);
+    let slow_id = slow.node_id();
+    slow.executor.set_apply_delay(Duration::from_secs(60));
+    let seen = slow.executor.log_requests_seen();
+    let mut logs = control.service_logs(request).await?.into_inner();
+    // The request reached the node (in a set it is now applying), then
+    // the node's session ends.
+    wait_until(WAIT, "the request's set to reach the slow node", || async {
+        (slow.executor.log_requests_seen() > seen).then_some(())
+    })
+    .await?;
+    drop(slow);
+    match stream_end(&mut logs).await? {
+        Err(status) => ensure!(
+            status.message()
+                == format!("{}, node {slow_id} is not available", incomplete(&lost_id)),
+            "the stream ended with {status:?}"
+        ),
+        Ok(()) => bail!("the stream ended without naming the lost nodes"),
+    }
+    Ok(())
+}

@@ -431,14 +431,22 @@ impl Control for ControlService {
         }
         let request = request.into_inner();
         let options = service_logs::options(&request)?;
-        let targets = {
+        let (targets, unavailable) = {
             let state = self.manager.store.read().await;
-            service_logs::targets(&state, &request)?
+            let mut targets = service_logs::targets(&state, &request)?;
+            // Followed, a node that is down is asked all the same (it
+            // answers when it comes back); otherwise it is named at the end.
+            let unavailable = if options.follow {
+                Default::default()
+            } else {
+                service_logs::take_unavailable(&state, &mut targets)
+            };
+            (targets, unavailable)
         };
         let lines = self
             .manager
             .logs
-            .subscribe(targets.nodes.clone(), options)?;
+            .subscribe(targets.nodes.clone(), options, unavailable)?;
         if options.follow && !request.service_id.is_empty() {
             return Ok(Response::new(Box::pin(service_logs::follow_service(
                 self.manager.clone(),

@@ -3,11 +3,11 @@
 //! each line (the task's service and slot), which agents do not know.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Arc,
 };
 
-use shoal_api::pb::{LogLine, LogsRequest, TaskState};
+use shoal_api::pb::{LogLine, LogsRequest, NodeState, TaskState};
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::Status;
@@ -79,6 +79,28 @@ pub fn targets(state: &State, request: &LogsRequest) -> Result<Targets, Status> 
         ids.sort();
     }
     Ok(out)
+}
+
+/// Takes out of `targets` the nodes that are not Ready (down, or never
+/// heard from since a restart): they cannot answer, and a request without
+/// follow names them at its end rather than waiting for them, as Docker's
+/// does. Returns their ids.
+pub fn take_unavailable(state: &State, targets: &mut Targets) -> BTreeSet<String> {
+    let ready = |node: &str| {
+        state
+            .nodes
+            .get(node)
+            .and_then(|n| n.status.as_ref())
+            .is_some_and(|s| s.state() == NodeState::Ready)
+    };
+    let down: BTreeSet<String> = targets
+        .nodes
+        .keys()
+        .filter(|node| !ready(node))
+        .cloned()
+        .collect();
+    targets.nodes.retain(|node, _| !down.contains(node));
+    down
 }
 
 /// The broker's lines with each task's service and slot filled in.
@@ -171,7 +193,12 @@ pub fn follow_service(
             seen.extend(found.tasks.keys().cloned());
             // A new task's lines are all new: every one of them.
             let options = LogOptions { tail: 0, ..options };
-            match manager.logs.subscribe(found.nodes, options) {
+            // Followed: a node that is down now is asked all the same, and
+            // answers when it comes back.
+            match manager
+                .logs
+                .subscribe(found.nodes, options, BTreeSet::new())
+            {
                 Ok(lines) => forward(lines, found.tasks, tx.clone()),
                 Err(error) => {
                     let _ = tx.send(Err(error.into())).await;

@@ -224,6 +224,7 @@ impl Dispatcher {
                 .manager
                 .update(|state| {
                     let mut batch = Batch::default();
+                    let mut down = Vec::new();
                     let sessions = self.sessions();
                     let mut live = 0;
                     for node in state.nodes.values() {
@@ -247,15 +248,22 @@ impl Dispatcher {
                             status.state = NodeState::Down as i32;
                             status.message = "heartbeat failure".into();
                             batch.put_node(node);
+                            down.push(id.to_owned());
                         }
                     }
                     self.live_sessions
                         .store(live, std::sync::atomic::Ordering::Relaxed);
-                    Ok::<_, crate::manager::WriteError>(Some((batch, ())))
+                    Ok::<_, crate::manager::WriteError>(Some((batch, down)))
                 })
                 .await;
-            if let Err(error) = result {
-                tracing::warn!(%error, "marking nodes down failed");
+            match result {
+                // `service logs` without follow stops waiting for them.
+                Ok(down) => {
+                    for node in down.into_iter().flatten() {
+                        self.manager.logs.node_down(&node);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "marking nodes down failed"),
             }
         }
     }
