@@ -328,6 +328,25 @@ async fn a_followed_log_goes_on_once_across_a_nodes_new_session() -> Result<()> 
     Ok(())
 }
 
+/// Every node's id, hostname and state, for a failure's message.
+async fn node_states(cluster: &TestCluster) -> String {
+    let Ok(nodes) = cluster.nodes().await else {
+        return "(unreadable)".into();
+    };
+    let states: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "{} {} {:?}",
+                n.meta.as_ref().map_or("", |m| m.id.as_str()),
+                n.description.as_ref().map_or("", |d| d.hostname.as_str()),
+                n.status.as_ref().map(|s| s.state())
+            )
+        })
+        .collect();
+    states.join("; ")
+}
+
 /// Waits until the manager has marked `node` down.
 async fn marked_down(cluster: &TestCluster, node: &str) -> Result<()> {
     wait_until(WAIT, "the node marked down", || async {
@@ -363,7 +382,17 @@ async fn stream_end(logs: &mut tonic::Streaming<LogLine>) -> Result<Result<(), t
 /// it is marked down. (Before, the call waited for them for good.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_logs_name_a_node_that_cannot_answer_instead_of_waiting() -> Result<()> {
-    let mut cluster = TestCluster::start(1).await?;
+    // A period well above the other tests' 300 ms: the test asserts which
+    // nodes are down, and on a loaded machine a beat late by a few hundred
+    // milliseconds would mark a live node down too.
+    let mut cluster = TestCluster::start_with_settings(
+        1,
+        shoal_manager::manager::Settings {
+            heartbeat_period: Duration::from_secs(1),
+            ..settings()
+        },
+    )
+    .await?;
     for host in ["up", "lost", "slow"] {
         cluster.add_agent(host, &[]).await?;
     }
@@ -398,7 +427,8 @@ async fn service_logs_name_a_node_that_cannot_answer_instead_of_waiting() -> Res
     match stream_end(&mut logs).await? {
         Err(status) => ensure!(
             status.message() == incomplete(&lost_id),
-            "the stream ended with {status:?}"
+            "the stream ended with {status:?}; nodes: {}",
+            node_states(&cluster).await
         ),
         Ok(()) => bail!("the stream ended without naming the down node {lost_id}"),
     }
@@ -417,11 +447,19 @@ async fn service_logs_name_a_node_that_cannot_answer_instead_of_waiting() -> Res
     })
     .await?;
     drop(slow);
+    // Both are named, in the order of their ids.
+    let mut named = [lost_id.as_str(), slow_id.as_str()];
+    named.sort_unstable();
+    let expected = format!(
+        "{}, node {} is not available",
+        incomplete(named[0]),
+        named[1]
+    );
     match stream_end(&mut logs).await? {
         Err(status) => ensure!(
-            status.message()
-                == format!("{}, node {slow_id} is not available", incomplete(&lost_id)),
-            "the stream ended with {status:?}"
+            status.message() == expected,
+            "the stream ended with {status:?}; nodes: {}",
+            node_states(&cluster).await
         ),
         Ok(()) => bail!("the stream ended without naming the lost nodes"),
     }
