@@ -302,6 +302,36 @@ impl TestCluster {
         Ok(self.agents.len() - 1)
     }
 
+    /// A node that joins with the worker token as `hostname` but runs no
+    /// agent: its certificate, and a dispatcher client of the first manager
+    /// presenting it, for tests that speak the node's side of the protocol
+    /// themselves.
+    pub async fn raw_node(
+        &self,
+        hostname: &str,
+    ) -> Result<(
+        Arc<shoal_pki::Credentials>,
+        shoal_api::pb::dispatcher_client::DispatcherClient<Channel>,
+    )> {
+        let node = shoal_agent::identity::obtain(
+            None,
+            &self.manager_addrs(),
+            Some(&self.worker_token),
+            "",
+            hostname,
+        )
+        .await?;
+        let channel = shoal_pki::transport::channel(
+            &self.manager_addrs()[0],
+            shoal_pki::transport::Dialer::Node(node.clone()),
+        )
+        .await?;
+        Ok((
+            node,
+            shoal_api::pb::dispatcher_client::DispatcherClient::new(channel),
+        ))
+    }
+
     /// A client of the first manager that is up, with an admin client
     /// certificate (mutual TLS, as `shoal cert issue` gives an operator).
     pub async fn control(&self) -> Result<ControlClient<Channel>> {

@@ -15,7 +15,6 @@ use shoal_api::pb::{
     TaskState, TaskStatus, TaskStatusUpdate, UpdateTaskStatusRequest,
     dispatcher_client::DispatcherClient,
 };
-use shoal_pki::transport::{self, Dialer};
 use shoal_tests::cluster::{TestCluster, register_node, replicated, settings, wait_until};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -30,17 +29,7 @@ async fn register(client: &mut DispatcherClient<Channel>) -> Result<SessionRef> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sessions_stream_ends_when_the_node_registers_again() -> Result<()> {
     let cluster = TestCluster::start(1).await?;
-    let addr = cluster.manager_addrs()[0].clone();
-    let node = shoal_agent::identity::obtain(
-        None,
-        &cluster.manager_addrs(),
-        Some(&cluster.worker_token),
-        "",
-        "twice",
-    )
-    .await?;
-    let channel = transport::channel(&addr, Dialer::Node(node)).await?;
-    let mut client = DispatcherClient::new(channel);
+    let (_, mut client) = cluster.raw_node("twice").await?;
 
     let first = register(&mut client).await?;
     let mut old = client.assignments(first.clone()).await?.into_inner();
@@ -208,17 +197,7 @@ fn line(task: &str, n: i64) -> LogLine {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_followed_log_goes_on_once_across_a_nodes_new_session() -> Result<()> {
     let cluster = TestCluster::start(1).await?;
-    let addr = cluster.manager_addrs()[0].clone();
-    let node = shoal_agent::identity::obtain(
-        None,
-        &cluster.manager_addrs(),
-        Some(&cluster.worker_token),
-        "",
-        "logger",
-    )
-    .await?;
-    let channel = transport::channel(&addr, Dialer::Node(node)).await?;
-    let mut client = DispatcherClient::new(channel);
+    let (_, mut client) = cluster.raw_node("logger").await?;
     let (first, period) = register_node(&mut client, "logger").await?;
     let (session_tx, session_rx) = watch::channel(first.clone());
     let beats = tokio::spawn(beat(client.clone(), session_rx, period));
