@@ -250,14 +250,20 @@ impl LogBroker {
 
     /// A node's stream for a request ended. A followed request that broke
     /// off stays asked of the node, whose next session answers it again;
-    /// otherwise the node is done with it.
+    /// otherwise the node is done with it, and one that broke off is named
+    /// at the end of the caller's stream (its part may be missing lines).
     pub fn node_stream_ended(&self, request_id: &str, node_id: &str, end: StreamEnd) {
-        let follows = self
-            .subscriptions()
-            .get(request_id)
-            .is_some_and(|s| s.follow);
-        if end == StreamEnd::BrokeOff && follows {
-            return;
+        if end == StreamEnd::BrokeOff {
+            let mut subscriptions = self.subscriptions();
+            let Some(subscription) = subscriptions.get_mut(request_id) else {
+                return;
+            };
+            if subscription.follow {
+                return;
+            }
+            if subscription.pending.contains(node_id) {
+                subscription.unavailable.insert(node_id.to_owned());
+            }
         }
         self.node_done(request_id, node_id);
     }
@@ -424,14 +430,24 @@ mod tests {
         );
         broker.node_stream_ended(&id, "n1", StreamEnd::Finished);
         assert!(broker.requests_for("n1").is_empty(), "the node finished");
-        // Without follow a broken-off node is done with it: the caller
-        // is not kept waiting for a node that may not come back.
-        let _once = broker
-            .subscribe(nodes(), opts(false, 0), BTreeSet::new())
+    }
+
+    #[tokio::test]
+    async fn without_follow_a_node_that_broke_off_is_done_and_named() {
+        // The caller is not kept waiting for a node that may not come
+        // back, and learns that its part may be short.
+        let broker = LogBroker::default();
+        let nodes = BTreeMap::from([("n1".to_string(), vec!["t1".to_string()])]);
+        let mut rx = broker
+            .subscribe(nodes, opts(false, 0), BTreeSet::new())
             .unwrap();
         let id = broker.requests_for("n1")[0].id.clone();
+        assert!(broker.publish(&id, vec![line("t1", 10)]).await);
         broker.node_stream_ended(&id, "n1", StreamEnd::BrokeOff);
         assert!(broker.requests_for("n1").is_empty());
+        let (lines, error) = drain(&mut rx).await;
+        assert_eq!(lines, ["t1@10\n"]);
+        assert!(error.unwrap().ends_with("node n1 is not available"));
     }
 
     /// Everything the caller's stream holds until it ends: lines as text,
