@@ -727,16 +727,30 @@ fn tunnel_reply(ctx: &mut TcContext, cfg: &MeshConfig, inner: &Flow) -> Option<i
 /// ports, so the entry of the one that had them before goes, and the rest
 /// of the new connection goes to the kernel too. (An entry the mesh has
 /// just written, for a SYN no answer has come to yet, stays: the SYN-ACK
-/// may be a late one for an earlier connection.) `forward`: the
-/// connection's client-to-node key ([`forward_key`]).
+/// may be a late one for an earlier connection.) The forward entry that
+/// led to the old entry goes with it: left alone, it would send the
+/// client's packets on to a connection that is no longer the mesh's, and
+/// stay until the table needed room. `forward`: the connection's
+/// client-to-node key ([`forward_key`]).
 #[inline(always)]
 fn answers(f: &Flow, seg: &Segment, back: &CtEntry, forward: &CtKey) -> bool {
     if f.proto != PROTO_TCP || !seg.is_syn_ack() {
         return true;
     }
-    let ours = conntrack::get(forward)
-        .is_some_and(|e| u32::from_be(e.syn_seq).wrapping_add(1) == u32::from_be(seg.ack));
+    // Whether the forward entry acknowledges this SYN-ACK, and whether it
+    // leads to this reply entry's connection (a newer connection from the
+    // same client ports may hold its key): read at once, two flags.
+    let (ours, leads_here) = match conntrack::get(forward) {
+        Some(e) => (
+            u32::from_be(e.syn_seq).wrapping_add(1) == u32::from_be(seg.ack),
+            e.addr == f.saddr && e.port == f.sport && e.nat_port == f.dport,
+        ),
+        None => (false, false),
+    };
     if !ours && back.flags & (CT_ESTABLISHED | CT_CLOSING) != 0 {
+        if leads_here {
+            conntrack::remove(forward);
+        }
         conntrack::remove(&f.key());
     }
     ours
