@@ -1,7 +1,9 @@
 //! The agent's side of the dispatcher protocol: register (as the node the
 //! node's certificate names, over mutual TLS), heartbeat, follow the assignment stream, report task status, and move to
 //! the new leader whenever leadership changes. What runs the tasks is an
-//! [`Executor`]: Docker in production, a simulation in manager tests.
+//! [`Executor`]: Docker in production, a simulation in manager tests. It
+//! applies the sets in a task of its own (`apply`), so that a slow engine
+//! never holds up the session.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -14,6 +16,8 @@ use shoal_api::pb::{
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
+
+mod apply;
 
 /// Lines of task output, as an executor produces them.
 pub type LogStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = LogLine> + Send>>;
@@ -122,6 +126,11 @@ pub async fn run(
     // to nobody would hold its addresses and slot for good).
     let (report_tx, mut report_rx) = mpsc::unbounded_channel::<TaskStatusUpdate>();
     let mut reports = Reports::default();
+    // Sets are applied apart from the sessions, by one task for the
+    // agent's life (see `apply`): a set still being applied when a session
+    // ends goes on to its end while the next session begins.
+    let applier = apply::Applier::start(executor.clone(), report_tx.clone());
+    let mut sessions = 0u64;
     // The node's certificate renews itself for as long as the session runs.
     let renewal = tokio::spawn(crate::identity::keep_renewed(
         config.credentials.clone(),
@@ -131,11 +140,15 @@ pub async fn run(
     loop {
         let addr = managers[next % managers.len()].clone();
         let channel = ReportChannel {
-            tx: &report_tx,
             rx: &mut report_rx,
             unsent: &mut reports,
         };
-        let outcome = session(&config, &addr, executor.clone(), &state, channel).await;
+        sessions += 1;
+        let applying = Applying {
+            applier: &applier,
+            session: sessions,
+        };
+        let outcome = session(&config, &addr, executor.clone(), &state, channel, applying).await;
         if state.borrow().connected_to.is_some() {
             pause = RETRY_FIRST; // this attempt got a session: start calm again
         }
@@ -252,9 +265,15 @@ struct Refused(String);
 
 /// Where a session takes the executor's reports from and keeps the unsent.
 struct ReportChannel<'a> {
-    tx: &'a mpsc::UnboundedSender<TaskStatusUpdate>,
     rx: &'a mut mpsc::UnboundedReceiver<TaskStatusUpdate>,
     unsent: &'a mut Reports,
+}
+
+/// Where a session hands its sets over, and the number that tells its
+/// sets from an earlier session's.
+struct Applying<'a> {
+    applier: &'a apply::Applier,
+    session: u64,
 }
 
 enum Redirect {
@@ -279,6 +298,7 @@ async fn session(
     executor: Arc<dyn Executor>,
     state: &watch::Sender<SessionState>,
     reports: ReportChannel<'_>,
+    applying: Applying<'_>,
 ) -> anyhow::Result<Redirect> {
     // TLS shows a certificate once, at the handshake: when the node's is
     // renewed (or a CA rotation replaces it), the session starts again on a
@@ -327,13 +347,20 @@ async fn session(
     tracing::info!(node = %registered.node_id, manager = %addr, "registered");
 
     let ReportChannel {
-        tx: report_tx,
         rx: report_rx,
         unsent,
     } = reports;
     // The complete set the stream's messages (a complete one, then deltas)
     // add up to: what the executor applies each time.
     let mut assignments = Receiver::default();
+    // Sets this session handed over to be applied, and the last of them
+    // applied (what an earlier session handed over is not this one's).
+    let mut applied = applying.applier.applied();
+    applied.borrow_and_update();
+    let (mut handed, mut applied_hand) = (0u64, 0u64);
+    // Log requests of the sets handed over, by set: answered once their
+    // set is applied, so that the tasks it starts are there to answer.
+    let mut log_requests: Vec<(u64, Vec<LogRequest>)> = Vec::new();
     // Heartbeats go on by themselves: a status report or a set being
     // applied may take longer than the heartbeats a node may miss (a report
     // waits up to 10 s for a leader election, and the manager marks a node
@@ -371,6 +398,10 @@ async fn session(
                 Ok(Some(message)) => {
                     let bytes = prost::Message::encoded_len(&message) as u64;
                     let complete = u64::from(!message.delta);
+                    // The applier builds the same set from the same
+                    // messages (its own copy: nothing copies a whole set
+                    // while one is being applied).
+                    let handing = message.clone();
                     let set = match assignments.take(message) {
                         Ok(set) => set,
                         Err(gap) => {
@@ -416,25 +447,11 @@ async fn session(
                             changed
                         });
                     }
-                    executor.reconcile(set, report_tx).await;
-                    if set.version != 0 {
-                        // What the executor reported while applying it goes
-                        // with the acknowledgement, in one call.
-                        while let Ok(more) = report_rx.try_recv() {
-                            unsent.add(more);
-                        }
-                        unsent.applied(set.version);
-                        match unless_beats_end(&mut beating, unsent.flush(&mut client, &session)).await {
-                            Raced::Done(flushed) => flushed?,
-                            Raced::BeatsEnded(ended) => return ended,
-                        }
+                    handed += 1;
+                    if !set.log_requests.is_empty() {
+                        log_requests.push((handed, set.log_requests.clone()));
                     }
-                    for request in &set.log_requests {
-                        if answered.insert(request.id.clone()) {
-                            shipping.retain(|task| !task.0.is_finished());
-                            shipping.extend(ship_logs(client.clone(), &session, request, executor.logs(request)));
-                        }
-                    }
+                    applying.applier.hand(applying.session, handed, handing);
                 }
                 Ok(None) => return Ok(Redirect::Managers(registered.managers)),
                 Err(status) => return match leader_of(&status) {
@@ -442,6 +459,36 @@ async fn session(
                     None => Err(anyhow::anyhow!("assignment stream: {}", status.message())),
                 },
             },
+            Ok(()) = applied.changed() => {
+                let done = *applied.borrow_and_update();
+                if done.session != applying.session {
+                    continue;
+                }
+                applied_hand = done.hand;
+                if done.version != 0 {
+                    // What the executor reported while applying it goes
+                    // with the acknowledgement, in one call.
+                    while let Ok(more) = report_rx.try_recv() {
+                        unsent.add(more);
+                    }
+                    unsent.applied(done.version);
+                    match unless_beats_end(&mut beating, unsent.flush(&mut client, &session)).await {
+                        Raced::Done(flushed) => flushed?,
+                        Raced::BeatsEnded(ended) => return ended,
+                    }
+                }
+                // Sets handed over after this one are still to be applied;
+                // those before it were passed over for it.
+                let (ready, later): (Vec<_>, Vec<_>) =
+                    log_requests.drain(..).partition(|(hand, _)| *hand <= done.hand);
+                log_requests = later;
+                for request in ready.iter().flat_map(|(_, requests)| requests) {
+                    if answered.insert(request.id.clone()) {
+                        shipping.retain(|task| !task.0.is_finished());
+                        shipping.extend(ship_logs(client.clone(), &session, request, executor.logs(request)));
+                    }
+                }
+            }
             ended = &mut beating.0 => return heartbeats_ended(ended),
             Ok(()) = credentials.changed() => {
                 if config.credentials.files().chain_pem != presented {
@@ -449,7 +496,9 @@ async fn session(
                     return Ok(Redirect::Again);
                 }
             }
-            Some(first) = report_rx.recv() => {
+            // While a set of this session is being applied, its reports
+            // wait to go with its acknowledgement (one call, not two).
+            Some(first) = report_rx.recv(), if applied_hand == handed => {
                 unsent.add(first);
                 while let Ok(more) = report_rx.try_recv() {
                     unsent.add(more);

@@ -26,6 +26,9 @@ struct Inner {
     apply_delay: std::time::Duration,
     /// Log requests in the sets it began to apply.
     log_requests_seen: usize,
+    /// Sets it began to apply, and sets it finished applying.
+    sets_begun: usize,
+    sets_applied: usize,
 }
 
 fn update(task_id: &str, state: TaskState, exit_code: i32, message: &str) -> TaskStatusUpdate {
@@ -98,6 +101,12 @@ impl SimExecutor {
             .log_requests_seen
     }
 
+    /// How many sets this node began to apply, and how many it finished.
+    pub fn sets_begun_and_applied(&self) -> (usize, usize) {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (inner.sets_begun, inner.sets_applied)
+    }
+
     /// Makes a running task exit with `exit_code` (0: complete, else failed).
     pub fn exit(&self, task_id: &str, exit_code: i32) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -127,6 +136,7 @@ impl Executor for SimExecutor {
         let delay = {
             let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             inner.log_requests_seen += set.log_requests.len();
+            inner.sets_begun += 1;
             inner.apply_delay
         };
         if !delay.is_zero() {
@@ -160,5 +170,6 @@ impl Executor for SimExecutor {
                 let _ = report.send(update(&id, TaskState::Shutdown, 0, "shutdown"));
             }
         }
+        inner.sets_applied += 1;
     }
 }

@@ -503,6 +503,11 @@ impl Receiver {
         }
         Ok(self.set.get_or_insert_with(Default::default))
     }
+
+    /// The complete set as of the last message taken.
+    pub fn current(&self) -> Option<&AssignmentSet> {
+        self.set.as_ref()
+    }
 }
 
 #[cfg(test)]

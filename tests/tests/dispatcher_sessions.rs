@@ -3,8 +3,8 @@
 //! stream of a session ends, saying so, once the node registers again,
 //! with no timer of its own to notice (the leader holds none per stream),
 //! and the new session's stream gets the node's set. A node whose sets
-//! take longer to apply than the heartbeats it may miss stays up. A
-//! followed `service logs` goes on, each line once, across a node's new
+//! take longer to apply than the heartbeats it may miss stays up, and
+//! follows a new leader while it applies one. A followed `service logs` goes on, each line once, across a node's new
 //! session.
 
 use std::time::Duration;
@@ -128,6 +128,50 @@ async fn a_node_slow_to_apply_its_set_is_not_marked_down() -> Result<()> {
         tasks.len() == 2,
         "tasks replaced: {} tasks for 2 replicas",
         tasks.len()
+    );
+    Ok(())
+}
+
+/// A node still applying a set (an engine slow to start a task) follows a
+/// new leader at once: sets are applied apart from the session. Applied
+/// inside it, the node stayed with the stopped leader until the set was
+/// applied (a minute here), and the cluster marked it down meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_applying_a_set_follows_a_new_leader_meanwhile() -> Result<()> {
+    let mut cluster = TestCluster::start(3).await?;
+    let leader = cluster.wait_for_leader(WAIT).await?;
+    cluster.add_agent("busy", &[]).await?;
+    let leader_addr = cluster.options(leader).advertise.clone();
+    let mut state = cluster.agents[0].state.clone();
+    tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| s.connected_to.as_deref() == Some(leader_addr.as_str())),
+    )
+    .await
+    .context("the node's session with the leader")??;
+    let executor = cluster.agents[0].executor.clone();
+    let (begun, applied) = executor.sets_begun_and_applied();
+    executor.set_apply_delay(Duration::from_secs(60));
+    let mut control = cluster.control().await?;
+    control.create_service(replicated("web", 1)).await?;
+    wait_until(WAIT, "the node to begin applying the service's set", || {
+        let executor = executor.clone();
+        async move { (executor.sets_begun_and_applied().0 > begun).then_some(()) }
+    })
+    .await?;
+
+    cluster.stop_manager(leader).await;
+    let new_leader = cluster.wait_for_leader(WAIT).await?;
+    let new_addr = cluster.options(new_leader).advertise.clone();
+    tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| s.connected_to.as_deref() == Some(new_addr.as_str())),
+    )
+    .await
+    .context("the node's session with the new leader while it applies a set")??;
+    ensure!(
+        executor.sets_begun_and_applied().1 == applied,
+        "the set was applied before the node moved: nothing was proven"
     );
     Ok(())
 }
