@@ -72,8 +72,9 @@ async fn ten_nodes_of_two_hundred_tasks_fit_a_laptop_screen() -> Result<()> {
             })
             .collect();
         anyhow::bail!(
-            "tasks placed per node: {:?}; nodes: {states:?}",
-            placed().await
+            "tasks placed per node: {:?}; nodes: {states:?}; tasks: {}",
+            placed().await,
+            summary(&cluster).await?
         );
     }
 
@@ -119,8 +120,13 @@ async fn ten_nodes_of_two_hundred_tasks_fit_a_laptop_screen() -> Result<()> {
         browser.screenshot(&screenshot_dir()?.join("10-nodes-200-tasks.png"))?;
         Ok((layout, took))
     })
-    .await??;
-    let (layout, took) = drawn;
+    .await?;
+    let (layout, took) = match drawn {
+        Ok(drawn) => drawn,
+        // What the store holds then, by (state, desired state, placed):
+        // the page draws every task it is sent.
+        Err(error) => anyhow::bail!("{error:#}; the store's tasks: {}", summary(&cluster).await?),
+    };
     println!("drawn in {took:?}: {layout}");
     // The ten nodes and the manager's own (it runs no agent here).
     ensure!(layout["columns"] == json!(NODES + 1), "{layout}");
@@ -147,4 +153,26 @@ async fn ten_nodes_of_two_hundred_tasks_fit_a_laptop_screen() -> Result<()> {
         "{layout}"
     );
     Ok(())
+}
+
+/// The store's tasks counted by state, desired state and whether placed,
+/// with each one's status message: what a failure shows.
+async fn summary(cluster: &TestCluster) -> Result<String> {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for t in cluster.tasks().await? {
+        let status = t.status.clone().unwrap_or_default();
+        let key = format!(
+            "{:?}/{:?}/{}/{}",
+            status.state(),
+            t.desired_state(),
+            if t.node_id.is_empty() {
+                "unplaced"
+            } else {
+                "placed"
+            },
+            status.message
+        );
+        *counts.entry(key).or_default() += 1;
+    }
+    Ok(format!("{counts:?}"))
 }
