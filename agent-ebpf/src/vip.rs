@@ -58,7 +58,14 @@ pub fn vip_out(mut ctx: TcContext) -> i32 {
     }
     // SAFETY: the agent writes whole entries.
     if let Some(service) = unsafe { MESH_VIPS.get(f.daddr) }.copied() {
-        let _ = try_vip_out(&mut ctx, &f, &seg, &service);
+        // No interface holds a VIP, so a packet from one is spoofed.
+        // Tracked, its reply entry (from a backend to the VIP) would be
+        // keyed like a connection to the VIP, which a task's own
+        // connection could then hit. (Looked up for VIP traffic only.)
+        // SAFETY: a lookup; nothing is read from the value.
+        if unsafe { MESH_VIPS.get(f.saddr) }.is_none() {
+            let _ = try_vip_out(&mut ctx, &f, &seg, &service);
+        }
         return TC_NEXT;
     }
     mesh::task_reply(&mut ctx, &f, &seg).unwrap_or(TC_NEXT)
