@@ -41,7 +41,7 @@ pub struct Applied {
 
 /// The agent's one applier of assignment sets; dropping it stops the task.
 pub struct Applier {
-    queue: Arc<Mutex<VecDeque<(Applied, AssignmentSet)>>>,
+    queue: Arc<Mutex<VecDeque<(u64, u64, AssignmentSet)>>>,
     wake: Arc<Notify>,
     applied: watch::Receiver<Applied>,
     _task: AbortOnDrop<()>,
@@ -53,7 +53,7 @@ impl Applier {
         executor: Arc<dyn Executor>,
         report: mpsc::UnboundedSender<TaskStatusUpdate>,
     ) -> Self {
-        let queue: Arc<Mutex<VecDeque<(Applied, AssignmentSet)>>> = Arc::default();
+        let queue: Arc<Mutex<VecDeque<(u64, u64, AssignmentSet)>>> = Arc::default();
         let wake = Arc::new(Notify::new());
         let (applied_tx, applied) = watch::channel(Applied::default());
         let task = tokio::spawn(apply_forever(
@@ -74,15 +74,10 @@ impl Applier {
     /// Hands over an assignment message, in its stream's order (the
     /// session checked the order: a stream's first message is complete).
     pub fn hand(&self, session: u64, hand: u64, message: AssignmentSet) {
-        let applied = Applied {
-            session,
-            hand,
-            version: message.version,
-        };
         self.queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push_back((applied, message));
+            .push_back((session, hand, message));
         self.wake.notify_one();
     }
 
@@ -95,7 +90,7 @@ impl Applier {
 async fn apply_forever(
     executor: Arc<dyn Executor>,
     report: mpsc::UnboundedSender<TaskStatusUpdate>,
-    queue: Arc<Mutex<VecDeque<(Applied, AssignmentSet)>>>,
+    queue: Arc<Mutex<VecDeque<(u64, u64, AssignmentSet)>>>,
     wake: Arc<Notify>,
     applied: watch::Sender<Applied>,
 ) {
@@ -106,9 +101,9 @@ async fn apply_forever(
         wake.notified().await;
         let messages = std::mem::take(&mut *queue.lock().unwrap_or_else(|e| e.into_inner()));
         let mut last = None;
-        for (tag, message) in messages {
+        for (session, hand, message) in messages {
             match set.take(message) {
-                Ok(_) => last = Some(tag),
+                Ok(_) => last = Some((session, hand)),
                 // Not expected (the session checked the order): the set
                 // waits for the complete one a new stream begins with.
                 Err(gap) => {
@@ -118,12 +113,13 @@ async fn apply_forever(
                 }
             }
         }
-        let (Some(tag), Some(current)) = (last, set.current()) else {
+        let (Some((session, hand)), Some(current)) = (last, set.current()) else {
             continue;
         };
         let tag = Applied {
+            session,
+            hand,
             version: current.version,
-            ..tag
         };
         executor.reconcile(current, &report).await;
         applied.send_replace(tag);
@@ -259,16 +255,18 @@ mod tests {
         let (report, _reports) = mpsc::unbounded_channel();
         let applier = Applier::start(executor.clone(), report);
         let mut sender = shoal_api::assignments::Sender::new(true);
+        let mut next = |version, tasks: &[Task]| {
+            sender
+                .next(AssignmentSet {
+                    version,
+                    tasks: tasks.to_vec(),
+                    ..Default::default()
+                })
+                .expect("a change")
+        };
         let mut tasks = vec![task("a")];
         let mut version = 1;
-        let first = sender
-            .next(AssignmentSet {
-                version,
-                tasks: tasks.clone(),
-                ..Default::default()
-            })
-            .expect("a first set");
-        applier.hand(1, 1, first);
+        applier.hand(1, 1, next(version, &tasks));
         executor.begun(1).await;
         // While the first is applied: three deltas (b, c added; a removed).
         for (hand, change) in [(2, "+b"), (3, "+c"), (4, "-a")] {
@@ -277,13 +275,7 @@ mod tests {
                 (_, id) => tasks.retain(|t| shoal_api::assignments::task_key(t) != id),
             }
             version += 1;
-            let message = sender
-                .next(AssignmentSet {
-                    version,
-                    tasks: tasks.clone(),
-                    ..Default::default()
-                })
-                .expect("a change");
+            let message = next(version, &tasks);
             assert!(message.delta, "a delta");
             applier.hand(1, hand, message);
         }
