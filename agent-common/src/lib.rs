@@ -14,7 +14,7 @@ pub use pick::*;
 
 /// Version of the map layouts below. Pinned objects live under
 /// `<bpffs root>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 17;
+pub const LAYOUT_VERSION: u32 = 18;
 
 /// Names of the maps and programs in the eBPF object, as the loader looks them up.
 pub mod names {
@@ -45,6 +45,7 @@ pub mod names {
     pub const DNS_ASKERS: &str = "DNS_ASKERS";
     pub const DNS_NAMES: &str = "DNS_NAMES";
     pub const DNS_STATS: &str = "DNS_STATS";
+    pub const TASK_SOURCES: &str = "TASK_SOURCES";
     /// On each task's host-side veth, TC ingress: connections to a VIP.
     pub const VIP_OUT: &str = "vip_out";
     /// On each task's host-side veth, TC egress: their replies.
@@ -153,15 +154,27 @@ pub const DROP_CONTAINER_TO_NODE: u32 = 2;
 /// (the port's `--publish …,allow=CIDR`, or the node's `--ingress-allow`)
 /// does not name.
 pub const DROP_NOT_ALLOWED: u32 = 3;
+/// A TCP or UDP packet leaving a task (on its host-side veth) from an
+/// address its task does not hold on that network (`TASK_SOURCES`).
+pub const DROP_SPOOFED_SOURCE: u32 = 4;
 /// How many drop reasons there are (slots in `DROPS`).
-pub const DROP_REASONS: u32 = 4;
+pub const DROP_REASONS: u32 = 5;
 /// The reasons' names, by slot, as `shoal-agent datapath drops` prints them.
 pub const DROP_NAMES: [&str; DROP_REASONS as usize] = [
     "vxlan-source",
     "vxlan-port",
     "container-to-node",
     "ingress-allow",
+    "spoofed-source",
 ];
+
+// `TASK_SOURCES` maps a task's host-side veth (ifindex) to the address
+// (network order) its task holds on that veth's network, the one source
+// its packets may carry: a container that sends from another task's
+// address could otherwise take over that task's tracked connections.
+
+/// Task veths the anti-spoofing map holds, at most.
+pub const TASK_MAX_VETHS: u32 = 16_384;
 
 // Allow-lists of published ports. `ALLOW_PORTS` holds the `PortKey`s that
 // have a list (a port without one admits every source), and

@@ -18,7 +18,8 @@ use aya_ebpf::{
 };
 use shoal_agent_common::{
     ADDR_CLUSTER_NODE, ADDR_DNS, ADDR_LOCAL, CtKey, DROP_REASONS, DROP_VXLAN_PORT,
-    DROP_VXLAN_SOURCE, GUARD_NODES, MESH_MAX_SERVICES, MeshConfig, PortKey, TargetKey,
+    DROP_VXLAN_SOURCE, GUARD_NODES, MESH_MAX_SERVICES, MeshConfig, PortKey, TASK_MAX_VETHS,
+    TargetKey,
 };
 
 use crate::{
@@ -37,6 +38,10 @@ static GUARD_PORTS: HashMap<PortKey, u32> = HashMap::pinned(256, 0);
 /// Local tasks' published target ports on the ingress network.
 #[map]
 static MESH_TARGETS: HashMap<TargetKey, u32> = HashMap::pinned(MESH_MAX_SERVICES * 4, 0);
+/// A task's host-side veth (ifindex) → the one source address its packets
+/// may carry (network order).
+#[map]
+static TASK_SOURCES: HashMap<u32, u32> = HashMap::pinned(TASK_MAX_VETHS, 0);
 /// Packets dropped, per reason (`DROP_*`) and per CPU.
 #[map]
 static DROPS: PerCpuArray<u64> = PerCpuArray::pinned(DROP_REASONS, 0);
@@ -57,6 +62,21 @@ pub fn drop_packet(reason: u32) -> i32 {
 fn addr_flags(addr: u32) -> u32 {
     // SAFETY: the agent writes whole u32 values.
     unsafe { NODE_ADDRS.get(addr) }.copied().unwrap_or(0)
+}
+
+/// Whether a packet leaving a task on its host-side veth `veth` claims a
+/// source its task does not hold there. A veth the agent wrote no address
+/// for (plugged by an agent from before this check) is not judged.
+#[inline(always)]
+pub fn spoofed(f: &Flow, veth: u32) -> bool {
+    // SAFETY: the agent writes whole u32 values.
+    unsafe { TASK_SOURCES.get(veth) }.is_some_and(|held| *held != f.saddr)
+}
+
+/// Whether `addr` is one of this node's own addresses.
+#[inline(always)]
+pub fn is_own_addr(addr: u32) -> bool {
+    addr_flags(addr) & ADDR_LOCAL != 0
 }
 
 /// VXLAN to this node (`outer` is UDP to its address, port 4789): the

@@ -244,6 +244,13 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
     if cfg.ingress_addr == 0 {
         return None;
     }
+    // No packet from the wire comes from an address this node holds (the
+    // node's own traffic to itself stays on `lo`), so one that says so is
+    // spoofed. Tracked, its reply entry (from a task to that address) would
+    // be keyed like a connection to the node. Left to the kernel's checks.
+    if f.saddr == cfg.node_addr || f.saddr == cfg.ingress_addr || guard::is_own_addr(f.saddr) {
+        return None;
+    }
     if tunnel::is_ingress_vxlan(ctx, &cfg, &f) {
         return tunnel_in(ctx, &cfg, f.saddr);
     }

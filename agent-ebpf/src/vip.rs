@@ -2,9 +2,9 @@
 //! connection to the service's next task as it leaves the task (`vip_out`,
 //! TC ingress of its host-side veth), and the replies get the VIP back as
 //! they reach it (`vip_in`, TC egress of the same veth). `vip_out` is also
-//! where a container's packets are first seen: the guard against reaching
-//! the node's own ports sits there, and the plain service-name DNS queries
-//! are answered there (see `dns`).
+//! where a container's packets are first seen: the guards against a
+//! spoofed source and against reaching the node's own ports sit there, and
+//! the plain service-name DNS queries are answered there (see `dns`).
 
 use aya_ebpf::{
     macros::{classifier, map},
@@ -45,6 +45,11 @@ pub fn vip_out(mut ctx: TcContext) -> i32 {
     let Some(seg) = Segment::read(&ctx, &f, L4_OFF) else {
         return TC_NEXT;
     };
+    // SAFETY: a read of the context the kernel gave this program.
+    let veth = unsafe { (*ctx.skb.skb).ifindex };
+    if guard::spoofed(&f, veth) {
+        return guard::drop_packet(shoal_agent_common::DROP_SPOOFED_SOURCE);
+    }
     if guard::container_blocked(&f, &seg) {
         return guard::drop_packet(shoal_agent_common::DROP_CONTAINER_TO_NODE);
     }

@@ -169,7 +169,10 @@ enum DatapathCommand {
     /// vxlan-source: VXLAN from an address that is no cluster node;
     /// vxlan-port: ingress-network VXLAN for no published port of a task
     /// here; container-to-node: a container's packet to this node's ports
-    /// (DNS aside) or to another node's manager or VXLAN port.
+    /// (DNS aside) or to another node's manager or VXLAN port;
+    /// ingress-allow: a client a published port's allow-list does not
+    /// name; spoofed-source: a container's packet from an address its task
+    /// does not hold.
     Drops {
         /// One JSON object instead of a table.
         #[arg(long)]

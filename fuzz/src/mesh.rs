@@ -21,18 +21,21 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
 use shoal_agent::datapath::{
     BpfRoot,
+    guard::{GuardMaps, GuardTables},
     mesh::{MeshMaps, MeshService, VipService, be_addr},
     pick::PickPolicy,
     unattached::{RunResult, Unattached},
 };
 use shoal_agent_common::{
-    CtEntry, CtKey, DROP_REASONS, IfaceCounters, MODE_HOST, MODE_INGRESS, PortEntry, PortKey,
-    ServiceStats, names,
+    ADDR_CLUSTER_NODE, ADDR_DNS, ADDR_LOCAL, CtEntry, CtKey, DROP_REASONS, IfaceCounters,
+    MODE_HOST, MODE_INGRESS, PortEntry, PortKey, ServiceStats, names,
 };
 
 pub const NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 pub const OTHER_NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
 pub const INGRESS_ADDR: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 2);
+/// The VIP network's gateway, where the node's DNS server answers.
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 1);
 /// Tasks on the ingress network: the first runs here.
 pub const BACKENDS: [Ipv4Addr; 3] = [
     Ipv4Addr::new(10, 255, 0, 5),
@@ -87,6 +90,7 @@ impl Node {
         let root = BpfRoot::new(format!("/sys/fs/bpf/shoal-fuzz-{}", std::process::id()));
         let programs = Unattached::load(&root)?;
         let mut maps = MeshMaps::open(&root)?;
+        let mut guard = GuardMaps::open(&root)?;
         let tables = [names::MESH_CT, names::MESH_SYN]
             .into_iter()
             .map(|name| -> Result<CtTable, Box<dyn std::error::Error>> {
@@ -139,6 +143,21 @@ impl Node {
             }],
         )?;
         drop(maps);
+        // The node's own addresses, as the agent writes them (`ADDR_LOCAL`:
+        // never a source from the wire, never a container's destination
+        // but the gateway's DNS), and the other node.
+        guard.sync(&GuardTables {
+            addrs: [
+                (NODE, ADDR_CLUSTER_NODE | ADDR_LOCAL),
+                (INGRESS_ADDR, ADDR_LOCAL),
+                (GATEWAY, ADDR_LOCAL | ADDR_DNS),
+                (OTHER_NODE, ADDR_CLUSTER_NODE),
+            ]
+            .into_iter()
+            .collect(),
+            ..GuardTables::default()
+        })?;
+        drop(guard);
         let mut slots = HashSet::new();
         for entry in entries::<PortKey, PortEntry>(programs.ebpf().map(names::MESH_PORTS)) {
             slots.insert(entry.1.service);

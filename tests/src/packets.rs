@@ -117,7 +117,13 @@ pub struct RawSender(Socket);
 
 impl RawSender {
     pub fn open(netns: &str) -> Result<Self> {
-        let socket = crate::netns::run_in(netns, || {
+        Self::open_path(&format!("/run/netns/{netns}"))
+    }
+
+    /// The same in the namespace at `path` (a container's:
+    /// `/proc/PID/ns/net`).
+    pub fn open_path(path: &str) -> Result<Self> {
+        let socket = crate::netns::run_in_path(path, || {
             Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(IPPROTO_RAW)))
         })?
         .context("opening a raw socket (root needed)")?;

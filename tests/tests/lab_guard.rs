@@ -7,7 +7,9 @@
 //!   connection table, leaves every established connection working;
 //! - the node's DNS server answers its containers and nobody else;
 //! - containers reach neither the managers' port nor any port of their own
-//!   node but DNS, on an ordinary overlay or an `--internal` one.
+//!   node but DNS, on an ordinary overlay or an `--internal` one;
+//! - a container cannot send from another task's address (to take over
+//!   its connections through a VIP).
 //!
 //! Every drop is counted: `shoal-agent datapath drops` proves where a
 //! packet went.
@@ -499,6 +501,103 @@ fn containers_reach_no_manager_port_and_no_port_of_their_node_but_dns() -> Resul
         after.0,
         before.1,
         after.1
+    );
+    Ok(())
+}
+
+/// A container (with Docker's default `NET_RAW`) sends TCP SYNs and UDP
+/// datagrams to a VIP from another task's address and port, that task's
+/// open connection to the VIP included: each is dropped at its veth and
+/// counted (`spoofed-source`); the victim's connection keeps echoing, and
+/// the attacker's own packets are not judged spoofed.
+#[test]
+fn a_container_cannot_send_from_another_tasks_address() -> Result<()> {
+    let cluster = LabCluster::start(1, true)?;
+    cluster.shoal(&["network", "create", "-d", "overlay", "appnet"])?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "echo",
+        "--replicas",
+        "2",
+        "--network",
+        "appnet",
+        "shoal/echo:1",
+    ])?;
+    for name in ["victim", "attacker"] {
+        cluster.shoal(&[
+            "service",
+            "create",
+            "--name",
+            name,
+            "--network",
+            "appnet",
+            "--constraint",
+            "node.hostname==n1",
+            "shoal/toolbox",
+        ])?;
+    }
+    for (name, n) in [("echo", 2), ("victim", 1), ("attacker", 1)] {
+        wait_running(&cluster, name, n)?;
+    }
+    let inspect: Value = serde_json::from_str(&cluster.shoal(&["service", "inspect", "echo"])?)?;
+    let vip: Ipv4Addr = inspect[0]["Endpoint"]["VirtualIPs"][0]["Addr"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .context("echo has no VIP")?
+        .parse()?;
+    let (victim, attacker) = (container("victim")?, container("attacker")?);
+    let victim_addr = match container_addrs(&victim)?.as_slice() {
+        [one] => *one,
+        other => bail!("the victim has addresses {other:?}, expected one"),
+    };
+    // The victim's connection to the VIP, opened in its namespace (the
+    // socket stays there).
+    let target = SocketAddrV4::new(vip, 7);
+    let victim_ns = format!("/proc/{}/ns/net", pid_of(&victim)?);
+    let mut stream = netns::run_in_path(&victim_ns, move || {
+        TcpStream::connect_timeout(&target.into(), Duration::from_secs(5))
+    })??;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    client::say(&mut stream, "hello").context("the victim's connection to the VIP")?;
+    let victim_port = stream.local_addr()?.port();
+
+    let before = dropped(1, "spoofed-source")?;
+    let raw = RawSender::open_path(&format!("/proc/{}/ns/net", pid_of(&attacker)?))?;
+    const SPOOFED: u32 = 50;
+    for i in 0..SPOOFED {
+        // The victim's own connection first, then other ports.
+        let port = if i == 0 {
+            victim_port
+        } else {
+            20_000 + i as u16
+        };
+        let from = SocketAddrV4::new(victim_addr, port);
+        raw.send(&packets::tcp_syn(from, target, 0x1000 + i))?;
+        raw.send(&packets::udp(from, target, b"spoofed"))?;
+    }
+    // Counted as the host-side veth takes them in (the first may wait
+    // for the VIP's neighbour entry in the attacker's namespace).
+    let expected = before + u64::from(2 * SPOOFED);
+    let after = cluster.wait("the spoofed packets counted", WAIT, || {
+        dropped(1, "spoofed-source").ok().filter(|n| *n >= expected)
+    })?;
+    ensure!(
+        after - before == u64::from(2 * SPOOFED),
+        "{} spoofed packets sent, spoofed-source counted {} ({before} -> {after})",
+        2 * SPOOFED,
+        after - before
+    );
+    client::say(&mut stream, "still mine").context("the victim's connection after the spoofing")?;
+    // The attacker's own packets pass: it reaches the VIP itself.
+    ensure!(
+        connects(&attacker, &target.to_string())?,
+        "the attacker could not reach {target} from its own address: the guard blocks too much"
+    );
+    ensure!(
+        dropped(1, "spoofed-source")? == after,
+        "the attacker's own connection was counted as spoofed"
     );
     Ok(())
 }

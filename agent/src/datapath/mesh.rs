@@ -48,7 +48,10 @@ pub fn ensure_maps(root: &BpfRoot) -> Result<(), DatapathError> {
     root.prepare()?;
     // Maps a newer object added (the DNS ones) are created by loading it
     // again: pinned maps that exist are reused as they are.
-    if root.map(names::MESH_CONFIG).exists() && root.map(names::DNS_NAMES).exists() {
+    if root.map(names::MESH_CONFIG).exists()
+        && root.map(names::DNS_NAMES).exists()
+        && root.map(names::TASK_SOURCES).exists()
+    {
         return Ok(());
     }
     EbpfLoader::new()
@@ -83,8 +86,17 @@ pub fn attach_underlay(root: &BpfRoot, underlay: u32) -> Result<(), DatapathErro
 }
 
 /// VIP balancing on a task's host-side veth: `vip_out` on what the task
-/// sends, `vip_in` on what it receives.
-pub fn attach_vip(root: &BpfRoot, veth: u32) -> Result<(), DatapathError> {
+/// sends, `vip_in` on what it receives. `source` is the task's address on
+/// the veth's network, the only source `vip_out` lets its packets carry;
+/// written before the programs are attached.
+pub fn attach_vip(root: &BpfRoot, veth: u32, source: Ipv4Addr) -> Result<(), DatapathError> {
+    ensure_maps(root)?;
+    let mut sources: BpfHashMap<MapData, u32, u32> =
+        BpfHashMap::try_from(open_map(root, names::TASK_SOURCES)?)
+            .map_err(map_error(root, names::TASK_SOURCES))?;
+    sources
+        .insert(veth, be_addr(source), 0)
+        .map_err(map_error(root, names::TASK_SOURCES))?;
     attach(
         root,
         &[
@@ -99,10 +111,29 @@ pub fn attach_vip(root: &BpfRoot, veth: u32) -> Result<(), DatapathError> {
 /// of one that is gone, and must not be taken as attached already.
 pub fn forget_interface(root: &BpfRoot, ifindex: u32) {
     let _ = std::fs::remove_dir_all(root.links_dir(ifindex));
+    forget_task_sources(root, |veth| veth == ifindex);
 }
 
-/// Forgets the pins of interfaces that are gone (a task's veth goes with
-/// its container; the kernel has already detached its links).
+/// Removes the `TASK_SOURCES` entries of the veths `gone` names (best
+/// effort: a stale entry is harmless, as a new veth with its index is
+/// written before its programs are attached, and it is tried again at the
+/// next push).
+fn forget_task_sources(root: &BpfRoot, gone: impl Fn(u32) -> bool) {
+    let Ok(map) = open_map(root, names::TASK_SOURCES) else {
+        return;
+    };
+    let Ok(mut sources) = BpfHashMap::<MapData, u32, u32>::try_from(map) else {
+        return;
+    };
+    let stale: Vec<u32> = sources.keys().flatten().filter(|k| gone(*k)).collect();
+    for veth in stale {
+        let _ = sources.remove(&veth);
+    }
+}
+
+/// Forgets the pins and task sources of interfaces that are gone (a
+/// task's veth goes with its container; the kernel has already detached
+/// its links).
 pub fn forget_gone_interfaces(root: &BpfRoot) {
     let dir = root.links_dir(0);
     let Some(links) = dir.parent() else { return };
@@ -119,6 +150,7 @@ pub fn forget_gone_interfaces(root: &BpfRoot) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+    forget_task_sources(root, |veth| super::ifname_of(veth).is_none());
 }
 
 /// A service VIP on one network as the mesh balances it.

@@ -135,7 +135,7 @@ impl Overlay {
             .await?;
         if let Some(root) = &self.bpf_root {
             mesh::forget_interface(root, host_link.index);
-            mesh::attach_vip(root, host_link.index)?;
+            mesh::attach_vip(root, host_link.index, addr.addr)?;
         }
         self.nl.move_to_netns_of(peer_link.index, pid).await?;
         let moved = inside

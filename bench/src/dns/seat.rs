@@ -67,7 +67,7 @@ impl Seat {
         let attach_root = root.clone();
         let ifindex = netns::run_in(node_ns, move || -> Result<u32> {
             let ifindex = ifindex_of(HOST_VETH)?;
-            mesh::attach_vip(&attach_root, ifindex)?;
+            mesh::attach_vip(&attach_root, ifindex, CONTAINER_ADDR)?;
             Ok(ifindex)
         })??;
         let mut maps = DnsMaps::open(&root).context("the DNS maps the attach pinned")?;
