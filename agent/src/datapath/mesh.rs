@@ -90,13 +90,7 @@ pub fn attach_underlay(root: &BpfRoot, underlay: u32) -> Result<(), DatapathErro
 /// the veth's network, the only source `vip_out` lets its packets carry;
 /// written before the programs are attached.
 pub fn attach_vip(root: &BpfRoot, veth: u32, source: Ipv4Addr) -> Result<(), DatapathError> {
-    ensure_maps(root)?;
-    let mut sources: BpfHashMap<MapData, u32, u32> =
-        BpfHashMap::try_from(open_map(root, names::TASK_SOURCES)?)
-            .map_err(map_error(root, names::TASK_SOURCES))?;
-    sources
-        .insert(veth, be_addr(source), 0)
-        .map_err(map_error(root, names::TASK_SOURCES))?;
+    set_task_source(root, veth, source)?;
     attach(
         root,
         &[
@@ -107,28 +101,33 @@ pub fn attach_vip(root: &BpfRoot, veth: u32, source: Ipv4Addr) -> Result<(), Dat
     )
 }
 
+/// Writes the one source address `vip_out` lets packets from the task
+/// behind `veth` carry (`TASK_SOURCES`).
+pub fn set_task_source(root: &BpfRoot, veth: u32, source: Ipv4Addr) -> Result<(), DatapathError> {
+    ensure_maps(root)?;
+    let mut sources: BpfHashMap<MapData, u32, u32> =
+        BpfHashMap::try_from(open_map(root, names::TASK_SOURCES)?)
+            .map_err(map_error(root, names::TASK_SOURCES))?;
+    sources
+        .insert(veth, be_addr(source), 0)
+        .map_err(map_error(root, names::TASK_SOURCES))
+}
+
 /// Forgets the pins under one ifindex: a new interface may get the index
 /// of one that is gone, and must not be taken as attached already.
 pub fn forget_interface(root: &BpfRoot, ifindex: u32) {
     let _ = std::fs::remove_dir_all(root.links_dir(ifindex));
-    forget_task_sources(root, |veth| veth == ifindex);
+    if let Some(mut sources) = task_sources(root) {
+        let _ = sources.remove(&ifindex);
+    }
 }
 
-/// Removes the `TASK_SOURCES` entries of the veths `gone` names (best
-/// effort: a stale entry is harmless, as a new veth with its index is
-/// written before its programs are attached, and it is tried again at the
-/// next push).
-fn forget_task_sources(root: &BpfRoot, gone: impl Fn(u32) -> bool) {
-    let Ok(map) = open_map(root, names::TASK_SOURCES) else {
-        return;
-    };
-    let Ok(mut sources) = BpfHashMap::<MapData, u32, u32>::try_from(map) else {
-        return;
-    };
-    let stale: Vec<u32> = sources.keys().flatten().filter(|k| gone(*k)).collect();
-    for veth in stale {
-        let _ = sources.remove(&veth);
-    }
+/// The pinned `TASK_SOURCES` map, if it can be opened. Its entries are
+/// removed best effort: a stale one is harmless (a new veth with its index
+/// is written before its programs are attached), and every push sweeps
+/// those of gone interfaces.
+fn task_sources(root: &BpfRoot) -> Option<BpfHashMap<MapData, u32, u32>> {
+    BpfHashMap::try_from(open_map(root, names::TASK_SOURCES).ok()?).ok()
 }
 
 /// Forgets the pins and task sources of interfaces that are gone (a
@@ -150,7 +149,16 @@ pub fn forget_gone_interfaces(root: &BpfRoot) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
-    forget_task_sources(root, |veth| super::ifname_of(veth).is_none());
+    if let Some(mut sources) = task_sources(root) {
+        let gone: Vec<u32> = sources
+            .keys()
+            .flatten()
+            .filter(|veth| super::ifname_of(*veth).is_none())
+            .collect();
+        for veth in gone {
+            let _ = sources.remove(&veth);
+        }
+    }
 }
 
 /// A service VIP on one network as the mesh balances it.

@@ -17,6 +17,8 @@ mod loader;
 pub(crate) mod maglev;
 pub mod mesh;
 pub mod pick;
+#[cfg(test)]
+mod sources_tests;
 pub mod sweep;
 pub mod unattached;
 
