@@ -66,7 +66,7 @@ fn addr_flags(addr: u32) -> u32 {
 
 /// Whether a packet leaving a task on its host-side veth `veth` claims a
 /// source its task does not hold there. A veth the agent wrote no address
-/// for (plugged by an agent from before this check) is not judged.
+/// for is not judged: a missing write never cuts a task off.
 #[inline(always)]
 pub fn spoofed(f: &Flow, veth: u32) -> bool {
     // SAFETY: the agent writes whole u32 values.

@@ -15,6 +15,7 @@ mod dns;
 mod guard;
 mod mesh;
 mod pick;
+mod reply;
 mod segment;
 mod tunnel;
 mod vip;

@@ -5,9 +5,9 @@
 //! be round-robin), rewrites it to `client:port -> task:target` (the
 //! client's own address; see `clientip` for how the replies find their way
 //! back) and hands it to the ingress network's bridge, which carries it to
-//! the task over VXLAN or to a local veth. `mesh_reply` (TC ingress on that
-//! bridge) turns the task's replies back into `node:published -> client`
-//! and sends them out of the underlay interface. Both directions are kept in
+//! the task over VXLAN or to a local veth. The replies are turned back
+//! into `node:published -> client` and sent out of the underlay interface
+//! (see `reply`, with `mesh_reply` on that bridge). Both directions are kept in
 //! one LRU connection table; checksums are fixed with the kernel's helpers.
 //! For a task on another node, the entry node does the VXLAN wrapping and
 //! unwrapping itself on the underlay interface (see `tunnel`), and the
@@ -15,7 +15,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use crate::{allow, clientip, closing, conntrack, guard, pick, segment::Segment, tunnel};
+use crate::{allow, clientip, closing, conntrack, guard, pick, reply, segment::Segment, tunnel};
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
     helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
@@ -101,7 +101,7 @@ pub(crate) fn flow(ctx: &TcContext) -> Option<Flow> {
 
 /// The flow of the IPv4 packet whose header starts at `ip`.
 #[inline(always)]
-fn flow_at(ctx: &TcContext, ip: usize) -> Option<Flow> {
+pub(crate) fn flow_at(ctx: &TcContext, ip: usize) -> Option<Flow> {
     let version_ihl: u8 = ctx.load(ip).ok()?;
     if version_ihl != 0x45 {
         return None; // IPv4 with options: not for the mesh
@@ -124,7 +124,7 @@ fn flow_at(ctx: &TcContext, ip: usize) -> Option<Flow> {
 }
 
 #[inline(always)]
-fn config() -> Option<MeshConfig> {
+pub(crate) fn config() -> Option<MeshConfig> {
     MESH_CONFIG.get(0).copied()
 }
 
@@ -246,13 +246,12 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
     }
     // No packet from the wire comes from an address this node holds (the
     // node's own traffic to itself stays on `lo`), so one that says so is
-    // spoofed. Tracked, its reply entry (from a task to that address) would
-    // be keyed like a connection to the node. Left to the kernel's checks.
-    if f.saddr == cfg.node_addr || f.saddr == cfg.ingress_addr || guard::is_own_addr(f.saddr) {
-        return None;
-    }
+    // spoofed (see `from_own_addr`).
     if tunnel::is_ingress_vxlan(ctx, &cfg, &f) {
-        return tunnel_in(ctx, &cfg, f.saddr);
+        if f.saddr == cfg.node_addr {
+            return None;
+        }
+        return reply::tunnel_in(ctx, &cfg, f.saddr);
     }
     let key = f.key();
     let seg = Segment::read(ctx, &f, L4_OFF)?;
@@ -260,6 +259,7 @@ fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
         Some((entry, slot, confirmed)) if still_there(&f, &seg, &entry, f.saddr) => {
             (entry, slot, false, confirmed)
         }
+        _ if from_own_addr(&cfg, &f) => return None,
         _ if !allow::admits(&f) => {
             count_drop(f.dport, f.proto);
             return Some(guard::drop_packet(shoal_agent_common::DROP_NOT_ALLOWED));
@@ -480,6 +480,16 @@ pub(crate) fn next_backend(service: &PortEntry) -> Option<Backend> {
     unsafe { MESH_BACKENDS.get(key) }.copied()
 }
 
+/// Whether a packet from the wire claims a source this node holds. It is
+/// spoofed, and is left to the kernel's checks untracked: its reply entry
+/// (from a task to that address) would be keyed like a connection to the
+/// node. Asked only where a new connection would be tracked, off the path
+/// of established ones (no entry is ever made for such a source).
+#[inline(always)]
+fn from_own_addr(cfg: &MeshConfig, f: &Flow) -> bool {
+    f.saddr == cfg.node_addr || f.saddr == cfg.ingress_addr || guard::is_own_addr(f.saddr)
+}
+
 /// A connection's first packet (`key`: its direction's key): the next
 /// backend, a source port no other connection to that backend uses, and
 /// both directions tracked.
@@ -639,142 +649,12 @@ fn reply_entry(f: &Flow, service: &PortEntry) -> CtEntry {
     }
 }
 
-#[classifier]
-pub fn mesh_reply(mut ctx: TcContext) -> i32 {
-    match try_reply(&mut ctx) {
-        Some(action) => action,
-        None => TC_NEXT,
-    }
-}
-
-#[inline(always)]
-fn try_reply(ctx: &mut TcContext) -> Option<i32> {
-    let cfg = config()?;
-    let f = flow(ctx)?;
-    if cfg.ingress_addr == 0 {
-        return None;
-    }
-    let found = conntrack::get_ptr_mut(&f.key())?;
-    let seg = Segment::read(ctx, &f, L4_OFF)?;
-    reply(ctx, &cfg, &f, &seg, found)
-}
-
 /// Straight into a local task's container: the peer of its host-side
 /// veth receives the packet as if from the wire, past the bridge.
 #[inline(always)]
 pub(crate) fn into_container(veth: u32) -> i32 {
     // SAFETY: a plain helper call with an ifindex and no flags.
     unsafe { bpf_redirect_peer(veth, 0) as i32 }
-}
-
-/// VXLAN on the ingress network, arriving at the underlay interface
-/// (`via`: the node it came from): a task's reply to a connection this
-/// node forwards goes on to its client unwrapped; a packet for a task here
-/// goes straight into its container. Anything else (ARP, VIP traffic, what
-/// the tables do not know) keeps going to the kernel's VXLAN device and
-/// the bridge.
-#[inline(always)]
-fn tunnel_in(ctx: &mut TcContext, cfg: &MeshConfig, via: u32) -> Option<i32> {
-    let inner = flow_at(ctx, tunnel::INNER_IP_OFF)?;
-    if inner.daddr == cfg.ingress_addr || clientip::is_reply_to_client(ctx, cfg, &inner) {
-        return tunnel_reply(ctx, cfg, &inner);
-    }
-    let veth = tunnel::local_veth(inner.daddr)?;
-    if let Some(entry) = clientip::forwarded_by(ctx, &inner)
-        && let Some(verdict) = clientip::arrive(ctx, &inner, entry, via, veth)
-    {
-        return Some(verdict);
-    }
-    // Replies to a VIP connection a task here opened get the VIP back on
-    // the task's veth (`vip_in`): those take the bridge.
-    if conntrack::get(&inner.key()).is_some_and(|e| e.flags & CT_VIP != 0) {
-        return None;
-    }
-    if !tunnel::unwrap(ctx) {
-        return None;
-    }
-    Some(into_container(veth))
-}
-
-/// A task's reply that came wrapped in VXLAN to the underlay interface:
-/// unwrapped here and sent on to the client, if it belongs to a connection
-/// the mesh tracks (anything else keeps going to the kernel's device).
-#[inline(always)]
-fn tunnel_reply(ctx: &mut TcContext, cfg: &MeshConfig, inner: &Flow) -> Option<i32> {
-    let Some((back, slot, confirmed)) = conntrack::lookup_ptr(&inner.key()) else {
-        // Not the mesh's: the kernel's if it is a reply to the node's own
-        // software, else dropped (see `guard`).
-        if inner.daddr == cfg.ingress_addr
-            && guard::untracked_reply(ctx, inner, tunnel::INNER_IP_OFF + 20)
-        {
-            return None;
-        }
-        return Some(guard::drop_packet(shoal_agent_common::DROP_VXLAN_PORT));
-    };
-    if back.flags & (CT_VIP | CT_RETURN) != 0 {
-        return None;
-    }
-    // Read before the unwrap moves the header to standard offsets: the
-    // same fields `reply` goes on with.
-    let seg = Segment::read(ctx, inner, tunnel::INNER_IP_OFF + 20)?;
-    let forward = forward_key(cfg, &back, inner.proto);
-    if !answers(inner, &seg, &back, &forward) || !tunnel::unwrap(ctx) {
-        return None;
-    }
-    // Unwrapped, it is no longer the kernel's to deliver.
-    Some(reply(ctx, cfg, inner, &seg, (slot, confirmed)).unwrap_or(TC_ACT_SHOT))
-}
-
-/// Whether a packet from a task belongs to the mesh connection its
-/// reply entry names. Entries outlive their connections (the LRU frees
-/// them when it needs room), and whatever else sends from this node's
-/// ingress address (a proxy, NAT rules) may get the same ports: a SYN-ACK
-/// is the mesh's only if it acknowledges the SYN the mesh forwarded. One
-/// that does not starts a connection that is not the mesh's on those
-/// ports, so the entry of the one that had them before goes, and the rest
-/// of the new connection goes to the kernel too. (An entry the mesh has
-/// just written, for a SYN no answer has come to yet, stays: the SYN-ACK
-/// may be a late one for an earlier connection.) The forward entry that
-/// led to the old entry goes with it: left alone, it would send the
-/// client's packets on to a connection that is no longer the mesh's, and
-/// stay until the table needed room. `forward`: the connection's
-/// client-to-node key ([`forward_key`]).
-#[inline(always)]
-fn answers(f: &Flow, seg: &Segment, back: &CtEntry, forward: &CtKey) -> bool {
-    if f.proto != PROTO_TCP || !seg.is_syn_ack() {
-        return true;
-    }
-    // Whether the forward entry acknowledges this SYN-ACK, and whether it
-    // leads to this reply entry's connection (a newer connection from the
-    // same client ports may hold its key): read at once, two flags.
-    let (ours, leads_here) = match conntrack::get(forward) {
-        Some(e) => (
-            u32::from_be(e.syn_seq).wrapping_add(1) == u32::from_be(seg.ack),
-            e.addr == f.saddr && e.port == f.sport && e.nat_port == f.dport,
-        ),
-        None => (false, false),
-    };
-    if !ours && back.flags & (CT_ESTABLISHED | CT_CLOSING) != 0 {
-        if leads_here {
-            conntrack::remove(forward);
-        }
-        conntrack::remove(&f.key());
-    }
-    ours
-}
-
-/// The client-to-node key of a published-port connection, from its reply
-/// entry (which names the client and the published port).
-#[inline(always)]
-fn forward_key(cfg: &MeshConfig, back: &CtEntry, proto: u8) -> CtKey {
-    CtKey {
-        saddr: back.addr,
-        daddr: cfg.node_addr,
-        sport: back.port,
-        dport: back.nat_port,
-        proto,
-        _pad: [0; 3],
-    }
 }
 
 /// Out of the underlay interface, the kernel filling in the MACs from its
@@ -787,89 +667,5 @@ pub(crate) fn out_of_underlay(cfg: &MeshConfig) -> i32 {
         TC_ACT_SHOT
     } else {
         action as i32
-    }
-}
-
-/// A task's reply to a published-port connection, at standard offsets, to
-/// the client itself (or to this node's ingress address, for connections
-/// forwarded before it kept the client's address); wrapped back to the
-/// entry node if that is another node (`clientip`). `found`: the caller's
-/// lookup of the packet's entry (one lookup a packet).
-#[inline(always)]
-fn reply(
-    ctx: &mut TcContext,
-    cfg: &MeshConfig,
-    f: &Flow,
-    seg: &Segment,
-    (slot, confirmed): (*mut CtEntry, bool),
-) -> Option<i32> {
-    let key = f.key();
-    // SAFETY: the entry stays valid while this program runs (RCU).
-    let back = unsafe { *slot };
-    if back.flags & CT_VIP != 0 {
-        return None; // east-west: the task's own veth handles it
-    }
-    if back.flags & CT_RETURN != 0 {
-        return Some(clientip::send_back(ctx, cfg, f, seg, slot, confirmed));
-    }
-    let forward = forward_key(cfg, &back, f.proto);
-    if !answers(f, seg, &back, &forward) {
-        return None;
-    }
-    if f.proto == PROTO_TCP && back.flags & CT_ESTABLISHED == 0 {
-        if seg.flags & TCP_RST != 0 {
-            // A backend refused a connection it never accepted (it died,
-            // or is stopping): forget the pick and hide the reset. The
-            // client's retransmitted SYN goes to another backend.
-            conntrack::remove(&forward);
-            conntrack::remove(&key);
-            return Some(TC_ACT_SHOT);
-        }
-        // The SYN-ACK's sequence number: the client's ACK of it confirms
-        // the connection (`confirm_handshake`).
-        // SAFETY: as above; whole words.
-        unsafe {
-            (*slot).syn_seq = seg.seq;
-            (*slot).flags = back.flags | CT_ESTABLISHED;
-        }
-    }
-    if f.proto == PROTO_UDP && !confirmed {
-        // The backend answered: the flow is confirmed.
-        conntrack::confirm(&forward, &key);
-    }
-    if f.proto == PROTO_TCP
-        && let Some(ending) = closing::from_task(seg, slot)
-    {
-        closing::copy_to(&forward, ending);
-    }
-    rewrite(ctx, f, cfg.node_addr, back.addr, back.nat_port, back.port)?;
-    count(back.service, ctx.len(), false);
-    Some(out_of_underlay(cfg))
-}
-
-/// A local task's packet to a mesh client: a reply this node rewrites (the
-/// connection entered here), one it wraps back to the node the connection
-/// entered by (`clientip`), or one to another node's ingress address
-/// (wrapped to that node). Only from the veth of the task that owns the
-/// source address.
-#[inline(always)]
-pub(crate) fn task_reply(ctx: &mut TcContext, f: &Flow, seg: &Segment) -> Option<i32> {
-    let cfg = config()?;
-    if cfg.ingress_addr == 0 {
-        return None;
-    }
-    let veth = tunnel::local_veth(f.saddr)?;
-    // SAFETY: a read of the context the kernel gave this program.
-    if veth != unsafe { (*ctx.skb.skb).ifindex } {
-        return None;
-    }
-    if let Some(found) = conntrack::get_ptr_mut(&f.key()) {
-        return reply(ctx, &cfg, f, seg, found);
-    }
-    let node = tunnel::node_of(ctx, &cfg, f.daddr)?;
-    match tunnel::wrap(ctx, &cfg, f, &mac_of(f.saddr), f.daddr, node) {
-        Ok(()) => Some(out_of_underlay(&cfg)),
-        Err(true) => Some(TC_ACT_SHOT),
-        Err(false) => None,
     }
 }

@@ -18,10 +18,10 @@ use shoal_agent_common::{
 use crate::{
     closing, conntrack, dns, guard,
     mesh::{
-        self, Flow, L4_OFF, PROTO_TCP, PROTO_UDP, TC_NEXT, confirm_handshake, count, flow, mac_of,
+        Flow, L4_OFF, PROTO_TCP, PROTO_UDP, TC_NEXT, confirm_handshake, count, flow, mac_of,
         rewrite, still_there,
     },
-    pick,
+    pick, reply,
     segment::Segment,
 };
 
@@ -73,7 +73,7 @@ pub fn vip_out(mut ctx: TcContext) -> i32 {
         }
         return TC_NEXT;
     }
-    mesh::task_reply(&mut ctx, &f, &seg).unwrap_or(TC_NEXT)
+    reply::task_reply(&mut ctx, &f, &seg).unwrap_or(TC_NEXT)
 }
 
 #[inline(always)]

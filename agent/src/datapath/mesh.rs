@@ -135,11 +135,8 @@ fn task_sources(root: &BpfRoot) -> Option<BpfHashMap<MapData, u32, u32>> {
 /// its links).
 pub fn forget_gone_interfaces(root: &BpfRoot) {
     let dir = root.links_dir(0);
-    let Some(links) = dir.parent() else { return };
-    let Ok(entries) = std::fs::read_dir(links) else {
-        return;
-    };
-    for entry in entries.flatten() {
+    let entries = dir.parent().and_then(|links| std::fs::read_dir(links).ok());
+    for entry in entries.into_iter().flatten().flatten() {
         let gone = entry
             .file_name()
             .to_str()
@@ -149,6 +146,9 @@ pub fn forget_gone_interfaces(root: &BpfRoot) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+    // Not under the link pins' lock with `plug`: an index freed and taken
+    // again between the two calls below loses its new entry, and that veth
+    // goes unjudged (never cut off) until it is plugged again.
     if let Some(mut sources) = task_sources(root) {
         let gone: Vec<u32> = sources
             .keys()

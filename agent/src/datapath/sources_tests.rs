@@ -17,6 +17,20 @@ const LOOPBACK: u32 = 1;
 const TC_NEXT: i32 = -1;
 const TC_ACT_SHOT: i32 = 2;
 
+/// An index no interface has.
+const GONE: u32 = 0x7fff_fff0;
+
+/// The veths `TASK_SOURCES` holds, in order.
+fn held(root: &BpfRoot) -> Vec<u32> {
+    let map = aya::maps::MapData::from_pin(root.map(names::TASK_SOURCES)).expect("pinned");
+    let map: aya::maps::HashMap<_, u32, u32> =
+        aya::maps::HashMap::try_from(aya::maps::Map::from_map_data(map).expect("a map"))
+            .expect("a hash map");
+    let mut veths: Vec<u32> = map.keys().map(|k| k.expect("a key")).collect();
+    veths.sort();
+    veths
+}
+
 fn spoofed_count(root: &BpfRoot) -> u64 {
     guard::drops(root)
         .expect("drop counters")
@@ -42,7 +56,7 @@ fn a_veth_lets_out_only_its_tasks_source() {
         result.verdict
     };
 
-    // No entry (a veth plugged by an older agent): not judged.
+    // No entry: not judged (a missing write never cuts a task off).
     assert_eq!(run(OTHER_TASK), TC_NEXT);
     assert_eq!(spoofed_count(&root), 0);
 
@@ -61,8 +75,12 @@ fn a_veth_lets_out_only_its_tasks_source() {
     assert_eq!(run(TASK), TC_ACT_SHOT);
     assert_eq!(spoofed_count(&root), 4);
 
-    // Sweeping gone interfaces keeps a live one's entry (lo is live).
+    // Sweeping gone interfaces keeps a live one's entry (lo is live) and
+    // drops a gone one's (no interface has that index).
+    mesh::set_task_source(&root, GONE, TASK).expect("written");
+    assert_eq!(held(&root), vec![LOOPBACK, GONE]);
     mesh::forget_gone_interfaces(&root);
+    assert_eq!(held(&root), vec![LOOPBACK]);
     assert_eq!(run(TASK), TC_ACT_SHOT);
     let _ = std::fs::remove_dir_all(root.root());
 }
