@@ -6,8 +6,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Result, ensure};
-use shoal_tests::{cmd, containers_of, get_in_container, lab_cluster::LabCluster};
+use anyhow::{Context, Result, bail, ensure};
+use shoal_tests::{
+    Lab, cmd, containers_of, get_in_container, lab_cluster::LabCluster, toolbox_in, topology,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -649,5 +651,79 @@ fn agents_follow_a_new_leader_and_keep_the_cluster_healing() -> Result<()> {
     cluster.wait("8 running tasks", WAIT, || {
         (running_per_node(&cluster, "web")?.values().sum::<usize>() == 8).then_some(())
     })?;
+    Ok(())
+}
+
+/// An agent started over a data plane whose pins are gone (what an agent
+/// of a new layout does to the old one's) adopts its containers without
+/// plugging them again: their veths must get their VIP programs back at
+/// its first push, or their VIP connections fail until they are replaced.
+#[test]
+fn adopted_containers_get_their_vip_programs_back_after_a_new_layout() -> Result<()> {
+    let cluster = LabCluster::start(1, true)?;
+    cluster.shoal(&["network", "create", "-d", "overlay", "appnet"])?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "echo",
+        "--replicas",
+        "2",
+        "--network",
+        "appnet",
+        "shoal/echo:1",
+    ])?;
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "client",
+        "--network",
+        "appnet",
+        "--constraint",
+        "node.hostname==n2",
+        "shoal/toolbox",
+    ])?;
+    for (service, n) in [("echo", 2), ("client", 1)] {
+        cluster.wait(&format!("{n} running {service}"), WAIT, || {
+            (running_per_node(&cluster, service)?.values().sum::<usize>() == n).then_some(())
+        })?;
+    }
+    let inspect: serde_json::Value =
+        serde_json::from_str(&cluster.shoal(&["service", "inspect", "echo"])?)?;
+    let vip = inspect[0]["Endpoint"]["VirtualIPs"][0]["Addr"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .context("echo has no VIP")?
+        .to_owned();
+    let target = format!("{vip}:7");
+    let client = match containers_of("client")?.as_slice() {
+        [one] => one.clone(),
+        other => bail!("client has {} containers", other.len()),
+    };
+    let reaches = || -> Result<bool> {
+        let out = toolbox_in(&client, &["--timeout-ms", "1000", "tcp-connect", &target])?;
+        Ok(out.status.success())
+    };
+    ensure!(reaches()?, "the client cannot reach {target} to begin with");
+
+    // n2's agent dies, and its pins go as a new layout's agent removes
+    // the old one's: the client's veth keeps no program.
+    cluster.lab.kill_node("n2")?;
+    let layout = Lab::bpffs_root(&topology::Host::node(2))
+        .join(format!("v{}", shoal_agent_common::LAYOUT_VERSION));
+    std::fs::remove_dir_all(&layout).with_context(|| format!("removing {}", layout.display()))?;
+    ensure!(
+        !reaches()?,
+        "the client reached {target} with its veth's programs gone: the test shows nothing"
+    );
+    cluster.lab.start_node("n2")?;
+    cluster.wait("the client reaching the VIP again", WAIT, || {
+        reaches().ok().filter(|r| *r)
+    })?;
+    ensure!(
+        containers_of("client")? == [client.clone()],
+        "the client's container was replaced, not adopted"
+    );
     Ok(())
 }

@@ -13,6 +13,9 @@ use shoal_agent_common::names;
 
 use super::{BpfRoot, CounterMap, DatapathError, EBPF_OBJECT, ifindex_of};
 
+/// Held while links are checked and attached (see [`attach`]).
+static ATTACHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The counter programs and the hook each one goes on.
 const COUNTER_PROGRAMS: [(&str, TcAttachType); 2] = [
     (names::COUNT_INGRESS, TcAttachType::Ingress),
@@ -44,6 +47,10 @@ pub(crate) fn attach(
     wanted: &[(&'static str, u32, TcAttachType)],
     order: fn() -> LinkOrder,
 ) -> Result<(), DatapathError> {
+    // One attach at a time in this process: a push re-attaching a task's
+    // veth (see `mesh::ensure_vips`) and the veth's own plug must not both
+    // find its link missing and attach the program twice.
+    let _one_at_a_time = ATTACHING.lock().unwrap_or_else(|e| e.into_inner());
     root.prepare()?;
     let missing: Vec<_> = wanted
         .iter()

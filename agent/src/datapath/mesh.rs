@@ -101,6 +101,31 @@ pub fn attach_vip(root: &BpfRoot, veth: u32, source: Ipv4Addr) -> Result<(), Dat
     )
 }
 
+/// Gives back their VIP programs to task veths (ifindex, the task's
+/// address on that network) that lost them: a container that outlived
+/// its agent keeps its veths, but an agent of a new layout removed the old
+/// layout's pins (and with them the programs), and one of a new build has
+/// newer programs to put in. Returns how many veths got them. A veth that
+/// went meanwhile is skipped.
+pub fn ensure_vips(root: &BpfRoot, veths: &[(u32, Ipv4Addr)]) -> usize {
+    let mut attached = 0;
+    for (veth, source) in veths {
+        let there = [names::VIP_OUT, names::VIP_IN]
+            .iter()
+            .all(|program| root.link(*veth, program).exists());
+        if there {
+            continue;
+        }
+        match attach_vip(root, *veth, *source) {
+            Ok(()) => attached += 1,
+            Err(error) => {
+                tracing::warn!(veth, %source, %error, "could not give a task's veth its VIP programs back");
+            }
+        }
+    }
+    attached
+}
+
 /// Writes the one source address `vip_out` lets packets from the task
 /// behind `veth` carry (`TASK_SOURCES`).
 pub fn set_task_source(root: &BpfRoot, veth: u32, source: Ipv4Addr) -> Result<(), DatapathError> {

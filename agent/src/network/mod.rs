@@ -227,6 +227,7 @@ impl Overlay {
         }
         self.dns.update(records);
         let links = links?;
+        self.ensure_task_veths(set, &links);
         let wanted: HashSet<u32> = set.networks.iter().map(|n| n.vxlan_id).collect();
         // Before any device or table: the guards know this push's nodes
         // and tasks before packets for them can come.

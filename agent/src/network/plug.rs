@@ -4,15 +4,17 @@
 //! all its networks at start; a container the node's engine runs for
 //! someone else (`network connect`) gets one more interface at a time.
 
+use std::{collections::HashMap, net::Ipv4Addr};
+
 use anyhow::{Context, Result};
 use shoal_api::{
     cidr::Ipv4Cidr,
-    pb::{NetworkAttachment, Task},
+    pb::{AssignmentSet, NetworkAttachment, Task},
 };
 
 use super::{
     Blocks, Overlay, is_ingress, is_internal, mac_of,
-    netlink::Netlink,
+    netlink::{Link, Netlink},
     routes::{self, RouteCandidate},
     veth_names,
 };
@@ -79,6 +81,31 @@ impl Overlay {
             inside.default_route(gateway).await?;
         }
         Ok(())
+    }
+
+    /// Task veths here that lost their VIP programs get them back (see
+    /// [`mesh::ensure_vips`]): containers adopted across an agent upgrade
+    /// keep their veths but not the old layout's programs.
+    pub(super) fn ensure_task_veths(&self, set: &AssignmentSet, links: &[Link]) {
+        let Some(root) = &self.bpf_root else {
+            return;
+        };
+        let veths: HashMap<&str, u32> = links.iter().map(|l| (l.name.as_str(), l.index)).collect();
+        let here: Vec<(u32, Ipv4Addr)> = set
+            .endpoints
+            .iter()
+            .filter_map(|e| {
+                let (veth, _) = veth_names(&e.task_id, &e.network_id);
+                Some((*veths.get(veth.as_str())?, e.addr.parse().ok()?))
+            })
+            .collect();
+        let attached = mesh::ensure_vips(root, &here);
+        if attached > 0 {
+            tracing::info!(
+                veths = attached,
+                "gave task veths their VIP programs back (a new data-plane layout or build)"
+            );
+        }
     }
 
     /// Unplugs every network of `task`: its host-side veths go, and with
