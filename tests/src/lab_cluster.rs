@@ -89,6 +89,17 @@ impl LabCluster {
         parse_rows(&self.shoal(&all)?)
     }
 
+    /// `service`'s (first) VIP, from `service inspect`.
+    pub fn vip(&self, service: &str) -> Result<std::net::Ipv4Addr> {
+        let inspect: Value = serde_json::from_str(&self.shoal(&["service", "inspect", service])?)?;
+        inspect[0]["Endpoint"]["VirtualIPs"][0]["Addr"]
+            .as_str()
+            .and_then(|a| a.split('/').next())
+            .with_context(|| format!("{service} has no VIP"))?
+            .parse()
+            .with_context(|| format!("{service}'s VIP"))
+    }
+
     /// How many of `service`'s tasks are running and meant to be.
     pub fn running_tasks(&self, service: &str) -> usize {
         self.json_rows(&["service", "ps", service])

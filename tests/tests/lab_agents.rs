@@ -689,14 +689,7 @@ fn adopted_containers_get_their_vip_programs_back_after_a_new_layout() -> Result
             (running_per_node(&cluster, service)?.values().sum::<usize>() == n).then_some(())
         })?;
     }
-    let inspect: serde_json::Value =
-        serde_json::from_str(&cluster.shoal(&["service", "inspect", "echo"])?)?;
-    let vip = inspect[0]["Endpoint"]["VirtualIPs"][0]["Addr"]
-        .as_str()
-        .and_then(|a| a.split('/').next())
-        .context("echo has no VIP")?
-        .to_owned();
-    let target = format!("{vip}:7");
+    let target = format!("{}:7", cluster.vip("echo")?);
     let client = match containers_of("client")?.as_slice() {
         [one] => one.clone(),
         other => bail!("client has {} containers", other.len()),

@@ -541,12 +541,7 @@ fn a_container_cannot_send_from_another_tasks_address() -> Result<()> {
     for (name, n) in [("echo", 2), ("victim", 1), ("attacker", 1)] {
         wait_running(&cluster, name, n)?;
     }
-    let inspect: Value = serde_json::from_str(&cluster.shoal(&["service", "inspect", "echo"])?)?;
-    let vip: Ipv4Addr = inspect[0]["Endpoint"]["VirtualIPs"][0]["Addr"]
-        .as_str()
-        .and_then(|a| a.split('/').next())
-        .context("echo has no VIP")?
-        .parse()?;
+    let vip = cluster.vip("echo")?;
     let (victim, attacker) = (container("victim")?, container("attacker")?);
     let victim_addr = match container_addrs(&victim)?.as_slice() {
         [one] => *one,
