@@ -130,10 +130,7 @@ pub fn ensure_vips(root: &BpfRoot, veths: &[(u32, Ipv4Addr)]) -> usize {
 /// behind `veth` carry (`TASK_SOURCES`).
 pub fn set_task_source(root: &BpfRoot, veth: u32, source: Ipv4Addr) -> Result<(), DatapathError> {
     ensure_maps(root)?;
-    let mut sources: BpfHashMap<MapData, u32, u32> =
-        BpfHashMap::try_from(open_map(root, names::TASK_SOURCES)?)
-            .map_err(map_error(root, names::TASK_SOURCES))?;
-    sources
+    task_sources(root)?
         .insert(veth, be_addr(source), 0)
         .map_err(map_error(root, names::TASK_SOURCES))
 }
@@ -142,17 +139,17 @@ pub fn set_task_source(root: &BpfRoot, veth: u32, source: Ipv4Addr) -> Result<()
 /// of one that is gone, and must not be taken as attached already.
 pub fn forget_interface(root: &BpfRoot, ifindex: u32) {
     let _ = std::fs::remove_dir_all(root.links_dir(ifindex));
-    if let Some(mut sources) = task_sources(root) {
+    if let Ok(mut sources) = task_sources(root) {
         let _ = sources.remove(&ifindex);
     }
 }
 
-/// The pinned `TASK_SOURCES` map, if it can be opened. Its entries are
-/// removed best effort: a stale one is harmless (a new veth with its index
-/// is written before its programs are attached), and every push sweeps
-/// those of gone interfaces.
-fn task_sources(root: &BpfRoot) -> Option<BpfHashMap<MapData, u32, u32>> {
-    BpfHashMap::try_from(open_map(root, names::TASK_SOURCES).ok()?).ok()
+/// The pinned `TASK_SOURCES` map. Its entries are removed best effort: a
+/// stale one is harmless (a new veth with its index is written before its
+/// programs are attached), and every push sweeps those of gone interfaces.
+fn task_sources(root: &BpfRoot) -> Result<BpfHashMap<MapData, u32, u32>, DatapathError> {
+    BpfHashMap::try_from(open_map(root, names::TASK_SOURCES)?)
+        .map_err(map_error(root, names::TASK_SOURCES))
 }
 
 /// Forgets the pins and task sources of interfaces that are gone (a
@@ -174,7 +171,7 @@ pub fn forget_gone_interfaces(root: &BpfRoot) {
     // Not under the link pins' lock with `plug`: an index freed and taken
     // again between the two calls below loses its new entry, and that veth
     // goes unjudged (never cut off) until it is plugged again.
-    if let Some(mut sources) = task_sources(root) {
+    if let Ok(mut sources) = task_sources(root) {
         let gone: Vec<u32> = sources
             .keys()
             .flatten()

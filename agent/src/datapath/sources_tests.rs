@@ -22,11 +22,8 @@ const GONE: u32 = 0x7fff_fff0;
 
 /// The veths `TASK_SOURCES` holds, in order.
 fn held(root: &BpfRoot) -> Vec<u32> {
-    let map = aya::maps::MapData::from_pin(root.map(names::TASK_SOURCES)).expect("pinned");
-    let map: aya::maps::HashMap<_, u32, u32> =
-        aya::maps::HashMap::try_from(aya::maps::Map::from_map_data(map).expect("a map"))
-            .expect("a hash map");
-    let mut veths: Vec<u32> = map.keys().map(|k| k.expect("a key")).collect();
+    let (_, held) = mesh::open_hash::<u32, u32>(root, names::TASK_SOURCES).expect("pinned");
+    let mut veths: Vec<u32> = held.into_keys().collect();
     veths.sort();
     veths
 }
