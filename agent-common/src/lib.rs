@@ -154,8 +154,10 @@ pub const DROP_CONTAINER_TO_NODE: u32 = 2;
 /// (the port's `--publish …,allow=CIDR`, or the node's `--ingress-allow`)
 /// does not name.
 pub const DROP_NOT_ALLOWED: u32 = 3;
-/// A TCP or UDP packet leaving a task (on its host-side veth) from an
-/// address its task does not hold on that network (`TASK_SOURCES`).
+/// A frame leaving a task (on its host-side veth) that claims an address
+/// its task does not hold on that network (an IPv4 source, an ARP sender,
+/// a MAC; `TASK_SOURCES`) or is of a kind the network does not carry
+/// (IPv6, a VLAN tag, another EtherType).
 pub const DROP_SPOOFED_SOURCE: u32 = 4;
 /// How many drop reasons there are (slots in `DROPS`).
 pub const DROP_REASONS: u32 = 5;

@@ -9,6 +9,9 @@
 //!   else, so a node's address spoofed by a stranger reaches no other port.
 //! - Containers reach no port of this node but its DNS server, and not the
 //!   managers' API nor VXLAN on other nodes.
+//! - A task's frames claim only its own addresses on that network (its
+//!   MAC, the IPv4 source of every packet, the sender of every ARP packet)
+//!   and are IPv4 or ARP, untagged: see [`spoofed`].
 
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
@@ -47,6 +50,19 @@ static TASK_SOURCES: HashMap<u32, u32> = HashMap::pinned(TASK_MAX_VETHS, 0);
 static DROPS: PerCpuArray<u64> = PerCpuArray::pinned(DROP_REASONS, 0);
 
 const DNS_PORT: u16 = 53;
+const ETH_P_ARP: u16 = 0x0806;
+/// The source MAC in an Ethernet header.
+const ETH_SOURCE_OFF: usize = 6;
+/// The EtherType in an Ethernet header.
+const ETH_TYPE_OFF: usize = 12;
+/// An IPv4 header's source address, after the Ethernet header.
+const IPV4_SADDR_OFF: usize = mesh::ETH_HLEN + 12;
+/// An ARP packet's sender hardware address, after the Ethernet header and
+/// the fixed fields (hardware and protocol types and lengths, operation).
+const ARP_SENDER_MAC_OFF: usize = mesh::ETH_HLEN + 8;
+/// An ARP packet's sender protocol address, after the sender's 6-byte
+/// hardware address.
+const ARP_SENDER_OFF: usize = ARP_SENDER_MAC_OFF + 6;
 
 /// Counts a drop and says to drop.
 #[inline(always)]
@@ -64,13 +80,47 @@ fn addr_flags(addr: u32) -> u32 {
     unsafe { NODE_ADDRS.get(addr) }.copied().unwrap_or(0)
 }
 
-/// Whether a packet leaving a task on its host-side veth `veth` claims a
-/// source its task does not hold there. A veth the agent wrote no address
-/// for is not judged: a missing write never cuts a task off.
+/// Whether a frame leaving a task on its host-side veth `veth` is one its
+/// task may not send there. A task holds one IPv4 address on the veth's
+/// network and the MAC derived from it, and Shoal's networks carry IPv4
+/// and ARP alone, so it may send only:
+/// - frames from its own MAC (a neighbour's MAC would move the bridge's
+///   entry for it to this port);
+/// - untagged (a VLAN tag the kernel took off, or a second one still on,
+///   would carry the inner packet past these checks);
+/// - IPv4 from its own address, of any kind (not only the TCP and UDP the
+///   mesh reads: options, fragments and other protocols reach the overlay
+///   too), or ARP with its own MAC and address as sender (0.0.0.0 for a
+///   probe, RFC 5227), never another's (a neighbour's cache poisoned).
+///
+/// Everything else (another address, IPv6, other EtherTypes, a frame too
+/// short to say who sends it) is judged spoofed. A veth the agent wrote no
+/// address for is not judged: a missing write never cuts a task off.
 #[inline(always)]
-pub fn spoofed(f: &Flow, veth: u32) -> bool {
+pub fn spoofed(ctx: &TcContext, veth: u32) -> bool {
     // SAFETY: the agent writes whole u32 values.
-    unsafe { TASK_SOURCES.get(veth) }.is_some_and(|held| *held != f.saddr)
+    let Some(held) = unsafe { TASK_SOURCES.get(veth) }.copied() else {
+        return false;
+    };
+    let mac = mesh::mac_of(held);
+    // SAFETY: a read of the context the kernel gave this program.
+    if unsafe { (*ctx.skb.skb).vlan_present } != 0 {
+        return true;
+    }
+    if ctx.load::<[u8; 6]>(ETH_SOURCE_OFF) != Ok(mac) {
+        return true;
+    }
+    let Ok(ethertype) = ctx.load::<u16>(ETH_TYPE_OFF) else {
+        return true;
+    };
+    match u16::from_be(ethertype) {
+        mesh::ETH_P_IP => ctx.load::<u32>(IPV4_SADDR_OFF) != Ok(held),
+        ETH_P_ARP => {
+            ctx.load::<[u8; 6]>(ARP_SENDER_MAC_OFF) != Ok(mac)
+                || !matches!(ctx.load::<u32>(ARP_SENDER_OFF), Ok(sender) if sender == held || sender == 0)
+        }
+        _ => true,
+    }
 }
 
 /// Whether `addr` is one of this node's own addresses.

@@ -33,7 +33,7 @@ use shoal_agent_common::{
 pub(crate) const TC_NEXT: i32 = -1;
 
 pub(crate) const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
+pub(crate) const ETH_P_IP: u16 = 0x0800;
 const IP_CSUM_OFF: usize = ETH_HLEN + 10;
 const IP_SRC_OFF: usize = ETH_HLEN + 12;
 const IP_DST_OFF: usize = ETH_HLEN + 16;

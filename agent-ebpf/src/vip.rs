@@ -39,17 +39,19 @@ static MESH_VIPS: HashMap<u32, PortEntry> = HashMap::pinned(MESH_MAX_SERVICES, 0
 /// in VXLAN to the entry node that forwarded the connection).
 #[classifier]
 pub fn vip_out(mut ctx: TcContext) -> i32 {
+    // Judged before anything is parsed: every frame the task sends, not
+    // only those the mesh reads.
+    // SAFETY: a read of the context the kernel gave this program.
+    let veth = unsafe { (*ctx.skb.skb).ifindex };
+    if guard::spoofed(&ctx, veth) {
+        return guard::drop_packet(shoal_agent_common::DROP_SPOOFED_SOURCE);
+    }
     let Some(f) = flow(&ctx) else {
         return TC_NEXT;
     };
     let Some(seg) = Segment::read(&ctx, &f, L4_OFF) else {
         return TC_NEXT;
     };
-    // SAFETY: a read of the context the kernel gave this program.
-    let veth = unsafe { (*ctx.skb.skb).ifindex };
-    if guard::spoofed(&f, veth) {
-        return guard::drop_packet(shoal_agent_common::DROP_SPOOFED_SOURCE);
-    }
     if guard::container_blocked(&f, &seg) {
         return guard::drop_packet(shoal_agent_common::DROP_CONTAINER_TO_NODE);
     }

@@ -171,8 +171,9 @@ enum DatapathCommand {
     /// here; container-to-node: a container's packet to this node's ports
     /// (DNS aside) or to another node's manager or VXLAN port;
     /// ingress-allow: a client a published port's allow-list does not
-    /// name; spoofed-source: a container's packet from an address its task
-    /// does not hold.
+    /// name; spoofed-source: a container's frame from an address (IPv4,
+    /// ARP sender, MAC) its task does not hold, or of a kind its IPv4
+    /// network does not carry (IPv6, VLAN tags, other EtherTypes).
     Drops {
         /// One JSON object instead of a table.
         #[arg(long)]

@@ -10,7 +10,10 @@
 //! - every tracked connection leads to a backend the agent wrote, in a
 //!   slot the agent gave out, and a confirmed one has its reply direction
 //!   confirmed too;
-//! - counters (per service, drops, per interface) only grow.
+//! - counters (per service, drops, per interface) only grow;
+//! - on a device with a task source written, `vip_out` drops exactly the
+//!   frames that claim another address (an IPv4 source, an ARP sender
+//!   other than 0.0.0.0) and counts each as `spoofed-source`.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -27,8 +30,8 @@ use shoal_agent::datapath::{
     unattached::{RunResult, Unattached},
 };
 use shoal_agent_common::{
-    ADDR_CLUSTER_NODE, ADDR_DNS, ADDR_LOCAL, CtEntry, CtKey, DROP_REASONS, IfaceCounters,
-    MODE_HOST, MODE_INGRESS, PortEntry, PortKey, ServiceStats, names,
+    ADDR_CLUSTER_NODE, ADDR_DNS, ADDR_LOCAL, CtEntry, CtKey, DROP_REASONS, DROP_SPOOFED_SOURCE,
+    IfaceCounters, MODE_HOST, MODE_INGRESS, PortEntry, PortKey, ServiceStats, names,
 };
 
 pub const NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
@@ -45,6 +48,11 @@ pub const BACKENDS: [Ipv4Addr; 3] = [
 pub const DRAINING: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 8);
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 2);
 pub const VIP_BACKENDS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 0, 9, 5), Ipv4Addr::new(10, 0, 9, 6)];
+/// The source the agent writes for the test device when a packet is
+/// judged (a VIP task's address).
+pub const TASK_SOURCE: Ipv4Addr = VIP_BACKENDS[0];
+/// The test device `BPF_PROG_TEST_RUN` runs TC programs on (loopback).
+const TEST_DEVICE: u32 = 1;
 pub const PUBLISHED_TCP: u16 = 8080;
 pub const PUBLISHED_UDP: u16 = 5353;
 pub const TARGET_PORT: u16 = 80;
@@ -67,6 +75,8 @@ pub struct Node {
     last: Mutex<Counters>,
     /// Handles of their own on the connection tables, to empty them.
     tables: Mutex<Vec<CtTable>>,
+    /// A handle of its own on `TASK_SOURCES`, written around a judged packet.
+    sources: Mutex<BpfHashMap<MapData, u32, u32>>,
 }
 
 type CtTable = BpfHashMap<MapData, CtKey, CtEntry>;
@@ -98,6 +108,9 @@ impl Node {
                 Ok(CtTable::try_from(Map::from_map_data(data)?)?)
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let sources = BpfHashMap::try_from(Map::from_map_data(MapData::from_pin(
+            root.map(names::TASK_SOURCES),
+        )?)?)?;
         // The pins go at once: the loaded object holds the maps, and a
         // fuzzer killed mid-run leaves nothing behind in the kernel.
         let _ = std::fs::remove_dir_all(root.root());
@@ -184,6 +197,7 @@ impl Node {
             fronts,
             last: Mutex::default(),
             tables: Mutex::new(tables),
+            sources: Mutex::new(sources),
         };
         let counters = node.counters();
         *node.last.lock().unwrap_or_else(|e| e.into_inner()) = counters;
@@ -202,14 +216,31 @@ impl Node {
         }
     }
 
-    /// Runs one frame through `program` and checks everything above.
-    pub fn run_and_check(&self, program: &'static str, frame: &[u8]) {
+    /// Runs one frame through `program` (`judged`: with a task source
+    /// written for the test device) and checks everything above.
+    pub fn run_and_check(&self, program: &'static str, frame: &[u8], judged: bool) {
         if !FRAME_LEN.contains(&frame.len()) {
             return;
         }
         let before = self.connections();
+        let spoofed_before = self.counters().drops[DROP_SPOOFED_SOURCE as usize];
         let mut out = vec![0u8; frame.len() + HEADROOM];
-        let RunResult { verdict, len } = match self.programs.run(program, frame, &mut out) {
+        let ran = {
+            let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+            if judged {
+                sources
+                    .insert(TEST_DEVICE, be_addr(TASK_SOURCE), 0)
+                    .unwrap_or_else(|e| panic!("writing TASK_SOURCES: {e}"));
+            }
+            let ran = self.programs.run(program, frame, &mut out);
+            if judged {
+                sources
+                    .remove(&TEST_DEVICE)
+                    .unwrap_or_else(|e| panic!("removing from TASK_SOURCES: {e}"));
+            }
+            ran
+        };
+        let RunResult { verdict, len } = match ran {
             Ok(result) => result,
             // The kernel builds no skb from an IPv4 (or IPv6) frame too
             // short for its header: no program ran.
@@ -218,7 +249,21 @@ impl Node {
         };
         assert!(VERDICTS.contains(&verdict), "{program}: verdict {verdict}");
         let after = self.connections();
-        if !for_the_mesh(program, frame) {
+        let spoofed = judged && program == names::VIP_OUT && claims_another(frame, TASK_SOURCE);
+        let spoofed_count = self.counters().drops[DROP_SPOOFED_SOURCE as usize] - spoofed_before;
+        assert_eq!(
+            spoofed_count,
+            u64::from(spoofed),
+            "{program}: spoofed-source counted {spoofed_count} for a frame that {} another address",
+            if spoofed { "claims" } else { "claims no" }
+        );
+        if spoofed {
+            assert_eq!(
+                verdict, 2,
+                "{program}: a spoofed frame got verdict {verdict}"
+            );
+            assert_eq!(before, after, "{program}: a spoofed frame was tracked");
+        } else if !for_the_mesh(program, frame) {
             assert_eq!(
                 verdict, -1,
                 "{program}: a packet not for the mesh got verdict {verdict}"
@@ -369,6 +414,27 @@ impl Node {
 struct Tables {
     confirmed: HashMap<CtKey, CtEntry>,
     new: HashMap<CtKey, CtEntry>,
+}
+
+/// Whether `frame` is one a task holding `source` (and its MAC) may not
+/// send: from another MAC; IPv4 from another source; ARP from another
+/// sender (MAC, or address but 0.0.0.0); anything else (IPv6, a VLAN tag,
+/// other EtherTypes); a frame too short to say.
+pub fn claims_another(frame: &[u8], source: Ipv4Addr) -> bool {
+    let (own, probe) = (source.octets(), [0u8; 4]);
+    let o = own;
+    let mac = [0x02, 0x42, o[0], o[1], o[2], o[3]];
+    if frame.get(6..12) != Some(&mac[..]) {
+        return true;
+    }
+    match frame.get(12..14) {
+        Some([0x08, 0x00]) => frame.get(26..30) != Some(&own[..]),
+        Some([0x08, 0x06]) => {
+            frame.get(22..28) != Some(&mac[..])
+                || frame.get(28..32).is_none_or(|s| s != own && s != probe)
+        }
+        _ => true,
+    }
 }
 
 /// EINVAL from `BPF_PROG_TEST_RUN` itself: the frame, not the program.

@@ -1,5 +1,8 @@
 //! An eBPF input: packets separated by [`SEPARATOR`], each a program
-//! index (modulo the program count) then an Ethernet frame.
+//! byte then an Ethernet frame. The program byte's low seven bits are the
+//! program's index (modulo the program count); its high bit runs the
+//! packet as if the test device were a task's veth with a source address
+//! written (`TASK_SOURCES`), which `vip_out` judges.
 
 use shoal_agent::datapath::unattached::PROGRAMS;
 
@@ -10,8 +13,13 @@ pub const MAX_PACKETS: usize = 4;
 
 pub struct Packet<'a> {
     pub program: &'static str,
+    /// Whether the device has a task source written.
+    pub judged: bool,
     pub frame: &'a [u8],
 }
+
+/// The program byte's bit for [`Packet::judged`].
+pub const JUDGED: u8 = 0x80;
 
 pub fn split(data: &[u8]) -> Vec<Packet<'_>> {
     let mut out = Vec::new();
@@ -23,7 +31,8 @@ pub fn split(data: &[u8]) -> Vec<Packet<'_>> {
         };
         if let Some((&which, frame)) = chunk.split_first() {
             out.push(Packet {
-                program: PROGRAMS[usize::from(which) % PROGRAMS.len()],
+                program: PROGRAMS[usize::from(which & !JUDGED) % PROGRAMS.len()],
+                judged: which & JUDGED != 0,
                 frame,
             });
         }

@@ -1,6 +1,8 @@
 //! Hand-made packets for the lab tests that play an attacker: VXLAN frames
-//! carrying a chosen inner packet, and spoofed TCP SYNs, sent from a lab
-//! host through a raw socket (the kernel writes no header of its own).
+//! carrying a chosen inner packet, spoofed TCP, UDP and ICMP (with IP
+//! options, as fragments), sent from a lab host or a container through a
+//! raw socket (the kernel writes no header of its own), and ARP replies
+//! through a packet socket.
 //! Sources must stay inside the lab's 192.0.2.0/24.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -10,6 +12,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMP: u8 = 1;
 const IPPROTO_RAW: i32 = 255;
 
 /// The Internet checksum of `data` (RFC 1071), starting from `sum`.
@@ -93,6 +96,76 @@ pub fn tcp_rst(src: SocketAddrV4, dst: SocketAddrV4, seq: u32) -> Vec<u8> {
     ipv4(*src.ip(), *dst.ip(), PROTO_TCP, &t)
 }
 
+/// `packet` (an IPv4 packet from [`ipv4`]) with one word of options
+/// (four NOPs) in its header: the mesh reads no packet with options, but
+/// every kernel takes them.
+pub fn with_ip_options(packet: &[u8]) -> Vec<u8> {
+    let mut p = packet[..20].to_vec();
+    p.extend_from_slice(&[1, 1, 1, 1]);
+    p.extend_from_slice(&packet[20..]);
+    p[0] = 0x46;
+    finish_header(&mut p);
+    p
+}
+
+/// `packet` (an IPv4 packet from [`ipv4`]) as a later fragment (offset
+/// 1,480 bytes, no DF): it carries no ports.
+pub fn as_later_fragment(packet: &[u8]) -> Vec<u8> {
+    let mut p = packet.to_vec();
+    p[6..8].copy_from_slice(&185u16.to_be_bytes());
+    finish_header(&mut p);
+    p
+}
+
+/// Sets an IPv4 header's total length and checksum.
+fn finish_header(p: &mut [u8]) {
+    let total = p.len() as u16;
+    p[2..4].copy_from_slice(&total.to_be_bytes());
+    p[10..12].copy_from_slice(&[0, 0]);
+    let header = usize::from(p[0] & 0x0f) * 4;
+    let sum = checksum(&p[..header], 0);
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// An ICMP echo request in an IPv4 packet.
+pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, id: u16) -> Vec<u8> {
+    let mut m = vec![8, 0, 0, 0];
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&1u16.to_be_bytes());
+    m.extend_from_slice(b"spoofed!");
+    let sum = checksum(&m, 0);
+    m[2..4].copy_from_slice(&sum.to_be_bytes());
+    ipv4(src, dst, PROTO_ICMP, &m)
+}
+
+/// A broadcast Ethernet frame from `src_mac` carrying `ethertype`'s
+/// `payload`, behind 802.1Q tags with these VLAN ids (outermost first).
+pub fn ethernet(src_mac: [u8; 6], vlans: &[u16], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&src_mac);
+    for vlan in vlans {
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&vlan.to_be_bytes());
+    }
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A broadcast Ethernet frame holding an ARP reply that says `sender_ip`
+/// is at `sender_mac`: what poisons a neighbour's cache.
+pub fn arp_reply(sender_mac: [u8; 6], sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&sender_mac);
+    f.extend_from_slice(&[0x08, 0x06]);
+    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 2]);
+    f.extend_from_slice(&sender_mac);
+    f.extend_from_slice(&sender_ip.octets());
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&target_ip.octets());
+    f
+}
+
 /// A VXLAN payload (the UDP datagram's content to port 4789): VNI `vni`,
 /// an Ethernet frame to `dst_mac` carrying the IPv4 packet `inner`.
 pub fn vxlan(vni: u32, dst_mac: [u8; 6], inner: &[u8]) -> Vec<u8> {
@@ -146,6 +219,44 @@ impl RawSender {
     }
 }
 
+/// A packet socket on one interface of a network namespace: sends whole
+/// Ethernet frames (ARP included) as they are given.
+pub struct FrameSender(Socket);
+
+impl FrameSender {
+    /// On `interface` of the namespace at `path` (`/proc/PID/ns/net`).
+    pub fn open_path(path: &str, interface: &str) -> Result<Self> {
+        let name = std::ffi::CString::new(interface)?;
+        let what = format!("no interface {interface} in {path}");
+        let socket = crate::netns::run_in_path(path, move || -> Result<Socket> {
+            // SAFETY: a C string that lives across the call.
+            let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            ensure!(index != 0, "{what}");
+            // Protocol 0: it sends, and receives nothing.
+            let socket = Socket::new(Domain::PACKET, Type::RAW, None)
+                .context("opening a packet socket (root needed)")?;
+            let mut storage = socket2::SockAddrStorage::zeroed();
+            // SAFETY: a sockaddr_ll is one of this platform's socket
+            // addresses, and its fields are set below.
+            let ll = unsafe { storage.view_as::<libc::sockaddr_ll>() };
+            ll.sll_family = libc::AF_PACKET as u16;
+            ll.sll_ifindex = index as i32;
+            let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            // SAFETY: `storage` holds a sockaddr_ll of `len` bytes.
+            let address = unsafe { socket2::SockAddr::new(storage, len) };
+            socket.bind(&address)?;
+            Ok(socket)
+        })??;
+        Ok(Self(socket))
+    }
+
+    pub fn send(&self, frame: &[u8]) -> Result<()> {
+        let sent = self.0.send(frame)?;
+        ensure!(sent == frame.len(), "sent {sent} of {} bytes", frame.len());
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +286,17 @@ mod tests {
             0
         );
         assert_eq!(l4[13], 0x04);
+        for p in [with_ip_options(&rst), as_later_fragment(&packet)] {
+            let header = usize::from(p[0] & 0x0f) * 4;
+            assert_eq!(checksum(&p[..header], 0), 0, "IPv4 header");
+            assert_eq!(usize::from(u16::from_be_bytes([p[2], p[3]])), p.len());
+        }
+        assert_eq!(with_ip_options(&rst)[0], 0x46);
+        let echo = icmp_echo(*src.ip(), *dst.ip(), 3);
+        assert_eq!(checksum(&echo[20..], 0), 0, "ICMP");
+        let arp = arp_reply(task_mac(*src.ip()), *src.ip(), *dst.ip());
+        assert_eq!(arp.len(), 42);
+        assert_eq!(&arp[28..32], &src.ip().octets(), "the sender address");
         let frame = vxlan(4096, task_mac(*dst.ip()), &packet);
         assert_eq!(&frame[4..7], &[0, 0x10, 0], "VNI 4096");
         assert_eq!(&frame[8..14], &[0x02, 0x42, 198, 18, 0, 3]);

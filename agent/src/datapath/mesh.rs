@@ -101,29 +101,53 @@ pub fn attach_vip(root: &BpfRoot, veth: u32, source: Ipv4Addr) -> Result<(), Dat
     )
 }
 
+/// What [`ensure_vips`] had to put back.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Ensured {
+    /// Veths that got their VIP programs (and source) back.
+    pub attached: usize,
+    /// Veths that kept their programs but whose `TASK_SOURCES` entry was
+    /// missing or another address.
+    pub sources: usize,
+}
+
 /// Gives back their VIP programs to task veths (ifindex, the task's
 /// address on that network) that lost them: a container that outlived
 /// its agent keeps its veths, but an agent of a new layout removed the old
 /// layout's pins (and with them the programs), and one of a new build has
-/// newer programs to put in. Returns how many veths got them. A veth that
-/// went meanwhile is skipped.
-pub fn ensure_vips(root: &BpfRoot, veths: &[(u32, Ipv4Addr)]) -> usize {
-    let mut attached = 0;
+/// newer programs to put in. A veth that kept its programs gets its
+/// `TASK_SOURCES` entry back if it lost it (the sweep of gone interfaces
+/// can take the entry of an index freed and taken again while it looks):
+/// a task is never left unjudged past the next push. A veth that went
+/// meanwhile is skipped.
+pub fn ensure_vips(root: &BpfRoot, veths: &[(u32, Ipv4Addr)]) -> Ensured {
+    let mut ensured = Ensured::default();
+    let mut sources = task_sources(root).ok();
     for (veth, source) in veths {
         let there = [names::VIP_OUT, names::VIP_IN]
             .iter()
             .all(|program| root.link(*veth, program).exists());
         if there {
+            if let Some(sources) = &mut sources
+                && sources.get(veth, 0).ok() != Some(be_addr(*source))
+            {
+                match sources.insert(veth, be_addr(*source), 0) {
+                    Ok(()) => ensured.sources += 1,
+                    Err(error) => {
+                        tracing::warn!(veth, %source, %error, "could not write a task veth's source back");
+                    }
+                }
+            }
             continue;
         }
         match attach_vip(root, *veth, *source) {
-            Ok(()) => attached += 1,
+            Ok(()) => ensured.attached += 1,
             Err(error) => {
                 tracing::warn!(veth, %source, %error, "could not give a task's veth its VIP programs back");
             }
         }
     }
-    attached
+    ensured
 }
 
 /// Writes the one source address `vip_out` lets packets from the task
@@ -170,7 +194,8 @@ pub fn forget_gone_interfaces(root: &BpfRoot) {
     }
     // Not under the link pins' lock with `plug`: an index freed and taken
     // again between the two calls below loses its new entry, and that veth
-    // goes unjudged (never cut off) until it is plugged again.
+    // goes unjudged (never cut off) until the next push's `ensure_vips`
+    // writes it back.
     if let Ok(mut sources) = task_sources(root) {
         let gone: Vec<u32> = sources
             .keys()

@@ -4,7 +4,10 @@
 //! all its networks at start; a container the node's engine runs for
 //! someone else (`network connect`) gets one more interface at a time.
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+};
 
 use anyhow::{Context, Result};
 use shoal_api::{
@@ -91,6 +94,9 @@ impl Overlay {
             return;
         };
         let veths: HashMap<&str, u32> = links.iter().map(|l| (l.name.as_str(), l.index)).collect();
+        // One veth per (task, network), plugged with the attachment's
+        // first address: the first endpoint of a veth is its source.
+        let mut seen = HashSet::new();
         let here: Vec<(u32, Ipv4Addr)> = set
             .endpoints
             .iter()
@@ -98,12 +104,19 @@ impl Overlay {
                 let (veth, _) = veth_names(&e.task_id, &e.network_id);
                 Some((*veths.get(veth.as_str())?, e.addr.parse().ok()?))
             })
+            .filter(|(veth, _)| seen.insert(*veth))
             .collect();
-        let attached = mesh::ensure_vips(root, &here);
-        if attached > 0 {
+        let ensured = mesh::ensure_vips(root, &here);
+        if ensured.attached > 0 {
             tracing::info!(
-                veths = attached,
+                veths = ensured.attached,
                 "gave task veths their VIP programs back (a new data-plane layout or build)"
+            );
+        }
+        if ensured.sources > 0 {
+            tracing::info!(
+                veths = ensured.sources,
+                "wrote task veths' source addresses back (lost to a sweep of gone interfaces)"
             );
         }
     }
