@@ -50,6 +50,10 @@ enum Command {
     Fuzz(fuzz::FuzzArgs),
     /// Run what CI runs: setup, fmt, clippy, flag coverage, unit tests, lab end-to-end tests.
     Ci,
+    /// CI's checks that need no lab (clippy, the eBPF crate's clippy, the
+    /// fuzz smoke run): `ci` runs them at idle priority beside the tests.
+    #[command(hide = true)]
+    CiChecks,
 }
 
 fn main() -> Result<()> {
@@ -66,6 +70,7 @@ fn main() -> Result<()> {
         Command::Flags(args) => flags::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Ci => ci::run(),
+        Command::CiChecks => ci::checks(),
     }
 }
 

@@ -15,6 +15,19 @@ const CARGO_FUZZ_VERSION: &str = "0.13.1";
 const DOCKERD_LOG: &str = "/var/log/shoal-dockerd.log";
 
 pub fn run() -> Result<()> {
+    run_for(Tools::All)
+}
+
+/// What a setup installs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Tools {
+    All,
+    /// All but cargo-fuzz, which CI installs with its background checks
+    /// (the fuzz smoke run is the only user).
+    AllButFuzz,
+}
+
+pub fn run_for(tools: Tools) -> Result<()> {
     let mut apt = Apt::default();
     // Binaries the lab and the agent call, and the package that provides each.
     for (binary, package) in [
@@ -55,7 +68,9 @@ pub fn run() -> Result<()> {
         &["nextest", "--version"],
         &["install", "cargo-nextest", "--locked"],
     )?;
-    ensure_cargo_fuzz()?;
+    if tools == Tools::All {
+        ensure_cargo_fuzz()?;
+    }
     ensure_bpffs()?;
     println!("[setup] done");
     Ok(())
@@ -224,7 +239,7 @@ fn ensure_cargo_tool(name: &str, probe: &[&str], install: &[&str]) -> Result<()>
 }
 
 /// cargo-fuzz at its pinned version: another one is replaced.
-fn ensure_cargo_fuzz() -> Result<()> {
+pub fn ensure_cargo_fuzz() -> Result<()> {
     let found = sh::output("cargo", &["fuzz", "--version"]);
     if found
         .as_deref()
