@@ -28,6 +28,21 @@ pub enum Tools {
 }
 
 pub fn run_for(tools: Tools) -> Result<()> {
+    // The cargo tools compile (bpf-linker for minutes) while the packages
+    // below download and unpack: CPU beside network and disk, not two
+    // builds on two cores.
+    let cargo_tools = std::thread::spawn(|| -> Result<()> {
+        ensure_cargo_tool(
+            "bpf-linker",
+            &["--version"],
+            &["install", &format!("bpf-linker@{BPF_LINKER_VERSION}")],
+        )?;
+        ensure_cargo_tool(
+            "cargo-nextest",
+            &["nextest", "--version"],
+            &["install", "cargo-nextest", "--locked"],
+        )
+    });
     let mut apt = Apt::default();
     // Binaries the lab and the agent call, and the package that provides each.
     for (binary, package) in [
@@ -58,16 +73,9 @@ pub fn run_for(tools: Tools) -> Result<()> {
     ensure_docker(&mut apt)?;
     ensure_nightly_rust_src()?;
     ensure_stable_components()?;
-    ensure_cargo_tool(
-        "bpf-linker",
-        &["--version"],
-        &["install", &format!("bpf-linker@{BPF_LINKER_VERSION}")],
-    )?;
-    ensure_cargo_tool(
-        "cargo-nextest",
-        &["nextest", "--version"],
-        &["install", "cargo-nextest", "--locked"],
-    )?;
+    cargo_tools
+        .join()
+        .map_err(|_| anyhow::anyhow!("installing the cargo tools panicked"))??;
     if tools == Tools::All {
         ensure_cargo_fuzz()?;
     }
