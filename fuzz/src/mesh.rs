@@ -422,8 +422,7 @@ struct Tables {
 /// other EtherTypes); a frame too short to say.
 pub fn claims_another(frame: &[u8], source: Ipv4Addr) -> bool {
     let (own, probe) = (source.octets(), [0u8; 4]);
-    let o = own;
-    let mac = [0x02, 0x42, o[0], o[1], o[2], o[3]];
+    let mac = shoal_agent::network::mac_of(source);
     if frame.get(6..12) != Some(&mac[..]) {
         return true;
     }
