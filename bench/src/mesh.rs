@@ -38,15 +38,22 @@ pub struct Args {
     /// Directory of the release binaries (shoal, shoal-manager, shoal-agent).
     #[arg(long)]
     bin_dir: PathBuf,
-    /// Seconds per wrk run.
-    #[arg(long, default_value_t = 3)]
+    /// Seconds per wrk slice: within a round the rows take turns in
+    /// slices this long, so that two compared rows are measured seconds
+    /// apart, not a minute.
+    #[arg(long, default_value_t = 1)]
     seconds: u64,
-    /// Rounds: each round measures every compared row once (keep-alive,
-    /// then new connections), interleaved, so that the machine's load
-    /// drifts hit all rows alike; rows are medians of the rounds and
-    /// ratios medians of per-round ratios, judged by the median's 95%
-    /// confidence interval: 9 rounds is the fewest that lets one wild round
-    /// fall outside it (under 6 even min-max holds it with less than 95%).
+    /// Palindrome cycles per round and per kind of load (keep-alive, new
+    /// connections): each cycle runs every row twice, `r0 … rN rN … r0`,
+    /// so that a drift of the machine over the cycle weighs on every row
+    /// alike; a round's ratio is the median of its cycles' ratios.
+    #[arg(long, default_value_t = 2)]
+    cycles: usize,
+    /// Rounds: each starts today's lab afresh and measures every row in
+    /// its cycles; rows are medians of the rounds and ratios medians of
+    /// per-round ratios, judged by the median's 95% confidence interval:
+    /// 9 rounds is the fewest that lets one wild round fall outside it
+    /// (under 6 even min-max holds it with less than 95%).
     #[arg(long, default_value_t = 9)]
     rounds: usize,
     /// wrk connections (2 threads).
@@ -549,6 +556,7 @@ fn wait_for_time_wait() {
 pub fn run(args: Args) -> Result<()> {
     ensure!(args.rounds >= 1, "--rounds must be at least 1");
     ensure!(args.seconds >= 1, "--seconds must be at least 1");
+    ensure!(args.cycles >= 1, "--cycles must be at least 1");
     ensure!(
         args.connections >= 2,
         "--connections must be at least 2 (wrk -t2)"
@@ -558,21 +566,25 @@ pub fn run(args: Args) -> Result<()> {
     let rate = Rate {
         connections: args.connections,
         seconds: args.seconds,
+        cycles: args.cycles,
     };
     let started = std::time::Instant::now();
     println!(
-        "mesh: 2 shoal/echo tasks (n1, n2); wrk -t2 -c{} -d{}s from {}; entry node n3 runs no task",
+        "mesh: 2 shoal/echo tasks (n1, n2); wrk -t2 -c{} -d{}s slices from {}; entry node n3 runs no task",
         args.connections,
         args.seconds,
         topology::CLIENT_NS
     );
     println!(
-        "{} rounds: each round measures every row once, interleaved (keep-alive, then Connection: close){}.\n\
-         Rows: median of the rounds [min-max]. Ratios: median of the per-round ratios [min-max],\n\
+        "{} rounds of {} palindrome cycles (r0 .. rN rN .. r0, keep-alive, then Connection: close){}.\n\
+         A row's figure in a cycle is the mean of its two slices; in a round the median of its cycles.\n\
+         Rows: median of the rounds [min-max]. Ratios: per round the median of the per-cycle ratios,\n\
+         then the median of the rounds [min-max],\n\
          and the median's distribution-free confidence interval where it is narrower (the order\n\
          statistics that hold the median with >= 95%): a verdict is \"met\" when that interval is\n\
          at or above the target, \"BELOW\" when it is under it.",
         args.rounds,
+        args.cycles,
         if args.baseline_bin_dir.is_some() {
             "; each round starts today's lab afresh, then the baseline build's"
         } else {

@@ -48,13 +48,13 @@ pub fn print(old_bins: &Path, old: &[Runs; 2], direct: &Runs, today: &[(&str, &R
     let [old_direct, old_default] = old;
     mesh_rounds::print_ratio(
         "baseline direct / today's direct (the machine between the two labs of a round)",
-        mesh_rounds::ratio(old_direct, direct),
+        mesh_rounds::ratio_between_labs(old_direct, direct),
         None,
     );
     for (name, runs) in today {
         mesh_rounds::print_ratio(
             &format!("{name} / baseline default"),
-            mesh_rounds::ratio(runs, old_default),
+            mesh_rounds::ratio_between_labs(runs, old_default),
             Some(0.95),
         );
         mesh_rounds::print_ratio(

@@ -1,13 +1,16 @@
-//! The mesh bench's rows, measured in interleaved rounds: every round runs
-//! each row once (a keep-alive and a new-connection wrk run), so that what
-//! the shared 2-core machine's load does during the bench hits every row
-//! alike. A row is reported as the median of its rounds with the min–max,
-//! and a ratio of two rows as the median of the per-round ratios (each
-//! round's two figures were measured a few seconds apart), with their
-//! min–max. A ratio's verdict reads the distribution-free confidence
-//! interval of that median (order statistics, at least 95% where the rounds
-//! allow it): one round that the machine's noise threw far off cannot
-//! decide it, and more rounds narrow it.
+//! The mesh bench's rows, measured in interleaved rounds. The shared 2-core
+//! machine swings by ±30% between one 3-second run and the next, so a row
+//! is never compared with another measured much later: within a round,
+//! every row runs in short slices (`--seconds`, 1 s by default) in
+//! *cycles*, each cycle a palindrome over the rows (`r0 r1 … rN rN … r1
+//! r0`), and a row's figure in a cycle is the mean of its two slices. Any
+//! drift of the machine that is linear over the cycle's seconds then
+//! weighs on every row alike and cancels from every ratio. A ratio of two
+//! rows is, per round, the median of its per-cycle ratios, and overall the
+//! median of the rounds with their min–max. A ratio's verdict reads the
+//! distribution-free confidence interval of that median (order statistics,
+//! at least 95% where the rounds allow it): the rounds, not the cycles,
+//! are the samples, since a round's cycles share one lab's set-up.
 
 use std::fmt;
 
@@ -26,36 +29,83 @@ pub(crate) struct Row {
 #[derive(Clone, Copy)]
 pub(crate) struct Rate {
     pub(crate) connections: usize,
+    /// Seconds per slice.
     pub(crate) seconds: u64,
+    /// Palindrome cycles per round and per kind of load.
+    pub(crate) cycles: usize,
 }
 
-/// One row's runs: a keep-alive and a new-connection run per round.
+/// One row's figures: per round, per cycle, a keep-alive and a
+/// new-connection figure (each the mean of the cycle's two slices).
 #[derive(Default)]
 pub(crate) struct Runs {
-    pub(crate) keep: Vec<Wrk>,
-    pub(crate) close: Vec<Wrk>,
+    pub(crate) keep: Vec<Vec<Wrk>>,
+    pub(crate) close: Vec<Vec<Wrk>>,
+}
+
+fn median(values: &[f64]) -> f64 {
+    Spread::of(values).map_or(f64::NAN, |s| s.median)
 }
 
 impl Runs {
-    fn rates(&self, close: bool) -> Vec<f64> {
-        let runs = if close { &self.close } else { &self.keep };
-        runs.iter().map(|w| w.rps).collect()
+    fn rounds(&self, close: bool) -> &[Vec<Wrk>] {
+        if close { &self.close } else { &self.keep }
     }
 
+    /// Per round, the median of its cycles' rates.
+    fn rates(&self, close: bool) -> Vec<f64> {
+        self.rounds(close)
+            .iter()
+            .map(|cycles| median(&cycles.iter().map(|w| w.rps).collect::<Vec<_>>()))
+            .collect()
+    }
+
+    /// Per round, the median of its cycles' p99s.
     fn p99s(&self, close: bool) -> Vec<f64> {
-        let runs = if close { &self.close } else { &self.keep };
-        runs.iter().map(|w| w.p99_ms).collect()
+        self.rounds(close)
+            .iter()
+            .map(|cycles| median(&cycles.iter().map(|w| w.p99_ms).collect::<Vec<_>>()))
+            .collect()
     }
 
     fn errors(&self) -> u64 {
-        self.keep.iter().chain(&self.close).map(|w| w.errors).sum()
+        self.keep
+            .iter()
+            .chain(&self.close)
+            .flatten()
+            .map(|w| w.errors)
+            .sum()
     }
 }
 
-/// Measures every row once, in `rows`' order rotated by `round` so that
-/// no row always runs first after a set-up or last before a switch.
-/// `around(row, true)` runs before a row and `around(row, false)` after it
-/// (for paths that need the lab changed while they are measured).
+/// The order of one cycle's slices over `n` rows: the rows rotated by
+/// `rotation` (so that no row always opens a cycle), then the same in
+/// reverse. Each row appears twice, at slots `s` and `2n - 1 - s`, whose
+/// mean is the cycle's middle for every row.
+fn palindrome(n: usize, rotation: usize) -> Vec<usize> {
+    let forward: Vec<usize> = (0..n).map(|i| (i + rotation) % n).collect();
+    forward
+        .iter()
+        .chain(forward.iter().rev())
+        .copied()
+        .collect()
+}
+
+/// The mean of a row's two slices in a cycle: the rates' mean, the larger
+/// p99 (not a percentile of the union, which wrk does not give), the
+/// errors of both.
+fn combine(a: &Wrk, b: &Wrk) -> Wrk {
+    Wrk {
+        rps: (a.rps + b.rps) / 2.0,
+        p99_ms: a.p99_ms.max(b.p99_ms),
+        errors: a.errors + b.errors,
+    }
+}
+
+/// Measures every row in `rate.cycles` palindrome cycles of keep-alive
+/// slices, then as many of new-connection slices. `around(row, true)` runs
+/// before a row's slice and `around(row, false)` after it (for paths that
+/// need the lab changed while they are measured).
 pub(crate) fn round(
     rows: &[Row],
     runs: &mut [Runs],
@@ -63,15 +113,43 @@ pub(crate) fn round(
     rate: Rate,
     mut around: impl FnMut(&Row, bool) -> Result<()>,
 ) -> Result<()> {
-    for i in 0..rows.len() {
-        let at = (i + round) % rows.len();
-        let row = &rows[at];
+    round_with(rows, runs, round, rate.cycles, |row, close| {
         around(row, true)?;
-        let keep = wrk(row.url, rate.connections, 2, rate.seconds, false);
-        let close = wrk(row.url, rate.connections, 2, rate.seconds, true);
+        let run = wrk(row.url, rate.connections, 2, rate.seconds, close);
         around(row, false)?;
-        runs[at].keep.push(keep?);
-        runs[at].close.push(close?);
+        run
+    })
+}
+
+/// [`round`] with the measurement given: `measure(row, close)` runs one
+/// slice.
+fn round_with(
+    rows: &[Row],
+    runs: &mut [Runs],
+    round: usize,
+    cycles: usize,
+    mut measure: impl FnMut(&Row, bool) -> Result<Wrk>,
+) -> Result<()> {
+    for close in [false, true] {
+        let mut per_row: Vec<Vec<Wrk>> = rows.iter().map(|_| Vec::new()).collect();
+        for cycle in 0..cycles {
+            let mut slices: Vec<Vec<Wrk>> = rows.iter().map(|_| Vec::new()).collect();
+            for at in palindrome(rows.len(), round + cycle) {
+                slices[at].push(measure(&rows[at], close)?);
+            }
+            for (row, two) in per_row.iter_mut().zip(&slices) {
+                if let [a, b] = two.as_slice() {
+                    row.push(combine(a, b));
+                }
+            }
+        }
+        for (runs, cycles) in runs.iter_mut().zip(per_row) {
+            if close {
+                runs.close.push(cycles);
+            } else {
+                runs.keep.push(cycles);
+            }
+        }
     }
     Ok(())
 }
@@ -207,9 +285,29 @@ pub(crate) fn print_table(title: &str, rows: &[(&str, &Runs)]) {
     }
 }
 
-/// The per-round ratio `a / b` of both rates, as medians with [min-max];
-/// rounds pair by index.
+/// Per round, the median of the per-cycle ratios `a / b` (the two rows
+/// measured in the same cycles of the same lab), for both rates, as the
+/// median of the rounds with [min-max] and its interval.
 pub(crate) fn ratio(a: &Runs, b: &Runs) -> [Option<Spread>; 2] {
+    [false, true].map(|close| Spread::of(&paired(a, b, close)))
+}
+
+/// Per round, the median of `a`'s per-cycle ratios to `b`.
+fn paired(a: &Runs, b: &Runs, close: bool) -> Vec<f64> {
+    a.rounds(close)
+        .iter()
+        .zip(b.rounds(close))
+        .map(|(a, b)| {
+            let ratios: Vec<f64> = a.iter().zip(b).map(|(x, y)| x.rps / y.rps).collect();
+            median(&ratios)
+        })
+        .collect()
+}
+
+/// The per-round ratio of two rows measured in different labs (no cycle of
+/// one pairs with a cycle of the other): each round's median rate over the
+/// other's.
+pub(crate) fn ratio_between_labs(a: &Runs, b: &Runs) -> [Option<Spread>; 2] {
     [false, true].map(|close| {
         let per_round: Vec<f64> = a
             .rates(close)
@@ -221,16 +319,18 @@ pub(crate) fn ratio(a: &Runs, b: &Runs) -> [Option<Spread>; 2] {
     })
 }
 
-/// `(a / a_direct) / (b / b_direct)` per round: the two builds' rows, each
-/// against the direct path measured in its own lab just before or after.
+/// `(a / a_direct) / (b / b_direct)` per round: two builds' (or two set-ups')
+/// rows, each against the direct path measured in the same cycles of its
+/// own lab, which takes out what the machine did between the two labs.
 pub(crate) fn ratio_against_direct(
     (a, a_direct): (&Runs, &Runs),
     (b, b_direct): (&Runs, &Runs),
 ) -> [Option<Spread>; 2] {
     [false, true].map(|close| {
-        let per_round: Vec<f64> = (a.rates(close).iter().zip(a_direct.rates(close)))
-            .zip(b.rates(close).iter().zip(b_direct.rates(close)))
-            .map(|((x, xd), (y, yd))| (x / xd) / (y / yd))
+        let per_round: Vec<f64> = paired(a, a_direct, close)
+            .iter()
+            .zip(paired(b, b_direct, close))
+            .map(|(x, y)| x / y)
             .collect();
         Spread::of(&per_round)
     })
@@ -263,10 +363,97 @@ mod tests {
             p99_ms: 1.0,
             errors: 0,
         };
+        // One cycle per round.
         Runs {
-            keep: keep.iter().copied().map(w).collect(),
-            close: close.iter().copied().map(w).collect(),
+            keep: keep.iter().map(|&r| vec![w(r)]).collect(),
+            close: close.iter().map(|&r| vec![w(r)]).collect(),
         }
+    }
+
+    #[test]
+    fn a_cycle_is_a_palindrome_over_the_rotated_rows() {
+        assert_eq!(palindrome(3, 0), [0, 1, 2, 2, 1, 0]);
+        assert_eq!(palindrome(3, 4), [1, 2, 0, 0, 2, 1]);
+        assert_eq!(palindrome(1, 7), [0, 0]);
+    }
+
+    #[test]
+    fn a_drift_linear_over_a_cycle_cancels_from_every_ratio() {
+        // Three rows at 100, 90 and 50 per second on a machine that loses
+        // 0.5% of its first speed with every slice, through both rounds.
+        let rows = [
+            Row {
+                name: "a",
+                url: "a",
+            },
+            Row {
+                name: "b",
+                url: "b",
+            },
+            Row {
+                name: "c",
+                url: "c",
+            },
+        ];
+        let truth = |row: &Row| match row.name {
+            "a" => 100.0,
+            "b" => 90.0,
+            _ => 50.0,
+        };
+        let mut slot = 0;
+        let mut runs: Vec<Runs> = rows.iter().map(|_| Runs::default()).collect();
+        for r in 0..2 {
+            round_with(&rows, &mut runs, r, 3, |row, close| {
+                slot += 1;
+                let rps = truth(row) * (1.0 - 0.005 * slot as f64);
+                Ok(Wrk {
+                    rps: if close { rps / 10.0 } else { rps },
+                    p99_ms: slot as f64,
+                    errors: u64::from(row.name == "c"),
+                })
+            })
+            .expect("a simulated round");
+        }
+        // 2 rounds x 2 kinds x 3 cycles x 6 slices.
+        assert_eq!(slot, 72);
+        assert_eq!(runs[0].keep.len(), 2);
+        assert_eq!(runs[0].keep[0].len(), 3);
+        // Two slices of row c per cycle, each with one error.
+        assert_eq!(runs[2].errors(), 2 * 2 * 3 * 2);
+        for (x, y, want) in [(1, 0, 0.9), (2, 0, 0.5), (2, 1, 50.0 / 90.0)] {
+            for spread in ratio(&runs[x], &runs[y]) {
+                let s = spread.expect("a ratio");
+                assert!((s.min - want).abs() < 1e-9, "{x}/{y}: {}", s.min);
+                assert!((s.max - want).abs() < 1e-9, "{x}/{y}: {}", s.max);
+            }
+        }
+        // A row's own figure keeps the drift; only the ratios cancel it.
+        assert!(runs[0].rates(false)[0] < 100.0);
+    }
+
+    #[test]
+    fn a_rounds_ratio_is_the_median_of_its_cycles_ratios() {
+        let w = |rps: f64| Wrk {
+            rps,
+            p99_ms: 1.0,
+            errors: 0,
+        };
+        // One round, three cycles; the machine was twice as fast in the
+        // second cycle, and the third cycle's b was thrown off.
+        let a = Runs {
+            keep: vec![vec![w(90.0), w(180.0), w(90.0)]],
+            close: vec![vec![w(9.0), w(18.0), w(9.0)]],
+        };
+        let b = Runs {
+            keep: vec![vec![w(100.0), w(200.0), w(40.0)]],
+            close: vec![vec![w(10.0), w(20.0), w(10.0)]],
+        };
+        let [keep, close] = ratio(&a, &b);
+        assert!((keep.expect("keep").median - 0.9).abs() < 1e-9);
+        assert!((close.expect("close").median - 0.9).abs() < 1e-9);
+        // Between labs, the rounds' median rates: 90 / 100.
+        let [keep, _] = ratio_between_labs(&a, &b);
+        assert!((keep.expect("keep").median - 0.9).abs() < 1e-9);
     }
 
     #[test]
