@@ -396,8 +396,8 @@ pub async fn start(options: Options, bootstrap: Bootstrap) -> Result<RunningMana
                 .max_decoding_message_size(256 * 1024 * 1024),
             )
     };
-    let tcp = tokio::net::TcpListener::bind(options.listen)
-        .await
+    // A deep accept queue: joins come in bursts (see `ACCEPT_QUEUE`).
+    let tcp = shoal_pki::transport::listen(options.listen)
         .with_context(|| format!("listening on {}", options.listen))?;
     // Nothing is served in plaintext on TCP: every connection is TLS 1.3
     // with this manager's certificate (with Nagle off: Raft and the APIs

@@ -148,6 +148,30 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// flood of silent peers costs a bounded number of tasks and buffers.
 const MAX_HANDSHAKES: usize = 256;
 
+/// The accept queue asked of the kernel for the API port. A join burst
+/// opens three connections per node within milliseconds (the root's
+/// fetch, the certificate, the session), and the accept loop hands each to
+/// a handshake only while it holds one of [`MAX_HANDSHAKES`] permits: with
+/// the standard library's 128 (what `TcpListener::bind` asks), 200 nodes
+/// joining at once overflowed the queue in one burst of three, and the
+/// kernel's dropped SYNs cost those nodes a second each, its first
+/// retransmit (bench/RESULTS.md, 2026-12-03). The kernel caps this at
+/// `net.core.somaxconn` (4096 by default since Linux 5.4), as Go servers
+/// such as etcd ask.
+pub const ACCEPT_QUEUE: u32 = 4096;
+
+/// A TCP listener on `addr` with an accept queue of [`ACCEPT_QUEUE`]
+/// (`SO_REUSEADDR` set, as `TcpListener::bind` sets it).
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_QUEUE)
+}
+
 /// The TLS connections `listener` accepts, for tonic's
 /// `serve_with_incoming`, each with its peer's identity read once (see
 /// [`TlsConnection`]). Handshakes run side by side, so one slow or silent
@@ -454,6 +478,33 @@ mod tests {
             roots_pem: roots.to_owned(),
         })
         .unwrap()
+    }
+
+    /// A burst of connections larger than the standard library's accept
+    /// queue (128) all complete their handshake with the kernel while the
+    /// server accepts none: none waits for a SYN retransmit (1 s).
+    #[tokio::test]
+    async fn a_burst_of_connections_fits_the_accept_queue() {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut connects = tokio::task::JoinSet::new();
+        for _ in 0..400 {
+            connects.spawn(tokio::time::timeout(
+                Duration::from_millis(800),
+                TcpStream::connect(addr),
+            ));
+        }
+        let mut open = Vec::new();
+        while let Some(done) = connects.join_next().await {
+            let connected = done.unwrap();
+            open.push(
+                connected
+                    .expect("a connection waited for a SYN retransmit: the accept queue overflowed")
+                    .unwrap(),
+            );
+        }
+        assert_eq!(open.len(), 400);
+        drop(listener);
     }
 
     /// Handshakes `client` with a server holding `server`; returns who the
