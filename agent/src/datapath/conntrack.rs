@@ -2,16 +2,19 @@
 //! `MESH_SYN`, unconfirmed ones) as the agent reads them: for the sweeper
 //! (`sweep`) and for `shoal-agent datapath conntrack`, which lists them.
 
-use std::{net::Ipv4Addr, os::unix::fs::MetadataExt};
+use std::{
+    net::Ipv4Addr,
+    os::{fd::AsFd, unix::fs::MetadataExt},
+};
 
-use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::maps::{HashMap as BpfHashMap, IterableMap, MapData};
 use serde::Serialize;
 use shoal_agent_common::{
     CT_CLOSING, CT_DSR, CT_ESTABLISHED, CT_FIN_CLIENT, CT_FIN_TASK, CT_HOST_MODE, CT_RESET,
     CT_RETURN, CT_VIP, CT_VIP_REPLY, CtEntry, CtKey, close::is_closed, names,
 };
 
-use super::{BpfRoot, DatapathError, mesh::open_map, sweep::ConnectionTable};
+use super::{BpfRoot, DatapathError, batch, mesh::open_map, sweep::ConnectionTable};
 
 /// A pinned connection table (`MESH_CT` or `MESH_SYN`).
 pub struct PinnedTable {
@@ -62,8 +65,19 @@ impl PinnedTable {
     }
 
     /// Calls `f` with each entry, as the walk reads it (nothing copied
-    /// aside: a table holds up to 262,144 entries).
+    /// aside: a table holds up to 262,144 entries): in batches of
+    /// [`batch::BATCH`], or entry by entry where the kernel has no batch
+    /// reads (Linux before 5.6).
     fn walk(&self, mut f: impl FnMut(CtKey, CtEntry)) {
+        match batch::read_all(self.map.map().fd().as_fd(), &mut f) {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::debug!(table = self.name, %error, "no batched read; reading entry by entry");
+            }
+        }
+        // A kernel without batch reads refuses the first batch, so `f`
+        // has seen nothing yet (one refused midway would show some
+        // entries twice; the sweeper takes them as one).
         for item in self.map.iter() {
             match item {
                 Ok((key, entry)) => f(key, entry),

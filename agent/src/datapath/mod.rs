@@ -6,6 +6,7 @@
 //! agent reconciles against what it finds pinned.
 
 pub mod allow;
+mod batch;
 mod bpffs;
 pub mod conntrack;
 mod counters;
