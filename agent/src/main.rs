@@ -111,7 +111,8 @@ struct JoinArgs {
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<String>,
     /// How long the routing mesh keeps a TCP connection's entries after
-    /// it ended (both sides sent a FIN, or one reset it), as TIME_WAIT:
+    /// it ended (both sides sent a FIN, or one reset it; on the entry node
+    /// of direct server return, the client's FIN), as TIME_WAIT:
     /// retransmitted FINs and last ACKs still pass meanwhile. 1s to 1h;
     /// entries go within it plus two sweeps (a sweep every quarter of it).
     #[arg(long, value_name = "DURATION", env = "SHOAL_MESH_CLOSE_LINGER", default_value = "10s",

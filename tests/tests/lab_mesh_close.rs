@@ -6,7 +6,9 @@
 //!   (`--mesh-close-linger`, 2 s here) and two sweeps;
 //! - an RST forged from the client's address with a sequence number out of
 //!   the client's window neither removes a live connection's entries nor
-//!   cuts it, and an idle connection (no FIN) stays as long as it likes.
+//!   cuts it, and an idle connection (no FIN) stays as long as it likes;
+//! - a connection of direct server return leaves the entry node's tables
+//!   too, although the task's FIN never passes there.
 //!
 //! The tables are read with `shoal-agent datapath conntrack --json` on
 //! each node.
@@ -31,6 +33,8 @@ const LINGER: &str = "2s";
 /// shows the sweeper at work; the time taken is printed, not judged.
 const GONE_WITHIN: Duration = Duration::from_secs(20);
 const PORT: u16 = 8094;
+/// The same echo, published with direct server return.
+const DSR_PORT: u16 = 8095;
 
 fn node_addr(n: usize) -> Ipv4Addr {
     topology::Host::node(n).addr
@@ -72,7 +76,12 @@ fn has_flag(row: &Value, flag: &str) -> bool {
 
 /// A connection from the client to `node`'s published port, echoing once.
 fn open(cluster: &LabCluster, node: usize) -> Result<TcpStream> {
-    let entry = SocketAddrV4::new(node_addr(node), PORT);
+    open_to(cluster, node, PORT)
+}
+
+/// A connection from the client to `node`'s port `port`, echoing once.
+fn open_to(cluster: &LabCluster, node: usize, port: u16) -> Result<TcpStream> {
+    let entry = SocketAddrV4::new(node_addr(node), port);
     let mut stream = cluster.wait(&format!("a connection through n{node}"), WAIT, || {
         netns::run_in(topology::CLIENT_NS, move || {
             TcpStream::connect_timeout(&entry.into(), Duration::from_secs(3))
@@ -208,6 +217,39 @@ fn closed_connections_leave_every_table_and_forged_resets_cut_nothing() -> Resul
         "forged RSTs (seq {} and {}) cut nothing; the idle connection outlived linger and sweeps",
         seq.wrapping_add(0x8000_0000),
         seq.wrapping_sub(1)
+    );
+
+    // Direct server return through n3: the echo on n1 answers the client
+    // itself, so n3 sees the client's FIN and never the echo's.
+    cluster.shoal(&[
+        "service",
+        "create",
+        "--name",
+        "closer-dsr",
+        "--constraint",
+        "node.hostname==n1",
+        "--publish",
+        &format!("published={DSR_PORT},target=7,dsr=true"),
+        "shoal/echo:1",
+    ])?;
+    let direct = open_to(&cluster, 3, DSR_PORT)?;
+    let direct_port = local_port(&direct)?;
+    let rows = ensure_tracked(direct_port, &[1, 3], "direct server return through n3")?;
+    ensure!(
+        rows.iter().any(|(n, r)| *n == 3 && has_flag(r, "dsr")),
+        "n3's entries of the direct connection are not marked dsr: {rows:?}"
+    );
+    close(direct)?;
+    let closed_at = Instant::now();
+    // (Before 2026-12-03 n3's entries stayed until its table was full.)
+    let gone_after = cluster.wait("the direct connection's entries to go", WAIT, || {
+        let left = entries_of(direct_port).map_or(1, |e| e.len());
+        (left == 0).then(|| closed_at.elapsed())
+    })?;
+    println!("the closed direct connection's entries gone from every node after {gone_after:.1?}");
+    ensure!(
+        gone_after <= GONE_WITHIN,
+        "the direct connection's entries took {gone_after:.1?} to go (linger {LINGER}, allowed {GONE_WITHIN:?})"
     );
     Ok(())
 }

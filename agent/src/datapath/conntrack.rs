@@ -11,7 +11,7 @@ use aya::maps::{HashMap as BpfHashMap, IterableMap, MapData};
 use serde::Serialize;
 use shoal_agent_common::{
     CT_CLOSING, CT_DSR, CT_ESTABLISHED, CT_FIN_CLIENT, CT_FIN_TASK, CT_HOST_MODE, CT_RESET,
-    CT_RETURN, CT_VIP, CT_VIP_REPLY, CtEntry, CtKey, close::is_closed, names,
+    CT_RETURN, CT_VIP, CT_VIP_REPLY, CtEntry, CtKey, close::has_ended_here, names,
 };
 
 use super::{BpfRoot, DatapathError, batch, mesh::open_map, sweep::ConnectionTable};
@@ -99,7 +99,7 @@ impl ConnectionTable for PinnedTable {
     fn closed(&self) -> Result<Vec<(CtKey, CtEntry)>, DatapathError> {
         let mut closed = Vec::new();
         self.walk(|key, entry| {
-            if is_closed(entry.flags) {
+            if has_ended_here(entry.flags) {
                 closed.push((key, entry));
             }
         });

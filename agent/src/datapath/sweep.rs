@@ -1,7 +1,8 @@
 //! The sweeper: the mesh's connection tables lose the entries of TCP
-//! connections that ended (both sides sent a FIN, or one reset it; see
-//! `shoal_agent_common::close`, which the eBPF programs mark) once they
-//! have lingered, as TIME_WAIT does: retransmitted FINs and the last ACKs
+//! connections that ended (both sides sent a FIN, or one reset it; on the
+//! entry node of direct server return, which never sees the task's side,
+//! the client's FIN; see `shoal_agent_common::close`, whose marks the eBPF
+//! programs set) once they have lingered, as TIME_WAIT does: retransmitted FINs and the last ACKs
 //! still find their entry meanwhile. Live connections, idle or not, are
 //! never touched; the LRU tables still evict the longest idle entries when
 //! they fill.
@@ -173,7 +174,8 @@ pub async fn keep_sweeping(root: BpfRoot, linger: Duration) {
 mod tests {
     use super::*;
     use shoal_agent_common::{
-        CT_CLOSING, CT_ESTABLISHED, CT_FIN_CLIENT, CT_FIN_TASK, CT_RESET, close::is_closed,
+        CT_CLOSING, CT_DSR, CT_ESTABLISHED, CT_FIN_CLIENT, CT_FIN_TASK, CT_RESET, CT_RETURN,
+        close::has_ended_here,
     };
 
     #[derive(Default)]
@@ -184,7 +186,7 @@ mod tests {
             Ok(self
                 .0
                 .iter()
-                .filter(|(_, e)| is_closed(e.flags))
+                .filter(|(_, e)| has_ended_here(e.flags))
                 .map(|(k, e)| (*k, *e))
                 .collect())
         }
@@ -244,6 +246,25 @@ mod tests {
         left.sort_unstable();
         assert_eq!(left, [2, 3]);
         assert_eq!(sweeper.waiting(), 0);
+    }
+
+    #[test]
+    fn a_direct_connection_the_client_closed_goes_from_its_entry_node_only() {
+        let half = CT_ESTABLISHED | CT_CLOSING | CT_FIN_CLIENT;
+        let mut table = Fake::default();
+        // The entry node's entry: the task's FIN never passes there.
+        table.0.insert(key(1), entry(CT_DSR | half, 7));
+        // The task's node's entry of a direct connection: it sees both.
+        table.0.insert(key(2), entry(CT_DSR | CT_RETURN | half, 8));
+        // A direct connection still open.
+        table.0.insert(key(3), entry(CT_DSR | CT_ESTABLISHED, 9));
+        let mut sweeper = Sweeper::new(LINGER);
+        let t0 = Instant::now();
+        assert_eq!(sweeper.sweep(&mut [&mut table], t0).unwrap(), 0);
+        assert_eq!(sweeper.sweep(&mut [&mut table], t0 + LINGER).unwrap(), 1);
+        let mut left: Vec<u16> = table.0.keys().map(|k| k.sport).collect();
+        left.sort_unstable();
+        assert_eq!(left, [2, 3]);
     }
 
     #[test]
