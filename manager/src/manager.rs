@@ -29,14 +29,33 @@ pub enum WriteError {
         "the write was not committed within {0:?} (is a quorum of managers reachable?); it may still be applied: check before retrying"
     )]
     NotCommitted(Duration),
+    /// An attempt may have been applied and its answer was lost (its
+    /// leader lost its leadership with the entry in flight, or the
+    /// forwarded call failed), so a retry's conflict may be with that
+    /// attempt itself: neither success nor the conflict can be told.
+    #[error("the write may or may not have been applied ({0}): check before retrying")]
+    Unsettled(String),
     #[error("raft: {0}")]
     Raft(String),
 }
+
+/// Set on a forwarded write's error by a leader that answers
+/// [`WriteError::Unsettled`]: the forwarding manager must not propose the
+/// write again (a second copy of it could be applied).
+pub const UNSETTLED_METADATA: &str = "shoal-write-unsettled";
 
 impl From<WriteError> for tonic::Status {
     fn from(e: WriteError) -> Self {
         match e {
             WriteError::Conflict(m) => tonic::Status::aborted(m),
+            WriteError::Unsettled(_) => {
+                let mut status = tonic::Status::unavailable(e.to_string());
+                status.metadata_mut().insert(
+                    UNSETTLED_METADATA,
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+                status
+            }
             WriteError::NoLeader
             | WriteError::NoQuorum(_)
             | WriteError::Forward { .. }
@@ -357,13 +376,19 @@ impl Manager {
         self.metrics.proposals.inc();
         let deadline = tokio::time::Instant::now() + self.settings.leader_wait;
         let mut avoid: Option<String> = None;
+        // Why an earlier attempt may have been applied, once one may have.
+        let mut lost: Option<String> = None;
         loop {
-            let retry = match self.propose_once(&batch, deadline).await {
+            let outcome = self.propose_once(&batch, deadline).await;
+            let retry = match settle(outcome, lost.as_deref()) {
                 Err(WriteError::NoLeader) => None,
                 Err(WriteError::Forward { addr, message }) => {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(WriteError::Forward { addr, message });
                     }
+                    // The leader may have appended it before the call
+                    // failed: a later conflict may be with this attempt.
+                    lost = Some(format!("forwarding to {addr} failed: {message}"));
                     Some(addr)
                 }
                 done => return done,
@@ -392,6 +417,7 @@ impl Manager {
             Ok(Proposed::Refused(conflict)) => Err(WriteError::Conflict(conflict)),
             Ok(Proposed::Failed(message)) => Err(WriteError::Raft(message)),
             Ok(Proposed::NotCommitted) => Err(WriteError::NotCommitted(self.settings.leader_wait)),
+            Ok(Proposed::Unsettled(why)) => Err(WriteError::Unsettled(why)),
             Err(_) => Err(WriteError::Raft("the manager is shutting down".into())),
             Ok(Proposed::NotLeader(None)) => Err(WriteError::NoLeader),
             Ok(Proposed::NotLeader(Some(node))) => {
@@ -410,6 +436,13 @@ impl Manager {
                     .await
                     .map_err(|status| match status.code() {
                         tonic::Code::Aborted => WriteError::Conflict(status.message().to_owned()),
+                        _ if status.metadata().contains_key(UNSETTLED_METADATA) => {
+                            WriteError::Unsettled(format!(
+                                "the leader at {}: {}",
+                                node.addr,
+                                status.message()
+                            ))
+                        }
                         _ => forward(status.message().to_owned()),
                     })?;
                 Ok(reply.into_inner().index)
@@ -456,7 +489,27 @@ enum Proposed {
     NotLeader(Option<BasicNode>),
     /// Not committed by the proposer's deadline (no quorum answers).
     NotCommitted,
+    /// This manager led when it proposed the entry and lost its
+    /// leadership before the entry committed: its successor may still
+    /// commit it (it may already hold it), so it must not be proposed
+    /// again, there or here.
+    Unsettled(String),
     Failed(String),
+}
+
+/// A retry's outcome, given why an earlier attempt may have been applied
+/// (`lost`, None when none may have): a conflict may then be with that
+/// attempt itself, so it settles nothing (chaos, 2026-12-03: a create
+/// forwarded to a leader that was cut off was committed by its successor,
+/// the retry conflicted with it, and the caller was told "exists" about
+/// its own write).
+fn settle(outcome: Result<u64, WriteError>, lost: Option<&str>) -> Result<u64, WriteError> {
+    match (outcome, lost) {
+        (Err(WriteError::Conflict(conflict)), Some(lost)) => Err(WriteError::Unsettled(format!(
+            "{lost}; the retry then conflicted ({conflict}), perhaps with that attempt"
+        ))),
+        (outcome, _) => outcome,
+    }
 }
 
 type Queued = (StoreBatch, oneshot::Sender<Proposed>, tokio::time::Instant);
@@ -490,6 +543,14 @@ async fn batch_proposals(raft: Raft, mut queue: mpsc::UnboundedReceiver<Queued>)
             deadline = deadline.max(patience);
         }
         let raft = raft.clone();
+        // Whether this manager thought it led when it proposed: then a
+        // "forward to the leader" answer may come after the entry was
+        // appended here (and replicated), not before.
+        let leading = {
+            let metrics = raft.metrics();
+            let metrics = metrics.borrow();
+            metrics.current_leader == Some(metrics.id)
+        };
         tokio::spawn(async move {
             let write = raft.client_write(Payload::new(Proposal { batches }));
             let outcome = tokio::time::timeout_at(deadline, write).await.ok();
@@ -507,6 +568,11 @@ async fn batch_proposals(raft: Raft, mut queue: mpsc::UnboundedReceiver<Queued>)
                         None => Proposed::Applied(response.data.index),
                     },
                     Err(openraft::error::RaftError::APIError(
+                        ClientWriteError::ForwardToLeader(_),
+                    )) if leading => Proposed::Unsettled(
+                        "this manager lost its leadership with the write in flight".into(),
+                    ),
+                    Err(openraft::error::RaftError::APIError(
                         ClientWriteError::ForwardToLeader(f),
                     )) => Proposed::NotLeader(f.leader_node.clone()),
                     Err(openraft::error::RaftError::Fatal(e)) => Proposed::Failed(format!(
@@ -517,5 +583,46 @@ async fn batch_proposals(raft: Raft, mut queue: mpsc::UnboundedReceiver<Queued>)
                 let _ = reply.send(answer);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conflict_after_an_attempt_that_may_have_been_applied_settles_nothing() {
+        let lost = Some("forwarding to 192.0.2.11:2377 failed: broken pipe");
+        let retried = settle(Err(WriteError::Conflict("exists".into())), lost);
+        let Err(WriteError::Unsettled(why)) = retried else {
+            panic!("{retried:?}");
+        };
+        assert!(
+            why.contains("192.0.2.11:2377") && why.contains("exists"),
+            "{why}"
+        );
+        // The same conflict with no such attempt before it is a conflict.
+        let first = settle(Err(WriteError::Conflict("exists".into())), None);
+        assert!(matches!(first, Err(WriteError::Conflict(_))), "{first:?}");
+        // A success or another error is what it is, either way.
+        assert!(matches!(settle(Ok(7), lost), Ok(7)));
+        assert!(matches!(
+            settle(Err(WriteError::NoLeader), lost),
+            Err(WriteError::NoLeader)
+        ));
+    }
+
+    #[test]
+    fn an_unsettled_write_tells_a_forwarding_manager_not_to_propose_it_again() {
+        let status = tonic::Status::from(WriteError::Unsettled("leadership lost".into()));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(status.metadata().contains_key(UNSETTLED_METADATA));
+        assert!(
+            status
+                .message()
+                .contains("may or may not have been applied")
+        );
+        let other = tonic::Status::from(WriteError::NotCommitted(Duration::from_secs(5)));
+        assert!(!other.metadata().contains_key(UNSETTLED_METADATA));
     }
 }
