@@ -38,6 +38,13 @@ pub const DEFAULT_SOCKET: &str = "/run/shoal/manager.sock";
 /// refuses a call only the leader serves (agents and joining managers follow it).
 pub const LEADER_METADATA: &str = "shoal-leader";
 
+/// Set on an `Unavailable` answer to a write that may or may not have
+/// been applied (its leader lost its leadership with it in flight): the
+/// write must not be sent again, by a forwarding manager or by the CLI's
+/// retries, since a second copy could be applied or conflict with the
+/// first.
+pub const UNSETTLED_METADATA: &str = "shoal-write-unsettled";
+
 /// Metadata on a refusal that says why the caller's certificate no longer
 /// counts: `demoted` (its node is a worker now) or `removed` (`node rm`).
 pub const REFUSAL_METADATA: &str = "shoal-refusal";

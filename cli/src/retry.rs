@@ -40,12 +40,15 @@ impl Retrying {
 }
 
 /// Whether an answer says "try again": gRPC's `Unavailable` (code 14),
-/// which managers give only when no leader could take the call.
+/// which managers give only when no leader could take the call, unless
+/// the manager marked it unsettled: the write may have been applied, and
+/// sending it again would apply or refuse a second copy.
 fn unavailable(response: &http::Response<Body>) -> bool {
-    response
-        .headers()
+    let headers = response.headers();
+    headers
         .get("grpc-status")
         .is_some_and(|v| v.as_bytes() == b"14")
+        && !headers.contains_key(shoal_api::UNSETTLED_METADATA)
 }
 
 impl Service<http::Request<Body>> for Retrying {
@@ -85,5 +88,31 @@ impl Service<http::Request<Body>> for Retrying {
                 pause = (pause * 2).min(MAX_PAUSE);
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(headers: &[(&'static str, &'static str)]) -> http::Response<Body> {
+        let mut response = http::Response::new(Body::empty());
+        for (name, value) in headers {
+            response
+                .headers_mut()
+                .insert(*name, http::HeaderValue::from_static(value));
+        }
+        response
+    }
+
+    #[test]
+    fn unavailable_is_retried_unless_the_write_may_have_been_applied() {
+        assert!(unavailable(&answer(&[("grpc-status", "14")])));
+        assert!(!unavailable(&answer(&[
+            ("grpc-status", "14"),
+            (shoal_api::UNSETTLED_METADATA, "1"),
+        ])));
+        assert!(!unavailable(&answer(&[("grpc-status", "6")]))); // AlreadyExists
+        assert!(!unavailable(&answer(&[])));
     }
 }

@@ -39,10 +39,9 @@ pub enum WriteError {
     Raft(String),
 }
 
-/// Set on a forwarded write's error by a leader that answers
-/// [`WriteError::Unsettled`]: the forwarding manager must not propose the
-/// write again (a second copy of it could be applied).
-pub const UNSETTLED_METADATA: &str = "shoal-write-unsettled";
+/// Set on the answer of [`WriteError::Unsettled`]: a forwarding manager
+/// must not propose the write again (a second copy could be applied).
+pub use shoal_api::UNSETTLED_METADATA;
 
 impl From<WriteError> for tonic::Status {
     fn from(e: WriteError) -> Self {
