@@ -4,7 +4,10 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use openraft::{BasicNode, error::ClientWriteError};
-use shoal_api::pb::{Proposal, StoreBatch, membership_client::MembershipClient};
+use shoal_api::{
+    UNSETTLED_METADATA,
+    pb::{Proposal, StoreBatch, membership_client::MembershipClient},
+};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::{
@@ -38,10 +41,6 @@ pub enum WriteError {
     #[error("raft: {0}")]
     Raft(String),
 }
-
-/// Set on the answer of [`WriteError::Unsettled`]: a forwarding manager
-/// must not propose the write again (a second copy could be applied).
-pub use shoal_api::UNSETTLED_METADATA;
 
 impl From<WriteError> for tonic::Status {
     fn from(e: WriteError) -> Self {

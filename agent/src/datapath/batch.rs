@@ -61,17 +61,12 @@ where
 {
     let mut keys = vec![K::default(); BATCH];
     let mut values = vec![V::default(); BATCH];
-    // The bucket cursor of a hash table is a u32.
-    let mut cursor: u32 = 0;
-    let mut first = true;
+    // The bucket cursor of a hash table is a u32; None: from the start.
+    let mut cursor: Option<u32> = None;
     loop {
         let mut next: u32 = 0;
         let mut attr = BatchAttr {
-            in_batch: if first {
-                0
-            } else {
-                std::ptr::addr_of!(cursor) as u64
-            },
+            in_batch: cursor.as_ref().map_or(0, |c| std::ptr::from_ref(c) as u64),
             out_batch: std::ptr::addr_of_mut!(next) as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
@@ -92,12 +87,15 @@ where
                 size_of::<BatchAttr>(),
             )
         };
-        let error = (ret < 0).then(io::Error::last_os_error);
-        let done = match &error {
-            None => false,
-            // The last batch: it may still carry entries.
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
-            Some(_) => return Err(error.unwrap_or_else(io::Error::last_os_error)),
+        let done = if ret < 0 {
+            let error = io::Error::last_os_error();
+            // ENOENT: the last batch, which may still carry entries.
+            if error.raw_os_error() != Some(libc::ENOENT) {
+                return Err(error);
+            }
+            true
+        } else {
+            false
         };
         let read = (attr.count as usize).min(BATCH);
         for (key, value) in keys[..read].iter().zip(&values[..read]) {
@@ -106,8 +104,7 @@ where
         if done {
             return Ok(());
         }
-        cursor = next;
-        first = false;
+        cursor = Some(next);
     }
 }
 
