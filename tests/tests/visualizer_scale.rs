@@ -11,6 +11,7 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
+use shoal_manager::manager::Settings;
 use shoal_tests::{
     bin,
     chromium::Browser,
@@ -27,7 +28,20 @@ fn screenshot_dir() -> Result<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_nodes_of_two_hundred_tasks_fit_a_laptop_screen() -> Result<()> {
-    let mut cluster = TestCluster::start(1).await?;
+    // Swarm's heartbeat period, not the tests' short one. This test is
+    // about drawing 2,000 placed tasks, not about liveness. With the short
+    // period, one heartbeat answered late ends a node's session.
+    // In this one debug-build process (a manager, ten agents and
+    // 2,000 tasks), on a CI machine that is also compiling, that took more
+    // than 300 ms. The node registering again then took more than the
+    // rest of its 900 ms, so it was marked down and its tasks were replaced
+    // (CI, 2026-12-03). Three copies run at once beside six busy
+    // loops reproduce it every time with the short period.
+    let settings = Settings {
+        heartbeat_period: Duration::from_secs(5),
+        ..shoal_tests::cluster::settings()
+    };
+    let mut cluster = TestCluster::start_with_settings(1, settings).await?;
     for i in 1..=NODES {
         cluster
             .add_agent_holding(&format!("node-{i:02}"), TASKS_PER_NODE)
