@@ -31,8 +31,8 @@ mod rounds;
 pub(crate) mod shoal;
 
 /// Replicated writes before TLS, as bench/RESULTS.md records them
-/// (2026-11-24, this bench with plaintext gRPC for both): what the TLS
-/// figures are compared with. etcd's own change shows how much of a
+/// (2026-11-24, this bench with plaintext gRPC for both, 64 writers on one
+/// connection): what the TLS figures at that load are compared with. etcd's own change shows how much of a
 /// difference is the machine's mood rather than TLS.
 const PLAINTEXT: [(&str, f64, f64); 2] = [("shoal", 14_360.0, 6.66), ("etcd", 14_350.0, 9.74)];
 
@@ -55,9 +55,14 @@ pub struct Args {
     /// --manager-arg=2`. None: the product's defaults.
     #[arg(long, allow_hyphen_values = true)]
     manager_arg: Vec<String>,
-    /// Concurrent writers.
-    #[arg(long, default_value_t = 64)]
-    clients: usize,
+    /// The loads to write at, each `CLIENTSxCONNS`: concurrent writers
+    /// sharing that many connections (the same for both systems; write `i`
+    /// goes over connection `i % CONNS`). By default two: 64 writers on one
+    /// connection, and etcd's own throughput shape, 1,000 writers on 100
+    /// connections (`benchmark --conns=100 --clients=1000 put`, etcd's
+    /// performance guide), where each system runs at its capacity.
+    #[arg(long, value_delimiter = ',', default_value = "64x1,1000x100", value_parser = rounds::Shape::parse)]
+    loads: Vec<rounds::Shape>,
     #[arg(long, default_value_t = 256)]
     value_size: usize,
     /// The shoal-manager binary (release build).
@@ -241,16 +246,52 @@ fn spawn_quiet(command: &mut Command) -> std::io::Result<Child> {
     command.stdout(Stdio::null()).stderr(Stdio::null()).spawn()
 }
 
+/// The ratios of one load's rounds, and both systems against their
+/// plaintext figures.
+fn report(shape: &rounds::Shape, results: &[(rounds::Phase, rounds::Phase)]) {
+    let Some(spread) = rounds::spread(results) else {
+        return;
+    };
+    let [w_min, w_mean, w_max] = spread.writes;
+    let [p_min, p_mean, p_max] = spread.p99;
+    println!(
+        "ratio shoal/etcd at {shape} over {} alternating rounds: writes/s {w_min:.2}-{w_max:.2} (mean {w_mean:.2}), p99 latency {p_min:.2}-{p_max:.2} (mean {p_mean:.2}, lower is better)",
+        results.len()
+    );
+    if *shape != rounds::Shape::PLAINTEXT {
+        return;
+    }
+    let mean = |f: &dyn Fn(&(rounds::Phase, rounds::Phase)) -> f64| {
+        results.iter().map(f).sum::<f64>() / results.len() as f64
+    };
+    let shoal_mean = (
+        mean(&|(_, s)| s.load.per_second),
+        mean(&|(_, s)| s.load.p99.as_secs_f64() * 1e3),
+    );
+    let etcd_mean = (
+        mean(&|(e, _)| e.load.per_second),
+        mean(&|(e, _)| e.load.p99.as_secs_f64() * 1e3),
+    );
+    for ((name, writes, p99_ms), (now_writes, now_p99)) in
+        PLAINTEXT.into_iter().zip([shoal_mean, etcd_mean])
+    {
+        println!(
+            "{name} with TLS / plaintext (bench/RESULTS.md, 2026-11-24: {writes:.0} writes/s, p99 {p99_ms:.2} ms): writes/s {:.2}, p99 {:.2}",
+            now_writes / writes,
+            now_p99 / p99_ms
+        );
+    }
+}
+
 async fn writes(args: &Args) -> Result<()> {
     let root = tempfile::Builder::new()
         .prefix("shoal-bench-")
         .tempdir_in(&args.data_root)?;
     let value = vec![b'v'; args.value_size];
     println!(
-        "writes: {} writes of {}-byte values from {} concurrent clients, 3 members each on loopback, data in {}, mutual TLS 1.3 for clients and members",
+        "writes: {} writes of {}-byte values per phase, 3 members each on loopback, data in {}, mutual TLS 1.3 for clients and members",
         args.writes,
         args.value_size,
-        args.clients,
         args.data_root.display()
     );
 
@@ -265,45 +306,26 @@ async fn writes(args: &Args) -> Result<()> {
         );
     }
     let writer = cluster.manager_identity("127.0.0.100").await?;
-    let targets = rounds::Targets {
-        etcd: etcd_cluster.channel.clone(),
-        etcd_pids: etcd_cluster.procs.pids(),
-        shoal: shoal_pki::transport::lazy_channel(cluster.leader(), Dialer::Node(writer))?,
-        shoal_pids: cluster.pids(),
-        writes: args.writes,
-        clients: args.clients,
-        value,
-    };
-    let results = rounds::run(&targets, args.rounds as usize).await?;
-    drop(etcd_cluster);
-    if let Some(spread) = rounds::spread(&results) {
-        let [w_min, w_mean, w_max] = spread.writes;
-        let [p_min, p_mean, p_max] = spread.p99;
-        println!(
-            "ratio shoal/etcd over {} alternating rounds: writes/s {w_min:.2}-{w_max:.2} (mean {w_mean:.2}), p99 latency {p_min:.2}-{p_max:.2} (mean {p_mean:.2}, lower is better)",
-            results.len()
-        );
-        let mean = |f: &dyn Fn(&(rounds::Phase, rounds::Phase)) -> f64| {
-            results.iter().map(f).sum::<f64>() / results.len() as f64
+    let most = args.loads.iter().map(|l| l.conns).max().unwrap_or(1);
+    let shoal = (0..most)
+        .map(|_| shoal_pki::transport::lazy_channel(cluster.leader(), Dialer::Node(writer.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let etcd = etcd_cluster.connections(most)?;
+    for shape in &args.loads {
+        println!("load: {shape}");
+        let targets = rounds::Targets {
+            etcd: etcd[..shape.conns].to_vec(),
+            etcd_pids: etcd_cluster.procs.pids(),
+            shoal: shoal[..shape.conns].to_vec(),
+            shoal_pids: cluster.pids(),
+            writes: args.writes,
+            clients: shape.clients,
+            value: value.clone(),
         };
-        let shoal_mean = (
-            mean(&|(_, s)| s.load.per_second),
-            mean(&|(_, s)| s.load.p99.as_secs_f64() * 1e3),
-        );
-        let etcd_mean = (
-            mean(&|(e, _)| e.load.per_second),
-            mean(&|(e, _)| e.load.p99.as_secs_f64() * 1e3),
-        );
-        for ((name, writes, p99_ms), (now_writes, now_p99)) in
-            PLAINTEXT.into_iter().zip([shoal_mean, etcd_mean])
-        {
-            println!(
-                "{name} with TLS / plaintext (bench/RESULTS.md, 2026-11-24: {writes:.0} writes/s, p99 {p99_ms:.2} ms): writes/s {:.2}, p99 {:.2}",
-                now_writes / writes,
-                now_p99 / p99_ms
-            );
-        }
+        let results = rounds::run(&targets, args.rounds as usize).await?;
+        report(shape, &results);
     }
+    drop(etcd_cluster);
 
     if args.joins > 0 {
         let j = joins::run(&cluster, args.joins).await?;

@@ -24,6 +24,24 @@ pub struct EtcdCluster {
     /// Stopped when the cluster is dropped.
     pub procs: Procs,
     pub channel: Channel,
+    leader: String,
+    dialer: Dialer,
+}
+
+impl EtcdCluster {
+    /// `n` connections to the leader: the first is `channel`, each other
+    /// one a connection of its own (a tonic channel is one HTTP/2
+    /// connection, however many clones of it write).
+    pub fn connections(&self, n: usize) -> Result<Vec<Channel>> {
+        let mut channels = vec![self.channel.clone()];
+        for _ in 1..n {
+            channels.push(shoal_pki::transport::lazy_channel(
+                &self.leader,
+                self.dialer.clone(),
+            )?);
+        }
+        Ok(channels)
+    }
 }
 
 /// The bench's own CA for etcd, and what each member and the client hold.
@@ -128,9 +146,8 @@ pub async fn start(root: &Path) -> Result<EtcdCluster> {
         );
     }
     let dialer = certificates.client()?;
-    let member = |i: usize| {
-        shoal_pki::transport::lazy_channel(&format!("127.0.0.1:{}", 23791 + i), dialer.clone())
-    };
+    let address = |i: usize| format!("127.0.0.1:{}", 23791 + i);
+    let member = |i: usize| shoal_pki::transport::lazy_channel(&address(i), dialer.clone());
     let first = member(0)?;
     wait_for("etcd to accept a write over TLS", || {
         let mut kv = KvClient::new(first.clone());
@@ -155,11 +172,11 @@ pub async fn start(root: &Path) -> Result<EtcdCluster> {
             .with_context(|| format!("asking etcd{i} for its status"))?
             .into_inner();
         if status.header.is_some_and(|h| h.member_id == status.leader) {
-            channel = Some(candidate);
+            channel = Some((candidate, address(i)));
             break;
         }
     }
-    let channel = channel.context("no etcd member says it leads")?;
+    let (channel, leader) = channel.context("no etcd member says it leads")?;
     wait_for("etcd's leader to accept a write over TLS", || {
         let mut kv = KvClient::new(channel.clone());
         async move {
@@ -172,5 +189,10 @@ pub async fn start(root: &Path) -> Result<EtcdCluster> {
         }
     })
     .await?;
-    Ok(EtcdCluster { procs, channel })
+    Ok(EtcdCluster {
+        procs,
+        channel,
+        leader,
+        dialer,
+    })
 }

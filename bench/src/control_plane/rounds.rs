@@ -60,11 +60,63 @@ pub struct Phase {
     pub settled_after: Duration,
 }
 
+/// A load: `clients` concurrent writers sharing `conns` connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub clients: usize,
+    pub conns: usize,
+}
+
+impl Shape {
+    /// The load of the plaintext figures in `PLAINTEXT`.
+    pub const PLAINTEXT: Shape = Shape {
+        clients: 64,
+        conns: 1,
+    };
+
+    /// `CLIENTSxCONNS`, e.g. `1000x100`: at least one of each, and no more
+    /// connections than writers.
+    pub fn parse(text: &str) -> Result<Shape, String> {
+        let (clients, conns) = text
+            .split_once('x')
+            .ok_or_else(|| format!("`{text}`: expected CLIENTSxCONNS, e.g. 1000x100"))?;
+        let number = |what: &str, n: &str| {
+            n.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("`{text}`: {what} must be a whole number above 0"))
+        };
+        let shape = Shape {
+            clients: number("clients", clients)?,
+            conns: number("connections", conns)?,
+        };
+        if shape.conns > shape.clients {
+            return Err(format!("`{text}`: more connections than clients"));
+        }
+        Ok(shape)
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} writers on {} connection{}",
+            self.clients,
+            self.conns,
+            if self.conns == 1 { "" } else { "s" }
+        )
+    }
+}
+
 /// What the rounds write to, and with what.
 pub struct Targets {
-    pub etcd: Channel,
+    /// Connections to etcd's leader (as many as to Shoal's); write `i`
+    /// goes over connection `i % len`.
+    pub etcd: Vec<Channel>,
     pub etcd_pids: Vec<u32>,
-    pub shoal: Channel,
+    pub shoal: Vec<Channel>,
     pub shoal_pids: Vec<u32>,
     pub writes: usize,
     pub clients: usize,
@@ -142,10 +194,10 @@ async fn settle(pids: &[u32]) -> Result<Duration> {
 }
 
 async fn etcd_writes(targets: &Targets, round: usize) -> Result<Load> {
-    let channel = targets.etcd.clone();
+    let channels = targets.etcd.clone();
     let value = targets.value.clone();
     load(targets.writes, targets.clients, move |i| {
-        let mut kv = etcd::KvClient::new(channel.clone());
+        let mut kv = etcd::KvClient::new(channels[i % channels.len()].clone());
         let value = value.clone();
         async move {
             kv.put(etcd::PutRequest {
@@ -160,10 +212,10 @@ async fn etcd_writes(targets: &Targets, round: usize) -> Result<Load> {
 }
 
 async fn shoal_writes(targets: &Targets, round: usize) -> Result<Load> {
-    let channel = targets.shoal.clone();
+    let channels = targets.shoal.clone();
     let value = Arc::new(targets.value.clone());
     load(targets.writes, targets.clients, move |i| {
-        let mut membership = MembershipClient::new(channel.clone());
+        let mut membership = MembershipClient::new(channels[i % channels.len()].clone());
         let name = format!("bench{round:02}-{i:08}");
         let mut batch = Batch::default();
         batch.put_config(Config {
@@ -253,6 +305,22 @@ mod tests {
             cpu_per_write_us: 0.0,
             settled_after: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn a_load_is_clients_x_connections() {
+        assert_eq!(
+            Shape::parse("1000x100"),
+            Ok(Shape {
+                clients: 1000,
+                conns: 100
+            })
+        );
+        assert_eq!(Shape::parse("64x1"), Ok(Shape::PLAINTEXT));
+        for bad in ["64", "0x1", "64x0", "x1", "64x", "1x2", "ax1", "-1x1"] {
+            assert!(Shape::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Shape::PLAINTEXT.to_string(), "64 writers on 1 connection");
     }
 
     #[test]
