@@ -311,7 +311,7 @@ async fn writes(args: &Args) -> Result<()> {
         .map(|_| shoal_pki::transport::lazy_channel(cluster.leader(), Dialer::Node(writer.clone())))
         .collect::<Result<Vec<_>, _>>()?;
     let etcd = etcd_cluster.connections(most)?;
-    for shape in &args.loads {
+    for (load_index, shape) in args.loads.iter().enumerate() {
         println!("load: {shape}");
         let targets = rounds::Targets {
             etcd: etcd[..shape.conns].to_vec(),
@@ -321,6 +321,7 @@ async fn writes(args: &Args) -> Result<()> {
             writes: args.writes,
             clients: shape.clients,
             value: value.clone(),
+            load_index,
         };
         let results = rounds::run(&targets, args.rounds as usize).await?;
         report(shape, &results);

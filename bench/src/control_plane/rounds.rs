@@ -121,6 +121,9 @@ pub struct Targets {
     pub writes: usize,
     pub clients: usize,
     pub value: Vec<u8>,
+    /// Names this load's keys apart from every other load's of the run
+    /// (a Shoal create of a name that exists is refused).
+    pub load_index: usize,
 }
 
 /// Runs `rounds` alternating rounds; returns (etcd, shoal) per round.
@@ -194,6 +197,7 @@ async fn settle(pids: &[u32]) -> Result<Duration> {
 }
 
 async fn etcd_writes(targets: &Targets, round: usize) -> Result<Load> {
+    let tag = targets.load_index;
     let channels = targets.etcd.clone();
     let value = targets.value.clone();
     load(targets.writes, targets.clients, move |i| {
@@ -201,7 +205,7 @@ async fn etcd_writes(targets: &Targets, round: usize) -> Result<Load> {
         let value = value.clone();
         async move {
             kv.put(etcd::PutRequest {
-                key: format!("bench/{round:02}/{i:08}").into_bytes(),
+                key: format!("bench/{tag}/{round:02}/{i:08}").into_bytes(),
                 value,
             })
             .await?;
@@ -212,11 +216,12 @@ async fn etcd_writes(targets: &Targets, round: usize) -> Result<Load> {
 }
 
 async fn shoal_writes(targets: &Targets, round: usize) -> Result<Load> {
+    let tag = targets.load_index;
     let channels = targets.shoal.clone();
     let value = Arc::new(targets.value.clone());
     load(targets.writes, targets.clients, move |i| {
         let mut membership = MembershipClient::new(channels[i % channels.len()].clone());
-        let name = format!("bench{round:02}-{i:08}");
+        let name = format!("bench{tag}-{round:02}-{i:08}");
         let mut batch = Batch::default();
         batch.put_config(Config {
             meta: Some(Meta {
