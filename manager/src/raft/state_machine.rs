@@ -353,11 +353,10 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
-        let (body, progress) = {
-            let state = self.store.read().await;
-            let objects = state.objects().collect();
-            (SnapshotBody { objects }, self.progress())
-        };
+        // Progress changes only under the write lock: read with the lock
+        // held, it matches the objects copied under it.
+        let state = self.store.read_owned().await;
+        let progress = self.progress();
         let last = progress.applied;
         let meta = SnapshotMeta {
             last_log_id: last,
@@ -371,6 +370,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let machine = self.clone();
         let saved = meta.clone();
         let data = off_the_runtime(move || {
+            let body = SnapshotBody {
+                objects: state.objects().collect(),
+            };
+            drop(state);
             // The state file must not trail the snapshot (see the module comment).
             flush(&machine.db, &machine.cipher, &machine.unwritten)
                 .context("writing the state file before the snapshot")?;
