@@ -36,11 +36,20 @@ pub struct ControlService {
 
 /// Makes sure the leader answers the call (see [`forward::to_leader`]):
 /// returns the leader's answer on a follower, goes on on the leader.
+/// `forward!(self, method, request)` for a call that changes the
+/// cluster; `forward!(self, method, request, Read)` for one that only
+/// reads it (see [`forward::Kind`]).
 macro_rules! forward {
     ($self:ident, $method:ident, $request:ident) => {
-        let answer = forward::to_leader(&$self.manager, &$request, |mut leader, call| async move {
-            leader.$method(call).await
-        });
+        forward!($self, $method, $request, Write)
+    };
+    ($self:ident, $method:ident, $request:ident, $kind:ident) => {
+        let answer = forward::to_leader(
+            &$self.manager,
+            &$request,
+            forward::Kind::$kind,
+            |mut leader, call| async move { leader.$method(call).await },
+        );
         if let Some(answer) = answer.await? {
             return Ok(answer);
         }
@@ -143,7 +152,7 @@ impl Control for ControlService {
     }
 
     async fn get_cluster(&self, request: Request<Empty>) -> Result<Response<ClusterInfo>, Status> {
-        forward!(self, get_cluster, request);
+        forward!(self, get_cluster, request, Read);
         let state = self.manager.store.read().await;
         Ok(Response::new(self.cluster_info(&state)?))
     }
@@ -174,7 +183,7 @@ impl Control for ControlService {
     }
 
     async fn list_nodes(&self, request: Request<Empty>) -> Result<Response<NodeList>, Status> {
-        forward!(self, list_nodes, request);
+        forward!(self, list_nodes, request, Read);
         let leader = self.manager.leader_id();
         let voters: BTreeSet<u64> = self.manager.voters().into_iter().collect();
         let state = self.manager.store.read().await;
@@ -315,7 +324,7 @@ impl Control for ControlService {
         &self,
         request: Request<Empty>,
     ) -> Result<Response<ServiceList>, Status> {
-        forward!(self, list_services, request);
+        forward!(self, list_services, request, Read);
         Ok(Response::new(services::list(&self.manager).await?))
     }
 
@@ -337,7 +346,7 @@ impl Control for ControlService {
     }
 
     async fn list_tasks(&self, request: Request<Empty>) -> Result<Response<TaskList>, Status> {
-        forward!(self, list_tasks, request);
+        forward!(self, list_tasks, request, Read);
         let state = self.manager.store.read().await;
         // Tasks carry secret references, never secret data.
         let tasks = state.tasks.values().cloned().collect();
@@ -375,7 +384,7 @@ impl Control for ControlService {
     }
 
     async fn list_secrets(&self, request: Request<Empty>) -> Result<Response<SecretList>, Status> {
-        forward!(self, list_secrets, request);
+        forward!(self, list_secrets, request, Read);
         Ok(Response::new(
             secrets_configs::list_secrets(&self.manager).await?,
         ))
@@ -399,7 +408,7 @@ impl Control for ControlService {
     }
 
     async fn list_configs(&self, request: Request<Empty>) -> Result<Response<ConfigList>, Status> {
-        forward!(self, list_configs, request);
+        forward!(self, list_configs, request, Read);
         Ok(Response::new(
             secrets_configs::list_configs(&self.manager).await?,
         ))
@@ -536,7 +545,7 @@ impl Control for ControlService {
         &self,
         request: Request<Empty>,
     ) -> Result<Response<NetworkList>, Status> {
-        forward!(self, list_networks, request);
+        forward!(self, list_networks, request, Read);
         let state = self.manager.store.read().await;
         Ok(Response::new(NetworkList {
             networks: state.networks.values().cloned().collect(),
@@ -560,7 +569,7 @@ impl Control for ControlService {
         &self,
         request: Request<Empty>,
     ) -> Result<Response<UnlockKeyResponse>, Status> {
-        forward!(self, get_unlock_key, request);
+        forward!(self, get_unlock_key, request, Read);
         Ok(Response::new(
             autolock::get_unlock_key(&self.manager).await?,
         ))
@@ -599,10 +608,12 @@ impl Control for ControlService {
             if !local {
                 return Err(self.manager.not_leader());
             }
-            let answer =
-                forward::to_leader(&self.manager, &request, |mut leader, call| async move {
-                    leader.leave_cluster(call).await
-                });
+            let answer = forward::to_leader(
+                &self.manager,
+                &request,
+                forward::Kind::Write,
+                |mut leader, call| async move { leader.leave_cluster(call).await },
+            );
             if let Some(answer) = answer.await? {
                 self.manager.left.send_replace(true);
                 return Ok(answer);

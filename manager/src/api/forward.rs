@@ -18,14 +18,32 @@ pub fn leader_client(manager: &Manager, addr: &str) -> Result<ControlClient<Chan
     Ok(ControlClient::new(channel))
 }
 
+/// What a forwarded call does, which decides what may be retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Changes nothing: asking the next leader again is always safe.
+    Read,
+    /// May have been applied before its connection broke.
+    Write,
+}
+
 /// Whether the leader went away under the call: it did not answer, or
 /// the connection to it closed mid-call (the channel to each manager is
 /// kept, so a leader that dies cancels the calls in flight on it).
-fn gone(status: &Status) -> bool {
+///
+/// A connection torn down mid-stream can also end the call with an HTTP/2
+/// error, which tonic reports as `Internal` ("h2 protocol error"). That
+/// error comes from the transport, never from the leader's answer. A
+/// read through a follower failed that way while its leader was being
+/// stopped (the `elections` test in CI, 2026-12-03). A read is asked
+/// again. A write is not, as before: it may have been applied, and asked
+/// again it would meet itself ("exists").
+fn gone(status: &Status, kind: Kind) -> bool {
     matches!(
         status.code(),
         tonic::Code::Unavailable | tonic::Code::Cancelled
-    )
+    ) || (kind == Kind::Read
+        && std::error::Error::source(status).is_some_and(|e| e.is::<h2::Error>()))
 }
 
 /// Makes sure the leader answers `request`: `Some` with the leader's answer
@@ -37,6 +55,7 @@ fn gone(status: &Status) -> bool {
 pub async fn to_leader<T, R, F, Fut>(
     manager: &Manager,
     request: &Request<T>,
+    kind: Kind,
     call: F,
 ) -> Result<Option<Response<R>>, Status>
 where
@@ -64,12 +83,13 @@ where
                 forwarded.set_timeout(deadline.saturating_duration_since(Instant::now()));
                 match call(leader_client(manager, &addr)?, forwarded).await {
                     Ok(answer) => return Ok(Some(answer)),
-                    Err(status) if gone(&status) && Instant::now() < deadline => {
+                    Err(status) if gone(&status, kind) && Instant::now() < deadline => {
                         tracing::debug!(%addr, error = %status.message(), "the leader did not answer; waiting for the next");
                         avoid = Some(addr);
                     }
                     Err(status)
-                        if gone(&status) || status.code() == tonic::Code::DeadlineExceeded =>
+                        if gone(&status, kind)
+                            || status.code() == tonic::Code::DeadlineExceeded =>
                     {
                         return Err(Status::unavailable(format!(
                             "the leader at {addr} does not answer ({}) and no other was elected within {:?}: a quorum of managers must be reachable",
@@ -80,6 +100,30 @@ where
                     Err(status) => return Err(status),
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_torn_down_mid_read_is_gone_and_an_answer_is_not() {
+        let torn = Status::from_error(Box::new(h2::Error::from(h2::Reason::INTERNAL_ERROR)));
+        assert_eq!(torn.code(), tonic::Code::Internal);
+        assert!(gone(&torn, Kind::Read));
+        // A write may have been applied: not asked again (as before).
+        assert!(!gone(&torn, Kind::Write));
+        for kind in [Kind::Read, Kind::Write] {
+            assert!(gone(&Status::unavailable("no answer"), kind));
+            assert!(gone(&Status::cancelled("the connection closed"), kind));
+            // The leader's own answers are answers.
+            assert!(!gone(
+                &Status::internal("h2 protocol error: a message"),
+                kind
+            ));
+            assert!(!gone(&Status::already_exists("secret exists"), kind));
         }
     }
 }
