@@ -158,10 +158,14 @@ fn service_logs_take_dockers_flags_and_print_dockers_prefixes() -> Result<()> {
         "{message}"
     );
 
-    // --tail and --since on the ticker's stream of lines.
+    // --tail and --since on the ticker's stream of lines. 60 lines are
+    // about 12 s of them. The `--since 2s` window starts at a whole second
+    // (up to 3 s back), and on a loaded CI machine each `service logs`
+    // call takes a second or more. With 20 lines (4 s), CI once found 15 of
+    // them in the window (2026-12-03).
     cluster.wait("ticker lines", WAIT, || {
         let (out, _) = logs(&cluster, &["ticker"]).ok()?;
-        (out.lines().count() >= 20).then_some(())
+        (out.lines().count() >= 60).then_some(())
     })?;
     let (out, _) = logs(&cluster, &["--tail", "2", "ticker"])?;
     ensure!(out.lines().count() == 2, "{out}");
