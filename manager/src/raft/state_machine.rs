@@ -145,14 +145,19 @@ fn flush(
                 None => drop(objects.remove(key.as_str())?),
             }
         }
-        let mut meta = txn.open_table(META)?;
-        meta.insert(APPLIED, serde_json::to_vec(&progress.applied)?.as_slice())?;
-        meta.insert(
-            MEMBERSHIP,
-            serde_json::to_vec(&progress.membership)?.as_slice(),
-        )?;
+        write_progress(&mut txn.open_table(META)?, &progress)?;
     }
     txn.commit()?;
+    Ok(())
+}
+
+/// The applied id and membership, in the state file's meta table.
+fn write_progress(meta: &mut redb::Table<&str, &[u8]>, progress: &Progress) -> anyhow::Result<()> {
+    meta.insert(APPLIED, serde_json::to_vec(&progress.applied)?.as_slice())?;
+    meta.insert(
+        MEMBERSHIP,
+        serde_json::to_vec(&progress.membership)?.as_slice(),
+    )?;
     Ok(())
 }
 
@@ -337,11 +342,7 @@ impl StateMachine {
                 }
             }
             let mut table = txn.open_table(META)?;
-            table.insert(APPLIED, serde_json::to_vec(&progress.applied)?.as_slice())?;
-            table.insert(
-                MEMBERSHIP,
-                serde_json::to_vec(&progress.membership)?.as_slice(),
-            )?;
+            write_progress(&mut table, progress)?;
             table.insert(SNAPSHOT_META, serde_json::to_vec(meta)?.as_slice())?;
             let sealed = self.cipher.seal(SNAPSHOT_CONTEXT, data)?;
             table.insert(SNAPSHOT_DATA, sealed.as_slice())?;
