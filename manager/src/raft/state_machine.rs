@@ -6,22 +6,30 @@
 //! openraft re-applies the entries after the last applied id the state file
 //! recorded (written in the same transaction as the objects). Writing once
 //! per interval instead of once per entry is what lets the store keep up
-//! with many concurrent writers. Snapshots flush first and are written
-//! durably (a durable redb commit makes every earlier commit durable), so the
-//! state file never falls behind the last snapshot, behind which the log is
-//! purged.
+//! with many concurrent writers.
 //!
-//! Every object and the snapshot body are sealed with this manager's data
-//! key (`crate::encryption`) on their way to the file, bound to their key
-//! (an object) or to the snapshot's id; the file holds no plaintext object.
-//! Snapshots leave here (to openraft, to followers) in plaintext.
+//! **The state file is the snapshot**, as etcd's bbolt file is. Building a
+//! snapshot writes what is unwritten in one durable commit (which makes
+//! every earlier commit durable) that also records the snapshot's meta, and
+//! keeps a redb read transaction open at that commit. redb's reads see the
+//! file as it was when they began, so that transaction is the snapshot's
+//! content for as long as it is held, while later writes go on around it.
+//! The objects are copied out of it only when a follower needs them. The
+//! log is purged only behind a durable commit, so the file never falls
+//! behind what the log still holds.
 //!
-//! A snapshot's encoding, sealing and file writes run on a blocking thread,
-//! never on the runtime's workers. A store of ~275,000 objects makes a
-//! 90 MB snapshot, and building it in place held a worker for about a
-//! second. Every manager builds its own at the same index, so all three
-//! stopped answering Raft's heartbeats at once and an election followed
-//! mid-load (`shoal-bench control-plane`, 2026-12-03).
+//! Before this, every manager copied its whole store at every snapshot
+//! point, encoded it, sealed it and wrote it durably: 90 MB for ~275,000
+//! objects, all three managers on one disk at the same index, and Raft's
+//! fsyncs waited behind them (the write rate fell to ~1× etcd's in those
+//! rounds; `shoal-bench control-plane`, 2026-12-03). Now a snapshot costs
+//! one flush.
+//!
+//! Every object is sealed with this manager's data key
+//! (`crate::encryption`) on its way to the file, bound to its key; the file
+//! holds no plaintext object. Snapshots leave here (to openraft, to
+//! followers) in plaintext. All file work runs on a blocking thread, never
+//! on the runtime's workers, which answer Raft's heartbeats.
 
 use std::{collections::BTreeMap, io::Cursor, path::Path, sync::Arc};
 
@@ -31,7 +39,10 @@ use openraft::{
     StorageIOError, StoredMembership, storage::RaftStateMachine,
 };
 use prost::Message;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
 use shoal_api::pb::{Kind, Object};
 
 use super::{ApplyResult, RaftId, TypeConfig};
@@ -46,10 +57,13 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const APPLIED: &str = "applied";
 const MEMBERSHIP: &str = "membership";
 const SNAPSHOT_META: &str = "snapshot_meta";
-const SNAPSHOT_DATA: &str = "snapshot_data";
+/// Where earlier versions kept a sealed copy of the whole store; removed at
+/// the next snapshot.
+const OLD_SNAPSHOT_DATA: &str = "snapshot_data";
 
 type Result<T> = std::result::Result<T, StorageError<RaftId>>;
 type Membership = StoredMembership<RaftId, openraft::BasicNode>;
+type SnapshotMetadata = SnapshotMeta<RaftId, openraft::BasicNode>;
 
 /// What a snapshot holds besides openraft's metadata.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -66,6 +80,21 @@ struct Progress {
     membership: Membership,
 }
 
+impl Progress {
+    fn snapshot_meta(&self) -> SnapshotMetadata {
+        let last = self.applied;
+        SnapshotMetadata {
+            last_log_id: last,
+            last_membership: self.membership.clone(),
+            snapshot_id: format!(
+                "{}-{}",
+                last.map(|l| l.leader_id.term).unwrap_or(0),
+                last.map(|l| l.index).unwrap_or(0)
+            ),
+        }
+    }
+}
+
 /// How long applied changes may wait in memory before the state file gets them.
 pub const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -79,22 +108,36 @@ struct Unwritten {
     progress: Option<Progress>,
 }
 
+/// The current snapshot: a read of the state file at a durable commit.
+struct Held {
+    meta: SnapshotMetadata,
+    read: ReadTransaction,
+}
+
+/// The state file and what is on its way to it.
+struct File {
+    db: Database,
+    cipher: Arc<Cipher>,
+    unwritten: std::sync::Mutex<Unwritten>,
+    /// Held by whoever writes the file, from taking the unwritten changes
+    /// to the commit (and, for a snapshot, to the read that holds it): the
+    /// file's commits then land in the order of the changes they carry,
+    /// and a snapshot's read sees exactly its durable commit.
+    writing: std::sync::Mutex<()>,
+    snapshot: std::sync::Mutex<Option<Arc<Held>>>,
+}
+
 #[derive(Clone)]
 pub struct StateMachine {
-    db: Arc<Database>,
-    cipher: Arc<Cipher>,
+    file: Arc<File>,
     store: Store,
     progress: Arc<std::sync::Mutex<Progress>>,
-    unwritten: Arc<std::sync::Mutex<Unwritten>>,
 }
 
 /// What an object's seal is bound to: its key in the state file.
 fn object_context(key: &str) -> String {
     format!("state/{key}")
 }
-
-/// What a snapshot body's seal is bound to.
-const SNAPSHOT_CONTEXT: &[u8] = b"snapshot";
 
 fn seal_object(cipher: &Cipher, key: &str, object: &Object) -> anyhow::Result<Vec<u8>> {
     Ok(cipher.seal_buffer(object_context(key).as_bytes(), encode_for_sealing(object))?)
@@ -118,37 +161,8 @@ fn open_object(cipher: &Cipher, key: &str, sealed: &[u8]) -> anyhow::Result<Obje
     Ok(Object::decode(bytes.as_slice())?)
 }
 
-fn open_snapshot(cipher: &Cipher, sealed: &[u8]) -> anyhow::Result<Vec<u8>> {
-    Ok(cipher.open(SNAPSHOT_CONTEXT, sealed, "the snapshot")?)
-}
-
-/// Writes what is unwritten; a no-op when nothing is.
-fn flush(
-    db: &Database,
-    cipher: &Cipher,
-    unwritten: &std::sync::Mutex<Unwritten>,
-) -> anyhow::Result<()> {
-    let taken = std::mem::take(&mut *unwritten.lock().unwrap_or_else(|e| e.into_inner()));
-    let Some(progress) = taken.progress else {
-        return Ok(());
-    };
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::None)?;
-    {
-        let mut objects = txn.open_table(OBJECTS)?;
-        for (key, value) in taken.objects {
-            match value {
-                Some(buffer) => {
-                    let sealed = cipher.seal_buffer(object_context(&key).as_bytes(), buffer)?;
-                    drop(objects.insert(key.as_str(), sealed.as_slice())?)
-                }
-                None => drop(objects.remove(key.as_str())?),
-            }
-        }
-        write_progress(&mut txn.open_table(META)?, &progress)?;
-    }
-    txn.commit()?;
-    Ok(())
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The applied id and membership, in the state file's meta table.
@@ -159,6 +173,134 @@ fn write_progress(meta: &mut redb::Table<&str, &[u8]>, progress: &Progress) -> a
         serde_json::to_vec(&progress.membership)?.as_slice(),
     )?;
     Ok(())
+}
+
+/// The applied id and membership the state file records.
+fn read_progress(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> anyhow::Result<Progress> {
+    Ok(Progress {
+        applied: match meta.get(APPLIED)? {
+            Some(v) => serde_json::from_slice(v.value())?,
+            None => None,
+        },
+        membership: match meta.get(MEMBERSHIP)? {
+            Some(v) => serde_json::from_slice(v.value())?,
+            None => Membership::default(),
+        },
+    })
+}
+
+impl File {
+    /// Writes what is unwritten into `txn` and returns the progress the
+    /// file is at once `txn` commits. Call with `writing` held.
+    fn write_unwritten(&self, txn: &WriteTransaction) -> anyhow::Result<Progress> {
+        let taken = std::mem::take(&mut *lock(&self.unwritten));
+        let mut meta = txn.open_table(META)?;
+        let Some(progress) = taken.progress else {
+            return read_progress(&meta);
+        };
+        let mut objects = txn.open_table(OBJECTS)?;
+        for (key, value) in taken.objects {
+            match value {
+                Some(buffer) => {
+                    let sealed = self
+                        .cipher
+                        .seal_buffer(object_context(&key).as_bytes(), buffer)?;
+                    drop(objects.insert(key.as_str(), sealed.as_slice())?)
+                }
+                None => drop(objects.remove(key.as_str())?),
+            }
+        }
+        write_progress(&mut meta, &progress)?;
+        Ok(progress)
+    }
+
+    /// Writes what is unwritten, not durably; a no-op when nothing is.
+    fn flush(&self) -> anyhow::Result<()> {
+        let _writing = lock(&self.writing);
+        if lock(&self.unwritten).progress.is_none() {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        self.write_unwritten(&txn)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Makes the file durable where it is, with everything unwritten, and
+    /// holds it there as the snapshot (see the module comment). `None`
+    /// while nothing was ever applied.
+    fn take_snapshot(&self) -> anyhow::Result<Option<SnapshotMetadata>> {
+        let _writing = lock(&self.writing);
+        let txn = self.db.begin_write()?; // durable
+        let progress = self.write_unwritten(&txn)?;
+        if progress.applied.is_none() {
+            return Ok(None);
+        }
+        let meta = progress.snapshot_meta();
+        {
+            let mut table = txn.open_table(META)?;
+            table.insert(SNAPSHOT_META, serde_json::to_vec(&meta)?.as_slice())?;
+            table.remove(OLD_SNAPSHOT_DATA)?;
+        }
+        txn.commit()?;
+        self.hold(meta.clone())?;
+        Ok(Some(meta))
+    }
+
+    /// Holds a read of the file as it is now as the snapshot `meta`
+    /// describes. Call with `writing` held, right after the durable commit.
+    fn hold(&self, meta: SnapshotMetadata) -> anyhow::Result<()> {
+        let read = self.db.begin_read()?;
+        *lock(&self.snapshot) = Some(Arc::new(Held { meta, read }));
+        Ok(())
+    }
+
+    /// The held snapshot with its objects, read out of the file.
+    fn current_snapshot(&self) -> anyhow::Result<Option<Snapshot<TypeConfig>>> {
+        let Some(held) = lock(&self.snapshot).clone() else {
+            return Ok(None);
+        };
+        let mut body = SnapshotBody::default();
+        for item in held.read.open_table(OBJECTS)?.iter()? {
+            let (key, value) = item?;
+            body.objects
+                .push(open_object(&self.cipher, key.value(), value.value())?);
+        }
+        Ok(Some(Snapshot {
+            meta: held.meta.clone(),
+            snapshot: Box::new(Cursor::new(body.encode_to_vec())),
+        }))
+    }
+
+    /// Replaces the file's objects and progress with an installed
+    /// snapshot's in one durable commit, and holds it as the snapshot.
+    fn install(&self, state: &State, progress: &Progress) -> anyhow::Result<()> {
+        let _writing = lock(&self.writing);
+        // What was queued is older than the snapshot that replaces it.
+        *lock(&self.unwritten) = Unwritten::default();
+        let meta = progress.snapshot_meta();
+        let txn = self.db.begin_write()?;
+        {
+            let mut objects = txn.open_table(OBJECTS)?;
+            objects.retain(|_, _| false)?;
+            for object in state.objects() {
+                if let Some((kind, id)) = object_key(&object) {
+                    let key = key(kind, &id);
+                    let sealed = seal_object(&self.cipher, &key, &object)?;
+                    objects.insert(key.as_str(), sealed.as_slice())?;
+                }
+            }
+            let mut table = txn.open_table(META)?;
+            write_progress(&mut table, progress)?;
+            table.insert(SNAPSHOT_META, serde_json::to_vec(&meta)?.as_slice())?;
+            table.remove(OLD_SNAPSHOT_DATA)?;
+        }
+        txn.commit()?;
+        self.hold(meta)
+    }
 }
 
 fn key(kind: Kind, id: &str) -> String {
@@ -187,94 +329,63 @@ impl StateMachine {
         txn.open_table(META)?;
         txn.commit()?;
         let mut state = State::default();
-        let (applied, membership): (Option<LogId<RaftId>>, Membership) = {
+        let (progress, had_snapshot) = {
             let txn = db.begin_read()?;
             for item in txn.open_table(OBJECTS)?.iter()? {
                 let (key, value) = item?;
                 state.put(open_object(&cipher, key.value(), value.value())?);
             }
             let meta = txn.open_table(META)?;
-            let applied = match meta.get(APPLIED)? {
-                Some(v) => serde_json::from_slice(v.value())?,
-                None => None,
-            };
-            let membership = match meta.get(MEMBERSHIP)? {
-                Some(v) => serde_json::from_slice(v.value())?,
-                None => Membership::default(),
-            };
-            (applied, membership)
+            (read_progress(&meta)?, meta.get(SNAPSHOT_META)?.is_some())
         };
-        let mut progress = Progress {
-            applied,
-            membership,
-        };
-        // A state file behind the snapshot (which never happens when the
-        // snapshot flushed first) starts from the snapshot instead.
-        {
-            let txn = db.begin_read()?;
-            let meta = txn.open_table(META)?;
-            if let (Some(m), Some(data)) = (meta.get(SNAPSHOT_META)?, meta.get(SNAPSHOT_DATA)?) {
-                let snapshot: SnapshotMeta<RaftId, openraft::BasicNode> =
-                    serde_json::from_slice(m.value())?;
-                if snapshot.last_log_id > progress.applied {
-                    tracing::warn!("state file behind its snapshot: loading the snapshot");
-                    state = State::default();
-                    let body = open_snapshot(&cipher, data.value())?;
-                    for object in SnapshotBody::decode(body.as_slice())?.objects {
-                        state.put(object);
-                    }
-                    progress = Progress {
-                        applied: snapshot.last_log_id,
-                        membership: snapshot.last_membership,
-                    };
-                }
-            }
+        let file = Arc::new(File {
+            db,
+            cipher,
+            unwritten: Default::default(),
+            writing: Default::default(),
+            snapshot: Default::default(),
+        });
+        // The snapshot a restarted manager offers is the file where it
+        // stopped: at or after its last snapshot, since only the commits
+        // after a durable one can be lost.
+        if had_snapshot {
+            file.take_snapshot()
+                .context("holding the state file as the snapshot")?;
         }
         *store.write().await = state;
         store.publish_reset(progress.applied.map(|a| a.index).unwrap_or(0));
-        let db = Arc::new(db);
-        let unwritten: Arc<std::sync::Mutex<Unwritten>> = Arc::default();
         // Flushes in the background; ends when the state machine is gone.
-        let (weak_db, weak_unwritten) = (Arc::downgrade(&db), Arc::downgrade(&unwritten));
-        let flush_cipher = cipher.clone();
+        let weak = Arc::downgrade(&file);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(FLUSH_INTERVAL).await;
-                let (Some(db), Some(unwritten)) = (weak_db.upgrade(), weak_unwritten.upgrade())
-                else {
+                let Some(file) = weak.upgrade() else {
                     return;
                 };
-                let cipher = flush_cipher.clone();
-                let result =
-                    tokio::task::spawn_blocking(move || flush(&db, &cipher, &unwritten)).await;
+                let result = tokio::task::spawn_blocking(move || file.flush()).await;
                 if let Ok(Err(error)) = result {
                     tracing::error!(error = %format!("{error:#}"), "writing the state file");
                 }
             }
         });
         Ok(Self {
-            db,
-            cipher,
+            file,
             store,
             progress: Arc::new(std::sync::Mutex::new(progress)),
-            unwritten,
         })
     }
 
     fn progress(&self) -> Progress {
-        self.progress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.progress).clone()
     }
 
     fn set_progress(&self, progress: Progress) {
-        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = progress;
+        *lock(&self.progress) = progress;
     }
 
     /// Queues applied changes for the state file.
     fn remember<'a>(&self, changes: impl Iterator<Item = &'a Change>, progress: &Progress) {
-        let mut unwritten = self.unwritten.lock().unwrap_or_else(|e| e.into_inner());
+        let mut unwritten = lock(&self.file.unwritten);
         for change in changes {
             match change {
                 Change::Put(object) => {
@@ -291,109 +402,31 @@ impl StateMachine {
         }
         unwritten.progress = Some(progress.clone());
     }
-
-    fn current_snapshot(&self) -> anyhow::Result<Option<Snapshot<TypeConfig>>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(META)?;
-        let (Some(meta), Some(data)) = (table.get(SNAPSHOT_META)?, table.get(SNAPSHOT_DATA)?)
-        else {
-            return Ok(None);
-        };
-        Ok(Some(Snapshot {
-            meta: serde_json::from_slice(meta.value())?,
-            snapshot: Box::new(Cursor::new(open_snapshot(&self.cipher, data.value())?)),
-        }))
-    }
-
-    fn save_snapshot(
-        &self,
-        meta: &SnapshotMeta<RaftId, openraft::BasicNode>,
-        data: &[u8],
-    ) -> anyhow::Result<()> {
-        let sealed = self.cipher.seal(SNAPSHOT_CONTEXT, data)?;
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(META)?;
-            table.insert(SNAPSHOT_META, serde_json::to_vec(meta)?.as_slice())?;
-            table.insert(SNAPSHOT_DATA, sealed.as_slice())?;
-        }
-        txn.commit()?; // durable: see the module comment
-        Ok(())
-    }
-
-    /// Replaces the state file's objects and progress with an installed
-    /// snapshot's, and keeps the snapshot (one durable commit).
-    fn write_installed(
-        &self,
-        state: &State,
-        progress: &Progress,
-        meta: &SnapshotMeta<RaftId, openraft::BasicNode>,
-        data: &[u8],
-    ) -> anyhow::Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut objects = txn.open_table(OBJECTS)?;
-            objects.retain(|_, _| false)?;
-            for object in state.objects() {
-                if let Some((kind, id)) = object_key(&object) {
-                    let key = key(kind, &id);
-                    let sealed = seal_object(&self.cipher, &key, &object)?;
-                    objects.insert(key.as_str(), sealed.as_slice())?;
-                }
-            }
-            let mut table = txn.open_table(META)?;
-            write_progress(&mut table, progress)?;
-            table.insert(SNAPSHOT_META, serde_json::to_vec(meta)?.as_slice())?;
-            let sealed = self.cipher.seal(SNAPSHOT_CONTEXT, data)?;
-            table.insert(SNAPSHOT_DATA, sealed.as_slice())?;
-        }
-        txn.commit()?;
-        Ok(())
-    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    /// Makes the state file durable where it is and holds it as the
+    /// snapshot: the store as of an applied id at most one apply call behind
+    /// memory's, which openraft allows. No object is copied here.
+    ///
+    /// The snapshot returned carries the meta and no data: openraft 0.9
+    /// keeps only the meta of a snapshot it had built (`core/sm/worker.rs`,
+    /// `storage/helper.rs`) and asks [`RaftStateMachine::get_current_snapshot`]
+    /// for the data when a follower needs it, which reads the held snapshot
+    /// out of the file.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
-        // Progress changes only under the write lock: read with the lock
-        // held, it matches the objects copied under it.
-        let state = self.store.read_owned().await;
-        let progress = self.progress();
-        let last = progress.applied;
-        let meta = SnapshotMeta {
-            last_log_id: last,
-            last_membership: progress.membership,
-            snapshot_id: format!(
-                "{}-{}",
-                last.map(|l| l.leader_id.term).unwrap_or(0),
-                last.map(|l| l.index).unwrap_or(0)
-            ),
-        };
-        let machine = self.clone();
-        let saved = meta.clone();
-        let data = off_the_runtime(move || {
-            let body = SnapshotBody {
-                objects: state.objects().collect(),
-            };
-            drop(state);
-            // The state file must not trail the snapshot (see the module comment).
-            flush(&machine.db, &machine.cipher, &machine.unwritten)
-                .context("writing the state file before the snapshot")?;
-            let data = body.encode_to_vec();
-            machine.save_snapshot(&saved, &data)?;
-            Ok(data)
-        })
-        .await
-        .map_err(|e| {
-            StorageIOError::write_snapshot(Some(meta.signature()), fail(format!("{e:#}")))
-        })?;
+        let file = self.file.clone();
+        let meta = off_the_runtime(move || file.take_snapshot())
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, fail(format!("{e:#}"))))?
+            .unwrap_or_default();
         tracing::info!(
-            index = last.map(|l| l.index).unwrap_or(0),
-            bytes = data.len(),
-            "snapshot built"
+            index = meta.last_log_id.map(|l| l.index).unwrap_or(0),
+            "snapshot taken"
         );
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(Cursor::new(Vec::new())),
         })
     }
 }
@@ -464,7 +497,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<RaftId, openraft::BasicNode>,
+        meta: &SnapshotMetadata,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<()> {
         let data = snapshot.into_inner();
@@ -472,16 +505,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
-        // What was queued is older than the snapshot that replaces it.
-        *self.unwritten.lock().unwrap_or_else(|e| e.into_inner()) = Unwritten::default();
-        let (machine, installed, written) = (self.clone(), meta.clone(), progress.clone());
+        let (file, written) = (self.file.clone(), progress.clone());
         let state = off_the_runtime(move || {
             let body = SnapshotBody::decode(data.as_slice()).context("decoding the snapshot")?;
             let mut state = State::default();
             for object in body.objects {
                 state.put(object);
             }
-            machine.write_installed(&state, &written, &installed, &data)?;
+            file.install(&state, &written)?;
             Ok(state)
         })
         .await
@@ -500,8 +531,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
-        let machine = self.clone();
-        off_the_runtime(move || machine.current_snapshot())
+        let file = self.file.clone();
+        off_the_runtime(move || file.current_snapshot())
             .await
             .map_err(|e| StorageIOError::read_snapshot(None, fail(format!("{e:#}"))).into())
     }
@@ -511,43 +542,187 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use openraft::RaftSnapshotBuilder;
-    use shoal_api::pb::{Config, ConfigSpec, Meta, object};
+    use openraft::{CommittedLeaderId, RaftSnapshotBuilder};
+    use shoal_api::pb::{Config, ConfigSpec, Meta, Proposal};
 
     use super::*;
-    use crate::encryption::keys::SecretKey;
+    use crate::{encryption::keys::SecretKey, raft::Payload, store::Batch};
 
-    /// The runtime's one thread stays free while a snapshot is built: a
-    /// task that only counts and yields keeps counting meanwhile. Built
-    /// in place (as before), the count would stop for the whole build;
-    /// the counter only moves at the build's few await points.
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_snapshot_is_built_off_the_runtime() {
-        let dir = tempfile::tempdir().unwrap();
-        let cipher = Arc::new(Cipher::new(&SecretKey::generate().unwrap()).unwrap());
+    fn config(name: &str) -> Config {
+        Config {
+            meta: Some(Meta {
+                id: name.to_owned(),
+                ..Default::default()
+            }),
+            spec: Some(ConfigSpec {
+                name: name.to_owned(),
+                data: vec![b'v'; 256],
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn name(i: usize) -> String {
+        format!("config-{i:05}")
+    }
+
+    /// A state machine on a state file in `dir`, and the store it applies to.
+    async fn open(dir: &Path, cipher: &Arc<Cipher>) -> (StateMachine, Store) {
+        std::fs::create_dir_all(dir).unwrap();
         let store = Store::new();
-        let mut machine = StateMachine::open(&dir.path().join("state.redb"), store.clone(), cipher)
+        let machine = StateMachine::open(&dir.join("state.redb"), store.clone(), cipher.clone())
             .await
             .unwrap();
-        {
-            let mut state = store.write().await;
-            for i in 0..20_000 {
-                let name = format!("config-{i:05}");
-                state.put(Object {
-                    object: Some(object::Object::Config(Config {
-                        meta: Some(Meta {
-                            id: name.clone(),
-                            ..Default::default()
-                        }),
-                        spec: Some(ConfigSpec {
-                            name,
-                            data: vec![b'v'; 256],
-                            ..Default::default()
-                        }),
-                    })),
-                });
-            }
+        (machine, store)
+    }
+
+    fn key() -> Arc<Cipher> {
+        Arc::new(Cipher::new(&SecretKey::generate().unwrap()).unwrap())
+    }
+
+    /// Applies, as the entry at `index`, a batch that creates the configs
+    /// `created` and deletes the configs `deleted` (created at `deleted_at`).
+    async fn apply(
+        machine: &mut StateMachine,
+        index: u64,
+        created: std::ops::Range<usize>,
+        deleted: std::ops::Range<usize>,
+        deleted_at: u64,
+    ) {
+        let mut batch = Batch::default();
+        for i in created {
+            batch.put_config(config(&name(i)));
         }
+        for i in deleted {
+            batch.delete(Kind::Config, &name(i), deleted_at);
+        }
+        let results = machine
+            .apply([Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Normal(Payload::new(Proposal {
+                    batches: vec![batch.into_proto()],
+                })),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(results[0].conflicts, vec![None], "entry {index} applied");
+    }
+
+    /// The config names a snapshot's data holds, in order.
+    fn names_in(snapshot: &Snapshot<TypeConfig>) -> Vec<String> {
+        let body = SnapshotBody::decode(snapshot.snapshot.get_ref().as_slice()).unwrap();
+        body.objects
+            .into_iter()
+            .map(|o| match o.object {
+                Some(shoal_api::pb::object::Object::Config(c)) => c.spec.unwrap().name,
+                other => panic!("not a config: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// A snapshot is the store at its index, however the store moves on
+    /// after it: the held read of the file does not see later writes,
+    /// flushed or not.
+    #[tokio::test]
+    async fn a_snapshot_holds_the_store_at_its_index_while_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut machine, store) = open(dir.path(), &key()).await;
+        assert!(machine.get_current_snapshot().await.unwrap().is_none());
+        apply(&mut machine, 1, 0..100, 0..0, 0).await;
+        let built = machine.build_snapshot().await.unwrap();
+        assert_eq!(built.meta.last_log_id.unwrap().index, 1);
+
+        // Later writes: 50 more, 10 of the first deleted, and flushed.
+        apply(&mut machine, 2, 100..150, 0..10, 1).await;
+        machine.file.flush().unwrap();
+        assert_eq!(store.read().await.objects().count(), 140);
+
+        let snapshot = machine.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(snapshot.meta, built.meta);
+        assert_eq!(names_in(&snapshot), (0..100).map(name).collect::<Vec<_>>());
+
+        // The next snapshot moves to the store as it is now.
+        let next = machine.build_snapshot().await.unwrap();
+        assert_eq!(next.meta.last_log_id.unwrap().index, 2);
+        let snapshot = machine.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(names_in(&snapshot), (10..150).map(name).collect::<Vec<_>>());
+    }
+
+    /// A restarted manager offers the state file where it stopped, which is
+    /// at or past its last snapshot, and loads every object from it.
+    #[tokio::test]
+    async fn a_restarted_manager_offers_its_state_file_as_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let cipher = key();
+        {
+            let (mut machine, _) = open(dir.path(), &cipher).await;
+            apply(&mut machine, 1, 0..30, 0..0, 0).await;
+            machine.build_snapshot().await.unwrap();
+            apply(&mut machine, 2, 30..40, 0..5, 1).await;
+            machine.file.flush().unwrap();
+        }
+        let (mut machine, store) = open(dir.path(), &cipher).await;
+        assert_eq!(store.read().await.objects().count(), 35);
+        let snapshot = machine.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(snapshot.meta.last_log_id.unwrap().index, 2);
+        assert_eq!(names_in(&snapshot), (5..40).map(name).collect::<Vec<_>>());
+        let (applied, _) = machine.applied_state().await.unwrap();
+        assert_eq!(applied.unwrap().index, 2);
+    }
+
+    /// A follower installs a leader's snapshot: its store and state file
+    /// become the snapshot's (what it had is gone), and it offers the same
+    /// snapshot on.
+    #[tokio::test]
+    async fn an_installed_snapshot_replaces_the_store_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut leader, _) = open(&dir.path().join("leader"), &key()).await;
+        apply(&mut leader, 1, 0..20, 0..0, 0).await;
+        apply(&mut leader, 2, 20..25, 0..0, 0).await;
+        leader.build_snapshot().await.unwrap();
+        let sent = leader.get_current_snapshot().await.unwrap().unwrap();
+
+        let follower_dir = dir.path().join("follower");
+        let cipher = key();
+        let (mut follower, store) = open(&follower_dir, &cipher).await;
+        apply(&mut follower, 1, 100..110, 0..0, 0).await;
+        follower
+            .install_snapshot(
+                &sent.meta,
+                Box::new(Cursor::new(sent.snapshot.get_ref().clone())),
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.read().await.objects().count(), 25);
+        let offered = follower.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(offered.meta, sent.meta);
+        assert_eq!(names_in(&offered), names_in(&sent));
+        drop(follower);
+        let (_, store) = open(&follower_dir, &cipher).await;
+        assert_eq!(store.read().await.objects().count(), 25);
+    }
+
+    /// The state file holds no object's content in plaintext, snapshot
+    /// included (the ids are its keys).
+    #[tokio::test]
+    async fn the_state_file_holds_no_plaintext_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut machine, _) = open(dir.path(), &key()).await;
+        apply(&mut machine, 1, 0..10, 0..0, 0).await;
+        machine.build_snapshot().await.unwrap();
+        drop(machine);
+        let bytes = std::fs::read(dir.path().join("state.redb")).unwrap();
+        assert!(!bytes.windows(64).any(|w| w.iter().all(|b| *b == b'v')));
+    }
+
+    /// The runtime's one thread stays free while a snapshot is taken and
+    /// read: a task that only counts and yields keeps counting meanwhile.
+    /// Done in place, the count would stop for the whole of it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_snapshot_is_taken_and_read_off_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut machine, _) = open(dir.path(), &key()).await;
+        apply(&mut machine, 1, 0..20_000, 0..0, 0).await;
         let counted = Arc::new(AtomicU64::new(0));
         let counter = counted.clone();
         let counting = tokio::spawn(async move {
@@ -558,17 +733,14 @@ mod tests {
         });
         tokio::task::yield_now().await;
         let before = counted.load(Ordering::Relaxed);
-        let snapshot = machine.build_snapshot().await.unwrap();
+        machine.build_snapshot().await.unwrap();
+        let snapshot = machine.get_current_snapshot().await.unwrap().unwrap();
         let during = counted.load(Ordering::Relaxed) - before;
         counting.abort();
 
-        let body = SnapshotBody::decode(snapshot.snapshot.get_ref().as_slice()).unwrap();
-        assert_eq!(body.objects.len(), 20_000);
-        // Thousands of yields in the ~10+ ms of encoding, sealing and an
-        // fsync'd write; in place there would be a handful.
+        assert_eq!(names_in(&snapshot).len(), 20_000);
+        // Thousands of yields in the sealing, the fsync'd write and the
+        // reading of 20,000 objects; in place there would be a handful.
         assert!(during > 1_000, "the runtime ran {during} other steps");
-        // And it is the snapshot the state file keeps.
-        let kept = machine.get_current_snapshot().await.unwrap().unwrap();
-        assert_eq!(kept.meta, snapshot.meta);
     }
 }

@@ -55,12 +55,6 @@ impl Store {
         self.state.read().await
     }
 
-    /// The read lock, to be held on another thread (a snapshot's copy of
-    /// every object is taken off the runtime's workers).
-    pub(crate) async fn read_owned(&self) -> tokio::sync::OwnedRwLockReadGuard<State> {
-        self.state.clone().read_owned().await
-    }
-
     pub(crate) async fn write(&self) -> tokio::sync::RwLockWriteGuard<'_, State> {
         self.state.write().await
     }
