@@ -128,9 +128,21 @@ impl Membership for MembershipService {
         }
         // Not "bad raft message": that is how a sender learns its peer
         // predates the binary encoding (`raft::network`).
+        let started = std::time::Instant::now();
         let rpc = wire::decode_append(&message.binary)
             .map_err(|e| Status::invalid_argument(format!("bad binary AppendEntries: {e}")))?;
+        let entries = rpc.entries.len();
         let reply = self.manager.raft.append_entries(rpc).await;
+        let took = started.elapsed();
+        // The leader waits one heartbeat interval for this answer.
+        if took > std::time::Duration::from_millis(100) {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                entries,
+                bytes = message.binary.len(),
+                "slow AppendEntries"
+            );
+        }
         let binary = wire::encode_reply(&reply).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(RaftMessage {
             binary,

@@ -47,6 +47,11 @@ use crate::encryption::{Cipher, files};
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
+/// A write of the log slower than this is logged: every replicated write
+/// waits for it, and a follower whose writes take longer than the leader's
+/// heartbeat timeout looks gone to it (etcd warns of a slow fdatasync too).
+const SLOW_WRITE: std::time::Duration = std::time::Duration::from_millis(100);
+
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "last_purged";
@@ -204,7 +209,16 @@ fn write_loop(db: &Database, wal: &mut Wal, tail: &Mutex<LogTail>, ops: mpsc::Re
         while let Ok(more) = ops.try_recv() {
             batch.push(more);
         }
+        let started = std::time::Instant::now();
         let result = commit(db, wal, &batch);
+        let took = started.elapsed();
+        if took > SLOW_WRITE {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                operations = batch.len(),
+                "slow write of the Raft log (the disk is slower than Raft's timeouts allow)"
+            );
+        }
         let mut flushed: Vec<LogId<RaftId>> = Vec::new();
         for op in batch {
             let outcome = result

@@ -96,6 +96,17 @@ impl Default for Timing {
     }
 }
 
+/// Entries per AppendEntries, at most. openraft 0.9 gives every
+/// AppendEntries one heartbeat interval (200 ms) to be answered, whatever
+/// it carries, and backs off and sends it again when it is not. At its
+/// default of 300 entries a follower that fell behind under load (1,000
+/// writers, entries of hundreds of writes) could be sent megabytes at a
+/// time; on a busy 2-core host its answers then came after the 200 ms,
+/// again and again, and elections followed (`shoal-bench control-plane`,
+/// 2026-12-03). Smaller requests take more round trips to catch up, but
+/// each one is answered in time.
+pub const MAX_ENTRIES_PER_APPEND: u64 = 16;
+
 impl Timing {
     pub fn config(&self, cluster_name: &str) -> anyhow::Result<openraft::Config> {
         let config = openraft::Config {
@@ -105,6 +116,7 @@ impl Timing {
             election_timeout_max: self.election_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: 100,
+            max_payload_entries: MAX_ENTRIES_PER_APPEND,
             ..Default::default()
         };
         Ok(config.validate()?)

@@ -222,10 +222,12 @@ impl File {
         if lock(&self.unwritten).progress.is_none() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::None)?;
         self.write_unwritten(&txn)?;
         txn.commit()?;
+        warn_if_slow("writing the state file", started);
         Ok(())
     }
 
@@ -234,6 +236,7 @@ impl File {
     /// while nothing was ever applied.
     fn take_snapshot(&self) -> anyhow::Result<Option<SnapshotMetadata>> {
         let _writing = lock(&self.writing);
+        let started = std::time::Instant::now();
         let txn = self.db.begin_write()?; // durable
         let progress = self.write_unwritten(&txn)?;
         if progress.applied.is_none() {
@@ -246,6 +249,7 @@ impl File {
             table.remove(OLD_SNAPSHOT_DATA)?;
         }
         txn.commit()?;
+        warn_if_slow("taking a snapshot", started);
         self.hold(meta.clone())?;
         Ok(Some(meta))
     }
@@ -300,6 +304,15 @@ impl File {
         }
         txn.commit()?;
         self.hold(meta)
+    }
+}
+
+/// Logs a write of the state file that took longer than a flush interval
+/// many times over: the disk is falling behind.
+fn warn_if_slow(what: &str, started: std::time::Instant) {
+    let took = started.elapsed();
+    if took > 4 * FLUSH_INTERVAL {
+        tracing::warn!(took_ms = took.as_millis() as u64, "slow: {what}");
     }
 }
 
