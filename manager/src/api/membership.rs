@@ -134,7 +134,7 @@ impl Membership for MembershipService {
         let entries = rpc.entries.len();
         let reply = self.manager.raft.append_entries(rpc).await;
         let took = started.elapsed();
-        // The leader waits one heartbeat interval for this answer.
+        // The leader waits one heartbeat interval (200 ms by default) for this answer.
         if took > std::time::Duration::from_millis(100) {
             tracing::warn!(
                 took_ms = took.as_millis() as u64,

@@ -15,21 +15,26 @@
 //! file as it was when they began, so that transaction is the snapshot's
 //! content for as long as it is held, while later writes go on around it.
 //! The objects are copied out of it only when a follower needs them. The
-//! log is purged only behind a durable commit, so the file never falls
-//! behind what the log still holds.
+//! log is purged only behind a snapshot built here, a durable commit, so
+//! the file never falls behind what the log still holds. (When a follower
+//! installs a leader's snapshot, openraft 0.9 may purge its log before the
+//! install's commit is durable, as it did before this design.)
 //!
 //! Before this, every manager copied its whole store at every snapshot
 //! point, encoded it, sealed it and wrote it durably: 90 MB for ~275,000
 //! objects, all three managers on one disk at the same index, and Raft's
 //! fsyncs waited behind them (the write rate fell to ~1× etcd's in those
-//! rounds; `shoal-bench control-plane`, 2026-12-03). Now a snapshot costs
-//! one flush.
+//! rounds; `shoal-bench control-plane`, 2026-12-03). Now taking a snapshot
+//! costs one flush. Serving one (to a follower, and to openraft at start,
+//! which wants only its meta) still reads and decodes every object, as
+//! reading the old copy did.
 //!
 //! Every object is sealed with this manager's data key
 //! (`crate::encryption`) on its way to the file, bound to its key; the file
 //! holds no plaintext object. Snapshots leave here (to openraft, to
-//! followers) in plaintext. All file work runs on a blocking thread, never
-//! on the runtime's workers, which answer Raft's heartbeats.
+//! followers) in plaintext. Once the manager runs, all file work runs on a
+//! blocking thread, never on the runtime's workers, which answer Raft's
+//! heartbeats.
 
 use std::{collections::BTreeMap, io::Cursor, path::Path, sync::Arc};
 
@@ -116,6 +121,9 @@ struct Held {
 
 /// The state file and what is on its way to it.
 struct File {
+    // Declared before `db` so that it is dropped first: the database then
+    // closes with no read of it open.
+    snapshot: std::sync::Mutex<Option<Arc<Held>>>,
     db: Database,
     cipher: Arc<Cipher>,
     unwritten: std::sync::Mutex<Unwritten>,
@@ -124,7 +132,11 @@ struct File {
     /// file's commits then land in the order of the changes they carry,
     /// and a snapshot's read sees exactly its durable commit.
     writing: std::sync::Mutex<()>,
-    snapshot: std::sync::Mutex<Option<Arc<Held>>>,
+    /// Why a write failed after taking changes it then did not write. Every
+    /// later write is refused: it would record an applied id past changes
+    /// the file never got, and the file is what followers are sent. A
+    /// restarted manager applies them again from the log.
+    failed: std::sync::Mutex<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -222,13 +234,15 @@ impl File {
         if lock(&self.unwritten).progress.is_none() {
             return Ok(());
         }
-        let started = std::time::Instant::now();
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::None)?;
-        self.write_unwritten(&txn)?;
-        txn.commit()?;
-        warn_if_slow("writing the state file", started);
-        Ok(())
+        self.or_fail(|| {
+            let started = std::time::Instant::now();
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::None)?;
+            self.write_unwritten(&txn)?;
+            txn.commit()?;
+            warn_if_slow("writing the state file", started);
+            Ok(())
+        })
     }
 
     /// Makes the file durable where it is, with everything unwritten, and
@@ -236,22 +250,36 @@ impl File {
     /// while nothing was ever applied.
     fn take_snapshot(&self) -> anyhow::Result<Option<SnapshotMetadata>> {
         let _writing = lock(&self.writing);
-        let started = std::time::Instant::now();
-        let txn = self.db.begin_write()?; // durable
-        let progress = self.write_unwritten(&txn)?;
-        if progress.applied.is_none() {
-            return Ok(None);
+        self.or_fail(|| {
+            let started = std::time::Instant::now();
+            let txn = self.db.begin_write()?; // durable
+            let progress = self.write_unwritten(&txn)?;
+            if progress.applied.is_none() {
+                return Ok(None);
+            }
+            let meta = progress.snapshot_meta();
+            {
+                let mut table = txn.open_table(META)?;
+                table.insert(SNAPSHOT_META, serde_json::to_vec(&meta)?.as_slice())?;
+                table.remove(OLD_SNAPSHOT_DATA)?;
+            }
+            txn.commit()?;
+            warn_if_slow("taking a snapshot", started);
+            self.hold(meta.clone())?;
+            Ok(Some(meta))
+        })
+    }
+
+    /// Runs a write that takes the unwritten changes (with `writing`
+    /// held); refuses it after an earlier one failed, and remembers its
+    /// failure (see `failed`).
+    fn or_fail<T>(&self, write: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+        if let Some(earlier) = lock(&self.failed).as_ref() {
+            anyhow::bail!(
+                "the state file missed changes when a write failed ({earlier}); restart the manager to apply them again from the log"
+            );
         }
-        let meta = progress.snapshot_meta();
-        {
-            let mut table = txn.open_table(META)?;
-            table.insert(SNAPSHOT_META, serde_json::to_vec(&meta)?.as_slice())?;
-            table.remove(OLD_SNAPSHOT_DATA)?;
-        }
-        txn.commit()?;
-        warn_if_slow("taking a snapshot", started);
-        self.hold(meta.clone())?;
-        Ok(Some(meta))
+        write().inspect_err(|error| *lock(&self.failed) = Some(format!("{error:#}")))
     }
 
     /// Holds a read of the file as it is now as the snapshot `meta`
@@ -286,24 +314,30 @@ impl File {
         // What was queued is older than the snapshot that replaces it.
         *lock(&self.unwritten) = Unwritten::default();
         let meta = progress.snapshot_meta();
-        let txn = self.db.begin_write()?;
-        {
-            let mut objects = txn.open_table(OBJECTS)?;
-            objects.retain(|_, _| false)?;
-            for object in state.objects() {
-                if let Some((kind, id)) = object_key(&object) {
-                    let key = key(kind, &id);
-                    let sealed = seal_object(&self.cipher, &key, &object)?;
-                    objects.insert(key.as_str(), sealed.as_slice())?;
+        let written = (|| {
+            let txn = self.db.begin_write()?;
+            {
+                let mut objects = txn.open_table(OBJECTS)?;
+                objects.retain(|_, _| false)?;
+                for object in state.objects() {
+                    if let Some((kind, id)) = object_key(&object) {
+                        let key = key(kind, &id);
+                        let sealed = seal_object(&self.cipher, &key, &object)?;
+                        objects.insert(key.as_str(), sealed.as_slice())?;
+                    }
                 }
+                let mut table = txn.open_table(META)?;
+                write_progress(&mut table, progress)?;
+                table.insert(SNAPSHOT_META, serde_json::to_vec(&meta)?.as_slice())?;
+                table.remove(OLD_SNAPSHOT_DATA)?;
             }
-            let mut table = txn.open_table(META)?;
-            write_progress(&mut table, progress)?;
-            table.insert(SNAPSHOT_META, serde_json::to_vec(&meta)?.as_slice())?;
-            table.remove(OLD_SNAPSHOT_DATA)?;
-        }
-        txn.commit()?;
-        self.hold(meta)
+            txn.commit()?;
+            self.hold(meta)
+        })();
+        // Once installed, the file is the snapshot's: whatever an earlier
+        // write missed is replaced. Failed, it missed what was cleared.
+        *lock(&self.failed) = written.as_ref().err().map(|e| format!("{e:#}"));
+        written
     }
 }
 
@@ -352,11 +386,12 @@ impl StateMachine {
             (read_progress(&meta)?, meta.get(SNAPSHOT_META)?.is_some())
         };
         let file = Arc::new(File {
+            snapshot: Default::default(),
             db,
             cipher,
             unwritten: Default::default(),
             writing: Default::default(),
-            snapshot: Default::default(),
+            failed: Default::default(),
         });
         // The snapshot a restarted manager offers is the file where it
         // stopped: at or after its last snapshot, since only the commits
@@ -433,10 +468,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             .await
             .map_err(|e| StorageIOError::write_snapshot(None, fail(format!("{e:#}"))))?
             .unwrap_or_default();
-        tracing::info!(
-            index = meta.last_log_id.map(|l| l.index).unwrap_or(0),
-            "snapshot taken"
-        );
+        if let Some(last) = meta.last_log_id {
+            tracing::info!(index = last.index, "snapshot taken");
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(Vec::new())),
@@ -713,6 +747,50 @@ mod tests {
         drop(follower);
         let (_, store) = open(&follower_dir, &cipher).await;
         assert_eq!(store.read().await.objects().count(), 25);
+    }
+
+    /// After a write that lost the changes it took, no later write may
+    /// record an applied id past them (the file is what followers are
+    /// sent); installing a snapshot replaces what was missed.
+    #[tokio::test]
+    async fn after_a_failed_write_the_file_refuses_writes_until_a_snapshot_is_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut machine, _) = open(dir.path(), &key()).await;
+        apply(&mut machine, 1, 0..10, 0..0, 0).await;
+        let failed: anyhow::Result<()> = machine.file.or_fail(|| Err(anyhow::anyhow!("disk full")));
+        assert!(failed.is_err());
+
+        apply(&mut machine, 2, 10..20, 0..0, 0).await;
+        let refused = machine.file.flush().unwrap_err().to_string();
+        assert!(refused.contains("disk full"), "{refused}");
+        assert!(refused.contains("restart the manager"), "{refused}");
+        assert!(machine.build_snapshot().await.is_err());
+        assert!(machine.get_current_snapshot().await.unwrap().is_none());
+
+        let (mut leader, _) = open(&dir.path().join("leader"), &key()).await;
+        apply(&mut leader, 1, 0..5, 0..0, 0).await;
+        leader.build_snapshot().await.unwrap();
+        let sent = leader.get_current_snapshot().await.unwrap().unwrap();
+        machine
+            .install_snapshot(
+                &sent.meta,
+                Box::new(Cursor::new(sent.snapshot.get_ref().clone())),
+            )
+            .await
+            .unwrap();
+        apply(&mut machine, 2, 5..8, 0..0, 0).await;
+        machine.file.flush().unwrap();
+        assert_eq!(
+            machine
+                .build_snapshot()
+                .await
+                .unwrap()
+                .meta
+                .last_log_id
+                .unwrap()
+                .index,
+            2
+        );
     }
 
     /// The state file holds no object's content in plaintext, snapshot
