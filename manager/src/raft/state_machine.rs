@@ -655,6 +655,15 @@ mod tests {
         assert_eq!(results[0].conflicts, vec![None], "entry {index} applied");
     }
 
+    /// Installs `snapshot` (as a leader sent it) on `machine`.
+    async fn install(machine: &mut StateMachine, snapshot: &Snapshot<TypeConfig>) {
+        let data = Box::new(Cursor::new(snapshot.snapshot.get_ref().clone()));
+        machine
+            .install_snapshot(&snapshot.meta, data)
+            .await
+            .unwrap();
+    }
+
     /// The config names a snapshot's data holds, in order.
     fn names_in(snapshot: &Snapshot<TypeConfig>) -> Vec<String> {
         let body = SnapshotBody::decode(snapshot.snapshot.get_ref().as_slice()).unwrap();
@@ -733,13 +742,7 @@ mod tests {
         let cipher = key();
         let (mut follower, store) = open(&follower_dir, &cipher).await;
         apply(&mut follower, 1, 100..110, 0..0, 0).await;
-        follower
-            .install_snapshot(
-                &sent.meta,
-                Box::new(Cursor::new(sent.snapshot.get_ref().clone())),
-            )
-            .await
-            .unwrap();
+        install(&mut follower, &sent).await;
         assert_eq!(store.read().await.objects().count(), 25);
         let offered = follower.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(offered.meta, sent.meta);
@@ -771,13 +774,7 @@ mod tests {
         apply(&mut leader, 1, 0..5, 0..0, 0).await;
         leader.build_snapshot().await.unwrap();
         let sent = leader.get_current_snapshot().await.unwrap().unwrap();
-        machine
-            .install_snapshot(
-                &sent.meta,
-                Box::new(Cursor::new(sent.snapshot.get_ref().clone())),
-            )
-            .await
-            .unwrap();
+        install(&mut machine, &sent).await;
         apply(&mut machine, 2, 5..8, 0..0, 0).await;
         machine.file.flush().unwrap();
         assert_eq!(
