@@ -21,11 +21,10 @@ use std::{
     task::{Context, Poll},
 };
 
-use shoal_api::pb::NodeRole;
 use shoal_pki::{Identity, PeerInfo, Role};
 use tonic::{Status, codegen::http, transport::server::UdsConnectInfo};
 
-use crate::{manager::Manager, store::State};
+use crate::{manager::Manager, store::Access};
 
 /// Who made a call.
 #[derive(Debug, Clone)]
@@ -93,9 +92,9 @@ fn method_of(path: &str) -> &str {
 }
 
 /// Whether `caller` may call `method` of `service`, given the cluster's
-/// state.
+/// record.
 pub fn decide(
-    state: &State,
+    access: &Access,
     service: &str,
     method: &str,
     caller: Option<&Caller>,
@@ -132,9 +131,7 @@ pub fn decide(
             identity.role.name()
         )));
     }
-    if let Some(cluster) = &state.cluster
-        && cluster.removed_nodes.contains(&identity.node_id)
-    {
+    if access.removed.contains(&identity.node_id) {
         return Err(refusal(
             format!(
                 "node {} was removed from the cluster; its certificate is no longer accepted",
@@ -156,8 +153,8 @@ pub fn decide(
     if identity.role == Role::Manager
         && service != "Dispatcher"
         && !raft_message
-        && state.cluster.is_some()
-        && !state.nodes.contains_key(&identity.node_id)
+        && access.cluster_known
+        && !access.nodes.contains_key(&identity.node_id)
     {
         return Err(Status::permission_denied(format!(
             "node {} is not a manager of this cluster",
@@ -166,11 +163,10 @@ pub fn decide(
     }
     if identity.role == Role::Manager
         && service != "Dispatcher"
-        && let Some(node) = state.nodes.get(&identity.node_id)
+        && let Some(&manager) = access.nodes.get(&identity.node_id)
     {
         // (A promoted node whose manager is joining is one already.)
-        let desired = node.spec.as_ref().map(|s| s.desired_role());
-        if node.role() != NodeRole::Manager && desired != Some(NodeRole::Manager) {
+        if !manager {
             return Err(refusal(
                 format!("node {} is no longer a manager", identity.node_id),
                 "demoted",
@@ -239,15 +235,13 @@ where
         let manager = self.manager.clone();
         Box::pin(async move {
             let caller = who(&request);
-            let verdict = {
-                let path = request.uri().path();
-                decide(
-                    &*manager.store.read().await,
-                    service_of(path),
-                    method_of(path),
-                    caller.as_ref(),
-                )
-            };
+            let path = request.uri().path();
+            let verdict = decide(
+                &manager.store.access(),
+                service_of(path),
+                method_of(path),
+                caller.as_ref(),
+            );
             match (verdict, caller) {
                 (Ok(()), Some(caller)) => {
                     request.extensions_mut().insert(caller);
@@ -272,9 +266,10 @@ where
 mod tests {
     use std::time::SystemTime;
 
-    use shoal_api::pb::{Cluster, Meta, Node};
+    use shoal_api::pb::{Cluster, Meta, Node, NodeRole};
 
     use super::*;
+    use crate::store::State;
 
     fn certified(id: &str, role: Role) -> Caller {
         Caller::Certified(Arc::new(Identity {
@@ -313,7 +308,7 @@ mod tests {
 
     #[test]
     fn each_service_takes_only_its_roles() {
-        let state = state();
+        let state = Access::of(&state());
         let ok = |service, caller: Option<Caller>| {
             decide(&state, service, "Call", caller.as_ref()).is_ok()
         };
@@ -349,7 +344,7 @@ mod tests {
 
     #[test]
     fn the_store_overrules_the_certificate() {
-        let state = state();
+        let state = Access::of(&state());
         let decide =
             |service, method, id, role| decide(&state, service, method, Some(&certified(id, role)));
         let why = |err: &Status| {

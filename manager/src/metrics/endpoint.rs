@@ -61,7 +61,7 @@ async fn answer(
     // The cluster's record decides too: removed or demoted nodes' old
     // certificates read nothing, as for control calls.
     if let Err(status) = authz::decide(
-        &state,
+        &manager.store.access(),
         "Control",
         "Metrics",
         Some(&Caller::Certified(identity)),

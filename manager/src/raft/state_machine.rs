@@ -53,7 +53,7 @@ use shoal_api::pb::{Kind, Object};
 use super::{ApplyResult, RaftId, TypeConfig};
 use crate::{
     encryption::{Cipher, files},
-    store::{Change, State, Store, StoreEvent, state::object_key},
+    store::{Access, Change, State, Store, StoreEvent, state::object_key},
 };
 
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
@@ -400,6 +400,7 @@ impl StateMachine {
             file.take_snapshot()
                 .context("holding the state file as the snapshot")?;
         }
+        store.refresh_access(&state);
         *store.write().await = state;
         store.publish_reset(progress.applied.map(|a| a.index).unwrap_or(0));
         // Flushes in the background; ends when the state machine is gone.
@@ -522,6 +523,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 results.push(result);
             }
+            if Access::touched_by(events.iter().flat_map(|e| &e.changes)) {
+                self.store.refresh_access(&state);
+            }
             self.set_progress(progress.clone());
         }
         self.remember(events.iter().flat_map(|e| &e.changes), &progress);
@@ -569,6 +573,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let index = progress.applied.map(|l| l.index).unwrap_or(0);
         {
             let mut guard = self.store.write().await;
+            self.store.refresh_access(&state);
             *guard = state;
             self.set_progress(progress);
         }
@@ -750,6 +755,72 @@ mod tests {
         drop(follower);
         let (_, store) = open(&follower_dir, &cipher).await;
         assert_eq!(store.read().await.objects().count(), 25);
+    }
+
+    /// Authorization reads a copy of the applied nodes and removals (so a
+    /// call is judged without the store's lock): an apply that changes them
+    /// refreshes it, and a restarted manager has it from its state file.
+    #[tokio::test]
+    async fn authorization_follows_the_applied_nodes_and_removals() {
+        use shoal_api::pb::{Cluster, Node, NodeRole, NodeSpec};
+        let node = |id: &str, role: NodeRole| Node {
+            meta: Some(Meta {
+                id: id.into(),
+                ..Default::default()
+            }),
+            spec: Some(NodeSpec {
+                desired_role: role as i32,
+                ..Default::default()
+            }),
+            role: role as i32,
+            ..Default::default()
+        };
+        let entry = |index: u64, batch: Batch| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Payload::new(Proposal {
+                batches: vec![batch.into_proto()],
+            })),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let cipher = key();
+        let (mut machine, store) = open(dir.path(), &cipher).await;
+        assert_eq!(*store.access(), Access::default());
+
+        let mut batch = Batch::default();
+        batch.put_cluster(Cluster {
+            meta: Some(Meta {
+                id: "cluster".into(),
+                ..Default::default()
+            }),
+            removed_nodes: vec!["gone".into()],
+            ..Default::default()
+        });
+        batch.put_node(node("m1", NodeRole::Manager));
+        batch.put_node(node("w1", NodeRole::Worker));
+        machine.apply([entry(1, batch)]).await.unwrap();
+        let access = store.access();
+        assert!(access.cluster_known);
+        assert!(access.removed.contains("gone"));
+        assert_eq!(access.nodes.get("m1"), Some(&true));
+        assert_eq!(access.nodes.get("w1"), Some(&false));
+
+        // m1 demoted: the next call is judged on it.
+        let mut batch = Batch::default();
+        let mut demoted = node("m1", NodeRole::Worker);
+        demoted.meta.as_mut().unwrap().version = 1;
+        batch.put_node(demoted);
+        let results = machine.apply([entry(2, batch)]).await.unwrap();
+        assert_eq!(results[0].conflicts, vec![None]);
+        assert_eq!(store.access().nodes.get("m1"), Some(&false));
+        // A write of nothing authorization reads leaves the copy as it is.
+        let before = store.access();
+        apply(&mut machine, 3, 0..5, 0..0, 0).await;
+        assert!(Arc::ptr_eq(&before, &store.access()));
+
+        machine.file.flush().unwrap();
+        drop(machine);
+        let (_, store) = open(dir.path(), &cipher).await;
+        assert_eq!(*store.access(), *before);
     }
 
     /// After a write that lost the changes it took, no later write may

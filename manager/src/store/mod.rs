@@ -5,6 +5,7 @@
 //! consumers (orchestrators, scheduler, dispatcher) follow the
 //! [`StoreEvent`] watch stream.
 
+pub mod access;
 pub mod batch;
 pub(crate) mod service_index;
 pub mod state;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use tokio::sync::{RwLock, broadcast, watch};
 
+pub use access::Access;
 pub use batch::Batch;
 pub use state::{Change, Conflict, State};
 
@@ -33,6 +35,8 @@ pub struct Store {
     applied: watch::Sender<u64>,
     /// Bumped when the state is replaced wholesale (no change events).
     resets: watch::Sender<u64>,
+    /// What authorization reads of the applied state (see [`Access`]).
+    access: watch::Sender<Arc<Access>>,
 }
 
 impl Default for Store {
@@ -48,6 +52,7 @@ impl Store {
             events: broadcast::channel(4096).0,
             applied: watch::channel(0).0,
             resets: watch::channel(0).0,
+            access: watch::channel(Arc::default()).0,
         }
     }
 
@@ -63,6 +68,24 @@ impl Store {
     /// turns (see [`crate::group_commit`]).
     pub(crate) async fn write_owned(&self) -> tokio::sync::OwnedRwLockWriteGuard<State> {
         self.state.clone().write_owned().await
+    }
+
+    /// What authorization reads of the applied state, without the lock.
+    pub fn access(&self) -> Arc<Access> {
+        self.access.borrow().clone()
+    }
+
+    /// Copies what authorization reads from `state`, the applied state
+    /// (never the group commit's working copy: see [`Access`]).
+    pub(crate) fn refresh_access(&self, state: &State) {
+        let access = Access::of(state);
+        self.access.send_if_modified(|current| {
+            let changed = **current != access;
+            if changed {
+                *current = Arc::new(access);
+            }
+            changed
+        });
     }
 
     /// Change events, in log order. A receiver that falls behind gets

@@ -145,7 +145,7 @@ async fn authorize(manager: &Manager, peer: &Peer) -> Result<(), (StatusCode, St
     };
     let caller = identity.clone().map(authz::Caller::Certified);
     authz::decide(
-        &*manager.store.read().await,
+        &manager.store.access(),
         "Control",
         "Visualizer",
         caller.as_ref(),
