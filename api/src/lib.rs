@@ -10,6 +10,7 @@ pub mod base64;
 pub mod capacity;
 pub mod cidr;
 pub mod display;
+pub mod eager_end;
 pub mod engine;
 pub mod file_target;
 pub mod id;

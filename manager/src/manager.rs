@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use openraft::{BasicNode, error::ClientWriteError};
 use shoal_api::{
     UNSETTLED_METADATA,
+    eager_end::EagerEndService,
     pb::{Proposal, StoreBatch, membership_client::MembershipClient},
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -429,7 +430,8 @@ impl Manager {
                 let mut request = tonic::Request::new(batch.clone());
                 request
                     .set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
-                let reply = MembershipClient::new(channel)
+                // The batch in one DATA frame that ends its stream.
+                let reply = MembershipClient::new(EagerEndService::new(channel))
                     .propose(request)
                     .await
                     .map_err(|status| match status.code() {

@@ -19,7 +19,10 @@ use openraft::{
         InstallSnapshotResponse, VoteRequest, VoteResponse,
     },
 };
-use shoal_api::pb::{RaftMessage, membership_client::MembershipClient};
+use shoal_api::{
+    eager_end::EagerEndService,
+    pb::{RaftMessage, membership_client::MembershipClient},
+};
 use shoal_pki::transport::Dialer;
 use tonic::transport::Channel;
 
@@ -68,7 +71,7 @@ impl Network {
 pub struct Peer {
     target: RaftId,
     addr: String,
-    client: Option<MembershipClient<Channel>>,
+    client: Option<MembershipClient<EagerEndService<Channel>>>,
     health: PeerHealth,
     dialer: Dialer,
     /// The peer refused a binary AppendEntries (it predates them).
@@ -93,7 +96,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 type RpcResult<T, E> = Result<T, RPCError<RaftId, BasicNode, E>>;
 
 impl Peer {
-    fn client(&mut self) -> Result<MembershipClient<Channel>, NetworkError> {
+    fn client(&mut self) -> Result<MembershipClient<EagerEndService<Channel>>, NetworkError> {
         if self.client.is_none() {
             // Connects on first use. HTTP/2 pings find a peer that vanished
             // without closing the connection (a partition, a powered-off
@@ -101,8 +104,11 @@ impl Peer {
             // waiting for TCP to give up, minutes later.
             let channel = shoal_pki::transport::lazy_channel(&self.addr, self.dialer.clone())
                 .map_err(|e| NetworkError::new(&e))?;
-            self.client =
-                Some(MembershipClient::new(channel).max_decoding_message_size(256 * 1024 * 1024));
+            // Each message in one DATA frame that ends its stream.
+            self.client = Some(
+                MembershipClient::new(EagerEndService::new(channel))
+                    .max_decoding_message_size(256 * 1024 * 1024),
+            );
         }
         Ok(self.client.clone().expect("just set"))
     }
