@@ -50,9 +50,72 @@ fn parse(stat: &str) -> Option<CpuTimes> {
     })
 }
 
+/// The whole machine's CPU time from `/proc/stat`'s `cpu` line, in clock
+/// ticks summed over its CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MachineTimes {
+    /// Idle and waiting for I/O.
+    pub idle: u64,
+    /// Time the hypervisor ran something else while this VM's CPUs had work.
+    pub steal: u64,
+    pub total: u64,
+}
+
+impl MachineTimes {
+    /// The shares of `later - self` that were idle and stolen.
+    pub fn shares_until(&self, later: &MachineTimes) -> Shares {
+        let total = later.total.saturating_sub(self.total).max(1) as f64;
+        Shares {
+            idle: later.idle.saturating_sub(self.idle) as f64 / total,
+            steal: later.steal.saturating_sub(self.steal) as f64 / total,
+        }
+    }
+}
+
+/// Shares of the machine's CPU time over an interval (0 to 1).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Shares {
+    pub idle: f64,
+    pub steal: f64,
+}
+
+/// The machine's CPU times now.
+pub fn machine() -> Result<MachineTimes> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    parse_machine(&stat).with_context(|| "/proc/stat: no cpu line".to_string())
+}
+
+/// `cpu  user nice system idle iowait irq softirq steal guest guest_nice`
+/// (guest time is counted in user already).
+fn parse_machine(stat: &str) -> Option<MachineTimes> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let field = |i: usize| fields.get(i).copied().unwrap_or(0);
+    Some(MachineTimes {
+        idle: field(3) + field(4),
+        steal: field(7),
+        total: (0..8).map(field).sum(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_shares_count_idle_and_stolen_time() {
+        let before = parse_machine("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3\n").unwrap();
+        let after = parse_machine("cpu  300 0 100 900 50 0 0 150 0 0\n").unwrap();
+        assert_eq!(before.total, 1000);
+        let shares = before.shares_until(&after);
+        assert!((shares.idle - 0.2).abs() < 1e-9, "{shares:?}");
+        assert!((shares.steal - 0.3).abs() < 1e-9, "{shares:?}");
+        assert!(parse_machine("intr 1 2 3\n").is_none());
+    }
 
     #[test]
     fn reads_stat_lines_whatever_the_command_name() {

@@ -58,6 +58,12 @@ pub struct Phase {
     pub cpu_per_write_us: f64,
     /// How long the cluster stayed busy after its last write was answered.
     pub settled_after: Duration,
+    /// The machine's idle and stolen shares while the writes ran: idle
+    /// CPU says the system waited on something else than CPU (a round
+    /// trip, a disk); stolen time (the hypervisor running other guests)
+    /// slows a phase for reasons outside the machine, and explains most of
+    /// the spread between runs on a shared VM.
+    pub machine: proc_stat::Shares,
 }
 
 /// A load: `clients` concurrent writers sharing `conns` connections.
@@ -160,10 +166,12 @@ async fn phase(targets: &Targets, system: System, round: usize) -> Result<Phase>
     };
     let loadavg = loadavg();
     let cpu_before = cpu_ticks(pids)?;
+    let machine_before = proc_stat::machine()?;
     let load = match system {
         System::Etcd => etcd_writes(targets, round).await?,
         System::Shoal => shoal_writes(targets, round).await?,
     };
+    let machine = machine_before.shares_until(&proc_stat::machine()?);
     let settled_after = settle(pids).await?;
     let cpu = proc_stat::seconds(cpu_ticks(pids)?.saturating_sub(cpu_before));
     Ok(Phase {
@@ -171,6 +179,7 @@ async fn phase(targets: &Targets, system: System, round: usize) -> Result<Phase>
         loadavg,
         cpu_per_write_us: cpu * 1e6 / targets.writes as f64,
         settled_after,
+        machine,
     })
 }
 
@@ -245,7 +254,7 @@ async fn shoal_writes(targets: &Targets, round: usize) -> Result<Load> {
 
 fn print_phase(round: usize, system: System, phase: &Phase) {
     println!(
-        "round {} {:<8} {:>8.0} writes/s   p50 {:>7.2} ms   p99 {:>7.2} ms   CPU {:>6.1} µs/write   busy {:.1} s after   load {:.1}",
+        "round {} {:<8} {:>8.0} writes/s   p50 {:>7.2} ms   p99 {:>7.2} ms   CPU {:>6.1} µs/write   busy {:.1} s after   load {:.1}   idle {:>2.0}%   stolen {:>2.0}%",
         round + 1,
         system,
         phase.load.per_second,
@@ -253,7 +262,9 @@ fn print_phase(round: usize, system: System, phase: &Phase) {
         phase.load.p99.as_secs_f64() * 1e3,
         phase.cpu_per_write_us,
         phase.settled_after.as_secs_f64(),
-        phase.loadavg
+        phase.loadavg,
+        phase.machine.idle * 100.0,
+        phase.machine.steal * 100.0
     );
 }
 
@@ -309,6 +320,7 @@ mod tests {
             loadavg: 0.0,
             cpu_per_write_us: 0.0,
             settled_after: Duration::ZERO,
+            machine: Default::default(),
         }
     }
 
