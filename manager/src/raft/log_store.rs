@@ -340,6 +340,32 @@ impl RaftLogReader<TypeConfig> for LogStore {
         entries.extend(kept);
         Ok(entries)
     }
+
+    /// What replication sends a follower in one AppendEntries: at most
+    /// [`super::MAX_BYTES_PER_APPEND`] of writes (and at least one entry).
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>> {
+        let mut entries = self.try_get_log_entries(start..end).await?;
+        entries.truncate(within_append_budget(&entries));
+        Ok(entries)
+    }
+}
+
+/// How many of `entries`, from the first, fit in one AppendEntries.
+fn within_append_budget(entries: &[Entry<TypeConfig>]) -> usize {
+    let mut bytes = 0;
+    for (i, entry) in entries.iter().enumerate() {
+        if let openraft::EntryPayload::Normal(payload) = &entry.payload {
+            bytes += prost::Message::encoded_len(payload.0.as_ref());
+        }
+        if bytes > super::MAX_BYTES_PER_APPEND && i > 0 {
+            return i;
+        }
+    }
+    entries.len()
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {

@@ -107,6 +107,16 @@ impl Default for Timing {
 /// each one is answered in time.
 pub const MAX_ENTRIES_PER_APPEND: u64 = 16;
 
+/// Bytes of writes per AppendEntries, at most (one entry is sent whatever
+/// its size). Entries differ in size by a thousand times (one write at a
+/// time, or 512 from 1,000 writers), so a bound in entries alone still let
+/// 16 entries of 1,000 writers' load make 2.6 MB requests; on a slow day a
+/// follower that had fallen behind got them after the 200 ms, each time the
+/// same one, and never caught up, and writes went uncommitted for 10 s
+/// (`shoal-bench control-plane`, 2026-12-03, "slow AppendEntries ...
+/// entries=16 bytes=2640450" then "timeout after 200ms", again and again).
+pub const MAX_BYTES_PER_APPEND: usize = 1 << 20;
+
 impl Timing {
     pub fn config(&self, cluster_name: &str) -> anyhow::Result<openraft::Config> {
         let config = openraft::Config {

@@ -52,3 +52,49 @@ async fn a_log_written_as_json_by_an_older_manager_is_read_and_continued() {
     let state = store.get_log_state().await.unwrap();
     assert_eq!(state.last_log_id, Some(entry(5).log_id));
 }
+
+/// An entry of `bytes` of writes (one batch holding one put of that size).
+fn entry_of(index: u64, bytes: usize) -> Entry<TypeConfig> {
+    let batch = StoreBatch {
+        actions: vec![shoal_api::pb::StoreAction {
+            action: Some(shoal_api::pb::store_action::Action::Put(
+                shoal_api::pb::Object {
+                    object: Some(shoal_api::pb::object::Object::Config(
+                        shoal_api::pb::Config {
+                            spec: Some(shoal_api::pb::ConfigSpec {
+                                data: vec![0; bytes],
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    )),
+                },
+            )),
+            ..Default::default()
+        }],
+    };
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(2, 1), index),
+        payload: EntryPayload::Normal(Payload::new(Proposal {
+            batches: vec![batch],
+        })),
+    }
+}
+
+#[test]
+fn one_append_carries_at_most_its_budget_of_writes_and_at_least_one_entry() {
+    let quarter = crate::raft::MAX_BYTES_PER_APPEND / 4;
+    // Small entries: all of them.
+    let small: Vec<_> = (1..=16).map(|i| entry_of(i, 300)).collect();
+    assert_eq!(within_append_budget(&small), 16);
+    // Entries of a quarter of the budget (and a little more): three fit.
+    let large: Vec<_> = (1..=16).map(|i| entry_of(i, quarter)).collect();
+    assert_eq!(within_append_budget(&large), 3);
+    // One entry over the budget on its own is still sent, alone.
+    let huge = vec![
+        entry_of(1, 2 * crate::raft::MAX_BYTES_PER_APPEND),
+        entry_of(2, 10),
+    ];
+    assert_eq!(within_append_budget(&huge), 1);
+    assert_eq!(within_append_budget(&[]), 0);
+}
