@@ -8,7 +8,7 @@ use shoal_api::pb::control_client::ControlClient;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, transport::Channel};
 
-use crate::manager::{Manager, Route};
+use crate::manager::{Manager, Route, WriteError};
 
 /// A Control client on the leader at `addr`.
 pub fn leader_client(manager: &Manager, addr: &str) -> Result<ControlClient<Channel>, Status> {
@@ -65,6 +65,8 @@ where
 {
     let deadline = Instant::now() + manager.settings.leader_wait;
     let mut avoid: Option<String> = None;
+    // Why an earlier attempt of this write may have been applied.
+    let mut lost: Option<String> = None;
     loop {
         match manager.route(deadline, avoid.as_deref()).await? {
             Route::Local => match manager.linearizable().await {
@@ -83,8 +85,17 @@ where
                 forwarded.set_timeout(deadline.saturating_duration_since(Instant::now()));
                 match call(leader_client(manager, &addr)?, forwarded).await {
                     Ok(answer) => return Ok(Some(answer)),
+                    Err(status) if let Some(lost) = settles_nothing(&status, lost.as_deref()) => {
+                        return Err(WriteError::Unsettled(lost).into());
+                    }
                     Err(status) if gone(&status, kind) && Instant::now() < deadline => {
                         tracing::debug!(%addr, error = %status.message(), "the leader did not answer; waiting for the next");
+                        if kind == Kind::Write {
+                            lost = Some(format!(
+                                "the leader at {addr} did not answer ({})",
+                                status.message()
+                            ));
+                        }
                         avoid = Some(addr);
                     }
                     Err(status)
@@ -104,9 +115,45 @@ where
     }
 }
 
+/// A conflict that a write's retry met after an attempt that may have been
+/// applied (`lost`) may be with that attempt itself: it settles nothing
+/// (as [`crate::manager`]'s proposals after a lost forward; chaos in CI,
+/// 2026-12-03: a create through a follower was told "exists" about its
+/// own write). Returns why, for an unsettled answer.
+fn settles_nothing(status: &Status, lost: Option<&str>) -> Option<String> {
+    let lost = lost?;
+    matches!(
+        status.code(),
+        tonic::Code::AlreadyExists | tonic::Code::Aborted | tonic::Code::NotFound
+    )
+    .then(|| format!("{lost}; the retry then got: {}", status.message()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_conflict_after_a_lost_attempt_settles_nothing() {
+        let exists = Status::already_exists("service s3 exists");
+        let lost = Some("the leader at 192.0.2.12:2377 did not answer (closed)");
+        let why = settles_nothing(&exists, lost).expect("unsettled");
+        assert!(
+            why.contains("192.0.2.12") && why.contains("exists"),
+            "{why}"
+        );
+        let status = Status::from(WriteError::Unsettled(why));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(
+            status
+                .message()
+                .contains("may or may not have been applied")
+        );
+        // Without a lost attempt, the conflict is the answer.
+        assert!(settles_nothing(&exists, None).is_none());
+        // Other answers after a lost attempt are answers too.
+        assert!(settles_nothing(&Status::invalid_argument("bad"), lost).is_none());
+    }
 
     #[test]
     fn a_connection_torn_down_mid_read_is_gone_and_an_answer_is_not() {
