@@ -57,7 +57,6 @@ async fn answer(
         Ok(identity) => identity,
         Err(refusal) => return refusal.into_response(),
     };
-    let state = manager.store.read().await;
     // The cluster's record decides too: removed or demoted nodes' old
     // certificates read nothing, as for control calls.
     if let Err(status) = authz::decide(
@@ -68,6 +67,7 @@ async fn answer(
     ) {
         return https::text(StatusCode::FORBIDDEN, format!("{}\n", status.message()));
     }
+    let state = manager.store.read().await;
     let raft = manager.raft.metrics().borrow().clone();
     let rendered = manager.metrics.render(&super::Snapshot {
         raft: &raft,
