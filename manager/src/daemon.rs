@@ -664,9 +664,18 @@ async fn write_initial_state(
     Ok(tokens)
 }
 
+/// How often a leader checks its lease (`Manager::is_leader`) besides
+/// when the vote or the leader changes: how late, at most, leader-only
+/// components start after an election and stop after the lease ran out.
+const LEASE_CHECK: Duration = Duration::from_millis(100);
+
 /// Runs the leader-only components while this manager leads.
 async fn lead_when_leader(manager: Arc<Manager>, dispatcher: Dispatcher) {
-    let mut metrics = manager.raft.metrics();
+    // Not the full metrics: openraft sends them at every turn of its loop,
+    // several times per write entry, and each would wake this task.
+    let mut server = manager.raft.server_metrics();
+    let mut lease_check = tokio::time::interval(LEASE_CHECK);
+    lease_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut components: Option<JoinSet<()>> = None;
     loop {
         // With a quorum behind it: a leader cut off from the others stops
@@ -709,8 +718,13 @@ async fn lead_when_leader(manager: Arc<Manager>, dispatcher: Dispatcher) {
             }
             _ => {}
         }
-        if metrics.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = server.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = lease_check.tick() => {}
         }
     }
 }

@@ -140,9 +140,12 @@ impl ManagerMetrics {
     }
 }
 
-/// Counts leader changes until Raft stops.
+/// Counts leader changes until Raft stops. Watches the server metrics,
+/// which change with the vote, the leader or the membership only (the full
+/// metrics are sent at every turn of openraft's loop, several times per
+/// write entry).
 pub async fn count_leader_changes(raft: Raft, metrics: std::sync::Arc<ManagerMetrics>) {
-    let mut watch = raft.metrics();
+    let mut watch = raft.server_metrics();
     let mut leader = watch.borrow_and_update().current_leader;
     while watch.changed().await.is_ok() {
         let now = watch.borrow_and_update().current_leader;

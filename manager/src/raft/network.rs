@@ -115,6 +115,18 @@ impl Peer {
 
     /// Sends `message`; an error status drops the channel (the next call
     /// reconnects: the peer may have restarted on a new connection).
+    ///
+    /// AppendEntries and votes carry no gRPC deadline: openraft times them
+    /// out itself (at the heartbeat interval) by dropping this future, which
+    /// resets the one stream, keeps the connection and counts as a timeout,
+    /// after which the entries go again with the next write or heartbeat,
+    /// on the same connection. With a deadline of
+    /// the same length tonic could end the call first, with an error
+    /// status: the connection was dropped, openraft took the peer for
+    /// unreachable and waited 500 ms, and the next attempt had to fit a new
+    /// TLS handshake into the same 200 ms. A loaded follower that answered
+    /// in 250 ms was never caught up again, and writes at 1,000 writers went
+    /// uncommitted for 10 s (`shoal-bench control-plane`, 2026-12-03).
     async fn send(
         &mut self,
         method: Method,
@@ -125,7 +137,9 @@ impl Peer {
             .client()
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let mut message = tonic::Request::new(message);
-        message.set_timeout(option.hard_ttl());
+        if let Method::Snapshot = method {
+            message.set_timeout(option.hard_ttl());
+        }
         let reply = match method {
             Method::Append => client.append_entries(message).await,
             Method::Vote => client.vote(message).await,
@@ -275,5 +289,154 @@ mod tests {
         assert!(!predates_binary(&tonic::Status::invalid_argument(
             "bad binary AppendEntries: not protobuf"
         )));
+    }
+
+    /// A Membership server that answers AppendEntries after `delays` (one
+    /// per call, then at once) and counts its TLS connections.
+    struct SlowPeer {
+        delays: Mutex<std::collections::VecDeque<Duration>>,
+    }
+
+    #[tonic::async_trait]
+    impl shoal_api::pb::membership_server::Membership for SlowPeer {
+        async fn join_manager(
+            &self,
+            _: tonic::Request<shoal_api::pb::JoinManagerRequest>,
+        ) -> Result<tonic::Response<shoal_api::pb::JoinManagerResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test"))
+        }
+        async fn append_entries(
+            &self,
+            _: tonic::Request<RaftMessage>,
+        ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+            let delay = self.delays.lock().unwrap().pop_front();
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            let binary = wire::encode_reply(&Ok(AppendEntriesResponse::Success))
+                .map_err(|e| tonic::Status::internal(e.to_string()))?;
+            Ok(tonic::Response::new(RaftMessage {
+                binary,
+                ..Default::default()
+            }))
+        }
+        async fn vote(
+            &self,
+            _: tonic::Request<RaftMessage>,
+        ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test"))
+        }
+        async fn install_snapshot(
+            &self,
+            _: tonic::Request<RaftMessage>,
+        ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test"))
+        }
+        async fn propose(
+            &self,
+            _: tonic::Request<shoal_api::pb::StoreBatch>,
+        ) -> Result<tonic::Response<shoal_api::pb::ProposeResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test"))
+        }
+        async fn check_manager(
+            &self,
+            _: tonic::Request<shoal_api::pb::Empty>,
+        ) -> Result<tonic::Response<shoal_api::pb::Empty>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test"))
+        }
+    }
+
+    fn manager(ca: &shoal_pki::CertificateAuthority, id: &str) -> Arc<shoal_pki::Credentials> {
+        let (chain_pem, key_pem) = ca
+            .issue_with_new_key(&shoal_pki::NodeRequest {
+                node_id: id,
+                role: shoal_pki::Role::Manager,
+                cluster_id: "c",
+                validity: Duration::from_secs(3600),
+            })
+            .unwrap();
+        shoal_pki::Credentials::new(shoal_pki::credentials::CredentialFiles {
+            chain_pem,
+            key_pem,
+            roots_pem: ca.cert_pem().to_owned(),
+        })
+        .unwrap()
+    }
+
+    /// openraft gives an AppendEntries one heartbeat interval and then drops
+    /// it. A follower that answers later is slow, not gone: the leader keeps
+    /// its connection and reports a timeout (openraft backs off 500 ms only
+    /// for an unreachable peer), and the next AppendEntries is answered on
+    /// the same connection. Before, the call carried a gRPC deadline of the
+    /// same length, tonic could end it first, and the connection was
+    /// dropped and the peer reported unreachable.
+    #[tokio::test]
+    async fn a_late_answer_is_a_timeout_on_the_same_connection() {
+        let ca = shoal_pki::CertificateAuthority::create("c").unwrap();
+        let listener = shoal_pki::transport::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        let incoming = tokio_stream::StreamExt::map(
+            shoal_pki::transport::incoming(
+                listener,
+                shoal_pki::transport::server_config(manager(&ca, "m2")).unwrap(),
+            ),
+            move |connection| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                connection
+            },
+        );
+        let service = SlowPeer {
+            delays: Mutex::new([Duration::from_millis(600)].into()),
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(shoal_api::pb::membership_server::MembershipServer::new(
+                    service,
+                ))
+                .serve_with_incoming(incoming),
+        );
+
+        let mut network = Network::new(manager(&ca, "m1"));
+        let mut peer = network
+            .new_client(2, &BasicNode { addr: addr.clone() })
+            .await;
+        let heartbeat = Duration::from_millis(200);
+        let rpc = || AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new(1, 1),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        };
+        // What openraft does: its own timeout around the call, with the
+        // interval in the option too. Here its timeout is the longer one,
+        // so that the call's own end, if it had one, would come first
+        // (in openraft both expire together, and either could).
+        let first = tokio::time::timeout(
+            2 * heartbeat,
+            peer.append_entries(rpc(), RPCOption::new(heartbeat)),
+        )
+        .await;
+        assert!(
+            first.is_err(),
+            "the call ended before openraft's timeout: {first:?}"
+        );
+        let second = tokio::time::timeout(
+            Duration::from_secs(10),
+            peer.append_entries(rpc(), RPCOption::new(heartbeat)),
+        )
+        .await
+        .expect("the second AppendEntries was not answered");
+        assert!(
+            matches!(second, Ok(AppendEntriesResponse::Success)),
+            "{second:?}"
+        );
+        assert_eq!(
+            connections.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the slow peer's connection was dropped and dialled again"
+        );
+        assert!(network.health.answered_within(2, Duration::from_secs(10)));
     }
 }
