@@ -10,7 +10,10 @@ use std::{
 };
 
 use prost::Message;
-use shoal_api::pb::{Event, Kind, Object, ObjectRef, ServiceMode, object};
+use shoal_api::pb::{
+    Config, Event, Kind, Network, Node, Object, ObjectRef, Secret, Service, ServiceMode, Task,
+    object,
+};
 
 use crate::store::{Change, State};
 
@@ -61,16 +64,40 @@ fn kind_word(kind: Kind) -> Option<&'static str> {
     })
 }
 
-/// The kind word, id and summary of an object; None for objects that make
-/// no event (the cluster object: its changes are settings and keys).
-fn summarize(
-    object: &Object,
-    service_name: &dyn Fn(&str) -> String,
-) -> Option<(Kind, String, Summary)> {
+/// An object that makes events, where it lies: a change's object or one
+/// in the state, neither copied (a resync reads every object of the state).
+#[derive(Clone, Copy)]
+enum View<'a> {
+    Service(&'a Service),
+    Node(&'a Node),
+    Task(&'a Task),
+    Network(&'a Network),
+    Secret(&'a Secret),
+    Config(&'a Config),
+}
+
+impl<'a> View<'a> {
+    /// None for objects that make no event (the cluster object: its changes
+    /// are settings and keys).
+    fn of(object: &'a Object) -> Option<Self> {
+        Some(match object.object.as_ref()? {
+            object::Object::Service(s) => View::Service(s),
+            object::Object::Node(n) => View::Node(n),
+            object::Object::Task(t) => View::Task(t),
+            object::Object::Network(n) => View::Network(n),
+            object::Object::Secret(s) => View::Secret(s),
+            object::Object::Config(c) => View::Config(c),
+            _ => return None,
+        })
+    }
+}
+
+/// The kind word, id and summary of an object.
+fn summarize(object: View<'_>, service_name: &dyn Fn(&str) -> String) -> (Kind, String, Summary) {
     let mut tracked = BTreeMap::new();
     let mut fixed = BTreeMap::new();
-    let (kind, (id, version), name, fingerprint) = match object.object.as_ref()? {
-        object::Object::Service(s) => {
+    let (kind, (id, version), name, fingerprint) = match object {
+        View::Service(s) => {
             let spec = borrowed_or_default(s.spec.as_ref());
             if matches!(
                 spec.mode(),
@@ -100,7 +127,7 @@ fn summarize(
                 Some(fingerprint(&*spec)),
             )
         }
-        object::Object::Node(n) => {
+        View::Node(n) => {
             let spec = borrowed_or_default(n.spec.as_ref());
             tracked.insert("availability".into(), spec.availability().word().into());
             tracked.insert("role".into(), n.role().word().into());
@@ -118,7 +145,7 @@ fn summarize(
                 Some(fingerprint(&*spec)),
             )
         }
-        object::Object::Task(t) => {
+        View::Task(t) => {
             let state = t.status.as_ref().map(|s| s.state()).unwrap_or_default();
             tracked.insert("state".into(), state.word().into());
             tracked.insert("desiredstate".into(), t.desired_state().word().into());
@@ -136,7 +163,7 @@ fn summarize(
             fixed.insert("node".into(), t.node_id.clone());
             (Kind::Task, id_version(&t.meta), name, None)
         }
-        object::Object::Network(n) => {
+        View::Network(n) => {
             let spec = borrowed_or_default(n.spec.as_ref());
             (
                 Kind::Network,
@@ -145,7 +172,7 @@ fn summarize(
                 Some(fingerprint(&*spec)),
             )
         }
-        object::Object::Secret(s) => {
+        View::Secret(s) => {
             let spec = borrowed_or_default(s.spec.as_ref());
             (
                 Kind::Secret,
@@ -154,7 +181,7 @@ fn summarize(
                 Some(fingerprint(&*spec)),
             )
         }
-        object::Object::Config(c) => {
+        View::Config(c) => {
             let spec = borrowed_or_default(c.spec.as_ref());
             (
                 Kind::Config,
@@ -163,9 +190,8 @@ fn summarize(
                 Some(fingerprint(&*spec)),
             )
         }
-        _ => return None,
     };
-    Some((
+    (
         kind,
         id,
         Summary {
@@ -175,7 +201,7 @@ fn summarize(
             tracked,
             fingerprint,
         },
-    ))
+    )
 }
 
 fn event(
@@ -213,18 +239,18 @@ impl Summaries {
     /// One applied change as an event, if it is one.
     pub fn apply(&mut self, change: &Change, time_nano: i64) -> Option<Event> {
         match change {
-            Change::Put(object) => self.put(object, time_nano),
+            Change::Put(object) => self.put(View::of(object)?, time_nano),
             Change::Delete(r) => self.delete(r, time_nano),
         }
     }
 
-    fn put(&mut self, object: &Object, time_nano: i64) -> Option<Event> {
+    fn put(&mut self, object: View<'_>, time_nano: i64) -> Option<Event> {
         // Borrowed, not copied: a copy of every service's name per put was
         // O(services) per task written (18% of the leader's CPU while 3,000
         // services were created on 1,000 nodes).
         let services = &self.services;
         let lookup = |id: &str| services.get(id).cloned().unwrap_or_default();
-        let (kind, id, new) = summarize(object, &lookup)?;
+        let (kind, id, new) = summarize(object, &lookup);
         if kind == Kind::Service {
             self.services.insert(id.clone(), new.name.clone());
         }
@@ -268,67 +294,24 @@ impl Summaries {
         Some(event(word, "remove", &r.id, attributes, time_nano))
     }
 
-    /// Catches up with `state` wholesale (after missing watch events): the
-    /// events of every difference, creates and updates before removes.
+    /// Catches up with `state` wholesale (after missing watch events, or a
+    /// snapshot installed): the events of every difference, creates and
+    /// updates before removes. It reads every object where it lies: the
+    /// caller holds the store's read lock, and applies wait meanwhile.
     pub fn resync(&mut self, state: &State, time_nano: i64) -> Vec<Event> {
-        let mut objects: Vec<Object> = Vec::new();
-        let wrap = |o: object::Object| Object { object: Some(o) };
-        objects.extend(
-            state
-                .services
-                .values()
-                .cloned()
-                .map(|s| wrap(object::Object::Service(s))),
-        );
-        objects.extend(
-            state
-                .nodes
-                .values()
-                .cloned()
-                .map(|n| wrap(object::Object::Node(n))),
-        );
-        objects.extend(
-            state
-                .networks
-                .values()
-                .cloned()
-                .map(|n| wrap(object::Object::Network(n))),
-        );
-        objects.extend(
-            state
-                .secrets
-                .values()
-                .cloned()
-                .map(|s| wrap(object::Object::Secret(s))),
-        );
-        objects.extend(
-            state
-                .configs
-                .values()
-                .cloned()
-                .map(|c| wrap(object::Object::Config(c))),
-        );
-        objects.extend(
-            state
-                .tasks
-                .values()
-                .cloned()
-                .map(|t| wrap(object::Object::Task(t))),
-        );
-        let mut events = Vec::new();
-        let mut present = std::collections::HashSet::new();
-        for object in &objects {
-            let services = &self.services;
-            let lookup = |id: &str| services.get(id).cloned().unwrap_or_default();
-            if let Some((kind, id, _)) = summarize(object, &lookup) {
-                present.insert((kind, id));
-            }
-            events.extend(self.put(object, time_nano));
-        }
+        let objects = (state.services.values().map(View::Service))
+            .chain(state.nodes.values().map(View::Node))
+            .chain(state.networks.values().map(View::Network))
+            .chain(state.secrets.values().map(View::Secret))
+            .chain(state.configs.values().map(View::Config))
+            .chain(state.tasks.values().map(View::Task));
+        let mut events: Vec<Event> = objects
+            .filter_map(|object| self.put(object, time_nano))
+            .collect();
         let gone: Vec<(Kind, String)> = self
             .known
             .keys()
-            .filter(|k| !present.contains(*k))
+            .filter(|(kind, id)| !holds(state, *kind, id))
             .cloned()
             .collect();
         for (kind, id) in gone {
@@ -339,6 +322,19 @@ impl Summaries {
             events.extend(self.delete(&r, time_nano));
         }
         events
+    }
+}
+
+/// Whether `state` holds the object of `kind` with `id`.
+fn holds(state: &State, kind: Kind, id: &str) -> bool {
+    match kind {
+        Kind::Service => state.services.contains_key(id),
+        Kind::Node => state.nodes.contains_key(id),
+        Kind::Task => state.tasks.contains_key(id),
+        Kind::Network => state.networks.contains_key(id),
+        Kind::Secret => state.secrets.contains_key(id),
+        Kind::Config => state.configs.contains_key(id),
+        _ => false,
     }
 }
 

@@ -507,15 +507,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 match entry.payload {
                     EntryPayload::Blank => {}
                     EntryPayload::Normal(proposal) => {
+                        // One event per entry, not per batch: an entry of
+                        // 1,000 writers' load holds ~500 batches, and the
+                        // events' channel holds 4,096. Sent per batch, a few
+                        // applies overflowed it before a subscriber ran; the
+                        // subscribers then re-read the whole state, under
+                        // its read lock, and with ~500,000 objects no write
+                        // was applied for 10 s (`shoal-bench control-plane`,
+                        // 2026-12-03).
+                        let mut changes = Vec::new();
                         for batch in &proposal.0.batches {
                             match state.apply(index, batch) {
-                                Ok(changes) => {
-                                    events.push(StoreEvent { index, changes });
+                                Ok(applied) => {
+                                    changes.extend(applied);
                                     result.conflicts.push(None);
                                 }
                                 Err(conflict) => result.conflicts.push(Some(conflict.to_string())),
                             }
                         }
+                        events.push(StoreEvent { index, changes });
                     }
                     EntryPayload::Membership(m) => {
                         progress.membership = StoredMembership::new(Some(entry.log_id), m);
@@ -707,6 +717,38 @@ mod tests {
         assert_eq!(next.meta.last_log_id.unwrap().index, 2);
         let snapshot = machine.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(names_in(&snapshot), (10..150).map(name).collect::<Vec<_>>());
+    }
+
+    /// An entry's batches (one per write its proposers made) reach the
+    /// store's subscribers as one event: sent per batch, the 600 of one
+    /// entry of 1,000 writers' load overflowed the events' channel within
+    /// a few applies, and every subscriber re-read the whole state.
+    #[tokio::test]
+    async fn an_entry_of_many_writes_is_one_change_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut machine, store) = open(dir.path(), &key()).await;
+        let mut events = store.subscribe();
+        let batches = (0..600)
+            .map(|i| {
+                let mut batch = Batch::default();
+                batch.put_config(config(&name(i)));
+                batch.into_proto()
+            })
+            .collect();
+        let results = machine
+            .apply([Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+                payload: EntryPayload::Normal(Payload::new(Proposal { batches })),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(results[0].conflicts, vec![None; 600]);
+        let event = events.try_recv().expect("the entry's event");
+        assert_eq!((event.index, event.changes.len()), (1, 600));
+        assert!(
+            events.try_recv().is_err(),
+            "more than one event for one entry"
+        );
     }
 
     /// A restarted manager offers the state file where it stopped, which is
