@@ -69,6 +69,15 @@ where
     let mut lost: Option<String> = None;
     loop {
         match manager.route(deadline, avoid.as_deref()).await? {
+            // This manager leads now, and an attempt it forwarded may have
+            // been applied: run here, the write would meet that attempt and
+            // answer a conflict ("exists") about its own effect.
+            Route::Local if let Some(lost) = lost.as_deref() => {
+                return Err(WriteError::Unsettled(format!(
+                    "{lost}; this manager leads now and cannot tell whether that attempt was applied"
+                ))
+                .into());
+            }
             Route::Local => match manager.linearizable().await {
                 Ok(()) => return Ok(None),
                 // Leadership moved between the check and the read, or a
@@ -90,7 +99,7 @@ where
                     }
                     Err(status) if gone(&status, kind) && Instant::now() < deadline => {
                         tracing::debug!(%addr, error = %status.message(), "the leader did not answer; waiting for the next");
-                        if kind == Kind::Write {
+                        if kind == Kind::Write && !never_sent(&status) {
                             lost = Some(format!(
                                 "the leader at {addr} did not answer ({})",
                                 status.message()
@@ -113,6 +122,21 @@ where
             }
         }
     }
+}
+
+/// Whether a call failed before it left this manager: no connection to
+/// the leader could be made (a stopped leader refuses connections). Such an
+/// attempt was applied nowhere; a call that failed on an open connection
+/// may have been.
+fn never_sent(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// A conflict that a write's retry met after an attempt that may have been
@@ -153,6 +177,30 @@ mod tests {
         assert!(settles_nothing(&exists, None).is_none());
         // Other answers after a lost attempt are answers too.
         assert!(settles_nothing(&Status::invalid_argument("bad"), lost).is_none());
+    }
+
+    /// A leader that refuses connections (stopped) was sent nothing; other
+    /// failures of a call may have reached it.
+    #[tokio::test]
+    async fn a_refused_connection_sent_nothing() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let refused = ControlClient::new(channel)
+            .list_secrets(shoal_api::pb::Empty {})
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+        assert!(gone(&refused, Kind::Write));
+        assert!(never_sent(&refused), "{refused:?}");
+
+        let torn = Status::from_error(Box::new(h2::Error::from(h2::Reason::INTERNAL_ERROR)));
+        assert!(!never_sent(&torn));
+        assert!(!never_sent(&Status::unavailable("the connection closed")));
+        assert!(!never_sent(&Status::cancelled("Timeout expired")));
     }
 
     #[test]
