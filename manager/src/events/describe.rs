@@ -334,7 +334,7 @@ impl Summaries {
         let gone: Vec<(Kind, String)> = self
             .known
             .keys()
-            .filter(|(kind, id)| !holds(state, *kind, id))
+            .filter(|(kind, id)| state.version_of(*kind, id) == 0)
             .cloned()
             .collect();
         for (kind, id) in gone {
@@ -345,19 +345,6 @@ impl Summaries {
             events.extend(self.delete(&r, time_nano));
         }
         events
-    }
-}
-
-/// Whether `state` holds the object of `kind` with `id`.
-fn holds(state: &State, kind: Kind, id: &str) -> bool {
-    match kind {
-        Kind::Service => state.services.contains_key(id),
-        Kind::Node => state.nodes.contains_key(id),
-        Kind::Task => state.tasks.contains_key(id),
-        Kind::Network => state.networks.contains_key(id),
-        Kind::Secret => state.secrets.contains_key(id),
-        Kind::Config => state.configs.contains_key(id),
-        _ => false,
     }
 }
 
