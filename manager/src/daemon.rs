@@ -2,6 +2,7 @@
 //! directory), Raft with the on-disk log and state, the gRPC services on the
 //! TCP address and the local unix socket, and the leader-only components.
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::{
     collections::BTreeMap,
     fs::File,

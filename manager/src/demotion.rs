@@ -17,6 +17,7 @@
 //! accepted it: one lagging peer cannot make a manager erase itself, and a
 //! partitioned manager, which reaches no one, keeps its state.
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::{
     collections::BTreeMap,
     path::Path,
@@ -66,7 +67,7 @@ pub async fn watch(manager: Arc<Manager>) -> String {
     loop {
         ticker.tick().await;
         let (in_config, leader, peers) = {
-            let metrics = manager.raft.metrics().borrow().clone();
+            let metrics = manager.raft.metrics().borrow_watched().clone();
             let membership = metrics.membership_config.membership();
             let in_config = membership.nodes().any(|(id, _)| *id == me);
             let peers: BTreeMap<u64, String> = membership

@@ -1,6 +1,7 @@
 //! One manager: its Raft node, its view of the store, and the way every
 //! component writes (through the leader, guarded by versions).
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use openraft::{BasicNode, error::ClientWriteError};
@@ -215,7 +216,7 @@ impl Manager {
     }
 
     pub fn leader_id(&self) -> Option<RaftId> {
-        self.raft.metrics().borrow().current_leader
+        self.raft.metrics().borrow_watched().current_leader
     }
 
     /// Whether this manager leads and a quorum acknowledged it within the
@@ -224,11 +225,11 @@ impl Manager {
     /// dispatcher, the scheduler, the orchestrators) asks this instead.
     pub fn is_leader(&self) -> bool {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         metrics.current_leader == Some(self.raft_id)
-            && metrics
-                .millis_since_quorum_ack
-                .is_some_and(|ms| u128::from(ms) <= self.settings.leader_lease.as_millis())
+            && metrics.last_quorum_acked.as_ref().is_some_and(|acked| {
+                openraft::Instant::elapsed(&**acked) <= self.settings.leader_lease
+            })
     }
 
     /// Raft says this manager leads, but no quorum acknowledged it within
@@ -277,9 +278,14 @@ impl Manager {
         ))
     }
 
+    /// Raft's latest metrics of this manager (a copy).
+    pub fn raft_metrics(&self) -> openraft::RaftMetrics<crate::raft::TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
     /// The API address of every manager in the membership, by Raft id.
     pub fn members(&self) -> BTreeMap<RaftId, String> {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics().borrow_watched().clone();
         metrics
             .membership_config
             .membership()
@@ -291,7 +297,7 @@ impl Manager {
     pub fn voters(&self) -> Vec<RaftId> {
         self.raft
             .metrics()
-            .borrow()
+            .borrow_watched()
             .membership_config
             .membership()
             .voter_ids()
@@ -301,7 +307,7 @@ impl Manager {
     /// The leader's API address, when one is known.
     pub fn leader_addr(&self) -> Option<String> {
         let leader = self.leader_id()?;
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics().borrow_watched().clone();
         metrics
             .membership_config
             .membership()
@@ -354,7 +360,7 @@ impl Manager {
         let mut metrics = self.raft.metrics();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(leader) = metrics.borrow().current_leader {
+            if let Some(leader) = metrics.borrow_watched().current_leader {
                 return Some(leader);
             }
             if tokio::time::timeout_at(deadline, metrics.changed())
@@ -470,7 +476,12 @@ impl Manager {
     /// Bounded by `settings.leader_wait`: a leader cut off from the quorum
     /// cannot confirm it still leads.
     pub async fn linearizable(&self) -> Result<(), tonic::Status> {
-        match tokio::time::timeout(self.settings.leader_wait, self.raft.ensure_linearizable()).await
+        match tokio::time::timeout(
+            self.settings.leader_wait,
+            self.raft
+                .ensure_linearizable(openraft::ReadPolicy::ReadIndex),
+        )
+        .await
         {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(tonic::Status::unavailable(format!("not the leader: {e}"))),
@@ -548,7 +559,7 @@ async fn batch_proposals(raft: Raft, mut queue: mpsc::UnboundedReceiver<Queued>)
         // appended here (and replicated), not before.
         let leading = {
             let metrics = raft.metrics();
-            let metrics = metrics.borrow();
+            let metrics = metrics.borrow_watched();
             metrics.current_leader == Some(metrics.id)
         };
         tokio::spawn(async move {

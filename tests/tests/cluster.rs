@@ -707,7 +707,7 @@ async fn snapshots_compact_the_log_and_bring_lagging_and_new_managers_up_to_date
         WAIT,
         "a snapshot and a purged log on the leader",
         || async {
-            let m = leader_manager.raft.metrics().borrow().clone();
+            let m = leader_manager.raft_metrics();
             (m.snapshot.is_some() && m.purged.is_some()).then_some(m)
         },
     )

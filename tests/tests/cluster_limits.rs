@@ -18,7 +18,7 @@ fn log_indexes(cluster: &TestCluster) -> Vec<Option<u64>> {
         .managers
         .iter()
         .flatten()
-        .map(|m| m.manager.raft.metrics().borrow().last_log_index)
+        .map(|m| m.manager.raft_metrics().last_log_index)
         .collect()
 }
 

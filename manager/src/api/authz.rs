@@ -148,8 +148,11 @@ pub fn decide(
     // for Raft's own messages only: a manager that has just joined has an
     // empty store while the leader sends it the log. Anything that acts on
     // the cluster (control calls, proposals, joins) needs a known manager.
-    let raft_message =
-        service == "Membership" && matches!(method, "AppendEntries" | "Vote" | "InstallSnapshot");
+    let raft_message = service == "Membership"
+        && matches!(
+            method,
+            "AppendEntries" | "AppendStream" | "Vote" | "InstallSnapshot"
+        );
     if identity.role == Role::Manager
         && service != "Dispatcher"
         && !raft_message

@@ -4,15 +4,25 @@
 
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use openraft::BasicNode;
 use shoal_api::pb::{
     Empty, JoinManagerRequest, JoinManagerResponse, ManagerStatus, Meta, Node, NodeDescription,
     NodeRole, NodeSpec, NodeState, NodeStatus, ProposeResponse, RaftMessage, StoreBatch,
     membership_server::Membership,
 };
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
-use crate::{api::authz, manager::Manager, raft::wire, store::Batch};
+use crate::{
+    api::authz,
+    manager::Manager,
+    raft::{network::SnapshotHead, wire},
+    store::Batch,
+};
+
+/// A follower's answers on an AppendStream.
+pub type AnswerStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<RaftMessage, Status>> + Send>>;
 
 pub struct MembershipService {
     pub manager: Arc<Manager>,
@@ -150,17 +160,87 @@ impl Membership for MembershipService {
         }))
     }
 
+    type AppendStreamStream = AnswerStream;
+
+    /// AppendEntries pipelined (see `raft::network`): each request goes to
+    /// Raft as it arrives, in order, and each answer back as it is ready.
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let incoming = request.into_inner();
+        // A request that cannot be read ends the requests; the answers then
+        // end with why.
+        let refused: Arc<std::sync::Mutex<Option<Status>>> = Arc::default();
+        let noted = refused.clone();
+        let requests = futures_util::stream::unfold(Some(incoming), move |incoming| {
+            let noted = noted.clone();
+            async move {
+                let mut incoming = incoming?;
+                let refusal = match incoming.message().await {
+                    Ok(Some(message)) => match wire::decode_append(&message.binary) {
+                        Ok(rpc) => return Some((rpc, Some(incoming))),
+                        Err(e) => {
+                            Status::invalid_argument(format!("bad binary AppendEntries: {e}"))
+                        }
+                    },
+                    Ok(None) => return None,
+                    Err(status) => status,
+                };
+                *noted.lock().unwrap_or_else(|e| e.into_inner()) = Some(refusal);
+                None
+            }
+        });
+        let answers = self
+            .manager
+            .raft
+            .stream_append(requests)
+            .map(|answer| match answer {
+                Ok(answer) => Ok(RaftMessage {
+                    binary: wire::encode_stream_reply(&answer),
+                    ..Default::default()
+                }),
+                Err(fatal) => Err(Status::unavailable(format!("raft has stopped: {fatal}"))),
+            });
+        let why = futures_util::stream::once(async move {
+            refused.lock().unwrap_or_else(|e| e.into_inner()).take()
+        })
+        .filter_map(|refusal| async move { refusal.map(Err) });
+        Ok(Response::new(Box::pin(answers.chain(why))))
+    }
+
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc = decode(request.get_ref())?;
         encode(&self.manager.raft.vote(rpc).await)
     }
 
+    /// A whole snapshot from the leader (see `raft::network`), installed
+    /// once its last piece is in.
     async fn install_snapshot(
         &self,
-        request: Request<RaftMessage>,
+        request: Request<Streaming<RaftMessage>>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let rpc = decode(request.get_ref())?;
-        encode(&self.manager.raft.install_snapshot(rpc).await)
+        let mut pieces = request.into_inner();
+        let first = pieces
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
+        let head: SnapshotHead = decode(&first)?;
+        let mut data = first.binary;
+        while let Some(piece) = pieces.message().await? {
+            data.extend_from_slice(&piece.binary);
+        }
+        let snapshot = crate::raft::Snapshot {
+            meta: head.meta,
+            snapshot: std::io::Cursor::new(data),
+        };
+        encode(
+            &self
+                .manager
+                .raft
+                .install_full_snapshot(head.vote, snapshot)
+                .await,
+        )
     }
 
     async fn propose(

@@ -2,6 +2,7 @@
 //! cluster's keys; nothing of them is readable in any file of its data
 //! directory, and it restarts from that directory with all of it.
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
@@ -183,7 +184,7 @@ async fn no_secret_is_readable_on_disk_and_a_restart_reads_everything() {
     write_state(&first).await;
     let (snapshot, purged) = {
         let metrics = first.manager.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         (metrics.snapshot, metrics.purged)
     };
     assert!(snapshot.is_some(), "a snapshot was built");

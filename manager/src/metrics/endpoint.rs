@@ -5,6 +5,7 @@
 //! scrapes it with `tls_config` (`ca_file`, `cert_file`, `key_file`,
 //! `server_name: shoal-manager`).
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::sync::Arc;
 
 use shoal_pki::{
@@ -68,7 +69,7 @@ async fn answer(
         return https::text(StatusCode::FORBIDDEN, format!("{}\n", status.message()));
     }
     let state = manager.store.read().await;
-    let raft = manager.raft.metrics().borrow().clone();
+    let raft = manager.raft.metrics().borrow_watched().clone();
     let rendered = manager.metrics.render(&super::Snapshot {
         raft: &raft,
         state: &state,

@@ -9,6 +9,7 @@
 
 pub mod endpoint;
 
+use openraft::async_runtime::WatchReceiver as _;
 use std::{collections::BTreeMap, sync::atomic::AtomicU64};
 
 use prometheus_client::{
@@ -113,7 +114,7 @@ impl ManagerMetrics {
 
 /// What a scrape reads of the present, besides the counters.
 pub struct Snapshot<'a> {
-    pub raft: &'a openraft::RaftMetrics<u64, openraft::BasicNode>,
+    pub raft: &'a openraft::RaftMetrics<crate::raft::TypeConfig>,
     pub state: &'a State,
     /// Agent sessions this manager's dispatcher holds (0 on followers).
     pub sessions: usize,
@@ -243,9 +244,9 @@ fn present(now: &Snapshot<'_>) -> Registry {
         "Agent sessions this manager's dispatcher holds (the leader's)",
         now.sessions as i64,
     );
-    if let Some(ms) = raft.millis_since_quorum_ack {
+    if let Some(acked) = &raft.last_quorum_acked {
         let ack: Gauge<f64, AtomicU64> = Gauge::default();
-        ack.set(ms as f64 / 1000.0);
+        ack.set(openraft::Instant::elapsed(&**acked).as_secs_f64());
         registry.register(
             "shoal_raft_quorum_ack_age_seconds",
             "Since a quorum last acknowledged this leader (leader only)",
@@ -257,7 +258,7 @@ fn present(now: &Snapshot<'_>) -> Registry {
 
 /// The highest index a majority of voters holds, as the leader sees it
 /// (openraft 0.9 reports a follower's commit index nowhere).
-fn commit_index(raft: &openraft::RaftMetrics<u64, openraft::BasicNode>) -> Option<u64> {
+fn commit_index(raft: &openraft::RaftMetrics<crate::raft::TypeConfig>) -> Option<u64> {
     let replication = raft.replication.as_ref()?;
     let mut matched: Vec<u64> = raft
         .membership_config

@@ -29,14 +29,14 @@ use std::{
 
 use anyhow::Context;
 use openraft::{
-    Entry, LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote,
-    storage::{LogFlushed, RaftLogStorage},
+    LogState, RaftLogReader,
+    storage::{IOFlushed, RaftLogStorage},
 };
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
 use super::{
-    RaftId, TypeConfig, io_err,
+    Entry, LogId, TypeConfig, Vote,
     log_tail::{self, LogTail},
     wal::{Wal, WalReader},
     wire,
@@ -56,14 +56,14 @@ const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "last_purged";
 
-type Result<T> = std::result::Result<T, StorageError<RaftId>>;
+type Result<T> = std::io::Result<T>;
 
 enum Op {
-    Append(Vec<(LogId<RaftId>, Vec<u8>)>, LogFlushed<TypeConfig>),
+    Append(Vec<(LogId, Vec<u8>)>, IOFlushed<TypeConfig>),
     /// Remove entries from this index on.
     Truncate(u64, oneshot::Sender<anyhow::Result<()>>),
     /// Remove entries up to this id, and remember it.
-    Purge(LogId<RaftId>, oneshot::Sender<anyhow::Result<()>>),
+    Purge(LogId, oneshot::Sender<anyhow::Result<()>>),
     Vote(Vec<u8>, oneshot::Sender<anyhow::Result<()>>),
     /// Written with the next commit; no one waits for it.
     Committed(Vec<u8>),
@@ -79,8 +79,10 @@ pub struct LogStore {
     tail: Arc<Mutex<LogTail>>,
 }
 
-fn anyhow_io(e: anyhow::Error) -> openraft::AnyError {
-    openraft::AnyError::error(format!("{e:#}"))
+/// openraft takes storage errors as `io::Error`; the context chain goes
+/// into its text.
+fn io_error(e: anyhow::Error) -> std::io::Error {
+    std::io::Error::other(format!("{e:#}"))
 }
 
 impl LogStore {
@@ -93,7 +95,7 @@ impl LogStore {
         txn.open_table(LOG)?;
         txn.open_table(META)?;
         txn.commit()?;
-        let purged = read_meta::<Option<LogId<RaftId>>>(&db, PURGED)?.flatten();
+        let purged = read_meta::<Option<LogId>>(&db, PURGED)?.flatten();
         let mut wal = Wal::open(entries, purged.map(|p| p.index))?;
         move_entries_from_redb(&db, &mut wal)?;
         let (writer, ops) = mpsc::channel();
@@ -111,7 +113,7 @@ impl LogStore {
         })
     }
 
-    fn seal_entry(&self, entry: &Entry<TypeConfig>) -> anyhow::Result<Vec<u8>> {
+    fn seal_entry(&self, entry: &Entry) -> anyhow::Result<Vec<u8>> {
         // Encoded straight into the sealed value's buffer.
         let mut buffer = Cipher::buffer(0);
         wire::encode_entry(entry, &mut buffer)?;
@@ -120,7 +122,7 @@ impl LogStore {
             .seal_buffer(entry_context(entry.log_id.index).as_bytes(), buffer)?)
     }
 
-    fn open_entry(&self, index: u64, sealed: &[u8]) -> anyhow::Result<Entry<TypeConfig>> {
+    fn open_entry(&self, index: u64, sealed: &[u8]) -> anyhow::Result<Entry> {
         let plain = self.cipher.open(
             entry_context(index).as_bytes(),
             sealed,
@@ -219,7 +221,7 @@ fn write_loop(db: &Database, wal: &mut Wal, tail: &Mutex<LogTail>, ops: mpsc::Re
                 "slow write of the Raft log (the disk is slower than Raft's timeouts allow)"
             );
         }
-        let mut flushed: Vec<LogId<RaftId>> = Vec::new();
+        let mut flushed: Vec<LogId> = Vec::new();
         for op in batch {
             let outcome = result
                 .as_ref()
@@ -228,9 +230,8 @@ fn write_loop(db: &Database, wal: &mut Wal, tail: &Mutex<LogTail>, ops: mpsc::Re
             match op {
                 Op::Append(entries, callback) => {
                     flushed.extend(entries.iter().map(|(id, _)| *id));
-                    callback.log_io_completed(
-                        outcome.map_err(|e| std::io::Error::other(format!("{e:#}"))),
-                    );
+                    callback
+                        .io_completed(outcome.map_err(|e| std::io::Error::other(format!("{e:#}"))));
                 }
                 Op::Truncate(_, reply) | Op::Purge(_, reply) | Op::Vote(_, reply) => {
                     let _ = reply.send(outcome);
@@ -318,7 +319,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry<TypeConfig>>> {
+    ) -> Result<Vec<Entry>> {
         // The tail is a contiguous run up to the last entry, and an entry
         // leaves it only once it is in the file: what lies before the tail's
         // first index is in the file.
@@ -329,25 +330,25 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let Some(older) = log_tail::before(&range, first) else {
             return Ok(kept);
         };
-        let read = || -> anyhow::Result<Vec<Entry<TypeConfig>>> {
+        let read = || -> anyhow::Result<Vec<Entry>> {
             self.wal
                 .read(older)?
                 .into_iter()
                 .map(|(index, sealed)| self.open_entry(index, &sealed))
                 .collect()
         };
-        let mut entries = read().map_err(|e| StorageIOError::read_logs(anyhow_io(e)))?;
+        let mut entries = read().map_err(io_error)?;
         entries.extend(kept);
         Ok(entries)
     }
 
+    async fn read_vote(&mut self) -> Result<Option<Vote>> {
+        self.read_meta(VOTE).map_err(io_error)
+    }
+
     /// What replication sends a follower in one AppendEntries: at most
     /// [`super::MAX_BYTES_PER_APPEND`] of writes (and at least one entry).
-    async fn limited_get_log_entries(
-        &mut self,
-        start: u64,
-        end: u64,
-    ) -> Result<Vec<Entry<TypeConfig>>> {
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>> {
         let mut entries = self.try_get_log_entries(start..end).await?;
         entries.truncate(within_append_budget(&entries));
         Ok(entries)
@@ -355,7 +356,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
 }
 
 /// How many of `entries`, from the first, fit in one AppendEntries.
-fn within_append_budget(entries: &[Entry<TypeConfig>]) -> usize {
+fn within_append_budget(entries: &[Entry]) -> usize {
     let mut bytes = 0;
     for (i, entry) in entries.iter().enumerate() {
         if let openraft::EntryPayload::Normal(payload) = &entry.payload {
@@ -372,12 +373,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
-        let purged: Option<LogId<RaftId>> = self
-            .read_meta::<Option<LogId<RaftId>>>(PURGED)
+        let purged: Option<LogId> = self
+            .read_meta::<Option<LogId>>(PURGED)
             .map(Option::flatten)
-            .map_err(|e| StorageIOError::read_logs(anyhow_io(e)))?;
+            .map_err(io_error)?;
         let last_pending = self.tail().last_log_id();
-        let last_file = || -> anyhow::Result<Option<LogId<RaftId>>> {
+        let last_file = || -> anyhow::Result<Option<LogId>> {
             let Some(last) = self.wal.last_index() else {
                 return Ok(None);
             };
@@ -388,7 +389,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         let last = match last_pending {
             Some(id) => Some(id),
-            None => last_file().map_err(|e| StorageIOError::read_logs(anyhow_io(e)))?,
+            None => last_file().map_err(io_error)?,
         };
         Ok(LogState {
             last_purged_log_id: purged,
@@ -400,45 +401,37 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<RaftId>) -> Result<()> {
-        let bytes = serde_json::to_vec(vote).map_err(|e| StorageIOError::write_vote(io_err(&e)))?;
+    async fn save_vote(&mut self, vote: &Vote) -> Result<()> {
+        let bytes = serde_json::to_vec(vote).map_err(std::io::Error::other)?;
         self.call(|reply| Op::Vote(bytes, reply))
             .await
-            .map_err(|e| StorageIOError::write_vote(anyhow_io(e)).into())
+            .map_err(io_error)
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote<RaftId>>> {
-        self.read_meta(VOTE)
-            .map_err(|e| StorageIOError::read_vote(anyhow_io(e)).into())
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId<RaftId>>) -> Result<()> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<()> {
         // Not waited for: it only saves re-applying entries after a restart,
         // and an older value is safe (the leader tells the commit again).
-        let bytes =
-            serde_json::to_vec(&committed).map_err(|e| StorageIOError::write(io_err(&e)))?;
+        let bytes = serde_json::to_vec(&committed).map_err(std::io::Error::other)?;
         let _ = self.writer.send(Op::Committed(bytes));
         Ok(())
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId<RaftId>>> {
-        self.read_meta::<Option<LogId<RaftId>>>(COMMITTED)
+    async fn read_committed(&mut self) -> Result<Option<LogId>> {
+        self.read_meta::<Option<LogId>>(COMMITTED)
             .map(Option::flatten)
-            .map_err(|e| StorageIOError::read(anyhow_io(e)).into())
+            .map_err(io_error)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<()>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<()>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
         let mut encoded = Vec::new();
         {
             let mut tail = self.tail();
             for entry in entries {
-                let bytes = self
-                    .seal_entry(&entry)
-                    .map_err(|e| StorageIOError::write_logs(anyhow_io(e)))?;
+                let bytes = self.seal_entry(&entry).map_err(io_error)?;
                 let size = bytes.len();
                 encoded.push((entry.log_id, bytes));
                 tail.push(entry, size);
@@ -447,24 +440,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.writer
             .send(Op::Append(encoded, callback))
-            .map_err(|_| {
-                StorageIOError::write_logs(anyhow_io(anyhow::anyhow!("the log writer has stopped")))
-            })?;
+            .map_err(|_| std::io::Error::other("the log writer has stopped"))?;
         Ok(())
     }
 
-    async fn truncate(&mut self, log_id: LogId<RaftId>) -> Result<()> {
-        self.tail().truncate(log_id.index);
-        self.call(|reply| Op::Truncate(log_id.index, reply))
+    async fn truncate_after(&mut self, last_kept: Option<LogId>) -> Result<()> {
+        let from = last_kept.map_or(0, |id| id.index + 1);
+        self.tail().truncate(from);
+        self.call(|reply| Op::Truncate(from, reply))
             .await
-            .map_err(|e| StorageIOError::write_logs(anyhow_io(e)).into())
+            .map_err(io_error)
     }
 
-    async fn purge(&mut self, log_id: LogId<RaftId>) -> Result<()> {
+    async fn purge(&mut self, log_id: LogId) -> Result<()> {
         self.tail().purge(log_id.index);
         self.call(|reply| Op::Purge(log_id, reply))
             .await
-            .map_err(|e| StorageIOError::write_logs(anyhow_io(e)).into())
+            .map_err(io_error)
     }
 }
 

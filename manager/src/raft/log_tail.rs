@@ -14,9 +14,7 @@ use std::{
     ops::{Bound, RangeBounds},
 };
 
-use openraft::{Entry, LogId};
-
-use super::{RaftId, TypeConfig};
+use super::{Entry, LogId};
 
 /// Entries already in the file kept at most, and their sealed size at most
 /// (readers take an entry within a few entries of its append).
@@ -24,7 +22,7 @@ const KEEP_ENTRIES: usize = 64;
 const KEEP_BYTES: usize = 16 << 20;
 
 struct Kept {
-    entry: Entry<TypeConfig>,
+    entry: Entry,
     /// The entry's size in the file.
     bytes: usize,
     in_file: bool,
@@ -40,7 +38,7 @@ pub struct LogTail {
 
 impl LogTail {
     /// An entry appended (and queued for the file), `bytes` long there.
-    pub fn push(&mut self, entry: Entry<TypeConfig>, bytes: usize) {
+    pub fn push(&mut self, entry: Entry, bytes: usize) {
         let index = entry.log_id.index;
         let replaced = self.entries.insert(
             index,
@@ -57,7 +55,7 @@ impl LogTail {
 
     /// The writer committed these entries to the file: they may now make
     /// room for newer ones ([`trim`](Self::trim)).
-    pub fn written(&mut self, ids: &[LogId<RaftId>]) {
+    pub fn written(&mut self, ids: &[LogId]) {
         for id in ids {
             if let Some(kept) = self.entries.get_mut(&id.index)
                 && kept.entry.log_id == *id
@@ -111,12 +109,12 @@ impl LogTail {
         self.entries.keys().next().copied()
     }
 
-    pub fn last_log_id(&self) -> Option<LogId<RaftId>> {
+    pub fn last_log_id(&self) -> Option<LogId> {
         self.entries.values().next_back().map(|k| k.entry.log_id)
     }
 
     /// The entries of `range` the tail holds, in order.
-    pub fn range(&self, range: impl RangeBounds<u64>) -> Vec<Entry<TypeConfig>> {
+    pub fn range(&self, range: impl RangeBounds<u64>) -> Vec<Entry> {
         if is_empty(&range) {
             return Vec::new();
         }
@@ -170,18 +168,18 @@ fn is_empty(range: &impl RangeBounds<u64>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use openraft::{CommittedLeaderId, EntryPayload};
+    use openraft::EntryPayload;
 
     use super::*;
 
-    fn entry(index: u64, term: u64) -> Entry<TypeConfig> {
+    fn entry(index: u64, term: u64) -> Entry {
         Entry {
-            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            log_id: crate::raft::log_id(term, 1, index),
             payload: EntryPayload::Blank,
         }
     }
 
-    fn indexes(entries: &[Entry<TypeConfig>]) -> Vec<u64> {
+    fn indexes(entries: &[Entry]) -> Vec<u64> {
         entries.iter().map(|e| e.log_id.index).collect()
     }
 

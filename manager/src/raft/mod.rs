@@ -27,11 +27,31 @@ openraft::declare_raft_types!(
         R = ApplyResult,
         NodeId = u64,
         Node = openraft::BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
 );
 
-pub type Raft = openraft::Raft<TypeConfig>;
+pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
 pub type RaftId = u64;
+/// A leader's identity as entries and log ids carry it: term and node.
+pub type LeaderId = openraft::type_config::alias::CommittedLeaderIdOf<TypeConfig>;
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+/// What a snapshot's bytes travel in.
+pub type SnapshotData = Cursor<Vec<u8>>;
+pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
+
+/// The id of an entry written by leader `node` in `term`, at `index`.
+pub fn log_id(term: u64, node: RaftId, index: u64) -> LogId {
+    LogId::new(
+        LeaderId {
+            term,
+            node_id: node,
+        },
+        index,
+    )
+}
 
 /// An entry's proposal, carried inside openraft's JSON messages and log
 /// records as base64 of its protobuf encoding: a quarter of the size of
@@ -46,6 +66,13 @@ pub struct Payload(pub Arc<Proposal>);
 impl Payload {
     pub fn new(proposal: Proposal) -> Self {
         Self(Arc::new(proposal))
+    }
+}
+
+/// How openraft logs an entry: its writes counted, not listed.
+impl std::fmt::Display for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "proposal of {} batches", self.0.batches.len())
     }
 }
 
@@ -131,8 +158,4 @@ impl Timing {
         };
         Ok(config.validate()?)
     }
-}
-
-fn io_err<E: std::error::Error + 'static>(e: &E) -> openraft::AnyError {
-    openraft::AnyError::new(e)
 }

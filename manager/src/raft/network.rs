@@ -10,13 +10,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::{StreamExt, stream::BoxStream};
 use openraft::{
-    BasicNode, RaftNetwork, RaftNetworkFactory,
-    error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable},
-    network::RPCOption,
+    BasicNode, RaftNetworkFactory, RaftNetworkV2,
+    error::{NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable},
+    network::{RPCOption, stream_append_sequential},
     raft::{
-        AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-        InstallSnapshotResponse, VoteRequest, VoteResponse,
+        AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+        VoteRequest, VoteResponse,
     },
 };
 use shoal_api::{
@@ -26,7 +29,7 @@ use shoal_api::{
 use shoal_pki::transport::Dialer;
 use tonic::transport::Channel;
 
-use super::{RaftId, TypeConfig, wire};
+use super::{RaftId, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote, wire};
 
 /// When each peer last answered a Raft message: the leader's view of which
 /// managers are reachable (`node ls`'s MANAGER STATUS).
@@ -76,6 +79,9 @@ pub struct Peer {
     dialer: Dialer,
     /// The peer refused a binary AppendEntries (it predates them).
     json_only: bool,
+    /// The peer has no AppendStream (it predates it): AppendEntries go to
+    /// it one at a time.
+    unary_only: bool,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -89,21 +95,53 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             health: self.health.clone(),
             dialer: self.dialer.clone(),
             json_only: false,
+            unary_only: false,
         }
     }
 }
 
-type RpcResult<T, E> = Result<T, RPCError<RaftId, BasicNode, E>>;
+type RpcResult<T> = Result<T, RPCError<TypeConfig>>;
+
+/// A snapshot goes in messages of this much data: each one a frame that
+/// neither side holds twice for long.
+const SNAPSHOT_PIECE: usize = 1 << 20;
+
+/// A follower that has not answered the oldest AppendEntries of a stream
+/// after this many heartbeat intervals is taken for stuck, and the stream
+/// is opened again. Not one interval, as openraft's unary calls had: a
+/// loaded follower answers late, and a slow answer is not a lost one.
+const STREAM_STALL_INTERVALS: u32 = 10;
+
+fn network_error(e: &(impl std::error::Error + 'static)) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::new(e))
+}
+
+fn unreachable(status: &tonic::Status) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(status))
+}
+
+/// A follower's own error (its Raft has stopped): to the leader, the
+/// follower is not there.
+fn remote_failure(e: &(impl std::error::Error + 'static)) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(e))
+}
+
+/// What the first message of a snapshot carries besides data.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct SnapshotHead {
+    pub vote: Vote,
+    pub meta: SnapshotMeta,
+}
 
 impl Peer {
-    fn client(&mut self) -> Result<MembershipClient<EagerEndService<Channel>>, NetworkError> {
+    fn client(&mut self) -> RpcResult<MembershipClient<EagerEndService<Channel>>> {
         if self.client.is_none() {
             // Connects on first use. HTTP/2 pings find a peer that vanished
             // without closing the connection (a partition, a powered-off
             // host) within seconds: calls on it then fail instead of
             // waiting for TCP to give up, minutes later.
             let channel = shoal_pki::transport::lazy_channel(&self.addr, self.dialer.clone())
-                .map_err(|e| NetworkError::new(&e))?;
+                .map_err(|e| network_error(&e))?;
             // Each message in one DATA frame that ends its stream.
             self.client = Some(
                 MembershipClient::new(EagerEndService::new(channel))
@@ -123,7 +161,7 @@ impl Peer {
     /// on the same connection. With a deadline of
     /// the same length tonic could end the call first, with an error
     /// status: the connection was dropped, openraft took the peer for
-    /// unreachable and waited 500 ms, and the next attempt had to fit a new
+    /// unreachable and backed off, and the next attempt had to fit a new
     /// TLS handshake into the same 200 ms. A loaded follower that answered
     /// in 250 ms was never caught up again, and writes at 1,000 writers went
     /// uncommitted for 10 s (`shoal-bench control-plane`, 2026-12-03).
@@ -131,20 +169,23 @@ impl Peer {
         &mut self,
         method: Method,
         message: RaftMessage,
-        option: &RPCOption,
     ) -> Result<RaftMessage, tonic::Status> {
         let mut client = self
             .client()
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        let mut message = tonic::Request::new(message);
-        if let Method::Snapshot = method {
-            message.set_timeout(option.hard_ttl());
-        }
+        let message = tonic::Request::new(message);
         let reply = match method {
             Method::Append => client.append_entries(message).await,
             Method::Vote => client.vote(message).await,
-            Method::Snapshot => client.install_snapshot(message).await,
         };
+        self.answered(reply)
+    }
+
+    /// Notes an answer; an error status drops the channel.
+    fn answered<T>(
+        &mut self,
+        reply: Result<tonic::Response<T>, tonic::Status>,
+    ) -> Result<T, tonic::Status> {
         match reply {
             Ok(reply) => {
                 self.health.answered(self.target);
@@ -157,31 +198,24 @@ impl Peer {
         }
     }
 
-    async fn call<Req, Resp, E>(
-        &mut self,
-        method: Method,
-        request: &Req,
-        option: &RPCOption,
-    ) -> RpcResult<Resp, E>
+    /// A JSON request whose answer is openraft's `Result<Resp, RaftError>`.
+    async fn call<Req, Resp>(&mut self, method: Method, request: &Req) -> RpcResult<Resp>
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
-        E: std::error::Error + serde::de::DeserializeOwned,
-        RPCError<RaftId, BasicNode, E>: From<openraft::error::RemoteError<RaftId, BasicNode, E>>,
     {
-        let json =
-            serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let json = serde_json::to_vec(request).map_err(|e| network_error(&e))?;
         let message = RaftMessage {
             json,
             ..Default::default()
         };
         let reply = self
-            .send(method, message, option)
+            .send(method, message)
             .await
-            .map_err(|status| RPCError::Unreachable(Unreachable::new(&status)))?;
-        let result: Result<Resp, E> = serde_json::from_slice(&reply.json)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(0, e)))
+            .map_err(|status| unreachable(&status))?;
+        let result: Result<Resp, RaftError<TypeConfig>> =
+            serde_json::from_slice(&reply.json).map_err(|e| network_error(&e))?;
+        result.map_err(|e| remote_failure(&e))
     }
 
     /// AppendEntries in the binary encoding; `Ok(None)` when the peer
@@ -189,25 +223,135 @@ impl Peer {
     async fn append_binary(
         &mut self,
         rpc: &AppendEntriesRequest<TypeConfig>,
-        option: &RPCOption,
-    ) -> RpcResult<Option<AppendEntriesResponse<RaftId>>, RaftError<RaftId>> {
-        let binary =
-            wire::encode_append(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+    ) -> RpcResult<Option<AppendEntriesResponse<TypeConfig>>> {
+        let binary = wire::encode_append(rpc).map_err(|e| network_error(&e))?;
         let message = RaftMessage {
             binary,
             ..Default::default()
         };
-        let reply = match self.send(Method::Append, message, option).await {
+        let reply = match self.send(Method::Append, message).await {
             Ok(reply) => reply,
             Err(status) if predates_binary(&status) => return Ok(None),
-            Err(status) => return Err(RPCError::Unreachable(Unreachable::new(&status))),
+            Err(status) => return Err(unreachable(&status)),
         };
         match wire::decode_reply(&reply.binary) {
             Ok(Ok(response)) => Ok(Some(response)),
-            Ok(Err(e)) => Err(RPCError::RemoteError(openraft::error::RemoteError::new(
-                0, e,
-            ))),
-            Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
+            Ok(Err(e)) => Err(remote_failure(&e)),
+            Err(e) => Err(network_error(&e)),
+        }
+    }
+
+    /// Opens an AppendStream and sends `input` on it as openraft makes its
+    /// requests; answers come back in order. See [`STREAM_STALL_INTERVALS`]
+    /// for when a silent follower ends it.
+    async fn open_append_stream<S>(
+        &mut self,
+        input: S,
+        option: &RPCOption,
+    ) -> RpcResult<BoxStream<'static, RpcResult<StreamAppendResult<TypeConfig>>>>
+    where
+        S: futures_util::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        let mut client = self.client()?;
+        let sent = Arc::new(AtomicU64::new(0));
+        let counted = sent.clone();
+        let requests = input.map(move |rpc| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            // An entry that cannot be encoded (its membership not JSON)
+            // goes as an empty message, which the follower refuses: the
+            // stream ends with its error and openraft opens another.
+            let binary = wire::encode_append(&rpc).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "encoding AppendEntries");
+                Vec::new()
+            });
+            RaftMessage {
+                binary,
+                ..Default::default()
+            }
+        });
+        let answers = match client.append_stream(requests).await {
+            Ok(answers) => answers.into_inner(),
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                tracing::info!(
+                    peer = self.target,
+                    "this peer predates pipelined AppendEntries: sending them one at a time"
+                );
+                self.unary_only = true;
+                return Err(network_error(&status));
+            }
+            Err(status) => {
+                self.client = None;
+                return Err(unreachable(&status));
+            }
+        };
+        let stall = option.soft_ttl() * STREAM_STALL_INTERVALS;
+        let reader = AnswerReader {
+            answers,
+            sent,
+            answered: 0,
+            stall,
+            health: self.health.clone(),
+            target: self.target,
+        };
+        Ok(
+            futures_util::stream::unfold(Some(reader), |reader| async move {
+                let mut reader = reader?;
+                let answer = reader.next().await?;
+                let go_on = matches!(answer, Ok(Ok(_)));
+                Some((answer, go_on.then_some(reader)))
+            })
+            .boxed(),
+        )
+    }
+}
+
+/// Reads a follower's answers on an AppendStream.
+struct AnswerReader {
+    answers: tonic::Streaming<RaftMessage>,
+    /// Requests sent, and answers read.
+    sent: Arc<AtomicU64>,
+    answered: u64,
+    stall: Duration,
+    health: PeerHealth,
+    target: RaftId,
+}
+
+impl AnswerReader {
+    /// The next answer; None when the follower ended the stream.
+    async fn next(&mut self) -> Option<RpcResult<StreamAppendResult<TypeConfig>>> {
+        let message = loop {
+            // Waits without limit while nothing is asked (the stream idles
+            // between writes); with a request out, the answer must come
+            // within `stall`.
+            let check = if self.sent.load(Ordering::Relaxed) > self.answered {
+                self.stall
+            } else {
+                self.stall / STREAM_STALL_INTERVALS
+            };
+            match tokio::time::timeout(check, self.answers.message()).await {
+                Ok(message) => break message,
+                Err(_)
+                    if self.sent.load(Ordering::Relaxed) > self.answered && check == self.stall =>
+                {
+                    return Some(Err(network_error(&std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "no answer to an AppendEntries in {} ms",
+                            self.stall.as_millis()
+                        ),
+                    ))));
+                }
+                Err(_) => continue,
+            }
+        };
+        match message {
+            Ok(Some(message)) => {
+                self.answered += 1;
+                self.health.answered(self.target);
+                Some(wire::decode_stream_reply(&message.binary).map_err(|e| network_error(&e)))
+            }
+            Ok(None) => None,
+            Err(status) => Some(Err(unreachable(&status))),
         }
     }
 }
@@ -222,17 +366,18 @@ fn predates_binary(status: &tonic::Status) -> bool {
 enum Method {
     Append,
     Vote,
-    Snapshot,
 }
 
-impl RaftNetwork<TypeConfig> for Peer {
+impl RaftNetworkV2<TypeConfig> for Peer {
+    type SnapshotData = SnapshotData;
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> RpcResult<AppendEntriesResponse<RaftId>, RaftError<RaftId>> {
+        _option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<TypeConfig>> {
         if !self.json_only {
-            if let Some(response) = self.append_binary(&rpc, &option).await? {
+            if let Some(response) = self.append_binary(&rpc).await? {
                 return Ok(response);
             }
             tracing::info!(
@@ -241,30 +386,85 @@ impl RaftNetwork<TypeConfig> for Peer {
             );
             self.json_only = true;
         }
-        self.call(Method::Append, &rpc, &option).await
+        self.call(Method::Append, &rpc).await
     }
 
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
+    /// Pipelined: openraft hands over each AppendEntries as soon as its
+    /// entries are in the leader's log (before they are flushed there), and
+    /// they go on one HTTP/2 stream without waiting for the answers before.
+    /// With one AppendEntries at a time (openraft 0.9), the entries proposed
+    /// while one was out waited for its whole round (the follower's flush
+    /// and the way back) before they were even sent.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
         option: RPCOption,
-    ) -> RpcResult<InstallSnapshotResponse<RaftId>, RaftError<RaftId, InstallSnapshotError>> {
-        self.call(Method::Snapshot, &rpc, &option).await
+    ) -> futures_util::future::BoxFuture<
+        's,
+        RpcResult<BoxStream<'s, RpcResult<StreamAppendResult<TypeConfig>>>>,
+    >
+    where
+        S: futures_util::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        if self.unary_only || self.json_only {
+            return stream_append_sequential(self, input, option);
+        }
+        Box::pin(async move { self.open_append_stream(input, &option).await })
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<RaftId>,
+        rpc: VoteRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> RpcResult<VoteResponse<TypeConfig>> {
+        self.call(Method::Vote, &rpc).await
+    }
+
+    /// The whole snapshot on one client stream, in pieces of
+    /// [`SNAPSHOT_PIECE`]; the follower installs it when the last arrives.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
-    ) -> RpcResult<VoteResponse<RaftId>, RaftError<RaftId>> {
-        self.call(Method::Vote, &rpc, &option).await
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let head = serde_json::to_vec(&SnapshotHead {
+            vote,
+            meta: snapshot.meta,
+        })
+        .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let data = snapshot.snapshot.into_inner();
+        let mut messages = vec![RaftMessage {
+            json: head,
+            binary: Vec::new(),
+        }];
+        messages.extend(data.chunks(SNAPSHOT_PIECE).map(|piece| RaftMessage {
+            json: Vec::new(),
+            binary: piece.to_vec(),
+        }));
+        drop(data);
+        let mut client = self
+            .client()
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(futures_util::stream::iter(messages));
+        request.set_timeout(option.hard_ttl());
+        let reply = tokio::select! {
+            reply = client.install_snapshot(request) => reply,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        let reply = self
+            .answered(reply)
+            .map_err(|status| StreamingError::Unreachable(Unreachable::new(&status)))?;
+        let result: Result<SnapshotResponse<TypeConfig>, openraft::error::Fatal<TypeConfig>> =
+            serde_json::from_slice(&reply.json)
+                .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use openraft::Vote;
-
     use super::*;
 
     #[test]
@@ -292,9 +492,31 @@ mod tests {
     }
 
     /// A Membership server that answers AppendEntries after `delays` (one
-    /// per call, then at once) and counts its TLS connections.
+    /// per call, then at once), and AppendStreams as `stream` says.
     struct SlowPeer {
         delays: Mutex<std::collections::VecDeque<Duration>>,
+        stream: StreamMode,
+    }
+
+    #[derive(Clone, Copy)]
+    enum StreamMode {
+        /// Answers nothing until this many requests have arrived, then
+        /// each in order (the last id each request carried).
+        AnswerAfter(usize),
+        /// Reads every request and answers none.
+        Silent,
+        /// Has no AppendStream (a manager that predates it).
+        Unimplemented,
+    }
+
+    /// What a follower that takes everything answers to `message`.
+    fn matched(message: &RaftMessage) -> RaftMessage {
+        let rpc = wire::decode_append(&message.binary).unwrap();
+        let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+        RaftMessage {
+            binary: wire::encode_stream_reply(&Ok(last)),
+            ..Default::default()
+        }
     }
 
     #[tonic::async_trait]
@@ -320,6 +542,41 @@ mod tests {
                 ..Default::default()
             }))
         }
+        type AppendStreamStream = crate::api::membership::AnswerStream;
+        async fn append_stream(
+            &self,
+            request: tonic::Request<tonic::Streaming<RaftMessage>>,
+        ) -> Result<tonic::Response<Self::AppendStreamStream>, tonic::Status> {
+            let incoming = request.into_inner();
+            let answers: Self::AppendStreamStream = match self.stream {
+                StreamMode::Unimplemented => return Err(tonic::Status::unimplemented("test")),
+                StreamMode::Silent => Box::pin(futures_util::stream::unfold(
+                    incoming,
+                    |mut incoming| async move {
+                        while let Ok(Some(_)) = incoming.message().await {}
+                        None
+                    },
+                )),
+                StreamMode::AnswerAfter(first) => Box::pin(futures_util::stream::unfold(
+                    (incoming, std::collections::VecDeque::new(), first),
+                    |(mut incoming, mut held, mut first)| async move {
+                        while held.len() < first {
+                            match incoming.message().await {
+                                Ok(Some(message)) => held.push_back(matched(&message)),
+                                _ => break,
+                            }
+                        }
+                        first = 0;
+                        let answer = match held.pop_front() {
+                            Some(answer) => answer,
+                            None => matched(&incoming.message().await.ok()??),
+                        };
+                        Some((Ok(answer), (incoming, held, first)))
+                    },
+                )),
+            };
+            Ok(tonic::Response::new(answers))
+        }
         async fn vote(
             &self,
             _: tonic::Request<RaftMessage>,
@@ -328,7 +585,7 @@ mod tests {
         }
         async fn install_snapshot(
             &self,
-            _: tonic::Request<RaftMessage>,
+            _: tonic::Request<tonic::Streaming<RaftMessage>>,
         ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
             Err(tonic::Status::unimplemented("test"))
         }
@@ -363,15 +620,9 @@ mod tests {
         .unwrap()
     }
 
-    /// openraft gives an AppendEntries one heartbeat interval and then drops
-    /// it. A follower that answers later is slow, not gone: the leader keeps
-    /// its connection and reports a timeout (openraft backs off 500 ms only
-    /// for an unreachable peer), and the next AppendEntries is answered on
-    /// the same connection. Before, the call carried a gRPC deadline of the
-    /// same length, tonic could end it first, and the connection was
-    /// dropped and the peer reported unreachable.
-    #[tokio::test]
-    async fn a_late_answer_is_a_timeout_on_the_same_connection() {
+    /// Serves `service` with mutual TLS on a free port; returns a leader's
+    /// peer for it and the count of connections the server accepted.
+    async fn serve(service: SlowPeer) -> (Network, Peer, Arc<std::sync::atomic::AtomicUsize>) {
         let ca = shoal_pki::CertificateAuthority::create("c").unwrap();
         let listener = shoal_pki::transport::listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -387,9 +638,6 @@ mod tests {
                 connection
             },
         );
-        let service = SlowPeer {
-            delays: Mutex::new([Duration::from_millis(600)].into()),
-        };
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(shoal_api::pb::membership_server::MembershipServer::new(
@@ -399,9 +647,38 @@ mod tests {
         );
 
         let mut network = Network::new(manager(&ca, "m1"));
-        let mut peer = network
+        let peer = network
             .new_client(2, &BasicNode { addr: addr.clone() })
             .await;
+        (network, peer, connections)
+    }
+
+    fn request(index: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new(1, 1),
+            prev_log_id: index.checked_sub(1).map(|i| crate::raft::log_id(1, 1, i)),
+            entries: vec![crate::raft::Entry {
+                log_id: crate::raft::log_id(1, 1, index),
+                payload: openraft::EntryPayload::Blank,
+            }],
+            leader_commit: None,
+        }
+    }
+
+    /// openraft gives an AppendEntries one heartbeat interval and then drops
+    /// it. A follower that answers later is slow, not gone: the leader keeps
+    /// its connection and reports a timeout (openraft backs off only for an
+    /// unreachable peer), and the next AppendEntries is answered on
+    /// the same connection. Before, the call carried a gRPC deadline of the
+    /// same length, tonic could end it first, and the connection was
+    /// dropped and the peer reported unreachable.
+    #[tokio::test]
+    async fn a_late_answer_is_a_timeout_on_the_same_connection() {
+        let (network, mut peer, connections) = serve(SlowPeer {
+            delays: Mutex::new([Duration::from_millis(600)].into()),
+            stream: StreamMode::Unimplemented,
+        })
+        .await;
         let heartbeat = Duration::from_millis(200);
         let rpc = || AppendEntriesRequest::<TypeConfig> {
             vote: Vote::new(1, 1),
@@ -438,5 +715,113 @@ mod tests {
             "the slow peer's connection was dropped and dialled again"
         );
         assert!(network.health.answered_within(2, Duration::from_secs(10)));
+    }
+
+    /// The AppendStream answers nothing until three requests are in: a
+    /// leader that waited for each answer before sending the next would
+    /// never get one. Answers come back in order, on one connection.
+    #[tokio::test]
+    async fn appends_go_out_without_waiting_for_answers() {
+        let (_network, mut peer, connections) = serve(SlowPeer {
+            delays: Mutex::default(),
+            stream: StreamMode::AnswerAfter(3),
+        })
+        .await;
+        let (requests, input) = tokio::sync::mpsc::unbounded_channel();
+        for index in 1..=3 {
+            requests.send(request(index)).unwrap();
+        }
+        let input = tokio_stream::wrappers::UnboundedReceiverStream::new(input);
+        let answers = tokio::time::timeout(Duration::from_secs(10), async {
+            let answers = peer
+                .stream_append(input, RPCOption::new(Duration::from_secs(1)))
+                .await
+                .expect("the stream opens");
+            answers.take(3).collect::<Vec<_>>().await
+        })
+        .await
+        .expect("the requests waited for answers: not pipelined");
+        let indexes: Vec<u64> = answers
+            .into_iter()
+            .map(|a| a.unwrap().unwrap().unwrap().index)
+            .collect();
+        assert_eq!(indexes, vec![1, 2, 3]);
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// A follower that takes requests and never answers ends the stream
+    /// with an error once the oldest has waited the stall limit; one that
+    /// is merely idle (nothing asked) keeps it open.
+    #[tokio::test]
+    async fn a_silent_follower_ends_the_stream() {
+        let (_network, mut peer, _) = serve(SlowPeer {
+            delays: Mutex::default(),
+            stream: StreamMode::Silent,
+        })
+        .await;
+        let (requests, input) = tokio::sync::mpsc::unbounded_channel();
+        let input = tokio_stream::wrappers::UnboundedReceiverStream::new(input);
+        let option = RPCOption::new(Duration::from_millis(20));
+        let stall = option.soft_ttl() * STREAM_STALL_INTERVALS;
+        let mut answers = peer
+            .stream_append(input, option)
+            .await
+            .expect("the stream opens");
+        // Nothing asked: no error, however long.
+        assert!(
+            tokio::time::timeout(3 * stall, answers.next())
+                .await
+                .is_err(),
+            "an idle stream ended"
+        );
+        requests.send(request(1)).unwrap();
+        let started = Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(10), answers.next())
+            .await
+            .expect("a silent follower kept the stream open");
+        assert!(
+            matches!(ended, Some(Err(RPCError::Network(_)))),
+            "{ended:?}"
+        );
+        assert!(
+            started.elapsed() >= stall,
+            "ended after {:?}",
+            started.elapsed()
+        );
+    }
+
+    /// A peer without AppendStream is sent AppendEntries one at a time: the
+    /// first stream fails, the ones after go unary.
+    #[tokio::test]
+    async fn a_peer_without_append_stream_gets_them_one_at_a_time() {
+        let (_network, mut peer, _) = serve(SlowPeer {
+            delays: Mutex::default(),
+            stream: StreamMode::Unimplemented,
+        })
+        .await;
+        let option = RPCOption::new(Duration::from_secs(1));
+        let first_refused = matches!(
+            peer.stream_append(futures_util::stream::iter([request(1)]), option.clone())
+                .await,
+            Err(RPCError::Network(_))
+        );
+        assert!(first_refused);
+        let answers: Vec<_> = peer
+            .stream_append(futures_util::stream::iter([request(1)]), option)
+            .await
+            .expect("the unary stream opens")
+            .collect()
+            .await;
+        assert_eq!(answers.len(), 1);
+        assert_eq!(
+            answers[0]
+                .as_ref()
+                .unwrap()
+                .as_ref()
+                .unwrap()
+                .unwrap()
+                .index,
+            1
+        );
     }
 }

@@ -39,9 +39,10 @@
 use std::{collections::BTreeMap, io::Cursor, path::Path, sync::Arc};
 
 use anyhow::Context;
+use futures_util::TryStreamExt;
 use openraft::{
-    Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership, storage::RaftStateMachine,
+    EntryPayload, RaftSnapshotBuilder,
+    storage::{EntryResponder, RaftStateMachine},
 };
 use prost::Message;
 use redb::{
@@ -50,7 +51,10 @@ use redb::{
 };
 use shoal_api::pb::{Kind, Object};
 
-use super::{ApplyResult, RaftId, TypeConfig};
+use super::{
+    ApplyResult, Entry, LogId, Snapshot, SnapshotData, SnapshotMeta as SnapshotMetadata,
+    StoredMembership as Membership, TypeConfig,
+};
 use crate::{
     encryption::{Cipher, files},
     store::{Access, Change, State, Store, StoreEvent, state::object_key},
@@ -66,9 +70,7 @@ const SNAPSHOT_META: &str = "snapshot_meta";
 /// the next snapshot.
 const OLD_SNAPSHOT_DATA: &str = "snapshot_data";
 
-type Result<T> = std::result::Result<T, StorageError<RaftId>>;
-type Membership = StoredMembership<RaftId, openraft::BasicNode>;
-type SnapshotMetadata = SnapshotMeta<RaftId, openraft::BasicNode>;
+type Result<T> = std::io::Result<T>;
 
 /// What a snapshot holds besides openraft's metadata.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -81,7 +83,7 @@ struct SnapshotBody {
 /// lock is held, so a reader holding the read lock sees them match the state.
 #[derive(Clone, Default)]
 struct Progress {
-    applied: Option<LogId<RaftId>>,
+    applied: Option<LogId>,
     membership: Membership,
 }
 
@@ -91,11 +93,6 @@ impl Progress {
         SnapshotMetadata {
             last_log_id: last,
             last_membership: self.membership.clone(),
-            snapshot_id: format!(
-                "{}-{}",
-                last.map(|l| l.leader_id.term).unwrap_or(0),
-                last.map(|l| l.index).unwrap_or(0)
-            ),
         }
     }
 }
@@ -291,7 +288,7 @@ impl File {
     }
 
     /// The held snapshot with its objects, read out of the file.
-    fn current_snapshot(&self) -> anyhow::Result<Option<Snapshot<TypeConfig>>> {
+    fn current_snapshot(&self) -> anyhow::Result<Option<Snapshot>> {
         let Some(held) = lock(&self.snapshot).clone() else {
             return Ok(None);
         };
@@ -303,7 +300,7 @@ impl File {
         }
         Ok(Some(Snapshot {
             meta: held.meta.clone(),
-            snapshot: Box::new(Cursor::new(body.encode_to_vec())),
+            snapshot: Cursor::new(body.encode_to_vec()),
         }))
     }
 
@@ -354,8 +351,10 @@ fn key(kind: Kind, id: &str) -> String {
     format!("{}/{id}", kind.as_str_name())
 }
 
-fn fail(e: impl std::fmt::Display) -> openraft::AnyError {
-    openraft::AnyError::error(e.to_string())
+/// openraft takes storage errors as `io::Error`; the context chain goes
+/// into its text.
+fn io_error(e: anyhow::Error) -> std::io::Error {
+    std::io::Error::other(format!("{e:#}"))
 }
 
 /// Runs `work` on a blocking thread (see the module comment).
@@ -453,46 +452,12 @@ impl StateMachine {
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    /// Makes the state file durable where it is and holds it as the
-    /// snapshot: the store as of an applied id at most one apply call behind
-    /// memory's, which openraft allows. No object is copied here.
-    ///
-    /// The snapshot returned carries the meta and no data: openraft 0.9
-    /// keeps only the meta of a snapshot it had built (`core/sm/worker.rs`,
-    /// `storage/helper.rs`) and asks [`RaftStateMachine::get_current_snapshot`]
-    /// for the data when a follower needs it, which reads the held snapshot
-    /// out of the file.
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
-        let file = self.file.clone();
-        let meta = off_the_runtime(move || file.take_snapshot())
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(None, fail(format!("{e:#}"))))?
-            .unwrap_or_default();
-        if let Some(last) = meta.last_log_id {
-            tracing::info!(index = last.index, "snapshot taken");
-        }
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(Vec::new())),
-        })
-    }
-}
-
-impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = Self;
-
-    async fn applied_state(&mut self) -> Result<(Option<LogId<RaftId>>, Membership)> {
-        let progress = self.progress();
-        Ok((progress.applied, progress.membership))
-    }
-
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>>
-    where
-        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
-        I::IntoIter: Send,
-    {
-        let mut results = Vec::new();
+impl StateMachine {
+    /// Applies committed entries, in order, under one hold of the store's
+    /// write lock, and publishes their changes; what each returns to its
+    /// proposer.
+    async fn apply_entries(&mut self, entries: Vec<Entry>) -> Vec<ApplyResult> {
+        let mut results = Vec::with_capacity(entries.len());
         let mut events = Vec::new();
         let mut progress = self.progress();
         {
@@ -528,7 +493,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         events.push(StoreEvent { index, changes });
                     }
                     EntryPayload::Membership(m) => {
-                        progress.membership = StoredMembership::new(Some(entry.log_id), m);
+                        progress.membership = Membership::new(Some(entry.log_id), m);
                     }
                 }
                 results.push(result);
@@ -545,21 +510,72 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // One wake-up for the watchers per apply call, not per batch.
         self.store
             .publish_applied(progress.applied.map(|l| l.index).unwrap_or(0));
-        Ok(results)
+        results
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+
+    /// Makes the state file durable where it is and holds it as the
+    /// snapshot: the store as of an applied id at most one apply call behind
+    /// memory's, which openraft allows. No object is copied here.
+    ///
+    /// The snapshot returned carries the meta and no data: openraft 0.9
+    /// keeps only the meta of a snapshot it had built (`core/sm/worker.rs`,
+    /// `storage/helper.rs`) and asks [`RaftStateMachine::get_current_snapshot`]
+    /// for the data when a follower needs it, which reads the held snapshot
+    /// out of the file.
+    async fn build_snapshot(&mut self) -> Result<Snapshot> {
+        let file = self.file.clone();
+        let meta = off_the_runtime(move || file.take_snapshot())
+            .await
+            .map_err(io_error)?
+            .unwrap_or_default();
+        if let Some(last) = meta.last_log_id {
+            tracing::info!(index = last.index, "snapshot taken");
+        }
+        Ok(Snapshot {
+            meta,
+            snapshot: Cursor::new(Vec::new()),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership)> {
+        let progress = self.progress();
+        Ok((progress.applied, progress.membership))
+    }
+
+    async fn apply<Strm>(&mut self, entries: Strm) -> Result<()>
+    where
+        Strm: futures_util::Stream<Item = Result<EntryResponder<TypeConfig>>> + Unpin + Send,
+    {
+        // All of them under one hold of the store's lock; the proposers are
+        // answered once the changes are published.
+        let (entries, responders): (Vec<Entry>, Vec<_>) =
+            entries.try_collect::<Vec<_>>().await?.into_iter().unzip();
+        let results = self.apply_entries(entries).await;
+        for (responder, result) in responders.into_iter().zip(results) {
+            if let Some(responder) = responder {
+                responder.send(result);
+            }
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMetadata,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: SnapshotData,
     ) -> Result<()> {
         let data = snapshot.into_inner();
         let progress = Progress {
@@ -577,9 +593,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Ok(state)
         })
         .await
-        .map_err(|e| {
-            StorageIOError::write_snapshot(Some(meta.signature()), fail(format!("{e:#}")))
-        })?;
+        .map_err(io_error)?;
         let index = progress.applied.map(|l| l.index).unwrap_or(0);
         {
             let mut guard = self.store.write().await;
@@ -592,11 +606,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>> {
         let file = self.file.clone();
         off_the_runtime(move || file.current_snapshot())
             .await
-            .map_err(|e| StorageIOError::read_snapshot(None, fail(format!("{e:#}"))).into())
+            .map_err(io_error)
     }
 }
 
@@ -604,7 +618,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use openraft::{CommittedLeaderId, RaftSnapshotBuilder};
+    use openraft::RaftSnapshotBuilder;
     use shoal_api::pb::{Config, ConfigSpec, Meta, Proposal};
 
     use super::*;
@@ -659,20 +673,19 @@ mod tests {
             batch.delete(Kind::Config, &name(i), deleted_at);
         }
         let results = machine
-            .apply([Entry {
-                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            .apply_entries(vec![Entry {
+                log_id: crate::raft::log_id(1, 1, index),
                 payload: EntryPayload::Normal(Payload::new(Proposal {
                     batches: vec![batch.into_proto()],
                 })),
             }])
-            .await
-            .unwrap();
+            .await;
         assert_eq!(results[0].conflicts, vec![None], "entry {index} applied");
     }
 
     /// Installs `snapshot` (as a leader sent it) on `machine`.
-    async fn install(machine: &mut StateMachine, snapshot: &Snapshot<TypeConfig>) {
-        let data = Box::new(Cursor::new(snapshot.snapshot.get_ref().clone()));
+    async fn install(machine: &mut StateMachine, snapshot: &Snapshot) {
+        let data = Cursor::new(snapshot.snapshot.get_ref().clone());
         machine
             .install_snapshot(&snapshot.meta, data)
             .await
@@ -680,7 +693,7 @@ mod tests {
     }
 
     /// The config names a snapshot's data holds, in order.
-    fn names_in(snapshot: &Snapshot<TypeConfig>) -> Vec<String> {
+    fn names_in(snapshot: &Snapshot) -> Vec<String> {
         let body = SnapshotBody::decode(snapshot.snapshot.get_ref().as_slice()).unwrap();
         body.objects
             .into_iter()
@@ -736,12 +749,11 @@ mod tests {
             })
             .collect();
         let results = machine
-            .apply([Entry {
-                log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+            .apply_entries(vec![Entry {
+                log_id: crate::raft::log_id(1, 1, 1),
                 payload: EntryPayload::Normal(Payload::new(Proposal { batches })),
             }])
-            .await
-            .unwrap();
+            .await;
         assert_eq!(results[0].conflicts, vec![None; 600]);
         let event = events.try_recv().expect("the entry's event");
         assert_eq!((event.index, event.changes.len()), (1, 600));
@@ -818,7 +830,7 @@ mod tests {
             ..Default::default()
         };
         let entry = |index: u64, batch: Batch| Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            log_id: crate::raft::log_id(1, 1, index),
             payload: EntryPayload::Normal(Payload::new(Proposal {
                 batches: vec![batch.into_proto()],
             })),
@@ -839,7 +851,7 @@ mod tests {
         });
         batch.put_node(node("m1", NodeRole::Manager));
         batch.put_node(node("w1", NodeRole::Worker));
-        machine.apply([entry(1, batch)]).await.unwrap();
+        machine.apply_entries(vec![entry(1, batch)]).await;
         let access = store.access();
         assert!(access.cluster_known);
         assert!(access.removed.contains("gone"));
@@ -851,7 +863,7 @@ mod tests {
         let mut demoted = node("m1", NodeRole::Worker);
         demoted.meta.as_mut().unwrap().version = 1;
         batch.put_node(demoted);
-        let results = machine.apply([entry(2, batch)]).await.unwrap();
+        let results = machine.apply_entries(vec![entry(2, batch)]).await;
         assert_eq!(results[0].conflicts, vec![None]);
         assert_eq!(store.access().nodes.get("m1"), Some(&false));
         // A write of nothing authorization reads leaves the copy as it is.

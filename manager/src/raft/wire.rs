@@ -14,14 +14,14 @@
 //! of the membership inside the binary entry.
 
 use openraft::{
-    CommittedLeaderId, Entry, EntryPayload, LogId, Vote,
+    EntryPayload,
     error::RaftError,
-    raft::{AppendEntriesRequest, AppendEntriesResponse},
+    raft::{AppendEntriesRequest, AppendEntriesResponse, StreamAppendError, StreamAppendResult},
 };
 use prost::Message;
 use shoal_api::pb::Proposal;
 
-use super::{Payload, RaftId, TypeConfig};
+use super::{Entry, LogId, Payload, TypeConfig, Vote};
 
 /// The first byte of a log record's plaintext in this format; JSON records
 /// (the format before) start with `{`.
@@ -134,7 +134,7 @@ struct WirePartial {
     matching: Option<WireLogId>,
 }
 
-fn log_id_to_wire(id: &LogId<RaftId>) -> WireLogId {
+fn log_id_to_wire(id: &LogId) -> WireLogId {
     WireLogId {
         term: id.leader_id.term,
         node_id: id.leader_id.node_id,
@@ -142,11 +142,11 @@ fn log_id_to_wire(id: &LogId<RaftId>) -> WireLogId {
     }
 }
 
-fn log_id_from_wire(id: WireLogId) -> LogId<RaftId> {
-    LogId::new(CommittedLeaderId::new(id.term, id.node_id), id.index)
+fn log_id_from_wire(id: WireLogId) -> LogId {
+    super::log_id(id.term, id.node_id, id.index)
 }
 
-fn vote_to_wire(vote: &Vote<RaftId>) -> WireVote {
+fn vote_to_wire(vote: &Vote) -> WireVote {
     WireVote {
         term: vote.leader_id.term,
         node_id: vote.leader_id.node_id,
@@ -154,7 +154,7 @@ fn vote_to_wire(vote: &Vote<RaftId>) -> WireVote {
     }
 }
 
-fn vote_from_wire(vote: WireVote) -> Vote<RaftId> {
+fn vote_from_wire(vote: WireVote) -> Vote {
     let mut v = Vote::new(vote.term, vote.node_id);
     v.committed = vote.committed;
     v
@@ -179,7 +179,7 @@ struct EntryParts<'a> {
 }
 
 impl<'a> EntryParts<'a> {
-    fn of(entry: &'a Entry<TypeConfig>) -> Result<Self, WireError> {
+    fn of(entry: &'a Entry) -> Result<Self, WireError> {
         let mut head = EntryHead {
             log_id: Some(log_id_to_wire(&entry.log_id)),
             membership_json: Vec::new(),
@@ -211,7 +211,7 @@ impl<'a> EntryParts<'a> {
     }
 }
 
-fn entry_from_wire(wire: WireEntry) -> Result<Entry<TypeConfig>, WireError> {
+fn entry_from_wire(wire: WireEntry) -> Result<Entry, WireError> {
     let log_id = log_id_from_wire(wire.log_id.ok_or(WireError::Missing("an entry's log id"))?);
     let payload = match (wire.proposal, wire.membership_json.is_empty()) {
         (Some(proposal), _) => EntryPayload::Normal(Payload::new(proposal)),
@@ -222,7 +222,7 @@ fn entry_from_wire(wire: WireEntry) -> Result<Entry<TypeConfig>, WireError> {
 }
 
 /// Appends `entry`'s log record plaintext to `buf` (a sealing buffer).
-pub fn encode_entry(entry: &Entry<TypeConfig>, buf: &mut Vec<u8>) -> Result<(), WireError> {
+pub fn encode_entry(entry: &Entry, buf: &mut Vec<u8>) -> Result<(), WireError> {
     let parts = EntryParts::of(entry)?;
     buf.reserve(1 + parts.encoded_len());
     buf.push(ENTRY_FORMAT);
@@ -231,7 +231,7 @@ pub fn encode_entry(entry: &Entry<TypeConfig>, buf: &mut Vec<u8>) -> Result<(), 
 }
 
 /// A log record's plaintext, in this format or the JSON one before it.
-pub fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, WireError> {
+pub fn decode_entry(bytes: &[u8]) -> Result<Entry, WireError> {
     match bytes.first() {
         Some(&ENTRY_FORMAT) => entry_from_wire(WireEntry::decode(&bytes[1..])?),
         Some(b'{') => Ok(serde_json::from_slice(bytes)?),
@@ -280,7 +280,7 @@ pub fn decode_append(bytes: &[u8]) -> Result<AppendEntriesRequest<TypeConfig>, W
     })
 }
 
-pub type AppendReply = Result<AppendEntriesResponse<RaftId>, RaftError<RaftId>>;
+pub type AppendReply = Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>>;
 
 pub fn encode_reply(reply: &AppendReply) -> Result<Vec<u8>, WireError> {
     let mut wire = WireReply::default();
@@ -314,6 +314,41 @@ pub fn decode_reply(bytes: &[u8]) -> Result<AppendReply, WireError> {
         Err(serde_json::from_slice(&wire.error_json)?)
     } else {
         return Err(WireError::Missing("the answer"));
+    })
+}
+
+/// A follower's answer to one AppendEntries of a stream: exactly one field
+/// is set, or none (it matches nothing yet).
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+struct WireStreamReply {
+    /// How far the follower's log now matches the leader's.
+    #[prost(message, optional, tag = "1")]
+    matched: Option<WireLogId>,
+    /// Its log does not hold the request's previous entry.
+    #[prost(message, optional, tag = "2")]
+    conflict: Option<WireLogId>,
+    #[prost(message, optional, tag = "3")]
+    higher_vote: Option<WireVote>,
+}
+
+pub fn encode_stream_reply(reply: &StreamAppendResult<TypeConfig>) -> Vec<u8> {
+    let mut wire = WireStreamReply::default();
+    match reply {
+        Ok(matched) => wire.matched = matched.as_ref().map(log_id_to_wire),
+        Err(StreamAppendError::Conflict(at)) => wire.conflict = Some(log_id_to_wire(at)),
+        Err(StreamAppendError::HigherVote(vote)) => wire.higher_vote = Some(vote_to_wire(vote)),
+    }
+    wire.encode_to_vec()
+}
+
+pub fn decode_stream_reply(bytes: &[u8]) -> Result<StreamAppendResult<TypeConfig>, WireError> {
+    let wire = WireStreamReply::decode(bytes)?;
+    Ok(if let Some(at) = wire.conflict {
+        Err(StreamAppendError::Conflict(log_id_from_wire(at)))
+    } else if let Some(vote) = wire.higher_vote {
+        Err(StreamAppendError::HigherVote(vote_from_wire(vote)))
+    } else {
+        Ok(wire.matched.map(log_id_from_wire))
     })
 }
 

@@ -1,12 +1,12 @@
-use openraft::{CommittedLeaderId, EntryPayload};
+use openraft::EntryPayload;
 use shoal_api::pb::{Proposal, StoreBatch};
 
 use super::*;
 use crate::{encryption::keys::SecretKey, raft::Payload};
 
-fn entry(index: u64) -> Entry<TypeConfig> {
+fn entry(index: u64) -> Entry {
     Entry {
-        log_id: LogId::new(CommittedLeaderId::new(2, 1), index),
+        log_id: crate::raft::log_id(2, 1, index),
         payload: EntryPayload::Normal(Payload::new(Proposal {
             batches: vec![StoreBatch::default(); index as usize],
         })),
@@ -14,7 +14,7 @@ fn entry(index: u64) -> Entry<TypeConfig> {
 }
 
 /// How managers before the binary format sealed an entry: openraft's JSON.
-fn sealed_as_json(cipher: &Cipher, entry: &Entry<TypeConfig>) -> Vec<u8> {
+fn sealed_as_json(cipher: &Cipher, entry: &Entry) -> Vec<u8> {
     let mut buffer = Cipher::buffer(0);
     serde_json::to_writer(&mut buffer, entry).unwrap();
     cipher
@@ -54,7 +54,7 @@ async fn a_log_written_as_json_by_an_older_manager_is_read_and_continued() {
 }
 
 /// An entry of `bytes` of writes (one batch holding one put of that size).
-fn entry_of(index: u64, bytes: usize) -> Entry<TypeConfig> {
+fn entry_of(index: u64, bytes: usize) -> Entry {
     let batch = StoreBatch {
         actions: vec![shoal_api::pb::StoreAction {
             action: Some(shoal_api::pb::store_action::Action::Put(
@@ -74,7 +74,7 @@ fn entry_of(index: u64, bytes: usize) -> Entry<TypeConfig> {
         }],
     };
     Entry {
-        log_id: LogId::new(CommittedLeaderId::new(2, 1), index),
+        log_id: crate::raft::log_id(2, 1, index),
         payload: EntryPayload::Normal(Payload::new(Proposal {
             batches: vec![batch],
         })),

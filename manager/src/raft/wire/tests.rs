@@ -27,21 +27,21 @@ fn proposal(writes: usize) -> Proposal {
     Proposal { batches }
 }
 
-fn id(term: u64, node: u64, index: u64) -> LogId<RaftId> {
-    LogId::new(CommittedLeaderId::new(term, node), index)
+fn id(term: u64, node: u64, index: u64) -> LogId {
+    crate::raft::log_id(term, node, index)
 }
 
-fn membership() -> Membership<RaftId, BasicNode> {
-    let nodes: BTreeMap<RaftId, BasicNode> = [
+fn membership() -> Membership<u64, BasicNode> {
+    let nodes: BTreeMap<u64, BasicNode> = [
         (1, BasicNode::new("127.0.0.1:1")),
         (2, BasicNode::new("127.0.0.2:2")),
         (3, BasicNode::new("127.0.0.3:3")),
     ]
     .into();
-    Membership::new(vec![BTreeSet::from([1, 2])], nodes)
+    Membership::new(vec![BTreeSet::from([1, 2])], nodes).unwrap()
 }
 
-fn every_kind_of_entry() -> Vec<Entry<TypeConfig>> {
+fn every_kind_of_entry() -> Vec<Entry> {
     vec![
         Entry {
             log_id: id(3, 1, 10),
@@ -80,7 +80,7 @@ fn the_hand_assembled_encoding_is_what_protobuf_decodes() {
     // One proposal for both sides: a batch stamps its objects with the
     // time it is made, so two calls a millisecond apart differ.
     let proposal = proposal(5);
-    let entry = Entry::<TypeConfig> {
+    let entry = Entry {
         log_id: id(3, 1, 11),
         payload: EntryPayload::Normal(Payload::new(proposal.clone())),
     };
@@ -183,4 +183,22 @@ fn every_answer_round_trips() {
     }
     let e = decode_reply(&[]).unwrap_err();
     assert_eq!(e.to_string(), "the answer is missing");
+}
+
+#[test]
+fn every_stream_answer_round_trips() {
+    use openraft::raft::StreamAppendError;
+    let mut vote = Vote::new(9, 3);
+    vote.committed = true;
+    let answers: Vec<openraft::raft::StreamAppendResult<TypeConfig>> = vec![
+        Ok(None),
+        Ok(Some(id(2, 1, 5))),
+        Err(StreamAppendError::Conflict(id(2, 1, 4))),
+        Err(StreamAppendError::HigherVote(vote)),
+    ];
+    for answer in answers {
+        let back = decode_stream_reply(&encode_stream_reply(&answer)).unwrap();
+        assert_eq!(back, answer);
+    }
+    assert!(decode_stream_reply(&[0xff]).is_err(), "garbage is refused");
 }
