@@ -226,10 +226,19 @@ impl Manager {
     pub fn is_leader(&self) -> bool {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow_watched();
-        metrics.current_leader == Some(self.raft_id)
-            && metrics.last_quorum_acked.as_ref().is_some_and(|acked| {
-                openraft::Instant::elapsed(&**acked) <= self.settings.leader_lease
-            })
+        if metrics.current_leader != Some(self.raft_id) {
+            return false;
+        }
+        // The only voter is its own quorum. openraft records a quorum's
+        // acknowledgement only when a follower answers, so alone it would
+        // look cut off once the lease passed.
+        let mut voters = metrics.membership_config.membership().voter_ids();
+        if voters.next() == Some(self.raft_id) && voters.next().is_none() {
+            return true;
+        }
+        metrics.last_quorum_acked.as_ref().is_some_and(|acked| {
+            openraft::Instant::elapsed(&**acked) <= self.settings.leader_lease
+        })
     }
 
     /// Raft says this manager leads, but no quorum acknowledged it within
