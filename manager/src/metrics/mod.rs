@@ -186,12 +186,12 @@ fn present(now: &Snapshot<'_>) -> Registry {
         "Index of the last entry applied to this manager's store",
         index(raft.last_applied.map(|l| l.index)),
     );
-    if let Some(commit) = commit_index(raft) {
+    if let Some(commit) = raft.local_committed {
         gauge(
             &mut registry,
             "shoal_raft_commit_index",
-            "Index a quorum of managers holds (reported by the leader only)",
-            commit as i64,
+            "Index of the last entry this manager knows a quorum of managers holds",
+            commit.index as i64,
         );
     }
     gauge(
@@ -254,32 +254,6 @@ fn present(now: &Snapshot<'_>) -> Registry {
         );
     }
     registry
-}
-
-/// The highest index a majority of voters holds, as the leader sees it
-/// (openraft 0.9 reports a follower's commit index nowhere).
-fn commit_index(raft: &openraft::RaftMetrics<crate::raft::TypeConfig>) -> Option<u64> {
-    let replication = raft.replication.as_ref()?;
-    let mut matched: Vec<u64> = raft
-        .membership_config
-        .membership()
-        .voter_ids()
-        .map(|id| {
-            if id == raft.id {
-                raft.last_log_index.unwrap_or(0)
-            } else {
-                replication
-                    .get(&id)
-                    .and_then(|l| l.as_ref())
-                    .map_or(0, |l| l.index)
-            }
-        })
-        .collect();
-    if matched.is_empty() {
-        return None;
-    }
-    matched.sort_unstable_by(|a, b| b.cmp(a));
-    Some(matched[matched.len() / 2])
 }
 
 /// The value of one series in a text exposition, for tests.

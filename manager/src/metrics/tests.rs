@@ -104,25 +104,3 @@ fn counters_accumulate_across_scrapes() {
         "{text}"
     );
 }
-
-#[test]
-fn commit_index_is_what_a_majority_holds() {
-    use std::collections::BTreeMap;
-    let mut raft: openraft::RaftMetrics<crate::raft::TypeConfig> =
-        openraft::RaftMetrics::new_initial(1);
-    // A follower knows no commit index: none is reported.
-    assert_eq!(commit_index(&raft), None);
-    let members = BTreeMap::from([
-        (1, openraft::BasicNode::new("a")),
-        (2, openraft::BasicNode::new("b")),
-        (3, openraft::BasicNode::new("c")),
-    ]);
-    let membership =
-        openraft::Membership::new(vec![members.keys().copied().collect()], members).unwrap();
-    raft.membership_config = std::sync::Arc::new(openraft::StoredMembership::new(None, membership));
-    raft.last_log_index = Some(10);
-    let log = |index| Some(crate::raft::log_id(1, 1, index));
-    raft.replication = Some(BTreeMap::from([(2, log(7)), (3, log(4))]));
-    // The leader holds 10, one follower 7, the other 4: two of three hold 7.
-    assert_eq!(commit_index(&raft), Some(7));
-}

@@ -1,9 +1,9 @@
 //! The Raft log: entries in an append-only file set ([`Wal`]), the vote,
 //! the committed id and the last purged id in redb.
 //!
-//! Group commit: openraft 0.9 hands the log each client write on its own
-//! and waits for `append` to return before taking the next one, so an
-//! fsync per `append` caps writes at one per fsync. Here `append` only
+//! Group commit: openraft hands the log each entry (or a follower's
+//! AppendEntries) on its own and waits for `append` to return before taking
+//! the next one, so an fsync per `append` caps writes at one per fsync. Here `append` only
 //! queues the entries (readers see them at once) and returns; one writer
 //! thread writes everything queued with a single fsync and then tells
 //! openraft, through each append's callback, that it is flushed. Truncate,

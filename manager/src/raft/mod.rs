@@ -1,7 +1,12 @@
-//! Raft replication of the store with openraft 0.9.
+//! Raft replication of the store with openraft 0.10 (pinned to one alpha).
 //!
-//! Why 0.9: it is openraft's released line (0.9.25); 0.10 exists only as
-//! alphas whose storage and network traits still change between releases.
+//! Why 0.10 while it is still in alphas: its leader replicates in pipeline
+//! mode (`network::Peer::stream_append`), sending entries to a follower
+//! while earlier ones are still unanswered. openraft 0.9, the released
+//! line, keeps one AppendEntries in flight per follower: entries proposed
+//! meanwhile wait for its whole round, and at 64 writers the write rate was
+//! bound by it (bench/RESULTS.md, issue 18). The version is pinned exactly
+//! (`=0.10.0-alpha.37`): its traits still change between alphas.
 //! The log and the state machine each live in their own files, so log
 //! appends (fsynced) never wait behind state-machine writes: the log's
 //! entries in an append-only file set (`wal`), its vote and ids and the
@@ -123,9 +128,10 @@ impl Default for Timing {
     }
 }
 
-/// Entries per AppendEntries, at most. openraft 0.9 gives every
+/// Entries per AppendEntries, at most. openraft 0.9 gave every
 /// AppendEntries one heartbeat interval (200 ms) to be answered, whatever
-/// it carries, and backs off and sends it again when it is not. At its
+/// it carried, and backed off and sent it again when it was not (a stream
+/// now waits longer: see `network::STREAM_STALL_INTERVALS`). At its
 /// default of 300 entries a follower that fell behind under load (1,000
 /// writers, entries of hundreds of writes) could be sent megabytes at a
 /// time; on a busy 2-core host its answers then came after the 200 ms,

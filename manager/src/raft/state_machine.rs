@@ -17,8 +17,8 @@
 //! The objects are copied out of it only when a follower needs them. The
 //! log is purged only behind a snapshot built here, a durable commit, so
 //! the file never falls behind what the log still holds. (When a follower
-//! installs a leader's snapshot, openraft 0.9 may purge its log before the
-//! install's commit is durable, as it did before this design.)
+//! installs a leader's snapshot, openraft 0.9 could purge its log before
+//! the install's commit was durable; unchecked with 0.10.)
 //!
 //! Before this, every manager copied its whole store at every snapshot
 //! point, encoded it, sealed it and wrote it durably: 90 MB for ~275,000
@@ -521,9 +521,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     /// snapshot: the store as of an applied id at most one apply call behind
     /// memory's, which openraft allows. No object is copied here.
     ///
-    /// The snapshot returned carries the meta and no data: openraft 0.9
-    /// keeps only the meta of a snapshot it had built (`core/sm/worker.rs`,
-    /// `storage/helper.rs`) and asks [`RaftStateMachine::get_current_snapshot`]
+    /// The snapshot returned carries the meta and no data: openraft keeps
+    /// only the meta of a snapshot it had built (`core/sm/worker.rs`) and asks [`RaftStateMachine::get_current_snapshot`]
     /// for the data when a follower needs it, which reads the held snapshot
     /// out of the file.
     async fn build_snapshot(&mut self) -> Result<Snapshot> {
