@@ -151,7 +151,7 @@ pub fn decide(
     let raft_message = service == "Membership"
         && matches!(
             method,
-            "AppendEntries" | "AppendStream" | "Vote" | "InstallSnapshot"
+            "AppendEntries" | "AppendStream" | "Vote" | "InstallSnapshot" | "InstallFullSnapshot"
         );
     if identity.role == Role::Manager
         && service != "Dispatcher"

@@ -214,22 +214,23 @@ impl Membership for MembershipService {
         encode(&self.manager.raft.vote(rpc).await)
     }
 
+    async fn install_snapshot(
+        &self,
+        _: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        Err(Status::failed_precondition(
+            "this manager takes snapshots whole (InstallFullSnapshot), not in chunks: \
+             the leader runs an older shoal-manager; upgrade it",
+        ))
+    }
+
     /// A whole snapshot from the leader (see `raft::network`), installed
     /// once its last piece is in.
-    async fn install_snapshot(
+    async fn install_full_snapshot(
         &self,
         request: Request<Streaming<RaftMessage>>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let mut pieces = request.into_inner();
-        let first = pieces
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
-        let head: SnapshotHead = decode(&first)?;
-        let mut data = first.binary;
-        while let Some(piece) = pieces.message().await? {
-            data.extend_from_slice(&piece.binary);
-        }
+        let (head, data) = receive_snapshot(request.into_inner()).await?;
         let snapshot = crate::raft::Snapshot {
             meta: head.meta,
             snapshot: std::io::Cursor::new(data),
@@ -263,6 +264,32 @@ impl Membership for MembershipService {
     }
 }
 
+/// A whole snapshot's head and data, as `raft::network` sends them: the
+/// head (JSON) in the first message, the data in the `binary` of all, in
+/// order, exactly as long as the head says.
+async fn receive_snapshot(
+    pieces: impl futures_util::Stream<Item = Result<RaftMessage, Status>>,
+) -> Result<(SnapshotHead, Vec<u8>), Status> {
+    let mut pieces = std::pin::pin!(pieces);
+    let first = pieces
+        .next()
+        .await
+        .ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))??;
+    let head: SnapshotHead = decode(&first)?;
+    let mut data = first.binary;
+    while let Some(piece) = pieces.next().await {
+        data.extend_from_slice(&piece?.binary);
+    }
+    if data.len() as u64 != head.bytes {
+        return Err(Status::invalid_argument(format!(
+            "a snapshot of {} bytes announced, {} received",
+            head.bytes,
+            data.len()
+        )));
+    }
+    Ok((head, data))
+}
+
 /// The Node object of a manager host, before its agent registers.
 pub fn new_manager_node(hostname: &str, addr: &str) -> Node {
     let ip = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
@@ -288,5 +315,78 @@ pub fn new_manager_node(hostname: &str, addr: &str) -> Node {
         manager_status: None,
         ingress_addr: String::new(),
         cert_issuer: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{SnapshotMeta, Vote};
+
+    fn head(bytes: u64) -> RaftMessage {
+        let head = SnapshotHead {
+            vote: Vote::new(2, 1),
+            meta: SnapshotMeta {
+                last_log_id: Some(crate::raft::log_id(2, 1, 40)),
+                last_membership: Default::default(),
+            },
+            bytes,
+        };
+        RaftMessage {
+            json: serde_json::to_vec(&head).unwrap(),
+            binary: b"ab".to_vec(),
+        }
+    }
+
+    fn piece(data: &[u8]) -> Result<RaftMessage, Status> {
+        Ok(RaftMessage {
+            json: Vec::new(),
+            binary: data.to_vec(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_its_pieces_in_order() {
+        let pieces = futures_util::stream::iter([Ok(head(6)), piece(b"cd"), piece(b"ef")]);
+        let (head, data) = receive_snapshot(pieces).await.unwrap();
+        assert_eq!(data, b"abcdef");
+        assert_eq!(head.meta.last_log_id.map(|l| l.index), Some(40));
+    }
+
+    /// An empty or cut snapshot would replace the follower's whole store
+    /// with less: it is refused, naming the sizes.
+    #[tokio::test]
+    async fn a_snapshot_shorter_than_announced_is_refused() {
+        let pieces = futures_util::stream::iter([Ok(head(6)), piece(b"cd")]);
+        let refused = receive_snapshot(pieces).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(
+            refused.message().contains("6 bytes announced, 4 received"),
+            "{refused:?}"
+        );
+    }
+
+    /// What a manager on openraft 0.9 sent: a chunk, its data in JSON and
+    /// no announced size. Installed, it would have emptied the store.
+    #[tokio::test]
+    async fn a_chunk_of_the_old_protocol_is_not_a_snapshot() {
+        let old = serde_json::json!({
+            "vote": {"leader_id": {"term": 2, "node_id": 1}, "committed": true},
+            "meta": {"last_log_id": null, "last_membership": {"log_id": null, "membership": {"configs": [], "nodes": {}}}, "snapshot_id": "2-40"},
+            "offset": 0,
+            "data": [1, 2, 3],
+            "done": true
+        });
+        let message = RaftMessage {
+            json: serde_json::to_vec(&old).unwrap(),
+            binary: Vec::new(),
+        };
+        let refused = receive_snapshot(futures_util::stream::iter([Ok(message)]))
+            .await
+            .unwrap_err();
+        assert!(
+            refused.message().starts_with("bad raft message"),
+            "{refused:?}"
+        );
     }
 }

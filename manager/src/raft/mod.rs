@@ -150,6 +150,11 @@ pub const MAX_ENTRIES_PER_APPEND: u64 = 16;
 /// entries=16 bytes=2640450" then "timeout after 200ms", again and again).
 pub const MAX_BYTES_PER_APPEND: usize = 1 << 20;
 
+/// What a follower gets to install a snapshot, besides the time to receive
+/// it: decoding and writing every object durably (seconds for hundreds of
+/// thousands of objects on a busy host).
+pub const SNAPSHOT_TIMEOUT_MS: u64 = 10_000;
+
 impl Timing {
     pub fn config(&self, cluster_name: &str) -> anyhow::Result<openraft::Config> {
         let config = openraft::Config {
@@ -160,6 +165,10 @@ impl Timing {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: 100,
             max_payload_entries: MAX_ENTRIES_PER_APPEND,
+            // The base of a whole snapshot's deadline (see
+            // `network::snapshot_deadline`); openraft's 200 ms was meant
+            // for one chunk.
+            install_snapshot_timeout: SNAPSHOT_TIMEOUT_MS,
             ..Default::default()
         };
         Ok(config.validate()?)

@@ -106,10 +106,19 @@ type RpcResult<T> = Result<T, RPCError<TypeConfig>>;
 /// neither side holds twice for long.
 const SNAPSHOT_PIECE: usize = 1 << 20;
 
+/// How long a whole snapshot of `pieces` may take to send and install:
+/// `install` (openraft's snapshot timeout), and a second per piece (a
+/// transfer slower than 1 MiB/s between managers is a failed one).
+fn snapshot_deadline(install: Duration, pieces: usize) -> Duration {
+    install + Duration::from_secs(pieces as u64)
+}
+
 /// A follower that has not answered the oldest AppendEntries of a stream
-/// after this many heartbeat intervals is taken for stuck, and the stream
-/// is opened again. Not one interval, as openraft's unary calls had: a
-/// loaded follower answers late, and a slow answer is not a lost one.
+/// for this many of openraft's soft TTLs (3/4 of a heartbeat interval:
+/// 1.5 s in all by default) is taken for stuck, and the stream is opened
+/// again; so is a unary AppendEntries. Not one interval, as openraft 0.9's
+/// calls had: a loaded follower answers late, and a slow answer is not a
+/// lost one.
 const STREAM_STALL_INTERVALS: u32 = 10;
 
 fn network_error(e: &(impl std::error::Error + 'static)) -> RPCError<TypeConfig> {
@@ -127,10 +136,13 @@ fn remote_failure(e: &(impl std::error::Error + 'static)) -> RPCError<TypeConfig
 }
 
 /// What the first message of a snapshot carries besides data.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SnapshotHead {
     pub vote: Vote,
     pub meta: SnapshotMeta,
+    /// The data's length: a follower installs nothing else (an empty or cut
+    /// snapshot would replace its whole store).
+    pub bytes: u64,
 }
 
 impl Peer {
@@ -154,11 +166,11 @@ impl Peer {
     /// Sends `message`; an error status drops the channel (the next call
     /// reconnects: the peer may have restarted on a new connection).
     ///
-    /// AppendEntries and votes carry no gRPC deadline: openraft times them
-    /// out itself (at the heartbeat interval) by dropping this future, which
-    /// resets the one stream, keeps the connection and counts as a timeout,
-    /// after which the entries go again with the next write or heartbeat,
-    /// on the same connection. With a deadline of
+    /// AppendEntries and votes carry no gRPC deadline: they are timed out by
+    /// dropping this future (openraft does for votes; `append_entries` does
+    /// after [`STREAM_STALL_INTERVALS`]), which resets the one stream, keeps
+    /// the connection and counts as a timeout, after which the entries go
+    /// again on the same connection. With a deadline of
     /// the same length tonic could end the call first, with an error
     /// status: the connection was dropped, openraft took the peer for
     /// unreachable and backed off, and the next attempt had to fit a new
@@ -241,6 +253,24 @@ impl Peer {
         }
     }
 
+    /// AppendEntries on its own, binary or (to a peer that predates it) JSON.
+    async fn append_unary(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+    ) -> RpcResult<AppendEntriesResponse<TypeConfig>> {
+        if !self.json_only {
+            if let Some(response) = self.append_binary(&rpc).await? {
+                return Ok(response);
+            }
+            tracing::info!(
+                peer = self.target,
+                "this peer predates binary Raft messages: sending it JSON"
+            );
+            self.json_only = true;
+        }
+        self.call(Method::Append, &rpc).await
+    }
+
     /// Opens an AppendStream and sends `input` on it as openraft makes its
     /// requests; answers come back in order. See [`STREAM_STALL_INTERVALS`]
     /// for when a silent follower ends it.
@@ -253,8 +283,11 @@ impl Peer {
         S: futures_util::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
     {
         let mut client = self.client()?;
+        let stall = option.soft_ttl() * STREAM_STALL_INTERVALS;
         let sent = Arc::new(AtomicU64::new(0));
         let counted = sent.clone();
+        // The requests end when the answers are dropped (see `AnswerReader`).
+        let (input, requests_end) = futures_util::stream::abortable(input);
         let requests = input.map(move |rpc| {
             counted.fetch_add(1, Ordering::Relaxed);
             // An entry that cannot be encoded (its membership not JSON)
@@ -269,7 +302,17 @@ impl Peer {
                 ..Default::default()
             }
         });
-        let answers = match client.append_stream(requests).await {
+        // Bounded: a follower that takes the connection but not the stream
+        // would hold openraft's replication here, where it cannot cancel.
+        let opened = tokio::time::timeout(stall, client.append_stream(requests)).await;
+        let Ok(opened) = opened else {
+            requests_end.abort();
+            return Err(network_error(&std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("AppendStream not opened in {} ms", stall.as_millis()),
+            )));
+        };
+        let answers = match opened {
             Ok(answers) => answers.into_inner(),
             Err(status) if status.code() == tonic::Code::Unimplemented => {
                 tracing::info!(
@@ -284,9 +327,9 @@ impl Peer {
                 return Err(unreachable(&status));
             }
         };
-        let stall = option.soft_ttl() * STREAM_STALL_INTERVALS;
         let reader = AnswerReader {
             answers,
+            requests_end,
             sent,
             answered: 0,
             stall,
@@ -306,14 +349,29 @@ impl Peer {
 }
 
 /// Reads a follower's answers on an AppendStream.
+///
+/// Dropped (openraft is done with the stream: an error, a conflict, a stall,
+/// another leader), it ends the requests too. The requests are sent by
+/// hyper's connection task, not by whoever holds the answers, and h2 does
+/// not reset a stream whose receiving half is dropped; left running, the
+/// old stream would go on taking entries from openraft's replication state,
+/// which the next stream shares, and send them where no one reads the
+/// answers.
 struct AnswerReader {
     answers: tonic::Streaming<RaftMessage>,
+    requests_end: futures_util::stream::AbortHandle,
     /// Requests sent, and answers read.
     sent: Arc<AtomicU64>,
     answered: u64,
     stall: Duration,
     health: PeerHealth,
     target: RaftId,
+}
+
+impl Drop for AnswerReader {
+    fn drop(&mut self) {
+        self.requests_end.abort();
+    }
 }
 
 impl AnswerReader {
@@ -371,22 +429,22 @@ enum Method {
 impl RaftNetworkV2<TypeConfig> for Peer {
     type SnapshotData = SnapshotData;
 
+    /// One at a time, to a peer without AppendStream (openraft 0.10 leaves
+    /// the timeout of these to the network).
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<TypeConfig>> {
-        if !self.json_only {
-            if let Some(response) = self.append_binary(&rpc).await? {
-                return Ok(response);
-            }
-            tracing::info!(
-                peer = self.target,
-                "this peer predates binary Raft messages: sending it JSON"
-            );
-            self.json_only = true;
-        }
-        self.call(Method::Append, &rpc).await
+        let stall = option.soft_ttl() * STREAM_STALL_INTERVALS;
+        tokio::time::timeout(stall, self.append_unary(rpc))
+            .await
+            .unwrap_or_else(|_| {
+                Err(network_error(&std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer to an AppendEntries in {} ms", stall.as_millis()),
+                )))
+            })
     }
 
     /// Pipelined: openraft hands over each AppendEntries as soon as its
@@ -429,28 +487,33 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let data = snapshot.snapshot.into_inner();
         let head = serde_json::to_vec(&SnapshotHead {
             vote,
             meta: snapshot.meta,
+            bytes: data.len() as u64,
         })
         .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        let data = snapshot.snapshot.into_inner();
-        let mut messages = vec![RaftMessage {
+        let pieces = data.len().div_ceil(SNAPSHOT_PIECE);
+        // Each piece copied out as it goes, not all at once.
+        let messages = std::iter::once(RaftMessage {
             json: head,
             binary: Vec::new(),
-        }];
-        messages.extend(data.chunks(SNAPSHOT_PIECE).map(|piece| RaftMessage {
-            json: Vec::new(),
-            binary: piece.to_vec(),
+        })
+        .chain((0..pieces).map(move |i| {
+            let end = data.len().min((i + 1) * SNAPSHOT_PIECE);
+            RaftMessage {
+                json: Vec::new(),
+                binary: data[i * SNAPSHOT_PIECE..end].to_vec(),
+            }
         }));
-        drop(data);
         let mut client = self
             .client()
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(futures_util::stream::iter(messages));
-        request.set_timeout(option.hard_ttl());
+        request.set_timeout(snapshot_deadline(option.hard_ttl(), pieces));
         let reply = tokio::select! {
-            reply = client.install_snapshot(request) => reply,
+            reply = client.install_full_snapshot(request) => reply,
             closed = cancel => return Err(StreamingError::Closed(closed)),
         };
         let reply = self
@@ -496,6 +559,8 @@ mod tests {
     struct SlowPeer {
         delays: Mutex<std::collections::VecDeque<Duration>>,
         stream: StreamMode,
+        /// Told when a Silent stream's requests end (or it is reset).
+        requests_ended: Arc<tokio::sync::Notify>,
     }
 
     #[derive(Clone, Copy)]
@@ -507,6 +572,14 @@ mod tests {
         Silent,
         /// Has no AppendStream (a manager that predates it).
         Unimplemented,
+    }
+
+    struct NotifyOnDrop(Arc<tokio::sync::Notify>);
+
+    impl Drop for NotifyOnDrop {
+        fn drop(&mut self) {
+            self.0.notify_one();
+        }
     }
 
     /// What a follower that takes everything answers to `message`.
@@ -550,13 +623,19 @@ mod tests {
             let incoming = request.into_inner();
             let answers: Self::AppendStreamStream = match self.stream {
                 StreamMode::Unimplemented => return Err(tonic::Status::unimplemented("test")),
-                StreamMode::Silent => Box::pin(futures_util::stream::unfold(
-                    incoming,
-                    |mut incoming| async move {
-                        while let Ok(Some(_)) = incoming.message().await {}
-                        None
-                    },
-                )),
+                StreamMode::Silent => {
+                    // Told when the requests end, or the leader resets the
+                    // stream and the server drops it.
+                    let ended = NotifyOnDrop(self.requests_ended.clone());
+                    Box::pin(futures_util::stream::unfold(
+                        (incoming, ended),
+                        |(mut incoming, ended)| async move {
+                            while let Ok(Some(_)) = incoming.message().await {}
+                            drop(ended);
+                            None
+                        },
+                    ))
+                }
                 StreamMode::AnswerAfter(first) => Box::pin(futures_util::stream::unfold(
                     (incoming, std::collections::VecDeque::new(), first),
                     |(mut incoming, mut held, mut first)| async move {
@@ -584,6 +663,12 @@ mod tests {
             Err(tonic::Status::unimplemented("test"))
         }
         async fn install_snapshot(
+            &self,
+            _: tonic::Request<RaftMessage>,
+        ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test"))
+        }
+        async fn install_full_snapshot(
             &self,
             _: tonic::Request<tonic::Streaming<RaftMessage>>,
         ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
@@ -677,6 +762,7 @@ mod tests {
         let (network, mut peer, connections) = serve(SlowPeer {
             delays: Mutex::new([Duration::from_millis(600)].into()),
             stream: StreamMode::Unimplemented,
+            requests_ended: Default::default(),
         })
         .await;
         let heartbeat = Duration::from_millis(200);
@@ -725,6 +811,7 @@ mod tests {
         let (_network, mut peer, connections) = serve(SlowPeer {
             delays: Mutex::default(),
             stream: StreamMode::AnswerAfter(3),
+            requests_ended: Default::default(),
         })
         .await;
         let (requests, input) = tokio::sync::mpsc::unbounded_channel();
@@ -757,6 +844,7 @@ mod tests {
         let (_network, mut peer, _) = serve(SlowPeer {
             delays: Mutex::default(),
             stream: StreamMode::Silent,
+            requests_ended: Default::default(),
         })
         .await;
         let (requests, input) = tokio::sync::mpsc::unbounded_channel();
@@ -797,6 +885,7 @@ mod tests {
         let (_network, mut peer, _) = serve(SlowPeer {
             delays: Mutex::default(),
             stream: StreamMode::Unimplemented,
+            requests_ended: Default::default(),
         })
         .await;
         let option = RPCOption::new(Duration::from_secs(1));
@@ -823,5 +912,35 @@ mod tests {
                 .index,
             1
         );
+    }
+
+    /// Once openraft drops a stream's answers (here: after a stall), its
+    /// requests end too. They are sent by the connection's task, not by
+    /// whoever holds the answers, and h2 does not reset a stream whose
+    /// receiving half is dropped: left alone, the old stream would go on
+    /// taking entries from openraft's replication state, which the next
+    /// stream shares, for a follower no one listens to.
+    #[tokio::test]
+    async fn dropped_answers_end_the_requests() {
+        let requests_ended = Arc::new(tokio::sync::Notify::new());
+        let (_network, mut peer, _) = serve(SlowPeer {
+            delays: Mutex::default(),
+            stream: StreamMode::Silent,
+            requests_ended: requests_ended.clone(),
+        })
+        .await;
+        let (requests, input) = tokio::sync::mpsc::unbounded_channel();
+        let input = tokio_stream::wrappers::UnboundedReceiverStream::new(input);
+        let answers = peer
+            .stream_append(input, RPCOption::new(Duration::from_millis(200)))
+            .await
+            .expect("the stream opens");
+        requests.send(request(1)).unwrap();
+        drop(answers);
+        // The sender is still held: only the drop can end the requests.
+        tokio::time::timeout(Duration::from_secs(10), requests_ended.notified())
+            .await
+            .expect("the requests went on after their answers were dropped");
+        drop(requests);
     }
 }
