@@ -16,9 +16,11 @@
 //! content for as long as it is held, while later writes go on around it.
 //! The objects are copied out of it only when a follower needs them. The
 //! log is purged only behind a snapshot built here, a durable commit, so
-//! the file never falls behind what the log still holds. (When a follower
-//! installs a leader's snapshot, openraft 0.9 could purge its log before
-//! the install's commit was durable; unchecked with 0.10.)
+//! the file never falls behind what the log still holds. A follower that
+//! installs a leader's snapshot purges its log only after the install: the
+//! install commits durably before it returns, and openraft 0.10 holds the
+//! purge until the install is done (`Command::PurgeLog` waits on
+//! `Condition::Snapshot`; 0.9 could purge first).
 //!
 //! Before this, every manager copied its whole store at every snapshot
 //! point, encoded it, sealed it and wrote it durably: 90 MB for ~275,000
