@@ -563,6 +563,17 @@ mod tests {
         requests_ended: Arc<tokio::sync::Notify>,
     }
 
+    impl SlowPeer {
+        /// No unary delays; AppendStreams as `stream` says.
+        fn streaming(stream: StreamMode) -> Self {
+            Self {
+                delays: Mutex::default(),
+                stream,
+                requests_ended: Default::default(),
+            }
+        }
+    }
+
     #[derive(Clone, Copy)]
     enum StreamMode {
         /// Answers nothing until this many requests have arrived, then
@@ -808,12 +819,8 @@ mod tests {
     /// never get one. Answers come back in order, on one connection.
     #[tokio::test]
     async fn appends_go_out_without_waiting_for_answers() {
-        let (_network, mut peer, connections) = serve(SlowPeer {
-            delays: Mutex::default(),
-            stream: StreamMode::AnswerAfter(3),
-            requests_ended: Default::default(),
-        })
-        .await;
+        let (_network, mut peer, connections) =
+            serve(SlowPeer::streaming(StreamMode::AnswerAfter(3))).await;
         let (requests, input) = tokio::sync::mpsc::unbounded_channel();
         for index in 1..=3 {
             requests.send(request(index)).unwrap();
@@ -841,12 +848,7 @@ mod tests {
     /// is merely idle (nothing asked) keeps it open.
     #[tokio::test]
     async fn a_silent_follower_ends_the_stream() {
-        let (_network, mut peer, _) = serve(SlowPeer {
-            delays: Mutex::default(),
-            stream: StreamMode::Silent,
-            requests_ended: Default::default(),
-        })
-        .await;
+        let (_network, mut peer, _) = serve(SlowPeer::streaming(StreamMode::Silent)).await;
         let (requests, input) = tokio::sync::mpsc::unbounded_channel();
         let input = tokio_stream::wrappers::UnboundedReceiverStream::new(input);
         let option = RPCOption::new(Duration::from_millis(20));
@@ -882,12 +884,7 @@ mod tests {
     /// first stream fails, the ones after go unary.
     #[tokio::test]
     async fn a_peer_without_append_stream_gets_them_one_at_a_time() {
-        let (_network, mut peer, _) = serve(SlowPeer {
-            delays: Mutex::default(),
-            stream: StreamMode::Unimplemented,
-            requests_ended: Default::default(),
-        })
-        .await;
+        let (_network, mut peer, _) = serve(SlowPeer::streaming(StreamMode::Unimplemented)).await;
         let option = RPCOption::new(Duration::from_secs(1));
         let first_refused = matches!(
             peer.stream_append(futures_util::stream::iter([request(1)]), option.clone())
