@@ -288,20 +288,21 @@ fn cli_calls(
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Calls {
     let mut calls = Calls::default();
-    let data = std::env::temp_dir().join(format!("shoal-secret-{}", std::process::id()));
-    let _ = std::fs::write(&data, b"x");
+    let via = socket
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // A file of this stream's own: the streams run in one process, and one
+    // shared file, rewritten as each started, was read empty by another's
+    // first `secret create` ("data must not be empty", CI 2026-12-04).
+    let data = std::env::temp_dir().join(format!("shoal-secret-{}-{via}", std::process::id()));
+    std::fs::write(&data, b"x").expect("writing the secret's data file");
     let host = format!("unix://{}", socket.display());
     let mut n = 0;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         n += 1;
-        let name = format!(
-            "s-{}-{n}",
-            socket
-                .parent()
-                .and_then(|p| p.file_name())
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        );
+        let name = format!("s-{via}-{n}");
         let mut command = Command::new(bins.join("shoal"));
         command.args(["--host", &host]);
         if write {
