@@ -23,7 +23,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use shoal_lab::Lab;
 
-use crate::{build, flags, fuzz, images, setup, sh};
+use crate::{build, ci_tests, flags, fuzz, images, setup, sh};
 
 pub fn run() -> Result<()> {
     let started = Instant::now();
@@ -67,18 +67,18 @@ pub fn run() -> Result<()> {
         "[ci] tests (stages before them took {:.0?})",
         started.elapsed()
     );
-    let tests = sh::cargo()
-        .args(["nextest", "run", "--profile", "ci", "--no-fail-fast"])
-        .status()
-        .context("running cargo nextest")?;
+    let mut nextest = sh::cargo();
+    nextest.args(["nextest", "run", "--profile", "ci", "--no-fail-fast"]);
+    let tests = ci_tests::run(nextest)?;
     if let Err(error) = lab.down(&mut |_| {}) {
         eprintln!("[ci] lab down failed: {error}");
     }
     // The short chaos run brings up its own 5-node lab and takes it down.
     let chaos = stage("chaos (short run)", crate::chaos::short_run);
     let checks = stage("checks (beside the tests)", || checks.finish());
-    if !tests.success() {
-        bail!("tests failed");
+    if !tests.passed {
+        tests.print_failures();
+        bail!("tests failed: {}", tests.failed.join(", "));
     }
     chaos?;
     checks

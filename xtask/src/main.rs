@@ -5,6 +5,7 @@ mod bench;
 mod build;
 mod chaos;
 mod ci;
+mod ci_tests;
 mod demo;
 mod demo_metrics;
 mod flags;
