@@ -32,9 +32,14 @@ struct Summary {
     fingerprint: Option<u64>,
 }
 
-fn fingerprint(message: &impl Message) -> u64 {
+/// A hash of `message`'s encoding, made in `scratch` (one buffer for every
+/// change, not a fresh one each: this runs once per write on every manager).
+fn fingerprint(message: &impl Message, scratch: &mut Vec<u8>) -> u64 {
+    scratch.clear();
+    // A Vec grows as needed: encoding into one cannot fail.
+    let _ = message.encode(scratch);
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    message.encode_to_vec().hash(&mut hasher);
+    scratch.hash(&mut hasher);
     hasher.finish()
 }
 
@@ -104,7 +109,11 @@ impl<'a> View<'a> {
 }
 
 /// The kind word, id and summary of an object.
-fn summarize(object: View<'_>, service_name: &dyn Fn(&str) -> String) -> (Kind, String, Summary) {
+fn summarize(
+    object: View<'_>,
+    service_name: &dyn Fn(&str) -> String,
+    scratch: &mut Vec<u8>,
+) -> (Kind, String, Summary) {
     let mut tracked = BTreeMap::new();
     let mut fixed = BTreeMap::new();
     let (kind, (id, version), name, fingerprint) = match object {
@@ -135,7 +144,7 @@ fn summarize(object: View<'_>, service_name: &dyn Fn(&str) -> String) -> (Kind, 
                 Kind::Service,
                 id_version(&s.meta),
                 spec.name.clone(),
-                Some(fingerprint(&*spec)),
+                Some(fingerprint(&*spec, scratch)),
             )
         }
         View::Node(n) => {
@@ -153,7 +162,7 @@ fn summarize(object: View<'_>, service_name: &dyn Fn(&str) -> String) -> (Kind, 
                 Kind::Node,
                 id_version(&n.meta),
                 name,
-                Some(fingerprint(&*spec)),
+                Some(fingerprint(&*spec, scratch)),
             )
         }
         View::Task(t) => {
@@ -180,7 +189,7 @@ fn summarize(object: View<'_>, service_name: &dyn Fn(&str) -> String) -> (Kind, 
                 Kind::Network,
                 id_version(&n.meta),
                 spec.name.clone(),
-                Some(fingerprint(&*spec)),
+                Some(fingerprint(&*spec, scratch)),
             )
         }
         View::Secret(s) => {
@@ -189,7 +198,7 @@ fn summarize(object: View<'_>, service_name: &dyn Fn(&str) -> String) -> (Kind, 
                 Kind::Secret,
                 id_version(&s.meta),
                 spec.name.clone(),
-                Some(fingerprint(&*spec)),
+                Some(fingerprint(&*spec, scratch)),
             )
         }
         View::Config(c) => {
@@ -198,7 +207,7 @@ fn summarize(object: View<'_>, service_name: &dyn Fn(&str) -> String) -> (Kind, 
                 Kind::Config,
                 id_version(&c.meta),
                 spec.name.clone(),
-                Some(fingerprint(&*spec)),
+                Some(fingerprint(&*spec, scratch)),
             )
         }
     };
@@ -234,9 +243,12 @@ fn event(
 /// The last version seen of every object, to turn changes into events.
 #[derive(Default)]
 pub struct Summaries {
-    known: HashMap<(Kind, String), Summary>,
+    /// By kind, then id: looked up by a borrowed id, with no copy of it.
+    known: HashMap<Kind, HashMap<String, Summary>>,
     /// Service id → name, for tasks written without their service's name.
     services: HashMap<String, String>,
+    /// Where specs are encoded for their fingerprint.
+    scratch: Vec<u8>,
 }
 
 impl Summaries {
@@ -263,7 +275,8 @@ impl Summaries {
             && meta.version != 0
             && self
                 .known
-                .get(&(kind, meta.id.clone()))
+                .get(&kind)
+                .and_then(|of_kind| of_kind.get(&meta.id))
                 .is_some_and(|old| old.version >= meta.version)
         {
             return None;
@@ -273,13 +286,13 @@ impl Summaries {
         // services were created on 1,000 nodes).
         let services = &self.services;
         let lookup = |id: &str| services.get(id).cloned().unwrap_or_default();
-        let (kind, id, new) = summarize(object, &lookup);
+        let (kind, id, new) = summarize(object, &lookup, &mut self.scratch);
         if kind == Kind::Service {
             self.services.insert(id.clone(), new.name.clone());
         }
         let word = kind_word(kind)?;
-        let key = (kind, id);
-        let event = match self.known.get(&key) {
+        let of_kind = self.known.entry(kind).or_default();
+        let event = match of_kind.get(&id) {
             // A change the state already held when it was read.
             Some(old) if old.version >= new.version && new.version != 0 => return None,
             Some(old) => {
@@ -294,21 +307,21 @@ impl Summaries {
                         changed = true;
                     }
                 }
-                changed.then(|| event(word, "update", &key.1, attributes, time_nano))
+                changed.then(|| event(word, "update", &id, attributes, time_nano))
             }
             None => {
                 let mut attributes = new.fixed.clone();
                 attributes.insert("name".into(), new.name.clone());
-                Some(event(word, "create", &key.1, attributes, time_nano))
+                Some(event(word, "create", &id, attributes, time_nano))
             }
         };
-        self.known.insert(key, new);
+        of_kind.insert(id, new);
         event
     }
 
     fn delete(&mut self, r: &ObjectRef, time_nano: i64) -> Option<Event> {
         let word = kind_word(r.kind())?;
-        let old = self.known.remove(&(r.kind(), r.id.clone()))?;
+        let old = self.known.get_mut(&r.kind())?.remove(&r.id)?;
         if r.kind() == Kind::Service {
             self.services.remove(&r.id);
         }
@@ -333,9 +346,10 @@ impl Summaries {
             .collect();
         let gone: Vec<(Kind, String)> = self
             .known
-            .keys()
+            .iter()
+            .flat_map(|(kind, of_kind)| of_kind.keys().map(move |id| (*kind, id)))
             .filter(|(kind, id)| state.version_of(*kind, id) == 0)
-            .cloned()
+            .map(|(kind, id)| (kind, id.clone()))
             .collect();
         for (kind, id) in gone {
             let r = ObjectRef {
