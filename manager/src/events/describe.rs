@@ -192,23 +192,18 @@ fn summarize(
                 Some(fingerprint(&*spec, scratch)),
             )
         }
+        // A secret or config has nothing but its spec to change, so each
+        // new version is a spec change: the version is the fingerprint,
+        // with no encoding and hash of the data on every write.
         View::Secret(s) => {
-            let spec = borrowed_or_default(s.spec.as_ref());
-            (
-                Kind::Secret,
-                id_version(&s.meta),
-                spec.name.clone(),
-                Some(fingerprint(&*spec, scratch)),
-            )
+            let (id, version) = id_version(&s.meta);
+            let name = s.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+            (Kind::Secret, (id, version), name, Some(version))
         }
         View::Config(c) => {
-            let spec = borrowed_or_default(c.spec.as_ref());
-            (
-                Kind::Config,
-                id_version(&c.meta),
-                spec.name.clone(),
-                Some(fingerprint(&*spec, scratch)),
-            )
+            let (id, version) = id_version(&c.meta);
+            let name = c.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+            (Kind::Config, (id, version), name, Some(version))
         }
     };
     (
@@ -235,9 +230,17 @@ fn event(
         r#type: kind.into(),
         action: action.into(),
         actor_id: id.into(),
-        attributes: attributes.into_iter().collect(),
+        attributes,
         time_nano,
     }
+}
+
+/// An event's attributes: a summary's fixed ones and its name, in the
+/// map the event keeps (not copied into another one on the way).
+fn attributes_of(fixed: &BTreeMap<String, String>, name: String) -> BTreeMap<String, String> {
+    let mut attributes = fixed.clone();
+    attributes.insert("name".into(), name);
+    attributes
 }
 
 /// The last version seen of every object, to turn changes into events.
@@ -296,8 +299,7 @@ impl Summaries {
             // A change the state already held when it was read.
             Some(old) if old.version >= new.version && new.version != 0 => return None,
             Some(old) => {
-                let mut attributes = new.fixed.clone();
-                attributes.insert("name".into(), new.name.clone());
+                let mut attributes = attributes_of(&new.fixed, new.name.clone());
                 let mut changed = old.fingerprint != new.fingerprint || old.name != new.name;
                 for (k, v) in &new.tracked {
                     let before = old.tracked.get(k).cloned().unwrap_or_default();
@@ -310,8 +312,7 @@ impl Summaries {
                 changed.then(|| event(word, "update", &id, attributes, time_nano))
             }
             None => {
-                let mut attributes = new.fixed.clone();
-                attributes.insert("name".into(), new.name.clone());
+                let attributes = attributes_of(&new.fixed, new.name.clone());
                 Some(event(word, "create", &id, attributes, time_nano))
             }
         };
@@ -325,8 +326,7 @@ impl Summaries {
         if r.kind() == Kind::Service {
             self.services.remove(&r.id);
         }
-        let mut attributes = old.fixed;
-        attributes.insert("name".into(), old.name);
+        let attributes = attributes_of(&old.fixed, old.name);
         Some(event(word, "remove", &r.id, attributes, time_nano))
     }
 

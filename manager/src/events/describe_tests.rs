@@ -1,6 +1,6 @@
 use shoal_api::pb::{
-    Meta, Node, NodeDescription, NodeSpec, NodeState, NodeStatus, Object, ObjectRef, Service,
-    ServiceSpec, Task, TaskState, TaskStatus, object,
+    Config, ConfigSpec, Kind, Meta, Node, NodeDescription, NodeSpec, NodeState, NodeStatus, Object,
+    ObjectRef, Service, ServiceSpec, Task, TaskState, TaskStatus, object,
 };
 
 use super::*;
@@ -169,4 +169,49 @@ fn the_state_read_at_start_is_no_event_and_resync_finds_what_was_missed() {
     let events = s.resync(&state, 10);
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].action, "remove");
+}
+
+fn config(version: u64, label: &str) -> Change {
+    Change::Put(Box::new(Object {
+        object: Some(object::Object::Config(Config {
+            meta: Some(Meta {
+                id: "c1".into(),
+                version,
+                ..Default::default()
+            }),
+            spec: Some(ConfigSpec {
+                name: "app.conf".into(),
+                data: b"listen 80".to_vec(),
+                labels: [("tier".to_owned(), label.to_owned())].into(),
+                ..Default::default()
+            }),
+        })),
+    }))
+}
+
+#[test]
+fn each_new_version_of_a_config_is_an_update_and_a_version_seen_is_nothing() {
+    let mut summaries = Summaries::default();
+    let actions = |summaries: &mut Summaries, change: &Change| {
+        summaries
+            .apply(change, 1)
+            .map(|e| (e.r#type, e.action, e.actor_id, e.attributes["name"].clone()))
+    };
+    let said = |action: &str| {
+        Some((
+            "config".to_owned(),
+            action.to_owned(),
+            "c1".to_owned(),
+            "app.conf".to_owned(),
+        ))
+    };
+    assert_eq!(actions(&mut summaries, &config(3, "a")), said("create"));
+    assert_eq!(actions(&mut summaries, &config(3, "a")), None);
+    assert_eq!(actions(&mut summaries, &config(7, "b")), said("update"));
+    let removed = Change::Delete(ObjectRef {
+        kind: Kind::Config as i32,
+        id: "c1".into(),
+    });
+    assert_eq!(actions(&mut summaries, &removed), said("remove"));
+    assert_eq!(actions(&mut summaries, &removed), None);
 }
