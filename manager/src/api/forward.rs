@@ -32,18 +32,23 @@ pub enum Kind {
 /// kept, so a leader that dies cancels the calls in flight on it).
 ///
 /// A connection torn down mid-stream can also end the call with an HTTP/2
-/// error, which tonic reports as `Internal` ("h2 protocol error"). That
-/// error comes from the transport, never from the leader's answer. A
-/// read through a follower failed that way while its leader was being
-/// stopped (the `elections` test in CI, 2026-12-03). A read is asked
-/// again. A write is not, as before: it may have been applied, and asked
-/// again it would meet itself ("exists").
+/// error ([`torn`]). A read through a follower failed that way while its
+/// leader was being stopped (the `elections` test in CI, 2026-12-03). A
+/// read is asked again. A write is not: it may have been applied, and
+/// asked again it would meet itself ("exists"); it is answered as
+/// unsettled instead.
 fn gone(status: &Status, kind: Kind) -> bool {
     matches!(
         status.code(),
         tonic::Code::Unavailable | tonic::Code::Cancelled
-    ) || (kind == Kind::Read
-        && std::error::Error::source(status).is_some_and(|e| e.is::<h2::Error>()))
+    ) || (kind == Kind::Read && torn(status))
+}
+
+/// Whether the call ended on an HTTP/2 error of its connection, which
+/// tonic reports as `Internal` ("h2 protocol error"): it comes from the
+/// transport, never from the leader's answer.
+fn torn(status: &Status) -> bool {
+    std::error::Error::source(status).is_some_and(|e| e.is::<h2::Error>())
 }
 
 /// Makes sure the leader answers `request`: `Some` with the leader's answer
@@ -106,6 +111,15 @@ where
                             ));
                         }
                         avoid = Some(addr);
+                    }
+                    // Not the leader's `Internal`, which would say the
+                    // leader failed: the write may have been applied.
+                    Err(status) if kind == Kind::Write && torn(&status) => {
+                        return Err(WriteError::Unsettled(format!(
+                            "the connection to the leader at {addr} broke during the call ({})",
+                            status.message()
+                        ))
+                        .into());
                     }
                     Err(status)
                         if gone(&status, kind)
@@ -208,16 +222,17 @@ mod tests {
         let torn = Status::from_error(Box::new(h2::Error::from(h2::Reason::INTERNAL_ERROR)));
         assert_eq!(torn.code(), tonic::Code::Internal);
         assert!(gone(&torn, Kind::Read));
-        // A write may have been applied: not asked again (as before).
+        // A write may have been applied: not asked again, but answered
+        // as unsettled (see `to_leader`).
         assert!(!gone(&torn, Kind::Write));
+        assert!(super::torn(&torn));
         for kind in [Kind::Read, Kind::Write] {
             assert!(gone(&Status::unavailable("no answer"), kind));
             assert!(gone(&Status::cancelled("the connection closed"), kind));
             // The leader's own answers are answers.
-            assert!(!gone(
-                &Status::internal("h2 protocol error: a message"),
-                kind
-            ));
+            let answered = Status::internal("h2 protocol error: a message");
+            assert!(!gone(&answered, kind));
+            assert!(!super::torn(&answered));
             assert!(!gone(&Status::already_exists("secret exists"), kind));
         }
     }
