@@ -113,13 +113,14 @@ struct Common {
     #[command(flatten)]
     limits: Limits,
     /// Threads running the manager's tasks (API calls, Raft, the
-    /// dispatcher, the scheduler); file writes and fsyncs have threads of
-    /// their own. Default: one per core. One (`--worker-threads 1`) takes
-    /// about a seventh less CPU per write, since a write passes through a
-    /// dozen tasks and on one thread handing it on is a queue push rather
-    /// than a wake-up of another thread, but joins at once run about a
-    /// quarter slower (TLS and signing share one core): bench/RESULTS.md,
-    /// "one worker thread per manager".
+    /// dispatcher, the scheduler). Default: 1. A write passes through a
+    /// dozen tasks, and on one thread handing it on is a queue push, not a
+    /// wake-up of another thread: on 2 cores one worker took 14% less CPU
+    /// per write and 25% less to schedule 100,000 tasks
+    /// (bench/RESULTS.md, "one worker, handshakes apart"). The work that
+    /// spreads over cores has threads of its own: TLS handshakes (a
+    /// worker per core), the Raft log's writes and fsyncs, the state
+    /// file. More workers help a manager whose own tasks fill a core.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
 }
@@ -195,19 +196,23 @@ impl Common {
     }
 }
 
+/// Worker threads when `--worker-threads` is not given (see its help).
+const DEFAULT_WORKER_THREADS: u16 = 1;
+
+/// The worker threads `command` runs with.
+fn worker_threads(command: &Command) -> u16 {
+    match command {
+        Command::Init { common, .. } | Command::Join { common, .. } | Command::Run { common } => {
+            common.worker_threads.unwrap_or(DEFAULT_WORKER_THREADS)
+        }
+        Command::Version => 1,
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let threads = match &cli.command {
-        Command::Init { common, .. } | Command::Join { common, .. } | Command::Run { common } => {
-            common.worker_threads
-        }
-        Command::Version => Some(1),
-    };
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = threads {
-        runtime.worker_threads(usize::from(threads));
-    }
-    runtime
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(worker_threads(&cli.command)))
         .enable_all()
         .build()
         .context("starting the manager's runtime")?
@@ -382,18 +387,17 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_per_core_by_default_and_zero_is_refused_naming_the_flag() {
+    fn one_worker_by_default_more_on_request_and_zero_is_refused_naming_the_flag() {
         use clap::Parser;
-        let threads = |args: &[&str]| -> Result<Option<u16>, clap::Error> {
-            match super::Cli::try_parse_from(args)?.command {
-                super::Command::Run { common } => Ok(common.worker_threads),
-                _ => unreachable!("parsed as `run`"),
-            }
+        let threads = |args: &[&str]| -> Result<u16, clap::Error> {
+            Ok(super::worker_threads(
+                &super::Cli::try_parse_from(args)?.command,
+            ))
         };
-        assert_eq!(threads(&["shoal-manager", "run"]).unwrap(), None);
+        assert_eq!(threads(&["shoal-manager", "run"]).unwrap(), 1);
         assert_eq!(
             threads(&["shoal-manager", "run", "--worker-threads", "4"]).unwrap(),
-            Some(4)
+            4
         );
         let refused = threads(&["shoal-manager", "run", "--worker-threads", "0"])
             .unwrap_err()

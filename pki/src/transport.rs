@@ -202,7 +202,7 @@ pub fn incoming(
             };
             let _ = tcp.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            tokio::spawn(async move {
+            let handshake = async move {
                 let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
                 drop(permit);
                 match handshake {
@@ -214,10 +214,45 @@ pub fn incoming(
                     }
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
-            });
+            };
+            match handshake_runtime() {
+                Some(runtime) => drop(runtime.spawn(handshake)),
+                None => drop(tokio::spawn(handshake)),
+            }
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Where servers' TLS handshakes run: a runtime of their own, with a
+/// worker per core, beside the one serving the connections.
+///
+/// A handshake is CPU work (key exchange, the server's signature, the
+/// client's chain verified, its identity parsed: ~1 ms here). On the
+/// serving runtime a join storm's hundreds of them would hold its workers
+/// while Raft's heartbeats and every API call wait, and a manager with one
+/// worker would run them on one core. Here they use every core and the
+/// serving runtime's workers go on. The socket stays registered with the
+/// accepting runtime's I/O driver throughout (tokio polls a resource
+/// through the driver it was registered with, from any runtime), so the
+/// connection, once up, is served where it was accepted with nothing
+/// moved. None if the runtime cannot be started (no threads left): the
+/// handshakes then run on the caller's runtime, as before.
+fn handshake_runtime() -> Option<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Runtime>> =
+        std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .thread_name("tls-handshake")
+                .enable_all()
+                .build()
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "no runtime of their own for TLS handshakes: they share the connections' runtime")
+                })
+                .ok()
+        })
+        .as_ref()
 }
 
 /// What a client presents, and what it trusts, when it dials a manager.
@@ -528,6 +563,56 @@ mod tests {
         let accepted = accept.await.unwrap();
         dialled?;
         accepted
+    }
+
+    /// Records the thread each handshake picks the server's certificate on.
+    #[derive(Debug)]
+    struct ResolvedOn(Arc<dyn ResolvesServerCert>, std::sync::Mutex<Vec<String>>);
+
+    impl ResolvesServerCert for ResolvedOn {
+        fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            self.1.lock().unwrap().push(name);
+            self.0.resolve(hello)
+        }
+    }
+
+    /// A server's handshakes run on the handshake runtime's threads, not
+    /// on the runtime serving the connections, and the connection then
+    /// works from that runtime (its socket stayed with its I/O driver).
+    #[tokio::test]
+    async fn handshakes_run_on_their_own_runtime_and_the_connection_is_served_where_accepted() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let ca = CertificateAuthority::create("c").unwrap();
+        let roots = ca.cert_pem().to_owned();
+        let manager = node(&ca, "m1", Role::Manager, &roots);
+        let worker = node(&ca, "w1", Role::Worker, &roots);
+        let mut config = (*server_config(manager).unwrap()).clone();
+        let resolved = Arc::new(ResolvedOn(config.cert_resolver.clone(), Default::default()));
+        config.cert_resolver = resolved.clone();
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut connections = incoming(listener, Arc::new(config));
+
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let client = TlsConnector::from(Dialer::Node(worker).config().unwrap());
+        let name = ServerName::try_from(MANAGER_SERVER_NAME).unwrap();
+        let (dialled, accepted) = tokio::join!(client.connect(name, tcp), async {
+            use tokio_stream::StreamExt;
+            connections.next().await.unwrap().unwrap()
+        });
+        let (mut dialled, mut accepted) = (dialled.unwrap(), accepted);
+        assert_eq!(*resolved.1.lock().unwrap(), ["tls-handshake"]);
+
+        // Served on this (current-thread) test runtime from here on.
+        dialled.write_all(b"ping").await.unwrap();
+        let mut got = [0; 4];
+        accepted.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        accepted.write_all(b"pong").await.unwrap();
+        accepted.flush().await.unwrap();
+        dialled.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"pong");
     }
 
     #[tokio::test]
