@@ -236,21 +236,37 @@ pub fn incoming(
 /// accepting runtime's I/O driver throughout (tokio polls a resource
 /// through the driver it was registered with, from any runtime), so the
 /// connection, once up, is served where it was accepted with nothing
-/// moved. None if the runtime cannot be started (no threads left): the
-/// handshakes then run on the caller's runtime, as before.
+/// moved. None if the runtime cannot be started (out of threads or
+/// descriptors): the handshakes then run on the caller's runtime, as
+/// before, and the accept loop goes on.
 fn handshake_runtime() -> Option<&'static tokio::runtime::Runtime> {
     static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Runtime>> =
         std::sync::OnceLock::new();
     RUNTIME
         .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .thread_name("tls-handshake")
-                .enable_all()
-                .build()
-                .inspect_err(|error| {
-                    tracing::warn!(%error, "no runtime of their own for TLS handshakes: they share the connections' runtime")
-                })
-                .ok()
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            // tokio panics when it cannot spawn a worker, rather than
+            // returning an error: caught, so the accept loop survives.
+            let built = std::panic::catch_unwind(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    // Set, so TOKIO_WORKER_THREADS (meant for other
+                    // runtimes, and a panic if malformed) plays no part.
+                    .worker_threads(cores)
+                    .thread_name("tls-handshake")
+                    .enable_all()
+                    .build()
+            });
+            match built {
+                Ok(Ok(runtime)) => Some(runtime),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "no runtime of their own for TLS handshakes: they share the connections' runtime");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!("no runtime of their own for TLS handshakes (no thread could be started): they share the connections' runtime");
+                    None
+                }
+            }
         })
         .as_ref()
 }
