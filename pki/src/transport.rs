@@ -255,18 +255,14 @@ fn handshake_runtime() -> Option<&'static tokio::runtime::Runtime> {
                     .thread_name("tls-handshake")
                     .enable_all()
                     .build()
-            });
-            match built {
-                Ok(Ok(runtime)) => Some(runtime),
-                Ok(Err(error)) => {
+                    .map_err(|error| error.to_string())
+            })
+            .unwrap_or_else(|_| Err("no thread could be started".into()));
+            built
+                .inspect_err(|error| {
                     tracing::warn!(%error, "no runtime of their own for TLS handshakes: they share the connections' runtime");
-                    None
-                }
-                Err(_) => {
-                    tracing::warn!("no runtime of their own for TLS handshakes (no thread could be started): they share the connections' runtime");
-                    None
-                }
-            }
+                })
+                .ok()
         })
         .as_ref()
 }
